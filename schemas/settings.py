@@ -1,0 +1,165 @@
+"""The service's configuration: one frozen Struct, read from the environment here and nowhere else."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "./var"
+    redis_url: str | None = None
+    analytics_url: str | None = None
+    ray_address: str | None = None
+    secret_key: str | None = None
+    bootstrap_key: str | None = None
+    public_url: str | None = None
+    ray_namespace: str = "mailers"
+    max_body_bytes: int = 10 * 1024 * 1024
+    rate_limit_per_second: float = 100.0
+    rate_limit_burst: int = 200
+    key_rotation_grace_seconds: int = 24 * 3600
+    idempotency_retention_seconds: int = 24 * 3600
+    idempotency_lock_seconds: int = 60
+    allow_private_webhooks: bool = False
+    allow_http_webhooks: bool = False
+    webhook_retry_scale: float = 1.0
+    shutdown_grace_seconds: float = 10.0
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+# variable name -> (field, parser)
+def _text(name: str, value: str) -> str:
+    if not value.strip():
+        raise SettingsError(f"{name} must not be empty")
+    return value
+
+
+def _port(name: str, value: str) -> int:
+    number = _integer(name, value)
+    if not 0 <= number <= 65535:
+        raise SettingsError(f"{name} must be a port number between 0 and 65535, got {value!r}")
+    return number
+
+
+def _integer(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {value!r}") from None
+    if number < 0:
+        raise SettingsError(f"{name} must not be negative, got {value!r}")
+    return number
+
+
+def _positive_float(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+    if not number > 0:
+        raise SettingsError(f"{name} must be greater than 0, got {value!r}")
+    return number
+
+
+def _flag(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{name} must be 1/0, true/false, yes/no or on/off, got {value!r}")
+
+
+def _host(name: str, value: str) -> str:
+    value = _text(name, value)
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not all(part.isalnum() or "-" in part for part in value.split(".")):
+            raise SettingsError(f"{name} must be an IP address or host name, got {value!r}") from None
+    return value
+
+
+def _url(*schemes: str):
+    def parse(name: str, value: str) -> str:
+        value = _text(name, value)
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in schemes or not rest:
+            raise SettingsError(f"{name} must be a URL with scheme {' or '.join(schemes)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def _secret(name: str, value: str) -> str:
+    if len(value) < 32:
+        raise SettingsError(f"{name} must be at least 32 characters")
+    return value
+
+
+def _api_key(name: str, value: str) -> str:
+    if not value.startswith("mk_") or len(value) < 24 or not value.isascii() or any(c.isspace() for c in value):
+        raise SettingsError(f"{name} must be an API key starting with mk_ of at least 24 characters")
+    return value
+
+
+_VARIABLES = {
+    "MAILERS_HOST": ("host", _host),
+    "MAILERS_PORT": ("port", _port),
+    "MAILERS_DATA_DIR": ("data_dir", _text),
+    "MAILERS_REDIS_URL": ("redis_url", _url("redis", "rediss", "unix")),
+    "MAILERS_ANALYTICS_URL": ("analytics_url", _url("duckdb", "clickhouse", "clickhouses", "chdb")),
+    "RAY_ADDRESS": ("ray_address", _text),
+    "MAILERS_SECRET_KEY": ("secret_key", _secret),
+    "MAILERS_BOOTSTRAP_KEY": ("bootstrap_key", _api_key),
+    "MAILERS_PUBLIC_URL": ("public_url", _url("http", "https")),
+    "MAILERS_RAY_NAMESPACE": ("ray_namespace", _text),
+    "MAILERS_MAX_BODY_BYTES": ("max_body_bytes", _integer),
+    "MAILERS_RATE_LIMIT_PER_SECOND": ("rate_limit_per_second", _positive_float),
+    "MAILERS_RATE_LIMIT_BURST": ("rate_limit_burst", _integer),
+    "MAILERS_KEY_ROTATION_GRACE_SECONDS": ("key_rotation_grace_seconds", _integer),
+    "MAILERS_IDEMPOTENCY_RETENTION_SECONDS": ("idempotency_retention_seconds", _integer),
+    "MAILERS_IDEMPOTENCY_LOCK_SECONDS": ("idempotency_lock_seconds", _integer),
+    "MAILERS_ALLOW_PRIVATE_WEBHOOKS": ("allow_private_webhooks", _flag),
+    "MAILERS_ALLOW_HTTP_WEBHOOKS": ("allow_http_webhooks", _flag),
+    "MAILERS_WEBHOOK_RETRY_SCALE": ("webhook_retry_scale", _positive_float),
+    "MAILERS_SHUTDOWN_GRACE_SECONDS": ("shutdown_grace_seconds", _positive_float),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build Settings from the environment; an invalid value raises SettingsError naming it."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for variable, (field, parse) in _VARIABLES.items():
+        raw = environ.get(variable)
+        if raw:  # unset and empty both mean "the default"
+            values[field] = parse(variable, raw)
+    values.update(overrides)
+    return Settings(**values)
+
+
+def documented_variables() -> list[str]:
+    return list(_VARIABLES)
