@@ -40,3 +40,16 @@ def idempotency(workspace: str, method: str, path: str, key: str) -> str:
 # by event id, so an entry delivered twice changes nothing.
 EVENT_STREAM = PREFIX + "events"
 EVENT_FIELD = b"b"
+
+
+# --- inbound provider webhooks --------------------------------------------------------------------
+def inbound_replay(provider: str, server_id: str, token: str) -> str:
+    return f"{PREFIX}inbound:replay:{provider}:{server_id}:{token}"   # SET NX EX: a seen token
+
+
+def inbound_event_seen(provider: str, provider_event_id: str) -> str:
+    return f"{PREFIX}inbound:seen:{provider}:{provider_event_id}"     # SET NX EX: dedupe
+
+
+def provider_message(provider: str, provider_message_id: str) -> str:
+    return f"{PREFIX}pmid:{provider}:{provider_message_id}"           # -> our msg id
