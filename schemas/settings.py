@@ -25,6 +25,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bootstrap_key: str | None = None
     public_url: str | None = None
     ray_namespace: str = "mailers"
+    ray_local_cpus: int = 4
     max_body_bytes: int = 10 * 1024 * 1024
     rate_limit_per_second: float = 100.0
     rate_limit_burst: int = 200
@@ -136,6 +137,7 @@ _VARIABLES = {
     "MAILERS_BOOTSTRAP_KEY": ("bootstrap_key", _api_key),
     "MAILERS_PUBLIC_URL": ("public_url", _url("http", "https")),
     "MAILERS_RAY_NAMESPACE": ("ray_namespace", _text),
+    "MAILERS_RAY_LOCAL_CPUS": ("ray_local_cpus", _integer),
     "MAILERS_MAX_BODY_BYTES": ("max_body_bytes", _integer),
     "MAILERS_RATE_LIMIT_PER_SECOND": ("rate_limit_per_second", _positive_float),
     "MAILERS_RATE_LIMIT_BURST": ("rate_limit_burst", _integer),

@@ -1,0 +1,83 @@
+"""The one module through which the ingress reaches Ray ("all Ray API calls should be made here").
+
+`Gateway.start` joins (or starts) Ray and finds each named, detached actor in the namespace, creating it
+if this is the first process to ask; a second ingress process finds the same actors. Every call to an
+actor goes through a `Coalescer`, so no request path makes one Ray call per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import msgspec
+import ray
+
+from actors.coalescer import Coalescer
+from actors.key_usage import KeyUsage
+from schemas.settings import Settings
+
+log = logging.getLogger("mailers.gateway")
+_encode = msgspec.msgpack.Encoder().encode
+
+KEY_USAGE = "key-usage"
+
+
+def init_ray(settings: Settings) -> None:
+    """Join RAY_ADDRESS, or start a local Ray sized for the embedded default."""
+    if ray.is_initialized():
+        return
+    options: dict[str, object] = {
+        "namespace": settings.ray_namespace,
+        "include_dashboard": False,
+        "logging_level": logging.WARNING,
+        "log_to_driver": False,
+    }
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, **options)
+    else:
+        ray.init(num_cpus=max(2, settings.ray_local_cpus), **options)
+
+
+def named_actor(actor_class, name: str, namespace: str, *args: object):
+    """Find the detached actor `name`, creating it if no process has yet."""
+    return actor_class.options(
+        name=name, namespace=namespace, lifetime="detached", get_if_exists=True
+    ).remote(*args)
+
+
+class Gateway:
+    def __init__(self, settings: Settings, *, redis_url: str) -> None:
+        self.settings = settings
+        self.redis_url = redis_url
+        self.key_usage_actor = named_actor(KeyUsage, KEY_USAGE, settings.ray_namespace, redis_url)
+        self._usage = Coalescer(self._send_usage, max_in_flight=1, max_batch=5000, max_pending=100_000)
+
+    @classmethod
+    def start(cls, settings: Settings, *, redis_url: str) -> Gateway:
+        init_ray(settings)
+        return cls(settings, redis_url=redis_url)
+
+    async def _send_usage(self, items: list[tuple[str, int]]) -> list[None]:
+        try:
+            await self.key_usage_actor.record.remote(_encode(items))
+        except Exception as exc:  # statistics only: never fail a request over them
+            log.warning("key usage batch lost: %s", exc)
+        return [None] * len(items)
+
+    def record_key_usage(self, key_id: str) -> None:
+        try:
+            self._usage.submit_nowait((key_id, int(time.time() * 1000)))
+        except Exception as exc:
+            log.warning("key usage dropped: %s", exc)
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(2.0):
+                return bool(await self.key_usage_actor.ping.remote())
+        except Exception:
+            return False
+
+    async def drain(self) -> None:
+        await self._usage.drain()

@@ -1,0 +1,50 @@
+"""`create_app(settings, ...)`: the aiohttp application, its middleware and its routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import msgspec
+from aiohttp import web
+
+from ingress import auth, idempotency, middleware, rate_limit
+from ingress.context import SERVICES
+from ingress.openapi import OPENAPI, build_openapi
+from ingress.routes import api_keys, ops
+from ingress.routing import RouteTable
+from ingress.services import Services
+from schemas.settings import Settings
+
+if TYPE_CHECKING:
+    from actors.gateway import Gateway
+
+VERSION = "0.1.0"
+ROUTE_TABLES: tuple[RouteTable, ...] = (ops.routes, api_keys.routes)
+
+
+def create_app(settings: Settings, *, redis_url: str, gateway: Gateway | None) -> web.Application:
+    app = web.Application(
+        middlewares=[
+            middleware.problems_and_request_ids,
+            auth.authenticate,
+            rate_limit.rate_limit,
+            idempotency.idempotency,
+        ],
+        client_max_size=settings.max_body_bytes,
+    )
+    for table in ROUTE_TABLES:
+        table.add_to(app)
+    app[OPENAPI] = msgspec.json.encode(openapi_document())
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[SERVICES] = await Services.open(settings, redis_url=redis_url, gateway=gateway)
+        yield
+        await app[SERVICES].close()
+
+    app.cleanup_ctx.append(services_ctx)
+    return app
+
+
+def openapi_document() -> dict:
+    return build_openapi([spec for table in ROUTE_TABLES for spec in table.specs], version=VERSION)

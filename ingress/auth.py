@@ -1,0 +1,58 @@
+"""Bearer-key authentication and scope checks, decided before the body is read."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from ingress.context import PRINCIPAL, SERVICES, Principal
+from ingress.problems import ApiError
+from ingress.routing import route_spec
+from schemas.api_keys import ApiKeyRecord, grants
+from store.api_keys import hash_secret
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="mailers"'}
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler) -> web.StreamResponse:
+    spec = route_spec(request)
+    if spec is None or not spec.auth:
+        return await handler(request)
+    record = await _key_from_header(request)
+    principal = Principal(key=record, scopes=frozenset(record.scopes))
+    request[PRINCIPAL] = principal
+    if spec.scope is not None and not grants(principal.scopes, spec.scope):
+        raise ApiError("forbidden", f"This key lacks the `{spec.scope}` scope")
+    request.app[SERVICES].key_usage(record.id)
+    return await handler(request)
+
+
+async def _key_from_header(request: web.Request) -> ApiKeyRecord:
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise ApiError("unauthorized", "Send an API key as `Authorization: Bearer <key>`", headers=_CHALLENGE)
+    digest = hash_secret(secret.strip())
+    record = await request.app[SERVICES].key_cache.lookup(digest)
+    if record is None or not hmac.compare_digest(record.hash, digest) or not usable(record, datetime.now(UTC)):
+        raise ApiError("unauthorized", "The API key is unknown, expired or revoked", headers=_CHALLENGE)
+    return record
+
+
+def usable(record: ApiKeyRecord, now: datetime) -> bool:
+    if record.state == "revoked":
+        return False
+    if record.expires_at is not None and record.expires_at <= now:
+        return False
+    return not (record.state == "rotating" and record.rotating_until is not None and record.rotating_until <= now)
+
+
+def require_sending_domain(principal: Principal, domain: str) -> None:
+    """A key restricted to sending domains may only send from those (and their subdomains)."""
+    allowed = principal.key.domains
+    domain = domain.lower()
+    if allowed and not any(domain == d or domain.endswith("." + d) for d in allowed):
+        raise ApiError("forbidden", f"This key may not send from {domain}")

@@ -1,0 +1,120 @@
+"""The `mailers` command: serve, workspaces, keys, migrate, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from schemas.api_keys import SCOPES
+from schemas.settings import Settings, SettingsError, load_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"mailers: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return args.run(settings, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailers", description="Self-hosted email router")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the service (embedded Redis, Ray and DuckDB by default)")
+    serve.set_defaults(run=_serve)
+
+    workspaces = commands.add_parser("workspaces", help="manage workspaces").add_subparsers(required=True)
+    create_ws = workspaces.add_parser("create", help="create a workspace")
+    create_ws.add_argument("name")
+    create_ws.set_defaults(run=_create_workspace)
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(required=True)
+    create_key = keys.add_parser("create", help="create an API key and print its secret once")
+    create_key.add_argument("--workspace", required=True)
+    create_key.add_argument("--name", required=True)
+    create_key.add_argument("--scopes", required=True, help="comma-separated, e.g. send,read:messages")
+    create_key.add_argument("--domains", default="", help="comma-separated sending domains the key may use")
+    create_key.add_argument("--json", action="store_true", help="print the key as JSON")
+    create_key.set_defaults(run=_create_key)
+    return parser
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from ingress.runtime import serve
+
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _create_workspace(settings: Settings, args: argparse.Namespace) -> int:
+    from store.workspaces import InvalidWorkspaceId, WorkspaceStore
+
+    async def run(redis: aioredis.Redis) -> int:
+        try:
+            _, created = await WorkspaceStore(redis).create(args.name)
+        except InvalidWorkspaceId as exc:
+            print(f"mailers: {exc}", file=sys.stderr)
+            return 2
+        print(f"{'created' if created else 'exists'}: {args.name}")
+        return 0
+
+    return _with_redis(settings, run)
+
+
+def _create_key(settings: Settings, args: argparse.Namespace) -> int:
+    from ingress.routes.api_keys import with_secret
+    from store.api_keys import ApiKeyStore, generate_secret, new_record
+    from store.workspaces import WorkspaceStore
+
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    unknown = [s for s in scopes if s not in SCOPES]
+    if not scopes or unknown:
+        print(f"mailers: unknown scopes {unknown}; choose from {', '.join(SCOPES)}", file=sys.stderr)
+        return 2
+    domains = [d.strip() for d in args.domains.split(",") if d.strip()]
+
+    async def run(redis: aioredis.Redis) -> int:
+        if await WorkspaceStore(redis).get(args.workspace) is None:
+            print(f"mailers: no workspace {args.workspace!r} (create it with `mailers workspaces create`)",
+                  file=sys.stderr)
+            return 2
+        secret = generate_secret()
+        record = new_record(args.workspace, args.name, scopes, secret=secret, domains=domains)
+        await ApiKeyStore(redis).create(record)
+        if args.json:
+            import msgspec
+
+            print(json.dumps(msgspec.to_builtins(with_secret(record, secret))))
+        else:
+            print(f"{record.id} {secret}")
+        return 0
+
+    return _with_redis(settings, run)
+
+
+def _with_redis(settings: Settings, run) -> int:
+    from ingress.runtime import redis_for
+
+    async def go(url: str) -> int:
+        redis = aioredis.Redis.from_url(url)
+        try:
+            return await run(redis)
+        finally:
+            await redis.aclose()
+
+    with redis_for(settings) as url:
+        return asyncio.run(go(url))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""Idempotency-Key handling that every POST and DELETE route gets for free (API.md, "Idempotency").
+
+Scope is (workspace, method, path, key). The first request claims the key; a retry with the same body
+gets the stored answer byte for byte with `Idempotent-Replayed: true`; a different body is refused
+(422); a retry while the first is still running gets 409. Answers to requests that never began
+executing (bad JSON, validation, auth, rate limits, 503) are not stored, so fixing the request works.
+A handler that writes to Redis may commit the stored answer in its own MULTI via `IdempotencyClaim`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import msgspec
+from aiohttp import web
+
+from ingress.context import IDEMPOTENCY, PRINCIPAL, REQUEST_ID, SERVICES
+from ingress.problems import ApiError
+from ingress.routing import route_spec
+from store import keyspace
+from store.idempotency import IdempotencyStore, StoredResponse
+
+_KEY = re.compile(r'^[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?$')
+_QUOTED = re.compile(r'^"((?:[\x20-\x21\x23-\x5b\x5d-\x7e]|\\["\\]){1,255})"$')
+_NOT_STORED = {"invalid_json", "validation_error", "unsupported_media_type", "payload_too_large", "unavailable"}
+_REPLAYED_HEADERS = ("Content-Type", "Location")
+_canonical = msgspec.json.Encoder(order="sorted")
+
+
+class IdempotencyClaim(msgspec.Struct):
+    store: IdempotencyStore
+    key: str
+    token: str
+    completed: bool = False
+
+    def complete_in(self, pipe, response: StoredResponse) -> None:
+        self.store.complete_in(pipe, self.key, self.token, response)
+        self.completed = True
+
+
+def parse_key(raw: str) -> str:
+    """A key is 1-255 printable ASCII characters, bare or as an RFC 8941 quoted string."""
+    quoted = _QUOTED.match(raw)
+    if quoted:
+        return quoted.group(1).replace('\\"', '"').replace("\\\\", "\\")
+    if _KEY.match(raw):
+        return raw
+    raise ApiError("invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
+
+
+def fingerprint(body: bytes) -> str:
+    try:
+        canonical = _canonical.encode(msgspec.json.decode(body)) if body else b""
+    except msgspec.DecodeError:
+        canonical = body
+    return hashlib.sha256(canonical).hexdigest()
+
+
+@web.middleware
+async def idempotency(request: web.Request, handler) -> web.StreamResponse:
+    spec = route_spec(request)
+    raw_key = request.headers.get("Idempotency-Key")
+    if raw_key is None or spec is None or not spec.idempotent or request.method not in ("POST", "DELETE"):
+        return await handler(request)
+    key = parse_key(raw_key)
+    principal = request[PRINCIPAL]
+    store = request.app[SERVICES].idempotency
+    record_key = keyspace.idempotency(principal.workspace, request.method, request.path, key)
+    result = await store.claim(record_key, fingerprint(await request.read()))
+    if result.outcome == "mismatch":
+        raise ApiError("idempotency_key_reused", "This Idempotency-Key was used with a different request body")
+    if result.outcome == "running":
+        raise ApiError("idempotency_key_in_use", "A request with this Idempotency-Key is still running",
+                       headers={"Retry-After": "1"})
+    if result.outcome == "done":
+        return _replay(result.stored)  # type: ignore[arg-type]
+    claim = IdempotencyClaim(store, record_key, result.token)
+    request[IDEMPOTENCY] = claim
+    return await _run_claimed(request, handler, claim)
+
+
+async def _run_claimed(request: web.Request, handler, claim: IdempotencyClaim) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        if exc.code in _NOT_STORED:
+            await claim.store.release(claim.key, claim.token)
+            raise
+        response = exc.response(request[REQUEST_ID])
+    except BaseException:
+        # Nothing was answered, so the request may be retried as a new one once the claim is released.
+        await claim.store.release(claim.key, claim.token)
+        raise
+    if not claim.completed and isinstance(response, web.Response) and response.body is not None:
+        headers = {h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers}
+        await claim.store.complete(claim.key, claim.token, StoredResponse(response.status, bytes(response.body), headers))
+    return response
+
+
+def _replay(stored: StoredResponse) -> web.Response:
+    headers = dict(stored.headers)
+    content_type = headers.pop("Content-Type", "application/json")
+    response = web.Response(status=stored.status, body=stored.body, headers=headers)
+    response.headers["Content-Type"] = content_type
+    response.headers["Idempotent-Replayed"] = "true"
+    return response

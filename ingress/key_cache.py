@@ -1,0 +1,67 @@
+"""In-process cache of API key records, dropped entry by entry over Redis pub/sub.
+
+A revoked or rotated key is published on `keyspace.KEY_INVALIDATIONS`; every ingress process drops its
+copy at once. Entries also expire after `ttl` seconds, and a lost pub/sub connection clears the cache,
+so a missed message can never keep a revoked key alive for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import redis.asyncio as aioredis
+
+from schemas.api_keys import ApiKeyRecord
+from store import keyspace
+from store.api_keys import ApiKeyStore
+
+log = logging.getLogger("mailers.auth")
+
+
+class KeyCache:
+    def __init__(self, store: ApiKeyStore, *, ttl: float = 5.0, negative_ttl: float = 1.0, max_entries: int = 100_000):
+        self.store = store
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[ApiKeyRecord | None, float]] = {}
+
+    async def lookup(self, digest: str) -> ApiKeyRecord | None:
+        now = time.monotonic()
+        cached = self._entries.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        record = await self.store.find_by_hash(digest)
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[digest] = (record, now + (self.ttl if record else self.negative_ttl))
+        return record
+
+    def invalidate(self, digest: str) -> None:
+        self._entries.pop(digest, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    async def listen(self, redis: aioredis.Redis, ready: asyncio.Event | None = None) -> None:
+        """Run until cancelled: apply invalidations; resubscribe (and clear) after a lost connection."""
+        while True:
+            try:
+                async with redis.pubsub() as pubsub:
+                    await pubsub.subscribe(keyspace.KEY_INVALIDATIONS)
+                    self.clear()
+                    if ready is not None:
+                        ready.set()
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self.invalidate(message["data"].decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection lost: forget everything, then retry
+                log.warning("key invalidation channel lost: %s", exc)
+                self.clear()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.5)

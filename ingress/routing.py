@@ -1,0 +1,106 @@
+"""Routes declared once: method, path, scope and schemas feed aiohttp routing, auth and OpenAPI alike."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from ingress.problems import ApiError
+from schemas.problems import FieldError
+
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+
+_json_encoder = msgspec.json.Encoder()
+_PATH = re.compile(r"`\$((?:\.[A-Za-z_][\w-]*|\[\d+\])*)`")
+_FIELD = re.compile(r"field `([^`]+)`")
+
+
+class RouteSpec(msgspec.Struct, kw_only=True):
+    method: str
+    path: str
+    handler: Handler
+    scope: str | None
+    summary: str
+    tag: str
+    body: Any = None
+    query: Any = None
+    response: Any = None
+    status: int = 200
+    auth: bool = True
+    idempotent: bool = True
+    responses: dict[int, str] = {}
+
+
+class RouteTable:
+    def __init__(self) -> None:
+        self.specs: list[RouteSpec] = []
+
+    def route(self, method: str, path: str, *, scope: str | None, summary: str, tag: str, **options: Any):
+        def register(fn: Handler) -> Handler:
+            spec = RouteSpec(method=method, path=path, handler=fn, scope=scope, summary=summary, tag=tag, **options)
+            self.specs.append(spec)
+            return fn
+
+        return register
+
+    def add_to(self, app: web.Application) -> None:
+        for spec in self.specs:
+            app.router.add_route(spec.method, spec.path, _endpoint(spec))
+
+
+def route_spec(request: web.Request) -> RouteSpec | None:
+    return getattr(request.match_info.handler, "route_spec", None)
+
+
+def _endpoint(spec: RouteSpec) -> Handler:
+    decoder = msgspec.json.Decoder(spec.body) if spec.body is not None else None
+
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        kwargs: dict[str, Any] = {}
+        if decoder is not None:
+            kwargs["body"] = await decode_body(request, decoder)
+        if spec.query is not None:
+            kwargs["query"] = decode_query(request, spec.query)
+        return await spec.handler(request, **kwargs)
+
+    endpoint.route_spec = spec  # type: ignore[attr-defined]
+    return endpoint
+
+
+async def decode_body(request: web.Request, decoder: msgspec.json.Decoder) -> Any:
+    if request.content_type != "application/json":
+        raise ApiError("unsupported_media_type", "Send the body as application/json")
+    raw = await request.read()
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise ApiError("validation_error", "The request body is invalid", errors=[field_error(str(exc))]) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError("invalid_json", f"The body is not valid JSON: {exc}") from None
+
+
+def decode_query(request: web.Request, query_type: Any) -> Any:
+    try:
+        return msgspec.convert(dict(request.query), query_type, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ApiError("validation_error", "A query parameter is invalid", errors=[field_error(str(exc), "#/query")]) from None
+
+
+def field_error(message: str, root: str = "#") -> FieldError:
+    """Turn msgspec's "Expected `int`, got `str` - at `$.messages[3].to`" into a JSON pointer entry."""
+    detail, _, where = message.partition(" - at ")
+    path = _PATH.search(where) if where else None
+    pointer = root + (path.group(1).replace("[", ".").replace("]", "").replace(".", "/") if path else "")
+    named = _FIELD.search(detail)
+    if named and ("missing required field" in detail or "unknown field" in detail):
+        pointer += "/" + named.group(1)
+    code = "unknown_field" if "unknown field" in detail else "missing_field" if "missing" in detail else "invalid"
+    return FieldError(pointer=pointer, detail=detail, code=code)
+
+
+def json_response(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=_json_encoder.encode(payload), status=status, content_type="application/json", headers=headers)

@@ -1,0 +1,75 @@
+"""Everything a request handler may use, opened once per app and closed with it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
+
+from ingress.key_cache import KeyCache
+from ingress.metrics import Metrics
+from schemas.settings import Settings
+from store.api_keys import ApiKeyStore
+from store.idempotency import IdempotencyStore
+from store.rate_limits import RateLimiter
+from store.workspaces import WorkspaceStore
+
+if TYPE_CHECKING:
+    from actors.gateway import Gateway
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: aioredis.Redis
+    keys: ApiKeyStore
+    workspaces: WorkspaceStore
+    key_cache: KeyCache
+    idempotency: IdempotencyStore
+    rate_limiter: RateLimiter
+    metrics: Metrics
+    gateway: Gateway | None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, redis_url: str, gateway: Gateway | None) -> Services:
+        redis = aioredis.Redis.from_url(redis_url, health_check_interval=10)
+        keys = ApiKeyStore(redis)
+        services = cls(
+            settings=settings,
+            redis=redis,
+            keys=keys,
+            workspaces=WorkspaceStore(redis),
+            key_cache=KeyCache(keys),
+            idempotency=IdempotencyStore(
+                redis,
+                lock_ms=settings.idempotency_lock_seconds * 1000,
+                retention_ms=settings.idempotency_retention_seconds * 1000,
+            ),
+            rate_limiter=RateLimiter(redis, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst),
+            metrics=Metrics(),
+            gateway=gateway,
+        )
+        await services.idempotency.ensure_scripts_loaded()
+        subscribed = asyncio.Event()
+        services._tasks.append(asyncio.create_task(services.key_cache.listen(redis, subscribed)))
+        async with asyncio.timeout(5):
+            await subscribed.wait()
+        return services
+
+    def key_usage(self, key_id: str) -> None:
+        if self.gateway is not None:
+            self.gateway.record_key_usage(key_id)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.gateway is not None:
+            await self.gateway.drain()
+        await self.redis.aclose()

@@ -1,0 +1,50 @@
+"""RFC 9457 problem documents and the catalogue of every error code the API answers with."""
+
+from __future__ import annotations
+
+import msgspec
+
+ERROR_TYPE_BASE = "https://docs.mailers.dev/errors/"
+
+# code -> (HTTP status, title). docs/errors.md documents each; a test keeps the two in step.
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "invalid_json": (400, "Invalid JSON"),
+    "invalid_idempotency_key": (400, "Invalid idempotency key"),
+    "invalid_cursor": (400, "Invalid cursor"),
+    "invalid_parameter": (400, "Invalid query parameter"),
+    "unauthorized": (401, "Unauthorized"),
+    "invalid_signature": (401, "Invalid signature"),
+    "forbidden": (403, "Forbidden"),
+    "not_found": (404, "Not found"),
+    "method_not_allowed": (405, "Method not allowed"),
+    "not_acceptable": (406, "Not acceptable"),
+    "conflict": (409, "Conflict"),
+    "idempotency_key_in_use": (409, "Idempotency key in use"),
+    "payload_too_large": (413, "Payload too large"),
+    "unsupported_media_type": (415, "Unsupported media type"),
+    "validation_error": (422, "Invalid request"),
+    "idempotency_key_reused": (422, "Idempotency key reused"),
+    "rate_limited": (429, "Too many requests"),
+    "quota_exceeded": (429, "Quota exceeded"),
+    "internal_error": (500, "Internal error"),
+    "unavailable": (503, "Service unavailable"),
+}
+
+
+class FieldError(msgspec.Struct, omit_defaults=True):
+    pointer: str
+    detail: str
+    code: str = "invalid"
+
+
+class Problem(msgspec.Struct, omit_defaults=True, kw_only=True):
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str = ""
+    request_id: str = ""
+    errors: list[FieldError] = []
+
+
+problem_encoder = msgspec.json.Encoder()

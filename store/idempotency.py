@@ -1,0 +1,96 @@
+"""Idempotency records: claim a key before executing, store the answer after, replay it on retries.
+
+A record is a hash {state: running|done, fp, token, status, body, headers}. Claiming is one Lua script
+(atomic check-and-set); completing and releasing check the claim's token so a claim whose lock expired
+and was taken over by a retry is never overwritten by the late original.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Literal
+
+import msgspec
+import redis.asyncio as aioredis
+
+_CLAIM = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'fp', ARGV[1], 'token', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {'claimed'}
+end
+if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] then return {'mismatch'} end
+if state == 'running' then return {'running'} end
+return {'done', redis.call('HGET', KEYS[1], 'status'), redis.call('HGET', KEYS[1], 'body'),
+        redis.call('HGET', KEYS[1], 'headers')}
+"""
+
+_COMPLETE = """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'done', 'status', ARGV[2], 'body', ARGV[3], 'headers', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
+_headers_codec = msgspec.json.Encoder(), msgspec.json.Decoder(dict[str, str])
+
+
+class StoredResponse(msgspec.Struct, frozen=True):
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+class ClaimResult(msgspec.Struct, frozen=True):
+    outcome: Literal["claimed", "mismatch", "running", "done"]
+    token: str = ""
+    stored: StoredResponse | None = None
+
+
+class IdempotencyStore:
+    def __init__(self, redis: aioredis.Redis, *, lock_ms: int, retention_ms: int) -> None:
+        self.redis = redis
+        self.lock_ms = lock_ms
+        self.retention_ms = retention_ms
+        self._claim = redis.register_script(_CLAIM)
+        self._complete = redis.register_script(_COMPLETE)
+        self._release = redis.register_script(_RELEASE)
+
+    async def claim(self, key: str, fingerprint: str) -> ClaimResult:
+        token = secrets.token_hex(8)
+        reply = await self._claim(keys=[key], args=[fingerprint, token, self.lock_ms])
+        outcome = reply[0].decode()
+        if outcome == "claimed":
+            return ClaimResult("claimed", token)
+        if outcome != "done":
+            return ClaimResult(outcome)  # type: ignore[arg-type]
+        stored = StoredResponse(int(reply[1]), reply[2], _headers_codec[1].decode(reply[3]))
+        return ClaimResult("done", stored=stored)
+
+    def complete_args(self, key: str, token: str, response: StoredResponse) -> tuple[list[str], list[object]]:
+        args = [token, response.status, response.body, _headers_codec[0].encode(response.headers), self.retention_ms]
+        return [key], args
+
+    async def complete(self, key: str, token: str, response: StoredResponse, client=None) -> bool:
+        keys, args = self.complete_args(key, token, response)
+        return bool(await self._complete(keys=keys, args=args, client=client))
+
+    def complete_in(self, pipe: aioredis.client.Pipeline, key: str, token: str, response: StoredResponse) -> None:
+        """Queue the completion in a caller's MULTI so it commits atomically with the caller's writes."""
+        keys, args = self.complete_args(key, token, response)
+        pipe.evalsha(self._complete.sha, len(keys), *keys, *args)
+
+    async def release(self, key: str, token: str) -> None:
+        await self._release(keys=[key], args=[token])
+
+    async def ensure_scripts_loaded(self) -> None:
+        """EVALSHA inside MULTI cannot fall back to EVAL, so load the scripts up front."""
+        for script in (self._claim, self._complete, self._release):
+            await self.redis.script_load(script.script)
