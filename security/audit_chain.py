@@ -86,7 +86,9 @@ class AuditSigner:
 
 
 def canonical_bytes(entry: AuditEntry) -> bytes:
-    fields = {name: value for name, value in msgspec.structs.asdict(entry).items() if name not in _UNSIGNED_FIELDS}
+    fields = {
+        name: value for name, value in msgspec.structs.asdict(entry).items() if name not in _UNSIGNED_FIELDS
+    }
     return msgspec.json.encode(fields, order="sorted")
 
 

@@ -57,7 +57,9 @@ def check_webhook_url(url: str, *, allow_http: bool, allow_private: bool) -> Par
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise ForbiddenUrl("webhook_url_invalid", "the URL cannot be parsed or its port is out of range") from None
+        raise ForbiddenUrl(
+            "webhook_url_invalid", "the URL cannot be parsed or its port is out of range"
+        ) from None
     scheme = parts.scheme.lower()
     if scheme != "https" and not (scheme == "http" and allow_http):
         raise ForbiddenUrl("webhook_url_scheme", "webhook URLs must use https")

@@ -8,7 +8,7 @@ which answers the one-click POST with 200 and never a redirect.
 from __future__ import annotations
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
-_FORBIDDEN_IN_URI = frozenset("<>, \t\r\n\"")
+_FORBIDDEN_IN_URI = frozenset('<>, \t\r\n"')
 
 
 def list_unsubscribe_headers(https_url: str, mailto: str | None) -> dict[str, str]:

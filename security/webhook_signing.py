@@ -69,7 +69,9 @@ def sign_delivery(event_id: str, timestamp: int, body: bytes, secrets: Sequence[
     if not event_id or any(ch in event_id for ch in ".\r\n"):
         raise ValueError("the event id must be non-empty and hold no '.' or line breaks")
     standard = " ".join(standard_signature(s, event_id, timestamp, body) for s in secrets)
-    stripe_style = ",".join([f"t={timestamp}", *(f"v1={mailers_signature(s, timestamp, body)}" for s in secrets)])
+    stripe_style = ",".join(
+        [f"t={timestamp}", *(f"v1={mailers_signature(s, timestamp, body)}" for s in secrets)]
+    )
     return {
         "webhook-id": event_id,
         "webhook-timestamp": str(timestamp),
