@@ -13,17 +13,17 @@ import redis.asyncio as aioredis
 
 from store import keyspace
 
-_decode = msgspec.msgpack.Decoder(list[tuple[str, int]]).decode
-
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class KeyUsage:
     def __init__(self, redis_url: str) -> None:
         self.redis = aioredis.Redis.from_url(redis_url)
+        # Built here, not at module level: Ray may pickle the class by value, and decoders do not pickle.
+        self._decode = msgspec.msgpack.Decoder(list[tuple[str, int]]).decode
 
     async def record(self, batch: bytes) -> int:
         folded: dict[str, tuple[int, int]] = {}
-        for key_id, used_ms in _decode(batch):
+        for key_id, used_ms in self._decode(batch):
             count, last = folded.get(key_id, (0, 0))
             folded[key_id] = (count + 1, max(last, used_ms))
         async with self.redis.pipeline(transaction=False) as pipe:

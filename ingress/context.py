@@ -25,9 +25,9 @@ class Principal(msgspec.Struct, frozen=True):
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services")
-REQUEST_ID = "mailers.request_id"
-PRINCIPAL = "mailers.principal"
-IDEMPOTENCY = "mailers.idempotency"
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+IDEMPOTENCY: web.RequestKey[object] = web.RequestKey("idempotency", object)
 
 
 def principal(request: web.Request) -> Principal:

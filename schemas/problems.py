@@ -11,7 +11,6 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_json": (400, "Invalid JSON"),
     "invalid_idempotency_key": (400, "Invalid idempotency key"),
     "invalid_cursor": (400, "Invalid cursor"),
-    "invalid_parameter": (400, "Invalid query parameter"),
     "unauthorized": (401, "Unauthorized"),
     "invalid_signature": (401, "Invalid signature"),
     "forbidden": (403, "Forbidden"),

@@ -1,0 +1,141 @@
+"""Keys: scopes, workspace isolation, revocation everywhere within a second, rotation, hashing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from ingress.app import ROUTE_TABLES
+from ingress.auth import require_sending_domain
+from ingress.context import Principal
+from ingress.problems import ApiError
+from schemas.api_keys import SCOPES, grants
+from store.api_keys import new_record
+
+SCOPED_ROUTES = [spec for table in ROUTE_TABLES for spec in table.specs if spec.scope is not None]
+
+
+def _concrete(path: str) -> str:
+    return path.replace("{id}", "key_00000000000000000000000000")
+
+
+def _lacking(scope: str) -> list[str]:
+    return [s for s in SCOPES if not grants({s}, scope)]
+
+
+@pytest.mark.parametrize("spec", SCOPED_ROUTES, ids=lambda s: f"{s.method} {s.path}")
+async def test_each_route_refuses_a_key_without_its_scope(client, make_key, spec):
+    headers = await make_key(_lacking(spec.scope))
+    response = await client.request(spec.method, _concrete(spec.path), headers=headers, json={})
+    assert response.status == 403, await response.text()
+    assert (await response.json())["code"] == "forbidden"
+
+
+@pytest.mark.parametrize("spec", SCOPED_ROUTES, ids=lambda s: f"{s.method} {s.path}")
+async def test_each_route_admits_a_key_with_exactly_its_scope(client, make_key, spec):
+    headers = await make_key([spec.scope])
+    response = await client.request(spec.method, _concrete(spec.path), headers=headers, json={})
+    assert response.status not in (401, 403), await response.text()
+
+
+def test_scope_implications():
+    assert grants({"write:lists"}, "read:lists")
+    assert not grants({"read:lists"}, "write:lists")
+    assert grants({"admin"}, "send") and grants({"admin"}, "write:webhooks")
+    assert not grants({"send"}, "read:messages")
+
+
+async def test_another_workspaces_key_is_not_found(client, make_key):
+    ours = await make_key(["admin"], workspace="acme")
+    theirs = await make_key(["admin"], workspace="globex")
+    created = await (await client.post("/v1/api-keys", json={"name": "a", "scopes": ["send"]}, headers=ours)).json()
+    for method, path in (("GET", ""), ("DELETE", ""), ("POST", "/rotate")):
+        response = await client.request(method, f"/v1/api-keys/{created['id']}{path}", headers=theirs, json={})
+        assert response.status == 404 and (await response.json())["code"] == "not_found"
+    listed = await (await client.get("/v1/api-keys", headers=theirs)).json()
+    assert created["id"] not in [k["id"] for k in listed["data"]]
+    assert (await client.get(f"/v1/api-keys/{created['id']}", headers=ours)).status == 200
+
+
+async def test_revocation_reaches_a_second_app_within_a_second(app_client, admin):
+    first, second = await app_client(), await app_client()
+    created = await (await first.post("/v1/api-keys", json={"name": "r", "scopes": ["admin"]}, headers=admin)).json()
+    victim = {"Authorization": f"Bearer {created['secret']}"}
+    assert (await second.get("/v1/api-keys", headers=victim)).status == 200  # now cached in the second app
+    assert (await first.delete(f"/v1/api-keys/{created['id']}", headers=admin)).status == 200
+    started = time.monotonic()
+    while (await second.get("/v1/api-keys", headers=victim)).status != 401:
+        assert time.monotonic() - started < 1.0, "revoked key still accepted by the second app after 1 s"
+        await asyncio.sleep(0.02)
+
+
+async def test_rotation_keeps_the_old_key_for_the_grace_period(client, admin):
+    created = await (await client.post("/v1/api-keys", json={"name": "r", "scopes": ["admin"]}, headers=admin)).json()
+    old = {"Authorization": f"Bearer {created['secret']}"}
+    rotated = await client.post(f"/v1/api-keys/{created['id']}/rotate", json={"grace_period_seconds": 1}, headers=admin)
+    assert rotated.status == 201
+    new_key = await rotated.json()
+    assert new_key["secret"] != created["secret"] and new_key["scopes"] == ["admin"]
+    old_view = await (await client.get(f"/v1/api-keys/{created['id']}", headers=admin)).json()
+    assert old_view["state"] == "rotating" and old_view["replaced_by"] == new_key["id"]
+    assert (await client.get("/v1/api-keys", headers=old)).status == 200
+    assert (await client.get("/v1/api-keys", headers={"Authorization": f"Bearer {new_key['secret']}"})).status == 200
+    await asyncio.sleep(1.2)
+    assert (await client.get("/v1/api-keys", headers=old)).status == 401
+    again = await client.post(f"/v1/api-keys/{created['id']}/rotate", json={}, headers=admin)
+    assert again.status == 422
+
+
+async def test_expired_key_is_refused(client, admin):
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    created = await client.post("/v1/api-keys", json={"name": "e", "scopes": ["admin"], "expires_at": soon},
+                                headers=admin)
+    headers = {"Authorization": f"Bearer {(await created.json())['secret']}"}
+    assert (await client.get("/v1/api-keys", headers=headers)).status == 200
+    await asyncio.sleep(2.2)
+    assert (await client.get("/v1/api-keys", headers=headers)).status == 401
+
+
+async def test_secrets_are_stored_only_as_hashes(client, admin, redis):
+    created = await (await client.post("/v1/api-keys", json={"name": "h", "scopes": ["send"]}, headers=admin)).json()
+    secret = created["secret"].encode()
+    async for key in redis.scan_iter():
+        assert secret not in key
+        kind = (await redis.type(key)).decode()
+        values = {
+            "string": lambda: redis.get(key),
+            "hash": lambda: redis.hgetall(key),
+            "zset": lambda: redis.zrange(key, 0, -1),
+        }[kind]
+        assert secret not in repr(await values()).encode()
+    listed = await (await client.get(f"/v1/api-keys/{created['id']}", headers=admin)).json()
+    assert "secret" not in listed and listed["prefix"] == created["secret"][:11]
+
+
+async def test_usage_is_counted_through_the_actor(client, admin):
+    created = await (await client.post("/v1/api-keys", json={"name": "u", "scopes": ["admin"]}, headers=admin)).json()
+    headers = {"Authorization": f"Bearer {created['secret']}"}
+    for _ in range(5):
+        assert (await client.get("/v1/api-keys", headers=headers)).status == 200
+    deadline = time.monotonic() + 5
+    while True:
+        view = await (await client.get(f"/v1/api-keys/{created['id']}", headers=admin)).json()
+        if view["use_count"] == 5:
+            break
+        assert time.monotonic() < deadline, view
+        await asyncio.sleep(0.05)
+    assert view["last_used_at"] is not None
+
+
+def test_domain_restricted_key():
+    record = new_record("acme", "d", ["send"], secret="mk_" + "x" * 30, domains=["acme.com"])
+    principal = Principal(key=record, scopes=frozenset(record.scopes))
+    require_sending_domain(principal, "acme.com")
+    require_sending_domain(principal, "mail.acme.com")
+    with pytest.raises(ApiError) as refused:
+        require_sending_domain(principal, "evil.com")
+    assert refused.value.status == 403
+    with pytest.raises(ApiError):
+        require_sending_domain(principal, "notacme.com")
