@@ -132,7 +132,7 @@ def _entry_problem(entry: AuditEntry, prev_hash: str, prev_seq: int, key: Ed2551
     if entry.seq != prev_seq + 1:
         if entry.seq <= prev_seq:
             return f"out of order: seq {entry.seq} follows seq {prev_seq}"
-        return f"seq gap: expected {prev_seq + 1}, found {entry.seq} (entries deleted)"
+        return f"seq gap: expected {prev_seq + 1}, found {entry.seq} (entries deleted or reordered)"
     if entry.prev_hash != prev_hash:
         return "prev_hash does not match the previous entry's hash"
     if entry.hash != entry_hash(entry):

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import re
+
+from security.link_rewrite import open_pixel, rewrite_html
+
+BASE = "https://mail.acme.test/"
+
+MESSY = """<!DOCTYPE html>
+<HTML><HEAD><TITLE>Hi &amp; welcome</TITLE>
+<style>a[href^="https://styled.example"] { color: red }</style></HEAD>
+<BODY bgcolor=#fff>
+<P>Hello&nbsp;Ana,</P>
+<A HREF='https://shop.example.com/p?id=1&amp;utm=mail' CLASS="btn">Shop</A>
+<a class=plain href=http://blog.example.org/post>Blog</a>
+<a href="mailto:help@acme.test?subject=Hi&amp;body=x">Mail us</a>
+<a href="tel:+3212345678">Call</a> <a href="#footer">Down</a> <a href="/relative">Rel</a>
+<a data-mailers-notrack href="https://private.example.com/reset?t=abc">Reset</a>
+<a
+   href = "  https://shop.example.com/p?id=1&utm=mail  "
+   title="same link again">Again</a>
+<a href="HTTPS://Upper.Example.com/X">Upper</a>
+<!-- <a href="https://commented.example.com/">not a link</a> -->
+<script>document.write('<a href="https://scripted.example.com/">');</script>
+<a href="https://mail.acme.test/t/u/TOKEN">Unsubscribe</a>
+<a name="footer">no href</a>
+</body>
+</HTML>
+"""
+
+EXPECTED_LINKS = [
+    "https://shop.example.com/p?id=1&utm=mail",
+    "http://blog.example.org/post",
+    "HTTPS://Upper.Example.com/X",
+]
+
+
+def _rewrite(html: str, open_token: str | None = "OPENTOKEN") -> tuple[str, list[str], list[int]]:
+    asked: list[int] = []
+
+    def click_token(index: int) -> str:
+        asked.append(index)
+        return f"CLICK{index}"
+
+    rewritten, links = rewrite_html(html, base_url=BASE, make_click_token=click_token, open_token=open_token)
+    return rewritten, links, asked
+
+
+def test_tracked_links_are_listed_decoded_in_order_with_one_index_per_url() -> None:
+    _, links, asked = _rewrite(MESSY)
+    assert links == EXPECTED_LINKS
+    assert asked == [0, 1, 0, 2]
+
+
+def test_only_tracked_href_values_change_and_the_rest_is_byte_identical() -> None:
+    rewritten, _, _ = _rewrite(MESSY, open_token=None)
+    expected = (
+        MESSY.replace("'https://shop.example.com/p?id=1&amp;utm=mail'", "'https://mail.acme.test/t/c/CLICK0'")
+        .replace("href=http://blog.example.org/post>", "href=https://mail.acme.test/t/c/CLICK1>")
+        .replace('"  https://shop.example.com/p?id=1&utm=mail  "', '"https://mail.acme.test/t/c/CLICK0"')
+        .replace('"HTTPS://Upper.Example.com/X"', '"https://mail.acme.test/t/c/CLICK2"')
+    )
+    assert rewritten == expected
+
+
+def test_untracked_links_are_left_alone() -> None:
+    rewritten, _, _ = _rewrite(MESSY)
+    for kept in (
+        'href="mailto:help@acme.test?subject=Hi&amp;body=x"',
+        'href="tel:+3212345678"',
+        'href="#footer"',
+        'href="/relative"',
+        'data-mailers-notrack href="https://private.example.com/reset?t=abc"',
+        '<a href="https://commented.example.com/">',
+        '<a href="https://scripted.example.com/">',
+        'href="https://mail.acme.test/t/u/TOKEN"',
+    ):
+        assert kept in rewritten
+
+
+def test_the_open_pixel_goes_just_before_the_closing_body_tag() -> None:
+    rewritten, _, _ = _rewrite(MESSY)
+    pixel = (
+        '<img src="https://mail.acme.test/t/o/OPENTOKEN" width="1" height="1" alt="" style="display:none">'
+    )
+    assert rewritten.count(pixel) == 1
+    assert pixel + "</body>" in rewritten
+
+
+def test_the_open_pixel_goes_at_the_end_without_a_body_and_nowhere_without_a_token() -> None:
+    fragment = "<p>Hi <b>there</b></p>"
+    rewritten, links, _ = _rewrite(fragment)
+    assert rewritten == fragment + open_pixel(BASE, "OPENTOKEN")
+    assert links == []
+    assert _rewrite(fragment, open_token=None)[0] == fragment
+
+
+def test_click_urls_are_escaped_for_the_attribute() -> None:
+    rewritten, _ = rewrite_html(
+        '<a href="https://x.example/">x</a>',
+        base_url="https://t.example/r&d/",
+        make_click_token=lambda index: f"T{index}",
+        open_token=None,
+    )
+    assert rewritten == '<a href="https://t.example/r&amp;d/t/c/T0">x</a>'
+
+
+def test_documents_without_links_are_unchanged_apart_from_the_pixel() -> None:
+    document = "<html><body><p>Plain &copy; 2026</p></body></html>"
+    rewritten, links, asked = _rewrite(document)
+    assert links == [] and asked == []
+    assert re.sub(r"<img [^>]*>", "", rewritten) == document
