@@ -5,7 +5,8 @@
 and hands every non-2xx answer to `classify_failure` together with the provider's own error text:
 
     429               -> Throttled(retry_after from Retry-After / RateLimit-Reset / X-RateLimit-Reset)
-    401, 403          -> Transient(server_down=True)   bad key, unverified account: fail over at once
+    401, 403, 404     -> Transient(server_down=True)   bad key, unverified account, wrong domain or
+                         base URL: the server's configuration is at fault, so fail over at once
     408, 409, 5xx     -> Transient(retry_after from Retry-After when given)
     other 4xx         -> Permanent(the provider's error text, code)
     anything else     -> Transient (an answer we do not understand is never a reason to drop mail)
@@ -94,7 +95,7 @@ def classify_failure(answer: HttpAnswer, reason: str, *, now: float, code: str |
     if status == 429:
         wait = retry_after_seconds(answer.headers, now)
         return Throttled(retry_after=DEFAULT_THROTTLE_SECONDS if wait is None else wait, reason=text)
-    if status in (401, 403):
+    if status in (401, 403, 404):
         return Transient(text, server_down=True)
     if status in (408, 409) or status >= 500:
         return Transient(text, retry_after=retry_after_seconds(answer.headers, now))
