@@ -110,3 +110,23 @@ def test_documents_without_links_are_unchanged_apart_from_the_pixel() -> None:
     rewritten, links, asked = _rewrite(document)
     assert links == [] and asked == []
     assert re.sub(r"<img [^>]*>", "", rewritten) == document
+
+
+def test_unusual_but_valid_tag_syntax_is_tracked_without_other_changes() -> None:
+    cases = {
+        '<a/href="https://x.example/">x</a>': '<a/href="https://t.example/t/c/T0">x</a>',
+        "<a href=https://x.example/?a=1&b=2>x</a>": "<a href=https://t.example/t/c/T0>x</a>",
+        '<a href="https://x.example/"/>': '<a href="https://t.example/t/c/T0"/>',
+        '<p>\r\n<a\r\nhref="https://x.example/">x</a>\r\n</p>': '<p>\r\n<a\r\nhref="https://t.example/t/c/T0">x</a>\r\n</p>',
+        '<a href="&#104;ttps://x.example/">x</a>': '<a href="https://t.example/t/c/T0">x</a>',
+    }
+    for document, expected in cases.items():
+        rewritten, links = rewrite_html(
+            document, base_url="https://t.example", make_click_token=lambda i: f"T{i}", open_token=None
+        )
+        assert (rewritten, links[0][:17]) == (expected, "https://x.example"), document
+
+
+def test_links_without_a_usable_url_are_left_alone() -> None:
+    for document in ('<a href>x</a><a href="">y</a>', '<a href="java&#115;cript:alert(1)">x</a>'):
+        assert rewrite_html(document, base_url=BASE, make_click_token=str, open_token=None) == (document, [])

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import string
+
 import pytest
 
 from schemas.ids import new_id
@@ -30,8 +32,9 @@ def test_an_issued_token_reads_back_as_its_payload(kind: str, payload: object) -
 def test_every_single_character_alteration_reads_as_none(kind: str, payload: object) -> None:
     tokens = TrackingTokens(KEY)
     token = tokens.issue(payload)  # type: ignore[arg-type]
-    # A..H differ only in their low bits, which the last character does not always carry.
-    alphabet = "ABCDEFGHQgw_-09az"
+    # The whole alphabet: the last character's low bits are not always used, so only a strict decoder
+    # refuses the neighbours of the true last character.
+    alphabet = string.ascii_letters + string.digits + "-_"
     for position in range(len(token)):
         for replacement in alphabet:
             if replacement == token[position]:
