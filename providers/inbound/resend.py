@@ -101,7 +101,9 @@ def verify(headers: Mapping[str, str], body: bytes, *, config: InboundConfig, no
 
 def _mac(secret: str, content: bytes) -> bytes:
     try:
-        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+        encoded = secret.removeprefix(SECRET_PREFIX)
+        # Svix secrets are sometimes shown without base64 padding.
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except binascii.Error:
         raise InvalidSignature("configured Resend secret is not base64") from None
     return hmac.new(key, content, hashlib.sha256).digest()
