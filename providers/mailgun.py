@@ -9,6 +9,7 @@ call (`<…@domain>`); it is returned without angle brackets, as it appears in M
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Sequence
 from typing import ClassVar
@@ -117,7 +118,8 @@ class Adapter:
         self.config = config
         self._http = ProviderHttp(http, timeout=config.timeout_seconds, concurrency=config.concurrency)
         self._url = f"{config.base_url.rstrip('/')}/v3/{config.domain}/messages"
-        self._auth = aiohttp.BasicAuth("api", config.api_key)
+        credentials = base64.b64encode(f"api:{config.api_key}".encode()).decode()
+        self._headers = {"Authorization": f"Basic {credentials}"}
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[Outcome]:
         groups = identical_content_groups(
@@ -131,7 +133,7 @@ class Adapter:
 
     async def _send_group(self, group: list[OutboundMessage]) -> list[Outcome]:
         form = message_form(group[0], group if len(group) > 1 else ())
-        answer = await self._http.request("POST", self._url, data=form, auth=self._auth)
+        answer = await self._http.request("POST", self._url, data=form, headers=self._headers)
         return [_outcome(answer)] * len(group)
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ HMAC-SHA256(signing key, timestamp + token).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-from aiohttp import BasicAuth, web
+from aiohttp import web
 from multidict import MultiDictProxy
 
 from providers.simulators.base import (
@@ -64,11 +65,12 @@ DIALECT = MailgunDialect()
 
 
 def _api_key(request: web.Request) -> str | None:
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
     try:
-        auth = BasicAuth.decode(request.headers.get("Authorization", ""))
-    except ValueError:
+        login, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
         return None
-    return auth.password if auth.login == "api" else None
+    return password if scheme == "Basic" and login == "api" else None
 
 
 async def send_message(request: web.Request) -> web.Response:
