@@ -1,0 +1,135 @@
+"""Real processes: the CLI, `mailers serve` end to end, and a second process finding the actors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from store.redis_server import free_port
+
+MAILERS = str(Path(sys.executable).parent / "mailers")
+
+
+def _env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILERS_", "RAY_ADDRESS"))}
+    env.update(values)
+    return env
+
+
+async def test_cli_creates_a_key_that_works(client, redis_url, tmp_path):
+    env = _env(MAILERS_REDIS_URL=redis_url, MAILERS_DATA_DIR=str(tmp_path))
+    made = subprocess.run([MAILERS, "workspaces", "create", "cli-ws"], env=env, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    created = subprocess.run(
+        [MAILERS, "keys", "create", "--workspace", "cli-ws", "--name", "ops", "--scopes", "admin,send", "--json"],
+        env=env, capture_output=True, text=True,
+    )
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)
+    assert key["scopes"] == ["admin", "send"] and key["secret"].startswith("mk_")
+    response = await client.get("/v1/api-keys", headers={"Authorization": f"Bearer {key['secret']}"})
+    assert response.status == 200
+    assert [k["id"] for k in (await response.json())["data"]] == [key["id"]]
+
+
+def test_cli_refuses_unknown_scopes_and_bad_settings(redis_url, tmp_path):
+    env = _env(MAILERS_REDIS_URL=redis_url, MAILERS_DATA_DIR=str(tmp_path))
+    bad = subprocess.run([MAILERS, "keys", "create", "--workspace", "x", "--name", "n", "--scopes", "fly"],
+                         env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown scopes" in bad.stderr
+    env["MAILERS_PORT"] = "not-a-port"
+    invalid = subprocess.run([MAILERS, "serve"], env=env, capture_output=True, text=True, timeout=30)
+    assert invalid.returncode == 2
+    assert invalid.stderr.strip().splitlines() == ["mailers: MAILERS_PORT must be an integer, got 'not-a-port'"]
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = set(), [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.add(child)
+            stack.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+async def test_serve_starts_answers_readyz_and_stops_cleanly(tmp_path):
+    port = free_port()
+    bootstrap = "mk_" + "b" * 40
+    env = _env(MAILERS_DATA_DIR=str(tmp_path / "data"), MAILERS_PORT=str(port), MAILERS_BOOTSTRAP_KEY=bootstrap)
+    process = subprocess.Popen([MAILERS, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 90
+            while True:
+                assert process.poll() is None, process.stdout.read()
+                try:
+                    async with http.get(base + "/readyz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert time.monotonic() < deadline, "mailers serve never became ready"
+                await asyncio.sleep(0.5)
+            async with http.get(base + "/v1/api-keys", headers={"Authorization": f"Bearer {bootstrap}"}) as keys:
+                assert keys.status == 200
+                assert (await keys.json())["data"][0]["scopes"] == ["admin"]
+        assert oct((tmp_path / "data" / "secret_key").stat().st_mode)[-3:] == "600"
+        assert (tmp_path / "data" / "redis" / "appendonlydir").is_dir()
+        children = _descendants(process.pid)
+        assert children, "serve should have started redis-server and Ray"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert not [pid for pid in children if _alive(pid)], "child processes left behind"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_second_process_finds_the_same_named_actors(gateway, ray_session, redis_url):
+    script = textwrap.dedent(f"""
+        import ray
+        from actors.gateway import Gateway
+        from schemas.settings import load_settings
+        settings = load_settings({{}}, ray_address={ray_session!r}, ray_namespace="mailers-test")
+        gateway = Gateway.start(settings, redis_url={redis_url!r})
+        print(gateway.key_usage_actor._actor_id.hex())
+        print(ray.get(gateway.key_usage_actor.ping.remote()))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    actor_id, pong = result.stdout.split()[-2:]
+    assert actor_id == gateway.key_usage_actor._actor_id.hex() and pong == "True"
