@@ -76,7 +76,7 @@ def decode(body: bytes) -> PostmarkRecord:
 
 def verify(headers: Mapping[str, str], *, config: InboundConfig) -> None:
     """`headers` keys are lower case."""
-    if not config.postmark_user or config.postmark_password is None:
+    if not config.postmark_user or not config.postmark_password:
         raise InvalidSignature("no Postmark credentials configured for this server")
     user, password = _basic_credentials(headers.get("authorization", ""))
     user_ok = hmac.compare_digest(user, config.postmark_user.encode())
