@@ -61,6 +61,8 @@ async def cert_server(aiohttp_server: Any, signing_key: rsa.RSAPrivateKey) -> Ce
 
     async def serve(request: web.Request) -> web.Response:
         server.fetches.append(request.match_info["name"])
+        if request.match_info["name"] == "redirect.pem":
+            raise web.HTTPFound("/certs/SimpleNotificationService-0123456789abcdef.pem")
         pem = pems.get(request.match_info["name"])
         return web.Response(body=pem) if pem else web.Response(status=404)
 
@@ -192,6 +194,14 @@ async def test_unreachable_certificate_is_reported_as_unavailable(
     envelope = sns_sign(sns_notification(SES_EVENTS["Bounce"], cert_server.url("missing.pem")), signing_key)
     with pytest.raises(CertUnavailable):
         await deliver(envelope, cert_server, fetcher)
+
+
+async def test_certificate_redirects_are_not_followed(
+        cert_server: CertServer, fetcher: HttpCertFetcher, signing_key: rsa.RSAPrivateKey) -> None:
+    envelope = sns_sign(sns_notification(SES_EVENTS["Bounce"], cert_server.url("redirect.pem")), signing_key)
+    with pytest.raises(CertUnavailable):
+        await deliver(envelope, cert_server, fetcher)
+    assert cert_server.fetches == ["redirect.pem"]
 
 
 async def test_subscription_confirmation_returns_the_subscribe_url(
