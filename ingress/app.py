@@ -11,7 +11,7 @@ from aiohttp import web
 from ingress import auth, idempotency, middleware, rate_limit
 from ingress.context import SERVICES
 from ingress.openapi import OPENAPI, build_openapi
-from ingress.routes import api_keys, ops
+from ingress.routes import discover_route_tables
 from ingress.routing import RouteTable
 from ingress.services import Services
 from schemas.settings import Settings
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from actors.gateway import Gateway
 
 VERSION = "0.1.0"
-ROUTE_TABLES: tuple[RouteTable, ...] = (ops.routes, api_keys.routes)
+ROUTE_TABLES: tuple[RouteTable, ...] = discover_route_tables()
 
 
 def create_app(settings: Settings, *, redis_url: str, gateway: Gateway | None) -> web.Application:

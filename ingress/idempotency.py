@@ -41,10 +41,11 @@ class IdempotencyClaim(msgspec.Struct):
 
 def parse_key(raw: str) -> str:
     """A key is 1-255 printable ASCII characters, bare or as an RFC 8941 quoted string."""
-    quoted = _QUOTED.match(raw)
-    if quoted:
-        return quoted.group(1).replace('\\"', '"').replace("\\\\", "\\")
-    if _KEY.match(raw):
+    if raw.startswith('"'):
+        quoted = _QUOTED.match(raw)
+        if quoted:
+            return quoted.group(1).replace('\\"', '"').replace("\\\\", "\\")
+    elif _KEY.match(raw):
         return raw
     raise ApiError("invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
 
