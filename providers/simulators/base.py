@@ -261,14 +261,15 @@ async def _clear_messages(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _poster_context(state: SimulatorState) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
-    @contextlib.asynccontextmanager
+def webhook_context(poster: WebhookPoster) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx entry: run `poster` while the app runs; on cleanup drain briefly, then cancel."""
+
     async def run_poster(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(state.webhooks.run(), name="simulator-webhooks")
+        task = asyncio.create_task(poster.run(), name="simulator-webhooks")
         yield
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2.0):
-                await state.webhooks.drain()
+                await poster.drain()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -285,5 +286,5 @@ def build_app(state: SimulatorState, routes: list[web.RouteDef], *, client_max_s
     app.add_routes(routes)
     app.router.add_get("/_sim/messages", _list_messages)
     app.router.add_delete("/_sim/messages", _clear_messages)
-    app.cleanup_ctx.append(_poster_context(state))
+    app.cleanup_ctx.append(webhook_context(state.webhooks))
     return app
