@@ -6,7 +6,14 @@ from typing import Any
 
 import msgspec
 import pytest
-from provider_harness import (
+
+from providers.base import Permanent, Sent, Throttled, Transient
+from providers.http_errors import MESSAGE_ID_FIELD, MESSAGE_ID_HEADER
+from providers.simulators.base import SimulatorOptions, whole_seconds
+from schemas.ids import new_id
+from schemas.messages import Address, Attachment, OutboundMessage
+
+from .provider_harness import (
     ALL_PROVIDERS,
     HTTP_PROVIDERS,
     Harness,
@@ -14,12 +21,6 @@ from provider_harness import (
     start_simulated,
     verify_moto_domain,
 )
-
-from providers.base import Permanent, Sent, Throttled, Transient
-from providers.http_errors import MESSAGE_ID_FIELD, MESSAGE_ID_HEADER
-from providers.simulators.base import SimulatorOptions, whole_seconds
-from schemas.ids import new_id
-from schemas.messages import Address, Attachment, OutboundMessage
 
 PDF = b"%PDF-1.4\n" + bytes(range(256))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from botocore.exceptions import ClientError
-from provider_harness import SENDING_DOMAIN, moto_messages, start_ses, verify_moto_domain
 
 from providers import ses
 from providers.base import Permanent, Sent, Throttled, Transient
@@ -13,6 +12,8 @@ from providers.http_errors import MESSAGE_ID_FIELD
 from schemas.ids import new_id
 from schemas.messages import Address, OutboundMessage
 from store.redis_server import free_port
+
+from .provider_harness import SENDING_DOMAIN, moto_messages, start_ses, verify_moto_domain
 
 
 def plain(**overrides: Any) -> OutboundMessage:

@@ -17,7 +17,6 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-from provider_harness import start_simulated
 from standardwebhooks import Webhook
 
 from providers.base import Sent
@@ -26,6 +25,8 @@ from providers.simulators import sendgrid
 from providers.simulators.base import SIMULATOR, SimulatorOptions
 from schemas.ids import new_id
 from schemas.messages import Address, OutboundMessage
+
+from .provider_harness import start_simulated
 
 RECIPIENTS = [Address("ok@example.com"), Address("bounce-1@example.com"), Address("complain-1@example.com")]
 EXPECTED = {
