@@ -37,7 +37,7 @@ def init_ray(settings: Settings) -> None:
     if settings.ray_address:
         ray.init(address=settings.ray_address, **options)
     else:
-        ray.init(num_cpus=max(2, settings.ray_local_cpus), **options)
+        ray.init(num_cpus=max(2, settings.ray_local_cpus), _node_ip_address="127.0.0.1", **options)
 
 
 def named_actor(actor_class, name: str, namespace: str, *args: object):
