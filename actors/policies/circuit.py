@@ -49,7 +49,11 @@ class CircuitBreaker:
         self._probes_since = 0.0
 
     def state(self, now: float) -> State:
-        if self._state == "open" and self._opened_at is not None and now >= self._opened_at + self.open_seconds:
+        if (
+            self._state == "open"
+            and self._opened_at is not None
+            and now >= self._opened_at + self.open_seconds
+        ):
             self._state = "half_open"
             self._probes_out = 0
             self._probes_since = self._opened_at + self.open_seconds

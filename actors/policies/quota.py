@@ -113,7 +113,9 @@ class WindowQuota:
     `None` leaves a window unlimited (and untracked). Only the windows holding `now` are kept.
     """
 
-    def __init__(self, per_minute: int | None = None, per_hour: int | None = None, per_day: int | None = None) -> None:
+    def __init__(
+        self, per_minute: int | None = None, per_hour: int | None = None, per_day: int | None = None
+    ) -> None:
         limits = {"per_minute": per_minute, "per_hour": per_hour, "per_day": per_day}
         self._limits = {_KIND_BY_LIMIT[name]: value for name, value in limits.items() if value is not None}
         if any(value < 0 for value in self._limits.values()):

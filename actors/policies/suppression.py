@@ -46,7 +46,9 @@ class SuppressionSet:
         self._by_domain: dict[str, dict[str, Reason]] = {}
         self._by_list: dict[str, dict[str, Reason]] = {}
 
-    def add(self, email: str, scope: Scope, scope_value: str | None = None, reason: Reason = "manual") -> bool:
+    def add(
+        self, email: str, scope: Scope, scope_value: str | None = None, reason: Reason = "manual"
+    ) -> bool:
         """Suppress `email` in `scope` (a later add replaces the reason). True if it was new."""
         if reason not in _REASON_BY_NAME:
             raise ValueError(f"unknown suppression reason {reason!r}")
@@ -83,10 +85,17 @@ class SuppressionSet:
         scoped = [*self._by_domain.values(), *self._by_list.values()]
         return len(self._global) + len(self._workspace) + sum(len(entries) for entries in scoped)
 
-    def _tables_for(self, sending_domain: str, list_ids: Sequence[str]) -> list[tuple[Scope, dict[str, Reason]]]:
+    def _tables_for(
+        self, sending_domain: str, list_ids: Sequence[str]
+    ) -> list[tuple[Scope, dict[str, Reason]]]:
         """The entry tables that apply to one send, broadest scope first."""
-        tables: list[tuple[Scope, dict[str, Reason]]] = [("global", self._global), ("workspace", self._workspace)]
-        tables += [("domain", self._by_domain[d]) for d in _self_and_parents(sending_domain) if d in self._by_domain]
+        tables: list[tuple[Scope, dict[str, Reason]]] = [
+            ("global", self._global),
+            ("workspace", self._workspace),
+        ]
+        tables += [
+            ("domain", self._by_domain[d]) for d in _self_and_parents(sending_domain) if d in self._by_domain
+        ]
         tables += [("list", self._by_list[lid]) for lid in list_ids if lid in self._by_list]
         return tables
 

@@ -36,7 +36,13 @@ def test_limits_hold_per_domain_over_a_simulated_minute() -> None:
 
 def test_refused_recipients_consume_nothing() -> None:
     throttle = RecipientThrottle({"a.com": {"per_minute": 1, "per_hour": 2}, "b.com": {"per_minute": 2}})
-    assert throttle.admit(["a.com", "b.com", "a.com", "b.com", "b.com"], MINUTE) == [True, True, False, True, False]
+    assert throttle.admit(["a.com", "b.com", "a.com", "b.com", "b.com"], MINUTE) == [
+        True,
+        True,
+        False,
+        True,
+        False,
+    ]
     assert throttle.admit(["a.com"], MINUTE + 1) == [False]
     # Had the two refusals counted, the hour (limit 2) would be spent already.
     assert throttle.admit(["a.com"], MINUTE + 61) == [True]

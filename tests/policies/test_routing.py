@@ -28,8 +28,12 @@ SERVERS = [
 ]
 
 
-def facts(from_domain: str = "acme.com", to: tuple[str, ...] = ("example.com",), purpose: str | None = None,
-          tags: tuple[str, ...] = ()) -> MessageFacts:
+def facts(
+    from_domain: str = "acme.com",
+    to: tuple[str, ...] = ("example.com",),
+    purpose: str | None = None,
+    tags: tuple[str, ...] = (),
+) -> MessageFacts:
     return MessageFacts(purpose, from_domain, list(to), list(tags))
 
 
@@ -37,10 +41,24 @@ def route(message: MessageFacts, rules: list[RoutingRule], *, seed: int = 0, **k
     return choose_servers(message, rules, SERVERS, rng=random.Random(seed), **kwargs)
 
 
-def rule(rule_id: str, priority: int, targets: list[str], *, strategy: str = "priority", fallback: bool = False,
-         **match: object) -> RoutingRule:
-    return RoutingRule(rule_id, rule_id, priority, RuleMatch(**match), strategy,  # type: ignore[arg-type]
-                       [Target(t) for t in targets], fallback)
+def rule(
+    rule_id: str,
+    priority: int,
+    targets: list[str],
+    *,
+    strategy: str = "priority",
+    fallback: bool = False,
+    **match: object,
+) -> RoutingRule:
+    return RoutingRule(
+        rule_id,
+        rule_id,
+        priority,
+        RuleMatch(**match),
+        strategy,  # type: ignore[arg-type]
+        [Target(t) for t in targets],
+        fallback,
+    )
 
 
 def test_without_rules_healthy_servers_by_priority_then_degraded_down_excluded() -> None:
@@ -50,9 +68,17 @@ def test_without_rules_healthy_servers_by_priority_then_degraded_down_excluded()
 
 @pytest.mark.parametrize(
     ("from_domain", "acme_allowed"),
-    [("acme.com", True), ("mail.acme.com", True), ("ACME.COM", True), ("notacme.com", False), ("other.org", False)],
+    [
+        ("acme.com", True),
+        ("mail.acme.com", True),
+        ("ACME.COM", True),
+        ("notacme.com", False),
+        ("other.org", False),
+    ],
 )
-def test_domain_scoped_server_sends_only_for_its_domains_and_subdomains(from_domain: str, acme_allowed: bool) -> None:
+def test_domain_scoped_server_sends_only_for_its_domains_and_subdomains(
+    from_domain: str, acme_allowed: bool
+) -> None:
     assert ("srv_acme" in route(facts(from_domain), []).candidates) is acme_allowed
 
 
@@ -94,13 +120,24 @@ def test_match_fields(match: dict[str, object], message: MessageFacts, matches: 
 
 def test_priority_strategy_keeps_listed_order_skips_down_and_ineligible_degraded_last() -> None:
     targets = ["srv_slow", "srv_dead", "srv_tie", "srv_acme", "srv_nope", "srv_b", "srv_tie"]
-    assert route(facts("acme.com"), [rule("r", 1, targets)]).candidates == ["srv_tie", "srv_acme", "srv_b", "srv_slow"]
+    assert route(facts("acme.com"), [rule("r", 1, targets)]).candidates == [
+        "srv_tie",
+        "srv_acme",
+        "srv_b",
+        "srv_slow",
+    ]
     assert route(facts("other.org"), [rule("r", 1, targets)]).candidates == ["srv_tie", "srv_b", "srv_slow"]
 
 
 def test_weighted_primary_follows_the_weights_over_10k_picks() -> None:
-    weighted = RoutingRule("r", "r", 1, RuleMatch(), "weighted",
-                           [Target("srv_a", 70), Target("srv_b", 20), Target("srv_tie", 10), Target("srv_dead", 50)])
+    weighted = RoutingRule(
+        "r",
+        "r",
+        1,
+        RuleMatch(),
+        "weighted",
+        [Target("srv_a", 70), Target("srv_b", 20), Target("srv_tie", 10), Target("srv_dead", 50)],
+    )
     rng = random.Random(42)
     firsts = Counter()
     for _ in range(10_000):
@@ -159,9 +196,9 @@ def test_forced_server(forced: str, from_domain: str, expected: RouteDecision) -
 
 
 def test_rules_decode_from_json_and_refuse_unknown_fields() -> None:
-    body = b'''{"id": "rul_1", "name": "gmail via ses", "priority": 5,
+    body = b"""{"id": "rul_1", "name": "gmail via ses", "priority": 5,
                 "match": {"to_domains": ["gmail.com"]}, "strategy": "weighted",
-                "targets": [{"server": "srv_a", "weight": 3}], "fallback": true}'''
+                "targets": [{"server": "srv_a", "weight": 3}], "fallback": true}"""
     decoded = msgspec.json.decode(body, type=RoutingRule)
     assert decoded.targets == [Target("srv_a", 3)] and decoded.fallback
     with pytest.raises(msgspec.ValidationError):
