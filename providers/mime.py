@@ -26,7 +26,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.policy import SMTP, Policy
+from email.policy import EmailPolicy, Policy
 from email.utils import encode_rfc2231, format_datetime, formataddr, quote
 from typing import TYPE_CHECKING
 
@@ -54,6 +54,17 @@ RESERVED_HEADERS = frozenset(
 _HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _MIME_TOKEN = re.compile(r"[A-Za-z0-9!#$&^_.+-]+\Z")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class _EncodedHeaderPolicy(EmailPolicy):
+    """`email.policy.SMTP` without the per-header count check on assignment: the renderer sets each
+    header once itself, and the check builds a header class per call (~17 µs, 13 times a message)."""
+
+    def header_max_count(self, name: str) -> int | None:
+        return None
+
+
+RENDER_POLICY = _EncodedHeaderPolicy(linesep="\r\n")
 
 
 class MimeError(ValueError):
@@ -141,20 +152,17 @@ def build_mime(
     extra_headers: Mapping[str, str] = {},
     now: datetime | None = None,
 ) -> EmailMessage:
-    """The message as an `EmailMessage` (policy SMTP). `extra_headers` (e.g. List-Unsubscribe) win over
-    the message's own custom headers; neither may replace a header the renderer owns."""
-    root = _body_tree(message)
+    """The message as an `EmailMessage` (`RENDER_POLICY`: SMTP's, CRLF). `extra_headers` (e.g.
+    List-Unsubscribe) win over the message's own custom headers; neither may replace a header the
+    renderer owns."""
+    content = _body_tree(message)
     headers = [
         *_envelope_headers(message, now or datetime.now(UTC)),
         *_custom_headers({**message.headers, **extra_headers}),
         ("MIME-Version", "1.0"),
+        *content.raw_items(),
     ]
-    part_headers = root._headers
-    root._headers = []
-    for name, value in headers:
-        root[name] = EncodedHeader(name, value)
-    root._headers.extend(part_headers)
-    return root
+    return _part(headers, content.get_payload())
 
 
 def render_mime(
@@ -165,7 +173,7 @@ def render_mime(
     now: datetime | None = None,
 ) -> bytes:
     """The wire bytes (CRLF), DKIM-signed when a signer is given."""
-    raw = build_mime(message, extra_headers=extra_headers, now=now).as_bytes(policy=SMTP)
+    raw = build_mime(message, extra_headers=extra_headers, now=now).as_bytes()
     return dkim.sign(raw) if dkim is not None else raw
 
 
@@ -214,7 +222,7 @@ def _body_tree(message: OutboundMessage) -> EmailMessage:
 
 
 def _part(headers: Iterable[tuple[str, str]], payload: str | list[EmailMessage]) -> EmailMessage:
-    part = EmailMessage(policy=SMTP)
+    part = EmailMessage(policy=RENDER_POLICY)
     for name, value in headers:
         part[name] = EncodedHeader(name, value)
     part.set_payload(payload)
