@@ -153,10 +153,13 @@ async def test_429_becomes_throttled_with_the_providers_retry_time(provider: str
     [second] = await harness.adapter.send_batch([outbound(attachments=[])])
     assert isinstance(first, Sent)
     assert isinstance(second, Throttled), second
-    advertised = whole_seconds(harness.state.last_retry_after)
-    assert advertised >= 2
-    # SendGrid advertises a Unix reset time, so the wait is known to within a second
-    assert advertised - 1.0 <= second.retry_after <= advertised + 0.01
+    wait = harness.state.last_retry_after  # what the simulator's bucket really needs
+    assert wait is not None and wait > 1.5
+    # whole seconds, rounded up, so a retry at retry_after is allowed; SendGrid advertises a Unix
+    # reset time instead of a delay, so its wait is known to within a second
+    assert wait - 0.05 <= second.retry_after < wait + 1.0
+    if provider != "sendgrid":
+        assert second.retry_after == whole_seconds(wait)
 
 
 @pytest.mark.parametrize("provider", HTTP_PROVIDERS)
