@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.canonicalization import CanonicalizationPolicy
 
+from providers.mime import ascii_domain
+
 KEY_BITS = 2048
 DEFAULT_RETURN_PATH_LABEL = "bounces"
 SIGNED_HEADERS = (
@@ -68,7 +70,7 @@ def dns_records(
     """The records to publish for `domain`. The return path (`{label}.{domain}`, the envelope sender's
     domain) is a CNAME to `return_path_host`, where bounces are received; DMARC `p=none` is the
     least a bulk sender needs (Gmail/Yahoo 2024) and a suggestion the owner may tighten."""
-    domain = domain.lower().rstrip(".")
+    domain = ascii_domain(domain.rstrip("."))
     return [
         DnsRecord("TXT", f"{selector}._domainkey.{domain}", dkim_record_value(public_b64), "dkim"),
         DnsRecord("TXT", domain, f"v=spf1 include:{spf_include} ~all", "spf"),
@@ -81,7 +83,7 @@ class DkimSigner:
     """Signs rendered messages for one domain and selector (rsa-sha256, relaxed/relaxed)."""
 
     def __init__(self, domain: str, selector: str, private_pem: bytes | str) -> None:
-        self.domain = domain.lower().rstrip(".")
+        self.domain = ascii_domain(domain.rstrip("."))
         self.selector = selector
         self._key = _load_rsa_key(private_pem)
 

@@ -120,6 +120,9 @@ def classify_failure(exc: BaseException, originals: dict[str, str]) -> Outcome:
         return classify_refusals([
             recipient_refusal(originals.get(r.recipient, r.recipient), r.code, r.message) for r in exc.recipients
         ])
+    if isinstance(exc, aiosmtplib.SMTPConnectResponseError | aiosmtplib.SMTPHeloError) and exc.code >= 500:
+        # refused at the greeting or EHLO: the server will not talk to us, whatever the message
+        return Transient(f"SMTP server refused the session: {exc.code} {exc.message}", server_down=True)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return classify_smtp_reply(exc.code, exc.message)
     # aiosmtplib raises the bare base class for a missing STARTTLS or AUTH: setup, like a bad certificate.
@@ -139,8 +142,9 @@ FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError)
 class SmtpConnectionPool:
     """At most `config.pool_size` connections to one server; idle ones are reused, most recent first."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, idle_check_seconds: float = IDLE_CHECK_SECONDS) -> None:
         self.config = config
+        self.idle_check_seconds = idle_check_seconds
         self.connections_opened = 0
         self._slots = asyncio.Semaphore(config.pool_size)
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
@@ -195,7 +199,7 @@ class SmtpConnectionPool:
         if not smtp.is_connected:
             smtp.close()
             return False
-        if time.monotonic() - last_used < IDLE_CHECK_SECONDS:
+        if time.monotonic() - last_used < self.idle_check_seconds:
             return True
         try:
             await smtp.noop()

@@ -54,6 +54,7 @@ class SinkHandler:
     peers: set[tuple[str, int]] = field(default_factory=set)
     reject_data: bool = False
     drop_next_mail: bool = False
+    noops: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
@@ -63,6 +64,11 @@ class SinkHandler:
         if drop:
             server.transport.close()
         envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_NOOP(self, server: SMTP, session: Session, envelope: Envelope, arg: str) -> str:
+        with self.lock:
+            self.noops += 1
         return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:

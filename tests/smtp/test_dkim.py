@@ -65,6 +65,14 @@ def test_dns_records(domain_key: tuple[bytes, str]) -> None:
     ]
 
 
+def test_idn_domains_publish_and_sign_as_a_labels(domain_key: tuple[bytes, str]) -> None:
+    names = [r.name for r in dns_records("Bücher.de", "s1", domain_key[1], return_path_host="b.example",
+                                         spf_include="s.example")]
+    assert names == ["s1._domainkey.xn--bcher-kva.de", "xn--bcher-kva.de", "_dmarc.xn--bcher-kva.de",
+                     "bounces.xn--bcher-kva.de"]
+    assert DkimSigner("bücher.de", "s1", domain_key[0]).domain == "xn--bcher-kva.de"
+
+
 def test_signature_verifies_against_the_published_record(domain_key: tuple[bytes, str]) -> None:
     private_pem, public_b64 = domain_key
     message = signed_message(private_pem)

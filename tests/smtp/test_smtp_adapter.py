@@ -10,7 +10,7 @@ import pytest
 
 from providers.base import Permanent, RecipientRefusal, Sent, Transient
 from providers.dkim import dns_records, generate_domain_key
-from providers.smtp import Adapter, Config
+from providers.smtp import Adapter, Config, SmtpConnectionPool
 from schemas.messages import Address, Attachment, OutboundMessage
 from store.redis_server import free_port
 
@@ -146,6 +146,19 @@ async def test_reconnects_after_the_server_drops_the_connection(sink: SmtpSink, 
     assert isinstance(outcomes[1], Sent)
     assert [d.parsed()["Subject"] for d in sink.deliveries] == ["Message 1", "Message 2", "Message 4"]
     assert sink.connections >= 3
+
+
+async def test_idle_connections_are_checked_before_reuse(sink: SmtpSink, make_adapter: AdapterFactory) -> None:
+    busy = make_adapter(sink.port, pool_size=1)
+    await busy.send_batch([message(1)])
+    await busy.send_batch([message(2)])
+    assert sink.handler.noops == 0  # reused within IDLE_CHECK_SECONDS: no extra round trip
+    idle = make_adapter(sink.port, pool_size=1)
+    idle.pool = SmtpConnectionPool(idle.config, idle_check_seconds=0.0)
+    await idle.send_batch([message(3)])
+    await idle.send_batch([message(4)])
+    assert sink.handler.noops == 1
+    assert len(sink.deliveries) == 4 and idle.pool.connections_opened == 1
 
 
 async def test_unreachable_server_is_transient(make_adapter: AdapterFactory) -> None:

@@ -74,5 +74,7 @@ def test_library_errors_are_translated_in_one_place() -> None:
     assert isinstance(timeout, Transient) and not timeout.server_down and "timeout" in timeout.reason
     dropped = classify_failure(aiosmtplib.SMTPServerDisconnected("gone"), {})
     assert isinstance(dropped, Transient) and not dropped.server_down
+    greeting = classify_failure(aiosmtplib.SMTPConnectResponseError(554, "no SMTP service here"), {})
+    assert isinstance(greeting, Transient) and greeting.server_down
     setup = classify_failure(aiosmtplib.SMTPException("The SMTP AUTH extension is not supported by this server."), {})
     assert isinstance(setup, Transient) and setup.server_down
