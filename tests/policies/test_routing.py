@@ -205,3 +205,16 @@ def test_rules_decode_from_json_and_refuse_unknown_fields() -> None:
         msgspec.json.decode(b'{"id": "r", "name": "r", "priority": 1, "colour": "red"}', type=RoutingRule)
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(b'{"server": "srv_a", "weight": -1}', type=Target)
+
+
+def test_weighted_draws_among_healthy_targets_before_degraded_ones() -> None:
+    weighted = RoutingRule(
+        "r",
+        "r",
+        1,
+        RuleMatch(),
+        "weighted",
+        [Target("srv_slow", 1000), Target("srv_a", 1), Target("srv_b", 2)],
+    )
+    decisions = {tuple(route(facts(), [weighted], seed=s).candidates) for s in range(200)}
+    assert decisions == {("srv_a", "srv_b", "srv_slow"), ("srv_b", "srv_a", "srv_slow")}
