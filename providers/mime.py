@@ -127,7 +127,7 @@ def ascii_domain(domain: str) -> str:
 
 
 def ascii_email(email: str) -> str:
-    local, _, domain = email.rpartition("@")
+    local, _, domain = _checked_value("address", email).rpartition("@")
     if not local or not local.isascii():
         raise MimeError(f"address needs an ASCII local part (SMTPUTF8 is not supported): {email!r}")
     return f"{local}@{ascii_domain(domain)}"
@@ -137,6 +137,7 @@ def format_address(address: Address) -> str:
     email = ascii_email(address.email)
     if not address.name:
         return email
+    _checked_value("display name", address.name)
     if address.name.isascii():
         return formataddr((address.name, email))
     return f"{encoded_words(address.name)} <{email}>"

@@ -130,6 +130,8 @@ def test_extra_headers_win_over_custom_headers() -> None:
         {"headers": {"Bad Name": "v"}},
         {"subject": "hi\nBcc: x@example.com"},
         {"to": [Address("ünï@example.com")]},
+        {"to": [Address("ana@example.com", "Ana\r\nBcc: x@evil.com")]},
+        {"cc": [Address("ana@example.com\r\nBcc: x@evil.com")]},
         {"attachments": [Attachment(filename="a", content=b"", content_type="text/plain\r\nX: y")]},
     ],
 )

@@ -169,8 +169,11 @@ async def test_unreachable_server_is_transient(make_adapter: AdapterFactory) -> 
 
 
 async def test_unrenderable_message_is_permanent_and_not_sent(sink: SmtpSink, make_adapter: AdapterFactory) -> None:
-    [outcome] = await make_adapter(sink.port).send_batch([message(1, headers={"X-A": "b\r\nBcc: x@evil.com"})])
-    assert isinstance(outcome, Permanent) and outcome.code == "invalid_message"
+    outcomes = await make_adapter(sink.port).send_batch([
+        message(1, headers={"X-A": "b\r\nBcc: x@evil.com"}),
+        message(2, bcc=[Address("x@example.com>\r\nRCPT TO:<y@evil.com")]),
+    ])
+    assert all(isinstance(o, Permanent) and o.code == "invalid_message" for o in outcomes), outcomes
     assert sink.deliveries == [] and sink.connections == 0
 
 
