@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from providers.base import Outcome, Permanent, ProviderConfig, Sent, Throttled, Transient
 from providers.http_errors import MESSAGE_ID_FIELD
+from providers.mime import MimeError, format_address, render_mime
 from schemas.messages import OutboundMessage
 
 _TAG_TEXT = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -65,8 +66,6 @@ def needs_raw(message: OutboundMessage) -> bool:
 
 def send_email_request(message: OutboundMessage, config: Config) -> dict[str, Any]:
     """The keyword arguments of `sesv2.send_email` for one message."""
-    from providers.mime import format_address, render_mime
-
     destination = {
         key: [format_address(a) for a in addresses]
         for key, addresses in (("ToAddresses", message.to), ("CcAddresses", message.cc), ("BccAddresses", message.bcc))
@@ -162,8 +161,6 @@ class Adapter:
         return list(await asyncio.gather(*(self._send_one(m) for m in messages)))
 
     async def _send_one(self, message: OutboundMessage) -> Outcome:
-        from providers.mime import MimeError
-
         try:
             request = send_email_request(message, self.config)
         except MimeError as exc:

@@ -206,16 +206,23 @@ def admit(state: SimulatorState, dialect: Dialect, key: str | None, now: float, 
     return None
 
 
-def injected_failure(state: SimulatorState, recipients: Iterable[str]) -> str | None:
-    """'transient' | 'permanent' | None, from recipient patterns first, then the failure probability."""
+def recipient_failure(recipients: Iterable[str]) -> str | None:
+    """'transient' | 'permanent' | None, from the recipient address patterns alone."""
     locals_ = [_local_part(r) for r in recipients]
     if any(local.startswith(PERMANENT_PREFIX) for local in locals_):
         return "permanent"
     if any(local.startswith(TRANSIENT_PREFIX) for local in locals_):
         return "transient"
-    if state.options.failure_probability and state.random.random() < state.options.failure_probability:
-        return "transient"
     return None
+
+
+def injected_failure(state: SimulatorState, recipients: Iterable[str]) -> str | None:
+    """The recipient patterns first, then a transient failure for a `failure_probability` share."""
+    failure = recipient_failure(recipients)
+    if failure is None and state.options.failure_probability:
+        if state.random.random() < state.options.failure_probability:
+            return "transient"
+    return failure
 
 
 def recipient_events(recipient: str, enabled: tuple[str, ...]) -> list[str]:

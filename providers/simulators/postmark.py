@@ -35,6 +35,7 @@ from providers.simulators.base import (
     formatted_addresses,
     injected_failure,
     recipient_events,
+    recipient_failure,
     whole_seconds,
 )
 
@@ -152,7 +153,7 @@ def _accept(state: SimulatorState, record: RecordedMessage) -> dict[str, Any]:
         raise Refused(406, "You tried to send to recipient(s) that have been marked as inactive. Found inactive "
                       f"addresses: {', '.join(inactive)}. Inactive recipients are ones that have generated a hard "
                       "bounce, a spam complaint, or a manual suppression.")
-    if injected_failure(state, record.recipients) == "permanent":
+    if recipient_failure(record.recipients) == "permanent":
         raise Refused(300, "Invalid 'To' address: the address is not a valid email address.")
     accepted = msgspec.structs.replace(record, provider_message_id=str(uuid.uuid4()))
     state.record([accepted])
