@@ -53,3 +53,86 @@ def inbound_event_seen(provider: str, provider_event_id: str) -> str:
 
 def provider_message(provider: str, provider_message_id: str) -> str:
     return f"{PREFIX}pmid:{provider}:{provider_message_id}"           # -> our msg id
+
+
+# --- messages and dispatch (send pipeline) ------------------------------------------------------
+SCHEDULE = PREFIX + "schedule"                         # zset: message hash keys scored by due time (ms)
+
+
+def message(workspace: str, message_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:msg:{message_id}"          # hash: s, p, m, srv, prv, pmid, att
+
+
+def message_events(workspace: str, message_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:msg:{message_id}:ev"       # list of msgpack Event, in order
+
+
+def message_index(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:messages"                  # lex zset of message ids
+
+
+def send_item(workspace: str, scope: str, key: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:item:{scope}:{key}"        # -> message id (per-message idempotency)
+
+
+def dispatch_stream(workspace: str, server_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:dispatch:{server_id}"      # stream: field id = message id
+
+
+DISPATCH_GROUP = "dispatch"
+
+
+def quota_window(server_id: str, window: str) -> str:
+    return f"{PREFIX}quota:{server_id}:{window}"                # count sent in a calendar window
+
+
+# --- settings of the send pipeline: sending servers, routing rules, suppressions ------------------
+# Changes to a workspace's servers, their health or its rules are published (the workspace name) on
+# ROUTING_INVALIDATIONS so every process drops its cached routing snapshot of that workspace.
+ROUTING_INVALIDATIONS = PREFIX + "routing:invalidations"   # pub/sub channel: workspace
+SERVER_WORKSPACES = PREFIX + "servers:workspace"           # hash: server id -> workspace
+SERVER_STATUS = PREFIX + "servers:status"                  # hash: server id -> healthy|degraded|down
+# Suppression changes, msgpack (workspace, op, entries), applied by every SuppressionShard holding
+# the workspace in memory; a shard that loses the channel forgets everything and reloads lazily.
+SUPPRESSION_CHANGES = PREFIX + "suppressions:changes"      # pub/sub channel
+SUPPRESSION_GLOBAL = "_global"                             # pseudo-workspace holding global entries
+
+
+def server(workspace: str, server_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:srv:{server_id}"      # msgpack ServerRecord
+
+
+def workspace_servers(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:srvs"                 # lex zset of server ids
+
+
+def sandbox_server(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:srv:sandbox"          # the embedded sandbox server's id, set once
+
+
+def server_rules(workspace: str, server_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:srv:{server_id}:rules"  # set: ids of rules targeting the server
+
+
+def routing_rule(workspace: str, rule_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:rul:{rule_id}"        # msgpack RoutingRuleRecord
+
+
+def workspace_rules(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:rules"                # lex zset of rule ids
+
+
+def suppression_members(workspace: str, scope: str, scope_value: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:sup:set:{scope}:{scope_value}"  # set of normalised emails
+
+
+def suppression_meta(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:sup:meta"             # hash: scope\x1fvalue\x1femail -> msgpack record
+
+
+def suppression_index(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:sup:index"            # lex zset: ulid\x1fscope\x1fvalue\x1femail
+
+
+def suppression_by_email(workspace: str, email: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:sup:email:{email}"    # set of meta fields of one address
