@@ -1,0 +1,190 @@
+"""One sending server's dispatch loop: read its stream in batches, apply quotas, send, record, ack.
+
+Plain asyncio (no Ray): the Dispatcher actor runs one loop per server it owns, and tests run loops
+directly. An entry is acked only in the same MULTI that records its outcome, so a crash before that
+leaves it pending, and the restarted loop (same consumer name) or a peer (XAUTOCLAIM) takes it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+
+import msgspec
+import redis.asyncio as aioredis
+
+from actors.dispatch.outcomes import Decision, decide, next_candidate
+from actors.dispatch.records import Claimed, DispatchRecords
+from actors.policies.circuit import CircuitBreaker
+from actors.policies.quota import ServerQuota, window_ttl
+from actors.policies.recipient_throttle import RecipientThrottle
+from actors.policies.retry import RetryPolicy
+from providers.base import ProviderAdapter, Transient
+from store import keyspace
+
+log = logging.getLogger("mailers.dispatch")
+PROVIDER_ID_TTL = 30 * 24 * 3600
+
+
+class ServerRuntime(msgspec.Struct, kw_only=True):
+    workspace: str
+    id: str
+    provider: str
+    adapter: ProviderAdapter
+    quota: ServerQuota
+    throttle: RecipientThrottle
+    version: str = ""
+
+
+class DispatchLoop:
+    def __init__(self, redis: aioredis.Redis, server: ServerRuntime, *, consumer: str, retry: RetryPolicy,
+                 circuit: CircuitBreaker, batch_size: int = 100, block_ms: int = 250, reclaim_idle_ms: int = 30_000,
+                 on_status: Callable[[str, str], object] | None = None,
+                 on_suppress: Callable[[str, list[str]], object] | None = None,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+        self.redis = redis
+        self.records = DispatchRecords(redis)
+        self.server = server
+        self.consumer = consumer
+        self.retry, self.circuit = retry, circuit
+        self.batch_size, self.block_ms, self.reclaim_idle_ms = batch_size, block_ms, reclaim_idle_ms
+        self.on_status, self.on_suppress = on_status, on_suppress
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.stream = keyspace.dispatch_stream(server.workspace, server.id)
+        self._own_pending_done = False
+        self._last_reclaim = 0.0
+        self._status = "healthy"
+        self.sent = 0
+
+    async def start(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.stream, keyspace.DISPATCH_GROUP, id="0", mkstream=True)
+        except aioredis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        keys = self.server.quota.window_keys(self.clock())
+        counts = await self.redis.mget([keyspace.quota_window(self.server.id, k) for k in keys]) if keys else []
+        self.server.quota.load({k: int(c) for k, c in zip(keys, counts, strict=True) if c})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        while not stop.is_set():
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("dispatch step failed for %s", self.server.id)
+                await asyncio.sleep(0.5)
+
+    async def step(self) -> int:
+        entries = await self._read()
+        if not entries:
+            return 0
+        ids = [fields[b"id"].decode() for _, fields in entries]
+        claimed = await self.records.claim(self.server.workspace, self.server.id, ids)
+        work = [(entry_id, c) for (entry_id, _), c in zip(entries, claimed, strict=True) if c is not None]
+        now = self.clock()
+        send_now, waiting, wait_until = self._admit(work, now)
+        decisions = await self._send(send_now, now) if send_now else []
+        await self._record([e for e, _ in entries], send_now, decisions, waiting, wait_until, now)
+        self._after(decisions, now)
+        return len(send_now)
+
+    async def _read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        if not self._own_pending_done:
+            entries = await self._xread("0", block=None)
+            if entries:
+                return entries
+            self._own_pending_done = True
+        now = self.clock()
+        if now - self._last_reclaim > self.reclaim_idle_ms / 1000:
+            self._last_reclaim = now
+            _, claimed, *_ = await self.redis.xautoclaim(self.stream, keyspace.DISPATCH_GROUP, self.consumer,
+                                                         self.reclaim_idle_ms, "0-0", count=self.batch_size)
+            if claimed:
+                return [(entry_id, fields) for entry_id, fields in claimed if fields]
+        return await self._xread(">", block=self.block_ms)
+
+    async def _xread(self, start: str, *, block: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        reply = await self.redis.xreadgroup(keyspace.DISPATCH_GROUP, self.consumer, {self.stream: start},
+                                            count=self.batch_size, block=block)
+        return [(entry_id, fields) for _, items in reply for entry_id, fields in items if fields] if reply else []
+
+    def _admit(self, work: list[tuple[bytes, Claimed]], now: float):
+        """Quota and recipient-domain throttles: what may go now, and when the rest may try again."""
+        if not self.circuit.allow(now):
+            return [], [c for _, c in work], now + 1.0
+        granted = self.server.quota.grant(len(work), now)
+        allowed = work[:granted]
+        admitted = self.server.throttle.admit([c.message.recipients[0].domain for _, c in allowed], now)
+        send_now = [c for (_, c), ok in zip(allowed, admitted, strict=True) if ok]
+        waiting = [c for (_, c), ok in zip(allowed, admitted, strict=True) if not ok] + [c for _, c in work[granted:]]
+        wait = max(self.server.quota.next_refill(now), 0.05)
+        return send_now, waiting, now + wait
+
+    async def _send(self, claimed: list[Claimed], now: float) -> list[Decision]:
+        try:
+            outcomes = await self.server.adapter.send_batch([c.message for c in claimed])
+        except Exception as exc:  # an adapter must not raise; if it does, nothing was confirmed sent
+            log.exception("adapter %s raised", self.server.provider)
+            outcomes = [Transient(reason=f"adapter error: {exc}")] * len(claimed)
+        return [decide(c, o, server_id=self.server.id, provider=self.server.provider, now=self.clock(),
+                       retry=self.retry, rng=self.rng) for c, o in zip(claimed, outcomes, strict=True)]
+
+    async def _record(self, entry_ids: Sequence[bytes], sent: list[Claimed], decisions: list[Decision],
+                      waiting: list[Claimed], wait_until: float, now: float) -> None:
+        ws = self.server.workspace
+        async with self.records.pipeline() as pipe:
+            for claimed, decision in zip(sent, decisions, strict=True):
+                self._record_one(pipe, claimed, decision)
+            for claimed in waiting:
+                key = keyspace.message(ws, claimed.message.id)
+                pipe.hset(key, "s", "queued")
+                pipe.zadd(keyspace.SCHEDULE, {key: int(wait_until * 1000)})
+            self.records.append_events(pipe, [e for d in decisions for e in d.events])
+            if sent:
+                for window in self.server.quota.window_keys(now):
+                    key = keyspace.quota_window(self.server.id, window)
+                    pipe.incrby(key, len(sent))
+                    pipe.expire(key, window_ttl(window))
+            pipe.xack(self.stream, keyspace.DISPATCH_GROUP, *entry_ids)
+            await pipe.execute()
+        self.sent += sum(1 for d in decisions if d.status == "sent")
+
+    def _record_one(self, pipe, claimed: Claimed, decision: Decision) -> None:
+        message = claimed.message
+        key = keyspace.message(message.workspace, message.id)
+        fields = {"s": decision.status, "prv": self.server.provider}
+        if decision.provider_message_id:
+            fields["pmid"] = decision.provider_message_id
+            mapping = keyspace.provider_message(self.server.provider, decision.provider_message_id.strip("<>"))
+            pipe.set(mapping, f"{message.workspace}|{message.id}", ex=PROVIDER_ID_TTL)
+        if decision.failover_to:
+            fields["srv"] = decision.failover_to
+            pipe.xadd(keyspace.dispatch_stream(message.workspace, decision.failover_to), {"id": message.id})
+        pipe.hset(key, mapping=fields)
+        pipe.hincrby(key, "att", 1)
+        if decision.retry_at is not None:
+            pipe.zadd(keyspace.SCHEDULE, {key: int(decision.retry_at * 1000)})
+
+    def _after(self, decisions: list[Decision], now: float) -> None:
+        for decision in decisions:
+            if decision.server_fault:
+                self.circuit.record_server_fault(now)
+            else:
+                self.circuit.record(decision.success, now)
+            if decision.suppress and self.on_suppress is not None:
+                self.on_suppress(self.server.workspace, decision.suppress)
+        status = self.circuit.status(now)
+        if status != self._status:
+            self._status = status
+            if self.on_status is not None:
+                self.on_status(self.server.id, status)
+
+
+__all__ = ["DispatchLoop", "ServerRuntime", "next_candidate"]

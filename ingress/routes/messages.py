@@ -1,0 +1,99 @@
+"""`/v1/messages`: a message's status and timeline, the list, and canceling scheduled sends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from ingress.context import SERVICES, principal
+from ingress.pagination import decode_cursor, list_response
+from ingress.problems import ApiError, not_found
+from ingress.routing import RouteTable, json_response
+from schemas.events import Event, EventMessage
+from schemas.ids import new_id
+from schemas.send import MessageEvent, MessageList, MessageListQuery, MessageSummary, MessageView
+from store.messages import MessageStore, StoredMessage, cancel_scheduled
+
+routes = RouteTable()
+_SCAN_CHUNK = 200
+_SCAN_LIMIT = 5000
+
+
+def view(stored: StoredMessage) -> MessageView:
+    message = stored.message
+    return MessageView(
+        id=message.id, status=stored.status, created_at=stored.created_at,  # type: ignore[arg-type]
+        from_=message.from_.formatted(), to=[a.email for a in message.to], subject=message.subject,
+        tags=message.tags, metadata=message.metadata, server=stored.server, provider=stored.provider,
+        provider_message_id=stored.provider_message_id, attempts=stored.attempts,
+        send_at=datetime.fromtimestamp(stored.meta.send_at_ms / 1000, UTC) if stored.meta.send_at_ms else None,
+        campaign_id=message.campaign_id,
+        events=[MessageEvent(id=e.id, type=e.type, created_at=e.created_at, data=e.data) for e in stored.events],
+    )
+
+
+@routes.route("GET", "/v1/messages/{id}", scope="read:messages", response=MessageView,
+              summary="A message's status, server, provider, attempts and ordered events", tag="messages")
+async def get_message(request: web.Request) -> web.Response:
+    stored = await MessageStore(request.app[SERVICES].redis).get(principal(request).workspace, request.match_info["id"])
+    if stored is None:
+        raise not_found("message")
+    return json_response(view(stored))
+
+
+@routes.route("GET", "/v1/messages", scope="read:messages", query=MessageListQuery, response=MessageList,
+              summary="List messages, newest first, with filters", tag="messages")
+async def list_messages(request: web.Request, query: MessageListQuery) -> web.Response:
+    store = MessageStore(request.app[SERVICES].redis)
+    workspace = principal(request).workspace
+    filters = {"status": query.status, "tag": query.tag, "campaign_id": query.campaign_id, "to": query.to,
+               "from": query.from_.isoformat() if query.from_ else None,
+               "until": query.until.isoformat() if query.until else None}
+    after = decode_cursor(query.cursor, filters)
+    found: list[StoredMessage] = []
+    scanned, more, last = 0, True, after
+    while len(found) <= query.limit and more and scanned < _SCAN_LIMIT:
+        ids, more = await store.page_ids(workspace, limit=_SCAN_CHUNK, after=last)
+        for stored in await store.get_many(workspace, ids):
+            scanned += 1
+            if stored is not None and _matches(stored, query):
+                found.append(stored)
+        last = ids[-1] if ids else last
+    has_more = len(found) > query.limit or (more and scanned >= _SCAN_LIMIT)
+    page = found[: query.limit]
+    last_id = page[-1].message.id if len(found) > query.limit else last
+    data = [MessageSummary(id=s.message.id, status=s.status, created_at=s.created_at,  # type: ignore[arg-type]
+                           to=[a.email for a in s.message.to], subject=s.message.subject, tags=s.message.tags,
+                           server=s.server) for s in page]
+    return list_response(request, data, has_more=has_more, last_id=last_id, filters=filters)
+
+
+def _matches(stored: StoredMessage, query: MessageListQuery) -> bool:
+    message = stored.message
+    return (
+        (query.status is None or stored.status == query.status)
+        and (query.tag is None or query.tag in message.tags)
+        and (query.campaign_id is None or message.campaign_id == query.campaign_id)
+        and (query.to is None or query.to.lower() in {a.email.lower() for a in message.recipients})
+        and (query.from_ is None or stored.created_at >= query.from_)
+        and (query.until is None or stored.created_at < query.until)
+    )
+
+
+@routes.route("POST", "/v1/messages/{id}/cancel", scope="send", response=MessageView,
+              summary="Cancel a scheduled message", tag="messages", responses={409: "The message is not scheduled"})
+async def cancel_message(request: web.Request) -> web.Response:
+    services, workspace = request.app[SERVICES], principal(request).workspace
+    store = MessageStore(services.redis)
+    stored = await store.get(workspace, request.match_info["id"])
+    if stored is None:
+        raise not_found("message")
+    message = stored.message
+    event = Event(id=new_id("evt"), type="message.canceled", created_at=datetime.now(UTC), workspace=workspace,
+                  message=EventMessage(id=message.id, to=message.to[0].email if message.to else "",
+                                       from_=message.from_.email, tags=message.tags, metadata=message.metadata))
+    result = await cancel_scheduled(services.redis, workspace, message.id, event)
+    if result != "canceled":
+        raise ApiError("conflict", f"Only a scheduled message can be canceled; this one is {result}")
+    return json_response(view(await store.get(workspace, message.id)))  # type: ignore[arg-type]

@@ -1,0 +1,136 @@
+"""The pipeline behind one send (API.md): validate → suppress → route → durable enqueue.
+
+A request's messages cross each boundary once: one suppression call per touched shard (coalesced
+with every other request in flight), one routing decision per message over the cached workspace
+config, and one Lua enqueue for all concurrent requests of this process.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import msgspec
+
+from actors.policies.routing import MessageFacts, RouteDecision, choose_servers
+from ingress.auth import require_sending_domain
+from ingress.context import Principal
+from ingress.problems import ApiError, validation_error
+from ingress.send_validation import PreparedSend, prepare_send
+from schemas.events import Event, EventMessage
+from schemas.ids import new_id
+from schemas.messages import Address
+from schemas.send import SendRequest
+from store import keyspace
+from store.messages import MessageMeta, NewMessage
+
+_rng = random.Random()
+
+
+class Accepted(msgspec.Struct):
+    id: str
+    status: str
+    created_at: datetime
+
+
+class Rejected(msgspec.Struct):
+    error: ApiError
+
+
+Outcome = Accepted | Rejected
+
+
+def prepare_items(
+    requests: Sequence[SendRequest], principal: Principal, *, now: datetime, prefixes: Sequence[str]
+) -> list[PreparedSend | ApiError]:
+    prepared: list[PreparedSend | ApiError] = []
+    for request, prefix in zip(requests, prefixes, strict=True):
+        try:
+            item = prepare_send(request, workspace=principal.workspace, message_id=new_id("msg"), now=now, prefix=prefix)
+            require_sending_domain(principal, item.message.sending_domain)
+            prepared.append(item)
+        except ApiError as exc:
+            prepared.append(exc)
+    return prepared
+
+
+async def accept(services, principal: Principal, items: Sequence[PreparedSend], *, item_scope: str,
+                 prefixes: Sequence[str], now: datetime) -> list[Outcome]:
+    """Suppress, route and enqueue valid items; returns one outcome per item, in order."""
+    workspace = principal.workspace
+    suppressed = await services.gateway.suppressions.check_many(
+        [(workspace, i.message.sending_domain, [], [a.email for a in i.message.recipients]) for i in items]
+    )
+    snapshot = await services.routing.get(workspace)
+    outcomes: list[Outcome | None] = [None] * len(items)
+    batch: list[tuple[int, NewMessage]] = []
+    for index, (item, hits) in enumerate(zip(items, suppressed, strict=True)):
+        try:
+            new = _new_message(item, hits, snapshot, now=now, prefix=prefixes[index], item_scope=item_scope)
+        except ApiError as exc:
+            outcomes[index] = Rejected(exc)
+            continue
+        batch.append((index, new))
+    prior_ids = await services.enqueue([new for _, new in batch]) if batch else []
+    for (index, new), prior in zip(batch, prior_ids, strict=True):
+        outcomes[index] = Accepted(prior or new.message.id, "queued" if prior else new.status, now)
+    return outcomes  # type: ignore[return-value]
+
+
+def _new_message(item: PreparedSend, hits, snapshot, *, now: datetime, prefix: str, item_scope: str) -> NewMessage:
+    message = item.message
+    blocked = {hit.email.lower() for hit in hits}
+    if blocked:
+        keep = lambda addresses: [a for a in addresses if a.email.lower() not in blocked]  # noqa: E731
+        message = msgspec.structs.replace(message, to=keep(message.to), cc=keep(message.cc), bcc=keep(message.bcc))
+    decision = _route(item, snapshot, prefix)
+    status = "suppressed" if not message.recipients else "scheduled" if item.send_at else "queued"
+    created_ms = int(now.timestamp() * 1000)
+    meta = MessageMeta(
+        created_ms=created_ms, candidates=decision.candidates, purpose=item.purpose,
+        send_at_ms=int(item.send_at.timestamp() * 1000) if item.send_at else None,
+        track_opens=item.track_opens, track_clicks=item.track_clicks, unsubscribe=item.unsubscribe,
+        suppressed=sorted(blocked),
+    )
+    events = [_event(message, "message.scheduled" if status == "scheduled" else "message.accepted", now, {})]
+    events += [_event(message, "message.suppressed", now, {"recipient": h.email, "scope": h.scope,
+                                                          "reason": h.reason}, to=h.email) for h in hits]
+    item_key = keyspace.send_item(message.workspace, item_scope, item.item_key) if item.item_key else None
+    return NewMessage(message=message, meta=meta, status=status, server=decision.candidates[0],
+                      events=events, item_key=item_key)
+
+
+def _route(item: PreparedSend, snapshot, prefix: str) -> RouteDecision:
+    message = item.message
+    facts = MessageFacts(purpose=item.purpose, from_domain=message.sending_domain,
+                         to_domains=sorted({a.domain for a in message.recipients}), tags=message.tags)
+    decision = choose_servers(facts, snapshot.rules, snapshot.servers, forced_server=item.forced_server, rng=_rng)
+    if decision.candidates:
+        return decision
+    if item.forced_server is not None:
+        raise validation_error(prefix + "/routing/server", f"cannot use this server: {decision.reason}", decision.reason)
+    # Every eligible server is down: queue on the best one anyway; the message waits, it is not refused.
+    waiting = sorted((s for s in snapshot.servers if _may_send(s, message.sending_domain)),
+                     key=lambda s: (s.priority, s.id))
+    if not waiting:
+        raise validation_error(prefix + "/from", f"no sending server may send from {message.sending_domain}",
+                               "no_sending_server")
+    return RouteDecision([s.id for s in waiting], None, "all_down")
+
+
+def _may_send(server, domain: str) -> bool:
+    return not server.domains or any(domain == d or domain.endswith("." + d) for d in server.domains)
+
+
+def _event(message, kind: str, now: datetime, data: dict, *, to: str | None = None) -> Event:
+    first: Address | None = message.to[0] if message.to else (message.recipients[0] if message.recipients else None)
+    return Event(
+        id=new_id("evt"), type=kind, created_at=now, workspace=message.workspace, data=data,
+        message=EventMessage(id=message.id, to=to or (first.email if first else ""), from_=message.from_.email,
+                             tags=message.tags, metadata=message.metadata, campaign_id=message.campaign_id),
+    )
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

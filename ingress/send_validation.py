@@ -1,0 +1,153 @@
+"""A decoded `SendRequest` → the normalised `OutboundMessage` plus what routing and scheduling need.
+
+Every rule of API.md's "Sending" section lives here; each failure names the offending field with a
+JSON pointer under `prefix` (`#` for /v1/send, `#/messages/3` for a bulk item).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from actors.policies.addresses import AddressError, parse_address, parse_address_list
+from ingress.problems import ApiError
+from schemas.messages import Address, Attachment, OutboundMessage
+from schemas.problems import FieldError
+from schemas.send import SendRequest
+
+MAX_RECIPIENTS = 50
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
+RESERVED_HEADERS = frozenset({
+    "from", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id", "mime-version", "content-type",
+    "content-transfer-encoding", "dkim-signature", "list-unsubscribe", "list-unsubscribe-post", "return-path",
+    "received", "sender", "x-mailers-message-id",
+})
+
+
+class PreparedSend(msgspec.Struct, kw_only=True):
+    message: OutboundMessage
+    send_at: datetime | None
+    purpose: str | None
+    forced_server: str | None
+    track_opens: bool
+    track_clicks: bool
+    unsubscribe: bool
+    item_key: str | None
+
+
+class _Errors:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.items: list[FieldError] = []
+
+    def add(self, pointer: str, detail: str, code: str = "invalid") -> None:
+        self.items.append(FieldError(pointer=self.prefix + pointer, detail=detail, code=code))
+
+
+def prepare_send(request: SendRequest, *, workspace: str, message_id: str, now: datetime, prefix: str = "#") -> PreparedSend:
+    errors = _Errors(prefix)
+    sender = _one_address(request.from_, "/from", errors)
+    to = _addresses(request.to, "/to", errors)
+    cc = _addresses(request.cc, "/cc", errors)
+    bcc = _addresses(request.bcc, "/bcc", errors)
+    reply_to = _addresses(request.reply_to, "/reply_to", errors) if request.reply_to is not None else []
+    _check_recipients(to, cc, bcc, errors)
+    _check_content(request, errors)
+    headers = _headers(request.headers, errors)
+    attachments = _attachments(request, errors)
+    send_at = _send_at(request.send_at, now, errors)
+    if errors.items:
+        raise ApiError("validation_error", "The message is invalid", errors=errors.items)
+    message = OutboundMessage(
+        id=message_id, workspace=workspace, from_=sender, to=to, cc=cc, bcc=bcc, reply_to=reply_to,  # type: ignore[arg-type]
+        subject=request.subject, html=request.html, text=request.text, headers=headers, attachments=attachments,
+        tags=list(dict.fromkeys(request.tags)), metadata=request.metadata,
+    )
+    return PreparedSend(
+        message=message, send_at=send_at, purpose=request.routing.purpose, forced_server=request.routing.server,
+        track_opens=request.tracking.opens, track_clicks=request.tracking.clicks, unsubscribe=request.unsubscribe,
+        item_key=request.idempotency_key,
+    )
+
+
+def _one_address(text: str, pointer: str, errors: _Errors) -> Address | None:
+    try:
+        return parse_address(text)
+    except AddressError as exc:
+        errors.add(pointer, exc.detail, exc.code)
+        return None
+
+
+def _addresses(value: str | list[str], pointer: str, errors: _Errors) -> list[Address]:
+    try:
+        return parse_address_list(value)
+    except AddressError as exc:
+        errors.add(pointer + ("" if exc.index is None else f"/{exc.index}"), exc.detail, exc.code)
+        return []
+
+
+def _check_recipients(to: list[Address], cc: list[Address], bcc: list[Address], errors: _Errors) -> None:
+    total = len(to) + len(cc) + len(bcc)
+    if not to and not any(e.pointer.endswith(("/to", "/to/0")) for e in errors.items) and "/to" not in str(errors.items):
+        errors.add("/to", "at least one recipient is required", "missing_recipient")
+    if total > MAX_RECIPIENTS:
+        errors.add("/to", f"{total} recipients over to, cc and bcc; at most {MAX_RECIPIENTS}", "too_many_recipients")
+
+
+def _check_content(request: SendRequest, errors: _Errors) -> None:
+    given = [name for name in ("html", "text", "template") if getattr(request, name) is not None]
+    if not given:
+        errors.add("/html", "one of html, text or template is required", "missing_content")
+    elif request.template is not None:
+        if len(given) > 1:
+            errors.add("/template", "give either a template or html/text, not both", "conflicting_content")
+        else:
+            errors.add("/template/id", f"no template {request.template.id!r} in this workspace", "template_not_found")
+
+
+def _headers(headers: dict[str, str], errors: _Errors) -> dict[str, str]:
+    clean = {}
+    for name, value in headers.items():
+        pointer = f"/headers/{name.replace('~', '~0').replace('/', '~1')}"
+        if not name or any(c in name for c in ":\r\n ") or not name.isascii() or not name.isprintable():
+            errors.add(pointer, "not a valid header name", "invalid_header")
+        elif name.lower() in RESERVED_HEADERS:
+            errors.add(pointer, f"{name} is set by Mailers and cannot be overridden", "reserved_header")
+        elif "\r" in value or "\n" in value or len(value) > 998:
+            errors.add(pointer, "header values may not contain line breaks or exceed 998 characters", "invalid_header")
+        else:
+            clean[name] = value
+    return clean
+
+
+def _attachments(request: SendRequest, errors: _Errors) -> list[Attachment]:
+    decoded, total = [], 0
+    for index, item in enumerate(request.attachments):
+        try:
+            content = base64.b64decode(item.content, validate=True)
+        except (binascii.Error, ValueError):
+            errors.add(f"/attachments/{index}/content", "not valid base64", "invalid_base64")
+            continue
+        total += len(content)
+        decoded.append(Attachment(filename=item.filename, content=content, content_type=item.content_type,
+                                  content_id=item.content_id))
+    if total > MAX_ATTACHMENT_BYTES:
+        errors.add("/attachments", f"{total} bytes decoded; at most {MAX_ATTACHMENT_BYTES}", "attachments_too_large")
+    return decoded
+
+
+def _send_at(send_at: datetime | None, now: datetime, errors: _Errors) -> datetime | None:
+    if send_at is None:
+        return None
+    if send_at.tzinfo is None:
+        errors.add("/send_at", "give a time zone (RFC 3339, e.g. 2026-12-01T09:00:00Z)", "invalid_time")
+        return None
+    send_at = send_at.astimezone(UTC)
+    if send_at - now > MAX_SCHEDULE_AHEAD:
+        errors.add("/send_at", "at most 30 days ahead", "too_far_ahead")
+        return None
+    return send_at if send_at > now else None

@@ -1,0 +1,108 @@
+"""The dispatch loop against a real aiosmtpd sink and real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+
+from actors.dispatch.scheduler import run_scheduler
+from schemas.events import events_msgpack_decoder
+from store import keyspace
+from store.messages import MessageStore
+from tests.smtp.sink import SmtpSink
+
+from .helpers import enqueue, loop_for, message, new_message, run_until, smtp_runtime
+
+
+async def test_queued_messages_arrive_once_with_events(redis):
+    with SmtpSink() as sink:
+        msgs = [message(f"user{i}@example.com") for i in range(30)]
+        assert await enqueue(redis, [new_message(m, ["srv_a"]) for m in msgs]) == [None] * 30
+        loop = loop_for(redis, smtp_runtime("srv_a", sink.port))
+        await run_until(lambda: len(sink.deliveries) == 30, [loop])
+        assert sorted(d.rcpt_tos[0] for d in sink.deliveries) == sorted(m.to[0].email for m in msgs)
+        stored = await MessageStore(redis).get("acme", msgs[0].id)
+        assert stored.status == "sent" and stored.provider == "smtp" and stored.attempts == 1
+        assert [e.type for e in stored.events] == ["message.accepted", "message.sent"]
+        assert await redis.xpending(keyspace.dispatch_stream("acme", "srv_a"), keyspace.DISPATCH_GROUP) == \
+            {"pending": 0, "min": None, "max": None, "consumers": []}
+        entries = await redis.xrange(keyspace.EVENT_STREAM)
+        types = [e.type for _, f in entries for e in events_msgpack_decoder.decode(f[keyspace.EVENT_FIELD])]
+        assert types.count("message.accepted") == 30 and types.count("message.sent") == 30
+
+
+async def test_per_item_keys_deduplicate_at_enqueue(redis):
+    first, again = message(), message()
+    key = keyspace.send_item("acme", "item", "k1")
+    assert await enqueue(redis, [new_message(first, ["srv_a"], item_key=key)]) == [None]
+    assert await enqueue(redis, [new_message(again, ["srv_a"], item_key=key)]) == [first.id]
+    assert await MessageStore(redis).get("acme", again.id) is None
+
+
+async def test_per_second_quota_is_never_exceeded(redis):
+    with SmtpSink() as sink:
+        msgs = [message(f"q{i}@example.com") for i in range(20)]
+        await enqueue(redis, [new_message(m, ["srv_q"]) for m in msgs])
+        loop = loop_for(redis, smtp_runtime("srv_q", sink.port, per_second=5))
+        arrivals: list[float] = []
+        original = sink.handler.handle_DATA
+
+        async def stamp(*args):
+            arrivals.append(time.monotonic())
+            return await original(*args)
+
+        sink.handler.handle_DATA = stamp
+        await run_until(lambda: len(sink.deliveries) == 20, [loop], within=30, scheduler=run_scheduler(redis))
+        arrivals.sort()
+        worst = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
+        assert worst <= 5, f"{worst} messages within one second"
+
+
+async def test_failover_from_a_server_that_answers_451(redis):
+    with SmtpSink() as primary, SmtpSink() as secondary:
+        async def always_451(*args):
+            return "451 4.3.0 Try again later"
+
+        primary.handler.handle_RCPT = always_451
+        msgs = [message(f"f{i}@example.com") for i in range(10)]
+        await enqueue(redis, [new_message(m, ["srv_p", "srv_s"]) for m in msgs])
+        loops = [loop_for(redis, smtp_runtime("srv_p", primary.port)),
+                 loop_for(redis, smtp_runtime("srv_s", secondary.port))]
+        await run_until(lambda: len(secondary.deliveries) == 10, loops, scheduler=run_scheduler(redis))
+        assert primary.deliveries == []
+        assert sorted(d.rcpt_tos[0] for d in secondary.deliveries) == sorted(m.to[0].email for m in msgs)
+        stored = await MessageStore(redis).get("acme", msgs[0].id)
+        # 451 asks for 120 s, beyond the retry cap: fail over at once rather than wait.
+        assert stored.status == "sent" and stored.server == "srv_s" and stored.attempts == 2
+        deferred = [e for e in stored.events if e.type == "message.deferred"]
+        assert len(deferred) == 1 and deferred[0].data["failover_to"] == "srv_s"
+
+
+async def test_a_550_bounces_the_message(redis):
+    with SmtpSink() as sink:
+        msg = message("unknown1@example.com")
+        await enqueue(redis, [new_message(msg, ["srv_b"])])
+        suppressed: list[tuple[str, list[str]]] = []
+        loop = loop_for(redis, smtp_runtime("srv_b", sink.port), on_suppress=lambda ws, e: suppressed.append((ws, e)))
+        store = MessageStore(redis)
+
+        async def bounced() -> bool:
+            return (await store.get("acme", msg.id)).status == "bounced"
+
+        flag = {"done": False}
+
+        async def watch():
+            while not await bounced():
+                await asyncio.sleep(0.02)
+            flag["done"] = True
+
+        watcher = asyncio.create_task(watch())
+        await run_until(lambda: flag["done"], [loop])
+        await watcher
+        stored = await store.get("acme", msg.id)
+        bounce = next(e for e in stored.events if e.type == "message.bounced")
+        assert bounce.data["bounce"]["type"] == "hard" and bounce.data["bounce"]["code"].startswith("550")
+        assert suppressed == [("acme", ["unknown1@example.com"])]
+        assert msgspec.to_builtins(sink.deliveries) == []
