@@ -36,6 +36,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allow_http_webhooks: bool = False
     webhook_retry_scale: float = 1.0
     shutdown_grace_seconds: float = 10.0
+    dns_nameserver: str | None = None
+    dns_port: int = 53
+    trust_forwarded_for: bool = False
+    dispatcher_actors: int = 1
+    suppression_shards: int = 2
 
     @property
     def embedded_redis(self) -> bool:
@@ -148,6 +153,11 @@ _VARIABLES = {
     "MAILERS_ALLOW_HTTP_WEBHOOKS": ("allow_http_webhooks", _flag),
     "MAILERS_WEBHOOK_RETRY_SCALE": ("webhook_retry_scale", _positive_float),
     "MAILERS_SHUTDOWN_GRACE_SECONDS": ("shutdown_grace_seconds", _positive_float),
+    "MAILERS_DNS_NAMESERVER": ("dns_nameserver", _host),
+    "MAILERS_DNS_PORT": ("dns_port", _port),
+    "MAILERS_TRUST_FORWARDED_FOR": ("trust_forwarded_for", _flag),
+    "MAILERS_DISPATCHER_ACTORS": ("dispatcher_actors", _integer),
+    "MAILERS_SUPPRESSION_SHARDS": ("suppression_shards", _integer),
 }
 
 
