@@ -15,6 +15,7 @@ import msgspec
 import ray
 
 from actors.coalescer import Coalescer
+from actors.dispatcher import Dispatcher
 from actors.key_usage import KeyUsage
 from schemas.settings import Settings
 
@@ -53,6 +54,13 @@ class Gateway:
         self.redis_url = redis_url
         self.key_usage_actor = named_actor(KeyUsage, KEY_USAGE, settings.ray_namespace, redis_url)
         self._usage = Coalescer(self._send_usage, max_in_flight=1, max_batch=5000, max_pending=100_000)
+        encoded = msgspec.msgpack.encode(settings)
+        count = max(1, settings.dispatcher_actors)
+        self.dispatchers = [
+            named_actor(Dispatcher, f"dispatcher-{i}", settings.ray_namespace, encoded, redis_url, i, count)
+            for i in range(count)
+        ]
+        ray.get([d.start.remote() for d in self.dispatchers])
 
     @classmethod
     def start(cls, settings: Settings, *, redis_url: str) -> Gateway:

@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
+from actors.coalescer import Coalescer
 from ingress.key_cache import KeyCache
 from ingress.metrics import Metrics
 from schemas.settings import Settings
 from store.api_keys import ApiKeyStore
 from store.idempotency import IdempotencyStore
+from store.messages import MessageStore, NewMessage
 from store.rate_limits import RateLimiter
+from store.workspace_routing import WorkspaceRoutingCache
 from store.workspaces import WorkspaceStore
 
 if TYPE_CHECKING:
@@ -32,6 +35,9 @@ class Services:
     rate_limiter: RateLimiter
     metrics: Metrics
     gateway: Gateway | None
+    routing: WorkspaceRoutingCache
+    messages: MessageStore
+    _enqueue: Coalescer[NewMessage, str | None] | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -52,13 +58,23 @@ class Services:
             rate_limiter=RateLimiter(redis, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst),
             metrics=Metrics(),
             gateway=gateway,
+            routing=WorkspaceRoutingCache(redis),
+            messages=MessageStore(redis, item_retention_seconds=settings.idempotency_retention_seconds),
         )
+        # Every concurrent request's messages share one Lua enqueue (one round trip, one transaction).
+        services._enqueue = Coalescer(services.messages.enqueue, max_in_flight=2, max_batch=5000,
+                                      max_pending=100_000)
         await services.idempotency.ensure_scripts_loaded()
-        subscribed = asyncio.Event()
-        services._tasks.append(asyncio.create_task(services.key_cache.listen(redis, subscribed)))
+        listening = [asyncio.Event(), asyncio.Event()]
+        services._tasks.append(asyncio.create_task(services.key_cache.listen(redis, listening[0])))
+        services._tasks.append(asyncio.create_task(services.routing.listen(listening[1])))
         async with asyncio.timeout(5):
-            await subscribed.wait()
+            await asyncio.gather(*(event.wait() for event in listening))
         return services
+
+    async def enqueue(self, batch: list[NewMessage]) -> list[str | None]:
+        assert self._enqueue is not None
+        return await self._enqueue.submit_many(batch)
 
     def key_usage(self, key_id: str) -> None:
         if self.gateway is not None:

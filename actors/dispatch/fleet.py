@@ -1,0 +1,154 @@
+"""The dispatch loops one Dispatcher actor owns, kept in step with the sending-server records.
+
+Every `sync_interval` the fleet reads which servers exist (the server → workspace index), keeps those
+whose id hashes to this actor, starts a loop for each new one, restarts a loop whose record changed
+(config, quotas, limits), and stops loops of deleted servers. Actor 0 also runs the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import zlib
+
+import aiohttp
+import msgspec
+import redis.asyncio as aioredis
+
+from actors.dispatch.loop import DispatchLoop, ServerRuntime
+from actors.dispatch.scheduler import run_scheduler
+from actors.policies.circuit import CircuitBreaker
+from actors.policies.quota import ServerQuota
+from actors.policies.recipient_throttle import RecipientThrottle
+from actors.policies.retry import RetryPolicy
+from providers.registry import provider_module
+from schemas.servers import ServerRecord
+from schemas.settings import Settings
+from store import keyspace
+from store.servers import ServerStore
+
+log = logging.getLogger("mailers.fleet")
+
+
+def owner_of(server_id: str, count: int) -> int:
+    return zlib.crc32(server_id.encode()) % max(1, count)
+
+
+class _Running(msgspec.Struct):
+    loop: DispatchLoop
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+    version: str
+
+
+class DispatchFleet:
+    def __init__(self, redis: aioredis.Redis, settings: Settings, *, index: int = 0, count: int = 1,
+                 retry: RetryPolicy | None = None, sync_interval: float = 1.0) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.index, self.count = index, count
+        self.retry = retry or RetryPolicy(max_attempts=5, base=2.0, cap=300.0)
+        self.sync_interval = sync_interval
+        self.store = ServerStore.for_settings(redis, settings)
+        self.running: dict[str, _Running] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._background: set[asyncio.Task] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        scheduler = asyncio.create_task(run_scheduler(self.redis)(stop)) if self.index == 0 else None
+        try:
+            while not stop.is_set():
+                try:
+                    await self.sync()
+                except Exception:
+                    log.exception("fleet sync failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.sync_interval)
+        finally:
+            await self.stop_all()
+            if scheduler is not None:
+                await scheduler
+
+    async def sync(self) -> None:
+        owned = await self._owned_records()
+        for server_id in set(self.running) - set(owned):
+            await self._stop(server_id)
+        for server_id, record in owned.items():
+            version = record.updated_at.isoformat()
+            current = self.running.get(server_id)
+            if current is not None and current.version == version and not current.task.done():
+                continue
+            if current is not None:
+                await self._stop(server_id)
+            self._start(record, version)
+
+    async def _owned_records(self) -> dict[str, ServerRecord]:
+        index = await self.redis.hgetall(keyspace.SERVER_WORKSPACES)
+        owned: dict[str, ServerRecord] = {}
+        for raw_id, raw_ws in index.items():
+            server_id = raw_id.decode()
+            if owner_of(server_id, self.count) == self.index:
+                record = await self.store.get(raw_ws.decode(), server_id)
+                if record is not None:
+                    owned[server_id] = record
+        return owned
+
+    def _start(self, record: ServerRecord, version: str) -> None:
+        try:
+            runtime = self.runtime_for(record)
+        except Exception:
+            log.exception("cannot start dispatch for %s", record.id)
+            return
+        loop = DispatchLoop(self.redis, runtime, consumer=f"dispatcher-{self.index}", retry=self.retry,
+                            circuit=CircuitBreaker(), on_status=self._set_status, on_suppress=self._suppress,
+                            rng=random.Random())
+        stop = asyncio.Event()
+        self.running[record.id] = _Running(loop, asyncio.create_task(loop.run(stop)), stop, version)
+
+    def runtime_for(self, record: ServerRecord) -> ServerRuntime:
+        module = provider_module(record.provider)
+        adapter = module.Adapter(self.store.open_config(record), http=self._session())
+        q = record.quotas
+        limits = {d: msgspec.to_builtins(limit) for d, limit in record.recipient_domain_limits.items()}
+        return ServerRuntime(
+            workspace=record.workspace, id=record.id, provider=record.provider, adapter=adapter,
+            quota=ServerQuota(per_second=q.per_second, per_minute=q.per_minute, per_hour=q.per_hour,
+                              per_day=q.per_day),
+            throttle=RecipientThrottle(limits),
+        )
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=64))
+        return self._http
+
+    async def _stop(self, server_id: str) -> None:
+        running = self.running.pop(server_id)
+        running.stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(running.task, 10)
+        with contextlib.suppress(Exception):
+            await running.loop.server.adapter.close()
+
+    async def stop_all(self) -> None:
+        for server_id in list(self.running):
+            await self._stop(server_id)
+        if self._http is not None:
+            await self._http.close()
+
+    def _set_status(self, server_id: str, status: str) -> None:
+        self._spawn(self.store.set_status(server_id, status))  # type: ignore[arg-type]
+
+    def _suppress(self, workspace: str, emails: list[str]) -> None:
+        from store.suppressions import add_bounce_suppressions
+
+        self._spawn(add_bounce_suppressions(self.redis, workspace, emails))
+
+    def _spawn(self, work) -> None:
+        if inspect.isawaitable(work):
+            task = asyncio.ensure_future(work)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)

@@ -1,0 +1,42 @@
+"""End-to-end fixtures: the full app, a sending server pointed at a real aiosmtpd sink."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.smtp.sink import SmtpSink
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with SmtpSink() as server:
+        yield server
+
+
+async def wait_for(predicate, within: float = 30.0, every: float = 0.05):
+    deadline = time.monotonic() + within
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(every)
+
+
+async def create_smtp_server(client, headers, port: int, **fields) -> dict:
+    body = {"name": fields.pop("name", f"sink-{port}"), "provider": "smtp",
+            "config": {"host": "127.0.0.1", "port": port, "security": "none", "pool_size": 8}, **fields}
+    response = await client.post("/v1/sending-servers", json=body, headers=headers)
+    assert response.status == 201, await response.text()
+    return await response.json()
+
+
+@pytest.fixture
+async def smtp_server(client, admin, sink) -> dict:
+    return await create_smtp_server(client, admin, sink.port)
