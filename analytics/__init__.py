@@ -1,0 +1,5 @@
+"""The analytics store: every normalised event, queried for timelines, summaries and campaign reports.
+
+`analytics.store.open_store(url, data_dir)` opens the DuckDB or ClickHouse backend behind one interface;
+`analytics.sink.EventSinkLoop` feeds it from the Redis event stream. See docs/analytics.md.
+"""

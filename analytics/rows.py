@@ -1,0 +1,99 @@
+"""Events to rows and back: the one place that knows how an `Event` is laid out in the analytics tables.
+
+Pure functions. Both backends store the same columns; absent values are empty strings (ClickHouse
+discourages Nullable, and one convention keeps the backends' answers identical). Times are whole
+milliseconds since the epoch, UTC, so sub-millisecond precision is dropped on the way in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from schemas.events import Event, EventMessage
+
+# The insert column order of the `events` table in both backends (migrations 0001).
+COLUMNS: tuple[str, ...] = (
+    "id", "workspace", "created_at", "type", "message_id", "recipient", "recipient_domain", "sender",
+    "provider", "server", "campaign_id", "tags", "metadata", "bounce_type", "url", "data",
+)
+# What a query reads back to rebuild an Event (created_at as epoch milliseconds).
+READ_COLUMNS: tuple[str, ...] = (
+    "id", "workspace", "created_at", "type", "message_id", "recipient", "sender",
+    "provider", "server", "campaign_id", "tags", "metadata", "data",
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_json_encode = msgspec.json.Encoder(order="sorted").encode
+_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_metadata = msgspec.json.Decoder(dict[str, str]).decode
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Whole milliseconds since the epoch; a naive datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def recipient_domain(address: str) -> str:
+    return address.rpartition("@")[2].lower() if "@" in address else ""
+
+
+def _bounce_type(data: dict[str, Any]) -> str:
+    bounce = data.get("bounce")
+    kind = bounce.get("type") if isinstance(bounce, dict) else None
+    return kind if isinstance(kind, str) else ""
+
+
+def _url(data: dict[str, Any]) -> str:
+    url = data.get("url")
+    return url if isinstance(url, str) else ""
+
+
+def event_row(event: Event) -> tuple[Any, ...]:
+    """One row in COLUMNS order (created_at as epoch milliseconds)."""
+    msg = event.message
+    return (
+        event.id, event.workspace, epoch_ms(event.created_at), event.type,
+        msg.id if msg else "", msg.to if msg else "", recipient_domain(msg.to) if msg else "",
+        msg.from_ if msg else "", (msg.provider or "") if msg else "", (msg.server or "") if msg else "",
+        (msg.campaign_id or "") if msg else "", list(msg.tags) if msg else [],
+        _json_encode(msg.metadata).decode() if msg else "{}",
+        _bounce_type(event.data), _url(event.data), _json_encode(event.data).decode(),
+    )
+
+
+def event_columns(events: Iterable[Event]) -> dict[str, list[Any]]:
+    """Column-oriented rows for a batch insert, each event id once (first occurrence wins)."""
+    seen: set[str] = set()
+    rows = []
+    for event in events:
+        if event.id not in seen:
+            seen.add(event.id)
+            rows.append(event_row(event))
+    columns = zip(*rows, strict=True) if rows else [()] * len(COLUMNS)
+    return {name: list(values) for name, values in zip(COLUMNS, columns, strict=True)}
+
+
+def row_event(row: Sequence[Any]) -> Event:
+    """Rebuild an Event from a row in READ_COLUMNS order."""
+    (event_id, workspace, created_ms, type_, message_id, recipient, sender,
+     provider, server, campaign_id, tags, metadata, data) = row
+    message = None
+    if message_id:
+        message = EventMessage(
+            id=message_id, to=recipient, from_=sender, provider=provider or None, server=server or None,
+            tags=list(tags), metadata=_decode_metadata(metadata), campaign_id=campaign_id or None,
+        )
+    return Event(
+        id=event_id, type=type_, created_at=from_epoch_ms(created_ms), workspace=workspace,
+        message=message, data=_decode_object(data),
+    )

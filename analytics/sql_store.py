@@ -1,0 +1,182 @@
+"""The query logic both backends share. A backend supplies a `Dialect` and five blocking primitives.
+
+Every call into the database runs on the store's own thread pool (one thread unless the backend says
+otherwise), never on the event loop; driver exceptions become `StoreUnavailable` here, in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from analytics import reports
+from analytics.errors import AnalyticsError, StoreUnavailable
+from analytics.metrics import CLICKED, METRIC_TYPES
+from analytics.queries import (
+    GROUP_DIMENSIONS,
+    INTERVAL_MS,
+    CampaignReportQuery,
+    EventFilter,
+    EventsQuery,
+    ExportQuery,
+    PageCursor,
+    SummaryQuery,
+    WindowPolicy,
+    check_buckets,
+    decode_cursor,
+    encode_cursor,
+    event_filter,
+    filters_fingerprint,
+    resolve_window,
+)
+from analytics.rows import event_columns, from_epoch_ms, row_event
+from analytics.sql import Dialect
+from schemas.events import Event, event_encoder
+
+T = TypeVar("T")
+Rows = list[tuple[Any, ...]]
+
+
+class SqlAnalyticsStore:
+    backend = ""
+    dialect: Dialect
+    driver_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, *, policy: WindowPolicy | None = None, threads: int = 1) -> None:
+        self.policy = policy or WindowPolicy()
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"analytics-{self.backend}")
+
+    # --- blocking primitives a backend implements -----------------------------------------------------
+    def _migrate(self) -> list[int]:
+        raise NotImplementedError
+
+    def _insert(self, columns: dict[str, list[Any]]) -> None:
+        raise NotImplementedError
+
+    def _query(self, sql: str, params: dict[str, Any]) -> Rows:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    # --- running them -------------------------------------------------------------------------------
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        except AnalyticsError:
+            raise
+        except self.driver_errors as exc:
+            raise StoreUnavailable(f"{self.backend}: {exc}") from exc
+
+    async def _select(self, flt: EventFilter, after: tuple[int, str] | None, limit: int | None, newest_first: bool) -> Rows:
+        return await self._run(self._query, *self.dialect.select_events(flt, after, limit, newest_first))
+
+    async def _aggregate(self, flt: EventFilter, dims: tuple[str, ...], width_ms: int | None = None) -> Rows:
+        return await self._run(self._query, *self.dialect.aggregate(flt, dims, width_ms))
+
+    # --- the public interface (analytics.store.AnalyticsStore) -----------------------------------------
+    async def migrate(self) -> list[int]:
+        """Apply every migration not yet applied; returns the versions now applied."""
+        return await self._run(self._migrate)
+
+    async def insert(self, events: Sequence[Event]) -> int:
+        """Store a batch; events already stored are ignored. Returns the batch size after dedupe by id."""
+        columns = event_columns(events)
+        if columns["id"]:
+            await self._run(self._insert, columns)
+        return len(columns["id"])
+
+    async def events_page(self, workspace: str, query: EventsQuery, *, now: datetime | None = None) -> reports.EventsPage:
+        cursor = decode_cursor(query)
+        if cursor is None:
+            window = resolve_window(query.from_, query.to, now=now or _utcnow(), policy=self.policy)
+            after = None
+        else:
+            window, after = (cursor.from_ms, cursor.to_ms), (cursor.created_ms, cursor.event_id)
+        rows = await self._select(event_filter(workspace, query, window), after, query.limit + 1, True)
+        page, has_more = rows[: query.limit], len(rows) > query.limit
+        next_cursor = None
+        if has_more:
+            last = page[-1]
+            next_cursor = encode_cursor(PageCursor(last[2], last[0], window[0], window[1], filters_fingerprint(query)))
+        return reports.EventsPage(data=[row_event(r) for r in page], has_more=has_more, next_cursor=next_cursor)
+
+    async def export_events(
+        self, workspace: str, query: ExportQuery, *, now: datetime | None = None, chunk_rows: int = 5000
+    ) -> AsyncIterator[bytes]:
+        """NDJSON, oldest first, one chunk of at most `chunk_rows` lines per item; memory stays bounded."""
+        window = resolve_window(query.from_, query.to, now=now or _utcnow(), policy=self.policy)
+        flt = event_filter(workspace, query, window)
+        after: tuple[int, str] | None = None
+        while True:
+            rows = await self._select(flt, after, chunk_rows, False)
+            if not rows:
+                return
+            yield ndjson(rows)
+            if len(rows) < chunk_rows:
+                return
+            after = (rows[-1][2], rows[-1][0])
+
+    async def summary(self, workspace: str, query: SummaryQuery, *, now: datetime | None = None) -> reports.Summary:
+        window = resolve_window(query.from_, query.to, now=now or _utcnow(), policy=self.policy)
+        check_buckets(window, query.interval, self.policy)
+        flt = _metric_filter(event_filter(workspace, query, window))
+        width = INTERVAL_MS[query.interval]
+        starts = reports.bucket_starts(window[0], window[1], width)
+        totals, buckets = await self._aggregate(flt, ()), await self._aggregate(flt, ("bucket",), width)
+        answer = reports.Summary(
+            from_=from_epoch_ms(window[0]), to=from_epoch_ms(window[1]), interval=query.interval,
+            group_by=query.group_by, totals=reports.total(totals), buckets=reports.series(buckets, starts),
+        )
+        if query.group_by is not None:
+            dim = GROUP_DIMENSIONS[query.group_by]
+            group_rows = await self._aggregate(flt, (dim,))
+            group_series = await self._aggregate(flt, (dim, "bucket"), width)
+            answer.groups, answer.groups_truncated = reports.grouped(group_rows, group_series, starts, self.policy.max_groups)
+        return answer
+
+    async def campaign_report(
+        self, workspace: str, campaign_id: str, query: CampaignReportQuery | None = None, *, now: datetime | None = None
+    ) -> reports.CampaignReport:
+        query = query or CampaignReportQuery()
+        window = resolve_window(query.from_, query.to, now=now or _utcnow(), policy=self.policy, default=False)
+        flt = EventFilter(workspace=workspace, from_ms=window[0], to_ms=window[1], campaign_id=campaign_id)
+        metric_flt = _metric_filter(flt)
+        clicks = msgspec.structs.replace(flt, types=(CLICKED,))
+        return reports.CampaignReport(
+            campaign_id=campaign_id,
+            from_=from_epoch_ms(window[0]) if window[0] is not None else None,
+            to=from_epoch_ms(window[1]) if window[1] is not None else None,
+            totals=reports.total(await self._aggregate(metric_flt, ())),
+            links=reports.links(await self._aggregate(clicks, ("url",))),
+            by_recipient_domain=reports.breakdown(await self._aggregate(metric_flt, ("recipient_domain",))),
+            by_provider=reports.breakdown(await self._aggregate(metric_flt, ("provider",))),
+        )
+
+    async def message_events(self, workspace: str, message_id: str) -> list[Event]:
+        """Every stored event of one message, oldest first (the timeline once Redis has let it go)."""
+        rows = await self._select(EventFilter(workspace=workspace, message_id=message_id), None, None, False)
+        return [row_event(r) for r in rows]
+
+    async def close(self) -> None:
+        await self._run(self._close)
+        self._executor.shutdown(wait=True)
+
+
+def ndjson(rows: Rows) -> bytes:
+    return b"".join(event_encoder.encode(row_event(r)) + b"\n" for r in rows)
+
+
+def _metric_filter(flt: EventFilter) -> EventFilter:
+    return msgspec.structs.replace(flt, types=METRIC_TYPES)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,67 @@
+"""The analytics store's interface, and `open_store`, which picks the backend from a URL.
+
+    duckdb:///abs/path/analytics.duckdb        embedded DuckDB file (the default, under the data dir)
+    chdb:///abs/path[?database=mailers]        embedded ClickHouse (chDB)
+    clickhouse://user:pw@host:8123/db          a ClickHouse server (clickhouses:// for TLS)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from analytics.queries import CampaignReportQuery, EventsQuery, ExportQuery, SummaryQuery, WindowPolicy
+from analytics.reports import CampaignReport, EventsPage, Summary
+from schemas.events import Event
+
+DEFAULT_DUCKDB_FILE = "analytics.duckdb"
+
+
+class AnalyticsReader(Protocol):
+    """The queries behind /v1/analytics/*, campaign reports and old message timelines."""
+
+    async def events_page(self, workspace: str, query: EventsQuery, *, now: datetime | None = None) -> EventsPage: ...
+
+    def export_events(self, workspace: str, query: ExportQuery, *, now: datetime | None = None) -> AsyncIterator[bytes]: ...
+
+    async def summary(self, workspace: str, query: SummaryQuery, *, now: datetime | None = None) -> Summary: ...
+
+    async def campaign_report(
+        self, workspace: str, campaign_id: str, query: CampaignReportQuery | None = None, *, now: datetime | None = None
+    ) -> CampaignReport: ...
+
+    async def message_events(self, workspace: str, message_id: str) -> list[Event]: ...
+
+
+class AnalyticsStore(AnalyticsReader, Protocol):
+    backend: str
+
+    async def migrate(self) -> list[int]: ...
+
+    async def insert(self, events: Sequence[Event]) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+def analytics_url(url: str | None, data_dir: str | Path) -> str:
+    """The configured URL, or the embedded DuckDB file in the data dir."""
+    return url or f"duckdb://{Path(data_dir).resolve() / DEFAULT_DUCKDB_FILE}"
+
+
+def open_store(
+    url: str | None, data_dir: str | Path = ".", *, policy: WindowPolicy | None = None, retention_days: int | None = None
+) -> AnalyticsStore:
+    """Open (not migrate) the store `url` names; None means DuckDB in `data_dir`."""
+    url = analytics_url(url, data_dir)
+    scheme, _, rest = url.partition("://")
+    if scheme == "duckdb":
+        from analytics.duckdb_backend import DuckDBStore
+
+        return DuckDBStore(rest or ":memory:", policy=policy)
+    if scheme in ("clickhouse", "clickhouses", "chdb"):
+        from analytics.clickhouse_backend import ClickHouseStore
+
+        return ClickHouseStore(url, policy=policy, retention_days=retention_days)
+    raise ValueError(f"unsupported analytics URL scheme {scheme!r}: use duckdb, clickhouse, clickhouses or chdb")
