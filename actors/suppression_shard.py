@@ -1,0 +1,208 @@
+"""SuppressionShard: one workspace hash range's suppressions in memory, checked in batches.
+
+Shard `i` of `n` holds the `SuppressionSet` of every workspace with `shard_for(workspace, n) == i`,
+loaded from Redis on first use, plus its own copy of the global entries. Writes go to Redis first
+(`SuppressionStore`, which also publishes the change), then to memory. The shard follows
+`keyspace.SUPPRESSION_CHANGES`, so entries written by anyone else reach it too; changes that arrive
+while a workspace is loading are replayed after the load; losing the channel forgets every set (they
+reload on next use). A restart therefore loses nothing: the state is rebuilt from Redis.
+
+Wire format (msgpack bytes in and out, one call per shard per batch):
+- `check`: [(workspace, sending_domain, list_ids, recipients)] → per item [(email, scope, reason)]
+- `add`: [(workspace, SuppressionEntry)] → per item True if it was new
+- `remove`: [(workspace, email, scope, scope_value)] → per item True if it was suppressed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from typing import Any
+
+import msgspec
+import ray
+import redis.asyncio as aioredis
+
+from actors.policies.suppression import SuppressionSet
+from schemas.suppressions import Scope, Suppressed, SuppressionEntry
+from store import keyspace
+from store.suppressions import GLOBAL, Change, SuppressionStore, changes, normalise_entry
+
+log = logging.getLogger("mailers.suppression")
+CheckItem = tuple[str, str, list[str], list[str]]
+RemoveItem = tuple[str, str, Scope, str | None]
+_INVALID_DOMAIN = "invalid"  # stands in for a sending domain that does not parse: no domain entry matches
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class SuppressionShard:
+    def __init__(self, redis_url: str, index: int = 0) -> None:
+        self.index = index
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self.store = SuppressionStore(self.redis)
+        self.sets: dict[str, SuppressionSet] = {}
+        self.calls: dict[str, int] = defaultdict(int)
+        self._loading: dict[str, asyncio.Task[SuppressionSet]] = {}
+        self._replay: dict[str, list[Change]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        # Built here, not at module level: Ray may pickle the class by value, and these do not pickle.
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode_check = msgspec.msgpack.Decoder(list[CheckItem]).decode
+        self._decode_add = msgspec.msgpack.Decoder(list[tuple[str, SuppressionEntry]]).decode
+        self._decode_remove = msgspec.msgpack.Decoder(list[RemoveItem]).decode
+        self._decode_change = msgspec.msgpack.Decoder(Change).decode
+
+    # --- the three operations ---------------------------------------------------------------------
+    async def check(self, batch: bytes) -> bytes:
+        items = self._decode_check(batch)
+        self.calls["check"] += 1
+        sets = await self._sets_for({ws for ws, *_ in items} | {GLOBAL})
+        return self._encode([_check_one(sets[GLOBAL], sets[ws], domain, lists, rcpts) for ws, domain, lists, rcpts in items])
+
+    async def add(self, batch: bytes) -> bytes:
+        items = self._decode_add(batch)
+        self.calls["add"] += 1
+        groups: dict[str, list[int]] = defaultdict(list)
+        for position, (workspace, _) in enumerate(items):
+            groups[workspace].append(position)
+        results: list[bool] = [False] * len(items)
+        for workspace, positions in groups.items():
+            entries = [normalise_entry(items[p][1]) for p in positions]
+            for position, new in zip(positions, await self.store.add(workspace, entries), strict=True):
+                results[position] = new
+            for change in changes(workspace, "add", entries):
+                self._apply_loaded(change)
+        return self._encode(results)
+
+    async def remove(self, batch: bytes) -> bytes:
+        items = self._decode_remove(batch)
+        self.calls["remove"] += 1
+        groups: dict[tuple[str, Scope, str | None], list[int]] = defaultdict(list)
+        for position, (workspace, _, scope, value) in enumerate(items):
+            groups[(workspace, scope, value)].append(position)
+        results: list[bool] = [False] * len(items)
+        for (workspace, scope, value), positions in groups.items():
+            entries = [normalise_entry(SuppressionEntry(email=items[p][1], scope=scope, scope_value=value))
+                       for p in positions]
+            removed = await self.store.remove(workspace, [e.email for e in entries], scope, value)
+            for position, was in zip(positions, removed, strict=True):
+                results[position] = was
+            for change in changes(workspace, "remove", entries):
+                self._apply_loaded(change)
+        return self._encode(results)
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    async def stats(self) -> dict[str, Any]:
+        return {"index": self.index, "calls": dict(self.calls), "loaded": sorted(self.sets),
+                "entries": sum(len(s) for s in self.sets.values())}
+
+    # --- memory: lazy loads, changes from the channel ----------------------------------------------
+    async def _sets_for(self, workspaces: set[str]) -> dict[str, SuppressionSet]:
+        await self._ensure_listening()
+        found = {ws: self.sets[ws] for ws in workspaces if ws in self.sets}
+        missing = [ws for ws in workspaces if ws not in found]
+        found.update(zip(missing, await asyncio.gather(*(self._loaded(ws) for ws in missing)), strict=True))
+        return found
+
+    async def _loaded(self, workspace: str) -> SuppressionSet:
+        task = self._loading.get(workspace)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(workspace))
+            self._loading[workspace] = task
+            task.add_done_callback(lambda done: self._load_finished(workspace, done))
+        return await asyncio.shield(task)
+
+    def _load_finished(self, workspace: str, task: asyncio.Task[SuppressionSet]) -> None:
+        if self._loading.get(workspace) is task:
+            del self._loading[workspace]
+
+    async def _load(self, workspace: str) -> SuppressionSet:
+        replay: list[Change] = []
+        self._replay[workspace] = replay
+        loaded = SuppressionSet()
+        async for records in self.store.scan(workspace):
+            for record in records:
+                loaded.add(record.email, record.scope, record.scope_value, record.reason)
+        if self._replay.get(workspace) is not replay:  # the channel was lost meanwhile: answer, do not keep
+            return loaded
+        del self._replay[workspace]
+        for change in replay:
+            _apply(loaded, change)
+        self.sets[workspace] = loaded
+        return loaded
+
+    def _apply_loaded(self, change: Change) -> None:
+        """Apply a change to memory: at once if the workspace is loaded, after its load if loading."""
+        if change.workspace in self.sets:
+            _apply(self.sets[change.workspace], change)
+        elif change.workspace in self._replay:
+            self._replay[change.workspace].append(change)
+
+    def _forget_all(self) -> None:
+        self.sets.clear()
+        self._replay.clear()
+        self._loading.clear()
+
+    async def _ensure_listening(self) -> None:
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+        await self._subscribed.wait()
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(keyspace.SUPPRESSION_CHANGES)
+                    self._forget_all()
+                    self._subscribed.set()
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self._apply_loaded(self._decode_change(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection lost: forget everything, reload on next use
+                log.warning("suppression change channel lost: %s", exc)
+                self._subscribed.clear()
+                self._forget_all()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.5)
+
+
+def _check_one(
+    global_set: SuppressionSet, own: SuppressionSet, sending_domain: str, list_ids: list[str], recipients: list[str]
+) -> list[Suppressed]:
+    try:
+        return _filter(global_set, own, sending_domain, list_ids, recipients)
+    except ValueError:  # a domain or address that does not parse: check what does, one by one
+        hits = []
+        for recipient in recipients:
+            for domain in (sending_domain, _INVALID_DOMAIN):
+                with contextlib.suppress(ValueError):
+                    hits += _filter(global_set, own, domain, list_ids, [recipient])
+                    break
+        return hits
+
+
+def _filter(
+    global_set: SuppressionSet, own: SuppressionSet, sending_domain: str, list_ids: list[str], recipients: list[str]
+) -> list[Suppressed]:
+    """Global entries first, then the workspace's; hits in recipient order."""
+    allowed, hits = global_set.filter(recipients, sending_domain=sending_domain, list_ids=list_ids)
+    _, more = own.filter(allowed, sending_domain=sending_domain, list_ids=list_ids)
+    if hits and more:
+        order = {email: i for i, email in reversed(list(enumerate(recipients)))}
+        hits = sorted(hits + more, key=lambda hit: order[hit[0]])
+    return [Suppressed(*hit) for hit in hits or more]
+
+
+def _apply(target: SuppressionSet, change: Change) -> None:
+    for email, scope, value, reason in change.entries:
+        if change.op == "add":
+            target.add(email, scope, value, reason)
+        else:
+            target.remove(email, scope, value)
