@@ -61,6 +61,10 @@ class Gateway:
             for i in range(count)
         ]
         ray.get([d.start.remote() for d in self.dispatchers])
+        from actors.suppression_client import SuppressionClient
+
+        self.suppressions = SuppressionClient(settings.ray_namespace, max(1, settings.suppression_shards),
+                                              redis_url=redis_url)
 
     @classmethod
     def start(cls, settings: Settings, *, redis_url: str) -> Gateway:
@@ -87,5 +91,18 @@ class Gateway:
         except Exception:
             return False
 
+    async def supervise(self, every: float = 1.0) -> None:
+        """Run until cancelled: (re)start every dispatcher; a restarted actor resumes within `every`."""
+        while True:
+            try:
+                async with asyncio.timeout(5):
+                    await asyncio.gather(*(d.start.remote() for d in self.dispatchers))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("dispatcher start failed: %s", exc)
+            await asyncio.sleep(every)
+
     async def drain(self) -> None:
         await self._usage.drain()
+        await self.suppressions.drain()

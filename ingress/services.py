@@ -70,6 +70,8 @@ class Services:
         services._tasks.append(asyncio.create_task(services.routing.listen(listening[1])))
         async with asyncio.timeout(5):
             await asyncio.gather(*(event.wait() for event in listening))
+        if gateway is not None:
+            services._tasks.append(asyncio.create_task(gateway.supervise()))
         return services
 
     async def enqueue(self, batch: list[NewMessage]) -> list[str | None]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import random
 import zlib
@@ -27,8 +26,10 @@ from actors.policies.retry import RetryPolicy
 from providers.registry import provider_module
 from schemas.servers import ServerRecord
 from schemas.settings import Settings
+from schemas.suppressions import SuppressionEntry
 from store import keyspace
 from store.servers import ServerStore
+from store.suppressions import add_suppressions
 
 log = logging.getLogger("mailers.fleet")
 
@@ -55,7 +56,6 @@ class DispatchFleet:
         self.store = ServerStore.for_settings(redis, settings)
         self.running: dict[str, _Running] = {}
         self._http: aiohttp.ClientSession | None = None
-        self._background: set[asyncio.Task] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         scheduler = asyncio.create_task(run_scheduler(self.redis)(stop)) if self.index == 0 else None
@@ -103,21 +103,24 @@ class DispatchFleet:
             log.exception("cannot start dispatch for %s", record.id)
             return
         loop = DispatchLoop(self.redis, runtime, consumer=f"dispatcher-{self.index}", retry=self.retry,
-                            circuit=CircuitBreaker(), on_status=self._set_status, on_suppress=self._suppress,
+                            circuit=CircuitBreaker(), on_status=self.store.set_status, on_suppress=self._suppress,
                             rng=random.Random())
         stop = asyncio.Event()
         self.running[record.id] = _Running(loop, asyncio.create_task(loop.run(stop)), stop, version)
 
     def runtime_for(self, record: ServerRecord) -> ServerRuntime:
         module = provider_module(record.provider)
-        adapter = module.Adapter(self.store.open_config(record), http=self._session())
+        config = self.store.open_config(record)
+        adapter = module.Adapter(config, http=self._session())
+        # SMTP sends a chunk over its pool at once; HTTP providers take their batch in one request.
+        chunk = getattr(config, "pool_size", None) or adapter.max_batch
         q = record.quotas
         limits = {d: msgspec.to_builtins(limit) for d, limit in record.recipient_domain_limits.items()}
         return ServerRuntime(
             workspace=record.workspace, id=record.id, provider=record.provider, adapter=adapter,
             quota=ServerQuota(per_second=q.per_second, per_minute=q.per_minute, per_hour=q.per_hour,
                               per_day=q.per_day),
-            throttle=RecipientThrottle(limits),
+            throttle=RecipientThrottle(limits), chunk_size=max(1, chunk),
         )
 
     def _session(self) -> aiohttp.ClientSession:
@@ -139,16 +142,7 @@ class DispatchFleet:
         if self._http is not None:
             await self._http.close()
 
-    def _set_status(self, server_id: str, status: str) -> None:
-        self._spawn(self.store.set_status(server_id, status))  # type: ignore[arg-type]
-
-    def _suppress(self, workspace: str, emails: list[str]) -> None:
-        from store.suppressions import add_bounce_suppressions
-
-        self._spawn(add_bounce_suppressions(self.redis, workspace, emails))
-
-    def _spawn(self, work) -> None:
-        if inspect.isawaitable(work):
-            task = asyncio.ensure_future(work)
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+    async def _suppress(self, workspace: str, emails: list[str]) -> None:
+        """Hard bounces suppress the address for the workspace (API.md, "Events")."""
+        entries = [SuppressionEntry(email=e, reason="bounce", scope="workspace", source="bounce") for e in emails]
+        await add_suppressions(self.redis, workspace, entries)

@@ -8,6 +8,7 @@ leaves it pending, and the restarted loop (same consumer name) or a peer (XAUTOC
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import time
@@ -36,7 +37,7 @@ class ServerRuntime(msgspec.Struct, kw_only=True):
     adapter: ProviderAdapter
     quota: ServerQuota
     throttle: RecipientThrottle
-    version: str = ""
+    chunk_size: int = 16
 
 
 class DispatchLoop:
@@ -71,14 +72,18 @@ class DispatchLoop:
         self.server.quota.load({k: int(c) for k, c in zip(keys, counts, strict=True) if c})
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.start()
+        started = False
         while not stop.is_set():
             try:
+                if not started:
+                    await self.start()
+                    started = True
                 await self.step()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("dispatch step failed for %s", self.server.id)
+                self._own_pending_done = False  # what this consumer held is re-read first, not after 30 s
                 await asyncio.sleep(0.5)
 
     async def step(self) -> int:
@@ -88,11 +93,18 @@ class DispatchLoop:
         ids = [fields[b"id"].decode() for _, fields in entries]
         claimed = await self.records.claim(self.server.workspace, self.server.id, ids)
         work = [(entry_id, c) for (entry_id, _), c in zip(entries, claimed, strict=True) if c is not None]
+        skipped = [entry_id for (entry_id, _), c in zip(entries, claimed, strict=True) if c is None]
         now = self.clock()
         send_now, waiting, wait_until = self._admit(work, now)
-        decisions = await self._send(send_now, now) if send_now else []
-        await self._record([e for e, _ in entries], send_now, decisions, waiting, wait_until, now)
-        self._after(decisions, now)
+        # Record after every chunk: a crash between a provider's acceptance and our record (the only
+        # place a duplicate can come from) then repeats at most one chunk, not the whole batch.
+        for start in range(0, len(send_now), self.server.chunk_size):
+            chunk = send_now[start:start + self.server.chunk_size]
+            decisions = await self._send([c for _, c in chunk], now)
+            await self._record([e for e, _ in chunk], [c for _, c in chunk], decisions, [], 0.0, self.clock())
+            await self._after(decisions, self.clock())
+        if waiting or skipped:
+            await self._record([e for e, _ in waiting] + skipped, [], [], [c for _, c in waiting], wait_until, now)
         return len(send_now)
 
     async def _read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -118,14 +130,13 @@ class DispatchLoop:
     def _admit(self, work: list[tuple[bytes, Claimed]], now: float):
         """Quota and recipient-domain throttles: what may go now, and when the rest may try again."""
         if not self.circuit.allow(now):
-            return [], [c for _, c in work], now + 1.0
+            return [], work, now + 1.0
         granted = self.server.quota.grant(len(work), now)
         allowed = work[:granted]
         admitted = self.server.throttle.admit([c.message.recipients[0].domain for _, c in allowed], now)
-        send_now = [c for (_, c), ok in zip(allowed, admitted, strict=True) if ok]
-        waiting = [c for (_, c), ok in zip(allowed, admitted, strict=True) if not ok] + [c for _, c in work[granted:]]
-        wait = max(self.server.quota.next_refill(now), 0.05)
-        return send_now, waiting, now + wait
+        send_now = [w for w, ok in zip(allowed, admitted, strict=True) if ok]
+        waiting = [w for w, ok in zip(allowed, admitted, strict=True) if not ok] + work[granted:]
+        return send_now, waiting, now + max(self.server.quota.next_refill(now), 0.05)
 
     async def _send(self, claimed: list[Claimed], now: float) -> list[Decision]:
         try:
@@ -172,19 +183,24 @@ class DispatchLoop:
         if decision.retry_at is not None:
             pipe.zadd(keyspace.SCHEDULE, {key: int(decision.retry_at * 1000)})
 
-    def _after(self, decisions: list[Decision], now: float) -> None:
+    async def _after(self, decisions: list[Decision], now: float) -> None:
         for decision in decisions:
             if decision.server_fault:
                 self.circuit.record_server_fault(now)
             else:
                 self.circuit.record(decision.success, now)
             if decision.suppress and self.on_suppress is not None:
-                self.on_suppress(self.server.workspace, decision.suppress)
+                await _maybe_await(self.on_suppress(self.server.workspace, decision.suppress))
         status = self.circuit.status(now)
         if status != self._status:
             self._status = status
             if self.on_status is not None:
-                self.on_status(self.server.id, status)
+                await _maybe_await(self.on_status(self.server.id, status))
+
+
+async def _maybe_await(result: object) -> None:
+    if inspect.isawaitable(result):
+        await result
 
 
 __all__ = ["DispatchLoop", "ServerRuntime", "next_candidate"]

@@ -1,0 +1,132 @@
+"""Read the event stream (consumer group `webhooks`) in batches and turn each event into one pending
+delivery per matching, enabled endpoint of the event's workspace.
+
+A delivery's id is derived from (event time, endpoint, event id), so an entry read twice (a crash
+before its ack, a reclaim by a peer) produces the same ids and records nothing new. Entries left
+pending by this consumer are read first after a restart; a peer's are reclaimed with XAUTOCLAIM once
+idle for `reclaim_idle_ms`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import msgspec
+import redis.asyncio as aioredis
+
+from actors.webhooks.queue import DeliveryQueue, NewDelivery
+from schemas.events import Event
+from schemas.ids import derived_id
+from schemas.webhooks import WebhookRecord, filter_matches
+from store import keyspace
+from store.webhooks import WebhookStore
+
+log = logging.getLogger("mailers.webhooks")
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+class EndpointDirectory:
+    """Each workspace's enabled endpoints, cached until the workspace's webhook version changes."""
+
+    def __init__(self, redis: aioredis.Redis, *, capacity: int) -> None:
+        self.redis = redis
+        self.store = WebhookStore(redis)
+        self.capacity = capacity
+        self._cache: OrderedDict[str, tuple[bytes | None, list[WebhookRecord]]] = OrderedDict()
+
+    async def enabled(self, workspaces: Sequence[str]) -> dict[str, list[WebhookRecord]]:
+        versions = await self.redis.mget([keyspace.webhook_version(ws) for ws in workspaces])
+        found: dict[str, list[WebhookRecord]] = {}
+        for workspace, version in zip(workspaces, versions, strict=True):
+            cached = self._cache.get(workspace)
+            if cached is None or cached[0] != version:
+                # Read the version before the records: a change in between only causes one more reload.
+                records = await self.store.all(workspace) if version is not None else []
+                cached = (version, [r for r in records if r.enabled])
+            self._cache[workspace] = cached
+            self._cache.move_to_end(workspace)
+            found[workspace] = cached[1]
+        while len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        return found
+
+
+def plan_deliveries(events: Sequence[Event], endpoints: dict[str, list[WebhookRecord]],
+                    encode: Callable[[Event], bytes]) -> list[NewDelivery]:
+    """One delivery per (event, matching endpoint), in stream order; the body is encoded once per event."""
+    planned = []
+    for event in events:
+        matching = [e for e in endpoints.get(event.workspace, []) if filter_matches(e.events, event.type)]
+        if not matching:
+            continue
+        body = encode(event)
+        created_ms = int(event.created_at.timestamp() * 1000)
+        message_id = event.message.id if event.message is not None else None
+        planned += [
+            NewDelivery(id=derived_id("dlv", created_ms, endpoint.id, event.id), workspace=event.workspace,
+                        endpoint_id=endpoint.id, event_id=event.id, event_type=event.type, message_id=message_id,
+                        body=body, created_ms=created_ms)
+            for endpoint in matching
+        ]
+    return planned
+
+
+class FanOut:
+    def __init__(self, redis: aioredis.Redis, queue: DeliveryQueue, directory: EndpointDirectory, *, consumer: str,
+                 batch: int, block_ms: int, reclaim_idle_ms: int, clock: Callable[[], float] = time.time) -> None:
+        self.redis, self.queue, self.directory = redis, queue, directory
+        self.consumer, self.batch, self.block_ms, self.reclaim_idle_ms = consumer, batch, block_ms, reclaim_idle_ms
+        self.clock = clock
+        self._decode = msgspec.msgpack.Decoder(list[Event]).decode
+        self._encode = msgspec.json.Encoder().encode
+        self._own_pending_done = False
+        self._last_reclaim = 0.0
+
+    async def ensure_group(self) -> None:
+        """New deployments start at the stream's end: history is not replayed to new endpoints."""
+        try:
+            await self.redis.xgroup_create(keyspace.EVENT_STREAM, keyspace.WEBHOOK_GROUP, id="$", mkstream=True)
+        except aioredis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def step(self) -> int:
+        """Fan out one batch of entries; returns how many deliveries were newly recorded."""
+        entries = await self._read()
+        if not entries:
+            return 0
+        events = [event for _, fields in entries for event in self._events(fields)]
+        workspaces = list(dict.fromkeys(event.workspace for event in events))
+        endpoints = await self.directory.enabled(workspaces) if workspaces else {}
+        planned = plan_deliveries(events, endpoints, self._encode)
+        return await self.queue.record(planned, [entry_id for entry_id, _ in entries], int(self.clock() * 1000))
+
+    def _events(self, fields: dict[bytes, bytes]) -> list[Event]:
+        try:
+            return self._decode(fields.get(keyspace.EVENT_FIELD, b"\x90"))
+        except msgspec.DecodeError:
+            log.error("skipping an event stream entry that is not a msgpack list of events")
+            return []
+
+    async def _read(self) -> Entries:
+        if not self._own_pending_done:
+            entries = await self._xread("0", block=None)
+            if entries:
+                return entries
+            self._own_pending_done = True
+        now = self.clock()
+        if now - self._last_reclaim > self.reclaim_idle_ms / 1000:
+            self._last_reclaim = now
+            _, claimed, *_ = await self.redis.xautoclaim(keyspace.EVENT_STREAM, keyspace.WEBHOOK_GROUP, self.consumer,
+                                                         self.reclaim_idle_ms, "0-0", count=self.batch)
+            if claimed:
+                return [(entry_id, fields) for entry_id, fields in claimed if fields]
+        return await self._xread(">", block=self.block_ms)
+
+    async def _xread(self, start: str, *, block: int | None) -> Entries:
+        reply = await self.redis.xreadgroup(keyspace.WEBHOOK_GROUP, self.consumer, {keyspace.EVENT_STREAM: start},
+                                            count=self.batch, block=block)
+        return [(entry_id, fields) for _, items in reply for entry_id, fields in items if fields] if reply else []

@@ -1,0 +1,3 @@
+from bench.send import main
+
+main()

@@ -1,0 +1,209 @@
+"""The send path under load, each figure beside a baseline measured in the same run.
+
+`python -m bench [--seconds 10] [--rates 250,500] [--bulk-requests 20] [--delivery 3000]`
+
+- single sends: latency p50/p95/p99 at fixed offered rates (open loop), and the sustained rate at 64
+  connections (closed loop) — Mailers' `/v1/send` (auth, rate limit, validation, suppression shard call,
+  routing, the coalesced Lua enqueue) against a bare aiohttp + msgspec handler that only decodes and answers 202;
+- bulk: 1,000-message requests, latency percentiles and messages accepted per second;
+- delivery: messages per second from the API into a local aiosmtpd sink through the whole pipeline
+  (dispatcher actor, SMTP adapter), against a bare aiosmtplib client sending pre-rendered bytes.
+Everything runs on this machine: Redis (AOF on), a local Ray started by `mailers serve`, the servers in
+their own processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import msgspec
+
+from bench.load import Result, closed_loop, open_loop
+from bench.smtp import bare_client, start_sink, typical_message
+from store.redis_server import RedisServer, free_port
+
+KEY = "mk_bench_" + "k" * 32
+MAILERS = str(Path(sys.executable).parent / "mailers")
+
+
+def single_body(i: int) -> bytes:
+    return msgspec.json.encode({"from": "Acme <hello@acme.com>", "to": f"user{i}@example.com",
+                                "subject": "Welcome", "html": "<p>Hi</p>", "text": "Hi"})
+
+
+def bulk_body(i: int, size: int = 1000, server: str | None = None) -> bytes:
+    item = {"from": "Acme <hello@acme.com>", "subject": "Welcome", "html": "<p>Hi</p>", "text": "Hi"}
+    if server:
+        item["routing"] = {"server": server}
+    return msgspec.json.encode({"messages": [{**item, "to": f"u{i}-{j}@example.com"} for j in range(size)]})
+
+
+async def wait_ready(url: str, process: subprocess.Popen, within: float = 120) -> None:
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{url} exited with {process.returncode}")
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.3)
+    raise RuntimeError(f"{url} not ready")
+
+
+def start_mailers(port: int, redis_url: str, data_dir: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILERS_")}
+    env.update(MAILERS_PORT=str(port), MAILERS_REDIS_URL=redis_url, MAILERS_DATA_DIR=data_dir,
+               MAILERS_BOOTSTRAP_KEY=KEY, MAILERS_RATE_LIMIT_PER_SECOND="1000000", MAILERS_RATE_LIMIT_BURST="1000000")
+    return subprocess.Popen([MAILERS, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_baseline(port: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench.baseline_server", str(port)])
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def row(name: str, result: Result) -> str:
+    return (f"| {name} | {result.rate:,.0f} | {result.percentile(50):.1f} | {result.percentile(95):.1f} | "
+            f"{result.percentile(99):.1f} | {result.errors} |")
+
+
+async def singles(base: str, baseline: str, rates: list[int], seconds: float) -> list[str]:
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    rows = []
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for target, name in ((baseline, "bare aiohttp+msgspec"), (base, "Mailers /v1/send")):
+            await closed_loop(session, target + "/v1/send", single_body, headers, concurrency=16, seconds=2)  # warm
+            for rate in rates:
+                result = await open_loop(session, target + "/v1/send", single_body, headers, rate=rate, seconds=seconds)
+                rows.append(row(f"{name} @ {rate}/s offered", result))
+            result = await closed_loop(session, target + "/v1/send", single_body, headers, concurrency=64,
+                                       seconds=seconds)
+            rows.append(row(f"{name}, 64 connections (max)", result))
+    return rows
+
+
+async def bulks(base: str, requests: int) -> list[str]:
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    bodies = [bulk_body(i) for i in range(requests)]
+    latencies = []
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        for body in bodies:
+            begin = time.perf_counter()
+            async with session.post(base + "/v1/send/bulk", data=body, headers=headers) as response:
+                await response.read()
+                assert response.status == 202, response.status
+            latencies.append(time.perf_counter() - begin)
+        elapsed = time.perf_counter() - started
+    result = Result(latencies, 0, elapsed)
+    return [f"| bulk of 1,000, sequential | {requests * 1000 / elapsed:,.0f} msgs/s | {result.percentile(50):.1f} | "
+            f"{result.percentile(95):.1f} | {result.percentile(99):.1f} | 0 |"]
+
+
+async def delivery(base: str, redis_url: str, count: int) -> list[str]:
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    sink_port = free_port()
+    sink = start_sink(sink_port)
+    try:
+        await asyncio.sleep(1.0)
+        messages = [typical_message() for _ in range(count)]
+        bare_seconds = await bare_client(sink_port, messages, 16)
+        async with aiohttp.ClientSession() as session:
+            server = {"name": "bench-sink", "provider": "smtp", "priority": 1,
+                      "config": {"host": "127.0.0.1", "port": sink_port, "security": "none", "pool_size": 16}}
+            async with session.post(base + "/v1/sending-servers", json=server, headers=headers) as response:
+                server_id = (await response.json())["id"]
+            await asyncio.sleep(2.0)  # the dispatcher picks the new server up within a second
+            started = time.perf_counter()
+            for i in range(0, count, 1000):
+                body = bulk_body(10_000 + i, min(1000, count - i), server=server_id)
+                async with session.post(base + "/v1/send/bulk", data=body, headers=headers) as response:
+                    await response.read()
+            ids_done = await _wait_sent(redis_url, server_id, count)
+            elapsed = time.perf_counter() - started
+    finally:
+        sink.terminate()
+        sink.wait()
+    ours, bare = ids_done / elapsed, count / bare_seconds
+    return [f"| delivery into aiosmtpd: bare aiosmtplib (16 conns, pre-rendered) | {bare:,.0f} msgs/s | | | | |",
+            f"| delivery into aiosmtpd: Mailers end to end | {ours:,.0f} msgs/s ({ours / bare:.0%} of bare) | | | | |"]
+
+
+async def _wait_sent(redis_url: str, server_id: str, count: int, within: float = 300) -> int:
+    """Done when the server's dispatch group has read every entry and none is pending (all recorded)."""
+    import redis.asyncio as aioredis
+
+    from store import keyspace
+
+    client = aioredis.Redis.from_url(redis_url)
+    stream = keyspace.dispatch_stream("default", server_id)
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            groups = await client.xinfo_groups(stream)
+            group = next((g for g in groups if g["name"] == keyspace.DISPATCH_GROUP.encode()), None)
+            if group and group["entries-read"] and group["entries-read"] >= count and group["pending"] == 0:
+                return count
+            await asyncio.sleep(0.1)
+        return int(group["entries-read"] or 0) - int(group["pending"]) if group else 0
+    finally:
+        await client.aclose()
+
+
+async def run(args: argparse.Namespace) -> None:
+    data = tempfile.mkdtemp(prefix="mailers-bench-")
+    redis = RedisServer(Path(data) / "redis", appendonly=True).start()
+    port, baseline_port = free_port(), free_port()
+    mailers = start_mailers(port, redis.url, data)
+    baseline = start_baseline(baseline_port)
+    base, bare = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{baseline_port}"
+    try:
+        await wait_ready(base + "/readyz", mailers)
+        await wait_ready(bare + "/healthz", baseline)
+        rows = await singles(base, bare, [int(r) for r in args.rates.split(",")], args.seconds)
+        rows += await bulks(base, args.bulk_requests)
+        if args.delivery:
+            rows += await delivery(base, redis.url, args.delivery)
+    finally:
+        stop(mailers)
+        stop(baseline)
+        redis.stop()
+    print("| what | throughput | p50 ms | p95 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rates", default="250,500")
+    parser.add_argument("--bulk-requests", type=int, default=20)
+    parser.add_argument("--delivery", type=int, default=3000)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
