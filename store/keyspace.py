@@ -136,3 +136,8 @@ def suppression_index(workspace: str) -> str:
 
 def suppression_by_email(workspace: str, email: str) -> str:
     return f"{PREFIX}{{{workspace}}}:sup:email:{email}"    # set of meta fields of one address
+
+
+# --- tracking and unsubscribe ----------------------------------------------------------------------
+def unsubscribe_recorded(workspace: str, message_id: str, scope: str, list_id: str | None, email: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:unsub:{message_id}:{scope}:{list_id or '-'}:{email}"  # event id, EX

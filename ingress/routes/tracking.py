@@ -1,0 +1,190 @@
+"""`/t/…`: the open pixel, the click redirect and RFC 8058 one-click unsubscribe (no API key).
+
+A token that does not read (forged, altered, another kind) is a 404 and nothing is recorded. Opens
+and clicks need the message still stored (the redirect target comes from its link list, never from
+the token); an unsubscribe does not, so it is honoured for as long as its token reads.
+Events go to the message's timeline and the event stream in one MULTI (`DispatchRecords`).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import ipaddress
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from aiohttp import web
+from redis.exceptions import WatchError
+
+from actors.dispatch.records import DispatchRecords
+from ingress.context import SERVICES
+from ingress.problems import ApiError, not_found, validation_error
+from ingress.routing import RouteTable
+from ingress.tracking import tracking_for
+from schemas.events import Event, EventMessage
+from schemas.ids import new_id
+from schemas.suppressions import SuppressionEntry
+from security.link_rewrite import is_machine_open
+from security.tracking import ClickToken, OpenToken, TrackingPayload, UnsubscribeToken
+from security.unsubscribe import ONE_CLICK
+from store import keyspace
+from store.messages import MessageStore, StoredMessage
+from store.suppressions import add_suppressions
+
+routes = RouteTable()
+T = TypeVar("T", OpenToken, ClickToken, UnsubscribeToken)
+
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")  # 1×1 transparent GIF
+NO_STORE = {"Cache-Control": "no-store, no-cache, must-revalidate, private", "Pragma": "no-cache", "Expires": "0"}
+# The token is in the URL: keep it out of Referer headers, and keep the page out of frames (clickjacking).
+PAGE_HEADERS = {**NO_STORE, "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                                           "frame-ancestors 'none'"}
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+UNSUBSCRIBE_RECORD_SECONDS = 400 * 24 * 3600
+MAX_USER_AGENT = 512
+_BAD_TOKEN = "tracking link"
+
+
+@routes.route("GET", "/t/o/{token}", scope=None, auth=False, idempotent=False, tag="tracking",
+              summary="Open pixel: a 1×1 GIF, never cached; records message.opened",
+              responses={404: "Unknown, altered or expired token"})
+async def open_pixel(request: web.Request) -> web.Response:
+    token = _token(request, "o", OpenToken)
+    stored = await _stored(request, token.workspace, token.message_id)
+    await _record(request, _event("message.opened", token, stored, _visit(request)))
+    return web.Response(body=PIXEL, content_type="image/gif", headers=NO_STORE)
+
+
+@routes.route("GET", "/t/c/{token}", scope=None, auth=False, idempotent=False, tag="tracking", status=302,
+              summary="Click redirect to the message's original link; records message.clicked",
+              responses={404: "Unknown, altered or expired token, or no such link in the message"})
+async def click(request: web.Request) -> web.Response:
+    token = _token(request, "c", ClickToken)
+    stored = await _stored(request, token.workspace, token.message_id)
+    if not 0 <= token.link_index < len(stored.meta.links):
+        raise not_found(_BAD_TOKEN)
+    url = stored.meta.links[token.link_index]
+    await _record(request, _event("message.clicked", token, stored, {"url": url, **_visit(request)}))
+    return web.Response(status=302, headers={**NO_STORE, "Location": url, "Referrer-Policy": "no-referrer"})
+
+
+@routes.route("GET", "/t/u/{token}", scope=None, auth=False, idempotent=False, tag="tracking",
+              summary="Unsubscribe page: a confirmation form (does not unsubscribe)",
+              responses={404: "Unknown or altered token"})
+async def unsubscribe_page(request: web.Request) -> web.Response:
+    token = _token(request, "u", UnsubscribeToken)
+    return _page("Unsubscribe", f"<p>Stop emails like this one to <b>{html.escape(token.recipient)}</b>?</p>"
+                 f'<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
+                 f'<button type="submit">Unsubscribe</button></form>')
+
+
+@routes.route("POST", "/t/u/{token}", scope=None, auth=False, idempotent=False, tag="tracking",
+              summary="RFC 8058 one-click unsubscribe (form body List-Unsubscribe=One-Click); 200, never a redirect",
+              responses={404: "Unknown or altered token", 415: "Not a form body",
+                         422: "The body lacks List-Unsubscribe=One-Click"})
+async def unsubscribe(request: web.Request) -> web.Response:
+    token = _token(request, "u", UnsubscribeToken)
+    await _require_one_click(request)
+    redis = request.app[SERVICES].redis
+    await add_suppressions(redis, token.workspace, [SuppressionEntry(
+        email=token.recipient, reason="unsubscribe", scope=token.scope, scope_value=token.list_id,
+        source="unsubscribe")])
+    stored = (await MessageStore(redis).get_many(token.workspace, [token.message_id]))[0]
+    data = {"recipient": token.recipient, "scope": token.scope, "list_id": token.list_id}
+    if stored is None:
+        data["message_id"] = token.message_id
+    await _record_once(request, token, _event("subscriber.unsubscribed", token, stored, data))
+    return _page("Unsubscribed", f"<p>{html.escape(token.recipient)} will get no more emails like this one.</p>")
+
+
+def _token(request: web.Request, kind: str, expected: type[T]) -> T:
+    payload = tracking_for(request.app[SERVICES].settings).read(kind, request.match_info["token"])
+    if not isinstance(payload, expected):
+        raise not_found(_BAD_TOKEN)
+    return payload
+
+
+async def _stored(request: web.Request, workspace: str, message_id: str) -> StoredMessage:
+    stored = (await MessageStore(request.app[SERVICES].redis).get_many(workspace, [message_id]))[0]
+    if stored is None:
+        raise not_found(_BAD_TOKEN)
+    return stored
+
+
+def _visit(request: web.Request) -> dict[str, Any]:
+    agent = request.headers.get("User-Agent")
+    agent = agent[:MAX_USER_AGENT] if agent else None
+    ip = client_ip(request, getattr(request.app[SERVICES].settings, "trust_forwarded_for", False))
+    return {"user_agent": agent, "ip": ip, "machine_open": is_machine_open(agent, ip)}
+
+
+def client_ip(request: web.Request, trust_forwarded_for: bool) -> str | None:
+    """The peer, or with a trusted proxy in front the last X-Forwarded-For hop (the one it appended)."""
+    if trust_forwarded_for:
+        hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+        if hops and _is_ip(hops[-1]):
+            return hops[-1]
+    return request.remote
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _event(kind: str, token: TrackingPayload, stored: StoredMessage | None, data: dict[str, Any]) -> Event:
+    """The event as the message's other events are reported, but under the token's recipient."""
+    message = None
+    if stored is not None:
+        sent = stored.message
+        message = EventMessage(id=sent.id, to=token.recipient, from_=sent.from_.email, provider=stored.provider,
+                               server=stored.server, tags=sent.tags, metadata=sent.metadata,
+                               campaign_id=sent.campaign_id)
+    return Event(id=new_id("evt"), type=kind, created_at=datetime.now(UTC), workspace=token.workspace,
+                 message=message, data=data)
+
+
+async def _record(request: web.Request, event: Event) -> None:
+    redis = request.app[SERVICES].redis
+    async with redis.pipeline(transaction=True) as pipe:
+        DispatchRecords(redis).append_events(pipe, [event])
+        await pipe.execute()
+
+
+async def _record_once(request: web.Request, token: UnsubscribeToken, event: Event) -> bool:
+    """Record the unsubscribe event once per token, however often or concurrently it is posted."""
+    redis = request.app[SERVICES].redis
+    marker = keyspace.unsubscribe_recorded(token.workspace, token.message_id, token.scope, token.list_id,
+                                           token.recipient)
+    async with redis.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(marker)
+            if await pipe.exists(marker):
+                return False
+            pipe.multi()
+            pipe.set(marker, event.id, ex=UNSUBSCRIBE_RECORD_SECONDS)
+            DispatchRecords(redis).append_events(pipe, [event])
+            await pipe.execute()
+        except WatchError:  # a concurrent POST of the same token recorded it
+            return False
+    return True
+
+
+async def _require_one_click(request: web.Request) -> None:
+    if request.content_type not in FORM_TYPES:
+        raise ApiError("unsupported_media_type", f"Post the form body {ONE_CLICK} (RFC 8058)")
+    form = await request.post()
+    if "One-Click" not in form.getall("List-Unsubscribe", []):
+        raise validation_error("#/List-Unsubscribe", f"the body must contain {ONE_CLICK} (RFC 8058)", "one_click")
+
+
+def _page(title: str, body: str) -> web.Response:
+    document = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+                f'<meta name="viewport" content="width=device-width, initial-scale=1"></head>'
+                f'<body style="font-family:sans-serif;max-width:32rem;margin:4rem auto">{body}</body></html>')
+    return web.Response(text=document, content_type="text/html", headers=PAGE_HEADERS)
