@@ -138,6 +138,75 @@ def suppression_by_email(workspace: str, email: str) -> str:
     return f"{PREFIX}{{{workspace}}}:sup:email:{email}"    # set of meta fields of one address
 
 
+# --- outbound webhooks (endpoints, deliveries, per-endpoint delivery queues) -----------------------
+# A delivery waits in its endpoint's `due` zset only when it is the head of its message's lane, so
+# the events of one message reach an endpoint in order; `ready` tells deliverers which endpoints have
+# something due, so a busy endpoint never hides the others.
+WEBHOOK_GROUP = "webhooks"                                   # consumer group on EVENT_STREAM
+WEBHOOK_READY = PREFIX + "webhooks:ready"                    # zset: "ws|whk" scored by earliest due (ms)
+
+
+def webhook(workspace: str, endpoint_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}"                     # msgpack WebhookRecord
+
+
+def webhook_index(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:webhooks"                              # lex zset of endpoint ids
+
+
+def webhook_version(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:webhooks:ver"                          # counter: bumped on any change
+
+
+def webhook_due(workspace: str, endpoint_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:due"                 # zset: dlv id -> due (ms)
+
+
+def webhook_lane(workspace: str, endpoint_id: str, message_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:lane:{message_id}"   # list: dlv ids, in order
+
+
+def webhook_deliveries(workspace: str, endpoint_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:dlvs"                # lex zset of dlv ids
+
+
+def webhook_dead(workspace: str, endpoint_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:dead"                # zset: dlv id -> event time (ms)
+
+
+def webhook_failing(workspace: str, endpoint_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:failing"             # ms of first failure since success
+
+
+def webhook_delivery(workspace: str, delivery_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:dlv:{delivery_id}"                     # hash: e evt typ msg b c s n nd
+
+
+def webhook_attempts(workspace: str, delivery_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:dlv:{delivery_id}:att"                 # list of msgpack DeliveryAttempt
+
+
+def webhook_in_flight(consumer: str) -> str:
+    return f"{PREFIX}webhooks:inflight:{consumer}"           # set: "ws|whk|dlv" leased by one deliverer
+
+
 # --- tracking and unsubscribe ----------------------------------------------------------------------
 def unsubscribe_recorded(workspace: str, message_id: str, scope: str, list_id: str | None, email: str) -> str:
     return f"{PREFIX}{{{workspace}}}:unsub:{message_id}:{scope}:{list_id or '-'}:{email}"  # event id, EX
+
+
+# --- sending domains ------------------------------------------------------------------------------
+def sending_domain(workspace: str, domain_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:dom:{domain_id}"                       # msgpack SendingDomainRecord
+
+
+def sending_domains(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:doms"                                  # lex zset of domain ids
+
+
+def sending_domain_names(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:doms:names"                            # hash: A-label domain -> id
+
+
+# --- inbound provider events: what could not be tied to a message --------------------------------
+INBOUND_UNMATCHED = PREFIX + "inbound:unmatched"          # hash: provider -> events for no message of ours
