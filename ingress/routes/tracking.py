@@ -29,7 +29,7 @@ from security.link_rewrite import is_machine_open
 from security.tracking import ClickToken, OpenToken, TrackingPayload, UnsubscribeToken
 from security.unsubscribe import ONE_CLICK
 from store import keyspace
-from store.messages import MessageStore, StoredMessage
+from store.messages import StoredMessage
 from store.suppressions import add_suppressions
 
 routes = RouteTable()
@@ -45,6 +45,8 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 UNSUBSCRIBE_RECORD_SECONDS = 400 * 24 * 3600
 MAX_USER_AGENT = 512
 _BAD_TOKEN = "tracking link"
+# The WHATWG URL parser drops ASCII tabs and newlines anywhere in a URL (an href may hold `&#10;`).
+_URL_WHITESPACE = {ord("\t"): None, ord("\n"): None, ord("\r"): None}
 
 
 @routes.route("GET", "/t/o/{token}", scope=None, auth=False, idempotent=False, tag="tracking",
@@ -67,7 +69,8 @@ async def click(request: web.Request) -> web.Response:
         raise not_found(_BAD_TOKEN)
     url = stored.meta.links[token.link_index]
     await _record(request, _event("message.clicked", token, stored, {"url": url, **_visit(request)}))
-    return web.Response(status=302, headers={**NO_STORE, "Location": url, "Referrer-Policy": "no-referrer"})
+    location = url.translate(_URL_WHITESPACE)  # what a browser would follow, and header-safe
+    return web.Response(status=302, headers={**NO_STORE, "Location": location, "Referrer-Policy": "no-referrer"})
 
 
 @routes.route("GET", "/t/u/{token}", scope=None, auth=False, idempotent=False, tag="tracking",
@@ -91,7 +94,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
     await add_suppressions(redis, token.workspace, [SuppressionEntry(
         email=token.recipient, reason="unsubscribe", scope=token.scope, scope_value=token.list_id,
         source="unsubscribe")])
-    stored = (await MessageStore(redis).get_many(token.workspace, [token.message_id]))[0]
+    stored = (await request.app[SERVICES].messages.get_many(token.workspace, [token.message_id]))[0]
     data = {"recipient": token.recipient, "scope": token.scope, "list_id": token.list_id}
     if stored is None:
         data["message_id"] = token.message_id
@@ -107,7 +110,7 @@ def _token(request: web.Request, kind: str, expected: type[T]) -> T:
 
 
 async def _stored(request: web.Request, workspace: str, message_id: str) -> StoredMessage:
-    stored = (await MessageStore(request.app[SERVICES].redis).get_many(workspace, [message_id]))[0]
+    stored = (await request.app[SERVICES].messages.get_many(workspace, [message_id]))[0]
     if stored is None:
         raise not_found(_BAD_TOKEN)
     return stored

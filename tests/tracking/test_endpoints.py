@@ -195,3 +195,12 @@ def _entry(scope: str, value: str | None):
     from schemas.suppressions import SuppressionEntry
 
     return SuppressionEntry(email="reader@tracking.example", scope=scope, scope_value=value)  # type: ignore[arg-type]
+
+
+async def test_a_link_with_an_encoded_newline_redirects_where_a_browser_would_go(app, redis) -> None:
+    message, links = tracking_of(app).prepare(outbound(html='<a href="https://x.example/a&#10;b?q=1">x</a>'),
+                                              track_opens=False, track_clicks=True, unsubscribe=False)
+    await store_sent(redis, message, links)
+    response = await app.get(f"/t/c/{tokens_in(message.html, 'c')[0]}", allow_redirects=False)
+    assert response.status == 302 and response.headers["Location"] == "https://x.example/ab?q=1"
+    assert (await timeline(redis, message))[-1].data["url"] == "https://x.example/a\nb?q=1"
