@@ -7,6 +7,7 @@ Times are stored as naive TIMESTAMPs that mean UTC.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from analytics.migrations import load
-from analytics.queries import WindowPolicy
+from analytics.queries import EventFilter, WindowPolicy
 from analytics.rows import COLUMNS, epoch_ms, from_epoch_ms
 from analytics.sql import Bound, Dialect
 from analytics.sql_store import Rows, SqlAnalyticsStore
@@ -101,6 +102,22 @@ class DuckDBStore(SqlAnalyticsStore):
 
     def _query(self, sql: str, params: dict[str, Any]) -> Rows:
         return self._db.execute(sql, params).fetchall()
+
+    async def _export_rows(self, flt: EventFilter, chunk_rows: int) -> AsyncIterator[Rows]:
+        """One sorted query streamed through its own cursor: keyset pages would rescan the rest of the
+        window for every page. The cursor reads a snapshot, so inserts carry on meanwhile."""
+        sql, params = self.dialect.select_events(flt, None, None, False)
+        cursor = await self._run(self._open_cursor, sql, params)
+        try:
+            while rows := await self._run(cursor.fetchmany, chunk_rows):
+                yield rows
+        finally:
+            await self._run(cursor.close)
+
+    def _open_cursor(self, sql: str, params: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+        cursor = self._db.cursor()
+        cursor.execute(sql, params)
+        return cursor
 
     def _purge(self, before_ms: int) -> int:
         cutoff = from_epoch_ms(before_ms).replace(tzinfo=None)

@@ -97,3 +97,47 @@ def row_event(row: Sequence[Any]) -> Event:
         id=event_id, type=type_, created_at=from_epoch_ms(created_ms), workspace=workspace,
         message=message, data=_decode_object(data),
     )
+
+
+# --- NDJSON export: the same JSON as encoding an Event, without decoding the stored JSON first ----
+class _ExportMessage(msgspec.Struct, kw_only=True):
+    id: str
+    to: str
+    from_: str = msgspec.field(name="from")
+    provider: str | None
+    server: str | None
+    tags: list[str]
+    metadata: msgspec.Raw
+    campaign_id: str | None
+
+
+class _ExportEvent(msgspec.Struct, kw_only=True):
+    id: str
+    type: str
+    created_at: datetime
+    workspace: str
+    message: _ExportMessage | None
+    data: msgspec.Raw
+
+
+_export_encoder = msgspec.json.Encoder()
+
+
+def _export_event(row: Sequence[Any]) -> _ExportEvent:
+    (event_id, workspace, created_ms, type_, message_id, recipient, sender,
+     provider, server, campaign_id, tags, metadata, data) = row
+    message = None
+    if message_id:
+        message = _ExportMessage(
+            id=message_id, to=recipient, from_=sender, provider=provider or None, server=server or None,
+            tags=tags, metadata=msgspec.Raw(metadata), campaign_id=campaign_id or None,
+        )
+    return _ExportEvent(
+        id=event_id, type=type_, created_at=EPOCH + timedelta(milliseconds=created_ms), workspace=workspace,
+        message=message, data=msgspec.Raw(data),
+    )
+
+
+def ndjson_lines(rows: Sequence[Sequence[Any]]) -> bytes:
+    """Rows in READ_COLUMNS order as NDJSON, each line byte for byte what encoding `row_event(row)` gives."""
+    return _export_encoder.encode_lines([_export_event(row) for row in rows])
