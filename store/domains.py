@@ -52,6 +52,15 @@ _LDH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 _SIGNER_CACHE_SIZE = 256
 
 
+# Compare-and-delete: the name is released only while it still names this domain id.
+_FORGET_NAME = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
 class InvalidDomain(ValueError):
     """The name is not a domain we can publish records for."""
 
@@ -207,15 +216,6 @@ class DomainStore:
         found = [i.decode() for i in ids if i is not None]
         raws = iter(await self.redis.mget([keyspace.sending_domain(workspace, i) for i in found]) if found else [])
         return [None if i is None else _decode_or_none(next(raws)) for i in ids]
-
-
-# Compare-and-delete: the name is released only while it still names this domain id.
-_FORGET_NAME = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  return redis.call('HDEL', KEYS[1], ARGV[1])
-end
-return 0
-"""
 
 
 def _decode_or_none(raw: bytes | None) -> SendingDomainRecord | None:
