@@ -18,11 +18,10 @@ from store import keyspace
 from store.messages import MessageMeta, MessageStore, NewMessage, StoredMessage
 from store.servers import ServerStore
 
-WORKSPACE = "acme"
 SECRET_KEY = "s" * 40  # what tests/conftest.py's make_settings gives the app
 
 
-def outbound(*to: str, workspace: str = WORKSPACE) -> OutboundMessage:
+def outbound(*to: str, workspace: str) -> OutboundMessage:
     return OutboundMessage(id=new_id("msg"), workspace=workspace, from_=Address("hello@acme.test", "Acme"),
                            to=[Address(a) for a in to], subject="Hello", html="<p>Hello</p>", text="Hello",
                            tags=["welcome"], metadata={"user_id": "42"})
@@ -46,9 +45,9 @@ async def record_provider_id(redis: aioredis.Redis, message: OutboundMessage, pr
     await redis.set(keyspace.provider_message(provider, provider_id.strip("<>")), f"{message.workspace}|{message.id}")
 
 
-async def create_server(redis: aioredis.Redis, provider: str, *, server_id: str | None = None,
-                        config: dict[str, Any] | None = None, inbound: dict[str, Any] | None = None,
-                        workspace: str = WORKSPACE) -> ServerRecord:
+async def create_server(redis: aioredis.Redis, provider: str, *, workspace: str, server_id: str | None = None,
+                        config: dict[str, Any] | None = None,
+                        inbound: dict[str, Any] | None = None) -> ServerRecord:
     store = ServerStore.for_settings(redis, load_settings({}, secret_key=SECRET_KEY))
     body = CreateSendingServer(name=provider, provider=provider, config=config or {}, inbound=inbound or {})  # type: ignore[arg-type]
     record = store.build(workspace, body, server_id=server_id)

@@ -37,7 +37,6 @@ from tests.providers.provider_harness import SIMULATORS
 
 from .helpers import (
     SECRET_KEY,
-    WORKSPACE,
     create_server,
     outbound,
     record_provider_id,
@@ -98,7 +97,8 @@ def _inbound(name: str, simulator: web.Application) -> dict[str, str]:
     return {"postmark_user": POSTMARK[0], "postmark_password": POSTMARK[1]}
 
 
-async def start(name: str, client, aiohttp_server, redis: aioredis.Redis, http: aiohttp.ClientSession) -> Provider:
+async def start(name: str, ws: str, client, aiohttp_server, redis: aioredis.Redis,
+                http: aiohttp.ClientSession) -> Provider:
     """The simulator posting to our endpoint for a new server, and the server's adapter to send with."""
     server_id = new_id("srv")
     path = f"/v1/inbound/{name}/{server_id}"
@@ -109,7 +109,7 @@ async def start(name: str, client, aiohttp_server, redis: aioredis.Redis, http: 
     simulator = SIMULATORS[name].create_app(SimulatorOptions(webhook_url=url, webhook_secret=secret,
                                                              webhook_events=("delivered",)))
     base_url = str((await aiohttp_server(simulator)).make_url("")).rstrip("/")
-    server = await create_server(redis, name, server_id=server_id, config=_config(name, base_url),
+    server = await create_server(redis, name, workspace=ws, server_id=server_id, config=_config(name, base_url),
                                  inbound=_inbound(name, simulator))
     store = ServerStore.for_settings(redis, load_settings({}, secret_key=SECRET_KEY))
     adapter = provider_module(name).Adapter(store.open_config(server), http=http)
@@ -152,9 +152,10 @@ async def post(client, path: str, body: bytes, headers: dict[str, str]) -> tuple
 
 @pytest.mark.parametrize("name", PROVIDERS)
 async def test_signed_webhooks_are_recorded_once_and_forgeries_refused(
-        name: str, client, aiohttp_server, redis: aioredis.Redis, http: aiohttp.ClientSession) -> None:
-    provider = await start(name, client, aiohttp_server, redis, http)
-    known, stranger = outbound("ok@example.com", "bounce-1@example.com"), outbound("ok@example.com")
+        name: str, ws: str, client, aiohttp_server, redis: aioredis.Redis, http: aiohttp.ClientSession) -> None:
+    provider = await start(name, ws, client, aiohttp_server, redis, http)
+    known = outbound("ok@example.com", "bounce-1@example.com", workspace=ws)
+    stranger = outbound("ok@example.com", workspace=ws)
     await store_message(redis, known, provider.server.id)
     [sent] = await provider.adapter.send_batch([known])
     assert isinstance(sent, Sent)
@@ -173,8 +174,8 @@ async def test_signed_webhooks_are_recorded_once_and_forgeries_refused(
         assert (event.message.tags, event.message.metadata.get("user_id")) == (["welcome"], "42")
     assert [e.id for e in await stream_events(redis, known.id)] == [e.id for e in message.events]
     suppressions = SuppressionStore(redis)
-    assert await suppressions.is_suppressed(WORKSPACE, "bounce-1@example.com", "workspace")
-    assert not await suppressions.is_suppressed(WORKSPACE, "ok@example.com", "workspace")
+    assert await suppressions.is_suppressed(ws, "bounce-1@example.com", "workspace")
+    assert not await suppressions.is_suppressed(ws, "ok@example.com", "workspace")
     assert await unmatched(redis, name) == 1
     assert await stream_events(redis, stranger.id) == []
 
@@ -196,8 +197,8 @@ async def test_signed_webhooks_are_recorded_once_and_forgeries_refused(
     assert after == before and await unmatched(redis, name) == 1
 
 
-async def test_unknown_server_or_provider_is_404(client, redis: aioredis.Redis) -> None:
-    server = await create_server(redis, "resend", config={"api_key": "k"}, inbound={"resend_secret": RESEND_SECRET})
+async def test_unknown_server_or_provider_is_404(ws: str, client, redis: aioredis.Redis) -> None:
+    server = await create_server(redis, "resend", workspace=ws, config={"api_key": "k"}, inbound={"resend_secret": RESEND_SECRET})
     for path in (f"/v1/inbound/resend/{new_id('srv')}", f"/v1/inbound/postmark/{server.id}",
                  f"/v1/inbound/smtp/{server.id}", f"/v1/inbound/nope/{server.id}"):
         response = await client.post(path, data=b"{}")
@@ -205,8 +206,8 @@ async def test_unknown_server_or_provider_is_404(client, redis: aioredis.Redis) 
         assert (await response.json())["code"] == "not_found"
 
 
-async def test_verified_but_malformed_is_400(client, redis: aioredis.Redis) -> None:
-    server = await create_server(redis, "postmark", config={"server_token": "t"},
+async def test_verified_but_malformed_is_400(ws: str, client, redis: aioredis.Redis) -> None:
+    server = await create_server(redis, "postmark", workspace=ws, config={"server_token": "t"},
                                  inbound={"postmark_user": POSTMARK[0], "postmark_password": POSTMARK[1]})
     response = await client.post(f"/v1/inbound/postmark/{server.id}", data=b'{"RecordType": 3}',
                                  headers=basic_auth(*POSTMARK))

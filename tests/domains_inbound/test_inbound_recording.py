@@ -12,7 +12,7 @@ from providers.inbound import ProviderEvent
 from store import keyspace
 from store.inbound_events import SEEN_TTL_SECONDS, InboundRecorder, forward_status
 
-from .helpers import WORKSPACE, outbound, record_provider_id, store_message, stored, stream_events, unmatched
+from .helpers import outbound, record_provider_id, store_message, stored, stream_events, unmatched
 
 SERVER = "srv_01JD7Z3Y8Q4W2M6N0P1R3S5T7V"
 AT = datetime(2024, 5, 20, 10, 15, tzinfo=UTC)
@@ -25,7 +25,7 @@ def provider_event(event_id: str, kind: str, *, pmid: str | None = "pm-1", hint:
                          data=data or {})
 
 
-async def record(redis: aioredis.Redis, *events: ProviderEvent, workspace: str = WORKSPACE):
+async def record(redis: aioredis.Redis, workspace: str, *events: ProviderEvent):
     return await InboundRecorder(redis).record(workspace=workspace, server_id=SERVER, provider="postmark",
                                                events=list(events))
 
@@ -47,36 +47,36 @@ def test_status_only_moves_forward(current: str, kind: str, moved: str | None) -
     assert forward_status(current, kind) == moved
 
 
-async def test_a_late_delivery_keeps_the_bounce(redis: aioredis.Redis) -> None:
-    message = outbound("ana@example.com")
+async def test_a_late_delivery_keeps_the_bounce(ws: str, redis: aioredis.Redis) -> None:
+    message = outbound("ana@example.com", workspace=ws)
     await store_message(redis, message, SERVER)
     await record_provider_id(redis, message, "postmark", "pm-1")
     bounce = {"bounce": {"type": "soft", "code": "SoftBounce", "diagnostic": None}}
-    assert (await record(redis, provider_event("e1", "message.bounced", data=bounce))).recorded == 1
-    assert (await record(redis, provider_event("e2", "message.delivered"))).recorded == 1
+    assert (await record(redis, ws, provider_event("e1", "message.bounced", data=bounce))).recorded == 1
+    assert (await record(redis, ws, provider_event("e2", "message.delivered"))).recorded == 1
     found = await stored(redis, message)
     assert found.status == "bounced"
     assert [e.type for e in found.events] == ["message.accepted", "message.bounced", "message.delivered"]
     assert found.events[1].data == bounce
 
 
-async def test_the_hint_wins_and_a_failed_message_stays_failed(redis: aioredis.Redis) -> None:
-    hinted, mapped = outbound("ana@example.com"), outbound("ana@example.com")
+async def test_the_hint_wins_and_a_failed_message_stays_failed(ws: str, redis: aioredis.Redis) -> None:
+    hinted, mapped = outbound("ana@example.com", workspace=ws), outbound("ana@example.com", workspace=ws)
     for message in (hinted, mapped):
         await store_message(redis, message, SERVER)
     await record_provider_id(redis, mapped, "postmark", "pm-1")
-    await redis.hset(keyspace.message(WORKSPACE, hinted.id), "s", "failed")
-    outcome = await record(redis, provider_event("e1", "message.delivered", hint=hinted.id))
+    await redis.hset(keyspace.message(ws, hinted.id), "s", "failed")
+    outcome = await record(redis, ws, provider_event("e1", "message.delivered", hint=hinted.id))
     assert outcome.recorded == 1 and outcome.events[0].message.id == hinted.id
     assert (await stored(redis, hinted)).status == "failed"
     assert len((await stored(redis, mapped)).events) == 1
 
 
-async def test_ids_of_another_workspace_match_nothing(redis: aioredis.Redis) -> None:
-    theirs = outbound("ana@example.com", workspace="globex")
+async def test_ids_of_another_workspace_match_nothing(ws: str, redis: aioredis.Redis) -> None:
+    theirs = outbound("ana@example.com", workspace=ws + "-other")
     await store_message(redis, theirs, SERVER)
     await record_provider_id(redis, theirs, "postmark", "pm-1")
-    outcome = await record(redis, provider_event("e1", "message.delivered"),
+    outcome = await record(redis, ws, provider_event("e1", "message.delivered"),
                            provider_event("e2", "message.bounced", pmid=None, hint=theirs.id))
     assert (outcome.recorded, outcome.unmatched) == (0, 2)
     assert (await stored(redis, theirs)).status == "sent"
@@ -84,12 +84,12 @@ async def test_ids_of_another_workspace_match_nothing(redis: aioredis.Redis) -> 
     assert [e.type for e in await stream_events(redis, theirs.id)] == ["message.accepted"]
 
 
-async def test_concurrent_copies_record_once(redis: aioredis.Redis) -> None:
-    message = outbound("ana@example.com")
+async def test_concurrent_copies_record_once(ws: str, redis: aioredis.Redis) -> None:
+    message = outbound("ana@example.com", workspace=ws)
     await store_message(redis, message, SERVER)
     await record_provider_id(redis, message, "postmark", "pm-1")
     events = [provider_event(f"e{i}", "message.opened") for i in range(5)]
-    outcomes = await asyncio.gather(*(record(redis, *events) for _ in range(6)))
+    outcomes = await asyncio.gather(*(record(redis, ws, *events) for _ in range(6)))
     assert sorted(o.recorded for o in outcomes) == [0] * 5 + [5]
     assert sum(o.duplicates for o in outcomes) == 25
     assert len((await stored(redis, message)).events) == 6
@@ -98,14 +98,14 @@ async def test_concurrent_copies_record_once(redis: aioredis.Redis) -> None:
     assert SEEN_TTL_SECONDS - 5 < ttl <= SEEN_TTL_SECONDS and SEEN_TTL_SECONDS >= 7 * 24 * 3600
 
 
-async def test_event_ids_are_stable_and_the_providers_sent_is_not_recorded(redis: aioredis.Redis) -> None:
-    message = outbound("ana@example.com")
+async def test_event_ids_are_stable_and_the_providers_sent_is_not_recorded(ws: str, redis: aioredis.Redis) -> None:
+    message = outbound("ana@example.com", workspace=ws)
     await store_message(redis, message, SERVER)
     await record_provider_id(redis, message, "postmark", "pm-1")
-    outcome = await record(redis, provider_event("e1", "message.sent"), provider_event("e1", "message.sent"),
+    outcome = await record(redis, ws, provider_event("e1", "message.sent"), provider_event("e1", "message.sent"),
                            provider_event("e2", "message.clicked"))
     assert (outcome.received, outcome.recorded, outcome.not_recorded, outcome.duplicates) == (3, 1, 1, 1)
     await redis.delete(keyspace.inbound_event_seen("postmark", "e2"))  # as if the dedupe key had expired
-    again = await record(redis, provider_event("e2", "message.clicked"))
+    again = await record(redis, ws, provider_event("e2", "message.clicked"))
     assert again.events[0].id == outcome.events[0].id  # downstream consumers drop the copy by id
     assert (await stored(redis, message)).status == "sent"

@@ -20,8 +20,8 @@ MESSAGE = (b"From: Acme <hello@acme.com>\r\nTo: ana@example.com\r\nSubject: Welc
 
 
 @pytest.fixture
-async def writer(make_key) -> dict[str, str]:
-    return await make_key(["write:settings"])
+async def writer(make_key, ws: str) -> dict[str, str]:
+    return await make_key(["write:settings"], workspace=ws)
 
 
 async def register(client, headers: dict[str, str], domain: str = "acme.com", **extra: Any) -> dict[str, Any]:
@@ -78,14 +78,14 @@ async def test_spf_and_return_path_follow_the_public_url(app_client, writer) -> 
     assert by_purpose["return_path"] == "bounces.mail.example.net"
 
 
-async def test_private_key_is_sealed_and_never_returned(client, writer, redis: aioredis.Redis) -> None:
+async def test_private_key_is_sealed_and_never_returned(ws: str, client, writer, redis: aioredis.Redis) -> None:
     view = await register(client, writer)
     listed = await (await client.get("/v1/sending-domains", headers=writer)).json()
     fetched = await (await client.get(f"/v1/sending-domains/{view['id']}", headers=writer)).json()
     for shown in (view, listed["data"][0], fetched):
         assert "PRIVATE" not in str(shown) and not {"private_key", "sealed_private_key"} & set(shown)
     box = box_for(load_settings({}, secret_key=SECRET_KEY))
-    record = await DomainStore(redis, box).get("acme", view["id"])
+    record = await DomainStore(redis, box).get(ws, view["id"])
     assert record is not None
     pem = box.open(record.sealed_private_key, record.id.encode())  # the key is there, sealed
     assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")
@@ -147,19 +147,19 @@ async def test_a_wrong_spf_record_fails(app_client, client, writer) -> None:
     assert spf["status"] == "mismatch" and "include:_spf.mailers.invalid" in spf["detail"]
 
 
-async def test_duplicate_in_a_workspace_conflicts_but_not_across_workspaces(client, writer, make_key) -> None:
+async def test_duplicate_in_a_workspace_conflicts_but_not_across_workspaces(ws: str, client, writer, make_key) -> None:
     first = await register(client, writer, "acme.com")
     response = await client.post("/v1/sending-domains", json={"domain": "ACME.com."}, headers=writer)
     assert response.status == 409
     problem = await response.json()
     assert problem["code"] == "conflict" and first["id"] in problem["detail"]
-    other = await make_key(["write:settings"], workspace="globex")
+    other = await make_key(["write:settings"], workspace=ws + "-other")
     assert (await register(client, other, "acme.com"))["id"] != first["id"]
 
 
-async def test_other_workspaces_see_nothing(client, writer, make_key) -> None:
+async def test_other_workspaces_see_nothing(ws: str, client, writer, make_key) -> None:
     view = await register(client, writer)
-    stranger = await make_key(["write:settings"], workspace="globex")
+    stranger = await make_key(["write:settings"], workspace=ws + "-other")
     path = f"/v1/sending-domains/{view['id']}"
     assert (await client.get(path, headers=stranger)).status == 404
     assert (await client.post(path + "/verify", headers=stranger)).status == 404
@@ -200,30 +200,30 @@ async def test_invalid_bodies_are_refused(client, writer, body: dict[str, Any], 
     assert (await response.json())["errors"][0]["pointer"] == pointer
 
 
-async def test_scopes(client, make_key) -> None:
-    reader = await make_key(["read:settings"])
+async def test_scopes(ws: str, client, make_key) -> None:
+    reader = await make_key(["read:settings"], workspace=ws)
     response = await client.post("/v1/sending-domains", json={"domain": "acme.com"}, headers=reader)
     assert response.status == 403
     assert (await client.get("/v1/sending-domains", headers=reader)).status == 200
 
 
-async def test_a_verified_domain_signs_what_dkim_verify_accepts(app_client, client, writer,
+async def test_a_verified_domain_signs_what_dkim_verify_accepts(ws: str, app_client, client, writer,
                                                                redis: aioredis.Redis) -> None:
     box = box_for(load_settings({}, secret_key=SECRET_KEY))
     view = await register(client, writer)
-    assert await signing_key_for(redis, box, "acme", "acme.com") is None  # pending: no signing yet
+    assert await signing_key_for(redis, box, ws, "acme.com") is None  # pending: no signing yet
     assert (await verify(app_client, writer, view, zone_of(view)))["status"] == "verified"
     dkim_record = next(r for r in view["records"] if r["purpose"] == "dkim")
 
     def published_txt(name: bytes, timeout: int = 5) -> bytes:
         return dkim_record["value"].encode() if name.decode().rstrip(".") == dkim_record["name"] else b""
 
-    signer = await signing_key_for(redis, box, "acme", "ACME.com")
+    signer = await signing_key_for(redis, box, ws, "ACME.com")
     assert signer is not None and (signer.domain, signer.selector) == ("acme.com", "mailers")
     assert dkim.verify(signer.sign(MESSAGE), dnsfunc=published_txt)
     assert not dkim.verify(signer.sign(MESSAGE).replace(b"Hello Ana", b"Hello Bob"), dnsfunc=published_txt)
     # a subdomain without its own record is signed by the verified parent (d=acme.com)
-    parent = await signing_key_for(redis, box, "acme", "news.acme.com")
+    parent = await signing_key_for(redis, box, ws, "news.acme.com")
     assert parent is not None and parent.domain == "acme.com"
-    assert await signing_key_for(redis, box, "globex", "acme.com") is None
-    assert await signing_key_for(redis, box, "acme", "acme.org") is None
+    assert await signing_key_for(redis, box, ws + "-other", "acme.com") is None
+    assert await signing_key_for(redis, box, ws, "acme.org") is None
