@@ -33,7 +33,7 @@ class WindowPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     default_span: timedelta = timedelta(days=7)
     max_span: timedelta = timedelta(days=92)
-    max_buckets: int = 24 * 93
+    max_buckets: int = 24 * 31  # hourly over a month
     max_groups: int = 100
 
 

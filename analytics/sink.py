@@ -78,16 +78,16 @@ class EventSinkLoop:
         batch = await self._claim()
         if batch.entry_ids:
             return batch
-        deadline = None
+        idle_until, deadline = time.monotonic() + self.max_latency, None
         while len(batch.events) < self.batch_size:
-            wait = self.max_latency if deadline is None else deadline - time.monotonic()
+            wait = (deadline or idle_until) - time.monotonic()
             if wait <= 0:
                 break
-            entries = await self._read_new(max(1, int(wait * 1000)))
-            if not entries:
-                break
-            deadline = deadline or time.monotonic() + self.max_latency
-            self._add(batch, entries)
+            # Short blocking reads: a long one would outlast the client's socket timeout.
+            entries = await self._read_new(max(1, int(min(wait, 1.0) * 1000)))
+            if entries:
+                deadline = deadline or time.monotonic() + self.max_latency
+                self._add(batch, entries)
         return batch
 
     async def _claim(self) -> Batch:
