@@ -3,7 +3,7 @@
 Every change is one Lua script, so a crash leaves each delivery either before or after a step:
 - `record`: new deliveries (deduplicated by their deterministic id) join their message's lane; a lane
   head goes into the endpoint's `due` zset. The stream entries are acked in the same script, so an
-  entry is acked only once all its deliveries are durable.
+  entry is acked only once all its deliveries are durable. Index entries past retention are trimmed.
 - `claim`: due deliveries get a lease (their due time moves to now + lease) and are noted in this
   deliverer's in-flight set; after a crash `release_in_flight` makes them due again at once.
 - `settle`: an outcome (delivered, retry at t, dead, drop) is recorded with its attempt; a finished
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import msgspec
 import redis.asyncio as aioredis
+from ulid import ULID
 
 from store import keyspace
 from store.webhooks import DELIVERY_RETENTION_SECONDS, ready_member
@@ -25,7 +26,8 @@ RECORD_CHUNK = 500
 _RECORD = """
 local stream, ready = KEYS[1], KEYS[2]
 local group, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local created, a = 0, 4 + n
+local expired = ARGV[4 + n]
+local created, a = 0, 5 + n
 for k = 3, #KEYS, 4 do
   local rec, lane, due, idx = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local id, msg, at, member = ARGV[a], ARGV[a + 4], ARGV[a + 7], ARGV[a + 8]
@@ -34,6 +36,7 @@ for k = 3, #KEYS, 4 do
                'b', ARGV[a + 5], 'c', ARGV[a + 6], 'n', 0, 'nd', '')
     redis.call('EXPIRE', rec, ttl)
     redis.call('ZADD', idx, 0, id)
+    redis.call('ZREMRANGEBYLEX', idx, '-', expired)
     local head = true
     if msg ~= '' then
       head = redis.call('RPUSH', lane, id) == 1
@@ -71,6 +74,7 @@ _SETTLE = """
 local rec, att, due, ready, inflight, lane, dead, failing = unpack(KEYS)
 local id, action, nxt, member, flight, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local attempt, n, health, has_lane, rec_prefix = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local dead_before = ARGV[13]
 redis.call('SREM', inflight, flight)
 local since = false
 if health == 'ok' then redis.call('DEL', failing)
@@ -94,7 +98,10 @@ else
   else
     redis.call('HSET', rec, 's', action, 'n', n, 'nd', '')
     redis.call('ZREM', due, id)
-    if action == 'dead' then redis.call('ZADD', dead, redis.call('HGET', rec, 'c'), id) end
+    if action == 'dead' then
+      redis.call('ZADD', dead, redis.call('HGET', rec, 'c'), id)
+      redis.call('ZREMRANGEBYSCORE', dead, '-inf', dead_before)
+    end
   end
   redis.call('EXPIRE', rec, ttl)
 end
@@ -109,6 +116,12 @@ if action ~= 'retry' and has_lane == '1' and redis.call('LINDEX', lane, 0) == id
 end
 return since
 """
+
+
+def expired_before(now_ms: int) -> str:
+    """The smallest delivery id still within retention: index entries below it point at expired records."""
+    cutoff = max(0, now_ms - DELIVERY_RETENTION_SECONDS * 1000)
+    return f"dlv_{ULID.from_bytes(cutoff.to_bytes(6, 'big') + bytes(10))}"
 
 
 class NewDelivery(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,7 +171,8 @@ class DeliveryQueue:
         for index, chunk in enumerate(chunks):
             acks = entry_ids if index == len(chunks) - 1 else []
             keys: list[str] = [keyspace.EVENT_STREAM, keyspace.WEBHOOK_READY]
-            args: list[object] = [keyspace.WEBHOOK_GROUP, DELIVERY_RETENTION_SECONDS, len(acks), *acks]
+            args: list[object] = [keyspace.WEBHOOK_GROUP, DELIVERY_RETENTION_SECONDS, len(acks), *acks,
+                                  "(" + expired_before(now_ms)]
             for d in chunk:
                 lane = keyspace.webhook_lane(d.workspace, d.endpoint_id, d.message_id or "-")
                 keys += [keyspace.webhook_delivery(d.workspace, d.id), lane,
@@ -200,7 +214,8 @@ class DeliveryQueue:
                 keyspace.webhook_dead(ws, endpoint_id), keyspace.webhook_failing(ws, endpoint_id)]
         args = [delivery.id, outcome.action, outcome.next_ms or "", member, f"{member}|{delivery.id}", now_ms,
                 DELIVERY_RETENTION_SECONDS, outcome.attempt, outcome.failures, outcome.health,
-                "1" if delivery.message_id else "0", keyspace.webhook_delivery(ws, "")]
+                "1" if delivery.message_id else "0", keyspace.webhook_delivery(ws, ""),
+                f"({now_ms - DELIVERY_RETENTION_SECONDS * 1000}"]
         since = await self._settle(keys=keys, args=args)
         return None if since is None else int(since)
 

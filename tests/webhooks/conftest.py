@@ -21,9 +21,10 @@ from tests.conftest import make_settings
 from tests.webhooks.receiver import Receiver
 
 LOOPBACK = {"allow_private_webhooks": True, "allow_http_webhooks": True}
+WORKSPACE = "acme"  # explicit, whatever make_key defaults to
 
 
-def event(event_type: str, *, workspace: str = "acme", message_id: str | None = None, **data) -> Event:
+def event(event_type: str, *, workspace: str = WORKSPACE, message_id: str | None = None, **data) -> Event:
     message = EventMessage(id=message_id, to="ana@example.com", from_="hello@acme.com") if message_id else None
     return Event(id=new_id("evt"), type=event_type, created_at=datetime.now(UTC), workspace=workspace,
                  message=message, data=data)
@@ -38,8 +39,8 @@ async def emit(redis: aioredis.Redis, events: list[Event]) -> None:
 async def receivers() -> AsyncIterator:
     started: list[Receiver] = []
 
-    async def start(answer=None) -> Receiver:
-        receiver = await Receiver(answer).start()
+    async def start(answer=None, gate=None) -> Receiver:
+        receiver = await Receiver(answer, gate).start()
         started.append(receiver)
         return receiver
 
@@ -55,7 +56,7 @@ async def api(app_client):
 
 @pytest.fixture
 async def writer(make_key) -> dict[str, str]:
-    return await make_key(["write:webhooks"])
+    return await make_key(["write:webhooks"], workspace=WORKSPACE)
 
 
 @pytest.fixture

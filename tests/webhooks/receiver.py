@@ -28,8 +28,10 @@ class Received(msgspec.Struct):
 class Receiver:
     """`answer(webhook_id, attempt_number)` decides each status (default: 200)."""
 
-    def __init__(self, answer: Callable[[str, int], int] | None = None) -> None:
+    def __init__(self, answer: Callable[[str, int], int] | None = None, gate: asyncio.Event | None = None) -> None:
         self.answer = answer or (lambda _id, _n: 200)
+        self.gate = gate  # when set, every request waits for it before answering
+        self.concurrent = self.max_concurrent = 0
         self.received: list[Received] = []
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -54,6 +56,13 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if self.gate is not None:
+            self.concurrent += 1
+            self.max_concurrent = max(self.max_concurrent, self.concurrent)
+            try:
+                await self.gate.wait()
+            finally:
+                self.concurrent -= 1
         headers = {k.lower(): v for k, v in request.headers.items()}
         attempt = 1 + sum(1 for r in self.received if r.webhook_id == headers.get("webhook-id"))
         status = self.answer(headers.get("webhook-id", ""), attempt)

@@ -10,8 +10,10 @@ import stripe
 from standardwebhooks.webhooks import Webhook
 
 from schemas.events import events_msgpack_decoder
+from schemas.ids import derived_id
 from store import keyspace
-from tests.webhooks.conftest import create_endpoint, emit, event
+from store.webhooks import DELIVERY_RETENTION_SECONDS
+from tests.webhooks.conftest import WORKSPACE, create_endpoint, emit, event
 
 
 def verify_both(received, secret: str) -> None:
@@ -56,7 +58,8 @@ async def test_during_a_rotation_both_secrets_verify(api, writer, redis, receive
 
 
 async def test_filters_and_workspaces_decide_who_gets_what(api, make_key, redis, receivers, deliverers):
-    acme, globex = await make_key(["write:webhooks"]), await make_key(["write:webhooks"], workspace="globex")
+    acme = await make_key(["write:webhooks"], workspace=WORKSPACE)
+    globex = await make_key(["write:webhooks"], workspace="globex")
     bounces, everything, theirs = await receivers(), await receivers(), await receivers()
     await create_endpoint(api, acme, bounces.url(), ["message.bounced", "campaign.*"])
     await create_endpoint(api, acme, everything.url(), ["*"])
@@ -187,6 +190,54 @@ async def test_a_restarted_loop_resumes_what_it_had_leased_and_unacked(api, writ
     await receiver.wait_for(lambda r: r.delivered_ids() == {e.id for e in sent})
     assert len(receiver.received) == 5
     assert (await redis.xpending(keyspace.EVENT_STREAM, keyspace.WEBHOOK_GROUP))["pending"] == 0
+
+
+async def test_a_stuck_endpoint_holds_8_in_flight_and_blocks_nobody_else(api, writer, redis, receivers, deliverers):
+    gate = asyncio.Event()
+    stuck, healthy = await receivers(gate=gate), await receivers()
+    await create_endpoint(api, writer, stuck.url(), ["message.*"])
+    await create_endpoint(api, writer, healthy.url(), ["campaign.*"])
+    await deliverers(settings_overrides={"webhook_retry_scale": 0.001})
+    many = [event("message.sent", message_id=f"m{i}") for i in range(20)]
+    await emit(redis, many)
+    await _eventually(lambda: stuck.concurrent == 8)
+    launched = event("campaign.launched")
+    await emit(redis, [launched])
+    await healthy.wait_for(lambda r: r.delivered_ids() == {launched.id}, within=5)
+    assert stuck.concurrent == 8 and stuck.max_concurrent == 8
+    gate.set()
+    await stuck.wait_for(lambda r: r.delivered_ids() == {e.id for e in many})
+    assert stuck.max_concurrent == 8
+
+
+async def test_a_slow_answer_is_a_timeout_and_is_retried(api, writer, redis, receivers, deliverers):
+    gate = asyncio.Event()
+    receiver = await receivers(gate=gate)
+    endpoint = await create_endpoint(api, writer, receiver.url())
+    await deliverers(settings_overrides={"webhook_retry_scale": 0.01}, timeout_seconds=0.3)
+    sent = event("message.sent", message_id="m1")
+    await emit(redis, [sent])
+    attempts = await _attempted(api, writer, endpoint["id"])
+    assert attempts[0]["status_code"] is None and "timeout" in attempts[0]["error"]
+    assert 250 <= attempts[0]["latency_ms"] < 2000
+    gate.set()
+    assert await _statuses(api, writer, endpoint["id"], want={"delivered"}, count=1) == {sent.id: "delivered"}
+
+
+async def test_index_entries_past_retention_are_trimmed(api, writer, redis, receivers, deliverers):
+    receiver = await receivers(lambda _id, _n: 500)
+    endpoint = await create_endpoint(api, writer, receiver.url())
+    old_ms = int((time.time() - DELIVERY_RETENTION_SECONDS - 3600) * 1000)
+    stale = derived_id("dlv", old_ms, endpoint["id"], "evt_old")
+    await redis.zadd(keyspace.webhook_deliveries(WORKSPACE, endpoint["id"]), {stale: 0})
+    await redis.zadd(keyspace.webhook_dead(WORKSPACE, endpoint["id"]), {stale: old_ms})
+    await deliverers(settings_overrides={"webhook_retry_scale": 0.00001})
+    sent = event("message.sent", message_id="m1")
+    await emit(redis, [sent])
+    assert await _statuses(api, writer, endpoint["id"], want={"dead"}, count=1) == {sent.id: "dead"}
+    listed = await redis.zrange(keyspace.webhook_deliveries(WORKSPACE, endpoint["id"]), 0, -1)
+    dead = await redis.zrange(keyspace.webhook_dead(WORKSPACE, endpoint["id"]), 0, -1)
+    assert stale.encode() not in listed and stale.encode() not in dead and len(listed) == len(dead) == 1
 
 
 async def _attempted(api, writer, endpoint_id: str) -> list[dict]:

@@ -6,7 +6,7 @@ from schemas.webhooks import webhook_record_decoder
 from security.secretbox import SecretBox
 from store import keyspace
 from store.webhooks import SECRET_PURPOSE
-from tests.webhooks.conftest import LOOPBACK, create_endpoint
+from tests.webhooks.conftest import LOOPBACK, WORKSPACE, create_endpoint
 
 URL = "https://hooks.example.com/mailers"
 
@@ -30,7 +30,7 @@ async def test_the_secret_is_sealed_at_rest(api, writer, redis):
         raw = await _dump(redis, key)
         for secret in secrets:
             assert secret not in raw and secret.removeprefix("whsec_") not in raw, key
-    record = await redis.get(keyspace.webhook("acme", created["id"]))
+    record = await redis.get(keyspace.webhook(WORKSPACE, created["id"]))
     assert b"v1." in record  # the sealed form, which opens with the derived key
     box = SecretBox.from_master_key("s" * 40, SECRET_PURPOSE)
     decoded = webhook_record_decoder.decode(record)
@@ -72,7 +72,7 @@ async def test_event_filters_are_validated(api, writer):
 
 async def test_private_and_plain_http_urls_are_refused_unless_allowed(app_client, make_key):
     strict = await app_client()
-    writer = await make_key(["write:webhooks"])
+    writer = await make_key(["write:webhooks"], workspace=WORKSPACE)
     for url, code in (("http://127.0.0.1:9/h", "webhook_url_scheme"),
                       ("https://127.0.0.1/h", "webhook_url_private_address"),
                       ("https://localhost/h", "webhook_url_private_address"),
@@ -91,7 +91,7 @@ async def test_private_and_plain_http_urls_are_refused_unless_allowed(app_client
 
 
 async def test_other_workspaces_see_nothing(api, make_key):
-    acme = await make_key(["write:webhooks"])
+    acme = await make_key(["write:webhooks"], workspace=WORKSPACE)
     other = await make_key(["write:webhooks"], workspace="globex")
     created = await create_endpoint(api, acme, "http://127.0.0.1:9/hook")
     base = f"/v1/webhooks/{created['id']}"
@@ -105,11 +105,11 @@ async def test_other_workspaces_see_nothing(api, make_key):
 
 
 async def test_scopes(api, make_key):
-    reader = await make_key(["read:webhooks"])
+    reader = await make_key(["read:webhooks"], workspace=WORKSPACE)
     assert (await api.get("/v1/webhooks", headers=reader)).status == 200
     response = await api.post("/v1/webhooks", json={"url": URL, "events": ["*"]}, headers=reader)
     assert response.status == 403
-    sender = await make_key(["send"])
+    sender = await make_key(["send"], workspace=WORKSPACE)
     assert (await api.get("/v1/webhooks", headers=sender)).status == 403
 
 
