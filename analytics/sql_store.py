@@ -113,16 +113,16 @@ class SqlAnalyticsStore:
     ) -> AsyncIterator[bytes]:
         """NDJSON, oldest first, one chunk of at most `chunk_rows` lines per item; memory stays bounded."""
         window = resolve_window(query.from_, query.to, now=now or _utcnow(), policy=self.policy)
-        async for rows in self._export_rows(event_filter(workspace, query, window), chunk_rows):
-            yield ndjson_lines(rows)
+        async for chunk in self._export_chunks(event_filter(workspace, query, window), chunk_rows):
+            yield chunk
 
-    async def _export_rows(self, flt: EventFilter, chunk_rows: int) -> AsyncIterator[Rows]:
+    async def _export_chunks(self, flt: EventFilter, chunk_rows: int) -> AsyncIterator[bytes]:
         """Keyset pages in sort-key order (cheap in ClickHouse, whose table is sorted that way)."""
         after: tuple[int, str] | None = None
         while True:
             rows = await self._select(flt, after, chunk_rows, False)
             if rows:
-                yield rows
+                yield ndjson_lines(rows)
             if len(rows) < chunk_rows:
                 return
             after = (rows[-1][2], rows[-1][0])
