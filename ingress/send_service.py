@@ -18,6 +18,7 @@ from ingress.auth import require_sending_domain
 from ingress.context import Principal
 from ingress.problems import ApiError, validation_error
 from ingress.send_validation import PreparedSend, prepare_send
+from ingress.tracking import Tracking, tracking_for
 from schemas.events import Event, EventMessage
 from schemas.ids import new_id
 from schemas.messages import Address
@@ -63,11 +64,12 @@ async def accept(services, principal: Principal, items: Sequence[PreparedSend], 
         [(workspace, i.message.sending_domain, [], [a.email for a in i.message.recipients]) for i in items]
     )
     snapshot = await services.routing.get(workspace)
+    tracking = tracking_for(services.settings)
     outcomes: list[Outcome | None] = [None] * len(items)
     batch: list[tuple[int, NewMessage]] = []
     for index, (item, hits) in enumerate(zip(items, suppressed, strict=True)):
         try:
-            new = _new_message(item, hits, snapshot, now=now, prefix=prefixes[index], item_scope=item_scope)
+            new = _new_message(item, hits, snapshot, tracking, now=now, prefix=prefixes[index], item_scope=item_scope)
         except ApiError as exc:
             outcomes[index] = Rejected(exc)
             continue
@@ -78,20 +80,23 @@ async def accept(services, principal: Principal, items: Sequence[PreparedSend], 
     return outcomes  # type: ignore[return-value]
 
 
-def _new_message(item: PreparedSend, hits, snapshot, *, now: datetime, prefix: str, item_scope: str) -> NewMessage:
+def _new_message(item: PreparedSend, hits, snapshot, tracking: Tracking, *, now: datetime, prefix: str,
+                 item_scope: str) -> NewMessage:
     message = item.message
     blocked = {hit.email.lower() for hit in hits}
     if blocked:
         keep = lambda addresses: [a for a in addresses if a.email.lower() not in blocked]  # noqa: E731
         message = msgspec.structs.replace(message, to=keep(message.to), cc=keep(message.cc), bcc=keep(message.bcc))
     decision = _route(item, snapshot, prefix)
+    message, links = tracking.prepare(message, track_opens=item.track_opens, track_clicks=item.track_clicks,
+                                      unsubscribe=item.unsubscribe)
     status = "suppressed" if not message.recipients else "scheduled" if item.send_at else "queued"
     created_ms = int(now.timestamp() * 1000)
     meta = MessageMeta(
         created_ms=created_ms, candidates=decision.candidates, purpose=item.purpose,
         send_at_ms=int(item.send_at.timestamp() * 1000) if item.send_at else None,
         track_opens=item.track_opens, track_clicks=item.track_clicks, unsubscribe=item.unsubscribe,
-        suppressed=sorted(blocked),
+        suppressed=sorted(blocked), links=links,
     )
     events = [_event(message, "message.scheduled" if status == "scheduled" else "message.accepted", now, {})]
     events += [_event(message, "message.suppressed", now, {"recipient": h.email, "scope": h.scope,

@@ -56,6 +56,9 @@ def prepare_send(request: SendRequest, *, workspace: str, message_id: str, now: 
     bcc = _addresses(request.bcc, "/bcc", errors)
     reply_to = _addresses(request.reply_to, "/reply_to", errors) if request.reply_to is not None else []
     _check_recipients(to, cc, bcc, errors)
+    if request.unsubscribe and len(to) + len(cc) + len(bcc) > 1:
+        # The one-click link names one recipient; with several, one person would unsubscribe another.
+        errors.add("/unsubscribe", "one-click unsubscribe needs exactly one recipient", "unsubscribe_needs_one_recipient")
     _check_content(request, errors)
     headers = _headers(request.headers, errors)
     attachments = _attachments(request, errors)
@@ -92,7 +95,7 @@ def _addresses(value: str | list[str], pointer: str, errors: _Errors) -> list[Ad
 
 def _check_recipients(to: list[Address], cc: list[Address], bcc: list[Address], errors: _Errors) -> None:
     total = len(to) + len(cc) + len(bcc)
-    if not to and not any(e.pointer.endswith(("/to", "/to/0")) for e in errors.items) and "/to" not in str(errors.items):
+    if not to and not any(e.pointer.startswith(errors.prefix + "/to") for e in errors.items):
         errors.add("/to", "at least one recipient is required", "missing_recipient")
     if total > MAX_RECIPIENTS:
         errors.add("/to", f"{total} recipients over to, cc and bcc; at most {MAX_RECIPIENTS}", "too_many_recipients")

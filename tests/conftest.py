@@ -107,10 +107,21 @@ KeyMaker = Callable[..., Awaitable[dict[str, str]]]
 
 
 @pytest.fixture
-def make_key(redis) -> KeyMaker:
-    """Create a key straight in the store; returns the Authorization header for it."""
+def workspace() -> str:
+    """Each test its own workspace: session-long actors (suppression shards) keep per-workspace memory,
+    and Redis is flushed between tests, so a shared name would carry one test's state into the next."""
+    import uuid
 
-    async def make(scopes: list[str], *, workspace: str = "acme", domains: list[str] | None = None) -> dict[str, str]:
+    return f"acme-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_key(redis, workspace) -> KeyMaker:
+    """Create a key straight in the store (default: this test's workspace); returns its Authorization header."""
+    default_workspace = workspace
+
+    async def make(scopes: list[str], *, workspace: str = default_workspace,
+                   domains: list[str] | None = None) -> dict[str, str]:
         await WorkspaceStore(redis).create(workspace)
         secret = generate_secret()
         await ApiKeyStore(redis).create(new_record(workspace, "test", scopes, secret=secret, domains=domains))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import msgspec
 import redis.asyncio as aioredis
 
-from actors.dispatch.outcomes import Decision, decide, next_candidate
+from actors.dispatch.outcomes import Decision, decide, next_candidate, server_down
 from actors.dispatch.records import Claimed, DispatchRecords
 from actors.policies.circuit import CircuitBreaker
 from actors.policies.quota import ServerQuota, window_ttl
@@ -62,6 +62,7 @@ class DispatchLoop:
         self.sent = 0
 
     async def start(self) -> None:
+        await self.records.load_scripts()
         try:
             await self.redis.xgroup_create(self.stream, keyspace.DISPATCH_GROUP, id="0", mkstream=True)
         except aioredis.ResponseError as exc:
@@ -95,6 +96,8 @@ class DispatchLoop:
         work = [(entry_id, c) for (entry_id, _), c in zip(entries, claimed, strict=True) if c is not None]
         skipped = [entry_id for (entry_id, _), c in zip(entries, claimed, strict=True) if c is None]
         now = self.clock()
+        if not self.circuit.allow(now):
+            work = await self._fail_over_while_down(work, now)
         send_now, waiting, wait_until = self._admit(work, now)
         # Record after every chunk: a crash between a provider's acceptance and our record (the only
         # place a duplicate can come from) then repeats at most one chunk, not the whole batch.
@@ -127,6 +130,17 @@ class DispatchLoop:
                                             count=self.batch_size, block=block)
         return [(entry_id, fields) for _, items in reply for entry_id, fields in items if fields] if reply else []
 
+    async def _fail_over_while_down(self, work: list[tuple[bytes, Claimed]], now: float):
+        """While the circuit is open, messages with another candidate move on; the rest wait here."""
+        moved, staying = [], []
+        for entry_id, claimed in work:
+            decision = server_down(claimed, server_id=self.server.id, provider=self.server.provider, now=now)
+            (moved if decision else staying).append((entry_id, claimed, decision))
+        if moved:
+            await self._record([e for e, _, _ in moved], [c for _, c, _ in moved], [d for _, _, d in moved],
+                               [], 0.0, now, attempted=False)
+        return [(e, c) for e, c, _ in staying]
+
     def _admit(self, work: list[tuple[bytes, Claimed]], now: float):
         """Quota and recipient-domain throttles: what may go now, and when the rest may try again."""
         if not self.circuit.allow(now):
@@ -148,29 +162,30 @@ class DispatchLoop:
                        retry=self.retry, rng=self.rng) for c, o in zip(claimed, outcomes, strict=True)]
 
     async def _record(self, entry_ids: Sequence[bytes], sent: list[Claimed], decisions: list[Decision],
-                      waiting: list[Claimed], wait_until: float, now: float) -> None:
+                      waiting: list[Claimed], wait_until: float, now: float, *, attempted: bool = True) -> None:
         ws = self.server.workspace
         async with self.records.pipeline() as pipe:
             for claimed, decision in zip(sent, decisions, strict=True):
-                self._record_one(pipe, claimed, decision)
+                self._record_one(pipe, claimed, decision, attempted=attempted)
             for claimed in waiting:
                 key = keyspace.message(ws, claimed.message.id)
                 pipe.hset(key, "s", "queued")
                 pipe.zadd(keyspace.SCHEDULE, {key: int(wait_until * 1000)})
             self.records.append_events(pipe, [e for d in decisions for e in d.events])
-            if sent:
+            if sent and attempted:
                 for window in self.server.quota.window_keys(now):
                     key = keyspace.quota_window(self.server.id, window)
                     pipe.incrby(key, len(sent))
                     pipe.expire(key, window_ttl(window))
             pipe.xack(self.stream, keyspace.DISPATCH_GROUP, *entry_ids)
             await pipe.execute()
-        self.sent += sum(1 for d in decisions if d.status == "sent")
+        self.sent += sum(1 for d in decisions if d.status in ("sent", "delivered"))
 
-    def _record_one(self, pipe, claimed: Claimed, decision: Decision) -> None:
+    def _record_one(self, pipe, claimed: Claimed, decision: Decision, *, attempted: bool = True) -> None:
         message = claimed.message
         key = keyspace.message(message.workspace, message.id)
-        fields = {"s": decision.status, "prv": self.server.provider}
+        fields = {"prv": self.server.provider}
+        self.records.set_status(pipe, key, decision.status)
         if decision.provider_message_id:
             fields["pmid"] = decision.provider_message_id
             mapping = keyspace.provider_message(self.server.provider, decision.provider_message_id.strip("<>"))
@@ -179,7 +194,8 @@ class DispatchLoop:
             fields["srv"] = decision.failover_to
             pipe.xadd(keyspace.dispatch_stream(message.workspace, decision.failover_to), {"id": message.id})
         pipe.hset(key, mapping=fields)
-        pipe.hincrby(key, "att", 1)
+        if attempted:
+            pipe.hincrby(key, "att", 1)
         if decision.retry_at is not None:
             pipe.zadd(keyspace.SCHEDULE, {key: int(decision.retry_at * 1000)})
 

@@ -31,13 +31,17 @@ class Decision(msgspec.Struct, kw_only=True):
     server_fault: bool = False
 
 
+# Waiting longer than this on one server when another could take the message now is not worth it.
+FAILOVER_AFTER_SECONDS = 10.0
+
+
 def decide(claimed: Claimed, outcome: Outcome, *, server_id: str, provider: str, now: float,
-           retry: RetryPolicy, rng: random.Random) -> Decision:
+           retry: RetryPolicy, rng: random.Random, failover_after: float = FAILOVER_AFTER_SECONDS) -> Decision:
     if isinstance(outcome, Sent):
         return _sent(claimed, outcome, server_id, provider, now)
     if isinstance(outcome, Permanent):
         return _permanent(claimed, outcome, server_id, provider, now)
-    return _retry_or_fail_over(claimed, outcome, server_id, provider, now, retry, rng)
+    return _retry_or_fail_over(claimed, outcome, server_id, provider, now, retry, rng, failover_after)
 
 
 def _sent(claimed: Claimed, outcome: Sent, server: str, provider: str, now: float) -> Decision:
@@ -46,7 +50,8 @@ def _sent(claimed: Claimed, outcome: Sent, server: str, provider: str, now: floa
     if provider == "sandbox":
         events.append(event(claimed, "message.delivered", now, server, provider, {"simulated": True}))
     events += [_bounce_event(claimed, r, now, server, provider) for r in outcome.refused]
-    return Decision(status="sent", events=events, provider_message_id=outcome.provider_message_id, success=True,
+    status = "delivered" if provider == "sandbox" else "sent"
+    return Decision(status=status, events=events, provider_message_id=outcome.provider_message_id, success=True,
                     suppress=[r.email for r in outcome.refused if r.hard])
 
 
@@ -65,19 +70,31 @@ def _permanent(claimed: Claimed, outcome: Permanent, server: str, provider: str,
 
 
 def _retry_or_fail_over(claimed: Claimed, outcome: Throttled | Transient, server: str, provider: str, now: float,
-                        retry: RetryPolicy, rng: random.Random) -> Decision:
+                        retry: RetryPolicy, rng: random.Random, failover_after: float) -> Decision:
     server_fault = isinstance(outcome, Transient) and outcome.server_down
     delay = None if server_fault else retry.next_delay(claimed.attempts + 1, rng, outcome.retry_after)
+    following = next_candidate(claimed.meta.candidates, server)
+    if delay is not None and delay > failover_after and following is not None:
+        delay = None  # another server can take it now
     data = {"reason": outcome.reason, "attempt": claimed.attempts + 1}
     if delay is not None:
         deferred = event(claimed, "message.deferred", now, server, provider, {**data, "retry_in": round(delay, 3)})
         return Decision(status="queued", events=[deferred], retry_at=now + delay, server_fault=server_fault)
-    following = next_candidate(claimed.meta.candidates, server)
     if following is not None:
         moved = event(claimed, "message.deferred", now, server, provider, {**data, "failover_to": following})
         return Decision(status="queued", events=[moved], failover_to=following, server_fault=server_fault)
     failed = event(claimed, "message.failed", now, server, provider, {**data, "reason": f"gave up: {outcome.reason}"})
     return Decision(status="failed", events=[failed], server_fault=server_fault)
+
+
+def server_down(claimed: Claimed, *, server_id: str, provider: str, now: float) -> Decision | None:
+    """The server's circuit is open: move the message to the next candidate, if there is one."""
+    following = next_candidate(claimed.meta.candidates, server_id)
+    if following is None:
+        return None
+    moved = event(claimed, "message.deferred", now, server_id, provider,
+                  {"reason": "server down", "failover_to": following, "attempt": claimed.attempts})
+    return Decision(status="queued", events=[moved], failover_to=following, success=False)
 
 
 def next_candidate(candidates: list[str], current: str) -> str | None:

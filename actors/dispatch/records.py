@@ -50,6 +50,15 @@ return moved
 """
 
 
+_SET_STATUS = """
+local current = redis.call('HGET', KEYS[1], 's')
+if current == 'sending' or current == 'queued' then
+  redis.call('HSET', KEYS[1], 's', ARGV[1])
+end
+return current
+"""
+
+
 class Claimed(msgspec.Struct):
     message: OutboundMessage
     meta: MessageMeta
@@ -61,6 +70,7 @@ class DispatchRecords:
         self.redis = redis
         self._claim = redis.register_script(_CLAIM)
         self._due = redis.register_script(_DUE)
+        self._set_status = redis.register_script(_SET_STATUS)
         self._decode_message = msgspec.msgpack.Decoder(OutboundMessage).decode
         self._decode_meta = msgspec.msgpack.Decoder(MessageMeta).decode
         self._encode = msgspec.msgpack.Encoder().encode
@@ -76,6 +86,14 @@ class DispatchRecords:
 
     async def move_due(self, now_ms: int, limit: int = 500) -> int:
         return int(await self._due(keys=[keyspace.SCHEDULE], args=[now_ms, limit]))
+
+    def set_status(self, pipe, key: str, status: str) -> None:
+        """Our outcome, unless a provider webhook has already moved the message further (e.g. delivered)."""
+        pipe.evalsha(self._set_status.sha, 1, key, status)
+
+    async def load_scripts(self) -> None:
+        for script in (self._claim, self._due, self._set_status):
+            await self.redis.script_load(script.script)
 
     def pipeline(self) -> aioredis.client.Pipeline:
         return self.redis.pipeline(transaction=True)

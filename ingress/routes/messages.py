@@ -94,6 +94,6 @@ async def cancel_message(request: web.Request) -> web.Response:
                   message=EventMessage(id=message.id, to=message.to[0].email if message.to else "",
                                        from_=message.from_.email, tags=message.tags, metadata=message.metadata))
     result = await cancel_scheduled(services.redis, workspace, message.id, event)
-    if result != "canceled":
+    if result != "ok":
         raise ApiError("conflict", f"Only a scheduled message can be canceled; this one is {result}")
     return json_response(view(await store.get(workspace, message.id)))  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -18,7 +19,7 @@ SCOPED_ROUTES = [spec for table in ROUTE_TABLES for spec in table.specs if spec.
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{id}", "key_00000000000000000000000000")
+    return re.sub(r"\{[^}]+\}", "x_00000000000000000000000000", path)
 
 
 def _lacking(scope: str) -> list[str]:

@@ -14,7 +14,7 @@ from store.api_keys import ApiKeyStore
 BODY = {"name": "idem", "scopes": ["send"]}
 
 
-async def test_same_key_same_body_replays_byte_for_byte(client, admin, redis):
+async def test_same_key_same_body_replays_byte_for_byte(client, admin, redis, workspace):
     headers = {**admin, "Idempotency-Key": "create-1"}
     first = await client.post("/v1/api-keys", json=BODY, headers=headers)
     second = await client.post("/v1/api-keys", json={"scopes": ["send"], "name": "idem"}, headers=headers)
@@ -23,7 +23,7 @@ async def test_same_key_same_body_replays_byte_for_byte(client, admin, redis):
     assert "Idempotent-Replayed" not in first.headers
     assert second.headers["Idempotent-Replayed"] == "true"
     assert second.headers["Request-Id"] != first.headers["Request-Id"]
-    assert await ApiKeyStore(redis).count("acme") == 2  # the admin key and exactly one new key
+    assert await ApiKeyStore(redis).count(workspace) == 2  # the admin key and exactly one new key
 
 
 async def test_same_key_other_body_is_422(client, admin):
