@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import time
@@ -61,6 +62,7 @@ class EventSinkLoop:
         self.stats = SinkStats()
         self._group_ready = False
         self._unfinished: Batch | None = None  # a batch whose insert or ack failed: retried first
+        self._events_per_entry: float | None = None  # learnt from what was read, to size each read
 
     async def ensure_group(self) -> None:
         """Create the consumer group at the start of the stream (history is replayed; inserts dedupe)."""
@@ -84,31 +86,43 @@ class EventSinkLoop:
             if wait <= 0:
                 break
             # Short blocking reads: a long one would outlast the client's socket timeout.
-            entries = await self._read_new(max(1, int(min(wait, 1.0) * 1000)))
+            entries = await self._read_new(max(1, int(min(wait, 1.0) * 1000)), self._entries_wanted(len(batch.events)))
             if entries:
                 deadline = deadline or time.monotonic() + self.max_latency
                 self._add(batch, entries)
         return batch
 
     async def _claim(self) -> Batch:
-        batch = Batch(claimed=True)
-        reply = await self.redis.xautoclaim(
-            self.stream, self.group, self.consumer, self.claim_idle_ms, start_id="0-0", count=self.read_entries
-        )
-        entries, deleted = reply[1], (reply[2] if len(reply) > 2 else [])
-        if deleted:  # trimmed from the stream while pending: nothing left to insert
-            await self.redis.xack(self.stream, self.group, *deleted)
-        self._add(batch, [e for e in entries if e[1]])
+        """Entries pending longer than claim_idle (a dead consumer's, or ours from before a restart)."""
+        batch, start = Batch(claimed=True), "0-0"
+        while len(batch.events) < self.batch_size:
+            reply = await self.redis.xautoclaim(
+                self.stream, self.group, self.consumer, self.claim_idle_ms, start_id=start,
+                count=self._entries_wanted(len(batch.events)),
+            )
+            start, entries, deleted = reply[0], reply[1], (reply[2] if len(reply) > 2 else [])
+            if deleted:  # trimmed from the stream while pending: nothing left to insert
+                await self.redis.xack(self.stream, self.group, *deleted)
+            self._add(batch, [e for e in entries if e[1]])
+            if not entries or start in (b"0-0", "0-0"):
+                break
         self.stats.claimed_entries += len(batch.entry_ids)
         return batch
 
-    async def _read_new(self, block_ms: int) -> list[Entry]:
+    def _entries_wanted(self, events_in_hand: int) -> int:
+        """How many entries to read so the batch ends near batch_size (producers put many events in one)."""
+        if self._events_per_entry is None:
+            return 1
+        return max(1, min(self.read_entries, math.ceil((self.batch_size - events_in_hand) / self._events_per_entry)))
+
+    async def _read_new(self, block_ms: int, count: int) -> list[Entry]:
         reply = await self.redis.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=self.read_entries, block=block_ms
+            self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
         )
         return reply[0][1] if reply else []
 
     def _add(self, batch: Batch, entries: list[Entry]) -> None:
+        before = len(batch.events)
         for entry_id, fields in entries:
             batch.entry_ids.append(entry_id)
             try:
@@ -117,6 +131,10 @@ class EventSinkLoop:
                 # Retrying cannot fix a malformed entry: log it, ack it with the batch, move on.
                 self.stats.undecodable_entries += 1
                 log.error("event stream entry %r is not a msgpack list of events: %s", entry_id, exc)
+        if entries:
+            per_entry = max(1.0, (len(batch.events) - before) / len(entries))
+            last = self._events_per_entry
+            self._events_per_entry = per_entry if last is None else 0.5 * last + 0.5 * per_entry
 
     async def commit(self, batch: Batch) -> int:
         """Insert, then acknowledge. Returns how many events the batch held."""

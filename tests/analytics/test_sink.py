@@ -106,3 +106,10 @@ async def test_run_until_stopped(redis, store):
     stop.set()
     await asyncio.wait_for(task, 5)
     assert await sent_count(store) == 55
+
+
+async def test_reads_are_sized_to_the_batch_when_entries_hold_many_events(redis, store):
+    await publish(redis, sends(20_000), per_entry=1000)
+    sink = EventSinkLoop(redis, store, consumer="c1", batch_size=5000)
+    assert [await sink.run_once() for _ in range(4)] == [5000] * 4
+    assert await sent_count(store) == 20_000
