@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
+from aiohttp.abc import AbstractResolver
 
 from actors.webhooks.config import DelivererConfig
 from actors.webhooks.fanout import EndpointDirectory, FanOut
@@ -29,11 +30,11 @@ ERROR_PAUSE_SECONDS = 0.5
 
 class WebhookDeliveryLoop:
     def __init__(self, redis: aioredis.Redis, config: DelivererConfig, *, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, resolver: AbstractResolver | None = None) -> None:
         self.redis, self.config, self.clock = redis, config, clock
         self.queue = DeliveryQueue(redis, consumer=config.consumer)
         self.sender = WebhookSender(timeout=config.timeout_seconds, allow_private=config.allow_private,
-                                    allow_http=config.allow_http)
+                                    allow_http=config.allow_http, resolver=resolver)
         self.workers = EndpointWorkers(redis, self.queue, self.sender, config, clock=clock, rng=rng)
         self.fanout = FanOut(redis, self.queue, EndpointDirectory(redis, capacity=config.cached_workspaces),
                              consumer=config.consumer, batch=config.stream_batch, block_ms=config.block_ms,

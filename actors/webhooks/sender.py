@@ -11,6 +11,7 @@ import time
 
 import aiohttp
 import msgspec
+from aiohttp.abc import AbstractResolver
 
 from security.ssrf import ForbiddenUrl, GuardedResolver, check_webhook_url
 
@@ -29,8 +30,10 @@ class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class WebhookSender:
-    def __init__(self, *, timeout: float, allow_private: bool, allow_http: bool, connections: int = 256) -> None:
+    def __init__(self, *, timeout: float, allow_private: bool, allow_http: bool, connections: int = 256,
+                 resolver: AbstractResolver | None = None) -> None:
         self.timeout = timeout
+        self.resolver = resolver  # the name lookup under the guard (tests pass a fixed table)
         self.allow_private = allow_private
         self.allow_http = allow_http
         self.connections = connections
@@ -39,7 +42,8 @@ class WebhookSender:
     async def start(self) -> None:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                resolver=GuardedResolver(allow_private=self.allow_private), limit=self.connections
+                resolver=GuardedResolver(allow_private=self.allow_private, resolver=self.resolver),
+                limit=self.connections
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)
@@ -70,6 +74,9 @@ class WebhookSender:
         except (aiohttp.ClientError, OSError) as exc:
             detail = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
             return AttemptOutcome(status_code=None, latency_ms=_since(started), error=f"connection failed: {detail}")
+        except Exception as exc:  # an attempt must end as an outcome, or its delivery would wait for its lease
+            detail = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+            return AttemptOutcome(status_code=None, latency_ms=_since(started), error=f"request failed: {detail}")
 
 
 def _since(started: float) -> float:

@@ -13,7 +13,7 @@ from schemas.events import events_msgpack_decoder
 from schemas.ids import derived_id
 from store import keyspace
 from store.webhooks import DELIVERY_RETENTION_SECONDS
-from tests.webhooks.conftest import WORKSPACE, create_endpoint, emit, event
+from tests.webhooks.conftest import WORKSPACE, FixedDns, create_endpoint, emit, event, stored_endpoint
 
 
 def verify_both(received, secret: str) -> None:
@@ -174,6 +174,29 @@ async def test_private_targets_are_refused_at_delivery(api, writer, redis, recei
     statuses = await _attempted(api, writer, endpoint["id"])
     assert receiver.received == []
     assert statuses[0]["status_code"] is None and "webhook_url_private_address" in statuses[0]["error"]
+
+
+async def test_a_name_that_resolves_to_a_private_address_is_refused_at_connection(api, writer, redis, receivers,
+                                                                                  deliverers):
+    receiver = await receivers()
+    endpoint_id = await stored_endpoint(redis, f"http://hooks.example.com:{receiver.port}/hook")
+    dns = FixedDns("127.0.0.1")  # the name passed the checks; now its DNS answers with loopback
+    await deliverers(settings_overrides={"allow_private_webhooks": False, "webhook_retry_scale": 0.001},
+                     resolver=dns)
+    await emit(redis, [event("message.sent", message_id="m1")])
+    attempts = await _attempted(api, writer, endpoint_id)
+    assert "hooks.example.com" in dns.asked and receiver.received == []
+    assert attempts[0]["status_code"] is None and "webhook_url_private_address" in attempts[0]["error"]
+
+
+async def test_the_same_name_is_delivered_when_private_targets_are_allowed(api, writer, redis, receivers,
+                                                                           deliverers):
+    receiver = await receivers()
+    await stored_endpoint(redis, f"http://hooks.example.com:{receiver.port}/hook")
+    await deliverers(resolver=FixedDns("127.0.0.1"))
+    sent = event("message.sent", message_id="m1")
+    await emit(redis, [sent])
+    await receiver.wait_for(lambda r: r.delivered_ids() == {sent.id})
 
 
 async def test_a_restarted_loop_resumes_what_it_had_leased_and_unacked(api, writer, redis, receivers, deliverers):
