@@ -85,10 +85,11 @@ class FanOut:
         self._own_pending_done = False
         self._last_reclaim = 0.0
 
-    async def ensure_group(self) -> None:
-        """New deployments start at the stream's end: history is not replayed to new endpoints."""
+    async def ensure_group(self, start: str = "$") -> None:
+        """A new deployment starts at the stream's end: history is not replayed to new endpoints. After the
+        stream was deleted under a running deliverer, `start="0"`: everything in the new stream is new."""
         try:
-            await self.redis.xgroup_create(keyspace.EVENT_STREAM, keyspace.WEBHOOK_GROUP, id="$", mkstream=True)
+            await self.redis.xgroup_create(keyspace.EVENT_STREAM, keyspace.WEBHOOK_GROUP, id=start, mkstream=True)
         except aioredis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise

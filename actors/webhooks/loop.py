@@ -78,7 +78,7 @@ class WebhookDeliveryLoop:
             except aioredis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
-                await self.fanout.ensure_group()  # the stream was deleted under us (e.g. FLUSHDB)
+                await self.fanout.ensure_group("0")  # the stream was deleted under us (e.g. FLUSHDB)
                 continue
             except Exception:
                 log.exception("webhook fan-out step failed")

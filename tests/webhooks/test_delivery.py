@@ -263,6 +263,16 @@ async def test_index_entries_past_retention_are_trimmed(api, writer, redis, rece
     assert stale.encode() not in listed and stale.encode() not in dead and len(listed) == len(dead) == 1
 
 
+async def test_a_deleted_stream_is_followed_from_its_new_start(api, writer, redis, receivers, deliverers):
+    receiver = await receivers()
+    await create_endpoint(api, writer, receiver.url())
+    await deliverers()
+    await redis.delete(keyspace.EVENT_STREAM)  # what FLUSHDB or an operator's DEL does to the group
+    sent = event("message.sent", message_id="m1")
+    await emit(redis, [sent])  # likely before the deliverer notices the group is gone
+    await receiver.wait_for(lambda r: r.delivered_ids() == {sent.id})
+
+
 async def _attempted(api, writer, endpoint_id: str) -> list[dict]:
     for _ in range(200):
         page = await (await api.get(f"/v1/webhooks/{endpoint_id}/deliveries", headers=writer)).json()
