@@ -273,6 +273,26 @@ async def test_a_deleted_stream_is_followed_from_its_new_start(api, writer, redi
     await receiver.wait_for(lambda r: r.delivered_ids() == {sent.id})
 
 
+async def test_deliveries_are_paginated_newest_event_first(api, writer, redis, receivers, deliverers):
+    receiver = await receivers()
+    endpoint = await create_endpoint(api, writer, receiver.url())
+    other = await create_endpoint(api, writer, receiver.url(), ["campaign.*"])
+    await deliverers()
+    sent = []
+    for i in range(3):
+        sent.append(event("message.sent", message_id=f"m{i}"))
+        await asyncio.sleep(0.002)  # distinct event times
+    await emit(redis, sent)
+    await _statuses(api, writer, endpoint["id"], want={"delivered"}, count=3)
+    base = f"/v1/webhooks/{endpoint['id']}/deliveries"
+    first = await (await api.get(base + "?limit=2", headers=writer)).json()
+    assert [d["event_id"] for d in first["data"]] == [sent[2].id, sent[1].id] and first["has_more"]
+    second = await (await api.get(f"{base}?limit=2&cursor={first['next_cursor']}", headers=writer)).json()
+    assert [d["event_id"] for d in second["data"]] == [sent[0].id] and not second["has_more"]
+    elsewhere = await api.get(f"/v1/webhooks/{other['id']}/deliveries?cursor={first['next_cursor']}", headers=writer)
+    assert elsewhere.status == 400 and (await elsewhere.json())["code"] == "invalid_cursor"
+
+
 async def _attempted(api, writer, endpoint_id: str) -> list[dict]:
     for _ in range(200):
         page = await (await api.get(f"/v1/webhooks/{endpoint_id}/deliveries", headers=writer)).json()
