@@ -58,16 +58,26 @@ def _url(data: dict[str, Any]) -> str:
     return url if isinstance(url, str) else ""
 
 
+_BOUNCED, _CLICKED = "message.bounced", "message.clicked"
+
+
+def _json(value: dict[str, Any]) -> str:
+    return _json_encode(value).decode() if value else "{}"
+
+
 def event_row(event: Event) -> tuple[Any, ...]:
     """One row in COLUMNS order (created_at as epoch milliseconds)."""
-    msg = event.message
+    msg, data, type_ = event.message, event.data, event.type
+    bounce_type = _bounce_type(data) if type_ == _BOUNCED else ""
+    url = _url(data) if type_ == _CLICKED else ""
+    created_ms = epoch_ms(event.created_at)
+    if msg is None:
+        return (event.id, event.workspace, created_ms, type_, "", "", "", "", "", "", "", [], "{}",
+                bounce_type, url, _json(data))
     return (
-        event.id, event.workspace, epoch_ms(event.created_at), event.type,
-        msg.id if msg else "", msg.to if msg else "", recipient_domain(msg.to) if msg else "",
-        msg.from_ if msg else "", (msg.provider or "") if msg else "", (msg.server or "") if msg else "",
-        (msg.campaign_id or "") if msg else "", list(msg.tags) if msg else [],
-        _json_encode(msg.metadata).decode() if msg else "{}",
-        _bounce_type(event.data), _url(event.data), _json_encode(event.data).decode(),
+        event.id, event.workspace, created_ms, type_, msg.id, msg.to, recipient_domain(msg.to), msg.from_,
+        msg.provider or "", msg.server or "", msg.campaign_id or "", msg.tags, _json(msg.metadata),
+        bounce_type, url, _json(data),
     )
 
 
