@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 
 import msgspec
+import pytest
 
 from actors.webhooks.health import EndpointHealth
 from actors.webhooks.outcomes import settle_attempt
 from actors.webhooks.schedule import DEFAULT_DELAYS, RetrySchedule
 from actors.webhooks.sender import AttemptOutcome
 from schemas.events import EVENT_TYPES
-from schemas.webhooks import DeliveryAttempt, filter_matches, invalid_filter
+from schemas.webhooks import DeliveryAttempt, WebhookRecord, filter_matches, invalid_filter
+from security.secretbox import SecretBoxError
+from security.webhook_signing import new_webhook_secret
+from store.webhooks import seal_secret, secret_box, signing_secrets
 
 
 def test_the_schedule_is_5s_5min_30min_2h_5h_10h_10h_with_jitter_then_dead():
@@ -68,3 +73,18 @@ def test_filters():
     assert not filter_matches(["message.*"], "messages.x")
     assert invalid_filter("webhook.*") is None and invalid_filter("message.delivered") is None
     assert invalid_filter("message.deliver*") and invalid_filter("*.*") and invalid_filter("message.")
+
+
+def test_the_previous_secret_signs_only_until_its_deadline():
+    box = secret_box("k" * 40)
+    now = datetime.now(UTC)
+    old, new = new_webhook_secret(), new_webhook_secret()
+    record = WebhookRecord(id="whk_1", workspace="acme", url="https://x.example", events=["*"], created_at=now,
+                           updated_at=now, sealed_secret=seal_secret(box, "whk_1", new),
+                           sealed_previous_secret=seal_secret(box, "whk_1", old),
+                           previous_secret_until=now + timedelta(hours=24))
+    assert signing_secrets(box, record, now + timedelta(hours=23, minutes=59)) == [new, old]
+    assert signing_secrets(box, record, now + timedelta(hours=24)) == [new]
+    moved = msgspec.structs.replace(record, id="whk_2")  # a sealed secret opens only for its own endpoint
+    with pytest.raises(SecretBoxError):
+        signing_secrets(box, moved, now)
