@@ -111,27 +111,27 @@ async def eventually(predicate, within: float = 1.0):
         await asyncio.sleep(0.01)
 
 
-async def test_routing_cache_invalidates_across_app_instances_within_a_second(app_client, admin, redis):
+async def test_routing_cache_invalidates_across_app_instances_within_a_second(app_client, admin, redis, workspace):
     one, two = await app_client(app_hook=with_routing_cache), await app_client(app_hook=with_routing_cache)
     cache = two.app[ROUTING_CACHE]
-    assert (await cache.get("acme")).servers == []
+    assert (await cache.get(workspace)).servers == []
     loads = cache.loads
-    assert (await cache.get("acme")).servers == [] and cache.loads == loads  # served from memory
+    assert (await cache.get(workspace)).servers == [] and cache.loads == loads  # served from memory
 
     primary = await new_server(one, admin, "primary", priority=10, domains=["acme.test"])
     backup = await new_server(one, admin, "backup", priority=20)
 
     async def sees_both():
-        return {s.id for s in (await cache.get("acme")).servers} == {primary, backup}
+        return {s.id for s in (await cache.get(workspace)).servers} == {primary, backup}
 
     await eventually(sees_both)
     rule = await (await new_rule(one, admin, [backup], match={"tags": ["bulk"]}, fallback=False)).json()
 
     async def sees_rule():
-        return [r.id for r in (await cache.get("acme")).rules] == [rule["id"]]
+        return [r.id for r in (await cache.get(workspace)).rules] == [rule["id"]]
 
     await eventually(sees_rule)
-    snapshot = await cache.get("acme")
+    snapshot = await cache.get(workspace)
     facts = MessageFacts(purpose=None, from_domain="acme.test", to_domains=["x.test"], tags=["bulk"])
     assert choose_servers(facts, snapshot.rules, snapshot.servers, rng=random.Random(1)).candidates == [backup]
     plain = MessageFacts(purpose=None, from_domain="acme.test", to_domains=["x.test"])
@@ -141,13 +141,13 @@ async def test_routing_cache_invalidates_across_app_instances_within_a_second(ap
     await ServerStore(redis).set_status(primary, "down")
 
     async def sees_down():
-        views = {s.id: s.status for s in (await cache.get("acme")).servers}
+        views = {s.id: s.status for s in (await cache.get(workspace)).servers}
         return views[primary] == "down"
 
     await eventually(sees_down)
     await one.patch(f"/v1/sending-servers/{backup}", json={"priority": 5}, headers=admin)
 
     async def sees_priority():
-        return {s.id: s.priority for s in (await cache.get("acme")).servers}[backup] == 5
+        return {s.id: s.priority for s in (await cache.get(workspace)).servers}[backup] == 5
 
     await eventually(sees_priority)

@@ -14,7 +14,7 @@ async def create(client, headers, **fields):
     return await client.post("/v1/sending-servers", json=body, headers=headers)
 
 
-async def test_create_get_list_never_return_or_store_secrets(client, admin, redis):
+async def test_create_get_list_never_return_or_store_secrets(workspace, client, admin, redis):
     response = await create(client, admin, quotas={"per_second": 5, "per_day": 1000},
                             recipient_domain_limits={"Gmail.COM": {"per_minute": 60}}, domains=["Acme.test"],
                             inbound={"mailgun_signing_key": "inbound-secret-xyz"})
@@ -36,7 +36,7 @@ async def test_create_get_list_never_return_or_store_secrets(client, admin, redi
         raw = await redis.dump(key)
         assert b"hunter2" not in raw and b"inbound-secret" not in raw, key
     store = ServerStore.for_settings(redis, client.app[SERVICES].settings)
-    record = await store.get("acme", server["id"])
+    record = await store.get(workspace, server["id"])
     config = store.open_config(record)
     assert (config.host, config.port, config.password) == ("smtp.acme.test", 2525, "hunter2-very-secret")
     assert store.open_inbound(record) == InboundConfig(mailgun_signing_key="inbound-secret-xyz")
@@ -70,7 +70,7 @@ async def test_missing_provider_module_is_422(client, admin, monkeypatch):
     assert (await response.json())["errors"][0]["pointer"] == "#/provider"
 
 
-async def test_patch_merges_config_and_keeps_secrets(client, admin, redis):
+async def test_patch_merges_config_and_keeps_secrets(workspace, client, admin, redis):
     server = await (await create(client, admin, priority=5)).json()
     url = f"/v1/sending-servers/{server['id']}"
     response = await client.patch(url, json={"config": {"port": 587, "username": None}, "name": "Main"}, headers=admin)
@@ -80,7 +80,7 @@ async def test_patch_merges_config_and_keeps_secrets(client, admin, redis):
     assert patched["secret_fields_set"] == ["password"] and patched["name"] == "Main" and patched["priority"] == 5
     assert patched["updated_at"] > server["updated_at"] and patched["created_at"] == server["created_at"]
     store = ServerStore.for_settings(redis, client.app[SERVICES].settings)
-    config = store.open_config(await store.get("acme", server["id"]))
+    config = store.open_config(await store.get(workspace, server["id"]))
     assert (config.password, config.username, config.port) == ("hunter2-very-secret", None, 587)
     bad = await client.patch(url, json={"config": {"host": None}}, headers=admin)
     assert bad.status == 422 and (await bad.json())["errors"][0]["pointer"] == "#/config/host"
@@ -113,16 +113,16 @@ async def test_pagination_newest_first(client, admin):
     assert seen == ids[::-1]
 
 
-async def test_status_is_reported_and_sandbox_is_created_once(client, admin, redis):
+async def test_status_is_reported_and_sandbox_is_created_once(workspace, client, admin, redis):
     store = ServerStore.for_settings(redis, client.app[SERVICES].settings)
-    first = await ensure_sandbox_server(store, "acme")
-    assert await ensure_sandbox_server(store, "acme") == first
-    assert [r.id for r in await store.list("acme")] == [first.id] and first.provider == "sandbox"
+    first = await ensure_sandbox_server(store, workspace)
+    assert await ensure_sandbox_server(store, workspace) == first
+    assert [r.id for r in await store.list(workspace)] == [first.id] and first.provider == "sandbox"
     assert await store.set_status(first.id, "down") is True
     assert await store.set_status(first.id, "down") is False
     assert (await store.statuses([first.id, "srv_none"])) == {first.id: "down", "srv_none": "healthy"}
     shown = await (await client.get(f"/v1/sending-servers/{first.id}", headers=admin)).json()
     assert shown["status"] == "down" and shown["provider"] == "sandbox"
-    assert (await store.get_by_id(first.id)).workspace == "acme"
-    await store.delete("acme", first.id)
-    assert await ensure_sandbox_server(store, "acme") is None
+    assert (await store.get_by_id(first.id)).workspace == workspace
+    await store.delete(workspace, first.id)
+    assert await ensure_sandbox_server(store, workspace) is None

@@ -100,8 +100,6 @@ async def test_restarted_shard_rebuilds_from_redis(suppressions):
         ray.kill(shard, no_restart=False)
     assert await suppressions.check(one, "acme.test", [], recipients) == before
     assert await suppressions.check(two, "acme.test", [], recipients) == [Suppressed("g@example.com", "global", "manual")]
-    after = await stats(suppressions)
-    assert [s["calls"] for s in after] == [{"check": 1}, {"check": 1}]  # fresh actors: the counters restarted
 
 
 async def test_bulk_checks_are_one_ray_call_per_shard(suppressions):

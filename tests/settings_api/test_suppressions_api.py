@@ -29,7 +29,7 @@ async def post(client, headers, **body):
     return await client.post("/v1/suppressions", json=body, headers=headers)
 
 
-async def test_add_list_filter_and_delete(client, shards, make_key):
+async def test_add_list_filter_and_delete(workspace, client, shards, make_key):
     writer = await make_key(["write:suppressions"])
     response = await post(client, writer, emails=["Ana@Example.com", "bo@example.com"], reason="bounce")
     assert response.status == 201, await response.text()
@@ -42,7 +42,7 @@ async def test_add_list_filter_and_delete(client, shards, make_key):
     assert domain.status == 201 and (await domain.json())["data"][0]["scope_value"] == "acme.test"
     listed = await post(client, writer, email="cy@example.com", scope="list", scope_value=LIST, reason="unsubscribe")
     assert listed.status == 201
-    assert await shards.check("acme", "news.acme.test", [LIST], ["ANA@example.com", "cy@example.com", "x@y.z"]) == [
+    assert await shards.check(workspace, "news.acme.test", [LIST], ["ANA@example.com", "cy@example.com", "x@y.z"]) == [
         Suppressed("ANA@example.com", "workspace", "bounce"), Suppressed("cy@example.com", "list", "unsubscribe")]
 
     listed = await (await client.get("/v1/suppressions", headers=writer)).json()
@@ -67,7 +67,7 @@ async def test_add_list_filter_and_delete(client, shards, make_key):
     assert [s["scope"] for s in (await scoped.json())["deleted"]] == ["domain"]
     everywhere = await client.delete("/v1/suppressions/ANA%40example.com", headers=writer)
     assert everywhere.status == 200 and (await everywhere.json())["email"] == "ana@example.com"
-    assert await shards.check("acme", "acme.test", [], ["ana@example.com", "bo@example.com"]) == [
+    assert await shards.check(workspace, "acme.test", [], ["ana@example.com", "bo@example.com"]) == [
         Suppressed("bo@example.com", "workspace", "bounce")]
     assert (await client.delete("/v1/suppressions/ana@example.com", headers=writer)).status == 404
 

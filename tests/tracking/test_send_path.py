@@ -46,10 +46,10 @@ async def send_status(app, admin, to: str) -> str:
     return (await response.json())["status"]
 
 
-async def test_after_a_one_click_unsubscribe_sends_to_the_address_are_suppressed(app, admin, redis) -> None:
+async def test_after_a_one_click_unsubscribe_sends_to_the_address_are_suppressed(app, admin, redis, workspace) -> None:
     reader = fresh_address()
     assert await send_status(app, admin, reader) == "queued"
-    message, links = tracking_of(app).prepare(outbound(to=reader), track_opens=False, track_clicks=False, unsubscribe=True)
+    message, links = tracking_of(app).prepare(outbound(to=reader, workspace=workspace), track_opens=False, track_clicks=False, unsubscribe=True)
     await store_sent(redis, message, links)
     token = message.headers["List-Unsubscribe"].split("/t/u/")[1].split(">")[0]
     assert (await app.post(f"/t/u/{token}", data=ONE_CLICK)).status == 200
@@ -61,13 +61,13 @@ async def test_after_a_one_click_unsubscribe_sends_to_the_address_are_suppressed
     assert await send_status(app, admin, fresh_address()) == "queued"
 
 
-async def test_a_tracked_send_is_stored_and_sent_with_tracking_and_its_links_work(app, admin, redis, sink) -> None:
+async def test_a_tracked_send_is_stored_and_sent_with_tracking_and_its_links_work(app, admin, redis, sink, workspace) -> None:
     reader = fresh_address()
     body = {**MESSAGE, "to": reader, "tracking": {"opens": True, "clicks": True}, "unsubscribe": True}
     response = await app.post("/v1/send", json=body, headers=admin)
     assert response.status == 202, await response.text()
     message_id = (await response.json())["id"]
-    stored = await MessageStore(redis).get("acme", message_id)
+    stored = await MessageStore(redis).get(workspace, message_id)
     assert stored is not None and stored.meta.links == [SHOP]
     assert len(tokens_in(stored.message.html, "c")) == 1 and len(tokens_in(stored.message.html, "o")) == 1
     await wait_for(lambda: _arrived(sink))
@@ -77,7 +77,7 @@ async def test_a_tracked_send_is_stored_and_sent_with_tracking_and_its_links_wor
     assert unsubscribe_url.startswith("https://mail.acme.test/t/u/")
     token = unsubscribe_url.rsplit("/", 1)[1]
     assert tracking_of(app).read("u", token) == UnsubscribeToken(
-        workspace="acme", message_id=message_id, recipient=reader, list_id=None, scope="workspace")
+        workspace=workspace, message_id=message_id, recipient=reader, list_id=None, scope="workspace")
     [click] = tokens_in(delivered.get_body(("html",)).get_content(), "c")
     redirect = await app.get(f"/t/c/{click}", allow_redirects=False)
     assert redirect.status == 302 and redirect.headers["Location"] == SHOP
