@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -70,6 +70,7 @@ class EventSink:
         # Built here, not at module level: Ray may pickle the class by value, and decoders do not pickle.
         self._encode = msgspec.msgpack.Encoder().encode
         self._decoders: dict[type, msgspec.msgpack.Decoder[Any]] = {}
+        self.retention = timedelta(days=retention_days) if retention_days else None
         self._stop = asyncio.Event()
         self._migrated = asyncio.Event()
         self._task = asyncio.get_event_loop().create_task(self._main())
@@ -84,7 +85,22 @@ class EventSink:
                 log.warning("analytics migration failed, retrying in %.0fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        await self.loop.run(self._stop)
+        purging = asyncio.get_running_loop().create_task(self._purge_hourly())
+        try:
+            await self.loop.run(self._stop)
+        finally:
+            purging.cancel()
+
+    async def _purge_hourly(self) -> None:
+        """DuckDB has no TTL: delete expired events once an hour (ClickHouse drops parts by its TTL)."""
+        purge = getattr(self.store, "purge_expired", None)
+        while self.retention is not None and purge is not None:
+            try:
+                removed = await purge(self.retention, now=datetime.now(UTC))
+                log.info("retention: %d events older than %s deleted", removed, self.retention)
+            except AnalyticsError as exc:
+                log.warning("retention purge failed: %s", exc)
+            await asyncio.sleep(3600)
 
     def _decode(self, kind: type, payload: bytes) -> Any:
         decoder = self._decoders.get(kind)

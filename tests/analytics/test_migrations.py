@@ -50,3 +50,17 @@ async def test_clickhouse_migrations_are_idempotent_and_set_the_ttl(tmp_path, ch
     assert engine.startswith("ReplacingMergeTree")
     assert "PARTITION BY toYYYYMM(created_at)" in engine and "ORDER BY (workspace, created_at, id)" in engine
     assert "TTL toDateTime(created_at) + toIntervalDay(400)" in engine
+
+
+async def test_duckdb_retention_purges_old_events(tmp_path, chdb_path):
+    from datetime import timedelta
+
+    from tests.analytics.events_factory import NOW, event
+
+    store = open_store(store_url("duckdb", tmp_path, chdb_path))
+    await store.migrate()
+    await store.insert([event("message.sent", NOW - timedelta(days=d)) for d in (1, 10, 400, 500)])
+    assert await store.purge_expired(timedelta(days=365), now=NOW) == 2
+    timeline = await store.message_events("acme", "msg_a")
+    await store.close()
+    assert [e.created_at for e in timeline] == [NOW - timedelta(days=10), NOW - timedelta(days=1)]
