@@ -13,6 +13,8 @@ from typing import Literal
 import msgspec
 import redis.asyncio as aioredis
 
+from security.secretbox import SecretBox
+
 _CLAIM = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
@@ -55,8 +57,11 @@ class ClaimResult(msgspec.Struct, frozen=True):
 
 
 class IdempotencyStore:
-    def __init__(self, redis: aioredis.Redis, *, lock_ms: int, retention_ms: int) -> None:
+    """`box` seals stored answers: some carry a secret shown once (a new API key, a webhook secret)."""
+
+    def __init__(self, redis: aioredis.Redis, *, lock_ms: int, retention_ms: int, box: SecretBox | None = None) -> None:
         self.redis = redis
+        self.box = box
         self.lock_ms = lock_ms
         self.retention_ms = retention_ms
         self._claim = redis.register_script(_CLAIM)
@@ -71,11 +76,13 @@ class IdempotencyStore:
             return ClaimResult("claimed", token)
         if outcome != "done":
             return ClaimResult(outcome)  # type: ignore[arg-type]
-        stored = StoredResponse(int(reply[1]), reply[2], _headers_codec[1].decode(reply[3]))
+        body = reply[2] if self.box is None else self.box.open(reply[2].decode(), key.encode())
+        stored = StoredResponse(int(reply[1]), body, _headers_codec[1].decode(reply[3]))
         return ClaimResult("done", stored=stored)
 
     def complete_args(self, key: str, token: str, response: StoredResponse) -> tuple[list[str], list[object]]:
-        args = [token, response.status, response.body, _headers_codec[0].encode(response.headers), self.retention_ms]
+        body = response.body if self.box is None else self.box.seal(response.body, key.encode())
+        args = [token, response.status, body, _headers_codec[0].encode(response.headers), self.retention_ms]
         return [key], args
 
     async def complete(self, key: str, token: str, response: StoredResponse, client=None) -> bool:

@@ -116,3 +116,13 @@ def test_bad_keys(raw):
     with pytest.raises(ApiError) as refused:
         parse_key(raw)
     assert refused.value.code == "invalid_idempotency_key"
+
+
+async def test_stored_answers_do_not_keep_secrets_in_plaintext(client, admin, redis):
+    headers = {**admin, "Idempotency-Key": "secret-once"}
+    created = await (await client.post("/v1/api-keys", json=BODY, headers=headers)).json()
+    secret = created["secret"].encode()
+    async for key in redis.scan_iter(match="m:*:idem:*"):
+        assert secret not in repr(await redis.hgetall(key)).encode()
+    replay = await (await client.post("/v1/api-keys", json=BODY, headers=headers)).json()
+    assert replay["secret"] == created["secret"]
