@@ -91,6 +91,12 @@ class Gateway:
         except Exception:
             return False
 
+    async def start_consumers(self) -> None:
+        """The event stream's long-running consumers. `mailers serve` starts them; tests start their own."""
+        from actors.webhook_deliverer import ensure_webhook_deliverer
+
+        self.webhook_deliverer = await ensure_webhook_deliverer(self.settings, self.redis_url)
+
     async def supervise(self, every: float = 1.0) -> None:
         """Run until cancelled: (re)start every dispatcher; a restarted actor resumes within `every`."""
         while True:

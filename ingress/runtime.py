@@ -76,6 +76,7 @@ async def serve(settings: Settings, *, announce=print) -> None:
     settings = with_secret_key(settings)
     with redis_for(settings) as redis_url:
         gateway = Gateway.start(settings, redis_url=redis_url)
+        await gateway.start_consumers()
         try:
             app = create_app(settings, redis_url=redis_url, gateway=gateway)
             runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace_seconds, access_log=None)
