@@ -14,10 +14,10 @@ import time
 import msgspec
 import ray
 
-from actors.coalescer import Coalescer
 from actors.dispatcher import Dispatcher
 from actors.key_usage import KeyUsage
 from schemas.settings import Settings
+from store.coalescer import Coalescer
 
 log = logging.getLogger("mailers.gateway")
 _encode = msgspec.msgpack.Encoder().encode

@@ -18,11 +18,11 @@ from functools import partial
 
 import msgspec
 
-from actors.coalescer import Coalescer
 from actors.gateway import named_actor
 from actors.policies.suppression import shard_for
 from actors.suppression_shard import SuppressionShard
 from schemas.suppressions import Scope, Suppressed, SuppressionEntry
+from store.coalescer import Coalescer
 from store.suppressions import normalise_entry
 
 CheckRequest = tuple[str, str, Sequence[str], Sequence[str]]

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
-from actors.coalescer import Coalescer
 from ingress.key_cache import KeyCache
 from ingress.metrics import Metrics
 from schemas.settings import Settings
 from security.secretbox import SecretBox
 from store.api_keys import ApiKeyStore
+from store.coalescer import Coalescer
 from store.idempotency import IdempotencyStore
 from store.messages import MessageStore, NewMessage
 from store.rate_limits import RateLimiter

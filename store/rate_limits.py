@@ -9,19 +9,26 @@ from __future__ import annotations
 import msgspec
 import redis.asyncio as aioredis
 
+from store.coalescer import Coalescer
+
 _GCRA = """
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local interval = tonumber(ARGV[1])
 local tau = interval * tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval
-if new_tat - tau > now then
-  return {0, math.ceil(new_tat - tau - now), math.ceil(tat - now), 0}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  if new_tat - tau > now then
+    out[i] = {0, math.ceil(new_tat - tau - now), math.ceil(tat - now), 0}
+  else
+    redis.call('SET', key, new_tat, 'PX', math.ceil(tau) + 1000)
+    out[i] = {1, 0, math.ceil(new_tat - now), math.floor((tau - (new_tat - now)) / interval)}
+  end
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(tau) + 1000)
-return {1, 0, math.ceil(new_tat - now), math.floor((tau - (new_tat - now)) / interval)}
+return out
 """
 
 
@@ -33,18 +40,22 @@ class RateDecision(msgspec.Struct, frozen=True):
 
 
 class RateLimiter:
+    """Checks of concurrent requests leave together: one script call decides a whole batch, in order."""
+
     def __init__(self, redis: aioredis.Redis, *, per_second: float, burst: int) -> None:
         self.redis = redis
         self.per_second = per_second
         self.burst = max(1, burst)
         self._interval_ms = 1000.0 / per_second
         self._script = redis.register_script(_GCRA)
+        self._batches = Coalescer(self._check_batch, max_in_flight=2, max_batch=2000)
 
     async def check(self, key: str) -> RateDecision:
-        allowed, retry_ms, reset_ms, remaining = await self._script(
-            keys=[key], args=[self._interval_ms, self.burst]
-        )
-        return RateDecision(bool(allowed), int(retry_ms), int(reset_ms), int(remaining))
+        return await self._batches.submit(key)
+
+    async def _check_batch(self, keys: list[str]) -> list[RateDecision]:
+        rows = await self._script(keys=keys, args=[self._interval_ms, self.burst])
+        return [RateDecision(bool(a), int(r), int(t), int(n)) for a, r, t, n in rows]
 
     @property
     def window_seconds(self) -> int:

@@ -10,6 +10,7 @@ is kept as written (Unicode).
 
 from __future__ import annotations
 
+import functools
 import re
 from email import errors as email_errors
 from email.headerregistry import Address as HeaderAddress
@@ -23,6 +24,7 @@ INVALID_DOMAIN = "invalid_domain"
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _BARE_ADDRESS = re.compile(rf"({_ATEXT}(?:\.{_ATEXT})*)@([A-Za-z0-9.-]+)")
+_NAMED_ADDRESS = re.compile(rf"([A-Za-z0-9 ]*[A-Za-z0-9])\s*<({_ATEXT}(?:\.{_ATEXT})*)@([A-Za-z0-9.-]+)>")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -61,12 +63,21 @@ def parse_address_list(value: str | list[str]) -> list[Address]:
 def _parse(text: str) -> list[Address]:
     if not isinstance(text, str) or not text.strip():
         raise AddressError(INVALID_EMAIL, "empty address")
+    return list(_parse_cached(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> tuple[Address, ...]:
+    """Pure and hot (the same From on every message of a sender): cached. Errors are not cached."""
     if _CONTROL.search(text):
         raise AddressError(INVALID_EMAIL, "control characters in address")
     bare = [_BARE_ADDRESS.fullmatch(part.strip()) for part in text.split(",")]
     if all(bare):
-        return [_checked(m[1], m[2], None) for m in bare if m]
-    return [_from_header(address) for address in _parse_rfc5322(text)]
+        return tuple(_checked(m[1], m[2], None) for m in bare if m)
+    named = _NAMED_ADDRESS.fullmatch(text.strip())
+    if named:  # `Ana Lima <ana@example.com>`: a plain phrase needs no full RFC 5322 parse
+        return (_checked(named[2], named[3], named[1].strip()),)
+    return tuple(_from_header(address) for address in _parse_rfc5322(text))
 
 
 def _parse_rfc5322(text: str) -> tuple[HeaderAddress, ...]:

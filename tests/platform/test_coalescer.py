@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from actors.coalescer import Backpressure, Coalescer
+from store.coalescer import Backpressure, Coalescer
 
 
 async def test_items_submitted_while_a_call_runs_leave_together():
