@@ -157,18 +157,49 @@ class EventSinkLoop:
         return count
 
     async def run(self, stop: asyncio.Event, *, retry_delay: float = 1.0) -> None:
-        """Until `stop` is set. A failing store or Redis is retried after `retry_delay` (doubling, max 30 s)."""
+        """Until `stop` is set, then finish the batches in hand.
+
+        A reader and a writer joined by a one-batch queue: while the store inserts one batch (off the
+        event loop, mostly outside the GIL) the next is read and decoded. A failing Redis or store is
+        retried after `retry_delay`, doubling up to 30 s; a batch is retried until it is stored.
+        """
+        queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
+        writer = asyncio.create_task(self._write_batches(queue, retry_delay))
+        try:
+            await self._read_batches(queue, stop, retry_delay)
+        finally:
+            await queue.put(None)
+            await writer
+
+    async def _read_batches(self, queue: asyncio.Queue[Batch | None], stop: asyncio.Event, retry_delay: float) -> None:
         delay = retry_delay
         while not stop.is_set():
             try:
-                await self.run_once()
+                batch = await self.read_batch()
                 delay = retry_delay
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
-                log.warning("event sink pass failed, retrying in %.1fs: %s", delay, exc)
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except TimeoutError:
-                    pass
+                log.warning("event sink read failed, retrying in %.1fs: %s", delay, exc)
+                await _sleep_unless(stop, delay)
                 delay = min(delay * 2, 30.0)
+                continue
+            if batch.entry_ids:
+                await queue.put(batch)
+
+    async def _write_batches(self, queue: asyncio.Queue[Batch | None], retry_delay: float) -> None:
+        while (batch := await queue.get()) is not None:
+            delay = retry_delay
+            while True:
+                try:
+                    await self.commit(batch)
+                    break
+                except Exception as exc:
+                    log.warning("event sink insert failed, retrying in %.1fs: %s", delay, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
