@@ -39,8 +39,8 @@ class ClickHouseDialect(Dialect):
     def has_tag(self, placeholder: str) -> str:
         return f"has(tags, {placeholder})"
 
-    def unique_pairs(self, types_placeholder: str) -> str:
-        return f"uniqExactIf((message_id, recipient), type IN {types_placeholder})"
+    def unique_pairs(self) -> str:
+        return "uniqExactIf(pair_hash, pair_hash != 0)"
 
     def source(self, where: str, with_tag: bool) -> str:
         tag = " ARRAY JOIN if(empty(tags), [''], tags) AS tag" if with_tag else ""

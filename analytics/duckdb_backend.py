@@ -21,11 +21,8 @@ from analytics.rows import COLUMNS, epoch_ms, from_epoch_ms
 from analytics.sql import Bound, Dialect
 from analytics.sql_store import Rows, SqlAnalyticsStore
 
-_STRING_COLUMNS = [c for c in COLUMNS if c not in ("created_at", "tags")]
-ARROW_SCHEMA = pa.schema(
-    [(c, pa.timestamp("ms") if c == "created_at" else pa.list_(pa.string()) if c == "tags" else pa.string())
-     for c in COLUMNS]
-)
+_ARROW_TYPES = {"created_at": pa.timestamp("ms"), "tags": pa.list_(pa.string()), "pair_hash": pa.uint64()}
+ARROW_SCHEMA = pa.schema([(c, _ARROW_TYPES.get(c, pa.string())) for c in COLUMNS])
 
 
 class DuckDialect(Dialect):
@@ -44,8 +41,8 @@ class DuckDialect(Dialect):
     def has_tag(self, placeholder: str) -> str:
         return f"list_contains(tags, {placeholder})"
 
-    def unique_pairs(self, types_placeholder: str) -> str:
-        return f"count(DISTINCT (message_id, recipient)) FILTER (WHERE list_contains({types_placeholder}, type))"
+    def unique_pairs(self) -> str:
+        return "count(DISTINCT pair_hash) FILTER (WHERE pair_hash <> 0)"
 
     def source(self, where: str, with_tag: bool) -> str:
         if not with_tag:

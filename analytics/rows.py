@@ -7,6 +7,7 @@ milliseconds since the epoch, UTC, so sub-millisecond precision is dropped on th
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from schemas.events import Event, EventMessage
 # The insert column order of the `events` table in both backends (migrations 0001).
 COLUMNS: tuple[str, ...] = (
     "id", "workspace", "created_at", "type", "message_id", "recipient", "recipient_domain", "sender",
-    "provider", "server", "campaign_id", "tags", "metadata", "bounce_type", "url", "data",
+    "provider", "server", "campaign_id", "tags", "metadata", "bounce_type", "url", "data", "pair_hash",
 )
 # What a query reads back to rebuild an Event (created_at as epoch milliseconds).
 READ_COLUMNS: tuple[str, ...] = (
@@ -58,7 +59,15 @@ def _url(data: dict[str, Any]) -> str:
     return url if isinstance(url, str) else ""
 
 
-_BOUNCED, _CLICKED = "message.bounced", "message.clicked"
+_BOUNCED, _CLICKED, _OPENED = "message.bounced", "message.clicked", "message.opened"
+
+
+def pair_hash(message_id: str, recipient: str) -> int:
+    """64 bits identifying a (message, recipient) pair: unique opens and clicks count distinct values of
+    this integer column, several times cheaper to scan than the two strings. Never 0 (0 means "not an
+    open or click"); two pairs collide with probability 2^-64, a million pairs with about 3e-8."""
+    digest = hashlib.blake2b(f"{message_id}\x1f{recipient}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") or 1
 
 
 def _json(value: dict[str, Any]) -> str:
@@ -73,11 +82,12 @@ def event_row(event: Event) -> tuple[Any, ...]:
     created_ms = epoch_ms(event.created_at)
     if msg is None:
         return (event.id, event.workspace, created_ms, type_, "", "", "", "", "", "", "", [], "{}",
-                bounce_type, url, _json(data))
+                bounce_type, url, _json(data), 0)
+    pair = pair_hash(msg.id, msg.to) if type_ in (_OPENED, _CLICKED) else 0
     return (
         event.id, event.workspace, created_ms, type_, msg.id, msg.to, recipient_domain(msg.to), msg.from_,
         msg.provider or "", msg.server or "", msg.campaign_id or "", msg.tags, _json(msg.metadata),
-        bounce_type, url, _json(data),
+        bounce_type, url, _json(data), pair,
     )
 
 

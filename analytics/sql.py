@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from analytics.metrics import UNIQUE_TYPES
 from analytics.queries import EventFilter
 from analytics.rows import READ_COLUMNS
 
@@ -45,7 +44,8 @@ class Dialect:
     def has_tag(self, placeholder: str) -> str:
         raise NotImplementedError
 
-    def unique_pairs(self, types_placeholder: str) -> str:
+    def unique_pairs(self) -> str:
+        """Distinct (message, recipient) pairs among opens and clicks: distinct non-zero pair_hash."""
         raise NotImplementedError
 
     def source(self, where: str, with_tag: bool) -> str:
@@ -104,8 +104,7 @@ class Dialect:
         bind = Bound(self)
         selected = [f"{self.dimension(d, bind, width_ms)} AS d{i}" for i, d in enumerate(dims)]
         hard = f"bounce_type = {bind('hard')}"
-        unique = self.unique_pairs(bind(list(UNIQUE_TYPES), "Array(String)"))
-        selected += ["type", f"{hard} AS hard", "count(*) AS events", f"{unique} AS uniq"]
+        selected += ["type", f"{hard} AS hard", "count(*) AS events", f"{self.unique_pairs()} AS uniq"]
         source = self.source(self.where(flt, bind), "tag" in dims)
         keys = ", ".join([f"d{i}" for i in range(len(dims))] + ["type", "hard"])
         return f"SELECT {', '.join(selected)} {source} GROUP BY {keys}", bind.values

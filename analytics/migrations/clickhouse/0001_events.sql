@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS events (
     bounce_type LowCardinality(String),
     url String CODEC(ZSTD(3)),
     data String CODEC(ZSTD(3)),
+    pair_hash UInt64,
     INDEX message_id_bloom message_id TYPE bloom_filter(0.01) GRANULARITY 4,
     INDEX campaign_id_bloom campaign_id TYPE bloom_filter(0.01) GRANULARITY 4,
     INDEX recipient_bloom recipient TYPE bloom_filter(0.01) GRANULARITY 4

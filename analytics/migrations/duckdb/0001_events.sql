@@ -23,5 +23,6 @@ CREATE TABLE IF NOT EXISTS events (
     metadata VARCHAR NOT NULL,
     bounce_type VARCHAR NOT NULL,
     url VARCHAR NOT NULL,
-    data VARCHAR NOT NULL
+    data VARCHAR NOT NULL,
+    pair_hash UBIGINT NOT NULL
 );
