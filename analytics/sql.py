@@ -99,12 +99,32 @@ class Dialect:
             raise ValueError(f"unknown dimension {name!r}")
         return name
 
-    def aggregate(self, flt: EventFilter, dims: tuple[str, ...], width_ms: int | None) -> tuple[str, dict[str, Any]]:
-        """Rows (*dims, type, hard, events, unique (message, recipient) pairs) of `flt`'s events."""
+    def aggregate(
+        self, flt: EventFilter, sets: list[tuple[str, ...]], width_ms: int | None
+    ) -> tuple[str, dict[str, Any], list[str]]:
+        """One scan answering several groupings (GROUPING SETS). Rows: (grouping id, *dims, type, hard,
+        events, unique (message, recipient) pairs); `dims` (returned third) names the dimension columns,
+        and a dimension absent from a row's grouping set holds a meaningless filler value."""
+        dims = sorted({d for grouping in sets for d in grouping}, key=DIMENSIONS.index)
         bind = Bound(self)
-        selected = [f"{self.dimension(d, bind, width_ms)} AS d{i}" for i, d in enumerate(dims)]
-        hard = f"bounce_type = {bind('hard')}"
-        selected += ["type", f"{hard} AS hard", "count(*) AS events", f"{self.unique_pairs()} AS uniq"]
+        alias = {d: f"d{i}" for i, d in enumerate(dims)}
+        selected = [f"grouping({', '.join(alias.values())}) AS g" if dims else "0 AS g"]
+        selected += [f"{self.dimension(d, bind, width_ms)} AS {alias[d]}" for d in dims]
+        selected += ["type", f"bounce_type = {bind('hard')} AS hard", "count(*) AS events", f"{self.unique_pairs()} AS uniq"]
         source = self.source(self.where(flt, bind), "tag" in dims)
-        keys = ", ".join([f"d{i}" for i in range(len(dims))] + ["type", "hard"])
-        return f"SELECT {', '.join(selected)} {source} GROUP BY {keys}", bind.values
+        grouping_sets = ", ".join("(" + ", ".join([alias[d] for d in g] + ["type", "hard"]) + ")" for g in sets)
+        return f"SELECT {', '.join(selected)} {source} GROUP BY GROUPING SETS ({grouping_sets})", bind.values, dims
+
+
+def split_sets(rows: list[tuple[Any, ...]], dims: list[str], sets: list[tuple[str, ...]]) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Rows of `aggregate` by grouping set, each as (*the set's dims in the set's order, type, hard, events, uniq)."""
+    by_mask: dict[int, tuple[str, ...]] = {}
+    for grouping in sets:
+        mask = sum(1 << (len(dims) - 1 - i) for i, d in enumerate(dims) if d not in grouping)
+        by_mask[mask] = grouping
+    split: dict[tuple[str, ...], list[tuple[Any, ...]]] = {g: [] for g in sets}
+    for row in rows:
+        grouping = by_mask[int(row[0])]
+        values = [row[1 + dims.index(d)] for d in grouping]
+        split[grouping].append((*values, *row[1 + len(dims):]))
+    return split

@@ -36,7 +36,7 @@ from analytics.queries import (
     resolve_window,
 )
 from analytics.rows import event_columns, from_epoch_ms, ndjson_lines, row_event
-from analytics.sql import Dialect
+from analytics.sql import Dialect, split_sets
 from schemas.events import Event
 
 T = TypeVar("T")
@@ -78,8 +78,17 @@ class SqlAnalyticsStore:
     async def _select(self, flt: EventFilter, after: tuple[int, str] | None, limit: int | None, newest_first: bool) -> Rows:
         return await self._run(self._query, *self.dialect.select_events(flt, after, limit, newest_first))
 
-    async def _aggregate(self, flt: EventFilter, dims: tuple[str, ...], width_ms: int | None = None) -> Rows:
-        return await self._run(self._query, *self.dialect.aggregate(flt, dims, width_ms))
+    async def _aggregate(
+        self, flt: EventFilter, sets: list[tuple[str, ...]], width_ms: int | None = None
+    ) -> dict[tuple[str, ...], Rows]:
+        """Aggregate rows per grouping set: one scan for the sets without `tag`, one for those with it
+        (a tagged row repeats per tag, which only the tag groupings may see)."""
+        found: dict[tuple[str, ...], Rows] = {}
+        for part in ([g for g in sets if "tag" not in g], [g for g in sets if "tag" in g]):
+            if part:
+                sql, params, dims = self.dialect.aggregate(flt, part, width_ms)
+                found.update(split_sets(await self._run(self._query, sql, params), dims, part))
+        return found
 
     # --- the public interface (analytics.store.AnalyticsStore) -----------------------------------------
     async def migrate(self) -> list[int]:
@@ -136,16 +145,16 @@ class SqlAnalyticsStore:
         flt = _metric_filter(event_filter(workspace, query, window))
         width = INTERVAL_MS[query.interval]
         starts = reports.bucket_starts(window[0], window[1], width)
-        totals, buckets = await self._aggregate(flt, ()), await self._aggregate(flt, ("bucket",), width)
+        dim = GROUP_DIMENSIONS[query.group_by] if query.group_by is not None else None
+        sets: list[tuple[str, ...]] = [(), ("bucket",)] + ([(dim,), (dim, "bucket")] if dim else [])
+        found = await self._aggregate(flt, sets, width)
         answer = reports.Summary(
             from_=from_epoch_ms(window[0]), to=from_epoch_ms(window[1]), interval=query.interval,
-            group_by=query.group_by, totals=reports.total(totals), buckets=reports.series(buckets, starts),
+            group_by=query.group_by, totals=reports.total(found[()]), buckets=reports.series(found[("bucket",)], starts),
         )
-        if query.group_by is not None:
-            dim = GROUP_DIMENSIONS[query.group_by]
-            group_rows = await self._aggregate(flt, (dim,))
-            group_series = await self._aggregate(flt, (dim, "bucket"), width)
-            answer.groups, answer.groups_truncated = reports.grouped(group_rows, group_series, starts, self.policy.max_groups)
+        if dim is not None:
+            answer.groups, answer.groups_truncated = reports.grouped(
+                found[(dim,)], found[(dim, "bucket")], starts, self.policy.max_groups)
         return answer
 
     async def campaign_report(
@@ -154,16 +163,16 @@ class SqlAnalyticsStore:
         query = query or CampaignReportQuery()
         window = resolve_window(query.from_, query.to, now=now or _utcnow(), policy=self.policy, default=False)
         flt = EventFilter(workspace=workspace, from_ms=window[0], to_ms=window[1], campaign_id=campaign_id)
-        metric_flt = _metric_filter(flt)
-        clicks = msgspec.structs.replace(flt, types=(CLICKED,))
+        found = await self._aggregate(_metric_filter(flt), [(), ("recipient_domain",), ("provider",)])
+        clicks = await self._aggregate(msgspec.structs.replace(flt, types=(CLICKED,)), [("url",)])
         return reports.CampaignReport(
             campaign_id=campaign_id,
             from_=from_epoch_ms(window[0]) if window[0] is not None else None,
             to=from_epoch_ms(window[1]) if window[1] is not None else None,
-            totals=reports.total(await self._aggregate(metric_flt, ())),
-            links=reports.links(await self._aggregate(clicks, ("url",))),
-            by_recipient_domain=reports.breakdown(await self._aggregate(metric_flt, ("recipient_domain",))),
-            by_provider=reports.breakdown(await self._aggregate(metric_flt, ("provider",))),
+            totals=reports.total(found[()]),
+            links=reports.links(clicks[("url",)]),
+            by_recipient_domain=reports.breakdown(found[("recipient_domain",)]),
+            by_provider=reports.breakdown(found[("provider",)]),
         )
 
     async def message_events(self, workspace: str, message_id: str) -> list[Event]:
