@@ -19,10 +19,13 @@ from schemas.settings import Settings
 class Dispatcher:
     def __init__(self, settings: bytes, redis_url: str, index: int, count: int) -> None:
         from actors.dispatch.fleet import DispatchFleet
+        from actors.suppression_client import SuppressionClient
 
         self.settings = msgspec.msgpack.decode(settings, type=Settings)
         self.redis = aioredis.Redis.from_url(redis_url)
-        self.fleet = DispatchFleet(self.redis, self.settings, index=index, count=count)
+        shards = SuppressionClient(self.settings.ray_namespace, max(1, self.settings.suppression_shards),
+                                   redis_url=redis_url)
+        self.fleet = DispatchFleet(self.redis, self.settings, index=index, count=count, suppressions=shards)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 

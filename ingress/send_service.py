@@ -1,8 +1,10 @@
-"""The pipeline behind one send (API.md): validate → suppress → route → durable enqueue.
+"""The pipeline behind one send (API.md): validate → route → durable enqueue.
 
-A request's messages cross each boundary once: one suppression call per touched shard (coalesced
-with every other request in flight), one routing decision per message over the cached workspace
-config, and one Lua enqueue for all concurrent requests of this process.
+A request's messages cross each boundary once: one routing decision per message over the cached
+workspace config, and one Lua enqueue shared by all concurrent requests of this process. No actor is
+called on the request path: suppressions are applied by the Dispatcher at send time, in batches
+(actors/dispatch/loop.py), so a suppression added after acceptance still stops a queued, scheduled or
+retried message, and the 202 costs no Ray round trip.
 """
 
 from __future__ import annotations
@@ -58,18 +60,14 @@ def prepare_items(
 
 async def accept(services, principal: Principal, items: Sequence[PreparedSend], *, item_scope: str,
                  prefixes: Sequence[str], now: datetime) -> list[Outcome]:
-    """Suppress, route and enqueue valid items; returns one outcome per item, in order."""
-    workspace = principal.workspace
-    suppressed = await services.gateway.suppressions.check_many(
-        [(workspace, i.message.sending_domain, [], [a.email for a in i.message.recipients]) for i in items]
-    )
-    snapshot = await services.routing.get(workspace)
+    """Route and enqueue valid items; returns one outcome per item, in order."""
+    snapshot = await services.routing.get(principal.workspace)
     tracking = tracking_for(services.settings)
     outcomes: list[Outcome | None] = [None] * len(items)
     batch: list[tuple[int, NewMessage]] = []
-    for index, (item, hits) in enumerate(zip(items, suppressed, strict=True)):
+    for index, item in enumerate(items):
         try:
-            new = _new_message(item, hits, snapshot, tracking, now=now, prefix=prefixes[index], item_scope=item_scope)
+            new = _new_message(item, snapshot, tracking, now=now, prefix=prefixes[index], item_scope=item_scope)
         except ApiError as exc:
             outcomes[index] = Rejected(exc)
             continue
@@ -80,27 +78,20 @@ async def accept(services, principal: Principal, items: Sequence[PreparedSend], 
     return outcomes  # type: ignore[return-value]
 
 
-def _new_message(item: PreparedSend, hits, snapshot, tracking: Tracking, *, now: datetime, prefix: str,
+def _new_message(item: PreparedSend, snapshot, tracking: Tracking, *, now: datetime, prefix: str,
                  item_scope: str) -> NewMessage:
-    message = item.message
-    blocked = {hit.email.lower() for hit in hits}
-    if blocked:
-        keep = lambda addresses: [a for a in addresses if a.email.lower() not in blocked]  # noqa: E731
-        message = msgspec.structs.replace(message, to=keep(message.to), cc=keep(message.cc), bcc=keep(message.bcc))
     decision = _route(item, snapshot, prefix)
-    message, links = tracking.prepare(message, track_opens=item.track_opens, track_clicks=item.track_clicks,
+    message, links = tracking.prepare(item.message, track_opens=item.track_opens, track_clicks=item.track_clicks,
                                       unsubscribe=item.unsubscribe)
-    status = "suppressed" if not message.recipients else "scheduled" if item.send_at else "queued"
+    status = "scheduled" if item.send_at else "queued"
     created_ms = int(now.timestamp() * 1000)
     meta = MessageMeta(
         created_ms=created_ms, candidates=decision.candidates, purpose=item.purpose,
         send_at_ms=int(item.send_at.timestamp() * 1000) if item.send_at else None,
         track_opens=item.track_opens, track_clicks=item.track_clicks, unsubscribe=item.unsubscribe,
-        suppressed=sorted(blocked), links=links,
+        links=links,
     )
     events = [_event(message, "message.scheduled" if status == "scheduled" else "message.accepted", now, {})]
-    events += [_event(message, "message.suppressed", now, {"recipient": h.email, "scope": h.scope,
-                                                          "reason": h.reason}, to=h.email) for h in hits]
     item_key = keyspace.send_item(message.workspace, item_scope, item.item_key) if item.item_key else None
     return NewMessage(message=message, meta=meta, status=status, server=decision.candidates[0],
                       events=events, item_key=item_key)

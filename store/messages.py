@@ -67,7 +67,6 @@ class MessageMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
     track_clicks: bool = False
     unsubscribe: bool = False
     links: list[str] = []
-    suppressed: list[str] = []
 
 
 class NewMessage(msgspec.Struct, kw_only=True):

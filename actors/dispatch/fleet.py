@@ -3,6 +3,9 @@
 Every `sync_interval` the fleet reads which servers exist (the server → workspace index), keeps those
 whose id hashes to this actor, starts a loop for each new one, restarts a loop whose record changed
 (config, quotas, limits), and stops loops of deleted servers. Actor 0 also runs the scheduler.
+
+An SMTP server's adapter signs with the DKIM key of the workspace's verified sending domain for the
+From address (`DomainSigners`); the HTTP providers and SES sign with keys held at the provider.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import zlib
+from collections.abc import Callable
 
 import aiohttp
 import msgspec
@@ -23,15 +28,42 @@ from actors.policies.circuit import CircuitBreaker
 from actors.policies.quota import ServerQuota
 from actors.policies.recipient_throttle import RecipientThrottle
 from actors.policies.retry import RetryPolicy
+from providers.dkim import DkimSigner
 from providers.registry import provider_module
 from schemas.servers import ServerRecord
 from schemas.settings import Settings
 from schemas.suppressions import SuppressionEntry
+from security.secretbox import SecretBox
 from store import keyspace
+from store.domains import box_for, signing_key_for
 from store.servers import ServerStore
 from store.suppressions import add_suppressions
 
 log = logging.getLogger("mailers.fleet")
+# A domain verified (or deleted) takes effect on running SMTP servers within this many seconds.
+SIGNER_CACHE_SECONDS = 10.0
+
+
+class DomainSigners:
+    """`await signers(from_domain)`: the workspace's DKIM signer for mail from that domain, or None;
+    answers (None included) are kept `SIGNER_CACHE_SECONDS` so a send costs no Redis round trip."""
+
+    def __init__(self, redis: aioredis.Redis, box: SecretBox, workspace: str, *,
+                 clock: Callable[[], float] = time.monotonic, max_domains: int = 1024) -> None:
+        self.redis, self.box, self.workspace = redis, box, workspace
+        self.clock, self.max_domains = clock, max_domains
+        self._known: dict[str, tuple[float, DkimSigner | None]] = {}
+
+    async def __call__(self, domain: str) -> DkimSigner | None:
+        now = self.clock()
+        known = self._known.get(domain)
+        if known is not None and now - known[0] < SIGNER_CACHE_SECONDS:
+            return known[1]
+        signer = await signing_key_for(self.redis, self.box, self.workspace, domain)
+        if len(self._known) >= self.max_domains:
+            self._known.clear()
+        self._known[domain] = (now, signer)
+        return signer
 
 
 def owner_of(server_id: str, count: int) -> int:
@@ -47,12 +79,13 @@ class _Running(msgspec.Struct):
 
 class DispatchFleet:
     def __init__(self, redis: aioredis.Redis, settings: Settings, *, index: int = 0, count: int = 1,
-                 retry: RetryPolicy | None = None, sync_interval: float = 1.0) -> None:
+                 retry: RetryPolicy | None = None, sync_interval: float = 1.0, suppressions=None) -> None:
         self.redis = redis
         self.settings = settings
         self.index, self.count = index, count
         self.retry = retry or RetryPolicy(max_attempts=5, base=2.0, cap=300.0)
         self.sync_interval = sync_interval
+        self.suppressions = suppressions  # SuppressionClient, or None (no suppression check)
         self.store = ServerStore.for_settings(redis, settings)
         self.running: dict[str, _Running] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -104,6 +137,7 @@ class DispatchFleet:
             return
         loop = DispatchLoop(self.redis, runtime, consumer=f"dispatcher-{self.index}", retry=self.retry,
                             circuit=CircuitBreaker(), on_status=self.store.set_status, on_suppress=self._suppress,
+                            suppressions=self.suppressions.check_many if self.suppressions else None,
                             rng=random.Random())
         stop = asyncio.Event()
         self.running[record.id] = _Running(loop, asyncio.create_task(loop.run(stop)), stop, version)
@@ -111,7 +145,10 @@ class DispatchFleet:
     def runtime_for(self, record: ServerRecord) -> ServerRuntime:
         module = provider_module(record.provider)
         config = self.store.open_config(record)
-        adapter = module.Adapter(config, http=self._session())
+        signing = {}
+        if record.provider == "smtp" and self.settings.secret_key is not None:
+            signing["signer_for"] = DomainSigners(self.redis, box_for(self.settings), record.workspace)
+        adapter = module.Adapter(config, http=self._session(), **signing)
         # SMTP sends a chunk over its pool at once; HTTP providers take their batch in one request.
         chunk = getattr(config, "pool_size", None) or adapter.max_batch
         q = record.quotas

@@ -12,21 +12,24 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 import redis.asyncio as aioredis
 
-from actors.dispatch.outcomes import Decision, decide, next_candidate, server_down
+from actors.dispatch.outcomes import Decision, decide, event, next_candidate, server_down
 from actors.dispatch.records import Claimed, DispatchRecords
 from actors.policies.circuit import CircuitBreaker
 from actors.policies.quota import ServerQuota, window_ttl
 from actors.policies.recipient_throttle import RecipientThrottle
 from actors.policies.retry import RetryPolicy
 from providers.base import ProviderAdapter, Transient
+from schemas.messages import OutboundMessage
 from store import keyspace
 
 log = logging.getLogger("mailers.dispatch")
+# (workspace, sending domain, list ids, recipients) per message → the suppressed recipients of each.
+SuppressionCheck = Callable[[list[tuple[str, str, list[str], list[str]]]], Awaitable[list[list]]]
 PROVIDER_ID_TTL = 30 * 24 * 3600
 
 
@@ -45,6 +48,7 @@ class DispatchLoop:
                  circuit: CircuitBreaker, batch_size: int = 100, block_ms: int = 250, reclaim_idle_ms: int = 30_000,
                  on_status: Callable[[str, str], object] | None = None,
                  on_suppress: Callable[[str, list[str]], object] | None = None,
+                 suppressions: SuppressionCheck | None = None,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
         self.redis = redis
         self.records = DispatchRecords(redis)
@@ -53,6 +57,7 @@ class DispatchLoop:
         self.retry, self.circuit = retry, circuit
         self.batch_size, self.block_ms, self.reclaim_idle_ms = batch_size, block_ms, reclaim_idle_ms
         self.on_status, self.on_suppress = on_status, on_suppress
+        self.suppressions = suppressions
         self.clock = clock
         self.rng = rng or random.Random()
         self.stream = keyspace.dispatch_stream(server.workspace, server.id)
@@ -96,6 +101,8 @@ class DispatchLoop:
         work = [(entry_id, c) for (entry_id, _), c in zip(entries, claimed, strict=True) if c is not None]
         skipped = [entry_id for (entry_id, _), c in zip(entries, claimed, strict=True) if c is None]
         now = self.clock()
+        if self.suppressions is not None and work:
+            work = await self._drop_suppressed(work, now)
         if not self.circuit.allow(now):
             work = await self._fail_over_while_down(work, now)
         send_now, waiting, wait_until = self._admit(work, now)
@@ -129,6 +136,36 @@ class DispatchLoop:
         reply = await self.redis.xreadgroup(keyspace.DISPATCH_GROUP, self.consumer, {self.stream: start},
                                             count=self.batch_size, block=block)
         return [(entry_id, fields) for _, items in reply for entry_id, fields in items if fields] if reply else []
+
+    async def _drop_suppressed(self, work: list[tuple[bytes, Claimed]], now: float) -> list[tuple[bytes, Claimed]]:
+        """Suppressed recipients never reach a provider nor take quota; checked at send time, so a
+        suppression added after the message was accepted still applies. One shard call per batch."""
+        assert self.suppressions is not None
+        found = await self.suppressions([
+            (c.message.workspace, c.message.sending_domain, [], [a.email for a in c.message.recipients])
+            for _, c in work
+        ])
+        kept, ended, events = [], [], []
+        for (entry_id, claimed), hits in zip(work, found, strict=True):
+            if not hits:
+                kept.append((entry_id, claimed))
+                continue
+            events += [event(claimed, "message.suppressed", now, self.server.id, self.server.provider,
+                             {"recipient": h.email, "scope": h.scope, "reason": h.reason}, to=h.email) for h in hits]
+            remaining = without_recipients(claimed.message, {h.email.lower() for h in hits})
+            if remaining.recipients:
+                kept.append((entry_id, Claimed(remaining, claimed.meta, claimed.attempts)))
+            else:
+                ended.append((entry_id, claimed))
+        async with self.records.pipeline() as pipe:
+            for _, claimed in ended:
+                self.records.set_status(pipe, keyspace.message(claimed.message.workspace, claimed.message.id),
+                                        "suppressed")
+            self.records.append_events(pipe, events)
+            if ended:
+                pipe.xack(self.stream, keyspace.DISPATCH_GROUP, *[e for e, _ in ended])
+            await pipe.execute()
+        return kept
 
     async def _fail_over_while_down(self, work: list[tuple[bytes, Claimed]], now: float):
         """While the circuit is open, messages with another candidate move on; the rest wait here."""
@@ -212,6 +249,13 @@ class DispatchLoop:
             self._status = status
             if self.on_status is not None:
                 await _maybe_await(self.on_status(self.server.id, status))
+
+
+def without_recipients(message: OutboundMessage, blocked: set[str]) -> OutboundMessage:
+    def keep(addresses):
+        return [a for a in addresses if a.email.lower() not in blocked]
+
+    return msgspec.structs.replace(message, to=keep(message.to), cc=keep(message.cc), bcc=keep(message.bcc))
 
 
 async def _maybe_await(result: object) -> None:

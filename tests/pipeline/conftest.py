@@ -40,3 +40,19 @@ async def create_smtp_server(client, headers, port: int, **fields) -> dict:
 @pytest.fixture
 async def smtp_server(client, admin, sink) -> dict:
     return await create_smtp_server(client, admin, sink.port)
+
+
+async def settled_status(client, headers, message_id: str, within: float = 15.0) -> str:
+    """The message's status once the dispatcher has dealt with it (no longer queued or being sent)."""
+
+    async def settled():
+        view = await (await client.get(f"/v1/messages/{message_id}", headers=headers)).json()
+        return view["status"] if view["status"] not in ("queued", "sending", "scheduled") else None
+
+    return await wait_for(settled, within=within)
+
+
+async def send_and_settle(client, headers, body: dict) -> str:
+    response = await client.post("/v1/send", json=body, headers=headers)
+    assert response.status == 202, await response.text()
+    return await settled_status(client, headers, (await response.json())["id"])

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from tests.smtp.sink import SmtpSink
 
-from .conftest import create_smtp_server, wait_for
+from .conftest import create_smtp_server, send_and_settle, settled_status, wait_for
 
 MESSAGE = {"from": "Acme <hello@acme.com>", "to": "ana@example.com", "subject": "Welcome",
            "html": "<p>Hi Ana</p>", "text": "Hi Ana"}
@@ -111,15 +111,17 @@ async def test_suppressed_recipients_never_arrive(client, admin, sink, smtp_serv
                                                         "scope": "workspace"}, headers=admin)
     assert added.status in (200, 201), await added.text()
     only = await (await client.post("/v1/send", json={**MESSAGE, "to": "gone@example.com"}, headers=admin)).json()
-    assert only["status"] == "suppressed"
+    assert only["status"] == "queued"  # checked at send time, by the dispatcher
+    assert await settled_status(client, admin, only["id"]) == "suppressed"
     mixed = await client.post("/v1/send", json={**MESSAGE, "to": ["gone@example.com", "kept@example.com"]},
                               headers=admin)
-    assert (await mixed.json())["status"] == "queued"
+    assert await settled_status(client, admin, (await mixed.json())["id"]) == "sent"
     await wait_for(lambda: len(sink.deliveries) == 1)
     await asyncio.sleep(1.0)
     assert [d.rcpt_tos for d in sink.deliveries] == [["kept@example.com"]]
     view = await (await client.get(f"/v1/messages/{only['id']}", headers=admin)).json()
-    assert view["status"] == "suppressed" and "message.suppressed" in [e["type"] for e in view["events"]]
+    suppressed = [e for e in view["events"] if e["type"] == "message.suppressed"]
+    assert suppressed[0]["data"] == {"recipient": "gone@example.com", "scope": "workspace", "reason": "manual"}
 
 
 async def test_a_550_bounces_and_suppresses_the_address(client, admin, sink, smtp_server):
@@ -132,11 +134,7 @@ async def test_a_550_bounces_and_suppresses_the_address(client, admin, sink, smt
 
     await wait_for(bounced)
 
-    async def suppressed_now():
-        again = await client.post("/v1/send", json={**MESSAGE, "to": "unknown7@example.com"}, headers=admin)
-        return (await again.json())["status"] == "suppressed"
-
-    await wait_for(suppressed_now, within=10, every=0.2)
+    assert await send_and_settle(client, admin, {**MESSAGE, "to": "unknown7@example.com"}) == "suppressed"
 
 
 async def test_scheduled_sends_arrive_after_send_at_and_cancel_works(client, admin, sink, smtp_server):
@@ -195,3 +193,15 @@ async def test_list_and_filter_messages(client, admin, sink, smtp_server):
     assert [m["to"] for m in rest["data"]] == [["l0@example.com"]] and not rest["has_more"]
     mismatch = await client.get(f"/v1/messages?tag=odd&cursor={listed['next_cursor']}", headers=admin)
     assert mismatch.status == 400
+
+
+async def test_a_suppression_added_after_acceptance_still_stops_a_scheduled_send(client, admin, sink, smtp_server):
+    due = datetime.now(UTC) + timedelta(seconds=2)
+    accepted = await (await client.post("/v1/send", json={**MESSAGE, "to": "changed-mind@example.com",
+                                                          "send_at": due.isoformat()}, headers=admin)).json()
+    assert accepted["status"] == "scheduled"
+    added = await client.post("/v1/suppressions", json={"email": "changed-mind@example.com", "reason": "unsubscribe",
+                                                        "scope": "workspace"}, headers=admin)
+    assert added.status in (200, 201)
+    assert await settled_status(client, admin, accepted["id"]) == "suppressed"
+    assert sink.deliveries == []
