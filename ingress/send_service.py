@@ -65,9 +65,10 @@ async def accept(services, principal: Principal, items: Sequence[PreparedSend], 
     tracking = tracking_for(services.settings)
     outcomes: list[Outcome | None] = [None] * len(items)
     batch: list[tuple[int, NewMessage]] = []
+    route = _Router(snapshot)
     for index, item in enumerate(items):
         try:
-            new = _new_message(item, snapshot, tracking, now=now, prefix=prefixes[index], item_scope=item_scope)
+            new = _new_message(item, route, tracking, now=now, prefix=prefixes[index], item_scope=item_scope)
         except ApiError as exc:
             outcomes[index] = Rejected(exc)
             continue
@@ -78,9 +79,9 @@ async def accept(services, principal: Principal, items: Sequence[PreparedSend], 
     return outcomes  # type: ignore[return-value]
 
 
-def _new_message(item: PreparedSend, snapshot, tracking: Tracking, *, now: datetime, prefix: str,
+def _new_message(item: PreparedSend, route: _Router, tracking: Tracking, *, now: datetime, prefix: str,
                  item_scope: str) -> NewMessage:
-    decision = _route(item, snapshot, prefix)
+    decision = route(item, prefix)
     message, links = tracking.prepare(item.message, track_opens=item.track_opens, track_clicks=item.track_clicks,
                                       unsubscribe=item.unsubscribe)
     status = "scheduled" if item.send_at else "queued"
@@ -97,10 +98,31 @@ def _new_message(item: PreparedSend, snapshot, tracking: Tracking, *, now: datet
                       events=events, item_key=item_key)
 
 
-def _route(item: PreparedSend, snapshot, prefix: str) -> RouteDecision:
+class _Router:
+    """Routing decisions for one batch; without weighted rules a decision depends only on the message's
+    facts, so equal facts (a bulk to one domain) are decided once."""
+
+    def __init__(self, snapshot) -> None:
+        self.snapshot = snapshot
+        self.memo: dict[tuple, RouteDecision] | None = (
+            None if any(r.strategy == "weighted" for r in snapshot.rules) else {}
+        )
+
+    def __call__(self, item: PreparedSend, prefix: str) -> RouteDecision:
+        message = item.message
+        facts = MessageFacts(purpose=item.purpose, from_domain=message.sending_domain,
+                             to_domains=sorted({a.domain for a in message.recipients}), tags=message.tags)
+        if self.memo is None:
+            return _route(item, facts, self.snapshot, prefix)
+        key = (facts.purpose, facts.from_domain, tuple(facts.to_domains), tuple(facts.tags), item.forced_server)
+        decision = self.memo.get(key)
+        if decision is None:
+            decision = self.memo[key] = _route(item, facts, self.snapshot, prefix)
+        return decision
+
+
+def _route(item: PreparedSend, facts: MessageFacts, snapshot, prefix: str) -> RouteDecision:
     message = item.message
-    facts = MessageFacts(purpose=item.purpose, from_domain=message.sending_domain,
-                         to_domains=sorted({a.domain for a in message.recipients}), tags=message.tags)
     decision = choose_servers(facts, snapshot.rules, snapshot.servers, forced_server=item.forced_server, rng=_rng)
     if decision.candidates:
         return decision

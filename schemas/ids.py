@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import time
 
 from ulid import ULID
 
@@ -12,10 +14,20 @@ PREFIXES = frozenset(
 )
 
 
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> two characters
+
+
 def new_id(prefix: str) -> str:
+    """A ULID (48 bits of milliseconds, 80 random bits) in Crockford base32, behind `prefix_`.
+
+    Hand-encoded: the hot path makes two per message, and this is ~5x quicker than building a
+    `ULID` object; `test_ids` checks the result parses as the same ULID.
+    """
     if prefix not in PREFIXES:
         raise ValueError(f"unknown id prefix {prefix!r}")
-    return f"{prefix}_{ULID()}"
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    return prefix + "_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 def has_prefix(value: str, prefix: str) -> bool:

@@ -18,13 +18,17 @@ from schemas.events import Event
 from schemas.messages import OutboundMessage
 from store import keyspace
 
+# Key names are built here from the workspace and ids exactly as store/keyspace.py builds them
+# (message, message_events, message_index, dispatch_stream), sparing ~4 arguments per message.
 _ENQUEUE = """
 local i, n, results, events = 3, tonumber(ARGV[1]), {}, {}
 local retention = ARGV[2]
 for m = 1, n do
-  local id, item, hkey, evkey, ikey = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
-  local status, payload, meta, server, target, score = ARGV[i+5], ARGV[i+6], ARGV[i+7], ARGV[i+8], ARGV[i+9], ARGV[i+10]
-  local nev = tonumber(ARGV[i+11])
+  local id, ws, item, status = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
+  local payload, meta, server, score = ARGV[i+4], ARGV[i+5], ARGV[i+6], ARGV[i+7]
+  local nev = tonumber(ARGV[i+8])
+  local base = 'm:{' .. ws .. '}:'
+  local hkey = base .. 'msg:' .. id
   local prior = false
   if item ~= '' then
     prior = redis.call('GET', item)
@@ -34,20 +38,20 @@ for m = 1, n do
     results[m] = prior
   else
     redis.call('HSET', hkey, 's', status, 'p', payload, 'm', meta, 'srv', server, 'att', 0)
-    redis.call('ZADD', ikey, 0, id)
+    redis.call('ZADD', base .. 'messages', 0, id)
     for e = 1, nev do
-      local blob = ARGV[i+11+e]
-      redis.call('RPUSH', evkey, blob)
+      local blob = ARGV[i+8+e]
+      redis.call('RPUSH', hkey .. ':ev', blob)
       events[#events+1] = blob
     end
     if score ~= '' then
-      redis.call('ZADD', target, score, hkey)
-    elseif target ~= '' then
-      redis.call('XADD', target, '*', 'id', id)
+      redis.call('ZADD', KEYS[2], score, hkey)
+    elseif status == 'queued' then
+      redis.call('XADD', base .. 'dispatch:' .. server, '*', 'id', id)
     end
     results[m] = ''
   end
-  i = i + 12 + nev
+  i = i + 9 + nev
 end
 if #events > 0 then
   local count = #events
@@ -95,7 +99,7 @@ class MessageStore:
         args: list[object] = [len(batch), self.item_retention_seconds]
         for new in batch:
             args.extend(_arguments(new))
-        results = await self._enqueue(keys=[keyspace.EVENT_STREAM], args=args)
+        results = await self._enqueue(keys=[keyspace.EVENT_STREAM, keyspace.SCHEDULE], args=args)
         return [r.decode() if r else None for r in results]
 
     async def get(self, workspace: str, message_id: str) -> StoredMessage | None:
@@ -151,19 +155,11 @@ class StoredMessage(msgspec.Struct, kw_only=True):
 
 def _arguments(new: NewMessage) -> list[object]:
     message = new.message
-    workspace, message_id = message.workspace, message.id
     scheduled = new.status == "scheduled" and new.meta.send_at_ms is not None
-    if scheduled:
-        target, score = keyspace.SCHEDULE, str(new.meta.send_at_ms)
-    elif new.status == "queued":
-        target, score = keyspace.dispatch_stream(workspace, new.server), ""
-    else:
-        target, score = "", ""
     return [
-        message_id, new.item_key or "", keyspace.message(workspace, message_id),
-        keyspace.message_events(workspace, message_id), keyspace.message_index(workspace),
-        new.status, _encode(message), _encode(new.meta), new.server, target, score,
-        len(new.events), *(_encode(e) for e in new.events),
+        message.id, message.workspace, new.item_key or "", new.status, _encode(message), _encode(new.meta),
+        new.server, str(new.meta.send_at_ms) if scheduled else "", len(new.events),
+        *(_encode(e) for e in new.events),
     ]
 
 

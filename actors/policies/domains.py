@@ -7,9 +7,12 @@ normalised names, so `Bücher.DE` and `xn--bcher-kva.de` are the same domain eve
 
 from __future__ import annotations
 
+import functools
+
 WILDCARD_PREFIX = "*."
 
 
+@functools.lru_cache(maxsize=16384)
 def normalise_domain(domain: str) -> str:
     """`domain` lowercased, trailing dot removed, non-ASCII labels in punycode.
 
