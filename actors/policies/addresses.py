@@ -111,6 +111,7 @@ def _checked(local: str, domain: str, name: str | None) -> Address:
     return Address(email, name)
 
 
+@functools.lru_cache(maxsize=16384)
 def transport_domain(domain: str) -> str:
     """The domain as it travels: lowercase punycode host name, or AddressError(invalid_domain)."""
     if domain.startswith("["):

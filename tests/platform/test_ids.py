@@ -27,3 +27,19 @@ def test_unknown_prefixes_are_refused():
 def test_derived_ids_are_deterministic():
     assert derived_id("msg", 1_700_000_000_000, "ws", "key") == derived_id("msg", 1_700_000_000_000, "ws", "key")
     assert derived_id("msg", 1_700_000_000_000, "ws", "key") != derived_id("msg", 1_700_000_000_000, "ws", "other")
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids():
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.write(write, "".join(new_id("msg")[-16:] for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 1000).decode()
+    os.close(read)
+    parent = "".join(new_id("msg")[-16:] for _ in range(5))
+    assert child and child != parent
