@@ -46,7 +46,38 @@ def _parser() -> argparse.ArgumentParser:
     create_key.add_argument("--domains", default="", help="comma-separated sending domains the key may use")
     create_key.add_argument("--json", action="store_true", help="print the key as JSON")
     create_key.set_defaults(run=_create_key)
+    _add_simulate(commands)
     return parser
+
+
+def _add_simulate(commands) -> None:
+    # The one command that reaches into providers/: the simulators stand in for the providers offline.
+    from providers.simulators.__main__ import PROVIDERS
+
+    simulate = commands.add_parser("simulate", help="run a provider simulator (its API, rate limits, webhooks)")
+    simulate.add_argument("provider", choices=PROVIDERS)
+    simulate.add_argument("--port", type=int, required=True)
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--webhook-url", help="where to POST the provider's signed event webhooks")
+    simulate.add_argument("--webhook-secret", help="Mailgun signing key / Resend whsec_ secret")
+    simulate.add_argument("--api-key", help="the key the simulator accepts (default sim-key)")
+    simulate.add_argument("--rate-limit", type=float, help="send requests per second before the provider's 429")
+    simulate.add_argument("--rate-burst", type=int)
+    simulate.add_argument("--failure-probability", type=float, help="share of sends answered with a 5xx")
+    simulate.add_argument("--auth", choices=("ok", "reject"))
+    simulate.set_defaults(run=_simulate)
+
+
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from providers.simulators.__main__ import run_simulator
+
+    names = ("webhook_url", "webhook_secret", "api_key", "rate_limit", "rate_burst", "failure_probability", "auth")
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.provider == "sns" and set(options) - {"webhook_url"}:
+        print("mailers: the sns simulator takes only --webhook-url", file=sys.stderr)
+        return 2
+    run_simulator(args.provider, args.port, args.host, **options)
+    return 0
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -100,6 +131,36 @@ def _create_key(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return _with_redis(settings, run)
+
+
+def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 0 with `ok: N entries`, or 1 naming the first broken entry (docs/audit.md)."""
+    from analytics.audit import AuditStore, audit_store_url
+    from ingress.runtime import with_secret_key
+    from security.audit_chain import GENESIS_HASH, AuditSigner, verify_chain
+    from security.secretbox import derive_key
+
+    settings = with_secret_key(settings)
+    assert settings.secret_key is not None
+    public_key = AuditSigner.from_private_bytes(derive_key(settings.secret_key, "audit-signing")).public_key_pem()
+
+    async def run() -> int:
+        url = audit_store_url(settings.analytics_url, settings.data_dir)
+        store = await AuditStore.open(url, migrate=False, read_only=True)
+        count, prev_hash, prev_seq = 0, GENESIS_HASH, 0
+        try:
+            async for entries in store.entries_for_verification(args.workspace):
+                result = verify_chain(entries, public_key, prev_hash=prev_hash, prev_seq=prev_seq)
+                if not result.ok:
+                    print(f"broken at seq {result.first_broken_seq} (id {result.first_broken_id}): {result.reason}")
+                    return 1
+                count, prev_hash, prev_seq = count + len(entries), entries[-1].hash, entries[-1].seq
+        finally:
+            await store.close()
+        print(f"ok: {count} entries")
+        return 0
+
+    return asyncio.run(run())
 
 
 def _with_redis(settings: Settings, run) -> int:

@@ -210,3 +210,16 @@ def sending_domain_names(workspace: str) -> str:
 
 # --- inbound provider events: what could not be tied to a message --------------------------------
 INBOUND_UNMATCHED = PREFIX + "inbound:unmatched"          # hash: provider -> events for no message of ours
+
+
+# --- the audit log ----------------------------------------------------------------------------------
+# The ingress appends one unchained entry per request to AUDIT_STREAM; the single AuditSink chains it
+# (seq, prev_hash, hash, signature) and, in ONE MULTI, moves it to AUDIT_CHAINED, advances the
+# workspace's head in AUDIT_HEADS and acks + deletes the source entry. AUDIT_CHAINED is emptied once its
+# entries are in the analytics store. These keys span workspaces inside one transaction, so a Redis
+# Cluster deployment must keep them in one slot (rename them with a common `{audit}` hash tag).
+AUDIT_STREAM = PREFIX + "audit"                   # stream: field AUDIT_FIELD = msgpack AuditEntry (seq 0)
+AUDIT_FIELD = b"e"
+AUDIT_GROUP = "audit"                             # consumer group of the AuditSink on AUDIT_STREAM
+AUDIT_HEADS = PREFIX + "audit:heads"              # hash: workspace -> "seq:hash" of its last chained entry
+AUDIT_CHAINED = PREFIX + "audit:chained"          # stream: chained entries not yet in the analytics store
