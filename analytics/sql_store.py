@@ -51,6 +51,7 @@ class SqlAnalyticsStore:
     def __init__(self, *, policy: WindowPolicy | None = None, threads: int = 1) -> None:
         self.policy = policy or WindowPolicy()
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"analytics-{self.backend}")
+        self._closed = False
 
     # --- blocking primitives a backend implements -----------------------------------------------------
     def _migrate(self) -> list[int]:
@@ -181,6 +182,10 @@ class SqlAnalyticsStore:
         return [row_event(r) for r in rows]
 
     async def close(self) -> None:
+        """Close the database; calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         await self._run(self._close)
         self._executor.shutdown(wait=True)
 

@@ -160,6 +160,7 @@ async def bench_backend(backend: str, args: argparse.Namespace, work: Path, redi
     print(f"\n### {backend}: {args.events:,} events, ingest {'from the Redis stream' if redis else 'by direct insert'}: "
           f"{rate:,.0f} events/s\n")
     await bench_queries(store, args.runs)
+    await store.close()
 
 
 async def bench_queries(store: AnalyticsStore, runs: int) -> None:
@@ -168,7 +169,6 @@ async def bench_queries(store: AnalyticsStore, runs: int) -> None:
         await call("ws00")  # warm the caches once
         p50, p95, p99 = await timed(runs, call)
         print(f"| {name} | {p50:.1f} | {p95:.1f} | {p99:.1f} |", flush=True)
-    await store.close()
 
 
 async def run(args: argparse.Namespace) -> None:
