@@ -47,7 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     create_key.add_argument("--json", action="store_true", help="print the key as JSON")
     create_key.set_defaults(run=_create_key)
     _add_simulate(commands)
+    _add_audit(commands)
     return parser
+
+
+def _add_audit(commands) -> None:
+    audit = commands.add_parser("audit", help="the signed audit log").add_subparsers(required=True)
+    verify = audit.add_parser("verify", help="check a workspace's audit chain and signatures in the analytics store")
+    verify.add_argument("--workspace", required=True)
+    verify.set_defaults(run=_verify_audit)
 
 
 def _add_simulate(commands) -> None:
