@@ -105,7 +105,8 @@ async def test_secrets_are_stored_only_as_hashes(client, admin, redis):
     async for key in redis.scan_iter():
         assert secret not in key
         kind = (await redis.type(key)).decode()
-        read = {"string": redis.get, "hash": redis.hgetall, "zset": lambda k: redis.zrange(k, 0, -1)}[kind]
+        read = {"string": redis.get, "hash": redis.hgetall, "zset": lambda k: redis.zrange(k, 0, -1),
+                "stream": redis.xrange}[kind]
         assert secret not in repr(await read(key)).encode()
     listed = await (await client.get(f"/v1/api-keys/{created['id']}", headers=admin)).json()
     assert "secret" not in listed and listed["prefix"] == created["secret"][:11]
