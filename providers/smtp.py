@@ -17,6 +17,11 @@ closed them or a transaction failed in a way that leaves the session unknown. Af
 aiosmtplib's `sendmail` has already sent RSET, so the connection goes back to the pool. A reused
 connection that turns out to be dead is replaced and the message tried once more on the fresh one; the
 duplicate risk of that retry is the one any Transient retry carries, no more.
+
+DKIM: a message is signed by the key `signer_for(from_domain)` gives (the Dispatcher passes the
+workspace's verified sending domains, `store.domains.signing_key_for`), else by the key in the config
+(`dkim_*`), else not at all. A lookup that fails leaves the message unsent (Transient): sending it
+unsigned could fail DMARC for a domain that publishes a DKIM key.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import asyncio
 import re
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 import aiosmtplib
@@ -43,6 +48,7 @@ RETRY_AFTER = {421: 60.0, 450: 300.0, 451: 120.0, 452: 300.0}
 DEFAULT_RETRY_AFTER = 60.0
 HARD_CODES = frozenset({550, 551, 553})
 _ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+SignerLookup = Callable[[str], Awaitable[DkimSigner | None]]
 
 
 class Config(ProviderConfig):
@@ -253,10 +259,11 @@ class Adapter:
     name: ClassVar[str] = "smtp"
     max_batch: ClassVar[int] = 100
 
-    def __init__(self, config: Config, *, http: object = None) -> None:
+    def __init__(self, config: Config, *, http: object = None, signer_for: SignerLookup | None = None) -> None:
         self.config = config
         self.pool = SmtpConnectionPool(config)
         self.signer = _signer(config)
+        self.signer_for = signer_for
         # Rendering happens inside the slot too, so it interleaves with other messages' network waits
         # instead of a whole batch rendering up front.
         self._slots = asyncio.Semaphore(config.pool_size)
@@ -271,9 +278,13 @@ class Adapter:
 
     async def _send(self, message: OutboundMessage) -> Outcome:
         try:
+            signer = await self._signer_for(message)
+        except Exception as exc:  # the key store (Redis) failed: nothing was sent
+            return Transient(f"DKIM key lookup failed: {type(exc).__name__}: {exc}")
+        try:
             originals = {ascii_email(a.email): a.email for a in message.recipients}
             sender = ascii_email(message.from_.email)
-            raw = render_mime(message, dkim=self.signer)
+            raw = render_mime(message, dkim=signer)
         except MimeError as exc:
             return Permanent(f"message cannot be sent as it is: {exc}", code="invalid_message")
         try:
@@ -286,6 +297,10 @@ class Adapter:
             provider_message_id=message_id_header(message),
             refused=[recipient_refusal(originals.get(r, r), reply.code, reply.message) for r, reply in refused.items()],
         )
+
+    async def _signer_for(self, message: OutboundMessage) -> DkimSigner | None:
+        found = await self.signer_for(message.from_.domain) if self.signer_for is not None else None
+        return found or self.signer
 
     async def close(self) -> None:
         await self.pool.close()
