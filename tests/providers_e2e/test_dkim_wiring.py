@@ -8,6 +8,9 @@ from typing import Any
 
 import dkim
 
+from actors.dispatch.fleet import SIGNER_CACHE_SECONDS, DomainSigners
+from schemas.settings import load_settings
+from store.domains import box_for
 from tests.pipeline.conftest import create_smtp_server, wait_for
 from tests.smtp.dns_server import DnsServer, DnsZone
 from tests.smtp.sink import SmtpSink
@@ -53,3 +56,18 @@ async def test_smtp_mail_is_signed_by_the_verified_sending_domain(app_client, cl
     signature = by_recipient["ana@example.com"].parsed()["DKIM-Signature"]
     assert "d=acme.test" in signature and "s=mailers" in signature
     assert by_recipient["bo@example.com"].parsed()["DKIM-Signature"] is None
+
+
+async def test_signers_are_looked_up_once_per_domain_for_a_while(app_client, client, admin, redis, workspace) -> None:
+    view = await verified_domain(app_client, client, admin, "cache.test")
+    now = [0.0]
+    box = box_for(load_settings({}, secret_key="s" * 40))  # tests/conftest.py's app secret
+    signers = DomainSigners(redis, box, workspace, clock=lambda: now[0])
+    signer = await signers("news.cache.test")
+    assert signer is not None and signer.domain == "cache.test"  # the verified parent signs a subdomain
+    assert await signers("other.test") is None
+    deleted = await client.delete(f"/v1/sending-domains/{view['id']}", headers=admin)
+    assert deleted.status == 200, await deleted.text()
+    assert await signers("news.cache.test") is signer  # still the cached answer
+    now[0] = SIGNER_CACHE_SECONDS + 0.1
+    assert await signers("news.cache.test") is None
