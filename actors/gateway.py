@@ -93,9 +93,21 @@ class Gateway:
 
     async def start_consumers(self) -> None:
         """The event stream's long-running consumers. `mailers serve` starts them; tests start their own."""
+        from actors.audit_sink import start_audit_sink
         from actors.webhook_deliverer import ensure_webhook_deliverer
 
         self.webhook_deliverer = await ensure_webhook_deliverer(self.settings, self.redis_url)
+        self.audit_sink = start_audit_sink(self.settings, self.redis_url)
+        await self.audit_sink.ready.remote()
+
+    def audit_reader(self):
+        """The audit log's reader in embedded mode (the audit-sink actor owns its file), or None."""
+        from actors.audit_sink import AuditSinkClient
+
+        try:
+            return AuditSinkClient.find(self.settings)
+        except ValueError:
+            return None
 
     async def supervise(self, every: float = 1.0) -> None:
         """Run until cancelled: (re)start every dispatcher; a restarted actor resumes within `every`."""

@@ -75,6 +75,17 @@ def writer_for(app: web.Application) -> AuditWriter:
     return writer
 
 
+# Set by a handler that wrote its own entry in the same Redis round trip as its writes (the send path).
+AUDITED: web.RequestKey[bool] = web.RequestKey("audited", bool)
+
+
+async def entry_bytes(request: web.Request, status: int, resource_id: str | None) -> bytes:
+    """The request's entry, encoded, for a handler that appends it itself (then it sets AUDITED)."""
+    spec = route_spec(request)
+    entry = await build_entry(request, f"{request.method} {spec.path if spec else request.path}", status, None)
+    return msgspec.msgpack.encode(msgspec.structs.replace(entry, resource_id=resource_id))
+
+
 @web.middleware
 async def audit(request: web.Request, handler) -> web.StreamResponse:
     spec = route_spec(request)
@@ -93,7 +104,8 @@ async def audit(request: web.Request, handler) -> web.StreamResponse:
     except Exception:
         await _record(request, f"{request.method} {spec.path}", 500, None)
         raise
-    await _record(request, f"{request.method} {spec.path}", status, response)
+    if not request.get(AUDITED, False):
+        await _record(request, f"{request.method} {spec.path}", status, response)
     return response
 
 

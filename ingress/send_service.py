@@ -59,8 +59,9 @@ def prepare_items(
 
 
 async def accept(services, principal: Principal, items: Sequence[PreparedSend], *, item_scope: str,
-                 prefixes: Sequence[str], now: datetime) -> list[Outcome]:
-    """Route and enqueue valid items; returns one outcome per item, in order."""
+                 prefixes: Sequence[str], now: datetime, audit: bytes | None = None) -> list[Outcome]:
+    """Route and enqueue valid items; returns one outcome per item, in order. `audit`, the request's
+    audit entry, rides with its last message in the same enqueue (see `audited`)."""
     snapshot = await services.routing.get(principal.workspace)
     tracking = tracking_for(services.settings)
     outcomes: list[Outcome | None] = [None] * len(items)
@@ -73,6 +74,8 @@ async def accept(services, principal: Principal, items: Sequence[PreparedSend], 
             outcomes[index] = Rejected(exc)
             continue
         batch.append((index, new))
+    if batch and audit is not None:
+        batch[-1] = (batch[-1][0], msgspec.structs.replace(batch[-1][1], audit=audit))
     prior_ids = await services.enqueue([new for _, new in batch]) if batch else []
     for (index, new), prior in zip(batch, prior_ids, strict=True):
         outcomes[index] = Accepted(prior or new.message.id, "queued" if prior else new.status, now)

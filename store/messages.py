@@ -19,7 +19,9 @@ from schemas.messages import OutboundMessage
 from store import keyspace
 
 # Key names are built here from the workspace and ids exactly as store/keyspace.py builds them
-# (message, message_events, message_index, dispatch_stream), sparing ~4 arguments per message.
+# (message, message_events, message_index, dispatch_stream), sparing ~4 arguments per message. A
+# message may carry its request's audit entry (field AUDIT_FIELD = b"e"), appended to KEYS[3] here:
+# the send path's audit entry costs no round trip of its own.
 _ENQUEUE = """
 local i, n, results, events = 3, tonumber(ARGV[1]), {}, {}
 local retention = ARGV[2]
@@ -27,6 +29,7 @@ for m = 1, n do
   local id, ws, item, status = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
   local payload, meta, server, score = ARGV[i+4], ARGV[i+5], ARGV[i+6], ARGV[i+7]
   local nev = tonumber(ARGV[i+8])
+  local audit = ARGV[i+9+nev]
   local base = 'm:{' .. ws .. '}:'
   local hkey = base .. 'msg:' .. id
   local prior = false
@@ -51,7 +54,10 @@ for m = 1, n do
     end
     results[m] = ''
   end
-  i = i + 9 + nev
+  if audit ~= '' then
+    redis.call('XADD', KEYS[3], '*', 'e', audit)
+  end
+  i = i + 10 + nev
 end
 if #events > 0 then
   local count = #events
@@ -80,6 +86,7 @@ class NewMessage(msgspec.Struct, kw_only=True):
     server: str
     events: list[Event]
     item_key: str | None = None  # full Redis key of the per-message idempotency record
+    audit: bytes | None = None   # the request's audit entry (msgpack), appended in the same script
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -99,7 +106,8 @@ class MessageStore:
         args: list[object] = [len(batch), self.item_retention_seconds]
         for new in batch:
             args.extend(_arguments(new))
-        results = await self._enqueue(keys=[keyspace.EVENT_STREAM, keyspace.SCHEDULE], args=args)
+        keys = [keyspace.EVENT_STREAM, keyspace.SCHEDULE, keyspace.AUDIT_STREAM]
+        results = await self._enqueue(keys=keys, args=args)
         return [r.decode() if r else None for r in results]
 
     async def get(self, workspace: str, message_id: str) -> StoredMessage | None:
@@ -159,7 +167,7 @@ def _arguments(new: NewMessage) -> list[object]:
     return [
         message.id, message.workspace, new.item_key or "", new.status, _encode(message), _encode(new.meta),
         new.server, str(new.meta.send_at_ms) if scheduled else "", len(new.events),
-        *(_encode(e) for e in new.events),
+        *(_encode(e) for e in new.events), new.audit or b"",
     ]
 
 

@@ -146,9 +146,8 @@ async def _default_reader(app: web.Application) -> AuditReader:
     url = audit_store_url(settings.analytics_url, settings.data_dir)
     if url.startswith(("clickhouse://", "clickhouses://")):
         return await AuditStore.open(url, migrate=False)
-    from actors.audit_sink import AuditSinkClient  # the embedded store's owner answers its reads
-
-    try:
-        return AuditSinkClient.find(settings)
-    except ValueError:
-        raise ApiError("unavailable", "The audit sink is not running", headers={"Retry-After": "5"}) from None
+    gateway = app[SERVICES].gateway  # the embedded store's owner, the audit-sink actor, answers its reads
+    reader = gateway.audit_reader() if gateway is not None else None
+    if reader is None:
+        raise ApiError("unavailable", "The audit sink is not running", headers={"Retry-After": "5"})
+    return reader

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from ingress.audit import AUDITED, entry_bytes
 from ingress.context import IDEMPOTENCY, REQUEST_ID, SERVICES, principal
 from ingress.problems import ApiError
 from ingress.routing import RouteTable, field_error, json_response
@@ -28,9 +29,12 @@ async def send(request: web.Request, body: SendRequest) -> web.Response:
     item = prepare_items([body], caller, now=now, prefixes=["#"])[0]
     if isinstance(item, ApiError):
         raise item
-    outcome = (await accept(request.app[SERVICES], caller, [item], item_scope="send", prefixes=["#"], now=now))[0]
+    audit = await entry_bytes(request, 202, item.message.id)
+    outcome = (await accept(request.app[SERVICES], caller, [item], item_scope="send", prefixes=["#"], now=now,
+                            audit=audit))[0]
     if not isinstance(outcome, Accepted):
         raise outcome.error
+    request[AUDITED] = True
     return json_response(SendAccepted(id=outcome.id, status=outcome.status, created_at=outcome.created_at),
                          status=202)
 
@@ -56,8 +60,11 @@ async def send_bulk(request: web.Request, body: BulkEnvelope) -> web.Response:
         raise ApiError("validation_error", f"{len(errors)} of {len(prepared)} messages are invalid; none was sent",
                        errors=[e for err in errors for e in err.errors] or None)
     ready = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, ApiError)]
+    audit = await entry_bytes(request, 202, None) if ready else None
     outcomes = await accept(request.app[SERVICES], caller, [p for _, p in ready], item_scope="item",
-                            prefixes=[prefixes[i] for i, _ in ready], now=now) if ready else []
+                            prefixes=[prefixes[i] for i, _ in ready], now=now, audit=audit) if ready else []
+    if any(isinstance(o, Accepted) for o in outcomes):
+        request[AUDITED] = True
     results: dict[int, object] = dict(zip([i for i, _ in ready], outcomes, strict=True))
     results.update({i: p for i, p in enumerate(prepared) if isinstance(p, ApiError)})
     return json_response(_bulk_answer(results, request[REQUEST_ID]), status=202)

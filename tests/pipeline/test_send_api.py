@@ -205,3 +205,19 @@ async def test_a_suppression_added_after_acceptance_still_stops_a_scheduled_send
     assert added.status in (200, 201)
     assert await settled_status(client, admin, accepted["id"]) == "suppressed"
     assert sink.deliveries == []
+
+
+async def test_a_send_writes_its_audit_entry_once_in_the_enqueue(client, admin, redis, smtp_server):
+    import msgspec
+
+    from security.audit_chain import AuditEntry
+    from store import keyspace
+
+    before = await redis.xlen(keyspace.AUDIT_STREAM)
+    accepted = await (await client.post("/v1/send", json=MESSAGE, headers=admin)).json()
+    bad = await client.post("/v1/send", json={**MESSAGE, "to": "nobody"}, headers=admin)
+    assert bad.status == 422
+    entries = [msgspec.msgpack.decode(f[keyspace.AUDIT_FIELD], type=AuditEntry)
+               for _, f in (await redis.xrange(keyspace.AUDIT_STREAM))[before:]]
+    sends = [e for e in entries if e.action == "POST /v1/send"]
+    assert [(e.status, e.resource_id) for e in sends] == [(202, accepted["id"]), (422, None)]
