@@ -94,11 +94,22 @@ class Gateway:
     async def start_consumers(self) -> None:
         """The event stream's long-running consumers. `mailers serve` starts them; tests start their own."""
         from actors.audit_sink import start_audit_sink
+        from actors.event_sink import start_event_sink
         from actors.webhook_deliverer import ensure_webhook_deliverer
 
         self.webhook_deliverer = await ensure_webhook_deliverer(self.settings, self.redis_url)
+        self.event_sink = start_event_sink(self.settings, redis_url=self.redis_url)
         self.audit_sink = start_audit_sink(self.settings, self.redis_url)
         await self.audit_sink.ready.remote()
+
+    def analytics_reader(self):
+        """The analytics store's reader in DuckDB mode (the event-sink actor owns the file), or None."""
+        from actors.event_sink import EVENT_SINK, EventSinkClient
+
+        try:
+            return EventSinkClient(ray.get_actor(EVENT_SINK, namespace=self.settings.ray_namespace))
+        except ValueError:
+            return None
 
     def audit_reader(self):
         """The audit log's reader in embedded mode (the audit-sink actor owns its file), or None."""

@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     create_ws.add_argument("name")
     create_ws.set_defaults(run=_create_workspace)
 
+    migrate = commands.add_parser("migrate", help="apply the analytics store's pending migrations")
+    migrate.set_defaults(run=_migrate)
+
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(required=True)
     create_key = keys.add_parser("create", help="create an API key and print its secret once")
     create_key.add_argument("--workspace", required=True)
@@ -93,6 +96,27 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     asyncio.run(serve(settings))
     return 0
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from analytics.errors import StoreUnavailable
+    from analytics.store import analytics_url, open_store
+
+    async def run() -> int:
+        store = open_store(settings.analytics_url, settings.data_dir)
+        try:
+            applied = await store.migrate()
+        except StoreUnavailable as exc:
+            print(f"mailers: the analytics store cannot be opened ({exc.__cause__ or exc}); "
+                  "in embedded mode stop `mailers serve` first", file=sys.stderr)
+            return 1
+        finally:
+            await store.close()
+        url = analytics_url(settings.analytics_url, settings.data_dir)
+        print(f"{url.partition('://')[0]}: schema at migrations {applied}")
+        return 0
+
+    return asyncio.run(run())
 
 
 def _create_workspace(settings: Settings, args: argparse.Namespace) -> int:

@@ -38,10 +38,43 @@ def view(stored: StoredMessage) -> MessageView:
 @routes.route("GET", "/v1/messages/{id}", scope="read:messages", response=MessageView,
               summary="A message's status, server, provider, attempts and ordered events", tag="messages")
 async def get_message(request: web.Request) -> web.Response:
-    stored = await MessageStore(request.app[SERVICES].redis).get(principal(request).workspace, request.match_info["id"])
-    if stored is None:
+    workspace, message_id = principal(request).workspace, request.match_info["id"]
+    stored = await MessageStore(request.app[SERVICES].redis).get(workspace, message_id)
+    if stored is not None:
+        return json_response(view(stored))
+    # No longer held in Redis: rebuild what the analytics store remembers of it.
+    from ingress.routes.analytics import reader_for
+
+    try:
+        events = await reader_for(request.app).message_events(workspace, message_id)
+    except ApiError:
+        events = []
+    if not events:
         raise not_found("message")
-    return json_response(view(stored))
+    return json_response(view_from_events(message_id, events))
+
+
+_STATUS_OF = {"message.accepted": "queued", "message.scheduled": "scheduled", "message.sent": "sent",
+              "message.delivered": "delivered", "message.deferred": "deferred", "message.bounced": "bounced",
+              "message.complained": "complained", "message.failed": "failed", "message.suppressed": "suppressed",
+              "message.canceled": "canceled"}
+
+
+def view_from_events(message_id: str, events: list[Event]) -> MessageView:
+    ordered = sorted(events, key=lambda e: e.created_at)
+    statuses = [_STATUS_OF[e.type] for e in ordered if e.type in _STATUS_OF]
+    latest = next((e.message for e in reversed(ordered) if e.message and e.message.server), None)
+    first = ordered[0].message
+    return MessageView(
+        id=message_id, status=statuses[-1] if statuses else "queued", created_at=ordered[0].created_at,  # type: ignore[arg-type]
+        from_=first.from_ if first else "", to=sorted({e.message.to for e in ordered if e.message and e.message.to}),
+        subject="", tags=first.tags if first else [], metadata=first.metadata if first else {},
+        server=latest.server if latest else None, provider=latest.provider if latest else None,
+        provider_message_id=next((e.data.get("provider_message_id") for e in ordered if e.type == "message.sent"), None),
+        attempts=sum(1 for e in ordered if e.type == "message.sent" or (e.type == "message.deferred")),
+        send_at=None, campaign_id=first.campaign_id if first else None,
+        events=[MessageEvent(id=e.id, type=e.type, created_at=e.created_at, data=e.data) for e in ordered],
+    )
 
 
 @routes.route("GET", "/v1/messages", scope="read:messages", query=MessageListQuery, response=MessageList,
