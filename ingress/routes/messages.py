@@ -29,9 +29,9 @@ def view(stored: StoredMessage) -> MessageView:
         provider_message_id=stored.provider_message_id, attempts=stored.attempts,
         send_at=datetime.fromtimestamp(stored.meta.send_at_ms / 1000, UTC) if stored.meta.send_at_ms else None,
         campaign_id=message.campaign_id,
-        # In order of occurrence: a fast provider's webhook can be recorded before our own `message.sent`.
-        events=[MessageEvent(id=e.id, type=e.type, created_at=e.created_at, data=e.data)
-                for e in sorted(stored.events, key=lambda e: e.created_at)],
+        # In the order recorded. Not re-sorted by time: providers stamp events in whole seconds (SendGrid),
+        # which would put their events before our own `message.accepted`.
+        events=[MessageEvent(id=e.id, type=e.type, created_at=e.created_at, data=e.data) for e in stored.events],
     )
 
 

@@ -114,6 +114,13 @@ async def test_killing_the_ingress_mid_bulk_while_the_client_retries(client, adm
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        # The server joined this session's namespace and started the detached stream consumers; they
+        # would outlive it and read the streams of later tests.
+        for name in ("webhook-deliverer", "event-sink", "audit-sink"):
+            try:
+                ray.kill(ray.get_actor(name, namespace="mailers-test"), no_restart=True)
+            except ValueError:
+                pass
 
 
 async def create_smtp_server_in(session, base: str, headers: dict, port: int) -> None:
