@@ -149,15 +149,17 @@ class DispatchFleet:
         if record.provider == "smtp" and self.settings.secret_key is not None:
             signing["signer_for"] = DomainSigners(self.redis, box_for(self.settings), record.workspace)
         adapter = module.Adapter(config, http=self._session(), **signing)
-        # SMTP sends a chunk over its pool at once; HTTP providers take their batch in one request.
-        chunk = getattr(config, "pool_size", None) or adapter.max_batch
+        # SMTP: four lanes of a quarter pool each keep the pool busy while a lane records; HTTP providers
+        # take a batch per request, two requests at a time.
+        pool = getattr(config, "pool_size", None)
+        chunk, lanes = (max(1, pool // 4), min(4, pool)) if pool else (adapter.max_batch, 2)
         q = record.quotas
         limits = {d: msgspec.to_builtins(limit) for d, limit in record.recipient_domain_limits.items()}
         return ServerRuntime(
             workspace=record.workspace, id=record.id, provider=record.provider, adapter=adapter,
             quota=ServerQuota(per_second=q.per_second, per_minute=q.per_minute, per_hour=q.per_hour,
                               per_day=q.per_day),
-            throttle=RecipientThrottle(limits), chunk_size=max(1, chunk),
+            throttle=RecipientThrottle(limits), chunk_size=max(1, chunk), parallel_chunks=lanes,
         )
 
     def _session(self) -> aiohttp.ClientSession:

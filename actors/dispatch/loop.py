@@ -41,6 +41,7 @@ class ServerRuntime(msgspec.Struct, kw_only=True):
     quota: ServerQuota
     throttle: RecipientThrottle
     chunk_size: int = 16
+    parallel_chunks: int = 1
 
 
 class DispatchLoop:
@@ -107,12 +108,19 @@ class DispatchLoop:
             work = await self._fail_over_while_down(work, now)
         send_now, waiting, wait_until = self._admit(work, now)
         # Record after every chunk: a crash between a provider's acceptance and our record (the only
-        # place a duplicate can come from) then repeats at most one chunk, not the whole batch.
-        for start in range(0, len(send_now), self.server.chunk_size):
-            chunk = send_now[start:start + self.server.chunk_size]
-            decisions = await self._send([c for _, c in chunk], now)
-            await self._record([e for e, _ in chunk], [c for _, c in chunk], decisions, [], 0.0, self.clock())
-            await self._after(decisions, self.clock())
+        # place a duplicate can come from) then repeats only what was in flight. Several chunks run at
+        # once so the provider is never idle while a chunk is being recorded; what is in flight stays at
+        # most `chunk_size * parallel_chunks` (the SMTP pool size).
+        size = self.server.chunk_size
+        lanes = asyncio.Semaphore(self.server.parallel_chunks)
+
+        async def deliver(chunk: list[tuple[bytes, Claimed]]) -> None:
+            async with lanes:
+                decisions = await self._send([c for _, c in chunk], now)
+                await self._record([e for e, _ in chunk], [c for _, c in chunk], decisions, [], 0.0, self.clock())
+                await self._after(decisions, self.clock())
+
+        await asyncio.gather(*(deliver(send_now[i:i + size]) for i in range(0, len(send_now), size)))
         if waiting or skipped:
             await self._record([e for e, _ in waiting] + skipped, [], [], [c for _, c in waiting], wait_until, now)
         return len(send_now)
