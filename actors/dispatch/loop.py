@@ -91,6 +91,7 @@ class DispatchLoop:
             except Exception:
                 log.exception("dispatch step failed for %s", self.server.id)
                 self._own_pending_done = False  # what this consumer held is re-read first, not after 30 s
+                started = False  # a restarted Redis has lost the loaded scripts and maybe the group
                 await asyncio.sleep(0.5)
 
     async def step(self) -> int:
@@ -120,7 +121,11 @@ class DispatchLoop:
                 await self._record([e for e, _ in chunk], [c for _, c in chunk], decisions, [], 0.0, self.clock())
                 await self._after(decisions, self.clock())
 
-        await asyncio.gather(*(deliver(send_now[i:i + size]) for i in range(0, len(send_now), size)))
+        # A TaskGroup, not gather: when one chunk fails (Redis gone), the others must stop sending too,
+        # or they would send what can no longer be recorded, and all of it would go out twice.
+        async with asyncio.TaskGroup() as chunks:
+            for i in range(0, len(send_now), size):
+                chunks.create_task(deliver(send_now[i:i + size]))
         if waiting or skipped:
             await self._record([e for e, _ in waiting] + skipped, [], [], [c for _, c in waiting], wait_until, now)
         return len(send_now)
