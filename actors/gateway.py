@@ -84,6 +84,17 @@ class Gateway:
         except Exception as exc:
             log.warning("key usage dropped: %s", exc)
 
+    async def analytics_ready(self) -> bool | None:
+        """Whether the event sink (and with it the analytics store) answers; None where none was started."""
+        sink = getattr(self, "event_sink", None)
+        if sink is None:
+            return None
+        try:
+            async with asyncio.timeout(2.0):
+                return bool(await sink.ready.remote())
+        except Exception:
+            return False
+
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(2.0):

@@ -126,6 +126,8 @@ class DispatchLoop:
         async with asyncio.TaskGroup() as chunks:
             for i in range(0, len(send_now), size):
                 chunks.create_task(deliver(send_now[i:i + size]))
+        if send_now:
+            self.server.quota.hold(len(send_now), self.clock())
         if waiting or skipped:
             await self._record([e for e, _ in waiting] + skipped, [], [], [c for _, c in waiting], wait_until, now)
         return len(send_now)

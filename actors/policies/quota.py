@@ -59,6 +59,23 @@ class TokenBucket:
             self._outstanding += granted
         return granted
 
+    def hold(self, n: int, finished: float) -> None:
+        """The last `n` tokens granted come back one period after `finished` (when their sends
+        completed) rather than after they were granted: sends reach the receiver with some jitter,
+        and two generations landing within one period would break the limit as the receiver sees it."""
+        later = max(finished, self._latest) + self.period
+        remaining, partial = n, None
+        while self._spent and remaining > 0:
+            returns_at, count = self._spent.pop()
+            take = min(count, remaining)
+            remaining -= take
+            if count > take:
+                partial = (returns_at, count - take)
+        if partial is not None:
+            self._spent.append(partial)
+        if n - remaining:
+            self._spent.append((later, n - remaining))
+
     def wait_time(self, n: int, now: float) -> float:
         """Seconds until `min(n, burst)` tokens are available at once (0.0 if they are now)."""
         missing = min(n, self.burst) - self.available(now)
@@ -195,6 +212,11 @@ class ServerQuota:
                 self.bucket.reserve(granted, now)
             self.windows.consume(granted, now)
         return granted
+
+    def hold(self, n: int, finished: float) -> None:
+        """`n` sends of the last grant completed at `finished`: see `TokenBucket.hold`."""
+        if self.bucket:
+            self.bucket.hold(n, finished)
 
     def next_refill(self, now: float) -> float:
         """Seconds until at least one send fits again (0.0 if one fits now)."""

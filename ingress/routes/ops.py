@@ -23,9 +23,14 @@ async def healthz(request: web.Request) -> web.Response:
               responses={503: "A dependency is unreachable"})
 async def readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    checks = await asyncio.gather(_redis_ok(services), _actors_ok(services))
-    status = dict(zip(("redis", "actors"), checks, strict=True))
-    ready = all(checks)
+    redis_ok, actors_ok, analytics_ok = await asyncio.gather(
+        _redis_ok(services), _actors_ok(services),
+        services.gateway.analytics_ready() if services.gateway is not None else asyncio.sleep(0),
+    )
+    status = {"redis": redis_ok, "actors": actors_ok}
+    if analytics_ok is not None:  # the server runs the event sink (`mailers serve` does)
+        status["analytics"] = analytics_ok
+    ready = all(status.values())
     return json_response({"status": "ready" if ready else "unavailable", "checks": status}, status=200 if ready else 503)
 
 

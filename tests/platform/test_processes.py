@@ -99,6 +99,8 @@ async def test_serve_starts_answers_readyz_and_stops_cleanly(tmp_path):
                     pass
                 assert time.monotonic() < deadline, "mailers serve never became ready"
                 await asyncio.sleep(0.5)
+            async with http.get(base + "/readyz") as ready:
+                assert (await ready.json())["checks"] == {"redis": True, "actors": True, "analytics": True}
             async with http.get(base + "/v1/api-keys", headers={"Authorization": f"Bearer {bootstrap}"}) as keys:
                 assert keys.status == 200
                 assert (await keys.json())["data"][0]["scopes"] == ["admin"]

@@ -188,3 +188,23 @@ def test_idle_means_nothing_left_to_remember() -> None:
     quota.grant(1, t)
     assert not quota.is_idle(t + 30)
     assert quota.is_idle(t + 60)
+
+
+def test_held_tokens_come_back_a_period_after_the_sends_completed():
+    from actors.policies.quota import TokenBucket
+
+    bucket = TokenBucket(5)
+    assert bucket.reserve(5, now=100.0) == 5
+    bucket.hold(5, finished=100.4)  # the sends took 0.4 s
+    assert bucket.available(101.0) == 0  # granted + 1 s is not enough any more
+    assert bucket.available(101.39) == 0
+    assert bucket.available(101.4) == 5
+
+
+def test_holding_part_of_a_grant_keeps_the_rest_on_time():
+    from actors.policies.quota import TokenBucket
+
+    bucket = TokenBucket(5)
+    assert bucket.reserve(5, now=0.0) == 5
+    bucket.hold(2, finished=0.5)
+    assert bucket.available(1.0) == 3 and bucket.available(1.5) == 5
