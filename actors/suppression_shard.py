@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from actors.policies.suppression import SuppressionSet
 from schemas.suppressions import Scope, Suppressed, SuppressionEntry
 from store import keyspace
+from store.invalidations import follow_invalidations
 from store.suppressions import GLOBAL, Change, SuppressionStore, changes, normalise_entry
 
 log = logging.getLogger("mailers.suppression")
@@ -154,23 +155,8 @@ class SuppressionShard:
         await self._subscribed.wait()
 
     async def _listen(self) -> None:
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(keyspace.SUPPRESSION_CHANGES)
-                    self._forget_all()
-                    self._subscribed.set()
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self._apply_loaded(self._decode_change(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection lost: forget everything, reload on next use
-                log.warning("suppression change channel lost: %s", exc)
-                self._subscribed.clear()
-                self._forget_all()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.sleep(0.5)
+        await follow_invalidations(self.redis, keyspace.SUPPRESSION_CHANGES, invalidate=self._apply_loaded,
+                                   clear=self._forget_all, ready=self._subscribed, decode=self._decode_change)
 
 
 def _check_one(

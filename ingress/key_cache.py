@@ -8,7 +8,6 @@ so a missed message can never keep a revoked key alive for long.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -17,6 +16,7 @@ import redis.asyncio as aioredis
 from schemas.api_keys import ApiKeyRecord
 from store import keyspace
 from store.api_keys import ApiKeyStore
+from store.invalidations import follow_invalidations
 
 log = logging.getLogger("mailers.auth")
 
@@ -47,21 +47,6 @@ class KeyCache:
         self._entries.clear()
 
     async def listen(self, redis: aioredis.Redis, ready: asyncio.Event | None = None) -> None:
-        """Run until cancelled: apply invalidations; resubscribe (and clear) after a lost connection."""
-        while True:
-            try:
-                async with redis.pubsub() as pubsub:
-                    await pubsub.subscribe(keyspace.KEY_INVALIDATIONS)
-                    self.clear()
-                    if ready is not None:
-                        ready.set()
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self.invalidate(message["data"].decode())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection lost: forget everything, then retry
-                log.warning("key invalidation channel lost: %s", exc)
-                self.clear()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.sleep(0.5)
+        """Run until cancelled, following `keyspace.KEY_INVALIDATIONS`."""
+        await follow_invalidations(redis, keyspace.KEY_INVALIDATIONS, invalidate=self.invalidate, clear=self.clear,
+                                   ready=ready)

@@ -9,7 +9,6 @@ and a lost pub/sub connection clears everything, so a missed message cannot keep
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -19,6 +18,7 @@ import redis.asyncio as aioredis
 from actors.policies.routing import RoutingRule, ServerView
 from schemas.servers import ServerRecord
 from store import keyspace
+from store.invalidations import follow_invalidations
 from store.routing_rules import RoutingRuleStore, policy_rule
 from store.servers import ServerStore
 
@@ -88,21 +88,6 @@ class WorkspaceRoutingCache:
             self.invalidate(workspace)
 
     async def listen(self, ready: asyncio.Event | None = None) -> None:
-        """Run until cancelled: drop invalidated workspaces; resubscribe (and clear) after a lost connection."""
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(keyspace.ROUTING_INVALIDATIONS)
-                    self.clear()
-                    if ready is not None:
-                        ready.set()
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self.invalidate(message["data"].decode())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection lost: forget everything, then retry
-                log.warning("routing invalidation channel lost: %s", exc)
-                self.clear()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.sleep(0.5)
+        """Run until cancelled, following `keyspace.ROUTING_INVALIDATIONS`."""
+        await follow_invalidations(self.redis, keyspace.ROUTING_INVALIDATIONS, invalidate=self.invalidate,
+                                   clear=self.clear, ready=ready)
