@@ -26,6 +26,7 @@ from actors.policies.retry import RetryPolicy
 from providers.base import ProviderAdapter, Transient
 from schemas.messages import OutboundMessage
 from store import keyspace
+from store.group_reader import GroupReader
 
 log = logging.getLogger("mailers.dispatch")
 # (workspace, sending domain, list ids, recipients) per message → the suppressed recipients of each.
@@ -56,14 +57,13 @@ class DispatchLoop:
         self.server = server
         self.consumer = consumer
         self.retry, self.circuit = retry, circuit
-        self.batch_size, self.block_ms, self.reclaim_idle_ms = batch_size, block_ms, reclaim_idle_ms
         self.on_status, self.on_suppress = on_status, on_suppress
         self.suppressions = suppressions
         self.clock = clock
         self.rng = rng or random.Random()
         self.stream = keyspace.dispatch_stream(server.workspace, server.id)
-        self._own_pending_done = False
-        self._last_reclaim = 0.0
+        self.reader = GroupReader(redis, self.stream, keyspace.DISPATCH_GROUP, consumer, count=batch_size,
+                                  block_ms=block_ms, reclaim_idle_ms=reclaim_idle_ms, clock=clock)
         self._status = "healthy"
         self.sent = 0
 
@@ -90,12 +90,12 @@ class DispatchLoop:
                 raise
             except Exception:
                 log.exception("dispatch step failed for %s", self.server.id)
-                self._own_pending_done = False  # what this consumer held is re-read first, not after 30 s
+                self.reader.reread_own()  # what this consumer held is re-read first, not after 30 s
                 started = False  # a restarted Redis has lost the loaded scripts and maybe the group
                 await asyncio.sleep(0.5)
 
     async def step(self) -> int:
-        entries = await self._read()
+        entries = await self.reader.read()
         if not entries:
             return 0
         ids = [fields[b"id"].decode() for _, fields in entries]
@@ -131,26 +131,6 @@ class DispatchLoop:
         if waiting or skipped:
             await self._record([e for e, _ in waiting] + skipped, [], [], [c for _, c in waiting], wait_until, now)
         return len(send_now)
-
-    async def _read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        if not self._own_pending_done:
-            entries = await self._xread("0", block=None)
-            if entries:
-                return entries
-            self._own_pending_done = True
-        now = self.clock()
-        if now - self._last_reclaim > self.reclaim_idle_ms / 1000:
-            self._last_reclaim = now
-            _, claimed, *_ = await self.redis.xautoclaim(self.stream, keyspace.DISPATCH_GROUP, self.consumer,
-                                                         self.reclaim_idle_ms, "0-0", count=self.batch_size)
-            if claimed:
-                return [(entry_id, fields) for entry_id, fields in claimed if fields]
-        return await self._xread(">", block=self.block_ms)
-
-    async def _xread(self, start: str, *, block: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        reply = await self.redis.xreadgroup(keyspace.DISPATCH_GROUP, self.consumer, {self.stream: start},
-                                            count=self.batch_size, block=block)
-        return [(entry_id, fields) for _, items in reply for entry_id, fields in items if fields] if reply else []
 
     async def _drop_suppressed(self, work: list[tuple[bytes, Claimed]], now: float) -> list[tuple[bytes, Claimed]]:
         """Suppressed recipients never reach a provider nor take quota; checked at send time, so a

@@ -22,6 +22,7 @@ from schemas.events import Event
 from schemas.ids import derived_id
 from schemas.webhooks import WebhookRecord, filter_matches
 from store import keyspace
+from store.group_reader import GroupReader
 from store.webhooks import WebhookStore
 
 log = logging.getLogger("mailers.webhooks")
@@ -82,8 +83,8 @@ class FanOut:
         self.clock = clock
         self._decode = msgspec.msgpack.Decoder(list[Event]).decode
         self._encode = msgspec.json.Encoder().encode
-        self._own_pending_done = False
-        self._last_reclaim = 0.0
+        self.reader = GroupReader(redis, keyspace.EVENT_STREAM, keyspace.WEBHOOK_GROUP, consumer, count=batch,
+                                  block_ms=block_ms, reclaim_idle_ms=reclaim_idle_ms, clock=clock)
 
     async def ensure_group(self, start: str = "$") -> None:
         """A new deployment starts at the stream's end: history is not replayed to new endpoints. After the
@@ -96,7 +97,7 @@ class FanOut:
 
     async def step(self) -> int:
         """Fan out one batch of entries; returns how many deliveries were newly recorded."""
-        entries = await self._read()
+        entries = await self.reader.read()
         if not entries:
             return 0
         events = [event for _, fields in entries for event in self._events(fields)]
@@ -111,23 +112,3 @@ class FanOut:
         except msgspec.DecodeError:
             log.error("skipping an event stream entry that is not a msgpack list of events")
             return []
-
-    async def _read(self) -> Entries:
-        if not self._own_pending_done:
-            entries = await self._xread("0", block=None)
-            if entries:
-                return entries
-            self._own_pending_done = True
-        now = self.clock()
-        if now - self._last_reclaim > self.reclaim_idle_ms / 1000:
-            self._last_reclaim = now
-            _, claimed, *_ = await self.redis.xautoclaim(keyspace.EVENT_STREAM, keyspace.WEBHOOK_GROUP, self.consumer,
-                                                         self.reclaim_idle_ms, "0-0", count=self.batch)
-            if claimed:
-                return [(entry_id, fields) for entry_id, fields in claimed if fields]
-        return await self._xread(">", block=self.block_ms)
-
-    async def _xread(self, start: str, *, block: int | None) -> Entries:
-        reply = await self.redis.xreadgroup(keyspace.WEBHOOK_GROUP, self.consumer, {keyspace.EVENT_STREAM: start},
-                                            count=self.batch, block=block)
-        return [(entry_id, fields) for _, items in reply for entry_id, fields in items if fields] if reply else []
