@@ -127,7 +127,9 @@ class DispatchLoop:
             for i in range(0, len(send_now), size):
                 chunks.create_task(deliver(send_now[i:i + size]))
         if send_now:
-            self.server.quota.hold(len(send_now), self.clock())
+            finished = self.clock()
+            self.server.quota.hold(len(send_now), finished)
+            self.server.throttle.hold([c.message.recipients[0].domain for _, c in send_now], finished)
         if waiting or skipped:
             await self._record([e for e, _ in waiting] + skipped, [], [], [c for _, c in waiting], wait_until, now)
         return len(send_now)

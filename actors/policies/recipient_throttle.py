@@ -56,6 +56,18 @@ class RecipientThrottle:
             verdicts.append(quota is None or quota.grant(1, now) == 1)
         return verdicts
 
+    def hold(self, domains: list[str], finished: float) -> None:
+        """Sends to `domains` (admitted earlier) completed at `finished`: their tokens come back one
+        period after that, as the receiving domain sees them (see `TokenBucket.hold`)."""
+        counts: dict[str, int] = {}
+        for domain in domains:
+            name = normalise_domain(domain)
+            counts[name] = counts.get(name, 0) + 1
+        for name, count in counts.items():
+            quota = self._quotas.get(name)
+            if quota is not None:
+                quota.hold(count, finished)
+
     def wait_time(self, domain: str, now: float) -> float:
         """Seconds until `domain` admits one more send (0.0 if it would now)."""
         quota = self._quota_for(normalise_domain(domain), now)

@@ -106,3 +106,27 @@ async def test_a_550_bounces_the_message(redis):
         assert bounce.data["bounce"]["type"] == "hard" and bounce.data["bounce"]["code"].startswith("550")
         assert suppressed == [("acme", ["unknown1@example.com"])]
         assert msgspec.to_builtins(sink.deliveries) == []
+
+
+async def test_a_recipient_domain_limit_holds_while_other_domains_flow(redis):
+    with SmtpSink() as sink:
+        slow = [message(f"g{i}@gmail.example") for i in range(8)]
+        fast = [message(f"o{i}@other.example") for i in range(8)]
+        await enqueue(redis, [new_message(m, ["srv_d"]) for m in slow + fast])
+        arrivals: dict[str, list[float]] = {"gmail.example": [], "other.example": []}
+        original = sink.handler.handle_DATA
+
+        async def stamp(server, session, envelope):
+            arrivals[envelope.rcpt_tos[0].rpartition("@")[2]].append(time.monotonic())
+            return await original(server, session, envelope)
+
+        sink.handler.handle_DATA = stamp
+        runtime = smtp_runtime("srv_d", sink.port, domain_limits={"gmail.example": {"per_second": 2}})
+        started = time.monotonic()
+        await run_until(lambda: len(sink.deliveries) == 16, [loop_for(redis, runtime)], within=30,
+                        scheduler=run_scheduler(redis))
+        gmail = sorted(arrivals["gmail.example"])
+        worst = max(sum(1 for t in gmail if s <= t < s + 1.0) for s in gmail)
+        assert worst <= 2, f"{worst} gmail.example messages within one second"
+        assert gmail[-1] - started >= 3.0  # 8 messages at 2/s take at least 3 s
+        assert max(arrivals["other.example"]) - started < 2.0  # the other domain was not held back

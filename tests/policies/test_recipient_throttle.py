@@ -93,3 +93,13 @@ def test_bad_limits_are_refused() -> None:
         RecipientThrottle({"gmail.com": {"per_fortnight": 5}})
     with pytest.raises(ValueError):
         RecipientThrottle({"gmail.com": {"per_second": 1}}, max_domains=0)
+
+
+def test_held_domain_tokens_come_back_after_the_sends_completed():
+    from actors.policies.recipient_throttle import RecipientThrottle
+
+    throttle = RecipientThrottle({"gmail.com": {"per_second": 2}})
+    assert throttle.admit(["gmail.com", "gmail.com", "x.org"], 10.0) == [True, True, True]
+    throttle.hold(["gmail.com", "gmail.com", "x.org"], finished=10.5)
+    assert throttle.admit(["gmail.com"], 11.2) == [False]
+    assert throttle.admit(["gmail.com"], 11.5) == [True]
