@@ -21,6 +21,7 @@ import msgspec
 import ray
 import redis.asyncio as aioredis
 
+from actors.priority import run_in_background
 from analytics.errors import AnalyticsError, InvalidCursor, InvalidQuery, StoreUnavailable
 from analytics.queries import CampaignReportQuery, EventsQuery, ExportQuery, SummaryQuery
 from analytics.reports import CampaignReport, EventsPage, Summary
@@ -63,6 +64,7 @@ class EventSink:
         self, redis_url: str, analytics_url: str | None, data_dir: str, *, consumer: str = EVENT_SINK,
         batch_size: int = 5000, max_latency: float = 0.25, claim_idle: float = 30.0, retention_days: int | None = None,
     ) -> None:
+        run_in_background()  # a consumer that may lag yields the cores to sending (actors/priority.py)
         self.store = open_store(analytics_url, data_dir, retention_days=retention_days)
         self.redis = aioredis.Redis.from_url(redis_url)
         self.loop = EventSinkLoop(self.redis, self.store, consumer=consumer, batch_size=batch_size,

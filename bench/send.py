@@ -119,8 +119,30 @@ async def bulks(base: str, requests: int) -> list[str]:
             latencies.append(time.perf_counter() - begin)
         elapsed = time.perf_counter() - started
     result = Result(latencies, 0, elapsed)
-    return [f"| bulk of 1,000, sequential | {requests * 1000 / elapsed:,.0f} msgs/s | {result.percentile(50):.1f} | "
+    rows = [f"| bulk of 1,000, sequential | {requests * 1000 / elapsed:,.0f} msgs/s | {result.percentile(50):.1f} | "
             f"{result.percentile(95):.1f} | {result.percentile(99):.1f} | 0 |"]
+    return rows + [await _concurrent_bulks(base, headers, bodies, clients=4)]
+
+
+async def _concurrent_bulks(base: str, headers: dict, bodies: list[bytes], *, clients: int) -> str:
+    latencies: list[float] = []
+    pending = list(bodies)
+    async with aiohttp.ClientSession() as session:
+        async def client() -> None:
+            while pending:
+                body = pending.pop()
+                begin = time.perf_counter()
+                async with session.post(base + "/v1/send/bulk", data=body, headers=headers) as response:
+                    await response.read()
+                    assert response.status == 202, response.status
+                latencies.append(time.perf_counter() - begin)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    result = Result(latencies, 0, elapsed)
+    return (f"| bulk of 1,000, {clients} clients at once | {len(bodies) * 1000 / elapsed:,.0f} msgs/s | "
+            f"{result.percentile(50):.1f} | {result.percentile(95):.1f} | {result.percentile(99):.1f} | 0 |")
 
 
 async def delivery(base: str, redis_url: str, count: int) -> list[str]:
