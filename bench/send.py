@@ -89,7 +89,7 @@ def row(name: str, result: Result) -> str:
             f"{result.percentile(99):.1f} | {result.errors} |")
 
 
-async def singles(base: str, baseline: str, rates: list[int], seconds: float) -> list[str]:
+async def singles(base: str, baseline: str, rates: list[int], seconds: float, redis_url: str) -> list[str]:
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     rows = []
     connector = aiohttp.TCPConnector(limit=256)
@@ -97,15 +97,17 @@ async def singles(base: str, baseline: str, rates: list[int], seconds: float) ->
         for target, name in ((baseline, "bare aiohttp+msgspec"), (base, "Mailers /v1/send")):
             await closed_loop(session, target + "/v1/send", single_body, headers, concurrency=16, seconds=2)  # warm
             for rate in rates:
+                await wait_idle(redis_url)
                 result = await open_loop(session, target + "/v1/send", single_body, headers, rate=rate, seconds=seconds)
                 rows.append(row(f"{name} @ {rate}/s offered", result))
+            await wait_idle(redis_url)
             result = await closed_loop(session, target + "/v1/send", single_body, headers, concurrency=64,
                                        seconds=seconds)
             rows.append(row(f"{name}, 64 connections (max)", result))
     return rows
 
 
-async def bulks(base: str, requests: int) -> list[str]:
+async def bulks(base: str, requests: int, redis_url: str) -> list[str]:
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     bodies = [bulk_body(i) for i in range(requests)]
     latencies = []
@@ -121,6 +123,7 @@ async def bulks(base: str, requests: int) -> list[str]:
     result = Result(latencies, 0, elapsed)
     rows = [f"| bulk of 1,000, sequential | {requests * 1000 / elapsed:,.0f} msgs/s | {result.percentile(50):.1f} | "
             f"{result.percentile(95):.1f} | {result.percentile(99):.1f} | 0 |"]
+    await wait_idle(redis_url)
     return rows + [await _concurrent_bulks(base, headers, bodies, clients=4)]
 
 
@@ -195,6 +198,27 @@ async def _wait_sent(redis_url: str, server_id: str, count: int, within: float =
         await client.aclose()
 
 
+async def wait_idle(redis_url: str, within: float = 180) -> None:
+    """Until every dispatch stream and the event stream's consumer groups have caught up, so one phase's
+    backlog (dispatch, event ingest, webhooks) does not run during the next phase's measurement."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            streams = [k async for k in client.scan_iter(match="m:{*}:dispatch:*")] + [b"m:events"]
+            busy = False
+            for stream in streams:
+                for group in await client.xinfo_groups(stream):
+                    busy = busy or bool(group.get("lag")) or bool(group["pending"])
+            if not busy:
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        await client.aclose()
+
+
 async def run(args: argparse.Namespace) -> None:
     data = tempfile.mkdtemp(prefix="mailers-bench-")
     redis = RedisServer(Path(data) / "redis", appendonly=True).start()
@@ -205,9 +229,11 @@ async def run(args: argparse.Namespace) -> None:
     try:
         await wait_ready(base + "/readyz", mailers)
         await wait_ready(bare + "/healthz", baseline)
-        rows = await singles(base, bare, [int(r) for r in args.rates.split(",")], args.seconds)
-        rows += await bulks(base, args.bulk_requests)
+        rows = await singles(base, bare, [int(r) for r in args.rates.split(",")], args.seconds, redis.url)
+        await wait_idle(redis.url)
+        rows += await bulks(base, args.bulk_requests, redis.url)
         if args.delivery:
+            await wait_idle(redis.url)
             rows += await delivery(base, redis.url, args.delivery)
     finally:
         stop(mailers)
