@@ -35,6 +35,11 @@ def new_id(prefix: str) -> str:
     return prefix + "_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
+def id_at(prefix: str, millis: int) -> str:
+    """The smallest id of `millis`: every id made at or after that time sorts after it."""
+    return prefix + "_" + "".join([_PAIRS[((millis << 80) >> shift) & 1023] for shift in range(120, -1, -10)])
+
+
 def has_prefix(value: str, prefix: str) -> bool:
     return value.startswith(prefix + "_") and len(value) == len(prefix) + 27
 

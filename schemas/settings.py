@@ -41,6 +41,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     trust_forwarded_for: bool = False
     dispatcher_actors: int = 1
     suppression_shards: int = 2
+    message_retention_seconds: int = 30 * 24 * 3600
 
     @property
     def embedded_redis(self) -> bool:
@@ -158,6 +159,7 @@ _VARIABLES = {
     "MAILERS_TRUST_FORWARDED_FOR": ("trust_forwarded_for", _flag),
     "MAILERS_DISPATCHER_ACTORS": ("dispatcher_actors", _integer),
     "MAILERS_SUPPRESSION_SHARDS": ("suppression_shards", _integer),
+    "MAILERS_MESSAGE_RETENTION_SECONDS": ("message_retention_seconds", _integer),
 }
 
 

@@ -179,13 +179,16 @@ redis.call('ZREM', KEYS[3], KEYS[1])
 redis.call('HSET', KEYS[1], 's', 'canceled')
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('XADD', KEYS[4], '*', 'b', string.char(0x91) .. ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 'ok'
 """
 
 
-async def cancel_scheduled(redis: aioredis.Redis, workspace: str, message_id: str, event: Event) -> str:
+async def cancel_scheduled(redis: aioredis.Redis, workspace: str, message_id: str, event: Event,
+                           retention_seconds: int) -> str:
     """Cancel if still scheduled; returns 'ok', or the status that prevented it ('' if missing)."""
     keys = [keyspace.message(workspace, message_id), keyspace.message_events(workspace, message_id),
             keyspace.SCHEDULE, keyspace.EVENT_STREAM]
-    result = await redis.eval(_CANCEL, len(keys), *keys, _encode(event))
+    result = await redis.eval(_CANCEL, len(keys), *keys, _encode(event), retention_seconds)
     return result.decode()

@@ -23,7 +23,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from actors.dispatch.loop import DispatchLoop, ServerRuntime
-from actors.dispatch.scheduler import run_scheduler
+from actors.dispatch.scheduler import run_index_trim, run_scheduler
 from actors.policies.circuit import CircuitBreaker
 from actors.policies.quota import ServerQuota
 from actors.policies.recipient_throttle import RecipientThrottle
@@ -91,7 +91,10 @@ class DispatchFleet:
         self._http: aiohttp.ClientSession | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        scheduler = asyncio.create_task(run_scheduler(self.redis)(stop)) if self.index == 0 else None
+        scheduler = None
+        if self.index == 0:  # the singleton duties: due messages, and trimming the message indexes
+            scheduler = asyncio.gather(run_scheduler(self.redis)(stop),
+                                       run_index_trim(self.redis, self.settings.message_retention_seconds)(stop))
         try:
             while not stop.is_set():
                 try:
@@ -138,6 +141,7 @@ class DispatchFleet:
         loop = DispatchLoop(self.redis, runtime, consumer=f"dispatcher-{self.index}", retry=self.retry,
                             circuit=CircuitBreaker(), on_status=self.store.set_status, on_suppress=self._suppress,
                             suppressions=self.suppressions.check_many if self.suppressions else None,
+                            retention_seconds=self.settings.message_retention_seconds,
                             rng=random.Random())
         stop = asyncio.Event()
         self.running[record.id] = _Running(loop, asyncio.create_task(loop.run(stop)), stop, version)

@@ -29,6 +29,7 @@ from store import keyspace
 from store.group_reader import GroupReader
 
 log = logging.getLogger("mailers.dispatch")
+FINISHED = frozenset({"sent", "delivered", "bounced", "failed"})
 # (workspace, sending domain, list ids, recipients) per message → the suppressed recipients of each.
 SuppressionCheck = Callable[[list[tuple[str, str, list[str], list[str]]]], Awaitable[list[list]]]
 PROVIDER_ID_TTL = 30 * 24 * 3600
@@ -50,7 +51,7 @@ class DispatchLoop:
                  circuit: CircuitBreaker, batch_size: int = 100, block_ms: int = 250, reclaim_idle_ms: int = 30_000,
                  on_status: Callable[[str, str], object] | None = None,
                  on_suppress: Callable[[str, list[str]], object] | None = None,
-                 suppressions: SuppressionCheck | None = None,
+                 suppressions: SuppressionCheck | None = None, retention_seconds: int = 30 * 24 * 3600,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
         self.redis = redis
         self.records = DispatchRecords(redis)
@@ -59,6 +60,7 @@ class DispatchLoop:
         self.retry, self.circuit = retry, circuit
         self.on_status, self.on_suppress = on_status, on_suppress
         self.suppressions = suppressions
+        self.retention_seconds = retention_seconds
         self.clock = clock
         self.rng = rng or random.Random()
         self.stream = keyspace.dispatch_stream(server.workspace, server.id)
@@ -158,6 +160,7 @@ class DispatchLoop:
             for _, claimed in ended:
                 self.records.set_status(pipe, keyspace.message(claimed.message.workspace, claimed.message.id),
                                         "suppressed")
+                self._expire(pipe, claimed.message.workspace, claimed.message.id)
             self.records.append_events(pipe, events)
             if ended:
                 pipe.xack(self.stream, keyspace.DISPATCH_GROUP, *[e for e, _ in ended])
@@ -230,8 +233,15 @@ class DispatchLoop:
         pipe.hset(key, mapping=fields)
         if attempted:
             pipe.hincrby(key, "att", 1)
+        if decision.status in FINISHED:
+            self._expire(pipe, message.workspace, message.id)
         if decision.retry_at is not None:
             pipe.zadd(keyspace.SCHEDULE, {key: int(decision.retry_at * 1000)})
+
+    def _expire(self, pipe, workspace: str, message_id: str) -> None:
+        """A finished message leaves Redis after the retention; the analytics store keeps its history."""
+        pipe.expire(keyspace.message(workspace, message_id), self.retention_seconds)
+        pipe.expire(keyspace.message_events(workspace, message_id), self.retention_seconds)
 
     async def _after(self, decisions: list[Decision], now: float) -> None:
         for decision in decisions:

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 
 from actors.dispatch.records import DispatchRecords
+from schemas.ids import id_at
+from store import keyspace
 
 log = logging.getLogger("mailers.scheduler")
 
@@ -34,3 +36,33 @@ def run_scheduler(redis: aioredis.Redis, *, interval: float = 0.05, batch: int =
                     pass
 
     return run
+
+
+def run_index_trim(redis: aioredis.Redis, retention_seconds: int, *, interval: float = 60.0,
+                   clock: Callable[[], float] = time.time) -> Callable[[asyncio.Event], Awaitable[None]]:
+    """Every `interval`, drop ids older than the retention from each workspace's message index (the
+    messages themselves expire on their own once finished)."""
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await trim_message_indexes(redis, int((clock() - retention_seconds) * 1000))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("message index trim failed")
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                pass
+
+    return run
+
+
+async def trim_message_indexes(redis: aioredis.Redis, before_ms: int) -> int:
+    """Ids are ULIDs, so everything below the id of `before_ms` with zero randomness is older."""
+    cutoff = "(" + id_at("msg", before_ms)
+    removed = 0
+    for workspace in await redis.hkeys(keyspace.WORKSPACES):
+        removed += await redis.zremrangebylex(keyspace.message_index(workspace.decode()), "-", cutoff)
+    return removed

@@ -128,7 +128,8 @@ async def cancel_message(request: web.Request) -> web.Response:
     event = Event(id=new_id("evt"), type="message.canceled", created_at=datetime.now(UTC), workspace=workspace,
                   message=EventMessage(id=message.id, to=message.to[0].email if message.to else "",
                                        from_=message.from_.email, tags=message.tags, metadata=message.metadata))
-    result = await cancel_scheduled(services.redis, workspace, message.id, event)
+    result = await cancel_scheduled(services.redis, workspace, message.id, event,
+                                    services.settings.message_retention_seconds)
     if result != "ok":
         raise ApiError("conflict", f"Only a scheduled message can be canceled; this one is {result}")
     return json_response(view(await store.get(workspace, message.id)))  # type: ignore[arg-type]

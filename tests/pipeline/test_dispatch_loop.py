@@ -25,6 +25,9 @@ async def test_queued_messages_arrive_once_with_events(redis):
         assert sorted(d.rcpt_tos[0] for d in sink.deliveries) == sorted(m.to[0].email for m in msgs)
         stored = await MessageStore(redis).get("acme", msgs[0].id)
         assert stored.status == "sent" and stored.provider == "smtp" and stored.attempts == 1
+        # finished: it leaves Redis after the retention (the analytics store keeps it)
+        assert 0 < await redis.ttl(keyspace.message("acme", msgs[0].id)) <= loop.retention_seconds
+        assert 0 < await redis.ttl(keyspace.message_events("acme", msgs[0].id)) <= loop.retention_seconds
         assert [e.type for e in stored.events] == ["message.accepted", "message.sent"]
         assert await redis.xpending(keyspace.dispatch_stream("acme", "srv_a"), keyspace.DISPATCH_GROUP) == \
             {"pending": 0, "min": None, "max": None, "consumers": []}
@@ -130,3 +133,18 @@ async def test_a_recipient_domain_limit_holds_while_other_domains_flow(redis):
         assert worst <= 2, f"{worst} gmail.example messages within one second"
         assert gmail[-1] - started >= 3.0  # 8 messages at 2/s take at least 3 s
         assert max(arrivals["other.example"]) - started < 2.0  # the other domain was not held back
+
+
+async def test_message_indexes_drop_ids_older_than_the_retention(redis):
+    from actors.dispatch.scheduler import trim_message_indexes
+    from schemas.ids import id_at
+    from store.workspaces import WorkspaceStore
+
+    await WorkspaceStore(redis).create("acme")
+    now_ms = int(time.time() * 1000)
+    old = [id_at("msg", now_ms - 40 * 86_400_000 + i) for i in range(3)]
+    recent = [message().id for _ in range(2)]
+    await redis.zadd(keyspace.message_index("acme"), dict.fromkeys(old + recent, 0))
+    assert await trim_message_indexes(redis, now_ms - 30 * 86_400_000) == 3
+    kept = [i.decode() for i in await redis.zrange(keyspace.message_index("acme"), 0, -1)]
+    assert kept == sorted(recent)
