@@ -63,31 +63,21 @@ def _add_audit(commands) -> None:
 
 def _add_simulate(commands) -> None:
     # The one command that reaches into providers/: the simulators stand in for the providers offline.
-    from providers.simulators.__main__ import PROVIDERS
+    from providers.simulators.__main__ import add_arguments
 
     simulate = commands.add_parser("simulate", help="run a provider simulator (its API, rate limits, webhooks)")
-    simulate.add_argument("provider", choices=PROVIDERS)
-    simulate.add_argument("--port", type=int, required=True)
-    simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--webhook-url", help="where to POST the provider's signed event webhooks")
-    simulate.add_argument("--webhook-secret", help="Mailgun signing key / Resend whsec_ secret")
-    simulate.add_argument("--api-key", help="the key the simulator accepts (default sim-key)")
-    simulate.add_argument("--rate-limit", type=float, help="send requests per second before the provider's 429")
-    simulate.add_argument("--rate-burst", type=int)
-    simulate.add_argument("--failure-probability", type=float, help="share of sends answered with a 5xx")
-    simulate.add_argument("--auth", choices=("ok", "reject"))
+    add_arguments(simulate)
     simulate.set_defaults(run=_simulate)
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from providers.simulators.__main__ import run_simulator
+    from providers.simulators.__main__ import run_from_arguments
 
-    names = ("webhook_url", "webhook_secret", "api_key", "rate_limit", "rate_burst", "failure_probability", "auth")
-    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if args.provider == "sns" and set(options) - {"webhook_url"}:
-        print("mailers: the sns simulator takes only --webhook-url", file=sys.stderr)
+    try:
+        run_from_arguments(args)
+    except SystemExit as exc:
+        print(f"mailers: {exc}", file=sys.stderr)
         return 2
-    run_simulator(args.provider, args.port, args.host, **options)
     return 0
 
 

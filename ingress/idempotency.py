@@ -4,7 +4,9 @@ Scope is (workspace, method, path, key). The first request claims the key; a ret
 gets the stored answer byte for byte with `Idempotent-Replayed: true`; a different body is refused
 (422); a retry while the first is still running gets 409. Answers to requests that never began
 executing (bad JSON, validation, auth, rate limits, 503) are not stored, so fixing the request works.
-A handler that writes to Redis may commit the stored answer in its own MULTI via `IdempotencyClaim`.
+Sends need no more than this: every message also carries a per-message key (the header key, or
+`{header key}#{index}` in a bulk), checked inside the enqueue script, so a retry that races a crash
+between the enqueue and the stored answer still sends nothing twice.
 """
 
 from __future__ import annotations
@@ -32,11 +34,6 @@ class IdempotencyClaim(msgspec.Struct):
     store: IdempotencyStore
     key: str
     token: str
-    completed: bool = False
-
-    def complete_in(self, pipe, response: StoredResponse) -> None:
-        self.store.complete_in(pipe, self.key, self.token, response)
-        self.completed = True
 
 
 def parse_key(raw: str) -> str:
@@ -93,7 +90,7 @@ async def _run_claimed(request: web.Request, handler, claim: IdempotencyClaim) -
         # Nothing was answered, so the request may be retried as a new one once the claim is released.
         await claim.store.release(claim.key, claim.token)
         raise
-    if not claim.completed and isinstance(response, web.Response) and response.body is not None:
+    if isinstance(response, web.Response) and response.body is not None:
         headers = {h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers}
         await claim.store.complete(claim.key, claim.token, StoredResponse(response.status, bytes(response.body), headers))
     return response

@@ -66,7 +66,6 @@ class Services:
         # Every concurrent request's messages share one Lua enqueue (one round trip, one transaction).
         services._enqueue = Coalescer(services.messages.enqueue, max_in_flight=2, max_batch=5000,
                                       max_pending=100_000)
-        await services.idempotency.ensure_scripts_loaded()
         listening = [asyncio.Event(), asyncio.Event()]
         services._tasks.append(asyncio.create_task(services.key_cache.listen(redis, listening[0])))
         services._tasks.append(asyncio.create_task(services.routing.listen(listening[1])))

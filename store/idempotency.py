@@ -80,24 +80,11 @@ class IdempotencyStore:
         stored = StoredResponse(int(reply[1]), body, _headers_codec[1].decode(reply[3]))
         return ClaimResult("done", stored=stored)
 
-    def complete_args(self, key: str, token: str, response: StoredResponse) -> tuple[list[str], list[object]]:
+    async def complete(self, key: str, token: str, response: StoredResponse) -> bool:
         body = response.body if self.box is None else self.box.seal(response.body, key.encode())
         args = [token, response.status, body, _headers_codec[0].encode(response.headers), self.retention_ms]
-        return [key], args
-
-    async def complete(self, key: str, token: str, response: StoredResponse, client=None) -> bool:
-        keys, args = self.complete_args(key, token, response)
-        return bool(await self._complete(keys=keys, args=args, client=client))
-
-    def complete_in(self, pipe: aioredis.client.Pipeline, key: str, token: str, response: StoredResponse) -> None:
-        """Queue the completion in a caller's MULTI so it commits atomically with the caller's writes."""
-        keys, args = self.complete_args(key, token, response)
-        pipe.evalsha(self._complete.sha, len(keys), *keys, *args)
+        return bool(await self._complete(keys=[key], args=args))
 
     async def release(self, key: str, token: str) -> None:
         await self._release(keys=[key], args=[token])
 
-    async def ensure_scripts_loaded(self) -> None:
-        """EVALSHA inside MULTI cannot fall back to EVAL, so load the scripts up front."""
-        for script in (self._claim, self._complete, self._release):
-            await self.redis.script_load(script.script)

@@ -48,8 +48,8 @@ def run_simulator(provider: str, port: int, host: str = "127.0.0.1", **options: 
     web.run_app(app, host=host, port=port, print=None)
 
 
-def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m providers.simulators", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The simulator's command-line options; `mailers simulate` declares the same through this."""
     parser.add_argument("provider", choices=PROVIDERS)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
@@ -62,13 +62,13 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--auth", choices=("ok", "reject"))
     parser.add_argument("--seed", type=int)
     parser.add_argument("--topic-arn", help="sns only: the TopicArn of the notifications")
-    return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = vars(_arguments(argv))
-    provider, port, host = args.pop("provider"), args.pop("port"), args.pop("host")
-    options = {key: value for key, value in args.items() if value is not None}
+def run_from_arguments(args: argparse.Namespace) -> None:
+    """Check the options against the provider and serve it (raises SystemExit on a bad combination)."""
+    values = dict(vars(args))
+    provider, port, host = values.pop("provider"), values.pop("port"), values.pop("host")
+    options = {key: value for key, value in values.items() if key in _OPTIONS and value is not None}
     if provider != "sns" and "topic_arn" in options:
         raise SystemExit("--topic-arn applies to the sns simulator only")
     if provider == "sns":
@@ -76,6 +76,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         if unknown:
             raise SystemExit(f"the sns simulator takes only --webhook-url and --topic-arn, not {sorted(unknown)}")
     run_simulator(provider, port, host, **options)
+
+
+_OPTIONS = ("api_key", "webhook_url", "webhook_secret", "rate_limit", "rate_burst", "failure_probability", "auth",
+            "seed", "topic_arn")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m providers.simulators", description=__doc__)
+    add_arguments(parser)
+    run_from_arguments(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ events match no message of ours and are only counted.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import secrets
 import time
@@ -24,7 +23,6 @@ from aiohttp import web
 
 from providers.base import Sent
 from providers.registry import provider_module
-from providers.simulators import sendgrid
 from providers.simulators.base import SIMULATOR, SimulatorOptions, SimulatorState, WebhookRequest
 from schemas.ids import new_id
 from schemas.servers import ServerRecord
@@ -34,6 +32,13 @@ from store.servers import ServerStore
 from store.suppressions import SuppressionStore
 from tests.inbound.signing import basic_auth, mailgun_signature
 from tests.providers.provider_harness import SIMULATORS
+from tests.providers_e2e.helpers import (
+    MAILGUN_KEY,
+    POSTMARK_LOGIN,
+    RESEND_SECRET,
+    inbound_secrets,
+    provider_config,
+)
 
 from .helpers import (
     SECRET_KEY,
@@ -47,9 +52,6 @@ from .helpers import (
 )
 
 PROVIDERS = ("mailgun", "sendgrid", "resend", "postmark")
-MAILGUN_KEY = "key-" + "0123456789abcdef" * 2
-RESEND_SECRET = "whsec_" + base64.b64encode(b"r" * 24).decode()
-POSTMARK = ("hooks", "s3cret")
 
 
 @pytest.fixture
@@ -78,25 +80,6 @@ class Provider:
         return [request for _, request in posted]
 
 
-def _config(name: str, base_url: str) -> dict[str, str]:
-    if name == "mailgun":
-        return {"api_key": "sim-key", "domain": "mg.acme.test", "base_url": base_url}
-    if name == "postmark":
-        return {"server_token": "sim-key", "base_url": base_url}
-    return {"api_key": "sim-key", "base_url": base_url}
-
-
-def _inbound(name: str, simulator: web.Application) -> dict[str, str]:
-    match name:
-        case "mailgun":
-            return {"mailgun_signing_key": MAILGUN_KEY}
-        case "sendgrid":
-            return {"sendgrid_public_key": sendgrid.public_key(simulator)}
-        case "resend":
-            return {"resend_secret": RESEND_SECRET}
-    return {"postmark_user": POSTMARK[0], "postmark_password": POSTMARK[1]}
-
-
 async def start(name: str, ws: str, client, aiohttp_server, redis: aioredis.Redis,
                 http: aiohttp.ClientSession) -> Provider:
     """The simulator posting to our endpoint for a new server, and the server's adapter to send with."""
@@ -104,20 +87,20 @@ async def start(name: str, ws: str, client, aiohttp_server, redis: aioredis.Redi
     path = f"/v1/inbound/{name}/{server_id}"
     url = str(client.make_url(path))
     if name == "postmark":  # Postmark's only protection: Basic credentials in the webhook URL
-        url = url.replace("http://", f"http://{POSTMARK[0]}:{POSTMARK[1]}@")
+        url = url.replace("http://", f"http://{POSTMARK_LOGIN[0]}:{POSTMARK_LOGIN[1]}@")
     secret = {"mailgun": MAILGUN_KEY, "resend": RESEND_SECRET}.get(name)
     simulator = SIMULATORS[name].create_app(SimulatorOptions(webhook_url=url, webhook_secret=secret,
                                                              webhook_events=("delivered",)))
     base_url = str((await aiohttp_server(simulator)).make_url("")).rstrip("/")
-    server = await create_server(redis, name, workspace=ws, server_id=server_id, config=_config(name, base_url),
-                                 inbound=_inbound(name, simulator))
+    server = await create_server(redis, name, workspace=ws, server_id=server_id, config=provider_config(name, base_url),
+                                 inbound=inbound_secrets(name, simulator))
     store = ServerStore.for_settings(redis, load_settings({}, secret_key=SECRET_KEY))
     adapter = provider_module(name).Adapter(store.open_config(server), http=http)
     return Provider(name, server, path, simulator, adapter)
 
 
 def auth_for(name: str) -> dict[str, str]:
-    return basic_auth(*POSTMARK) if name == "postmark" else {}
+    return basic_auth(*POSTMARK_LOGIN) if name == "postmark" else {}
 
 
 def resigned_mailgun(request: WebhookRequest) -> bytes:
@@ -140,7 +123,7 @@ def tampered(name: str, request: WebhookRequest) -> tuple[bytes, dict[str, str]]
             headers["svix-id"] = "msg_forged" + secrets.token_hex(4)
         case "postmark":  # a new record with the wrong password
             body["DeliveredAt"] = "2030-01-01T00:00:00Z"
-            headers.update(basic_auth(POSTMARK[0], "guessed"))
+            headers.update(basic_auth(POSTMARK_LOGIN[0], "guessed"))
             return json.dumps(body).encode(), headers
     return json.dumps(body).encode(), {**headers, **auth_for(name)}
 
@@ -208,8 +191,8 @@ async def test_unknown_server_or_provider_is_404(ws: str, client, redis: aioredi
 
 async def test_verified_but_malformed_is_400(ws: str, client, redis: aioredis.Redis) -> None:
     server = await create_server(redis, "postmark", workspace=ws, config={"server_token": "t"},
-                                 inbound={"postmark_user": POSTMARK[0], "postmark_password": POSTMARK[1]})
+                                 inbound={"postmark_user": POSTMARK_LOGIN[0], "postmark_password": POSTMARK_LOGIN[1]})
     response = await client.post(f"/v1/inbound/postmark/{server.id}", data=b'{"RecordType": 3}',
-                                 headers=basic_auth(*POSTMARK))
+                                 headers=basic_auth(*POSTMARK_LOGIN))
     assert response.status == 400 and (await response.json())["code"] == "invalid_json"
     assert await redis.xlen(keyspace.EVENT_STREAM) == 0
