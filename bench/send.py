@@ -1,6 +1,6 @@
 """The send path under load, each figure beside a baseline measured in the same run.
 
-`python -m bench [--seconds 10] [--rates 250,500] [--bulk-requests 20] [--delivery 3000]`
+`python -m bench [--seconds 10] [--rates 250,500] [--bulk-requests 20] [--delivery 3000] [--phases singles,bulk,delivery]`
 
 - single sends: latency p50/p95/p99 at fixed offered rates (open loop), and the sustained rate at 64
   connections (closed loop) — Mailers' `/v1/send` (auth, rate limit, validation, suppression shard call,
@@ -27,6 +27,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
+from bench import cpu
 from bench.load import Result, closed_loop, open_loop
 from bench.smtp import bare_client, start_sink, typical_message
 from store.redis_server import RedisServer, free_port
@@ -107,11 +108,12 @@ async def singles(base: str, baseline: str, rates: list[int], seconds: float, re
     return rows
 
 
-async def bulks(base: str, requests: int, redis_url: str) -> list[str]:
+async def bulks(base: str, requests: int, redis_url: str) -> tuple[list[str], list[str]]:
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     bodies = [bulk_body(i) for i in range(requests)]
     latencies = []
     async with aiohttp.ClientSession() as session:
+        before = cpu.snapshot()
         started = time.perf_counter()
         for body in bodies:
             begin = time.perf_counter()
@@ -120,11 +122,12 @@ async def bulks(base: str, requests: int, redis_url: str) -> list[str]:
                 assert response.status == 202, response.status
             latencies.append(time.perf_counter() - begin)
         elapsed = time.perf_counter() - started
+        spent = cpu.table(cpu.spent(before, cpu.snapshot()), requests * 1000, elapsed)
     result = Result(latencies, 0, elapsed)
     rows = [f"| bulk of 1,000, sequential | {requests * 1000 / elapsed:,.0f} msgs/s | {result.percentile(50):.1f} | "
             f"{result.percentile(95):.1f} | {result.percentile(99):.1f} | 0 |"]
     await wait_idle(redis_url)
-    return rows + [await _concurrent_bulks(base, headers, bodies, clients=4)]
+    return rows + [await _concurrent_bulks(base, headers, bodies, clients=4)], spent
 
 
 async def _concurrent_bulks(base: str, headers: dict, bodies: list[bytes], *, clients: int) -> str:
@@ -148,7 +151,7 @@ async def _concurrent_bulks(base: str, headers: dict, bodies: list[bytes], *, cl
             f"{result.percentile(50):.1f} | {result.percentile(95):.1f} | {result.percentile(99):.1f} | 0 |")
 
 
-async def delivery(base: str, redis_url: str, count: int) -> list[str]:
+async def delivery(base: str, redis_url: str, count: int) -> tuple[list[str], list[str]]:
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     sink_port = free_port()
     sink = start_sink(sink_port)
@@ -162,6 +165,8 @@ async def delivery(base: str, redis_url: str, count: int) -> list[str]:
             async with session.post(base + "/v1/sending-servers", json=server, headers=headers) as response:
                 server_id = (await response.json())["id"]
             await asyncio.sleep(2.0)  # the dispatcher picks the new server up within a second
+            await wait_idle(redis_url)
+            before = cpu.snapshot()
             started = time.perf_counter()
             for i in range(0, count, 1000):
                 body = bulk_body(10_000 + i, min(1000, count - i), server=server_id)
@@ -169,12 +174,14 @@ async def delivery(base: str, redis_url: str, count: int) -> list[str]:
                     await response.read()
             ids_done = await _wait_sent(redis_url, server_id, count)
             elapsed = time.perf_counter() - started
+            spent = cpu.spent(before, cpu.snapshot())
     finally:
         sink.terminate()
         sink.wait()
     ours = ids_done / elapsed
-    return [f"| delivery into aiosmtpd: bare aiosmtplib (16 conns, pre-rendered) | {bare:,.0f} msgs/s | | | | |",
-            f"| delivery into aiosmtpd: Mailers end to end | {ours:,.0f} msgs/s ({ours / bare:.0%} of bare) | | | | |"]
+    return ([f"| delivery into aiosmtpd: bare aiosmtplib (16 conns, pre-rendered) | {bare:,.0f} msgs/s | | | | |",
+             f"| delivery into aiosmtpd: Mailers end to end | {ours:,.0f} msgs/s ({ours / bare:.0%} of bare) | | | | |"],
+            cpu.table(spent, count, elapsed))
 
 
 async def _wait_sent(redis_url: str, server_id: str, count: int, within: float = 300) -> int:
@@ -199,16 +206,20 @@ async def _wait_sent(redis_url: str, server_id: str, count: int, within: float =
 
 
 async def wait_idle(redis_url: str, within: float = 180) -> None:
-    """Until every dispatch stream and the event stream's consumer groups have caught up, so one phase's
-    backlog (dispatch, event ingest, webhooks) does not run during the next phase's measurement."""
+    """Until every dispatch stream's, the event stream's and the audit stream's consumer groups have
+    caught up and the chained audit entries are stored, so one phase's backlog (dispatch, event ingest,
+    webhooks, audit) does not run during the next phase's measurement."""
     import redis.asyncio as aioredis
+
+    from store import keyspace
 
     client = aioredis.Redis.from_url(redis_url)
     deadline = time.monotonic() + within
     try:
         while time.monotonic() < deadline:
-            streams = [k async for k in client.scan_iter(match="m:{*}:dispatch:*")] + [b"m:events"]
-            busy = False
+            streams = [k async for k in client.scan_iter(match="m:{*}:dispatch:*")]
+            streams += [k for k in (keyspace.EVENT_STREAM, keyspace.AUDIT_STREAM) if await client.exists(k)]
+            busy = bool(await client.xlen(keyspace.AUDIT_CHAINED))
             for stream in streams:
                 for group in await client.xinfo_groups(stream):
                     busy = busy or bool(group.get("lag")) or bool(group["pending"])
@@ -229,12 +240,18 @@ async def run(args: argparse.Namespace) -> None:
     try:
         await wait_ready(base + "/readyz", mailers)
         await wait_ready(bare + "/healthz", baseline)
-        rows = await singles(base, bare, [int(r) for r in args.rates.split(",")], args.seconds, redis.url)
-        await wait_idle(redis.url)
-        rows += await bulks(base, args.bulk_requests, redis.url)
-        if args.delivery:
+        phases = set(args.phases.split(","))
+        rows, breakdowns = [], {}
+        if "singles" in phases:
+            rows += await singles(base, bare, [int(r) for r in args.rates.split(",")], args.seconds, redis.url)
+        if "bulk" in phases:
             await wait_idle(redis.url)
-            rows += await delivery(base, redis.url, args.delivery)
+            bulk_rows, breakdowns["bulk of 1,000, sequential"] = await bulks(base, args.bulk_requests, redis.url)
+            rows += bulk_rows
+        if "delivery" in phases:
+            await wait_idle(redis.url)
+            delivery_rows, breakdowns["delivery end to end"] = await delivery(base, redis.url, args.delivery)
+            rows += delivery_rows
     finally:
         stop(mailers)
         stop(baseline)
@@ -242,6 +259,9 @@ async def run(args: argparse.Namespace) -> None:
     print("| what | throughput | p50 ms | p95 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
+    for phase, breakdown in breakdowns.items():
+        print(f"\nCPU during {phase}:\n")
+        print("\n".join(breakdown))
 
 
 def main() -> None:
@@ -250,6 +270,7 @@ def main() -> None:
     parser.add_argument("--rates", default="250,500")
     parser.add_argument("--bulk-requests", type=int, default=20)
     parser.add_argument("--delivery", type=int, default=3000)
+    parser.add_argument("--phases", default="singles,bulk,delivery", help="which of singles,bulk,delivery to run")
     asyncio.run(run(parser.parse_args()))
 
 
