@@ -26,6 +26,7 @@ from actors.policies.retry import RetryPolicy
 from providers.base import ProviderAdapter, Transient
 from schemas.messages import OutboundMessage
 from store import keyspace
+from store.coalescer import Coalescer
 from store.group_reader import GroupReader
 
 log = logging.getLogger("mailers.dispatch")
@@ -67,6 +68,9 @@ class DispatchLoop:
         self.reader = GroupReader(redis, self.stream, keyspace.DISPATCH_GROUP, consumer, count=batch_size,
                                   block_ms=block_ms, reclaim_idle_ms=reclaim_idle_ms, clock=clock)
         self._status = "healthy"
+        self._in_flight: set[bytes] = set()  # entries of chunks being sent, which a reclaim must not re-read
+        # The outcomes of chunks that finish together are recorded in one MULTI.
+        self._outcomes = Coalescer(self._record_outcomes, max_in_flight=2, max_batch=1000)
         self.sent = 0
 
     async def start(self) -> None:
@@ -81,23 +85,32 @@ class DispatchLoop:
         self.server.quota.load({k: int(c) for k, c in zip(keys, counts, strict=True) if c})
 
     async def run(self, stop: asyncio.Event) -> None:
-        started = False
+        """Read, claim and admit the next batch while the last one's chunks are still being sent, so the
+        provider is not left idle during the claim and suppression round trips. At most
+        `parallel_chunks` chunks are in flight; on `stop` the in-flight chunks finish and are recorded."""
         while not stop.is_set():
             try:
-                if not started:
-                    await self.start()
-                    started = True
-                await self.step()
+                await self.start()
+                async with asyncio.TaskGroup() as chunks:
+                    lanes = asyncio.Semaphore(self.server.parallel_chunks)
+                    while not stop.is_set():
+                        await self.step(chunks, lanes)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception:  # an ExceptionGroup from the chunks, or the step's own error
                 log.exception("dispatch step failed for %s", self.server.id)
-                self.reader.reread_own()  # what this consumer held is re-read first, not after 30 s
-                started = False  # a restarted Redis has lost the loaded scripts and maybe the group
+                # What this consumer held is re-read first, not after 30 s; a restarted Redis has lost
+                # the loaded scripts and maybe the group, which `start` restores.
+                self.reader.reread_own()
+                self._in_flight.clear()
                 await asyncio.sleep(0.5)
 
-    async def step(self) -> int:
-        entries = await self.reader.read()
+    async def step(self, chunks: asyncio.TaskGroup, lanes: asyncio.Semaphore) -> int:
+        """One batch: claimed, checked and admitted here; its chunks are handed to `chunks`.
+
+        A TaskGroup, not loose tasks: when one chunk fails (Redis gone), the others must stop sending
+        too, or they would send what can no longer be recorded, and all of it would go out twice."""
+        entries = [e for e in await self.reader.read() if e[0] not in self._in_flight]
         if not entries:
             return 0
         ids = [fields[b"id"].decode() for _, fields in entries]
@@ -110,31 +123,38 @@ class DispatchLoop:
         if not self.circuit.allow(now):
             work = await self._fail_over_while_down(work, now)
         send_now, waiting, wait_until = self._admit(work, now)
-        # Record after every chunk: a crash between a provider's acceptance and our record (the only
-        # place a duplicate can come from) then repeats only what was in flight. Several chunks run at
-        # once so the provider is never idle while a chunk is being recorded; what is in flight stays at
-        # most `chunk_size * parallel_chunks` (the SMTP pool size).
-        size = self.server.chunk_size
-        lanes = asyncio.Semaphore(self.server.parallel_chunks)
-
-        async def deliver(chunk: list[tuple[bytes, Claimed]]) -> None:
-            async with lanes:
-                decisions = await self._send([c for _, c in chunk], now)
-                await self._record([e for e, _ in chunk], [c for _, c in chunk], decisions, [], 0.0, self.clock())
-                await self._after(decisions, self.clock())
-
-        # A TaskGroup, not gather: when one chunk fails (Redis gone), the others must stop sending too,
-        # or they would send what can no longer be recorded, and all of it would go out twice.
-        async with asyncio.TaskGroup() as chunks:
-            for i in range(0, len(send_now), size):
-                chunks.create_task(deliver(send_now[i:i + size]))
-        if send_now:
-            finished = self.clock()
-            self.server.quota.hold(len(send_now), finished)
-            self.server.throttle.hold([c.message.recipients[0].domain for _, c in send_now], finished)
         if waiting or skipped:
             await self._record([e for e, _ in waiting] + skipped, [], [], [c for _, c in waiting], wait_until, now)
+        # Record after every chunk: a crash between a provider's acceptance and our record (the only
+        # place a duplicate can come from) then repeats only what was in flight, at most
+        # `chunk_size * parallel_chunks` messages (the SMTP pool size).
+        size = self.server.chunk_size
+        for i in range(0, len(send_now), size):
+            chunk = send_now[i:i + size]
+            await lanes.acquire()
+            self._in_flight.update(e for e, _ in chunk)
+            chunks.create_task(self._deliver(chunk, now, lanes))
         return len(send_now)
+
+    async def _deliver(self, chunk: list[tuple[bytes, Claimed]], now: float, lanes: asyncio.Semaphore) -> None:
+        """Send one chunk and record its outcomes; its lane is free again only once they are recorded,
+        so what a provider accepted and we have not recorded never exceeds the lanes' capacity."""
+        try:
+            entry_ids, claimed = [e for e, _ in chunk], [c for _, c in chunk]
+            decisions = await self._send(claimed, now)
+            finished = self.clock()
+            await self._outcomes.submit_many(list(zip(entry_ids, claimed, decisions, strict=True)))
+            self.server.quota.hold(len(chunk), finished)
+            self.server.throttle.hold([c.message.recipients[0].domain for c in claimed], finished)
+            self._in_flight.difference_update(entry_ids)
+            await self._after(decisions, finished)
+        finally:
+            lanes.release()
+
+    async def _record_outcomes(self, outcomes: list[tuple[bytes, Claimed, Decision]]) -> list[None]:
+        await self._record([e for e, _, _ in outcomes], [c for _, c, _ in outcomes], [d for _, _, d in outcomes],
+                           [], 0.0, self.clock())
+        return [None] * len(outcomes)
 
     async def _drop_suppressed(self, work: list[tuple[bytes, Claimed]], now: float) -> list[tuple[bytes, Claimed]]:
         """Suppressed recipients never reach a provider nor take quota; checked at send time, so a
@@ -157,11 +177,11 @@ class DispatchLoop:
             else:
                 ended.append((entry_id, claimed))
         async with self.records.pipeline() as pipe:
+            self.records.append_events(pipe, events)  # first: the timeline list may not exist before its EXPIRE
             for _, claimed in ended:
                 self.records.set_status(pipe, keyspace.message(claimed.message.workspace, claimed.message.id),
                                         "suppressed")
                 self._expire(pipe, claimed.message.workspace, claimed.message.id)
-            self.records.append_events(pipe, events)
             if ended:
                 pipe.xack(self.stream, keyspace.DISPATCH_GROUP, *[e for e, _ in ended])
             await pipe.execute()
@@ -202,13 +222,15 @@ class DispatchLoop:
                       waiting: list[Claimed], wait_until: float, now: float, *, attempted: bool = True) -> None:
         ws = self.server.workspace
         async with self.records.pipeline() as pipe:
+            # Events first: a message's timeline list is created by its first RPUSH, and a finished
+            # message's EXPIRE (in `_record_one`) must find it.
+            self.records.append_events(pipe, [e for d in decisions for e in d.events])
             for claimed, decision in zip(sent, decisions, strict=True):
                 self._record_one(pipe, claimed, decision, attempted=attempted)
             for claimed in waiting:
                 key = keyspace.message(ws, claimed.message.id)
                 pipe.hset(key, "s", "queued")
                 pipe.zadd(keyspace.SCHEDULE, {key: int(wait_until * 1000)})
-            self.records.append_events(pipe, [e for d in decisions for e in d.events])
             if sent and attempted:
                 for window in self.server.quota.window_keys(now):
                     key = keyspace.quota_window(self.server.id, window)

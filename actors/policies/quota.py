@@ -60,21 +60,24 @@ class TokenBucket:
         return granted
 
     def hold(self, n: int, finished: float) -> None:
-        """The last `n` tokens granted come back one period after `finished` (when their sends
-        completed) rather than after they were granted: sends reach the receiver with some jitter,
-        and two generations landing within one period would break the limit as the receiver sees it."""
-        later = max(finished, self._latest) + self.period
-        remaining, partial = n, None
-        while self._spent and remaining > 0:
-            returns_at, count = self._spent.pop()
-            take = min(count, remaining)
-            remaining -= take
+        """`n` sends completed at `finished`: `n` outstanding tokens come back one period after that
+        rather than one period after they were granted, since sends reach the receiver with some jitter
+        and two generations landing within one period would break the limit as the receiver sees it.
+
+        The tokens moved are the `n` that would come back soonest. With several grants in flight at once
+        (the dispatcher sends one batch while it admits the next) these may be another grant's tokens, but
+        moving the soonest gives every order statistic of the return times its largest possible value, so
+        the bucket is never looser than holding exactly the completed sends' own tokens."""
+        later = self._advance(finished) + self.period  # later grants then return after these, keeping the order
+        moved = 0
+        while self._spent and moved < n:
+            returns_at, count = self._spent.popleft()
+            take = min(count, n - moved)
+            moved += take
             if count > take:
-                partial = (returns_at, count - take)
-        if partial is not None:
-            self._spent.append(partial)
-        if n - remaining:
-            self._spent.append((later, n - remaining))
+                self._spent.appendleft((returns_at, count - take))
+        if moved:
+            self._spent.append((later, moved))
 
     def wait_time(self, n: int, now: float) -> float:
         """Seconds until `min(n, burst)` tokens are available at once (0.0 if they are now)."""

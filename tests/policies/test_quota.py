@@ -208,3 +208,31 @@ def test_holding_part_of_a_grant_keeps_the_rest_on_time():
     assert bucket.reserve(5, now=0.0) == 5
     bucket.hold(2, finished=0.5)
     assert bucket.available(1.0) == 3 and bucket.available(1.5) == 5
+
+
+def test_holding_with_grants_in_flight_is_never_looser_than_the_receiver_needs():
+    """A dispatcher admits the next batch while the last is still being sent: when the first batch
+    completes, its hold must not leave its own sends' tokens due at grant + period."""
+    from actors.policies.quota import TokenBucket
+
+    bucket = TokenBucket(5)
+    assert bucket.reserve(3, now=0.0) == 3  # batch A, in flight until 0.9
+    assert bucket.reserve(2, now=0.1) == 2  # batch B, admitted while A is in flight, done at 0.95
+    bucket.hold(3, finished=0.9)
+    bucket.hold(2, finished=0.95)
+    # A's three arrived by 0.9 and B's two by 0.95: nothing may be granted before 1.9, all by 1.95.
+    assert bucket.available(1.05) == 0
+    assert bucket.available(1.89) == 0
+    assert bucket.available(1.9) == 3
+    assert bucket.available(1.95) == 5
+
+
+def test_a_grant_made_with_an_older_clock_reading_returns_after_the_held_tokens():
+    from actors.policies.quota import TokenBucket
+
+    bucket = TokenBucket(2)
+    assert bucket.reserve(1, now=0.0) == 1
+    bucket.hold(1, finished=0.5)  # due at 1.5
+    assert bucket.reserve(1, now=0.2) == 1  # admitted with a `now` read before that send completed
+    assert bucket.available(1.49) == 0  # the second grant is due one period after the clock's 0.5, not 0.2
+    assert bucket.available(1.5) == 2
