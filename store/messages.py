@@ -1,7 +1,7 @@
 """Messages in Redis: the atomic enqueue, state, timeline and listing.
 
 One Lua script enqueues a whole batch (every concurrent request of the ingress at once): for each
-message it checks the per-message idempotency key, writes the message hash, the timeline and the index,
+message it checks the per-message idempotency key, writes the message hash (with its first events) and the index,
 then either XADDs the id to its server's dispatch stream or schedules it, and finally appends every
 event of the batch to the event stream as one entry. Either all of that happens or none of it.
 """
@@ -18,18 +18,24 @@ from schemas.events import Event
 from schemas.messages import OutboundMessage
 from store import keyspace
 
+# The batch crosses as ONE msgpack argument (an array of per-message arrays, unpacked with cmsgpack):
+# a dozen arguments per message cost the ingress ~30 µs per message in redis-py's argument packing.
+# A message's first events (those of its acceptance) live in its hash (field `ev`, a msgpack array);
+# later ones are RPUSHed to its timeline list. One key less per message: ~25% of this script's time.
 # Key names are built here from the workspace and ids exactly as store/keyspace.py builds them
-# (message, message_events, message_index, dispatch_stream), sparing ~4 arguments per message. A
-# message may carry its request's audit entry (field AUDIT_FIELD = b"e"), appended to KEYS[3] here:
-# the send path's audit entry costs no round trip of its own.
+# (message, message_events, message_index, dispatch_stream). A message may carry its request's audit
+# entry, appended to KEYS[3] here: the send path's audit entry costs no round trip of its own.
 _ENQUEUE = """
-local i, n, results, events = 3, tonumber(ARGV[1]), {}, {}
-local retention = ARGV[2]
-for m = 1, n do
-  local id, ws, item, status = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
-  local payload, meta, server, score = ARGV[i+4], ARGV[i+5], ARGV[i+6], ARGV[i+7]
-  local nev = tonumber(ARGV[i+8])
-  local audit = ARGV[i+9+nev]
+local function array(blobs)  -- a msgpack array (array 32 header) of already encoded items
+  local count = #blobs
+  return string.char(0xdd, 0, math.floor(count / 65536) % 256, math.floor(count / 256) % 256, count % 256)
+    .. table.concat(blobs)
+end
+local retention = ARGV[1]
+local batch = cmsgpack.unpack(ARGV[2])
+local results, events = {}, {}
+for m, row in ipairs(batch) do
+  local id, ws, item, status, payload, meta, server, score, evs, audit = unpack(row)
   local base = 'm:{' .. ws .. '}:'
   local hkey = base .. 'msg:' .. id
   local prior = false
@@ -40,13 +46,9 @@ for m = 1, n do
   if prior then
     results[m] = prior
   else
-    redis.call('HSET', hkey, 's', status, 'p', payload, 'm', meta, 'srv', server, 'att', 0)
+    redis.call('HSET', hkey, 's', status, 'p', payload, 'm', meta, 'srv', server, 'ev', array(evs))
     redis.call('ZADD', base .. 'messages', 0, id)
-    for e = 1, nev do
-      local blob = ARGV[i+8+e]
-      redis.call('RPUSH', hkey .. ':ev', blob)
-      events[#events+1] = blob
-    end
+    for _, blob in ipairs(evs) do events[#events+1] = blob end
     if score ~= '' then
       redis.call('ZADD', KEYS[2], score, hkey)
     elseif status == 'queued' then
@@ -57,12 +59,9 @@ for m = 1, n do
   if audit ~= '' then
     redis.call('XADD', KEYS[3], '*', 'e', audit)
   end
-  i = i + 10 + nev
 end
 if #events > 0 then
-  local count = #events
-  redis.call('XADD', KEYS[1], '*', 'b', string.char(0xdd, 0, math.floor(count / 65536) % 256,
-    math.floor(count / 256) % 256, count % 256) .. table.concat(events))
+  redis.call('XADD', KEYS[1], '*', 'b', array(events))
 end
 return results
 """
@@ -93,6 +92,7 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_meta = msgspec.msgpack.Decoder(MessageMeta).decode
 _decode_message = msgspec.msgpack.Decoder(OutboundMessage).decode
 _decode_event = msgspec.msgpack.Decoder(Event).decode
+_decode_events = msgspec.msgpack.Decoder(list[Event]).decode
 
 
 class MessageStore:
@@ -103,11 +103,9 @@ class MessageStore:
 
     async def enqueue(self, batch: Sequence[NewMessage]) -> list[str | None]:
         """Write every message atomically. Per message: None if new, else the id a prior send got."""
-        args: list[object] = [len(batch), self.item_retention_seconds]
-        for new in batch:
-            args.extend(_arguments(new))
+        rows = _encode([_row(new) for new in batch])
         keys = [keyspace.EVENT_STREAM, keyspace.SCHEDULE, keyspace.AUDIT_STREAM]
-        results = await self._enqueue(keys=keys, args=args)
+        results = await self._enqueue(keys=keys, args=[self.item_retention_seconds, rows])
         return [r.decode() if r else None for r in results]
 
     async def get(self, workspace: str, message_id: str) -> StoredMessage | None:
@@ -129,7 +127,7 @@ class MessageStore:
             for message_id in ids:
                 pipe.hgetall(keyspace.message(workspace, message_id))
             rows = await pipe.execute()
-        return [StoredMessage.from_redis(row, []) if row else None for row in rows]
+        return [StoredMessage.from_redis(row, None) if row else None for row in rows]
 
 
 class StoredMessage(msgspec.Struct, kw_only=True):
@@ -143,8 +141,10 @@ class StoredMessage(msgspec.Struct, kw_only=True):
     events: list[Event]
 
     @classmethod
-    def from_redis(cls, fields: dict[bytes, bytes], events: list[bytes]) -> StoredMessage:
+    def from_redis(cls, fields: dict[bytes, bytes], events: list[bytes] | None) -> StoredMessage:
+        """`events`: the timeline list's entries, or None when the timeline is not wanted (listing)."""
         text = {k.decode(): v for k, v in fields.items()}
+        timeline = [] if events is None else _decode_events(text.get("ev", b"\x90")) + [_decode_event(e) for e in events]
         return cls(
             message=_decode_message(text["p"]),
             meta=_decode_meta(text["m"]),
@@ -153,7 +153,7 @@ class StoredMessage(msgspec.Struct, kw_only=True):
             provider=text["prv"].decode() if "prv" in text else None,
             provider_message_id=text["pmid"].decode() if "pmid" in text else None,
             attempts=int(text.get("att", b"0")),
-            events=[_decode_event(e) for e in events],
+            events=timeline,
         )
 
     @property
@@ -161,14 +161,29 @@ class StoredMessage(msgspec.Struct, kw_only=True):
         return datetime.fromtimestamp(self.meta.created_ms / 1000, UTC)
 
 
-def _arguments(new: NewMessage) -> list[object]:
+def _row(new: NewMessage) -> tuple:
     message = new.message
     scheduled = new.status == "scheduled" and new.meta.send_at_ms is not None
-    return [
-        message.id, message.workspace, new.item_key or "", new.status, _encode(message), _encode(new.meta),
-        new.server, str(new.meta.send_at_ms) if scheduled else "", len(new.events),
-        *(_encode(e) for e in new.events), new.audit or b"",
-    ]
+    return (
+        message.id, message.workspace, new.item_key or "", new.status, _lua_string(_encode(message)),
+        _lua_string(_encode(new.meta)), new.server, str(new.meta.send_at_ms) if scheduled else "",
+        [_lua_string(_encode(e)) for e in new.events], _lua_string(new.audit or b""),
+    )
+
+
+def _lua_string(blob: bytes) -> msgspec.Raw:
+    """`blob` as a msgpack *str*: Redis' cmsgpack rejects the bin types msgspec gives bytes, while a str
+    may hold any bytes and arrives in Lua as the same string."""
+    size = len(blob)
+    if size < 32:
+        header = bytes((0xA0 | size,))
+    elif size < 0x100:
+        header = bytes((0xD9, size))
+    elif size < 0x10000:
+        header = b"\xda" + size.to_bytes(2, "big")
+    else:
+        header = b"\xdb" + size.to_bytes(4, "big")
+    return msgspec.Raw(header + blob)
 
 
 _CANCEL = """
