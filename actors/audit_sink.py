@@ -19,7 +19,7 @@ import ray
 import redis.asyncio as aioredis
 
 from actors.audit.sink import AuditSink
-from actors.priority import run_in_background
+from actors.priority import run_in_background, settle_garbage_collector
 from analytics.audit import AuditFilter, AuditStore, audit_store_url
 from analytics.errors import StoreUnavailable
 from schemas.settings import Settings
@@ -39,6 +39,7 @@ def audit_signer(settings: Settings) -> AuditSigner:
 class AuditSinkActor:
     def __init__(self, settings: bytes, redis_url: str, **options: Any) -> None:
         run_in_background()  # a consumer that may lag yields the cores to sending (actors/priority.py)
+        settle_garbage_collector()
         self.settings = msgspec.msgpack.decode(settings, type=Settings)
         self.redis = aioredis.Redis.from_url(redis_url)
         self.options = options

@@ -12,6 +12,7 @@ import msgspec
 import ray
 import redis.asyncio as aioredis
 
+from actors.priority import settle_garbage_collector
 from schemas.settings import Settings
 
 
@@ -26,6 +27,7 @@ class Dispatcher:
         shards = SuppressionClient(self.settings.ray_namespace, max(1, self.settings.suppression_shards),
                                    redis_url=redis_url)
         self.fleet = DispatchFleet(self.redis, self.settings, index=index, count=count, suppressions=shards)
+        settle_garbage_collector()  # full collections would rescan Ray's million start-up objects
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 

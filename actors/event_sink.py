@@ -21,7 +21,7 @@ import msgspec
 import ray
 import redis.asyncio as aioredis
 
-from actors.priority import run_in_background
+from actors.priority import run_in_background, settle_garbage_collector
 from analytics.errors import AnalyticsError, InvalidCursor, InvalidQuery, StoreUnavailable
 from analytics.queries import CampaignReportQuery, EventsQuery, ExportQuery, SummaryQuery
 from analytics.reports import CampaignReport, EventsPage, Summary
@@ -65,6 +65,7 @@ class EventSink:
         batch_size: int = 5000, max_latency: float = 0.25, claim_idle: float = 30.0, retention_days: int | None = None,
     ) -> None:
         run_in_background()  # a consumer that may lag yields the cores to sending (actors/priority.py)
+        settle_garbage_collector()
         self.store = open_store(analytics_url, data_dir, retention_days=retention_days)
         self.redis = aioredis.Redis.from_url(redis_url)
         self.loop = EventSinkLoop(self.redis, self.store, consumer=consumer, batch_size=batch_size,

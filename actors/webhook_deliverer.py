@@ -15,7 +15,7 @@ import ray
 import redis.asyncio as aioredis
 
 from actors.gateway import init_ray, named_actor
-from actors.priority import run_in_background
+from actors.priority import run_in_background, settle_garbage_collector
 from actors.webhooks.config import DELIVERER_NAME, DelivererConfig
 from actors.webhooks.loop import WebhookDeliveryLoop
 from schemas.settings import Settings
@@ -25,6 +25,7 @@ from schemas.settings import Settings
 class WebhookDeliverer:
     def __init__(self, settings: bytes, redis_url: str, overrides: dict[str, Any]) -> None:
         run_in_background()  # a consumer that may lag yields the cores to sending (actors/priority.py)
+        settle_garbage_collector()
         config = DelivererConfig.from_settings(msgspec.msgpack.decode(settings, type=Settings), **overrides)
         self.redis = aioredis.Redis.from_url(redis_url)
         self.loop = WebhookDeliveryLoop(self.redis, config)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
+from actors.priority import settle_garbage_collector
 from schemas.settings import Settings
 from store.redis_server import RedisServer
 
@@ -86,7 +86,7 @@ async def serve(settings: Settings, *, announce=print) -> None:
             secret = await bootstrap(settings, services.workspaces, services.keys)
             if secret:
                 announce(f"Created workspace `default` and its admin key (shown once): {secret}")
-            _settle_garbage_collector()
+            settle_garbage_collector()
             site = web.TCPSite(runner, settings.host, settings.port)
             await site.start()
             _runtime_file(settings).write_text(json.dumps({"pid": os.getpid(), "redis_url": redis_url}))
@@ -97,15 +97,6 @@ async def serve(settings: Settings, *, announce=print) -> None:
         finally:
             _runtime_file(settings).unlink(missing_ok=True)
             _stop_ray()
-
-
-def _settle_garbage_collector() -> None:
-    """Everything loaded at start-up (Ray, the drivers: ~10^6 objects) lives as long as the process; freezing
-    it spares every later full collection that scan, and a larger young generation makes collections
-    rarer on the request path, where each request allocates a few hundred short-lived objects."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
 
 
 async def _until_signalled() -> None:
