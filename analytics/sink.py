@@ -80,16 +80,26 @@ class EventSinkLoop:
         batch = await self._claim()
         if batch.entry_ids:
             return batch
-        idle_until, deadline = time.monotonic() + self.max_latency, None
-        while len(batch.events) < self.batch_size:
-            wait = (deadline or idle_until) - time.monotonic()
+        idle_until = time.monotonic() + self.max_latency
+        while not batch.entry_ids:  # the first entries: short blocking reads, up to max_latency
+            wait = idle_until - time.monotonic()
             if wait <= 0:
-                break
+                return batch
             # Short blocking reads: a long one would outlast the client's socket timeout.
-            entries = await self._read_new(max(1, int(min(wait, 1.0) * 1000)), self._entries_wanted(len(batch.events)))
-            if entries:
-                deadline = deadline or time.monotonic() + self.max_latency
-                self._add(batch, entries)
+            self._add(batch, await self._read_new(max(1, int(min(wait, 1.0) * 1000)), self._entries_wanted(0)))
+        # Then gather until the batch is full or max_latency has passed since its first entry. While the
+        # stream is drained, sleep rather than block on it: a trickle of entries (one per dispatch chunk)
+        # then costs one read per batch instead of a read, a wake-up and a reply per entry.
+        deadline = time.monotonic() + self.max_latency
+        while len(batch.events) < self.batch_size:
+            wanted = self._entries_wanted(len(batch.events))
+            entries = await self._read_new(None, wanted)
+            self._add(batch, entries)
+            if len(entries) < wanted:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                await asyncio.sleep(remaining)
         return batch
 
     async def _claim(self) -> Batch:
@@ -115,7 +125,8 @@ class EventSinkLoop:
             return 1
         return max(1, min(self.read_entries, math.ceil((self.batch_size - events_in_hand) / self._events_per_entry)))
 
-    async def _read_new(self, block_ms: int, count: int) -> list[Entry]:
+    async def _read_new(self, block_ms: int | None, count: int) -> list[Entry]:
+        """New entries; `block_ms=None` answers at once, even with none."""
         reply = await self.redis.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
         )

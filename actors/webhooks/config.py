@@ -24,6 +24,10 @@ class DelivererConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_active_endpoints: int = 256
     stream_batch: int = 100
     block_ms: int = 200
+    # After a batch that did not fill `stream_batch`, wait this long before reading again: while sending,
+    # each dispatch chunk adds one stream entry, and a read, lookup and record per entry costs the
+    # sending processes their cores. At most this much latency is added to a webhook.
+    fanout_linger_seconds: float = 0.05
     poll_seconds: float = 0.1
     reclaim_idle_ms: int = 60_000
     cached_workspaces: int = 1000

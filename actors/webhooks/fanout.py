@@ -84,6 +84,7 @@ class FanOut:
         self._decode = msgspec.msgpack.Decoder(list[Event]).decode
         self._decode_heads = msgspec.msgpack.Decoder(list[_EventHead]).decode
         self._encode = msgspec.json.Encoder().encode
+        self.last_read = 0  # entries the last step read
         self.reader = GroupReader(redis, keyspace.EVENT_STREAM, keyspace.WEBHOOK_GROUP, consumer, count=batch,
                                   block_ms=block_ms, reclaim_idle_ms=reclaim_idle_ms, clock=clock)
 
@@ -102,6 +103,7 @@ class FanOut:
         Only each event's workspace is decoded first; the whole event only in entries holding one of a
         workspace with an enabled endpoint. Most events go nowhere, and this reader sees every one."""
         entries = await self.reader.read()
+        self.last_read = len(entries)
         if not entries:
             return 0
         blobs = [fields.get(keyspace.EVENT_FIELD, b"\x90") for _, fields in entries]

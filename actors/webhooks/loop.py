@@ -87,6 +87,8 @@ class WebhookDeliveryLoop:
             if recorded:
                 self.fanned_out += recorded
                 self._wake.set()
+            if 0 < self.fanout.last_read < self.config.stream_batch and self.config.fanout_linger_seconds > 0:
+                await asyncio.sleep(self.config.fanout_linger_seconds)  # let a trickle gather into a batch
 
     async def _schedule(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 
@@ -32,6 +33,10 @@ async def test_killing_the_actor_mid_retry_loses_nothing(app_client, make_key, r
         await emit(redis, sent[3:])
         # First attempts fail; the second retry is ≈ 3 s away: kill while deliveries wait in Redis.
         await receiver.wait_for(lambda r: len({x.webhook_id for x in r.received}) >= 3, within=20)
+        for _ in range(200):  # and all six are pending deliveries in Redis (fan-out lingers between batches)
+            if (await handle.counts.remote())["fanned_out"] == len(sent):
+                break
+            await asyncio.sleep(0.05)
         ray.kill(handle, no_restart=False)
         await receiver.wait_for(lambda r: r.delivered_ids() == {e.id for e in sent}, within=60)
         counts = await handle.counts.remote()
