@@ -17,20 +17,15 @@ import redis.asyncio as aioredis
 from schemas.events import Event
 from schemas.messages import OutboundMessage
 from store import keyspace
+from store.lua import LUA_ARRAY, lua_string
 
-# The batch crosses as ONE msgpack argument (an array of per-message arrays, unpacked with cmsgpack):
-# a dozen arguments per message cost the ingress ~30 µs per message in redis-py's argument packing.
+# The batch crosses as ONE msgpack argument (store/lua.py): an array of per-message arrays.
 # A message's first events (those of its acceptance) live in its hash (field `ev`, a msgpack array);
 # later ones are RPUSHed to its timeline list. One key less per message: ~25% of this script's time.
 # Key names are built here from the workspace and ids exactly as store/keyspace.py builds them
 # (message, message_events, message_index, dispatch_stream). A message may carry its request's audit
 # entry, appended to KEYS[3] here: the send path's audit entry costs no round trip of its own.
-_ENQUEUE = """
-local function array(blobs)  -- a msgpack array (array 32 header) of already encoded items
-  local count = #blobs
-  return string.char(0xdd, 0, math.floor(count / 65536) % 256, math.floor(count / 256) % 256, count % 256)
-    .. table.concat(blobs)
-end
+_ENQUEUE = LUA_ARRAY + """
 local retention = ARGV[1]
 local batch = cmsgpack.unpack(ARGV[2])
 local results, events = {}, {}
@@ -46,7 +41,7 @@ for m, row in ipairs(batch) do
   if prior then
     results[m] = prior
   else
-    redis.call('HSET', hkey, 's', status, 'p', payload, 'm', meta, 'srv', server, 'ev', array(evs))
+    redis.call('HSET', hkey, 's', status, 'p', payload, 'm', meta, 'srv', server, 'ev', msgpack_array(evs))
     redis.call('ZADD', base .. 'messages', 0, id)
     for _, blob in ipairs(evs) do events[#events+1] = blob end
     if score ~= '' then
@@ -61,7 +56,7 @@ for m, row in ipairs(batch) do
   end
 end
 if #events > 0 then
-  redis.call('XADD', KEYS[1], '*', 'b', array(events))
+  redis.call('XADD', KEYS[1], '*', 'b', msgpack_array(events))
 end
 return results
 """
@@ -165,25 +160,10 @@ def _row(new: NewMessage) -> tuple:
     message = new.message
     scheduled = new.status == "scheduled" and new.meta.send_at_ms is not None
     return (
-        message.id, message.workspace, new.item_key or "", new.status, _lua_string(_encode(message)),
-        _lua_string(_encode(new.meta)), new.server, str(new.meta.send_at_ms) if scheduled else "",
-        [_lua_string(_encode(e)) for e in new.events], _lua_string(new.audit or b""),
+        message.id, message.workspace, new.item_key or "", new.status, lua_string(_encode(message)),
+        lua_string(_encode(new.meta)), new.server, str(new.meta.send_at_ms) if scheduled else "",
+        [lua_string(_encode(e)) for e in new.events], lua_string(new.audit or b""),
     )
-
-
-def _lua_string(blob: bytes) -> msgspec.Raw:
-    """`blob` as a msgpack *str*: Redis' cmsgpack rejects the bin types msgspec gives bytes, while a str
-    may hold any bytes and arrives in Lua as the same string."""
-    size = len(blob)
-    if size < 32:
-        header = bytes((0xA0 | size,))
-    elif size < 0x100:
-        header = bytes((0xD9, size))
-    elif size < 0x10000:
-        header = b"\xda" + size.to_bytes(2, "big")
-    else:
-        header = b"\xdb" + size.to_bytes(4, "big")
-    return msgspec.Raw(header + blob)
 
 
 _CANCEL = """

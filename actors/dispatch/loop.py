@@ -18,7 +18,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from actors.dispatch.outcomes import Decision, decide, event, next_candidate, server_down
-from actors.dispatch.records import Claimed, DispatchRecords
+from actors.dispatch.records import Claimed, DispatchRecords, Outcome
 from actors.policies.circuit import CircuitBreaker
 from actors.policies.quota import ServerQuota, window_ttl
 from actors.policies.recipient_throttle import RecipientThrottle
@@ -220,45 +220,37 @@ class DispatchLoop:
 
     async def _record(self, entry_ids: Sequence[bytes], sent: list[Claimed], decisions: list[Decision],
                       waiting: list[Claimed], wait_until: float, now: float, *, attempted: bool = True) -> None:
+        """Outcomes, waiting messages, quota counts and acks: one script call (`DispatchRecords.record`)."""
         ws = self.server.workspace
-        async with self.records.pipeline() as pipe:
-            # Events first: a message's timeline list is created by its first RPUSH, and a finished
-            # message's EXPIRE (in `_record_one`) must find it.
-            self.records.append_events(pipe, [e for d in decisions for e in d.events])
-            for claimed, decision in zip(sent, decisions, strict=True):
-                self._record_one(pipe, claimed, decision, attempted=attempted)
-            for claimed in waiting:
-                key = keyspace.message(ws, claimed.message.id)
-                pipe.hset(key, "s", "queued")
-                pipe.zadd(keyspace.SCHEDULE, {key: int(wait_until * 1000)})
-            if sent and attempted:
-                for window in self.server.quota.window_keys(now):
-                    key = keyspace.quota_window(self.server.id, window)
-                    pipe.incrby(key, len(sent))
-                    pipe.expire(key, window_ttl(window))
-            pipe.xack(self.stream, keyspace.DISPATCH_GROUP, *entry_ids)
-            await pipe.execute()
+        windows = []
+        if sent and attempted:
+            windows = [(keyspace.quota_window(self.server.id, w), len(sent), window_ttl(w))
+                       for w in self.server.quota.window_keys(now)]
+        await self.records.record(
+            self.stream, [self._outcome(c, d, attempted=attempted) for c, d in zip(sent, decisions, strict=True)],
+            [(keyspace.message(ws, c.message.id), int(wait_until * 1000)) for c in waiting], windows, list(entry_ids),
+            retention_seconds=self.retention_seconds, mapping_ttl=PROVIDER_ID_TTL)
         self.sent += sum(1 for d in decisions if d.status in ("sent", "delivered"))
 
-    def _record_one(self, pipe, claimed: Claimed, decision: Decision, *, attempted: bool = True) -> None:
+    def _outcome(self, claimed: Claimed, decision: Decision, *, attempted: bool) -> Outcome:
         message = claimed.message
-        key = keyspace.message(message.workspace, message.id)
-        fields = {"prv": self.server.provider}
-        self.records.set_status(pipe, key, decision.status)
+        fields = ["prv", self.server.provider]
+        mapping = mapped_to = failover = ""
         if decision.provider_message_id:
-            fields["pmid"] = decision.provider_message_id
+            fields += ["pmid", decision.provider_message_id]
             mapping = keyspace.provider_message(self.server.provider, decision.provider_message_id.strip("<>"))
-            pipe.set(mapping, f"{message.workspace}|{message.id}", ex=PROVIDER_ID_TTL)
+            mapped_to = f"{message.workspace}|{message.id}"
         if decision.failover_to:
-            fields["srv"] = decision.failover_to
-            pipe.xadd(keyspace.dispatch_stream(message.workspace, decision.failover_to), {"id": message.id})
-        pipe.hset(key, mapping=fields)
-        if attempted:
-            pipe.hincrby(key, "att", 1)
-        if decision.status in FINISHED:
-            self._expire(pipe, message.workspace, message.id)
-        if decision.retry_at is not None:
-            pipe.zadd(keyspace.SCHEDULE, {key: int(decision.retry_at * 1000)})
+            fields += ["srv", decision.failover_to]
+            failover = keyspace.dispatch_stream(message.workspace, decision.failover_to)
+        return Outcome(
+            key=keyspace.message(message.workspace, message.id),
+            timeline=keyspace.message_events(message.workspace, message.id), status=decision.status,
+            fields=fields, mapping=mapping, mapped_to=mapped_to, failover=failover, id=message.id,
+            attempted=int(attempted), finished=int(decision.status in FINISHED),
+            retry_ms="" if decision.retry_at is None else str(int(decision.retry_at * 1000)),
+            events=[self.records.framed(e) for e in decision.events],
+        )
 
     def _expire(self, pipe, workspace: str, message_id: str) -> None:
         """A finished message leaves Redis after the retention; the analytics store keeps its history."""

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from schemas.events import Event
 from schemas.messages import OutboundMessage
 from store import keyspace
+from store.lua import LUA_ARRAY, lua_string
 from store.messages import MessageMeta
 
 _CLAIM = """
@@ -50,6 +51,49 @@ return moved
 """
 
 
+# One round trip records a whole set of outcomes (see `DispatchRecords.record`); ARGV[1] is one msgpack
+# batch (store/lua.py). A message's events go first: its timeline list may be created by that RPUSH,
+# and a finished message's EXPIRE must find it.
+_RECORD = LUA_ARRAY + """
+local batch = cmsgpack.unpack(ARGV[1])
+local retention, mapping_ttl, group = ARGV[2], ARGV[3], ARGV[4]
+local outcomes, waiting, windows, acks = batch[1], batch[2], batch[3], batch[4]
+local streamed = {}
+for _, o in ipairs(outcomes) do
+  local key, timeline, status, fields, mapping, mapped_to, failover, id, attempted, finished, retry_ms, events = unpack(o)
+  if #events > 0 then
+    redis.call('RPUSH', timeline, unpack(events))
+    for _, e in ipairs(events) do streamed[#streamed + 1] = e end
+  end
+  local current = redis.call('HGET', key, 's')
+  if current == 'sending' or current == 'queued' then
+    redis.call('HSET', key, 's', status)  -- unless a provider webhook has moved it further already
+  end
+  if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
+  if mapping ~= '' then redis.call('SET', mapping, mapped_to, 'EX', mapping_ttl) end
+  if failover ~= '' then redis.call('XADD', failover, '*', 'id', id) end
+  if attempted == 1 then redis.call('HINCRBY', key, 'att', 1) end
+  if finished == 1 then
+    redis.call('EXPIRE', key, retention)
+    redis.call('EXPIRE', timeline, retention)
+  end
+  if retry_ms ~= '' then redis.call('ZADD', KEYS[2], retry_ms, key) end
+end
+for _, w in ipairs(waiting) do
+  redis.call('HSET', w[1], 's', 'queued')
+  redis.call('ZADD', KEYS[2], w[2], w[1])
+end
+for _, w in ipairs(windows) do
+  redis.call('INCRBY', w[1], w[2])
+  redis.call('EXPIRE', w[1], w[3])
+end
+if #streamed > 0 then redis.call('XADD', KEYS[1], '*', 'b', msgpack_array(streamed)) end
+for i = 1, #acks, 1000 do
+  redis.call('XACK', KEYS[3], group, unpack(acks, i, math.min(i + 999, #acks)))
+end
+return #outcomes
+"""
+
 _SET_STATUS = """
 local current = redis.call('HGET', KEYS[1], 's')
 if current == 'sending' or current == 'queued' then
@@ -65,9 +109,27 @@ class Claimed(msgspec.Struct):
     attempts: int
 
 
+class Outcome(msgspec.Struct, array_like=True):
+    """One message's recorded outcome, as the record script reads it (field order is the script's)."""
+
+    key: str                      # the message hash
+    timeline: str                 # its timeline list
+    status: str
+    fields: list[str]             # further hash fields, flat: name, value, ...
+    mapping: str                  # provider message id → message key, or ""
+    mapped_to: str
+    failover: str                 # the next server's dispatch stream, or ""
+    id: str
+    attempted: int                # 1: count an attempt
+    finished: int                 # 1: expire after the retention
+    retry_ms: str                 # back into the schedule at this time, or ""
+    events: list[msgspec.Raw]     # each framed by `lua_string`
+
+
 class DispatchRecords:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
+        self._record = redis.register_script(_RECORD)
         self._claim = redis.register_script(_CLAIM)
         self._due = redis.register_script(_DUE)
         self._set_status = redis.register_script(_SET_STATUS)
@@ -84,6 +146,18 @@ class DispatchRecords:
             for row in rows
         ]
 
+    async def record(self, stream: str, outcomes: Sequence[Outcome], waiting: Sequence[tuple[str, int]],
+                     windows: Sequence[tuple[str, int, int]], acks: Sequence[bytes], *,
+                     retention_seconds: int, mapping_ttl: int) -> None:
+        """Outcomes, waiting messages (key, due ms), quota window counts (key, increment, ttl), the acks of
+        `stream`'s entries and every event into the event stream: one script, so all or nothing."""
+        batch = self._encode((outcomes, waiting, windows, [a.decode() for a in acks]))  # ids as str, not bin
+        await self._record(keys=[keyspace.EVENT_STREAM, keyspace.SCHEDULE, stream],
+                           args=[batch, retention_seconds, mapping_ttl, keyspace.DISPATCH_GROUP])
+
+    def framed(self, event: Event) -> msgspec.Raw:
+        return lua_string(self._encode(event))
+
     async def move_due(self, now_ms: int, limit: int = 500) -> int:
         return int(await self._due(keys=[keyspace.SCHEDULE], args=[now_ms, limit]))
 
@@ -92,7 +166,7 @@ class DispatchRecords:
         pipe.evalsha(self._set_status.sha, 1, key, status)
 
     async def load_scripts(self) -> None:
-        for script in (self._claim, self._due, self._set_status):
+        for script in (self._record, self._claim, self._due, self._set_status):
             await self.redis.script_load(script.script)
 
     def pipeline(self) -> aioredis.client.Pipeline:
