@@ -9,7 +9,7 @@ from email.parser import BytesParser
 
 import pytest
 
-from providers.mime import MimeError, build_mime, render_mime
+from providers.mime import MimeError, render_mime
 from schemas.messages import Address, Attachment, OutboundMessage
 
 NOW = datetime(2026, 4, 19, 10, 24, 11, tzinfo=UTC)
@@ -113,11 +113,11 @@ def test_long_headers_fold_below_78_and_round_trip() -> None:
 
 def test_extra_headers_win_over_custom_headers() -> None:
     unsubscribe = "<https://mail.acme.com/t/u/tok>, <mailto:unsub@acme.com>"
-    mime = build_mime(
+    raw = render_mime(
         message(headers={"List-Unsubscribe": "<https://old>"}),
         extra_headers={"List-Unsubscribe": unsubscribe, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
     )
-    parsed = parse(mime.as_bytes())
+    parsed = parse(raw)
     assert parsed["List-Unsubscribe"] == unsubscribe
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
