@@ -1,6 +1,6 @@
 """The send path under load, each figure beside a baseline measured in the same run.
 
-`python -m bench [--seconds 10] [--rates 250,500] [--bulk-requests 20] [--delivery 3000] [--phases singles,bulk,delivery]`
+`python -m bench [--seconds 10] [--rates 250,500] [--bulk-requests 20] [--delivery 10000] [--phases singles,bulk,delivery]`
 
 - single sends: latency p50/p95/p99 at fixed offered rates (open loop), and the sustained rate at 64
   connections (closed loop) — Mailers' `/v1/send` (auth, rate limit, validation, suppression shard call,
@@ -90,9 +90,10 @@ def row(name: str, result: Result) -> str:
             f"{result.percentile(99):.1f} | {result.errors} |")
 
 
-async def singles(base: str, baseline: str, rates: list[int], seconds: float, redis_url: str) -> list[str]:
+async def singles(base: str, baseline: str, rates: list[int], seconds: float,
+                  redis_url: str) -> tuple[list[str], list[str]]:
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-    rows = []
+    rows, spent = [], []
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector) as session:
         for target, name in ((baseline, "bare aiohttp+msgspec"), (base, "Mailers /v1/send")):
@@ -102,10 +103,13 @@ async def singles(base: str, baseline: str, rates: list[int], seconds: float, re
                 result = await open_loop(session, target + "/v1/send", single_body, headers, rate=rate, seconds=seconds)
                 rows.append(row(f"{name} @ {rate}/s offered", result))
             await wait_idle(redis_url)
+            before = cpu.snapshot()
             result = await closed_loop(session, target + "/v1/send", single_body, headers, concurrency=64,
                                        seconds=seconds)
             rows.append(row(f"{name}, 64 connections (max)", result))
-    return rows
+            if target == base:
+                spent = cpu.table(cpu.spent(before, cpu.snapshot()), len(result.latencies), result.seconds)
+    return rows, spent
 
 
 async def bulks(base: str, requests: int, redis_url: str) -> tuple[list[str], list[str]]:
@@ -243,7 +247,9 @@ async def run(args: argparse.Namespace) -> None:
         phases = set(args.phases.split(","))
         rows, breakdowns = [], {}
         if "singles" in phases:
-            rows += await singles(base, bare, [int(r) for r in args.rates.split(",")], args.seconds, redis.url)
+            single_rows, breakdowns["/v1/send, 64 connections"] = await singles(
+                base, bare, [int(r) for r in args.rates.split(",")], args.seconds, redis.url)
+            rows += single_rows
         if "bulk" in phases:
             await wait_idle(redis.url)
             bulk_rows, breakdowns["bulk of 1,000, sequential"] = await bulks(base, args.bulk_requests, redis.url)
@@ -269,7 +275,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rates", default="250,500")
     parser.add_argument("--bulk-requests", type=int, default=20)
-    parser.add_argument("--delivery", type=int, default=3000)
+    parser.add_argument("--delivery", type=int, default=10000)
     parser.add_argument("--phases", default="singles,bulk,delivery", help="which of singles,bulk,delivery to run")
     asyncio.run(run(parser.parse_args()))
 
