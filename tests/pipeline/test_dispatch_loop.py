@@ -148,3 +148,51 @@ async def test_message_indexes_drop_ids_older_than_the_retention(redis):
     assert await trim_message_indexes(redis, now_ms - 30 * 86_400_000) == 3
     kept = [i.decode() for i in await redis.zrange(keyspace.message_index("acme"), 0, -1)]
     assert kept == sorted(recent)
+
+
+def _slow_data(sink, seconds: float) -> dict[str, int]:
+    """Make the sink take `seconds` per DATA; returns a live {"now", "most"} count of DATAs in progress."""
+    seen = {"now": 0, "most": 0}
+    original = sink.handler.handle_DATA
+
+    async def slow(*args):
+        seen["now"] += 1
+        seen["most"] = max(seen["most"], seen["now"])
+        try:
+            await asyncio.sleep(seconds)
+            return await original(*args)
+        finally:
+            seen["now"] -= 1
+
+    sink.handler.handle_DATA = slow
+    return seen
+
+
+async def test_the_next_batch_is_sent_while_the_last_is_in_flight(redis):
+    """Batches of two, four lanes: only a loop that reads and claims the next batch while the last one's
+    chunks are still being sent ever has more than two messages at the provider at once."""
+    with SmtpSink() as sink:
+        seen = _slow_data(sink, 0.2)
+        msgs = [message(f"p{i}@example.com") for i in range(12)]
+        await enqueue(redis, [new_message(m, ["srv_p"]) for m in msgs])
+        runtime = smtp_runtime("srv_p", sink.port)
+        runtime.chunk_size, runtime.parallel_chunks = 1, 4
+        loop = loop_for(redis, runtime, batch_size=2)
+        await run_until(lambda: len(sink.deliveries) == 12, [loop])
+        assert seen["most"] == 4
+        assert sorted(d.rcpt_tos[0] for d in sink.deliveries) == sorted(m.to[0].email for m in msgs)
+
+
+async def test_a_slow_send_is_not_reclaimed_by_its_own_loop(redis):
+    """Entries idle past `reclaim_idle_ms` are taken back by XAUTOCLAIM, which also offers the loop its
+    own entries still in flight: those must not be claimed and sent a second time."""
+    with SmtpSink() as sink:
+        _slow_data(sink, 0.3)
+        msgs = [message(f"s{i}@example.com") for i in range(8)]
+        await enqueue(redis, [new_message(m, ["srv_s"]) for m in msgs])
+        runtime = smtp_runtime("srv_s", sink.port)
+        runtime.chunk_size, runtime.parallel_chunks = 1, 4
+        loop = loop_for(redis, runtime, batch_size=4, reclaim_idle_ms=50, block_ms=20)
+        await run_until(lambda: len(sink.deliveries) >= 8, [loop])
+        await asyncio.sleep(0.5)  # time for a second send of anything, had it been re-read
+        assert sorted(d.rcpt_tos[0] for d in sink.deliveries) == sorted(m.to[0].email for m in msgs)
