@@ -1,7 +1,7 @@
 """One sending server's dispatch loop: read its stream in batches, apply quotas, send, record, ack.
 
 Plain asyncio (no Ray): the Dispatcher actor runs one loop per server it owns, and tests run loops
-directly. An entry is acked only in the same MULTI that records its outcome, so a crash before that
+directly. An entry is acked only in the same script call that records its outcome, so a crash before that
 leaves it pending, and the restarted loop (same consumer name) or a peer (XAUTOCLAIM) takes it again.
 """
 
@@ -18,7 +18,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from actors.dispatch.outcomes import Decision, decide, event, next_candidate, server_down
-from actors.dispatch.records import Claimed, DispatchRecords, Outcome
+from actors.dispatch.records import Claimed, DispatchRecords, OutcomeRecord
 from actors.policies.circuit import CircuitBreaker
 from actors.policies.quota import ServerQuota, window_ttl
 from actors.policies.recipient_throttle import RecipientThrottle
@@ -69,7 +69,7 @@ class DispatchLoop:
                                   block_ms=block_ms, reclaim_idle_ms=reclaim_idle_ms, clock=clock)
         self._status = "healthy"
         self._in_flight: set[bytes] = set()  # entries of chunks being sent, which a reclaim must not re-read
-        # The outcomes of chunks that finish together are recorded in one MULTI.
+        # The outcomes of chunks that finish together are recorded in one script call.
         self._outcomes = Coalescer(self._record_outcomes, max_in_flight=2, max_batch=1000)
         self.sent = 0
 
@@ -232,7 +232,7 @@ class DispatchLoop:
             retention_seconds=self.retention_seconds, mapping_ttl=PROVIDER_ID_TTL)
         self.sent += sum(1 for d in decisions if d.status in ("sent", "delivered"))
 
-    def _outcome(self, claimed: Claimed, decision: Decision, *, attempted: bool) -> Outcome:
+    def _outcome(self, claimed: Claimed, decision: Decision, *, attempted: bool) -> OutcomeRecord:
         message = claimed.message
         fields = ["prv", self.server.provider]
         mapping = mapped_to = failover = ""
@@ -243,7 +243,7 @@ class DispatchLoop:
         if decision.failover_to:
             fields += ["srv", decision.failover_to]
             failover = keyspace.dispatch_stream(message.workspace, decision.failover_to)
-        return Outcome(
+        return OutcomeRecord(
             key=keyspace.message(message.workspace, message.id),
             timeline=keyspace.message_events(message.workspace, message.id), status=decision.status,
             fields=fields, mapping=mapping, mapped_to=mapped_to, failover=failover, id=message.id,

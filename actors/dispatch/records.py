@@ -109,7 +109,7 @@ class Claimed(msgspec.Struct):
     attempts: int
 
 
-class Outcome(msgspec.Struct, array_like=True):
+class OutcomeRecord(msgspec.Struct, array_like=True):
     """One message's recorded outcome, as the record script reads it (field order is the script's)."""
 
     key: str                      # the message hash
@@ -146,7 +146,7 @@ class DispatchRecords:
             for row in rows
         ]
 
-    async def record(self, stream: str, outcomes: Sequence[Outcome], waiting: Sequence[tuple[str, int]],
+    async def record(self, stream: str, outcomes: Sequence[OutcomeRecord], waiting: Sequence[tuple[str, int]],
                      windows: Sequence[tuple[str, int, int]], acks: Sequence[bytes], *,
                      retention_seconds: int, mapping_ttl: int) -> None:
         """Outcomes, waiting messages (key, due ms), quota window counts (key, increment, ttl), the acks of
