@@ -12,7 +12,7 @@ import msgspec
 import ray
 import redis.asyncio as aioredis
 
-from actors.priority import settle_garbage_collector
+from actors.priority import run_as_sender, settle_garbage_collector
 from schemas.settings import Settings
 
 
@@ -28,6 +28,7 @@ class Dispatcher:
                                    redis_url=redis_url)
         self.fleet = DispatchFleet(self.redis, self.settings, index=index, count=count, suppressions=shards)
         settle_garbage_collector()  # full collections would rescan Ray's million start-up objects
+        run_as_sender()  # behind the ingress, ahead of the stream consumers (actors/priority.py)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 

@@ -39,7 +39,10 @@ def init_ray(settings: Settings) -> None:
     if settings.ray_address:
         ray.init(address=settings.ray_address, **options)
     else:
-        ray.init(num_cpus=max(2, settings.ray_local_cpus), _node_ip_address="127.0.0.1", **options)
+        # Ray starts its workers at nice 15 by default; here the workers are the dispatchers, on the send
+        # path like the ingress. The consumers that may lag lower their own priority (actors/priority.py).
+        ray.init(num_cpus=max(2, settings.ray_local_cpus), _node_ip_address="127.0.0.1",
+                 _system_config={"worker_niceness": 0}, **options)
 
 
 def named_actor(actor_class, name: str, namespace: str, *args: object):

@@ -1,9 +1,14 @@
-"""CPU use of long-lived processes: the background consumers' priority, and garbage collection.
+"""CPU use of long-lived processes: scheduling priority, and garbage collection.
 
-The event sink, the webhook deliverer and the audit sink can fall a second behind without anyone
-noticing; the ingress and the dispatchers cannot. On a small machine they compete for the same cores,
-so the consumers lower their own scheduling priority when they start (the OS still gives them every
-idle cycle).
+Three tiers on a small machine where everything shares the cores:
+- the ingress and Redis at the default priority (nice 0): a request is answered while a client waits;
+- the send path's actors (dispatchers, suppression shards) at nice 5: behind the request path, ahead
+  of everything that may lag;
+- the event sink, the webhook deliverer and the audit sink at nice 15: they can fall a second behind
+  without anyone noticing (the OS still gives them every idle cycle).
+Ray starts workers at nice 15 unless told otherwise; the embedded default starts them at 0
+(`actors/gateway.py`) and each actor takes its tier when it starts. Niceness is per thread on Linux:
+an actor sets it from its constructor, which runs on the thread that then runs its event loop.
 """
 
 from __future__ import annotations
@@ -11,13 +16,26 @@ from __future__ import annotations
 import gc
 import os
 
-BACKGROUND_NICENESS = 10
+SENDING_NICENESS = 5
+BACKGROUND_NICENESS = 15
+
+
+def run_as_sender() -> None:
+    _lower_to(SENDING_NICENESS)
 
 
 def run_in_background() -> None:
+    _lower_to(BACKGROUND_NICENESS)
+
+
+def _lower_to(niceness: int) -> None:
+    """Only ever lower the priority (raising it needs privileges); a worker Ray already started nicer
+    than `niceness` stays as it is."""
     try:
-        os.nice(BACKGROUND_NICENESS)
-    except OSError:  # not permitted here: keep the default priority
+        current = os.nice(0)
+        if niceness > current:
+            os.nice(niceness - current)
+    except OSError:  # not permitted here: keep the priority
         pass
 
 

@@ -26,7 +26,7 @@ import ray
 import redis.asyncio as aioredis
 
 from actors.policies.suppression import SuppressionSet
-from actors.priority import settle_garbage_collector
+from actors.priority import run_as_sender, settle_garbage_collector
 from schemas.suppressions import Scope, Suppressed, SuppressionEntry
 from store import keyspace
 from store.invalidations import follow_invalidations
@@ -56,6 +56,7 @@ class SuppressionShard:
         self._decode_add = msgspec.msgpack.Decoder(list[tuple[str, SuppressionEntry]]).decode
         self._decode_remove = msgspec.msgpack.Decoder(list[RemoveItem]).decode
         settle_garbage_collector()  # it is called per dispatch batch: no full collection over Ray's objects
+        run_as_sender()
         self._decode_change = msgspec.msgpack.Decoder(Change).decode
 
     # --- the three operations ---------------------------------------------------------------------
