@@ -172,27 +172,24 @@ class DispatchLoop:
             (c.message.workspace, c.message.sending_domain, [], [a.email for a in c.message.recipients])
             for _, c in work
         ])
-        kept, ended, events = [], [], []
+        kept, ended, outcomes = [], [], []
         for (entry_id, claimed), hits in zip(work, found, strict=True):
             if not hits:
                 kept.append((entry_id, claimed))
                 continue
-            events += [event(claimed, "message.suppressed", now, self.server.id, self.server.provider,
-                             {"recipient": h.email, "scope": h.scope, "reason": h.reason}, to=h.email) for h in hits]
+            events = [event(claimed, "message.suppressed", now, self.server.id, self.server.provider,
+                            {"recipient": h.email, "scope": h.scope, "reason": h.reason}, to=h.email) for h in hits]
             remaining = without_recipients(claimed.message, {h.email.lower() for h in hits})
-            if remaining.recipients:
+            if remaining.recipients:  # the rest of its recipients go on; the events are recorded now
                 kept.append((entry_id, Claimed(remaining, claimed.meta, claimed.attempts)))
+                outcomes.append(self.records.outcome(claimed.message, "", events))
             else:
                 ended.append((entry_id, claimed))
-        async with self.records.pipeline() as pipe:
-            self.records.append_events(pipe, events)  # first: the timeline list may not exist before its EXPIRE
-            for _, claimed in ended:
-                self.records.set_status(pipe, keyspace.message(claimed.message.workspace, claimed.message.id),
-                                        "suppressed")
-                self._expire(pipe, claimed.message.workspace, claimed.message.id)
-            if ended:
-                pipe.xack(self.stream, keyspace.DISPATCH_GROUP, *[e for e, _ in ended])
-            await pipe.execute()
+                outcomes.append(self.records.outcome(claimed.message, "suppressed", events, finished=1))
+        if not outcomes:
+            return kept
+        await self.records.record(self.stream, outcomes, [], [], [e for e, _ in ended],
+                                  retention_seconds=self.retention_seconds, mapping_ttl=PROVIDER_ID_TTL)
         return kept
 
     async def _fail_over_while_down(self, work: list[tuple[bytes, Claimed]], now: float):
@@ -243,27 +240,18 @@ class DispatchLoop:
     def _outcome(self, claimed: Claimed, decision: Decision, *, attempted: bool) -> OutcomeRecord:
         message = claimed.message
         fields = ["prv", self.server.provider]
-        mapping = mapped_to = failover = ""
+        more: dict[str, object] = {"fields": fields}
         if decision.provider_message_id:
             fields += ["pmid", decision.provider_message_id]
-            mapping = keyspace.provider_message(self.server.provider, decision.provider_message_id.strip("<>"))
-            mapped_to = f"{message.workspace}|{message.id}"
+            more["mapping"] = keyspace.provider_message(self.server.provider, decision.provider_message_id.strip("<>"))
+            more["mapped_to"] = f"{message.workspace}|{message.id}"
         if decision.failover_to:
             fields += ["srv", decision.failover_to]
-            failover = keyspace.dispatch_stream(message.workspace, decision.failover_to)
-        return OutcomeRecord(
-            key=keyspace.message(message.workspace, message.id),
-            timeline=keyspace.message_events(message.workspace, message.id), status=decision.status,
-            fields=fields, mapping=mapping, mapped_to=mapped_to, failover=failover, id=message.id,
-            attempted=int(attempted), finished=int(decision.status in FINISHED),
-            retry_ms="" if decision.retry_at is None else str(int(decision.retry_at * 1000)),
-            events=[self.records.framed(e) for e in decision.events],
-        )
-
-    def _expire(self, pipe, workspace: str, message_id: str) -> None:
-        """A finished message leaves Redis after the retention; the analytics store keeps its history."""
-        pipe.expire(keyspace.message(workspace, message_id), self.retention_seconds)
-        pipe.expire(keyspace.message_events(workspace, message_id), self.retention_seconds)
+            more["failover"] = keyspace.dispatch_stream(message.workspace, decision.failover_to)
+        if decision.retry_at is not None:
+            more["retry_ms"] = str(int(decision.retry_at * 1000))
+        return self.records.outcome(message, decision.status, decision.events, attempted=int(attempted),
+                                    finished=int(decision.status in FINISHED), **more)
 
     async def _after(self, decisions: list[Decision], now: float) -> None:
         for decision in decisions:

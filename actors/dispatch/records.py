@@ -60,14 +60,16 @@ local retention, mapping_ttl, group = ARGV[2], ARGV[3], ARGV[4]
 local outcomes, waiting, windows, acks = batch[1], batch[2], batch[3], batch[4]
 local streamed = {}
 for _, o in ipairs(outcomes) do
-  local key, timeline, status, fields, mapping, mapped_to, failover, id, attempted, finished, retry_ms, events = unpack(o)
+  local key, timeline, id, status, events, fields, mapping, mapped_to, failover, attempted, finished, retry_ms = unpack(o)
   if #events > 0 then
     redis.call('RPUSH', timeline, unpack(events))
     for _, e in ipairs(events) do streamed[#streamed + 1] = e end
   end
-  local current = redis.call('HGET', key, 's')
-  if current == 'sending' or current == 'queued' then
-    redis.call('HSET', key, 's', status)  -- unless a provider webhook has moved it further already
+  if status ~= '' then
+    local current = redis.call('HGET', key, 's')
+    if current == 'sending' or current == 'queued' then
+      redis.call('HSET', key, 's', status)  -- unless a provider webhook has moved it further already
+    end
   end
   if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
   if mapping ~= '' then redis.call('SET', mapping, mapped_to, 'EX', mapping_ttl) end
@@ -94,15 +96,6 @@ end
 return #outcomes
 """
 
-_SET_STATUS = """
-local current = redis.call('HGET', KEYS[1], 's')
-if current == 'sending' or current == 'queued' then
-  redis.call('HSET', KEYS[1], 's', ARGV[1])
-end
-return current
-"""
-
-
 class Claimed(msgspec.Struct):
     message: OutboundMessage
     meta: MessageMeta
@@ -110,20 +103,21 @@ class Claimed(msgspec.Struct):
 
 
 class OutcomeRecord(msgspec.Struct, array_like=True):
-    """One message's recorded outcome, as the record script reads it (field order is the script's)."""
+    """One message's recorded outcome, as the record script reads it (field order is the script's).
+    Built by `DispatchRecords.outcome`."""
 
-    key: str                      # the message hash
-    timeline: str                 # its timeline list
-    status: str
-    fields: list[str]             # further hash fields, flat: name, value, ...
-    mapping: str                  # provider message id → message key, or ""
-    mapped_to: str
-    failover: str                 # the next server's dispatch stream, or ""
+    key: str                        # the message hash
+    timeline: str                   # its timeline list
     id: str
-    attempted: int                # 1: count an attempt
-    finished: int                 # 1: expire after the retention
-    retry_ms: str                 # back into the schedule at this time, or ""
-    events: list[msgspec.Raw]     # each framed by `lua_string`
+    status: str                     # "" leaves the status as it is
+    events: list[msgspec.Raw] = []  # each framed by `lua_string`
+    fields: list[str] = []          # further hash fields, flat: name, value, ...
+    mapping: str = ""               # provider message id → message key, or ""
+    mapped_to: str = ""
+    failover: str = ""              # the next server's dispatch stream, or ""
+    attempted: int = 0              # 1: count an attempt
+    finished: int = 0               # 1: expire after the retention
+    retry_ms: str = ""              # back into the schedule at this time, or ""
 
 
 class DispatchRecords:
@@ -132,7 +126,6 @@ class DispatchRecords:
         self._record = redis.register_script(_RECORD)
         self._claim = redis.register_script(_CLAIM)
         self._due = redis.register_script(_DUE)
-        self._set_status = redis.register_script(_SET_STATUS)
         self._decode_message = msgspec.msgpack.Decoder(OutboundMessage).decode
         self._decode_meta = msgspec.msgpack.Decoder(MessageMeta).decode
         self._encode = msgspec.msgpack.Encoder().encode
@@ -155,22 +148,20 @@ class DispatchRecords:
         await self._record(keys=[keyspace.EVENT_STREAM, keyspace.SCHEDULE, stream],
                            args=[batch, retention_seconds, mapping_ttl, keyspace.DISPATCH_GROUP])
 
-    def framed(self, event: Event) -> msgspec.Raw:
-        return lua_string(self._encode(event))
+    def outcome(self, message: OutboundMessage, status: str, events: Sequence[Event], **more: object) -> OutcomeRecord:
+        """`message`'s row for `record`: its keys, `status` ("" to keep it) and its events framed."""
+        return OutcomeRecord(
+            key=keyspace.message(message.workspace, message.id),
+            timeline=keyspace.message_events(message.workspace, message.id), id=message.id, status=status,
+            events=[lua_string(self._encode(e)) for e in events], **more,  # type: ignore[arg-type]
+        )
 
     async def move_due(self, now_ms: int, limit: int = 500) -> int:
         return int(await self._due(keys=[keyspace.SCHEDULE], args=[now_ms, limit]))
 
-    def set_status(self, pipe, key: str, status: str) -> None:
-        """Our outcome, unless a provider webhook has already moved the message further (e.g. delivered)."""
-        pipe.evalsha(self._set_status.sha, 1, key, status)
-
     async def load_scripts(self) -> None:
-        for script in (self._record, self._claim, self._due, self._set_status):
+        for script in (self._record, self._claim, self._due):
             await self.redis.script_load(script.script)
-
-    def pipeline(self) -> aioredis.client.Pipeline:
-        return self.redis.pipeline(transaction=True)
 
     def append_events(self, pipe, events: Sequence[Event]) -> None:
         """Each event into its message's timeline, and all of them as one entry of the event stream."""

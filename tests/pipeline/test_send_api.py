@@ -122,6 +122,10 @@ async def test_suppressed_recipients_never_arrive(client, admin, sink, smtp_serv
     view = await (await client.get(f"/v1/messages/{only['id']}", headers=admin)).json()
     suppressed = [e for e in view["events"] if e["type"] == "message.suppressed"]
     assert suppressed[0]["data"] == {"recipient": "gone@example.com", "scope": "workspace", "reason": "manual"}
+    # A partly suppressed message keeps going: its suppression is in its timeline, before it was sent.
+    partly = await (await client.get(f"/v1/messages/{(await mixed.json())['id']}", headers=admin)).json()
+    assert [e["type"] for e in partly["events"]] == ["message.accepted", "message.suppressed", "message.sent"]
+    assert partly["events"][1]["data"]["recipient"] == "gone@example.com"
 
 
 async def test_a_550_bounces_and_suppresses_the_address(client, admin, sink, smtp_server):
