@@ -21,6 +21,7 @@ serve: $(STAMP) redis-server
 	$(VENV)/bin/mailers serve
 
 lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
 test: $(STAMP) redis-server lint

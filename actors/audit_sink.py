@@ -94,8 +94,13 @@ def _filter(payload: bytes) -> AuditFilter:
 def start_audit_sink(settings: Settings, redis_url: str, **options: Any) -> ray.actor.ActorHandle:
     """Find the detached audit sink in the settings' namespace, creating it if none runs yet."""
     return AuditSinkActor.options(
-        name=AUDIT_SINK, namespace=settings.ray_namespace, lifetime="detached", get_if_exists=True,
-        max_restarts=-1, max_task_retries=-1, max_concurrency=64,
+        name=AUDIT_SINK,
+        namespace=settings.ray_namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=-1,
+        max_concurrency=64,
     ).remote(msgspec.msgpack.encode(settings), redis_url, **options)
 
 
@@ -113,8 +118,12 @@ class AuditSinkClient:
         """The running audit sink; ValueError when none runs in the namespace."""
         return cls(ray.get_actor(AUDIT_SINK, namespace=settings.ray_namespace))
 
-    async def page(self, flt: AuditFilter, *, limit: int, before_seq: int | None) -> tuple[list[AuditEntry], bool]:
-        error, entries, has_more = self._page(await self.handle.page.remote(self._encode(flt), limit, before_seq))
+    async def page(
+        self, flt: AuditFilter, *, limit: int, before_seq: int | None
+    ) -> tuple[list[AuditEntry], bool]:
+        error, entries, has_more = self._page(
+            await self.handle.page.remote(self._encode(flt), limit, before_seq)
+        )
         if error is not None:
             raise StoreUnavailable(error)
         return entries or [], has_more

@@ -24,8 +24,9 @@ class Dispatcher:
 
         self.settings = msgspec.msgpack.decode(settings, type=Settings)
         self.redis = aioredis.Redis.from_url(redis_url)
-        shards = SuppressionClient(self.settings.ray_namespace, max(1, self.settings.suppression_shards),
-                                   redis_url=redis_url)
+        shards = SuppressionClient(
+            self.settings.ray_namespace, max(1, self.settings.suppression_shards), redis_url=redis_url
+        )
         self.fleet = DispatchFleet(self.redis, self.settings, index=index, count=count, suppressions=shards)
         settle_garbage_collector()  # full collections would rescan Ray's million start-up objects
         run_as_sender()  # behind the ingress, ahead of the stream consumers (actors/priority.py)

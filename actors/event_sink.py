@@ -61,15 +61,29 @@ def _raise(failure: Failure) -> None:
 @ray.remote(num_cpus=0)
 class EventSink:
     def __init__(
-        self, redis_url: str, analytics_url: str | None, data_dir: str, *, consumer: str = EVENT_SINK,
-        batch_size: int = 5000, max_latency: float = 0.25, claim_idle: float = 30.0, retention_days: int | None = None,
+        self,
+        redis_url: str,
+        analytics_url: str | None,
+        data_dir: str,
+        *,
+        consumer: str = EVENT_SINK,
+        batch_size: int = 5000,
+        max_latency: float = 0.25,
+        claim_idle: float = 30.0,
+        retention_days: int | None = None,
     ) -> None:
         run_in_background()  # a consumer that may lag yields the cores to sending (actors/priority.py)
         settle_garbage_collector()
         self.store = open_store(analytics_url, data_dir, retention_days=retention_days)
         self.redis = aioredis.Redis.from_url(redis_url)
-        self.loop = EventSinkLoop(self.redis, self.store, consumer=consumer, batch_size=batch_size,
-                                  max_latency=max_latency, claim_idle=claim_idle)
+        self.loop = EventSinkLoop(
+            self.redis,
+            self.store,
+            consumer=consumer,
+            batch_size=batch_size,
+            max_latency=max_latency,
+            claim_idle=claim_idle,
+        )
         # Built here, not at module level: Ray may pickle the class by value, and decoders do not pickle.
         self._encode = msgspec.msgpack.Encoder().encode
         self._decoders: dict[type, msgspec.msgpack.Decoder[Any]] = {}
@@ -126,14 +140,22 @@ class EventSink:
         return dataclasses.asdict(self.loop.stats)
 
     async def events_page(self, workspace: str, query: bytes, now_ms: int | None = None) -> bytes:
-        return await self._answer(self.store.events_page(workspace, self._decode(EventsQuery, query), now=_now(now_ms)))
+        return await self._answer(
+            self.store.events_page(workspace, self._decode(EventsQuery, query), now=_now(now_ms))
+        )
 
     async def summary(self, workspace: str, query: bytes, now_ms: int | None = None) -> bytes:
-        return await self._answer(self.store.summary(workspace, self._decode(SummaryQuery, query), now=_now(now_ms)))
+        return await self._answer(
+            self.store.summary(workspace, self._decode(SummaryQuery, query), now=_now(now_ms))
+        )
 
-    async def campaign_report(self, workspace: str, campaign_id: str, query: bytes, now_ms: int | None = None) -> bytes:
+    async def campaign_report(
+        self, workspace: str, campaign_id: str, query: bytes, now_ms: int | None = None
+    ) -> bytes:
         parsed = self._decode(CampaignReportQuery, query)
-        return await self._answer(self.store.campaign_report(workspace, campaign_id, parsed, now=_now(now_ms)))
+        return await self._answer(
+            self.store.campaign_report(workspace, campaign_id, parsed, now=_now(now_ms))
+        )
 
     async def message_events(self, workspace: str, message_id: str) -> bytes:
         return await self._answer(self.store.message_events(workspace, message_id))
@@ -142,7 +164,9 @@ class EventSink:
         """A Ray streaming generator: one (failure, NDJSON chunk) pair per item."""
         await self._migrated.wait()
         try:
-            async for chunk in self.store.export_events(workspace, self._decode(ExportQuery, query), now=_now(now_ms)):
+            async for chunk in self.store.export_events(
+                workspace, self._decode(ExportQuery, query), now=_now(now_ms)
+            ):
                 yield self._encode((None, chunk))
         except AnalyticsError as exc:
             yield self._encode((_failure(exc), None))
@@ -168,8 +192,13 @@ def start_event_sink(
     share the stream through the consumer group (the name is the consumer name).
     """
     return EventSink.options(
-        name=name, namespace=settings.ray_namespace, lifetime="detached", get_if_exists=True,
-        max_restarts=-1, max_task_retries=-1, max_concurrency=64,
+        name=name,
+        namespace=settings.ray_namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=-1,
+        max_concurrency=64,
     ).remote(redis_url, settings.analytics_url, settings.data_dir, consumer=name, **options)
 
 
@@ -192,7 +221,9 @@ class EventSinkClient:
             _raise(failure)
         return value
 
-    async def events_page(self, workspace: str, query: EventsQuery, *, now: datetime | None = None) -> EventsPage:
+    async def events_page(
+        self, workspace: str, query: EventsQuery, *, now: datetime | None = None
+    ) -> EventsPage:
         reply = await self.handle.events_page.remote(workspace, self._encode(query), _ms(now))
         return self._unwrap(self._page(reply))
 
@@ -201,7 +232,12 @@ class EventSinkClient:
         return self._unwrap(self._summary(reply))
 
     async def campaign_report(
-        self, workspace: str, campaign_id: str, query: CampaignReportQuery | None = None, *, now: datetime | None = None
+        self,
+        workspace: str,
+        campaign_id: str,
+        query: CampaignReportQuery | None = None,
+        *,
+        now: datetime | None = None,
     ) -> CampaignReport:
         payload = self._encode(query or CampaignReportQuery())
         reply = await self.handle.campaign_report.remote(workspace, campaign_id, payload, _ms(now))
@@ -210,7 +246,9 @@ class EventSinkClient:
     async def message_events(self, workspace: str, message_id: str) -> list[Event]:
         return self._unwrap(self._timeline(await self.handle.message_events.remote(workspace, message_id)))
 
-    async def export_events(self, workspace: str, query: ExportQuery, *, now: datetime | None = None) -> AsyncIterator[bytes]:
+    async def export_events(
+        self, workspace: str, query: ExportQuery, *, now: datetime | None = None
+    ) -> AsyncIterator[bytes]:
         async for ref in self.handle.export_events.remote(workspace, self._encode(query), _ms(now)):
             yield self._unwrap(self._chunk(await ref))
 

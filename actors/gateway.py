@@ -41,8 +41,12 @@ def init_ray(settings: Settings) -> None:
     else:
         # Ray starts its workers at nice 15 by default; here the workers are the dispatchers, on the send
         # path like the ingress. The consumers that may lag lower their own priority (actors/priority.py).
-        ray.init(num_cpus=max(2, settings.ray_local_cpus), _node_ip_address="127.0.0.1",
-                 _system_config={"worker_niceness": 0}, **options)
+        ray.init(
+            num_cpus=max(2, settings.ray_local_cpus),
+            _node_ip_address="127.0.0.1",
+            _system_config={"worker_niceness": 0},
+            **options,
+        )
 
 
 def named_actor(actor_class, name: str, namespace: str, *args: object):
@@ -67,8 +71,9 @@ class Gateway:
         ray.get([d.start.remote() for d in self.dispatchers])
         from actors.suppression_client import SuppressionClient
 
-        self.suppressions = SuppressionClient(settings.ray_namespace, max(1, settings.suppression_shards),
-                                              redis_url=redis_url)
+        self.suppressions = SuppressionClient(
+            settings.ray_namespace, max(1, settings.suppression_shards), redis_url=redis_url
+        )
 
     @classmethod
     def start(cls, settings: Settings, *, redis_url: str) -> Gateway:

@@ -38,7 +38,9 @@ class SuppressionClient:
         if redis_url is None:
             raise ValueError("redis_url is required (the shards load and write through it)")
         self.n_shards = n_shards
-        self.shards = [named_actor(SuppressionShard, shard_name(i), namespace, redis_url, i) for i in range(n_shards)]
+        self.shards = [
+            named_actor(SuppressionShard, shard_name(i), namespace, redis_url, i) for i in range(n_shards)
+        ]
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode_hits = msgspec.msgpack.Decoder(list[list[Suppressed]]).decode
         self._decode_flags = msgspec.msgpack.Decoder(list[bool]).decode
@@ -68,10 +70,14 @@ class SuppressionClient:
         by_shard: dict[int, list[int]] = defaultdict(list)
         for position, (workspace, *_) in enumerate(items):
             by_shard[self.shard_of(workspace)].append(position)
-        answers = await asyncio.gather(*(
-            self.checks[shard].submit_many([(ws, d, list(lids), list(r)) for ws, d, lids, r in (items[p] for p in positions)])
-            for shard, positions in by_shard.items()
-        ))
+        answers = await asyncio.gather(
+            *(
+                self.checks[shard].submit_many(
+                    [(ws, d, list(lids), list(r)) for ws, d, lids, r in (items[p] for p in positions)]
+                )
+                for shard, positions in by_shard.items()
+            )
+        )
         results: list[list[Suppressed]] = [[] for _ in items]
         for positions, hits in zip(by_shard.values(), answers, strict=True):
             for position, found in zip(positions, hits, strict=True):
@@ -85,10 +91,12 @@ class SuppressionClient:
         for position, entry in enumerate(normal):
             for shard in range(self.n_shards) if entry.scope == "global" else [self.shard_of(workspace)]:
                 by_shard[shard].append(position)
-        answers = await asyncio.gather(*(
-            self._adds[shard].submit_many([(workspace, normal[p]) for p in positions])
-            for shard, positions in by_shard.items()
-        ))
+        answers = await asyncio.gather(
+            *(
+                self._adds[shard].submit_many([(workspace, normal[p]) for p in positions])
+                for shard, positions in by_shard.items()
+            )
+        )
         new = [False] * len(normal)
         for positions, flags in zip(by_shard.values(), answers, strict=True):
             for position, flag in zip(positions, flags, strict=True):
@@ -96,10 +104,16 @@ class SuppressionClient:
         return new
 
     async def remove(
-        self, workspace: str, emails: Sequence[str], scope: Scope = "workspace", scope_value: str | None = None
+        self,
+        workspace: str,
+        emails: Sequence[str],
+        scope: Scope = "workspace",
+        scope_value: str | None = None,
     ) -> int:
         """Lift suppressions of `emails` in one scope; returns how many there were."""
-        normal = [normalise_entry(SuppressionEntry(email=e, scope=scope, scope_value=scope_value)) for e in emails]
+        normal = [
+            normalise_entry(SuppressionEntry(email=e, scope=scope, scope_value=scope_value)) for e in emails
+        ]
         targets = range(self.n_shards) if scope == "global" else [self.shard_of(workspace)]
         items = [(workspace, e.email, scope, e.scope_value) for e in normal]
         flags = await asyncio.gather(*(self._removes[i].submit_many(items) for i in targets))

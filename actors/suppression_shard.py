@@ -64,7 +64,9 @@ class SuppressionShard:
         items = self._decode_check(batch)
         self.calls["check"] += 1
         sets = await self._sets_for({ws for ws, *_ in items} | {GLOBAL})
-        return self._encode([_check_one(sets[GLOBAL], sets[ws], domain, lists, rcpts) for ws, domain, lists, rcpts in items])
+        return self._encode(
+            [_check_one(sets[GLOBAL], sets[ws], domain, lists, rcpts) for ws, domain, lists, rcpts in items]
+        )
 
     async def add(self, batch: bytes) -> bytes:
         items = self._decode_add(batch)
@@ -89,8 +91,10 @@ class SuppressionShard:
             groups[(workspace, scope, value)].append(position)
         results: list[bool] = [False] * len(items)
         for (workspace, scope, value), positions in groups.items():
-            entries = [normalise_entry(SuppressionEntry(email=items[p][1], scope=scope, scope_value=value))
-                       for p in positions]
+            entries = [
+                normalise_entry(SuppressionEntry(email=items[p][1], scope=scope, scope_value=value))
+                for p in positions
+            ]
             removed = await self.store.remove(workspace, [e.email for e in entries], scope, value)
             for position, was in zip(positions, removed, strict=True):
                 results[position] = was
@@ -102,8 +106,12 @@ class SuppressionShard:
         return bool(await self.redis.ping())
 
     async def stats(self) -> dict[str, Any]:
-        return {"index": self.index, "calls": dict(self.calls), "loaded": sorted(self.sets),
-                "entries": sum(len(s) for s in self.sets.values())}
+        return {
+            "index": self.index,
+            "calls": dict(self.calls),
+            "loaded": sorted(self.sets),
+            "entries": sum(len(s) for s in self.sets.values()),
+        }
 
     # --- memory: lazy loads, changes from the channel ----------------------------------------------
     async def _sets_for(self, workspaces: set[str]) -> dict[str, SuppressionSet]:
@@ -158,12 +166,22 @@ class SuppressionShard:
         await self._subscribed.wait()
 
     async def _listen(self) -> None:
-        await follow_invalidations(self.redis, keyspace.SUPPRESSION_CHANGES, invalidate=self._apply_loaded,
-                                   clear=self._forget_all, ready=self._subscribed, decode=self._decode_change)
+        await follow_invalidations(
+            self.redis,
+            keyspace.SUPPRESSION_CHANGES,
+            invalidate=self._apply_loaded,
+            clear=self._forget_all,
+            ready=self._subscribed,
+            decode=self._decode_change,
+        )
 
 
 def _check_one(
-    global_set: SuppressionSet, own: SuppressionSet, sending_domain: str, list_ids: list[str], recipients: list[str]
+    global_set: SuppressionSet,
+    own: SuppressionSet,
+    sending_domain: str,
+    list_ids: list[str],
+    recipients: list[str],
 ) -> list[Suppressed]:
     try:
         return _filter(global_set, own, sending_domain, list_ids, recipients)
@@ -178,7 +196,11 @@ def _check_one(
 
 
 def _filter(
-    global_set: SuppressionSet, own: SuppressionSet, sending_domain: str, list_ids: list[str], recipients: list[str]
+    global_set: SuppressionSet,
+    own: SuppressionSet,
+    sending_domain: str,
+    list_ids: list[str],
+    recipients: list[str],
 ) -> list[Suppressed]:
     """Global entries first, then the workspace's; hits in recipient order."""
     allowed, hits = global_set.filter(recipients, sending_domain=sending_domain, list_ids=list_ids)

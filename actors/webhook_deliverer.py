@@ -53,11 +53,18 @@ class WebhookDeliverer:
         await self.redis.aclose()
 
 
-async def ensure_webhook_deliverer(settings: Settings, redis_url: str, *, name: str = DELIVERER_NAME,
-                                   **overrides: Any):
+async def ensure_webhook_deliverer(
+    settings: Settings, redis_url: str, *, name: str = DELIVERER_NAME, **overrides: Any
+):
     """Find or start the detached deliverer `name` and wait until it consumes the event stream."""
     init_ray(settings)
-    handle = named_actor(WebhookDeliverer, name, settings.ray_namespace, msgspec.msgpack.encode(settings),
-                         redis_url, {"consumer": name, **overrides})
+    handle = named_actor(
+        WebhookDeliverer,
+        name,
+        settings.ray_namespace,
+        msgspec.msgpack.encode(settings),
+        redis_url,
+        {"consumer": name, **overrides},
+    )
     await handle.ready.remote()
     return handle

@@ -104,14 +104,17 @@ class AuditStore:
         await self._run(self._backend.insert, columns)
         return len(entries)
 
-    async def page(self, flt: AuditFilter, *, limit: int, before_seq: int | None) -> tuple[list[AuditEntry], bool]:
+    async def page(
+        self, flt: AuditFilter, *, limit: int, before_seq: int | None
+    ) -> tuple[list[AuditEntry], bool]:
         """Newest first (highest seq first), continuing below `before_seq`."""
         b = self._backend
         params: dict[str, Any] = {}
         where = _where(flt, b.binder(params))
         if before_seq is not None:
             where += f" AND seq < {b.binder(params)('before_seq', before_seq)}"
-        sql = f"SELECT {', '.join(COLUMNS)} FROM {b.table} WHERE {where} ORDER BY seq DESC LIMIT {int(limit) + 1}"
+        columns = ", ".join(COLUMNS)
+        sql = f"SELECT {columns} FROM {b.table} WHERE {where} ORDER BY seq DESC LIMIT {int(limit) + 1}"
         rows = await self._run(b.query, sql, params)
         return [_entry(r) for r in rows[:limit]], len(rows) > limit
 
@@ -123,7 +126,8 @@ class AuditStore:
             params: dict[str, Any] = {}
             bind = b.binder(params)
             where = f"{_where(flt, bind)} AND seq > {bind('after_seq', after)}"
-            sql = f"SELECT {', '.join(COLUMNS)} FROM {b.table} WHERE {where} ORDER BY seq LIMIT {int(chunk_rows)}"
+            columns = ", ".join(COLUMNS)
+            sql = f"SELECT {columns} FROM {b.table} WHERE {where} ORDER BY seq LIMIT {int(chunk_rows)}"
             rows = await self._run(b.query, sql, params)
             if rows:
                 yield [_entry(r) for r in rows]
@@ -136,8 +140,10 @@ class AuditStore:
         async for entries in self.chunks(flt, chunk_rows=chunk_rows):
             yield b"".join(_encode_json(e) + b"\n" for e in entries)
 
-    def entries_for_verification(self, workspace: str, *, chunk_rows: int = 5000) -> AsyncIterator[list[AuditEntry]]:
-        """All of a workspace's entries in seq order, in consecutive runs `verify_chain` can check one by one."""
+    def entries_for_verification(
+        self, workspace: str, *, chunk_rows: int = 5000
+    ) -> AsyncIterator[list[AuditEntry]]:
+        """All of a workspace's entries in seq order, in runs `verify_chain` can check one by one."""
         return self.chunks(AuditFilter(workspace=workspace), chunk_rows=chunk_rows)
 
     async def close(self) -> None:
@@ -190,8 +196,10 @@ class _DuckBackend(_Backend):
         cursor = self._db.cursor()
         try:
             cursor.register("incoming_audit", batch)
-            cursor.execute(f"INSERT OR IGNORE INTO audit_log ({', '.join(COLUMNS)}) "
-                           f"SELECT {', '.join(COLUMNS)} FROM incoming_audit")
+            cursor.execute(
+                f"INSERT OR IGNORE INTO audit_log ({', '.join(COLUMNS)}) "
+                f"SELECT {', '.join(COLUMNS)} FROM incoming_audit"
+            )
         finally:
             cursor.close()
 
@@ -221,8 +229,9 @@ class _ClickHouseBackend(_Backend):
         return bind
 
     def insert(self, columns: dict[str, list[Any]]) -> None:
-        self._client.insert("audit_log", [columns[c] for c in COLUMNS], column_names=list(COLUMNS),
-                            column_oriented=True)
+        self._client.insert(
+            "audit_log", [columns[c] for c in COLUMNS], column_names=list(COLUMNS), column_oriented=True
+        )
 
     def query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         return self._client.query(sql, parameters=params).result_rows

@@ -58,15 +58,17 @@ def connect(url: str) -> tuple[Any, str]:
     """
     parts = urlsplit(url)
     if parts.scheme == "chdb":
-        path = unquote(url[len("chdb://"):].partition("?")[0])
+        path = unquote(url[len("chdb://") :].partition("?")[0])
         database = parse_qs(parts.query).get("database", ["mailers"])[0]
         options: dict[str, Any] = {"interface": "chdb", "path": path}
     else:
         database = parts.path.lstrip("/") or "mailers"
         options = {
             "interface": "https" if parts.scheme == "clickhouses" else "http",
-            "host": parts.hostname or "127.0.0.1", "port": parts.port or (8443 if parts.scheme == "clickhouses" else 8123),
-            "username": unquote(parts.username or "default"), "password": unquote(parts.password or ""),
+            "host": parts.hostname or "127.0.0.1",
+            "port": parts.port or (8443 if parts.scheme == "clickhouses" else 8123),
+            "username": unquote(parts.username or "default"),
+            "password": unquote(parts.password or ""),
             "autogenerate_session_id": False,
         }
     if not _IDENTIFIER.match(database):
@@ -84,7 +86,9 @@ class ClickHouseStore(SqlAnalyticsStore):
     dialect = ClickHouseDialect()
     driver_errors = (ClickHouseError,)
 
-    def __init__(self, url: str, *, policy: WindowPolicy | None = None, retention_days: int | None = None) -> None:
+    def __init__(
+        self, url: str, *, policy: WindowPolicy | None = None, retention_days: int | None = None
+    ) -> None:
         # chDB is one engine in this process: serialise on one thread. A server takes concurrent queries.
         super().__init__(policy=policy, threads=1 if url.startswith("chdb:") else 4)
         self.url = url
@@ -96,16 +100,21 @@ class ClickHouseStore(SqlAnalyticsStore):
 
     def _migrate(self) -> list[int]:
         client = self._client
-        client.command("CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
-                       "applied_at DateTime64(3, 'UTC')) ENGINE = ReplacingMergeTree ORDER BY version")
+        client.command(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+            "applied_at DateTime64(3, 'UTC')) ENGINE = ReplacingMergeTree ORDER BY version"
+        )
         applied = {row[0] for row in client.query("SELECT version FROM schema_migrations FINAL").result_rows}
         for migration in load(self.backend):
             if migration.version in applied:
                 continue
             for statement in migration.statements:
                 client.command(statement)
-            client.insert("schema_migrations", [[migration.version, migration.name, datetime.now(UTC)]],
-                          column_names=["version", "name", "applied_at"])
+            client.insert(
+                "schema_migrations",
+                [[migration.version, migration.name, datetime.now(UTC)]],
+                column_names=["version", "name", "applied_at"],
+            )
             applied.add(migration.version)
         self._apply_retention()
         return sorted(applied)
@@ -120,11 +129,15 @@ class ClickHouseStore(SqlAnalyticsStore):
         ).result_rows[0][0]
         if clause not in engine.replace(" ", ""):
             # DDL takes no bound parameters; retention_days is an int by construction.
-            self._client.command(f"ALTER TABLE events MODIFY TTL toDateTime(created_at) + {clause}",
-                                 settings={"materialize_ttl_after_modify": 0})
+            self._client.command(
+                f"ALTER TABLE events MODIFY TTL toDateTime(created_at) + {clause}",
+                settings={"materialize_ttl_after_modify": 0},
+            )
 
     def _insert(self, columns: dict[str, list[Any]]) -> None:
-        self._client.insert("events", [columns[c] for c in COLUMNS], column_names=list(COLUMNS), column_oriented=True)
+        self._client.insert(
+            "events", [columns[c] for c in COLUMNS], column_names=list(COLUMNS), column_oriented=True
+        )
 
     def _query(self, sql: str, params: dict[str, Any]) -> Rows:
         return self._client.query(sql, parameters=params).result_rows

@@ -47,8 +47,10 @@ class DuckDialect(Dialect):
     def source(self, where: str, with_tag: bool) -> str:
         if not with_tag:
             return f"FROM events WHERE {where}"
-        return ("FROM (SELECT *, unnest(CASE WHEN len(tags) = 0 THEN [''] ELSE tags END) AS tag "
-                f"FROM events WHERE {where}) AS tagged")
+        return (
+            "FROM (SELECT *, unnest(CASE WHEN len(tags) = 0 THEN [''] ELSE tags END) AS tag "
+            f"FROM events WHERE {where}) AS tagged"
+        )
 
     def bucket(self, width: str) -> str:
         return f"({self.created_ms} // {width}) * {width}"
@@ -56,7 +58,10 @@ class DuckDialect(Dialect):
     def export_lines(self, flt: EventFilter) -> tuple[str, dict[str, Any]]:
         """Each event as the JSON line msgspec writes for it (same keys, order, escaping and time format)."""
         bind = Bound(self)
-        return f"SELECT {_JSON_LINE} FROM events WHERE {self.where(flt, bind)} ORDER BY created_at, id", bind.values
+        return (
+            f"SELECT {_JSON_LINE} FROM events WHERE {self.where(flt, bind)} ORDER BY created_at, id",
+            bind.values,
+        )
 
 
 def _text(column: str) -> str:
@@ -68,18 +73,22 @@ def _nullable(column: str) -> str:
 
 
 # msgspec writes a UTC datetime as ...T10:24:11Z, or ...T10:24:11.123000Z when it has a fraction.
-_TIME = ("CASE WHEN strftime(created_at, '%f') = '000000' THEN strftime(created_at, '%Y-%m-%dT%H:%M:%SZ') "
-         "ELSE strftime(created_at, '%Y-%m-%dT%H:%M:%S.%fZ') END")
+_TIME = (
+    "CASE WHEN strftime(created_at, '%f') = '000000' THEN strftime(created_at, '%Y-%m-%dT%H:%M:%SZ') "
+    "ELSE strftime(created_at, '%Y-%m-%dT%H:%M:%S.%fZ') END"
+)
 _MESSAGE = (
     "CASE WHEN message_id = '' THEN 'null' ELSE "
-    f"""'{{"id":' || {_text('message_id')} || ',"to":' || {_text('recipient')} || ',"from":' || {_text('sender')}"""
-    f"""|| ',"provider":' || {_nullable('provider')} || ',"server":' || {_nullable('server')}"""
+    f"""'{{"id":' || {_text("message_id")} || ',"to":' || {_text("recipient")}"""
+    f"""|| ',"from":' || {_text("sender")}"""
+    f"""|| ',"provider":' || {_nullable("provider")} || ',"server":' || {_nullable("server")}"""
     f"""|| ',"tags":' || to_json(tags) || ',"metadata":' || metadata"""
-    f"""|| ',"campaign_id":' || {_nullable('campaign_id')} || '}}' END"""
+    f"""|| ',"campaign_id":' || {_nullable("campaign_id")} || '}}' END"""
 )
 _JSON_LINE = (
-    f"""'{{"id":' || {_text('id')} || ',"type":' || {_text('type')} || ',"created_at":"' || {_TIME} || '"'"""
-    f"""|| ',"workspace":' || {_text('workspace')} || ',"message":' || {_MESSAGE} || ',"data":' || data || '}}'"""
+    f"""'{{"id":' || {_text("id")} || ',"type":' || {_text("type")} || ',"created_at":"' || {_TIME} || '"'"""
+    f"""|| ',"workspace":' || {_text("workspace")} || ',"message":' || {_MESSAGE}"""
+    f"""|| ',"data":' || data || '}}'"""
 )
 
 
@@ -88,7 +97,9 @@ class DuckDBStore(SqlAnalyticsStore):
     dialect = DuckDialect()
     driver_errors = (duckdb.Error,)
 
-    def __init__(self, path: str | Path, *, policy: WindowPolicy | None = None, checkpoint_threshold: str = "256MB") -> None:
+    def __init__(
+        self, path: str | Path, *, policy: WindowPolicy | None = None, checkpoint_threshold: str = "256MB"
+    ) -> None:
         super().__init__(policy=policy, threads=1)
         self.path = str(path)
         if self.path != ":memory:":
@@ -100,8 +111,10 @@ class DuckDBStore(SqlAnalyticsStore):
 
     def _migrate(self) -> list[int]:
         db = self._db
-        db.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                   "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+        )
         applied = {row[0] for row in db.execute("SELECT version FROM schema_migrations").fetchall()}
         for migration in load(self.backend):
             if migration.version in applied:
@@ -110,9 +123,14 @@ class DuckDBStore(SqlAnalyticsStore):
             try:
                 for statement in migration.statements:
                     db.execute(statement)
-                db.execute("INSERT INTO schema_migrations VALUES ($version, $name, $at)",
-                           {"version": migration.version, "name": migration.name,
-                            "at": datetime.now(UTC).replace(tzinfo=None)})
+                db.execute(
+                    "INSERT INTO schema_migrations VALUES ($version, $name, $at)",
+                    {
+                        "version": migration.version,
+                        "name": migration.name,
+                        "at": datetime.now(UTC).replace(tzinfo=None),
+                    },
+                )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -151,7 +169,9 @@ class DuckDBStore(SqlAnalyticsStore):
 
     def _purge(self, before_ms: int) -> int:
         cutoff = from_epoch_ms(before_ms).replace(tzinfo=None)
-        result = self._db.execute("DELETE FROM events WHERE created_at < $cutoff", {"cutoff": cutoff}).fetchone()
+        result = self._db.execute(
+            "DELETE FROM events WHERE created_at < $cutoff", {"cutoff": cutoff}
+        ).fetchone()
         return int(result[0]) if result else 0
 
     async def purge_expired(self, retention: timedelta, *, now: datetime) -> int:

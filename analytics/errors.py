@@ -1,9 +1,9 @@
 """The analytics store's own errors; every backend translates its driver's exceptions into these.
 
-    AnalyticsError
-    ├── InvalidQuery        a request the caller must fix: 422 validation_error, `pointer` names the field
-    │   └── InvalidCursor   a cursor this API did not issue, or one issued for other filters: 400 invalid_cursor
-    └── StoreUnavailable    the database failed or cannot be reached: 503 unavailable
+AnalyticsError
+├── InvalidQuery        a request the caller must fix: 422 validation_error, `pointer` names the field
+│   └── InvalidCursor   a cursor this API did not issue, or one issued for other filters: 400 invalid_cursor
+└── StoreUnavailable    the database failed or cannot be reached: 503 unavailable
 """
 
 from __future__ import annotations

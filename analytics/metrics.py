@@ -15,14 +15,26 @@ import msgspec
 OPENED, CLICKED = "message.opened", "message.clicked"
 # Event types a summary counts; the rest never leave the database in an aggregate query.
 METRIC_TYPES: tuple[str, ...] = (
-    "message.sent", "message.delivered", "message.bounced", "message.complained", OPENED, CLICKED,
-    "subscriber.unsubscribed", "message.suppressed", "message.failed",
+    "message.sent",
+    "message.delivered",
+    "message.bounced",
+    "message.complained",
+    OPENED,
+    CLICKED,
+    "subscriber.unsubscribed",
+    "message.suppressed",
+    "message.failed",
 )
 UNIQUE_TYPES: tuple[str, ...] = (OPENED, CLICKED)
 _COUNTED = {
-    "message.sent": "sent", "message.delivered": "delivered", "message.complained": "complained",
-    OPENED: "opened", CLICKED: "clicked", "subscriber.unsubscribed": "unsubscribed",
-    "message.suppressed": "suppressed", "message.failed": "failed",
+    "message.sent": "sent",
+    "message.delivered": "delivered",
+    "message.complained": "complained",
+    OPENED: "opened",
+    CLICKED: "clicked",
+    "subscriber.unsubscribed": "unsubscribed",
+    "message.suppressed": "suppressed",
+    "message.failed": "failed",
 }
 
 

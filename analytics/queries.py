@@ -24,8 +24,13 @@ GroupBy = Literal["provider", "server", "tag", "campaign", "recipient_domain"]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=100)]
 INTERVAL_MS = {"hour": 3_600_000, "day": 86_400_000}
 # group_by value -> the dimension the backends aggregate over
-GROUP_DIMENSIONS = {"provider": "provider", "server": "server", "tag": "tag", "campaign": "campaign_id",
-                    "recipient_domain": "recipient_domain"}
+GROUP_DIMENSIONS = {
+    "provider": "provider",
+    "server": "server",
+    "tag": "tag",
+    "campaign": "campaign_id",
+    "recipient_domain": "recipient_domain",
+}
 
 
 class WindowPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,18 +154,30 @@ def _matches(pattern: str, event_type: str) -> bool:
 def event_filter(workspace: str, query: _Filters, window: tuple[int | None, int | None]) -> EventFilter:
     extra = {}
     if isinstance(query, ExportQuery):
-        extra = {"types": expand_types(query.type), "message_id": query.message_id, "recipient": query.recipient}
+        extra = {
+            "types": expand_types(query.type),
+            "message_id": query.message_id,
+            "recipient": query.recipient,
+        }
     return EventFilter(
-        workspace=workspace, from_ms=window[0], to_ms=window[1], campaign_id=query.campaign_id,
-        tag=query.tag, provider=query.provider, server=query.server,
-        recipient_domain=query.recipient_domain.lower() if query.recipient_domain else None, **extra,
+        workspace=workspace,
+        from_ms=window[0],
+        to_ms=window[1],
+        campaign_id=query.campaign_id,
+        tag=query.tag,
+        provider=query.provider,
+        server=query.server,
+        recipient_domain=query.recipient_domain.lower() if query.recipient_domain else None,
+        **extra,
     )
 
 
 def check_buckets(window: tuple[int, int], interval: str, policy: WindowPolicy) -> None:
     count = -(-(window[1] - window[0]) // INTERVAL_MS[interval])
     if count > policy.max_buckets:
-        raise InvalidQuery("#/interval", f"{count} {interval} buckets; at most {policy.max_buckets}", "too_many_buckets")
+        raise InvalidQuery(
+            "#/interval", f"{count} {interval} buckets; at most {policy.max_buckets}", "too_many_buckets"
+        )
 
 
 # --- the opaque keyset cursor of /v1/analytics/events ----------------------------------------------

@@ -78,7 +78,9 @@ def _ranked(tallies: dict[tuple[Any, ...], Tally]) -> list[tuple[str, Tally]]:
     return sorted(((key[0], t) for key, t in tallies.items()), key=lambda kt: (-kt[1].events, kt[0]))
 
 
-def grouped(group_rows: Rows, group_series_rows: Rows, starts: list[int], limit: int) -> tuple[list[GroupSummary], bool]:
+def grouped(
+    group_rows: Rows, group_series_rows: Rows, starts: list[int], limit: int
+) -> tuple[list[GroupSummary], bool]:
     """group_rows: (key, type, ...); group_series_rows: (key, bucket_ms, type, ...)."""
     ranked = _ranked(tally_rows(group_rows, 1))
     by_group: dict[str, list[Sequence[Any]]] = {}
@@ -102,8 +104,21 @@ def links(rows: Rows) -> list[LinkClicks]:
     return sorted(found, key=lambda link: (-link.clicks, link.url))
 
 
-__all__ = ["Bucket", "Breakdown", "CampaignReport", "EventsPage", "GroupSummary", "LinkClicks", "Summary", "bucket_starts",
-           "breakdown", "grouped", "links", "series", "total"]
+__all__ = [
+    "Bucket",
+    "Breakdown",
+    "CampaignReport",
+    "EventsPage",
+    "GroupSummary",
+    "LinkClicks",
+    "Summary",
+    "bucket_starts",
+    "breakdown",
+    "grouped",
+    "links",
+    "series",
+    "total",
+]
 
 
 class EventsPage(msgspec.Struct, kw_only=True):

@@ -18,13 +18,39 @@ from schemas.events import Event, EventMessage
 
 # The insert column order of the `events` table in both backends (migrations 0001).
 COLUMNS: tuple[str, ...] = (
-    "id", "workspace", "created_at", "type", "message_id", "recipient", "recipient_domain", "sender",
-    "provider", "server", "campaign_id", "tags", "metadata", "bounce_type", "url", "data", "pair_hash",
+    "id",
+    "workspace",
+    "created_at",
+    "type",
+    "message_id",
+    "recipient",
+    "recipient_domain",
+    "sender",
+    "provider",
+    "server",
+    "campaign_id",
+    "tags",
+    "metadata",
+    "bounce_type",
+    "url",
+    "data",
+    "pair_hash",
 )
 # What a query reads back to rebuild an Event (created_at as epoch milliseconds).
 READ_COLUMNS: tuple[str, ...] = (
-    "id", "workspace", "created_at", "type", "message_id", "recipient", "sender",
-    "provider", "server", "campaign_id", "tags", "metadata", "data",
+    "id",
+    "workspace",
+    "created_at",
+    "type",
+    "message_id",
+    "recipient",
+    "sender",
+    "provider",
+    "server",
+    "campaign_id",
+    "tags",
+    "metadata",
+    "data",
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -81,13 +107,44 @@ def event_row(event: Event) -> tuple[Any, ...]:
     url = _url(data) if type_ == _CLICKED else ""
     created_ms = epoch_ms(event.created_at)
     if msg is None:
-        return (event.id, event.workspace, created_ms, type_, "", "", "", "", "", "", "", [], "{}",
-                bounce_type, url, _json(data), 0)
+        return (
+            event.id,
+            event.workspace,
+            created_ms,
+            type_,
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            [],
+            "{}",
+            bounce_type,
+            url,
+            _json(data),
+            0,
+        )
     pair = pair_hash(msg.id, msg.to) if type_ in (_OPENED, _CLICKED) else 0
     return (
-        event.id, event.workspace, created_ms, type_, msg.id, msg.to, recipient_domain(msg.to), msg.from_,
-        msg.provider or "", msg.server or "", msg.campaign_id or "", msg.tags, _json(msg.metadata),
-        bounce_type, url, _json(data), pair,
+        event.id,
+        event.workspace,
+        created_ms,
+        type_,
+        msg.id,
+        msg.to,
+        recipient_domain(msg.to),
+        msg.from_,
+        msg.provider or "",
+        msg.server or "",
+        msg.campaign_id or "",
+        msg.tags,
+        _json(msg.metadata),
+        bounce_type,
+        url,
+        _json(data),
+        pair,
     )
 
 
@@ -105,17 +162,40 @@ def event_columns(events: Iterable[Event]) -> dict[str, list[Any]]:
 
 def row_event(row: Sequence[Any]) -> Event:
     """Rebuild an Event from a row in READ_COLUMNS order."""
-    (event_id, workspace, created_ms, type_, message_id, recipient, sender,
-     provider, server, campaign_id, tags, metadata, data) = row
+    (
+        event_id,
+        workspace,
+        created_ms,
+        type_,
+        message_id,
+        recipient,
+        sender,
+        provider,
+        server,
+        campaign_id,
+        tags,
+        metadata,
+        data,
+    ) = row
     message = None
     if message_id:
         message = EventMessage(
-            id=message_id, to=recipient, from_=sender, provider=provider or None, server=server or None,
-            tags=list(tags), metadata=_decode_metadata(metadata), campaign_id=campaign_id or None,
+            id=message_id,
+            to=recipient,
+            from_=sender,
+            provider=provider or None,
+            server=server or None,
+            tags=list(tags),
+            metadata=_decode_metadata(metadata),
+            campaign_id=campaign_id or None,
         )
     return Event(
-        id=event_id, type=type_, created_at=from_epoch_ms(created_ms), workspace=workspace,
-        message=message, data=_decode_object(data),
+        id=event_id,
+        type=type_,
+        created_at=from_epoch_ms(created_ms),
+        workspace=workspace,
+        message=message,
+        data=_decode_object(data),
     )
 
 
@@ -144,17 +224,40 @@ _export_encoder = msgspec.json.Encoder()
 
 
 def _export_event(row: Sequence[Any]) -> _ExportEvent:
-    (event_id, workspace, created_ms, type_, message_id, recipient, sender,
-     provider, server, campaign_id, tags, metadata, data) = row
+    (
+        event_id,
+        workspace,
+        created_ms,
+        type_,
+        message_id,
+        recipient,
+        sender,
+        provider,
+        server,
+        campaign_id,
+        tags,
+        metadata,
+        data,
+    ) = row
     message = None
     if message_id:
         message = _ExportMessage(
-            id=message_id, to=recipient, from_=sender, provider=provider or None, server=server or None,
-            tags=tags, metadata=msgspec.Raw(metadata), campaign_id=campaign_id or None,
+            id=message_id,
+            to=recipient,
+            from_=sender,
+            provider=provider or None,
+            server=server or None,
+            tags=tags,
+            metadata=msgspec.Raw(metadata),
+            campaign_id=campaign_id or None,
         )
     return _ExportEvent(
-        id=event_id, type=type_, created_at=EPOCH + timedelta(milliseconds=created_ms), workspace=workspace,
-        message=message, data=msgspec.Raw(data),
+        id=event_id,
+        type=type_,
+        created_at=EPOCH + timedelta(milliseconds=created_ms),
+        workspace=workspace,
+        message=message,
+        data=msgspec.Raw(data),
     )
 
 

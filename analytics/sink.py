@@ -51,8 +51,16 @@ def default_consumer() -> str:
 
 class EventSinkLoop:
     def __init__(
-        self, redis: aioredis.Redis, store: AnalyticsStore, *, group: str = "analytics", consumer: str | None = None,
-        batch_size: int = 5000, max_latency: float = 0.25, claim_idle: float = 30.0, read_entries: int = 500,
+        self,
+        redis: aioredis.Redis,
+        store: AnalyticsStore,
+        *,
+        group: str = "analytics",
+        consumer: str | None = None,
+        batch_size: int = 5000,
+        max_latency: float = 0.25,
+        claim_idle: float = 30.0,
+        read_entries: int = 500,
         stream: str = keyspace.EVENT_STREAM,
     ) -> None:
         self.redis, self.store, self.group, self.stream = redis, store, group, stream
@@ -86,7 +94,9 @@ class EventSinkLoop:
             if wait <= 0:
                 return batch
             # Short blocking reads: a long one would outlast the client's socket timeout.
-            self._add(batch, await self._read_new(max(1, int(min(wait, 1.0) * 1000)), self._entries_wanted(0)))
+            self._add(
+                batch, await self._read_new(max(1, int(min(wait, 1.0) * 1000)), self._entries_wanted(0))
+            )
         # Then gather until the batch is full or max_latency has passed since its first entry. While the
         # stream is drained, sleep rather than block on it: a trickle of entries (one per dispatch chunk)
         # then costs one read per batch instead of a read, a wake-up and a reply per entry.
@@ -107,7 +117,11 @@ class EventSinkLoop:
         batch, start = Batch(claimed=True), "0-0"
         while len(batch.events) < self.batch_size:
             reply = await self.redis.xautoclaim(
-                self.stream, self.group, self.consumer, self.claim_idle_ms, start_id=start,
+                self.stream,
+                self.group,
+                self.consumer,
+                self.claim_idle_ms,
+                start_id=start,
                 count=self._entries_wanted(len(batch.events)),
             )
             start, entries, deleted = reply[0], reply[1], (reply[2] if len(reply) > 2 else [])
@@ -123,7 +137,9 @@ class EventSinkLoop:
         """How many entries to read so the batch ends near batch_size (producers put many events in one)."""
         if self._events_per_entry is None:
             return 1
-        return max(1, min(self.read_entries, math.ceil((self.batch_size - events_in_hand) / self._events_per_entry)))
+        return max(
+            1, min(self.read_entries, math.ceil((self.batch_size - events_in_hand) / self._events_per_entry))
+        )
 
     async def _read_new(self, block_ms: int | None, count: int) -> list[Entry]:
         """New entries; `block_ms=None` answers at once, even with none."""
@@ -152,7 +168,7 @@ class EventSinkLoop:
         if batch.events:
             await self.store.insert(batch.events)
         for start in range(0, len(batch.entry_ids), 1000):
-            await self.redis.xack(self.stream, self.group, *batch.entry_ids[start:start + 1000])
+            await self.redis.xack(self.stream, self.group, *batch.entry_ids[start : start + 1000])
         if batch.entry_ids:
             self.stats.events += len(batch.events)
             self.stats.batches += 1
@@ -182,7 +198,9 @@ class EventSinkLoop:
             await queue.put(None)
             await writer
 
-    async def _read_batches(self, queue: asyncio.Queue[Batch | None], stop: asyncio.Event, retry_delay: float) -> None:
+    async def _read_batches(
+        self, queue: asyncio.Queue[Batch | None], stop: asyncio.Event, retry_delay: float
+    ) -> None:
         delay = retry_delay
         while not stop.is_set():
             try:

@@ -85,7 +85,9 @@ class Dialect:
         where = self.where(flt, bind)
         if after is not None:
             where += " AND " + self._after(after, newest_first, bind)
-        columns = ", ".join(self.created_ms + " AS created_ms" if c == "created_at" else c for c in READ_COLUMNS)
+        columns = ", ".join(
+            self.created_ms + " AS created_ms" if c == "created_at" else c for c in READ_COLUMNS
+        )
         order = "DESC" if newest_first else "ASC"
         sql = f"SELECT {columns} {self.source(where, False)} ORDER BY created_at {order}, id {order}"
         if limit is not None:
@@ -110,14 +112,27 @@ class Dialect:
         alias = {d: f"d{i}" for i, d in enumerate(dims)}
         selected = [f"grouping({', '.join(alias.values())}) AS g" if dims else "0 AS g"]
         selected += [f"{self.dimension(d, bind, width_ms)} AS {alias[d]}" for d in dims]
-        selected += ["type", f"bounce_type = {bind('hard')} AS hard", "count(*) AS events", f"{self.unique_pairs()} AS uniq"]
+        selected += [
+            "type",
+            f"bounce_type = {bind('hard')} AS hard",
+            "count(*) AS events",
+            f"{self.unique_pairs()} AS uniq",
+        ]
         source = self.source(self.where(flt, bind), "tag" in dims)
-        grouping_sets = ", ".join("(" + ", ".join([alias[d] for d in g] + ["type", "hard"]) + ")" for g in sets)
-        return f"SELECT {', '.join(selected)} {source} GROUP BY GROUPING SETS ({grouping_sets})", bind.values, dims
+        grouping_sets = ", ".join(
+            "(" + ", ".join([alias[d] for d in g] + ["type", "hard"]) + ")" for g in sets
+        )
+        return (
+            f"SELECT {', '.join(selected)} {source} GROUP BY GROUPING SETS ({grouping_sets})",
+            bind.values,
+            dims,
+        )
 
 
-def split_sets(rows: list[tuple[Any, ...]], dims: list[str], sets: list[tuple[str, ...]]) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
-    """Rows of `aggregate` by grouping set, each as (*the set's dims in the set's order, type, hard, events, uniq)."""
+def split_sets(
+    rows: list[tuple[Any, ...]], dims: list[str], sets: list[tuple[str, ...]]
+) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Rows of `aggregate` by grouping set: (*the set's dims in its order, type, hard, events, uniq)."""
     by_mask: dict[int, tuple[str, ...]] = {}
     for grouping in sets:
         mask = sum(1 << (len(dims) - 1 - i) for i, d in enumerate(dims) if d not in grouping)
@@ -126,5 +141,5 @@ def split_sets(rows: list[tuple[Any, ...]], dims: list[str], sets: list[tuple[st
     for row in rows:
         grouping = by_mask[int(row[0])]
         values = [row[1 + dims.index(d)] for d in grouping]
-        split[grouping].append((*values, *row[1 + len(dims):]))
+        split[grouping].append((*values, *row[1 + len(dims) :]))
     return split

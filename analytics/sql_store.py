@@ -50,7 +50,9 @@ class SqlAnalyticsStore:
 
     def __init__(self, *, policy: WindowPolicy | None = None, threads: int = 1) -> None:
         self.policy = policy or WindowPolicy()
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"analytics-{self.backend}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix=f"analytics-{self.backend}"
+        )
         self._closed = False
 
     # --- blocking primitives a backend implements -----------------------------------------------------
@@ -76,7 +78,9 @@ class SqlAnalyticsStore:
         except self.driver_errors as exc:
             raise StoreUnavailable(f"{self.backend}: {exc}") from exc
 
-    async def _select(self, flt: EventFilter, after: tuple[int, str] | None, limit: int | None, newest_first: bool) -> Rows:
+    async def _select(
+        self, flt: EventFilter, after: tuple[int, str] | None, limit: int | None, newest_first: bool
+    ) -> Rows:
         return await self._run(self._query, *self.dialect.select_events(flt, after, limit, newest_first))
 
     async def _aggregate(
@@ -106,7 +110,9 @@ class SqlAnalyticsStore:
         self._insert(columns)
         return len(columns["id"])
 
-    async def events_page(self, workspace: str, query: EventsQuery, *, now: datetime | None = None) -> reports.EventsPage:
+    async def events_page(
+        self, workspace: str, query: EventsQuery, *, now: datetime | None = None
+    ) -> reports.EventsPage:
         cursor = decode_cursor(query)
         if cursor is None:
             window = resolve_window(query.from_, query.to, now=now or _utcnow(), policy=self.policy)
@@ -118,8 +124,12 @@ class SqlAnalyticsStore:
         next_cursor = None
         if has_more:
             last = page[-1]
-            next_cursor = encode_cursor(PageCursor(last[2], last[0], window[0], window[1], filters_fingerprint(query)))
-        return reports.EventsPage(data=[row_event(r) for r in page], has_more=has_more, next_cursor=next_cursor)
+            next_cursor = encode_cursor(
+                PageCursor(last[2], last[0], window[0], window[1], filters_fingerprint(query))
+            )
+        return reports.EventsPage(
+            data=[row_event(r) for r in page], has_more=has_more, next_cursor=next_cursor
+        )
 
     async def export_events(
         self, workspace: str, query: ExportQuery, *, now: datetime | None = None, chunk_rows: int = 5000
@@ -140,7 +150,9 @@ class SqlAnalyticsStore:
                 return
             after = (rows[-1][2], rows[-1][0])
 
-    async def summary(self, workspace: str, query: SummaryQuery, *, now: datetime | None = None) -> reports.Summary:
+    async def summary(
+        self, workspace: str, query: SummaryQuery, *, now: datetime | None = None
+    ) -> reports.Summary:
         window = resolve_window(query.from_, query.to, now=now or _utcnow(), policy=self.policy)
         check_buckets(window, query.interval, self.policy)
         flt = _metric_filter(event_filter(workspace, query, window))
@@ -150,19 +162,31 @@ class SqlAnalyticsStore:
         sets: list[tuple[str, ...]] = [(), ("bucket",)] + ([(dim,), (dim, "bucket")] if dim else [])
         found = await self._aggregate(flt, sets, width)
         answer = reports.Summary(
-            from_=from_epoch_ms(window[0]), to=from_epoch_ms(window[1]), interval=query.interval,
-            group_by=query.group_by, totals=reports.total(found[()]), buckets=reports.series(found[("bucket",)], starts),
+            from_=from_epoch_ms(window[0]),
+            to=from_epoch_ms(window[1]),
+            interval=query.interval,
+            group_by=query.group_by,
+            totals=reports.total(found[()]),
+            buckets=reports.series(found[("bucket",)], starts),
         )
         if dim is not None:
             answer.groups, answer.groups_truncated = reports.grouped(
-                found[(dim,)], found[(dim, "bucket")], starts, self.policy.max_groups)
+                found[(dim,)], found[(dim, "bucket")], starts, self.policy.max_groups
+            )
         return answer
 
     async def campaign_report(
-        self, workspace: str, campaign_id: str, query: CampaignReportQuery | None = None, *, now: datetime | None = None
+        self,
+        workspace: str,
+        campaign_id: str,
+        query: CampaignReportQuery | None = None,
+        *,
+        now: datetime | None = None,
     ) -> reports.CampaignReport:
         query = query or CampaignReportQuery()
-        window = resolve_window(query.from_, query.to, now=now or _utcnow(), policy=self.policy, default=False)
+        window = resolve_window(
+            query.from_, query.to, now=now or _utcnow(), policy=self.policy, default=False
+        )
         flt = EventFilter(workspace=workspace, from_ms=window[0], to_ms=window[1], campaign_id=campaign_id)
         found = await self._aggregate(_metric_filter(flt), [(), ("recipient_domain",), ("provider",)])
         clicks = await self._aggregate(msgspec.structs.replace(flt, types=(CLICKED,)), [("url",)])

@@ -1,8 +1,8 @@
 """The analytics store's interface, and `open_store`, which picks the backend from a URL.
 
-    duckdb:///abs/path/analytics.duckdb        embedded DuckDB file (the default, under the data dir)
-    chdb:///abs/path[?database=mailers]        embedded ClickHouse (chDB)
-    clickhouse://user:pw@host:8123/db          a ClickHouse server (clickhouses:// for TLS)
+duckdb:///abs/path/analytics.duckdb        embedded DuckDB file (the default, under the data dir)
+chdb:///abs/path[?database=mailers]        embedded ClickHouse (chDB)
+clickhouse://user:pw@host:8123/db          a ClickHouse server (clickhouses:// for TLS)
 """
 
 from __future__ import annotations
@@ -22,14 +22,25 @@ DEFAULT_DUCKDB_FILE = "analytics.duckdb"
 class AnalyticsReader(Protocol):
     """The queries behind /v1/analytics/*, campaign reports and old message timelines."""
 
-    async def events_page(self, workspace: str, query: EventsQuery, *, now: datetime | None = None) -> EventsPage: ...
+    async def events_page(
+        self, workspace: str, query: EventsQuery, *, now: datetime | None = None
+    ) -> EventsPage: ...
 
-    def export_events(self, workspace: str, query: ExportQuery, *, now: datetime | None = None) -> AsyncIterator[bytes]: ...
+    def export_events(
+        self, workspace: str, query: ExportQuery, *, now: datetime | None = None
+    ) -> AsyncIterator[bytes]: ...
 
-    async def summary(self, workspace: str, query: SummaryQuery, *, now: datetime | None = None) -> Summary: ...
+    async def summary(
+        self, workspace: str, query: SummaryQuery, *, now: datetime | None = None
+    ) -> Summary: ...
 
     async def campaign_report(
-        self, workspace: str, campaign_id: str, query: CampaignReportQuery | None = None, *, now: datetime | None = None
+        self,
+        workspace: str,
+        campaign_id: str,
+        query: CampaignReportQuery | None = None,
+        *,
+        now: datetime | None = None,
     ) -> CampaignReport: ...
 
     async def message_events(self, workspace: str, message_id: str) -> list[Event]: ...
@@ -51,7 +62,11 @@ def analytics_url(url: str | None, data_dir: str | Path) -> str:
 
 
 def open_store(
-    url: str | None, data_dir: str | Path = ".", *, policy: WindowPolicy | None = None, retention_days: int | None = None
+    url: str | None,
+    data_dir: str | Path = ".",
+    *,
+    policy: WindowPolicy | None = None,
+    retention_days: int | None = None,
 ) -> AnalyticsStore:
     """Open (not migrate) the store `url` names; None means DuckDB in `data_dir`."""
     url = analytics_url(url, data_dir)
@@ -64,4 +79,6 @@ def open_store(
         from analytics.clickhouse_backend import ClickHouseStore
 
         return ClickHouseStore(url, policy=policy, retention_days=retention_days)
-    raise ValueError(f"unsupported analytics URL scheme {scheme!r}: use duckdb, clickhouse, clickhouses or chdb")
+    raise ValueError(
+        f"unsupported analytics URL scheme {scheme!r}: use duckdb, clickhouse, clickhouses or chdb"
+    )

@@ -45,7 +45,10 @@ def lifecycle(rng: random.Random, message: EventMessage) -> list[tuple[str, dict
     steps: list[tuple[str, dict]] = [("message.sent", {})]
     roll = rng.random()
     if roll < 0.04:
-        return [*steps, ("message.bounced", {"bounce": {"type": rng.choice(["hard", "soft"]), "code": "550"}})]
+        return [
+            *steps,
+            ("message.bounced", {"bounce": {"type": rng.choice(["hard", "soft"]), "code": "550"}}),
+        ]
     steps.append(("message.delivered", {}))
     if rng.random() < 0.35:
         steps += [("message.opened", {})] * rng.randint(1, 3)
@@ -70,15 +73,25 @@ def synthetic(total: int, *, seed: int = 1, batch: int = BATCH) -> Iterator[list
             serial += 1
             workspace = f"ws{rng.randrange(WORKSPACES):02d}"
             message = EventMessage(
-                id=f"msg_{serial:026d}", to=f"u{rng.randrange(50_000)}@{rng.choice(DOMAINS)}", from_="hello@acme.com",
-                provider=rng.choice(PROVIDERS), server=f"srv_{rng.randrange(4)}", tags=rng.choice(TAGS),
+                id=f"msg_{serial:026d}",
+                to=f"u{rng.randrange(50_000)}@{rng.choice(DOMAINS)}",
+                from_="hello@acme.com",
+                provider=rng.choice(PROVIDERS),
+                server=f"srv_{rng.randrange(4)}",
+                tags=rng.choice(TAGS),
                 campaign_id=f"cmp_{rng.randrange(5)}" if rng.random() < 0.5 else None,
             )
             for type_, data in lifecycle(rng, message):
-                events.append(Event(
-                    id=f"evt_{len(events) + made:026d}", type=type_, workspace=workspace, message=message, data=data,
-                    created_at=slice_start + span * rng.random(),
-                ))
+                events.append(
+                    Event(
+                        id=f"evt_{len(events) + made:026d}",
+                        type=type_,
+                        workspace=workspace,
+                        message=message,
+                        data=data,
+                        created_at=slice_start + span * rng.random(),
+                    )
+                )
         events = events[: total - made]
         made += len(events)
         yield events
@@ -89,13 +102,21 @@ async def fill_stream(redis: aioredis.Redis, total: int) -> None:
     for events in synthetic(total, batch=PER_ENTRY * 20):
         async with redis.pipeline(transaction=False) as pipe:
             for start in range(0, len(events), PER_ENTRY):
-                pipe.xadd(keyspace.EVENT_STREAM, {keyspace.EVENT_FIELD: encode(events[start:start + PER_ENTRY])})
+                pipe.xadd(
+                    keyspace.EVENT_STREAM, {keyspace.EVENT_FIELD: encode(events[start : start + PER_ENTRY])}
+                )
             await pipe.execute()
 
 
 async def ingest_stream(redis: aioredis.Redis, store: AnalyticsStore, total: int) -> float:
-    sink = EventSinkLoop(redis, store, group=f"bench-{store.backend}-{time.time_ns()}", consumer="bench",
-                         batch_size=BATCH, max_latency=0.25)
+    sink = EventSinkLoop(
+        redis,
+        store,
+        group=f"bench-{store.backend}-{time.time_ns()}",
+        consumer="bench",
+        batch_size=BATCH,
+        max_latency=0.25,
+    )
     stop = asyncio.Event()
     started = time.perf_counter()
     running = asyncio.create_task(sink.run(stop))
@@ -141,24 +162,40 @@ def query_set(store: AnalyticsStore) -> dict[str, Callable[[str], Awaitable[obje
     return {
         "summary 30 d by day": lambda ws: store.summary(ws, SummaryQuery(**month), now=END),
         "summary 30 d by day, group_by provider": lambda ws: store.summary(
-            ws, SummaryQuery(group_by="provider", **month), now=END),
+            ws, SummaryQuery(group_by="provider", **month), now=END
+        ),
         "summary 24 h by hour, group_by tag": lambda ws: store.summary(
-            ws, SummaryQuery(interval="hour", group_by="tag", from_=END - timedelta(days=1), to=END), now=END),
+            ws, SummaryQuery(interval="hour", group_by="tag", from_=END - timedelta(days=1), to=END), now=END
+        ),
         "events page (50, newest)": lambda ws: store.events_page(ws, EventsQuery(limit=50, **month), now=END),
         "events page (50, type=message.clicked)": lambda ws: store.events_page(
-            ws, EventsQuery(limit=50, type="message.clicked", **month), now=END),
+            ws, EventsQuery(limit=50, type="message.clicked", **month), now=END
+        ),
         "events page 1 + page 2 via cursor": deep_page,
-        "campaign report (whole history)": lambda ws: store.campaign_report(ws, "cmp_1", CampaignReportQuery(), now=END),
+        "campaign report (whole history)": lambda ws: store.campaign_report(
+            ws, "cmp_1", CampaignReportQuery(), now=END
+        ),
     }
 
 
-async def bench_backend(backend: str, args: argparse.Namespace, work: Path, redis: aioredis.Redis | None) -> None:
-    url = f"duckdb://{work / 'bench.duckdb'}" if backend == "duckdb" else f"chdb://{work / 'chdb'}?database=bench"
+async def bench_backend(
+    backend: str, args: argparse.Namespace, work: Path, redis: aioredis.Redis | None
+) -> None:
+    url = (
+        f"duckdb://{work / 'bench.duckdb'}"
+        if backend == "duckdb"
+        else f"chdb://{work / 'chdb'}?database=bench"
+    )
     store = open_store(url)
     await store.migrate()
-    rate = await (ingest_stream(redis, store, args.events) if redis is not None else ingest_direct(store, args.events))
-    print(f"\n### {backend}: {args.events:,} events, ingest {'from the Redis stream' if redis else 'by direct insert'}: "
-          f"{rate:,.0f} events/s\n")
+    rate = await (
+        ingest_stream(redis, store, args.events) if redis is not None else ingest_direct(store, args.events)
+    )
+    print(
+        f"\n### {backend}: {args.events:,} events, "
+        f"ingest {'from the Redis stream' if redis else 'by direct insert'}: "
+        f"{rate:,.0f} events/s\n"
+    )
     await bench_queries(store, args.runs)
     await store.close()
 
@@ -186,7 +223,10 @@ async def run(args: argparse.Namespace) -> None:
             redis = aioredis.Redis.from_url(server.url)
             started = time.perf_counter()
             await fill_stream(redis, args.events)
-            print(f"stream filled with {args.events:,} events in {time.perf_counter() - started:.1f} s (untimed)")
+            print(
+                f"stream filled with {args.events:,} events "
+                f"in {time.perf_counter() - started:.1f} s (untimed)"
+            )
         try:
             for backend in args.backends.split(","):
                 await bench_backend(backend, args, work, redis)
@@ -202,11 +242,20 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--backends", default="duckdb,chdb")
     parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--load", choices=["stream", "direct"], default=None,
-                        help="default: stream up to 2M events, direct above")
-    parser.add_argument("--store", default=None,
-                        help="skip loading: time the queries on an existing store built by this benchmark (a URL)")
-    parser.add_argument("--data-dir", default=None, help="where the temporary databases go (default: system temp)")
+    parser.add_argument(
+        "--load",
+        choices=["stream", "direct"],
+        default=None,
+        help="default: stream up to 2M events, direct above",
+    )
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="skip loading: time the queries on an existing store built by this benchmark (a URL)",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="where the temporary databases go (default: system temp)"
+    )
     args = parser.parse_args()
     args.load = args.load or ("stream" if args.events <= 2_000_000 else "direct")
     asyncio.run(run(args))

@@ -16,8 +16,11 @@ _encode = msgspec.json.Encoder().encode
 
 async def send(request: web.Request) -> web.Response:
     body = _decode(await request.read())
-    return web.Response(status=202, body=_encode({"id": "msg_x", "status": "queued", "to": body.to}),
-                        content_type="application/json")
+    return web.Response(
+        status=202,
+        body=_encode({"id": "msg_x", "status": "queued", "to": body.to}),
+        content_type="application/json",
+    )
 
 
 def main() -> None:

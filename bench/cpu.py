@@ -22,10 +22,19 @@ def _label(pid: str) -> str | None:
     command = " ".join(parts)
     if command.startswith("ray::"):
         return parts[0].split(".")[0]
-    for marker, name in (("redis-server", "redis-server"), ("aiosmtpd", "smtp sink"), ("mailers serve", "ingress"),
-                         ("bench.baseline_server", "bare aiohttp"), ("-m bench", "load generator"),
-                         ("raylet", "ray: raylet"), ("gcs_server", "ray: gcs"), ("dashboard", "ray: dashboard"),
-                         ("log_monitor", "ray: other"), ("monitor.py", "ray: other"), ("runtime_env", "ray: other")):
+    for marker, name in (
+        ("redis-server", "redis-server"),
+        ("aiosmtpd", "smtp sink"),
+        ("mailers serve", "ingress"),
+        ("bench.baseline_server", "bare aiohttp"),
+        ("-m bench", "load generator"),
+        ("raylet", "ray: raylet"),
+        ("gcs_server", "ray: gcs"),
+        ("dashboard", "ray: dashboard"),
+        ("log_monitor", "ray: other"),
+        ("monitor.py", "ray: other"),
+        ("runtime_env", "ray: other"),
+    ):
         if marker in command:
             return name
     if "default_worker.py" in command or "ray" in command:
@@ -59,8 +68,14 @@ def spent(before: dict[tuple[str, str], float], after: dict[tuple[str, str], flo
 
 
 def table(totals: Counter[str], messages: int, elapsed: float) -> list[str]:
-    rows = [f"| {label} | {seconds:.2f} | {seconds / elapsed:.0%} | {seconds / messages * 1e6:,.0f} |"
-            for label, seconds in totals.most_common() if seconds >= 0.01]
+    rows = [
+        f"| {label} | {seconds:.2f} | {seconds / elapsed:.0%} | {seconds / messages * 1e6:,.0f} |"
+        for label, seconds in totals.most_common()
+        if seconds >= 0.01
+    ]
     total = sum(totals.values())
-    return (["| process | CPU s | of one core | CPU µs per message |", "|---|---:|---:|---:|"] + rows
-            + [f"| all | {total:.2f} | {total / elapsed:.0%} | {total / messages * 1e6:,.0f} |"])
+    return (
+        ["| process | CPU s | of one core | CPU µs per message |", "|---|---:|---:|---:|"]
+        + rows
+        + [f"| all | {total:.2f} | {total / elapsed:.0%} | {total / messages * 1e6:,.0f} |"]
+    )

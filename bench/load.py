@@ -25,8 +25,15 @@ class Result(msgspec.Struct):
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000 if ordered else float("nan")
 
 
-async def open_loop(session: aiohttp.ClientSession, url: str, body: Callable[[int], bytes], headers: dict[str, str],
-                    *, rate: float, seconds: float) -> Result:
+async def open_loop(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: Callable[[int], bytes],
+    headers: dict[str, str],
+    *,
+    rate: float,
+    seconds: float,
+) -> Result:
     latencies: list[float] = []
     errors = 0
     total = int(rate * seconds)
@@ -53,8 +60,15 @@ async def open_loop(session: aiohttp.ClientSession, url: str, body: Callable[[in
     return Result(latencies, errors, time.perf_counter() - started)
 
 
-async def closed_loop(session: aiohttp.ClientSession, url: str, body: Callable[[int], bytes],
-                      headers: dict[str, str], *, concurrency: int, seconds: float) -> Result:
+async def closed_loop(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: Callable[[int], bytes],
+    headers: dict[str, str],
+    *,
+    concurrency: int,
+    seconds: float,
+) -> Result:
     latencies: list[float] = []
     errors = 0
     counter = iter(range(10**9))

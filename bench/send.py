@@ -1,10 +1,12 @@
 """The send path under load, each figure beside a baseline measured in the same run.
 
-`python -m bench [--seconds 10] [--rates 250,500] [--bulk-requests 20] [--delivery 10000] [--phases singles,bulk,delivery]`
+`python -m bench [--seconds 10] [--rates 250,500] [--bulk-requests 20] [--delivery 10000]
+[--phases singles,bulk,delivery]`
 
 - single sends: latency p50/p95/p99 at fixed offered rates (open loop), and the sustained rate at 64
   connections (closed loop) — Mailers' `/v1/send` (auth, rate limit, validation, suppression shard call,
-  routing, the coalesced Lua enqueue) against a bare aiohttp + msgspec handler that only decodes and answers 202;
+  routing, the coalesced Lua enqueue) against a bare aiohttp + msgspec handler that only decodes and
+  answers 202;
 - bulk: 1,000-message requests, latency percentiles and messages accepted per second;
 - delivery: messages per second from the API into a local aiosmtpd sink through the whole pipeline
   (dispatcher actor, SMTP adapter), against a bare aiosmtplib client sending pre-rendered bytes.
@@ -37,8 +39,15 @@ MAILERS = str(Path(sys.executable).parent / "mailers")
 
 
 def single_body(i: int) -> bytes:
-    return msgspec.json.encode({"from": "Acme <hello@acme.com>", "to": f"user{i}@example.com",
-                                "subject": "Welcome", "html": "<p>Hi</p>", "text": "Hi"})
+    return msgspec.json.encode(
+        {
+            "from": "Acme <hello@acme.com>",
+            "to": f"user{i}@example.com",
+            "subject": "Welcome",
+            "html": "<p>Hi</p>",
+            "text": "Hi",
+        }
+    )
 
 
 def bulk_body(i: int, size: int = 1000, server: str | None = None) -> bytes:
@@ -66,8 +75,14 @@ async def wait_ready(url: str, process: subprocess.Popen, within: float = 120) -
 
 def start_mailers(port: int, redis_url: str, data_dir: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILERS_")}
-    env.update(MAILERS_PORT=str(port), MAILERS_REDIS_URL=redis_url, MAILERS_DATA_DIR=data_dir,
-               MAILERS_BOOTSTRAP_KEY=KEY, MAILERS_RATE_LIMIT_PER_SECOND="1000000", MAILERS_RATE_LIMIT_BURST="1000000")
+    env.update(
+        MAILERS_PORT=str(port),
+        MAILERS_REDIS_URL=redis_url,
+        MAILERS_DATA_DIR=data_dir,
+        MAILERS_BOOTSTRAP_KEY=KEY,
+        MAILERS_RATE_LIMIT_PER_SECOND="1000000",
+        MAILERS_RATE_LIMIT_BURST="1000000",
+    )
     return subprocess.Popen([MAILERS, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -86,26 +101,34 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def row(name: str, result: Result) -> str:
-    return (f"| {name} | {result.rate:,.0f} | {result.percentile(50):.1f} | {result.percentile(95):.1f} | "
-            f"{result.percentile(99):.1f} | {result.errors} |")
+    return (
+        f"| {name} | {result.rate:,.0f} | {result.percentile(50):.1f} | {result.percentile(95):.1f} | "
+        f"{result.percentile(99):.1f} | {result.errors} |"
+    )
 
 
-async def singles(base: str, baseline: str, rates: list[int], seconds: float,
-                  redis_url: str) -> tuple[list[str], list[str]]:
+async def singles(
+    base: str, baseline: str, rates: list[int], seconds: float, redis_url: str
+) -> tuple[list[str], list[str]]:
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     rows, spent = [], []
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector) as session:
         for target, name in ((baseline, "bare aiohttp+msgspec"), (base, "Mailers /v1/send")):
-            await closed_loop(session, target + "/v1/send", single_body, headers, concurrency=16, seconds=2)  # warm
+            await closed_loop(
+                session, target + "/v1/send", single_body, headers, concurrency=16, seconds=2
+            )  # warm
             for rate in rates:
                 await wait_idle(redis_url)
-                result = await open_loop(session, target + "/v1/send", single_body, headers, rate=rate, seconds=seconds)
+                result = await open_loop(
+                    session, target + "/v1/send", single_body, headers, rate=rate, seconds=seconds
+                )
                 rows.append(row(f"{name} @ {rate}/s offered", result))
             await wait_idle(redis_url)
             before = cpu.snapshot()
-            result = await closed_loop(session, target + "/v1/send", single_body, headers, concurrency=64,
-                                       seconds=seconds)
+            result = await closed_loop(
+                session, target + "/v1/send", single_body, headers, concurrency=64, seconds=seconds
+            )
             rows.append(row(f"{name}, 64 connections (max)", result))
             if target == base:
                 spent = cpu.table(cpu.spent(before, cpu.snapshot()), len(result.latencies), result.seconds)
@@ -128,8 +151,11 @@ async def bulks(base: str, requests: int, redis_url: str) -> tuple[list[str], li
         elapsed = time.perf_counter() - started
         spent = cpu.table(cpu.spent(before, cpu.snapshot()), requests * 1000, elapsed)
     result = Result(latencies, 0, elapsed)
-    rows = [f"| bulk of 1,000, sequential | {requests * 1000 / elapsed:,.0f} msgs/s | {result.percentile(50):.1f} | "
-            f"{result.percentile(95):.1f} | {result.percentile(99):.1f} | 0 |"]
+    rows = [
+        f"| bulk of 1,000, sequential | {requests * 1000 / elapsed:,.0f} msgs/s | "
+        f"{result.percentile(50):.1f} | "
+        f"{result.percentile(95):.1f} | {result.percentile(99):.1f} | 0 |"
+    ]
     await wait_idle(redis_url)
     return rows + [await _concurrent_bulks(base, headers, bodies, clients=4)], spent
 
@@ -138,6 +164,7 @@ async def _concurrent_bulks(base: str, headers: dict, bodies: list[bytes], *, cl
     latencies: list[float] = []
     pending = list(bodies)
     async with aiohttp.ClientSession() as session:
+
         async def client() -> None:
             while pending:
                 body = pending.pop()
@@ -151,8 +178,10 @@ async def _concurrent_bulks(base: str, headers: dict, bodies: list[bytes], *, cl
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - started
     result = Result(latencies, 0, elapsed)
-    return (f"| bulk of 1,000, {clients} clients at once | {len(bodies) * 1000 / elapsed:,.0f} msgs/s | "
-            f"{result.percentile(50):.1f} | {result.percentile(95):.1f} | {result.percentile(99):.1f} | 0 |")
+    return (
+        f"| bulk of 1,000, {clients} clients at once | {len(bodies) * 1000 / elapsed:,.0f} msgs/s | "
+        f"{result.percentile(50):.1f} | {result.percentile(95):.1f} | {result.percentile(99):.1f} | 0 |"
+    )
 
 
 async def delivery(base: str, redis_url: str, count: int) -> tuple[list[str], list[str]]:
@@ -164,8 +193,12 @@ async def delivery(base: str, redis_url: str, count: int) -> tuple[list[str], li
         messages = [typical_message() for _ in range(count)]
         bare = await bare_client(sink_port, messages, 16)
         async with aiohttp.ClientSession() as session:
-            server = {"name": "bench-sink", "provider": "smtp", "priority": 1,
-                      "config": {"host": "127.0.0.1", "port": sink_port, "security": "none", "pool_size": 16}}
+            server = {
+                "name": "bench-sink",
+                "provider": "smtp",
+                "priority": 1,
+                "config": {"host": "127.0.0.1", "port": sink_port, "security": "none", "pool_size": 16},
+            }
             async with session.post(base + "/v1/sending-servers", json=server, headers=headers) as response:
                 server_id = (await response.json())["id"]
             await asyncio.sleep(2.0)  # the dispatcher picks the new server up within a second
@@ -183,9 +216,15 @@ async def delivery(base: str, redis_url: str, count: int) -> tuple[list[str], li
         sink.terminate()
         sink.wait()
     ours = ids_done / elapsed
-    return ([f"| delivery into aiosmtpd: bare aiosmtplib (16 conns, pre-rendered) | {bare:,.0f} msgs/s | | | | |",
-             f"| delivery into aiosmtpd: Mailers end to end | {ours:,.0f} msgs/s ({ours / bare:.0%} of bare) | | | | |"],
-            cpu.table(spent, count, elapsed))
+    return (
+        [
+            "| delivery into aiosmtpd: bare aiosmtplib (16 conns, pre-rendered) | "
+            f"{bare:,.0f} msgs/s | | | | |",
+            "| delivery into aiosmtpd: Mailers end to end | "
+            f"{ours:,.0f} msgs/s ({ours / bare:.0%} of bare) | | | | |",
+        ],
+        cpu.table(spent, count, elapsed),
+    )
 
 
 async def _wait_sent(redis_url: str, server_id: str, count: int, within: float = 300) -> int:
@@ -248,11 +287,14 @@ async def run(args: argparse.Namespace) -> None:
         rows, breakdowns = [], {}
         if "singles" in phases:
             single_rows, breakdowns["/v1/send, 64 connections"] = await singles(
-                base, bare, [int(r) for r in args.rates.split(",")], args.seconds, redis.url)
+                base, bare, [int(r) for r in args.rates.split(",")], args.seconds, redis.url
+            )
             rows += single_rows
         if "bulk" in phases:
             await wait_idle(redis.url)
-            bulk_rows, breakdowns["bulk of 1,000, sequential"] = await bulks(base, args.bulk_requests, redis.url)
+            bulk_rows, breakdowns["bulk of 1,000, sequential"] = await bulks(
+                base, args.bulk_requests, redis.url
+            )
             rows += bulk_rows
         if "delivery" in phases:
             await wait_idle(redis.url)
@@ -271,12 +313,16 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rates", default="250,500")
     parser.add_argument("--bulk-requests", type=int, default=20)
     parser.add_argument("--delivery", type=int, default=10000)
-    parser.add_argument("--phases", default="singles,bulk,delivery", help="which of singles,bulk,delivery to run")
+    parser.add_argument(
+        "--phases", default="singles,bulk,delivery", help="which of singles,bulk,delivery to run"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

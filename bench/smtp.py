@@ -30,14 +30,22 @@ from schemas.ids import new_id
 from schemas.messages import Address, OutboundMessage
 from store.redis_server import free_port
 
-HTML = "<html><body><p>Hi Ana,</p><p>Welcome to <b>Acme</b>. <a href='https://acme.com/start'>Start here</a>.</p></body></html>"
+HTML = (
+    "<html><body><p>Hi Ana,</p><p>Welcome to <b>Acme</b>. "
+    "<a href='https://acme.com/start'>Start here</a>.</p></body></html>"
+)
 TEXT = "Hi Ana,\n\nWelcome to Acme. Start here: https://acme.com/start\n"
 
 
 def typical_message() -> OutboundMessage:
     return OutboundMessage(
-        id=new_id("msg"), workspace="bench", from_=Address("hello@acme.com", "Acme"),
-        to=[Address("ana@example.com", "Ana Müller")], subject="Welcome to Acme, Ana", html=HTML, text=TEXT,
+        id=new_id("msg"),
+        workspace="bench",
+        from_=Address("hello@acme.com", "Acme"),
+        to=[Address("ana@example.com", "Ana Müller")],
+        subject="Welcome to Acme, Ana",
+        html=HTML,
+        text=TEXT,
         headers={"X-Entity-Ref-ID": "123"},
     )
 
@@ -45,7 +53,8 @@ def typical_message() -> OutboundMessage:
 def start_sink(port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}", "-c", "aiosmtpd.handlers.Sink"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -75,8 +84,14 @@ async def bare_client(port: int, messages: list[OutboundMessage], connections: i
     return len(raws) / elapsed
 
 
-async def our_adapter(port: int, messages: list[OutboundMessage], connections: int, dkim_key: bytes | None) -> float:
-    dkim = {"dkim_domain": "acme.com", "dkim_selector": "bench", "dkim_private_key": dkim_key.decode()} if dkim_key else {}
+async def our_adapter(
+    port: int, messages: list[OutboundMessage], connections: int, dkim_key: bytes | None
+) -> float:
+    dkim = (
+        {"dkim_domain": "acme.com", "dkim_selector": "bench", "dkim_private_key": dkim_key.decode()}
+        if dkim_key
+        else {}
+    )
     adapter = Adapter(Config(host="127.0.0.1", port=port, security="none", pool_size=connections, **dkim))
     await adapter.send_batch(messages[:connections])  # open the pool, as a running Dispatcher has it open
     started = time.perf_counter()
@@ -120,23 +135,35 @@ def main() -> None:
     port = free_port()
     sink = start_sink(port)
     try:
-        rates = median_rates({
-            "bare aiosmtplib, pre-rendered bytes": lambda: bare_client(port, messages, args.connections),
-            "providers.smtp Adapter (renders MIME)": lambda: our_adapter(port, messages, args.connections, None),
-            "providers.smtp Adapter + DKIM signing": lambda: our_adapter(port, messages, args.connections, private_pem),
-        }, args.runs)
+        rates = median_rates(
+            {
+                "bare aiosmtplib, pre-rendered bytes": lambda: bare_client(port, messages, args.connections),
+                "providers.smtp Adapter (renders MIME)": lambda: our_adapter(
+                    port, messages, args.connections, None
+                ),
+                "providers.smtp Adapter + DKIM signing": lambda: our_adapter(
+                    port, messages, args.connections, private_pem
+                ),
+            },
+            args.runs,
+        )
     finally:
         sink.terminate()
         sink.wait(timeout=10)
 
-    print(f"SMTP into a local aiosmtpd sink: {args.messages} messages, {args.connections} connections, "
-          f"median of {args.runs} runs\n")
+    print(
+        f"SMTP into a local aiosmtpd sink: {args.messages} messages, {args.connections} connections, "
+        f"median of {args.runs} runs\n"
+    )
     print("| client | msgs/s | vs bare |")
     print("|---|---:|---:|")
     bare = next(iter(rates.values()))
     for name, rate in rates.items():
         print(f"| {name} | {rate:,.0f} | {rate / bare:.0%} |")
-    print(f"\nrender_mime (html+text, ~{len(raw)} bytes): {render_ms:.3f} ms/message; DKIM sign: {sign_ms:.3f} ms/message")
+    print(
+        f"\nrender_mime (html+text, ~{len(raw)} bytes): {render_ms:.3f} ms/message; "
+        f"DKIM sign: {sign_ms:.3f} ms/message"
+    )
 
 
 if __name__ == "__main__":

@@ -82,7 +82,9 @@ AUDITED: web.RequestKey[bool] = web.RequestKey("audited", bool)
 async def entry_bytes(request: web.Request, status: int, resource_id: str | None) -> bytes:
     """The request's entry, encoded, for a handler that appends it itself (then it sets AUDITED)."""
     spec = route_spec(request)
-    entry = await build_entry(request, f"{request.method} {spec.path if spec else request.path}", status, None)
+    entry = await build_entry(
+        request, f"{request.method} {spec.path if spec else request.path}", status, None
+    )
     return msgspec.msgpack.encode(msgspec.structs.replace(entry, resource_id=resource_id))
 
 
@@ -109,14 +111,17 @@ async def audit(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
-async def _record(request: web.Request, action: str, status: int, response: web.StreamResponse | None) -> None:
+async def _record(
+    request: web.Request, action: str, status: int, response: web.StreamResponse | None
+) -> None:
     entry = await build_entry(request, action, status, response)
     try:
         await writer_for(request.app).append(entry)
     except (Backpressure, RedisError):
         log.exception("audit entry %s not written", entry.id)
-        raise ApiError("unavailable", "The audit log is not keeping up; retry shortly",
-                       headers={"Retry-After": "1"}) from None
+        raise ApiError(
+            "unavailable", "The audit log is not keeping up; retry shortly", headers={"Retry-After": "1"}
+        ) from None
 
 
 async def build_entry(
@@ -126,10 +131,17 @@ async def build_entry(
     agent = request.headers.get("User-Agent")
     settings = request.app[SERVICES].settings
     return AuditEntry(
-        id=new_id("aud"), workspace=workspace, time=time_text(datetime.now(UTC)), action=action, status=status,
-        request_id=request.get(REQUEST_ID, ""), key_id=key_id, key_prefix=prefix,
+        id=new_id("aud"),
+        workspace=workspace,
+        time=time_text(datetime.now(UTC)),
+        action=action,
+        status=status,
+        request_id=request.get(REQUEST_ID, ""),
+        key_id=key_id,
+        key_prefix=prefix,
         resource_id=request.match_info.get("id") or _created_id(request, response),
-        ip=client_ip(request, settings.trust_forwarded_for), user_agent=agent[:MAX_USER_AGENT] if agent else None,
+        ip=client_ip(request, settings.trust_forwarded_for),
+        user_agent=agent[:MAX_USER_AGENT] if agent else None,
     )
 
 

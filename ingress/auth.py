@@ -37,7 +37,11 @@ async def _key_from_header(request: web.Request) -> ApiKeyRecord:
         raise ApiError("unauthorized", "Send an API key as `Authorization: Bearer <key>`", headers=_CHALLENGE)
     digest = hash_secret(secret.strip())
     record = await request.app[SERVICES].key_cache.lookup(digest)
-    if record is None or not hmac.compare_digest(record.hash, digest) or not usable(record, datetime.now(UTC)):
+    if (
+        record is None
+        or not hmac.compare_digest(record.hash, digest)
+        or not usable(record, datetime.now(UTC))
+    ):
         raise ApiError("unauthorized", "The API key is unknown, expired or revoked", headers=_CHALLENGE)
     return record
 
@@ -47,7 +51,9 @@ def usable(record: ApiKeyRecord, now: datetime) -> bool:
         return False
     if record.expires_at is not None and record.expires_at <= now:
         return False
-    return not (record.state == "rotating" and record.rotating_until is not None and record.rotating_until <= now)
+    return not (
+        record.state == "rotating" and record.rotating_until is not None and record.rotating_until <= now
+    )
 
 
 def require_sending_domain(principal: Principal, domain: str) -> None:

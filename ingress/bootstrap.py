@@ -16,7 +16,9 @@ async def bootstrap(settings: Settings, workspaces: WorkspaceStore, keys: ApiKey
     await ensure_sandbox_server(ServerStore.for_settings(keys.redis, settings), DEFAULT_WORKSPACE)
     if settings.bootstrap_key is not None:
         if await keys.find_by_hash(hash_secret(settings.bootstrap_key)) is None:
-            await keys.create(new_record(DEFAULT_WORKSPACE, "bootstrap", ["admin"], secret=settings.bootstrap_key))
+            await keys.create(
+                new_record(DEFAULT_WORKSPACE, "bootstrap", ["admin"], secret=settings.bootstrap_key)
+            )
         return None
     if await keys.count(DEFAULT_WORKSPACE):
         return None

@@ -56,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_audit(commands) -> None:
     audit = commands.add_parser("audit", help="the signed audit log").add_subparsers(required=True)
-    verify = audit.add_parser("verify", help="check a workspace's audit chain and signatures in the analytics store")
+    verify = audit.add_parser(
+        "verify", help="check a workspace's audit chain and signatures in the analytics store"
+    )
     verify.add_argument("--workspace", required=True)
     verify.set_defaults(run=_verify_audit)
 
@@ -65,7 +67,9 @@ def _add_simulate(commands) -> None:
     # The one command that reaches into providers/: the simulators stand in for the providers offline.
     from providers.simulators.__main__ import add_arguments
 
-    simulate = commands.add_parser("simulate", help="run a provider simulator (its API, rate limits, webhooks)")
+    simulate = commands.add_parser(
+        "simulate", help="run a provider simulator (its API, rate limits, webhooks)"
+    )
     add_arguments(simulate)
     simulate.set_defaults(run=_simulate)
 
@@ -97,8 +101,11 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
         try:
             applied = await store.migrate()
         except StoreUnavailable as exc:
-            print(f"mailers: the analytics store cannot be opened ({exc.__cause__ or exc}); "
-                  "in embedded mode stop `mailers serve` first", file=sys.stderr)
+            print(
+                f"mailers: the analytics store cannot be opened ({exc.__cause__ or exc}); "
+                "in embedded mode stop `mailers serve` first",
+                file=sys.stderr,
+            )
             return 1
         finally:
             await store.close()
@@ -138,8 +145,10 @@ def _create_key(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run(redis: aioredis.Redis) -> int:
         if await WorkspaceStore(redis).get(args.workspace) is None:
-            print(f"mailers: no workspace {args.workspace!r} (create it with `mailers workspaces create`)",
-                  file=sys.stderr)
+            print(
+                f"mailers: no workspace {args.workspace!r} (create it with `mailers workspaces create`)",
+                file=sys.stderr,
+            )
             return 2
         secret = generate_secret()
         record = new_record(args.workspace, args.name, scopes, secret=secret, domains=domains)
@@ -164,7 +173,9 @@ def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
 
     settings = with_secret_key(settings)
     assert settings.secret_key is not None
-    public_key = AuditSigner.from_private_bytes(derive_key(settings.secret_key, "audit-signing")).public_key_pem()
+    public_key = AuditSigner.from_private_bytes(
+        derive_key(settings.secret_key, "audit-signing")
+    ).public_key_pem()
 
     async def run() -> int:
         url = audit_store_url(settings.analytics_url, settings.data_dir)
@@ -174,7 +185,10 @@ def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
             async for entries in store.entries_for_verification(args.workspace):
                 result = verify_chain(entries, public_key, prev_hash=prev_hash, prev_seq=prev_seq)
                 if not result.ok:
-                    print(f"broken at seq {result.first_broken_seq} (id {result.first_broken_id}): {result.reason}")
+                    print(
+                        f"broken at seq {result.first_broken_seq} "
+                        f"(id {result.first_broken_id}): {result.reason}"
+                    )
                     return 1
                 count, prev_hash, prev_seq = count + len(entries), entries[-1].hash, entries[-1].seq
         finally:

@@ -23,9 +23,15 @@ from ingress.routing import route_spec
 from store import keyspace
 from store.idempotency import IdempotencyStore, StoredResponse
 
-_KEY = re.compile(r'^[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?$')
+_KEY = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?$")
 _QUOTED = re.compile(r'^"((?:[\x20-\x21\x23-\x5b\x5d-\x7e]|\\["\\]){1,255})"$')
-_NOT_STORED = {"invalid_json", "validation_error", "unsupported_media_type", "payload_too_large", "unavailable"}
+_NOT_STORED = {
+    "invalid_json",
+    "validation_error",
+    "unsupported_media_type",
+    "payload_too_large",
+    "unavailable",
+}
 _REPLAYED_HEADERS = ("Content-Type", "Location")
 _canonical = msgspec.json.Encoder(order="sorted")
 
@@ -67,10 +73,15 @@ async def idempotency(request: web.Request, handler) -> web.StreamResponse:
     record_key = keyspace.idempotency(principal.workspace, request.method, request.path, key)
     result = await store.claim(record_key, fingerprint(await request.read()))
     if result.outcome == "mismatch":
-        raise ApiError("idempotency_key_reused", "This Idempotency-Key was used with a different request body")
+        raise ApiError(
+            "idempotency_key_reused", "This Idempotency-Key was used with a different request body"
+        )
     if result.outcome == "running":
-        raise ApiError("idempotency_key_in_use", "A request with this Idempotency-Key is still running",
-                       headers={"Retry-After": "1"})
+        raise ApiError(
+            "idempotency_key_in_use",
+            "A request with this Idempotency-Key is still running",
+            headers={"Retry-After": "1"},
+        )
     if result.outcome == "done":
         return _replay(result.stored)  # type: ignore[arg-type]
     claim = IdempotencyClaim(store, record_key, result.token)
@@ -92,7 +103,9 @@ async def _run_claimed(request: web.Request, handler, claim: IdempotencyClaim) -
         raise
     if isinstance(response, web.Response) and response.body is not None:
         headers = {h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers}
-        await claim.store.complete(claim.key, claim.token, StoredResponse(response.status, bytes(response.body), headers))
+        await claim.store.complete(
+            claim.key, claim.token, StoredResponse(response.status, bytes(response.body), headers)
+        )
     return response
 
 

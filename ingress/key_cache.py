@@ -22,7 +22,9 @@ log = logging.getLogger("mailers.auth")
 
 
 class KeyCache:
-    def __init__(self, store: ApiKeyStore, *, ttl: float = 5.0, negative_ttl: float = 1.0, max_entries: int = 100_000):
+    def __init__(
+        self, store: ApiKeyStore, *, ttl: float = 5.0, negative_ttl: float = 1.0, max_entries: int = 100_000
+    ):
         self.store = store
         self.ttl = ttl
         self.negative_ttl = negative_ttl
@@ -48,5 +50,6 @@ class KeyCache:
 
     async def listen(self, redis: aioredis.Redis, ready: asyncio.Event | None = None) -> None:
         """Run until cancelled, following `keyspace.KEY_INVALIDATIONS`."""
-        await follow_invalidations(redis, keyspace.KEY_INVALIDATIONS, invalidate=self.invalidate, clear=self.clear,
-                                   ready=ready)
+        await follow_invalidations(
+            redis, keyspace.KEY_INVALIDATIONS, invalidate=self.invalidate, clear=self.clear, ready=ready
+        )

@@ -12,11 +12,15 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "mailers_http_requests_total", "HTTP requests answered", ["method", "route", "status"],
+            "mailers_http_requests_total",
+            "HTTP requests answered",
+            ["method", "route", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "mailers_http_request_duration_seconds", "Time to answer an HTTP request", ["method", "route"],
+            "mailers_http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            ["method", "route"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )

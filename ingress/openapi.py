@@ -25,14 +25,19 @@ def build_openapi(specs: list[RouteSpec], *, version: str) -> dict[str, Any]:
         paths.setdefault(path, {})[spec.method.lower()] = _operation(spec, components)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Mailers API", "version": version,
-                 "description": "One API in front of every email provider. Errors are RFC 9457 problem documents; "
-                                "codes: " + ", ".join(sorted(ERROR_CODES))},
+        "info": {
+            "title": "Mailers API",
+            "version": version,
+            "description": "One API in front of every email provider. Errors are RFC 9457 problem documents; "
+            "codes: " + ", ".join(sorted(ERROR_CODES)),
+        },
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key (mk_…)"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key (mk_…)"}
+            },
         },
     }
 
@@ -49,7 +54,10 @@ def _operation(spec: RouteSpec, components: dict[str, Any]) -> dict[str, Any]:
     if spec.scope:
         operation["x-required-scope"] = spec.scope
     if spec.body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(spec.body)}}}
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(spec.body)}},
+        }
     return operation
 
 
@@ -64,9 +72,15 @@ def _parameters(spec: RouteSpec, components: dict[str, Any]) -> list[dict[str, A
         for name, prop in schema.get("properties", {}).items():
             params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
     if spec.auth and spec.idempotent and spec.method in ("POST", "DELETE"):
-        params.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                       "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                       "description": "Retry safely: the same key and body replay the first answer."})
+        params.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "description": "Retry safely: the same key and body replay the first answer.",
+            }
+        )
     return params
 
 
@@ -78,7 +92,9 @@ def _responses(spec: RouteSpec) -> dict[str, Any]:
     problem = {"application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}}
     extra = dict(spec.responses)
     if spec.auth:
-        extra.update({401: "Missing, unknown or revoked key", 403: "The key lacks the scope", 429: "Rate limited"})
+        extra.update(
+            {401: "Missing, unknown or revoked key", 403: "The key lacks the scope", 429: "Rate limited"}
+        )
     if spec.body is not None:
         extra.update({400: "Invalid JSON", 413: "Body too large", 415: "Not JSON", 422: "Validation failed"})
     for status, description in sorted(extra.items()):

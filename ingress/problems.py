@@ -53,7 +53,9 @@ class ApiError(Exception):
 
 
 def validation_error(pointer: str, detail: str, code: str = "invalid") -> ApiError:
-    return ApiError("validation_error", detail, errors=[FieldError(pointer=pointer, detail=detail, code=code)])
+    return ApiError(
+        "validation_error", detail, errors=[FieldError(pointer=pointer, detail=detail, code=code)]
+    )
 
 
 def not_found(what: str = "resource") -> ApiError:

@@ -35,5 +35,7 @@ async def rate_limit(request: web.Request, handler) -> web.StreamResponse:
     response = await handler(request)
     if not response.prepared:
         response.headers["RateLimit-Policy"] = policy
-        response.headers["RateLimit"] = f'"per-key";r={decision.remaining};t={math.ceil(decision.reset_ms / 1000)}'
+        response.headers["RateLimit"] = (
+            f'"per-key";r={decision.remaining};t={math.ceil(decision.reset_ms / 1000)}'
+        )
     return response

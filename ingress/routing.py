@@ -41,7 +41,9 @@ class RouteTable:
 
     def route(self, method: str, path: str, *, scope: str | None, summary: str, tag: str, **options: Any):
         def register(fn: Handler) -> Handler:
-            spec = RouteSpec(method=method, path=path, handler=fn, scope=scope, summary=summary, tag=tag, **options)
+            spec = RouteSpec(
+                method=method, path=path, handler=fn, scope=scope, summary=summary, tag=tag, **options
+            )
             self.specs.append(spec)
             return fn
 
@@ -78,7 +80,9 @@ async def decode_body(request: web.Request, decoder: msgspec.json.Decoder) -> An
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise ApiError("validation_error", "The request body is invalid", errors=[field_error(str(exc))]) from None
+        raise ApiError(
+            "validation_error", "The request body is invalid", errors=[field_error(str(exc))]
+        ) from None
     except msgspec.DecodeError as exc:
         raise ApiError("invalid_json", f"The body is not valid JSON: {exc}") from None
 
@@ -87,7 +91,9 @@ def decode_query(request: web.Request, query_type: Any) -> Any:
     try:
         return msgspec.convert(dict(request.query), query_type, strict=False)
     except msgspec.ValidationError as exc:
-        raise ApiError("validation_error", "A query parameter is invalid", errors=[field_error(str(exc), "#/query")]) from None
+        raise ApiError(
+            "validation_error", "A query parameter is invalid", errors=[field_error(str(exc), "#/query")]
+        ) from None
 
 
 def field_error(message: str, root: str = "#") -> FieldError:
@@ -98,9 +104,17 @@ def field_error(message: str, root: str = "#") -> FieldError:
     named = _FIELD.search(detail)
     if named and ("missing required field" in detail or "unknown field" in detail):
         pointer += "/" + named.group(1)
-    code = "unknown_field" if "unknown field" in detail else "missing_field" if "missing" in detail else "invalid"
+    code = (
+        "unknown_field"
+        if "unknown field" in detail
+        else "missing_field"
+        if "missing" in detail
+        else "invalid"
+    )
     return FieldError(pointer=pointer, detail=detail, code=code)
 
 
 def json_response(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=_json_encoder.encode(payload), status=status, content_type="application/json", headers=headers)
+    return web.Response(
+        body=_json_encoder.encode(payload), status=status, content_type="application/json", headers=headers
+    )

@@ -50,7 +50,9 @@ def prepare_items(
     prepared: list[PreparedSend | ApiError] = []
     for request, prefix in zip(requests, prefixes, strict=True):
         try:
-            item = prepare_send(request, workspace=principal.workspace, message_id=new_id("msg"), now=now, prefix=prefix)
+            item = prepare_send(
+                request, workspace=principal.workspace, message_id=new_id("msg"), now=now, prefix=prefix
+            )
             require_sending_domain(principal, item.message.sending_domain)
             prepared.append(item)
         except ApiError as exc:
@@ -58,8 +60,16 @@ def prepare_items(
     return prepared
 
 
-async def accept(services, principal: Principal, items: Sequence[PreparedSend], *, item_scope: str,
-                 prefixes: Sequence[str], now: datetime, audit: bytes | None = None) -> list[Outcome]:
+async def accept(
+    services,
+    principal: Principal,
+    items: Sequence[PreparedSend],
+    *,
+    item_scope: str,
+    prefixes: Sequence[str],
+    now: datetime,
+    audit: bytes | None = None,
+) -> list[Outcome]:
     """Route and enqueue valid items; returns one outcome per item, in order. `audit`, the request's
     audit entry, rides with its last message in the same enqueue (see `audited`)."""
     snapshot = await services.routing.get(principal.workspace)
@@ -82,23 +92,38 @@ async def accept(services, principal: Principal, items: Sequence[PreparedSend], 
     return outcomes  # type: ignore[return-value]
 
 
-def _new_message(item: PreparedSend, route: _Router, tracking: Tracking, *, now: datetime, prefix: str,
-                 item_scope: str) -> NewMessage:
+def _new_message(
+    item: PreparedSend, route: _Router, tracking: Tracking, *, now: datetime, prefix: str, item_scope: str
+) -> NewMessage:
     decision = route(item, prefix)
-    message, links = tracking.prepare(item.message, track_opens=item.track_opens, track_clicks=item.track_clicks,
-                                      unsubscribe=item.unsubscribe)
+    message, links = tracking.prepare(
+        item.message,
+        track_opens=item.track_opens,
+        track_clicks=item.track_clicks,
+        unsubscribe=item.unsubscribe,
+    )
     status = "scheduled" if item.send_at else "queued"
     created_ms = int(now.timestamp() * 1000)
     meta = MessageMeta(
-        created_ms=created_ms, candidates=decision.candidates, purpose=item.purpose,
+        created_ms=created_ms,
+        candidates=decision.candidates,
+        purpose=item.purpose,
         send_at_ms=int(item.send_at.timestamp() * 1000) if item.send_at else None,
-        track_opens=item.track_opens, track_clicks=item.track_clicks, unsubscribe=item.unsubscribe,
+        track_opens=item.track_opens,
+        track_clicks=item.track_clicks,
+        unsubscribe=item.unsubscribe,
         links=links,
     )
     events = [_event(message, "message.scheduled" if status == "scheduled" else "message.accepted", now, {})]
     item_key = keyspace.send_item(message.workspace, item_scope, item.item_key) if item.item_key else None
-    return NewMessage(message=message, meta=meta, status=status, server=decision.candidates[0],
-                      events=events, item_key=item_key)
+    return NewMessage(
+        message=message,
+        meta=meta,
+        status=status,
+        server=decision.candidates[0],
+        events=events,
+        item_key=item_key,
+    )
 
 
 class _Router:
@@ -113,11 +138,21 @@ class _Router:
 
     def __call__(self, item: PreparedSend, prefix: str) -> RouteDecision:
         message = item.message
-        facts = MessageFacts(purpose=item.purpose, from_domain=message.sending_domain,
-                             to_domains=sorted({a.domain for a in message.recipients}), tags=message.tags)
+        facts = MessageFacts(
+            purpose=item.purpose,
+            from_domain=message.sending_domain,
+            to_domains=sorted({a.domain for a in message.recipients}),
+            tags=message.tags,
+        )
         if self.memo is None:
             return _route(item, facts, self.snapshot, prefix)
-        key = (facts.purpose, facts.from_domain, tuple(facts.to_domains), tuple(facts.tags), item.forced_server)
+        key = (
+            facts.purpose,
+            facts.from_domain,
+            tuple(facts.to_domains),
+            tuple(facts.tags),
+            item.forced_server,
+        )
         decision = self.memo.get(key)
         if decision is None:
             decision = self.memo[key] = _route(item, facts, self.snapshot, prefix)
@@ -126,17 +161,24 @@ class _Router:
 
 def _route(item: PreparedSend, facts: MessageFacts, snapshot, prefix: str) -> RouteDecision:
     message = item.message
-    decision = choose_servers(facts, snapshot.rules, snapshot.servers, forced_server=item.forced_server, rng=_rng)
+    decision = choose_servers(
+        facts, snapshot.rules, snapshot.servers, forced_server=item.forced_server, rng=_rng
+    )
     if decision.candidates:
         return decision
     if item.forced_server is not None:
-        raise validation_error(prefix + "/routing/server", f"cannot use this server: {decision.reason}", decision.reason)
+        raise validation_error(
+            prefix + "/routing/server", f"cannot use this server: {decision.reason}", decision.reason
+        )
     # Every eligible server is down: queue on the best one anyway; the message waits, it is not refused.
-    waiting = sorted((s for s in snapshot.servers if _may_send(s, message.sending_domain)),
-                     key=lambda s: (s.priority, s.id))
+    waiting = sorted(
+        (s for s in snapshot.servers if _may_send(s, message.sending_domain)),
+        key=lambda s: (s.priority, s.id),
+    )
     if not waiting:
-        raise validation_error(prefix + "/from", f"no sending server may send from {message.sending_domain}",
-                               "no_sending_server")
+        raise validation_error(
+            prefix + "/from", f"no sending server may send from {message.sending_domain}", "no_sending_server"
+        )
     return RouteDecision([s.id for s in waiting], None, "all_down")
 
 
@@ -145,11 +187,23 @@ def _may_send(server, domain: str) -> bool:
 
 
 def _event(message, kind: str, now: datetime, data: dict, *, to: str | None = None) -> Event:
-    first: Address | None = message.to[0] if message.to else (message.recipients[0] if message.recipients else None)
+    first: Address | None = (
+        message.to[0] if message.to else (message.recipients[0] if message.recipients else None)
+    )
     return Event(
-        id=new_id("evt"), type=kind, created_at=now, workspace=message.workspace, data=data,
-        message=EventMessage(id=message.id, to=to or (first.email if first else ""), from_=message.from_.email,
-                             tags=message.tags, metadata=message.metadata, campaign_id=message.campaign_id),
+        id=new_id("evt"),
+        type=kind,
+        created_at=now,
+        workspace=message.workspace,
+        data=data,
+        message=EventMessage(
+            id=message.id,
+            to=to or (first.email if first else ""),
+            from_=message.from_.email,
+            tags=message.tags,
+            metadata=message.metadata,
+            campaign_id=message.campaign_id,
+        ),
     )
 
 

@@ -21,11 +21,28 @@ from schemas.send import SendRequest
 MAX_RECIPIENTS = 50
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
-RESERVED_HEADERS = frozenset({
-    "from", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id", "mime-version", "content-type",
-    "content-transfer-encoding", "dkim-signature", "list-unsubscribe", "list-unsubscribe-post", "return-path",
-    "received", "sender", "x-mailers-message-id",
-})
+RESERVED_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "reply-to",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "dkim-signature",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "return-path",
+        "received",
+        "sender",
+        "x-mailers-message-id",
+    }
+)
 
 
 class PreparedSend(msgspec.Struct, kw_only=True):
@@ -48,7 +65,9 @@ class _Errors:
         self.items.append(FieldError(pointer=self.prefix + pointer, detail=detail, code=code))
 
 
-def prepare_send(request: SendRequest, *, workspace: str, message_id: str, now: datetime, prefix: str = "#") -> PreparedSend:
+def prepare_send(
+    request: SendRequest, *, workspace: str, message_id: str, now: datetime, prefix: str = "#"
+) -> PreparedSend:
     errors = _Errors(prefix)
     sender = _one_address(request.from_, "/from", errors)
     to = _addresses(request.to, "/to", errors)
@@ -58,7 +77,11 @@ def prepare_send(request: SendRequest, *, workspace: str, message_id: str, now: 
     _check_recipients(to, cc, bcc, errors)
     if request.unsubscribe and len(to) + len(cc) + len(bcc) > 1:
         # The one-click link names one recipient; with several, one person would unsubscribe another.
-        errors.add("/unsubscribe", "one-click unsubscribe needs exactly one recipient", "unsubscribe_needs_one_recipient")
+        errors.add(
+            "/unsubscribe",
+            "one-click unsubscribe needs exactly one recipient",
+            "unsubscribe_needs_one_recipient",
+        )
     _check_content(request, errors)
     headers = _headers(request.headers, errors)
     attachments = _attachments(request, errors)
@@ -66,13 +89,29 @@ def prepare_send(request: SendRequest, *, workspace: str, message_id: str, now: 
     if errors.items:
         raise ApiError("validation_error", "The message is invalid", errors=errors.items)
     message = OutboundMessage(
-        id=message_id, workspace=workspace, from_=sender, to=to, cc=cc, bcc=bcc, reply_to=reply_to,  # type: ignore[arg-type]
-        subject=request.subject, html=request.html, text=request.text, headers=headers, attachments=attachments,
-        tags=list(dict.fromkeys(request.tags)), metadata=request.metadata,
+        id=message_id,
+        workspace=workspace,
+        from_=sender,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,  # type: ignore[arg-type]
+        subject=request.subject,
+        html=request.html,
+        text=request.text,
+        headers=headers,
+        attachments=attachments,
+        tags=list(dict.fromkeys(request.tags)),
+        metadata=request.metadata,
     )
     return PreparedSend(
-        message=message, send_at=send_at, purpose=request.routing.purpose, forced_server=request.routing.server,
-        track_opens=request.tracking.opens, track_clicks=request.tracking.clicks, unsubscribe=request.unsubscribe,
+        message=message,
+        send_at=send_at,
+        purpose=request.routing.purpose,
+        forced_server=request.routing.server,
+        track_opens=request.tracking.opens,
+        track_clicks=request.tracking.clicks,
+        unsubscribe=request.unsubscribe,
         item_key=request.idempotency_key,
     )
 
@@ -98,7 +137,9 @@ def _check_recipients(to: list[Address], cc: list[Address], bcc: list[Address], 
     if not to and not any(e.pointer.startswith(errors.prefix + "/to") for e in errors.items):
         errors.add("/to", "at least one recipient is required", "missing_recipient")
     if total > MAX_RECIPIENTS:
-        errors.add("/to", f"{total} recipients over to, cc and bcc; at most {MAX_RECIPIENTS}", "too_many_recipients")
+        errors.add(
+            "/to", f"{total} recipients over to, cc and bcc; at most {MAX_RECIPIENTS}", "too_many_recipients"
+        )
 
 
 def _check_content(request: SendRequest, errors: _Errors) -> None:
@@ -109,7 +150,9 @@ def _check_content(request: SendRequest, errors: _Errors) -> None:
         if len(given) > 1:
             errors.add("/template", "give either a template or html/text, not both", "conflicting_content")
         else:
-            errors.add("/template/id", f"no template {request.template.id!r} in this workspace", "template_not_found")
+            errors.add(
+                "/template/id", f"no template {request.template.id!r} in this workspace", "template_not_found"
+            )
 
 
 def _headers(headers: dict[str, str], errors: _Errors) -> dict[str, str]:
@@ -121,7 +164,11 @@ def _headers(headers: dict[str, str], errors: _Errors) -> dict[str, str]:
         elif name.lower() in RESERVED_HEADERS:
             errors.add(pointer, f"{name} is set by Mailers and cannot be overridden", "reserved_header")
         elif "\r" in value or "\n" in value or len(value) > 998:
-            errors.add(pointer, "header values may not contain line breaks or exceed 998 characters", "invalid_header")
+            errors.add(
+                pointer,
+                "header values may not contain line breaks or exceed 998 characters",
+                "invalid_header",
+            )
         else:
             clean[name] = value
     return clean
@@ -136,10 +183,18 @@ def _attachments(request: SendRequest, errors: _Errors) -> list[Attachment]:
             errors.add(f"/attachments/{index}/content", "not valid base64", "invalid_base64")
             continue
         total += len(content)
-        decoded.append(Attachment(filename=item.filename, content=content, content_type=item.content_type,
-                                  content_id=item.content_id))
+        decoded.append(
+            Attachment(
+                filename=item.filename,
+                content=content,
+                content_type=item.content_type,
+                content_id=item.content_id,
+            )
+        )
     if total > MAX_ATTACHMENT_BYTES:
-        errors.add("/attachments", f"{total} bytes decoded; at most {MAX_ATTACHMENT_BYTES}", "attachments_too_large")
+        errors.add(
+            "/attachments", f"{total} bytes decoded; at most {MAX_ATTACHMENT_BYTES}", "attachments_too_large"
+        )
     return decoded
 
 

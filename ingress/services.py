@@ -55,17 +55,22 @@ class Services:
                 redis,
                 lock_ms=settings.idempotency_lock_seconds * 1000,
                 retention_ms=settings.idempotency_retention_seconds * 1000,
-                box=SecretBox.from_master_key(settings.secret_key, "idempotency") if settings.secret_key else None,
+                box=SecretBox.from_master_key(settings.secret_key, "idempotency")
+                if settings.secret_key
+                else None,
             ),
-            rate_limiter=RateLimiter(redis, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst),
+            rate_limiter=RateLimiter(
+                redis, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst
+            ),
             metrics=Metrics(),
             gateway=gateway,
             routing=WorkspaceRoutingCache(redis),
             messages=MessageStore(redis, item_retention_seconds=settings.idempotency_retention_seconds),
         )
         # Every concurrent request's messages share one Lua enqueue (one round trip, one transaction).
-        services._enqueue = Coalescer(services.messages.enqueue, max_in_flight=2, max_batch=5000,
-                                      max_pending=100_000)
+        services._enqueue = Coalescer(
+            services.messages.enqueue, max_in_flight=2, max_batch=5000, max_pending=100_000
+        )
         listening = [asyncio.Event(), asyncio.Event()]
         services._tasks.append(asyncio.create_task(services.key_cache.listen(redis, listening[0])))
         services._tasks.append(asyncio.create_task(services.routing.listen(listening[1])))

@@ -49,7 +49,12 @@ class Tracking:
         return self.tokens.read(kind, token)
 
     def prepare(
-        self, message: OutboundMessage, *, track_opens: bool, track_clicks: bool, unsubscribe: bool,
+        self,
+        message: OutboundMessage,
+        *,
+        track_opens: bool,
+        track_clicks: bool,
+        unsubscribe: bool,
         list_id: str | None = None,
     ) -> tuple[OutboundMessage, list[str]]:
         """The message to store and send, and its tracked links in index order (for `MessageMeta.links`).
@@ -61,8 +66,12 @@ class Tracking:
         recipient = token_recipient(message)
         html, links = message.html, []
         if html is not None and track_clicks:
-            html, links = rewrite_html(html, base_url=self.base_url, make_click_token=self._click_tokens(
-                message, recipient), open_token=self._open_token(message, recipient) if track_opens else None)
+            html, links = rewrite_html(
+                html,
+                base_url=self.base_url,
+                make_click_token=self._click_tokens(message, recipient),
+                open_token=self._open_token(message, recipient) if track_opens else None,
+            )
         elif html is not None and track_opens:
             html = _before_body_end(html, open_pixel(self.base_url, self._open_token(message, recipient)))
         headers = message.headers
@@ -72,10 +81,18 @@ class Tracking:
             return message, links
         return msgspec.structs.replace(message, html=html, headers=headers), links
 
-    def unsubscribe_headers(self, message: OutboundMessage, recipient: str, list_id: str | None) -> dict[str, str]:
-        token = self.tokens.issue(UnsubscribeToken(
-            workspace=message.workspace, message_id=message.id, recipient=recipient, list_id=list_id,
-            scope="list" if list_id else "workspace"))
+    def unsubscribe_headers(
+        self, message: OutboundMessage, recipient: str, list_id: str | None
+    ) -> dict[str, str]:
+        token = self.tokens.issue(
+            UnsubscribeToken(
+                workspace=message.workspace,
+                message_id=message.id,
+                recipient=recipient,
+                list_id=list_id,
+                scope="list" if list_id else "workspace",
+            )
+        )
         url = f"{self.base_url}/t/u/{token}"
         domain = _ascii_domain(message.from_.domain)
         mailto = f"mailto:unsubscribe+{token}@{domain}" if domain else None
@@ -84,15 +101,23 @@ class Tracking:
         return {"List-Unsubscribe": ", ".join(f"<{uri}>" for uri in (url, mailto) if uri)}
 
     def _open_token(self, message: OutboundMessage, recipient: str) -> str:
-        return self.tokens.issue(OpenToken(workspace=message.workspace, message_id=message.id, recipient=recipient))
+        return self.tokens.issue(
+            OpenToken(workspace=message.workspace, message_id=message.id, recipient=recipient)
+        )
 
     def _click_tokens(self, message: OutboundMessage, recipient: str) -> Callable[[int], str]:
         issued: dict[int, str] = {}  # a link repeated in the body gets its index's token once
 
         def click_token(index: int) -> str:
             if index not in issued:
-                issued[index] = self.tokens.issue(ClickToken(
-                    workspace=message.workspace, message_id=message.id, recipient=recipient, link_index=index))
+                issued[index] = self.tokens.issue(
+                    ClickToken(
+                        workspace=message.workspace,
+                        message_id=message.id,
+                        recipient=recipient,
+                        link_index=index,
+                    )
+                )
             return issued[index]
 
         return click_token

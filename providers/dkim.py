@@ -22,8 +22,17 @@ from providers.mime import ascii_domain
 KEY_BITS = 2048
 DEFAULT_RETURN_PATH_LABEL = "bounces"
 SIGNED_HEADERS = (
-    "From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To", "List-Unsubscribe",
-    "List-Unsubscribe-Post", "MIME-Version", "Content-Type",
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Reply-To",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "MIME-Version",
+    "Content-Type",
 )
 _CANONICALIZATION = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
 _SIGNATURE_HEADER = b"DKIM-Signature"
@@ -94,11 +103,19 @@ class DkimSigner:
         body_hash = base64.b64encode(hashlib.sha256(_CANONICALIZATION.canonicalize_body(body)).digest())
         value = self._tag_list(include, body_hash, int(time.time() if now is None else now))
         hasher = hashlib.sha256()
-        dkimpy.hash_headers(hasher, _CANONICALIZATION, _CANONICALIZATION.canonicalize_headers(headers),
-                            include, (_SIGNATURE_HEADER, b" " + value), None)
+        dkimpy.hash_headers(
+            hasher,
+            _CANONICALIZATION,
+            _CANONICALIZATION.canonicalize_headers(headers),
+            include,
+            (_SIGNATURE_HEADER, b" " + value),
+            None,
+        )
         signature = self._key.sign(hasher.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
         header = value + base64.b64encode(signature)
-        return b"DKIM-Signature: " + dkimpy.fold(header, namelen=len(_SIGNATURE_HEADER) + 2) + b"\r\n" + message
+        return (
+            b"DKIM-Signature: " + dkimpy.fold(header, namelen=len(_SIGNATURE_HEADER) + 2) + b"\r\n" + message
+        )
 
     def _tag_list(self, include: tuple[bytes, ...], body_hash: bytes, timestamp: int) -> bytes:
         tags = [

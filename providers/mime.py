@@ -44,9 +44,24 @@ _ENCODED_WORD_BYTES = 45  # 45 bytes -> 60 base64 chars; with "=?utf-8?b??=" a w
 RESERVED_HEADERS = frozenset(
     name.lower()
     for name in (
-        "From", "To", "Cc", "Bcc", "Reply-To", "Subject", "Date", "Message-ID", "MIME-Version",
-        "Content-Type", "Content-Transfer-Encoding", "Content-Disposition", "Content-ID",
-        "DKIM-Signature", MESSAGE_ID_HEADER, "Return-Path", "Received", "Sender",
+        "From",
+        "To",
+        "Cc",
+        "Bcc",
+        "Reply-To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "MIME-Version",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "Content-Disposition",
+        "Content-ID",
+        "DKIM-Signature",
+        MESSAGE_ID_HEADER,
+        "Return-Path",
+        "Received",
+        "Sender",
     )
 )
 _HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
@@ -65,7 +80,9 @@ class _Part:
 
     __slots__ = ("headers", "payload", "boundary")
 
-    def __init__(self, headers: list[tuple[str, str]], payload: str | list[_Part], boundary: str | None = None):
+    def __init__(
+        self, headers: list[tuple[str, str]], payload: str | list[_Part], boundary: str | None = None
+    ):
         self.headers, self.payload, self.boundary = headers, payload, boundary
 
     def write(self, out: list[str]) -> None:

@@ -126,7 +126,9 @@ def _failure(answer: HttpAnswer, message: OutboundMessage) -> Outcome:
         return classify_failure(answer, answer.body.decode("utf-8", "replace").strip()[:500], now=time.time())
     if answer.status == 422 and result.ErrorCode:
         return result_outcome(result, message)
-    return classify_failure(answer, result.Message, now=time.time(), code=str(result.ErrorCode or answer.status))
+    return classify_failure(
+        answer, result.Message, now=time.time(), code=str(result.ErrorCode or answer.status)
+    )
 
 
 class Adapter:
@@ -174,7 +176,9 @@ class Adapter:
             return Sent(provider_message_id="")
 
     async def _post(self, path: str, body: Any) -> HttpAnswer | Transient:
-        return await self._http.request("POST", self._base + path, data=msgspec.json.encode(body), headers=self._headers)
+        return await self._http.request(
+            "POST", self._base + path, data=msgspec.json.encode(body), headers=self._headers
+        )
 
     async def close(self) -> None:
         await self._http.close()

@@ -144,7 +144,9 @@ class Adapter:
     async def _send_group(self, group: list[OutboundMessage]) -> list[Outcome]:
         if len(group) == 1:
             return [await self._send_one(group[0])]
-        answer = await self._post("/emails/batch", [email_body(m) for m in group], batch_idempotency_key(group))
+        answer = await self._post(
+            "/emails/batch", [email_body(m) for m in group], batch_idempotency_key(group)
+        )
         if isinstance(answer, Transient):
             return [answer] * len(group)
         if not answer.ok:
@@ -168,8 +170,14 @@ class Adapter:
             return Sent(provider_message_id="")
 
     async def _post(self, path: str, body: Any, idempotency_key: str) -> HttpAnswer | Transient:
-        headers = {"Authorization": self._auth, "Content-Type": "application/json", "Idempotency-Key": idempotency_key}
-        return await self._http.request("POST", self._base + path, data=msgspec.json.encode(body), headers=headers)
+        headers = {
+            "Authorization": self._auth,
+            "Content-Type": "application/json",
+            "Idempotency-Key": idempotency_key,
+        }
+        return await self._http.request(
+            "POST", self._base + path, data=msgspec.json.encode(body), headers=headers
+        )
 
     async def close(self) -> None:
         await self._http.close()

@@ -27,13 +27,24 @@ from providers.mime import MimeError, format_address, render_mime
 from schemas.messages import OutboundMessage
 
 _TAG_TEXT = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
-THROTTLE_CODES = frozenset({"TooManyRequestsException", "ThrottlingException", "Throttling", "LimitExceededException"})
+THROTTLE_CODES = frozenset(
+    {"TooManyRequestsException", "ThrottlingException", "Throttling", "LimitExceededException"}
+)
 # The sending server itself cannot send: fail over at once rather than fail the message.
-SERVER_DOWN_CODES = frozenset({
-    "AccountSuspendedException", "SendingPausedException", "MailFromDomainNotVerifiedException",
-    "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
-    "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException", "NotFoundException",
-})
+SERVER_DOWN_CODES = frozenset(
+    {
+        "AccountSuspendedException",
+        "SendingPausedException",
+        "MailFromDomainNotVerifiedException",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "NotFoundException",
+    }
+)
 # MessageRejected texts that blame the identity (unverified sender, sandbox account), not the message.
 _IDENTITY_PROBLEM = re.compile(r"not verified|authority to send|sandbox", re.IGNORECASE)
 
@@ -68,7 +79,11 @@ def send_email_request(message: OutboundMessage, config: Config) -> dict[str, An
     """The keyword arguments of `sesv2.send_email` for one message."""
     destination = {
         key: [format_address(a) for a in addresses]
-        for key, addresses in (("ToAddresses", message.to), ("CcAddresses", message.cc), ("BccAddresses", message.bcc))
+        for key, addresses in (
+            ("ToAddresses", message.to),
+            ("CcAddresses", message.cc),
+            ("BccAddresses", message.bcc),
+        )
         if addresses
     }
     request: dict[str, Any] = {
@@ -142,9 +157,11 @@ class Adapter:
         async with self._opening:
             if self._client is None:
                 stack = AsyncExitStack()
-                self._client = await stack.enter_async_context(self._session.client(
-                    "sesv2", endpoint_url=self.config.endpoint_url, config=self._botocore_config()
-                ))
+                self._client = await stack.enter_async_context(
+                    self._session.client(
+                        "sesv2", endpoint_url=self.config.endpoint_url, config=self._botocore_config()
+                    )
+                )
                 self._stack = stack
             return self._client
 

@@ -106,7 +106,9 @@ def is_hard_bounce(code: int, message: str) -> bool:
 
 
 def recipient_refusal(email: str, code: int, message: str) -> RecipientRefusal:
-    return RecipientRefusal(email=email, code=str(code), diagnostic=message, hard=is_hard_bounce(code, message))
+    return RecipientRefusal(
+        email=email, code=str(code), diagnostic=message, hard=is_hard_bounce(code, message)
+    )
 
 
 def classify_refusals(refusals: Sequence[RecipientRefusal]) -> Outcome:
@@ -114,8 +116,10 @@ def classify_refusals(refusals: Sequence[RecipientRefusal]) -> Outcome:
     temporary = [r for r in refusals if int(r.code) < 500]
     if temporary:
         first = temporary[0]
-        return Transient(f"SMTP {first.code} {first.diagnostic} ({len(temporary)} recipients deferred)",
-                         retry_after=RETRY_AFTER.get(int(first.code), DEFAULT_RETRY_AFTER))
+        return Transient(
+            f"SMTP {first.code} {first.diagnostic} ({len(temporary)} recipients deferred)",
+            retry_after=RETRY_AFTER.get(int(first.code), DEFAULT_RETRY_AFTER),
+        )
     reasons = "; ".join(f"{r.email}: {r.code} {r.diagnostic}" for r in refusals)
     return Permanent(f"every recipient refused: {reasons}", code=refusals[0].code, bounced=list(refusals))
 
@@ -123,9 +127,12 @@ def classify_refusals(refusals: Sequence[RecipientRefusal]) -> Outcome:
 def classify_failure(exc: BaseException, originals: dict[str, str]) -> Outcome:
     """The one place aiosmtplib and socket errors become outcomes. `originals`: envelope -> our address."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        return classify_refusals([
-            recipient_refusal(originals.get(r.recipient, r.recipient), r.code, r.message) for r in exc.recipients
-        ])
+        return classify_refusals(
+            [
+                recipient_refusal(originals.get(r.recipient, r.recipient), r.code, r.message)
+                for r in exc.recipients
+            ]
+        )
     if isinstance(exc, aiosmtplib.SMTPConnectResponseError | aiosmtplib.SMTPHeloError) and exc.code >= 500:
         # refused at the greeting or EHLO: the server will not talk to us, whatever the message
         return Transient(f"SMTP server refused the session: {exc.code} {exc.message}", server_down=True)
@@ -174,7 +181,9 @@ class SmtpConnectionPool:
         idle, self._idle = self._idle, []
         await asyncio.gather(*(self._quit(smtp) for smtp, _ in idle))
 
-    async def _transaction(self, smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], raw: bytes) -> dict[str, SMTPResponse]:
+    async def _transaction(
+        self, smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], raw: bytes
+    ) -> dict[str, SMTPResponse]:
         try:
             refused, _ = await smtp.sendmail(sender, recipients, raw)
         except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
@@ -216,7 +225,10 @@ class SmtpConnectionPool:
 
     async def _open(self) -> aiosmtplib.SMTP:
         # A server that just refused us is not asked again by every queued message.
-        if self._connect_failure and time.monotonic() - self._connect_failure[0] < CONNECT_FAILURE_HOLD_SECONDS:
+        if (
+            self._connect_failure
+            and time.monotonic() - self._connect_failure[0] < CONNECT_FAILURE_HOLD_SECONDS
+        ):
             raise self._connect_failure[1]
         smtp = aiosmtplib.SMTP(**self._client_arguments())
         try:
@@ -259,7 +271,9 @@ class Adapter:
     name: ClassVar[str] = "smtp"
     max_batch: ClassVar[int] = 100
 
-    def __init__(self, config: Config, *, http: object = None, signer_for: SignerLookup | None = None) -> None:
+    def __init__(
+        self, config: Config, *, http: object = None, signer_for: SignerLookup | None = None
+    ) -> None:
         self.config = config
         self.pool = SmtpConnectionPool(config)
         self.signer = _signer(config)
@@ -295,7 +309,10 @@ class Adapter:
             return Permanent(f"address rejected before sending: {exc}", code="invalid_address")
         return Sent(
             provider_message_id=message_id_header(message),
-            refused=[recipient_refusal(originals.get(r, r), reply.code, reply.message) for r, reply in refused.items()],
+            refused=[
+                recipient_refusal(originals.get(r, r), reply.code, reply.message)
+                for r, reply in refused.items()
+            ],
         )
 
     async def _signer_for(self, message: OutboundMessage) -> DkimSigner | None:

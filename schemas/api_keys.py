@@ -7,7 +7,15 @@ from typing import Annotated, Literal
 
 import msgspec
 
-READ_WRITE_FAMILIES = ("lists", "templates", "campaigns", "automations", "suppressions", "webhooks", "settings")
+READ_WRITE_FAMILIES = (
+    "lists",
+    "templates",
+    "campaigns",
+    "automations",
+    "suppressions",
+    "webhooks",
+    "settings",
+)
 SCOPES: tuple[str, ...] = (
     "send",
     "read:messages",

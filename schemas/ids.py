@@ -11,7 +11,25 @@ import time
 from ulid import ULID
 
 PREFIXES = frozenset(
-    {"msg", "evt", "cmp", "aut", "run", "tpl", "lst", "sub", "whk", "dlv", "srv", "dom", "rul", "key", "aud", "req", "ws"}
+    {
+        "msg",
+        "evt",
+        "cmp",
+        "aut",
+        "run",
+        "tpl",
+        "lst",
+        "sub",
+        "whk",
+        "dlv",
+        "srv",
+        "dom",
+        "rul",
+        "key",
+        "aud",
+        "req",
+        "ws",
+    }
 )
 
 

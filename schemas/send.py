@@ -13,7 +13,15 @@ MetaValue = Annotated[str, msgspec.Meta(max_length=500)]
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+$")]
 AddressText = Annotated[str, msgspec.Meta(min_length=3, max_length=998)]
 MessageStatus = Literal[
-    "scheduled", "queued", "sent", "delivered", "deferred", "bounced", "complained", "failed", "suppressed",
+    "scheduled",
+    "queued",
+    "sent",
+    "delivered",
+    "deferred",
+    "bounced",
+    "complained",
+    "failed",
+    "suppressed",
     "canceled",
 ]
 

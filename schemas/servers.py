@@ -57,7 +57,9 @@ class UpdateSendingServer(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     config: dict[str, Any] | None = None
     priority: Priority | None = None
     quotas: Quotas | None = None
-    recipient_domain_limits: Annotated[dict[DomainText, DomainLimit], msgspec.Meta(max_length=1000)] | None = None
+    recipient_domain_limits: (
+        Annotated[dict[DomainText, DomainLimit], msgspec.Meta(max_length=1000)] | None
+    ) = None
     domains: Annotated[list[DomainText], msgspec.Meta(max_length=100)] | None = None
     inbound: dict[str, Any] | None = None
 

@@ -127,7 +127,12 @@ def _secret(name: str, value: str) -> str:
 
 
 def _api_key(name: str, value: str) -> str:
-    if not value.startswith("mk_") or len(value) < 24 or not value.isascii() or any(c.isspace() for c in value):
+    if (
+        not value.startswith("mk_")
+        or len(value) < 24
+        or not value.isascii()
+        or any(c.isspace() for c in value)
+    ):
         raise SettingsError(f"{name} must be an API key starting with mk_ of at least 24 characters")
     return value
 

@@ -22,12 +22,12 @@ class SuppressionEntry(msgspec.Struct, frozen=True, kw_only=True, array_like=Tru
     email: str
     reason: Reason = "manual"
     scope: Scope = "workspace"
-    scope_value: str | None = None     # the sending domain (scope domain) or list id (scope list)
-    source: str = "api"                # api | bounce | complaint | unsubscribe | … (who added it)
+    scope_value: str | None = None  # the sending domain (scope domain) or list id (scope list)
+    source: str = "api"  # api | bounce | complaint | unsubscribe | … (who added it)
 
 
 class SuppressionRecord(msgspec.Struct, kw_only=True):
-    id: str                            # a ULID: sorts by creation time, carries created_at
+    id: str  # a ULID: sorts by creation time, carries created_at
     email: str
     scope: Scope
     scope_value: str | None = None
@@ -36,8 +36,8 @@ class SuppressionRecord(msgspec.Struct, kw_only=True):
 
 
 class Suppressed(msgspec.Struct, frozen=True, array_like=True):
-    email: str                         # as the caller gave it
-    scope: Scope                       # the broadest scope that suppresses it
+    email: str  # as the caller gave it
+    scope: Scope  # the broadest scope that suppresses it
     reason: Reason
 
 
@@ -70,7 +70,7 @@ class SuppressionList(msgspec.Struct, kw_only=True):
 
 class CreatedSuppressions(msgspec.Struct, kw_only=True):
     data: list[Suppression]
-    created: int                       # how many were not suppressed in that scope before
+    created: int  # how many were not suppressed in that scope before
     object: str = "list"
 
 

@@ -77,7 +77,9 @@ class ApiKeyStore:
             await pipe.execute()
 
     async def page(self, workspace: str, *, limit: int, after: str | None) -> tuple[list[ApiKeyRecord], bool]:
-        ids, has_more = await pages.newest_first(self.redis, keyspace.workspace_keys(workspace), limit=limit, after=after)
+        ids, has_more = await pages.newest_first(
+            self.redis, keyspace.workspace_keys(workspace), limit=limit, after=after
+        )
         records = await self.redis.mget([keyspace.api_key(i) for i in ids]) if ids else []
         return [api_key_record_decoder.decode(r) for r in records if r is not None], has_more
 
@@ -93,4 +95,3 @@ class ApiKeyStore:
 
     async def count(self, workspace: str) -> int:
         return await self.redis.zcard(keyspace.workspace_keys(workspace))
-

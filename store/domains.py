@@ -104,7 +104,9 @@ def return_path_host(settings: Settings) -> str:
     return f"bounces.{mail_host(settings)}"
 
 
-def with_checks(record: SendingDomainRecord, checks: Sequence[RecordCheck], now: datetime) -> SendingDomainRecord:
+def with_checks(
+    record: SendingDomainRecord, checks: Sequence[RecordCheck], now: datetime
+) -> SendingDomainRecord:
     """A copy of `record` with each record's check result and the status they add up to."""
     by_name = {(c.record.type, c.record.name, c.record.purpose): c for c in checks}
     records = []
@@ -114,7 +116,9 @@ def with_checks(record: SendingDomainRecord, checks: Sequence[RecordCheck], now:
         records.append(msgspec.structs.replace(view, status=status, detail=detail))
     status = domain_status(records)
     verified_at = now if status == "verified" else record.verified_at
-    return msgspec.structs.replace(record, records=records, status=status, checked_at=now, verified_at=verified_at)
+    return msgspec.structs.replace(
+        record, records=records, status=status, checked_at=now, verified_at=verified_at
+    )
 
 
 def domain_status(records: Sequence[DnsRecordView]) -> DomainStatus:
@@ -137,19 +141,32 @@ class DomainStore:
             raise RuntimeError("MAILERS_SECRET_KEY is not set; DKIM keys cannot be sealed")
         return cls(redis, box_for(settings))
 
-    async def build(self, workspace: str, body: CreateSendingDomain, *, return_path_host: str,
-                    spf_include: str) -> SendingDomainRecord:
+    async def build(
+        self, workspace: str, body: CreateSendingDomain, *, return_path_host: str, spf_include: str
+    ) -> SendingDomainRecord:
         """A new record with a fresh DKIM key; raises InvalidDomain. Key generation runs off the loop."""
         domain = normalise_sending_domain(body.domain)
         selector, label = body.selector.lower(), body.return_path.lower()
         private_pem, public_b64 = await asyncio.to_thread(generate_domain_key)
         domain_id = new_id("dom")
-        published = dns_records(domain, selector, public_b64, return_path_host=return_path_host,
-                                spf_include=spf_include, return_path_label=label)
+        published = dns_records(
+            domain,
+            selector,
+            public_b64,
+            return_path_host=return_path_host,
+            spf_include=spf_include,
+            return_path_label=label,
+        )
         return SendingDomainRecord(
-            id=domain_id, workspace=workspace, domain=domain, selector=selector, return_path=label,
+            id=domain_id,
+            workspace=workspace,
+            domain=domain,
+            selector=selector,
+            return_path=label,
             sealed_private_key=self._box().seal(private_pem, domain_id.encode()),
-            records=[DnsRecordView(type=r.type, name=r.name, value=r.value, purpose=r.purpose) for r in published],
+            records=[
+                DnsRecordView(type=r.type, name=r.name, value=r.value, purpose=r.purpose) for r in published
+            ],
             created_at=datetime.now(UTC),
         )
 
@@ -173,7 +190,10 @@ class DomainStore:
                     if existing is not None:
                         raise DomainExists(existing.decode())
                     pipe.multi()
-                    pipe.set(keyspace.sending_domain(record.workspace, record.id), domain_record_encoder.encode(record))
+                    pipe.set(
+                        keyspace.sending_domain(record.workspace, record.id),
+                        domain_record_encoder.encode(record),
+                    )
                     pipe.hset(names, record.domain, record.id)
                     pages.index_add(pipe, keyspace.sending_domains(record.workspace), record.id)
                     await pipe.execute()
@@ -190,10 +210,12 @@ class DomainStore:
         raw = await self.redis.get(keyspace.sending_domain(workspace, domain_id))
         return None if raw is None else domain_record_decoder.decode(raw)
 
-    async def page(self, workspace: str, *, limit: int, after: str | None
-                   ) -> tuple[list[SendingDomainRecord], bool]:
-        ids, has_more = await pages.newest_first(self.redis, keyspace.sending_domains(workspace),
-                                                 limit=limit, after=after)
+    async def page(
+        self, workspace: str, *, limit: int, after: str | None
+    ) -> tuple[list[SendingDomainRecord], bool]:
+        ids, has_more = await pages.newest_first(
+            self.redis, keyspace.sending_domains(workspace), limit=limit, after=after
+        )
         raws = await self.redis.mget([keyspace.sending_domain(workspace, i) for i in ids]) if ids else []
         return [domain_record_decoder.decode(raw) for raw in raws if raw is not None], has_more
 
@@ -214,7 +236,9 @@ class DomainStore:
         names = keyspace.sending_domain_names(workspace)
         ids = await self.redis.hmget(names, list(domains)) if domains else []
         found = [i.decode() for i in ids if i is not None]
-        raws = iter(await self.redis.mget([keyspace.sending_domain(workspace, i) for i in found]) if found else [])
+        raws = iter(
+            await self.redis.mget([keyspace.sending_domain(workspace, i) for i in found]) if found else []
+        )
         return [None if i is None else _decode_or_none(next(raws)) for i in ids]
 
 
@@ -252,8 +276,9 @@ def candidate_domains(domain: str) -> list[str]:
     return [".".join(labels[i:]) for i in range(len(labels) - 1)]
 
 
-async def signing_key_for(redis: aioredis.Redis, box: SecretBox, workspace: str,
-                          domain: str) -> DkimSigner | None:
+async def signing_key_for(
+    redis: aioredis.Redis, box: SecretBox, workspace: str, domain: str
+) -> DkimSigner | None:
     """The DKIM signer for mail from `domain`: its own verified domain's, else the closest verified
     parent domain's (d= the parent, which DMARC's relaxed alignment accepts), else None."""
     try:

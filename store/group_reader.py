@@ -16,8 +16,18 @@ Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 class GroupReader:
-    def __init__(self, redis: aioredis.Redis, stream: str, group: str, consumer: str, *, count: int,
-                 block_ms: int, reclaim_idle_ms: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        count: int,
+        block_ms: int,
+        reclaim_idle_ms: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.redis, self.stream, self.group, self.consumer = redis, stream, group, consumer
         self.count, self.block_ms, self.reclaim_idle_ms = count, block_ms, reclaim_idle_ms
         self.clock = clock
@@ -37,13 +47,19 @@ class GroupReader:
         now = self.clock()
         if now - self._last_reclaim > self.reclaim_idle_ms / 1000:
             self._last_reclaim = now
-            _, claimed, *_ = await self.redis.xautoclaim(self.stream, self.group, self.consumer,
-                                                         self.reclaim_idle_ms, "0-0", count=self.count)
+            _, claimed, *_ = await self.redis.xautoclaim(
+                self.stream, self.group, self.consumer, self.reclaim_idle_ms, "0-0", count=self.count
+            )
             if claimed:
                 return [(entry_id, fields) for entry_id, fields in claimed if fields]
         return await self._read_group(">", block=self.block_ms)
 
     async def _read_group(self, start: str, *, block: int | None) -> Entries:
-        reply = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: start}, count=self.count,
-                                            block=block)
-        return [(entry_id, fields) for _, items in reply for entry_id, fields in items if fields] if reply else []
+        reply = await self.redis.xreadgroup(
+            self.group, self.consumer, {self.stream: start}, count=self.count, block=block
+        )
+        return (
+            [(entry_id, fields) for _, items in reply for entry_id, fields in items if fields]
+            if reply
+            else []
+        )

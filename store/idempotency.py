@@ -59,7 +59,9 @@ class ClaimResult(msgspec.Struct, frozen=True):
 class IdempotencyStore:
     """`box` seals stored answers: some carry a secret shown once (a new API key, a webhook secret)."""
 
-    def __init__(self, redis: aioredis.Redis, *, lock_ms: int, retention_ms: int, box: SecretBox | None = None) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, *, lock_ms: int, retention_ms: int, box: SecretBox | None = None
+    ) -> None:
         self.redis = redis
         self.box = box
         self.lock_ms = lock_ms
@@ -87,4 +89,3 @@ class IdempotencyStore:
 
     async def release(self, key: str, token: str) -> None:
         await self._release(keys=[key], args=[token])
-

@@ -46,10 +46,22 @@ MAX_COMMIT_ATTEMPTS = 20
 NOT_RECORDED = frozenset({"message.sent"})
 # How far along a message is; an event moves the status only to a higher rank. Statuses not listed
 # (failed, suppressed, canceled) are final on our side and never moved by a provider's event.
-STATUS_RANK = {"scheduled": 0, "queued": 0, "sending": 0, "sent": 1, "deferred": 2, "delivered": 3,
-               "bounced": 4, "complained": 5}
-STATUS_OF_EVENT = {"message.deferred": "deferred", "message.delivered": "delivered",
-                   "message.bounced": "bounced", "message.complained": "complained"}
+STATUS_RANK = {
+    "scheduled": 0,
+    "queued": 0,
+    "sending": 0,
+    "sent": 1,
+    "deferred": 2,
+    "delivered": 3,
+    "bounced": 4,
+    "complained": 5,
+}
+STATUS_OF_EVENT = {
+    "message.deferred": "deferred",
+    "message.delivered": "delivered",
+    "message.bounced": "bounced",
+    "message.complained": "complained",
+}
 _decode_message = msgspec.msgpack.Decoder(OutboundMessage).decode
 
 
@@ -74,16 +86,27 @@ def forward_status(current: str, event_type: str) -> str | None:
     return target if STATUS_RANK[target] > STATUS_RANK[current] else None
 
 
-def to_event(provider_event: ProviderEvent, *, workspace: str, server_id: str, message: OutboundMessage) -> Event:
+def to_event(
+    provider_event: ProviderEvent, *, workspace: str, server_id: str, message: OutboundMessage
+) -> Event:
     millis = max(0, int(provider_event.occurred_at.timestamp() * 1000))
     first = next((a.email for a in message.recipients), "")
     return Event(
         id=derived_id("evt", millis, provider_event.provider, provider_event.provider_event_id),
-        type=provider_event.type, created_at=provider_event.occurred_at, workspace=workspace,
+        type=provider_event.type,
+        created_at=provider_event.occurred_at,
+        workspace=workspace,
         data=provider_event.data,
-        message=EventMessage(id=message.id, to=provider_event.recipient or first, from_=message.from_.email,
-                             provider=provider_event.provider, server=server_id, tags=message.tags,
-                             metadata=message.metadata, campaign_id=message.campaign_id),
+        message=EventMessage(
+            id=message.id,
+            to=provider_event.recipient or first,
+            from_=message.from_.email,
+            provider=provider_event.provider,
+            server=server_id,
+            tags=message.tags,
+            metadata=message.metadata,
+            campaign_id=message.campaign_id,
+        ),
     )
 
 
@@ -105,8 +128,8 @@ def suppressions_for(events: Sequence[Event]) -> list[SuppressionEntry]:
 
 @dataclass
 class _Plan:
-    seen: list[tuple[str, str]] = field(default_factory=list)      # dedupe key -> what it recorded
-    statuses: dict[str, str] = field(default_factory=dict)         # message key -> new status
+    seen: list[tuple[str, str]] = field(default_factory=list)  # dedupe key -> what it recorded
+    statuses: dict[str, str] = field(default_factory=dict)  # message key -> new status
     events: list[Event] = field(default_factory=list)
     duplicates: int = 0
     unmatched: int = 0
@@ -119,8 +142,9 @@ class InboundRecorder:
         self.seen_ttl_seconds = seen_ttl_seconds
         self._records = DispatchRecords(redis)
 
-    async def record(self, *, workspace: str, server_id: str, provider: str,
-                     events: Sequence[ProviderEvent]) -> InboundOutcome:
+    async def record(
+        self, *, workspace: str, server_id: str, provider: str, events: Sequence[ProviderEvent]
+    ) -> InboundOutcome:
         if not events:
             return InboundOutcome(received=0, recorded=0)
         messages = await self.correlate(workspace, events)
@@ -138,11 +162,21 @@ class InboundRecorder:
                     await pipe.execute()
                 except WatchError:
                     continue
-                return InboundOutcome(received=len(events), recorded=len(plan.events), duplicates=plan.duplicates,
-                                      unmatched=plan.unmatched, not_recorded=plan.not_recorded, events=plan.events)
-        raise InboundConflict(f"gave up recording {len(events)} {provider} events after {MAX_COMMIT_ATTEMPTS} tries")
+                return InboundOutcome(
+                    received=len(events),
+                    recorded=len(plan.events),
+                    duplicates=plan.duplicates,
+                    unmatched=plan.unmatched,
+                    not_recorded=plan.not_recorded,
+                    events=plan.events,
+                )
+        raise InboundConflict(
+            f"gave up recording {len(events)} {provider} events after {MAX_COMMIT_ATTEMPTS} tries"
+        )
 
-    async def correlate(self, workspace: str, events: Sequence[ProviderEvent]) -> list[OutboundMessage | None]:
+    async def correlate(
+        self, workspace: str, events: Sequence[ProviderEvent]
+    ) -> list[OutboundMessage | None]:
         """Each event's message in `workspace` (hint first, then the provider id mapping), or None."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for event in events:
@@ -152,18 +186,30 @@ class InboundRecorder:
                 else:
                     pipe.echo(b"")
             mapped = [_own_message_id(raw, workspace) for raw in await pipe.execute()]
-        hints = [e.our_message_id if e.our_message_id and has_prefix(e.our_message_id, "msg") else None
-                 for e in events]
+        hints = [
+            e.our_message_id if e.our_message_id and has_prefix(e.our_message_id, "msg") else None
+            for e in events
+        ]
         wanted = sorted({i for i in (*hints, *mapped) if i is not None})
         async with self.redis.pipeline(transaction=False) as pipe:
             for message_id in wanted:
                 pipe.hget(keyspace.message(workspace, message_id), "p")
-            found = {i: _decode_message(raw) for i, raw in zip(wanted, await pipe.execute(), strict=True) if raw}
-        return [found.get(hint or "") or found.get(mid or "") for hint, mid in zip(hints, mapped, strict=True)]
+            found = {
+                i: _decode_message(raw) for i, raw in zip(wanted, await pipe.execute(), strict=True) if raw
+            }
+        return [
+            found.get(hint or "") or found.get(mid or "") for hint, mid in zip(hints, mapped, strict=True)
+        ]
 
-    async def _plan(self, workspace: str, server_id: str, events: Sequence[ProviderEvent],
-                    messages: Sequence[OutboundMessage | None], seen_keys: list[str],
-                    message_keys: list[str]) -> _Plan:
+    async def _plan(
+        self,
+        workspace: str,
+        server_id: str,
+        events: Sequence[ProviderEvent],
+        messages: Sequence[OutboundMessage | None],
+        seen_keys: list[str],
+        message_keys: list[str],
+    ) -> _Plan:
         async with self.redis.pipeline(transaction=False) as reads:
             reads.mget(seen_keys)
             for key in message_keys:

@@ -17,9 +17,15 @@ import redis.asyncio as aioredis
 log = logging.getLogger("mailers.invalidations")
 
 
-async def follow_invalidations(redis: aioredis.Redis, channel: str, *, invalidate: Callable[[Any], None],
-                               clear: Callable[[], None], ready: asyncio.Event | None = None,
-                               decode: Callable[[bytes], Any] = bytes.decode) -> None:
+async def follow_invalidations(
+    redis: aioredis.Redis,
+    channel: str,
+    *,
+    invalidate: Callable[[Any], None],
+    clear: Callable[[], None],
+    ready: asyncio.Event | None = None,
+    decode: Callable[[bytes], Any] = bytes.decode,
+) -> None:
     while True:
         try:
             async with redis.pubsub() as pubsub:

@@ -9,26 +9,26 @@ from __future__ import annotations
 PREFIX = "m:"
 
 # --- workspaces and API keys -------------------------------------------------------------------
-WORKSPACES = PREFIX + "workspaces"                       # hash: name -> msgpack record
-KEY_BY_HASH = PREFIX + "apikey:hash:"                     # + sha256 hex -> key id
-KEY_INVALIDATIONS = PREFIX + "apikey:invalidations"       # pub/sub channel: key hash hex
+WORKSPACES = PREFIX + "workspaces"  # hash: name -> msgpack record
+KEY_BY_HASH = PREFIX + "apikey:hash:"  # + sha256 hex -> key id
+KEY_INVALIDATIONS = PREFIX + "apikey:invalidations"  # pub/sub channel: key hash hex
 
 
 def api_key(key_id: str) -> str:
-    return f"{PREFIX}apikey:{key_id}"                     # msgpack ApiKeyRecord
+    return f"{PREFIX}apikey:{key_id}"  # msgpack ApiKeyRecord
 
 
 def workspace_keys(workspace: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:apikeys"             # zset: key id scored by creation ms
+    return f"{PREFIX}{{{workspace}}}:apikeys"  # zset: key id scored by creation ms
 
 
 def key_usage(key_id: str) -> str:
-    return f"{PREFIX}apikey:{key_id}:usage"               # hash: count, last_used_at
+    return f"{PREFIX}apikey:{key_id}:usage"  # hash: count, last_used_at
 
 
 # --- rate limits and idempotency ------------------------------------------------------------------
 def rate_limit(key_id: str) -> str:
-    return f"{PREFIX}ratelimit:{key_id}"                  # GCRA theoretical arrival time (ms)
+    return f"{PREFIX}ratelimit:{key_id}"  # GCRA theoretical arrival time (ms)
 
 
 def idempotency(workspace: str, method: str, path: str, key: str) -> str:
@@ -44,70 +44,70 @@ EVENT_FIELD = b"b"
 
 # --- inbound provider webhooks --------------------------------------------------------------------
 def inbound_replay(provider: str, server_id: str, token: str) -> str:
-    return f"{PREFIX}inbound:replay:{provider}:{server_id}:{token}"   # SET NX EX: a seen token
+    return f"{PREFIX}inbound:replay:{provider}:{server_id}:{token}"  # SET NX EX: a seen token
 
 
 def inbound_event_seen(provider: str, provider_event_id: str) -> str:
-    return f"{PREFIX}inbound:seen:{provider}:{provider_event_id}"     # SET NX EX: dedupe
+    return f"{PREFIX}inbound:seen:{provider}:{provider_event_id}"  # SET NX EX: dedupe
 
 
 def provider_message(provider: str, provider_message_id: str) -> str:
-    return f"{PREFIX}pmid:{provider}:{provider_message_id}"           # -> our msg id
+    return f"{PREFIX}pmid:{provider}:{provider_message_id}"  # -> our msg id
 
 
 # --- messages and dispatch (send pipeline) ------------------------------------------------------
-SCHEDULE = PREFIX + "schedule"                         # zset: message hash keys scored by due time (ms)
+SCHEDULE = PREFIX + "schedule"  # zset: message hash keys scored by due time (ms)
 
 
 def message(workspace: str, message_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:msg:{message_id}"          # hash: s, p, m, srv, prv, pmid, att
+    return f"{PREFIX}{{{workspace}}}:msg:{message_id}"  # hash: s, p, m, srv, prv, pmid, att
 
 
 def message_events(workspace: str, message_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:msg:{message_id}:ev"       # list of msgpack Event, in order
+    return f"{PREFIX}{{{workspace}}}:msg:{message_id}:ev"  # list of msgpack Event, in order
 
 
 def message_index(workspace: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:messages"                  # lex zset of message ids
+    return f"{PREFIX}{{{workspace}}}:messages"  # lex zset of message ids
 
 
 def send_item(workspace: str, scope: str, key: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:item:{scope}:{key}"        # -> message id (per-message idempotency)
+    return f"{PREFIX}{{{workspace}}}:item:{scope}:{key}"  # -> message id (per-message idempotency)
 
 
 def dispatch_stream(workspace: str, server_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:dispatch:{server_id}"      # stream: field id = message id
+    return f"{PREFIX}{{{workspace}}}:dispatch:{server_id}"  # stream: field id = message id
 
 
 DISPATCH_GROUP = "dispatch"
 
 
 def quota_window(server_id: str, window: str) -> str:
-    return f"{PREFIX}quota:{server_id}:{window}"                # count sent in a calendar window
+    return f"{PREFIX}quota:{server_id}:{window}"  # count sent in a calendar window
 
 
 # --- settings of the send pipeline: sending servers, routing rules, suppressions ------------------
 # Changes to a workspace's servers, their health or its rules are published (the workspace name) on
 # ROUTING_INVALIDATIONS so every process drops its cached routing snapshot of that workspace.
-ROUTING_INVALIDATIONS = PREFIX + "routing:invalidations"   # pub/sub channel: workspace
-SERVER_WORKSPACES = PREFIX + "servers:workspace"           # hash: server id -> workspace
-SERVER_STATUS = PREFIX + "servers:status"                  # hash: server id -> healthy|degraded|down
+ROUTING_INVALIDATIONS = PREFIX + "routing:invalidations"  # pub/sub channel: workspace
+SERVER_WORKSPACES = PREFIX + "servers:workspace"  # hash: server id -> workspace
+SERVER_STATUS = PREFIX + "servers:status"  # hash: server id -> healthy|degraded|down
 # Suppression changes, msgpack (workspace, op, entries), applied by every SuppressionShard holding
 # the workspace in memory; a shard that loses the channel forgets everything and reloads lazily.
-SUPPRESSION_CHANGES = PREFIX + "suppressions:changes"      # pub/sub channel
-SUPPRESSION_GLOBAL = "_global"                             # pseudo-workspace holding global entries
+SUPPRESSION_CHANGES = PREFIX + "suppressions:changes"  # pub/sub channel
+SUPPRESSION_GLOBAL = "_global"  # pseudo-workspace holding global entries
 
 
 def server(workspace: str, server_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:srv:{server_id}"      # msgpack ServerRecord
+    return f"{PREFIX}{{{workspace}}}:srv:{server_id}"  # msgpack ServerRecord
 
 
 def workspace_servers(workspace: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:srvs"                 # lex zset of server ids
+    return f"{PREFIX}{{{workspace}}}:srvs"  # lex zset of server ids
 
 
 def sandbox_server(workspace: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:srv:sandbox"          # the embedded sandbox server's id, set once
+    return f"{PREFIX}{{{workspace}}}:srv:sandbox"  # the embedded sandbox server's id, set once
 
 
 def server_rules(workspace: str, server_id: str) -> str:
@@ -115,11 +115,11 @@ def server_rules(workspace: str, server_id: str) -> str:
 
 
 def routing_rule(workspace: str, rule_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:rul:{rule_id}"        # msgpack RoutingRuleRecord
+    return f"{PREFIX}{{{workspace}}}:rul:{rule_id}"  # msgpack RoutingRuleRecord
 
 
 def workspace_rules(workspace: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:rules"                # lex zset of rule ids
+    return f"{PREFIX}{{{workspace}}}:rules"  # lex zset of rule ids
 
 
 def suppression_members(workspace: str, scope: str, scope_value: str) -> str:
@@ -127,67 +127,67 @@ def suppression_members(workspace: str, scope: str, scope_value: str) -> str:
 
 
 def suppression_meta(workspace: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:sup:meta"             # hash: scope\x1fvalue\x1femail -> msgpack record
+    return f"{PREFIX}{{{workspace}}}:sup:meta"  # hash: scope\x1fvalue\x1femail -> msgpack record
 
 
 def suppression_index(workspace: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:sup:index"            # lex zset: ulid\x1fscope\x1fvalue\x1femail
+    return f"{PREFIX}{{{workspace}}}:sup:index"  # lex zset: ulid\x1fscope\x1fvalue\x1femail
 
 
 def suppression_by_email(workspace: str, email: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:sup:email:{email}"    # set of meta fields of one address
+    return f"{PREFIX}{{{workspace}}}:sup:email:{email}"  # set of meta fields of one address
 
 
 # --- outbound webhooks (endpoints, deliveries, per-endpoint delivery queues) -----------------------
 # A delivery waits in its endpoint's `due` zset only when it is the head of its message's lane, so
 # the events of one message reach an endpoint in order; `ready` tells deliverers which endpoints have
 # something due, so a busy endpoint never hides the others.
-WEBHOOK_GROUP = "webhooks"                                   # consumer group on EVENT_STREAM
-WEBHOOK_READY = PREFIX + "webhooks:ready"                    # zset: "ws|whk" scored by earliest due (ms)
+WEBHOOK_GROUP = "webhooks"  # consumer group on EVENT_STREAM
+WEBHOOK_READY = PREFIX + "webhooks:ready"  # zset: "ws|whk" scored by earliest due (ms)
 
 
 def webhook(workspace: str, endpoint_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}"                     # msgpack WebhookRecord
+    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}"  # msgpack WebhookRecord
 
 
 def webhook_index(workspace: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:webhooks"                              # lex zset of endpoint ids
+    return f"{PREFIX}{{{workspace}}}:webhooks"  # lex zset of endpoint ids
 
 
 def webhook_version(workspace: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:webhooks:ver"                          # counter: bumped on any change
+    return f"{PREFIX}{{{workspace}}}:webhooks:ver"  # counter: bumped on any change
 
 
 def webhook_due(workspace: str, endpoint_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:due"                 # zset: dlv id -> due (ms)
+    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:due"  # zset: dlv id -> due (ms)
 
 
 def webhook_lane(workspace: str, endpoint_id: str, message_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:lane:{message_id}"   # list: dlv ids, in order
+    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:lane:{message_id}"  # list: dlv ids, in order
 
 
 def webhook_deliveries(workspace: str, endpoint_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:dlvs"                # lex zset of dlv ids
+    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:dlvs"  # lex zset of dlv ids
 
 
 def webhook_dead(workspace: str, endpoint_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:dead"                # zset: dlv id -> event time (ms)
+    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:dead"  # zset: dlv id -> event time (ms)
 
 
 def webhook_failing(workspace: str, endpoint_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:failing"             # ms of first failure since success
+    return f"{PREFIX}{{{workspace}}}:whk:{endpoint_id}:failing"  # ms of first failure since success
 
 
 def webhook_delivery(workspace: str, delivery_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:dlv:{delivery_id}"                     # hash: e evt typ msg b c s n nd
+    return f"{PREFIX}{{{workspace}}}:dlv:{delivery_id}"  # hash: e evt typ msg b c s n nd
 
 
 def webhook_attempts(workspace: str, delivery_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:dlv:{delivery_id}:att"                 # list of msgpack DeliveryAttempt
+    return f"{PREFIX}{{{workspace}}}:dlv:{delivery_id}:att"  # list of msgpack DeliveryAttempt
 
 
 def webhook_in_flight(consumer: str) -> str:
-    return f"{PREFIX}webhooks:inflight:{consumer}"           # set: "ws|whk|dlv" leased by one deliverer
+    return f"{PREFIX}webhooks:inflight:{consumer}"  # set: "ws|whk|dlv" leased by one deliverer
 
 
 # --- tracking and unsubscribe ----------------------------------------------------------------------
@@ -197,19 +197,19 @@ def unsubscribe_recorded(workspace: str, message_id: str, scope: str, list_id: s
 
 # --- sending domains ------------------------------------------------------------------------------
 def sending_domain(workspace: str, domain_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:dom:{domain_id}"                       # msgpack SendingDomainRecord
+    return f"{PREFIX}{{{workspace}}}:dom:{domain_id}"  # msgpack SendingDomainRecord
 
 
 def sending_domains(workspace: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:doms"                                  # lex zset of domain ids
+    return f"{PREFIX}{{{workspace}}}:doms"  # lex zset of domain ids
 
 
 def sending_domain_names(workspace: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:doms:names"                            # hash: A-label domain -> id
+    return f"{PREFIX}{{{workspace}}}:doms:names"  # hash: A-label domain -> id
 
 
 # --- inbound provider events: what could not be tied to a message --------------------------------
-INBOUND_UNMATCHED = PREFIX + "inbound:unmatched"          # hash: provider -> events for no message of ours
+INBOUND_UNMATCHED = PREFIX + "inbound:unmatched"  # hash: provider -> events for no message of ours
 
 
 # --- the audit log ----------------------------------------------------------------------------------
@@ -218,8 +218,8 @@ INBOUND_UNMATCHED = PREFIX + "inbound:unmatched"          # hash: provider -> ev
 # workspace's head in AUDIT_HEADS and acks + deletes the source entry. AUDIT_CHAINED is emptied once its
 # entries are in the analytics store. These keys span workspaces inside one transaction, so a Redis
 # Cluster deployment must keep them in one slot (rename them with a common `{audit}` hash tag).
-AUDIT_STREAM = PREFIX + "audit"                   # stream: field AUDIT_FIELD = msgpack AuditEntry (seq 0)
+AUDIT_STREAM = PREFIX + "audit"  # stream: field AUDIT_FIELD = msgpack AuditEntry (seq 0)
 AUDIT_FIELD = b"e"
-AUDIT_GROUP = "audit"                             # consumer group of the AuditSink on AUDIT_STREAM
-AUDIT_HEADS = PREFIX + "audit:heads"              # hash: workspace -> "seq:hash" of its last chained entry
-AUDIT_CHAINED = PREFIX + "audit:chained"          # stream: chained entries not yet in the analytics store
+AUDIT_GROUP = "audit"  # consumer group of the AuditSink on AUDIT_STREAM
+AUDIT_HEADS = PREFIX + "audit:heads"  # hash: workspace -> "seq:hash" of its last chained entry
+AUDIT_CHAINED = PREFIX + "audit:chained"  # stream: chained entries not yet in the analytics store

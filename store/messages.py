@@ -1,7 +1,8 @@
 """Messages in Redis: the atomic enqueue, state, timeline and listing.
 
 One Lua script enqueues a whole batch (every concurrent request of the ingress at once): for each
-message it checks the per-message idempotency key, writes the message hash (with its first events) and the index,
+message it checks the per-message idempotency key, writes the message hash (with its first events) and the
+index,
 then either XADDs the id to its server's dispatch stream or schedules it, and finally appends every
 event of the batch to the event stream as one entry. Either all of that happens or none of it.
 """
@@ -25,7 +26,9 @@ from store.lua import LUA_ARRAY, lua_string
 # Key names are built here from the workspace and ids exactly as store/keyspace.py builds them
 # (message, message_events, message_index, dispatch_stream). A message may carry its request's audit
 # entry, appended to KEYS[3] here: the send path's audit entry costs no round trip of its own.
-_ENQUEUE = LUA_ARRAY + """
+_ENQUEUE = (
+    LUA_ARRAY
+    + """
 local retention = ARGV[1]
 local batch = cmsgpack.unpack(ARGV[2])
 local results, events = {}, {}
@@ -60,6 +63,7 @@ if #events > 0 then
 end
 return results
 """
+)
 
 
 class MessageMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -80,7 +84,7 @@ class NewMessage(msgspec.Struct, kw_only=True):
     server: str
     events: list[Event]
     item_key: str | None = None  # full Redis key of the per-message idempotency record
-    audit: bytes | None = None   # the request's audit entry (msgpack), appended in the same script
+    audit: bytes | None = None  # the request's audit entry (msgpack), appended in the same script
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -115,7 +119,9 @@ class MessageStore:
     async def page_ids(self, workspace: str, *, limit: int, after: str | None) -> tuple[list[str], bool]:
         from store import pages
 
-        return await pages.newest_first(self.redis, keyspace.message_index(workspace), limit=limit, after=after)
+        return await pages.newest_first(
+            self.redis, keyspace.message_index(workspace), limit=limit, after=after
+        )
 
     async def get_many(self, workspace: str, ids: Sequence[str]) -> list[StoredMessage | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -139,7 +145,11 @@ class StoredMessage(msgspec.Struct, kw_only=True):
     def from_redis(cls, fields: dict[bytes, bytes], events: list[bytes] | None) -> StoredMessage:
         """`events`: the timeline list's entries, or None when the timeline is not wanted (listing)."""
         text = {k.decode(): v for k, v in fields.items()}
-        timeline = [] if events is None else _decode_events(text.get("ev", b"\x90")) + [_decode_event(e) for e in events]
+        timeline = (
+            []
+            if events is None
+            else _decode_events(text.get("ev", b"\x90")) + [_decode_event(e) for e in events]
+        )
         return cls(
             message=_decode_message(text["p"]),
             meta=_decode_meta(text["m"]),
@@ -160,9 +170,16 @@ def _row(new: NewMessage) -> tuple:
     message = new.message
     scheduled = new.status == "scheduled" and new.meta.send_at_ms is not None
     return (
-        message.id, message.workspace, new.item_key or "", new.status, lua_string(_encode(message)),
-        lua_string(_encode(new.meta)), new.server, str(new.meta.send_at_ms) if scheduled else "",
-        [lua_string(_encode(e)) for e in new.events], lua_string(new.audit or b""),
+        message.id,
+        message.workspace,
+        new.item_key or "",
+        new.status,
+        lua_string(_encode(message)),
+        lua_string(_encode(new.meta)),
+        new.server,
+        str(new.meta.send_at_ms) if scheduled else "",
+        [lua_string(_encode(e)) for e in new.events],
+        lua_string(new.audit or b""),
     )
 
 
@@ -180,10 +197,15 @@ return 'ok'
 """
 
 
-async def cancel_scheduled(redis: aioredis.Redis, workspace: str, message_id: str, event: Event,
-                           retention_seconds: int) -> str:
+async def cancel_scheduled(
+    redis: aioredis.Redis, workspace: str, message_id: str, event: Event, retention_seconds: int
+) -> str:
     """Cancel if still scheduled; returns 'ok', or the status that prevented it ('' if missing)."""
-    keys = [keyspace.message(workspace, message_id), keyspace.message_events(workspace, message_id),
-            keyspace.SCHEDULE, keyspace.EVENT_STREAM]
+    keys = [
+        keyspace.message(workspace, message_id),
+        keyspace.message_events(workspace, message_id),
+        keyspace.SCHEDULE,
+        keyspace.EVENT_STREAM,
+    ]
     result = await redis.eval(_CANCEL, len(keys), *keys, _encode(event), retention_seconds)
     return result.decode()

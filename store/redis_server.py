@@ -40,16 +40,26 @@ class RedisServer:
             raise RedisServerError("redis-server is not on PATH (install the Debian package redis-server)")
         return [
             binary,
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.data_dir.resolve()),
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--daemonize", "no",
-            "--protected-mode", "yes",
-            "--loglevel", "warning",
-            "--logfile", str((self.data_dir / "redis.log").resolve()),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir.resolve()),
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str((self.data_dir / "redis.log").resolve()),
         ]
 
     def start(self, timeout: float = 10.0) -> RedisServer:
@@ -60,7 +70,9 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RedisServerError(f"redis-server exited with {self.process.returncode}; see {self.data_dir}/redis.log")
+                raise RedisServerError(
+                    f"redis-server exited with {self.process.returncode}; see {self.data_dir}/redis.log"
+                )
             if self._answers_ping():
                 return self
             time.sleep(0.02)

@@ -40,10 +40,16 @@ class InvalidRule(ValueError):
 def build_rule(workspace: str, body: CreateRoutingRule) -> RoutingRuleRecord:
     now = datetime.now(UTC)
     return RoutingRuleRecord(
-        id=new_id("rul"), workspace=workspace, name=body.name, priority=body.priority,
-        match=normalise_match(body.match), strategy=body.strategy,
-        targets=checked_targets(body.targets, body.strategy), fallback=body.fallback,
-        created_at=now, updated_at=now,
+        id=new_id("rul"),
+        workspace=workspace,
+        name=body.name,
+        priority=body.priority,
+        match=normalise_match(body.match),
+        strategy=body.strategy,
+        targets=checked_targets(body.targets, body.strategy),
+        fallback=body.fallback,
+        created_at=now,
+        updated_at=now,
     )
 
 
@@ -73,10 +79,14 @@ def checked_targets(targets: list[RoutingTarget], strategy: str) -> list[Routing
     seen: set[str] = set()
     for index, target in enumerate(targets):
         if target.server in seen:
-            raise InvalidRule(f"#/targets/{index}/server", "this server is already a target", "duplicate_target")
+            raise InvalidRule(
+                f"#/targets/{index}/server", "this server is already a target", "duplicate_target"
+            )
         seen.add(target.server)
     if strategy == "weighted" and not any(t.weight > 0 for t in targets):
-        raise InvalidRule("#/targets", "a weighted rule needs at least one target with weight > 0", "no_weight")
+        raise InvalidRule(
+            "#/targets", "a weighted rule needs at least one target with weight > 0", "no_weight"
+        )
     return list(targets)
 
 
@@ -84,10 +94,17 @@ def policy_rule(record: RoutingRuleRecord) -> RoutingRule:
     """The pure routing policy's view of a stored rule."""
     match = record.match
     return RoutingRule(
-        id=record.id, name=record.name, priority=record.priority,
-        match=RuleMatch(purpose=match.purpose, from_domains=match.from_domains, to_domains=match.to_domains,
-                        tags=match.tags),
-        strategy=record.strategy, targets=[Target(server=t.server, weight=t.weight) for t in record.targets],
+        id=record.id,
+        name=record.name,
+        priority=record.priority,
+        match=RuleMatch(
+            purpose=match.purpose,
+            from_domains=match.from_domains,
+            to_domains=match.to_domains,
+            tags=match.tags,
+        ),
+        strategy=record.strategy,
+        targets=[Target(server=t.server, weight=t.weight) for t in record.targets],
         fallback=record.fallback,
     )
 
@@ -97,7 +114,7 @@ class RoutingRuleStore:
         self.redis = redis
 
     async def create(self, record: RoutingRuleRecord) -> None:
-        """Raises InvalidRule (pointer `#/targets/<i>/server`) if a target is not a server of the workspace."""
+        """InvalidRule (pointer `#/targets/<i>/server`) if a target is not a server of the workspace."""
         await self._write(record, new=True)
 
     async def save(self, record: RoutingRuleRecord) -> bool:
@@ -134,8 +151,11 @@ class RoutingRuleStore:
         for index, server_id in enumerate(server_ids):
             if not await pipe.exists(keyspace.server(workspace, server_id)):
                 await pipe.reset()
-                raise InvalidRule(f"#/targets/{index}/server", f"no sending server {server_id!r} in this workspace",
-                                  "unknown_server")
+                raise InvalidRule(
+                    f"#/targets/{index}/server",
+                    f"no sending server {server_id!r} in this workspace",
+                    "unknown_server",
+                )
 
     async def get(self, workspace: str, rule_id: str) -> RoutingRuleRecord | None:
         raw = await self.redis.get(keyspace.routing_rule(workspace, rule_id))
@@ -145,7 +165,9 @@ class RoutingRuleStore:
         ids = await self.redis.zrevrangebylex(keyspace.workspace_rules(workspace), "+", "-")
         return await self._load(workspace, [i.decode() for i in ids])
 
-    async def page(self, workspace: str, *, limit: int, after: str | None) -> tuple[list[RoutingRuleRecord], bool]:
+    async def page(
+        self, workspace: str, *, limit: int, after: str | None
+    ) -> tuple[list[RoutingRuleRecord], bool]:
         index = keyspace.workspace_rules(workspace)
         ids, has_more = await pages.newest_first(self.redis, index, limit=limit, after=after)
         return await self._load(workspace, ids), has_more

@@ -134,14 +134,22 @@ class ServerStore:
         return cls(redis, SecretBox.from_master_key(settings.secret_key, SECRETBOX_PURPOSE))
 
     # --- building and changing records (pure apart from the clock) ------------------------------
-    def build(self, workspace: str, body: CreateSendingServer, *, server_id: str | None = None) -> ServerRecord:
+    def build(
+        self, workspace: str, body: CreateSendingServer, *, server_id: str | None = None
+    ) -> ServerRecord:
         """A new record from a create body; raises ProviderUnavailable / InvalidServer* on bad input."""
         now = datetime.now(UTC)
         record = ServerRecord(
-            id=server_id or new_id("srv"), workspace=workspace, name=body.name, provider=body.provider,
-            priority=body.priority, quotas=body.quotas,
+            id=server_id or new_id("srv"),
+            workspace=workspace,
+            name=body.name,
+            provider=body.provider,
+            priority=body.priority,
+            quotas=body.quotas,
             recipient_domain_limits=normalise_limits(body.recipient_domain_limits),
-            domains=normalise_domains(body.domains), created_at=now, updated_at=now,
+            domains=normalise_domains(body.domains),
+            created_at=now,
+            updated_at=now,
         )
         self._seal_config(record, body.config)
         self._seal_inbound(record, body.inbound)
@@ -302,7 +310,9 @@ async def ensure_sandbox_server(store: ServerStore, workspace: str) -> ServerRec
                 existing = await pipe.get(marker)
                 if existing is not None:
                     return await store.get(workspace, existing.decode())
-                record = store.build(workspace, CreateSendingServer(name="Sandbox", provider="sandbox", priority=1000))
+                record = store.build(
+                    workspace, CreateSendingServer(name="Sandbox", provider="sandbox", priority=1000)
+                )
                 pipe.multi()
                 pipe.set(marker, record.id)
                 write_new(pipe, record)

@@ -103,7 +103,8 @@ class SuppressionStore:
 
     def _keys(self, workspace: str, scope: str, value: str | None, email: str, field: str) -> list[str]:
         return [
-            keyspace.suppression_meta(workspace), keyspace.suppression_index(workspace),
+            keyspace.suppression_meta(workspace),
+            keyspace.suppression_index(workspace),
             keyspace.suppression_members(workspace, scope, value or "-"),
             keyspace.suppression_by_email(workspace, email),
         ]
@@ -115,11 +116,27 @@ class SuppressionStore:
             for entry in normal:
                 home = owner(workspace, entry.scope)
                 field = meta_field(entry.scope, entry.scope_value, entry.email)
-                record = SuppressionRecord(id=str(ULID()), email=entry.email, scope=entry.scope,
-                                           scope_value=entry.scope_value, reason=entry.reason, source=entry.source)
-                args = [field, _encode(record), record.id + SEPARATOR + field, entry.email, entry.reason, entry.source]
-                await self._add(keys=self._keys(home, entry.scope, entry.scope_value, entry.email, field),
-                                args=args, client=pipe)
+                record = SuppressionRecord(
+                    id=str(ULID()),
+                    email=entry.email,
+                    scope=entry.scope,
+                    scope_value=entry.scope_value,
+                    reason=entry.reason,
+                    source=entry.source,
+                )
+                args = [
+                    field,
+                    _encode(record),
+                    record.id + SEPARATOR + field,
+                    entry.email,
+                    entry.reason,
+                    entry.source,
+                ]
+                await self._add(
+                    keys=self._keys(home, entry.scope, entry.scope_value, entry.email, field),
+                    args=args,
+                    client=pipe,
+                )
             for change in changes(workspace, "add", normal):
                 pipe.publish(keyspace.SUPPRESSION_CHANGES, _encode(change))
             results = await pipe.execute()
@@ -129,13 +146,18 @@ class SuppressionStore:
         self, workspace: str, emails: Sequence[str], scope: Scope, scope_value: str | None = None
     ) -> list[bool]:
         """Lift suppressions of `emails` in one scope; True per address that was suppressed there."""
-        probe = [normalise_entry(SuppressionEntry(email=e, scope=scope, scope_value=scope_value)) for e in emails]
+        probe = [
+            normalise_entry(SuppressionEntry(email=e, scope=scope, scope_value=scope_value)) for e in emails
+        ]
         home = owner(workspace, scope)
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry in probe:
                 field = meta_field(scope, entry.scope_value, entry.email)
-                await self._remove(keys=self._keys(home, scope, entry.scope_value, entry.email, field),
-                                   args=[field, entry.email, SEPARATOR], client=pipe)
+                await self._remove(
+                    keys=self._keys(home, scope, entry.scope_value, entry.email, field),
+                    args=[field, entry.email, SEPARATOR],
+                    client=pipe,
+                )
             for change in changes(workspace, "remove", probe):
                 pipe.publish(keyspace.SUPPRESSION_CHANGES, _encode(change))
             results = await pipe.execute()
@@ -145,30 +167,46 @@ class SuppressionStore:
         """Every entry of `workspace` (GLOBAL for the global ones), a chunk at a time."""
         cursor: Any = 0
         while True:
-            cursor, chunk = await self.redis.hscan(keyspace.suppression_meta(workspace), cursor, count=_SCAN_COUNT)
+            cursor, chunk = await self.redis.hscan(
+                keyspace.suppression_meta(workspace), cursor, count=_SCAN_COUNT
+            )
             if chunk:
                 yield [_decode_record(raw) for raw in chunk.values()]
             if cursor == 0:
                 return
 
-    async def is_suppressed(self, workspace: str, email: str, scope: Scope, scope_value: str | None = None) -> bool:
+    async def is_suppressed(
+        self, workspace: str, email: str, scope: Scope, scope_value: str | None = None
+    ) -> bool:
         entry = normalise_entry(SuppressionEntry(email=email, scope=scope, scope_value=scope_value))
         members = keyspace.suppression_members(owner(workspace, scope), scope, entry.scope_value or "-")
         return bool(await self.redis.sismember(members, entry.email))
 
-    async def records(self, workspace: str, entries: Sequence[SuppressionEntry]) -> list[SuppressionRecord | None]:
+    async def records(
+        self, workspace: str, entries: Sequence[SuppressionEntry]
+    ) -> list[SuppressionRecord | None]:
         """The stored records of (normalised) entries, in order."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for e in entries:
-                pipe.hget(keyspace.suppression_meta(owner(workspace, e.scope)), meta_field(e.scope, e.scope_value, e.email))
+                pipe.hget(
+                    keyspace.suppression_meta(owner(workspace, e.scope)),
+                    meta_field(e.scope, e.scope_value, e.email),
+                )
             raws = await pipe.execute()
         return [None if raw is None else _decode_record(raw) for raw in raws]
 
     async def page(
-        self, workspace: str, *, limit: int, after: str | None, email: str | None = None,
-        reason: Reason | None = None, scope: Scope | None = None,
+        self,
+        workspace: str,
+        *,
+        limit: int,
+        after: str | None,
+        email: str | None = None,
+        reason: Reason | None = None,
+        scope: Scope | None = None,
     ) -> tuple[list[SuppressionRecord], bool, str | None]:
         """Newest first, filtered; returns (records, has_more, cursor position of the last one)."""
+
         def wanted(record: SuppressionRecord) -> bool:
             return (reason is None or record.reason == reason) and (scope is None or record.scope == scope)
 
@@ -180,11 +218,15 @@ class SuppressionStore:
         page = found[:limit]
         return [r for _, r in page], len(found) > limit, page[-1][0] if page else None
 
-    async def _walk(self, workspace: str, after: str | None, wanted, enough: int) -> AsyncIterator[tuple[str, Any]]:
+    async def _walk(
+        self, workspace: str, after: str | None, wanted, enough: int
+    ) -> AsyncIterator[tuple[str, Any]]:
         index, meta = keyspace.suppression_index(workspace), keyspace.suppression_meta(workspace)
         upper, found, chunk = ("+" if after is None else f"({after}"), 0, max(enough * 2, 100)
         while found < enough:
-            members = [m.decode() for m in await self.redis.zrevrangebylex(index, upper, "-", start=0, num=chunk)]
+            members = [
+                m.decode() for m in await self.redis.zrevrangebylex(index, upper, "-", start=0, num=chunk)
+            ]
             if not members:
                 return
             raws = await self.redis.hmget(meta, [m.partition(SEPARATOR)[2] for m in members])
@@ -194,12 +236,18 @@ class SuppressionStore:
                     yield member, record
             upper = f"({members[-1]}"
 
-    async def _by_email(self, workspace: str, email: str, after: str | None) -> list[tuple[str, SuppressionRecord]]:
-        fields = [f.decode() for f in await self.redis.smembers(keyspace.suppression_by_email(workspace, email))]
+    async def _by_email(
+        self, workspace: str, email: str, after: str | None
+    ) -> list[tuple[str, SuppressionRecord]]:
+        fields = [
+            f.decode() for f in await self.redis.smembers(keyspace.suppression_by_email(workspace, email))
+        ]
         raws = await self.redis.hmget(keyspace.suppression_meta(workspace), fields) if fields else []
         records = [_decode_record(raw) for raw in raws if raw is not None]
-        items = sorted(((r.id + SEPARATOR + meta_field(r.scope, r.scope_value, r.email), r) for r in records),
-                       reverse=True)
+        items = sorted(
+            ((r.id + SEPARATOR + meta_field(r.scope, r.scope_value, r.email), r) for r in records),
+            reverse=True,
+        )
         return [item for item in items if after is None or item[0] < after]
 
 
@@ -210,6 +258,8 @@ def changes(workspace: str, op: str, entries: list[SuppressionEntry]) -> list[Ch
     return [Change(workspace=home, op=op, entries=items) for home, items in by_owner.items()]
 
 
-async def add_suppressions(redis: aioredis.Redis, workspace: str, entries: Sequence[SuppressionEntry]) -> list[bool]:
+async def add_suppressions(
+    redis: aioredis.Redis, workspace: str, entries: Sequence[SuppressionEntry]
+) -> list[bool]:
     """For consumers (bounce, complaint, unsubscribe handlers): write Redis; the shards follow via pub/sub."""
     return await SuppressionStore(redis).add(workspace, entries)

@@ -117,7 +117,9 @@ class WebhookStore:
         raws = await self.redis.mget([keyspace.webhook(workspace, i.decode()) for i in ids]) if ids else []
         return [webhook_record_decoder.decode(r) for r in raws if r is not None]
 
-    async def page(self, workspace: str, *, limit: int, after: str | None) -> tuple[list[WebhookRecord], bool]:
+    async def page(
+        self, workspace: str, *, limit: int, after: str | None
+    ) -> tuple[list[WebhookRecord], bool]:
         index = keyspace.webhook_index(workspace)
         ids, has_more = await pages.newest_first(self.redis, index, limit=limit, after=after)
         raws = await self.redis.mget([keyspace.webhook(workspace, i) for i in ids]) if ids else []
@@ -197,7 +199,9 @@ class WebhookStore:
         args = [delivery_id, now_ms, ready_member(workspace, endpoint_id), DELIVERY_RETENTION_SECONDS]
         return int(await self._replay(keys=keys, args=args))
 
-    async def replay_window(self, workspace: str, endpoint_id: str, start_ms: int, end_ms: int, now_ms: int) -> int:
+    async def replay_window(
+        self, workspace: str, endpoint_id: str, start_ms: int, end_ms: int, now_ms: int
+    ) -> int:
         """Replay every dead letter whose event happened in [start, end]; returns how many."""
         dead = keyspace.webhook_dead(workspace, endpoint_id)
         replayed = 0

@@ -73,10 +73,14 @@ class WorkspaceRoutingCache:
         records, rules = await asyncio.gather(self.servers.list(workspace), self.rules.list(workspace))
         statuses = await self.servers.statuses([r.id for r in records])
         views = [
-            ServerView(id=r.id, priority=r.priority, status=statuses[r.id], domains=r.domains, provider=r.provider)
+            ServerView(
+                id=r.id, priority=r.priority, status=statuses[r.id], domains=r.domains, provider=r.provider
+            )
             for r in records
         ]
-        return RoutingSnapshot(servers=views, rules=[policy_rule(r) for r in rules], records={r.id: r for r in records})
+        return RoutingSnapshot(
+            servers=views, rules=[policy_rule(r) for r in rules], records={r.id: r for r in records}
+        )
 
     def invalidate(self, workspace: str) -> None:
         self._versions[workspace] = self._versions.get(workspace, 0) + 1
@@ -89,5 +93,10 @@ class WorkspaceRoutingCache:
 
     async def listen(self, ready: asyncio.Event | None = None) -> None:
         """Run until cancelled, following `keyspace.ROUTING_INVALIDATIONS`."""
-        await follow_invalidations(self.redis, keyspace.ROUTING_INVALIDATIONS, invalidate=self.invalidate,
-                                   clear=self.clear, ready=ready)
+        await follow_invalidations(
+            self.redis,
+            keyspace.ROUTING_INVALIDATIONS,
+            invalidate=self.invalidate,
+            clear=self.clear,
+            ready=ready,
+        )

@@ -62,10 +62,15 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 # --- the app on real Redis and real Ray, and keys to call it with -------------------------------
 
+
 def make_settings(tmp_path, redis_url: str, **overrides) -> Settings:
     values = dict(
-        data_dir=str(tmp_path), redis_url=redis_url, secret_key="s" * 40, ray_namespace="mailers-test",
-        rate_limit_per_second=10_000.0, rate_limit_burst=10_000,
+        data_dir=str(tmp_path),
+        redis_url=redis_url,
+        secret_key="s" * 40,
+        ray_namespace="mailers-test",
+        rate_limit_per_second=10_000.0,
+        rate_limit_burst=10_000,
     )
     values.update(overrides)
     return load_settings({}, **values)
@@ -73,7 +78,9 @@ def make_settings(tmp_path, redis_url: str, **overrides) -> Settings:
 
 @pytest.fixture(scope="session")
 def gateway(ray_session, redis_server) -> Gateway:
-    settings = load_settings({}, redis_url=redis_server.url, ray_namespace="mailers-test", secret_key="s" * 40)
+    settings = load_settings(
+        {}, redis_url=redis_server.url, ray_namespace="mailers-test", secret_key="s" * 40
+    )
     return Gateway.start(settings, redis_url=redis_server.url)
 
 
@@ -90,7 +97,9 @@ def app_client(aiohttp_client, tmp_path, redis_url, redis, gateway) -> AppFactor
     """Build an app (optionally with other settings) and a test client for it."""
 
     async def build(*, app_hook=None, **overrides) -> TestClient:
-        app = create_app(make_settings(tmp_path, redis_url, **overrides), redis_url=redis_url, gateway=gateway)
+        app = create_app(
+            make_settings(tmp_path, redis_url, **overrides), redis_url=redis_url, gateway=gateway
+        )
         if app_hook is not None:
             app_hook(app)
         return await aiohttp_client(app)
@@ -117,11 +126,12 @@ def workspace() -> str:
 
 @pytest.fixture
 def make_key(redis, workspace) -> KeyMaker:
-    """Create a key straight in the store (default: this test's workspace); returns its Authorization header."""
+    """Create a key straight in the store (default: this test's workspace); returns its Authorization."""
     default_workspace = workspace
 
-    async def make(scopes: list[str], *, workspace: str = default_workspace,
-                   domains: list[str] | None = None) -> dict[str, str]:
+    async def make(
+        scopes: list[str], *, workspace: str = default_workspace, domains: list[str] | None = None
+    ) -> dict[str, str]:
         await WorkspaceStore(redis).create(workspace)
         secret = generate_secret()
         await ApiKeyStore(redis).create(new_record(workspace, "test", scopes, secret=secret, domains=domains))

@@ -51,8 +51,15 @@ def parse_head(raw: bytes | None) -> tuple[int, str]:
 
 class AuditSink:
     def __init__(
-        self, redis: aioredis.Redis, store: AuditStore, signer: AuditSigner, *, consumer: str = "audit-sink",
-        batch_size: int = 1000, block_ms: int = 250, linger: float = 0.5,
+        self,
+        redis: aioredis.Redis,
+        store: AuditStore,
+        signer: AuditSigner,
+        *,
+        consumer: str = "audit-sink",
+        batch_size: int = 1000,
+        block_ms: int = 250,
+        linger: float = 0.5,
     ) -> None:
         self.redis, self.store, self.signer = redis, store, signer
         self.consumer, self.batch_size, self.block_ms = consumer, batch_size, block_ms
@@ -114,9 +121,15 @@ class AuditSink:
 
     async def _read(self, start: str, block_ms: int | None) -> Batch:
         reply = await self.redis.xreadgroup(
-            keyspace.AUDIT_GROUP, self.consumer, {keyspace.AUDIT_STREAM: start}, count=self.batch_size, block=block_ms
+            keyspace.AUDIT_GROUP,
+            self.consumer,
+            {keyspace.AUDIT_STREAM: start},
+            count=self.batch_size,
+            block=block_ms,
         )
-        return [(entry_id, self._entry(entry_id, fields)) for entry_id, fields in (reply[0][1] if reply else [])]
+        return [
+            (entry_id, self._entry(entry_id, fields)) for entry_id, fields in (reply[0][1] if reply else [])
+        ]
 
     def _entry(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> AuditEntry | None:
         try:
@@ -159,9 +172,13 @@ class AuditSink:
                 pipe.xdel(keyspace.AUDIT_STREAM, *ids)
             await pipe.execute()
 
-    def _seal(self, by_workspace: dict[str, list[AuditEntry]], heads: list[tuple[int, str]]) -> list[list[AuditEntry]]:
-        return [chain(entries, prev_hash, prev_seq, self.signer)
-                for entries, (prev_seq, prev_hash) in zip(by_workspace.values(), heads, strict=True)]
+    def _seal(
+        self, by_workspace: dict[str, list[AuditEntry]], heads: list[tuple[int, str]]
+    ) -> list[list[AuditEntry]]:
+        return [
+            chain(entries, prev_hash, prev_seq, self.signer)
+            for entries, (prev_seq, prev_hash) in zip(by_workspace.values(), heads, strict=True)
+        ]
 
     async def store_chained(self) -> int:
         """Insert the buffer of chained entries into the store, then drop what was inserted."""

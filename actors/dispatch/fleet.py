@@ -48,8 +48,15 @@ class DomainSigners:
     """`await signers(from_domain)`: the workspace's DKIM signer for mail from that domain, or None;
     answers (None included) are kept `SIGNER_CACHE_SECONDS` so a send costs no Redis round trip."""
 
-    def __init__(self, redis: aioredis.Redis, box: SecretBox, workspace: str, *,
-                 clock: Callable[[], float] = time.monotonic, max_domains: int = 1024) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        box: SecretBox,
+        workspace: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_domains: int = 1024,
+    ) -> None:
         self.redis, self.box, self.workspace = redis, box, workspace
         self.clock, self.max_domains = clock, max_domains
         self._known: dict[str, tuple[float, DkimSigner | None]] = {}
@@ -78,8 +85,17 @@ class _Running(msgspec.Struct):
 
 
 class DispatchFleet:
-    def __init__(self, redis: aioredis.Redis, settings: Settings, *, index: int = 0, count: int = 1,
-                 retry: RetryPolicy | None = None, sync_interval: float = 1.0, suppressions=None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: Settings,
+        *,
+        index: int = 0,
+        count: int = 1,
+        retry: RetryPolicy | None = None,
+        sync_interval: float = 1.0,
+        suppressions=None,
+    ) -> None:
         self.redis = redis
         self.settings = settings
         self.index, self.count = index, count
@@ -93,8 +109,10 @@ class DispatchFleet:
     async def run(self, stop: asyncio.Event) -> None:
         scheduler = None
         if self.index == 0:  # the singleton duties: due messages, and trimming the message indexes
-            scheduler = asyncio.gather(run_scheduler(self.redis)(stop),
-                                       run_index_trim(self.redis, self.settings.message_retention_seconds)(stop))
+            scheduler = asyncio.gather(
+                run_scheduler(self.redis)(stop),
+                run_index_trim(self.redis, self.settings.message_retention_seconds)(stop),
+            )
         try:
             while not stop.is_set():
                 try:
@@ -138,11 +156,18 @@ class DispatchFleet:
         except Exception:
             log.exception("cannot start dispatch for %s", record.id)
             return
-        loop = DispatchLoop(self.redis, runtime, consumer=f"dispatcher-{self.index}", retry=self.retry,
-                            circuit=CircuitBreaker(), on_status=self.store.set_status, on_suppress=self._suppress,
-                            suppressions=self.suppressions.check_many if self.suppressions else None,
-                            retention_seconds=self.settings.message_retention_seconds,
-                            rng=random.Random())
+        loop = DispatchLoop(
+            self.redis,
+            runtime,
+            consumer=f"dispatcher-{self.index}",
+            retry=self.retry,
+            circuit=CircuitBreaker(),
+            on_status=self.store.set_status,
+            on_suppress=self._suppress,
+            suppressions=self.suppressions.check_many if self.suppressions else None,
+            retention_seconds=self.settings.message_retention_seconds,
+            rng=random.Random(),
+        )
         stop = asyncio.Event()
         self.running[record.id] = _Running(loop, asyncio.create_task(loop.run(stop)), stop, version)
 
@@ -160,10 +185,16 @@ class DispatchFleet:
         q = record.quotas
         limits = {d: msgspec.to_builtins(limit) for d, limit in record.recipient_domain_limits.items()}
         return ServerRuntime(
-            workspace=record.workspace, id=record.id, provider=record.provider, adapter=adapter,
-            quota=ServerQuota(per_second=q.per_second, per_minute=q.per_minute, per_hour=q.per_hour,
-                              per_day=q.per_day),
-            throttle=RecipientThrottle(limits), chunk_size=max(1, chunk), parallel_chunks=lanes,
+            workspace=record.workspace,
+            id=record.id,
+            provider=record.provider,
+            adapter=adapter,
+            quota=ServerQuota(
+                per_second=q.per_second, per_minute=q.per_minute, per_hour=q.per_hour, per_day=q.per_day
+            ),
+            throttle=RecipientThrottle(limits),
+            chunk_size=max(1, chunk),
+            parallel_chunks=lanes,
         )
 
     def _session(self) -> aiohttp.ClientSession:
@@ -187,5 +218,7 @@ class DispatchFleet:
 
     async def _suppress(self, workspace: str, emails: list[str]) -> None:
         """Hard bounces suppress the address for the workspace (API.md, "Events")."""
-        entries = [SuppressionEntry(email=e, reason="bounce", scope="workspace", source="bounce") for e in emails]
+        entries = [
+            SuppressionEntry(email=e, reason="bounce", scope="workspace", source="bounce") for e in emails
+        ]
         await add_suppressions(self.redis, workspace, entries)

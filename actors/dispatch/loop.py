@@ -48,13 +48,25 @@ class ServerRuntime(msgspec.Struct, kw_only=True):
 
 
 class DispatchLoop:
-    def __init__(self, redis: aioredis.Redis, server: ServerRuntime, *, consumer: str, retry: RetryPolicy,
-                 circuit: CircuitBreaker, batch_size: int = 100, block_ms: int = 250, reclaim_idle_ms: int = 30_000,
-                 linger_seconds: float = 0.005,
-                 on_status: Callable[[str, str], object] | None = None,
-                 on_suppress: Callable[[str, list[str]], object] | None = None,
-                 suppressions: SuppressionCheck | None = None, retention_seconds: int = 30 * 24 * 3600,
-                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        server: ServerRuntime,
+        *,
+        consumer: str,
+        retry: RetryPolicy,
+        circuit: CircuitBreaker,
+        batch_size: int = 100,
+        block_ms: int = 250,
+        reclaim_idle_ms: int = 30_000,
+        linger_seconds: float = 0.005,
+        on_status: Callable[[str, str], object] | None = None,
+        on_suppress: Callable[[str, list[str]], object] | None = None,
+        suppressions: SuppressionCheck | None = None,
+        retention_seconds: int = 30 * 24 * 3600,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
         self.redis = redis
         self.records = DispatchRecords(redis)
         self.server = server
@@ -70,8 +82,16 @@ class DispatchLoop:
         self.clock = clock
         self.rng = rng or random.Random()
         self.stream = keyspace.dispatch_stream(server.workspace, server.id)
-        self.reader = GroupReader(redis, self.stream, keyspace.DISPATCH_GROUP, consumer, count=batch_size,
-                                  block_ms=block_ms, reclaim_idle_ms=reclaim_idle_ms, clock=clock)
+        self.reader = GroupReader(
+            redis,
+            self.stream,
+            keyspace.DISPATCH_GROUP,
+            consumer,
+            count=batch_size,
+            block_ms=block_ms,
+            reclaim_idle_ms=reclaim_idle_ms,
+            clock=clock,
+        )
         self._status = "healthy"
         self._in_flight: set[bytes] = set()  # entries of chunks being sent, which a reclaim must not re-read
         # The outcomes of chunks that finish together are recorded in one script call.
@@ -86,7 +106,9 @@ class DispatchLoop:
             if "BUSYGROUP" not in str(exc):
                 raise
         keys = self.server.quota.window_keys(self.clock())
-        counts = await self.redis.mget([keyspace.quota_window(self.server.id, k) for k in keys]) if keys else []
+        counts = (
+            await self.redis.mget([keyspace.quota_window(self.server.id, k) for k in keys]) if keys else []
+        )
         self.server.quota.load({k: int(c) for k, c in zip(keys, counts, strict=True) if c})
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -132,19 +154,23 @@ class DispatchLoop:
             work = await self._fail_over_while_down(work, now)
         send_now, waiting, wait_until = self._admit(work, now)
         if waiting or skipped:
-            await self._record([e for e, _ in waiting] + skipped, [], [], [c for _, c in waiting], wait_until, now)
+            await self._record(
+                [e for e, _ in waiting] + skipped, [], [], [c for _, c in waiting], wait_until, now
+            )
         # Record after every chunk: a crash between a provider's acceptance and our record (the only
         # place a duplicate can come from) then repeats only what was in flight, at most
         # `chunk_size * parallel_chunks` messages (the SMTP pool size).
         size = self.server.chunk_size
         for i in range(0, len(send_now), size):
-            chunk = send_now[i:i + size]
+            chunk = send_now[i : i + size]
             await lanes.acquire()
             self._in_flight.update(e for e, _ in chunk)
             chunks.create_task(self._deliver(chunk, now, lanes))
         return len(send_now)
 
-    async def _deliver(self, chunk: list[tuple[bytes, Claimed]], now: float, lanes: asyncio.Semaphore) -> None:
+    async def _deliver(
+        self, chunk: list[tuple[bytes, Claimed]], now: float, lanes: asyncio.Semaphore
+    ) -> None:
         """Send one chunk and record its outcomes; its lane is free again only once they are recorded,
         so what a provider accepted and we have not recorded never exceeds the lanes' capacity."""
         try:
@@ -160,25 +186,45 @@ class DispatchLoop:
             lanes.release()
 
     async def _record_outcomes(self, outcomes: list[tuple[bytes, Claimed, Decision]]) -> list[None]:
-        await self._record([e for e, _, _ in outcomes], [c for _, c, _ in outcomes], [d for _, _, d in outcomes],
-                           [], 0.0, self.clock())
+        await self._record(
+            [e for e, _, _ in outcomes],
+            [c for _, c, _ in outcomes],
+            [d for _, _, d in outcomes],
+            [],
+            0.0,
+            self.clock(),
+        )
         return [None] * len(outcomes)
 
-    async def _drop_suppressed(self, work: list[tuple[bytes, Claimed]], now: float) -> list[tuple[bytes, Claimed]]:
+    async def _drop_suppressed(
+        self, work: list[tuple[bytes, Claimed]], now: float
+    ) -> list[tuple[bytes, Claimed]]:
         """Suppressed recipients never reach a provider nor take quota; checked at send time, so a
         suppression added after the message was accepted still applies. One shard call per batch."""
         assert self.suppressions is not None
-        found = await self.suppressions([
-            (c.message.workspace, c.message.sending_domain, [], [a.email for a in c.message.recipients])
-            for _, c in work
-        ])
+        found = await self.suppressions(
+            [
+                (c.message.workspace, c.message.sending_domain, [], [a.email for a in c.message.recipients])
+                for _, c in work
+            ]
+        )
         kept, ended, outcomes = [], [], []
         for (entry_id, claimed), hits in zip(work, found, strict=True):
             if not hits:
                 kept.append((entry_id, claimed))
                 continue
-            events = [event(claimed, "message.suppressed", now, self.server.id, self.server.provider,
-                            {"recipient": h.email, "scope": h.scope, "reason": h.reason}, to=h.email) for h in hits]
+            events = [
+                event(
+                    claimed,
+                    "message.suppressed",
+                    now,
+                    self.server.id,
+                    self.server.provider,
+                    {"recipient": h.email, "scope": h.scope, "reason": h.reason},
+                    to=h.email,
+                )
+                for h in hits
+            ]
             remaining = without_recipients(claimed.message, {h.email.lower() for h in hits})
             if remaining.recipients:  # the rest of its recipients go on; the events are recorded now
                 kept.append((entry_id, Claimed(remaining, claimed.meta, claimed.attempts)))
@@ -188,8 +234,15 @@ class DispatchLoop:
                 outcomes.append(self.records.outcome(claimed.message, "suppressed", events, finished=1))
         if not outcomes:
             return kept
-        await self.records.record(self.stream, outcomes, [], [], [e for e, _ in ended],
-                                  retention_seconds=self.retention_seconds, mapping_ttl=PROVIDER_ID_TTL)
+        await self.records.record(
+            self.stream,
+            outcomes,
+            [],
+            [],
+            [e for e, _ in ended],
+            retention_seconds=self.retention_seconds,
+            mapping_ttl=PROVIDER_ID_TTL,
+        )
         return kept
 
     async def _fail_over_while_down(self, work: list[tuple[bytes, Claimed]], now: float):
@@ -199,8 +252,15 @@ class DispatchLoop:
             decision = server_down(claimed, server_id=self.server.id, provider=self.server.provider, now=now)
             (moved if decision else staying).append((entry_id, claimed, decision))
         if moved:
-            await self._record([e for e, _, _ in moved], [c for _, c, _ in moved], [d for _, _, d in moved],
-                               [], 0.0, now, attempted=False)
+            await self._record(
+                [e for e, _, _ in moved],
+                [c for _, c, _ in moved],
+                [d for _, _, d in moved],
+                [],
+                0.0,
+                now,
+                attempted=False,
+            )
         return [(e, c) for e, c, _ in staying]
 
     def _admit(self, work: list[tuple[bytes, Claimed]], now: float):
@@ -220,21 +280,47 @@ class DispatchLoop:
         except Exception as exc:  # an adapter must not raise; if it does, nothing was confirmed sent
             log.exception("adapter %s raised", self.server.provider)
             outcomes = [Transient(reason=f"adapter error: {exc}")] * len(claimed)
-        return [decide(c, o, server_id=self.server.id, provider=self.server.provider, now=self.clock(),
-                       retry=self.retry, rng=self.rng) for c, o in zip(claimed, outcomes, strict=True)]
+        return [
+            decide(
+                c,
+                o,
+                server_id=self.server.id,
+                provider=self.server.provider,
+                now=self.clock(),
+                retry=self.retry,
+                rng=self.rng,
+            )
+            for c, o in zip(claimed, outcomes, strict=True)
+        ]
 
-    async def _record(self, entry_ids: Sequence[bytes], sent: list[Claimed], decisions: list[Decision],
-                      waiting: list[Claimed], wait_until: float, now: float, *, attempted: bool = True) -> None:
+    async def _record(
+        self,
+        entry_ids: Sequence[bytes],
+        sent: list[Claimed],
+        decisions: list[Decision],
+        waiting: list[Claimed],
+        wait_until: float,
+        now: float,
+        *,
+        attempted: bool = True,
+    ) -> None:
         """Outcomes, waiting messages, quota counts and acks: one script call (`DispatchRecords.record`)."""
         ws = self.server.workspace
         windows = []
         if sent and attempted:
-            windows = [(keyspace.quota_window(self.server.id, w), len(sent), window_ttl(w))
-                       for w in self.server.quota.window_keys(now)]
+            windows = [
+                (keyspace.quota_window(self.server.id, w), len(sent), window_ttl(w))
+                for w in self.server.quota.window_keys(now)
+            ]
         await self.records.record(
-            self.stream, [self._outcome(c, d, attempted=attempted) for c, d in zip(sent, decisions, strict=True)],
-            [(keyspace.message(ws, c.message.id), int(wait_until * 1000)) for c in waiting], windows, list(entry_ids),
-            retention_seconds=self.retention_seconds, mapping_ttl=PROVIDER_ID_TTL)
+            self.stream,
+            [self._outcome(c, d, attempted=attempted) for c, d in zip(sent, decisions, strict=True)],
+            [(keyspace.message(ws, c.message.id), int(wait_until * 1000)) for c in waiting],
+            windows,
+            list(entry_ids),
+            retention_seconds=self.retention_seconds,
+            mapping_ttl=PROVIDER_ID_TTL,
+        )
         self.sent += sum(1 for d in decisions if d.status in ("sent", "delivered"))
 
     def _outcome(self, claimed: Claimed, decision: Decision, *, attempted: bool) -> OutcomeRecord:
@@ -243,15 +329,23 @@ class DispatchLoop:
         more: dict[str, object] = {"fields": fields}
         if decision.provider_message_id:
             fields += ["pmid", decision.provider_message_id]
-            more["mapping"] = keyspace.provider_message(self.server.provider, decision.provider_message_id.strip("<>"))
+            more["mapping"] = keyspace.provider_message(
+                self.server.provider, decision.provider_message_id.strip("<>")
+            )
             more["mapped_to"] = f"{message.workspace}|{message.id}"
         if decision.failover_to:
             fields += ["srv", decision.failover_to]
             more["failover"] = keyspace.dispatch_stream(message.workspace, decision.failover_to)
         if decision.retry_at is not None:
             more["retry_ms"] = str(int(decision.retry_at * 1000))
-        return self.records.outcome(message, decision.status, decision.events, attempted=int(attempted),
-                                    finished=int(decision.status in FINISHED), **more)
+        return self.records.outcome(
+            message,
+            decision.status,
+            decision.events,
+            attempted=int(attempted),
+            finished=int(decision.status in FINISHED),
+            **more,
+        )
 
     async def _after(self, decisions: list[Decision], now: float) -> None:
         for decision in decisions:

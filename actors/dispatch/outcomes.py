@@ -21,13 +21,13 @@ from schemas.ids import new_id
 
 
 class Decision(msgspec.Struct, kw_only=True):
-    status: str                      # sent | bounced | failed | queued
+    status: str  # sent | bounced | failed | queued
     events: list[Event]
     provider_message_id: str | None = None
-    retry_at: float | None = None    # epoch seconds: back into the schedule, same server
-    failover_to: str | None = None   # next server: onto its dispatch stream now
-    suppress: list[str] = []         # hard-bounced recipients
-    success: bool = False            # for the circuit breaker
+    retry_at: float | None = None  # epoch seconds: back into the schedule, same server
+    failover_to: str | None = None  # next server: onto its dispatch stream now
+    suppress: list[str] = []  # hard-bounced recipients
+    success: bool = False  # for the circuit breaker
     server_fault: bool = False
 
 
@@ -35,8 +35,17 @@ class Decision(msgspec.Struct, kw_only=True):
 FAILOVER_AFTER_SECONDS = 10.0
 
 
-def decide(claimed: Claimed, outcome: Outcome, *, server_id: str, provider: str, now: float,
-           retry: RetryPolicy, rng: random.Random, failover_after: float = FAILOVER_AFTER_SECONDS) -> Decision:
+def decide(
+    claimed: Claimed,
+    outcome: Outcome,
+    *,
+    server_id: str,
+    provider: str,
+    now: float,
+    retry: RetryPolicy,
+    rng: random.Random,
+    failover_after: float = FAILOVER_AFTER_SECONDS,
+) -> Decision:
     if isinstance(outcome, Sent):
         return _sent(claimed, outcome, server_id, provider, now)
     if isinstance(outcome, Permanent):
@@ -45,14 +54,27 @@ def decide(claimed: Claimed, outcome: Outcome, *, server_id: str, provider: str,
 
 
 def _sent(claimed: Claimed, outcome: Sent, server: str, provider: str, now: float) -> Decision:
-    events = [event(claimed, "message.sent", now, server, provider,
-                    {"provider_message_id": outcome.provider_message_id, "attempt": claimed.attempts + 1})]
+    events = [
+        event(
+            claimed,
+            "message.sent",
+            now,
+            server,
+            provider,
+            {"provider_message_id": outcome.provider_message_id, "attempt": claimed.attempts + 1},
+        )
+    ]
     if provider == "sandbox":
         events.append(event(claimed, "message.delivered", now, server, provider, {"simulated": True}))
     events += [_bounce_event(claimed, r, now, server, provider) for r in outcome.refused]
     status = "delivered" if provider == "sandbox" else "sent"
-    return Decision(status=status, events=events, provider_message_id=outcome.provider_message_id, success=True,
-                    suppress=[r.email for r in outcome.refused if r.hard])
+    return Decision(
+        status=status,
+        events=events,
+        provider_message_id=outcome.provider_message_id,
+        success=True,
+        suppress=[r.email for r in outcome.refused if r.hard],
+    )
 
 
 def _permanent(claimed: Claimed, outcome: Permanent, server: str, provider: str, now: float) -> Decision:
@@ -64,13 +86,32 @@ def _permanent(claimed: Claimed, outcome: Permanent, server: str, provider: str,
         if status == "failed":
             events.append(event(claimed, "message.failed", now, server, provider, {"reason": outcome.reason}))
     else:
-        status, events = "failed", [event(claimed, "message.failed", now, server, provider,
-                                          {"reason": outcome.reason, "code": outcome.code})]
+        status, events = (
+            "failed",
+            [
+                event(
+                    claimed,
+                    "message.failed",
+                    now,
+                    server,
+                    provider,
+                    {"reason": outcome.reason, "code": outcome.code},
+                )
+            ],
+        )
     return Decision(status=status, events=events, suppress=sorted(hard), success=True)
 
 
-def _retry_or_fail_over(claimed: Claimed, outcome: Throttled | Transient, server: str, provider: str, now: float,
-                        retry: RetryPolicy, rng: random.Random, failover_after: float) -> Decision:
+def _retry_or_fail_over(
+    claimed: Claimed,
+    outcome: Throttled | Transient,
+    server: str,
+    provider: str,
+    now: float,
+    retry: RetryPolicy,
+    rng: random.Random,
+    failover_after: float,
+) -> Decision:
     server_fault = isinstance(outcome, Transient) and outcome.server_down
     delay = None if server_fault else retry.next_delay(claimed.attempts + 1, rng, outcome.retry_after)
     following = next_candidate(claimed.meta.candidates, server)
@@ -78,12 +119,16 @@ def _retry_or_fail_over(claimed: Claimed, outcome: Throttled | Transient, server
         delay = None  # another server can take it now
     data = {"reason": outcome.reason, "attempt": claimed.attempts + 1}
     if delay is not None:
-        deferred = event(claimed, "message.deferred", now, server, provider, {**data, "retry_in": round(delay, 3)})
+        deferred = event(
+            claimed, "message.deferred", now, server, provider, {**data, "retry_in": round(delay, 3)}
+        )
         return Decision(status="queued", events=[deferred], retry_at=now + delay, server_fault=server_fault)
     if following is not None:
         moved = event(claimed, "message.deferred", now, server, provider, {**data, "failover_to": following})
         return Decision(status="queued", events=[moved], failover_to=following, server_fault=server_fault)
-    failed = event(claimed, "message.failed", now, server, provider, {**data, "reason": f"gave up: {outcome.reason}"})
+    failed = event(
+        claimed, "message.failed", now, server, provider, {**data, "reason": f"gave up: {outcome.reason}"}
+    )
     return Decision(status="failed", events=[failed], server_fault=server_fault)
 
 
@@ -92,8 +137,14 @@ def server_down(claimed: Claimed, *, server_id: str, provider: str, now: float) 
     following = next_candidate(claimed.meta.candidates, server_id)
     if following is None:
         return None
-    moved = event(claimed, "message.deferred", now, server_id, provider,
-                  {"reason": "server down", "failover_to": following, "attempt": claimed.attempts})
+    moved = event(
+        claimed,
+        "message.deferred",
+        now,
+        server_id,
+        provider,
+        {"reason": "server down", "failover_to": following, "attempt": claimed.attempts},
+    )
     return Decision(status="queued", events=[moved], failover_to=following, success=False)
 
 
@@ -104,20 +155,38 @@ def next_candidate(candidates: list[str], current: str) -> str | None:
     return candidates[index + 1] if index + 1 < len(candidates) else None
 
 
-def _bounce_event(claimed: Claimed, refusal: RecipientRefusal, now: float, server: str, provider: str) -> Event:
-    data = {"bounce": {"type": "hard" if refusal.hard else "soft", "code": refusal.code,
-                       "diagnostic": refusal.diagnostic}}
+def _bounce_event(
+    claimed: Claimed, refusal: RecipientRefusal, now: float, server: str, provider: str
+) -> Event:
+    data = {
+        "bounce": {
+            "type": "hard" if refusal.hard else "soft",
+            "code": refusal.code,
+            "diagnostic": refusal.diagnostic,
+        }
+    }
     return event(claimed, "message.bounced", now, server, provider, data, to=refusal.email)
 
 
-def event(claimed: Claimed, kind: str, now: float, server: str, provider: str, data: dict, *,
-          to: str | None = None) -> Event:
+def event(
+    claimed: Claimed, kind: str, now: float, server: str, provider: str, data: dict, *, to: str | None = None
+) -> Event:
     message = claimed.message
     first = message.to[0].email if message.to else (message.recipients[0].email if message.recipients else "")
     return Event(
-        id=new_id("evt"), type=kind, created_at=datetime.fromtimestamp(now, UTC), workspace=message.workspace,
+        id=new_id("evt"),
+        type=kind,
+        created_at=datetime.fromtimestamp(now, UTC),
+        workspace=message.workspace,
         data=data,
-        message=EventMessage(id=message.id, to=to or first, from_=message.from_.email, provider=provider,
-                             server=server, tags=message.tags, metadata=message.metadata,
-                             campaign_id=message.campaign_id),
+        message=EventMessage(
+            id=message.id,
+            to=to or first,
+            from_=message.from_.email,
+            provider=provider,
+            server=server,
+            tags=message.tags,
+            metadata=message.metadata,
+            campaign_id=message.campaign_id,
+        ),
     )

@@ -54,13 +54,16 @@ return moved
 # One round trip records a whole set of outcomes (see `DispatchRecords.record`); ARGV[1] is one msgpack
 # batch (store/lua.py). A message's events go first: its timeline list may be created by that RPUSH,
 # and a finished message's EXPIRE must find it.
-_RECORD = LUA_ARRAY + """
+_RECORD = (
+    LUA_ARRAY
+    + """
 local batch = cmsgpack.unpack(ARGV[1])
 local retention, mapping_ttl, group = ARGV[2], ARGV[3], ARGV[4]
 local outcomes, waiting, windows, acks = batch[1], batch[2], batch[3], batch[4]
 local streamed = {}
 for _, o in ipairs(outcomes) do
-  local key, timeline, id, status, events, fields, mapping, mapped_to, failover, attempted, finished, retry_ms = unpack(o)
+  local key, timeline, id, status, events, fields = o[1], o[2], o[3], o[4], o[5], o[6]
+  local mapping, mapped_to, failover, attempted, finished, retry_ms = o[7], o[8], o[9], o[10], o[11], o[12]
   if #events > 0 then
     redis.call('RPUSH', timeline, unpack(events))
     for _, e in ipairs(events) do streamed[#streamed + 1] = e end
@@ -95,6 +98,8 @@ for i = 1, #acks, 1000 do
 end
 return #outcomes
 """
+)
+
 
 class Claimed(msgspec.Struct):
     message: OutboundMessage
@@ -106,18 +111,18 @@ class OutcomeRecord(msgspec.Struct, array_like=True):
     """One message's recorded outcome, as the record script reads it (field order is the script's).
     Built by `DispatchRecords.outcome`."""
 
-    key: str                        # the message hash
-    timeline: str                   # its timeline list
+    key: str  # the message hash
+    timeline: str  # its timeline list
     id: str
-    status: str                     # "" leaves the status as it is
+    status: str  # "" leaves the status as it is
     events: list[msgspec.Raw] = []  # each framed by `lua_string`
-    fields: list[str] = []          # further hash fields, flat: name, value, ...
-    mapping: str = ""               # provider message id → message key, or ""
+    fields: list[str] = []  # further hash fields, flat: name, value, ...
+    mapping: str = ""  # provider message id → message key, or ""
     mapped_to: str = ""
-    failover: str = ""              # the next server's dispatch stream, or ""
-    attempted: int = 0              # 1: count an attempt
-    finished: int = 0               # 1: expire after the retention
-    retry_ms: str = ""              # back into the schedule at this time, or ""
+    failover: str = ""  # the next server's dispatch stream, or ""
+    attempted: int = 0  # 1: count an attempt
+    finished: int = 0  # 1: expire after the retention
+    retry_ms: str = ""  # back into the schedule at this time, or ""
 
 
 class DispatchRecords:
@@ -135,25 +140,42 @@ class DispatchRecords:
             return []
         rows = await self._claim(keys=[keyspace.message(workspace, i) for i in ids], args=[server_id])
         return [
-            Claimed(self._decode_message(row[0]), self._decode_meta(row[1]), int(row[2] or 0)) if row else None
+            Claimed(self._decode_message(row[0]), self._decode_meta(row[1]), int(row[2] or 0))
+            if row
+            else None
             for row in rows
         ]
 
-    async def record(self, stream: str, outcomes: Sequence[OutcomeRecord], waiting: Sequence[tuple[str, int]],
-                     windows: Sequence[tuple[str, int, int]], acks: Sequence[bytes], *,
-                     retention_seconds: int, mapping_ttl: int) -> None:
+    async def record(
+        self,
+        stream: str,
+        outcomes: Sequence[OutcomeRecord],
+        waiting: Sequence[tuple[str, int]],
+        windows: Sequence[tuple[str, int, int]],
+        acks: Sequence[bytes],
+        *,
+        retention_seconds: int,
+        mapping_ttl: int,
+    ) -> None:
         """Outcomes, waiting messages (key, due ms), quota window counts (key, increment, ttl), the acks of
         `stream`'s entries and every event into the event stream: one script, so all or nothing."""
         batch = self._encode((outcomes, waiting, windows, [a.decode() for a in acks]))  # ids as str, not bin
-        await self._record(keys=[keyspace.EVENT_STREAM, keyspace.SCHEDULE, stream],
-                           args=[batch, retention_seconds, mapping_ttl, keyspace.DISPATCH_GROUP])
+        await self._record(
+            keys=[keyspace.EVENT_STREAM, keyspace.SCHEDULE, stream],
+            args=[batch, retention_seconds, mapping_ttl, keyspace.DISPATCH_GROUP],
+        )
 
-    def outcome(self, message: OutboundMessage, status: str, events: Sequence[Event], **more: object) -> OutcomeRecord:
+    def outcome(
+        self, message: OutboundMessage, status: str, events: Sequence[Event], **more: object
+    ) -> OutcomeRecord:
         """`message`'s row for `record`: its keys, `status` ("" to keep it) and its events framed."""
         return OutcomeRecord(
             key=keyspace.message(message.workspace, message.id),
-            timeline=keyspace.message_events(message.workspace, message.id), id=message.id, status=status,
-            events=[lua_string(self._encode(e)) for e in events], **more,  # type: ignore[arg-type]
+            timeline=keyspace.message_events(message.workspace, message.id),
+            id=message.id,
+            status=status,
+            events=[lua_string(self._encode(e)) for e in events],
+            **more,  # type: ignore[arg-type]
         )
 
     async def move_due(self, now_ms: int, limit: int = 500) -> int:

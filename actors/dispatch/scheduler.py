@@ -16,8 +16,9 @@ from store import keyspace
 log = logging.getLogger("mailers.scheduler")
 
 
-def run_scheduler(redis: aioredis.Redis, *, interval: float = 0.05, batch: int = 500,
-                  clock: Callable[[], float] = time.time) -> Callable[[asyncio.Event], Awaitable[None]]:
+def run_scheduler(
+    redis: aioredis.Redis, *, interval: float = 0.05, batch: int = 500, clock: Callable[[], float] = time.time
+) -> Callable[[asyncio.Event], Awaitable[None]]:
     records = DispatchRecords(redis)
 
     async def run(stop: asyncio.Event) -> None:
@@ -38,8 +39,13 @@ def run_scheduler(redis: aioredis.Redis, *, interval: float = 0.05, batch: int =
     return run
 
 
-def run_index_trim(redis: aioredis.Redis, retention_seconds: int, *, interval: float = 60.0,
-                   clock: Callable[[], float] = time.time) -> Callable[[asyncio.Event], Awaitable[None]]:
+def run_index_trim(
+    redis: aioredis.Redis,
+    retention_seconds: int,
+    *,
+    interval: float = 60.0,
+    clock: Callable[[], float] = time.time,
+) -> Callable[[asyncio.Event], Awaitable[None]]:
     """Every `interval`, drop ids older than the retention from each workspace's message index (the
     messages themselves expire on their own once finished)."""
 

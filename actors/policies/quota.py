@@ -68,7 +68,9 @@ class TokenBucket:
         (the dispatcher sends one batch while it admits the next) these may be another grant's tokens, but
         moving the soonest gives every order statistic of the return times its largest possible value, so
         the bucket is never looser than holding exactly the completed sends' own tokens."""
-        later = self._advance(finished) + self.period  # later grants then return after these, keeping the order
+        later = (
+            self._advance(finished) + self.period
+        )  # later grants then return after these, keeping the order
         moved = 0
         while self._spent and moved < n:
             returns_at, count = self._spent.popleft()

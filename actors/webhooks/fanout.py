@@ -55,8 +55,9 @@ class EndpointDirectory:
         return found
 
 
-def plan_deliveries(events: Sequence[Event], endpoints: dict[str, list[WebhookRecord]],
-                    encode: Callable[[Event], bytes]) -> list[NewDelivery]:
+def plan_deliveries(
+    events: Sequence[Event], endpoints: dict[str, list[WebhookRecord]], encode: Callable[[Event], bytes]
+) -> list[NewDelivery]:
     """One delivery per (event, matching endpoint), in stream order; the body is encoded once per event."""
     planned = []
     for event in events:
@@ -67,32 +68,64 @@ def plan_deliveries(events: Sequence[Event], endpoints: dict[str, list[WebhookRe
         created_ms = int(event.created_at.timestamp() * 1000)
         message_id = event.message.id if event.message is not None else None
         planned += [
-            NewDelivery(id=derived_id("dlv", created_ms, endpoint.id, event.id), workspace=event.workspace,
-                        endpoint_id=endpoint.id, event_id=event.id, event_type=event.type, message_id=message_id,
-                        body=body, created_ms=created_ms)
+            NewDelivery(
+                id=derived_id("dlv", created_ms, endpoint.id, event.id),
+                workspace=event.workspace,
+                endpoint_id=endpoint.id,
+                event_id=event.id,
+                event_type=event.type,
+                message_id=message_id,
+                body=body,
+                created_ms=created_ms,
+            )
             for endpoint in matching
         ]
     return planned
 
 
 class FanOut:
-    def __init__(self, redis: aioredis.Redis, queue: DeliveryQueue, directory: EndpointDirectory, *, consumer: str,
-                 batch: int, block_ms: int, reclaim_idle_ms: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        queue: DeliveryQueue,
+        directory: EndpointDirectory,
+        *,
+        consumer: str,
+        batch: int,
+        block_ms: int,
+        reclaim_idle_ms: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.redis, self.queue, self.directory = redis, queue, directory
-        self.consumer, self.batch, self.block_ms, self.reclaim_idle_ms = consumer, batch, block_ms, reclaim_idle_ms
+        self.consumer, self.batch, self.block_ms, self.reclaim_idle_ms = (
+            consumer,
+            batch,
+            block_ms,
+            reclaim_idle_ms,
+        )
         self.clock = clock
         self._decode = msgspec.msgpack.Decoder(list[Event]).decode
         self._decode_heads = msgspec.msgpack.Decoder(list[_EventHead]).decode
         self._encode = msgspec.json.Encoder().encode
         self.last_read = 0  # entries the last step read
-        self.reader = GroupReader(redis, keyspace.EVENT_STREAM, keyspace.WEBHOOK_GROUP, consumer, count=batch,
-                                  block_ms=block_ms, reclaim_idle_ms=reclaim_idle_ms, clock=clock)
+        self.reader = GroupReader(
+            redis,
+            keyspace.EVENT_STREAM,
+            keyspace.WEBHOOK_GROUP,
+            consumer,
+            count=batch,
+            block_ms=block_ms,
+            reclaim_idle_ms=reclaim_idle_ms,
+            clock=clock,
+        )
 
     async def ensure_group(self, start: str = "$") -> None:
         """A new deployment starts at the stream's end: history is not replayed to new endpoints. After the
         stream was deleted under a running deliverer, `start="0"`: everything in the new stream is new."""
         try:
-            await self.redis.xgroup_create(keyspace.EVENT_STREAM, keyspace.WEBHOOK_GROUP, id=start, mkstream=True)
+            await self.redis.xgroup_create(
+                keyspace.EVENT_STREAM, keyspace.WEBHOOK_GROUP, id=start, mkstream=True
+            )
         except aioredis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -110,11 +143,16 @@ class FanOut:
         heads = [self._decoded(self._decode_heads, blob) for blob in blobs]
         workspaces = list(dict.fromkeys(head.workspace for entry in heads for head in entry))
         endpoints = await self.directory.enabled(workspaces) if workspaces else {}
-        events = [event for blob, entry in zip(blobs, heads, strict=True)
-                  if any(endpoints.get(head.workspace) for head in entry)
-                  for event in self._decoded(self._decode, blob)]
+        events = [
+            event
+            for blob, entry in zip(blobs, heads, strict=True)
+            if any(endpoints.get(head.workspace) for head in entry)
+            for event in self._decoded(self._decode, blob)
+        ]
         planned = plan_deliveries(events, endpoints, self._encode)
-        return await self.queue.record(planned, [entry_id for entry_id, _ in entries], int(self.clock() * 1000))
+        return await self.queue.record(
+            planned, [entry_id for entry_id, _ in entries], int(self.clock() * 1000)
+        )
 
     @staticmethod
     def _decoded(decode: Callable[[bytes], list], blob: bytes) -> list:

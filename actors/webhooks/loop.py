@@ -29,16 +29,34 @@ ERROR_PAUSE_SECONDS = 0.5
 
 
 class WebhookDeliveryLoop:
-    def __init__(self, redis: aioredis.Redis, config: DelivererConfig, *, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None, resolver: AbstractResolver | None = None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        config: DelivererConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
         self.redis, self.config, self.clock = redis, config, clock
         self.queue = DeliveryQueue(redis, consumer=config.consumer)
-        self.sender = WebhookSender(timeout=config.timeout_seconds, allow_private=config.allow_private,
-                                    allow_http=config.allow_http, resolver=resolver)
+        self.sender = WebhookSender(
+            timeout=config.timeout_seconds,
+            allow_private=config.allow_private,
+            allow_http=config.allow_http,
+            resolver=resolver,
+        )
         self.workers = EndpointWorkers(redis, self.queue, self.sender, config, clock=clock, rng=rng)
-        self.fanout = FanOut(redis, self.queue, EndpointDirectory(redis, capacity=config.cached_workspaces),
-                             consumer=config.consumer, batch=config.stream_batch, block_ms=config.block_ms,
-                             reclaim_idle_ms=config.reclaim_idle_ms, clock=clock)
+        self.fanout = FanOut(
+            redis,
+            self.queue,
+            EndpointDirectory(redis, capacity=config.cached_workspaces),
+            consumer=config.consumer,
+            batch=config.stream_batch,
+            block_ms=config.block_ms,
+            reclaim_idle_ms=config.reclaim_idle_ms,
+            clock=clock,
+        )
         self.started = asyncio.Event()
         self.fanned_out = 0
         self._wake = asyncio.Event()

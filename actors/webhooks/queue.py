@@ -72,7 +72,8 @@ return {redis.call('GET', endpoint), ids}
 
 _SETTLE = """
 local rec, att, due, ready, inflight, lane, dead, failing = unpack(KEYS)
-local id, action, nxt, member, flight, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local id, action, nxt, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local flight, now, ttl = ARGV[5], ARGV[6], ARGV[7]
 local attempt, n, health, has_lane, rec_prefix = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local dead_before = ARGV[13]
 redis.call('SREM', inflight, flight)
@@ -171,15 +172,32 @@ class DeliveryQueue:
         for index, chunk in enumerate(chunks):
             acks = entry_ids if index == len(chunks) - 1 else []
             keys: list[str] = [keyspace.EVENT_STREAM, keyspace.WEBHOOK_READY]
-            args: list[object] = [keyspace.WEBHOOK_GROUP, DELIVERY_RETENTION_SECONDS, len(acks), *acks,
-                                  "(" + expired_before(now_ms)]
+            args: list[object] = [
+                keyspace.WEBHOOK_GROUP,
+                DELIVERY_RETENTION_SECONDS,
+                len(acks),
+                *acks,
+                "(" + expired_before(now_ms),
+            ]
             for d in chunk:
                 lane = keyspace.webhook_lane(d.workspace, d.endpoint_id, d.message_id or "-")
-                keys += [keyspace.webhook_delivery(d.workspace, d.id), lane,
-                         keyspace.webhook_due(d.workspace, d.endpoint_id),
-                         keyspace.webhook_deliveries(d.workspace, d.endpoint_id)]
-                args += [d.id, d.endpoint_id, d.event_id, d.event_type, d.message_id or "", d.body,
-                         d.created_ms, now_ms, ready_member(d.workspace, d.endpoint_id)]
+                keys += [
+                    keyspace.webhook_delivery(d.workspace, d.id),
+                    lane,
+                    keyspace.webhook_due(d.workspace, d.endpoint_id),
+                    keyspace.webhook_deliveries(d.workspace, d.endpoint_id),
+                ]
+                args += [
+                    d.id,
+                    d.endpoint_id,
+                    d.event_id,
+                    d.event_type,
+                    d.message_id or "",
+                    d.body,
+                    d.created_ms,
+                    now_ms,
+                    ready_member(d.workspace, d.endpoint_id),
+                ]
             created += int(await self._record(keys=keys, args=args))
         return created
 
@@ -188,8 +206,12 @@ class DeliveryQueue:
     ) -> tuple[bytes | None, list[ClaimedDelivery]]:
         """The endpoint's record and up to `limit` due deliveries, leased to this deliverer."""
         member = ready_member(workspace, endpoint_id)
-        keys = [keyspace.webhook_due(workspace, endpoint_id), keyspace.WEBHOOK_READY,
-                keyspace.webhook(workspace, endpoint_id), self.in_flight_key]
+        keys = [
+            keyspace.webhook_due(workspace, endpoint_id),
+            keyspace.WEBHOOK_READY,
+            keyspace.webhook(workspace, endpoint_id),
+            self.in_flight_key,
+        ]
         endpoint, ids = await self._claim(keys=keys, args=[now_ms, lease_ms, limit, member, member + "|"])
         if not ids:
             return endpoint, []
@@ -198,9 +220,15 @@ class DeliveryQueue:
                 pipe.hmget(keyspace.webhook_delivery(workspace, delivery_id.decode()), "evt", "msg", "b", "n")
             rows = await pipe.execute()
         return endpoint, [
-            ClaimedDelivery(id=i.decode(), workspace=workspace, endpoint_id=endpoint_id,
-                            event_id=(evt or b"").decode(), message_id=(msg or b"").decode() or None,
-                            body=body or b"", failures=int(n or 0))
+            ClaimedDelivery(
+                id=i.decode(),
+                workspace=workspace,
+                endpoint_id=endpoint_id,
+                event_id=(evt or b"").decode(),
+                message_id=(msg or b"").decode() or None,
+                body=body or b"",
+                failures=int(n or 0),
+            )
             for i, (evt, msg, body, n) in zip(ids, rows, strict=True)
         ]
 
@@ -208,14 +236,31 @@ class DeliveryQueue:
         """Record the outcome; returns when the endpoint started failing (ms), if it is failing."""
         ws, endpoint_id = delivery.workspace, delivery.endpoint_id
         member = ready_member(ws, endpoint_id)
-        keys = [keyspace.webhook_delivery(ws, delivery.id), keyspace.webhook_attempts(ws, delivery.id),
-                keyspace.webhook_due(ws, endpoint_id), keyspace.WEBHOOK_READY, self.in_flight_key,
-                keyspace.webhook_lane(ws, endpoint_id, delivery.message_id or "-"),
-                keyspace.webhook_dead(ws, endpoint_id), keyspace.webhook_failing(ws, endpoint_id)]
-        args = [delivery.id, outcome.action, outcome.next_ms or "", member, f"{member}|{delivery.id}", now_ms,
-                DELIVERY_RETENTION_SECONDS, outcome.attempt, outcome.failures, outcome.health,
-                "1" if delivery.message_id else "0", keyspace.webhook_delivery(ws, ""),
-                f"({now_ms - DELIVERY_RETENTION_SECONDS * 1000}"]
+        keys = [
+            keyspace.webhook_delivery(ws, delivery.id),
+            keyspace.webhook_attempts(ws, delivery.id),
+            keyspace.webhook_due(ws, endpoint_id),
+            keyspace.WEBHOOK_READY,
+            self.in_flight_key,
+            keyspace.webhook_lane(ws, endpoint_id, delivery.message_id or "-"),
+            keyspace.webhook_dead(ws, endpoint_id),
+            keyspace.webhook_failing(ws, endpoint_id),
+        ]
+        args = [
+            delivery.id,
+            outcome.action,
+            outcome.next_ms or "",
+            member,
+            f"{member}|{delivery.id}",
+            now_ms,
+            DELIVERY_RETENTION_SECONDS,
+            outcome.attempt,
+            outcome.failures,
+            outcome.health,
+            "1" if delivery.message_id else "0",
+            keyspace.webhook_delivery(ws, ""),
+            f"({now_ms - DELIVERY_RETENTION_SECONDS * 1000}",
+        ]
         since = await self._settle(keys=keys, args=args)
         return None if since is None else int(since)
 

@@ -30,8 +30,15 @@ class AttemptOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class WebhookSender:
-    def __init__(self, *, timeout: float, allow_private: bool, allow_http: bool, connections: int = 256,
-                 resolver: AbstractResolver | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        allow_private: bool,
+        allow_http: bool,
+        connections: int = 256,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
         self.timeout = timeout
         self.resolver = resolver  # the name lookup under the guard (tests pass a fixed table)
         self.allow_private = allow_private
@@ -43,7 +50,7 @@ class WebhookSender:
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 resolver=GuardedResolver(allow_private=self.allow_private, resolver=self.resolver),
-                limit=self.connections
+                limit=self.connections,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)
@@ -61,24 +68,35 @@ class WebhookSender:
         try:
             check_webhook_url(url, allow_http=self.allow_http, allow_private=self.allow_private)
             async with self._session.post(
-                url, data=body, allow_redirects=False,
+                url,
+                data=body,
+                allow_redirects=False,
                 headers={**headers, "Content-Type": "application/json", "User-Agent": USER_AGENT},
             ) as response:
                 status = response.status
             error = None if 200 <= status < 300 else f"HTTP {status}"
             return AttemptOutcome(status_code=status, latency_ms=_since(started), error=error)
         except ForbiddenUrl as exc:
-            return AttemptOutcome(status_code=None, latency_ms=_since(started), error=f"{exc.code}: {exc.detail}")
+            return AttemptOutcome(
+                status_code=None, latency_ms=_since(started), error=f"{exc.code}: {exc.detail}"
+            )
         except TimeoutError:
-            return AttemptOutcome(status_code=None, latency_ms=_since(started), error=f"timeout after {self.timeout:g} s")
+            return AttemptOutcome(
+                status_code=None, latency_ms=_since(started), error=f"timeout after {self.timeout:g} s"
+            )
         except (aiohttp.ClientError, OSError) as exc:
             detail = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-            return AttemptOutcome(status_code=None, latency_ms=_since(started), error=f"connection failed: {detail}")
-        except Exception as exc:  # an attempt must end as an outcome, or its delivery would wait for its lease
+            return AttemptOutcome(
+                status_code=None, latency_ms=_since(started), error=f"connection failed: {detail}"
+            )
+        except (
+            Exception
+        ) as exc:  # an attempt must end as an outcome, or its delivery would wait for its lease
             detail = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-            return AttemptOutcome(status_code=None, latency_ms=_since(started), error=f"request failed: {detail}")
+            return AttemptOutcome(
+                status_code=None, latency_ms=_since(started), error=f"request failed: {detail}"
+            )
 
 
 def _since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
-

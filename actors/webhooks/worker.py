@@ -35,8 +35,16 @@ log = logging.getLogger("mailers.webhooks")
 class EndpointWorkers:
     """Shared by every endpoint's worker: the queue, the HTTP sender, the policies and the clock."""
 
-    def __init__(self, redis: aioredis.Redis, queue: DeliveryQueue, sender: WebhookSender, config: DelivererConfig,
-                 *, clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        queue: DeliveryQueue,
+        sender: WebhookSender,
+        config: DelivererConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
         self.redis, self.queue, self.sender, self.config = redis, queue, sender, config
         self.store = WebhookStore(redis)
         self.box = secret_box(config.secret_key)
@@ -52,14 +60,16 @@ class EndpointWorkers:
             while not stop.is_set():
                 free = self.config.max_in_flight_per_endpoint - len(in_flight)
                 if free > 0:
-                    raw, claimed = await self.queue.claim(workspace, endpoint_id, free, _ms(self.clock()),
-                                                          self.config.lease_ms)
+                    raw, claimed = await self.queue.claim(
+                        workspace, endpoint_id, free, _ms(self.clock()), self.config.lease_ms
+                    )
                     record = None if raw is None else webhook_record_decoder.decode(raw)
                     in_flight.update(asyncio.create_task(self.deliver(record, d)) for d in claimed)
                 if not in_flight:
                     return
-                done, _ = await asyncio.wait(in_flight, timeout=self.config.poll_seconds,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    in_flight, timeout=self.config.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+                )
                 in_flight -= done
                 for task in done:
                     if task.exception() is not None:
@@ -87,21 +97,27 @@ class EndpointWorkers:
         started = self.clock()
         outcome = await self._attempt(record, delivery, started)
         now = self.clock()
-        settlement = settle_attempt(outcome, delivery.failures, started=started, now=now,
-                                    schedule=self.schedule, rng=self.rng)
+        settlement = settle_attempt(
+            outcome, delivery.failures, started=started, now=now, schedule=self.schedule, rng=self.rng
+        )
         self._count(settlement)
         failing_since = await self.queue.settle(delivery, settlement, _ms(now))
-        verdict = self.health.assess(outcome.status_code, None if failing_since is None else failing_since / 1000,
-                                     now)
+        verdict = self.health.assess(
+            outcome.status_code, None if failing_since is None else failing_since / 1000, now
+        )
         if verdict.disable:
             await self.disable(record, verdict.reason or "disabled", now)
 
-    async def _attempt(self, record: WebhookRecord, delivery: ClaimedDelivery, started: float) -> AttemptOutcome:
+    async def _attempt(
+        self, record: WebhookRecord, delivery: ClaimedDelivery, started: float
+    ) -> AttemptOutcome:
         try:
             secrets = signing_secrets(self.box, record, datetime.fromtimestamp(started, UTC))
         except SecretBoxError:
             log.error("the secret of webhook %s cannot be opened (MAILERS_SECRET_KEY changed?)", record.id)
-            return AttemptOutcome(status_code=None, latency_ms=0.0, error="the signing secret cannot be opened")
+            return AttemptOutcome(
+                status_code=None, latency_ms=0.0, error="the signing secret cannot be opened"
+            )
         headers = sign_delivery(delivery.event_id, int(started), delivery.body, secrets)
         return await self.sender.post(record.url, delivery.body, headers)
 
@@ -115,10 +131,16 @@ class EndpointWorkers:
     async def disable(self, record: WebhookRecord, reason: str, now: float) -> None:
         """Disable the endpoint and record `webhook.endpoint_disabled` (once, however many workers see it)."""
         at = datetime.fromtimestamp(now, UTC)
-        event = Event(id=new_id("evt"), type="webhook.endpoint_disabled", created_at=at, workspace=record.workspace,
-                      data={"endpoint_id": record.id, "url": record.url, "reason": reason})
-        changed = await self.store.disable(record.workspace, record.id, reason, at,
-                                           announcement=self._encode_events([event]))
+        event = Event(
+            id=new_id("evt"),
+            type="webhook.endpoint_disabled",
+            created_at=at,
+            workspace=record.workspace,
+            data={"endpoint_id": record.id, "url": record.url, "reason": reason},
+        )
+        changed = await self.store.disable(
+            record.workspace, record.id, reason, at, announcement=self._encode_events([event])
+        )
         if changed is None:
             return
         self.counts["disabled"] += 1

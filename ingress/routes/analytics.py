@@ -27,9 +27,16 @@ ANALYTICS_READER: web.AppKey[AnalyticsReader] = web.AppKey("analytics_reader")
 _lazy_readers: weakref.WeakKeyDictionary[web.Application, AnalyticsReader] = weakref.WeakKeyDictionary()
 
 
-@routes.route("GET", "/v1/analytics/events", scope="read:events", query=EventsQuery, response=EventsPage,
-              summary="Events, newest first; `Accept: application/x-ndjson` streams a whole window",
-              tag="analytics", responses={503: "The analytics store is unavailable"})
+@routes.route(
+    "GET",
+    "/v1/analytics/events",
+    scope="read:events",
+    query=EventsQuery,
+    response=EventsPage,
+    summary="Events, newest first; `Accept: application/x-ndjson` streams a whole window",
+    tag="analytics",
+    responses={503: "The analytics store is unavailable"},
+)
 async def list_events(request: web.Request, query: EventsQuery) -> web.StreamResponse:
     reader = reader_for(request.app)
     workspace = principal(request).workspace
@@ -38,13 +45,21 @@ async def list_events(request: web.Request, query: EventsQuery) -> web.StreamRes
         return await _stream(request, reader.export_events(workspace, export))
     async with _translated():
         page = await reader.events_page(workspace, query)
-    return json_response({"object": "list", "data": page.data, "has_more": page.has_more,
-                          "next_cursor": page.next_cursor})
+    return json_response(
+        {"object": "list", "data": page.data, "has_more": page.has_more, "next_cursor": page.next_cursor}
+    )
 
 
-@routes.route("GET", "/v1/analytics/summary", scope="read:analytics", query=SummaryQuery, response=Summary,
-              summary="Counts and rates over a window, by hour or day, optionally grouped", tag="analytics",
-              responses={503: "The analytics store is unavailable"})
+@routes.route(
+    "GET",
+    "/v1/analytics/summary",
+    scope="read:analytics",
+    query=SummaryQuery,
+    response=Summary,
+    summary="Counts and rates over a window, by hour or day, optionally grouped",
+    tag="analytics",
+    responses={503: "The analytics store is unavailable"},
+)
 async def summary(request: web.Request, query: SummaryQuery) -> web.Response:
     async with _translated():
         result = await reader_for(request.app).summary(principal(request).workspace, query)
@@ -72,7 +87,9 @@ async def _translated():
     except InvalidQuery as exc:
         raise validation_error("#/query/" + exc.pointer.removeprefix("#/"), exc.detail, exc.code) from None
     except StoreUnavailable:
-        raise ApiError("unavailable", "The analytics store is unavailable", headers={"Retry-After": "5"}) from None
+        raise ApiError(
+            "unavailable", "The analytics store is unavailable", headers={"Retry-After": "5"}
+        ) from None
 
 
 def reader_for(app: web.Application) -> AnalyticsReader:

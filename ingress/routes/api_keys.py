@@ -28,7 +28,9 @@ routes = RouteTable()
 def view(record: ApiKeyRecord, usage: tuple[int, int | None] = (0, None)) -> ApiKey:
     count, last_ms = usage
     fields = {f: getattr(record, f) for f in ApiKey.__struct_fields__ if hasattr(record, f)}
-    fields.update(use_count=count, last_used_at=datetime.fromtimestamp(last_ms / 1000, UTC) if last_ms else None)
+    fields.update(
+        use_count=count, last_used_at=datetime.fromtimestamp(last_ms / 1000, UTC) if last_ms else None
+    )
     return ApiKey(**fields)
 
 
@@ -36,8 +38,16 @@ def with_secret(record: ApiKeyRecord, secret: str) -> ApiKeyWithSecret:
     return ApiKeyWithSecret(**msgspec.structs.asdict(view(record)), secret=secret)
 
 
-@routes.route("POST", "/v1/api-keys", scope="admin", body=CreateApiKey, response=ApiKeyWithSecret, status=201,
-              summary="Create a key; its secret is shown only in this answer", tag="api-keys")
+@routes.route(
+    "POST",
+    "/v1/api-keys",
+    scope="admin",
+    body=CreateApiKey,
+    response=ApiKeyWithSecret,
+    status=201,
+    summary="Create a key; its secret is shown only in this answer",
+    tag="api-keys",
+)
 async def create_key(request: web.Request, body: CreateApiKey) -> web.Response:
     for index, scope in enumerate(body.scopes):
         if scope not in SCOPES:
@@ -45,21 +55,36 @@ async def create_key(request: web.Request, body: CreateApiKey) -> web.Response:
     if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
         raise validation_error("#/expires_at", "must be in the future", "in_the_past")
     secret = generate_secret()
-    record = new_record(principal(request).workspace, body.name, body.scopes, secret=secret,
-                        domains=body.domains, expires_at=body.expires_at)
+    record = new_record(
+        principal(request).workspace,
+        body.name,
+        body.scopes,
+        secret=secret,
+        domains=body.domains,
+        expires_at=body.expires_at,
+    )
     await request.app[SERVICES].keys.create(record)
     return json_response(with_secret(record, secret), status=201)
 
 
-@routes.route("GET", "/v1/api-keys", scope="admin", query=PageQuery, response=ApiKeyList,
-              summary="List keys, newest first (secrets are never listed)", tag="api-keys")
+@routes.route(
+    "GET",
+    "/v1/api-keys",
+    scope="admin",
+    query=PageQuery,
+    response=ApiKeyList,
+    summary="List keys, newest first (secrets are never listed)",
+    tag="api-keys",
+)
 async def list_keys(request: web.Request, query: PageQuery) -> web.Response:
     keys = request.app[SERVICES].keys
     after = decode_cursor(query.cursor, {})
     records, has_more = await keys.page(principal(request).workspace, limit=query.limit, after=after)
     usage = await keys.usage([r.id for r in records])
     data = [view(r, usage[r.id]) for r in records]
-    return list_response(request, data, has_more=has_more, last_id=records[-1].id if records else None, filters={})
+    return list_response(
+        request, data, has_more=has_more, last_id=records[-1].id if records else None, filters={}
+    )
 
 
 @routes.route("GET", "/v1/api-keys/{id}", scope="admin", response=ApiKey, summary="Get a key", tag="api-keys")
@@ -69,19 +94,29 @@ async def get_key(request: web.Request) -> web.Response:
     return json_response(view(record, usage[record.id]))
 
 
-@routes.route("POST", "/v1/api-keys/{id}/rotate", scope="admin", body=RotateApiKey, response=ApiKeyWithSecret,
-              status=201, summary="Issue a replacement; the old key keeps working for a grace period",
-              tag="api-keys")
+@routes.route(
+    "POST",
+    "/v1/api-keys/{id}/rotate",
+    scope="admin",
+    body=RotateApiKey,
+    response=ApiKeyWithSecret,
+    status=201,
+    summary="Issue a replacement; the old key keeps working for a grace period",
+    tag="api-keys",
+)
 async def rotate_key(request: web.Request, body: RotateApiKey) -> web.Response:
     services = request.app[SERVICES]
     old = await _own_key(request)
     if old.state != "active":
-        raise validation_error("#", f"only an active key can be rotated; this one is {old.state}", "key_not_active")
+        raise validation_error(
+            "#", f"only an active key can be rotated; this one is {old.state}", "key_not_active"
+        )
     grace = body.grace_period_seconds
     grace = services.settings.key_rotation_grace_seconds if grace is None else grace
     secret = generate_secret()
-    new = new_record(old.workspace, old.name, old.scopes, secret=secret, domains=old.domains,
-                     expires_at=old.expires_at)
+    new = new_record(
+        old.workspace, old.name, old.scopes, secret=secret, domains=old.domains, expires_at=old.expires_at
+    )
     await services.keys.create(new)
     old.state, old.replaced_by = "rotating", new.id
     old.rotating_until = datetime.now(UTC) + timedelta(seconds=grace)
@@ -89,8 +124,14 @@ async def rotate_key(request: web.Request, body: RotateApiKey) -> web.Response:
     return json_response(with_secret(new, secret), status=201)
 
 
-@routes.route("DELETE", "/v1/api-keys/{id}", scope="admin", response=ApiKey,
-              summary="Revoke a key everywhere at once", tag="api-keys")
+@routes.route(
+    "DELETE",
+    "/v1/api-keys/{id}",
+    scope="admin",
+    response=ApiKey,
+    summary="Revoke a key everywhere at once",
+    tag="api-keys",
+)
 async def revoke_key(request: web.Request) -> web.Response:
     record = await _own_key(request)
     record.state = "revoked"

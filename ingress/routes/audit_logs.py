@@ -55,53 +55,88 @@ class AuditPublicKey(msgspec.Struct, kw_only=True):
 
 
 class AuditReader(Protocol):
-    async def page(self, flt: AuditFilter, *, limit: int, before_seq: int | None) -> tuple[list[AuditEntry], bool]: ...
+    async def page(
+        self, flt: AuditFilter, *, limit: int, before_seq: int | None
+    ) -> tuple[list[AuditEntry], bool]: ...
 
     def export(self, flt: AuditFilter) -> AsyncIterator[bytes]: ...
 
 
 AUDIT_READER: web.AppKey[AuditReader] = web.AppKey("audit_reader")
 # A started aiohttp app is frozen (adding a key then is deprecated), hence the side table of lazy readers.
-_lazy_readers: weakref.WeakKeyDictionary[web.Application, asyncio.Task[AuditReader]] = weakref.WeakKeyDictionary()
+_lazy_readers: weakref.WeakKeyDictionary[web.Application, asyncio.Task[AuditReader]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-@routes.route("GET", "/v1/audit-logs", scope="read:audit", query=AuditLogQuery, response=AuditLogList,
-              summary="Audit entries, newest first; `Accept: application/x-ndjson` exports them all, oldest first",
-              tag="audit-logs")
+@routes.route(
+    "GET",
+    "/v1/audit-logs",
+    scope="read:audit",
+    query=AuditLogQuery,
+    response=AuditLogList,
+    summary="Audit entries, newest first; `Accept: application/x-ndjson` exports them all, oldest first",
+    tag="audit-logs",
+)
 async def list_audit_logs(request: web.Request, query: AuditLogQuery) -> web.StreamResponse:
     flt = _filter(request, query)
     reader = await reader_for(request.app)
     if NDJSON in request.headers.get("Accept", ""):
         return await _export(request, reader, flt)
-    filters = {"key_id": query.key_id, "action": query.action, "status": query.status,
-               "from": flt.from_time, "to": flt.to_time}
+    filters = {
+        "key_id": query.key_id,
+        "action": query.action,
+        "status": query.status,
+        "from": flt.from_time,
+        "to": flt.to_time,
+    }
     after = decode_cursor(query.cursor, filters)
     try:
-        entries, has_more = await reader.page(flt, limit=query.limit, before_seq=int(after) if after else None)
+        entries, has_more = await reader.page(
+            flt, limit=query.limit, before_seq=int(after) if after else None
+        )
     except StoreUnavailable:
-        raise ApiError("unavailable", "The audit store cannot be reached", headers={"Retry-After": "5"}) from None
+        raise ApiError(
+            "unavailable", "The audit store cannot be reached", headers={"Retry-After": "5"}
+        ) from None
     last = str(entries[-1].seq) if entries else None
     return list_response(request, entries, has_more=has_more, last_id=last, filters=filters)
 
 
-@routes.route("GET", "/v1/audit-logs/public-key", scope="read:audit", response=AuditPublicKey,
-              summary="The Ed25519 key that verifies every audit entry's signature", tag="audit-logs")
+@routes.route(
+    "GET",
+    "/v1/audit-logs/public-key",
+    scope="read:audit",
+    response=AuditPublicKey,
+    summary="The Ed25519 key that verifies every audit entry's signature",
+    tag="audit-logs",
+)
 async def audit_public_key(request: web.Request) -> web.Response:
     secret = request.app[SERVICES].settings.secret_key
     if secret is None:
         raise ApiError("unavailable", "No secret key is configured, so no audit signing key exists")
     signer = AuditSigner.from_private_bytes(derive_key(secret, "audit-signing"))
-    return json_response(AuditPublicKey(algorithm="Ed25519", public_key_pem=signer.public_key_pem().decode(),
-                                        public_key=signer.public_key_b64()))
+    return json_response(
+        AuditPublicKey(
+            algorithm="Ed25519",
+            public_key_pem=signer.public_key_pem().decode(),
+            public_key=signer.public_key_b64(),
+        )
+    )
 
 
 def _filter(request: web.Request, query: AuditLogQuery) -> AuditFilter:
     start, end = _utc(query.from_), _utc(query.to)
     if start is not None and end is not None and start >= end:
         raise validation_error("#/query/from", "`from` must be earlier than `to`", "invalid_window")
-    return AuditFilter(workspace=principal(request).workspace, key_id=query.key_id, action=query.action,
-                       status=query.status, from_time=time_text(start) if start else None,
-                       to_time=time_text(end) if end else None)
+    return AuditFilter(
+        workspace=principal(request).workspace,
+        key_id=query.key_id,
+        action=query.action,
+        status=query.status,
+        from_time=time_text(start) if start else None,
+        to_time=time_text(end) if end else None,
+    )
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -117,7 +152,9 @@ async def _export(request: web.Request, reader: AuditReader, flt: AuditFilter) -
         try:
             first = await anext(chunks, b"")
         except StoreUnavailable:
-            raise ApiError("unavailable", "The audit store cannot be reached", headers={"Retry-After": "5"}) from None
+            raise ApiError(
+                "unavailable", "The audit store cannot be reached", headers={"Retry-After": "5"}
+            ) from None
         response = web.StreamResponse(headers={"Content-Type": NDJSON, "Request-Id": request_id(request)})
         await response.prepare(request)
         await response.write(first)

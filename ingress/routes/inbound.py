@@ -79,8 +79,10 @@ class InboundHttp:
 
     async def _confirm(self, url: str) -> None:
         try:
-            async with asyncio.timeout(CONFIRM_TIMEOUT_SECONDS), \
-                    self._client().get(url, allow_redirects=False) as response:
+            async with (
+                asyncio.timeout(CONFIRM_TIMEOUT_SECONDS),
+                self._client().get(url, allow_redirects=False) as response,
+            ):
                 await response.read()
             log.info("SNS subscription confirmation answered %s", response.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -117,13 +119,22 @@ async def _inbound_http_lifetime(app: web.Application) -> AsyncIterator[None]:
 routes = InboundRouteTable()
 
 
-@routes.route("POST", "/v1/inbound/{provider}/{server_id}", scope=None, auth=False, idempotent=False,
-              response=InboundReceipt, tag=TAG,
-              responses={400: "Verified but not the provider's documented shape",
-                         401: "The provider's signature or credentials did not verify; nothing was recorded",
-                         404: "No such sending server, or it does not use this provider",
-                         503: "The SNS signing certificate could not be fetched; retry"},
-              summary="Receive a provider's event webhook for one sending server")
+@routes.route(
+    "POST",
+    "/v1/inbound/{provider}/{server_id}",
+    scope=None,
+    auth=False,
+    idempotent=False,
+    response=InboundReceipt,
+    tag=TAG,
+    responses={
+        400: "Verified but not the provider's documented shape",
+        401: "The provider's signature or credentials did not verify; nothing was recorded",
+        404: "No such sending server, or it does not use this provider",
+        503: "The SNS signing certificate could not be fetched; retry",
+    },
+    summary="Receive a provider's event webhook for one sending server",
+)
 async def receive_events(request: web.Request) -> web.Response:
     provider, server_id = request.match_info["provider"], request.match_info["server_id"]
     store = _server_store(request)
@@ -133,8 +144,9 @@ async def receive_events(request: web.Request) -> web.Response:
     result = await _verified(request, server, store.open_inbound(server))
     recorder = InboundRecorder(request.app[SERVICES].redis)
     try:
-        outcome = await recorder.record(workspace=server.workspace, server_id=server.id, provider=provider,
-                                        events=result.events)
+        outcome = await recorder.record(
+            workspace=server.workspace, server_id=server.id, provider=provider, events=result.events
+        )
     except InboundConflict as exc:
         raise ApiError("unavailable", str(exc), headers={"Retry-After": "1"}) from None
     if result.confirm_url is not None:
@@ -147,8 +159,13 @@ async def _verified(request: web.Request, server: ServerRecord, config: InboundC
     inbound_http, redis = request.app[INBOUND_HTTP], request.app[SERVICES].redis
     try:
         return await parse_inbound(
-            server.provider, headers=request.headers, body=await request.read(), config=config,
-            server_id=server.id, now=time.time(), replay_guard=RedisReplayGuard(redis),
+            server.provider,
+            headers=request.headers,
+            body=await request.read(),
+            config=config,
+            server_id=server.id,
+            now=time.time(),
+            replay_guard=RedisReplayGuard(redis),
             cert_fetcher=inbound_http.cert_fetcher() if server.provider == "amazon-ses" else None,
         )
     except InvalidSignature as exc:

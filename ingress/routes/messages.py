@@ -23,20 +23,38 @@ _SCAN_LIMIT = 5000
 def view(stored: StoredMessage) -> MessageView:
     message = stored.message
     return MessageView(
-        id=message.id, status=stored.status, created_at=stored.created_at,  # type: ignore[arg-type]
-        from_=message.from_.formatted(), to=[a.email for a in message.to], subject=message.subject,
-        tags=message.tags, metadata=message.metadata, server=stored.server, provider=stored.provider,
-        provider_message_id=stored.provider_message_id, attempts=stored.attempts,
-        send_at=datetime.fromtimestamp(stored.meta.send_at_ms / 1000, UTC) if stored.meta.send_at_ms else None,
+        id=message.id,
+        status=stored.status,
+        created_at=stored.created_at,  # type: ignore[arg-type]
+        from_=message.from_.formatted(),
+        to=[a.email for a in message.to],
+        subject=message.subject,
+        tags=message.tags,
+        metadata=message.metadata,
+        server=stored.server,
+        provider=stored.provider,
+        provider_message_id=stored.provider_message_id,
+        attempts=stored.attempts,
+        send_at=datetime.fromtimestamp(stored.meta.send_at_ms / 1000, UTC)
+        if stored.meta.send_at_ms
+        else None,
         campaign_id=message.campaign_id,
         # In the order recorded. Not re-sorted by time: providers stamp events in whole seconds (SendGrid),
         # which would put their events before our own `message.accepted`.
-        events=[MessageEvent(id=e.id, type=e.type, created_at=e.created_at, data=e.data) for e in stored.events],
+        events=[
+            MessageEvent(id=e.id, type=e.type, created_at=e.created_at, data=e.data) for e in stored.events
+        ],
     )
 
 
-@routes.route("GET", "/v1/messages/{id}", scope="read:messages", response=MessageView,
-              summary="A message's status, server, provider, attempts and ordered events", tag="messages")
+@routes.route(
+    "GET",
+    "/v1/messages/{id}",
+    scope="read:messages",
+    response=MessageView,
+    summary="A message's status, server, provider, attempts and ordered events",
+    tag="messages",
+)
 async def get_message(request: web.Request) -> web.Response:
     workspace, message_id = principal(request).workspace, request.match_info["id"]
     stored = await MessageStore(request.app[SERVICES].redis).get(workspace, message_id)
@@ -54,10 +72,18 @@ async def get_message(request: web.Request) -> web.Response:
     return json_response(view_from_events(message_id, events))
 
 
-_STATUS_OF = {"message.accepted": "queued", "message.scheduled": "scheduled", "message.sent": "sent",
-              "message.delivered": "delivered", "message.deferred": "deferred", "message.bounced": "bounced",
-              "message.complained": "complained", "message.failed": "failed", "message.suppressed": "suppressed",
-              "message.canceled": "canceled"}
+_STATUS_OF = {
+    "message.accepted": "queued",
+    "message.scheduled": "scheduled",
+    "message.sent": "sent",
+    "message.delivered": "delivered",
+    "message.deferred": "deferred",
+    "message.bounced": "bounced",
+    "message.complained": "complained",
+    "message.failed": "failed",
+    "message.suppressed": "suppressed",
+    "message.canceled": "canceled",
+}
 
 
 def view_from_events(message_id: str, events: list[Event]) -> MessageView:
@@ -66,25 +92,46 @@ def view_from_events(message_id: str, events: list[Event]) -> MessageView:
     latest = next((e.message for e in reversed(ordered) if e.message and e.message.server), None)
     first = ordered[0].message
     return MessageView(
-        id=message_id, status=statuses[-1] if statuses else "queued", created_at=ordered[0].created_at,  # type: ignore[arg-type]
-        from_=first.from_ if first else "", to=sorted({e.message.to for e in ordered if e.message and e.message.to}),
-        subject="", tags=first.tags if first else [], metadata=first.metadata if first else {},
-        server=latest.server if latest else None, provider=latest.provider if latest else None,
-        provider_message_id=next((e.data.get("provider_message_id") for e in ordered if e.type == "message.sent"), None),
+        id=message_id,
+        status=statuses[-1] if statuses else "queued",
+        created_at=ordered[0].created_at,  # type: ignore[arg-type]
+        from_=first.from_ if first else "",
+        to=sorted({e.message.to for e in ordered if e.message and e.message.to}),
+        subject="",
+        tags=first.tags if first else [],
+        metadata=first.metadata if first else {},
+        server=latest.server if latest else None,
+        provider=latest.provider if latest else None,
+        provider_message_id=next(
+            (e.data.get("provider_message_id") for e in ordered if e.type == "message.sent"), None
+        ),
         attempts=sum(1 for e in ordered if e.type == "message.sent" or (e.type == "message.deferred")),
-        send_at=None, campaign_id=first.campaign_id if first else None,
+        send_at=None,
+        campaign_id=first.campaign_id if first else None,
         events=[MessageEvent(id=e.id, type=e.type, created_at=e.created_at, data=e.data) for e in ordered],
     )
 
 
-@routes.route("GET", "/v1/messages", scope="read:messages", query=MessageListQuery, response=MessageList,
-              summary="List messages, newest first, with filters", tag="messages")
+@routes.route(
+    "GET",
+    "/v1/messages",
+    scope="read:messages",
+    query=MessageListQuery,
+    response=MessageList,
+    summary="List messages, newest first, with filters",
+    tag="messages",
+)
 async def list_messages(request: web.Request, query: MessageListQuery) -> web.Response:
     store = MessageStore(request.app[SERVICES].redis)
     workspace = principal(request).workspace
-    filters = {"status": query.status, "tag": query.tag, "campaign_id": query.campaign_id, "to": query.to,
-               "from": query.from_.isoformat() if query.from_ else None,
-               "until": query.until.isoformat() if query.until else None}
+    filters = {
+        "status": query.status,
+        "tag": query.tag,
+        "campaign_id": query.campaign_id,
+        "to": query.to,
+        "from": query.from_.isoformat() if query.from_ else None,
+        "until": query.until.isoformat() if query.until else None,
+    }
     after = decode_cursor(query.cursor, filters)
     found: list[StoredMessage] = []
     scanned, more, last = 0, True, after
@@ -98,9 +145,18 @@ async def list_messages(request: web.Request, query: MessageListQuery) -> web.Re
     has_more = len(found) > query.limit or (more and scanned >= _SCAN_LIMIT)
     page = found[: query.limit]
     last_id = page[-1].message.id if len(found) > query.limit else last
-    data = [MessageSummary(id=s.message.id, status=s.status, created_at=s.created_at,  # type: ignore[arg-type]
-                           to=[a.email for a in s.message.to], subject=s.message.subject, tags=s.message.tags,
-                           server=s.server) for s in page]
+    data = [
+        MessageSummary(
+            id=s.message.id,
+            status=s.status,
+            created_at=s.created_at,  # type: ignore[arg-type]
+            to=[a.email for a in s.message.to],
+            subject=s.message.subject,
+            tags=s.message.tags,
+            server=s.server,
+        )
+        for s in page
+    ]
     return list_response(request, data, has_more=has_more, last_id=last_id, filters=filters)
 
 
@@ -116,8 +172,15 @@ def _matches(stored: StoredMessage, query: MessageListQuery) -> bool:
     )
 
 
-@routes.route("POST", "/v1/messages/{id}/cancel", scope="send", response=MessageView,
-              summary="Cancel a scheduled message", tag="messages", responses={409: "The message is not scheduled"})
+@routes.route(
+    "POST",
+    "/v1/messages/{id}/cancel",
+    scope="send",
+    response=MessageView,
+    summary="Cancel a scheduled message",
+    tag="messages",
+    responses={409: "The message is not scheduled"},
+)
 async def cancel_message(request: web.Request) -> web.Response:
     services, workspace = request.app[SERVICES], principal(request).workspace
     store = MessageStore(services.redis)
@@ -125,11 +188,22 @@ async def cancel_message(request: web.Request) -> web.Response:
     if stored is None:
         raise not_found("message")
     message = stored.message
-    event = Event(id=new_id("evt"), type="message.canceled", created_at=datetime.now(UTC), workspace=workspace,
-                  message=EventMessage(id=message.id, to=message.to[0].email if message.to else "",
-                                       from_=message.from_.email, tags=message.tags, metadata=message.metadata))
-    result = await cancel_scheduled(services.redis, workspace, message.id, event,
-                                    services.settings.message_retention_seconds)
+    event = Event(
+        id=new_id("evt"),
+        type="message.canceled",
+        created_at=datetime.now(UTC),
+        workspace=workspace,
+        message=EventMessage(
+            id=message.id,
+            to=message.to[0].email if message.to else "",
+            from_=message.from_.email,
+            tags=message.tags,
+            metadata=message.metadata,
+        ),
+    )
+    result = await cancel_scheduled(
+        services.redis, workspace, message.id, event, services.settings.message_retention_seconds
+    )
     if result != "ok":
         raise ApiError("conflict", f"Only a scheduled message can be canceled; this one is {result}")
     return json_response(view(await store.get(workspace, message.id)))  # type: ignore[arg-type]

@@ -19,19 +19,29 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-@routes.route("GET", "/readyz", scope=None, auth=False, summary="Redis, Ray actors and stores reachable", tag="ops",
-              responses={503: "A dependency is unreachable"})
+@routes.route(
+    "GET",
+    "/readyz",
+    scope=None,
+    auth=False,
+    summary="Redis, Ray actors and stores reachable",
+    tag="ops",
+    responses={503: "A dependency is unreachable"},
+)
 async def readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     redis_ok, actors_ok, analytics_ok = await asyncio.gather(
-        _redis_ok(services), _actors_ok(services),
+        _redis_ok(services),
+        _actors_ok(services),
         services.gateway.analytics_ready() if services.gateway is not None else asyncio.sleep(0),
     )
     status = {"redis": redis_ok, "actors": actors_ok}
     if analytics_ok is not None:  # the server runs the event sink (`mailers serve` does)
         status["analytics"] = analytics_ok
     ready = all(status.values())
-    return json_response({"status": "ready" if ready else "unavailable", "checks": status}, status=200 if ready else 503)
+    return json_response(
+        {"status": "ready" if ready else "unavailable", "checks": status}, status=200 if ready else 503
+    )
 
 
 async def _redis_ok(services) -> bool:
@@ -54,6 +64,8 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-@routes.route("GET", "/v1/openapi.json", scope=None, auth=False, summary="This API's OpenAPI 3.1 document", tag="ops")
+@routes.route(
+    "GET", "/v1/openapi.json", scope=None, auth=False, summary="This API's OpenAPI 3.1 document", tag="ops"
+)
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")

@@ -42,8 +42,16 @@ def rule_errors() -> Iterator[None]:
         raise validation_error(exc.pointer, exc.detail, exc.code) from None
 
 
-@routes.route("POST", "/v1/routing/rules", scope="write:settings", body=CreateRoutingRule, response=RoutingRuleView,
-              status=201, summary="Create a routing rule; every target must be a server of the workspace", tag=TAG)
+@routes.route(
+    "POST",
+    "/v1/routing/rules",
+    scope="write:settings",
+    body=CreateRoutingRule,
+    response=RoutingRuleView,
+    status=201,
+    summary="Create a routing rule; every target must be a server of the workspace",
+    tag=TAG,
+)
 async def create_rule(request: web.Request, body: CreateRoutingRule) -> web.Response:
     with rule_errors():
         record = build_rule(principal(request).workspace, body)
@@ -51,23 +59,50 @@ async def create_rule(request: web.Request, body: CreateRoutingRule) -> web.Resp
     return json_response(view(record), status=201)
 
 
-@routes.route("GET", "/v1/routing/rules", scope="read:settings", query=PageQuery, response=RoutingRuleList,
-              summary="List routing rules, newest first", tag=TAG)
+@routes.route(
+    "GET",
+    "/v1/routing/rules",
+    scope="read:settings",
+    query=PageQuery,
+    response=RoutingRuleList,
+    summary="List routing rules, newest first",
+    tag=TAG,
+)
 async def list_rules(request: web.Request, query: PageQuery) -> web.Response:
     after = decode_cursor(query.cursor, {})
-    records, has_more = await rule_store(request).page(principal(request).workspace, limit=query.limit, after=after)
-    return list_response(request, [view(r) for r in records], has_more=has_more,
-                         last_id=records[-1].id if records else None, filters={})
+    records, has_more = await rule_store(request).page(
+        principal(request).workspace, limit=query.limit, after=after
+    )
+    return list_response(
+        request,
+        [view(r) for r in records],
+        has_more=has_more,
+        last_id=records[-1].id if records else None,
+        filters={},
+    )
 
 
-@routes.route("GET", "/v1/routing/rules/{id}", scope="read:settings", response=RoutingRuleView,
-              summary="Get a routing rule", tag=TAG)
+@routes.route(
+    "GET",
+    "/v1/routing/rules/{id}",
+    scope="read:settings",
+    response=RoutingRuleView,
+    summary="Get a routing rule",
+    tag=TAG,
+)
 async def get_rule(request: web.Request) -> web.Response:
     return json_response(view(await _own_rule(request)))
 
 
-@routes.route("PATCH", "/v1/routing/rules/{id}", scope="write:settings", body=UpdateRoutingRule,
-              response=RoutingRuleView, summary="Change a routing rule; given fields replace stored ones", tag=TAG)
+@routes.route(
+    "PATCH",
+    "/v1/routing/rules/{id}",
+    scope="write:settings",
+    body=UpdateRoutingRule,
+    response=RoutingRuleView,
+    summary="Change a routing rule; given fields replace stored ones",
+    tag=TAG,
+)
 async def update_rule(request: web.Request, body: UpdateRoutingRule) -> web.Response:
     record = await _own_rule(request)
     with rule_errors():
@@ -78,8 +113,14 @@ async def update_rule(request: web.Request, body: UpdateRoutingRule) -> web.Resp
     return json_response(view(record))
 
 
-@routes.route("DELETE", "/v1/routing/rules/{id}", scope="write:settings", response=DeletedRoutingRule,
-              summary="Delete a routing rule", tag=TAG)
+@routes.route(
+    "DELETE",
+    "/v1/routing/rules/{id}",
+    scope="write:settings",
+    response=DeletedRoutingRule,
+    summary="Delete a routing rule",
+    tag=TAG,
+)
 async def delete_rule(request: web.Request) -> web.Response:
     rule_id = request.match_info["id"]
     if not await rule_store(request).delete(principal(request).workspace, rule_id):

@@ -17,9 +17,17 @@ MAX_BULK = 1000
 _item_decoder = msgspec.json.Decoder(SendRequest)
 
 
-@routes.route("POST", "/v1/send", scope="send", body=SendRequest, response=SendAccepted, status=202,
-              summary="Send one message; 202 means it is durably queued", tag="sending",
-              responses={403: "The key may not send from this domain"})
+@routes.route(
+    "POST",
+    "/v1/send",
+    scope="send",
+    body=SendRequest,
+    response=SendAccepted,
+    status=202,
+    summary="Send one message; 202 means it is durably queued",
+    tag="sending",
+    responses={403: "The key may not send from this domain"},
+)
 async def send(request: web.Request, body: SendRequest) -> web.Response:
     caller, now = principal(request), utc_now()
     claim = request.get(IDEMPOTENCY)
@@ -30,39 +38,74 @@ async def send(request: web.Request, body: SendRequest) -> web.Response:
     if isinstance(item, ApiError):
         raise item
     audit = await entry_bytes(request, 202, item.message.id)
-    outcome = (await accept(request.app[SERVICES], caller, [item], item_scope="send", prefixes=["#"], now=now,
-                            audit=audit))[0]
+    outcome = (
+        await accept(
+            request.app[SERVICES], caller, [item], item_scope="send", prefixes=["#"], now=now, audit=audit
+        )
+    )[0]
     if not isinstance(outcome, Accepted):
         raise outcome.error
     request[AUDITED] = True
-    return json_response(SendAccepted(id=outcome.id, status=outcome.status, created_at=outcome.created_at),
-                         status=202)
+    return json_response(
+        SendAccepted(id=outcome.id, status=outcome.status, created_at=outcome.created_at), status=202
+    )
 
 
-@routes.route("POST", "/v1/send/bulk", scope="send", body=BulkEnvelope, response=BulkAccepted, status=202,
-              summary="Send up to 1,000 messages in one request", tag="sending")
+@routes.route(
+    "POST",
+    "/v1/send/bulk",
+    scope="send",
+    body=BulkEnvelope,
+    response=BulkAccepted,
+    status=202,
+    summary="Send up to 1,000 messages in one request",
+    tag="sending",
+)
 async def send_bulk(request: web.Request, body: BulkEnvelope) -> web.Response:
     if not 1 <= len(body.messages) <= MAX_BULK:
-        raise ApiError("validation_error", f"send between 1 and {MAX_BULK} messages",
-                       errors=[field_error(f"Expected 1 to {MAX_BULK} items, got {len(body.messages)}", "#/messages")])
+        raise ApiError(
+            "validation_error",
+            f"send between 1 and {MAX_BULK} messages",
+            errors=[field_error(f"Expected 1 to {MAX_BULK} items, got {len(body.messages)}", "#/messages")],
+        )
     caller, now = principal(request), utc_now()
     header_key = request.headers.get("Idempotency-Key") if request.get(IDEMPOTENCY) is not None else None
     decoded, prefixes = _decode_items(body.messages, header_key)
     valid = [d for d in decoded if isinstance(d, SendRequest)]
-    prepared_valid = iter(prepare_items(valid, caller, now=now, prefixes=[p for d, p in zip(decoded, prefixes, strict=True)
-                                                                         if isinstance(d, SendRequest)]))
+    prepared_valid = iter(
+        prepare_items(
+            valid,
+            caller,
+            now=now,
+            prefixes=[p for d, p in zip(decoded, prefixes, strict=True) if isinstance(d, SendRequest)],
+        )
+    )
     prepared = [next(prepared_valid) if isinstance(d, SendRequest) else d for d in decoded]
     errors = [p for p in prepared if isinstance(p, ApiError)]
     if errors and body.validation == "strict":
         refusal = next((e for e in errors if e.code != "validation_error"), None)
         if refusal is not None:
             raise refusal
-        raise ApiError("validation_error", f"{len(errors)} of {len(prepared)} messages are invalid; none was sent",
-                       errors=[e for err in errors for e in err.errors] or None)
+        raise ApiError(
+            "validation_error",
+            f"{len(errors)} of {len(prepared)} messages are invalid; none was sent",
+            errors=[e for err in errors for e in err.errors] or None,
+        )
     ready = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, ApiError)]
     audit = await entry_bytes(request, 202, None) if ready else None
-    outcomes = await accept(request.app[SERVICES], caller, [p for _, p in ready], item_scope="item",
-                            prefixes=[prefixes[i] for i, _ in ready], now=now, audit=audit) if ready else []
+    outcomes = (
+        await accept(
+            request.app[SERVICES],
+            caller,
+            [p for _, p in ready],
+            item_scope="item",
+            prefixes=[prefixes[i] for i, _ in ready],
+            now=now,
+            audit=audit,
+        )
+        if ready
+        else []
+    )
     if any(isinstance(o, Accepted) for o in outcomes):
         request[AUDITED] = True
     results: dict[int, object] = dict(zip([i for i, _ in ready], outcomes, strict=True))
@@ -70,15 +113,22 @@ async def send_bulk(request: web.Request, body: BulkEnvelope) -> web.Response:
     return json_response(_bulk_answer(results, request[REQUEST_ID]), status=202)
 
 
-def _decode_items(raws: list[msgspec.Raw], header_key: str | None) -> tuple[list[SendRequest | ApiError], list[str]]:
+def _decode_items(
+    raws: list[msgspec.Raw], header_key: str | None
+) -> tuple[list[SendRequest | ApiError], list[str]]:
     decoded: list[SendRequest | ApiError] = []
     prefixes = [f"#/messages/{i}" for i in range(len(raws))]
     for index, raw in enumerate(raws):
         try:
             item = _item_decoder.decode(raw)
         except msgspec.ValidationError as exc:
-            decoded.append(ApiError("validation_error", "The message is invalid",
-                                    errors=[field_error(str(exc), prefixes[index])]))
+            decoded.append(
+                ApiError(
+                    "validation_error",
+                    "The message is invalid",
+                    errors=[field_error(str(exc), prefixes[index])],
+                )
+            )
             continue
         if item.idempotency_key is None and header_key is not None:
             item = msgspec.structs.replace(item, idempotency_key=f"{header_key}#{index}")

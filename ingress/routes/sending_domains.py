@@ -36,9 +36,15 @@ TAG = "sending-domains"
 
 def view(record: SendingDomainRecord) -> SendingDomain:
     return SendingDomain(
-        id=record.id, domain=record.domain, status=record.status, records=record.records,
-        dkim=DkimView(selector=record.selector), return_path=record.return_path,
-        verified_at=record.verified_at, checked_at=record.checked_at, created_at=record.created_at,
+        id=record.id,
+        domain=record.domain,
+        status=record.status,
+        records=record.records,
+        dkim=DkimView(selector=record.selector),
+        return_path=record.return_path,
+        verified_at=record.verified_at,
+        checked_at=record.checked_at,
+        created_at=record.created_at,
     )
 
 
@@ -50,15 +56,26 @@ def domain_store(request: web.Request) -> DomainStore:
         raise ApiError("unavailable", str(exc)) from None
 
 
-@routes.route("POST", "/v1/sending-domains", scope="write:settings", body=CreateSendingDomain,
-              response=SendingDomain, status=201, responses={409: "The workspace already has this domain"},
-              summary="Register a sending domain: a DKIM key is generated and the DNS records to publish returned",
-              tag=TAG)
+@routes.route(
+    "POST",
+    "/v1/sending-domains",
+    scope="write:settings",
+    body=CreateSendingDomain,
+    response=SendingDomain,
+    status=201,
+    responses={409: "The workspace already has this domain"},
+    summary="Register a sending domain: a DKIM key is generated and the DNS records to publish returned",
+    tag=TAG,
+)
 async def create_domain(request: web.Request, body: CreateSendingDomain) -> web.Response:
     store, settings = domain_store(request), request.app[SERVICES].settings
     try:
-        record = await store.build(principal(request).workspace, body, return_path_host=return_path_host(settings),
-                                   spf_include=spf_include(settings))
+        record = await store.build(
+            principal(request).workspace,
+            body,
+            return_path_host=return_path_host(settings),
+            spf_include=spf_include(settings),
+        )
     except InvalidDomain as exc:
         raise validation_error("#/domain", str(exc), "invalid_domain") from None
     try:
@@ -68,24 +85,49 @@ async def create_domain(request: web.Request, body: CreateSendingDomain) -> web.
     return json_response(view(record), status=201)
 
 
-@routes.route("GET", "/v1/sending-domains", scope="read:settings", query=PageQuery, response=SendingDomainList,
-              summary="List sending domains, newest first", tag=TAG)
+@routes.route(
+    "GET",
+    "/v1/sending-domains",
+    scope="read:settings",
+    query=PageQuery,
+    response=SendingDomainList,
+    summary="List sending domains, newest first",
+    tag=TAG,
+)
 async def list_domains(request: web.Request, query: PageQuery) -> web.Response:
     after = decode_cursor(query.cursor, {})
-    records, has_more = await domain_store(request).page(principal(request).workspace, limit=query.limit,
-                                                         after=after)
-    return list_response(request, [view(r) for r in records], has_more=has_more,
-                         last_id=records[-1].id if records else None, filters={})
+    records, has_more = await domain_store(request).page(
+        principal(request).workspace, limit=query.limit, after=after
+    )
+    return list_response(
+        request,
+        [view(r) for r in records],
+        has_more=has_more,
+        last_id=records[-1].id if records else None,
+        filters={},
+    )
 
 
-@routes.route("GET", "/v1/sending-domains/{id}", scope="read:settings", response=SendingDomain,
-              summary="Get a sending domain, its DNS records and their last check", tag=TAG)
+@routes.route(
+    "GET",
+    "/v1/sending-domains/{id}",
+    scope="read:settings",
+    response=SendingDomain,
+    summary="Get a sending domain, its DNS records and their last check",
+    tag=TAG,
+)
 async def get_domain(request: web.Request) -> web.Response:
     return json_response(view(await _own_domain(request, domain_store(request))))
 
 
-@routes.route("DELETE", "/v1/sending-domains/{id}", scope="write:settings", response=DeletedSendingDomain,
-              summary="Delete a sending domain and its DKIM key; its mail is no longer signed", tag=TAG)
+@routes.route(
+    "DELETE",
+    "/v1/sending-domains/{id}",
+    scope="write:settings",
+    response=DeletedSendingDomain,
+    summary="Delete a sending domain and its DKIM key; its mail is no longer signed",
+    tag=TAG,
+)
 async def delete_domain(request: web.Request) -> web.Response:
     domain_id = request.match_info["id"]
     if not await domain_store(request).delete(principal(request).workspace, domain_id):
@@ -93,13 +135,20 @@ async def delete_domain(request: web.Request) -> web.Response:
     return json_response(DeletedSendingDomain(id=domain_id))
 
 
-@routes.route("POST", "/v1/sending-domains/{id}/verify", scope="write:settings", response=SendingDomain,
-              summary="Look the domain's DNS records up now and record what was found", tag=TAG)
+@routes.route(
+    "POST",
+    "/v1/sending-domains/{id}/verify",
+    scope="write:settings",
+    response=SendingDomain,
+    summary="Look the domain's DNS records up now and record what was found",
+    tag=TAG,
+)
 async def verify_domain(request: web.Request) -> web.Response:
     store, settings = domain_store(request), request.app[SERVICES].settings
     record = await _own_domain(request, store)
-    checks = await verify_domain_records(dns_record_set(record), nameserver=settings.dns_nameserver,
-                                         port=settings.dns_port)
+    checks = await verify_domain_records(
+        dns_record_set(record), nameserver=settings.dns_nameserver, port=settings.dns_port
+    )
     record = with_checks(record, checks, datetime.now(UTC))
     if not await store.save(record):
         raise not_found("sending domain")

@@ -34,10 +34,19 @@ TAG = "sending-servers"
 
 def view(record: ServerRecord, status: Status) -> SendingServer:
     return SendingServer(
-        id=record.id, name=record.name, provider=record.provider, config=record.config,
-        secret_fields_set=record.secret_fields_set, inbound_fields_set=record.inbound_fields_set,
-        priority=record.priority, quotas=record.quotas, recipient_domain_limits=record.recipient_domain_limits,
-        domains=record.domains, status=status, created_at=record.created_at, updated_at=record.updated_at,
+        id=record.id,
+        name=record.name,
+        provider=record.provider,
+        config=record.config,
+        secret_fields_set=record.secret_fields_set,
+        inbound_fields_set=record.inbound_fields_set,
+        priority=record.priority,
+        quotas=record.quotas,
+        recipient_domain_limits=record.recipient_domain_limits,
+        domains=record.domains,
+        status=status,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
     )
 
 
@@ -55,16 +64,27 @@ def server_settings_errors() -> Iterator[None]:
     try:
         yield
     except ProviderUnavailable as exc:
-        raise validation_error("#/provider", f"provider {exc.args[0]!r} not available", "provider_unavailable") from None
+        raise validation_error(
+            "#/provider", f"provider {exc.args[0]!r} not available", "provider_unavailable"
+        ) from None
     except InvalidServerConfig as exc:
-        raise ApiError("validation_error", "The request body is invalid",
-                       errors=[field_error(exc.message, exc.root)]) from None
+        raise ApiError(
+            "validation_error", "The request body is invalid", errors=[field_error(exc.message, exc.root)]
+        ) from None
     except InvalidServerField as exc:
         raise validation_error(exc.pointer, exc.detail, exc.code) from None
 
 
-@routes.route("POST", "/v1/sending-servers", scope="write:settings", body=CreateSendingServer,
-              response=SendingServer, status=201, summary="Connect a provider as a sending server", tag=TAG)
+@routes.route(
+    "POST",
+    "/v1/sending-servers",
+    scope="write:settings",
+    body=CreateSendingServer,
+    response=SendingServer,
+    status=201,
+    summary="Connect a provider as a sending server",
+    tag=TAG,
+)
 async def create_server(request: web.Request, body: CreateSendingServer) -> web.Response:
     store = server_store(request)
     with server_settings_errors():
@@ -73,27 +93,49 @@ async def create_server(request: web.Request, body: CreateSendingServer) -> web.
     return json_response(view(record, "healthy"), status=201)
 
 
-@routes.route("GET", "/v1/sending-servers", scope="read:settings", query=PageQuery, response=SendingServerList,
-              summary="List sending servers, newest first (secrets are never listed)", tag=TAG)
+@routes.route(
+    "GET",
+    "/v1/sending-servers",
+    scope="read:settings",
+    query=PageQuery,
+    response=SendingServerList,
+    summary="List sending servers, newest first (secrets are never listed)",
+    tag=TAG,
+)
 async def list_servers(request: web.Request, query: PageQuery) -> web.Response:
     store = server_store(request)
     after = decode_cursor(query.cursor, {})
     records, has_more = await store.page(principal(request).workspace, limit=query.limit, after=after)
     statuses = await store.statuses([r.id for r in records])
     data = [view(r, statuses[r.id]) for r in records]
-    return list_response(request, data, has_more=has_more, last_id=records[-1].id if records else None, filters={})
+    return list_response(
+        request, data, has_more=has_more, last_id=records[-1].id if records else None, filters={}
+    )
 
 
-@routes.route("GET", "/v1/sending-servers/{id}", scope="read:settings", response=SendingServer,
-              summary="Get a sending server and its health", tag=TAG)
+@routes.route(
+    "GET",
+    "/v1/sending-servers/{id}",
+    scope="read:settings",
+    response=SendingServer,
+    summary="Get a sending server and its health",
+    tag=TAG,
+)
 async def get_server(request: web.Request) -> web.Response:
     store = server_store(request)
     record = await _own_server(request, store)
     return json_response(view(record, (await store.statuses([record.id]))[record.id]))
 
 
-@routes.route("PATCH", "/v1/sending-servers/{id}", scope="write:settings", body=UpdateSendingServer,
-              response=SendingServer, summary="Change a sending server; config merges field by field", tag=TAG)
+@routes.route(
+    "PATCH",
+    "/v1/sending-servers/{id}",
+    scope="write:settings",
+    body=UpdateSendingServer,
+    response=SendingServer,
+    summary="Change a sending server; config merges field by field",
+    tag=TAG,
+)
 async def update_server(request: web.Request, body: UpdateSendingServer) -> web.Response:
     store = server_store(request)
     record = await _own_server(request, store)
@@ -104,16 +146,24 @@ async def update_server(request: web.Request, body: UpdateSendingServer) -> web.
     return json_response(view(record, (await store.statuses([record.id]))[record.id]))
 
 
-@routes.route("DELETE", "/v1/sending-servers/{id}", scope="write:settings", response=DeletedSendingServer,
-              responses={409: "A routing rule still targets the server"},
-              summary="Delete a sending server no routing rule targets", tag=TAG)
+@routes.route(
+    "DELETE",
+    "/v1/sending-servers/{id}",
+    scope="write:settings",
+    response=DeletedSendingServer,
+    responses={409: "A routing rule still targets the server"},
+    summary="Delete a sending server no routing rule targets",
+    tag=TAG,
+)
 async def delete_server(request: web.Request) -> web.Response:
     server_id = request.match_info["id"]
     try:
         deleted = await server_store(request).delete(principal(request).workspace, server_id)
     except ServerInUse as exc:
-        raise ApiError("conflict", f"Routing rules {', '.join(exc.rule_ids)} target this server; "
-                                   "change or delete them first") from None
+        raise ApiError(
+            "conflict",
+            f"Routing rules {', '.join(exc.rule_ids)} target this server; change or delete them first",
+        ) from None
     if not deleted:
         raise not_found("sending server")
     return json_response(DeletedSendingServer(id=server_id))

@@ -46,8 +46,14 @@ class SuppressionScopeQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=
 
 
 def view(record: SuppressionRecord) -> Suppression:
-    return Suppression(email=record.email, reason=record.reason, scope=record.scope, scope_value=record.scope_value,
-                       source=record.source, created_at=created_at(record))
+    return Suppression(
+        email=record.email,
+        reason=record.reason,
+        scope=record.scope,
+        scope_value=record.scope_value,
+        source=record.source,
+        created_at=created_at(record),
+    )
 
 
 def suppression_client(request: web.Request):
@@ -71,8 +77,13 @@ def entries_of(body: CreateSuppressions) -> list[SuppressionEntry]:
     entries = []
     for pointer, email in zip(pointers, emails, strict=True):
         try:
-            entries.append(normalise_entry(SuppressionEntry(
-                email=email, reason=body.reason, scope=body.scope, scope_value=body.scope_value)))
+            entries.append(
+                normalise_entry(
+                    SuppressionEntry(
+                        email=email, reason=body.reason, scope=body.scope, scope_value=body.scope_value
+                    )
+                )
+            )
         except ValueError as exc:
             raise validation_error(pointer, str(exc), "invalid_email") from None
     return entries
@@ -88,9 +99,16 @@ def check_scope(scope: Scope, scope_value: str | None, pointer: str) -> None:
         raise validation_error(pointer, str(exc), "invalid_scope_value") from None
 
 
-@routes.route("POST", "/v1/suppressions", scope="write:suppressions", body=CreateSuppressions,
-              response=CreatedSuppressions, status=201,
-              summary="Suppress one address or up to 1,000 (global scope needs admin)", tag=TAG)
+@routes.route(
+    "POST",
+    "/v1/suppressions",
+    scope="write:suppressions",
+    body=CreateSuppressions,
+    response=CreatedSuppressions,
+    status=201,
+    summary="Suppress one address or up to 1,000 (global scope needs admin)",
+    tag=TAG,
+)
 async def create_suppressions(request: web.Request, body: CreateSuppressions) -> web.Response:
     require_admin_for_global(request, body.scope)
     entries = entries_of(body)
@@ -101,8 +119,15 @@ async def create_suppressions(request: web.Request, body: CreateSuppressions) ->
     return json_response(CreatedSuppressions(data=data, created=sum(created)), status=201)
 
 
-@routes.route("GET", "/v1/suppressions", scope="read:suppressions", query=SuppressionQuery, response=SuppressionList,
-              summary="List suppressions, newest first, by email, reason or scope", tag=TAG)
+@routes.route(
+    "GET",
+    "/v1/suppressions",
+    scope="read:suppressions",
+    query=SuppressionQuery,
+    response=SuppressionList,
+    summary="List suppressions, newest first, by email, reason or scope",
+    tag=TAG,
+)
 async def list_suppressions(request: web.Request, query: SuppressionQuery) -> web.Response:
     require_admin_for_global(request, query.scope)
     filters = {"email": query.email, "reason": query.reason, "scope": query.scope}
@@ -110,16 +135,25 @@ async def list_suppressions(request: web.Request, query: SuppressionQuery) -> we
     home = GLOBAL if query.scope == "global" else principal(request).workspace
     store = SuppressionStore(request.app[SERVICES].redis)
     try:
-        records, has_more, last = await store.page(home, limit=query.limit, after=after, email=query.email,
-                                                   reason=query.reason, scope=query.scope)
+        records, has_more, last = await store.page(
+            home, limit=query.limit, after=after, email=query.email, reason=query.reason, scope=query.scope
+        )
     except ValueError as exc:
         raise validation_error("#/query/email", str(exc), "invalid_email") from None
-    return list_response(request, [view(r) for r in records], has_more=has_more, last_id=last, filters=filters)
+    return list_response(
+        request, [view(r) for r in records], has_more=has_more, last_id=last, filters=filters
+    )
 
 
-@routes.route("DELETE", "/v1/suppressions/{email}", scope="write:suppressions", query=SuppressionScopeQuery,
-              response=SuppressionDeletion,
-              summary="Lift an address's suppressions (one scope, or every scope of the workspace)", tag=TAG)
+@routes.route(
+    "DELETE",
+    "/v1/suppressions/{email}",
+    scope="write:suppressions",
+    query=SuppressionScopeQuery,
+    response=SuppressionDeletion,
+    summary="Lift an address's suppressions (one scope, or every scope of the workspace)",
+    tag=TAG,
+)
 async def delete_suppression(request: web.Request, query: SuppressionScopeQuery) -> web.Response:
     require_admin_for_global(request, query.scope)
     workspace, email = principal(request).workspace, request.match_info["email"]
@@ -131,7 +165,11 @@ async def delete_suppression(request: web.Request, query: SuppressionScopeQuery)
     else:
         check_scope(query.scope, query.scope_value, "#/query/scope_value")
         try:
-            targets = [normalise_entry(SuppressionEntry(email=email, scope=query.scope, scope_value=query.scope_value))]
+            targets = [
+                normalise_entry(
+                    SuppressionEntry(email=email, scope=query.scope, scope_value=query.scope_value)
+                )
+            ]
         except ValueError:
             raise not_found("suppression") from None
     records = [r for r in await store.records(workspace, targets) if r is not None]

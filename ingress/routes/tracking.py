@@ -36,11 +36,19 @@ routes = RouteTable()
 T = TypeVar("T", OpenToken, ClickToken, UnsubscribeToken)
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")  # 1×1 transparent GIF
-NO_STORE = {"Cache-Control": "no-store, no-cache, must-revalidate, private", "Pragma": "no-cache", "Expires": "0"}
+NO_STORE = {
+    "Cache-Control": "no-store, no-cache, must-revalidate, private",
+    "Pragma": "no-cache",
+    "Expires": "0",
+}
 # The token is in the URL: keep it out of Referer headers, and keep the page out of frames (clickjacking).
-PAGE_HEADERS = {**NO_STORE, "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
-                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-                                           "frame-ancestors 'none'"}
+PAGE_HEADERS = {
+    **NO_STORE,
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'",
+}
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 UNSUBSCRIBE_RECORD_SECONDS = 400 * 24 * 3600
 MAX_USER_AGENT = 512
@@ -49,9 +57,16 @@ _BAD_TOKEN = "tracking link"
 _URL_WHITESPACE = {ord("\t"): None, ord("\n"): None, ord("\r"): None}
 
 
-@routes.route("GET", "/t/o/{token}", scope=None, auth=False, idempotent=False, tag="tracking",
-              summary="Open pixel: a 1×1 GIF, never cached; records message.opened",
-              responses={404: "Unknown, altered or expired token"})
+@routes.route(
+    "GET",
+    "/t/o/{token}",
+    scope=None,
+    auth=False,
+    idempotent=False,
+    tag="tracking",
+    summary="Open pixel: a 1×1 GIF, never cached; records message.opened",
+    responses={404: "Unknown, altered or expired token"},
+)
 async def open_pixel(request: web.Request) -> web.Response:
     token = _token(request, "o", OpenToken)
     stored = await _stored(request, token.workspace, token.message_id)
@@ -59,9 +74,17 @@ async def open_pixel(request: web.Request) -> web.Response:
     return web.Response(body=PIXEL, content_type="image/gif", headers=NO_STORE)
 
 
-@routes.route("GET", "/t/c/{token}", scope=None, auth=False, idempotent=False, tag="tracking", status=302,
-              summary="Click redirect to the message's original link; records message.clicked",
-              responses={404: "Unknown, altered or expired token, or no such link in the message"})
+@routes.route(
+    "GET",
+    "/t/c/{token}",
+    scope=None,
+    auth=False,
+    idempotent=False,
+    tag="tracking",
+    status=302,
+    summary="Click redirect to the message's original link; records message.clicked",
+    responses={404: "Unknown, altered or expired token, or no such link in the message"},
+)
 async def click(request: web.Request) -> web.Response:
     token = _token(request, "c", ClickToken)
     stored = await _stored(request, token.workspace, token.message_id)
@@ -70,36 +93,70 @@ async def click(request: web.Request) -> web.Response:
     url = stored.meta.links[token.link_index]
     await _record(request, _event("message.clicked", token, stored, {"url": url, **_visit(request)}))
     location = url.translate(_URL_WHITESPACE)  # what a browser would follow, and header-safe
-    return web.Response(status=302, headers={**NO_STORE, "Location": location, "Referrer-Policy": "no-referrer"})
+    return web.Response(
+        status=302, headers={**NO_STORE, "Location": location, "Referrer-Policy": "no-referrer"}
+    )
 
 
-@routes.route("GET", "/t/u/{token}", scope=None, auth=False, idempotent=False, tag="tracking",
-              summary="Unsubscribe page: a confirmation form (does not unsubscribe)",
-              responses={404: "Unknown or altered token"})
+@routes.route(
+    "GET",
+    "/t/u/{token}",
+    scope=None,
+    auth=False,
+    idempotent=False,
+    tag="tracking",
+    summary="Unsubscribe page: a confirmation form (does not unsubscribe)",
+    responses={404: "Unknown or altered token"},
+)
 async def unsubscribe_page(request: web.Request) -> web.Response:
     token = _token(request, "u", UnsubscribeToken)
-    return _page("Unsubscribe", f"<p>Stop emails like this one to <b>{html.escape(token.recipient)}</b>?</p>"
-                 f'<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
-                 f'<button type="submit">Unsubscribe</button></form>')
+    return _page(
+        "Unsubscribe",
+        f"<p>Stop emails like this one to <b>{html.escape(token.recipient)}</b>?</p>"
+        f'<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
+        f'<button type="submit">Unsubscribe</button></form>',
+    )
 
 
-@routes.route("POST", "/t/u/{token}", scope=None, auth=False, idempotent=False, tag="tracking",
-              summary="RFC 8058 one-click unsubscribe (form body List-Unsubscribe=One-Click); 200, never a redirect",
-              responses={404: "Unknown or altered token", 415: "Not a form body",
-                         422: "The body lacks List-Unsubscribe=One-Click"})
+@routes.route(
+    "POST",
+    "/t/u/{token}",
+    scope=None,
+    auth=False,
+    idempotent=False,
+    tag="tracking",
+    summary="RFC 8058 one-click unsubscribe (form body List-Unsubscribe=One-Click); 200, never a redirect",
+    responses={
+        404: "Unknown or altered token",
+        415: "Not a form body",
+        422: "The body lacks List-Unsubscribe=One-Click",
+    },
+)
 async def unsubscribe(request: web.Request) -> web.Response:
     token = _token(request, "u", UnsubscribeToken)
     await _require_one_click(request)
     redis = request.app[SERVICES].redis
-    await add_suppressions(redis, token.workspace, [SuppressionEntry(
-        email=token.recipient, reason="unsubscribe", scope=token.scope, scope_value=token.list_id,
-        source="unsubscribe")])
+    await add_suppressions(
+        redis,
+        token.workspace,
+        [
+            SuppressionEntry(
+                email=token.recipient,
+                reason="unsubscribe",
+                scope=token.scope,
+                scope_value=token.list_id,
+                source="unsubscribe",
+            )
+        ],
+    )
     stored = (await request.app[SERVICES].messages.get_many(token.workspace, [token.message_id]))[0]
     data = {"recipient": token.recipient, "scope": token.scope, "list_id": token.list_id}
     if stored is None:
         data["message_id"] = token.message_id
     await _record_once(request, token, _event("subscriber.unsubscribed", token, stored, data))
-    return _page("Unsubscribed", f"<p>{html.escape(token.recipient)} will get no more emails like this one.</p>")
+    return _page(
+        "Unsubscribed", f"<p>{html.escape(token.recipient)} will get no more emails like this one.</p>"
+    )
 
 
 def _token(request: web.Request, kind: str, expected: type[T]) -> T:
@@ -145,11 +202,24 @@ def _event(kind: str, token: TrackingPayload, stored: StoredMessage | None, data
     message = None
     if stored is not None:
         sent = stored.message
-        message = EventMessage(id=sent.id, to=token.recipient, from_=sent.from_.email, provider=stored.provider,
-                               server=stored.server, tags=sent.tags, metadata=sent.metadata,
-                               campaign_id=sent.campaign_id)
-    return Event(id=new_id("evt"), type=kind, created_at=datetime.now(UTC), workspace=token.workspace,
-                 message=message, data=data)
+        message = EventMessage(
+            id=sent.id,
+            to=token.recipient,
+            from_=sent.from_.email,
+            provider=stored.provider,
+            server=stored.server,
+            tags=sent.tags,
+            metadata=sent.metadata,
+            campaign_id=sent.campaign_id,
+        )
+    return Event(
+        id=new_id("evt"),
+        type=kind,
+        created_at=datetime.now(UTC),
+        workspace=token.workspace,
+        message=message,
+        data=data,
+    )
 
 
 async def _record(request: web.Request, event: Event) -> None:
@@ -162,8 +232,9 @@ async def _record(request: web.Request, event: Event) -> None:
 async def _record_once(request: web.Request, token: UnsubscribeToken, event: Event) -> bool:
     """Record the unsubscribe event once per token, however often or concurrently it is posted."""
     redis = request.app[SERVICES].redis
-    marker = keyspace.unsubscribe_recorded(token.workspace, token.message_id, token.scope, token.list_id,
-                                           token.recipient)
+    marker = keyspace.unsubscribe_recorded(
+        token.workspace, token.message_id, token.scope, token.list_id, token.recipient
+    )
     async with redis.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(marker)
@@ -183,11 +254,15 @@ async def _require_one_click(request: web.Request) -> None:
         raise ApiError("unsupported_media_type", f"Post the form body {ONE_CLICK} (RFC 8058)")
     form = await request.post()
     if "One-Click" not in form.getall("List-Unsubscribe", []):
-        raise validation_error("#/List-Unsubscribe", f"the body must contain {ONE_CLICK} (RFC 8058)", "one_click")
+        raise validation_error(
+            "#/List-Unsubscribe", f"the body must contain {ONE_CLICK} (RFC 8058)", "one_click"
+        )
 
 
 def _page(title: str, body: str) -> web.Response:
-    document = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-                f'<meta name="viewport" content="width=device-width, initial-scale=1"></head>'
-                f'<body style="font-family:sans-serif;max-width:32rem;margin:4rem auto">{body}</body></html>')
+    document = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"></head>'
+        f'<body style="font-family:sans-serif;max-width:32rem;margin:4rem auto">{body}</body></html>'
+    )
     return web.Response(text=document, content_type="text/html", headers=PAGE_HEADERS)

@@ -45,8 +45,16 @@ def with_secret(record: WebhookRecord, secret: str) -> WebhookWithSecret:
     return WebhookWithSecret(**msgspec.structs.asdict(view(record)), secret=secret)
 
 
-@routes.route("POST", "/v1/webhooks", scope="write:webhooks", body=CreateWebhook, response=WebhookWithSecret,
-              status=201, summary="Create an endpoint; its signing secret is shown only in this answer", tag=TAG)
+@routes.route(
+    "POST",
+    "/v1/webhooks",
+    scope="write:webhooks",
+    body=CreateWebhook,
+    response=WebhookWithSecret,
+    status=201,
+    summary="Create an endpoint; its signing secret is shown only in this answer",
+    tag=TAG,
+)
 async def create_webhook(request: web.Request, body: CreateWebhook) -> web.Response:
     services = request.app[SERVICES]
     await checked_url(body.url, services.settings)
@@ -54,8 +62,14 @@ async def create_webhook(request: web.Request, body: CreateWebhook) -> web.Respo
     now = datetime.now(UTC)
     endpoint_id, secret = new_id("whk"), new_webhook_secret()
     record = WebhookRecord(
-        id=endpoint_id, workspace=principal(request).workspace, url=body.url, events=list(dict.fromkeys(body.events)),
-        enabled=body.enabled, description=body.description, created_at=now, updated_at=now,
+        id=endpoint_id,
+        workspace=principal(request).workspace,
+        url=body.url,
+        events=list(dict.fromkeys(body.events)),
+        enabled=body.enabled,
+        description=body.description,
+        created_at=now,
+        updated_at=now,
         sealed_secret=seal_secret(_box(services.settings), endpoint_id, secret),
         disabled_at=None if body.enabled else now,
     )
@@ -63,23 +77,44 @@ async def create_webhook(request: web.Request, body: CreateWebhook) -> web.Respo
     return json_response(with_secret(record, secret), status=201)
 
 
-@routes.route("GET", "/v1/webhooks", scope="read:webhooks", query=PageQuery, response=WebhookList,
-              summary="List endpoints, newest first (secrets are never listed)", tag=TAG)
+@routes.route(
+    "GET",
+    "/v1/webhooks",
+    scope="read:webhooks",
+    query=PageQuery,
+    response=WebhookList,
+    summary="List endpoints, newest first (secrets are never listed)",
+    tag=TAG,
+)
 async def list_webhooks(request: web.Request, query: PageQuery) -> web.Response:
     after = decode_cursor(query.cursor, {})
     store = WebhookStore(request.app[SERVICES].redis)
     records, has_more = await store.page(principal(request).workspace, limit=query.limit, after=after)
-    return list_response(request, [view(r) for r in records], has_more=has_more,
-                         last_id=records[-1].id if records else None, filters={})
+    return list_response(
+        request,
+        [view(r) for r in records],
+        has_more=has_more,
+        last_id=records[-1].id if records else None,
+        filters={},
+    )
 
 
-@routes.route("GET", "/v1/webhooks/{id}", scope="read:webhooks", response=Webhook, summary="Get an endpoint", tag=TAG)
+@routes.route(
+    "GET", "/v1/webhooks/{id}", scope="read:webhooks", response=Webhook, summary="Get an endpoint", tag=TAG
+)
 async def get_webhook(request: web.Request) -> web.Response:
     return json_response(view(await _own_endpoint(request)))
 
 
-@routes.route("PATCH", "/v1/webhooks/{id}", scope="write:webhooks", body=UpdateWebhook, response=Webhook,
-              summary="Change an endpoint; enabling a disabled one clears its failure history", tag=TAG)
+@routes.route(
+    "PATCH",
+    "/v1/webhooks/{id}",
+    scope="write:webhooks",
+    body=UpdateWebhook,
+    response=Webhook,
+    summary="Change an endpoint; enabling a disabled one clears its failure history",
+    tag=TAG,
+)
 async def update_webhook(request: web.Request, body: UpdateWebhook) -> web.Response:
     services = request.app[SERVICES]
     record = await _own_endpoint(request)
@@ -95,22 +130,36 @@ async def update_webhook(request: web.Request, body: UpdateWebhook) -> web.Respo
     enabling = body.enabled is True and not record.enabled
     if body.enabled is not msgspec.UNSET and body.enabled != record.enabled:
         record.enabled = body.enabled
-        record.disabled_at, record.disabled_reason = (None, None) if body.enabled else (now, "disabled through the API")
+        record.disabled_at, record.disabled_reason = (
+            (None, None) if body.enabled else (now, "disabled through the API")
+        )
     record.updated_at = now
     await WebhookStore(services.redis).save(record, reset_health=enabling)
     return json_response(view(record))
 
 
-@routes.route("DELETE", "/v1/webhooks/{id}", scope="write:webhooks", response=DeletedWebhook,
-              summary="Delete an endpoint; nothing more is delivered to it", tag=TAG)
+@routes.route(
+    "DELETE",
+    "/v1/webhooks/{id}",
+    scope="write:webhooks",
+    response=DeletedWebhook,
+    summary="Delete an endpoint; nothing more is delivered to it",
+    tag=TAG,
+)
 async def delete_webhook(request: web.Request) -> web.Response:
     record = await _own_endpoint(request)
     await WebhookStore(request.app[SERVICES].redis).delete(record.workspace, record.id)
     return json_response(DeletedWebhook(id=record.id))
 
 
-@routes.route("POST", "/v1/webhooks/{id}/rotate-secret", scope="write:webhooks", response=WebhookWithSecret,
-              summary="New signing secret; the old one keeps signing too for 24 hours", tag=TAG)
+@routes.route(
+    "POST",
+    "/v1/webhooks/{id}/rotate-secret",
+    scope="write:webhooks",
+    response=WebhookWithSecret,
+    summary="New signing secret; the old one keeps signing too for 24 hours",
+    tag=TAG,
+)
 async def rotate_secret(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     record = await _own_endpoint(request)
@@ -122,19 +171,40 @@ async def rotate_secret(request: web.Request) -> web.Response:
     return json_response(with_secret(record, secret))
 
 
-@routes.route("GET", "/v1/webhooks/{id}/deliveries", scope="read:webhooks", query=PageQuery, response=DeliveryList,
-              summary="Deliveries to an endpoint, newest event first, each with its attempts", tag=TAG)
+@routes.route(
+    "GET",
+    "/v1/webhooks/{id}/deliveries",
+    scope="read:webhooks",
+    query=PageQuery,
+    response=DeliveryList,
+    summary="Deliveries to an endpoint, newest event first, each with its attempts",
+    tag=TAG,
+)
 async def list_deliveries(request: web.Request, query: PageQuery) -> web.Response:
     record = await _own_endpoint(request)
     after = decode_cursor(query.cursor, {"endpoint": record.id})
     store = WebhookStore(request.app[SERVICES].redis)
-    deliveries, has_more = await store.delivery_page(record.workspace, record.id, limit=query.limit, after=after)
-    return list_response(request, deliveries, has_more=has_more, filters={"endpoint": record.id},
-                         last_id=deliveries[-1].id if deliveries else None)
+    deliveries, has_more = await store.delivery_page(
+        record.workspace, record.id, limit=query.limit, after=after
+    )
+    return list_response(
+        request,
+        deliveries,
+        has_more=has_more,
+        filters={"endpoint": record.id},
+        last_id=deliveries[-1].id if deliveries else None,
+    )
 
 
-@routes.route("POST", "/v1/webhooks/{id}/deliveries/{dlv}/replay", scope="write:webhooks", response=Delivery,
-              status=202, summary="Deliver a finished (dead-lettered or delivered) delivery again", tag=TAG)
+@routes.route(
+    "POST",
+    "/v1/webhooks/{id}/deliveries/{dlv}/replay",
+    scope="write:webhooks",
+    response=Delivery,
+    status=202,
+    summary="Deliver a finished (dead-lettered or delivered) delivery again",
+    tag=TAG,
+)
 async def replay_delivery(request: web.Request) -> web.Response:
     record = await _own_endpoint(request)
     store, delivery_id = WebhookStore(request.app[SERVICES].redis), request.match_info["dlv"]
@@ -150,23 +220,33 @@ async def replay_delivery(request: web.Request) -> web.Response:
     return json_response(delivery, status=202)
 
 
-@routes.route("POST", "/v1/webhooks/{id}/replay", scope="write:webhooks", body=ReplayWindow, response=ReplayResult,
-              status=202, summary="Deliver again every dead letter whose event happened in [from, to]", tag=TAG)
+@routes.route(
+    "POST",
+    "/v1/webhooks/{id}/replay",
+    scope="write:webhooks",
+    body=ReplayWindow,
+    response=ReplayResult,
+    status=202,
+    summary="Deliver again every dead letter whose event happened in [from, to]",
+    tag=TAG,
+)
 async def replay_window(request: web.Request, body: ReplayWindow) -> web.Response:
     if body.to < body.from_:
         raise validation_error("#/to", "must not be before `from`", "invalid_window")
     record = await _own_endpoint(request)
     store = WebhookStore(request.app[SERVICES].redis)
-    replayed = await store.replay_window(record.workspace, record.id, _ms(body.from_), _ms(body.to),
-                                         int(time.time() * 1000))
+    replayed = await store.replay_window(
+        record.workspace, record.id, _ms(body.from_), _ms(body.to), int(time.time() * 1000)
+    )
     return json_response(ReplayResult(endpoint_id=record.id, replayed=replayed), status=202)
 
 
 async def checked_url(url: str, settings: Settings) -> None:
     """The SSRF guard at create/update time: syntax, literal addresses, and every address the name has."""
     try:
-        parsed = check_webhook_url(url, allow_http=settings.allow_http_webhooks,
-                                   allow_private=settings.allow_private_webhooks)
+        parsed = check_webhook_url(
+            url, allow_http=settings.allow_http_webhooks, allow_private=settings.allow_private_webhooks
+        )
         if parsed.ip is None:
             await resolve_and_check(parsed.host, parsed.port, allow_private=settings.allow_private_webhooks)
     except ForbiddenUrl as exc:
@@ -191,8 +271,9 @@ def _ms(moment: datetime) -> int:
 
 
 async def _own_endpoint(request: web.Request) -> WebhookRecord:
-    record = await WebhookStore(request.app[SERVICES].redis).get(principal(request).workspace,
-                                                                 request.match_info["id"])
+    record = await WebhookStore(request.app[SERVICES].redis).get(
+        principal(request).workspace, request.match_info["id"]
+    )
     if record is None:
         raise not_found("webhook endpoint")
     return record

@@ -25,25 +25,47 @@ from providers.inbound.replay import ReplayGuard
 from providers.inbound.sns_certs import CertFetcher, HttpCertFetcher
 
 __all__ = [
-    "INBOUND_PROVIDERS", "OUR_MESSAGE_ID_KEY", "CertFetcher", "CertUnavailable", "HttpCertFetcher",
-    "InboundConfig", "InboundError", "InboundResult", "InboundType", "InvalidSignature",
-    "MalformedPayload", "ProviderEvent", "ReplayGuard", "SnsTrust", "UnsupportedProvider", "parse_inbound",
+    "INBOUND_PROVIDERS",
+    "OUR_MESSAGE_ID_KEY",
+    "CertFetcher",
+    "CertUnavailable",
+    "HttpCertFetcher",
+    "InboundConfig",
+    "InboundError",
+    "InboundResult",
+    "InboundType",
+    "InvalidSignature",
+    "MalformedPayload",
+    "ProviderEvent",
+    "ReplayGuard",
+    "SnsTrust",
+    "UnsupportedProvider",
+    "parse_inbound",
 ]
 
 INBOUND_PROVIDERS = frozenset({"amazon-ses", "mailgun", "sendgrid", "resend", "postmark"})
 
 
-async def parse_inbound(provider: str, *, headers: Mapping[str, str], body: bytes, config: InboundConfig,
-                        server_id: str, now: float, replay_guard: ReplayGuard | None,
-                        cert_fetcher: CertFetcher | None) -> InboundResult:
+async def parse_inbound(
+    provider: str,
+    *,
+    headers: Mapping[str, str],
+    body: bytes,
+    config: InboundConfig,
+    server_id: str,
+    now: float,
+    replay_guard: ReplayGuard | None,
+    cert_fetcher: CertFetcher | None,
+) -> InboundResult:
     """Verify one webhook request and return its normalised events; `now` is epoch seconds."""
     lowered = {name.lower(): value for name, value in headers.items()}
     match provider:
         case "amazon-ses":
             return await ses_sns.parse(body, config=config, fetch_cert=cert_fetcher, now=now)
         case "mailgun":
-            return await mailgun.parse(body, config=config, server_id=server_id, now=now,
-                                       replay_guard=replay_guard)
+            return await mailgun.parse(
+                body, config=config, server_id=server_id, now=now, replay_guard=replay_guard
+            )
         case "sendgrid":
             return sendgrid.parse(lowered, body, config=config, now=now)
         case "resend":

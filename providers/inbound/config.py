@@ -51,12 +51,12 @@ class InboundConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """One sending server's inbound verification settings; a provider left unset rejects everything."""
 
     mailgun_signing_key: str | None = None
-    sendgrid_public_key: str | None = None      # base64 DER SubjectPublicKeyInfo (PEM also accepted)
-    resend_secret: str | None = None            # Svix secret, `whsec_<base64>`
+    sendgrid_public_key: str | None = None  # base64 DER SubjectPublicKeyInfo (PEM also accepted)
+    resend_secret: str | None = None  # Svix secret, `whsec_<base64>`
     postmark_user: str | None = None
     postmark_password: str | None = None
     sns_topic_arn: str | None = None
     sns_trust: SnsTrust = SnsTrust()
-    timestamp_tolerance: float = 300.0          # seconds, either direction
+    timestamp_tolerance: float = 300.0  # seconds, either direction
 
     __secret_fields__ = ("mailgun_signing_key", "resend_secret", "postmark_password")

@@ -83,8 +83,9 @@ def decode(body: bytes) -> MailgunWebhook:
         raise MalformedPayload(f"not a Mailgun webhook: {exc}") from None
 
 
-def check_signature(signature: MailgunSignature, *, signing_key: str | None, now: float,
-                    tolerance: float) -> None:
+def check_signature(
+    signature: MailgunSignature, *, signing_key: str | None, now: float, tolerance: float
+) -> None:
     """The pure part of verification: HMAC and freshness (no token bookkeeping)."""
     if not signing_key:
         raise InvalidSignature("no Mailgun signing key configured for this server")
@@ -95,15 +96,22 @@ def check_signature(signature: MailgunSignature, *, signing_key: str | None, now
     require_fresh(signed_seconds(signature.timestamp), now=now, tolerance=tolerance)
 
 
-async def verify(signature: MailgunSignature, *, config: InboundConfig, server_id: str, now: float,
-                 replay_guard: ReplayGuard | None) -> None:
+async def verify(
+    signature: MailgunSignature,
+    *,
+    config: InboundConfig,
+    server_id: str,
+    now: float,
+    replay_guard: ReplayGuard | None,
+) -> None:
     tolerance = config.timestamp_tolerance
     check_signature(signature, signing_key=config.mailgun_signing_key, now=now, tolerance=tolerance)
     await claim_once(replay_guard, PROVIDER, server_id, signature.token, tolerance)
 
 
-async def parse(body: bytes, *, config: InboundConfig, server_id: str, now: float,
-                replay_guard: ReplayGuard | None) -> InboundResult:
+async def parse(
+    body: bytes, *, config: InboundConfig, server_id: str, now: float, replay_guard: ReplayGuard | None
+) -> InboundResult:
     webhook = decode(body)
     await verify(webhook.signature, config=config, server_id=server_id, now=now, replay_guard=replay_guard)
     return InboundResult(events=normalise(webhook))
@@ -116,11 +124,18 @@ def normalise(webhook: MailgunWebhook) -> list[ProviderEvent]:
         return []
     kind, details = mapped
     hint = data.user_variables.get(OUR_MESSAGE_ID_KEY)
-    return [ProviderEvent(
-        provider=PROVIDER, provider_event_id=data.id, provider_message_id=_message_id(data),
-        our_message_id=hint if isinstance(hint, str) else None, type=kind, recipient=data.recipient,
-        occurred_at=from_epoch(data.timestamp), data=details,
-    )]
+    return [
+        ProviderEvent(
+            provider=PROVIDER,
+            provider_event_id=data.id,
+            provider_message_id=_message_id(data),
+            our_message_id=hint if isinstance(hint, str) else None,
+            type=kind,
+            recipient=data.recipient,
+            occurred_at=from_epoch(data.timestamp),
+            data=details,
+        )
+    ]
 
 
 def _classify(data: MailgunEventData) -> tuple[Any, dict[str, Any]] | None:

@@ -113,12 +113,18 @@ def normalise(record: PostmarkRecord) -> list[ProviderEvent]:
         raise MalformedPayload(f"Postmark {record.record_type} record without its timestamp")
     recipient = record.recipient or record.email
     hint = record.metadata.get(OUR_MESSAGE_ID_KEY)
-    return [ProviderEvent(
-        provider=PROVIDER, provider_message_id=record.message_id, recipient=recipient,
-        provider_event_id=stable_event_id(record.record_type, record.message_id, recipient, when),
-        our_message_id=hint if isinstance(hint, str) else None, type=kind,
-        occurred_at=from_iso(when), data=data,
-    )]
+    return [
+        ProviderEvent(
+            provider=PROVIDER,
+            provider_message_id=record.message_id,
+            recipient=recipient,
+            provider_event_id=stable_event_id(record.record_type, record.message_id, recipient, when),
+            our_message_id=hint if isinstance(hint, str) else None,
+            type=kind,
+            occurred_at=from_iso(when),
+            data=data,
+        )
+    ]
 
 
 def _classify(record: PostmarkRecord) -> tuple[Any, dict[str, Any], str | None] | None:
@@ -135,7 +141,9 @@ def _classify(record: PostmarkRecord) -> tuple[Any, dict[str, Any], str | None] 
         case "Click":
             data = engagement_data(record.user_agent, ip, record.original_link)
             return "message.clicked", data, record.received_at
-        case "SubscriptionChange" if record.suppress_sending and record.suppression_reason == "ManualSuppression":
+        case "SubscriptionChange" if (
+            record.suppress_sending and record.suppression_reason == "ManualSuppression"
+        ):
             # HardBounce/SpamComplaint suppressions arrive as their own Bounce/SpamComplaint records.
             return "subscriber.unsubscribed", {}, record.changed_at
     return None

@@ -24,8 +24,9 @@ def token_ttl(tolerance: float) -> int:
     return max(1, math.ceil(2 * tolerance))
 
 
-async def claim_once(guard: ReplayGuard | None, provider: str, server_id: str, token: str,
-                     tolerance: float) -> None:
+async def claim_once(
+    guard: ReplayGuard | None, provider: str, server_id: str, token: str, tolerance: float
+) -> None:
     """Consume a verified token; call it only after the signature over the token has been checked."""
     if guard is None:
         raise ValueError(f"{provider} inbound verification needs a ReplayGuard")

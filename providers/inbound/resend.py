@@ -90,9 +90,11 @@ def verify(headers: Mapping[str, str], body: bytes, *, config: InboundConfig, no
         raise InvalidSignature("missing svix-id")
     signed_at = signed_seconds(timestamp)
     expected = base64.b64encode(_mac(config.resend_secret, f"{svix_id}.{timestamp}.".encode() + body))
-    offered = [value for version, _, value in
-               (entry.partition(",") for entry in headers.get("svix-signature", "").split())
-               if version == "v1"]
+    offered = [
+        value
+        for version, _, value in (entry.partition(",") for entry in headers.get("svix-signature", "").split())
+        if version == "v1"
+    ]
     if not any(hmac.compare_digest(expected, candidate.encode()) for candidate in offered):
         raise InvalidSignature("Svix signature does not verify")
     require_fresh(signed_at, now=now, tolerance=config.timestamp_tolerance)
@@ -122,8 +124,16 @@ def normalise(webhook: ResendWebhook, svix_id: str) -> list[ProviderEvent]:
     recipients = webhook.data.to if per_recipient else [_sole_recipient(webhook.data.to)]
     at, hint = from_iso(webhook.created_at), _our_message_id(webhook.data.tags)
     return [
-        ProviderEvent(provider=PROVIDER, provider_event_id=event_id, provider_message_id=webhook.data.email_id,
-                      our_message_id=hint, type=kind, recipient=recipient, occurred_at=at, data=data)
+        ProviderEvent(
+            provider=PROVIDER,
+            provider_event_id=event_id,
+            provider_message_id=webhook.data.email_id,
+            our_message_id=hint,
+            type=kind,
+            recipient=recipient,
+            occurred_at=at,
+            data=data,
+        )
         for event_id, recipient in zip(fan_out_ids(svix_id, len(recipients)), recipients, strict=True)
     ]
 

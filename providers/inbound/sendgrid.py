@@ -41,7 +41,7 @@ class SendGridEvent(msgspec.Struct, kw_only=True):
     event: str
     sg_event_id: str
     sg_message_id: str | None = None
-    type: str | None = None          # bounce: "bounce" | "blocked"
+    type: str | None = None  # bounce: "bounce" | "blocked"
     status: str | None = None
     reason: str | None = None
     response: str | None = None
@@ -103,12 +103,18 @@ def normalise(events: list[SendGridEvent]) -> list[ProviderEvent]:
         if mapped is None:
             continue
         kind, data = mapped
-        normalised.append(ProviderEvent(
-            provider=PROVIDER, provider_event_id=event.sg_event_id,
-            provider_message_id=sendgrid_message_id(event.sg_message_id),
-            our_message_id=event.mailers_message_id, type=kind, recipient=event.email,
-            occurred_at=from_epoch(event.timestamp), data=data,
-        ))
+        normalised.append(
+            ProviderEvent(
+                provider=PROVIDER,
+                provider_event_id=event.sg_event_id,
+                provider_message_id=sendgrid_message_id(event.sg_message_id),
+                our_message_id=event.mailers_message_id,
+                type=kind,
+                recipient=event.email,
+                occurred_at=from_epoch(event.timestamp),
+                data=data,
+            )
+        )
     return normalised
 
 

@@ -76,9 +76,14 @@ def decode(body: bytes) -> SnsEnvelope:
 
 def string_to_sign(envelope: SnsEnvelope) -> bytes:
     values = {
-        "Message": envelope.message, "MessageId": envelope.message_id, "Subject": envelope.subject,
-        "Timestamp": envelope.timestamp, "TopicArn": envelope.topic_arn, "Type": envelope.type,
-        "SubscribeURL": envelope.subscribe_url, "Token": envelope.token,
+        "Message": envelope.message,
+        "MessageId": envelope.message_id,
+        "Subject": envelope.subject,
+        "Timestamp": envelope.timestamp,
+        "TopicArn": envelope.topic_arn,
+        "Type": envelope.type,
+        "SubscribeURL": envelope.subscribe_url,
+        "Token": envelope.token,
     }
     keys = _NOTIFICATION_KEYS if envelope.type == NOTIFICATION else _CONFIRMATION_KEYS
     if envelope.type != NOTIFICATION and (envelope.subscribe_url is None or envelope.token is None):
@@ -86,8 +91,9 @@ def string_to_sign(envelope: SnsEnvelope) -> bytes:
     return "".join(f"{key}\n{values[key]}\n" for key in keys if values[key] is not None).encode()
 
 
-async def verify(envelope: SnsEnvelope, *, config: InboundConfig, fetch_cert: CertFetcher | None,
-                 now: float) -> None:
+async def verify(
+    envelope: SnsEnvelope, *, config: InboundConfig, fetch_cert: CertFetcher | None, now: float
+) -> None:
     if config.sns_topic_arn is None:
         raise InvalidSignature("no SNS topic configured for this server")
     if envelope.topic_arn != config.sns_topic_arn:
@@ -109,7 +115,9 @@ async def verify(envelope: SnsEnvelope, *, config: InboundConfig, fetch_cert: Ce
 
 def _current_public_key(pem: bytes, now: float) -> rsa.RSAPublicKey:
     certificate = _certificate(pem)
-    if not (certificate.not_valid_before_utc.timestamp() <= now <= certificate.not_valid_after_utc.timestamp()):
+    if not (
+        certificate.not_valid_before_utc.timestamp() <= now <= certificate.not_valid_after_utc.timestamp()
+    ):
         raise InvalidSignature("SNS signing certificate is not currently valid")
     key = certificate.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
@@ -134,8 +142,9 @@ def confirmation_url(envelope: SnsEnvelope, config: InboundConfig) -> str | None
     return envelope.subscribe_url
 
 
-async def parse(body: bytes, *, config: InboundConfig, fetch_cert: CertFetcher | None,
-                now: float) -> InboundResult:
+async def parse(
+    body: bytes, *, config: InboundConfig, fetch_cert: CertFetcher | None, now: float
+) -> InboundResult:
     envelope = decode(body)
     await verify(envelope, config=config, fetch_cert=fetch_cert, now=now)
     if envelope.type == NOTIFICATION:
@@ -150,8 +159,16 @@ def normalise(envelope: SnsEnvelope) -> list[ProviderEvent]:
     ids = fan_out_ids(envelope.message_id, len(drafts))
     hint = _our_message_id(event.mail)
     return [
-        ProviderEvent(provider=PROVIDER, provider_event_id=event_id, provider_message_id=event.mail.message_id,
-                      our_message_id=hint, type=kind, recipient=recipient, occurred_at=at, data=data)
+        ProviderEvent(
+            provider=PROVIDER,
+            provider_event_id=event_id,
+            provider_message_id=event.mail.message_id,
+            our_message_id=hint,
+            type=kind,
+            recipient=recipient,
+            occurred_at=at,
+            data=data,
+        )
         for event_id, (kind, recipient, at, data) in zip(ids, drafts, strict=True)
     ]
 
@@ -180,8 +197,10 @@ def _bounced(event: SesEvent) -> list[Draft]:
     bounce = _required(event.bounce, "bounce")
     kind = "hard" if bounce.bounce_type == "Permanent" else "soft"
     at = from_iso(bounce.timestamp)
-    return [("message.bounced", r.email_address, at, bounce_data(kind, r.status, r.diagnostic_code))
-            for r in bounce.bounced_recipients]
+    return [
+        ("message.bounced", r.email_address, at, bounce_data(kind, r.status, r.diagnostic_code))
+        for r in bounce.bounced_recipients
+    ]
 
 
 def _complained(event: SesEvent) -> list[Draft]:
@@ -194,8 +213,15 @@ def _complained(event: SesEvent) -> list[Draft]:
 def _deferred(event: SesEvent) -> list[Draft]:
     delay = _required(event.delivery_delay, "deliveryDelay")
     at = from_iso(delay.timestamp)
-    return [("message.deferred", r.email_address, at, reason_data(r.diagnostic_code or delay.delay_type, r.status))
-            for r in delay.delayed_recipients]
+    return [
+        (
+            "message.deferred",
+            r.email_address,
+            at,
+            reason_data(r.diagnostic_code or delay.delay_type, r.status),
+        )
+        for r in delay.delayed_recipients
+    ]
 
 
 def _opened(event: SesEvent) -> list[Draft]:
@@ -223,8 +249,14 @@ def _rendering_failed(event: SesEvent) -> list[Draft]:
 
 
 _BUILDERS = {
-    "Send": _sent, "Delivery": _delivered, "Bounce": _bounced, "Complaint": _complained,
-    "DeliveryDelay": _deferred, "Open": _opened, "Click": _clicked, "Reject": _rejected,
+    "Send": _sent,
+    "Delivery": _delivered,
+    "Bounce": _bounced,
+    "Complaint": _complained,
+    "DeliveryDelay": _deferred,
+    "Open": _opened,
+    "Click": _clicked,
+    "Reject": _rejected,
     "Rendering Failure": _rendering_failed,
 }
 

@@ -21,8 +21,14 @@ class CertFetcher(Protocol):
 
 
 class HttpCertFetcher:
-    def __init__(self, session: aiohttp.ClientSession, *, max_entries: int = 16,
-                 max_bytes: int = 65_536, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        max_entries: int = 16,
+        max_bytes: int = 65_536,
+        timeout: float = 5.0,
+    ) -> None:
         self._session = session
         self._max_entries = max_entries
         self._max_bytes = max_bytes

@@ -74,12 +74,23 @@ def run_from_arguments(args: argparse.Namespace) -> None:
     if provider == "sns":
         unknown = set(options) - {"webhook_url", "topic_arn"}
         if unknown:
-            raise SystemExit(f"the sns simulator takes only --webhook-url and --topic-arn, not {sorted(unknown)}")
+            raise SystemExit(
+                f"the sns simulator takes only --webhook-url and --topic-arn, not {sorted(unknown)}"
+            )
     run_simulator(provider, port, host, **options)
 
 
-_OPTIONS = ("api_key", "webhook_url", "webhook_secret", "rate_limit", "rate_burst", "failure_probability", "auth",
-            "seed", "topic_arn")
+_OPTIONS = (
+    "api_key",
+    "webhook_url",
+    "webhook_secret",
+    "rate_limit",
+    "rate_burst",
+    "failure_probability",
+    "auth",
+    "seed",
+    "topic_arn",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

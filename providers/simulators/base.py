@@ -193,7 +193,9 @@ class Dialect(Protocol):
     def unavailable(self) -> web.Response: ...
 
 
-def admit(state: SimulatorState, dialect: Dialect, key: str | None, now: float, wall: float) -> web.Response | None:
+def admit(
+    state: SimulatorState, dialect: Dialect, key: str | None, now: float, wall: float
+) -> web.Response | None:
     """Steps 1–2 of the gate (auth, rate limit); None means go on. `now` monotonic, `wall` Unix time."""
     state.requests += 1
     if not state.key_accepted(key):
@@ -259,7 +261,9 @@ _message_list_encoder = msgspec.json.Encoder()
 
 async def _list_messages(request: web.Request) -> web.Response:
     state = request.app[SIMULATOR]
-    body = _message_list_encoder.encode({"messages": state.messages, "webhooks_posted": len(state.webhooks.delivered)})
+    body = _message_list_encoder.encode(
+        {"messages": state.messages, "webhooks_posted": len(state.webhooks.delivered)}
+    )
     return web.Response(body=body, content_type="application/json")
 
 
@@ -287,7 +291,9 @@ def webhook_context(poster: WebhookPoster) -> Callable[[web.Application], AsyncI
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_app(state: SimulatorState, routes: list[web.RouteDef], *, client_max_size: int = 50 * 1024**2) -> web.Application:
+def build_app(
+    state: SimulatorState, routes: list[web.RouteDef], *, client_max_size: int = 50 * 1024**2
+) -> web.Application:
     app = web.Application(client_max_size=client_max_size)
     app[SIMULATOR] = state
     app.add_routes(routes)

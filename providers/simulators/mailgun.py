@@ -88,7 +88,9 @@ async def send_message(request: web.Request) -> web.Response:
         return web.json_response({"message": str(exc)}, status=400)
     failure = injected_failure(state, [r for m in messages for r in m.recipients])
     if failure == "permanent":
-        return web.json_response({"message": "'to' parameter is not a valid address. please check documentation"}, status=400)
+        return web.json_response(
+            {"message": "'to' parameter is not a valid address. please check documentation"}, status=400
+        )
     if failure == "transient":
         return DIALECT.unavailable()
     message_id = f"{time.strftime('%Y%m%d%H%M%S')}.{secrets.token_hex(8)}@{domain}"
@@ -117,8 +119,12 @@ def parse_form(form: MultiDictProxy[Any], path: str) -> list[RecordedMessage]:
     return [_personalised(template, address, variables.get(email_of(address), {})) for address in to]
 
 
-def _template(form: MultiDictProxy[Any], sender: str, cc: list[str], bcc: list[str], path: str) -> RecordedMessage:
-    headers = {key[2:]: value for key, value in form.items() if key.startswith("h:") and isinstance(value, str)}
+def _template(
+    form: MultiDictProxy[Any], sender: str, cc: list[str], bcc: list[str], path: str
+) -> RecordedMessage:
+    headers = {
+        key[2:]: value for key, value in form.items() if key.startswith("h:") and isinstance(value, str)
+    }
     reply_to = headers.pop("Reply-To", None)
     return RecordedMessage(
         provider_message_id="",
@@ -132,7 +138,9 @@ def _template(form: MultiDictProxy[Any], sender: str, cc: list[str], bcc: list[s
         text=form.get("text"),
         headers=headers,
         tags=[str(tag) for tag in form.getall("o:tag", [])],
-        metadata={key[2:]: value for key, value in form.items() if key.startswith("v:") and isinstance(value, str)},
+        metadata={
+            key[2:]: value for key, value in form.items() if key.startswith("v:") and isinstance(value, str)
+        },
         attachments=_attachments(form),
         request_path=path,
     )
@@ -144,7 +152,9 @@ def _attachments(form: MultiDictProxy[Any]) -> list[RecordedAttachment]:
         for part in form.getall(key, []):
             if isinstance(part, web.FileField):
                 content_id = part.filename if key == "inline" else None
-                found.append(RecordedAttachment(part.filename, part.content_type, part.file.read(), content_id))
+                found.append(
+                    RecordedAttachment(part.filename, part.content_type, part.file.read(), content_id)
+                )
     return found
 
 
@@ -198,8 +208,12 @@ def event_data(kind: str, recipient: str, message: RecordedMessage) -> dict[str,
         "user-variables": message.metadata,
         "envelope": {"sender": email_of(message.sender), "targets": recipient, "transport": "smtp"},
         "message": {
-            "headers": {"to": ", ".join(message.to), "message-id": message.provider_message_id,
-                        "from": message.sender, "subject": message.subject},
+            "headers": {
+                "to": ", ".join(message.to),
+                "message-id": message.provider_message_id,
+                "from": message.sender,
+                "subject": message.subject,
+            },
             "attachments": [],
             "size": len(message.html or "") + len(message.text or ""),
         },
@@ -211,19 +225,42 @@ def event_data(kind: str, recipient: str, message: RecordedMessage) -> dict[str,
 def _event_details(kind: str) -> dict[str, Any]:
     engagement = {
         "ip": "203.0.113.7",
-        "client-info": {"client-type": "browser", "client-os": "Linux", "device-type": "desktop",
-                        "client-name": "Firefox", "user-agent": USER_AGENT},
+        "client-info": {
+            "client-type": "browser",
+            "client-os": "Linux",
+            "device-type": "desktop",
+            "client-name": "Firefox",
+            "user-agent": USER_AGENT,
+        },
         "geolocation": {"country": "US", "region": "CA", "city": "San Francisco"},
     }
     match kind:
         case "delivered":
-            return {"event": "delivered", "delivery-status": {
-                "code": 250, "message": "OK", "description": "", "attempt-no": 1, "tls": True,
-                "certificate-verified": True, "mx-host": "mx.example.com"}}
+            return {
+                "event": "delivered",
+                "delivery-status": {
+                    "code": 250,
+                    "message": "OK",
+                    "description": "",
+                    "attempt-no": 1,
+                    "tls": True,
+                    "certificate-verified": True,
+                    "mx-host": "mx.example.com",
+                },
+            }
         case "bounced":
-            return {"event": "failed", "severity": "permanent", "reason": "bounce", "log-level": "error",
-                    "delivery-status": {"code": 550, "attempt-no": 1, "description": "",
-                                        "message": "5.1.1 The email account that you tried to reach does not exist"}}
+            return {
+                "event": "failed",
+                "severity": "permanent",
+                "reason": "bounce",
+                "log-level": "error",
+                "delivery-status": {
+                    "code": 550,
+                    "attempt-no": 1,
+                    "description": "",
+                    "message": "5.1.1 The email account that you tried to reach does not exist",
+                },
+            }
         case "complained":
             return {"event": "complained", "log-level": "warn"}
         case "opened":

@@ -105,7 +105,9 @@ DIALECT = PostmarkDialect()
 
 async def send_email(request: web.Request) -> web.Response:
     state = request.app[SIMULATOR]
-    refusal = admit(state, DIALECT, request.headers.get("X-Postmark-Server-Token"), time.monotonic(), time.time())
+    refusal = admit(
+        state, DIALECT, request.headers.get("X-Postmark-Server-Token"), time.monotonic(), time.time()
+    )
     if refusal is not None:
         return refusal
     try:
@@ -125,7 +127,9 @@ async def send_email(request: web.Request) -> web.Response:
 
 async def send_batch(request: web.Request) -> web.Response:
     state = request.app[SIMULATOR]
-    refusal = admit(state, DIALECT, request.headers.get("X-Postmark-Server-Token"), time.monotonic(), time.time())
+    refusal = admit(
+        state, DIALECT, request.headers.get("X-Postmark-Server-Token"), time.monotonic(), time.time()
+    )
     if refusal is not None:
         return refusal
     try:
@@ -150,16 +154,24 @@ def _batch_entry(state: SimulatorState, email: Email, path: str) -> dict[str, An
 def _accept(state: SimulatorState, record: RecordedMessage) -> dict[str, Any]:
     inactive = [email_of(r) for r in record.recipients if email_of(r).lower().startswith(INACTIVE_PREFIX)]
     if inactive:
-        raise Refused(406, "You tried to send to recipient(s) that have been marked as inactive. Found inactive "
-                      f"addresses: {', '.join(inactive)}. Inactive recipients are ones that have generated a hard "
-                      "bounce, a spam complaint, or a manual suppression.")
+        raise Refused(
+            406,
+            "You tried to send to recipient(s) that have been marked as inactive. Found inactive "
+            f"addresses: {', '.join(inactive)}. Inactive recipients are ones that have generated a hard "
+            "bounce, a spam complaint, or a manual suppression.",
+        )
     if recipient_failure(record.recipients) == "permanent":
         raise Refused(300, "Invalid 'To' address: the address is not a valid email address.")
     accepted = msgspec.structs.replace(record, provider_message_id=str(uuid.uuid4()))
     state.record([accepted])
     state.webhooks.submit(webhooks_for(state, accepted))
-    return {"To": ", ".join(accepted.to), "SubmittedAt": _now_iso(), "MessageID": accepted.provider_message_id,
-            "ErrorCode": 0, "Message": "OK"}
+    return {
+        "To": ", ".join(accepted.to),
+        "SubmittedAt": _now_iso(),
+        "MessageID": accepted.provider_message_id,
+        "ErrorCode": 0,
+        "Message": "OK",
+    }
 
 
 def to_record(email: Email, path: str) -> RecordedMessage:
@@ -173,7 +185,9 @@ def to_record(email: Email, path: str) -> RecordedMessage:
     return RecordedMessage(
         provider_message_id="",
         sender=formatted_addresses([email.From])[0],
-        to=to, cc=cc, bcc=bcc,
+        to=to,
+        cc=cc,
+        bcc=bcc,
         reply_to=formatted_addresses([email.ReplyTo]) if email.ReplyTo else [],
         subject=email.Subject,
         html=email.HtmlBody,
@@ -200,40 +214,84 @@ def _now_iso() -> str:
 
 
 def webhooks_for(state: SimulatorState, message: RecordedMessage) -> list[WebhookRequest]:
-    records = [record(kind, email_of(r), message)
-               for r in message.recipients for kind in recipient_events(r, state.options.webhook_events)]
-    return [WebhookRequest(body=json.dumps(r).encode(), headers={"Content-Type": "application/json"}) for r in records]
+    records = [
+        record(kind, email_of(r), message)
+        for r in message.recipients
+        for kind in recipient_events(r, state.options.webhook_events)
+    ]
+    return [
+        WebhookRequest(body=json.dumps(r).encode(), headers={"Content-Type": "application/json"})
+        for r in records
+    ]
 
 
 def record(kind: str, recipient: str, message: RecordedMessage) -> dict[str, Any]:
-    common = {"MessageID": message.provider_message_id, "MessageStream": "outbound", "ServerID": SERVER_ID,
-              "Tag": message.tags[0] if message.tags else "", "Metadata": message.metadata}
-    client = {"Client": {"Name": "Firefox", "Company": "Mozilla", "Family": "Firefox"},
-              "OS": {"Name": "Linux", "Company": "Linux", "Family": "Linux"}, "Platform": "Desktop",
-              "UserAgent": "Mozilla/5.0 (X11; Linux x86_64)", "Geo": {"CountryISOCode": "US", "IP": "203.0.113.7"},
-              "ReceivedAt": _now_iso(), "Recipient": recipient}
+    common = {
+        "MessageID": message.provider_message_id,
+        "MessageStream": "outbound",
+        "ServerID": SERVER_ID,
+        "Tag": message.tags[0] if message.tags else "",
+        "Metadata": message.metadata,
+    }
+    client = {
+        "Client": {"Name": "Firefox", "Company": "Mozilla", "Family": "Firefox"},
+        "OS": {"Name": "Linux", "Company": "Linux", "Family": "Linux"},
+        "Platform": "Desktop",
+        "UserAgent": "Mozilla/5.0 (X11; Linux x86_64)",
+        "Geo": {"CountryISOCode": "US", "IP": "203.0.113.7"},
+        "ReceivedAt": _now_iso(),
+        "Recipient": recipient,
+    }
     match kind:
         case "delivered":
-            return {"RecordType": "Delivery", **common, "Recipient": recipient, "DeliveredAt": _now_iso(),
-                    "Details": "smtp;250 2.0.0 OK"}
+            return {
+                "RecordType": "Delivery",
+                **common,
+                "Recipient": recipient,
+                "DeliveredAt": _now_iso(),
+                "Details": "smtp;250 2.0.0 OK",
+            }
         case "bounced":
-            return {"RecordType": "Bounce", **common, **_bounce("HardBounce", 1, "Hard bounce", recipient, message)}
+            return {
+                "RecordType": "Bounce",
+                **common,
+                **_bounce("HardBounce", 1, "Hard bounce", recipient, message),
+            }
         case "complained":
-            return {"RecordType": "SpamComplaint", **common,
-                    **_bounce("SpamComplaint", 512, "Spam complaint", recipient, message)}
+            return {
+                "RecordType": "SpamComplaint",
+                **common,
+                **_bounce("SpamComplaint", 512, "Spam complaint", recipient, message),
+            }
         case "opened":
             return {"RecordType": "Open", **common, **client, "FirstOpen": True, "ReadSeconds": 5}
         case "clicked":
-            return {"RecordType": "Click", **common, **client, "ClickLocation": "HTML", "OriginalLink": ENGAGEMENT_LINK}
+            return {
+                "RecordType": "Click",
+                **common,
+                **client,
+                "ClickLocation": "HTML",
+                "OriginalLink": ENGAGEMENT_LINK,
+            }
     raise ValueError(kind)
 
 
 def _bounce(kind: str, code: int, name: str, recipient: str, message: RecordedMessage) -> dict[str, Any]:
-    return {"ID": random.randrange(1, 2**62), "Type": kind, "TypeCode": code, "Name": name,
-            "Description": "The server was unable to deliver your message (ex: unknown user, mailbox not found).",
-            "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
-            "Email": recipient, "From": email_of(message.sender), "BouncedAt": _now_iso(), "DumpAvailable": False,
-            "Inactive": True, "CanActivate": True, "Subject": message.subject}
+    return {
+        "ID": random.randrange(1, 2**62),
+        "Type": kind,
+        "TypeCode": code,
+        "Name": name,
+        "Description": "The server was unable to deliver your message (ex: unknown user, mailbox not found).",
+        "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
+        "Email": recipient,
+        "From": email_of(message.sender),
+        "BouncedAt": _now_iso(),
+        "DumpAvailable": False,
+        "Inactive": True,
+        "CanActivate": True,
+        "Subject": message.subject,
+    }
 
 
 def create_app(options: SimulatorOptions | None = None) -> web.Application:

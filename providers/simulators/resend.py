@@ -85,7 +85,9 @@ class InvalidRequest(Exception):
 
 
 def _error(status: int, name: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"statusCode": status, "name": name, "message": message}, status=status, headers=headers)
+    return web.json_response(
+        {"statusCode": status, "name": name, "message": message}, status=status, headers=headers
+    )
 
 
 class ResendDialect:
@@ -94,8 +96,15 @@ class ResendDialect:
 
     def throttled(self, wait: float, now: float) -> web.Response:
         seconds = str(whole_seconds(wait))
-        headers = {"retry-after": seconds, "ratelimit-limit": "2", "ratelimit-remaining": "0", "ratelimit-reset": seconds}
-        return _error(429, "rate_limit_exceeded", "Too many requests. You can only make 2 requests per second.", headers)
+        headers = {
+            "retry-after": seconds,
+            "ratelimit-limit": "2",
+            "ratelimit-remaining": "0",
+            "ratelimit-reset": seconds,
+        }
+        return _error(
+            429, "rate_limit_exceeded", "Too many requests. You can only make 2 requests per second.", headers
+        )
 
     def unavailable(self) -> web.Response:
         return _error(500, "application_error", "An unexpected error occurred, please try again later.")
@@ -145,7 +154,9 @@ async def _handle(request: web.Request, *, batch: bool) -> web.Response:
 def _replay(stored: tuple[str, int, bytes], digest: str) -> web.Response:
     stored_digest, status, answer = stored
     if stored_digest != digest:
-        return _error(409, "invalid_idempotent_request", "Same idempotency key used with a different request payload.")
+        return _error(
+            409, "invalid_idempotent_request", "Same idempotency key used with a different request payload."
+        )
     return web.Response(status=status, body=answer, content_type="application/json")
 
 
@@ -159,7 +170,11 @@ def _accept(state: SimulatorState, body: bytes, path: str, *, batch: bool) -> we
         return _error(422, "validation_error", str(exc))
     failure = injected_failure(state, [r for m in records for r in m.recipients])
     if failure == "permanent":
-        return _error(422, "validation_error", "Invalid `to` field. The email address needs to follow the `email@example.com` or `Name <email@example.com>` format.")
+        return _error(
+            422,
+            "validation_error",
+            "Invalid `to` field. The email address needs to follow the `email@example.com` or `Name <email@example.com>` format.",  # noqa: E501 (verbatim)
+        )
     if failure == "transient":
         return DIALECT.unavailable()
     accepted = [msgspec.structs.replace(r, provider_message_id=str(uuid.uuid4())) for r in records]
@@ -212,8 +227,13 @@ def _attachment(attachment: AttachmentObject) -> RecordedAttachment:
     return RecordedAttachment(attachment.filename, content_type, content, attachment.content_id)
 
 
-_TYPES = {"delivered": "email.delivered", "bounced": "email.bounced", "complained": "email.complained",
-          "opened": "email.opened", "clicked": "email.clicked"}
+_TYPES = {
+    "delivered": "email.delivered",
+    "bounced": "email.bounced",
+    "complained": "email.complained",
+    "opened": "email.opened",
+    "clicked": "email.clicked",
+}
 
 
 def webhooks_for(state: SimulatorState, messages: list[RecordedMessage]) -> list[WebhookRequest]:
@@ -238,10 +258,17 @@ def event_payload(kind: str, recipient: str, message: RecordedMessage) -> dict[s
         "subject": message.subject,
         "tags": dict(message.metadata),
     }
-    engagement = {"ipAddress": "203.0.113.7", "timestamp": _now_iso(), "userAgent": "Mozilla/5.0 (X11; Linux x86_64)"}
+    engagement = {
+        "ipAddress": "203.0.113.7",
+        "timestamp": _now_iso(),
+        "userAgent": "Mozilla/5.0 (X11; Linux x86_64)",
+    }
     if kind == "bounced":
-        data["bounce"] = {"message": "The recipient's email address does not exist.",
-                          "type": "Permanent", "subType": "General"}
+        data["bounce"] = {
+            "message": "The recipient's email address does not exist.",
+            "type": "Permanent",
+            "subType": "General",
+        }
     elif kind == "clicked":
         data["click"] = {**engagement, "link": ENGAGEMENT_LINK}
     elif kind == "opened":
@@ -265,5 +292,7 @@ def sign(secret: str, payload: dict[str, Any]) -> WebhookRequest:
 
 def create_app(options: SimulatorOptions | None = None) -> web.Application:
     state = ResendState(options or SimulatorOptions())
-    state.webhook_secret = state.webhook_secret or f"whsec_{base64.b64encode(secrets.token_bytes(24)).decode()}"
+    state.webhook_secret = (
+        state.webhook_secret or f"whsec_{base64.b64encode(secrets.token_bytes(24)).decode()}"
+    )
     return build_app(state, [web.post("/emails", send_email), web.post("/emails/batch", send_batch)])

@@ -102,7 +102,9 @@ class InvalidRequest(Exception):
         self.field = field
 
 
-def _errors(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
+def _errors(
+    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
     body = {"errors": [{"message": message, "field": field, "help": None}]}
     return web.json_response(body, status=status, headers=headers)
 
@@ -112,8 +114,11 @@ class SendGridDialect:
         return _errors(401, "The provided authorization grant is invalid, expired, or revoked")
 
     def throttled(self, wait: float, now: float) -> web.Response:
-        headers = {"X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "0",
-                   "X-RateLimit-Reset": str(math.ceil(now + wait))}
+        headers = {
+            "X-RateLimit-Limit": "600",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(math.ceil(now + wait)),
+        }
         return _errors(429, "too many requests", headers=headers)
 
     def unavailable(self) -> web.Response:
@@ -165,28 +170,43 @@ async def mail_send(request: web.Request) -> web.Response:
 
 def validate(mail: MailSend) -> None:
     if not 1 <= len(mail.personalizations) <= 1000:
-        raise InvalidRequest("The personalizations field is required and must have at least one personalization.", "personalizations")
+        raise InvalidRequest(
+            "The personalizations field is required and must have at least one personalization.",
+            "personalizations",
+        )
     total = 0
     for index, entry in enumerate(mail.personalizations):
         if not entry.to:
-            raise InvalidRequest("The to array is required for all personalization objects, and must have at least one email object with a valid email address.", f"personalizations.{index}.to")
+            raise InvalidRequest(
+                "The to array is required for all personalization objects, and must have at least one email object with a valid email address.",  # noqa: E501 (verbatim)
+                f"personalizations.{index}.to",
+            )
         emails = [e.email.lower() for e in (*entry.to, *entry.cc, *entry.bcc)]
         if len(set(emails)) != len(emails):
-            raise InvalidRequest("Each email address in the personalization block should be unique between to, cc, and bcc.", f"personalizations.{index}")
+            raise InvalidRequest(
+                "Each email address in the personalization block should be unique between to, cc, and bcc.",
+                f"personalizations.{index}",
+            )
         if mail.subject is None and entry.subject is None:
             raise InvalidRequest("The subject is required.", "subject")
         total += len(emails)
     if total > MAX_RECIPIENTS:
-        raise InvalidRequest(f"The total number of recipients must be no more than {MAX_RECIPIENTS}.", "personalizations")
+        raise InvalidRequest(
+            f"The total number of recipients must be no more than {MAX_RECIPIENTS}.", "personalizations"
+        )
     _validate_content(mail)
 
 
 def _validate_content(mail: MailSend) -> None:
     if not mail.content or any(not c.value for c in mail.content):
-        raise InvalidRequest("Unless a valid template_id is provided, the content parameter is required.", "content")
+        raise InvalidRequest(
+            "Unless a valid template_id is provided, the content parameter is required.", "content"
+        )
     types = [c.type for c in mail.content]
     if "text/plain" in types and types.index("text/plain") != 0:
-        raise InvalidRequest("If present, text/plain content must be first, followed by text/html.", "content")
+        raise InvalidRequest(
+            "If present, text/plain content must be first, followed by text/html.", "content"
+        )
     if mail.reply_to is not None and mail.reply_to_list:
         raise InvalidRequest("reply_to and reply_to_list are mutually exclusive.", "reply_to")
     if len(mail.categories) > MAX_CATEGORIES:
@@ -223,7 +243,9 @@ def _attachment(attachment: AttachmentObject) -> RecordedAttachment:
     try:
         content = base64.b64decode(attachment.content, validate=True)
     except ValueError:
-        raise InvalidRequest("The attachment content must be base64 encoded.", "attachments.content") from None
+        raise InvalidRequest(
+            "The attachment content must be base64 encoded.", "attachments.content"
+        ) from None
     return RecordedAttachment(attachment.filename, attachment.type, content, attachment.content_id)
 
 
@@ -257,14 +279,24 @@ def _details(kind: str) -> dict[str, Any]:
         case "delivered":
             return {"event": "delivered", "response": "250 2.0.0 OK", "tls": 1}
         case "bounced":
-            return {"event": "bounce", "type": "bounce", "status": "5.1.1", "bounce_classification": "Invalid Address",
-                    "reason": "550 5.1.1 The email account that you tried to reach does not exist."}
+            return {
+                "event": "bounce",
+                "type": "bounce",
+                "status": "5.1.1",
+                "bounce_classification": "Invalid Address",
+                "reason": "550 5.1.1 The email account that you tried to reach does not exist.",
+            }
         case "complained":
             return {"event": "spamreport"}
         case "opened":
             return {"event": "open", "sg_machine_open": False, **engagement}
         case "clicked":
-            return {"event": "click", "url": ENGAGEMENT_LINK, "url_offset": {"index": 0, "type": "html"}, **engagement}
+            return {
+                "event": "click",
+                "url": ENGAGEMENT_LINK,
+                "url_offset": {"index": 0, "type": "html"},
+                **engagement,
+            }
     raise ValueError(kind)
 
 

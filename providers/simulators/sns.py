@@ -110,7 +110,7 @@ class SnsState:
             "TopicArn": self.options.topic_arn,
             "Message": json.dumps(event),
             "Timestamp": _iso(),
-            "UnsubscribeURL": f"{base_url.rstrip('/')}/_sim/unsubscribe?SubscriptionArn={self.options.topic_arn}:{message_id}",
+            "UnsubscribeURL": f"{base_url.rstrip('/')}/_sim/unsubscribe?SubscriptionArn={self.options.topic_arn}:{message_id}",  # noqa: E501 (verbatim)
         }
         return self._queue(self._signed(envelope, base_url))
 
@@ -123,7 +123,7 @@ class SnsState:
             "Token": token,
             "TopicArn": self.options.topic_arn,
             "Message": f"You have chosen to subscribe to the topic {self.options.topic_arn}.\n"
-                       "To confirm the subscription, visit the SubscribeURL included in this message.",
+            "To confirm the subscription, visit the SubscribeURL included in this message.",
             "SubscribeURL": f"{base_url.rstrip('/')}/_sim/confirm?Action=ConfirmSubscription&Token={token}",
             "Timestamp": _iso(),
         }
@@ -149,17 +149,35 @@ def ses_event(
     return event
 
 
-def _mail(message_id: str, source: str, destination: Sequence[str], tags: dict[str, str], subject: str) -> dict[str, Any]:
+def _mail(
+    message_id: str, source: str, destination: Sequence[str], tags: dict[str, str], subject: str
+) -> dict[str, Any]:
     domain = source.rpartition("@")[2]
-    all_tags = {"ses:from-domain": [domain], "ses:source-ip": ["192.0.2.10"],
-                "ses:caller-identity": ["mailers"], **{k: [v] for k, v in tags.items()}}
+    all_tags = {
+        "ses:from-domain": [domain],
+        "ses:source-ip": ["192.0.2.10"],
+        "ses:caller-identity": ["mailers"],
+        **{k: [v] for k, v in tags.items()},
+    }
     return {
-        "timestamp": _iso(), "source": source, "sourceArn": f"arn:aws:ses:us-east-1:{ACCOUNT}:identity/{domain}",
-        "sendingAccountId": ACCOUNT, "messageId": message_id, "destination": list(destination),
+        "timestamp": _iso(),
+        "source": source,
+        "sourceArn": f"arn:aws:ses:us-east-1:{ACCOUNT}:identity/{domain}",
+        "sendingAccountId": ACCOUNT,
+        "messageId": message_id,
+        "destination": list(destination),
         "headersTruncated": False,
-        "headers": [{"name": "From", "value": source}, {"name": "To", "value": ", ".join(destination)},
-                    {"name": "Subject", "value": subject}],
-        "commonHeaders": {"from": [source], "to": list(destination), "messageId": message_id, "subject": subject},
+        "headers": [
+            {"name": "From", "value": source},
+            {"name": "To", "value": ", ".join(destination)},
+            {"name": "Subject", "value": subject},
+        ],
+        "commonHeaders": {
+            "from": [source],
+            "to": list(destination),
+            "messageId": message_id,
+            "subject": subject,
+        },
         "tags": all_tags,
     }
 
@@ -171,14 +189,24 @@ def _details(event_type: str, recipient: str, bounce_type: str) -> tuple[str, di
         case "Send":
             return "send", {}
         case "Delivery":
-            return "delivery", {"timestamp": now, "processingTimeMillis": 412, "recipients": [recipient],
-                                "smtpResponse": "250 2.0.0 OK", "reportingMTA": "a8-1.smtp-out.amazonses.com"}
+            return "delivery", {
+                "timestamp": now,
+                "processingTimeMillis": 412,
+                "recipients": [recipient],
+                "smtpResponse": "250 2.0.0 OK",
+                "reportingMTA": "a8-1.smtp-out.amazonses.com",
+            }
         case "Bounce":
             return "bounce", _bounce(recipient, bounce_type, now)
         case "Complaint":
-            return "complaint", {"complainedRecipients": [{"emailAddress": recipient}], "timestamp": now,
-                                 "feedbackId": secrets.token_hex(16), "complaintFeedbackType": "abuse",
-                                 "userAgent": "Yahoo!-Mail-Feedback/2.0", "arrivalDate": now}
+            return "complaint", {
+                "complainedRecipients": [{"emailAddress": recipient}],
+                "timestamp": now,
+                "feedbackId": secrets.token_hex(16),
+                "complaintFeedbackType": "abuse",
+                "userAgent": "Yahoo!-Mail-Feedback/2.0",
+                "arrivalDate": now,
+            }
         case "Open":
             return "open", engagement
         case "Click":
@@ -186,20 +214,36 @@ def _details(event_type: str, recipient: str, bounce_type: str) -> tuple[str, di
         case "Reject":
             return "reject", {"reason": "Bad content"}
         case "DeliveryDelay":
-            return "deliveryDelay", {"timestamp": now, "delayType": "TransientCommunicationFailure",
-                                     "expirationTime": now, "reportingMTA": "a8-1.smtp-out.amazonses.com",
-                                     "delayedRecipients": [{"emailAddress": recipient, "status": "4.4.1",
-                                                            "diagnosticCode": "smtp; 421 4.4.1 try again later"}]}
+            return "deliveryDelay", {
+                "timestamp": now,
+                "delayType": "TransientCommunicationFailure",
+                "expirationTime": now,
+                "reportingMTA": "a8-1.smtp-out.amazonses.com",
+                "delayedRecipients": [
+                    {
+                        "emailAddress": recipient,
+                        "status": "4.4.1",
+                        "diagnosticCode": "smtp; 421 4.4.1 try again later",
+                    }
+                ],
+            }
     raise ValueError(f"unknown SES event type {event_type!r}")
 
 
 def _bounce(recipient: str, bounce_type: str, now: str) -> dict[str, Any]:
     permanent = bounce_type == "Permanent"
-    status, code = ("5.1.1", "smtp; 550 5.1.1 user unknown") if permanent else ("4.2.2", "smtp; 452 4.2.2 mailbox full")
+    status, code = (
+        ("5.1.1", "smtp; 550 5.1.1 user unknown") if permanent else ("4.2.2", "smtp; 452 4.2.2 mailbox full")
+    )
     return {
-        "bounceType": bounce_type, "bounceSubType": "General" if permanent else "MailboxFull",
-        "bouncedRecipients": [{"emailAddress": recipient, "action": "failed", "status": status, "diagnosticCode": code}],
-        "timestamp": now, "feedbackId": secrets.token_hex(16), "reportingMTA": "dsn; a8-1.smtp-out.amazonses.com",
+        "bounceType": bounce_type,
+        "bounceSubType": "General" if permanent else "MailboxFull",
+        "bouncedRecipients": [
+            {"emailAddress": recipient, "action": "failed", "status": status, "diagnosticCode": code}
+        ],
+        "timestamp": now,
+        "feedbackId": secrets.token_hex(16),
+        "reportingMTA": "dsn; a8-1.smtp-out.amazonses.com",
     }
 
 
@@ -231,12 +275,16 @@ async def _subscribe(request: web.Request) -> web.Response:
 async def _confirm(request: web.Request) -> web.Response:
     state, token = request.app[SNS], request.query.get("Token", "")
     if token not in state.tokens:
-        return web.Response(status=404, text="<ErrorResponse><Error><Code>NotFound</Code></Error></ErrorResponse>")
+        return web.Response(
+            status=404, text="<ErrorResponse><Error><Code>NotFound</Code></Error></ErrorResponse>"
+        )
     state.tokens[token] = True
     arn = f"{state.options.topic_arn}:{uuid.uuid4()}"
-    return web.Response(text=f"<ConfirmSubscriptionResponse><ConfirmSubscriptionResult><SubscriptionArn>{arn}"
-                             "</SubscriptionArn></ConfirmSubscriptionResult></ConfirmSubscriptionResponse>",
-                        content_type="text/xml")
+    return web.Response(
+        text=f"<ConfirmSubscriptionResponse><ConfirmSubscriptionResult><SubscriptionArn>{arn}"
+        "</SubscriptionArn></ConfirmSubscriptionResult></ConfirmSubscriptionResponse>",
+        content_type="text/xml",
+    )
 
 
 async def _sent(request: web.Request) -> web.Response:

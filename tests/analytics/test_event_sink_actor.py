@@ -28,9 +28,13 @@ async def test_events_flow_from_the_stream_into_the_actor_store(ray_session, red
     try:
         client = EventSinkClient(handle)
         assert await handle.ready.remote()
-        events = [event("message.sent", NOW - timedelta(minutes=i), message_id=f"msg_{i}") for i in range(1, 301)]
+        events = [
+            event("message.sent", NOW - timedelta(minutes=i), message_id=f"msg_{i}") for i in range(1, 301)
+        ]
         for start in range(0, 300, 100):
-            await redis.xadd(keyspace.EVENT_STREAM, {keyspace.EVENT_FIELD: _encode(events[start:start + 100])})
+            await redis.xadd(
+                keyspace.EVENT_STREAM, {keyspace.EVENT_FIELD: _encode(events[start : start + 100])}
+            )
         query = SummaryQuery(from_=NOW - timedelta(days=1), to=NOW)
         async with asyncio.timeout(30):
             while (await client.summary("acme", query, now=NOW)).totals.sent < 300:
@@ -38,7 +42,9 @@ async def test_events_flow_from_the_stream_into_the_actor_store(ray_session, red
         page = await client.events_page("acme", EventsQuery(limit=5), now=NOW)
         assert [e.message.id for e in page.data] == [f"msg_{i}" for i in range(1, 6)] and page.has_more
         assert [e.id for e in await client.message_events("acme", "msg_7")] == [events[6].id]
-        chunks = [c async for c in client.export_events("acme", ExportQuery(from_=NOW - timedelta(days=1)), now=NOW)]
+        chunks = [
+            c async for c in client.export_events("acme", ExportQuery(from_=NOW - timedelta(days=1)), now=NOW)
+        ]
         assert b"".join(chunks).count(b"\n") == 300
         with pytest.raises(InvalidQuery) as caught:
             await client.summary("acme", SummaryQuery(from_=NOW, to=NOW - timedelta(hours=1)), now=NOW)

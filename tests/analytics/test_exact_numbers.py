@@ -11,9 +11,22 @@ from analytics.metrics import Metrics
 from analytics.queries import CampaignReportQuery, EventsQuery, SummaryQuery
 from tests.analytics.events_factory import NOW, at, event
 
-A = dict(message_id="msg_a", to="ana@example.com", provider="smtp", server="srv_1", tags=["welcome"], campaign_id="cmp_1")
-B = dict(message_id="msg_b", to="bo@Example.org", provider="amazon-ses", server="srv_2", tags=["welcome", "promo"],
-         campaign_id="cmp_1")
+A = dict(
+    message_id="msg_a",
+    to="ana@example.com",
+    provider="smtp",
+    server="srv_1",
+    tags=["welcome"],
+    campaign_id="cmp_1",
+)
+B = dict(
+    message_id="msg_b",
+    to="bo@Example.org",
+    provider="amazon-ses",
+    server="srv_2",
+    tags=["welcome", "promo"],
+    campaign_id="cmp_1",
+)
 C = dict(message_id="msg_c", to="cy@example.com", provider="amazon-ses", server="srv_2")
 D = dict(message_id="msg_d", to="di@gmail.com", provider=None, server=None)
 E = dict(message_id="msg_e", to="ed@example.com", provider="smtp", server="srv_1")
@@ -58,8 +71,10 @@ WINDOW = {"from_": at("09:00"), "to": at("12:00")}
 def metrics(**counts) -> Metrics:
     m = Metrics(**counts)
     for rate, (part, whole) in {
-        "delivery_rate": ("delivered", "sent"), "bounce_rate": ("bounced", "sent"),
-        "complaint_rate": ("complained", "delivered"), "open_rate": ("opened_unique", "delivered"),
+        "delivery_rate": ("delivered", "sent"),
+        "bounce_rate": ("bounced", "sent"),
+        "complaint_rate": ("complained", "delivered"),
+        "open_rate": ("opened_unique", "delivered"),
         "click_rate": ("clicked_unique", "delivered"),
     }.items():
         whole_value = getattr(m, whole)
@@ -67,8 +82,21 @@ def metrics(**counts) -> Metrics:
     return m
 
 
-TOTALS = metrics(sent=5, delivered=4, bounced=2, bounced_hard=1, bounced_soft=1, complained=1, opened=5,
-                 opened_unique=3, clicked=2, clicked_unique=1, unsubscribed=1, suppressed=1, failed=1)
+TOTALS = metrics(
+    sent=5,
+    delivered=4,
+    bounced=2,
+    bounced_hard=1,
+    bounced_soft=1,
+    complained=1,
+    opened=5,
+    opened_unique=3,
+    clicked=2,
+    clicked_unique=1,
+    unsubscribed=1,
+    suppressed=1,
+    failed=1,
+)
 HOURS = [
     metrics(sent=5, delivered=4, bounced=2, bounced_hard=1, bounced_soft=1, suppressed=1),
     metrics(opened=4, opened_unique=3, clicked=1, clicked_unique=1, failed=1),
@@ -97,9 +125,21 @@ async def test_summary_by_tag_counts_untagged_as_null_and_keeps_uniques_per_grou
     summary = await loaded.summary("acme", SummaryQuery(group_by="tag", interval="day", **WINDOW), now=NOW)
     assert [g.key for g in summary.groups] == ["promo", "welcome", None]
     promo, welcome, untagged = (g.totals for g in summary.groups)
-    assert promo == metrics(sent=3, delivered=3, bounced=1, bounced_soft=1, complained=1, opened=3, opened_unique=2)
-    assert welcome == metrics(sent=2, delivered=2, bounced=1, bounced_soft=1, complained=1, opened=2, opened_unique=1,
-                              clicked=2, clicked_unique=1, unsubscribed=1)
+    assert promo == metrics(
+        sent=3, delivered=3, bounced=1, bounced_soft=1, complained=1, opened=3, opened_unique=2
+    )
+    assert welcome == metrics(
+        sent=2,
+        delivered=2,
+        bounced=1,
+        bounced_soft=1,
+        complained=1,
+        opened=2,
+        opened_unique=1,
+        clicked=2,
+        clicked_unique=1,
+        unsubscribed=1,
+    )
     assert untagged == metrics(sent=1, bounced=1, bounced_hard=1, suppressed=1, failed=1)
     assert [len(g.buckets) for g in summary.groups] == [1, 1, 1]
     assert summary.groups[0].buckets[0].metrics == promo
@@ -117,7 +157,9 @@ async def test_summary_by_provider_and_filters(loaded):
 
 async def test_empty_window_answers_zeros_in_every_bucket(loaded):
     summary = await loaded.summary(
-        "acme", SummaryQuery(interval="hour", from_=NOW - timedelta(days=9), to=NOW - timedelta(days=8)), now=NOW
+        "acme",
+        SummaryQuery(interval="hour", from_=NOW - timedelta(days=9), to=NOW - timedelta(days=8)),
+        now=NOW,
     )
     assert summary.totals == Metrics()
     assert len(summary.buckets) == 24 and all(b.metrics == Metrics() for b in summary.buckets)
@@ -126,11 +168,26 @@ async def test_empty_window_answers_zeros_in_every_bucket(loaded):
 async def test_campaign_report(loaded):
     report = await loaded.campaign_report("acme", "cmp_1", now=NOW)
     # the whole history: yesterday's send of msg_a counts too
-    assert report.totals == metrics(sent=3, delivered=2, bounced=1, bounced_soft=1, complained=1, opened=2,
-                                    opened_unique=1, clicked=2, clicked_unique=1, unsubscribed=1)
+    assert report.totals == metrics(
+        sent=3,
+        delivered=2,
+        bounced=1,
+        bounced_soft=1,
+        complained=1,
+        opened=2,
+        opened_unique=1,
+        clicked=2,
+        clicked_unique=1,
+        unsubscribed=1,
+    )
     assert [(link.url, link.clicks, link.unique_clicks) for link in report.links] == [
-        ("https://acme.com/a", 1, 1), ("https://acme.com/b", 1, 1)]
-    assert [(b.key, b.metrics.sent) for b in report.by_recipient_domain] == [("example.com", 2), ("example.org", 1)]
+        ("https://acme.com/a", 1, 1),
+        ("https://acme.com/b", 1, 1),
+    ]
+    assert [(b.key, b.metrics.sent) for b in report.by_recipient_domain] == [
+        ("example.com", 2),
+        ("example.org", 1),
+    ]
     assert [(b.key, b.metrics.complained) for b in report.by_provider] == [("smtp", 0), ("amazon-ses", 1)]
     windowed = await loaded.campaign_report("acme", "cmp_1", CampaignReportQuery(**WINDOW), now=NOW)
     assert windowed.totals.sent == 2 and windowed.from_ == at("09:00")
@@ -139,8 +196,16 @@ async def test_campaign_report(loaded):
 async def test_message_timeline_in_order(loaded):
     timeline = await loaded.message_events("acme", "msg_a")
     assert [e.type for e in timeline] == [
-        "message.sent", "message.accepted", "message.sent", "message.delivered", "message.opened", "message.opened",
-        "message.clicked", "message.clicked", "subscriber.unsubscribed"]
+        "message.sent",
+        "message.accepted",
+        "message.sent",
+        "message.delivered",
+        "message.opened",
+        "message.opened",
+        "message.clicked",
+        "message.clicked",
+        "subscriber.unsubscribed",
+    ]
     clicked = timeline[6]
     assert clicked.data == {"url": "https://acme.com/a"}
     assert clicked.message.tags == ["welcome"] and clicked.message.metadata == {"user": "42"}
@@ -156,13 +221,17 @@ async def test_events_filters(loaded):
     assert len(await ids()) == 23
     assert await ids(type="message.bounced") == ["message.bounced:msg_b", "message.bounced:msg_c"]
     assert len(await ids(type="message.*")) == 22
-    assert await ids(type="subscriber.*,message.complained") == ["subscriber.unsubscribed:msg_a",
-                                                                 "message.complained:msg_b"]
+    assert await ids(type="subscriber.*,message.complained") == [
+        "subscriber.unsubscribed:msg_a",
+        "message.complained:msg_b",
+    ]
     assert await ids(recipient="fb@x.com", type="message.opened") == ["message.opened:msg_f"] * 2
     assert len(await ids(tag="promo")) == 11
     assert len(await ids(campaign_id="cmp_1")) == 12
     assert await ids(provider="amazon-ses", server="srv_2", recipient_domain="example.com") == [
-        "message.bounced:msg_c", "message.sent:msg_c"]
+        "message.bounced:msg_c",
+        "message.sent:msg_c",
+    ]
     assert await ids(message_id="msg_d") == ["message.suppressed:msg_d"]
 
 

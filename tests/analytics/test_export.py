@@ -46,7 +46,7 @@ async def test_export_of_a_million_events_stays_under_a_memory_bound(tmp_path):
             lines += chunk.count(b"\n")
             size += len(chunk)
             first = first or chunk[: chunk.index(b"\n")]
-            last = chunk[chunk.rindex(b"\n", 0, len(chunk) - 1) + 1:]
+            last = chunk[chunk.rindex(b"\n", 0, len(chunk) - 1) + 1 :]
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -64,16 +64,27 @@ async def test_export_lines_are_exactly_the_events_json_even_for_awkward_values(
     from tests.analytics.events_factory import event
 
     awkward = [
-        event("message.clicked", START + timedelta(microseconds=123_456), to='"odd\\\\one"@example.com',
-              tags=["ünï", "tab\there", "line\u2028sep"], campaign_id="cmp_\x01", url="https://acme.com/?q=\"x\"&y=é",
-              nested={"pi": 3.14159, "big": 10**15, "list": [1, None, True, "😀"], "slash": "a/b"}),
+        event(
+            "message.clicked",
+            START + timedelta(microseconds=123_456),
+            to='"odd\\\\one"@example.com',
+            tags=["ünï", "tab\there", "line\u2028sep"],
+            campaign_id="cmp_\x01",
+            url='https://acme.com/?q="x"&y=é',
+            nested={"pi": 3.14159, "big": 10**15, "list": [1, None, True, "😀"], "slash": "a/b"},
+        ),
         event("campaign.launched", START + timedelta(seconds=1), message_id=None, count=0.1),
         event("message.sent", START + timedelta(seconds=2), provider=None, server=None, tags=[]),
     ]
     await store.insert(awkward)
     query = ExportQuery(from_=START, to=START + timedelta(days=1))
     lines = b"".join([c async for c in store.export_events("acme", query, now=START)]).splitlines()
-    page = await store.events_page("acme", EventsQuery(limit=10, from_=START, to=START + timedelta(days=1)), now=START)
+    page = await store.events_page(
+        "acme", EventsQuery(limit=10, from_=START, to=START + timedelta(days=1)), now=START
+    )
     assert lines == [msgspec.json.encode(e) for e in reversed(page.data)]
     assert page.data[-1].created_at == START + timedelta(milliseconds=123)  # stored to the millisecond
-    assert page.data[-1].message.to == '"odd\\\\one"@example.com' and page.data[-1].data["nested"]["list"][3] == "😀"
+    assert (
+        page.data[-1].message.to == '"odd\\\\one"@example.com'
+        and page.data[-1].data["nested"]["list"][3] == "😀"
+    )

@@ -27,8 +27,10 @@ async def test_duckdb_migrations_are_idempotent(tmp_path, chdb_path):
         await store.close()
     with duckdb.connect(url.removeprefix("duckdb://"), read_only=True) as db:
         assert db.execute("SELECT count(*) FROM schema_migrations").fetchone() == (len(load("duckdb")),)
-        primary = db.execute("SELECT constraint_column_names FROM duckdb_constraints() "
-                             "WHERE table_name = 'events' AND constraint_type = 'PRIMARY KEY'").fetchone()
+        primary = db.execute(
+            "SELECT constraint_column_names FROM duckdb_constraints() "
+            "WHERE table_name = 'events' AND constraint_type = 'PRIMARY KEY'"
+        ).fetchone()
         assert primary == (["id"],)
 
 
@@ -42,9 +44,13 @@ async def test_clickhouse_migrations_are_idempotent_and_set_the_ttl(tmp_path, ch
         await store.close()
     client = clickhouse_connect.get_client(interface="chdb", path=str(chdb_path), database=database)
     try:
-        assert client.query("SELECT count() FROM schema_migrations FINAL").result_rows == [(len(load("clickhouse")),)]
-        engine = client.query("SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = 'events'",
-                              parameters={"db": database}).result_rows[0][0]
+        assert client.query("SELECT count() FROM schema_migrations FINAL").result_rows == [
+            (len(load("clickhouse")),)
+        ]
+        engine = client.query(
+            "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = 'events'",
+            parameters={"db": database},
+        ).result_rows[0][0]
     finally:
         client.close()
     assert engine.startswith("ReplacingMergeTree")

@@ -18,7 +18,9 @@ def sent(minute: int, **kw):
 
 async def test_pagination_is_stable_while_events_arrive(store):
     originals = [sent(m) for m in range(250)]
-    same_instant = [event("message.delivered", START + timedelta(minutes=200), message_id=f"msg_x{i}") for i in range(30)]
+    same_instant = [
+        event("message.delivered", START + timedelta(minutes=200), message_id=f"msg_x{i}") for i in range(30)
+    ]
     await store.insert(originals + same_instant)
     expected = sorted(originals + same_instant, key=lambda e: (e.created_at, e.id), reverse=True)
     query = EventsQuery(limit=40, from_=START, to=NOW)
@@ -43,7 +45,9 @@ async def test_pagination_is_stable_while_events_arrive(store):
 
 async def test_workspaces_are_isolated(store):
     await store.insert([sent(m, campaign_id="cmp_1") for m in range(10)])
-    await store.insert([sent(m, workspace="beta", campaign_id="cmp_1", event_id=f"evt_beta{m}") for m in range(3)])
+    await store.insert(
+        [sent(m, workspace="beta", campaign_id="cmp_1", event_id=f"evt_beta{m}") for m in range(3)]
+    )
     window = {"from_": START, "to": NOW}
     page = await store.events_page("beta", EventsQuery(limit=100, **window), now=NOW)
     assert {e.workspace for e in page.data} == {"beta"} and len(page.data) == 3

@@ -17,8 +17,14 @@ from analytics.queries import CampaignReportQuery, EventsQuery, ExportQuery, Sum
 from tests.analytics.events_factory import NOW, random_events
 
 START = NOW - timedelta(days=10)
-FILTERS = [{}, {"provider": "amazon-ses"}, {"tag": "a"}, {"campaign_id": "cmp_1"}, {"server": "srv_2"},
-           {"recipient_domain": "example.org"}]
+FILTERS = [
+    {},
+    {"provider": "amazon-ses"},
+    {"tag": "a"},
+    {"campaign_id": "cmp_1"},
+    {"server": "srv_2"},
+    {"recipient_domain": "example.org"},
+]
 WINDOW = {"from_": START, "to": NOW}
 
 
@@ -31,7 +37,7 @@ def events():
 async def loaded(both, events):
     duck, ch = both
     for start in range(0, len(events), 1000):
-        await duck.insert(sorted(events, key=lambda e: e.created_at)[start:start + 1000])
+        await duck.insert(sorted(events, key=lambda e: e.created_at)[start : start + 1000])
     rng = random.Random(3)
     shuffled = events[:]
     rng.shuffle(shuffled)
@@ -53,7 +59,9 @@ async def test_summaries_match_for_every_grouping_interval_and_filter(loaded):
         query = SummaryQuery(group_by=group_by, interval=interval, **WINDOW, **filters)
         a, b = await duck.summary("acme", query, now=NOW), await ch.summary("acme", query, now=NOW)
         assert same(a, b), (group_by, filters)
-        assert a.totals.sent > 0 and len(a.buckets) == (240 if interval == "hour" else 11)  # days: 12:00 to 12:00
+        assert a.totals.sent > 0 and len(a.buckets) == (
+            240 if interval == "hour" else 11
+        )  # days: 12:00 to 12:00
 
 
 async def test_event_pages_match_page_by_page(loaded, events):
@@ -63,7 +71,10 @@ async def test_event_pages_match_page_by_page(loaded, events):
         query = EventsQuery(limit=100, **WINDOW, **filters)
         seen = 0
         while True:
-            a, b = await duck.events_page("acme", query, now=NOW), await ch.events_page("acme", query, now=NOW)
+            a, b = (
+                await duck.events_page("acme", query, now=NOW),
+                await ch.events_page("acme", query, now=NOW),
+            )
             assert same(a, b), filters
             seen += len(a.data)
             if not a.has_more:
@@ -76,7 +87,9 @@ async def test_event_pages_match_page_by_page(loaded, events):
 
 async def test_reports_timelines_and_exports_match(loaded, events):
     duck, ch = loaded
-    for campaign, query in itertools.product(["cmp_1", "cmp_2"], [None, CampaignReportQuery(from_=NOW - timedelta(days=3))]):
+    for campaign, query in itertools.product(
+        ["cmp_1", "cmp_2"], [None, CampaignReportQuery(from_=NOW - timedelta(days=3))]
+    ):
         a = await duck.campaign_report("acme", campaign, query, now=NOW)
         assert same(a, await ch.campaign_report("acme", campaign, query, now=NOW))
         assert a.links and a.by_recipient_domain and a.by_provider

@@ -32,12 +32,15 @@ def test_query_strings_decode_with_types():
     assert summary.group_by == "recipient_domain"
 
 
-@pytest.mark.parametrize("params, pointer", [
-    ({"limit": "500"}, "#/limit"),
-    ({"limit": "ten"}, "#/limit"),
-    ({"from": "yesterday"}, "#/from"),
-    ({"colour": "red"}, "#/colour"),
-])
+@pytest.mark.parametrize(
+    "params, pointer",
+    [
+        ({"limit": "500"}, "#/limit"),
+        ({"limit": "ten"}, "#/limit"),
+        ({"from": "yesterday"}, "#/from"),
+        ({"colour": "red"}, "#/colour"),
+    ],
+)
 def test_bad_parameters_name_their_field(params, pointer):
     assert pointer_of(lambda: parse_query(EventsQuery, params)) == pointer
 
@@ -49,9 +52,14 @@ def test_summary_parameters_are_checked():
 
 def test_windows():
     policy = WindowPolicy(max_span=timedelta(days=31), default_span=timedelta(days=7))
-    assert resolve_window(None, None, now=NOW, policy=policy) == (epoch_ms(NOW - timedelta(days=7)), epoch_ms(NOW))
+    assert resolve_window(None, None, now=NOW, policy=policy) == (
+        epoch_ms(NOW - timedelta(days=7)),
+        epoch_ms(NOW),
+    )
     assert pointer_of(lambda: resolve_window(NOW, NOW, now=NOW, policy=policy)) == "#/from"
-    assert pointer_of(lambda: resolve_window(NOW, NOW - timedelta(hours=1), now=NOW, policy=policy)) == "#/from"
+    assert (
+        pointer_of(lambda: resolve_window(NOW, NOW - timedelta(hours=1), now=NOW, policy=policy)) == "#/from"
+    )
     too_long = NOW - timedelta(days=32)
     with pytest.raises(InvalidQuery) as caught:
         resolve_window(too_long, NOW, now=NOW, policy=policy)
@@ -61,8 +69,13 @@ def test_windows():
 
 def test_type_patterns():
     assert expand_types("message.bounced") == ("message.bounced",)
-    assert "message.opened" in expand_types("message.*") and "campaign.launched" not in expand_types("message.*")
-    assert expand_types("subscriber.*,message.failed,message.*")[:2] == ("subscriber.unsubscribed", "message.failed")
+    assert "message.opened" in expand_types("message.*") and "campaign.launched" not in expand_types(
+        "message.*"
+    )
+    assert expand_types("subscriber.*,message.failed,message.*")[:2] == (
+        "subscriber.unsubscribed",
+        "message.failed",
+    )
     assert pointer_of(lambda: expand_types("message.teleported")) == "#/type"
     assert pointer_of(lambda: expand_types("mess*")) == "#/type"
 
@@ -82,10 +95,14 @@ async def test_cursors_only_fit_their_filters(store):
     first = await store.events_page("acme", EventsQuery(limit=2, provider="smtp"), now=NOW)
     assert first.has_more and first.next_cursor
     with pytest.raises(InvalidCursor) as caught:
-        await store.events_page("acme", EventsQuery(limit=2, provider="mailgun", cursor=first.next_cursor), now=NOW)
+        await store.events_page(
+            "acme", EventsQuery(limit=2, provider="mailgun", cursor=first.next_cursor), now=NOW
+        )
     assert caught.value.pointer == "#/cursor" and caught.value.code == "invalid_cursor"
     with pytest.raises(InvalidCursor):
         await store.events_page("acme", EventsQuery(cursor="not-a-cursor"), now=NOW)
     # a different limit is fine: only filters are pinned
-    second = await store.events_page("acme", EventsQuery(limit=3, provider="smtp", cursor=first.next_cursor), now=NOW)
+    second = await store.events_page(
+        "acme", EventsQuery(limit=3, provider="smtp", cursor=first.next_cursor), now=NOW
+    )
     assert len(second.data) == 3 and not second.has_more

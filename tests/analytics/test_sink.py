@@ -18,13 +18,22 @@ WINDOW = SummaryQuery(from_=NOW - timedelta(days=1), to=NOW)
 
 
 def sends(count: int, offset: int = 0):
-    return [event("message.sent", NOW - timedelta(seconds=i + 1), message_id=f"msg_{offset + i}",
-                  event_id=f"evt_s{offset + i:08d}") for i in range(count)]
+    return [
+        event(
+            "message.sent",
+            NOW - timedelta(seconds=i + 1),
+            message_id=f"msg_{offset + i}",
+            event_id=f"evt_s{offset + i:08d}",
+        )
+        for i in range(count)
+    ]
 
 
 async def publish(redis, events, per_entry: int) -> None:
     for start in range(0, len(events), per_entry):
-        await redis.xadd(keyspace.EVENT_STREAM, {keyspace.EVENT_FIELD: _encode(events[start:start + per_entry])})
+        await redis.xadd(
+            keyspace.EVENT_STREAM, {keyspace.EVENT_FIELD: _encode(events[start : start + per_entry])}
+        )
 
 
 async def sent_count(store) -> int:
@@ -69,7 +78,9 @@ async def test_crash_between_insert_and_ack_counts_nothing_twice(redis, store):
     assert successor.stats.claimed_entries == 3
     assert await pending(redis) == 0
     assert await sent_count(store) == 1200
-    lines = b"".join([c async for c in store.export_events("acme", ExportQuery(from_=WINDOW.from_, to=NOW), now=NOW)])
+    lines = b"".join(
+        [c async for c in store.export_events("acme", ExportQuery(from_=WINDOW.from_, to=NOW), now=NOW)]
+    )
     assert lines.count(b"\n") == 1200
 
 

@@ -16,9 +16,16 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def event(workspace: str, kind: str, message_id: str, to: str, minutes_ago: float, **data) -> Event:
-    return Event(id=new_id("evt"), type=kind, created_at=NOW - timedelta(minutes=minutes_ago), workspace=workspace,
-                 data=data, message=EventMessage(id=message_id, to=to, from_="hello@acme.com", provider="smtp",
-                                                  server="srv_1", tags=["news"]))
+    return Event(
+        id=new_id("evt"),
+        type=kind,
+        created_at=NOW - timedelta(minutes=minutes_ago),
+        workspace=workspace,
+        data=data,
+        message=EventMessage(
+            id=message_id, to=to, from_="hello@acme.com", provider="smtp", server="srv_1", tags=["news"]
+        ),
+    )
 
 
 @pytest.fixture
@@ -32,36 +39,54 @@ async def store(tmp_path):
 @pytest.fixture
 async def api(app_client, store, workspace):
     m1, m2 = "msg_" + "1" * 26, "msg_" + "2" * 26
-    await store.insert([
-        event(workspace, "message.sent", m1, "ana@example.com", 50),
-        event(workspace, "message.delivered", m1, "ana@example.com", 40),
-        event(workspace, "message.opened", m1, "ana@example.com", 30),
-        event(workspace, "message.opened", m1, "ana@example.com", 20),
-        event(workspace, "message.sent", m2, "bo@example.org", 50),
-        event(workspace, "message.bounced", m2, "bo@example.org", 45, bounce={"type": "hard", "code": "550",
-                                                                             "diagnostic": "unknown"}),
-        event("other-ws", "message.sent", "msg_" + "3" * 26, "cy@example.net", 10),
-    ])
+    await store.insert(
+        [
+            event(workspace, "message.sent", m1, "ana@example.com", 50),
+            event(workspace, "message.delivered", m1, "ana@example.com", 40),
+            event(workspace, "message.opened", m1, "ana@example.com", 30),
+            event(workspace, "message.opened", m1, "ana@example.com", 20),
+            event(workspace, "message.sent", m2, "bo@example.org", 50),
+            event(
+                workspace,
+                "message.bounced",
+                m2,
+                "bo@example.org",
+                45,
+                bounce={"type": "hard", "code": "550", "diagnostic": "unknown"},
+            ),
+            event("other-ws", "message.sent", "msg_" + "3" * 26, "cy@example.net", 10),
+        ]
+    )
     client = await app_client(app_hook=lambda app: app.__setitem__(ANALYTICS_READER, store))
     return client, m1, m2
 
 
 async def test_events_page_filters_and_wildcards(api, admin):
     client, m1, _ = api
-    response = await client.get("/v1/analytics/events", params={"type": "message.*", "limit": "3"}, headers=admin)
+    response = await client.get(
+        "/v1/analytics/events", params={"type": "message.*", "limit": "3"}, headers=admin
+    )
     assert response.status == 200, await response.text()
     page = await response.json()
     assert [e["type"] for e in page["data"]] == ["message.opened", "message.opened", "message.delivered"]
     assert page["has_more"] and page["next_cursor"]
-    rest = await (await client.get("/v1/analytics/events", params={"type": "message.*", "limit": "3",
-                                                                    "cursor": page["next_cursor"]},
-                                   headers=admin)).json()
+    rest = await (
+        await client.get(
+            "/v1/analytics/events",
+            params={"type": "message.*", "limit": "3", "cursor": page["next_cursor"]},
+            headers=admin,
+        )
+    ).json()
     assert len(rest["data"]) == 3 and not rest["has_more"]
-    only = await (await client.get("/v1/analytics/events", params={"message_id": m1, "type": "message.opened"},
-                                   headers=admin)).json()
+    only = await (
+        await client.get(
+            "/v1/analytics/events", params={"message_id": m1, "type": "message.opened"}, headers=admin
+        )
+    ).json()
     assert len(only["data"]) == 2 and {e["message"]["id"] for e in only["data"]} == {m1}
-    domain = await (await client.get("/v1/analytics/events", params={"recipient_domain": "example.org"},
-                                     headers=admin)).json()
+    domain = await (
+        await client.get("/v1/analytics/events", params={"recipient_domain": "example.org"}, headers=admin)
+    ).json()
     assert {e["message"]["to"] for e in domain["data"]} == {"bo@example.org"}
 
 
@@ -90,9 +115,11 @@ async def test_bad_windows_and_cursors(api, admin):
     assert (await bad.json())["errors"][0]["pointer"].startswith("#/query/")
     cursor = await client.get("/v1/analytics/events", params={"cursor": "nonsense"}, headers=admin)
     assert cursor.status == 400 and (await cursor.json())["code"] == "invalid_cursor"
-    empty = await client.get("/v1/analytics/summary", params={"from": (NOW - timedelta(days=30)).isoformat(),
-                                                              "to": (NOW - timedelta(days=29)).isoformat()},
-                             headers=admin)
+    empty = await client.get(
+        "/v1/analytics/summary",
+        params={"from": (NOW - timedelta(days=30)).isoformat(), "to": (NOW - timedelta(days=29)).isoformat()},
+        headers=admin,
+    )
     assert empty.status == 200 and (await empty.json())["totals"]["sent"] == 0
 
 
@@ -100,8 +127,12 @@ async def test_a_message_no_longer_in_redis_is_read_from_the_store(api, admin):
     client, m1, m2 = api
     view = await (await client.get(f"/v1/messages/{m1}", headers=admin)).json()
     assert view["status"] == "delivered" and view["server"] == "srv_1" and view["provider"] == "smtp"
-    assert [e["type"] for e in view["events"]] == ["message.sent", "message.delivered", "message.opened",
-                                                  "message.opened"]
+    assert [e["type"] for e in view["events"]] == [
+        "message.sent",
+        "message.delivered",
+        "message.opened",
+        "message.opened",
+    ]
     assert (await (await client.get(f"/v1/messages/{m2}", headers=admin)).json())["status"] == "bounced"
     missing = await client.get("/v1/messages/msg_" + "9" * 26, headers=admin)
     assert missing.status == 404

@@ -25,7 +25,11 @@ async def test_filters_and_pages_newest_first(app_client, duck_store, make_sink,
     await drain(make_sink(duck_store))
     pages, cursor = [], None
     while True:
-        params = {"limit": "3", "action": "GET /v1/audit-logs/public-key", **({"cursor": cursor} if cursor else {})}
+        params = {
+            "limit": "3",
+            "action": "GET /v1/audit-logs/public-key",
+            **({"cursor": cursor} if cursor else {}),
+        }
         answer = await client.get("/v1/audit-logs", params=params, headers=reader)
         body = await answer.json()
         pages.append([e["seq"] for e in body["data"]])
@@ -36,9 +40,12 @@ async def test_filters_and_pages_newest_first(app_client, duck_store, make_sink,
         assert answer.headers["Link"].endswith('rel="next"')
     assert pages == [[7, 6, 5], [4]]
     forbidden = await (await client.get("/v1/audit-logs", params={"status": "403"}, headers=reader)).json()
-    assert [(e["seq"], e["action"], e["status"]) for e in forbidden["data"]] == [(s, "GET /v1/api-keys", 403) for s in (3, 2, 1)]
-    by_key = await (await client.get("/v1/audit-logs", params={"key_id": forbidden["data"][0]["key_id"]},
-                                     headers=reader)).json()
+    assert [(e["seq"], e["action"], e["status"]) for e in forbidden["data"]] == [
+        (s, "GET /v1/api-keys", 403) for s in (3, 2, 1)
+    ]
+    by_key = await (
+        await client.get("/v1/audit-logs", params={"key_id": forbidden["data"][0]["key_id"]}, headers=reader)
+    ).json()
     assert len(by_key["data"]) == 3
 
 
@@ -48,27 +55,37 @@ async def test_time_window_and_cursor_checks(app_client, duck_store, make_sink, 
     await client.get("/v1/audit-logs/public-key", headers=reader)
     await drain(make_sink(duck_store))
     [first] = (await (await client.get("/v1/audit-logs", headers=reader)).json())["data"]
-    window = await client.get("/v1/audit-logs", params={"from": first["time"], "to": "2100-01-01T00:00:00Z"}, headers=reader)
+    window = await client.get(
+        "/v1/audit-logs", params={"from": first["time"], "to": "2100-01-01T00:00:00Z"}, headers=reader
+    )
     assert [e["id"] for e in (await window.json())["data"]] == [first["id"]]
     before = await client.get("/v1/audit-logs", params={"to": first["time"]}, headers=reader)
     assert (await before.json())["data"] == []
-    backwards = await client.get("/v1/audit-logs", params={"from": "2030-01-02T00:00:00Z", "to": "2030-01-01T00:00:00Z"},
-                                 headers=reader)
+    backwards = await client.get(
+        "/v1/audit-logs",
+        params={"from": "2030-01-02T00:00:00Z", "to": "2030-01-01T00:00:00Z"},
+        headers=reader,
+    )
     assert backwards.status == 422
     await drain(make_sink(duck_store))
     page = await (await client.get("/v1/audit-logs", params={"limit": "1"}, headers=reader)).json()
-    reused = await client.get("/v1/audit-logs", params={"cursor": page["next_cursor"], "status": "200"}, headers=reader)
+    reused = await client.get(
+        "/v1/audit-logs", params={"cursor": page["next_cursor"], "status": "200"}, headers=reader
+    )
     assert reused.status == 400 and (await reused.json())["code"] == "invalid_cursor"
 
 
-async def test_ndjson_export_streams_every_matching_entry_oldest_first(app_client, duck_store, make_sink, make_key):
+async def test_ndjson_export_streams_every_matching_entry_oldest_first(
+    app_client, duck_store, make_sink, make_key
+):
     client = await audited_client(app_client, duck_store)
     reader = await make_key(["read:audit"])
     for _ in range(5):
         await client.get("/v1/audit-logs/public-key", headers=reader)
     await drain(make_sink(duck_store))
-    answer = await client.get("/v1/audit-logs", params={"status": "200"},
-                              headers={**reader, "Accept": "application/x-ndjson"})
+    answer = await client.get(
+        "/v1/audit-logs", params={"status": "200"}, headers={**reader, "Accept": "application/x-ndjson"}
+    )
     assert answer.status == 200 and answer.headers["Content-Type"] == "application/x-ndjson"
     lines = [json.loads(line) for line in (await answer.text()).splitlines()]
     assert [e["seq"] for e in lines] == [1, 2, 3, 4, 5]
@@ -82,11 +99,15 @@ async def test_the_public_key_verifies_a_stored_signature(app_client, duck_store
     await drain(make_sink(duck_store))
     [stored] = (await (await client.get("/v1/audit-logs", headers=reader)).json())["data"]
     key = load_pem_public_key(published["public_key_pem"].encode())
-    key.verify(base64.b64decode(stored["signature"]), stored["hash"].encode())  # raises when it does not verify
+    key.verify(
+        base64.b64decode(stored["signature"]), stored["hash"].encode()
+    )  # raises when it does not verify
     assert published["algorithm"] == "Ed25519" and len(base64.b64decode(published["public_key"])) == 32
 
 
-async def test_a_workspace_never_sees_another_workspaces_entries(app_client, duck_store, make_sink, make_key, workspace):
+async def test_a_workspace_never_sees_another_workspaces_entries(
+    app_client, duck_store, make_sink, make_key, workspace
+):
     client = await audited_client(app_client, duck_store)
     mine, theirs = await make_key(["read:audit"]), await make_key(["admin"], workspace=workspace + "-b")
     for _ in range(3):

@@ -8,8 +8,11 @@ from tests.audit.conftest import stream_entries
 
 
 async def test_a_created_key_is_recorded_with_its_id(client, admin, redis, workspace):
-    created = await client.post("/v1/api-keys", json={"name": "ci", "scopes": ["send"]},
-                                headers={**admin, "User-Agent": "audit-test/1"})
+    created = await client.post(
+        "/v1/api-keys",
+        json={"name": "ci", "scopes": ["send"]},
+        headers={**admin, "User-Agent": "audit-test/1"},
+    )
     assert created.status == 201
     body = await created.json()
     [entry] = await stream_entries(redis)
@@ -34,7 +37,9 @@ async def test_a_forbidden_request_is_recorded_with_the_path_id(client, make_key
 async def test_a_revoked_key_is_recorded_in_its_workspace(client, admin, make_key, redis, workspace):
     secret = (await make_key(["read:audit"]))["Authorization"][7:]
     keys = ApiKeyStore(redis)
-    [record] = [r for r in (await keys.page(workspace, limit=10, after=None))[0] if r.prefix == display_prefix(secret)]
+    [record] = [
+        r for r in (await keys.page(workspace, limit=10, after=None))[0] if r.prefix == display_prefix(secret)
+    ]
     record.state = "revoked"
     await keys.save(record)
     refused = await client.get("/v1/audit-logs", headers={"Authorization": f"Bearer {secret}"})
@@ -45,13 +50,19 @@ async def test_a_revoked_key_is_recorded_in_its_workspace(client, admin, make_ke
 
 
 async def test_unknown_keys_go_to_the_unauthenticated_log_with_their_prefix(client, redis):
-    assert (await client.get("/v1/audit-logs", headers={"Authorization": "Bearer mk_notarealkey123"})).status == 401
-    assert (await client.get("/v1/audit-logs", headers={"Authorization": "Bearer hunter2-password"})).status == 401
+    assert (
+        await client.get("/v1/audit-logs", headers={"Authorization": "Bearer mk_notarealkey123"})
+    ).status == 401
+    assert (
+        await client.get("/v1/audit-logs", headers={"Authorization": "Bearer hunter2-password"})
+    ).status == 401
     assert (await client.get("/v1/audit-logs")).status == 401
     entries = await stream_entries(redis)
     assert [(e.workspace, e.key_prefix, e.key_id, e.status) for e in entries] == [
-        (UNAUTHENTICATED, "mk_notareal", None, 401), (UNAUTHENTICATED, None, None, 401),
-        (UNAUTHENTICATED, None, None, 401)]
+        (UNAUTHENTICATED, "mk_notareal", None, 401),
+        (UNAUTHENTICATED, None, None, 401),
+        (UNAUTHENTICATED, None, None, 401),
+    ]
 
 
 async def test_routes_without_auth_and_unknown_paths_are_not_recorded(client, redis):
@@ -61,7 +72,9 @@ async def test_routes_without_auth_and_unknown_paths_are_not_recorded(client, re
 
 
 async def test_an_error_answer_is_recorded_with_the_status_the_client_got(client, admin, redis):
-    answer = await client.post("/v1/api-keys", data=b"{", headers={**admin, "Content-Type": "application/json"})
+    answer = await client.post(
+        "/v1/api-keys", data=b"{", headers={**admin, "Content-Type": "application/json"}
+    )
     assert answer.status == 400
     [entry] = await stream_entries(redis)
     assert (entry.action, entry.status, entry.resource_id) == ("POST /v1/api-keys", 400, None)

@@ -15,9 +15,18 @@ _decode = msgspec.msgpack.Decoder(AuditEntry).decode
 
 
 def entry(number: int, workspace: str = "ws-a", status: int = 200) -> AuditEntry:
-    return AuditEntry(id=f"aud_{workspace}_{number:04d}", workspace=workspace, time=f"2026-04-19T10:00:{number % 60:02d}.000Z",
-                      action="GET /v1/messages/{id}", status=status, request_id=f"req_{number}", key_id="key_1",
-                      key_prefix="mk_abcdefgh", resource_id=None if number % 2 else f"msg_{number}", ip="10.0.0.1")
+    return AuditEntry(
+        id=f"aud_{workspace}_{number:04d}",
+        workspace=workspace,
+        time=f"2026-04-19T10:00:{number % 60:02d}.000Z",
+        action="GET /v1/messages/{id}",
+        status=status,
+        request_id=f"req_{number}",
+        key_id="key_1",
+        key_prefix="mk_abcdefgh",
+        resource_id=None if number % 2 else f"msg_{number}",
+        ip="10.0.0.1",
+    )
 
 
 async def append(redis, entries: list[AuditEntry]) -> None:
@@ -59,7 +68,10 @@ async def test_crash_after_chaining_before_storing_keeps_every_seq(redis, duck_s
     first = make_sink(duck_store, batch_size=5)
     batch = await first.read_batch()
     await first.chain_batch(batch)  # ...and the process dies before it stores anything
-    chained = {e.id: e.seq for e in [_decode(f[keyspace.AUDIT_FIELD]) for _, f in await redis.xrange(keyspace.AUDIT_CHAINED)]}
+    chained = {
+        e.id: e.seq
+        for e in [_decode(f[keyspace.AUDIT_FIELD]) for _, f in await redis.xrange(keyspace.AUDIT_CHAINED)]
+    }
     assert sorted(chained.values()) == [1, 2, 3, 4, 5] and await stored(duck_store, "ws-a") == []
     assert await drain(make_sink(duck_store, batch_size=5)) == 7
     chain = await stored(duck_store, "ws-a")
@@ -68,14 +80,21 @@ async def test_crash_after_chaining_before_storing_keeps_every_seq(redis, duck_s
     assert verify_chain(chain, signer.public_key_pem()).ok
 
 
-async def test_crash_after_reading_before_chaining_rereads_its_own_pending(redis, duck_store, make_sink, signer):
+async def test_crash_after_reading_before_chaining_rereads_its_own_pending(
+    redis, duck_store, make_sink, signer
+):
     await append(redis, [entry(i) for i in range(4)])
     first = make_sink(duck_store)
     assert len(await first.read_batch()) == 4  # read, then dead before the MULTI: all four stay pending
     assert (await redis.xpending(keyspace.AUDIT_STREAM, keyspace.AUDIT_GROUP))["pending"] == 4
     assert await drain(make_sink(duck_store)) == 4
     chain = await stored(duck_store, "ws-a")
-    assert [e.id for e in chain] == [f"aud_ws-a_{i:04d}" for i in range(4)] and [e.seq for e in chain] == [1, 2, 3, 4]
+    assert [e.id for e in chain] == [f"aud_ws-a_{i:04d}" for i in range(4)] and [e.seq for e in chain] == [
+        1,
+        2,
+        3,
+        4,
+    ]
     assert (await redis.xpending(keyspace.AUDIT_STREAM, keyspace.AUDIT_GROUP))["pending"] == 0
 
 
@@ -84,7 +103,9 @@ async def test_storing_twice_keeps_one_row_per_entry(redis, audit_store, make_si
     sink = make_sink(audit_store)
     await sink.chain_batch(await sink.read_batch())
     rows = await redis.xrange(keyspace.AUDIT_CHAINED)
-    await audit_store.insert([_decode(f[keyspace.AUDIT_FIELD]) for _, f in rows])  # stored, then died before XDEL
+    await audit_store.insert(
+        [_decode(f[keyspace.AUDIT_FIELD]) for _, f in rows]
+    )  # stored, then died before XDEL
     assert await sink.store_chained() == 3
     entries, has_more = await audit_store.page(AuditFilter(workspace="ws-a"), limit=10, before_seq=None)
     assert [e.seq for e in entries] == [3, 2, 1] and not has_more

@@ -20,8 +20,16 @@ MAILERS = str(Path(sys.executable).parent / "mailers")
 async def verify(redis_url: str, analytics_url: str, workspace: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILERS_", "RAY_ADDRESS"))}
     env.update(MAILERS_REDIS_URL=redis_url, MAILERS_ANALYTICS_URL=analytics_url, MAILERS_SECRET_KEY=SECRET)
-    process = await asyncio.create_subprocess_exec(MAILERS, "audit", "verify", "--workspace", workspace, env=env,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    process = await asyncio.create_subprocess_exec(
+        MAILERS,
+        "audit",
+        "verify",
+        "--workspace",
+        workspace,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, out.decode() + err.decode()

@@ -15,8 +15,17 @@ from schemas.settings import Settings, SettingsError, documented_variables, load
 ROOT = Path(__file__).parents[2]
 DOC = (ROOT / "docs" / "configuration.md").read_text()
 # The parser each kind in the doc stands for (`_url` builds a closure named `parse`).
-KIND_PARSERS = {"host": "_host", "port": "_port", "integer": "_integer", "number": "_positive_float",
-                "flag": "_flag", "text": "_text", "URL": "parse", "secret": "_secret", "API key": "_api_key"}
+KIND_PARSERS = {
+    "host": "_host",
+    "port": "_port",
+    "integer": "_integer",
+    "number": "_positive_float",
+    "flag": "_flag",
+    "text": "_text",
+    "URL": "parse",
+    "secret": "_secret",
+    "API key": "_api_key",
+}
 
 
 def table_rows(heading: str) -> list[list[str]]:
@@ -40,7 +49,13 @@ def test_default_and_kind_match_the_code(variable: str) -> None:
     _, kind, default, meaning = VARIABLE_ROWS[variable]
     field, parser = settings_module._VARIABLES[variable]
     expected = msgspec.structs.asdict(Settings())[field]
-    shown = "unset" if expected is None else str(expected).lower() if isinstance(expected, bool) else str(expected)
+    shown = (
+        "unset"
+        if expected is None
+        else str(expected).lower()
+        if isinstance(expected, bool)
+        else str(expected)
+    )
     assert default == f"`{shown}`" or (expected is None and default == "unset"), (variable, default, shown)
     assert KIND_PARSERS[kind.split(":")[0]] == parser.__name__, (variable, kind)
     assert meaning
@@ -67,8 +82,15 @@ def test_secret_values_are_never_echoed(variable: str) -> None:
 
 def test_ray_cluster_yaml_is_a_launcher_config() -> None:
     config = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
-    for key in ("cluster_name", "provider", "available_node_types", "head_node_type", "setup_commands",
-                "head_start_ray_commands", "worker_start_ray_commands"):
+    for key in (
+        "cluster_name",
+        "provider",
+        "available_node_types",
+        "head_node_type",
+        "setup_commands",
+        "head_start_ray_commands",
+        "worker_start_ray_commands",
+    ):
         assert key in config, key
     assert config["head_node_type"] in config["available_node_types"]
     assert any("pip install" in command for command in config["setup_commands"])

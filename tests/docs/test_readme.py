@@ -12,7 +12,9 @@ LINKS = set(re.findall(r"\]\(([^)#]+)\)", README))
 
 def test_every_local_link_exists() -> None:
     local = {link for link in LINKS if "://" not in link}
-    assert local and all((ROOT / link).exists() for link in local), sorted(x for x in local if not (ROOT / x).exists())
+    assert local and all((ROOT / link).exists() for link in local), sorted(
+        x for x in local if not (ROOT / x).exists()
+    )
 
 
 def test_readme_starts_with_the_two_commands() -> None:

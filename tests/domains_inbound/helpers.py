@@ -22,32 +22,60 @@ SECRET_KEY = "s" * 40  # what tests/conftest.py's make_settings gives the app
 
 
 def outbound(*to: str, workspace: str) -> OutboundMessage:
-    return OutboundMessage(id=new_id("msg"), workspace=workspace, from_=Address("hello@acme.test", "Acme"),
-                           to=[Address(a) for a in to], subject="Hello", html="<p>Hello</p>", text="Hello",
-                           tags=["welcome"], metadata={"user_id": "42"})
+    return OutboundMessage(
+        id=new_id("msg"),
+        workspace=workspace,
+        from_=Address("hello@acme.test", "Acme"),
+        to=[Address(a) for a in to],
+        subject="Hello",
+        html="<p>Hello</p>",
+        text="Hello",
+        tags=["welcome"],
+        metadata={"user_id": "42"},
+    )
 
 
 async def store_message(redis: aioredis.Redis, message: OutboundMessage, server_id: str) -> None:
     """Write the message as the ingress does (hash, timeline with message.accepted, index), already
     taken by the provider: status `sent` puts nothing on a dispatch stream."""
     now = datetime.now(UTC)
-    accepted = Event(id=new_id("evt"), type="message.accepted", created_at=now, workspace=message.workspace,
-                     message=EventMessage(id=message.id, to=message.to[0].email, from_=message.from_.email))
-    new = NewMessage(message=message, meta=MessageMeta(created_ms=int(now.timestamp() * 1000)), status="sent",
-                     server=server_id, events=[accepted])
+    accepted = Event(
+        id=new_id("evt"),
+        type="message.accepted",
+        created_at=now,
+        workspace=message.workspace,
+        message=EventMessage(id=message.id, to=message.to[0].email, from_=message.from_.email),
+    )
+    new = NewMessage(
+        message=message,
+        meta=MessageMeta(created_ms=int(now.timestamp() * 1000)),
+        status="sent",
+        server=server_id,
+        events=[accepted],
+    )
     assert await MessageStore(redis).enqueue([new]) == [None]
 
 
-async def record_provider_id(redis: aioredis.Redis, message: OutboundMessage, provider: str, provider_id: str) -> None:
+async def record_provider_id(
+    redis: aioredis.Redis, message: OutboundMessage, provider: str, provider_id: str
+) -> None:
     """What the Dispatcher records for a Sent outcome: pmid on the hash and the provider id mapping."""
     key = keyspace.message(message.workspace, message.id)
     await redis.hset(key, mapping={"prv": provider, "pmid": provider_id})
-    await redis.set(keyspace.provider_message(provider, provider_id.strip("<>")), f"{message.workspace}|{message.id}")
+    await redis.set(
+        keyspace.provider_message(provider, provider_id.strip("<>")), f"{message.workspace}|{message.id}"
+    )
 
 
-async def create_server(redis: aioredis.Redis, provider: str, *, workspace: str, server_id: str | None = None,
-                        config: dict[str, Any] | None = None,
-                        inbound: dict[str, Any] | None = None) -> ServerRecord:
+async def create_server(
+    redis: aioredis.Redis,
+    provider: str,
+    *,
+    workspace: str,
+    server_id: str | None = None,
+    config: dict[str, Any] | None = None,
+    inbound: dict[str, Any] | None = None,
+) -> ServerRecord:
     store = ServerStore.for_settings(redis, load_settings({}, secret_key=SECRET_KEY))
     body = CreateSendingServer(name=provider, provider=provider, config=config or {}, inbound=inbound or {})  # type: ignore[arg-type]
     record = store.build(workspace, body, server_id=server_id)

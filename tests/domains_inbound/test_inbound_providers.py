@@ -80,8 +80,9 @@ class Provider:
         return [request for _, request in posted]
 
 
-async def start(name: str, ws: str, client, aiohttp_server, redis: aioredis.Redis,
-                http: aiohttp.ClientSession) -> Provider:
+async def start(
+    name: str, ws: str, client, aiohttp_server, redis: aioredis.Redis, http: aiohttp.ClientSession
+) -> Provider:
     """The simulator posting to our endpoint for a new server, and the server's adapter to send with."""
     server_id = new_id("srv")
     path = f"/v1/inbound/{name}/{server_id}"
@@ -89,11 +90,18 @@ async def start(name: str, ws: str, client, aiohttp_server, redis: aioredis.Redi
     if name == "postmark":  # Postmark's only protection: Basic credentials in the webhook URL
         url = url.replace("http://", f"http://{POSTMARK_LOGIN[0]}:{POSTMARK_LOGIN[1]}@")
     secret = {"mailgun": MAILGUN_KEY, "resend": RESEND_SECRET}.get(name)
-    simulator = SIMULATORS[name].create_app(SimulatorOptions(webhook_url=url, webhook_secret=secret,
-                                                             webhook_events=("delivered",)))
+    simulator = SIMULATORS[name].create_app(
+        SimulatorOptions(webhook_url=url, webhook_secret=secret, webhook_events=("delivered",))
+    )
     base_url = str((await aiohttp_server(simulator)).make_url("")).rstrip("/")
-    server = await create_server(redis, name, workspace=ws, server_id=server_id, config=provider_config(name, base_url),
-                                 inbound=inbound_secrets(name, simulator))
+    server = await create_server(
+        redis,
+        name,
+        workspace=ws,
+        server_id=server_id,
+        config=provider_config(name, base_url),
+        inbound=inbound_secrets(name, simulator),
+    )
     store = ServerStore.for_settings(redis, load_settings({}, secret_key=SECRET_KEY))
     adapter = provider_module(name).Adapter(store.open_config(server), http=http)
     return Provider(name, server, path, simulator, adapter)
@@ -135,7 +143,8 @@ async def post(client, path: str, body: bytes, headers: dict[str, str]) -> tuple
 
 @pytest.mark.parametrize("name", PROVIDERS)
 async def test_signed_webhooks_are_recorded_once_and_forgeries_refused(
-        name: str, ws: str, client, aiohttp_server, redis: aioredis.Redis, http: aiohttp.ClientSession) -> None:
+    name: str, ws: str, client, aiohttp_server, redis: aioredis.Redis, http: aiohttp.ClientSession
+) -> None:
     provider = await start(name, ws, client, aiohttp_server, redis, http)
     known = outbound("ok@example.com", "bounce-1@example.com", workspace=ws)
     stranger = outbound("ok@example.com", workspace=ws)
@@ -153,7 +162,10 @@ async def test_signed_webhooks_are_recorded_once_and_forgeries_refused(
     assert message.status == "bounced"  # whichever arrived first: a delivery never undoes a bounce
     for event in message.events[1:]:
         assert (event.message.server, event.message.provider, event.message.from_) == (
-            provider.server.id, name, "hello@acme.test")
+            provider.server.id,
+            name,
+            "hello@acme.test",
+        )
         assert (event.message.tags, event.message.metadata.get("user_id")) == (["welcome"], "42")
     assert [e.id for e in await stream_events(redis, known.id)] == [e.id for e in message.events]
     suppressions = SuppressionStore(redis)
@@ -172,7 +184,9 @@ async def test_signed_webhooks_are_recorded_once_and_forgeries_refused(
     else:
         again = original.body
     assert await post(client, provider.path, again, {**original.headers, **auth_for(name)}) == (
-        200, {"received": received, "recorded": 0})
+        200,
+        {"received": received, "recorded": 0},
+    )
 
     status, problem = await post(client, provider.path, *tampered(name, original))
     assert (status, problem["code"]) == (401, "invalid_signature")
@@ -181,18 +195,30 @@ async def test_signed_webhooks_are_recorded_once_and_forgeries_refused(
 
 
 async def test_unknown_server_or_provider_is_404(ws: str, client, redis: aioredis.Redis) -> None:
-    server = await create_server(redis, "resend", workspace=ws, config={"api_key": "k"}, inbound={"resend_secret": RESEND_SECRET})
-    for path in (f"/v1/inbound/resend/{new_id('srv')}", f"/v1/inbound/postmark/{server.id}",
-                 f"/v1/inbound/smtp/{server.id}", f"/v1/inbound/nope/{server.id}"):
+    server = await create_server(
+        redis, "resend", workspace=ws, config={"api_key": "k"}, inbound={"resend_secret": RESEND_SECRET}
+    )
+    for path in (
+        f"/v1/inbound/resend/{new_id('srv')}",
+        f"/v1/inbound/postmark/{server.id}",
+        f"/v1/inbound/smtp/{server.id}",
+        f"/v1/inbound/nope/{server.id}",
+    ):
         response = await client.post(path, data=b"{}")
         assert response.status == 404, path
         assert (await response.json())["code"] == "not_found"
 
 
 async def test_verified_but_malformed_is_400(ws: str, client, redis: aioredis.Redis) -> None:
-    server = await create_server(redis, "postmark", workspace=ws, config={"server_token": "t"},
-                                 inbound={"postmark_user": POSTMARK_LOGIN[0], "postmark_password": POSTMARK_LOGIN[1]})
-    response = await client.post(f"/v1/inbound/postmark/{server.id}", data=b'{"RecordType": 3}',
-                                 headers=basic_auth(*POSTMARK_LOGIN))
+    server = await create_server(
+        redis,
+        "postmark",
+        workspace=ws,
+        config={"server_token": "t"},
+        inbound={"postmark_user": POSTMARK_LOGIN[0], "postmark_password": POSTMARK_LOGIN[1]},
+    )
+    response = await client.post(
+        f"/v1/inbound/postmark/{server.id}", data=b'{"RecordType": 3}', headers=basic_auth(*POSTMARK_LOGIN)
+    )
     assert response.status == 400 and (await response.json())["code"] == "invalid_json"
     assert await redis.xlen(keyspace.EVENT_STREAM) == 0

@@ -18,31 +18,49 @@ SERVER = "srv_01JD7Z3Y8Q4W2M6N0P1R3S5T7V"
 AT = datetime(2024, 5, 20, 10, 15, tzinfo=UTC)
 
 
-def provider_event(event_id: str, kind: str, *, pmid: str | None = "pm-1", hint: str | None = None,
-                   recipient: str = "ana@example.com", data: dict | None = None) -> ProviderEvent:
-    return ProviderEvent(provider="postmark", provider_event_id=event_id, provider_message_id=pmid,
-                         our_message_id=hint, type=kind, recipient=recipient, occurred_at=AT,  # type: ignore[arg-type]
-                         data=data or {})
+def provider_event(
+    event_id: str,
+    kind: str,
+    *,
+    pmid: str | None = "pm-1",
+    hint: str | None = None,
+    recipient: str = "ana@example.com",
+    data: dict | None = None,
+) -> ProviderEvent:
+    return ProviderEvent(
+        provider="postmark",
+        provider_event_id=event_id,
+        provider_message_id=pmid,
+        our_message_id=hint,
+        type=kind,
+        recipient=recipient,
+        occurred_at=AT,  # type: ignore[arg-type]
+        data=data or {},
+    )
 
 
 async def record(redis: aioredis.Redis, workspace: str, *events: ProviderEvent):
-    return await InboundRecorder(redis).record(workspace=workspace, server_id=SERVER, provider="postmark",
-                                               events=list(events))
+    return await InboundRecorder(redis).record(
+        workspace=workspace, server_id=SERVER, provider="postmark", events=list(events)
+    )
 
 
-@pytest.mark.parametrize(("current", "kind", "moved"), [
-    ("sent", "message.delivered", "delivered"),
-    ("queued", "message.deferred", "deferred"),
-    ("deferred", "message.delivered", "delivered"),
-    ("delivered", "message.bounced", "bounced"),
-    ("delivered", "message.complained", "complained"),
-    ("bounced", "message.delivered", None),
-    ("delivered", "message.deferred", None),
-    ("complained", "message.bounced", None),
-    ("failed", "message.delivered", None),
-    ("canceled", "message.bounced", None),
-    ("sent", "message.opened", None),
-])
+@pytest.mark.parametrize(
+    ("current", "kind", "moved"),
+    [
+        ("sent", "message.delivered", "delivered"),
+        ("queued", "message.deferred", "deferred"),
+        ("deferred", "message.delivered", "delivered"),
+        ("delivered", "message.bounced", "bounced"),
+        ("delivered", "message.complained", "complained"),
+        ("bounced", "message.delivered", None),
+        ("delivered", "message.deferred", None),
+        ("complained", "message.bounced", None),
+        ("failed", "message.delivered", None),
+        ("canceled", "message.bounced", None),
+        ("sent", "message.opened", None),
+    ],
+)
 def test_status_only_moves_forward(current: str, kind: str, moved: str | None) -> None:
     assert forward_status(current, kind) == moved
 
@@ -76,8 +94,12 @@ async def test_ids_of_another_workspace_match_nothing(ws: str, redis: aioredis.R
     theirs = outbound("ana@example.com", workspace=ws + "-other")
     await store_message(redis, theirs, SERVER)
     await record_provider_id(redis, theirs, "postmark", "pm-1")
-    outcome = await record(redis, ws, provider_event("e1", "message.delivered"),
-                           provider_event("e2", "message.bounced", pmid=None, hint=theirs.id))
+    outcome = await record(
+        redis,
+        ws,
+        provider_event("e1", "message.delivered"),
+        provider_event("e2", "message.bounced", pmid=None, hint=theirs.id),
+    )
     assert (outcome.recorded, outcome.unmatched) == (0, 2)
     assert (await stored(redis, theirs)).status == "sent"
     assert await unmatched(redis, "postmark") == 2
@@ -98,12 +120,19 @@ async def test_concurrent_copies_record_once(ws: str, redis: aioredis.Redis) -> 
     assert SEEN_TTL_SECONDS - 5 < ttl <= SEEN_TTL_SECONDS and SEEN_TTL_SECONDS >= 7 * 24 * 3600
 
 
-async def test_event_ids_are_stable_and_the_providers_sent_is_not_recorded(ws: str, redis: aioredis.Redis) -> None:
+async def test_event_ids_are_stable_and_the_providers_sent_is_not_recorded(
+    ws: str, redis: aioredis.Redis
+) -> None:
     message = outbound("ana@example.com", workspace=ws)
     await store_message(redis, message, SERVER)
     await record_provider_id(redis, message, "postmark", "pm-1")
-    outcome = await record(redis, ws, provider_event("e1", "message.sent"), provider_event("e1", "message.sent"),
-                           provider_event("e2", "message.clicked"))
+    outcome = await record(
+        redis,
+        ws,
+        provider_event("e1", "message.sent"),
+        provider_event("e1", "message.sent"),
+        provider_event("e2", "message.clicked"),
+    )
     assert (outcome.received, outcome.recorded, outcome.not_recorded, outcome.duplicates) == (3, 1, 1, 1)
     await redis.delete(keyspace.inbound_event_seen("postmark", "e2"))  # as if the dedupe key had expired
     again = await record(redis, ws, provider_event("e2", "message.clicked"))

@@ -15,8 +15,10 @@ from tests.smtp.dns_server import DnsServer, DnsZone
 
 from .helpers import SECRET_KEY
 
-MESSAGE = (b"From: Acme <hello@acme.com>\r\nTo: ana@example.com\r\nSubject: Welcome\r\n"
-           b"Date: Mon, 20 May 2024 10:00:00 +0000\r\nMessage-ID: <m1@acme.com>\r\n\r\nHello Ana\r\n")
+MESSAGE = (
+    b"From: Acme <hello@acme.com>\r\nTo: ana@example.com\r\nSubject: Welcome\r\n"
+    b"Date: Mon, 20 May 2024 10:00:00 +0000\r\nMessage-ID: <m1@acme.com>\r\n\r\nHello Ana\r\n"
+)
 
 
 @pytest.fixture
@@ -60,9 +62,14 @@ async def test_register_returns_the_records_to_publish(client, writer) -> None:
     assert set(by_purpose) == {"dkim", "spf", "dmarc", "return_path"}
     assert by_purpose["dkim"]["name"] == "s2024._domainkey.xn--bcher-kva.example"
     assert by_purpose["dkim"]["value"].startswith("v=DKIM1; k=rsa; p=MII")
-    assert by_purpose["spf"] == {"type": "TXT", "name": "xn--bcher-kva.example", "status": "pending",
-                                 "value": "v=spf1 include:_spf.mailers.invalid ~all", "purpose": "spf",
-                                 "detail": None}
+    assert by_purpose["spf"] == {
+        "type": "TXT",
+        "name": "xn--bcher-kva.example",
+        "status": "pending",
+        "value": "v=spf1 include:_spf.mailers.invalid ~all",
+        "purpose": "spf",
+        "detail": None,
+    }
     assert by_purpose["dmarc"]["name"] == "_dmarc.xn--bcher-kva.example"
     assert by_purpose["return_path"]["type"] == "CNAME"
     assert by_purpose["return_path"]["name"] == "mail-bounces.xn--bcher-kva.example"
@@ -78,7 +85,9 @@ async def test_spf_and_return_path_follow_the_public_url(app_client, writer) -> 
     assert by_purpose["return_path"] == "bounces.mail.example.net"
 
 
-async def test_private_key_is_sealed_and_never_returned(ws: str, client, writer, redis: aioredis.Redis) -> None:
+async def test_private_key_is_sealed_and_never_returned(
+    ws: str, client, writer, redis: aioredis.Redis
+) -> None:
     view = await register(client, writer)
     listed = await (await client.get("/v1/sending-domains", headers=writer)).json()
     fetched = await (await client.get(f"/v1/sending-domains/{view['id']}", headers=writer)).json()
@@ -111,7 +120,9 @@ async def every_value(redis: aioredis.Redis) -> list[bytes]:
             case "zset":
                 values += await redis.zrange(key, 0, -1)
             case "stream":
-                values += [b for _, fields in await redis.xrange(key) for pair in fields.items() for b in pair]
+                values += [
+                    b for _, fields in await redis.xrange(key) for pair in fields.items() for b in pair
+                ]
     return values
 
 
@@ -147,7 +158,9 @@ async def test_a_wrong_spf_record_fails(app_client, client, writer) -> None:
     assert spf["status"] == "mismatch" and "include:_spf.mailers.invalid" in spf["detail"]
 
 
-async def test_duplicate_in_a_workspace_conflicts_but_not_across_workspaces(ws: str, client, writer, make_key) -> None:
+async def test_duplicate_in_a_workspace_conflicts_but_not_across_workspaces(
+    ws: str, client, writer, make_key
+) -> None:
     first = await register(client, writer, "acme.com")
     response = await client.post("/v1/sending-domains", json={"domain": "ACME.com."}, headers=writer)
     assert response.status == 409
@@ -171,8 +184,10 @@ async def test_other_workspaces_see_nothing(ws: str, client, writer, make_key) -
 async def test_delete_frees_the_name(client, writer) -> None:
     view = await register(client, writer)
     response = await client.delete(f"/v1/sending-domains/{view['id']}", headers=writer)
-    assert (response.status, await response.json()) == (200, {"id": view["id"], "deleted": True,
-                                                                "object": "sending_domain"})
+    assert (response.status, await response.json()) == (
+        200,
+        {"id": view["id"], "deleted": True, "object": "sending_domain"},
+    )
     assert (await client.get(f"/v1/sending-domains/{view['id']}", headers=writer)).status == 404
     assert (await client.delete(f"/v1/sending-domains/{view['id']}", headers=writer)).status == 404
     assert (await register(client, writer))["id"] != view["id"]
@@ -182,18 +197,22 @@ async def test_list_pages_newest_first(client, writer) -> None:
     ids = [(await register(client, writer, f"d{i}.example"))["id"] for i in range(3)]
     first = await (await client.get("/v1/sending-domains?limit=2", headers=writer)).json()
     assert [d["id"] for d in first["data"]] == ids[::-1][:2] and first["has_more"]
-    rest = await (await client.get(f"/v1/sending-domains?limit=2&cursor={first['next_cursor']}",
-                                   headers=writer)).json()
+    rest = await (
+        await client.get(f"/v1/sending-domains?limit=2&cursor={first['next_cursor']}", headers=writer)
+    ).json()
     assert [d["id"] for d in rest["data"]] == ids[:1] and not rest["has_more"]
 
 
-@pytest.mark.parametrize(("body", "pointer"), [
-    ({"domain": "localhost"}, "#/domain"),
-    ({"domain": "bad_name.example"}, "#/domain"),
-    ({"domain": "acme.com", "selector": "has space"}, "#/selector"),
-    ({"domain": "acme.com", "return_path": "a.b"}, "#/return_path"),
-    ({"domain": "acme.com", "private_key": "x"}, "#/private_key"),
-])
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        ({"domain": "localhost"}, "#/domain"),
+        ({"domain": "bad_name.example"}, "#/domain"),
+        ({"domain": "acme.com", "selector": "has space"}, "#/selector"),
+        ({"domain": "acme.com", "return_path": "a.b"}, "#/return_path"),
+        ({"domain": "acme.com", "private_key": "x"}, "#/private_key"),
+    ],
+)
 async def test_invalid_bodies_are_refused(client, writer, body: dict[str, Any], pointer: str) -> None:
     response = await client.post("/v1/sending-domains", json=body, headers=writer)
     assert response.status == 422
@@ -207,8 +226,9 @@ async def test_scopes(ws: str, client, make_key) -> None:
     assert (await client.get("/v1/sending-domains", headers=reader)).status == 200
 
 
-async def test_a_verified_domain_signs_what_dkim_verify_accepts(ws: str, app_client, client, writer,
-                                                               redis: aioredis.Redis) -> None:
+async def test_a_verified_domain_signs_what_dkim_verify_accepts(
+    ws: str, app_client, client, writer, redis: aioredis.Redis
+) -> None:
     box = box_for(load_settings({}, secret_key=SECRET_KEY))
     view = await register(client, writer)
     assert await signing_key_for(redis, box, ws, "acme.com") is None  # pending: no signing yet

@@ -24,7 +24,10 @@ def rsa_key() -> rsa.RSAPrivateKey:
 def self_signed_cert(key: rsa.RSAPrivateKey, *, valid_from: float, valid_until: float) -> bytes:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.us-east-1.amazonaws.com")])
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(datetime.fromtimestamp(valid_from, UTC))
         .not_valid_after(datetime.fromtimestamp(valid_until, UTC))
@@ -34,7 +37,9 @@ def self_signed_cert(key: rsa.RSAPrivateKey, *, valid_from: float, valid_until: 
 
 
 def cert_valid_around_now(key: rsa.RSAPrivateKey) -> bytes:
-    return self_signed_cert(key, valid_from=NOW - 86_400, valid_until=NOW + timedelta(days=365).total_seconds())
+    return self_signed_cert(
+        key, valid_from=NOW - 86_400, valid_until=NOW + timedelta(days=365).total_seconds()
+    )
 
 
 def sns_sign(envelope: dict[str, Any], key: rsa.RSAPrivateKey) -> dict[str, Any]:
@@ -61,15 +66,18 @@ def ec_key() -> ec.EllipticCurvePrivateKey:
 
 def sendgrid_verification_key(key: ec.EllipticCurvePrivateKey) -> str:
     """What the SendGrid dashboard shows: base64 DER SubjectPublicKeyInfo."""
-    der = key.public_key().public_bytes(serialization.Encoding.DER,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return base64.b64encode(der).decode()
 
 
 def sendgrid_headers(key: ec.EllipticCurvePrivateKey, timestamp: str, body: bytes) -> dict[str, str]:
     signature = key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-    return {"X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
-            "X-Twilio-Email-Event-Webhook-Timestamp": timestamp}
+    return {
+        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+        "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
+    }
 
 
 def basic_auth(user: str, password: str) -> dict[str, str]:

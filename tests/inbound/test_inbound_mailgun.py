@@ -21,17 +21,26 @@ CONFIG = InboundConfig(mailgun_signing_key=SIGNING_KEY)
 TOKEN = "a8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0"
 
 
-def webhook(event: str = "delivered", *, token: str = TOKEN, timestamp: float = NOW,
-            key: str = SIGNING_KEY) -> bytes:
+def webhook(
+    event: str = "delivered", *, token: str = TOKEN, timestamp: float = NOW, key: str = SIGNING_KEY
+) -> bytes:
     signature = mailgun_signature(key, str(int(timestamp)), token)
     return json.dumps({"signature": signature, "event-data": MAILGUN_EVENTS[event]}).encode()
 
 
-async def deliver(body: bytes, redis: aioredis.Redis, *, now: float = NOW,
-                  config: InboundConfig = CONFIG) -> InboundResult:
-    return await parse_inbound("mailgun", headers={"Content-Type": "application/json"}, body=body,
-                               config=config, server_id="srv_mg", now=now,
-                               replay_guard=RedisReplayGuard(redis), cert_fetcher=None)
+async def deliver(
+    body: bytes, redis: aioredis.Redis, *, now: float = NOW, config: InboundConfig = CONFIG
+) -> InboundResult:
+    return await parse_inbound(
+        "mailgun",
+        headers={"Content-Type": "application/json"},
+        body=body,
+        config=config,
+        server_id="srv_mg",
+        now=now,
+        replay_guard=RedisReplayGuard(redis),
+        cert_fetcher=None,
+    )
 
 
 async def test_delivered_event_is_normalised(redis: aioredis.Redis) -> None:
@@ -47,15 +56,35 @@ async def test_delivered_event_is_normalised(redis: aioredis.Redis) -> None:
 
 EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "accepted": ("message.sent", {}),
-    "failed-permanent": ("message.bounced", {"bounce": {
-        "type": "hard", "code": "550",
-        "diagnostic": "5.1.1 The email account that you tried to reach does not exist."}}),
-    "failed-temporary": ("message.deferred", {
-        "reason": "4.2.2 The email account that you tried to reach is over quota.", "code": "452"}),
-    "opened": ("message.opened", {"ip": "50.56.129.169", "user_agent":
-               "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36"}),
-    "clicked": ("message.clicked", {"ip": "50.56.129.169", "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
-                                    "url": "https://acme.example/may"}),
+    "failed-permanent": (
+        "message.bounced",
+        {
+            "bounce": {
+                "type": "hard",
+                "code": "550",
+                "diagnostic": "5.1.1 The email account that you tried to reach does not exist.",
+            }
+        },
+    ),
+    "failed-temporary": (
+        "message.deferred",
+        {"reason": "4.2.2 The email account that you tried to reach is over quota.", "code": "452"},
+    ),
+    "opened": (
+        "message.opened",
+        {
+            "ip": "50.56.129.169",
+            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36",
+        },
+    ),
+    "clicked": (
+        "message.clicked",
+        {
+            "ip": "50.56.129.169",
+            "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+            "url": "https://acme.example/may",
+        },
+    ),
     "unsubscribed": ("subscriber.unsubscribed", {}),
     "complained": ("message.complained", {}),
 }
@@ -77,8 +106,16 @@ async def test_a_token_is_accepted_once(redis: aioredis.Redis) -> None:
 
 async def test_tokens_are_scoped_per_server(redis: aioredis.Redis) -> None:
     await deliver(webhook(), redis)
-    result = await parse_inbound("mailgun", headers={}, body=webhook(), config=CONFIG, server_id="srv_other",
-                                 now=NOW, replay_guard=RedisReplayGuard(redis), cert_fetcher=None)
+    result = await parse_inbound(
+        "mailgun",
+        headers={},
+        body=webhook(),
+        config=CONFIG,
+        server_id="srv_other",
+        now=NOW,
+        replay_guard=RedisReplayGuard(redis),
+        cert_fetcher=None,
+    )
     assert len(result.events) == 1
 
 
@@ -99,8 +136,9 @@ async def test_altered_timestamp_breaks_the_hmac_and_consumes_nothing(redis: aio
 
 
 @pytest.mark.parametrize("signed_at", [NOW - 301, NOW + 301])
-async def test_stale_or_future_timestamp_is_rejected_without_consuming(signed_at: float,
-                                                                        redis: aioredis.Redis) -> None:
+async def test_stale_or_future_timestamp_is_rejected_without_consuming(
+    signed_at: float, redis: aioredis.Redis
+) -> None:
     with pytest.raises(InvalidSignature, match="tolerance"):
         await deliver(webhook(timestamp=signed_at), redis)
     assert await redis.dbsize() == 0
@@ -116,7 +154,9 @@ async def test_unconfigured_server_rejects(redis: aioredis.Redis) -> None:
         await deliver(webhook(), redis, config=InboundConfig())
 
 
-@pytest.mark.parametrize("body", [b"", b"[1, 2]", b'{"signature": {}}', b'{"event-data": {"event": "delivered"}}'])
+@pytest.mark.parametrize(
+    "body", [b"", b"[1, 2]", b'{"signature": {}}', b'{"event-data": {"event": "delivered"}}']
+)
 async def test_malformed_body(body: bytes, redis: aioredis.Redis) -> None:
     with pytest.raises(MalformedPayload):
         await deliver(body, redis)
@@ -130,5 +170,13 @@ async def test_unknown_event_kinds_are_verified_and_ignored(redis: aioredis.Redi
 
 async def test_replay_guard_is_required(redis: aioredis.Redis) -> None:
     with pytest.raises(ValueError, match="ReplayGuard"):
-        await parse_inbound("mailgun", headers={}, body=webhook(), config=CONFIG, server_id="srv_mg",
-                            now=NOW, replay_guard=None, cert_fetcher=None)
+        await parse_inbound(
+            "mailgun",
+            headers={},
+            body=webhook(),
+            config=CONFIG,
+            server_id="srv_mg",
+            now=NOW,
+            replay_guard=None,
+            cert_fetcher=None,
+        )

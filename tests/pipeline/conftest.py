@@ -30,8 +30,12 @@ async def wait_for(predicate, within: float = 30.0, every: float = 0.05):
 
 
 async def create_smtp_server(client, headers, port: int, **fields) -> dict:
-    body = {"name": fields.pop("name", f"sink-{port}"), "provider": "smtp",
-            "config": {"host": "127.0.0.1", "port": port, "security": "none", "pool_size": 8}, **fields}
+    body = {
+        "name": fields.pop("name", f"sink-{port}"),
+        "provider": "smtp",
+        "config": {"host": "127.0.0.1", "port": port, "security": "none", "pool_size": 8},
+        **fields,
+    }
     response = await client.post("/v1/sending-servers", json=body, headers=headers)
     assert response.status == 201, await response.text()
     return await response.json()

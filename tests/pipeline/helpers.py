@@ -20,29 +20,66 @@ from store.messages import MessageMeta, MessageStore, NewMessage
 
 
 def message(to: str = "ana@example.com", *, workspace: str = "acme", subject: str = "Hi") -> OutboundMessage:
-    return OutboundMessage(id=new_id("msg"), workspace=workspace, from_=Address("hello@acme.com", "Acme"),
-                           to=[Address(to)], subject=subject, text="Hello", html="<p>Hello</p>")
+    return OutboundMessage(
+        id=new_id("msg"),
+        workspace=workspace,
+        from_=Address("hello@acme.com", "Acme"),
+        to=[Address(to)],
+        subject=subject,
+        text="Hello",
+        html="<p>Hello</p>",
+    )
 
 
 def new_message(msg: OutboundMessage, candidates: list[str], *, item_key: str | None = None) -> NewMessage:
     now = datetime.now(UTC)
-    event = Event(id=new_id("evt"), type="message.accepted", created_at=now, workspace=msg.workspace,
-                  message=EventMessage(id=msg.id, to=msg.to[0].email, from_=msg.from_.email))
-    return NewMessage(message=msg, meta=MessageMeta(created_ms=int(now.timestamp() * 1000), candidates=candidates),
-                      status="queued", server=candidates[0], events=[event], item_key=item_key)
+    event = Event(
+        id=new_id("evt"),
+        type="message.accepted",
+        created_at=now,
+        workspace=msg.workspace,
+        message=EventMessage(id=msg.id, to=msg.to[0].email, from_=msg.from_.email),
+    )
+    return NewMessage(
+        message=msg,
+        meta=MessageMeta(created_ms=int(now.timestamp() * 1000), candidates=candidates),
+        status="queued",
+        server=candidates[0],
+        events=[event],
+        item_key=item_key,
+    )
 
 
-def smtp_runtime(server_id: str, port: int, *, workspace: str = "acme", per_second: float | None = None,
-                 domain_limits: dict | None = None) -> ServerRuntime:
+def smtp_runtime(
+    server_id: str,
+    port: int,
+    *,
+    workspace: str = "acme",
+    per_second: float | None = None,
+    domain_limits: dict | None = None,
+) -> ServerRuntime:
     adapter = smtp.Adapter(smtp.Config(host="127.0.0.1", port=port, security="none", pool_size=4))
-    return ServerRuntime(workspace=workspace, id=server_id, provider="smtp", adapter=adapter,
-                         quota=ServerQuota(per_second=per_second), throttle=RecipientThrottle(domain_limits or {}))
+    return ServerRuntime(
+        workspace=workspace,
+        id=server_id,
+        provider="smtp",
+        adapter=adapter,
+        quota=ServerQuota(per_second=per_second),
+        throttle=RecipientThrottle(domain_limits or {}),
+    )
 
 
 def loop_for(redis, runtime: ServerRuntime, **options) -> DispatchLoop:
     retry = options.pop("retry", RetryPolicy(max_attempts=3, base=0.05, cap=0.2))
-    return DispatchLoop(redis, runtime, consumer=options.pop("consumer", "test"), retry=retry,
-                        circuit=CircuitBreaker(failure_threshold=1000), rng=random.Random(7), **options)
+    return DispatchLoop(
+        redis,
+        runtime,
+        consumer=options.pop("consumer", "test"),
+        retry=retry,
+        circuit=CircuitBreaker(failure_threshold=1000),
+        rng=random.Random(7),
+        **options,
+    )
 
 
 async def enqueue(redis, messages: list[NewMessage]) -> list[str | None]:

@@ -36,8 +36,9 @@ def arrivals(sink: SmtpSink) -> Counter[str]:
 
 async def test_killing_the_dispatcher_mid_run_loses_nothing(client, admin, sink, gateway):
     server = await create_smtp_server(client, admin, sink.port, name="chaos")
-    patch = await client.patch(f"/v1/sending-servers/{server['id']}", json={"config": {"pool_size": POOL}},
-                               headers=admin)
+    patch = await client.patch(
+        f"/v1/sending-servers/{server['id']}", json={"config": {"pool_size": POOL}}, headers=admin
+    )
     assert patch.status == 200, await patch.text()
     await asyncio.sleep(1.5)
     messages = [{**MESSAGE, "to": f"k{i}@example.com"} for i in range(600)]
@@ -55,23 +56,38 @@ async def test_killing_the_dispatcher_mid_run_loses_nothing(client, admin, sink,
 
 def _serve(port: int, redis_url: str, ray_address: str, data_dir: Path, key: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILERS_")}
-    env.update(MAILERS_PORT=str(port), MAILERS_REDIS_URL=redis_url, RAY_ADDRESS=ray_address,
-               MAILERS_RAY_NAMESPACE="mailers-test", MAILERS_SECRET_KEY="s" * 40, MAILERS_DATA_DIR=str(data_dir),
-               MAILERS_BOOTSTRAP_KEY=key, MAILERS_RATE_LIMIT_PER_SECOND="100000", MAILERS_RATE_LIMIT_BURST="100000")
-    return subprocess.Popen([str(Path(sys.executable).parent / "mailers"), "serve"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env.update(
+        MAILERS_PORT=str(port),
+        MAILERS_REDIS_URL=redis_url,
+        RAY_ADDRESS=ray_address,
+        MAILERS_RAY_NAMESPACE="mailers-test",
+        MAILERS_SECRET_KEY="s" * 40,
+        MAILERS_DATA_DIR=str(data_dir),
+        MAILERS_BOOTSTRAP_KEY=key,
+        MAILERS_RATE_LIMIT_PER_SECOND="100000",
+        MAILERS_RATE_LIMIT_BURST="100000",
+    )
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "mailers"), "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
-async def test_killing_the_ingress_mid_bulk_while_the_client_retries(client, admin, sink, gateway, ray_session,
-                                                                   redis_url, tmp_path):
+async def test_killing_the_ingress_mid_bulk_while_the_client_retries(
+    client, admin, sink, gateway, ray_session, redis_url, tmp_path
+):
     await create_smtp_server(client, admin, sink.port, name="chaos-ingress")
     key = "mk_" + "c" * 40
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     process = _serve(port, redis_url, ray_session, tmp_path, key)
     headers = {"Authorization": f"Bearer {key}"}
-    batches = [[{**MESSAGE, "to": f"b{n}-{i}@example.com", "idempotency_key": f"b{n}-{i}"} for i in range(50)]
-               for n in range(20)]
+    batches = [
+        [{**MESSAGE, "to": f"b{n}-{i}@example.com", "idempotency_key": f"b{n}-{i}"} for i in range(50)]
+        for n in range(20)
+    ]
 
     async def ready(session) -> bool:
         try:
@@ -92,8 +108,11 @@ async def test_killing_the_ingress_mid_bulk_while_the_client_retries(client, adm
                 process = _serve(port, redis_url, ray_session, tmp_path, key)
             while True:  # a client retrying with the same keys until it gets its 202
                 try:
-                    async with session.post(base + "/v1/send/bulk", json={"messages": batch},
-                                            headers={**headers, "Idempotency-Key": f"batch-{n}"}) as response:
+                    async with session.post(
+                        base + "/v1/send/bulk",
+                        json={"messages": batch},
+                        headers={**headers, "Idempotency-Key": f"batch-{n}"},
+                    ) as response:
                         if response.status == 202:
                             accepted += (await response.json())["accepted"]
                             break
@@ -105,7 +124,9 @@ async def test_killing_the_ingress_mid_bulk_while_the_client_retries(client, adm
         await asyncio.sleep(2.0)
         counts = arrivals(sink)
         duplicates = sum(c - 1 for c in counts.values())
-        print(f"\n[chaos] ingress kill: 1000 sent by the client, {len(counts)} arrived, {duplicates} duplicates")
+        print(
+            f"\n[chaos] ingress kill: 1000 sent by the client, {len(counts)} arrived, {duplicates} duplicates"
+        )
         assert accepted == 1000 and len(counts) == 1000 and duplicates == 0
     finally:
         process.send_signal(signal.SIGTERM)
@@ -124,8 +145,12 @@ async def test_killing_the_ingress_mid_bulk_while_the_client_retries(client, adm
 
 
 async def create_smtp_server_in(session, base: str, headers: dict, port: int) -> None:
-    body = {"name": "sink", "provider": "smtp", "priority": 1,
-            "config": {"host": "127.0.0.1", "port": port, "security": "none", "pool_size": POOL}}
+    body = {
+        "name": "sink",
+        "provider": "smtp",
+        "priority": 1,
+        "config": {"host": "127.0.0.1", "port": port, "security": "none", "pool_size": POOL},
+    }
     async with session.post(base + "/v1/sending-servers", json=body, headers=headers) as response:
         assert response.status == 201, await response.text()
     await asyncio.sleep(1.5)

@@ -29,8 +29,12 @@ async def test_queued_messages_arrive_once_with_events(redis):
         assert 0 < await redis.ttl(keyspace.message("acme", msgs[0].id)) <= loop.retention_seconds
         assert 0 < await redis.ttl(keyspace.message_events("acme", msgs[0].id)) <= loop.retention_seconds
         assert [e.type for e in stored.events] == ["message.accepted", "message.sent"]
-        assert await redis.xpending(keyspace.dispatch_stream("acme", "srv_a"), keyspace.DISPATCH_GROUP) == \
-            {"pending": 0, "min": None, "max": None, "consumers": []}
+        assert await redis.xpending(keyspace.dispatch_stream("acme", "srv_a"), keyspace.DISPATCH_GROUP) == {
+            "pending": 0,
+            "min": None,
+            "max": None,
+            "consumers": [],
+        }
         entries = await redis.xrange(keyspace.EVENT_STREAM)
         types = [e.type for _, f in entries for e in events_msgpack_decoder.decode(f[keyspace.EVENT_FIELD])]
         assert types.count("message.accepted") == 30 and types.count("message.sent") == 30
@@ -65,14 +69,17 @@ async def test_per_second_quota_is_never_exceeded(redis):
 
 async def test_failover_from_a_server_that_answers_451(redis):
     with SmtpSink() as primary, SmtpSink() as secondary:
+
         async def always_451(*args):
             return "451 4.3.0 Try again later"
 
         primary.handler.handle_RCPT = always_451
         msgs = [message(f"f{i}@example.com") for i in range(10)]
         await enqueue(redis, [new_message(m, ["srv_p", "srv_s"]) for m in msgs])
-        loops = [loop_for(redis, smtp_runtime("srv_p", primary.port)),
-                 loop_for(redis, smtp_runtime("srv_s", secondary.port))]
+        loops = [
+            loop_for(redis, smtp_runtime("srv_p", primary.port)),
+            loop_for(redis, smtp_runtime("srv_s", secondary.port)),
+        ]
         await run_until(lambda: len(secondary.deliveries) == 10, loops, scheduler=run_scheduler(redis))
         assert primary.deliveries == []
         assert sorted(d.rcpt_tos[0] for d in secondary.deliveries) == sorted(m.to[0].email for m in msgs)
@@ -88,7 +95,9 @@ async def test_a_550_bounces_the_message(redis):
         msg = message("unknown1@example.com")
         await enqueue(redis, [new_message(msg, ["srv_b"])])
         suppressed: list[tuple[str, list[str]]] = []
-        loop = loop_for(redis, smtp_runtime("srv_b", sink.port), on_suppress=lambda ws, e: suppressed.append((ws, e)))
+        loop = loop_for(
+            redis, smtp_runtime("srv_b", sink.port), on_suppress=lambda ws, e: suppressed.append((ws, e))
+        )
         store = MessageStore(redis)
 
         async def bounced() -> bool:
@@ -126,8 +135,12 @@ async def test_a_recipient_domain_limit_holds_while_other_domains_flow(redis):
         sink.handler.handle_DATA = stamp
         runtime = smtp_runtime("srv_d", sink.port, domain_limits={"gmail.example": {"per_second": 2}})
         started = time.monotonic()
-        await run_until(lambda: len(sink.deliveries) == 16, [loop_for(redis, runtime)], within=30,
-                        scheduler=run_scheduler(redis))
+        await run_until(
+            lambda: len(sink.deliveries) == 16,
+            [loop_for(redis, runtime)],
+            within=30,
+            scheduler=run_scheduler(redis),
+        )
         gmail = sorted(arrivals["gmail.example"])
         worst = max(sum(1 for t in gmail if s <= t < s + 1.0) for s in gmail)
         assert worst <= 2, f"{worst} gmail.example messages within one second"

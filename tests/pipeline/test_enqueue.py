@@ -15,7 +15,9 @@ from tests.pipeline.helpers import message, new_message
 @pytest.mark.parametrize("size", [0, 1, 31, 32, 255, 256, 65535, 65536, 300_000])
 async def test_a_blob_of_any_size_reaches_lua_byte_for_byte(redis, size):
     blob = os.urandom(size)
-    echoed = await redis.eval("return cmsgpack.unpack(ARGV[1])[1]", 0, msgspec.msgpack.encode([lua_string(blob)]))
+    echoed = await redis.eval(
+        "return cmsgpack.unpack(ARGV[1])[1]", 0, msgspec.msgpack.encode([lua_string(blob)])
+    )
     assert (echoed or b"") == blob
 
 

@@ -11,20 +11,36 @@ from tests.smtp.sink import SmtpSink
 
 from .conftest import create_smtp_server, send_and_settle, settled_status, wait_for
 
-MESSAGE = {"from": "Acme <hello@acme.com>", "to": "ana@example.com", "subject": "Welcome",
-           "html": "<p>Hi Ana</p>", "text": "Hi Ana"}
+MESSAGE = {
+    "from": "Acme <hello@acme.com>",
+    "to": "ana@example.com",
+    "subject": "Welcome",
+    "html": "<p>Hi Ana</p>",
+    "text": "Hi Ana",
+}
 
 
 async def test_a_send_arrives_with_its_headers_and_body(client, admin, sink, smtp_server):
     attachment = base64.b64encode(b"%PDF-1.4 hello").decode()
-    body = {**MESSAGE, "to": ["Ana <ana@example.com>"], "cc": ["bo@example.org"], "bcc": ["cy@example.net"],
-            "reply_to": "support@acme.com", "headers": {"X-Entity-Ref-ID": "123"}, "tags": ["onboarding"],
-            "metadata": {"user_id": "42"},
-            "attachments": [{"filename": "a.pdf", "content": attachment, "content_type": "application/pdf"}]}
+    body = {
+        **MESSAGE,
+        "to": ["Ana <ana@example.com>"],
+        "cc": ["bo@example.org"],
+        "bcc": ["cy@example.net"],
+        "reply_to": "support@acme.com",
+        "headers": {"X-Entity-Ref-ID": "123"},
+        "tags": ["onboarding"],
+        "metadata": {"user_id": "42"},
+        "attachments": [{"filename": "a.pdf", "content": attachment, "content_type": "application/pdf"}],
+    }
     response = await client.post("/v1/send", json=body, headers=admin)
     assert response.status == 202, await response.text()
     accepted = await response.json()
-    assert accepted["status"] == "queued" and accepted["id"].startswith("msg_") and accepted["object"] == "message"
+    assert (
+        accepted["status"] == "queued"
+        and accepted["id"].startswith("msg_")
+        and accepted["object"] == "message"
+    )
     readable = await client.get(f"/v1/messages/{accepted['id']}", headers=admin)
     assert readable.status == 200 and (await readable.json())["events"][0]["type"] == "message.accepted"
     await wait_for(lambda: len(sink.deliveries) == 1)
@@ -65,8 +81,9 @@ async def test_strict_refuses_everything_permissive_accepts_the_valid(client, ad
     assert strict.status == 422
     pointers = sorted(e["pointer"] for e in (await strict.json())["errors"])
     assert pointers == ["#/messages/1/to", "#/messages/2/subject"]
-    permissive = await client.post("/v1/send/bulk", json={"messages": messages, "validation": "permissive"},
-                                   headers=admin)
+    permissive = await client.post(
+        "/v1/send/bulk", json={"messages": messages, "validation": "permissive"}, headers=admin
+    )
     assert permissive.status == 202
     answer = await permissive.json()
     assert answer["accepted"] == 1 and answer["rejected"] == 2
@@ -93,7 +110,9 @@ async def test_validation_rules(client, admin, smtp_server):
 
 
 async def test_idn_and_display_names(client, admin, sink, smtp_server):
-    response = await client.post("/v1/send", json={**MESSAGE, "to": '"Doe, Jane" <jane@bücher.de>'}, headers=admin)
+    response = await client.post(
+        "/v1/send", json={**MESSAGE, "to": '"Doe, Jane" <jane@bücher.de>'}, headers=admin
+    )
     assert response.status == 202, await response.text()
     await wait_for(lambda: len(sink.deliveries) == 1)
     assert sink.deliveries[0].rcpt_tos == ["jane@xn--bcher-kva.de"]
@@ -107,21 +126,31 @@ async def test_a_domain_restricted_key_cannot_send_from_elsewhere(client, make_k
 
 
 async def test_suppressed_recipients_never_arrive(client, admin, sink, smtp_server):
-    added = await client.post("/v1/suppressions", json={"emails": ["gone@example.com"], "reason": "manual",
-                                                        "scope": "workspace"}, headers=admin)
+    added = await client.post(
+        "/v1/suppressions",
+        json={"emails": ["gone@example.com"], "reason": "manual", "scope": "workspace"},
+        headers=admin,
+    )
     assert added.status in (200, 201), await added.text()
-    only = await (await client.post("/v1/send", json={**MESSAGE, "to": "gone@example.com"}, headers=admin)).json()
+    only = await (
+        await client.post("/v1/send", json={**MESSAGE, "to": "gone@example.com"}, headers=admin)
+    ).json()
     assert only["status"] == "queued"  # checked at send time, by the dispatcher
     assert await settled_status(client, admin, only["id"]) == "suppressed"
-    mixed = await client.post("/v1/send", json={**MESSAGE, "to": ["gone@example.com", "kept@example.com"]},
-                              headers=admin)
+    mixed = await client.post(
+        "/v1/send", json={**MESSAGE, "to": ["gone@example.com", "kept@example.com"]}, headers=admin
+    )
     assert await settled_status(client, admin, (await mixed.json())["id"]) == "sent"
     await wait_for(lambda: len(sink.deliveries) == 1)
     await asyncio.sleep(1.0)
     assert [d.rcpt_tos for d in sink.deliveries] == [["kept@example.com"]]
     view = await (await client.get(f"/v1/messages/{only['id']}", headers=admin)).json()
     suppressed = [e for e in view["events"] if e["type"] == "message.suppressed"]
-    assert suppressed[0]["data"] == {"recipient": "gone@example.com", "scope": "workspace", "reason": "manual"}
+    assert suppressed[0]["data"] == {
+        "recipient": "gone@example.com",
+        "scope": "workspace",
+        "reason": "manual",
+    }
     # A partly suppressed message keeps going: its suppression is in its timeline, before it was sent.
     partly = await (await client.get(f"/v1/messages/{(await mixed.json())['id']}", headers=admin)).json()
     assert [e["type"] for e in partly["events"]] == ["message.accepted", "message.suppressed", "message.sent"]
@@ -129,8 +158,9 @@ async def test_suppressed_recipients_never_arrive(client, admin, sink, smtp_serv
 
 
 async def test_a_550_bounces_and_suppresses_the_address(client, admin, sink, smtp_server):
-    first = await (await client.post("/v1/send", json={**MESSAGE, "to": "unknown7@example.com"},
-                                     headers=admin)).json()
+    first = await (
+        await client.post("/v1/send", json={**MESSAGE, "to": "unknown7@example.com"}, headers=admin)
+    ).json()
 
     async def bounced():
         view = await (await client.get(f"/v1/messages/{first['id']}", headers=admin)).json()
@@ -143,10 +173,16 @@ async def test_a_550_bounces_and_suppresses_the_address(client, admin, sink, smt
 
 async def test_scheduled_sends_arrive_after_send_at_and_cancel_works(client, admin, sink, smtp_server):
     due = datetime.now(UTC) + timedelta(seconds=2)
-    later = await (await client.post("/v1/send", json={**MESSAGE, "to": "later@example.com",
-                                                       "send_at": due.isoformat()}, headers=admin)).json()
-    never = await (await client.post("/v1/send", json={**MESSAGE, "to": "never@example.com",
-                                                       "send_at": due.isoformat()}, headers=admin)).json()
+    later = await (
+        await client.post(
+            "/v1/send", json={**MESSAGE, "to": "later@example.com", "send_at": due.isoformat()}, headers=admin
+        )
+    ).json()
+    never = await (
+        await client.post(
+            "/v1/send", json={**MESSAGE, "to": "never@example.com", "send_at": due.isoformat()}, headers=admin
+        )
+    ).json()
     assert later["status"] == never["status"] == "scheduled"
     canceled = await client.post(f"/v1/messages/{never['id']}/cancel", headers=admin)
     assert canceled.status == 200 and (await canceled.json())["status"] == "canceled"
@@ -160,7 +196,9 @@ async def test_scheduled_sends_arrive_after_send_at_and_cancel_works(client, adm
 
 async def test_fifty_concurrent_requests_with_one_key_send_one_message(client, admin, sink, smtp_server):
     headers = {**admin, "Idempotency-Key": "order-4711"}
-    answers = await asyncio.gather(*[client.post("/v1/send", json=MESSAGE, headers=headers) for _ in range(50)])
+    answers = await asyncio.gather(
+        *[client.post("/v1/send", json=MESSAGE, headers=headers) for _ in range(50)]
+    )
     statuses = [a.status for a in answers]
     assert statuses.count(202) >= 1 and set(statuses) <= {202, 409}
     ids = {(await a.json())["id"] for a in answers if a.status == 202}
@@ -172,6 +210,7 @@ async def test_fifty_concurrent_requests_with_one_key_send_one_message(client, a
 
 async def test_failover_through_the_api(client, admin):
     with SmtpSink() as primary, SmtpSink() as secondary:
+
         async def always_451(*args):
             return "451 4.3.0 Try again later"
 
@@ -191,21 +230,34 @@ async def test_list_and_filter_messages(client, admin, sink, smtp_server):
         body = {**MESSAGE, "to": f"l{i}@example.com", "tags": ["even" if i % 2 == 0 else "odd"]}
         assert (await client.post("/v1/send", json=body, headers=admin)).status == 202
     listed = await (await client.get("/v1/messages?tag=even&limit=2", headers=admin)).json()
-    assert [m["to"] for m in listed["data"]] == [["l4@example.com"], ["l2@example.com"]] and listed["has_more"]
-    rest = await (await client.get(f"/v1/messages?tag=even&limit=2&cursor={listed['next_cursor']}",
-                                   headers=admin)).json()
+    assert [m["to"] for m in listed["data"]] == [["l4@example.com"], ["l2@example.com"]] and listed[
+        "has_more"
+    ]
+    rest = await (
+        await client.get(f"/v1/messages?tag=even&limit=2&cursor={listed['next_cursor']}", headers=admin)
+    ).json()
     assert [m["to"] for m in rest["data"]] == [["l0@example.com"]] and not rest["has_more"]
     mismatch = await client.get(f"/v1/messages?tag=odd&cursor={listed['next_cursor']}", headers=admin)
     assert mismatch.status == 400
 
 
-async def test_a_suppression_added_after_acceptance_still_stops_a_scheduled_send(client, admin, sink, smtp_server):
+async def test_a_suppression_added_after_acceptance_still_stops_a_scheduled_send(
+    client, admin, sink, smtp_server
+):
     due = datetime.now(UTC) + timedelta(seconds=2)
-    accepted = await (await client.post("/v1/send", json={**MESSAGE, "to": "changed-mind@example.com",
-                                                          "send_at": due.isoformat()}, headers=admin)).json()
+    accepted = await (
+        await client.post(
+            "/v1/send",
+            json={**MESSAGE, "to": "changed-mind@example.com", "send_at": due.isoformat()},
+            headers=admin,
+        )
+    ).json()
     assert accepted["status"] == "scheduled"
-    added = await client.post("/v1/suppressions", json={"email": "changed-mind@example.com", "reason": "unsubscribe",
-                                                        "scope": "workspace"}, headers=admin)
+    added = await client.post(
+        "/v1/suppressions",
+        json={"email": "changed-mind@example.com", "reason": "unsubscribe", "scope": "workspace"},
+        headers=admin,
+    )
     assert added.status in (200, 201)
     assert await settled_status(client, admin, accepted["id"]) == "suppressed"
     assert sink.deliveries == []
@@ -221,7 +273,9 @@ async def test_a_send_writes_its_audit_entry_once_in_the_enqueue(client, admin, 
     accepted = await (await client.post("/v1/send", json=MESSAGE, headers=admin)).json()
     bad = await client.post("/v1/send", json={**MESSAGE, "to": "nobody"}, headers=admin)
     assert bad.status == 422
-    entries = [msgspec.msgpack.decode(f[keyspace.AUDIT_FIELD], type=AuditEntry)
-               for _, f in (await redis.xrange(keyspace.AUDIT_STREAM))[before:]]
+    entries = [
+        msgspec.msgpack.decode(f[keyspace.AUDIT_FIELD], type=AuditEntry)
+        for _, f in (await redis.xrange(keyspace.AUDIT_STREAM))[before:]
+    ]
     sends = [e for e in entries if e.action == "POST /v1/send"]
     assert [(e.status, e.resource_id) for e in sends] == [(202, accepted["id"]), (422, None)]

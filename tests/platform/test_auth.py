@@ -51,9 +51,13 @@ def test_scope_implications():
 async def test_another_workspaces_key_is_not_found(client, make_key):
     ours = await make_key(["admin"], workspace="acme")
     theirs = await make_key(["admin"], workspace="globex")
-    created = await (await client.post("/v1/api-keys", json={"name": "a", "scopes": ["send"]}, headers=ours)).json()
+    created = await (
+        await client.post("/v1/api-keys", json={"name": "a", "scopes": ["send"]}, headers=ours)
+    ).json()
     for method, path in (("GET", ""), ("DELETE", ""), ("POST", "/rotate")):
-        response = await client.request(method, f"/v1/api-keys/{created['id']}{path}", headers=theirs, json={})
+        response = await client.request(
+            method, f"/v1/api-keys/{created['id']}{path}", headers=theirs, json={}
+        )
         assert response.status == 404 and (await response.json())["code"] == "not_found"
     listed = await (await client.get("/v1/api-keys", headers=theirs)).json()
     assert created["id"] not in [k["id"] for k in listed["data"]]
@@ -62,7 +66,9 @@ async def test_another_workspaces_key_is_not_found(client, make_key):
 
 async def test_revocation_reaches_a_second_app_within_a_second(app_client, admin):
     first, second = await app_client(), await app_client()
-    created = await (await first.post("/v1/api-keys", json={"name": "r", "scopes": ["admin"]}, headers=admin)).json()
+    created = await (
+        await first.post("/v1/api-keys", json={"name": "r", "scopes": ["admin"]}, headers=admin)
+    ).json()
     victim = {"Authorization": f"Bearer {created['secret']}"}
     assert (await second.get("/v1/api-keys", headers=victim)).status == 200  # now cached in the second app
     assert (await first.delete(f"/v1/api-keys/{created['id']}", headers=admin)).status == 200
@@ -73,16 +79,22 @@ async def test_revocation_reaches_a_second_app_within_a_second(app_client, admin
 
 
 async def test_rotation_keeps_the_old_key_for_the_grace_period(client, admin):
-    created = await (await client.post("/v1/api-keys", json={"name": "r", "scopes": ["admin"]}, headers=admin)).json()
+    created = await (
+        await client.post("/v1/api-keys", json={"name": "r", "scopes": ["admin"]}, headers=admin)
+    ).json()
     old = {"Authorization": f"Bearer {created['secret']}"}
-    rotated = await client.post(f"/v1/api-keys/{created['id']}/rotate", json={"grace_period_seconds": 1}, headers=admin)
+    rotated = await client.post(
+        f"/v1/api-keys/{created['id']}/rotate", json={"grace_period_seconds": 1}, headers=admin
+    )
     assert rotated.status == 201
     new_key = await rotated.json()
     assert new_key["secret"] != created["secret"] and new_key["scopes"] == ["admin"]
     old_view = await (await client.get(f"/v1/api-keys/{created['id']}", headers=admin)).json()
     assert old_view["state"] == "rotating" and old_view["replaced_by"] == new_key["id"]
     assert (await client.get("/v1/api-keys", headers=old)).status == 200
-    assert (await client.get("/v1/api-keys", headers={"Authorization": f"Bearer {new_key['secret']}"})).status == 200
+    assert (
+        await client.get("/v1/api-keys", headers={"Authorization": f"Bearer {new_key['secret']}"})
+    ).status == 200
     await asyncio.sleep(1.2)
     assert (await client.get("/v1/api-keys", headers=old)).status == 401
     again = await client.post(f"/v1/api-keys/{created['id']}/rotate", json={}, headers=admin)
@@ -91,8 +103,9 @@ async def test_rotation_keeps_the_old_key_for_the_grace_period(client, admin):
 
 async def test_expired_key_is_refused(client, admin):
     soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
-    created = await client.post("/v1/api-keys", json={"name": "e", "scopes": ["admin"], "expires_at": soon},
-                                headers=admin)
+    created = await client.post(
+        "/v1/api-keys", json={"name": "e", "scopes": ["admin"], "expires_at": soon}, headers=admin
+    )
     headers = {"Authorization": f"Bearer {(await created.json())['secret']}"}
     assert (await client.get("/v1/api-keys", headers=headers)).status == 200
     await asyncio.sleep(2.2)
@@ -100,20 +113,28 @@ async def test_expired_key_is_refused(client, admin):
 
 
 async def test_secrets_are_stored_only_as_hashes(client, admin, redis):
-    created = await (await client.post("/v1/api-keys", json={"name": "h", "scopes": ["send"]}, headers=admin)).json()
+    created = await (
+        await client.post("/v1/api-keys", json={"name": "h", "scopes": ["send"]}, headers=admin)
+    ).json()
     secret = created["secret"].encode()
     async for key in redis.scan_iter():
         assert secret not in key
         kind = (await redis.type(key)).decode()
-        read = {"string": redis.get, "hash": redis.hgetall, "zset": lambda k: redis.zrange(k, 0, -1),
-                "stream": redis.xrange}[kind]
+        read = {
+            "string": redis.get,
+            "hash": redis.hgetall,
+            "zset": lambda k: redis.zrange(k, 0, -1),
+            "stream": redis.xrange,
+        }[kind]
         assert secret not in repr(await read(key)).encode()
     listed = await (await client.get(f"/v1/api-keys/{created['id']}", headers=admin)).json()
     assert "secret" not in listed and listed["prefix"] == created["secret"][:11]
 
 
 async def test_usage_is_counted_through_the_actor(client, admin):
-    created = await (await client.post("/v1/api-keys", json={"name": "u", "scopes": ["admin"]}, headers=admin)).json()
+    created = await (
+        await client.post("/v1/api-keys", json={"name": "u", "scopes": ["admin"]}, headers=admin)
+    ).json()
     headers = {"Authorization": f"Bearer {created['secret']}"}
     for _ in range(5):
         assert (await client.get("/v1/api-keys", headers=headers)).status == 200

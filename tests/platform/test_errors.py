@@ -35,7 +35,9 @@ async def test_missing_and_unknown_keys_are_401(client):
     response = await client.get("/v1/api-keys", headers={"Authorization": "Bearer mk_nope"})
     await problem(response, 401, "unauthorized")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    await problem(await client.get("/v1/api-keys", headers={"Authorization": "Basic abc"}), 401, "unauthorized")
+    await problem(
+        await client.get("/v1/api-keys", headers={"Authorization": "Basic abc"}), 401, "unauthorized"
+    )
 
 
 async def test_auth_is_decided_before_the_body_is_read(client, make_key):
@@ -52,7 +54,9 @@ async def test_invalid_json_is_400(client, admin):
 
 async def test_non_json_body_is_415(client, admin):
     headers = {**admin, "Content-Type": "text/plain"}
-    await problem(await client.post("/v1/api-keys", data=b"name=x", headers=headers), 415, "unsupported_media_type")
+    await problem(
+        await client.post("/v1/api-keys", data=b"name=x", headers=headers), 415, "unsupported_media_type"
+    )
 
 
 async def test_validation_errors_point_at_the_field(client, admin):
@@ -61,11 +65,18 @@ async def test_validation_errors_point_at_the_field(client, admin):
     assert body["errors"][0]["pointer"] == "#/scopes/1"
     response = await client.post("/v1/api-keys", json={"scopes": ["send"]}, headers=admin)
     assert (await problem(response, 422, "validation_error"))["errors"][0]["pointer"] == "#/name"
-    response = await client.post("/v1/api-keys", json={"name": "x", "scopes": ["send"], "color": 1}, headers=admin)
+    response = await client.post(
+        "/v1/api-keys", json={"name": "x", "scopes": ["send"], "color": 1}, headers=admin
+    )
     body = await problem(response, 422, "validation_error")
-    assert body["errors"][0] == {"pointer": "#/color", "detail": "Object contains unknown field `color`",
-                                 "code": "unknown_field"}
-    response = await client.post("/v1/api-keys", json={"name": "x", "scopes": ["write:nothing"]}, headers=admin)
+    assert body["errors"][0] == {
+        "pointer": "#/color",
+        "detail": "Object contains unknown field `color`",
+        "code": "unknown_field",
+    }
+    response = await client.post(
+        "/v1/api-keys", json={"name": "x", "scopes": ["write:nothing"]}, headers=admin
+    )
     assert (await problem(response, 422, "validation_error"))["errors"][0]["pointer"] == "#/scopes/0"
 
 
@@ -114,4 +125,3 @@ def test_every_error_code_is_documented():
     text = (Path(__file__).parents[2] / "docs" / "errors.md").read_text()
     documented = dict(re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", text, flags=re.M))
     assert {code: str(status) for code, (status, _) in ERROR_CODES.items()} == documented
-

@@ -36,7 +36,9 @@ async def test_same_key_other_body_is_422(client, admin):
 async def test_scope_is_workspace_method_and_path(client, make_key):
     acme, globex = await make_key(["admin"], workspace="acme"), await make_key(["admin"], workspace="globex")
     for headers in (acme, globex):
-        response = await client.post("/v1/api-keys", json=BODY, headers={**headers, "Idempotency-Key": "shared"})
+        response = await client.post(
+            "/v1/api-keys", json=BODY, headers={**headers, "Idempotency-Key": "shared"}
+        )
         assert response.status == 201 and "Idempotent-Replayed" not in response.headers
 
 
@@ -76,7 +78,9 @@ async def test_twenty_concurrent_identical_requests_execute_once(app_client, adm
 
     client = await app_client(app_hook=hook)
     headers = {**admin, "Idempotency-Key": "together"}
-    requests = [asyncio.create_task(client.post("/v1/test-slow", json={"a": 1}, headers=headers)) for _ in range(20)]
+    requests = [
+        asyncio.create_task(client.post("/v1/test-slow", json={"a": 1}, headers=headers)) for _ in range(20)
+    ]
     await asyncio.sleep(0.5)
     gate.set()
     answers = await asyncio.gather(*requests)
@@ -105,8 +109,16 @@ async def test_get_ignores_the_header(client, admin):
     assert response.status == 200 and "Idempotent-Replayed" not in response.headers
 
 
-@pytest.mark.parametrize("raw,key", [("abc", "abc"), ('"quoted key"', "quoted key"), ("a b", "a b"),
-                                     ('"with \\"escape\\""', 'with "escape"'), ("x" * 255, "x" * 255)])
+@pytest.mark.parametrize(
+    "raw,key",
+    [
+        ("abc", "abc"),
+        ('"quoted key"', "quoted key"),
+        ("a b", "a b"),
+        ('"with \\"escape\\""', 'with "escape"'),
+        ("x" * 255, "x" * 255),
+    ],
+)
 def test_key_forms(raw, key):
     assert parse_key(raw) == key
 

@@ -25,8 +25,12 @@ def test_unknown_prefixes_are_refused():
 
 
 def test_derived_ids_are_deterministic():
-    assert derived_id("msg", 1_700_000_000_000, "ws", "key") == derived_id("msg", 1_700_000_000_000, "ws", "key")
-    assert derived_id("msg", 1_700_000_000_000, "ws", "key") != derived_id("msg", 1_700_000_000_000, "ws", "other")
+    assert derived_id("msg", 1_700_000_000_000, "ws", "key") == derived_id(
+        "msg", 1_700_000_000_000, "ws", "key"
+    )
+    assert derived_id("msg", 1_700_000_000_000, "ws", "key") != derived_id(
+        "msg", 1_700_000_000_000, "ws", "other"
+    )
 
 
 def test_a_forked_child_does_not_repeat_its_parents_ids():

@@ -11,7 +11,9 @@ from ingress.problems import ApiError
 async def test_pages_are_newest_first_and_stable_while_keys_are_added(client, admin):
     created = []
     for i in range(25):
-        response = await client.post("/v1/api-keys", json={"name": f"k{i}", "scopes": ["send"]}, headers=admin)
+        response = await client.post(
+            "/v1/api-keys", json={"name": f"k{i}", "scopes": ["send"]}, headers=admin
+        )
         created.append((await response.json())["id"])
     seen: list[str] = []
     url = "/v1/api-keys?limit=10"
@@ -24,7 +26,10 @@ async def test_pages_are_newest_first_and_stable_while_keys_are_added(client, ad
         if pages == 1:  # a key created mid-way must not shift later pages
             await client.post("/v1/api-keys", json={"name": "late", "scopes": ["send"]}, headers=admin)
         if body["has_more"]:
-            assert response.headers["Link"] == f'<{url.split("?")[0]}?limit=10&cursor={body["next_cursor"]}>; rel="next"'
+            assert (
+                response.headers["Link"]
+                == f'<{url.split("?")[0]}?limit=10&cursor={body["next_cursor"]}>; rel="next"'
+            )
             url = response.headers["Link"][1:].split(">")[0]
         else:
             assert body["next_cursor"] is None and "Link" not in response.headers

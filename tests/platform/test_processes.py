@@ -28,11 +28,26 @@ def _env(**values: str) -> dict[str, str]:
 
 async def test_cli_creates_a_key_that_works(client, redis_url, tmp_path):
     env = _env(MAILERS_REDIS_URL=redis_url, MAILERS_DATA_DIR=str(tmp_path))
-    made = subprocess.run([MAILERS, "workspaces", "create", "cli-ws"], env=env, capture_output=True, text=True)
+    made = subprocess.run(
+        [MAILERS, "workspaces", "create", "cli-ws"], env=env, capture_output=True, text=True
+    )
     assert made.returncode == 0, made.stderr
     created = subprocess.run(
-        [MAILERS, "keys", "create", "--workspace", "cli-ws", "--name", "ops", "--scopes", "admin,send", "--json"],
-        env=env, capture_output=True, text=True,
+        [
+            MAILERS,
+            "keys",
+            "create",
+            "--workspace",
+            "cli-ws",
+            "--name",
+            "ops",
+            "--scopes",
+            "admin,send",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)
@@ -44,13 +59,19 @@ async def test_cli_creates_a_key_that_works(client, redis_url, tmp_path):
 
 def test_cli_refuses_unknown_scopes_and_bad_settings(redis_url, tmp_path):
     env = _env(MAILERS_REDIS_URL=redis_url, MAILERS_DATA_DIR=str(tmp_path))
-    bad = subprocess.run([MAILERS, "keys", "create", "--workspace", "x", "--name", "n", "--scopes", "fly"],
-                         env=env, capture_output=True, text=True)
+    bad = subprocess.run(
+        [MAILERS, "keys", "create", "--workspace", "x", "--name", "n", "--scopes", "fly"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "unknown scopes" in bad.stderr
     env["MAILERS_PORT"] = "not-a-port"
     invalid = subprocess.run([MAILERS, "serve"], env=env, capture_output=True, text=True, timeout=30)
     assert invalid.returncode == 2
-    assert invalid.stderr.strip().splitlines() == ["mailers: MAILERS_PORT must be an integer, got 'not-a-port'"]
+    assert invalid.stderr.strip().splitlines() == [
+        "mailers: MAILERS_PORT must be an integer, got 'not-a-port'"
+    ]
 
 
 def _descendants(pid: int) -> set[int]:
@@ -82,9 +103,12 @@ def _alive(pid: int) -> bool:
 async def test_serve_starts_answers_readyz_and_stops_cleanly(tmp_path):
     port = free_port()
     bootstrap = "mk_" + "b" * 40
-    env = _env(MAILERS_DATA_DIR=str(tmp_path / "data"), MAILERS_PORT=str(port), MAILERS_BOOTSTRAP_KEY=bootstrap)
-    process = subprocess.Popen([MAILERS, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    env = _env(
+        MAILERS_DATA_DIR=str(tmp_path / "data"), MAILERS_PORT=str(port), MAILERS_BOOTSTRAP_KEY=bootstrap
+    )
+    process = subprocess.Popen(
+        [MAILERS, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
@@ -101,7 +125,9 @@ async def test_serve_starts_answers_readyz_and_stops_cleanly(tmp_path):
                 await asyncio.sleep(0.5)
             async with http.get(base + "/readyz") as ready:
                 assert (await ready.json())["checks"] == {"redis": True, "actors": True, "analytics": True}
-            async with http.get(base + "/v1/api-keys", headers={"Authorization": f"Bearer {bootstrap}"}) as keys:
+            async with http.get(
+                base + "/v1/api-keys", headers={"Authorization": f"Bearer {bootstrap}"}
+            ) as keys:
                 assert keys.status == 200
                 assert (await keys.json())["data"][0]["scopes"] == ["admin"]
         assert oct((tmp_path / "data" / "secret_key").stat().st_mode)[-3:] == "600"
@@ -130,8 +156,9 @@ def test_a_second_process_finds_the_same_named_actors(gateway, ray_session, redi
         print(gateway.key_usage_actor._actor_id.hex())
         print(ray.get(gateway.key_usage_actor.ping.remote()))
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            env=_env())
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=_env()
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     actor_id, pong = result.stdout.split()[-2:]
     assert actor_id == gateway.key_usage_actor._actor_id.hex() and pong == "True"

@@ -23,7 +23,8 @@ def test_policies_import_no_ray_redis_or_io_clients() -> None:
     code = (
         "import sys\n"
         + "".join(f"import actors.policies.{m}\n" for m in MODULES)
-        + "print(sorted(m for m in ('ray', 'redis', 'aiohttp', 'duckdb', 'clickhouse_connect') if m in sys.modules))"
+        + "clients = ('ray', 'redis', 'aiohttp', 'duckdb', 'clickhouse_connect')\n"
+        + "print(sorted(m for m in clients if m in sys.modules))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True

@@ -25,7 +25,11 @@ from providers.simulators.base import (
 HTTP_PROVIDERS = ("mailgun", "sendgrid", "resend", "postmark")
 ALL_PROVIDERS = (*HTTP_PROVIDERS, "amazon-ses")
 SIMULATORS = {"mailgun": mailgun, "sendgrid": sendgrid, "resend": resend, "postmark": postmark}
-MOTO_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+MOTO_CREDENTIALS = {
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+    "region_name": "us-east-1",
+}
 SENDING_DOMAIN = "acme.test"
 
 
@@ -52,13 +56,19 @@ def adapter_config(name: str, base_url: str, key: str, **extra: Any) -> Any:
     return config(api_key=key, base_url=base_url, **extra)
 
 
-async def start_simulated(name: str, serve: Callable[[web.Application], Awaitable[str]],
-                          http: aiohttp.ClientSession, options: SimulatorOptions | None = None,
-                          **config: Any) -> Harness:
+async def start_simulated(
+    name: str,
+    serve: Callable[[web.Application], Awaitable[str]],
+    http: aiohttp.ClientSession,
+    options: SimulatorOptions | None = None,
+    **config: Any,
+) -> Harness:
     options = options or SimulatorOptions()
     app = SIMULATORS[name].create_app(options)
     base_url = await serve(app)
-    adapter = provider_module(name).Adapter(adapter_config(name, base_url, options.api_key, **config), http=http)
+    adapter = provider_module(name).Adapter(
+        adapter_config(name, base_url, options.api_key, **config), http=http
+    )
 
     async def read() -> list[RecordedMessage]:
         return list(app[SIMULATOR].messages)
@@ -73,8 +83,13 @@ async def verify_moto_domain(moto_url: str) -> None:
 
 def start_ses(moto_url: str, **config: Any) -> Harness:
     ses = provider_module("amazon-ses")
-    settings = {"region": "us-east-1", "access_key_id": "testing", "secret_access_key": "testing",
-                "endpoint_url": moto_url, **config}
+    settings = {
+        "region": "us-east-1",
+        "access_key_id": "testing",
+        "secret_access_key": "testing",
+        "endpoint_url": moto_url,
+        **config,
+    }
     adapter = ses.Adapter(ses.Config(**settings))
 
     async def read() -> list[RecordedMessage]:
@@ -96,17 +111,32 @@ async def moto_messages(moto_url: str) -> list[RecordedMessage]:
 def _from_simple(message: dict[str, Any]) -> RecordedMessage:
     destinations = message["destinations"]
     return RecordedMessage(
-        provider_message_id=message["id"], sender=message["source"], to=destinations.get("ToAddresses", []),
-        cc=destinations.get("CcAddresses", []), bcc=destinations.get("BccAddresses", []),
-        subject=message["subject"], html=message["body"], request_path="SendEmail/Simple",
+        provider_message_id=message["id"],
+        sender=message["source"],
+        to=destinations.get("ToAddresses", []),
+        cc=destinations.get("CcAddresses", []),
+        bcc=destinations.get("BccAddresses", []),
+        subject=message["subject"],
+        html=message["body"],
+        request_path="SendEmail/Simple",
     )
 
 
 def _from_raw(message_id: str, raw: str) -> RecordedMessage:
     parsed = email.message_from_string(raw, policy=email.policy.default)
     text, html = parsed.get_body(("plain",)), parsed.get_body(("html",))
-    own = {"from", "to", "cc", "reply-to", "subject", "date", "message-id", "mime-version", "content-type",
-           "content-transfer-encoding"}
+    own = {
+        "from",
+        "to",
+        "cc",
+        "reply-to",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+    }
     return RecordedMessage(
         provider_message_id=message_id,
         sender=str(parsed["From"]),

@@ -37,8 +37,9 @@ async def test_adapter_without_a_session_creates_and_closes_its_own(serve: Any) 
 
 
 async def test_adapter_never_closes_the_shared_session(serve: Any, http: aiohttp.ClientSession) -> None:
-    adapter = postmark.Adapter(postmark.Config(server_token="sim-key", base_url=await serve(build_simulator("postmark"))),
-                               http=http)
+    adapter = postmark.Adapter(
+        postmark.Config(server_token="sim-key", base_url=await serve(build_simulator("postmark"))), http=http
+    )
     await adapter.send_batch([outbound()])
     await adapter.close()
     assert not http.closed and adapter._http._owned is None
@@ -53,7 +54,9 @@ async def test_a_slow_provider_times_out_as_transient(serve: Any, http: aiohttp.
 
     app = web.Application()
     app.router.add_post("/emails", stall)
-    adapter = resend.Adapter(resend.Config(api_key="k", base_url=await serve(app), timeout_seconds=0.2), http=http)
+    adapter = resend.Adapter(
+        resend.Config(api_key="k", base_url=await serve(app), timeout_seconds=0.2), http=http
+    )
     started = time.monotonic()
     [outcome] = await adapter.send_batch([outbound()])
     release.set()
@@ -62,7 +65,9 @@ async def test_a_slow_provider_times_out_as_transient(serve: Any, http: aiohttp.
 
 
 async def test_refused_connection_is_transient(http: aiohttp.ClientSession) -> None:
-    adapter = resend.Adapter(resend.Config(api_key="k", base_url=f"http://127.0.0.1:{free_port()}"), http=http)
+    adapter = resend.Adapter(
+        resend.Config(api_key="k", base_url=f"http://127.0.0.1:{free_port()}"), http=http
+    )
     [outcome] = await adapter.send_batch([outbound()])
     assert isinstance(outcome, Transient) and not outcome.server_down
 
@@ -70,7 +75,9 @@ async def test_refused_connection_is_transient(http: aiohttp.ClientSession) -> N
 async def test_sandbox_accepts_everything_and_sends_nothing() -> None:
     adapter = sandbox.Adapter(sandbox.Config())
     messages = [outbound(), outbound()]
-    assert await adapter.send_batch(messages) == [Sent(provider_message_id=f"sandbox-{m.id}") for m in messages]
+    assert await adapter.send_batch(messages) == [
+        Sent(provider_message_id=f"sandbox-{m.id}") for m in messages
+    ]
 
 
 def answer(status: int, **headers: str) -> HttpAnswer:
@@ -90,12 +97,17 @@ def test_retry_after_forms() -> None:
 
 def test_status_classification() -> None:
     now = time.time()
-    assert classify_failure(answer(429, **{"Retry-After": "4"}), "slow down", now=now) == Throttled(4.0, "HTTP 429: slow down")
-    assert classify_failure(answer(401), "bad key", now=now) == Transient("HTTP 401: bad key", server_down=True)
+    assert classify_failure(answer(429, **{"Retry-After": "4"}), "slow down", now=now) == Throttled(
+        4.0, "HTTP 429: slow down"
+    )
+    assert classify_failure(answer(401), "bad key", now=now) == Transient(
+        "HTTP 401: bad key", server_down=True
+    )
     assert classify_failure(answer(404), "no domain", now=now).server_down  # type: ignore[union-attr]
     assert classify_failure(answer(502), "", now=now) == Transient("HTTP 502")
     assert classify_failure(answer(422), "bad to", now=now, code="validation_error") == Permanent(
-        "HTTP 422: bad to", code="validation_error")
+        "HTTP 422: bad to", code="validation_error"
+    )
 
 
 def test_unknown_simulator_is_refused() -> None:
@@ -108,12 +120,16 @@ async def test_simulator_runs_from_the_command_line(http: aiohttp.ClientSession)
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "providers.simulators", "resend", "--port", str(port), "--api-key", "re_cli"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         banner = await asyncio.to_thread(process.stdout.readline)  # type: ignore[union-attr]
         assert b"resend simulator on" in banner
-        adapter = resend.Adapter(resend.Config(api_key="re_cli", base_url=f"http://127.0.0.1:{port}"), http=http)
+        adapter = resend.Adapter(
+            resend.Config(api_key="re_cli", base_url=f"http://127.0.0.1:{port}"), http=http
+        )
         outcome = Transient("not tried")
         for _ in range(50):
             [outcome] = await adapter.send_batch([outbound()])

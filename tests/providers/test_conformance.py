@@ -72,7 +72,11 @@ async def test_message_fields_survive(harness: Harness) -> None:
     assert got.text.rstrip("\n") == "Hi Ana"
     assert got.headers["X-Entity-Ref-ID"] == "123"
     [attachment] = got.attachments
-    assert (attachment.filename, attachment.content_type, attachment.content) == ("terms.pdf", "application/pdf", PDF)
+    assert (attachment.filename, attachment.content_type, attachment.content) == (
+        "terms.pdf",
+        "application/pdf",
+        PDF,
+    )
     if harness.name != "amazon-ses":  # moto keeps no EmailTags; see test_ses_email_tags
         assert got.provider_message_id == outcome.provider_message_id.strip("<>")
         assert got.metadata["user_id"] == "42"
@@ -84,7 +88,9 @@ async def test_message_fields_survive(harness: Harness) -> None:
 async def test_cc_bcc_and_several_recipients_survive(harness: Harness) -> None:
     message = outbound(
         to=[Address("ana@example.com"), Address("bo@example.org", "Bo")],
-        cc=[Address("cy@example.net")], bcc=[Address("di@example.com")], attachments=[],
+        cc=[Address("cy@example.net")],
+        bcc=[Address("di@example.com")],
+        attachments=[],
     )
     [outcome] = await harness.adapter.send_batch([message])
     assert isinstance(outcome, Sent)
@@ -128,8 +134,10 @@ async def test_different_content_is_one_request_per_message(provider: str, serve
 
 async def test_resend_sends_attachments_alone_and_the_rest_batched(serve: Any, http: Any) -> None:
     harness = await start_simulated("resend", serve, http)
-    messages = [outbound(to=[Address(f"u{i}@example.com")], attachments=[] if i % 2 else outbound().attachments)
-                for i in range(6)]
+    messages = [
+        outbound(to=[Address(f"u{i}@example.com")], attachments=[] if i % 2 else outbound().attachments)
+        for i in range(6)
+    ]
     outcomes = await harness.adapter.send_batch(messages)
     assert all(isinstance(o, Sent) for o in outcomes)
     paths = sorted(m.request_path for m in await harness.read())
@@ -147,7 +155,9 @@ async def test_resend_idempotency_key_makes_a_retry_harmless(serve: Any, http: A
 
 
 @pytest.mark.parametrize("provider", HTTP_PROVIDERS)
-async def test_429_becomes_throttled_with_the_providers_retry_time(provider: str, serve: Any, http: Any) -> None:
+async def test_429_becomes_throttled_with_the_providers_retry_time(
+    provider: str, serve: Any, http: Any
+) -> None:
     harness = await start_simulated(provider, serve, http, SimulatorOptions(rate_limit=0.4, rate_burst=1))
     [first] = await harness.adapter.send_batch([outbound(attachments=[])])
     [second] = await harness.adapter.send_batch([outbound(attachments=[])])
@@ -198,7 +208,9 @@ async def test_wrong_key_marks_the_server_down(serve: Any, http: Any) -> None:
     harness = await start_simulated("resend", serve, http, SimulatorOptions(api_key="re_right"))
     from providers import resend
 
-    adapter = resend.Adapter(resend.Config(api_key="re_wrong", base_url=harness.adapter.config.base_url), http=http)
+    adapter = resend.Adapter(
+        resend.Config(api_key="re_wrong", base_url=harness.adapter.config.base_url), http=http
+    )
     [outcome] = await adapter.send_batch([outbound()])
     assert isinstance(outcome, Transient) and outcome.server_down and "invalid_api_key" not in outcome.reason
     assert "API key is invalid" in outcome.reason

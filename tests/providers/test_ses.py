@@ -18,9 +18,15 @@ from .provider_harness import SENDING_DOMAIN, moto_messages, start_ses, verify_m
 
 def plain(**overrides: Any) -> OutboundMessage:
     fields: dict[str, Any] = {
-        "id": new_id("msg"), "workspace": "ws_test", "from_": Address(f"news@{SENDING_DOMAIN}", "Acme News"),
-        "to": [Address("ana@example.com")], "subject": f"Digest {new_id('req')}", "html": "<p>Digest</p>",
-        "text": "Digest", "tags": ["digest", "not ok!"], "metadata": {"user_id": "42", "note": "has spaces"},
+        "id": new_id("msg"),
+        "workspace": "ws_test",
+        "from_": Address(f"news@{SENDING_DOMAIN}", "Acme News"),
+        "to": [Address("ana@example.com")],
+        "subject": f"Digest {new_id('req')}",
+        "html": "<p>Digest</p>",
+        "text": "Digest",
+        "tags": ["digest", "not ok!"],
+        "metadata": {"user_id": "42", "note": "has spaces"},
     }
     fields.update(overrides)
     return OutboundMessage(**fields)
@@ -91,8 +97,14 @@ async def test_rejected_message_is_permanent(moto_url: str) -> None:
 
 
 async def test_unreachable_endpoint_is_transient() -> None:
-    adapter = ses.Adapter(ses.Config(endpoint_url=f"http://127.0.0.1:{free_port()}", access_key_id="testing",
-                                     secret_access_key="testing", timeout_seconds=2))
+    adapter = ses.Adapter(
+        ses.Config(
+            endpoint_url=f"http://127.0.0.1:{free_port()}",
+            access_key_id="testing",
+            secret_access_key="testing",
+            timeout_seconds=2,
+        )
+    )
     try:
         [outcome] = await adapter.send_batch([plain()])
     finally:
@@ -117,7 +129,9 @@ def test_error_classification() -> None:
     classify = ses.classify_ses_error
     rate = classify(client_error("TooManyRequestsException", "Maximum sending rate exceeded.", 429), config)
     daily = classify(client_error("LimitExceededException", "Daily message quota exceeded.", 400), config)
-    assert rate == Throttled(retry_after=2.0, reason="SES TooManyRequestsException: Maximum sending rate exceeded.")
+    assert rate == Throttled(
+        retry_after=2.0, reason="SES TooManyRequestsException: Maximum sending rate exceeded."
+    )
     assert isinstance(daily, Throttled) and daily.retry_after == 900.0
     for code in ("AccountSuspendedException", "SendingPausedException", "MailFromDomainNotVerifiedException"):
         outcome = classify(client_error(code, "nope", 400), config)

@@ -30,7 +30,9 @@ async def test_resend_batch_over_100_is_a_validation_error(serve: Any, http: Any
     harness = await start_simulated("resend", serve, http)
     body = [{"from": "a@acme.test", "to": "b@example.com", "subject": "s", "text": "t"}] * 101
     headers = {"Authorization": "Bearer sim-key"}
-    async with http.post(harness.adapter.config.base_url + "/emails/batch", json=body, headers=headers) as response:
+    async with http.post(
+        harness.adapter.config.base_url + "/emails/batch", json=body, headers=headers
+    ) as response:
         assert response.status == 422
         assert (await response.json())["name"] == "validation_error"
 
@@ -38,10 +40,16 @@ async def test_resend_batch_over_100_is_a_validation_error(serve: Any, http: Any
 async def test_sendgrid_refuses_more_than_1000_recipients_in_one_request(serve: Any, http: Any) -> None:
     harness = await start_simulated("sendgrid", serve, http)
     personalizations = [{"to": [{"email": f"r{i}@example.com"}]} for i in range(1001)]
-    body = {"personalizations": personalizations, "from": {"email": "a@acme.test"}, "subject": "s",
-            "content": [{"type": "text/plain", "value": "t"}]}
+    body = {
+        "personalizations": personalizations,
+        "from": {"email": "a@acme.test"},
+        "subject": "s",
+        "content": [{"type": "text/plain", "value": "t"}],
+    }
     headers = {"Authorization": "Bearer sim-key"}
-    async with http.post(harness.adapter.config.base_url + "/v3/mail/send", json=body, headers=headers) as response:
+    async with http.post(
+        harness.adapter.config.base_url + "/v3/mail/send", json=body, headers=headers
+    ) as response:
         assert response.status == 400
         [error] = (await response.json())["errors"]
         assert error["field"] == "personalizations"
@@ -49,8 +57,10 @@ async def test_sendgrid_refuses_more_than_1000_recipients_in_one_request(serve: 
 
 async def test_sendgrid_adapter_splits_at_1000_recipients(serve: Any, http: Any) -> None:
     harness = await start_simulated("sendgrid", serve, http)
-    messages = [outbound(to=[Address(f"u{i}@example.com"), Address(f"v{i}@example.com")], attachments=[])
-                for i in range(600)]
+    messages = [
+        outbound(to=[Address(f"u{i}@example.com"), Address(f"v{i}@example.com")], attachments=[])
+        for i in range(600)
+    ]
     assert all(isinstance(o, Sent) for o in await harness.adapter.send_batch(messages))
     assert harness.state.requests == 2 and len(harness.state.messages) == 600
 

@@ -35,27 +35,52 @@ async def test_ses_events_arrive_signed_and_parse(serve: Any, http: Any, receive
     base = await serve(app)
     our_id = "msg_01JTESTTESTTESTTESTTESTTEST"
     for kind in EVENTS:
-        event = ses_event(kind, message_id="ses-1", source="hello@acme.test", destination=["ana@example.com"],
-                          tags={"mailers_message_id": our_id})
+        event = ses_event(
+            kind,
+            message_id="ses-1",
+            source="hello@acme.test",
+            destination=["ana@example.com"],
+            tags={"mailers_message_id": our_id},
+        )
         async with http.post(f"{base}/_sim/publish", json=event) as response:
             assert response.status == 200
     received = await receiver.wait_for(len(EVENTS))
     assert app[SNS].sent[0]["SigningCertURL"].startswith(f"{base}/SimpleNotificationService-")
-    config = InboundConfig(sns_topic_arn=SnsOptions().topic_arn,
-                           sns_trust=SnsTrust(allow_aws_hosts=False, url_prefixes=(base + "/",)))
+    config = InboundConfig(
+        sns_topic_arn=SnsOptions().topic_arn,
+        sns_trust=SnsTrust(allow_aws_hosts=False, url_prefixes=(base + "/",)),
+    )
     types = []
     for request in received:
         envelope = json.loads(request.body)
         assert request.headers["x-amz-sns-message-type"] == "Notification"
         await check_signature(http, envelope)
-        result = await parse_inbound("amazon-ses", headers=request.headers, body=request.body, config=config,
-                                     server_id="srv_test", now=time.time(), replay_guard=None,
-                                     cert_fetcher=HttpCertFetcher(http))
+        result = await parse_inbound(
+            "amazon-ses",
+            headers=request.headers,
+            body=request.body,
+            config=config,
+            server_id="srv_test",
+            now=time.time(),
+            replay_guard=None,
+            cert_fetcher=HttpCertFetcher(http),
+        )
         [event] = result.events
-        assert (event.our_message_id, event.provider_message_id, event.recipient) == (our_id, "ses-1", "ana@example.com")
+        assert (event.our_message_id, event.provider_message_id, event.recipient) == (
+            our_id,
+            "ses-1",
+            "ana@example.com",
+        )
         types.append(event.type)
-    assert types == ["message.sent", "message.delivered", "message.bounced", "message.complained",
-                     "message.opened", "message.clicked", "message.deferred"]
+    assert types == [
+        "message.sent",
+        "message.delivered",
+        "message.bounced",
+        "message.complained",
+        "message.opened",
+        "message.clicked",
+        "message.deferred",
+    ]
 
 
 async def test_tampered_notification_fails_verification(serve: Any, http: Any) -> None:
@@ -75,11 +100,20 @@ async def test_subscription_confirmation_round_trip(serve: Any, http: Any, recei
     async with http.post(f"{base}/_sim/subscribe") as response:
         assert response.status == 200
     [request] = await receiver.wait_for(1)
-    config = InboundConfig(sns_topic_arn=SnsOptions().topic_arn,
-                           sns_trust=SnsTrust(allow_aws_hosts=False, url_prefixes=(base + "/",)))
-    result = await parse_inbound("amazon-ses", headers=request.headers, body=request.body, config=config,
-                                 server_id="srv_test", now=time.time(), replay_guard=None,
-                                 cert_fetcher=HttpCertFetcher(http))
+    config = InboundConfig(
+        sns_topic_arn=SnsOptions().topic_arn,
+        sns_trust=SnsTrust(allow_aws_hosts=False, url_prefixes=(base + "/",)),
+    )
+    result = await parse_inbound(
+        "amazon-ses",
+        headers=request.headers,
+        body=request.body,
+        config=config,
+        server_id="srv_test",
+        now=time.time(),
+        replay_guard=None,
+        cert_fetcher=HttpCertFetcher(http),
+    )
     assert result.confirm_url is not None
     async with http.get(result.confirm_url) as response:
         assert response.status == 200 and "SubscriptionArn" in await response.text()

@@ -30,9 +30,12 @@ from .provider_harness import start_simulated
 
 RECIPIENTS = [Address("ok@example.com"), Address("bounce-1@example.com"), Address("complain-1@example.com")]
 EXPECTED = {
-    ("ok@example.com", "message.delivered"), ("ok@example.com", "message.opened"),
-    ("ok@example.com", "message.clicked"), ("bounce-1@example.com", "message.bounced"),
-    ("complain-1@example.com", "message.delivered"), ("complain-1@example.com", "message.complained"),
+    ("ok@example.com", "message.delivered"),
+    ("ok@example.com", "message.opened"),
+    ("ok@example.com", "message.clicked"),
+    ("bounce-1@example.com", "message.bounced"),
+    ("complain-1@example.com", "message.delivered"),
+    ("complain-1@example.com", "message.complained"),
 }
 
 
@@ -48,8 +51,14 @@ class MemoryReplayGuard:
 
 def message() -> OutboundMessage:
     return OutboundMessage(
-        id=new_id("msg"), workspace="ws_test", from_=Address("hello@acme.test"), to=RECIPIENTS,
-        subject="Hello", html="<p>Hello</p>", tags=["welcome"], metadata={"user_id": "7"},
+        id=new_id("msg"),
+        workspace="ws_test",
+        from_=Address("hello@acme.test"),
+        to=RECIPIENTS,
+        subject="Hello",
+        html="<p>Hello</p>",
+        tags=["welcome"],
+        metadata={"user_id": "7"},
     )
 
 
@@ -68,8 +77,11 @@ def check_sendgrid(public_key: str, headers: dict[str, str], body: bytes) -> Non
 
 
 def check_resend(secret: str, headers: dict[str, str], body: bytes) -> None:
-    standard = {"webhook-id": headers["svix-id"], "webhook-timestamp": headers["svix-timestamp"],
-                "webhook-signature": headers["svix-signature"]}
+    standard = {
+        "webhook-id": headers["svix-id"],
+        "webhook-timestamp": headers["svix-timestamp"],
+        "webhook-signature": headers["svix-signature"],
+    }
     Webhook(secret).verify(body, standard)  # raises if invalid
 
 
@@ -113,15 +125,23 @@ async def _inbound(provider: str, secret: str, request: Any) -> list[Any]:
         "resend": InboundConfig(resend_secret=secret),
         "postmark": InboundConfig(postmark_user="hooks", postmark_password="s3cret"),
     }[provider]
-    result = await parse_inbound(provider, headers=request.headers, body=request.body, config=config,
-                                 server_id="srv_test", now=time.time(), replay_guard=MemoryReplayGuard(),
-                                 cert_fetcher=None)
+    result = await parse_inbound(
+        provider,
+        headers=request.headers,
+        body=request.body,
+        config=config,
+        server_id="srv_test",
+        now=time.time(),
+        replay_guard=MemoryReplayGuard(),
+        cert_fetcher=None,
+    )
     return list(result.events)
 
 
 async def test_tampered_webhook_fails_the_independent_check(serve: Any, http: Any, receiver: Any) -> None:
-    harness = await start_simulated("mailgun", serve, http, SimulatorOptions(webhook_url=receiver.url,
-                                                                            webhook_events=("delivered",)))
+    harness = await start_simulated(
+        "mailgun", serve, http, SimulatorOptions(webhook_url=receiver.url, webhook_events=("delivered",))
+    )
     await harness.adapter.send_batch([message()])
     [first, *_] = await receiver.wait_for(1)
     body = json.loads(first.body)

@@ -26,8 +26,9 @@ def message(to: str | list[str], **fields: Any) -> dict[str, Any]:
     return {"from": SENDER, "to": to, "subject": "Hello", "html": "<p>Hello</p>", "text": "Hello", **fields}
 
 
-async def create_server(client: TestClient, headers: dict[str, str], provider: str, config: dict[str, Any],
-                        **fields: Any) -> dict[str, Any]:
+async def create_server(
+    client: TestClient, headers: dict[str, str], provider: str, config: dict[str, Any], **fields: Any
+) -> dict[str, Any]:
     body = {"name": fields.pop("name", provider), "provider": provider, "config": config, **fields}
     response = await client.post("/v1/sending-servers", json=body, headers=headers)
     assert response.status == 201, await response.text()
@@ -48,8 +49,9 @@ async def message_view(client: TestClient, headers: dict[str, str], message_id: 
     return await response.json()
 
 
-async def wait_for_status(client: TestClient, headers: dict[str, str], message_id: str, status: str,
-                          within: float = 30.0) -> dict[str, Any]:
+async def wait_for_status(
+    client: TestClient, headers: dict[str, str], message_id: str, status: str, within: float = 30.0
+) -> dict[str, Any]:
     async def reached() -> dict[str, Any] | None:
         view = await message_view(client, headers, message_id)
         return view if view["status"] == status else None
@@ -99,21 +101,40 @@ class Simulated:
         return self.app[SIMULATOR]
 
 
-async def simulated_server(provider: str, client: TestClient, headers: dict[str, str], aiohttp_server,
-                           *, priority: int = 100, **options: Any) -> Simulated:
+async def simulated_server(
+    provider: str,
+    client: TestClient,
+    headers: dict[str, str],
+    aiohttp_server,
+    *,
+    priority: int = 100,
+    **options: Any,
+) -> Simulated:
     """A sending server whose API is the provider's simulator, and whose simulator posts its signed
     webhooks to this server's inbound URL. The server is created first (its id is in that URL), on the
     port the simulator then starts on; the verification secrets follow by PATCH, as an operator would
     copy them from the provider's dashboard."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    server = await create_server(client, headers, provider, provider_config(provider, base_url), priority=priority,
-                                 name=f"{provider}-{port}")
+    server = await create_server(
+        client,
+        headers,
+        provider,
+        provider_config(provider, base_url),
+        priority=priority,
+        name=f"{provider}-{port}",
+    )
     secret = {"mailgun": MAILGUN_KEY, "resend": RESEND_SECRET}.get(provider)
-    simulator = SIMULATORS[provider].create_app(SimulatorOptions(
-        webhook_url=inbound_url(client, provider, server["id"]), webhook_secret=secret, **options))
+    simulator = SIMULATORS[provider].create_app(
+        SimulatorOptions(
+            webhook_url=inbound_url(client, provider, server["id"]), webhook_secret=secret, **options
+        )
+    )
     await aiohttp_server(simulator, port=port)
-    patched = await client.patch(f"/v1/sending-servers/{server['id']}", headers=headers,
-                                 json={"inbound": inbound_secrets(provider, simulator)})
+    patched = await client.patch(
+        f"/v1/sending-servers/{server['id']}",
+        headers=headers,
+        json={"inbound": inbound_secrets(provider, simulator)},
+    )
     assert patched.status == 200, await patched.text()
     return Simulated(provider, server, base_url, simulator)

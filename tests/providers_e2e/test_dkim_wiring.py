@@ -44,8 +44,13 @@ async def test_smtp_mail_is_signed_by_the_verified_sending_domain(app_client, cl
     with SmtpSink() as sink:
         server = await create_smtp_server(client, admin, sink.port)
         signed = await send(client, admin, message("ana@example.com", routing={"server": server["id"]}))
-        unsigned = await send(client, admin, message("bo@example.com", routing={"server": server["id"]},
-                                                     **{"from": "Other <hello@other.test>"}))
+        unsigned = await send(
+            client,
+            admin,
+            message(
+                "bo@example.com", routing={"server": server["id"]}, **{"from": "Other <hello@other.test>"}
+            ),
+        )
         await wait_for(lambda: len(sink.deliveries) == 2)
         await wait_for_status(client, admin, signed, "sent")
         await wait_for_status(client, admin, unsigned, "sent")
@@ -58,7 +63,9 @@ async def test_smtp_mail_is_signed_by_the_verified_sending_domain(app_client, cl
     assert by_recipient["bo@example.com"].parsed()["DKIM-Signature"] is None
 
 
-async def test_signers_are_looked_up_once_per_domain_for_a_while(app_client, client, admin, redis, workspace) -> None:
+async def test_signers_are_looked_up_once_per_domain_for_a_while(
+    app_client, client, admin, redis, workspace
+) -> None:
     view = await verified_domain(app_client, client, admin, "cache.test")
     now = [0.0]
     box = box_for(load_settings({}, secret_key="s" * 40))  # tests/conftest.py's app secret

@@ -60,10 +60,16 @@ async def ses_server(client, headers, aiohttp_server, moto_url: str) -> tuple[di
     await verify_moto_domain(moto_url)
     port = free_port()
     sns_base = f"http://127.0.0.1:{port}/"
-    config = {"region": "us-east-1", "access_key_id": "testing", "secret_access_key": "testing",
-              "endpoint_url": moto_url}
-    inbound = {"sns_topic_arn": SnsOptions().topic_arn,
-               "sns_trust": {"allow_aws_hosts": False, "url_prefixes": [sns_base]}}
+    config = {
+        "region": "us-east-1",
+        "access_key_id": "testing",
+        "secret_access_key": "testing",
+        "endpoint_url": moto_url,
+    }
+    inbound = {
+        "sns_topic_arn": SnsOptions().topic_arn,
+        "sns_trust": {"allow_aws_hosts": False, "url_prefixes": [sns_base]},
+    }
     server = await create_server(client, headers, "amazon-ses", config, inbound=inbound)
     simulator = create_app(SnsOptions(webhook_url=inbound_url(client, "amazon-ses", server["id"])))
     await aiohttp_server(simulator, port=port)
@@ -75,29 +81,51 @@ async def ses_server(client, headers, aiohttp_server, moto_url: str) -> tuple[di
 
 
 async def test_one_message_through_every_provider(client, admin, aiohttp_server, sink, moto_url) -> None:
-    simulated = {name: await simulated_server(name, client, admin, aiohttp_server, webhook_events=("delivered",))
-                 for name in HTTP_PROVIDERS}
+    simulated = {
+        name: await simulated_server(name, client, admin, aiohttp_server, webhook_events=("delivered",))
+        for name in HTTP_PROVIDERS
+    }
     sandbox = await create_server(client, admin, "sandbox", {})
     smtp = await create_smtp_server(client, admin, sink.port)
     ses, sns_base = await ses_server(client, admin, aiohttp_server, moto_url)
-    servers = {"sandbox": sandbox["id"], "smtp": smtp["id"], "amazon-ses": ses["id"],
-               **{name: s.server["id"] for name, s in simulated.items()}}
+    servers = {
+        "sandbox": sandbox["id"],
+        "smtp": smtp["id"],
+        "amazon-ses": ses["id"],
+        **{name: s.server["id"] for name, s in simulated.items()},
+    }
 
-    sent = {name: await send(client, admin, message(f"ana.{name}@example.com", routing={"server": server_id}))
-            for name, server_id in servers.items()}
+    sent = {
+        name: await send(client, admin, message(f"ana.{name}@example.com", routing={"server": server_id}))
+        for name, server_id in servers.items()
+    }
 
     # SES: moto accepted it; SES would publish Delivery to SNS, which posts it to our inbound route.
     ses_view = await wait_for_status(client, admin, sent["amazon-ses"], "sent")
-    [at_moto] = [m for m in await moto_messages(moto_url) if m.provider_message_id == ses_view["provider_message_id"]]
+    [at_moto] = [
+        m for m in await moto_messages(moto_url) if m.provider_message_id == ses_view["provider_message_id"]
+    ]
     assert at_moto.to == ["ana.amazon-ses@example.com"]
-    event = ses_event("Delivery", message_id=at_moto.provider_message_id, source="hello@acme.test",
-                      destination=at_moto.to, tags={"mailers_message_id": sent["amazon-ses"]})
+    event = ses_event(
+        "Delivery",
+        message_id=at_moto.provider_message_id,
+        source="hello@acme.test",
+        destination=at_moto.to,
+        tags={"mailers_message_id": sent["amazon-ses"]},
+    )
     async with client.session.post(sns_base + "_sim/publish", json=event) as response:
         assert response.status == 200
 
     ends = {name: "sent" if name == "smtp" else "delivered" for name in servers}
-    views = dict(zip(servers, await asyncio.gather(*(
-        wait_for_status(client, admin, sent[name], ends[name]) for name in servers)), strict=True))
+    views = dict(
+        zip(
+            servers,
+            await asyncio.gather(
+                *(wait_for_status(client, admin, sent[name], ends[name]) for name in servers)
+            ),
+            strict=True,
+        )
+    )
     for name, view in views.items():
         assert (view["server"], view["provider"], view["attempts"]) == (servers[name], name, 1), name
         expected = DELIVERED[:2] if name == "smtp" else DELIVERED
@@ -123,7 +151,9 @@ async def test_a_provider_bounce_suppresses_the_address(client, admin, aiohttp_s
     [bounce] = [e for e in view["events"] if e["type"] == "message.bounced"]
     assert bounce["data"]["bounce"]["type"] == "hard"
     listed = await (await client.get("/v1/suppressions", params={"email": bouncing}, headers=admin)).json()
-    assert [(s["email"], s["reason"], s["scope"]) for s in listed["data"]] == [(bouncing, "bounce", "workspace")]
+    assert [(s["email"], s["reason"], s["scope"]) for s in listed["data"]] == [
+        (bouncing, "bounce", "workspace")
+    ]
     outcomes: list[str] = []
 
     async def suppressed_now() -> bool:  # the Dispatcher's suppression shards follow Redis over pub/sub

@@ -29,10 +29,15 @@ async def spend_the_only_request(client, base_url: str) -> None:
         assert response.status == 429 and int(response.headers["retry-after"]) > RESEND_WINDOW_SECONDS - 10
 
 
-async def test_a_throttled_resend_fails_over_to_sendgrid_losing_nothing(client, admin, aiohttp_server) -> None:
-    resend = await simulated_server("resend", client, admin, aiohttp_server, priority=1, rate_limit=1 / RESEND_WINDOW_SECONDS)
-    sendgrid = await simulated_server("sendgrid", client, admin, aiohttp_server, priority=2,
-                                      webhook_events=("delivered",))
+async def test_a_throttled_resend_fails_over_to_sendgrid_losing_nothing(
+    client, admin, aiohttp_server
+) -> None:
+    resend = await simulated_server(
+        "resend", client, admin, aiohttp_server, priority=1, rate_limit=1 / RESEND_WINDOW_SECONDS
+    )
+    sendgrid = await simulated_server(
+        "sendgrid", client, admin, aiohttp_server, priority=2, webhook_events=("delivered",)
+    )
     await spend_the_only_request(client, resend.base_url)
 
     recipients = [f"user{i}@example.com" for i in range(COUNT)]
@@ -48,7 +53,7 @@ async def test_a_throttled_resend_fails_over_to_sendgrid_losing_nothing(client, 
     async def all_delivered() -> list[dict] | None:
         views = []
         for start in range(0, COUNT, 25):  # a few at a time: each read holds an app Redis connection
-            views += await asyncio.gather(*(message_view(client, admin, i) for i in ids[start:start + 25]))
+            views += await asyncio.gather(*(message_view(client, admin, i) for i in ids[start : start + 25]))
         return views if all(v["status"] == "delivered" for v in views) else None
 
     views = await wait_for(all_delivered, within=30, every=0.25)
@@ -59,5 +64,9 @@ async def test_a_throttled_resend_fails_over_to_sendgrid_losing_nothing(client, 
     moved = views[0]["events"]
     assert moved[1]["type"] == "message.deferred" and moved[1]["data"]["failover_to"] == sendgrid.server["id"]
     for view in views:
-        assert sorted(timeline(view)) == ["message.accepted", "message.deferred", "message.delivered",
-                                          "message.sent"]
+        assert sorted(timeline(view)) == [
+            "message.accepted",
+            "message.deferred",
+            "message.delivered",
+            "message.sent",
+        ]

@@ -33,8 +33,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def start_command(*args: str) -> tuple[asyncio.subprocess.Process, str]:
-    process = await asyncio.create_subprocess_exec(str(MAILERS), *args, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE)
+    process = await asyncio.create_subprocess_exec(
+        str(MAILERS), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     assert process.stdout is not None
     async with asyncio.timeout(20):
         banner = (await process.stdout.readline()).decode()
@@ -60,29 +61,47 @@ async def test_the_simulate_command_serves_a_provider_api_and_its_webhooks(aioht
     receiver.router.add_post("/hooks", hook)
     webhook_url = str((await aiohttp_server(receiver)).make_url("/hooks"))
     port = free_port()
-    process, banner = await start_command("simulate", "resend", "--port", str(port), "--webhook-url", webhook_url,
-                                          "--webhook-secret", SECRET)
+    process, banner = await start_command(
+        "simulate", "resend", "--port", str(port), "--webhook-url", webhook_url, "--webhook-secret", SECRET
+    )
     try:
         assert banner.startswith(f"resend simulator on http://127.0.0.1:{port}"), banner
         base_url = f"http://127.0.0.1:{port}"
         await wait_for(lambda: answering(http, f"{base_url}/_sim/messages"), within=10, every=0.1)
         adapter = resend.Adapter(resend.Config(api_key="sim-key", base_url=base_url), http=http)
-        sent = OutboundMessage(id=new_id("msg"), workspace="cli", from_=Address("hello@acme.test"),
-                               to=[Address("ana@example.com")], subject="From the CLI", text="Hi")
+        sent = OutboundMessage(
+            id=new_id("msg"),
+            workspace="cli",
+            from_=Address("hello@acme.test"),
+            to=[Address("ana@example.com")],
+            subject="From the CLI",
+            text="Hi",
+        )
         [outcome] = await adapter.send_batch([sent])
         assert isinstance(outcome, Sent)
         async with http.get(f"{base_url}/_sim/messages") as response:
             recorded = (await response.json())["messages"]
         assert [(m["provider_message_id"], m["subject"]) for m in recorded] == [
-            (outcome.provider_message_id, "From the CLI")]
+            (outcome.provider_message_id, "From the CLI")
+        ]
         await wait_for(lambda: len(received) == 3, within=10)  # delivered, opened, clicked
     finally:
         process.terminate()
         await process.wait()
     events = []
     for headers, body in received:  # signed with the secret the command was given
-        result = await parse_inbound("resend", headers=headers, body=body, config=InboundConfig(resend_secret=SECRET),
-                                     server_id="srv_cli", now=time.time(), replay_guard=None, cert_fetcher=None)
+        result = await parse_inbound(
+            "resend",
+            headers=headers,
+            body=body,
+            config=InboundConfig(resend_secret=SECRET),
+            server_id="srv_cli",
+            now=time.time(),
+            replay_guard=None,
+            cert_fetcher=None,
+        )
         events += [(e.type, e.provider_message_id, e.recipient) for e in result.events]
-    assert sorted(events) == [(kind, outcome.provider_message_id, "ana@example.com")
-                              for kind in ("message.clicked", "message.delivered", "message.opened")]
+    assert sorted(events) == [
+        (kind, outcome.provider_message_id, "ana@example.com")
+        for kind in ("message.clicked", "message.delivered", "message.opened")
+    ]

@@ -23,7 +23,10 @@ NODE_DRIVER = """
 const input = JSON.parse(require("node:fs").readFileSync(0, "utf8"));
 console.log(JSON.stringify(input.map(({ secret, headers, body }) => {
   const raw = Buffer.from(body, "base64");
-  return [verifyStandardWebhook(secret, headers, raw), verifyMailersSignature(secret, headers["mailers-signature"], raw)];
+  return [
+    verifyStandardWebhook(secret, headers, raw),
+    verifyMailersSignature(secret, headers["mailers-signature"], raw),
+  ];
 })));
 """
 

@@ -30,19 +30,31 @@ async def new_rule(client, headers, targets, **fields):
 
 async def test_rule_crud_and_patch(client, admin):
     a, b = await new_server(client, admin, "a"), await new_server(client, admin, "b")
-    response = await new_rule(client, admin, [a], priority=10, strategy="priority",
-                              match={"purpose": "transactional", "from_domains": ["Acme.TEST", "*.acme.test"]})
+    response = await new_rule(
+        client,
+        admin,
+        [a],
+        priority=10,
+        strategy="priority",
+        match={"purpose": "transactional", "from_domains": ["Acme.TEST", "*.acme.test"]},
+    )
     assert response.status == 201, await response.text()
     rule = await response.json()
     assert rule["object"] == "routing_rule" and rule["id"].startswith("rul_")
-    assert rule["match"] == {"purpose": "transactional", "from_domains": ["*.acme.test", "acme.test"],
-                             "to_domains": [], "tags": []}
+    assert rule["match"] == {
+        "purpose": "transactional",
+        "from_domains": ["*.acme.test", "acme.test"],
+        "to_domains": [],
+        "tags": [],
+    }
     assert rule["targets"] == [{"server": a, "weight": 1}] and rule["fallback"] is True
     url = f"/v1/routing/rules/{rule['id']}"
     assert await (await client.get(url, headers=admin)).json() == rule
     patch = {"strategy": "weighted", "targets": [{"server": b, "weight": 3}, {"server": a, "weight": 1}]}
     patched = await (await client.patch(url, json=patch, headers=admin)).json()
-    assert patched["strategy"] == "weighted" and patched["priority"] == 10 and patched["match"] == rule["match"]
+    assert (
+        patched["strategy"] == "weighted" and patched["priority"] == 10 and patched["match"] == rule["match"]
+    )
     assert [t["server"] for t in patched["targets"]] == [b, a]
     # a is still targeted; after the rule stops targeting b, b may be deleted
     assert (await client.delete(f"/v1/sending-servers/{b}", headers=admin)).status == 409
@@ -73,7 +85,9 @@ async def test_rule_validation_pointers(client, admin, make_key):
         assert response.status == 422, fields
         assert [e["pointer"] for e in (await response.json())["errors"]] == [pointer], fields
     rule = await (await new_rule(client, admin, [a])).json()
-    bad = await client.patch(f"/v1/routing/rules/{rule['id']}", json={"targets": [{"server": "srv_x"}]}, headers=admin)
+    bad = await client.patch(
+        f"/v1/routing/rules/{rule['id']}", json={"targets": [{"server": "srv_x"}]}, headers=admin
+    )
     assert bad.status == 422 and (await bad.json())["errors"][0]["pointer"] == "#/targets/0/server"
 
 
@@ -85,7 +99,9 @@ async def test_rules_are_per_workspace_and_paginated(client, admin, make_key):
     assert [r["id"] for r in page["data"] + rest["data"]] == ids[::-1] and rest["has_more"] is False
     other = await make_key(["write:settings"], workspace="globex")
     assert (await client.get(f"/v1/routing/rules/{ids[0]}", headers=other)).status == 404
-    assert (await client.patch(f"/v1/routing/rules/{ids[0]}", json={"name": "x"}, headers=other)).status == 404
+    assert (
+        await client.patch(f"/v1/routing/rules/{ids[0]}", json={"name": "x"}, headers=other)
+    ).status == 404
     assert (await client.delete(f"/v1/routing/rules/{ids[0]}", headers=other)).status == 404
     reader = await make_key(["read:settings"])
     assert (await new_rule(client, reader, [a])).status == 403
@@ -111,7 +127,9 @@ async def eventually(predicate, within: float = 1.0):
         await asyncio.sleep(0.01)
 
 
-async def test_routing_cache_invalidates_across_app_instances_within_a_second(app_client, admin, redis, workspace):
+async def test_routing_cache_invalidates_across_app_instances_within_a_second(
+    app_client, admin, redis, workspace
+):
     one, two = await app_client(app_hook=with_routing_cache), await app_client(app_hook=with_routing_cache)
     cache = two.app[ROUTING_CACHE]
     assert (await cache.get(workspace)).servers == []
@@ -133,9 +151,14 @@ async def test_routing_cache_invalidates_across_app_instances_within_a_second(ap
     await eventually(sees_rule)
     snapshot = await cache.get(workspace)
     facts = MessageFacts(purpose=None, from_domain="acme.test", to_domains=["x.test"], tags=["bulk"])
-    assert choose_servers(facts, snapshot.rules, snapshot.servers, rng=random.Random(1)).candidates == [backup]
+    assert choose_servers(facts, snapshot.rules, snapshot.servers, rng=random.Random(1)).candidates == [
+        backup
+    ]
     plain = MessageFacts(purpose=None, from_domain="acme.test", to_domains=["x.test"])
-    assert choose_servers(plain, snapshot.rules, snapshot.servers, rng=random.Random(1)).candidates == [primary, backup]
+    assert choose_servers(plain, snapshot.rules, snapshot.servers, rng=random.Random(1)).candidates == [
+        primary,
+        backup,
+    ]
     assert snapshot.records[primary].name == "primary"
 
     await ServerStore(redis).set_status(primary, "down")

@@ -15,9 +15,14 @@ async def create(client, headers, **fields):
 
 
 async def test_create_get_list_never_return_or_store_secrets(workspace, client, admin, redis):
-    response = await create(client, admin, quotas={"per_second": 5, "per_day": 1000},
-                            recipient_domain_limits={"Gmail.COM": {"per_minute": 60}}, domains=["Acme.test"],
-                            inbound={"mailgun_signing_key": "inbound-secret-xyz"})
+    response = await create(
+        client,
+        admin,
+        quotas={"per_second": 5, "per_day": 1000},
+        recipient_domain_limits={"Gmail.COM": {"per_minute": 60}},
+        domains=["Acme.test"],
+        inbound={"mailgun_signing_key": "inbound-secret-xyz"},
+    )
     assert response.status == 201, await response.text()
     server = await response.json()
     assert server["id"].startswith("srv_") and server["object"] == "sending_server"
@@ -73,11 +78,17 @@ async def test_missing_provider_module_is_422(client, admin, monkeypatch):
 async def test_patch_merges_config_and_keeps_secrets(workspace, client, admin, redis):
     server = await (await create(client, admin, priority=5)).json()
     url = f"/v1/sending-servers/{server['id']}"
-    response = await client.patch(url, json={"config": {"port": 587, "username": None}, "name": "Main"}, headers=admin)
+    response = await client.patch(
+        url, json={"config": {"port": 587, "username": None}, "name": "Main"}, headers=admin
+    )
     assert response.status == 200, await response.text()
     patched = await response.json()
     assert patched["config"] == {"host": "smtp.acme.test", "port": 587}
-    assert patched["secret_fields_set"] == ["password"] and patched["name"] == "Main" and patched["priority"] == 5
+    assert (
+        patched["secret_fields_set"] == ["password"]
+        and patched["name"] == "Main"
+        and patched["priority"] == 5
+    )
     assert patched["updated_at"] > server["updated_at"] and patched["created_at"] == server["created_at"]
     store = ServerStore.for_settings(redis, client.app[SERVICES].settings)
     config = store.open_config(await store.get(workspace, server["id"]))
@@ -108,7 +119,9 @@ async def test_pagination_newest_first(client, admin):
     page = await (await client.get("/v1/sending-servers?limit=2", headers=admin)).json()
     seen = [s["id"] for s in page["data"]]
     while page["has_more"]:
-        page = await (await client.get(f"/v1/sending-servers?limit=2&cursor={page['next_cursor']}", headers=admin)).json()
+        page = await (
+            await client.get(f"/v1/sending-servers?limit=2&cursor={page['next_cursor']}", headers=admin)
+        ).json()
         seen += [s["id"] for s in page["data"]]
     assert seen == ids[::-1]
 

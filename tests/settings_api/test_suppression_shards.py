@@ -56,17 +56,22 @@ async def test_scopes_global_domain_workspace_list(suppressions, redis):
         Suppressed("GI@example.com", "global", "manual"),
     ]
     assert [h.email for h in await suppressions.check(one, "other.test", [], everyone)] == [
-        "ana@example.com", "GI@example.com"]
+        "ana@example.com",
+        "GI@example.com",
+    ]
     # the other workspace lives on the other shard: only the global entry applies to it
     assert await suppressions.check(two, "mail.acme.test", ["lst_1"], everyone) == [
-        Suppressed("GI@example.com", "global", "manual")]
+        Suppressed("GI@example.com", "global", "manual")
+    ]
     store = SuppressionStore(redis)
     assert await store.is_suppressed(one, "BO@example.com", "domain", "acme.test")
     assert await suppressions.remove(one, ["bo@example.com", "never@example.com"], "domain", "acme.test") == 1
     assert not await store.is_suppressed(one, "bo@example.com", "domain", "acme.test")
     assert await suppressions.remove("any", ["gi@example.com"], "global") == 1
     assert [h.email for h in await suppressions.check(one, "acme.test", ["lst_1"], everyone)] == [
-        "ana@example.com", "cy@example.com"]
+        "ana@example.com",
+        "cy@example.com",
+    ]
     assert await suppressions.check(two, "acme.test", [], everyone) == []
     with pytest.raises(ValueError):
         await suppressions.add(one, [SuppressionEntry(email="not-an-address")])
@@ -77,8 +82,9 @@ async def test_scopes_global_domain_workspace_list(suppressions, redis):
 async def test_writes_by_consumers_reach_a_loaded_shard(suppressions, redis):
     workspace = workspaces_on_each_shard()[0]
     assert await suppressions.check(workspace, "acme.test", [], ["late@example.com"]) == []
-    await add_suppressions(redis, workspace, [SuppressionEntry(email="late@example.com", reason="complaint",
-                                                               source="complaint")])
+    await add_suppressions(
+        redis, workspace, [SuppressionEntry(email="late@example.com", reason="complaint", source="complaint")]
+    )
     deadline = time.monotonic() + 2
     while not await suppressions.check(workspace, "acme.test", [], ["late@example.com"]):
         assert time.monotonic() < deadline, "the shard never applied the published change"
@@ -91,15 +97,20 @@ async def test_writes_by_consumers_reach_a_loaded_shard(suppressions, redis):
 
 async def test_restarted_shard_rebuilds_from_redis(suppressions):
     one, two = workspaces_on_each_shard()
-    await suppressions.add(one, [SuppressionEntry(email=f"u{i}@example.com", reason="bounce") for i in range(50)]
-                           + [SuppressionEntry(email="g@example.com", scope="global")])
+    await suppressions.add(
+        one,
+        [SuppressionEntry(email=f"u{i}@example.com", reason="bounce") for i in range(50)]
+        + [SuppressionEntry(email="g@example.com", scope="global")],
+    )
     recipients = [f"u{i}@example.com" for i in range(0, 100, 5)] + ["g@example.com"]
     before = await suppressions.check(one, "acme.test", [], recipients)
     assert len(before) == 11
     for shard in suppressions.shards:
         ray.kill(shard, no_restart=False)
     assert await suppressions.check(one, "acme.test", [], recipients) == before
-    assert await suppressions.check(two, "acme.test", [], recipients) == [Suppressed("g@example.com", "global", "manual")]
+    assert await suppressions.check(two, "acme.test", [], recipients) == [
+        Suppressed("g@example.com", "global", "manual")
+    ]
 
 
 async def test_bulk_checks_are_one_ray_call_per_shard(suppressions):
@@ -117,7 +128,8 @@ async def test_bulk_checks_are_one_ray_call_per_shard(suppressions):
     items = [((two, one)[i % 2], "acme.test", [], [f"u{i}@example.com"]) for i in range(1000)]
     results = await suppressions.check_many(items)
     assert results[7] == [Suppressed("u7@example.com", "workspace", "manual")] and results[8] == [
-        Suppressed("u8@example.com", "workspace", "manual")]
+        Suppressed("u8@example.com", "workspace", "manual")
+    ]
     assert sum(1 for r in results if r) == 2
     after = [s["calls"].get("check", 0) for s in await stats(suppressions)]
     assert [a - m for a, m in zip(after, middle, strict=True)] == [1, 1]

@@ -36,39 +36,59 @@ async def test_add_list_filter_and_delete(workspace, client, shards, make_key):
     created = await response.json()
     assert created["created"] == 2
     assert [(s["email"], s["scope"], s["reason"], s["object"]) for s in created["data"]] == [
-        ("ana@example.com", "workspace", "bounce", "suppression"), ("bo@example.com", "workspace", "bounce", "suppression")]
-    domain = await post(client, writer, email="ana@example.com", scope="domain", scope_value="Acme.test",
-                        reason="complaint")
+        ("ana@example.com", "workspace", "bounce", "suppression"),
+        ("bo@example.com", "workspace", "bounce", "suppression"),
+    ]
+    domain = await post(
+        client, writer, email="ana@example.com", scope="domain", scope_value="Acme.test", reason="complaint"
+    )
     assert domain.status == 201 and (await domain.json())["data"][0]["scope_value"] == "acme.test"
-    listed = await post(client, writer, email="cy@example.com", scope="list", scope_value=LIST, reason="unsubscribe")
+    listed = await post(
+        client, writer, email="cy@example.com", scope="list", scope_value=LIST, reason="unsubscribe"
+    )
     assert listed.status == 201
-    assert await shards.check(workspace, "news.acme.test", [LIST], ["ANA@example.com", "cy@example.com", "x@y.z"]) == [
-        Suppressed("ANA@example.com", "workspace", "bounce"), Suppressed("cy@example.com", "list", "unsubscribe")]
+    assert await shards.check(
+        workspace, "news.acme.test", [LIST], ["ANA@example.com", "cy@example.com", "x@y.z"]
+    ) == [
+        Suppressed("ANA@example.com", "workspace", "bounce"),
+        Suppressed("cy@example.com", "list", "unsubscribe"),
+    ]
 
     listed = await (await client.get("/v1/suppressions", headers=writer)).json()
     assert [(s["email"], s["scope"]) for s in listed["data"]] == [
-        ("cy@example.com", "list"), ("ana@example.com", "domain"), ("bo@example.com", "workspace"),
-        ("ana@example.com", "workspace")]
+        ("cy@example.com", "list"),
+        ("ana@example.com", "domain"),
+        ("bo@example.com", "workspace"),
+        ("ana@example.com", "workspace"),
+    ]
     by_email = await (await client.get("/v1/suppressions?email=ANA@example.com", headers=writer)).json()
     assert [s["scope"] for s in by_email["data"]] == ["domain", "workspace"]
-    by_reason = await (await client.get("/v1/suppressions?reason=bounce&scope=workspace", headers=writer)).json()
+    by_reason = await (
+        await client.get("/v1/suppressions?reason=bounce&scope=workspace", headers=writer)
+    ).json()
     assert [s["email"] for s in by_reason["data"]] == ["bo@example.com", "ana@example.com"]
 
     one = await (await client.get("/v1/suppressions?limit=1&reason=bounce", headers=writer)).json()
-    two = await (await client.get(f"/v1/suppressions?limit=1&reason=bounce&cursor={one['next_cursor']}",
-                                  headers=writer)).json()
+    two = await (
+        await client.get(
+            f"/v1/suppressions?limit=1&reason=bounce&cursor={one['next_cursor']}", headers=writer
+        )
+    ).json()
     assert [s["email"] for s in one["data"] + two["data"]] == ["bo@example.com", "ana@example.com"]
     assert two["has_more"] is False
     mismatch = await client.get(f"/v1/suppressions?limit=1&cursor={one['next_cursor']}", headers=writer)
     assert mismatch.status == 400 and (await mismatch.json())["code"] == "invalid_cursor"
 
-    scoped = await client.delete("/v1/suppressions/ana@example.com?scope=domain&scope_value=acme.test", headers=writer)
+    scoped = await client.delete(
+        "/v1/suppressions/ana@example.com?scope=domain&scope_value=acme.test", headers=writer
+    )
     assert scoped.status == 200
     assert [s["scope"] for s in (await scoped.json())["deleted"]] == ["domain"]
     everywhere = await client.delete("/v1/suppressions/ANA%40example.com", headers=writer)
     assert everywhere.status == 200 and (await everywhere.json())["email"] == "ana@example.com"
     assert await shards.check(workspace, "acme.test", [], ["ana@example.com", "bo@example.com"]) == [
-        Suppressed("bo@example.com", "workspace", "bounce")]
+        Suppressed("bo@example.com", "workspace", "bounce")
+    ]
     assert (await client.delete("/v1/suppressions/ana@example.com", headers=writer)).status == 404
 
 
@@ -93,7 +113,9 @@ async def test_validation_scopes_and_isolation(client, shards, make_key, admin):
     assert (await client.get("/v1/suppressions?scope=global", headers=writer)).status == 403
     reader = await make_key(["read:suppressions"])
     assert (await post(client, reader, email="r@example.com")).status == 403
-    assert (await post(client, admin, email="g@example.com", scope="global", reason="complaint")).status == 201
+    assert (
+        await post(client, admin, email="g@example.com", scope="global", reason="complaint")
+    ).status == 201
     globals_ = await (await client.get("/v1/suppressions?scope=global", headers=admin)).json()
     assert [(s["email"], s["scope"]) for s in globals_["data"]] == [("g@example.com", "global")]
 
@@ -103,5 +125,6 @@ async def test_validation_scopes_and_isolation(client, shards, make_key, admin):
     assert (await client.delete("/v1/suppressions/own@example.com", headers=other)).status == 404
     # the global entry applies to the other workspace too; its own entries do not leak
     assert await shards.check("globex", "globex.test", [], ["g@example.com", "own@example.com"]) == [
-        Suppressed("g@example.com", "global", "complaint")]
+        Suppressed("g@example.com", "global", "complaint")
+    ]
     assert (await client.get("/v1/suppressions", headers=reader)).status == 200

@@ -25,8 +25,13 @@ TTL = 60
 
 
 class DnsZone:
-    def __init__(self, records: dict[tuple[str, str], list[str]] | None = None, silent: Iterable[str] = ()) -> None:
-        self.records = {(name.lower().rstrip("."), rdtype.upper()): values for (name, rdtype), values in (records or {}).items()}
+    def __init__(
+        self, records: dict[tuple[str, str], list[str]] | None = None, silent: Iterable[str] = ()
+    ) -> None:
+        self.records = {
+            (name.lower().rstrip("."), rdtype.upper()): values
+            for (name, rdtype), values in (records or {}).items()
+        }
         self.silent = {name.lower().rstrip(".") for name in silent}
         self.queries: list[tuple[str, str]] = []
 
@@ -88,7 +93,9 @@ class DnsServer:
 
     async def __aenter__(self) -> DnsServer:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self.zone), local_addr=(self.host, 0))
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self.zone), local_addr=(self.host, 0)
+        )
         self._transport = transport
         self.port = transport.get_extra_info("sockname")[1]
         return self

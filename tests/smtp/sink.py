@@ -57,7 +57,9 @@ class SinkHandler:
     noops: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         with self.lock:
             self.peers.add(session.peer)
             drop, self.drop_next_mail = self.drop_next_mail, False
@@ -71,7 +73,9 @@ class SinkHandler:
             self.noops += 1
         return "250 OK"
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         local = address.partition("@")[0].lower()
         if local.startswith("drop"):
             server.transport.close()
@@ -87,8 +91,14 @@ class SinkHandler:
             return "554 5.7.1 Message content rejected"
         with self.lock:
             login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
-            delivery = Delivery(envelope.mail_from, list(envelope.rcpt_tos), envelope.content, session.peer,
-                                tls=server.transport.get_extra_info("ssl_object") is not None, login=login)
+            delivery = Delivery(
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                envelope.content,
+                session.peer,
+                tls=server.transport.get_extra_info("ssl_object") is not None,
+                login=login,
+            )
             self.deliveries.append(delivery)
         return "250 2.0.0 Queued"
 
@@ -96,8 +106,13 @@ class SinkHandler:
 class SmtpSink:
     """`with SmtpSink() as sink:` an aiosmtpd server on 127.0.0.1:`sink.port` in its own thread."""
 
-    def __init__(self, *, tls: ssl.SSLContext | None = None, implicit_tls: bool = False,
-                 credentials: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        tls: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         self.handler = SinkHandler()
         self.port = free_port()
         self.credentials = credentials
@@ -127,8 +142,13 @@ class SmtpSink:
     def connections(self) -> int:
         return len(self.handler.peers)
 
-    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:
-        ok = isinstance(auth_data, LoginPassword) and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials
+        )
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
 
@@ -138,16 +158,25 @@ def self_signed_tls(directory: Path) -> ssl.SSLContext:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailers-test")])
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_path, key_path)
     return context

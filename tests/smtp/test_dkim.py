@@ -20,17 +20,30 @@ def domain_key() -> tuple[bytes, str]:
 
 
 def records(public_b64: str) -> list[DnsRecord]:
-    return dns_records("Acme.com", "mlr1", public_b64, return_path_host="bounces.mailers.example",
-                       spf_include="spf.mailers.example")
+    return dns_records(
+        "Acme.com",
+        "mlr1",
+        public_b64,
+        return_path_host="bounces.mailers.example",
+        spf_include="spf.mailers.example",
+    )
 
 
 def signed_message(private_pem: bytes) -> bytes:
     message = OutboundMessage(
-        id="msg_01JS0000000000000000000000", workspace="acme", from_=Address("hello@acme.com", "Acme"),
-        to=[Address("ana@example.com", "Ana Müller")], subject="Grüße", html="<p>Hi</p>", text="Hi\n",
+        id="msg_01JS0000000000000000000000",
+        workspace="acme",
+        from_=Address("hello@acme.com", "Acme"),
+        to=[Address("ana@example.com", "Ana Müller")],
+        subject="Grüße",
+        html="<p>Hi</p>",
+        text="Hi\n",
         attachments=[Attachment(filename="a.bin", content=bytes(range(200)))],
     )
-    unsubscribe = {"List-Unsubscribe": "<https://acme.com/t/u/x>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    unsubscribe = {
+        "List-Unsubscribe": "<https://acme.com/t/u/x>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
     return render_mime(message, extra_headers=unsubscribe, dkim=DkimSigner("acme.com", "mlr1", private_pem))
 
 
@@ -66,10 +79,18 @@ def test_dns_records(domain_key: tuple[bytes, str]) -> None:
 
 
 def test_idn_domains_publish_and_sign_as_a_labels(domain_key: tuple[bytes, str]) -> None:
-    names = [r.name for r in dns_records("Bücher.de", "s1", domain_key[1], return_path_host="b.example",
-                                         spf_include="s.example")]
-    assert names == ["s1._domainkey.xn--bcher-kva.de", "xn--bcher-kva.de", "_dmarc.xn--bcher-kva.de",
-                     "bounces.xn--bcher-kva.de"]
+    names = [
+        r.name
+        for r in dns_records(
+            "Bücher.de", "s1", domain_key[1], return_path_host="b.example", spf_include="s.example"
+        )
+    ]
+    assert names == [
+        "s1._domainkey.xn--bcher-kva.de",
+        "xn--bcher-kva.de",
+        "_dmarc.xn--bcher-kva.de",
+        "bounces.xn--bcher-kva.de",
+    ]
     assert DkimSigner("bücher.de", "s1", domain_key[0]).domain == "xn--bcher-kva.de"
 
 
@@ -80,7 +101,13 @@ def test_signature_verifies_against_the_published_record(domain_key: tuple[bytes
     tags = dkim.util.parse_tag_value(message.split(b"\r\nFrom:")[0].split(b":", 1)[1])
     assert tags[b"s"] == b"mlr1"
     assert {h.strip() for h in tags[b"h"].split(b":")} >= {
-        b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe", b"list-unsubscribe-post"
+        b"from",
+        b"to",
+        b"subject",
+        b"date",
+        b"message-id",
+        b"list-unsubscribe",
+        b"list-unsubscribe-post",
     }
     assert max(len(line) for line in message.split(b"\r\n\r\n")[0].split(b"\r\n")) <= 78
     assert verify(message, public_b64)

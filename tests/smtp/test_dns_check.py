@@ -14,8 +14,13 @@ OTHER_B64 = generate_domain_key()[1]
 # Longer than one 255-byte character-string, split inside our include: only a join without
 # separators (RFC 7208 3.3) finds it.
 LONG_SPF = "v=spf1 ip4:192.0.2.10 ip4:198.51.100.0/24".ljust(250) + "include:spf.mailers.example ~all"
-RECORDS = dns_records("acme.com", "mlr1", PUBLIC_B64, return_path_host="bounces.mailers.example",
-                      spf_include="spf.mailers.example")
+RECORDS = dns_records(
+    "acme.com",
+    "mlr1",
+    PUBLIC_B64,
+    return_path_host="bounces.mailers.example",
+    spf_include="spf.mailers.example",
+)
 
 
 def published(**changes: list[str] | None) -> dict[tuple[str, str], list[str]]:
@@ -26,8 +31,12 @@ def published(**changes: list[str] | None) -> dict[tuple[str, str], list[str]]:
         ("_dmarc.acme.com", "TXT"): ["v=DMARC1; p=quarantine; rua=mailto:d@acme.com"],
         ("bounces.acme.com", "CNAME"): ["Bounces.Mailers.Example."],
     }
-    keys = {"dkim": ("mlr1._domainkey.acme.com", "TXT"), "spf": ("acme.com", "TXT"),
-            "dmarc": ("_dmarc.acme.com", "TXT"), "return_path": ("bounces.acme.com", "CNAME")}
+    keys = {
+        "dkim": ("mlr1._domainkey.acme.com", "TXT"),
+        "spf": ("acme.com", "TXT"),
+        "dmarc": ("_dmarc.acme.com", "TXT"),
+        "return_path": ("bounces.acme.com", "CNAME"),
+    }
     for purpose, values in changes.items():
         if values is None:
             del zone[keys[purpose]]
@@ -36,9 +45,13 @@ def published(**changes: list[str] | None) -> dict[tuple[str, str], list[str]]:
     return zone
 
 
-async def check(zone: DnsZone, records: list[DnsRecord] = RECORDS, lookup_timeout: float = 2.0) -> dict[str, RecordCheck]:
+async def check(
+    zone: DnsZone, records: list[DnsRecord] = RECORDS, lookup_timeout: float = 2.0
+) -> dict[str, RecordCheck]:
     async with DnsServer(zone) as server:
-        checks = await verify_domain_records(records, nameserver=server.host, port=server.port, timeout=lookup_timeout)
+        checks = await verify_domain_records(
+            records, nameserver=server.host, port=server.port, timeout=lookup_timeout
+        )
     assert [c.record for c in checks] == records
     return {c.record.purpose: c for c in checks}
 
@@ -51,14 +64,22 @@ async def test_all_present_is_verified() -> None:
     assert len(LONG_SPF) > 255 and LONG_SPF in checks["spf"].seen
     # the 2048-bit key travelled as several character-strings and was joined back
     assert any(PUBLIC_B64[-20:] in seen for seen in checks["dkim"].seen)
-    assert sorted(zone.queries) == sorted([("mlr1._domainkey.acme.com", "TXT"), ("acme.com", "TXT"),
-                                           ("_dmarc.acme.com", "TXT"), ("bounces.acme.com", "CNAME")])
+    assert sorted(zone.queries) == sorted(
+        [
+            ("mlr1._domainkey.acme.com", "TXT"),
+            ("acme.com", "TXT"),
+            ("_dmarc.acme.com", "TXT"),
+            ("bounces.acme.com", "CNAME"),
+        ]
+    )
 
 
 async def test_one_missing_is_named() -> None:
     checks = await check(DnsZone(published(dmarc=None)))
     missing = [c for c in checks.values() if c.status != "found"]
-    assert [(c.record.purpose, c.record.name, c.status) for c in missing] == [("dmarc", "_dmarc.acme.com", "missing")]
+    assert [(c.record.purpose, c.record.name, c.status) for c in missing] == [
+        ("dmarc", "_dmarc.acme.com", "missing")
+    ]
     assert not all_found(list(checks.values()))
     assert all_found(list(checks.values()), purposes=frozenset({"dkim", "spf"}))
 

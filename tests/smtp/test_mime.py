@@ -35,7 +35,9 @@ def parse(raw: bytes) -> EmailMessage:
 
 
 def test_headers_and_line_endings() -> None:
-    raw = render_mime(message(headers={"X-Entity-Ref-ID": "123"}, reply_to=[Address("help@acme.com")]), now=NOW)
+    raw = render_mime(
+        message(headers={"X-Entity-Ref-ID": "123"}, reply_to=[Address("help@acme.com")]), now=NOW
+    )
     assert b"\n" not in raw.replace(b"\r\n", b"")
     parsed = parse(raw)
     assert parsed["From"].addresses[0].display_name == "Acme"
@@ -50,7 +52,9 @@ def test_headers_and_line_endings() -> None:
 
 
 def test_html_and_text_are_alternatives_with_non_ascii_bodies() -> None:
-    parsed = parse(render_mime(message(subject="Grüße, Ana ✉", text="Grüße\nline two", html="<p>Grüße ✉</p>")))
+    parsed = parse(
+        render_mime(message(subject="Grüße, Ana ✉", text="Grüße\nline two", html="<p>Grüße ✉</p>"))
+    )
     assert parsed.get_content_type() == "multipart/alternative"
     assert parsed["Subject"] == "Grüße, Ana ✉"
     assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
@@ -115,7 +119,10 @@ def test_extra_headers_win_over_custom_headers() -> None:
     unsubscribe = "<https://mail.acme.com/t/u/tok>, <mailto:unsub@acme.com>"
     raw = render_mime(
         message(headers={"List-Unsubscribe": "<https://old>"}),
-        extra_headers={"List-Unsubscribe": unsubscribe, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+        extra_headers={
+            "List-Unsubscribe": unsubscribe,
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
     )
     parsed = parse(raw)
     assert parsed["List-Unsubscribe"] == unsubscribe

@@ -52,11 +52,15 @@ async def make_adapter() -> AsyncIterator[AdapterFactory]:
         await adapter.close()
 
 
-async def test_message_arrives_with_headers_body_attachments_and_bcc(sink: SmtpSink, make_adapter: AdapterFactory) -> None:
+async def test_message_arrives_with_headers_body_attachments_and_bcc(
+    sink: SmtpSink, make_adapter: AdapterFactory
+) -> None:
     adapter = make_adapter(sink.port)
     msg = message(
-        1, "ana@example.com",
-        cc=[Address("cc@example.org")], bcc=[Address("hidden@example.net")],
+        1,
+        "ana@example.com",
+        cc=[Address("cc@example.org")],
+        bcc=[Address("hidden@example.net")],
         headers={"X-Entity-Ref-ID": "123"},
         attachments=[Attachment(filename="a.pdf", content=b"%PDF\x00\x01", content_type="application/pdf")],
     )
@@ -85,23 +89,34 @@ async def test_idn_recipient_domain(sink: SmtpSink, make_adapter: AdapterFactory
 
 async def test_replies_are_classified(sink: SmtpSink, make_adapter: AdapterFactory) -> None:
     adapter = make_adapter(sink.port, pool_size=2)
-    outcomes = await adapter.send_batch([
-        message(1, "tempfail@example.com"),
-        message(2, "unknown@example.com"),
-        message(3, "full@example.com"),
-        message(4, "ok@example.com", "unknown2@example.com", "full2@example.com"),
-        message(5, "unknown3@example.com", "busy@example.com"),
-        message(6, "ok2@example.com"),
-    ])
-    assert outcomes[0] == Transient("SMTP 451 4.3.0 Try again later (1 recipients deferred)", retry_after=120.0)
+    outcomes = await adapter.send_batch(
+        [
+            message(1, "tempfail@example.com"),
+            message(2, "unknown@example.com"),
+            message(3, "full@example.com"),
+            message(4, "ok@example.com", "unknown2@example.com", "full2@example.com"),
+            message(5, "unknown3@example.com", "busy@example.com"),
+            message(6, "ok2@example.com"),
+        ]
+    )
+    assert outcomes[0] == Transient(
+        "SMTP 451 4.3.0 Try again later (1 recipients deferred)", retry_after=120.0
+    )
     assert isinstance(outcomes[1], Permanent)
-    assert outcomes[1].bounced == [RecipientRefusal("unknown@example.com", "550", "5.1.1 No such user", hard=True)]
+    assert outcomes[1].bounced == [
+        RecipientRefusal("unknown@example.com", "550", "5.1.1 No such user", hard=True)
+    ]
     assert isinstance(outcomes[2], Permanent)
-    assert outcomes[2].bounced == [RecipientRefusal("full@example.com", "552", "5.2.2 Mailbox full", hard=False)]
-    assert outcomes[3] == Sent(provider_message_id="<msg_01JS0000000000000000000004@acme.com>", refused=[
-        RecipientRefusal("unknown2@example.com", "550", "5.1.1 No such user", hard=True),
-        RecipientRefusal("full2@example.com", "552", "5.2.2 Mailbox full", hard=False),
-    ])
+    assert outcomes[2].bounced == [
+        RecipientRefusal("full@example.com", "552", "5.2.2 Mailbox full", hard=False)
+    ]
+    assert outcomes[3] == Sent(
+        provider_message_id="<msg_01JS0000000000000000000004@acme.com>",
+        refused=[
+            RecipientRefusal("unknown2@example.com", "550", "5.1.1 No such user", hard=True),
+            RecipientRefusal("full2@example.com", "552", "5.2.2 Mailbox full", hard=False),
+        ],
+    )
     assert isinstance(outcomes[4], Transient) and outcomes[4].retry_after == 300.0
     assert isinstance(outcomes[5], Sent)
     assert sorted(d.rcpt_tos[0] for d in sink.deliveries) == ["ok2@example.com", "ok@example.com"]
@@ -113,7 +128,9 @@ async def test_rejected_content_is_permanent(sink: SmtpSink, make_adapter: Adapt
     assert outcome == Permanent("SMTP 554 5.7.1 Message content rejected", code="554")
 
 
-async def test_failed_transaction_is_reset_and_the_connection_reused(sink: SmtpSink, make_adapter: AdapterFactory) -> None:
+async def test_failed_transaction_is_reset_and_the_connection_reused(
+    sink: SmtpSink, make_adapter: AdapterFactory
+) -> None:
     adapter = make_adapter(sink.port, pool_size=1)
     assert isinstance((await adapter.send_batch([message(1, "tempfail@example.com")]))[0], Transient)
     assert isinstance((await adapter.send_batch([message(2, "unknown@example.com")]))[0], Permanent)
@@ -123,7 +140,9 @@ async def test_failed_transaction_is_reset_and_the_connection_reused(sink: SmtpS
 
 
 @pytest.mark.parametrize("pool_size", [1, 4])
-async def test_pool_reuses_at_most_pool_size_connections(sink: SmtpSink, make_adapter: AdapterFactory, pool_size: int) -> None:
+async def test_pool_reuses_at_most_pool_size_connections(
+    sink: SmtpSink, make_adapter: AdapterFactory, pool_size: int
+) -> None:
     adapter = make_adapter(sink.port, pool_size=pool_size)
     for batch in range(3):
         outcomes = await adapter.send_batch([message(batch * 20 + i) for i in range(20)])
@@ -134,7 +153,9 @@ async def test_pool_reuses_at_most_pool_size_connections(sink: SmtpSink, make_ad
     assert adapter.pool.connections_opened == sink.connections
 
 
-async def test_reconnects_after_the_server_drops_the_connection(sink: SmtpSink, make_adapter: AdapterFactory) -> None:
+async def test_reconnects_after_the_server_drops_the_connection(
+    sink: SmtpSink, make_adapter: AdapterFactory
+) -> None:
     adapter = make_adapter(sink.port, pool_size=1)
     assert isinstance((await adapter.send_batch([message(1)]))[0], Sent)
     sink.handler.drop_next_mail = True  # the idle connection dies at our next MAIL
@@ -148,7 +169,9 @@ async def test_reconnects_after_the_server_drops_the_connection(sink: SmtpSink, 
     assert sink.connections >= 3
 
 
-async def test_idle_connections_are_checked_before_reuse(sink: SmtpSink, make_adapter: AdapterFactory) -> None:
+async def test_idle_connections_are_checked_before_reuse(
+    sink: SmtpSink, make_adapter: AdapterFactory
+) -> None:
     busy = make_adapter(sink.port, pool_size=1)
     await busy.send_batch([message(1)])
     await busy.send_batch([message(2)])
@@ -168,11 +191,15 @@ async def test_unreachable_server_is_transient(make_adapter: AdapterFactory) -> 
     assert adapter.pool.connections_opened == 0
 
 
-async def test_unrenderable_message_is_permanent_and_not_sent(sink: SmtpSink, make_adapter: AdapterFactory) -> None:
-    outcomes = await make_adapter(sink.port).send_batch([
-        message(1, headers={"X-A": "b\r\nBcc: x@evil.com"}),
-        message(2, bcc=[Address("x@example.com>\r\nRCPT TO:<y@evil.com")]),
-    ])
+async def test_unrenderable_message_is_permanent_and_not_sent(
+    sink: SmtpSink, make_adapter: AdapterFactory
+) -> None:
+    outcomes = await make_adapter(sink.port).send_batch(
+        [
+            message(1, headers={"X-A": "b\r\nBcc: x@evil.com"}),
+            message(2, bcc=[Address("x@example.com>\r\nRCPT TO:<y@evil.com")]),
+        ]
+    )
     assert all(isinstance(o, Permanent) and o.code == "invalid_message" for o in outcomes), outcomes
     assert sink.deliveries == [] and sink.connections == 0
 
@@ -180,21 +207,31 @@ async def test_unrenderable_message_is_permanent_and_not_sent(sink: SmtpSink, ma
 @pytest.mark.parametrize("security", ["starttls", "tls"])
 async def test_tls_and_auth(tls_context: ssl.SSLContext, make_adapter: AdapterFactory, security: str) -> None:
     with SmtpSink(tls=tls_context, implicit_tls=security == "tls", credentials=("relay", "s3cret")) as secure:
-        adapter = make_adapter(secure.port, security=security, username="relay", password="s3cret", validate_certs=False)
+        adapter = make_adapter(
+            secure.port, security=security, username="relay", password="s3cret", validate_certs=False
+        )
         outcomes = await adapter.send_batch([message(1), message(2)])
         assert all(isinstance(o, Sent) for o in outcomes), outcomes
         assert [(d.tls, d.login) for d in secure.deliveries] == [(True, "relay"), (True, "relay")]
 
 
-async def test_wrong_password_marks_the_server_down(tls_context: ssl.SSLContext, make_adapter: AdapterFactory) -> None:
+async def test_wrong_password_marks_the_server_down(
+    tls_context: ssl.SSLContext, make_adapter: AdapterFactory
+) -> None:
     with SmtpSink(tls=tls_context, credentials=("relay", "s3cret")) as secure:
-        adapter = make_adapter(secure.port, security="starttls", username="relay", password="wrong", validate_certs=False)
+        adapter = make_adapter(
+            secure.port, security="starttls", username="relay", password="wrong", validate_certs=False
+        )
         outcomes = await adapter.send_batch([message(i) for i in range(3)])
-        assert all(isinstance(o, Transient) and o.server_down and "535" in o.reason for o in outcomes), outcomes
+        assert all(isinstance(o, Transient) and o.server_down and "535" in o.reason for o in outcomes), (
+            outcomes
+        )
         assert secure.deliveries == []
 
 
-async def test_untrusted_certificate_is_refused(tls_context: ssl.SSLContext, make_adapter: AdapterFactory) -> None:
+async def test_untrusted_certificate_is_refused(
+    tls_context: ssl.SSLContext, make_adapter: AdapterFactory
+) -> None:
     with SmtpSink(tls=tls_context, credentials=("relay", "s3cret")) as secure:
         adapter = make_adapter(secure.port, security="starttls", username="relay", password="s3cret")
         [outcome] = await adapter.send_batch([message(1)])
@@ -203,17 +240,25 @@ async def test_untrusted_certificate_is_refused(tls_context: ssl.SSLContext, mak
         assert secure.deliveries == []
 
 
-async def test_starttls_required_but_not_offered_marks_the_server_down(sink: SmtpSink, make_adapter: AdapterFactory) -> None:
+async def test_starttls_required_but_not_offered_marks_the_server_down(
+    sink: SmtpSink, make_adapter: AdapterFactory
+) -> None:
     [outcome] = await make_adapter(sink.port, security="starttls").send_batch([message(1)])
     assert isinstance(outcome, Transient) and outcome.server_down and "STARTTLS" in outcome.reason, outcome
     assert sink.deliveries == []
 
 
-async def test_messages_are_dkim_signed_when_the_config_has_a_key(sink: SmtpSink, make_adapter: AdapterFactory) -> None:
+async def test_messages_are_dkim_signed_when_the_config_has_a_key(
+    sink: SmtpSink, make_adapter: AdapterFactory
+) -> None:
     private_pem, public_b64 = generate_domain_key()
-    adapter = make_adapter(sink.port, dkim_domain="acme.com", dkim_selector="mlr1", dkim_private_key=private_pem.decode())
+    adapter = make_adapter(
+        sink.port, dkim_domain="acme.com", dkim_selector="mlr1", dkim_private_key=private_pem.decode()
+    )
     await adapter.send_batch([message(1)])
-    record = dns_records("acme.com", "mlr1", public_b64, return_path_host="b.example", spf_include="s.example")[0]
+    record = dns_records(
+        "acme.com", "mlr1", public_b64, return_path_host="b.example", spf_include="s.example"
+    )[0]
 
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
         return record.value.encode() if name == f"{record.name}.".encode() else b""

@@ -20,25 +20,53 @@ and the shop again: <a href="https://shop.example.com/p?id=1&utm=mail">here</a>.
 </BODY></html>"""
 SHOP = "https://shop.example.com/p?id=1&utm=mail"
 BLOG = "http://blog.example.org/post"
-HUMAN = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4"
+HUMAN = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4"
+)
 
 
-def outbound(*, to: str = "reader@tracking.example", html: str | None = NEWSLETTER, workspace: str = "acme",
-             headers: dict[str, str] | None = None) -> OutboundMessage:
-    return OutboundMessage(id=new_id("msg"), workspace=workspace, from_=Address("hello@acme.com", "Acme"),
-                           to=[Address(to)], subject="News", html=html, text="Hi Reader, https://shop.example.com",
-                           headers=headers or {}, tags=["news"], metadata={"user_id": "42"})
+def outbound(
+    *,
+    to: str = "reader@tracking.example",
+    html: str | None = NEWSLETTER,
+    workspace: str = "acme",
+    headers: dict[str, str] | None = None,
+) -> OutboundMessage:
+    return OutboundMessage(
+        id=new_id("msg"),
+        workspace=workspace,
+        from_=Address("hello@acme.com", "Acme"),
+        to=[Address(to)],
+        subject="News",
+        html=html,
+        text="Hi Reader, https://shop.example.com",
+        headers=headers or {},
+        tags=["news"],
+        metadata={"user_id": "42"},
+    )
 
 
 async def store_sent(redis, message: OutboundMessage, links: list[str]) -> None:
     """A message as a dispatcher leaves it after the provider took it (status `sent`, no queue entry)."""
     now = datetime.now(UTC)
-    accepted = Event(id=new_id("evt"), type="message.accepted", created_at=now, workspace=message.workspace,
-                     message=EventMessage(id=message.id, to=message.to[0].email, from_=message.from_.email))
-    meta = MessageMeta(created_ms=int(now.timestamp() * 1000), candidates=["srv_test"], track_opens=True,
-                       track_clicks=True, unsubscribe=True, links=links)
-    await MessageStore(redis).enqueue([NewMessage(message=message, meta=meta, status="sent", server="srv_test",
-                                                  events=[accepted])])
+    accepted = Event(
+        id=new_id("evt"),
+        type="message.accepted",
+        created_at=now,
+        workspace=message.workspace,
+        message=EventMessage(id=message.id, to=message.to[0].email, from_=message.from_.email),
+    )
+    meta = MessageMeta(
+        created_ms=int(now.timestamp() * 1000),
+        candidates=["srv_test"],
+        track_opens=True,
+        track_clicks=True,
+        unsubscribe=True,
+        links=links,
+    )
+    await MessageStore(redis).enqueue(
+        [NewMessage(message=message, meta=meta, status="sent", server="srv_test", events=[accepted])]
+    )
 
 
 def tokens_in(html: str, kind: str) -> list[str]:
@@ -64,7 +92,11 @@ async def timeline(redis, message: OutboundMessage) -> list[Event]:
 
 async def streamed(redis) -> list[Event]:
     entries = await redis.xrange(keyspace.EVENT_STREAM)
-    return [event for _, fields in entries for event in events_msgpack_decoder.decode(fields[keyspace.EVENT_FIELD])]
+    return [
+        event
+        for _, fields in entries
+        for event in events_msgpack_decoder.decode(fields[keyspace.EVENT_FIELD])
+    ]
 
 
 async def wait_for(predicate, within: float = 20.0, every: float = 0.1):

@@ -35,8 +35,9 @@ def tracking_of(client) -> Tracking:
 
 async def sent_tracked(client, redis, **options):
     """Prepare a message with the app's own key, store it as sent; the stored message."""
-    message, links = tracking_of(client).prepare(outbound(), track_opens=True, track_clicks=True, unsubscribe=True,
-                                                 **options)
+    message, links = tracking_of(client).prepare(
+        outbound(), track_opens=True, track_clicks=True, unsubscribe=True, **options
+    )
     await store_sent(redis, message, links)
     return message
 
@@ -59,19 +60,33 @@ async def test_an_open_answers_an_uncached_gif_and_records_one_open(app, redis) 
     # GIF89a, 1×1, a graphic control extension with the transparency flag set, the trailer.
     assert PIXEL[:10] == b"GIF89a\x01\x00\x01\x00" and b"\x21\xf9\x04\x01" in PIXEL and PIXEL[-1:] == b";"
     assert (response.headers["Cache-Control"], response.headers["Pragma"], response.headers["Expires"]) == (
-        NO_STORE, "no-cache", "0")
-    assert await recorded(redis, message) == (["message.accepted", "message.opened"],
-                                              ["message.accepted", "message.opened"])
+        NO_STORE,
+        "no-cache",
+        "0",
+    )
+    assert await recorded(redis, message) == (
+        ["message.accepted", "message.opened"],
+        ["message.accepted", "message.opened"],
+    )
     opened = (await timeline(redis, message))[-1]
     assert opened.data == {"user_agent": HUMAN, "ip": "127.0.0.1", "machine_open": False}
     assert opened == (await streamed(redis))[-1]
     assert (opened.workspace, opened.message.id, opened.message.to, opened.message.from_) == (
-        "acme", message.id, "reader@tracking.example", "hello@acme.com")
+        "acme",
+        message.id,
+        "reader@tracking.example",
+        "hello@acme.com",
+    )
     assert (opened.message.tags, opened.message.metadata, opened.message.server) == (
-        ["news"], {"user_id": "42"}, "srv_test")
+        ["news"],
+        {"user_id": "42"},
+        "srv_test",
+    )
 
 
-async def test_a_proxy_fetch_is_a_machine_open_and_forwarded_for_is_trusted_only_when_enabled(app_client, redis):
+async def test_a_proxy_fetch_is_a_machine_open_and_forwarded_for_is_trusted_only_when_enabled(
+    app_client, redis
+):
     apple = {"User-Agent": "Mozilla/5.0", "X-Forwarded-For": "203.0.113.9, 17.58.1.2"}
     direct = await app_client()
     message = await sent_tracked(direct, redis)
@@ -90,8 +105,10 @@ async def test_a_click_redirects_to_the_exact_original_url_and_records_one_click
     response = await app.get(f"/t/c/{first}", headers={"User-Agent": HUMAN}, allow_redirects=False)
     assert response.status == 302 and response.headers["Location"] == SHOP
     assert response.headers["Cache-Control"] == NO_STORE
-    assert await recorded(redis, message) == (["message.accepted", "message.clicked"],
-                                              ["message.accepted", "message.clicked"])
+    assert await recorded(redis, message) == (
+        ["message.accepted", "message.clicked"],
+        ["message.accepted", "message.clicked"],
+    )
     clicked = (await timeline(redis, message))[-1]
     assert clicked.data == {"url": SHOP, "user_agent": HUMAN, "ip": "127.0.0.1", "machine_open": False}
     assert clicked.message.to == "reader@tracking.example"
@@ -100,8 +117,11 @@ async def test_a_click_redirects_to_the_exact_original_url_and_records_one_click
 @pytest.mark.parametrize("kind", ["o", "c", "u"])
 async def test_an_altered_or_wrong_kind_token_is_404_and_records_nothing(app, redis, kind: str) -> None:
     message = await sent_tracked(app, redis)
-    good = {"o": tokens_in(message.html, "o")[0], "c": tokens_in(message.html, "c")[0],
-            "u": unsubscribe_token(message)}
+    good = {
+        "o": tokens_in(message.html, "o")[0],
+        "c": tokens_in(message.html, "c")[0],
+        "u": unsubscribe_token(message),
+    }
     other_kind = good["o" if kind != "o" else "c"]
     for token in (altered(good[kind]), other_kind, good[kind][:-1], "x"):
         for method in ("GET", "POST") if kind == "u" else ("GET",):
@@ -115,12 +135,16 @@ async def test_an_altered_or_wrong_kind_token_is_404_and_records_nothing(app, re
 
 async def test_a_click_token_beyond_the_message_links_is_404(app, redis) -> None:
     message = await sent_tracked(app, redis)
-    beyond = tracking_of(app).tokens.issue(ClickToken(workspace="acme", message_id=message.id,
-                                                      recipient="reader@tracking.example", link_index=2))
+    beyond = tracking_of(app).tokens.issue(
+        ClickToken(workspace="acme", message_id=message.id, recipient="reader@tracking.example", link_index=2)
+    )
     response = await app.get(f"/t/c/{beyond}", allow_redirects=False)
     assert response.status == 404 and "Location" not in response.headers
-    missing = tracking_of(app).tokens.issue(ClickToken(workspace="acme", message_id=new_id("msg"),
-                                                       recipient="reader@tracking.example", link_index=0))
+    missing = tracking_of(app).tokens.issue(
+        ClickToken(
+            workspace="acme", message_id=new_id("msg"), recipient="reader@tracking.example", link_index=0
+        )
+    )
     assert (await app.get(f"/t/c/{missing}", allow_redirects=False)).status == 404
     assert await recorded(redis, message) == (["message.accepted"], ["message.accepted"])
 
@@ -147,8 +171,10 @@ async def test_one_click_unsubscribes_once_and_answers_200_without_redirect(app,
     assert await SuppressionStore(redis).is_suppressed("acme", "reader@tracking.example", "workspace")
     [record] = await SuppressionStore(redis).records("acme", [_entry("workspace", None)])
     assert (record.reason, record.source) == ("unsubscribe", "unsubscribe")
-    assert await recorded(redis, message) == (["message.accepted", "subscriber.unsubscribed"],
-                                              ["message.accepted", "subscriber.unsubscribed"])
+    assert await recorded(redis, message) == (
+        ["message.accepted", "subscriber.unsubscribed"],
+        ["message.accepted", "subscriber.unsubscribed"],
+    )
     event = (await timeline(redis, message))[-1]
     assert event.data == {"recipient": "reader@tracking.example", "scope": "workspace", "list_id": None}
     assert (event.message.id, event.message.to) == (message.id, "reader@tracking.example")
@@ -164,24 +190,30 @@ async def test_the_page_form_as_multipart_unsubscribes_from_the_list_only(app, r
     store = SuppressionStore(redis)
     assert await store.is_suppressed("acme", "reader@tracking.example", "list", LIST_ID)
     assert not await store.is_suppressed("acme", "reader@tracking.example", "workspace")
-    assert (await timeline(redis, message))[-1].data == {"recipient": "reader@tracking.example", "scope": "list",
-                                                        "list_id": LIST_ID}
+    assert (await timeline(redis, message))[-1].data == {
+        "recipient": "reader@tracking.example",
+        "scope": "list",
+        "list_id": LIST_ID,
+    }
 
 
 async def test_a_post_without_the_one_click_body_unsubscribes_nobody(app, redis) -> None:
     message = await sent_tracked(app, redis)
     url = f"/t/u/{unsubscribe_token(message)}"
     assert (await app.post(url, data={"List-Unsubscribe": "Nope"})).status == 422
-    assert (await app.post(url, data=b"List-Unsubscribe=One-Click",
-                           headers={"Content-Type": "text/plain"})).status == 415
+    assert (
+        await app.post(url, data=b"List-Unsubscribe=One-Click", headers={"Content-Type": "text/plain"})
+    ).status == 415
     assert not await SuppressionStore(redis).is_suppressed("acme", "reader@tracking.example", "workspace")
     assert await recorded(redis, message) == (["message.accepted"], ["message.accepted"])
 
 
 async def test_an_unsubscribe_is_honoured_after_the_message_is_gone(app, redis) -> None:
     message = await sent_tracked(app, redis)
-    await redis.delete(keyspace.message(message.workspace, message.id),
-                       keyspace.message_events(message.workspace, message.id))
+    await redis.delete(
+        keyspace.message(message.workspace, message.id),
+        keyspace.message_events(message.workspace, message.id),
+    )
     response = await app.post(f"/t/u/{unsubscribe_token(message)}", data=ONE_CLICK)
     assert response.status == 200
     assert await SuppressionStore(redis).is_suppressed("acme", "reader@tracking.example", "workspace")
@@ -198,8 +230,12 @@ def _entry(scope: str, value: str | None):
 
 
 async def test_a_link_with_an_encoded_newline_redirects_where_a_browser_would_go(app, redis) -> None:
-    message, links = tracking_of(app).prepare(outbound(html='<a href="https://x.example/a&#10;b?q=1">x</a>'),
-                                              track_opens=False, track_clicks=True, unsubscribe=False)
+    message, links = tracking_of(app).prepare(
+        outbound(html='<a href="https://x.example/a&#10;b?q=1">x</a>'),
+        track_opens=False,
+        track_clicks=True,
+        unsubscribe=False,
+    )
     await store_sent(redis, message, links)
     response = await app.get(f"/t/c/{tokens_in(message.html, 'c')[0]}", allow_redirects=False)
     assert response.status == 302 and response.headers["Location"] == "https://x.example/ab?q=1"

@@ -29,8 +29,12 @@ def test_clicks_rewrite_every_web_link_and_list_them_in_index_order(tracking: Tr
     clicks = tokens_in(prepared.html, "c")
     assert len(clicks) == 3 and clicks[0] == clicks[2] != clicks[1]
     assert [tracking.read("c", t) for t in clicks[:2]] == [
-        ClickToken(workspace="acme", message_id=message.id, recipient="reader@tracking.example", link_index=0),
-        ClickToken(workspace="acme", message_id=message.id, recipient="reader@tracking.example", link_index=1),
+        ClickToken(
+            workspace="acme", message_id=message.id, recipient="reader@tracking.example", link_index=0
+        ),
+        ClickToken(
+            workspace="acme", message_id=message.id, recipient="reader@tracking.example", link_index=1
+        ),
     ]
     assert f'href="{BASE}/t/c/{clicks[0]}"' in prepared.html and "mailto:help@acme.com" in prepared.html
     assert SHOP not in prepared.html and BLOG not in prepared.html
@@ -45,26 +49,42 @@ def test_opens_add_one_pixel_before_the_body_end_and_leave_links_alone(tracking:
     [token] = tokens_in(prepared.html, "o")
     pixel = f'<img src="{BASE}/t/o/{token}" width="1" height="1" alt="" style="display:none">'
     assert prepared.html == NEWSLETTER.replace("</BODY>", pixel + "</BODY>")
-    assert tracking.read("o", token) == OpenToken(workspace="acme", message_id=message.id, recipient="reader@tracking.example")
+    assert tracking.read("o", token) == OpenToken(
+        workspace="acme", message_id=message.id, recipient="reader@tracking.example"
+    )
 
 
 def test_opens_and_clicks_together_and_a_body_without_body_tag(tracking: Tracking) -> None:
-    prepared, links = tracking.prepare(outbound(html='<a href="https://x.example/">x</a>'), track_opens=True,
-                                       track_clicks=True, unsubscribe=False)
+    prepared, links = tracking.prepare(
+        outbound(html='<a href="https://x.example/">x</a>'),
+        track_opens=True,
+        track_clicks=True,
+        unsubscribe=False,
+    )
     assert links == ["https://x.example/"]
-    assert re.fullmatch(rf'<a href="{BASE}/t/c/[\w-]+">x</a><img src="{BASE}/t/o/[\w-]+" [^>]+>', prepared.html)
-    bare, _ = tracking.prepare(outbound(html="<p>hi</p>"), track_opens=True, track_clicks=False, unsubscribe=False)
+    assert re.fullmatch(
+        rf'<a href="{BASE}/t/c/[\w-]+">x</a><img src="{BASE}/t/o/[\w-]+" [^>]+>', prepared.html
+    )
+    bare, _ = tracking.prepare(
+        outbound(html="<p>hi</p>"), track_opens=True, track_clicks=False, unsubscribe=False
+    )
     assert bare.html.startswith("<p>hi</p><img src=")
 
 
 def test_nothing_asked_changes_nothing(tracking: Tracking) -> None:
     message = outbound()
-    assert tracking.prepare(message, track_opens=False, track_clicks=False, unsubscribe=False) == (message, [])
+    assert tracking.prepare(message, track_opens=False, track_clicks=False, unsubscribe=False) == (
+        message,
+        [],
+    )
     text_only = outbound(html=None)
     prepared, links = tracking.prepare(text_only, track_opens=True, track_clicks=True, unsubscribe=False)
     assert prepared is text_only and links == []
     nobody_left = msgspec.structs.replace(message, to=[])  # every recipient suppressed
-    assert tracking.prepare(nobody_left, track_opens=True, track_clicks=True, unsubscribe=True) == (nobody_left, [])
+    assert tracking.prepare(nobody_left, track_opens=True, track_clicks=True, unsubscribe=True) == (
+        nobody_left,
+        [],
+    )
 
 
 def test_unsubscribe_headers_have_the_exact_rfc_8058_form(tracking: Tracking) -> None:
@@ -77,14 +97,24 @@ def test_unsubscribe_headers_have_the_exact_rfc_8058_form(tracking: Tracking) ->
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
     assert links == [] and prepared.html == message.html and message.headers == {"X-Entity-Ref-ID": "7"}
-    assert tracking.read("u", token) == UnsubscribeToken(workspace="acme", message_id=message.id,
-                                                         recipient="reader@tracking.example", list_id=None, scope="workspace")
+    assert tracking.read("u", token) == UnsubscribeToken(
+        workspace="acme",
+        message_id=message.id,
+        recipient="reader@tracking.example",
+        list_id=None,
+        scope="workspace",
+    )
     assert tracking.read("o", token) is None and tracking.read("c", token) is None
 
 
 def test_a_list_message_unsubscribes_from_the_list(tracking: Tracking) -> None:
-    prepared, _ = tracking.prepare(outbound(), track_opens=False, track_clicks=False, unsubscribe=True,
-                                   list_id="lst_01J0000000000000000000000A")
+    prepared, _ = tracking.prepare(
+        outbound(),
+        track_opens=False,
+        track_clicks=False,
+        unsubscribe=True,
+        list_id="lst_01J0000000000000000000000A",
+    )
     payload = tracking.read("u", unsubscribe_token(prepared))
     assert isinstance(payload, UnsubscribeToken)
     assert (payload.scope, payload.list_id) == ("list", "lst_01J0000000000000000000000A")
@@ -95,7 +125,8 @@ def test_without_an_https_public_url_there_is_no_one_click_header() -> None:
     prepared, _ = plain.prepare(outbound(), track_opens=False, track_clicks=False, unsubscribe=True)
     token = unsubscribe_token(prepared)
     assert prepared.headers == {
-        "List-Unsubscribe": f"<http://127.0.0.1:8080/t/u/{token}>, <mailto:unsubscribe+{token}@acme.com>"}
+        "List-Unsubscribe": f"<http://127.0.0.1:8080/t/u/{token}>, <mailto:unsubscribe+{token}@acme.com>"
+    }
 
 
 def test_tokens_are_bound_to_the_key(tracking: Tracking) -> None:
@@ -106,8 +137,11 @@ def test_tokens_are_bound_to_the_key(tracking: Tracking) -> None:
 
 
 def test_preparing_is_cheap(tracking: Tracking) -> None:
-    body = "".join(f'<p><a href="https://shop.example.com/p/{i}?utm=mail&amp;c=spring">Item {i}</a> '
-                   f'{"words " * 20}</p>\n' for i in range(10))
+    body = "".join(
+        f'<p><a href="https://shop.example.com/p/{i}?utm=mail&amp;c=spring">Item {i}</a> '
+        f"{'words ' * 20}</p>\n"
+        for i in range(10)
+    )
     message = outbound(html=f"<html><body>{body}</body></html>")
     assert 1800 < len(message.html) < 2600
     started = time.perf_counter()

@@ -15,9 +15,12 @@ from tests.smtp.sink import SmtpSink
 from .helpers import SHOP, outbound, store_sent, tokens_in, wait_for
 from .test_endpoints import ONE_CLICK, tracking_of
 
-MESSAGE = {"from": "Acme <hello@acme.com>", "subject": "News",
-           "html": '<html><body><a href="https://shop.example.com/p?id=1&amp;utm=mail">shop</a></body></html>',
-           "text": "Hi"}
+MESSAGE = {
+    "from": "Acme <hello@acme.com>",
+    "subject": "News",
+    "html": '<html><body><a href="https://shop.example.com/p?id=1&amp;utm=mail">shop</a></body></html>',
+    "text": "Hi",
+}
 
 
 @pytest.fixture
@@ -29,8 +32,11 @@ def sink() -> Iterator[SmtpSink]:
 @pytest.fixture
 async def app(app_client, admin, sink):
     client = await app_client(public_url="https://mail.acme.test")
-    body = {"name": "sink", "provider": "smtp",
-            "config": {"host": "127.0.0.1", "port": sink.port, "security": "none", "pool_size": 2}}
+    body = {
+        "name": "sink",
+        "provider": "smtp",
+        "config": {"host": "127.0.0.1", "port": sink.port, "security": "none", "pool_size": 2},
+    }
     created = await client.post("/v1/sending-servers", json=body, headers=admin)
     assert created.status == 201, await created.text()
     return client
@@ -46,10 +52,14 @@ async def send_status(app, admin, to: str) -> str:
     return await send_and_settle(app, admin, {**MESSAGE, "to": to})
 
 
-async def test_after_a_one_click_unsubscribe_sends_to_the_address_are_suppressed(app, admin, redis, workspace) -> None:
+async def test_after_a_one_click_unsubscribe_sends_to_the_address_are_suppressed(
+    app, admin, redis, workspace
+) -> None:
     reader = fresh_address()
     assert await send_status(app, admin, reader) == "sent"
-    message, links = tracking_of(app).prepare(outbound(to=reader, workspace=workspace), track_opens=False, track_clicks=False, unsubscribe=True)
+    message, links = tracking_of(app).prepare(
+        outbound(to=reader, workspace=workspace), track_opens=False, track_clicks=False, unsubscribe=True
+    )
     await store_sent(redis, message, links)
     token = message.headers["List-Unsubscribe"].split("/t/u/")[1].split(">")[0]
     assert (await app.post(f"/t/u/{token}", data=ONE_CLICK)).status == 200
@@ -61,7 +71,9 @@ async def test_after_a_one_click_unsubscribe_sends_to_the_address_are_suppressed
     assert await send_status(app, admin, fresh_address()) == "sent"
 
 
-async def test_a_tracked_send_is_stored_and_sent_with_tracking_and_its_links_work(app, admin, redis, sink, workspace) -> None:
+async def test_a_tracked_send_is_stored_and_sent_with_tracking_and_its_links_work(
+    app, admin, redis, sink, workspace
+) -> None:
     reader = fresh_address()
     body = {**MESSAGE, "to": reader, "tracking": {"opens": True, "clicks": True}, "unsubscribe": True}
     response = await app.post("/v1/send", json=body, headers=admin)
@@ -77,7 +89,8 @@ async def test_a_tracked_send_is_stored_and_sent_with_tracking_and_its_links_wor
     assert unsubscribe_url.startswith("https://mail.acme.test/t/u/")
     token = unsubscribe_url.rsplit("/", 1)[1]
     assert tracking_of(app).read("u", token) == UnsubscribeToken(
-        workspace=workspace, message_id=message_id, recipient=reader, list_id=None, scope="workspace")
+        workspace=workspace, message_id=message_id, recipient=reader, list_id=None, scope="workspace"
+    )
     [click] = tokens_in(delivered.get_body(("html",)).get_content(), "c")
     redirect = await app.get(f"/t/c/{click}", allow_redirects=False)
     assert redirect.status == 302 and redirect.headers["Location"] == SHOP

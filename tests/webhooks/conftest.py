@@ -30,9 +30,17 @@ WORKSPACE = "acme"  # explicit, whatever make_key defaults to
 
 
 def event(event_type: str, *, workspace: str = WORKSPACE, message_id: str | None = None, **data) -> Event:
-    message = EventMessage(id=message_id, to="ana@example.com", from_="hello@acme.com") if message_id else None
-    return Event(id=new_id("evt"), type=event_type, created_at=datetime.now(UTC), workspace=workspace,
-                 message=message, data=data)
+    message = (
+        EventMessage(id=message_id, to="ana@example.com", from_="hello@acme.com") if message_id else None
+    )
+    return Event(
+        id=new_id("evt"),
+        type=event_type,
+        created_at=datetime.now(UTC),
+        workspace=workspace,
+        message=message,
+        data=data,
+    )
 
 
 async def emit(redis: aioredis.Redis, events: list[Event]) -> None:
@@ -73,7 +81,9 @@ async def deliverers(tmp_path, redis_url) -> AsyncIterator:
         settings = make_settings(tmp_path, redis_url, **{**LOOPBACK, **(settings_overrides or {})})
         client = aioredis.Redis.from_url(redis_url)
         options = {"poll_seconds": 0.02, "block_ms": 50, **config}
-        loop = WebhookDeliveryLoop(client, DelivererConfig.from_settings(settings, **options), resolver=resolver)
+        loop = WebhookDeliveryLoop(
+            client, DelivererConfig.from_settings(settings, **options), resolver=resolver
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(loop.run(stop))
         await asyncio.wait_for(loop.started.wait(), 10)
@@ -102,8 +112,16 @@ class FixedDns(AbstractResolver):
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
         self.asked.append(host)
-        return [{"hostname": host, "host": self.address, "port": port, "family": socket.AF_INET, "proto": 0,
-                 "flags": socket.AI_NUMERICHOST}]
+        return [
+            {
+                "hostname": host,
+                "host": self.address,
+                "port": port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
 
     async def close(self) -> None:
         return None
@@ -114,12 +132,23 @@ async def stored_endpoint(redis: aioredis.Redis, url: str) -> str:
     at creation (as if it had resolved to a public address then)."""
     now, endpoint_id = datetime.now(UTC), new_id("whk")
     sealed = seal_secret(secret_box("s" * 40), endpoint_id, new_webhook_secret())
-    await WebhookStore(redis).create(WebhookRecord(id=endpoint_id, workspace=WORKSPACE, url=url, events=["*"],
-                                                   created_at=now, updated_at=now, sealed_secret=sealed))
+    await WebhookStore(redis).create(
+        WebhookRecord(
+            id=endpoint_id,
+            workspace=WORKSPACE,
+            url=url,
+            events=["*"],
+            created_at=now,
+            updated_at=now,
+            sealed_secret=sealed,
+        )
+    )
     return endpoint_id
 
 
 async def create_endpoint(api, headers, url: str, events=("*",), **fields) -> dict:
-    response = await api.post("/v1/webhooks", json={"url": url, "events": list(events), **fields}, headers=headers)
+    response = await api.post(
+        "/v1/webhooks", json={"url": url, "events": list(events), **fields}, headers=headers
+    )
     assert response.status == 201, await response.text()
     return await response.json()

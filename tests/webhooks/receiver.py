@@ -28,7 +28,9 @@ class Received(msgspec.Struct):
 class Receiver:
     """`answer(webhook_id, attempt_number)` decides each status (default: 200)."""
 
-    def __init__(self, answer: Callable[[str, int], int] | None = None, gate: asyncio.Event | None = None) -> None:
+    def __init__(
+        self, answer: Callable[[str, int], int] | None = None, gate: asyncio.Event | None = None
+    ) -> None:
         self.answer = answer or (lambda _id, _n: 200)
         self.gate = gate  # when set, every request waits for it before answering
         self.concurrent = self.max_concurrent = 0

@@ -17,7 +17,9 @@ from tests.webhooks.test_delivery import verify_both
 pytestmark = pytest.mark.ray
 
 
-async def test_killing_the_actor_mid_retry_loses_nothing(app_client, make_key, redis, redis_url, tmp_path, receivers):
+async def test_killing_the_actor_mid_retry_loses_nothing(
+    app_client, make_key, redis, redis_url, tmp_path, receivers
+):
     receiver = await receivers(lambda _id, attempt: 500 if attempt <= 2 else 200)
     api = await app_client(**LOOPBACK)
     writer = await make_key(["write:webhooks"], workspace=WORKSPACE)
@@ -27,8 +29,11 @@ async def test_killing_the_actor_mid_retry_loses_nothing(app_client, make_key, r
     handle = await ensure_webhook_deliverer(settings, redis_url, name=name, poll_seconds=0.02, block_ms=50)
     try:
         assert await handle.ping.remote()
-        sent = [event(kind, message_id=f"msg_{m}") for kind in ("message.sent", "message.delivered")
-                for m in range(3)]
+        sent = [
+            event(kind, message_id=f"msg_{m}")
+            for kind in ("message.sent", "message.delivered")
+            for m in range(3)
+        ]
         await emit(redis, sent[:3])
         await emit(redis, sent[3:])
         # First attempts fail; the second retry is ≈ 3 s away: kill while deliveries wait in Redis.
@@ -54,6 +59,8 @@ async def test_killing_the_actor_mid_retry_loses_nothing(app_client, make_key, r
         order = [e.id for e in sent if e.message.id == f"msg_{m}"]
         delivered = [r.webhook_id for r in receiver.delivered() if r.event["message"]["id"] == f"msg_{m}"]
         assert list(dict.fromkeys(delivered)) == order
-        first_delivery = next(i for i, r in enumerate(receiver.received) if r.webhook_id == order[0] and r.status == 200)
+        first_delivery = next(
+            i for i, r in enumerate(receiver.received) if r.webhook_id == order[0] and r.status == 200
+        )
         first_attempt_of_next = next(i for i, r in enumerate(receiver.received) if r.webhook_id == order[1])
         assert first_delivery < first_attempt_of_next

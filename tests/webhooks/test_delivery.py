@@ -18,8 +18,9 @@ from tests.webhooks.conftest import WORKSPACE, FixedDns, create_endpoint, emit, 
 
 def verify_both(received, secret: str) -> None:
     Webhook(secret).verify(received.body, received.headers)
-    stripe.WebhookSignature.verify_header(received.body.decode(), received.headers["mailers-signature"], secret,
-                                          tolerance=300)
+    stripe.WebhookSignature.verify_header(
+        received.body.decode(), received.headers["mailers-signature"], secret, tolerance=300
+    )
 
 
 async def test_a_delivery_is_the_event_json_signed_twice(api, writer, redis, receivers, deliverers):
@@ -67,8 +68,11 @@ async def test_filters_and_workspaces_decide_who_gets_what(api, make_key, redis,
     disabled = await receivers()
     await create_endpoint(api, acme, disabled.url(), ["*"], enabled=False)
     await deliverers()
-    ours = [event("message.delivered", message_id="m1"), event("message.bounced", message_id="m1"),
-            event("campaign.launched")]
+    ours = [
+        event("message.delivered", message_id="m1"),
+        event("message.bounced", message_id="m1"),
+        event("campaign.launched"),
+    ]
     other = event("message.delivered", workspace="globex", message_id="m9")
     await emit(redis, [*ours, other])
     await everything.wait_for(lambda r: len(r.delivered()) == 3)
@@ -81,7 +85,9 @@ async def test_filters_and_workspaces_decide_who_gets_what(api, make_key, redis,
     assert disabled.received == [] and len(everything.received) == 3
 
 
-async def test_failing_receiver_gets_every_event_in_order_per_message(api, writer, redis, receivers, deliverers):
+async def test_failing_receiver_gets_every_event_in_order_per_message(
+    api, writer, redis, receivers, deliverers
+):
     receiver = await receivers(lambda _id, attempt: 503 if attempt <= 2 else 200)
     await create_endpoint(api, writer, receiver.url())
     loop = await deliverers(settings_overrides={"webhook_retry_scale": 0.001})
@@ -111,19 +117,28 @@ async def test_410_disables_the_endpoint_and_records_an_event(api, writer, redis
     await emit(redis, [first, second])
     await watcher.wait_for(lambda r: len(r.delivered()) == 1)
     announced = watcher.delivered()[0].event
-    assert announced["type"] == "webhook.endpoint_disabled" and announced["data"]["endpoint_id"] == endpoint["id"]
+    assert (
+        announced["type"] == "webhook.endpoint_disabled"
+        and announced["data"]["endpoint_id"] == endpoint["id"]
+    )
     assert "410" in announced["data"]["reason"]
     got = await (await api.get(f"/v1/webhooks/{endpoint['id']}", headers=writer)).json()
     assert got["enabled"] is False and "410" in got["disabled_reason"]
-    on_stream = [e for _, f in (await redis.xrange(keyspace.EVENT_STREAM))
-                 for e in events_msgpack_decoder.decode(f[b"b"]) if e.type == "webhook.endpoint_disabled"]
+    on_stream = [
+        e
+        for _, f in (await redis.xrange(keyspace.EVENT_STREAM))
+        for e in events_msgpack_decoder.decode(f[b"b"])
+        if e.type == "webhook.endpoint_disabled"
+    ]
     assert len(on_stream) == 1
     statuses = await _statuses(api, writer, endpoint["id"], want={"dead"}, count=2)
     assert statuses == {first.id: "dead", second.id: "dead"}
     assert [r.webhook_id for r in receiver.received] == [first.id]  # the second is never attempted
 
 
-async def test_an_endpoint_failing_for_the_whole_period_is_disabled(api, writer, redis, receivers, deliverers):
+async def test_an_endpoint_failing_for_the_whole_period_is_disabled(
+    api, writer, redis, receivers, deliverers
+):
     receiver = await receivers(lambda _id, _n: 500)
     endpoint = await create_endpoint(api, writer, receiver.url())
     # 5 days scaled by 0.0001 would be 43 s: shorten the period to 2000 s × 0.0001 = 0.2 s.
@@ -135,8 +150,9 @@ async def test_an_endpoint_failing_for_the_whole_period_is_disabled(api, writer,
     assert 2 <= len(receiver.received) < 8  # disabled by the period, before the schedule ran out
 
 
-async def test_dead_letters_replay_one_and_a_window_with_the_same_webhook_id(api, writer, redis, receivers,
-                                                                             deliverers):
+async def test_dead_letters_replay_one_and_a_window_with_the_same_webhook_id(
+    api, writer, redis, receivers, deliverers
+):
     healthy = False
     receiver = await receivers(lambda _id, _n: 200 if healthy else 500)
     endpoint = await create_endpoint(api, writer, receiver.url())
@@ -176,21 +192,24 @@ async def test_private_targets_are_refused_at_delivery(api, writer, redis, recei
     assert statuses[0]["status_code"] is None and "webhook_url_private_address" in statuses[0]["error"]
 
 
-async def test_a_name_that_resolves_to_a_private_address_is_refused_at_connection(api, writer, redis, receivers,
-                                                                                  deliverers):
+async def test_a_name_that_resolves_to_a_private_address_is_refused_at_connection(
+    api, writer, redis, receivers, deliverers
+):
     receiver = await receivers()
     endpoint_id = await stored_endpoint(redis, f"http://hooks.example.com:{receiver.port}/hook")
     dns = FixedDns("127.0.0.1")  # the name passed the checks; now its DNS answers with loopback
-    await deliverers(settings_overrides={"allow_private_webhooks": False, "webhook_retry_scale": 0.001},
-                     resolver=dns)
+    await deliverers(
+        settings_overrides={"allow_private_webhooks": False, "webhook_retry_scale": 0.001}, resolver=dns
+    )
     await emit(redis, [event("message.sent", message_id="m1")])
     attempts = await _attempted(api, writer, endpoint_id)
     assert "hooks.example.com" in dns.asked and receiver.received == []
     assert attempts[0]["status_code"] is None and "webhook_url_private_address" in attempts[0]["error"]
 
 
-async def test_the_same_name_is_delivered_when_private_targets_are_allowed(api, writer, redis, receivers,
-                                                                           deliverers):
+async def test_the_same_name_is_delivered_when_private_targets_are_allowed(
+    api, writer, redis, receivers, deliverers
+):
     receiver = await receivers()
     await stored_endpoint(redis, f"http://hooks.example.com:{receiver.port}/hook")
     await deliverers(resolver=FixedDns("127.0.0.1"))
@@ -199,7 +218,9 @@ async def test_the_same_name_is_delivered_when_private_targets_are_allowed(api, 
     await receiver.wait_for(lambda r: r.delivered_ids() == {sent.id})
 
 
-async def test_a_restarted_loop_resumes_what_it_had_leased_and_unacked(api, writer, redis, receivers, deliverers):
+async def test_a_restarted_loop_resumes_what_it_had_leased_and_unacked(
+    api, writer, redis, receivers, deliverers
+):
     receiver = await receivers()
     await create_endpoint(api, writer, receiver.url())
     loop = await deliverers()
@@ -207,7 +228,9 @@ async def test_a_restarted_loop_resumes_what_it_had_leased_and_unacked(api, writ
     sent = [event("message.sent", message_id=f"m{i}") for i in range(5)]
     await emit(redis, sent)
     # Simulate a crash after reading: the entry is pending for our consumer, never acked.
-    await redis.xreadgroup(keyspace.WEBHOOK_GROUP, loop.config.consumer, {keyspace.EVENT_STREAM: ">"}, count=10)
+    await redis.xreadgroup(
+        keyspace.WEBHOOK_GROUP, loop.config.consumer, {keyspace.EVENT_STREAM: ">"}, count=10
+    )
     assert (await redis.xpending(keyspace.EVENT_STREAM, keyspace.WEBHOOK_GROUP))["pending"] == 1
     await deliverers()
     await receiver.wait_for(lambda r: r.delivered_ids() == {e.id for e in sent})
@@ -215,7 +238,9 @@ async def test_a_restarted_loop_resumes_what_it_had_leased_and_unacked(api, writ
     assert (await redis.xpending(keyspace.EVENT_STREAM, keyspace.WEBHOOK_GROUP))["pending"] == 0
 
 
-async def test_a_stuck_endpoint_holds_8_in_flight_and_blocks_nobody_else(api, writer, redis, receivers, deliverers):
+async def test_a_stuck_endpoint_holds_8_in_flight_and_blocks_nobody_else(
+    api, writer, redis, receivers, deliverers
+):
     gate = asyncio.Event()
     stuck, healthy = await receivers(gate=gate), await receivers()
     await create_endpoint(api, writer, stuck.url(), ["message.*"])
@@ -289,7 +314,9 @@ async def test_deliveries_are_paginated_newest_event_first(api, writer, redis, r
     assert [d["event_id"] for d in first["data"]] == [sent[2].id, sent[1].id] and first["has_more"]
     second = await (await api.get(f"{base}?limit=2&cursor={first['next_cursor']}", headers=writer)).json()
     assert [d["event_id"] for d in second["data"]] == [sent[0].id] and not second["has_more"]
-    elsewhere = await api.get(f"/v1/webhooks/{other['id']}/deliveries?cursor={first['next_cursor']}", headers=writer)
+    elsewhere = await api.get(
+        f"/v1/webhooks/{other['id']}/deliveries?cursor={first['next_cursor']}", headers=writer
+    )
     assert elsewhere.status == 400 and (await elsewhere.json())["code"] == "invalid_cursor"
 
 

@@ -48,19 +48,33 @@ def test_health_disables_on_gone_or_after_failing_long_enough():
 def test_settle_attempt():
     rng = random.Random(1)
     schedule = RetrySchedule(jitter=0.0)
-    ok = settle_attempt(AttemptOutcome(status_code=204, latency_ms=3.0), 2, started=10.0, now=11.0,
-                        schedule=schedule, rng=rng)
+    ok = settle_attempt(
+        AttemptOutcome(status_code=204, latency_ms=3.0), 2, started=10.0, now=11.0, schedule=schedule, rng=rng
+    )
     assert (ok.action, ok.health, ok.failures) == ("delivered", "ok", 2)
     attempt = msgspec.msgpack.decode(ok.attempt, type=DeliveryAttempt)
     assert attempt.status_code == 204 and attempt.at.timestamp() == 10.0
-    retry = settle_attempt(AttemptOutcome(status_code=302, latency_ms=1.0, error="HTTP 302"), 0, started=10.0,
-                           now=11.0, schedule=schedule, rng=rng)
+    retry = settle_attempt(
+        AttemptOutcome(status_code=302, latency_ms=1.0, error="HTTP 302"),
+        0,
+        started=10.0,
+        now=11.0,
+        schedule=schedule,
+        rng=rng,
+    )
     assert (retry.action, retry.next_ms, retry.failures, retry.health) == ("retry", 16_000, 1, "fail")
-    last = settle_attempt(AttemptOutcome(status_code=None, latency_ms=1.0, error="timeout"), 7, started=0.0, now=1.0,
-                          schedule=schedule, rng=rng)
+    last = settle_attempt(
+        AttemptOutcome(status_code=None, latency_ms=1.0, error="timeout"),
+        7,
+        started=0.0,
+        now=1.0,
+        schedule=schedule,
+        rng=rng,
+    )
     assert (last.action, last.failures) == ("dead", 8)
-    gone = settle_attempt(AttemptOutcome(status_code=410, latency_ms=1.0), 0, started=0.0, now=1.0,
-                          schedule=schedule, rng=rng)
+    gone = settle_attempt(
+        AttemptOutcome(status_code=410, latency_ms=1.0), 0, started=0.0, now=1.0, schedule=schedule, rng=rng
+    )
     assert gone.action == "dead"
 
 
@@ -79,10 +93,17 @@ def test_the_previous_secret_signs_only_until_its_deadline():
     box = secret_box("k" * 40)
     now = datetime.now(UTC)
     old, new = new_webhook_secret(), new_webhook_secret()
-    record = WebhookRecord(id="whk_1", workspace="acme", url="https://x.example", events=["*"], created_at=now,
-                           updated_at=now, sealed_secret=seal_secret(box, "whk_1", new),
-                           sealed_previous_secret=seal_secret(box, "whk_1", old),
-                           previous_secret_until=now + timedelta(hours=24))
+    record = WebhookRecord(
+        id="whk_1",
+        workspace="acme",
+        url="https://x.example",
+        events=["*"],
+        created_at=now,
+        updated_at=now,
+        sealed_secret=seal_secret(box, "whk_1", new),
+        sealed_previous_secret=seal_secret(box, "whk_1", old),
+        previous_secret_until=now + timedelta(hours=24),
+    )
     assert signing_secrets(box, record, now + timedelta(hours=23, minutes=59)) == [new, old]
     assert signing_secrets(box, record, now + timedelta(hours=24)) == [new]
     moved = msgspec.structs.replace(record, id="whk_2")  # a sealed secret opens only for its own endpoint

@@ -1,0 +1,76 @@
+"""Ray plumbing: the one leaf module through which actors, their clients and the gateway reach Ray.
+
+Nothing of ours is imported here but the settings, so every actor shell and client can import it without
+a cycle. `start_actor` is the one starter: every actor is named, detached and restartable, found by name
+in the settings' namespace, and created by whichever process asks first.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+from ray.actor import ActorClass, ActorHandle
+
+from schemas.settings import Settings
+
+__all__ = ["ActorHandle", "find_actor", "init_ray", "start_actor"]
+
+
+def init_ray(settings: Settings) -> None:
+    """Join RAY_ADDRESS, or start a local Ray sized for the embedded default."""
+    if ray.is_initialized():
+        return
+    options: dict[str, Any] = {
+        "namespace": settings.ray_namespace,
+        "include_dashboard": False,
+        "logging_level": logging.WARNING,
+        "log_to_driver": False,
+    }
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, **options)
+    else:
+        # Ray starts its workers at nice 15 by default; here the workers are the dispatchers, on the send
+        # path like the ingress. The consumers that may lag lower their own priority (actors/priority.py).
+        ray.init(
+            num_cpus=max(2, settings.ray_local_cpus),
+            _node_ip_address="127.0.0.1",
+            _system_config={"worker_niceness": 0},
+            **options,
+        )
+
+
+def start_actor(
+    actor_class: ActorClass,
+    name: str,
+    settings: Settings,
+    *args: Any,
+    concurrency: int | None = None,
+    **kwargs: Any,
+) -> ActorHandle:
+    """Find the detached actor `name` in the settings' namespace, creating it if no process has yet.
+
+    Every actor restarts after a crash (`max_restarts=-1`) and its calls are retried across a restart;
+    its state is rebuilt from Redis, so a restart loses nothing that was acknowledged.
+    """
+    init_ray(settings)
+    options: dict[str, Any] = {
+        "name": name,
+        "namespace": settings.ray_namespace,
+        "lifetime": "detached",
+        "get_if_exists": True,
+        "max_restarts": -1,
+        "max_task_retries": -1,
+    }
+    if concurrency is not None:
+        options["max_concurrency"] = concurrency
+    return actor_class.options(**options).remote(*args, **kwargs)
+
+
+def find_actor(name: str, settings: Settings) -> ActorHandle | None:
+    """The running actor `name`, or None where no process started it."""
+    try:
+        return ray.get_actor(name, namespace=settings.ray_namespace)
+    except ValueError:
+        return None
