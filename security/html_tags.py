@@ -165,7 +165,9 @@ def _anchor(document: str, start: int, end: int) -> Anchor:
     value_start, value_end = match.span(3)
     if value[:1] in ("'", '"'):
         value_start, value_end = value_start + 1, value_end - 1
-    return Anchor(Attribute("href", document[value_start:value_end], value_start, value_end), frozenset(names))
+    return Anchor(
+        Attribute("href", document[value_start:value_end], value_start, value_end), frozenset(names)
+    )
 
 
 def _ascii_lower(name: str) -> str:

@@ -22,9 +22,15 @@ from typing import NamedTuple
 from security.html_tags import Anchor, scan_anchors
 from security.machine_opens import is_machine_open
 
-__all__ = ["is_machine_open", "open_pixel", "rewrite_html"]
+__all__ = ["MAX_TRACKED_LINKS", "TooManyLinks", "is_machine_open", "open_pixel", "rewrite_html"]
 
 NOTRACK_ATTRIBUTE = "data-mailers-notrack"
+# Each distinct URL costs a token (≈ 9 µs) and a stored entry; real messages have tens to a few hundred.
+MAX_TRACKED_LINKS = 1000
+
+
+class TooManyLinks(ValueError):
+    pass
 
 
 class _Edit(NamedTuple):
@@ -46,6 +52,10 @@ def rewrite_html(
         if url is None or anchor.href is None:
             continue
         index = index_of.setdefault(url, len(index_of))
+        if index >= MAX_TRACKED_LINKS:
+            raise TooManyLinks(
+                f"more than {MAX_TRACKED_LINKS} distinct links to track; at most {MAX_TRACKED_LINKS}"
+            )
         click_url = f"{base}/t/c/{make_click_token(index)}"
         edits.append(_Edit(anchor.href.start, anchor.href.end, html_entities.escape(click_url)))
     if open_token is not None:
