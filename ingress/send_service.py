@@ -18,6 +18,7 @@ import msgspec
 from actors.policies.routing import MessageFacts, RouteDecision, choose_servers
 from ingress.auth import require_sending_domain
 from ingress.context import Principal
+from ingress.off_loop import HEAVY_HTML_CHARS, HEAVY_ITEMS, run_heavy
 from ingress.problems import ApiError, validation_error
 from ingress.send_validation import PreparedSend, prepare_send
 from ingress.tracking import Tracking, tracking_for
@@ -25,6 +26,7 @@ from schemas.events import Event, EventMessage
 from schemas.ids import new_id
 from schemas.messages import Address
 from schemas.send import SendRequest
+from security.link_rewrite import TooManyLinks
 from store import keyspace
 from store.messages import MessageMeta, NewMessage
 
@@ -74,16 +76,16 @@ async def accept(
     audit entry, rides with its last message in the same enqueue (see `audited`)."""
     snapshot = await services.routing.get(principal.workspace)
     tracking = tracking_for(services.settings)
-    outcomes: list[Outcome | None] = [None] * len(items)
-    batch: list[tuple[int, NewMessage]] = []
-    route = _Router(snapshot)
-    for index, item in enumerate(items):
-        try:
-            new = _new_message(item, route, tracking, now=now, prefix=prefixes[index], item_scope=item_scope)
-        except ApiError as exc:
-            outcomes[index] = Rejected(exc)
-            continue
-        batch.append((index, new))
+    outcomes, batch = await run_heavy(
+        is_heavy(items),
+        _build,
+        items,
+        _Router(snapshot),
+        tracking,
+        now=now,
+        prefixes=prefixes,
+        scope=item_scope,
+    )
     if batch and audit is not None:
         batch[-1] = (batch[-1][0], msgspec.structs.replace(batch[-1][1], audit=audit))
     prior_ids = await services.enqueue([new for _, new in batch]) if batch else []
@@ -92,16 +94,49 @@ async def accept(
     return outcomes  # type: ignore[return-value]
 
 
+def is_heavy(items: Sequence[PreparedSend]) -> bool:
+    """Whether routing and tracking these items is worth a trip off the event loop (ingress/off_loop.py)."""
+    if len(items) > HEAVY_ITEMS:
+        return True
+    tracked = sum(len(i.message.html or "") for i in items if i.track_clicks)
+    return tracked > HEAVY_HTML_CHARS
+
+
+def _build(
+    items: Sequence[PreparedSend],
+    route: _Router,
+    tracking: Tracking,
+    *,
+    now: datetime,
+    prefixes: Sequence[str],
+    scope: str,
+) -> tuple[list[Outcome | None], list[tuple[int, NewMessage]]]:
+    """The CPU part of `accept` (routing, tracking): no I/O, so it may run on a worker thread."""
+    outcomes: list[Outcome | None] = [None] * len(items)
+    batch: list[tuple[int, NewMessage]] = []
+    for index, item in enumerate(items):
+        try:
+            new = _new_message(item, route, tracking, now=now, prefix=prefixes[index], item_scope=scope)
+        except ApiError as exc:
+            outcomes[index] = Rejected(exc)
+            continue
+        batch.append((index, new))
+    return outcomes, batch
+
+
 def _new_message(
     item: PreparedSend, route: _Router, tracking: Tracking, *, now: datetime, prefix: str, item_scope: str
 ) -> NewMessage:
     decision = route(item, prefix)
-    message, links = tracking.prepare(
-        item.message,
-        track_opens=item.track_opens,
-        track_clicks=item.track_clicks,
-        unsubscribe=item.unsubscribe,
-    )
+    try:
+        message, links = tracking.prepare(
+            item.message,
+            track_opens=item.track_opens,
+            track_clicks=item.track_clicks,
+            unsubscribe=item.unsubscribe,
+        )
+    except TooManyLinks as exc:
+        raise validation_error(prefix + "/html", str(exc), "too_many_tracked_links") from None
     status = "scheduled" if item.send_at else "queued"
     created_ms = int(now.timestamp() * 1000)
     meta = MessageMeta(

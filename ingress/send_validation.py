@@ -21,6 +21,11 @@ from schemas.send import SendRequest
 MAX_RECIPIENTS = 50
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
+# The rest of the header block (our own headers, DKIM) must still fit a provider's limits (SES: 256 kB
+# for the whole message header is generous; most relays refuse far less).
+MAX_HEADER_BYTES = 16 * 1024
+# Gmail clips bodies past 102 kB; the link rewrite costs at most ~1 µs per character on crafted input.
+MAX_TRACKED_HTML_CHARS = 256 * 1024
 RESERVED_HEADERS = frozenset(
     {
         "from",
@@ -83,6 +88,7 @@ def prepare_send(
             "unsubscribe_needs_one_recipient",
         )
     _check_content(request, errors)
+    _check_single_lines(request, errors)
     headers = _headers(request.headers, errors)
     attachments = _attachments(request, errors)
     send_at = _send_at(request.send_at, now, errors)
@@ -155,7 +161,33 @@ def _check_content(request: SendRequest, errors: _Errors) -> None:
             )
 
 
+def _check_single_lines(request: SendRequest, errors: _Errors) -> None:
+    """Fields that become header lines: a CR or LF would end the header and start another."""
+    if _has_line_break(request.subject):
+        errors.add("/subject", "the subject may not contain line breaks (CR or LF)", "line_break")
+    for index, item in enumerate(request.attachments):
+        for name in ("filename", "content_id"):
+            if _has_line_break(getattr(item, name) or ""):
+                errors.add(
+                    f"/attachments/{index}/{name}", f"the {name} may not contain line breaks", "line_break"
+                )
+    if request.html is not None and request.tracking.clicks and len(request.html) > MAX_TRACKED_HTML_CHARS:
+        errors.add(
+            "/html",
+            f"{len(request.html)} characters of HTML; click tracking takes at most {MAX_TRACKED_HTML_CHARS}",
+            "html_too_large_for_tracking",
+        )
+
+
+def _has_line_break(text: str) -> bool:
+    return "\r" in text or "\n" in text
+
+
 def _headers(headers: dict[str, str], errors: _Errors) -> dict[str, str]:
+    size = sum(len(name.encode()) + len(value.encode()) + 4 for name, value in headers.items())
+    if size > MAX_HEADER_BYTES:
+        errors.add("/headers", f"{size} bytes of headers; at most {MAX_HEADER_BYTES}", "headers_too_large")
+        return {}
     clean = {}
     for name, value in headers.items():
         pointer = f"/headers/{name.replace('~', '~0').replace('/', '~1')}"

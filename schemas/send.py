@@ -12,6 +12,12 @@ MetaKey = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
 MetaValue = Annotated[str, msgspec.Meta(max_length=500)]
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+$")]
 AddressText = Annotated[str, msgspec.Meta(min_length=3, max_length=998)]
+# Bounds on every repeated or free-size field, so no body can make validation or MIME building
+# arbitrarily expensive (issue #11); they show in /v1/openapi.json.
+MAX_REPLY_TO = 10
+MAX_HEADERS = 50
+HeaderName = Annotated[str, msgspec.Meta(min_length=1, max_length=76)]
+HeaderValue = Annotated[str, msgspec.Meta(max_length=998)]
 MessageStatus = Literal[
     "scheduled",
     "queued",
@@ -35,7 +41,7 @@ class AttachmentIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     filename: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
     content: str
     content_type: Annotated[str, msgspec.Meta(pattern=r"^[\w.+-]+/[\w.+-]+$")] = "application/octet-stream"
-    content_id: str | None = None
+    content_id: Annotated[str, msgspec.Meta(max_length=255)] | None = None
 
 
 class RoutingIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -53,12 +59,12 @@ class SendRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     to: AddressText | Annotated[list[AddressText], msgspec.Meta(max_length=50)]
     cc: Annotated[list[AddressText], msgspec.Meta(max_length=50)] = []
     bcc: Annotated[list[AddressText], msgspec.Meta(max_length=50)] = []
-    reply_to: AddressText | list[AddressText] | None = None
+    reply_to: AddressText | Annotated[list[AddressText], msgspec.Meta(max_length=MAX_REPLY_TO)] | None = None
     subject: Annotated[str, msgspec.Meta(max_length=998)] = ""
     html: str | None = None
     text: str | None = None
     template: TemplateRef | None = None
-    headers: dict[str, str] = {}
+    headers: Annotated[dict[HeaderName, HeaderValue], msgspec.Meta(max_length=MAX_HEADERS)] = {}
     attachments: Annotated[list[AttachmentIn], msgspec.Meta(max_length=100)] = []
     tags: Annotated[list[Tag], msgspec.Meta(max_length=10)] = []
     metadata: Annotated[dict[MetaKey, MetaValue], msgspec.Meta(max_length=20)] = {}

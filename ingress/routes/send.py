@@ -7,6 +7,7 @@ from aiohttp import web
 
 from ingress.audit import AUDITED, entry_bytes
 from ingress.context import IDEMPOTENCY, REQUEST_ID, SERVICES, principal
+from ingress.off_loop import HEAVY_ITEMS, run_heavy
 from ingress.problems import ApiError
 from ingress.routing import RouteTable, field_error, json_response
 from ingress.send_service import Accepted, accept, prepare_items, utc_now
@@ -70,10 +71,13 @@ async def send_bulk(request: web.Request, body: BulkEnvelope) -> web.Response:
         )
     caller, now = principal(request), utc_now()
     header_key = request.headers.get("Idempotency-Key") if request.get(IDEMPOTENCY) is not None else None
-    decoded, prefixes = _decode_items(body.messages, header_key)
+    heavy = len(body.messages) > HEAVY_ITEMS
+    decoded, prefixes = await run_heavy(heavy, _decode_items, body.messages, header_key)
     valid = [d for d in decoded if isinstance(d, SendRequest)]
     prepared_valid = iter(
-        prepare_items(
+        await run_heavy(
+            heavy,
+            prepare_items,
             valid,
             caller,
             now=now,

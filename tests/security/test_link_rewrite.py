@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import re
+import time
 
-from security.link_rewrite import open_pixel, rewrite_html
+import pytest
+
+from security.link_rewrite import MAX_TRACKED_LINKS, TooManyLinks, open_pixel, rewrite_html
 
 BASE = "https://mail.acme.test/"
 
@@ -130,3 +133,49 @@ def test_unusual_but_valid_tag_syntax_is_tracked_without_other_changes() -> None
 def test_links_without_a_usable_url_are_left_alone() -> None:
     for document in ('<a href>x</a><a href="">y</a>', '<a href="java&#115;cript:alert(1)">x</a>'):
         assert rewrite_html(document, base_url=BASE, make_click_token=str, open_token=None) == (document, [])
+
+
+def _cpu_seconds(document: str) -> float:
+    started = time.process_time()
+    rewrite_html(document, base_url=BASE, make_click_token=str, open_token="O")
+    return time.process_time() - started
+
+
+CRAFTED = {
+    "unclosed anchors": lambda n: "<a" * n,
+    "lone brackets": lambda n: "<" * (2 * n),
+    "many tags": lambda n: "<b>" * n,
+    "bare anchors": lambda n: "<a>" * n,
+    "attributes": lambda n: "<a " + "a " * n + "href=https://x.example/>",
+    "comments": lambda n: "<!---->" * (n // 3),
+    "unclosed comments": lambda n: "<!--" * n,
+    "quoted values": lambda n: "<p " + 'a=">" ' * (n // 3) + ">",
+    "end tags": lambda n: "</a>" * n,
+    "untracked hrefs": lambda n: "<a href=x>" * (n // 3),
+}
+
+
+def test_click_tracking_rewrite_is_linear_time() -> None:
+    # The input: html.parser took 9 s on it; the budget here is generous for a loaded machine.
+    assert _cpu_seconds("<a" * 50_000) < 0.5
+    for name, build in CRAFTED.items():
+        small, large = (min(_cpu_seconds(build(n)) for _ in range(3)) for n in (5_000, 40_000))
+        # 8× the input: linear is ≈ 8× the time, quadratic 64×.
+        assert large < 20 * max(small, 0.0005), (name, small, large)
+
+
+def test_markup_inside_attribute_values_and_raw_text_is_not_a_link() -> None:
+    for document in (
+        "<img alt=\"<a href='https://x.example/'>\">",
+        "<title><a href=https://x.example/>t</a></title>",
+        "<textarea><a href=https://x.example/></textarea>",
+        "<!-- x --!><a href=https://y.example/>",
+    ):
+        rewritten, links = rewrite_html(document, base_url=BASE, make_click_token=str, open_token=None)
+        assert links == ([] if "y.example" not in document else ["https://y.example/"]), document
+
+
+def test_a_document_with_too_many_distinct_links_is_refused() -> None:
+    document = "".join(f'<a href="https://x.example/{i}">' for i in range(MAX_TRACKED_LINKS + 1))
+    with pytest.raises(TooManyLinks):
+        rewrite_html(document, base_url=BASE, make_click_token=str, open_token=None)
