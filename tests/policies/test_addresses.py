@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.policies.addresses import AddressError, parse_address, parse_address_list
+from schemas.addresses import AddressError, parse_address, parse_address_list
 from schemas.messages import Address
 
 
