@@ -93,9 +93,14 @@ def _parse_cached(text: str) -> tuple[Address, ...] | AddressError:
 def _parse_uncached(text: str) -> tuple[Address, ...]:
     if _CONTROL.search(text):
         raise AddressError(INVALID_EMAIL, "control characters in address")
-    bare = [_BARE_ADDRESS.fullmatch(part.strip()) for part in text.split(",")]
-    if all(bare):
-        return tuple(_checked(m[1], m[2], None) for m in bare if m)
+    bare = []
+    for part in text.split(","):  # stops at the first part that is not bare: `',' * 998` costs one
+        match = _BARE_ADDRESS.fullmatch(part.strip())
+        if match is None:
+            break
+        bare.append(match)
+    else:
+        return tuple(_checked(m[1], m[2], None) for m in bare)
     named = _NAMED_ADDRESS.fullmatch(text.strip())
     if named:  # `Ana Lima <ana@example.com>`: a plain phrase needs no full RFC 5322 parse
         return (_checked(named[2], named[3], named[1].strip()),)
