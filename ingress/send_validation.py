@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from actors.policies.addresses import AddressError, parse_address, parse_address_list
 from ingress.problems import ApiError
+from schemas.addresses import AddressError, parse_address, parse_address_list
 from schemas.messages import Address, Attachment, OutboundMessage
 from schemas.problems import FieldError
 from schemas.send import SendRequest

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from schemas.domain_names import to_ascii_domain
 from schemas.messages import OutboundMessage
 from schemas.settings import Settings
 from security.link_rewrite import open_pixel, rewrite_html
@@ -143,9 +144,7 @@ def _before_body_end(html: str, snippet: str) -> str:
 
 
 def _ascii_domain(domain: str) -> str | None:
-    if domain.isascii():
-        return domain
     try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
+        return to_ascii_domain(domain)
+    except ValueError:
         return None

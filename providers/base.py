@@ -1,8 +1,9 @@
 """The one interface the Dispatcher calls every provider through, and the outcomes it returns.
 
 Every adapter module (`providers/<name>.py`) exposes:
-- `Config`: a msgspec Struct (forbid_unknown_fields) of the server's `config` object as documented in
-  docs/providers.md; fields listed in `Config.__secret_fields__` are encrypted at rest, never returned;
+- `Config`: its msgspec Struct (forbid_unknown_fields) of the server's `config` object as documented in
+  docs/providers.md, defined in `schemas/provider_configs.py` (the store validates against it there);
+  fields listed in `Config.__secret_fields__` are encrypted at rest, never returned;
 - `Adapter(config, *, http=None)`: implements `ProviderAdapter` below. HTTP adapters share the one
   aiohttp ClientSession they are given (created by the caller, closed by the caller).
 
@@ -24,6 +25,18 @@ from typing import ClassVar, Protocol
 import msgspec
 
 from schemas.messages import OutboundMessage
+from schemas.provider_configs import ProviderConfig
+
+__all__ = [
+    "Outcome",
+    "Permanent",
+    "ProviderAdapter",
+    "ProviderConfig",
+    "RecipientRefusal",
+    "Sent",
+    "Throttled",
+    "Transient",
+]
 
 
 class RecipientRefusal(msgspec.Struct, frozen=True):
@@ -56,12 +69,6 @@ class Permanent(msgspec.Struct, frozen=True, tag=True):
 
 
 Outcome = Sent | Throttled | Transient | Permanent
-
-
-class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base for every adapter's Config; subclasses list their secret field names."""
-
-    __secret_fields__: ClassVar[tuple[str, ...]] = ()
 
 
 class ProviderAdapter(Protocol):

@@ -12,15 +12,26 @@ import hashlib
 import time
 
 import dkim as dkimpy
-import msgspec
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.canonicalization import CanonicalizationPolicy
 
 from providers.mime import ascii_domain
+from schemas.dns_records import DEFAULT_RETURN_PATH_LABEL, DnsRecord, dkim_record_value, dns_records
+from security.dkim_keys import KEY_BITS, generate_domain_key
 
-KEY_BITS = 2048
-DEFAULT_RETURN_PATH_LABEL = "bounces"
+# Re-exported: the key pair and the record set are part of this module's documented surface.
+__all__ = [
+    "DEFAULT_RETURN_PATH_LABEL",
+    "KEY_BITS",
+    "DkimKeyError",
+    "DkimSigner",
+    "DnsRecord",
+    "dkim_record_value",
+    "dns_records",
+    "generate_domain_key",
+]
+
 SIGNED_HEADERS = (
     "From",
     "To",
@@ -40,52 +51,6 @@ _SIGNATURE_HEADER = b"DKIM-Signature"
 
 class DkimKeyError(ValueError):
     """The private key is not a usable RSA key."""
-
-
-class DnsRecord(msgspec.Struct, frozen=True):
-    """One record the domain owner publishes. `purpose`: dkim | spf | dmarc | return_path."""
-
-    type: str
-    name: str
-    value: str
-    purpose: str
-
-
-def generate_domain_key() -> tuple[bytes, str]:
-    """A new RSA-2048 key: (PKCS#8 PEM private key, base64 SubjectPublicKeyInfo for the `p=` tag)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public_der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private_pem, base64.b64encode(public_der).decode("ascii")
-
-
-def dkim_record_value(public_b64: str) -> str:
-    return f"v=DKIM1; k=rsa; p={public_b64}"
-
-
-def dns_records(
-    domain: str,
-    selector: str,
-    public_b64: str,
-    *,
-    return_path_host: str,
-    spf_include: str,
-    return_path_label: str = DEFAULT_RETURN_PATH_LABEL,
-) -> list[DnsRecord]:
-    """The records to publish for `domain`. The return path (`{label}.{domain}`, the envelope sender's
-    domain) is a CNAME to `return_path_host`, where bounces are received; DMARC `p=none` is the
-    least a bulk sender needs (Gmail/Yahoo 2024) and a suggestion the owner may tighten."""
-    domain = ascii_domain(domain.rstrip("."))
-    return [
-        DnsRecord("TXT", f"{selector}._domainkey.{domain}", dkim_record_value(public_b64), "dkim"),
-        DnsRecord("TXT", domain, f"v=spf1 include:{spf_include} ~all", "spf"),
-        DnsRecord("TXT", f"_dmarc.{domain}", "v=DMARC1; p=none;", "dmarc"),
-        DnsRecord("CNAME", f"{return_path_label}.{domain}", return_path_host.rstrip("."), "return_path"),
-    ]
 
 
 class DkimSigner:

@@ -16,23 +16,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Literal
 
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
-import msgspec
 
-from providers.dkim import DnsRecord
-
-Status = Literal["found", "missing", "mismatch"]
-
-
-class RecordCheck(msgspec.Struct, frozen=True):
-    record: DnsRecord
-    status: Status
-    seen: list[str] = []
-    detail: str = ""
+from schemas.dns_records import CheckStatus as Status
+from schemas.dns_records import DnsRecord, RecordCheck
 
 
 async def verify_domain_records(

@@ -17,7 +17,7 @@ from typing import ClassVar
 import aiohttp
 import msgspec
 
-from providers.base import Outcome, ProviderConfig, Sent, Transient
+from providers.base import Outcome, Sent, Transient
 from providers.http_errors import (
     MESSAGE_ID_FIELD,
     MESSAGE_ID_HEADER,
@@ -28,20 +28,10 @@ from providers.http_errors import (
     send_in_groups,
 )
 from schemas.messages import OutboundMessage
+from schemas.provider_configs import MailgunConfig as Config
 
 MAX_RECIPIENTS_PER_CALL = 1000
 _BATCH_ID = f"%recipient.{MESSAGE_ID_FIELD}%"
-
-
-class Config(ProviderConfig):
-    __secret_fields__: ClassVar[tuple[str, ...]] = ("api_key", "webhook_signing_key")
-
-    api_key: str
-    domain: str
-    base_url: str = "https://api.mailgun.net"  # EU region: https://api.eu.mailgun.net
-    webhook_signing_key: str | None = None  # checked by the inbound webhook verifier
-    timeout_seconds: float = 30.0
-    concurrency: int = 8
 
 
 class _Accepted(msgspec.Struct):

@@ -28,8 +28,7 @@ from datetime import UTC, datetime
 from email.utils import encode_rfc2231, format_datetime, formataddr, quote
 from typing import TYPE_CHECKING
 
-import idna
-
+from schemas.domain_names import to_ascii_domain
 from schemas.messages import Address, Attachment, OutboundMessage
 
 if TYPE_CHECKING:
@@ -131,11 +130,9 @@ def encoded_words(text: str) -> str:
 
 def ascii_domain(domain: str) -> str:
     """The IDNA A-label form of a domain (`bücher.example` -> `xn--bcher-kva.example`)."""
-    if domain.isascii():
-        return domain.lower()
     try:
-        return idna.encode(domain, uts46=True).decode("ascii")
-    except idna.IDNAError as exc:
+        return to_ascii_domain(domain)
+    except ValueError as exc:
         raise MimeError(f"invalid domain {domain!r}: {exc}") from None
 
 

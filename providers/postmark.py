@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import aiohttp
 import msgspec
 
-from providers.base import Outcome, Permanent, ProviderConfig, RecipientRefusal, Sent, Transient
+from providers.base import Outcome, Permanent, RecipientRefusal, Sent, Transient
 from providers.http_errors import (
     MESSAGE_ID_FIELD,
     MESSAGE_ID_HEADER,
@@ -28,26 +28,13 @@ from providers.http_errors import (
     send_in_groups,
 )
 from schemas.messages import Attachment, OutboundMessage
+from schemas.provider_configs import PostmarkConfig as Config
 
 MAX_BATCH = 500
 # 10 bad token, 400 sender signature not found, 401 not confirmed, 405 no credits,
 # 412 account pending approval, 413 recipient not allowed while pending.
 SERVER_DOWN_CODES = frozenset({10, 400, 401, 405, 412, 413})
 INACTIVE_RECIPIENT = 406
-
-
-class Config(ProviderConfig):
-    __secret_fields__: ClassVar[tuple[str, ...]] = ("server_token", "webhook_password")
-
-    server_token: str
-    base_url: str = "https://api.postmarkapp.com"
-    message_stream: str = "outbound"  # "broadcast" (or a custom stream) for marketing mail
-    track_opens: bool | None = None
-    track_links: str | None = None  # None | "HtmlAndText" | "HtmlOnly" | "TextOnly"
-    webhook_username: str | None = None  # basic-auth credentials put in the webhook URL
-    webhook_password: str | None = None
-    timeout_seconds: float = 30.0
-    concurrency: int = 4
 
 
 class _Result(msgspec.Struct):

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import aiohttp
 import msgspec
 
-from providers.base import Outcome, Permanent, ProviderConfig, Sent, Transient
+from providers.base import Outcome, Permanent, Sent, Transient
 from providers.http_errors import (
     MESSAGE_ID_FIELD,
     MESSAGE_ID_HEADER,
@@ -31,19 +31,10 @@ from providers.http_errors import (
     send_in_groups,
 )
 from schemas.messages import Attachment, OutboundMessage
+from schemas.provider_configs import ResendConfig as Config
 
 MAX_BATCH = 100
 _TAG_TEXT = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
-
-
-class Config(ProviderConfig):
-    __secret_fields__: ClassVar[tuple[str, ...]] = ("api_key", "webhook_secret")
-
-    api_key: str
-    base_url: str = "https://api.resend.com"
-    webhook_secret: str | None = None  # `whsec_…` signing secret of the webhook endpoint
-    timeout_seconds: float = 30.0
-    concurrency: int = 4
 
 
 class _Accepted(msgspec.Struct):

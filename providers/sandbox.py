@@ -11,12 +11,9 @@ from typing import ClassVar
 
 import aiohttp
 
-from providers.base import Outcome, ProviderConfig, Sent
+from providers.base import Outcome, Sent
 from schemas.messages import OutboundMessage
-
-
-class Config(ProviderConfig):
-    """The sandbox takes no settings."""
+from schemas.provider_configs import SandboxConfig as Config
 
 
 class Adapter:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import aiohttp
 import msgspec
 
-from providers.base import Outcome, ProviderConfig, Sent, Transient
+from providers.base import Outcome, Sent, Transient
 from providers.http_errors import (
     MESSAGE_ID_FIELD,
     MESSAGE_ID_HEADER,
@@ -27,18 +27,9 @@ from providers.http_errors import (
     send_in_groups,
 )
 from schemas.messages import Address, Attachment, OutboundMessage
+from schemas.provider_configs import SendgridConfig as Config
 
 MAX_RECIPIENTS_PER_REQUEST = 1000
-
-
-class Config(ProviderConfig):
-    __secret_fields__: ClassVar[tuple[str, ...]] = ("api_key",)
-
-    api_key: str
-    base_url: str = "https://api.sendgrid.com"  # EU subusers: https://api.eu.sendgrid.com
-    webhook_public_key: str | None = None  # base64 DER ECDSA key from the Event Webhook settings
-    timeout_seconds: float = 30.0
-    concurrency: int = 8
 
 
 class _ErrorItem(msgspec.Struct):

@@ -21,10 +21,11 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from providers.base import Outcome, Permanent, ProviderConfig, Sent, Throttled, Transient
+from providers.base import Outcome, Permanent, Sent, Throttled, Transient
 from providers.http_errors import MESSAGE_ID_FIELD
 from providers.mime import MimeError, format_address, render_mime
 from schemas.messages import OutboundMessage
+from schemas.provider_configs import SesConfig as Config
 
 _TAG_TEXT = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 THROTTLE_CODES = frozenset(
@@ -47,22 +48,6 @@ SERVER_DOWN_CODES = frozenset(
 )
 # MessageRejected texts that blame the identity (unverified sender, sandbox account), not the message.
 _IDENTITY_PROBLEM = re.compile(r"not verified|authority to send|sandbox", re.IGNORECASE)
-
-
-class Config(ProviderConfig):
-    __secret_fields__: ClassVar[tuple[str, ...]] = ("secret_access_key", "session_token")
-
-    region: str = "us-east-1"
-    access_key_id: str | None = None  # None: the default AWS credential chain (env, profile, role)
-    secret_access_key: str | None = None
-    session_token: str | None = None
-    endpoint_url: str | None = None  # tests and VPC endpoints; None = the regional SES endpoint
-    configuration_set: str | None = None  # the set whose event destination publishes to SNS
-    sns_topic_arn: str | None = None  # the topic our inbound endpoint accepts notifications from
-    timeout_seconds: float = 30.0
-    concurrency: int = 8
-    throttle_retry_seconds: float = 1.0
-    daily_quota_retry_seconds: float = 3600.0
 
 
 def email_tags(message: OutboundMessage) -> list[dict[str, str]]:

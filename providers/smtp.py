@@ -19,8 +19,8 @@ connection that turns out to be dead is replaced and the message tried once more
 duplicate risk of that retry is the one any Transient retry carries, no more.
 
 DKIM: a message is signed by the key `signer_for(from_domain)` gives (the Dispatcher passes the
-workspace's verified sending domains, `store.domains.signing_key_for`), else by the key in the config
-(`dkim_*`), else not at all. A lookup that fails leaves the message unsent (Transient): sending it
+workspace's verified sending domains, `actors.dispatch.signing.signing_key_for`), else by the key in
+the config (`dkim_*`), else not at all. A lookup that fails leaves the message unsent (Transient): sending it
 unsigned could fail DMARC for a domain that publishes a DKIM key.
 """
 
@@ -31,15 +31,16 @@ import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
-from providers.base import Outcome, Permanent, ProviderConfig, RecipientRefusal, Sent, Transient
+from providers.base import Outcome, Permanent, RecipientRefusal, Sent, Transient
 from providers.dkim import DkimKeyError, DkimSigner
 from providers.mime import MimeError, ascii_email, message_id_header, render_mime
 from schemas.messages import OutboundMessage
+from schemas.provider_configs import SmtpConfig as Config
 
 IDLE_CHECK_SECONDS = 10.0
 CONNECT_FAILURE_HOLD_SECONDS = 2.0
@@ -49,30 +50,6 @@ DEFAULT_RETRY_AFTER = 60.0
 HARD_CODES = frozenset({550, 551, 553})
 _ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 SignerLookup = Callable[[str], Awaitable[DkimSigner | None]]
-
-
-class Config(ProviderConfig):
-    __secret_fields__: ClassVar[tuple[str, ...]] = ("password", "dkim_private_key")
-
-    host: str
-    port: int = 587
-    username: str | None = None
-    password: str | None = None
-    security: Literal["none", "starttls", "tls"] = "starttls"
-    timeout: float = 30.0
-    pool_size: int = 8
-    helo_name: str | None = None
-    validate_certs: bool = True
-    dkim_domain: str | None = None
-    dkim_selector: str | None = None
-    dkim_private_key: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.pool_size < 1:
-            raise ValueError("pool_size must be at least 1")
-        dkim = (self.dkim_domain, self.dkim_selector, self.dkim_private_key)
-        if any(dkim) and not all(dkim):
-            raise ValueError("dkim_domain, dkim_selector and dkim_private_key go together")
 
 
 # --- reply classification ----------------------------------------------------------------------

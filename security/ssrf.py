@@ -27,6 +27,7 @@ import msgspec
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
+from schemas.domain_names import to_ascii_domain
 from security.forbidden_addresses import ALWAYS_FORBIDDEN, is_forbidden_ip, parse_ip
 
 MAX_URL_CHARS = 2048
@@ -80,8 +81,8 @@ def _checked_host(hostname: str, allow_private: bool) -> tuple[str, str | None]:
         refuse_addresses([str(literal)], allow_private=allow_private)
         return str(literal), str(literal)
     try:
-        host = hostname.rstrip(".").encode("idna").decode("ascii").lower()
-    except UnicodeError:
+        host = to_ascii_domain(hostname.rstrip("."))
+    except ValueError:
         raise ForbiddenUrl("webhook_url_invalid", "the host is not a valid domain name") from None
     labels = host.split(".")
     if len(host) > 253 or not all(_valid_label(label) for label in labels) or labels[-1].isdigit():

@@ -1,12 +1,13 @@
 """Sending domains in Redis: a DKIM key per domain (private half sealed), the DNS records to publish,
-their verification state, and the DKIM signer the SMTP adapter asks for.
+their verification state, and the verified domain (with its opened key) a message is signed for.
 
 Layout per workspace (`store.keyspace`): the record (`sending_domain`), a lex index of ids for pages
 (`sending_domains`) and a hash A-label name -> id (`sending_domain_names`) that makes a name unique in
 its workspace and finds a domain by name when signing. The three change together in one transaction.
 
-Layering note: like `store.servers`, this module imports `providers.dkim` (key generation, the record
-set, the signer) because a domain's records are only meaningful in that module's terms.
+Layering: the record set is `schemas.dns_records`, key generation `security.dkim_keys`; building a
+DKIM signer from the opened key is the caller's (`actors/dispatch/signing.py`), so the store imports
+nothing of `providers/`.
 
 Verification rule: a domain is `verified` when its DKIM key record and its SPF include are both found.
 Otherwise it is `failed` when one of those two is published but different (the owner must fix it), and
@@ -18,18 +19,15 @@ domain whose records disappear goes back to pending (and stops signing).
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
-from actors.policies.domains import normalise_domain
-from providers.dkim import DkimSigner, DnsRecord, dns_records, generate_domain_key
-from providers.dns_check import RecordCheck
+from schemas.dns_records import DnsRecord, RecordCheck, dns_records
+from schemas.domain_names import normalise_domain
 from schemas.domains import (
     CreateSendingDomain,
     DnsRecordView,
@@ -40,6 +38,7 @@ from schemas.domains import (
 )
 from schemas.ids import new_id
 from schemas.settings import Settings
+from security.dkim_keys import generate_domain_key
 from security.secretbox import SecretBox
 from store import keyspace, pages
 
@@ -49,7 +48,6 @@ SECRETBOX_PURPOSE = "dkim-key"
 PLACEHOLDER_MAIL_HOST = "mailers.invalid"
 DECIDING_PURPOSES = frozenset({"dkim", "spf"})
 _LDH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
-_SIGNER_CACHE_SIZE = 256
 
 
 # Compare-and-delete: the name is released only while it still names this domain id.
@@ -175,31 +173,23 @@ class DomainStore:
             raise RuntimeError("this DomainStore was built without a SecretBox")
         return self.box
 
-    def signer(self, record: SendingDomainRecord) -> DkimSigner:
-        return signer_for(self._box(), record)
-
     # --- Redis ------------------------------------------------------------------------------------
     async def create(self, record: SendingDomainRecord) -> None:
         """Write a new domain; DomainExists if the workspace has one of that name already."""
         names = keyspace.sending_domain_names(record.workspace)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(names)
-                    existing = await pipe.hget(names, record.domain)
-                    if existing is not None:
-                        raise DomainExists(existing.decode())
-                    pipe.multi()
-                    pipe.set(
-                        keyspace.sending_domain(record.workspace, record.id),
-                        domain_record_encoder.encode(record),
-                    )
-                    pipe.hset(names, record.domain, record.id)
-                    pages.index_add(pipe, keyspace.sending_domains(record.workspace), record.id)
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    continue
+
+        async def write(pipe: aioredis.client.Pipeline) -> None:
+            existing = await pipe.hget(names, record.domain)
+            if existing is not None:
+                raise DomainExists(existing.decode())
+            pipe.multi()
+            pipe.set(
+                keyspace.sending_domain(record.workspace, record.id), domain_record_encoder.encode(record)
+            )
+            pipe.hset(names, record.domain, record.id)
+            pages.index_add(pipe, keyspace.sending_domains(record.workspace), record.id)
+
+        await self.redis.transaction(write, names)
 
     async def save(self, record: SendingDomainRecord) -> bool:
         """Overwrite an existing record; False (nothing written) if it was deleted meanwhile."""
@@ -252,43 +242,30 @@ def box_for(settings: Settings) -> SecretBox:
     return SecretBox.from_master_key(settings.secret_key, SECRETBOX_PURPOSE)
 
 
-# Loading an RSA key costs about a millisecond; a signer per sealed key is kept instead.
-_signers: OrderedDict[str, DkimSigner] = OrderedDict()
-
-
-def signer_for(box: SecretBox, record: SendingDomainRecord) -> DkimSigner:
-    cache_key = f"{record.id}|{record.selector}|{record.sealed_private_key}"
-    signer = _signers.get(cache_key)
-    if signer is None:
-        private_pem = box.open(record.sealed_private_key, record.id.encode())
-        signer = DkimSigner(record.domain, record.selector, private_pem)
-        _signers[cache_key] = signer
-        while len(_signers) > _SIGNER_CACHE_SIZE:
-            _signers.popitem(last=False)
-    else:
-        _signers.move_to_end(cache_key)
-    return signer
-
-
 def candidate_domains(domain: str) -> list[str]:
     """`mail.eu.acme.com` -> itself, `eu.acme.com`, `acme.com` (never a bare top-level label)."""
     labels = normalise_sending_domain(domain).split(".")
     return [".".join(labels[i:]) for i in range(len(labels) - 1)]
 
 
-async def signing_key_for(
-    redis: aioredis.Redis, box: SecretBox, workspace: str, domain: str
-) -> DkimSigner | None:
-    """The DKIM signer for mail from `domain`: its own verified domain's, else the closest verified
-    parent domain's (d= the parent, which DMARC's relaxed alignment accepts), else None."""
+async def verified_domain_for(
+    redis: aioredis.Redis, workspace: str, domain: str
+) -> SendingDomainRecord | None:
+    """The domain that signs mail from `domain`: itself if verified, else the closest verified parent
+    (d= the parent, which DMARC's relaxed alignment accepts), else None."""
     try:
         candidates = candidate_domains(domain)
     except InvalidDomain:
         return None
-    for record in await DomainStore(redis, box).find(workspace, candidates):
+    for record in await DomainStore(redis).find(workspace, candidates):
         if record is not None and record.status == "verified":
-            return signer_for(box, record)
+            return record
     return None
+
+
+def open_private_key(box: SecretBox, record: SendingDomainRecord) -> bytes:
+    """The domain's DKIM private key (PEM), unsealed."""
+    return box.open(record.sealed_private_key, record.id.encode())
 
 
 def dns_record_set(record: SendingDomainRecord) -> list[DnsRecord]:

@@ -32,11 +32,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from actors.dispatch.records import DispatchRecords
-from actors.policies.domains import normalise_email
-from providers.inbound.events import ProviderEvent
+from schemas.domain_names import normalise_email
 from schemas.events import Event, EventMessage
 from schemas.ids import derived_id, has_prefix
 from schemas.messages import OutboundMessage
+from schemas.provider_events import ProviderEvent
 from schemas.suppressions import SuppressionEntry
 from store import keyspace
 from store.suppressions import add_suppressions

@@ -12,10 +12,8 @@ from datetime import UTC, datetime
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
-from actors.policies.domains import normalise_pattern
-from actors.policies.routing import RoutingRule, RuleMatch, Target
+from schemas.domain_names import normalise_pattern
 from schemas.ids import new_id
 from schemas.routing import (
     CreateRoutingRule,
@@ -26,6 +24,7 @@ from schemas.routing import (
     rule_record_decoder,
     rule_record_encoder,
 )
+from schemas.routing_view import RoutingRule, RuleMatch, Target
 from store import keyspace, pages
 
 
@@ -124,27 +123,25 @@ class RoutingRuleStore:
     async def _write(self, record: RoutingRuleRecord, *, new: bool) -> bool:
         ws, key = record.workspace, keyspace.routing_rule(record.workspace, record.id)
         targets = [t.server for t in record.targets]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key, *(keyspace.server(ws, s) for s in targets))
-                    old = await pipe.get(key)
-                    if not new and old is None:
-                        return False
-                    await self._require_servers(pipe, ws, targets)
-                    before = {t.server for t in rule_record_decoder.decode(old).targets} if old else set()
-                    pipe.multi()
-                    pipe.set(key, rule_record_encoder.encode(record))
-                    for server_id in before - set(targets):
-                        pipe.srem(keyspace.server_rules(ws, server_id), record.id)
-                    for server_id in targets:
-                        pipe.sadd(keyspace.server_rules(ws, server_id), record.id)
-                    pages.index_add(pipe, keyspace.workspace_rules(ws), record.id)
-                    pipe.publish(keyspace.ROUTING_INVALIDATIONS, ws)
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    continue
+
+        async def write(pipe: aioredis.client.Pipeline) -> bool:
+            old = await pipe.get(key)
+            if not new and old is None:
+                return False
+            await self._require_servers(pipe, ws, targets)
+            before = {t.server for t in rule_record_decoder.decode(old).targets} if old else set()
+            pipe.multi()
+            pipe.set(key, rule_record_encoder.encode(record))
+            for server_id in before - set(targets):
+                pipe.srem(keyspace.server_rules(ws, server_id), record.id)
+            for server_id in targets:
+                pipe.sadd(keyspace.server_rules(ws, server_id), record.id)
+            pages.index_add(pipe, keyspace.workspace_rules(ws), record.id)
+            pipe.publish(keyspace.ROUTING_INVALIDATIONS, ws)
+            return True
+
+        watched = (key, *(keyspace.server(ws, s) for s in targets))
+        return bool(await self.redis.transaction(write, *watched, value_from_callable=True))
 
     @staticmethod
     async def _require_servers(pipe: aioredis.client.Pipeline, workspace: str, server_ids: list[str]) -> None:
@@ -178,20 +175,17 @@ class RoutingRuleStore:
 
     async def delete(self, workspace: str, rule_id: str) -> bool:
         key = keyspace.routing_rule(workspace, rule_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        return False
-                    pipe.multi()
-                    pipe.delete(key)
-                    for target in rule_record_decoder.decode(raw).targets:
-                        pipe.srem(keyspace.server_rules(workspace, target.server), rule_id)
-                    pipe.zrem(keyspace.workspace_rules(workspace), rule_id)
-                    pipe.publish(keyspace.ROUTING_INVALIDATIONS, workspace)
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    continue
+
+        async def remove(pipe: aioredis.client.Pipeline) -> bool:
+            raw = await pipe.get(key)
+            if raw is None:
+                return False
+            pipe.multi()
+            pipe.delete(key)
+            for target in rule_record_decoder.decode(raw).targets:
+                pipe.srem(keyspace.server_rules(workspace, target.server), rule_id)
+            pipe.zrem(keyspace.workspace_rules(workspace), rule_id)
+            pipe.publish(keyspace.ROUTING_INVALIDATIONS, workspace)
+            return True
+
+        return bool(await self.redis.transaction(remove, key, value_from_callable=True))

@@ -1,8 +1,9 @@
 """Sending server records in Redis: provider config checked, secrets sealed, health kept beside them.
 
-Layering note: the store imports `providers.registry` (lazily) and `providers.inbound.config` because
-a server's config is only meaningful as its adapter's `Config` Struct; `open_config` hands the
-Dispatcher that Struct, decrypted. Providers import nothing of the store, so there is no cycle.
+A server's config is only meaningful as its provider's `Config` Struct: those Structs live in
+`schemas/provider_configs.py` (and the inbound settings in `schemas/inbound_config.py`), so the store
+validates and seals against them without importing `providers/`; `open_config` hands the Dispatcher
+that Struct, decrypted.
 
 Every change to a server (and every change of its health) publishes the workspace on
 `keyspace.ROUTING_INVALIDATIONS`, so cached routing snapshots are dropped everywhere at once.
@@ -15,12 +16,11 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
-from actors.policies.domains import normalise_domain
-from providers.base import ProviderConfig
-from providers.inbound.config import InboundConfig
+from schemas.domain_names import normalise_domain
 from schemas.ids import new_id
+from schemas.inbound_config import InboundConfig
+from schemas.provider_configs import CONFIG_TYPES, ProviderConfig
 from schemas.servers import (
     CreateSendingServer,
     DomainLimit,
@@ -42,7 +42,7 @@ _decode_fields = msgspec.msgpack.Decoder(dict[str, Any]).decode
 
 
 class ProviderUnavailable(LookupError):
-    """The provider's adapter module is not installed (or not written yet)."""
+    """No provider of that name (`schemas.provider_configs.CONFIG_TYPES`)."""
 
 
 class InvalidServerField(ValueError):
@@ -68,11 +68,9 @@ class ServerInUse(Exception):
 
 
 def config_type(provider: str) -> type[ProviderConfig]:
-    from providers.registry import UnknownProvider, provider_module
-
     try:
-        return provider_module(provider).Config
-    except (UnknownProvider, ImportError, AttributeError):
+        return CONFIG_TYPES[provider]
+    except KeyError:
         raise ProviderUnavailable(provider) from None
 
 
@@ -250,25 +248,22 @@ class ServerStore:
     async def delete(self, workspace: str, server_id: str) -> bool:
         """Remove the server; raises ServerInUse while a routing rule targets it. False if absent."""
         key, rules_key = keyspace.server(workspace, server_id), keyspace.server_rules(workspace, server_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key, rules_key)
-                    if not await pipe.exists(key):
-                        return False
-                    rule_ids = sorted(r.decode() for r in await pipe.smembers(rules_key))
-                    if rule_ids:
-                        raise ServerInUse(rule_ids)
-                    pipe.multi()
-                    pipe.delete(key, rules_key)
-                    pipe.zrem(keyspace.workspace_servers(workspace), server_id)
-                    pipe.hdel(keyspace.SERVER_WORKSPACES, server_id)
-                    pipe.hdel(keyspace.SERVER_STATUS, server_id)
-                    pipe.publish(keyspace.ROUTING_INVALIDATIONS, workspace)
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    continue
+
+        async def remove(pipe: aioredis.client.Pipeline) -> bool:
+            if not await pipe.exists(key):
+                return False
+            rule_ids = sorted(r.decode() for r in await pipe.smembers(rules_key))
+            if rule_ids:
+                raise ServerInUse(rule_ids)
+            pipe.multi()
+            pipe.delete(key, rules_key)
+            pipe.zrem(keyspace.workspace_servers(workspace), server_id)
+            pipe.hdel(keyspace.SERVER_WORKSPACES, server_id)
+            pipe.hdel(keyspace.SERVER_STATUS, server_id)
+            pipe.publish(keyspace.ROUTING_INVALIDATIONS, workspace)
+            return True
+
+        return bool(await self.redis.transaction(remove, key, rules_key, value_from_callable=True))
 
     # --- health (written by the Dispatcher's circuit breaker) -------------------------------------
     async def set_status(self, server_id: str, status: Status) -> bool:
@@ -303,23 +298,21 @@ async def ensure_sandbox_server(store: ServerStore, workspace: str) -> ServerRec
     mail after a restart would be worse than no sandbox.
     """
     marker = keyspace.sandbox_server(workspace)
-    async with store.redis.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                await pipe.watch(marker)
-                existing = await pipe.get(marker)
-                if existing is not None:
-                    return await store.get(workspace, existing.decode())
-                record = store.build(
-                    workspace, CreateSendingServer(name="Sandbox", provider="sandbox", priority=1000)
-                )
-                pipe.multi()
-                pipe.set(marker, record.id)
-                write_new(pipe, record)
-                await pipe.execute()
-                return record
-            except WatchError:
-                continue
+
+    async def create_once(pipe: aioredis.client.Pipeline) -> ServerRecord | str:
+        existing = await pipe.get(marker)
+        if existing is not None:
+            return existing.decode()  # the id; its record is read after the transaction
+        record = store.build(
+            workspace, CreateSendingServer(name="Sandbox", provider="sandbox", priority=1000)
+        )
+        pipe.multi()
+        pipe.set(marker, record.id)
+        write_new(pipe, record)
+        return record
+
+    outcome = await store.redis.transaction(create_once, marker, value_from_callable=True)
+    return await store.get(workspace, outcome) if isinstance(outcome, str) else outcome
 
 
 def write_new(pipe: aioredis.client.Pipeline, record: ServerRecord) -> None:

@@ -20,7 +20,7 @@ import msgspec
 import redis.asyncio as aioredis
 from ulid import ULID
 
-from actors.policies.domains import normalise_domain, normalise_email
+from schemas.domain_names import normalise_domain, normalise_email
 from schemas.suppressions import Reason, Scope, SuppressionEntry, SuppressionRecord
 from store import keyspace
 

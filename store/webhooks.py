@@ -146,24 +146,21 @@ class WebhookStore:
         """Disable an enabled endpoint and append `announcement` (a msgpack list of events) to the event
         stream in the same transaction; optimistic against concurrent PATCHes. None if it was not enabled."""
         key = keyspace.webhook(workspace, endpoint_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    record = None if raw is None else webhook_record_decoder.decode(raw)
-                    if record is None or not record.enabled:
-                        return None
-                    record.enabled, record.disabled_reason, record.disabled_at = False, reason, now
-                    record.updated_at = now
-                    pipe.multi()
-                    pipe.set(key, webhook_record_encoder.encode(record))
-                    pipe.incr(keyspace.webhook_version(workspace))
-                    pipe.xadd(keyspace.EVENT_STREAM, {keyspace.EVENT_FIELD: announcement})
-                    await pipe.execute()
-                    return record
-                except aioredis.WatchError:
-                    continue
+
+        async def disable_once(pipe: aioredis.client.Pipeline) -> WebhookRecord | None:
+            raw = await pipe.get(key)
+            record = None if raw is None else webhook_record_decoder.decode(raw)
+            if record is None or not record.enabled:
+                return None
+            record.enabled, record.disabled_reason, record.disabled_at = False, reason, now
+            record.updated_at = now
+            pipe.multi()
+            pipe.set(key, webhook_record_encoder.encode(record))
+            pipe.incr(keyspace.webhook_version(workspace))
+            pipe.xadd(keyspace.EVENT_STREAM, {keyspace.EVENT_FIELD: announcement})
+            return record
+
+        return await self.redis.transaction(disable_once, key, value_from_callable=True)
 
     # --- deliveries ----------------------------------------------------------------------------
     async def deliveries(self, workspace: str, delivery_ids: list[str]) -> list[Delivery | None]:

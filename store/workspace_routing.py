@@ -15,7 +15,7 @@ import time
 import msgspec
 import redis.asyncio as aioredis
 
-from actors.policies.routing import RoutingRule, ServerView
+from schemas.routing_view import RoutingRule, ServerView
 from schemas.servers import ServerRecord
 from store import keyspace
 from store.invalidations import follow_invalidations

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 
 from actors.dispatch.loop import DispatchLoop, ServerRuntime
 from actors.dispatch.scheduler import run_index_trim, run_scheduler
+from actors.dispatch.signing import signing_key_for
 from actors.policies.circuit import CircuitBreaker
 from actors.policies.quota import ServerQuota
 from actors.policies.recipient_throttle import RecipientThrottle
@@ -35,7 +36,7 @@ from schemas.settings import Settings
 from schemas.suppressions import SuppressionEntry
 from security.secretbox import SecretBox
 from store import keyspace
-from store.domains import box_for, signing_key_for
+from store.domains import box_for
 from store.servers import ServerStore
 from store.suppressions import add_suppressions
 

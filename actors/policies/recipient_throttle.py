@@ -13,8 +13,8 @@ from itertools import islice
 
 import msgspec
 
-from actors.policies.domains import normalise_domain
 from actors.policies.quota import ServerQuota
+from schemas.domain_names import normalise_domain
 
 ANY_DOMAIN = "*"
 EVICTION_SCAN = 64

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from typing import Annotated, Literal
 
 import msgspec
 
-from actors.policies.domains import is_within, matches_pattern, normalise_domain, normalise_pattern
+from schemas.domain_names import is_within, matches_pattern, normalise_domain, normalise_pattern
+from schemas.routing_view import RoutingRule, RuleMatch, ServerView, Status, Target
 
-Status = Literal["healthy", "degraded", "down"]
+__all__ = ["RoutingRule", "RuleMatch", "ServerView", "Status", "Target", "choose_servers"]
 
 # Reason codes of a RouteDecision.
 FORCED = "forced"
@@ -25,38 +25,6 @@ NO_ELIGIBLE_SERVER = "no_eligible_server"
 SERVER_NOT_FOUND = "server_not_found"
 SERVER_DOMAIN_NOT_ALLOWED = "server_domain_not_allowed"
 SERVER_DOWN = "server_down"
-
-
-class RuleMatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Every non-empty field must match; an empty match matches every message."""
-
-    purpose: str | None = None
-    from_domains: list[str] = []
-    to_domains: list[str] = []
-    tags: list[str] = []
-
-
-class Target(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    server: str
-    weight: Annotated[int, msgspec.Meta(ge=0)] = 1
-
-
-class RoutingRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    id: str
-    name: str
-    priority: int
-    match: RuleMatch = RuleMatch()
-    strategy: Literal["priority", "weighted"] = "priority"
-    targets: list[Target] = []
-    fallback: bool = False
-
-
-class ServerView(msgspec.Struct, frozen=True):
-    id: str
-    priority: int
-    status: Status
-    domains: list[str] = []
-    provider: str = ""
 
 
 class MessageFacts(msgspec.Struct, frozen=True):

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Literal
 
-from actors.policies.domains import normalise_domain, normalise_email
+from schemas.domain_names import normalise_domain, normalise_email
 
 __all__ = ["REASONS", "SCOPES", "SuppressionSet", "normalise_email", "shard_for"]
 

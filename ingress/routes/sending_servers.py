@@ -11,6 +11,7 @@ from ingress.context import SERVICES, principal
 from ingress.pagination import PageQuery, decode_cursor, list_response
 from ingress.problems import ApiError, not_found, validation_error
 from ingress.routing import RouteTable, field_error, json_response
+from providers.registry import UnknownProvider, provider_module
 from schemas.servers import (
     CreateSendingServer,
     DeletedSendingServer,
@@ -58,6 +59,15 @@ def server_store(request: web.Request) -> ServerStore:
         raise ApiError("unavailable", str(exc)) from None
 
 
+def require_adapter(provider: str) -> None:
+    """The provider's adapter module must import (its SDK may be missing). Checked here, above the
+    store: the store validates configs against `schemas.provider_configs` and imports no adapter."""
+    try:
+        provider_module(provider)
+    except (UnknownProvider, ImportError):
+        raise ProviderUnavailable(provider) from None
+
+
 @contextmanager
 def server_settings_errors() -> Iterator[None]:
     """Translate the store's validation errors into 422 answers with JSON pointers."""
@@ -88,6 +98,7 @@ def server_settings_errors() -> Iterator[None]:
 async def create_server(request: web.Request, body: CreateSendingServer) -> web.Response:
     store = server_store(request)
     with server_settings_errors():
+        require_adapter(body.provider)
         record = store.build(principal(request).workspace, body)
     await store.create(record)
     return json_response(view(record, "healthy"), status=201)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
-from redis.exceptions import WatchError
+from redis.asyncio.client import Pipeline
 
 from actors.dispatch.records import DispatchRecords
 from ingress.context import SERVICES
@@ -235,18 +235,16 @@ async def _record_once(request: web.Request, token: UnsubscribeToken, event: Eve
     marker = keyspace.unsubscribe_recorded(
         token.workspace, token.message_id, token.scope, token.list_id, token.recipient
     )
-    async with redis.pipeline(transaction=True) as pipe:
-        try:
-            await pipe.watch(marker)
-            if await pipe.exists(marker):
-                return False
-            pipe.multi()
-            pipe.set(marker, event.id, ex=UNSUBSCRIBE_RECORD_SECONDS)
-            DispatchRecords(redis).append_events(pipe, [event])
-            await pipe.execute()
-        except WatchError:  # a concurrent POST of the same token recorded it
+
+    async def record_unless_recorded(pipe: Pipeline) -> bool:
+        if await pipe.exists(marker):  # a concurrent POST of the same token recorded it
             return False
-    return True
+        pipe.multi()
+        pipe.set(marker, event.id, ex=UNSUBSCRIBE_RECORD_SECONDS)
+        DispatchRecords(redis).append_events(pipe, [event])
+        return True
+
+    return bool(await redis.transaction(record_unless_recorded, marker, value_from_callable=True))
 
 
 async def _require_one_click(request: web.Request) -> None:

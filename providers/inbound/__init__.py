@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from providers.inbound import mailgun, postmark, resend, sendgrid, ses_sns
-from providers.inbound.config import InboundConfig, SnsTrust
 from providers.inbound.errors import (
     CertUnavailable,
     InboundError,
@@ -20,9 +19,10 @@ from providers.inbound.errors import (
     MalformedPayload,
     UnsupportedProvider,
 )
-from providers.inbound.events import OUR_MESSAGE_ID_KEY, InboundResult, InboundType, ProviderEvent
 from providers.inbound.replay import ReplayGuard
 from providers.inbound.sns_certs import CertFetcher, HttpCertFetcher
+from schemas.inbound_config import InboundConfig, SnsTrust
+from schemas.provider_events import OUR_MESSAGE_ID_KEY, InboundResult, InboundType, ProviderEvent
 
 __all__ = [
     "INBOUND_PROVIDERS",

@@ -13,9 +13,11 @@ from typing import Any
 
 import msgspec
 
-from providers.inbound.config import InboundConfig
 from providers.inbound.errors import InvalidSignature, MalformedPayload
-from providers.inbound.events import (
+from providers.inbound.replay import ReplayGuard, claim_once
+from providers.inbound.timestamps import from_epoch, require_fresh, signed_seconds
+from schemas.inbound_config import InboundConfig
+from schemas.provider_events import (
     OUR_MESSAGE_ID_KEY,
     InboundResult,
     ProviderEvent,
@@ -23,8 +25,6 @@ from providers.inbound.events import (
     engagement_data,
     reason_data,
 )
-from providers.inbound.replay import ReplayGuard, claim_once
-from providers.inbound.timestamps import from_epoch, require_fresh, signed_seconds
 
 PROVIDER = "mailgun"
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import msgspec
 
-from providers.inbound.config import InboundConfig
 from providers.inbound.errors import InvalidSignature, MalformedPayload
-from providers.inbound.events import (
+from providers.inbound.timestamps import from_iso
+from schemas.inbound_config import InboundConfig
+from schemas.provider_events import (
     OUR_MESSAGE_ID_KEY,
     InboundResult,
     ProviderEvent,
@@ -26,7 +27,6 @@ from providers.inbound.events import (
     reason_data,
     stable_event_id,
 )
-from providers.inbound.timestamps import from_iso
 
 PROVIDER = "postmark"
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import msgspec
 
-from providers.inbound.config import InboundConfig
 from providers.inbound.errors import InvalidSignature, MalformedPayload
-from providers.inbound.events import (
+from providers.inbound.timestamps import from_iso, require_fresh, signed_seconds
+from schemas.inbound_config import InboundConfig
+from schemas.provider_events import (
     OUR_MESSAGE_ID_KEY,
     InboundResult,
     ProviderEvent,
@@ -28,7 +29,6 @@ from providers.inbound.events import (
     fan_out_ids,
     reason_data,
 )
-from providers.inbound.timestamps import from_iso, require_fresh, signed_seconds
 
 PROVIDER = "resend"
 SECRET_PREFIX = "whsec_"

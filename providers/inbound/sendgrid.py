@@ -19,16 +19,16 @@ from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from providers.inbound.config import InboundConfig
 from providers.inbound.errors import InvalidSignature, MalformedPayload
-from providers.inbound.events import (
+from providers.inbound.timestamps import from_epoch, require_fresh, signed_seconds
+from schemas.inbound_config import InboundConfig
+from schemas.provider_events import (
     InboundResult,
     ProviderEvent,
     bounce_data,
     engagement_data,
     reason_data,
 )
-from providers.inbound.timestamps import from_epoch, require_fresh, signed_seconds
 
 PROVIDER = "sendgrid"
 SIGNATURE_HEADER = "x-twilio-email-event-webhook-signature"

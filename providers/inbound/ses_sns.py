@@ -20,9 +20,12 @@ from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from providers.inbound.config import InboundConfig
 from providers.inbound.errors import InvalidSignature, MalformedPayload
-from providers.inbound.events import (
+from providers.inbound.ses_events import SesEvent, SesMail, decode_ses_event
+from providers.inbound.sns_certs import CertFetcher
+from providers.inbound.timestamps import from_iso
+from schemas.inbound_config import InboundConfig
+from schemas.provider_events import (
     OUR_MESSAGE_ID_KEY,
     InboundResult,
     ProviderEvent,
@@ -31,9 +34,6 @@ from providers.inbound.events import (
     fan_out_ids,
     reason_data,
 )
-from providers.inbound.ses_events import SesEvent, SesMail, decode_ses_event
-from providers.inbound.sns_certs import CertFetcher
-from providers.inbound.timestamps import from_iso
 
 PROVIDER = "amazon-ses"
 

@@ -9,8 +9,9 @@ import dkim
 import pytest
 import redis.asyncio as aioredis
 
+from actors.dispatch.signing import signing_key_for
 from schemas.settings import load_settings
-from store.domains import DomainStore, box_for, signing_key_for
+from store.domains import DomainStore, box_for
 from tests.smtp.dns_server import DnsServer, DnsZone
 
 from .helpers import SECRET_KEY

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from actors.policies.addresses import AddressError, parse_address, parse_address_list
+from schemas import addresses
+from schemas.addresses import AddressError, parse_address, parse_address_list
 from schemas.messages import Address
 
 
@@ -124,3 +127,74 @@ def test_display_names_survive_formatting_for_the_wire() -> None:
     assert parse_address(address.formatted()) == address
     unicode_name = parse_address("Jörg <j@bücher.de>")
     assert parse_address(unicode_name.formatted()) == unicode_name
+
+
+# --- bounded cost (issue #11: a crafted 998-character address cost ~50 ms in the stdlib parser) -------
+WORST_INPUTS = [
+    '("' * 496,  # the finding: nested comments and quotes
+    "(" * 9 + "a@example.com" + ")" * 9,  # one level past MAX_COMMENT_DEPTH
+    "(a)" * 332,  # many comments
+    '"a" ' * 249,  # many quoted strings
+    "a " * 499,  # many atoms
+    "," * 998,  # many empty list members
+    "<" * 998,  # many specials
+    "=?utf-8?q?a?= " * 70 + "<a@example.com",  # many encoded words, refused at the very end
+    '"' + '\\"' * 330,  # an unterminated quoted string full of quoted pairs
+    "a" * 990 + "<",  # the named fast path's longest failing match
+]
+
+
+def _distinct(text: str, index: int) -> str:
+    """A variant the cache has not seen, as costly as `text` (the head of it changes, not its shape)."""
+    return f"{index}{text}"[:998]
+
+
+def test_worst_inputs_are_refused_at_a_bounded_cost() -> None:
+    """1,000 distinct worst-case addresses cost well under 0.5 s of CPU in all (a cost bound: CPU time,
+    not wall time, so a loaded machine does not fail it); the stdlib parser spent ~50 s on them."""
+    inputs = [_distinct(WORST_INPUTS[i % len(WORST_INPUTS)], i) for i in range(1000)]
+    started = time.process_time()
+    for text in inputs:
+        with pytest.raises(AddressError):
+            parse_address(text)
+    assert time.process_time() - started < 0.5
+
+
+def test_limits_are_checked_before_parsing() -> None:
+    with pytest.raises(AddressError, match="longer than 998"):
+        parse_address("a" * 990 + "@example.com")
+    with pytest.raises(AddressError, match="nested deeper"):
+        parse_address("(" * 9 + "x" + ")" * 9 + "a@example.com")
+    with pytest.raises(AddressError, match="tokens"):
+        parse_address('"a" ' * 200 + "<a@example.com>")
+    assert parse_address("(" * 8 + "x" + ")" * 8 + "a@example.com") == Address("a@example.com")
+
+
+def test_failures_are_cached_and_the_cache_is_bounded() -> None:
+    bad = '("' * 400 + " cached"
+    with pytest.raises(AddressError):
+        parse_address(bad)
+    misses = addresses._parse_cached.cache_info().misses
+    for _ in range(3):
+        with pytest.raises(AddressError) as caught:
+            parse_address_list(["ana@example.com", bad])
+        assert caught.value.index == 1  # each raise is a fresh error carrying its own position
+    assert addresses._parse_cached.cache_info().misses == misses
+    assert addresses._parse_cached.cache_info().maxsize == addresses.CACHE_SIZE
+
+
+def test_grammar_forms_without_the_stdlib_parser() -> None:
+    assert parse_address("Ana (work) <ana@example.com>") == Address("ana@example.com", "Ana")
+    assert parse_address("ana @ example.com") == Address("ana@example.com")
+    assert parse_address('"john"@example.com') == Address("john@example.com")
+    assert parse_address('"a\\\\b"@example.com') == Address('"a\\\\b"@example.com')
+    assert parse_address("=?utf-8?b?SsO2cmc=?= =?utf-8?q?_M?= <j@example.com>") == Address(
+        "j@example.com", "Jörg M"
+    )
+    assert parse_address_list("a@example.com, , Bo <b@example.org>,") == [
+        Address("a@example.com"),
+        Address("b@example.org", "Bo"),
+    ]
+    for bad in ['""@example.com', '"a".b@example.com', "a@b.com (c) d", "=?utf-8?q?a=0Ab?= <a@b.com>"]:
+        with pytest.raises(AddressError):
+            parse_address(bad)

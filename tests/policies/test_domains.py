@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.policies.domains import is_within, matches_pattern, normalise_domain, normalise_pattern
+from schemas.domain_names import is_within, matches_pattern, normalise_domain, normalise_pattern
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ingress.context import SERVICES
-from providers.inbound.config import InboundConfig
+from schemas.inbound_config import InboundConfig
 from store.servers import ServerStore, ensure_sandbox_server
 
 SMTP = {"host": "smtp.acme.test", "port": 2525, "username": "relay", "password": "hunter2-very-secret"}

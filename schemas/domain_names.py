@@ -1,15 +1,40 @@
 """Normal forms of domain names and email addresses, and how domain patterns match them.
 
-One normal form for the whole pipeline: lowercase, no trailing dot, IDN labels as punycode (the
-stdlib `encodings.idna` codec, IDNA 2003). Routing, throttles and suppression compare only
-normalised names, so `Bücher.DE` and `xn--bcher-kva.de` are the same domain everywhere.
+One normal form for the whole pipeline: lowercase, no trailing dot, IDN labels as punycode.
+Routing, throttles and suppression compare only normalised names, so `Bücher.DE` and
+`xn--bcher-kva.de` are the same domain everywhere.
+
+IDNA, once for the whole code base: `to_ascii_domain` is the one place a Unicode name becomes its
+A-label form, by UTS #46 (non-transitional) processing and IDNA 2008 through the `idna` package: what
+browsers and current mail software do. The stdlib `"idna"` codec is IDNA 2003, which maps `ß` to
+`ss` (`faß.de` → `fass.de`, another registrable domain) and accepts symbols IDNA 2008 forbids; no
+module calls it. Addresses, sending domains, MIME headers, tracking and the SSRF guard all go
+through `to_ascii_domain`, so they agree on every name.
 """
 
 from __future__ import annotations
 
 import functools
 
+import idna
+
 WILDCARD_PREFIX = "*."
+
+
+@functools.lru_cache(maxsize=16384)
+def to_ascii_domain(name: str) -> str:
+    """The lowercase A-label form of `name` (`Faß.de` → `xn--fa-hia.de`); ValueError if not IDNA-valid.
+
+    An all-ASCII name is only lowercased (its labels are checked by each caller's own rules: host
+    names, sending domains and SSRF targets differ on underscores), so ASCII behaviour is unchanged.
+    A trailing dot is kept when given.
+    """
+    if name.isascii():
+        return name.lower()
+    try:
+        return idna.encode(name, uts46=True, transitional=False).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"bad domain {name!r}: {exc}") from None
 
 
 @functools.lru_cache(maxsize=16384)
@@ -18,18 +43,17 @@ def normalise_domain(domain: str) -> str:
 
     Raises ValueError for an empty name, an empty label or a label longer than 63 octets.
     """
-    name = domain.strip().rstrip(".").lower()
+    name = domain.strip().rstrip(".")
     if not name:
         raise ValueError("empty domain")
     if name.isascii():
+        name = name.lower()
         labels = name.split(".")
         if any(not 0 < len(label) <= 63 for label in labels):
             raise ValueError(f"bad label in domain {domain!r}")
         return name
-    try:
-        return name.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise ValueError(f"bad domain {domain!r}: {exc}") from None
+    # UTS #46 does its own case mapping (str.lower() differs from it on e.g. `İ`)
+    return to_ascii_domain(name).rstrip(".")
 
 
 def normalise_email(email: str) -> str:

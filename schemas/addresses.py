@@ -1,26 +1,36 @@
 """Email addresses as users write them (RFC 5322) → `Address` values fit for transport.
 
-Bare `ana@example.com` takes a fast path (a regular expression for the dot-atom form); anything
-else (display names, quoted names, angle addresses, comments) goes through the stdlib's RFC 5322
-parser, `email.headerregistry`. Either way the same checks follow: the local part must be ASCII
-(SMTPUTF8 is not offered) and ≤ 64 octets, the domain becomes lowercase punycode and must be a
-dotted host name of valid labels ≤ 253 octets, the whole address ≤ 254 octets. The display name
-is kept as written (Unicode).
+Bare `ana@example.com` and `Ana Lima <ana@example.com>` take a fast path (regular expressions that
+cannot backtrack); anything else (quoted names, encoded words, quoted local parts, comments) goes
+through our own RFC 5322 grammar (`schemas/address_grammar.py`), which runs in time linear in its
+input. There is no fallback to the stdlib header parser: that parser spent ~50 ms on one crafted
+998-character address, so a bulk of such items held the event loop for a minute.
+
+Cost bounds, checked before any parsing: a text longer than `MAX_TEXT` (998, RFC 5322's line
+limit, also the API's limit) is refused at once, comments nest at most `MAX_COMMENT_DEPTH` deep.
+Results are cached (the same From on every message of a sender), and failures are cached too, in
+the same bounded cache, so repeating a bad address costs a dictionary look-up.
+
+Either way the same checks follow: the local part must be ASCII (SMTPUTF8 is not offered) and
+≤ 64 octets, the domain becomes lowercase punycode (`schemas.domain_names`, UTS #46) and must be
+a dotted host name of valid labels ≤ 253 octets, the whole address ≤ 254 octets. The display name
+is kept as written (Unicode; RFC 2047 encoded words decoded).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from email import errors as email_errors
-from email.headerregistry import Address as HeaderAddress
-from email.policy import default as default_policy
 
-from actors.policies.domains import normalise_domain
+from schemas.address_grammar import MAX_COMMENT_DEPTH, GrammarError, Mailbox, parse_mailboxes
+from schemas.domain_names import normalise_domain
 from schemas.messages import Address
 
 INVALID_EMAIL = "invalid_email"
 INVALID_DOMAIN = "invalid_domain"
+MAX_TEXT = 998
+CACHE_SIZE = 4096
+__all__ = ["MAX_COMMENT_DEPTH", "AddressError", "parse_address", "parse_address_list", "transport_domain"]
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _BARE_ADDRESS = re.compile(rf"({_ATEXT}(?:\.{_ATEXT})*)@([A-Za-z0-9.-]+)")
@@ -63,43 +73,50 @@ def parse_address_list(value: str | list[str]) -> list[Address]:
 def _parse(text: str) -> list[Address]:
     if not isinstance(text, str) or not text.strip():
         raise AddressError(INVALID_EMAIL, "empty address")
-    return list(_parse_cached(text))
+    if len(text) > MAX_TEXT:  # before the cache too: a key this long is not worth keeping
+        raise AddressError(INVALID_EMAIL, f"address text longer than {MAX_TEXT} characters")
+    outcome = _parse_cached(text)
+    if isinstance(outcome, AddressError):
+        raise AddressError(outcome.code, outcome.detail)  # a fresh one: callers set `index`
+    return list(outcome)
 
 
-@functools.lru_cache(maxsize=4096)
-def _parse_cached(text: str) -> tuple[Address, ...]:
-    """Pure and hot (the same From on every message of a sender): cached. Errors are not cached."""
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _parse_cached(text: str) -> tuple[Address, ...] | AddressError:
+    """Pure and hot, so cached; an error is cached as a value, so a repeated bad input is cheap too."""
+    try:
+        return _parse_uncached(text)
+    except AddressError as exc:
+        return AddressError(exc.code, exc.detail)  # without the traceback, which pins frames
+
+
+def _parse_uncached(text: str) -> tuple[Address, ...]:
     if _CONTROL.search(text):
         raise AddressError(INVALID_EMAIL, "control characters in address")
-    bare = [_BARE_ADDRESS.fullmatch(part.strip()) for part in text.split(",")]
-    if all(bare):
-        return tuple(_checked(m[1], m[2], None) for m in bare if m)
+    bare = []
+    for part in text.split(","):  # stops at the first part that is not bare: `',' * 998` costs one
+        match = _BARE_ADDRESS.fullmatch(part.strip())
+        if match is None:
+            break
+        bare.append(match)
+    else:
+        return tuple(_checked(m[1], m[2], None) for m in bare)
     named = _NAMED_ADDRESS.fullmatch(text.strip())
     if named:  # `Ana Lima <ana@example.com>`: a plain phrase needs no full RFC 5322 parse
         return (_checked(named[2], named[3], named[1].strip()),)
-    return tuple(_from_header(address) for address in _parse_rfc5322(text))
-
-
-def _parse_rfc5322(text: str) -> tuple[HeaderAddress, ...]:
     try:
-        header = default_policy.header_factory("To", text)
-    except Exception as exc:  # the stdlib parser raises IndexError & co. on some malformed input
-        raise AddressError(INVALID_EMAIL, f"cannot parse address: {exc!r}") from None
-    for defect in header.defects:
-        if isinstance(defect, email_errors.NonASCIILocalPartDefect):
-            raise AddressError(INVALID_EMAIL, "non-ASCII local part (SMTPUTF8) is not supported")
-        if not isinstance(defect, email_errors.ObsoleteHeaderDefect):  # e.g. "J. Doe" unquoted
-            raise AddressError(INVALID_EMAIL, str(defect))
-    if not header.addresses:
-        raise AddressError(INVALID_EMAIL, "no address found")
-    return header.addresses
+        mailboxes = parse_mailboxes(text)
+    except GrammarError as exc:
+        raise AddressError(INVALID_EMAIL, str(exc)) from None
+    return tuple(_from_mailbox(mailbox) for mailbox in mailboxes)
 
 
-def _from_header(address: HeaderAddress) -> Address:
-    if not address.username or not address.domain:
-        raise AddressError(INVALID_EMAIL, f"not a complete address: {address.addr_spec!r}")
-    local = address.addr_spec.rpartition("@")[0]  # keeps the quotes of a quoted local part
-    return _checked(local, address.domain, address.display_name.strip() or None)
+def _from_mailbox(mailbox: Mailbox) -> Address:
+    if mailbox.literal_domain:
+        raise AddressError(INVALID_DOMAIN, "address literals are not accepted")
+    if not mailbox.local.isascii():
+        raise AddressError(INVALID_EMAIL, "non-ASCII local part (SMTPUTF8) is not supported")
+    return _checked(mailbox.local, mailbox.domain, mailbox.name)
 
 
 def _checked(local: str, domain: str, name: str | None) -> Address:
