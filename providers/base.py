@@ -59,9 +59,18 @@ Outcome = Sent | Throttled | Transient | Permanent
 
 
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base for every adapter's Config; subclasses list their secret field names."""
+    """Base for every adapter's Config; subclasses list their secret field names and, where the tenant
+    chooses where the adapter connects, override `outbound_targets` (checked by `providers.egress`)."""
 
     __secret_fields__: ClassVar[tuple[str, ...]] = ()
+
+    def outbound_targets(self) -> dict[str, str]:
+        """Config field -> the URL (or bare host) it makes the adapter connect to."""
+        return {}
+
+    def uses_ambient_credentials(self) -> bool:
+        """True when the adapter would fall back to the host's own credentials (SES without keys)."""
+        return False
 
 
 class ProviderAdapter(Protocol):

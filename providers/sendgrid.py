@@ -17,12 +17,14 @@ import aiohttp
 import msgspec
 
 from providers.base import Outcome, ProviderConfig, Sent, Transient
+from providers.egress import STRICT, Egress
 from providers.http_errors import (
     MESSAGE_ID_FIELD,
     MESSAGE_ID_HEADER,
     HttpAnswer,
     ProviderHttp,
     classify_failure,
+    error_text,
     identical_content_groups,
     send_in_groups,
 )
@@ -39,6 +41,9 @@ class Config(ProviderConfig):
     webhook_public_key: str | None = None  # base64 DER ECDSA key from the Event Webhook settings
     timeout_seconds: float = 30.0
     concurrency: int = 8
+
+    def outbound_targets(self) -> dict[str, str]:
+        return {"base_url": self.base_url}
 
 
 class _ErrorItem(msgspec.Struct):
@@ -138,10 +143,10 @@ def _split_by_recipients(messages: Sequence[OutboundMessage], group: list[int]) 
 def _read_failure(answer: HttpAnswer) -> Outcome:
     try:
         errors = _errors_decoder.decode(answer.body).errors
-        reason = "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)
+        extracted: str | None = "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)
     except msgspec.DecodeError:
-        reason = answer.body.decode("utf-8", "replace").strip()[:500]
-    return classify_failure(answer, reason, now=time.time())
+        extracted = None
+    return classify_failure(answer, error_text(answer, extracted), now=time.time())
 
 
 def _outcome(answer: HttpAnswer | Transient) -> Outcome:
@@ -156,9 +161,13 @@ class Adapter:
     name: ClassVar[str] = "sendgrid"
     max_batch: ClassVar[int] = MAX_RECIPIENTS_PER_REQUEST
 
-    def __init__(self, config: Config, *, http: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, config: Config, *, http: aiohttp.ClientSession | None = None, egress: Egress = STRICT
+    ) -> None:
         self.config = config
-        self._http = ProviderHttp(http, timeout=config.timeout_seconds, concurrency=config.concurrency)
+        self._http = ProviderHttp(
+            http, timeout=config.timeout_seconds, concurrency=config.concurrency, egress=egress
+        )
         self._url = f"{config.base_url.rstrip('/')}/v3/mail/send"
         self._headers = {"Authorization": f"Bearer {config.api_key}"}
 

@@ -13,6 +13,7 @@ from providers.dkim import dns_records, generate_domain_key
 from providers.smtp import Adapter, Config, SmtpConnectionPool
 from schemas.messages import Address, Attachment, OutboundMessage
 from store.redis_server import free_port
+from tests.local_egress import LOCAL
 
 from .sink import SmtpSink
 
@@ -44,7 +45,7 @@ async def make_adapter() -> AsyncIterator[AdapterFactory]:
     adapters: list[Adapter] = []
 
     def make(port: int, **overrides: object) -> Adapter:
-        adapters.append(Adapter(config_for(port, **overrides)))
+        adapters.append(Adapter(config_for(port, **overrides), egress=LOCAL))
         return adapters[-1]
 
     yield make
