@@ -12,6 +12,7 @@ from ingress.pagination import PageQuery, decode_cursor, list_response
 from ingress.problems import ApiError, not_found, validation_error
 from ingress.routing import RouteTable, field_error, json_response
 from providers.egress import Egress, TargetRefused, check_server_config
+from providers.inbound import operator_sns_trust, untrusted_prefixes
 from schemas.servers import (
     CreateSendingServer,
     DeletedSendingServer,
@@ -84,6 +85,13 @@ async def check_outbound(request: web.Request, store: ServerStore, record: Serve
         await check_server_config(store.open_config(record), Egress.from_settings(settings))
     except TargetRefused as exc:
         raise validation_error(f"#/config/{exc.field}", exc.detail, exc.code) from None
+    outside = untrusted_prefixes(store.open_inbound(record).sns_trust, operator_sns_trust(settings))
+    if outside:
+        raise validation_error(
+            "#/inbound/sns_trust/url_prefixes",
+            f"not trusted by the operator (MAILERS_SNS_TRUSTED_URL_PREFIXES): {', '.join(outside)}",
+            "sns_trust_not_allowed",
+        )
 
 
 @routes.route(
