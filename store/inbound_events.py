@@ -4,7 +4,8 @@ For one webhook request of one sending server:
 1. correlate each `ProviderEvent` to a message of the server's workspace: the `our_message_id` hint
    first, else the `provider_message` mapping the Dispatcher wrote (`"{workspace}|{id}"`); a mapping to
    another workspace is ignored, so a server can only ever touch its own workspace's messages;
-2. WATCH the dedupe keys (`inbound_event_seen(provider, server_id, provider_event_id)`) and the message hashes,
+2. WATCH the dedupe keys (`inbound_event_seen(provider, server_id, provider_event_id)`: per server)
+   and the message hashes,
    read them, and plan: an event already seen is a duplicate; an event for no message of ours is
    counted in `INBOUND_UNMATCHED`; the provider's own `message.sent` is not recorded again (our
    Dispatcher recorded `message.sent` when the provider's API took the message); every other event
@@ -15,8 +16,8 @@ For one webhook request of one sending server:
    as one event-stream entry (`DispatchRecords.append_events`), the unmatched counter. A concurrent
    change to any watched key aborts the commit and the plan is made again.
 
-Event ids are derived from `(provider, server_id, provider_event_id)`, so even an event recorded twice (after its
-dedupe key expired) carries the same `evt_` id and every downstream consumer drops the copy.
+Event ids are derived from `(provider, server_id, provider_event_id)`, so even an event recorded twice
+(after its dedupe key expired) carries the same `evt_` id and every downstream consumer drops the copy.
 
 Layering note: this store reuses `actors.dispatch.records.DispatchRecords.append_events` (pure Redis
 writes, no Ray) so dispatch and inbound events land on timelines and the stream in one format.
