@@ -9,7 +9,12 @@ and hands every non-2xx answer to `classify_failure` together with the provider'
                          base URL: the server's configuration is at fault, so fail over at once
     408, 409, 5xx     -> Transient(retry_after from Retry-After when given)
     other 4xx         -> Permanent(the provider's error text, code)
-    anything else     -> Transient (an answer we do not understand is never a reason to drop mail)
+    anything else     -> Transient (an answer we do not understand is never a reason to drop mail;
+                         3xx included: redirects are never followed, see `providers.egress`)
+
+The provider's text in a reason is only what `error_text` (or the adapter's decoder of the documented
+JSON error shape) extracted, cleaned and length-capped by `providers.upstream_text`; a body that is
+not that shape is described, never quoted, because the tenant chose where the request went.
 
 Batching helpers live here too because every HTTP adapter fans a batch out the same way: group the
 messages (`identical_content_groups`, `chunked`), send the groups concurrently, put the outcomes back
@@ -29,7 +34,10 @@ import msgspec
 from multidict import CIMultiDict
 
 from providers.base import Outcome, Permanent, Throttled, Transient
+from providers.egress import STRICT, Egress, check_target_url, is_guarded, provider_session, refused_at_send
+from providers.upstream_text import opaque_body, sanitised
 from schemas.messages import OutboundMessage
+from security.ssrf import ForbiddenUrl
 
 # Our message id travels with every message so provider events correlate: as this header, and as a
 # provider custom variable / metadata / tag named MESSAGE_ID_FIELD where the provider has one.
@@ -88,9 +96,17 @@ def _parse_reset(value: str, now: float) -> float | None:
     return max(0.0, number)
 
 
+def error_text(answer: HttpAnswer, extracted: str | None) -> str:
+    """The reason to keep: the text taken from the documented error shape, else a description."""
+    if extracted is not None and extracted.strip():
+        return sanitised(extracted)
+    return opaque_body(answer.body, answer.headers.get("Content-Type"))
+
+
 def classify_failure(answer: HttpAnswer, reason: str, *, now: float, code: str | None = None) -> Outcome:
-    """The outcome of a non-2xx answer; `reason` is the provider's own error text."""
+    """The outcome of a non-2xx answer; `reason` is the provider's error text from `error_text`."""
     status = answer.status
+    reason, code = sanitised(reason), sanitised(code, 64) if code else None
     text = f"HTTP {status}: {reason}" if reason else f"HTTP {status}"
     if status == 429:
         wait = retry_after_seconds(answer.headers, now)
@@ -105,10 +121,22 @@ def classify_failure(answer: HttpAnswer, reason: str, *, now: float, code: str |
 
 
 class ProviderHttp:
-    """A shared (or, when none is given, owned) aiohttp session with bounded concurrency and timeouts."""
+    """A shared (or, when none is given, owned) guarded aiohttp session with bounded concurrency and
+    timeouts. A given session must come from `providers.egress.provider_session`: one that does not
+    check addresses at connection time is refused (ValueError) rather than trusted."""
 
-    def __init__(self, http: aiohttp.ClientSession | None, *, timeout: float, concurrency: int) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession | None,
+        *,
+        timeout: float,
+        concurrency: int,
+        egress: Egress = STRICT,
+    ) -> None:
+        if http is not None and not is_guarded(http):
+            raise ValueError("provider HTTP must go through providers.egress.provider_session")
         self._given = http
+        self._egress = egress
         self._owned: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._slots = asyncio.Semaphore(max(1, concurrency))
@@ -117,18 +145,23 @@ class ProviderHttp:
         if self._given is not None:
             return self._given
         if self._owned is None:
-            self._owned = aiohttp.ClientSession()
+            self._owned = provider_session(self._egress)
         return self._owned
 
     async def request(self, method: str, url: str, **kwargs: Any) -> HttpAnswer | Transient:
         async with self._slots:
             try:
-                async with self._session().request(method, url, timeout=self._timeout, **kwargs) as response:
+                check_target_url(url, self._egress)  # literal IPs never reach the resolver
+                async with self._session().request(
+                    method, url, timeout=self._timeout, allow_redirects=False, **kwargs
+                ) as response:
                     return HttpAnswer(response.status, CIMultiDict(response.headers), await response.read())
+            except ForbiddenUrl as exc:
+                return refused_at_send(exc)
             except TimeoutError:
                 return Transient(f"timed out after {self._timeout.total}s: {method} {url}")
             except aiohttp.ClientError as exc:
-                return Transient(f"{type(exc).__name__}: {exc}")
+                return Transient(sanitised(f"{type(exc).__name__}: {exc}"))
 
     async def close(self) -> None:
         owned, self._owned = self._owned, None

@@ -18,12 +18,14 @@ import aiohttp
 import msgspec
 
 from providers.base import Outcome, Sent, Transient
+from providers.egress import STRICT, Egress
 from providers.http_errors import (
     MESSAGE_ID_FIELD,
     MESSAGE_ID_HEADER,
     HttpAnswer,
     ProviderHttp,
     classify_failure,
+    error_text,
     identical_content_groups,
     send_in_groups,
 )
@@ -94,19 +96,23 @@ def _batchable(message: OutboundMessage) -> bool:
 
 def _read_failure(answer: HttpAnswer) -> Outcome:
     try:
-        reason = _error_decoder.decode(answer.body).message
+        extracted: str | None = _error_decoder.decode(answer.body).message
     except msgspec.DecodeError:
-        reason = answer.body.decode("utf-8", "replace").strip()[:500]
-    return classify_failure(answer, reason, now=time.time())
+        extracted = None
+    return classify_failure(answer, error_text(answer, extracted), now=time.time())
 
 
 class Adapter:
     name: ClassVar[str] = "mailgun"
     max_batch: ClassVar[int] = MAX_RECIPIENTS_PER_CALL
 
-    def __init__(self, config: Config, *, http: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, config: Config, *, http: aiohttp.ClientSession | None = None, egress: Egress = STRICT
+    ) -> None:
         self.config = config
-        self._http = ProviderHttp(http, timeout=config.timeout_seconds, concurrency=config.concurrency)
+        self._http = ProviderHttp(
+            http, timeout=config.timeout_seconds, concurrency=config.concurrency, egress=egress
+        )
         self._url = f"{config.base_url.rstrip('/')}/v3/{config.domain}/messages"
         credentials = base64.b64encode(f"api:{config.api_key}".encode()).decode()
         self._headers = {"Authorization": f"Basic {credentials}"}

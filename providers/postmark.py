@@ -18,6 +18,7 @@ import aiohttp
 import msgspec
 
 from providers.base import Outcome, Permanent, RecipientRefusal, Sent, Transient
+from providers.egress import STRICT, Egress
 from providers.http_errors import (
     MESSAGE_ID_FIELD,
     MESSAGE_ID_HEADER,
@@ -25,8 +26,10 @@ from providers.http_errors import (
     ProviderHttp,
     chunked,
     classify_failure,
+    error_text,
     send_in_groups,
 )
+from providers.upstream_text import sanitised
 from schemas.messages import Attachment, OutboundMessage
 from schemas.provider_configs import PostmarkConfig as Config
 
@@ -92,7 +95,7 @@ def result_outcome(result: _Result, message: OutboundMessage) -> Outcome:
     """The outcome of one Postmark result object (a single send's body or one batch entry)."""
     if result.ErrorCode == 0:
         return Sent(provider_message_id=result.MessageID or "")
-    reason = f"Postmark {result.ErrorCode}: {result.Message}"
+    reason = f"Postmark {result.ErrorCode}: {sanitised(result.Message)}"
     if result.ErrorCode in SERVER_DOWN_CODES:
         return Transient(reason, server_down=True)
     if result.ErrorCode == INACTIVE_RECIPIENT:
@@ -110,11 +113,14 @@ def _failure(answer: HttpAnswer, message: OutboundMessage) -> Outcome:
     try:
         result = _result_decoder.decode(answer.body)
     except msgspec.DecodeError:
-        return classify_failure(answer, answer.body.decode("utf-8", "replace").strip()[:500], now=time.time())
+        return classify_failure(answer, error_text(answer, None), now=time.time())
     if answer.status == 422 and result.ErrorCode:
         return result_outcome(result, message)
     return classify_failure(
-        answer, result.Message, now=time.time(), code=str(result.ErrorCode or answer.status)
+        answer,
+        error_text(answer, result.Message),
+        now=time.time(),
+        code=str(result.ErrorCode or answer.status),
     )
 
 
@@ -122,9 +128,13 @@ class Adapter:
     name: ClassVar[str] = "postmark"
     max_batch: ClassVar[int] = MAX_BATCH
 
-    def __init__(self, config: Config, *, http: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, config: Config, *, http: aiohttp.ClientSession | None = None, egress: Egress = STRICT
+    ) -> None:
         self.config = config
-        self._http = ProviderHttp(http, timeout=config.timeout_seconds, concurrency=config.concurrency)
+        self._http = ProviderHttp(
+            http, timeout=config.timeout_seconds, concurrency=config.concurrency, egress=egress
+        )
         self._base = config.base_url.rstrip("/")
         self._headers = {
             "X-Postmark-Server-Token": config.server_token,

@@ -21,6 +21,7 @@ import aiohttp
 import msgspec
 
 from providers.base import Outcome, Permanent, Sent, Transient
+from providers.egress import STRICT, Egress
 from providers.http_errors import (
     MESSAGE_ID_FIELD,
     MESSAGE_ID_HEADER,
@@ -28,6 +29,7 @@ from providers.http_errors import (
     ProviderHttp,
     chunked,
     classify_failure,
+    error_text,
     send_in_groups,
 )
 from schemas.messages import Attachment, OutboundMessage
@@ -111,9 +113,10 @@ def request_groups(messages: Sequence[OutboundMessage]) -> list[list[int]]:
 def _read_failure(answer: HttpAnswer) -> Outcome:
     try:
         error = _error_decoder.decode(answer.body)
-        reason, code = error.message, error.name
+        extracted, code = error.message, error.name
     except msgspec.DecodeError:
-        reason, code = answer.body.decode("utf-8", "replace").strip()[:500], None
+        extracted, code = None, None
+    reason = error_text(answer, extracted)
     if code == "invalid_idempotent_request":
         return Permanent(f"HTTP {answer.status}: {reason}", code=code)
     return classify_failure(answer, reason, now=time.time(), code=code)
@@ -123,9 +126,13 @@ class Adapter:
     name: ClassVar[str] = "resend"
     max_batch: ClassVar[int] = MAX_BATCH
 
-    def __init__(self, config: Config, *, http: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, config: Config, *, http: aiohttp.ClientSession | None = None, egress: Egress = STRICT
+    ) -> None:
         self.config = config
-        self._http = ProviderHttp(http, timeout=config.timeout_seconds, concurrency=config.concurrency)
+        self._http = ProviderHttp(
+            http, timeout=config.timeout_seconds, concurrency=config.concurrency, egress=egress
+        )
         self._base = config.base_url.rstrip("/")
         self._auth = f"Bearer {config.api_key}"
 

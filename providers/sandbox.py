@@ -20,7 +20,13 @@ class Adapter:
     name: ClassVar[str] = "sandbox"
     max_batch: ClassVar[int] = 1000
 
-    def __init__(self, config: Config | None = None, *, http: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        http: aiohttp.ClientSession | None = None,
+        egress: object = None,
+    ) -> None:
         self.config = config or Config()
         self.accepted = 0
 

@@ -17,12 +17,14 @@ import aiohttp
 import msgspec
 
 from providers.base import Outcome, Sent, Transient
+from providers.egress import STRICT, Egress
 from providers.http_errors import (
     MESSAGE_ID_FIELD,
     MESSAGE_ID_HEADER,
     HttpAnswer,
     ProviderHttp,
     classify_failure,
+    error_text,
     identical_content_groups,
     send_in_groups,
 )
@@ -129,10 +131,10 @@ def _split_by_recipients(messages: Sequence[OutboundMessage], group: list[int]) 
 def _read_failure(answer: HttpAnswer) -> Outcome:
     try:
         errors = _errors_decoder.decode(answer.body).errors
-        reason = "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)
+        extracted: str | None = "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)
     except msgspec.DecodeError:
-        reason = answer.body.decode("utf-8", "replace").strip()[:500]
-    return classify_failure(answer, reason, now=time.time())
+        extracted = None
+    return classify_failure(answer, error_text(answer, extracted), now=time.time())
 
 
 def _outcome(answer: HttpAnswer | Transient) -> Outcome:
@@ -147,9 +149,13 @@ class Adapter:
     name: ClassVar[str] = "sendgrid"
     max_batch: ClassVar[int] = MAX_RECIPIENTS_PER_REQUEST
 
-    def __init__(self, config: Config, *, http: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, config: Config, *, http: aiohttp.ClientSession | None = None, egress: Egress = STRICT
+    ) -> None:
         self.config = config
-        self._http = ProviderHttp(http, timeout=config.timeout_seconds, concurrency=config.concurrency)
+        self._http = ProviderHttp(
+            http, timeout=config.timeout_seconds, concurrency=config.concurrency, egress=egress
+        )
         self._url = f"{config.base_url.rstrip('/')}/v3/mail/send"
         self._headers = {"Authorization": f"Bearer {config.api_key}"}
 

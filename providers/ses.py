@@ -6,6 +6,12 @@ as simple content. The SES client is created once per adapter on first use and k
 reach it as `Throttled`. Tags and metadata become `EmailTags` (SES allows ASCII letters, digits, `_`
 and `-` only; other pairs are left out), always with `mailers_message_id`, which SES echoes in every
 event's `mail.tags`.
+
+Egress (`providers.egress`): a custom `endpoint_url` is checked before every send (syntax, literal
+IPs) and botocore's connections resolve through `GuardedResolver`; a server without access keys is
+refused (Permanent, `server_credentials_required`) unless the operator allows the host's own AWS
+credential chain, so a tenant cannot send through (or receive requests signed by) the operator's
+account. Error texts from the endpoint are cleaned and length-capped.
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from providers.base import Outcome, Permanent, Sent, Throttled, Transient
+from providers.egress import STRICT, Egress, check_target_url, refused_at_send
 from providers.http_errors import MESSAGE_ID_FIELD
 from providers.mime import MimeError, format_address, render_mime
+from providers.upstream_text import sanitised
 from schemas.messages import OutboundMessage
 from schemas.provider_configs import SesConfig as Config
+from security.ssrf import ForbiddenUrl, GuardedResolver
 
 _TAG_TEXT = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 THROTTLE_CODES = frozenset(
@@ -103,9 +112,9 @@ def _utf8(text: str) -> dict[str, str]:
 def classify_ses_error(exc: BaseException, config: Config) -> Outcome:
     """The one place SES/botocore failures become outcomes."""
     if not isinstance(exc, ClientError):
-        return Transient(f"{type(exc).__name__}: {exc}")
+        return Transient(sanitised(f"{type(exc).__name__}: {exc}"))
     error = exc.response.get("Error", {})
-    code, text = error.get("Code", "Unknown"), error.get("Message", "")
+    code, text = sanitised(str(error.get("Code", "Unknown")), 64), sanitised(str(error.get("Message", "")))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400)
     reason = f"SES {code}: {text}"
     if code in THROTTLE_CODES or status == 429:
@@ -125,8 +134,11 @@ class Adapter:
     name: ClassVar[str] = "amazon-ses"
     max_batch: ClassVar[int] = 100
 
-    def __init__(self, config: Config, *, http: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, config: Config, *, http: aiohttp.ClientSession | None = None, egress: Egress = STRICT
+    ) -> None:
         self.config = config
+        self.egress = egress
         self._session = aioboto3.Session(
             aws_access_key_id=config.access_key_id,
             aws_secret_access_key=config.secret_access_key,
@@ -157,6 +169,7 @@ class Adapter:
             read_timeout=timeout,
             retries={"mode": "standard", "total_max_attempts": 1},
             max_pool_connections=max(1, self.config.concurrency),
+            connector_args={"resolver": GuardedResolver(allow_private=self.egress.allow_private_targets)},
         )
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[Outcome]:
@@ -167,12 +180,34 @@ class Adapter:
             request = send_email_request(message, self.config)
         except MimeError as exc:
             return Permanent(f"cannot render message: {exc}", code="invalid_message")
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
         async with self._slots:
             try:
                 answer = await (await self._ses()).send_email(**request)
+            except ForbiddenUrl as exc:
+                return refused_at_send(exc)
             except (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+                cause = getattr(exc, "kwargs", {}).get("error")  # botocore wraps the resolver's refusal
+                if isinstance(cause, ForbiddenUrl):
+                    return refused_at_send(cause)
                 return classify_ses_error(exc, self.config)
         return Sent(provider_message_id=answer["MessageId"])
+
+    def _refusal(self) -> Outcome | None:
+        """The operator's rules, checked before every send (settings may have changed since save)."""
+        if self.config.uses_ambient_credentials() and not self.egress.allow_ambient_aws_credentials:
+            return Permanent(
+                "this server has no credentials of its own and the operator does not lend the host's",
+                code="server_credentials_required",
+            )
+        if self.config.endpoint_url:
+            try:
+                check_target_url(self.config.endpoint_url, self.egress)
+            except ForbiddenUrl as exc:
+                return refused_at_send(exc)
+        return None
 
     async def close(self) -> None:
         stack, self._stack, self._client = self._stack, None, None

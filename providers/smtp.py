@@ -11,6 +11,11 @@ Per recipient, a 5xx is a hard bounce (suppressed) when it says the address is b
 mailbox full, 5.7.x policy, 4xx) is soft. Every recipient refused: Permanent with `bounced` when all
 refusals are 5xx, else Transient; some refused: Sent with `refused`.
 
+Where: the pool connects to the address `security.ssrf.pinned_address` checked (loopback and private
+addresses only when the operator allows private targets), with the configured host name kept for TLS
+(SNI and certificate checks), so a name that resolves differently at connection time (DNS rebinding)
+cannot lead it into the operator's network. Reply texts in reasons are cleaned and length-capped.
+
 Connections: one pool per adapter (one per sending server), at most `pool_size` open; idle connections
 are reused, checked with NOOP when idle longer than `IDLE_CHECK_SECONDS`, and dropped when the server
 closed them or a transaction failed in a way that leaves the session unknown. After a failed reply
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,9 +44,12 @@ from aiosmtplib import SMTPResponse
 
 from providers.base import Outcome, Permanent, RecipientRefusal, Sent, Transient
 from providers.dkim import DkimKeyError, DkimSigner
+from providers.egress import STRICT, Egress, refused_at_send
 from providers.mime import MimeError, ascii_email, message_id_header, render_mime
+from providers.upstream_text import sanitised
 from schemas.messages import OutboundMessage
 from schemas.provider_configs import SmtpConfig as Config
+from security.ssrf import ForbiddenUrl, pinned_address
 
 IDLE_CHECK_SECONDS = 10.0
 CONNECT_FAILURE_HOLD_SECONDS = 2.0
@@ -63,7 +72,7 @@ def enhanced_status(message: str) -> str | None:
 def classify_smtp_reply(code: int, message: str) -> Outcome:
     """The outcome of a whole message given one SMTP reply (to MAIL, DATA, AUTH, or the greeting).
     A success reply gives `Sent` with an empty id: the caller knows the Message-ID."""
-    text = f"{code} {message}".strip()
+    text = sanitised(f"{code} {message}".strip())
     if code < 400:
         return Sent(provider_message_id="")
     if code < 500:
@@ -84,7 +93,7 @@ def is_hard_bounce(code: int, message: str) -> bool:
 
 def recipient_refusal(email: str, code: int, message: str) -> RecipientRefusal:
     return RecipientRefusal(
-        email=email, code=str(code), diagnostic=message, hard=is_hard_bounce(code, message)
+        email=email, code=str(code), diagnostic=sanitised(message), hard=is_hard_bounce(code, message)
     )
 
 
@@ -103,6 +112,8 @@ def classify_refusals(refusals: Sequence[RecipientRefusal]) -> Outcome:
 
 def classify_failure(exc: BaseException, originals: dict[str, str]) -> Outcome:
     """The one place aiosmtplib and socket errors become outcomes. `originals`: envelope -> our address."""
+    if isinstance(exc, ForbiddenUrl):
+        return refused_at_send(exc)
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         return classify_refusals(
             [
@@ -112,18 +123,20 @@ def classify_failure(exc: BaseException, originals: dict[str, str]) -> Outcome:
         )
     if isinstance(exc, aiosmtplib.SMTPConnectResponseError | aiosmtplib.SMTPHeloError) and exc.code >= 500:
         # refused at the greeting or EHLO: the server will not talk to us, whatever the message
-        return Transient(f"SMTP server refused the session: {exc.code} {exc.message}", server_down=True)
+        return Transient(
+            f"SMTP server refused the session: {exc.code} {sanitised(exc.message)}", server_down=True
+        )
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return classify_smtp_reply(exc.code, exc.message)
     # aiosmtplib raises the bare base class for a missing STARTTLS or AUTH: setup, like a bad certificate.
     if type(exc) is aiosmtplib.SMTPException or isinstance(exc, aiosmtplib.SMTPNotSupported | ssl.SSLError):
-        return Transient(f"SMTP server setup: {exc}", server_down=True)
+        return Transient(sanitised(f"SMTP server setup: {exc}"), server_down=True)
     if isinstance(exc, TimeoutError):
-        return Transient(f"SMTP timeout: {exc}")
-    return Transient(f"SMTP connection failed: {type(exc).__name__}: {exc}")
+        return Transient(sanitised(f"SMTP timeout: {exc}"))
+    return Transient(sanitised(f"SMTP connection failed: {type(exc).__name__}: {exc}"))
 
 
-FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError)
+FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError, ForbiddenUrl)
 
 
 # --- connections --------------------------------------------------------------------------------
@@ -132,8 +145,11 @@ FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError)
 class SmtpConnectionPool:
     """At most `config.pool_size` connections to one server; idle ones are reused, most recent first."""
 
-    def __init__(self, config: Config, *, idle_check_seconds: float = IDLE_CHECK_SECONDS) -> None:
+    def __init__(
+        self, config: Config, *, idle_check_seconds: float = IDLE_CHECK_SECONDS, egress: Egress = STRICT
+    ) -> None:
         self.config = config
+        self.egress = egress
         self.idle_check_seconds = idle_check_seconds
         self.connections_opened = 0
         self._slots = asyncio.Semaphore(config.pool_size)
@@ -207,11 +223,17 @@ class SmtpConnectionPool:
             and time.monotonic() - self._connect_failure[0] < CONNECT_FAILURE_HOLD_SECONDS
         ):
             raise self._connect_failure[1]
-        smtp = aiosmtplib.SMTP(**self._client_arguments())
+        sock: socket.socket | None = None
+        smtp: aiosmtplib.SMTP | None = None
         try:
+            sock = await self._pinned_socket()
+            smtp = aiosmtplib.SMTP(sock=sock, **self._client_arguments())
             await smtp.connect()
         except BaseException as exc:
-            smtp.close()
+            if smtp is not None:
+                smtp.close()
+            if sock is not None:
+                sock.close()
             if isinstance(exc, FAILURES):
                 self._connect_failure = (time.monotonic(), exc)
             raise
@@ -219,11 +241,26 @@ class SmtpConnectionPool:
         self.connections_opened += 1
         return smtp
 
+    async def _pinned_socket(self) -> socket.socket:
+        """A socket connected to the checked address: aiosmtplib itself would resolve the name again."""
+        config = self.config
+        address = await pinned_address(
+            config.host, config.port, allow_private=self.egress.allow_private_targets
+        )
+        sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(config.timeout):
+                await asyncio.get_running_loop().sock_connect(sock, (address, config.port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     def _client_arguments(self) -> dict[str, Any]:
         config = self.config
         return {
-            "hostname": config.host,
-            "port": config.port,
+            "hostname": config.host,  # with `sock`: the name TLS checks the certificate against
             "username": config.username,
             "password": config.password,
             "local_hostname": config.helo_name,
@@ -249,10 +286,15 @@ class Adapter:
     max_batch: ClassVar[int] = 100
 
     def __init__(
-        self, config: Config, *, http: object = None, signer_for: SignerLookup | None = None
+        self,
+        config: Config,
+        *,
+        http: object = None,
+        signer_for: SignerLookup | None = None,
+        egress: Egress = STRICT,
     ) -> None:
         self.config = config
-        self.pool = SmtpConnectionPool(config)
+        self.pool = SmtpConnectionPool(config, egress=egress)
         self.signer = _signer(config)
         self.signer_for = signer_for
         # Rendering happens inside the slot too, so it interleaves with other messages' network waits

@@ -1,4 +1,10 @@
-"""Per-server verification secrets for inbound webhooks, and the SNS certificate trust rule."""
+"""Per-server verification secrets for inbound webhooks, and the SNS certificate trust rule.
+
+SNS trust has two levels. The operator's (`operator_sns_trust`: AWS's `sns.<region>.amazonaws.com`
+plus MAILERS_SNS_TRUSTED_URL_PREFIXES) is the limit; a server's own `inbound.sns_trust` can only
+narrow it: a URL must pass both, and a server prefix the operator does not trust is refused at save
+(`untrusted_prefixes`). Before, a tenant's prefix alone made the ingress fetch any URL: SSRF.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import re
 from urllib.parse import urlsplit
 
 import msgspec
+
+from schemas.settings import Settings
 
 # Amazon SNS serves its signing certificates (and subscription confirmation links) only from these.
 _AWS_SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
@@ -31,6 +39,27 @@ class SnsTrust(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if any(url.startswith(prefix) for prefix in self.url_prefixes):
             return True
         return self.allow_aws_hosts and _is_aws_sns_url(url)
+
+
+def operator_sns_trust(settings: Settings) -> SnsTrust:
+    return SnsTrust(url_prefixes=settings.sns_trusted_url_prefixes)
+
+
+def untrusted_prefixes(server: SnsTrust, operator: SnsTrust) -> list[str]:
+    """The server's prefixes the operator's trust does not cover (each must lie inside it)."""
+    return [prefix for prefix in server.url_prefixes if not operator.allows(prefix)]
+
+
+def with_provider_config(inbound: InboundConfig, provider: str, config: object) -> InboundConfig:
+    """`inbound` completed by the verification fields docs/providers.md documents in `config`
+    (Mailgun `webhook_signing_key`, Resend `webhook_secret`, SES `sns_topic_arn`); `inbound` wins."""
+    pairs = _CONFIG_FIELDS.get(provider, ())
+    missing = {
+        ours: getattr(config, theirs, None)
+        for ours, theirs in pairs
+        if getattr(inbound, ours) is None and getattr(config, theirs, None)
+    }
+    return msgspec.structs.replace(inbound, **missing) if missing else inbound
 
 
 def _is_aws_sns_url(url: str) -> bool:
@@ -60,3 +89,11 @@ class InboundConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     timestamp_tolerance: float = 300.0  # seconds, either direction
 
     __secret_fields__ = ("mailgun_signing_key", "resend_secret", "postmark_password")
+
+
+# provider -> (InboundConfig field, the provider Config field documented for the same secret)
+_CONFIG_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "mailgun": (("mailgun_signing_key", "webhook_signing_key"),),
+    "resend": (("resend_secret", "webhook_secret"),),
+    "amazon-ses": (("sns_topic_arn", "sns_topic_arn"),),
+}

@@ -18,6 +18,15 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     __secret_fields__: ClassVar[tuple[str, ...]] = ()
 
+    def outbound_targets(self) -> dict[str, str]:
+        """Config field -> the URL (or bare host) it makes the adapter connect to (checked by
+        `providers.egress`); overridden where the tenant chooses where the adapter connects."""
+        return {}
+
+    def uses_ambient_credentials(self) -> bool:
+        """True when the adapter would fall back to the host's own credentials (SES without keys)."""
+        return False
+
 
 class SandboxConfig(ProviderConfig):
     """The sandbox takes no settings."""
@@ -46,12 +55,16 @@ class SmtpConfig(ProviderConfig):
         if any(dkim) and not all(dkim):
             raise ValueError("dkim_domain, dkim_selector and dkim_private_key go together")
 
+    def outbound_targets(self) -> dict[str, str]:
+        return {"host": self.host}
+
 
 class SesConfig(ProviderConfig):
     __secret_fields__: ClassVar[tuple[str, ...]] = ("secret_access_key", "session_token")
 
     region: str = "us-east-1"
-    access_key_id: str | None = None  # None: the default AWS credential chain (env, profile, role)
+    # None: the host's AWS credential chain (env, profile, role), if MAILERS_ALLOW_AMBIENT_AWS_CREDENTIALS
+    access_key_id: str | None = None
     secret_access_key: str | None = None
     session_token: str | None = None
     endpoint_url: str | None = None  # tests and VPC endpoints; None = the regional SES endpoint
@@ -61,6 +74,12 @@ class SesConfig(ProviderConfig):
     concurrency: int = 8
     throttle_retry_seconds: float = 1.0
     daily_quota_retry_seconds: float = 3600.0
+
+    def outbound_targets(self) -> dict[str, str]:
+        return {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}
+
+    def uses_ambient_credentials(self) -> bool:
+        return not (self.access_key_id and self.secret_access_key)
 
 
 class MailgunConfig(ProviderConfig):
@@ -73,6 +92,9 @@ class MailgunConfig(ProviderConfig):
     timeout_seconds: float = 30.0
     concurrency: int = 8
 
+    def outbound_targets(self) -> dict[str, str]:
+        return {"base_url": self.base_url}
+
 
 class SendgridConfig(ProviderConfig):
     __secret_fields__: ClassVar[tuple[str, ...]] = ("api_key",)
@@ -83,6 +105,9 @@ class SendgridConfig(ProviderConfig):
     timeout_seconds: float = 30.0
     concurrency: int = 8
 
+    def outbound_targets(self) -> dict[str, str]:
+        return {"base_url": self.base_url}
+
 
 class ResendConfig(ProviderConfig):
     __secret_fields__: ClassVar[tuple[str, ...]] = ("api_key", "webhook_secret")
@@ -92,6 +117,9 @@ class ResendConfig(ProviderConfig):
     webhook_secret: str | None = None  # `whsec_…` signing secret of the webhook endpoint
     timeout_seconds: float = 30.0
     concurrency: int = 4
+
+    def outbound_targets(self) -> dict[str, str]:
+        return {"base_url": self.base_url}
 
 
 class PostmarkConfig(ProviderConfig):
@@ -106,6 +134,9 @@ class PostmarkConfig(ProviderConfig):
     webhook_password: str | None = None
     timeout_seconds: float = 30.0
     concurrency: int = 4
+
+    def outbound_targets(self) -> dict[str, str]:
+        return {"base_url": self.base_url}
 
 
 CONFIG_TYPES: dict[str, type[ProviderConfig]] = {

@@ -34,6 +34,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_lock_seconds: int = 60
     allow_private_webhooks: bool = False
     allow_http_webhooks: bool = False
+    # Tenant-configured outbound connections (sending servers' base_url, endpoint_url, SMTP host):
+    # private/loopback targets only when the operator says so (a local SMTP relay, the simulators).
+    allow_private_targets: bool = False
+    # SES servers without access keys use the host's AWS credential chain only when the operator says so.
+    allow_ambient_aws_credentials: bool = False
+    # Extra URL prefixes that may serve SNS signing certificates and confirmations, besides AWS's own.
+    sns_trusted_url_prefixes: tuple[str, ...] = ()
     webhook_retry_scale: float = 1.0
     shutdown_grace_seconds: float = 10.0
     dns_nameserver: str | None = None
@@ -120,6 +127,18 @@ def _url(*schemes: str):
     return parse
 
 
+def _url_prefixes(name: str, value: str) -> tuple[str, ...]:
+    """Comma-separated `scheme://host[:port]/…/` prefixes; each must end in `/` so that a prefix
+    `https://a.example/` cannot be extended into `https://a.example.evil.test/`."""
+    prefixes = tuple(part.strip() for part in value.split(",") if part.strip())
+    for prefix in prefixes:
+        scheme, sep, rest = prefix.partition("://")
+        host = rest.split("/", 1)[0]
+        if not sep or scheme not in ("http", "https") or not host or "@" in host or not prefix.endswith("/"):
+            raise SettingsError(f"{name} entries must look like https://host[:port]/path/, got {prefix!r}")
+    return prefixes
+
+
 def _secret(name: str, value: str) -> str:
     if len(value) < 32:
         raise SettingsError(f"{name} must be at least 32 characters")
@@ -157,6 +176,9 @@ _VARIABLES = {
     "MAILERS_IDEMPOTENCY_LOCK_SECONDS": ("idempotency_lock_seconds", _integer),
     "MAILERS_ALLOW_PRIVATE_WEBHOOKS": ("allow_private_webhooks", _flag),
     "MAILERS_ALLOW_HTTP_WEBHOOKS": ("allow_http_webhooks", _flag),
+    "MAILERS_ALLOW_PRIVATE_TARGETS": ("allow_private_targets", _flag),
+    "MAILERS_ALLOW_AMBIENT_AWS_CREDENTIALS": ("allow_ambient_aws_credentials", _flag),
+    "MAILERS_SNS_TRUSTED_URL_PREFIXES": ("sns_trusted_url_prefixes", _url_prefixes),
     "MAILERS_WEBHOOK_RETRY_SCALE": ("webhook_retry_scale", _positive_float),
     "MAILERS_SHUTDOWN_GRACE_SECONDS": ("shutdown_grace_seconds", _positive_float),
     "MAILERS_DNS_NAMESERVER": ("dns_nameserver", _host),

@@ -14,6 +14,11 @@ Three checks, because each alone can be bypassed:
 `allow_private` (MAILERS_ALLOW_PRIVATE_WEBHOOKS) lets an operator deliver inside their network, but
 some addresses are refused even then: they are never a webhook receiver and are favourite targets
 (cloud metadata endpoints, unspecified, multicast, broadcast).
+
+The same three checks guard every other outbound connection a tenant configures (a sending server's
+`base_url`, `endpoint_url` or SMTP host, see `providers.egress`), with MAILERS_ALLOW_PRIVATE_TARGETS as
+their `allow_private`; `as_server_target` gives a refusal the sending-server problem codes, and
+`pinned_address` is check 2 for clients that connect to the checked address themselves (SMTP).
 """
 
 from __future__ import annotations
@@ -120,6 +125,31 @@ async def resolve_and_check(host: str, port: int, *, allow_private: bool) -> lis
         raise ForbiddenUrl("webhook_url_unresolvable", f"{host} has no address")
     refuse_addresses(addresses, allow_private=allow_private)
     return addresses
+
+
+def as_server_target(exc: ForbiddenUrl) -> ForbiddenUrl:
+    """The same refusal under the sending-server codes (`server_target_*`, docs/errors.md)."""
+    code = exc.code.replace("webhook_url", "server_target", 1)
+    detail = "only http and https are allowed" if code == "server_target_scheme" else exc.detail
+    return ForbiddenUrl(code, detail)
+
+
+def check_host(hostname: str, *, allow_private: bool) -> str:
+    """A bare host name (an SMTP relay's): checks 1 of a URL's host; the ASCII name or IP text."""
+    return _checked_host(hostname, allow_private)[0]
+
+
+async def pinned_address(host: str, port: int, *, allow_private: bool) -> str:
+    """Check 2 at connection time for clients without a resolver seam: the address to connect to.
+
+    Every answer is checked (as in `resolve_and_check`) and the first is returned, so the connection
+    goes to exactly the address that was checked and a second lookup cannot rebind it.
+    """
+    literal = parse_ip(host)
+    if literal is not None:
+        refuse_addresses([str(literal)], allow_private=allow_private)
+        return str(literal)
+    return (await resolve_and_check(host, port, allow_private=allow_private))[0]
 
 
 class GuardedResolver(AbstractResolver):

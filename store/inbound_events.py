@@ -4,7 +4,8 @@ For one webhook request of one sending server:
 1. correlate each `ProviderEvent` to a message of the server's workspace: the `our_message_id` hint
    first, else the `provider_message` mapping the Dispatcher wrote (`"{workspace}|{id}"`); a mapping to
    another workspace is ignored, so a server can only ever touch its own workspace's messages;
-2. WATCH the dedupe keys (`inbound_event_seen(provider, provider_event_id)`) and the message hashes,
+2. WATCH the dedupe keys (`inbound_event_seen(provider, server_id, provider_event_id)`: per server)
+   and the message hashes,
    read them, and plan: an event already seen is a duplicate; an event for no message of ours is
    counted in `INBOUND_UNMATCHED`; the provider's own `message.sent` is not recorded again (our
    Dispatcher recorded `message.sent` when the provider's API took the message); every other event
@@ -15,8 +16,8 @@ For one webhook request of one sending server:
    as one event-stream entry (`DispatchRecords.append_events`), the unmatched counter. A concurrent
    change to any watched key aborts the commit and the plan is made again.
 
-Event ids are derived from `(provider, provider_event_id)`, so even an event recorded twice (after its
-dedupe key expired) carries the same `evt_` id and every downstream consumer drops the copy.
+Event ids are derived from `(provider, server_id, provider_event_id)`, so even an event recorded twice
+(after its dedupe key expired) carries the same `evt_` id and every downstream consumer drops the copy.
 
 Layering note: this store reuses `actors.dispatch.records.DispatchRecords.append_events` (pure Redis
 writes, no Ray) so dispatch and inbound events land on timelines and the stream in one format.
@@ -92,7 +93,7 @@ def to_event(
     millis = max(0, int(provider_event.occurred_at.timestamp() * 1000))
     first = next((a.email for a in message.recipients), "")
     return Event(
-        id=derived_id("evt", millis, provider_event.provider, provider_event.provider_event_id),
+        id=derived_id("evt", millis, provider_event.provider, server_id, provider_event.provider_event_id),
         type=provider_event.type,
         created_at=provider_event.occurred_at,
         workspace=workspace,
@@ -148,7 +149,7 @@ class InboundRecorder:
         if not events:
             return InboundOutcome(received=0, recorded=0)
         messages = await self.correlate(workspace, events)
-        seen_keys = [keyspace.inbound_event_seen(provider, e.provider_event_id) for e in events]
+        seen_keys = [keyspace.inbound_event_seen(provider, server_id, e.provider_event_id) for e in events]
         message_keys = sorted({keyspace.message(workspace, m.id) for m in messages if m is not None})
         async with self.redis.pipeline(transaction=True) as pipe:
             for _ in range(MAX_COMMIT_ATTEMPTS):

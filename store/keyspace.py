@@ -47,8 +47,9 @@ def inbound_replay(provider: str, server_id: str, token: str) -> str:
     return f"{PREFIX}inbound:replay:{provider}:{server_id}:{token}"  # SET NX EX: a seen token
 
 
-def inbound_event_seen(provider: str, provider_event_id: str) -> str:
-    return f"{PREFIX}inbound:seen:{provider}:{provider_event_id}"  # SET NX EX: dedupe
+def inbound_event_seen(provider: str, server_id: str, provider_event_id: str) -> str:
+    # Per server: two tenants' servers may see the same provider event id (or be made to).
+    return f"{PREFIX}inbound:seen:{provider}:{server_id}:{provider_event_id}"  # SET NX EX: dedupe
 
 
 def provider_message(provider: str, provider_message_id: str) -> str:

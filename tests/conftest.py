@@ -71,6 +71,8 @@ def make_settings(tmp_path, redis_url: str, **overrides) -> Settings:
         ray_namespace="mailers-test",
         rate_limit_per_second=10_000.0,
         rate_limit_burst=10_000,
+        # The simulators, aiosmtpd and moto listen on 127.0.0.1: the operator's opt-in, made explicit.
+        allow_private_targets=True,
     )
     values.update(overrides)
     return load_settings({}, **values)
@@ -79,7 +81,11 @@ def make_settings(tmp_path, redis_url: str, **overrides) -> Settings:
 @pytest.fixture(scope="session")
 def gateway(ray_session, redis_server) -> Gateway:
     settings = load_settings(
-        {}, redis_url=redis_server.url, ray_namespace="mailers-test", secret_key="s" * 40
+        {},
+        redis_url=redis_server.url,
+        ray_namespace="mailers-test",
+        secret_key="s" * 40,
+        allow_private_targets=True,  # the dispatchers send to simulators on 127.0.0.1
     )
     return Gateway.start(settings, redis_url=redis_server.url)
 

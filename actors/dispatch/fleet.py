@@ -30,6 +30,7 @@ from actors.policies.quota import ServerQuota
 from actors.policies.recipient_throttle import RecipientThrottle
 from actors.policies.retry import RetryPolicy
 from providers.dkim import DkimSigner
+from providers.egress import Egress, provider_session
 from providers.registry import provider_module
 from schemas.servers import ServerRecord
 from schemas.settings import Settings
@@ -178,7 +179,8 @@ class DispatchFleet:
         signing = {}
         if record.provider == "smtp" and self.settings.secret_key is not None:
             signing["signer_for"] = DomainSigners(self.redis, box_for(self.settings), record.workspace)
-        adapter = module.Adapter(config, http=self._session(), **signing)
+        egress = Egress.from_settings(self.settings)
+        adapter = module.Adapter(config, http=self._session(), egress=egress, **signing)
         # SMTP: four lanes of a quarter pool each keep the pool busy while a lane records; HTTP providers
         # take a batch per request, two requests at a time.
         pool = getattr(config, "pool_size", None)
@@ -200,7 +202,7 @@ class DispatchFleet:
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=64))
+            self._http = provider_session(Egress.from_settings(self.settings))
         return self._http
 
     async def _stop(self, server_id: str) -> None:

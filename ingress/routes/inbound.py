@@ -35,7 +35,9 @@ from providers.inbound import (
     InvalidSignature,
     MalformedPayload,
     UnsupportedProvider,
+    operator_sns_trust,
     parse_inbound,
+    with_provider_config,
 )
 from schemas.servers import ServerRecord
 from store.inbound_events import InboundConflict, InboundRecorder
@@ -46,6 +48,7 @@ log = logging.getLogger("mailers.inbound")
 TAG = "inbound"
 HTTP_TIMEOUT_SECONDS = 10.0
 CONFIRM_TIMEOUT_SECONDS = 10.0
+CERT_UNAVAILABLE_DETAIL = "The SNS signing certificate could not be fetched; retry later"
 
 
 class InboundReceipt(msgspec.Struct, kw_only=True):
@@ -141,7 +144,9 @@ async def receive_events(request: web.Request) -> web.Response:
     server = await store.get_by_id(server_id) if provider in INBOUND_PROVIDERS else None
     if server is None or server.provider != provider:
         raise not_found("sending server for this provider")
-    result = await _verified(request, server, store.open_inbound(server))
+    # The verification fields docs/providers.md documents in `config` count too (`inbound` wins).
+    inbound = with_provider_config(store.open_inbound(server), provider, store.open_config(server))
+    result = await _verified(request, server, inbound)
     recorder = InboundRecorder(request.app[SERVICES].redis)
     try:
         outcome = await recorder.record(
@@ -167,13 +172,16 @@ async def _verified(request: web.Request, server: ServerRecord, config: InboundC
             now=time.time(),
             replay_guard=RedisReplayGuard(redis),
             cert_fetcher=inbound_http.cert_fetcher() if server.provider == "amazon-ses" else None,
+            sns_trust=operator_sns_trust(request.app[SERVICES].settings),
         )
     except InvalidSignature as exc:
         raise ApiError("invalid_signature", str(exc)) from None
     except MalformedPayload as exc:
         raise ApiError("invalid_json", str(exc)) from None
     except CertUnavailable as exc:
-        raise ApiError("unavailable", str(exc), headers={"Retry-After": "5"}) from None
+        # The fetch error stays in the log: reflecting it would make this endpoint a port scanner.
+        log.warning("SNS certificate unavailable for server %s: %s", server.id, exc)
+        raise ApiError("unavailable", CERT_UNAVAILABLE_DETAIL, headers={"Retry-After": "5"}) from None
     except UnsupportedProvider:
         raise not_found("inbound provider") from None
 

@@ -11,6 +11,8 @@ from ingress.context import SERVICES, principal
 from ingress.pagination import PageQuery, decode_cursor, list_response
 from ingress.problems import ApiError, not_found, validation_error
 from ingress.routing import RouteTable, field_error, json_response
+from providers.egress import Egress, TargetRefused, check_server_config
+from providers.inbound import operator_sns_trust, untrusted_prefixes
 from providers.registry import UnknownProvider, provider_module
 from schemas.servers import (
     CreateSendingServer,
@@ -85,6 +87,23 @@ def server_settings_errors() -> Iterator[None]:
         raise validation_error(exc.pointer, exc.detail, exc.code) from None
 
 
+async def check_outbound(request: web.Request, store: ServerStore, record: ServerRecord) -> None:
+    """The operator's outbound rules (providers.egress) for the config about to be saved: 422 naming
+    the field, so a tenant learns at once that a private target or borrowed credentials are refused."""
+    settings = request.app[SERVICES].settings
+    try:
+        await check_server_config(store.open_config(record), Egress.from_settings(settings))
+    except TargetRefused as exc:
+        raise validation_error(f"#/config/{exc.field}", exc.detail, exc.code) from None
+    outside = untrusted_prefixes(store.open_inbound(record).sns_trust, operator_sns_trust(settings))
+    if outside:
+        raise validation_error(
+            "#/inbound/sns_trust/url_prefixes",
+            f"not trusted by the operator (MAILERS_SNS_TRUSTED_URL_PREFIXES): {', '.join(outside)}",
+            "sns_trust_not_allowed",
+        )
+
+
 @routes.route(
     "POST",
     "/v1/sending-servers",
@@ -100,6 +119,7 @@ async def create_server(request: web.Request, body: CreateSendingServer) -> web.
     with server_settings_errors():
         require_adapter(body.provider)
         record = store.build(principal(request).workspace, body)
+    await check_outbound(request, store, record)
     await store.create(record)
     return json_response(view(record, "healthy"), status=201)
 
@@ -152,6 +172,7 @@ async def update_server(request: web.Request, body: UpdateSendingServer) -> web.
     record = await _own_server(request, store)
     with server_settings_errors():
         record = store.updated(record, body)
+    await check_outbound(request, store, record)
     if not await store.save(record):
         raise not_found("sending server")
     return json_response(view(record, (await store.statuses([record.id]))[record.id]))

@@ -21,7 +21,13 @@ from providers.inbound.errors import (
 )
 from providers.inbound.replay import ReplayGuard
 from providers.inbound.sns_certs import CertFetcher, HttpCertFetcher
-from schemas.inbound_config import InboundConfig, SnsTrust
+from schemas.inbound_config import (
+    InboundConfig,
+    SnsTrust,
+    operator_sns_trust,
+    untrusted_prefixes,
+    with_provider_config,
+)
 from schemas.provider_events import OUR_MESSAGE_ID_KEY, InboundResult, InboundType, ProviderEvent
 
 __all__ = [
@@ -40,7 +46,10 @@ __all__ = [
     "ReplayGuard",
     "SnsTrust",
     "UnsupportedProvider",
+    "operator_sns_trust",
     "parse_inbound",
+    "untrusted_prefixes",
+    "with_provider_config",
 ]
 
 INBOUND_PROVIDERS = frozenset({"amazon-ses", "mailgun", "sendgrid", "resend", "postmark"})
@@ -56,12 +65,16 @@ async def parse_inbound(
     now: float,
     replay_guard: ReplayGuard | None,
     cert_fetcher: CertFetcher | None,
+    sns_trust: SnsTrust = SnsTrust(),
 ) -> InboundResult:
-    """Verify one webhook request and return its normalised events; `now` is epoch seconds."""
+    """Verify one webhook request and return its normalised events; `now` is epoch seconds.
+    `sns_trust` is the operator's (`operator_sns_trust(settings)`); AWS's own hosts by default."""
     lowered = {name.lower(): value for name, value in headers.items()}
     match provider:
         case "amazon-ses":
-            return await ses_sns.parse(body, config=config, fetch_cert=cert_fetcher, now=now)
+            return await ses_sns.parse(
+                body, config=config, fetch_cert=cert_fetcher, now=now, operator=sns_trust
+            )
         case "mailgun":
             return await mailgun.parse(
                 body, config=config, server_id=server_id, now=now, replay_guard=replay_guard

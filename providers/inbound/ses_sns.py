@@ -1,7 +1,8 @@
 """Amazon SES events delivered through an SNS topic: envelope signature, then the SES event inside.
 
 Verified: the envelope's `TopicArn` equals the server's configured topic; `SigningCertURL` (and a
-confirmation's `SubscribeURL`) pass `SnsTrust`; the certificate is current; the RSA signature
+confirmation's `SubscribeURL`) pass the operator's `SnsTrust` and the server's (which can only narrow
+it), before anything is fetched; the certificate is current; the RSA signature
 (SignatureVersion 1 = SHA1, 2 = SHA256, PKCS#1 v1.5) covers the canonical string to sign.
 SNS sends no replay token; duplicates are removed downstream by event id (the SNS MessageId).
 """
@@ -24,7 +25,7 @@ from providers.inbound.errors import InvalidSignature, MalformedPayload
 from providers.inbound.ses_events import SesEvent, SesMail, decode_ses_event
 from providers.inbound.sns_certs import CertFetcher
 from providers.inbound.timestamps import from_iso
-from schemas.inbound_config import InboundConfig
+from schemas.inbound_config import InboundConfig, SnsTrust
 from schemas.provider_events import (
     OUR_MESSAGE_ID_KEY,
     InboundResult,
@@ -91,8 +92,17 @@ def string_to_sign(envelope: SnsEnvelope) -> bytes:
     return "".join(f"{key}\n{values[key]}\n" for key in keys if values[key] is not None).encode()
 
 
+def trusted(url: str, config: InboundConfig, operator: SnsTrust) -> bool:
+    return operator.allows(url) and config.sns_trust.allows(url)
+
+
 async def verify(
-    envelope: SnsEnvelope, *, config: InboundConfig, fetch_cert: CertFetcher | None, now: float
+    envelope: SnsEnvelope,
+    *,
+    config: InboundConfig,
+    fetch_cert: CertFetcher | None,
+    now: float,
+    operator: SnsTrust = SnsTrust(),
 ) -> None:
     if config.sns_topic_arn is None:
         raise InvalidSignature("no SNS topic configured for this server")
@@ -101,7 +111,7 @@ async def verify(
     algorithm = _HASHES.get(envelope.signature_version)
     if algorithm is None:
         raise InvalidSignature(f"unsupported SignatureVersion {envelope.signature_version!r}")
-    if not config.sns_trust.allows(envelope.signing_cert_url):
+    if not trusted(envelope.signing_cert_url, config, operator):
         raise InvalidSignature("SigningCertURL is not on a trusted host")
     if fetch_cert is None:
         raise ValueError("SNS verification needs a CertFetcher")
@@ -133,23 +143,30 @@ def _certificate(pem: bytes) -> x509.Certificate:
         raise InvalidSignature("SNS signing certificate is not a PEM certificate") from None
 
 
-def confirmation_url(envelope: SnsEnvelope, config: InboundConfig) -> str | None:
+def confirmation_url(
+    envelope: SnsEnvelope, config: InboundConfig, operator: SnsTrust = SnsTrust()
+) -> str | None:
     """The SubscribeURL of a verified SubscriptionConfirmation, if it points at a trusted host."""
     if envelope.type != SUBSCRIPTION_CONFIRMATION or envelope.subscribe_url is None:
         return None
-    if not config.sns_trust.allows(envelope.subscribe_url):
+    if not trusted(envelope.subscribe_url, config, operator):
         raise InvalidSignature("SubscribeURL is not on a trusted host")
     return envelope.subscribe_url
 
 
 async def parse(
-    body: bytes, *, config: InboundConfig, fetch_cert: CertFetcher | None, now: float
+    body: bytes,
+    *,
+    config: InboundConfig,
+    fetch_cert: CertFetcher | None,
+    now: float,
+    operator: SnsTrust = SnsTrust(),
 ) -> InboundResult:
     envelope = decode(body)
-    await verify(envelope, config=config, fetch_cert=fetch_cert, now=now)
+    await verify(envelope, config=config, fetch_cert=fetch_cert, now=now, operator=operator)
     if envelope.type == NOTIFICATION:
         return InboundResult(events=normalise(envelope))
-    return InboundResult(confirm_url=confirmation_url(envelope, config))
+    return InboundResult(confirm_url=confirmation_url(envelope, config, operator))
 
 
 def normalise(envelope: SnsEnvelope) -> list[ProviderEvent]:

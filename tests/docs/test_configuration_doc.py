@@ -25,6 +25,7 @@ KIND_PARSERS = {
     "URL": "parse",
     "secret": "_secret",
     "API key": "_api_key",
+    "URL prefixes": "_url_prefixes",
 }
 
 

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from providers.base import Sent
+from providers.egress import provider_session
 from providers.registry import provider_module
 from providers.simulators.base import SIMULATOR, SimulatorOptions, SimulatorState, WebhookRequest
 from schemas.ids import new_id
@@ -31,6 +32,7 @@ from store import keyspace
 from store.servers import ServerStore
 from store.suppressions import SuppressionStore
 from tests.inbound.signing import basic_auth, mailgun_signature
+from tests.local_egress import LOCAL
 from tests.providers.provider_harness import SIMULATORS
 from tests.providers_e2e.helpers import (
     MAILGUN_KEY,
@@ -56,7 +58,7 @@ PROVIDERS = ("mailgun", "sendgrid", "resend", "postmark")
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
+    async with provider_session(LOCAL) as session:
         yield session
 
 
@@ -103,7 +105,7 @@ async def start(
         inbound=inbound_secrets(name, simulator),
     )
     store = ServerStore.for_settings(redis, load_settings({}, secret_key=SECRET_KEY))
-    adapter = provider_module(name).Adapter(store.open_config(server), http=http)
+    adapter = provider_module(name).Adapter(store.open_config(server), http=http, egress=LOCAL)
     return Provider(name, server, path, simulator, adapter)
 
 

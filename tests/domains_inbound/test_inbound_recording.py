@@ -116,7 +116,7 @@ async def test_concurrent_copies_record_once(ws: str, redis: aioredis.Redis) -> 
     assert sum(o.duplicates for o in outcomes) == 25
     assert len((await stored(redis, message)).events) == 6
     assert len(await stream_events(redis, message.id)) == 6
-    ttl = await redis.ttl(keyspace.inbound_event_seen("postmark", "e3"))
+    ttl = await redis.ttl(keyspace.inbound_event_seen("postmark", SERVER, "e3"))
     assert SEEN_TTL_SECONDS - 5 < ttl <= SEEN_TTL_SECONDS and SEEN_TTL_SECONDS >= 7 * 24 * 3600
 
 
@@ -134,7 +134,34 @@ async def test_event_ids_are_stable_and_the_providers_sent_is_not_recorded(
         provider_event("e2", "message.clicked"),
     )
     assert (outcome.received, outcome.recorded, outcome.not_recorded, outcome.duplicates) == (3, 1, 1, 1)
-    await redis.delete(keyspace.inbound_event_seen("postmark", "e2"))  # as if the dedupe key had expired
+    await redis.delete(
+        keyspace.inbound_event_seen("postmark", SERVER, "e2")
+    )  # as if the dedupe key had expired
     again = await record(redis, ws, provider_event("e2", "message.clicked"))
     assert again.events[0].id == outcome.events[0].id  # downstream consumers drop the copy by id
     assert (await stored(redis, message)).status == "sent"
+
+
+async def test_inbound_dedup_is_keyed_per_server(redis: aioredis.Redis) -> None:
+    """Finding: dedup keyed by provider and event id only let one tenant's server (or a forged event
+    id) swallow another tenant's events. The same provider event id on two servers is two events."""
+    first = outbound("ana@example.com", workspace="ws_tenant_a")
+    second = outbound("bob@example.com", workspace="ws_tenant_b")
+    other_server = "srv_01JD7Z3Y8Q4W2M6N0P1R3S5T7W"
+    await store_message(redis, first, SERVER)
+    await store_message(redis, second, other_server)
+    recorder = InboundRecorder(redis)
+    taken = await recorder.record(
+        workspace="ws_tenant_a",
+        server_id=SERVER,
+        provider="postmark",
+        events=[provider_event("shared-id", "message.opened", pmid=None, hint=first.id)],
+    )
+    theirs = await recorder.record(
+        workspace="ws_tenant_b",
+        server_id=other_server,
+        provider="postmark",
+        events=[provider_event("shared-id", "message.opened", pmid=None, hint=second.id)],
+    )
+    assert (taken.recorded, theirs.recorded, theirs.duplicates) == (1, 1, 0)
+    assert theirs.events[0].id != taken.events[0].id  # downstream dedupe by event id must not merge them

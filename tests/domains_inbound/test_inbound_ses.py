@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import redis.asyncio as aioredis
 
+from ingress.context import SERVICES
 from providers.simulators.sns import SNS, SnsOptions, create_app, ses_event
 from schemas.ids import new_id
 from store.suppressions import SuppressionStore
 
 from .helpers import create_server, outbound, record_provider_id, store_message, stored, wait_until
+
+
+def trust_sns_simulator(client, base: str) -> None:
+    """The operator's MAILERS_SNS_TRUSTED_URL_PREFIXES, set once the simulator's port is known."""
+    services = client.app[SERVICES]
+    services.settings = msgspec.structs.replace(services.settings, sns_trusted_url_prefixes=(base,))
 
 
 async def test_ses_via_sns(ws: str, client, aiohttp_server, redis: aioredis.Redis) -> None:
@@ -20,6 +28,7 @@ async def test_ses_via_sns(ws: str, client, aiohttp_server, redis: aioredis.Redi
         SnsOptions(webhook_url=str(client.make_url(f"/v1/inbound/amazon-ses/{server_id}")))
     )
     base = str((await aiohttp_server(simulator)).make_url("/"))
+    trust_sns_simulator(client, base)
     sns = simulator[SNS]
     await create_server(
         redis,
@@ -68,6 +77,7 @@ async def test_an_untrusted_certificate_host_is_refused(
         SnsOptions(webhook_url=str(client.make_url(f"/v1/inbound/amazon-ses/{server_id}")))
     )
     base = str((await aiohttp_server(simulator)).make_url("/"))
+    trust_sns_simulator(client, base)
     await create_server(
         redis,
         "amazon-ses",

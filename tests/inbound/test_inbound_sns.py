@@ -105,6 +105,7 @@ async def deliver(
         now=now,
         replay_guard=None,
         cert_fetcher=fetcher,
+        sns_trust=SnsTrust(url_prefixes=(server.base,)),  # the operator's trust: the local cert server
     )
 
 

@@ -17,6 +17,7 @@ from schemas.events import Event, EventMessage
 from schemas.ids import new_id
 from schemas.messages import Address, OutboundMessage
 from store.messages import MessageMeta, MessageStore, NewMessage
+from tests.local_egress import LOCAL
 
 
 def message(to: str = "ana@example.com", *, workspace: str = "acme", subject: str = "Hi") -> OutboundMessage:
@@ -58,7 +59,9 @@ def smtp_runtime(
     per_second: float | None = None,
     domain_limits: dict | None = None,
 ) -> ServerRuntime:
-    adapter = smtp.Adapter(smtp.Config(host="127.0.0.1", port=port, security="none", pool_size=4))
+    adapter = smtp.Adapter(
+        smtp.Config(host="127.0.0.1", port=port, security="none", pool_size=4), egress=LOCAL
+    )
     return ServerRuntime(
         workspace=workspace,
         id=server_id,

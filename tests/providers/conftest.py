@@ -12,14 +12,16 @@ import pytest
 from aiohttp import web
 from moto.server import ThreadedMotoServer
 
+from providers.egress import provider_session
 from store.redis_server import free_port
+from tests.local_egress import LOCAL
 
 Serve = Callable[[web.Application], Awaitable[str]]
 
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
+    async with provider_session(LOCAL) as session:
         yield session
 
 

@@ -21,6 +21,7 @@ from providers.simulators.base import (
     SimulatorOptions,
     SimulatorState,
 )
+from tests.local_egress import LOCAL
 
 HTTP_PROVIDERS = ("mailgun", "sendgrid", "resend", "postmark")
 ALL_PROVIDERS = (*HTTP_PROVIDERS, "amazon-ses")
@@ -67,7 +68,7 @@ async def start_simulated(
     app = SIMULATORS[name].create_app(options)
     base_url = await serve(app)
     adapter = provider_module(name).Adapter(
-        adapter_config(name, base_url, options.api_key, **config), http=http
+        adapter_config(name, base_url, options.api_key, **config), http=http, egress=LOCAL
     )
 
     async def read() -> list[RecordedMessage]:
@@ -90,7 +91,7 @@ def start_ses(moto_url: str, **config: Any) -> Harness:
         "endpoint_url": moto_url,
         **config,
     }
-    adapter = ses.Adapter(ses.Config(**settings))
+    adapter = ses.Adapter(ses.Config(**settings), egress=LOCAL)
 
     async def read() -> list[RecordedMessage]:
         return await moto_messages(moto_url)

@@ -22,13 +22,16 @@ from providers.http_errors import HttpAnswer, classify_failure, retry_after_seco
 from providers.simulators.__main__ import build_simulator
 from providers.simulators.base import SIMULATOR
 from store.redis_server import free_port
+from tests.local_egress import LOCAL
 
 from .test_conformance import outbound
 
 
 async def test_adapter_without_a_session_creates_and_closes_its_own(serve: Any) -> None:
     app = build_simulator("postmark")
-    adapter = postmark.Adapter(postmark.Config(server_token="sim-key", base_url=await serve(app)))
+    adapter = postmark.Adapter(
+        postmark.Config(server_token="sim-key", base_url=await serve(app)), egress=LOCAL
+    )
     [outcome] = await adapter.send_batch([outbound()])
     owned = adapter._http._owned
     assert isinstance(outcome, Sent) and owned is not None and not owned.closed
@@ -38,7 +41,9 @@ async def test_adapter_without_a_session_creates_and_closes_its_own(serve: Any) 
 
 async def test_adapter_never_closes_the_shared_session(serve: Any, http: aiohttp.ClientSession) -> None:
     adapter = postmark.Adapter(
-        postmark.Config(server_token="sim-key", base_url=await serve(build_simulator("postmark"))), http=http
+        postmark.Config(server_token="sim-key", base_url=await serve(build_simulator("postmark"))),
+        http=http,
+        egress=LOCAL,
     )
     await adapter.send_batch([outbound()])
     await adapter.close()
@@ -55,7 +60,7 @@ async def test_a_slow_provider_times_out_as_transient(serve: Any, http: aiohttp.
     app = web.Application()
     app.router.add_post("/emails", stall)
     adapter = resend.Adapter(
-        resend.Config(api_key="k", base_url=await serve(app), timeout_seconds=0.2), http=http
+        resend.Config(api_key="k", base_url=await serve(app), timeout_seconds=0.2), http=http, egress=LOCAL
     )
     started = time.monotonic()
     [outcome] = await adapter.send_batch([outbound()])
@@ -66,7 +71,7 @@ async def test_a_slow_provider_times_out_as_transient(serve: Any, http: aiohttp.
 
 async def test_refused_connection_is_transient(http: aiohttp.ClientSession) -> None:
     adapter = resend.Adapter(
-        resend.Config(api_key="k", base_url=f"http://127.0.0.1:{free_port()}"), http=http
+        resend.Config(api_key="k", base_url=f"http://127.0.0.1:{free_port()}"), http=http, egress=LOCAL
     )
     [outcome] = await adapter.send_batch([outbound()])
     assert isinstance(outcome, Transient) and not outcome.server_down
@@ -128,7 +133,7 @@ async def test_simulator_runs_from_the_command_line(http: aiohttp.ClientSession)
         banner = await asyncio.to_thread(process.stdout.readline)  # type: ignore[union-attr]
         assert b"resend simulator on" in banner
         adapter = resend.Adapter(
-            resend.Config(api_key="re_cli", base_url=f"http://127.0.0.1:{port}"), http=http
+            resend.Config(api_key="re_cli", base_url=f"http://127.0.0.1:{port}"), http=http, egress=LOCAL
         )
         outcome = Transient("not tried")
         for _ in range(50):

@@ -12,6 +12,7 @@ from providers.http_errors import MESSAGE_ID_FIELD, MESSAGE_ID_HEADER
 from providers.simulators.base import SimulatorOptions, whole_seconds
 from schemas.ids import new_id
 from schemas.messages import Address, Attachment, OutboundMessage
+from tests.local_egress import LOCAL
 
 from .provider_harness import (
     ALL_PROVIDERS,
@@ -209,7 +210,7 @@ async def test_wrong_key_marks_the_server_down(serve: Any, http: Any) -> None:
     from providers import resend
 
     adapter = resend.Adapter(
-        resend.Config(api_key="re_wrong", base_url=harness.adapter.config.base_url), http=http
+        resend.Config(api_key="re_wrong", base_url=harness.adapter.config.base_url), http=http, egress=LOCAL
     )
     [outcome] = await adapter.send_batch([outbound()])
     assert isinstance(outcome, Transient) and outcome.server_down and "invalid_api_key" not in outcome.reason

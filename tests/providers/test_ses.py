@@ -12,6 +12,7 @@ from providers.http_errors import MESSAGE_ID_FIELD
 from schemas.ids import new_id
 from schemas.messages import Address, OutboundMessage
 from store.redis_server import free_port
+from tests.local_egress import LOCAL
 
 from .provider_harness import SENDING_DOMAIN, moto_messages, start_ses, verify_moto_domain
 
@@ -103,7 +104,8 @@ async def test_unreachable_endpoint_is_transient() -> None:
             access_key_id="testing",
             secret_access_key="testing",
             timeout_seconds=2,
-        )
+        ),
+        egress=LOCAL,
     )
     try:
         [outcome] = await adapter.send_batch([plain()])

@@ -64,6 +64,7 @@ async def test_ses_events_arrive_signed_and_parse(serve: Any, http: Any, receive
             now=time.time(),
             replay_guard=None,
             cert_fetcher=HttpCertFetcher(http),
+            sns_trust=config.sns_trust,  # the operator trusts the simulator too
         )
         [event] = result.events
         assert (event.our_message_id, event.provider_message_id, event.recipient) == (
@@ -113,6 +114,7 @@ async def test_subscription_confirmation_round_trip(serve: Any, http: Any, recei
         now=time.time(),
         replay_guard=None,
         cert_fetcher=HttpCertFetcher(http),
+        sns_trust=config.sns_trust,  # the operator trusts the simulator too
     )
     assert result.confirm_url is not None
     async with http.get(result.confirm_url) as response:

@@ -14,8 +14,10 @@ import asyncio
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 
+from ingress.context import SERVICES
 from providers.simulators.sns import SNS, SnsOptions, create_app, ses_event
 from store.redis_server import free_port
 from tests.pipeline.conftest import create_smtp_server, wait_for
@@ -55,11 +57,18 @@ def sink():
         yield server
 
 
+def trust_sns_simulator(client, base: str) -> None:
+    """The operator's MAILERS_SNS_TRUSTED_URL_PREFIXES, set once the simulator's port is known."""
+    services = client.app[SERVICES]
+    services.settings = msgspec.structs.replace(services.settings, sns_trusted_url_prefixes=(base,))
+
+
 async def ses_server(client, headers, aiohttp_server, moto_url: str) -> tuple[dict[str, Any], str]:
     """An SES server on moto, and the SNS simulator subscribed to its inbound URL (confirmed by the app)."""
     await verify_moto_domain(moto_url)
     port = free_port()
     sns_base = f"http://127.0.0.1:{port}/"
+    trust_sns_simulator(client, sns_base)
     config = {
         "region": "us-east-1",
         "access_key_id": "testing",

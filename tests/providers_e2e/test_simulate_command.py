@@ -16,10 +16,12 @@ from aiohttp import web
 
 from providers import resend
 from providers.base import Sent
+from providers.egress import provider_session
 from providers.inbound import InboundConfig, parse_inbound
 from schemas.ids import new_id
 from schemas.messages import Address, OutboundMessage
 from store.redis_server import free_port
+from tests.local_egress import LOCAL
 from tests.pipeline.conftest import wait_for
 
 SECRET = "whsec_" + base64.b64encode(b"c" * 24).decode()
@@ -28,7 +30,7 @@ MAILERS = Path(sys.executable).parent / "mailers"
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
+    async with provider_session(LOCAL) as session:
         yield session
 
 
@@ -68,7 +70,7 @@ async def test_the_simulate_command_serves_a_provider_api_and_its_webhooks(aioht
         assert banner.startswith(f"resend simulator on http://127.0.0.1:{port}"), banner
         base_url = f"http://127.0.0.1:{port}"
         await wait_for(lambda: answering(http, f"{base_url}/_sim/messages"), within=10, every=0.1)
-        adapter = resend.Adapter(resend.Config(api_key="sim-key", base_url=base_url), http=http)
+        adapter = resend.Adapter(resend.Config(api_key="sim-key", base_url=base_url), http=http, egress=LOCAL)
         sent = OutboundMessage(
             id=new_id("msg"),
             workspace="cli",

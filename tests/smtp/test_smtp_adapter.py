@@ -13,6 +13,7 @@ from providers.dkim import dns_records, generate_domain_key
 from providers.smtp import Adapter, Config, SmtpConnectionPool
 from schemas.messages import Address, Attachment, OutboundMessage
 from store.redis_server import free_port
+from tests.local_egress import LOCAL
 
 from .sink import SmtpSink
 
@@ -44,7 +45,7 @@ async def make_adapter() -> AsyncIterator[AdapterFactory]:
     adapters: list[Adapter] = []
 
     def make(port: int, **overrides: object) -> Adapter:
-        adapters.append(Adapter(config_for(port, **overrides)))
+        adapters.append(Adapter(config_for(port, **overrides), egress=LOCAL))
         return adapters[-1]
 
     yield make
@@ -177,7 +178,7 @@ async def test_idle_connections_are_checked_before_reuse(
     await busy.send_batch([message(2)])
     assert sink.handler.noops == 0  # reused within IDLE_CHECK_SECONDS: no extra round trip
     idle = make_adapter(sink.port, pool_size=1)
-    idle.pool = SmtpConnectionPool(idle.config, idle_check_seconds=0.0)
+    idle.pool = SmtpConnectionPool(idle.config, idle_check_seconds=0.0, egress=idle.pool.egress)
     await idle.send_batch([message(3)])
     await idle.send_batch([message(4)])
     assert sink.handler.noops == 1
