@@ -9,18 +9,16 @@ For one webhook request of one sending server:
    read them, and plan: an event already seen is a duplicate; an event for no message of ours is
    counted in `INBOUND_UNMATCHED`; the provider's own `message.sent` is not recorded again (our
    Dispatcher recorded `message.sent` when the provider's API took the message); every other event
-   becomes our `Event` and may move its message's status forward;
+   becomes our `Event` and may move its message's status forward (`store.ledger.statuses`);
 3. add workspace suppressions for new hard bounces and complaints (an idempotent upsert, written
    before the commit so a crash after it cannot lose them; a retried request writes them again);
-4. MULTI: the dedupe keys (kept `SEEN_TTL_SECONDS`), status changes, the events on their timelines and
-   as one event-stream entry (`DispatchRecords.append_events`), the unmatched counter. A concurrent
-   change to any watched key aborts the commit and the plan is made again.
+4. MULTI: the dedupe keys (kept `SEEN_TTL_SECONDS`), the status changes and the events on their
+   timelines and as one event-stream entry (both through the `MessageLedger`), the unmatched counter.
+   redis-py's `Redis.transaction` runs 2-4 again when a concurrent change to a watched key aborts the
+   commit; after `MAX_COMMIT_ATTEMPTS` plans the request fails and the provider retries.
 
 Event ids are derived from `(provider, server_id, provider_event_id)`, so even an event recorded twice
 (after its dedupe key expired) carries the same `evt_` id and every downstream consumer drops the copy.
-
-Layering note: this store reuses `actors.dispatch.records.DispatchRecords.append_events` (pure Redis
-writes, no Ray) so dispatch and inbound events land on timelines and the stream in one format.
 """
 
 from __future__ import annotations
@@ -30,9 +28,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
-from actors.dispatch.records import DispatchRecords
 from schemas.domain_names import normalise_email
 from schemas.events import Event, EventMessage
 from schemas.ids import derived_id, has_prefix
@@ -40,30 +36,13 @@ from schemas.messages import OutboundMessage
 from schemas.provider_events import ProviderEvent
 from schemas.suppressions import SuppressionEntry
 from store import keyspace
+from store.ledger import MessageLedger
+from store.ledger.statuses import forward_status
 from store.suppressions import add_suppressions
 
 SEEN_TTL_SECONDS = 7 * 24 * 3600
 MAX_COMMIT_ATTEMPTS = 20
 NOT_RECORDED = frozenset({"message.sent"})
-# How far along a message is; an event moves the status only to a higher rank. Statuses not listed
-# (failed, suppressed, canceled) are final on our side and never moved by a provider's event.
-STATUS_RANK = {
-    "scheduled": 0,
-    "queued": 0,
-    "sending": 0,
-    "sent": 1,
-    "deferred": 2,
-    "delivered": 3,
-    "bounced": 4,
-    "complained": 5,
-}
-STATUS_OF_EVENT = {
-    "message.deferred": "deferred",
-    "message.delivered": "delivered",
-    "message.bounced": "bounced",
-    "message.complained": "complained",
-}
-_decode_message = msgspec.msgpack.Decoder(OutboundMessage).decode
 
 
 class InboundConflict(Exception):
@@ -77,14 +56,6 @@ class InboundOutcome(msgspec.Struct, kw_only=True):
     unmatched: int = 0
     not_recorded: int = 0
     events: list[Event] = []
-
-
-def forward_status(current: str, event_type: str) -> str | None:
-    """The status `event_type` moves a message in `current` to, or None if it stays."""
-    target = STATUS_OF_EVENT.get(event_type)
-    if target is None or current not in STATUS_RANK:
-        return None
-    return target if STATUS_RANK[target] > STATUS_RANK[current] else None
 
 
 def to_event(
@@ -130,7 +101,7 @@ def suppressions_for(events: Sequence[Event]) -> list[SuppressionEntry]:
 @dataclass
 class _Plan:
     seen: list[tuple[str, str]] = field(default_factory=list)  # dedupe key -> what it recorded
-    statuses: dict[str, str] = field(default_factory=dict)  # message key -> new status
+    statuses: dict[str, str] = field(default_factory=dict)  # message id -> new status
     events: list[Event] = field(default_factory=list)
     duplicates: int = 0
     unmatched: int = 0
@@ -141,7 +112,7 @@ class InboundRecorder:
     def __init__(self, redis: aioredis.Redis, *, seen_ttl_seconds: int = SEEN_TTL_SECONDS) -> None:
         self.redis = redis
         self.seen_ttl_seconds = seen_ttl_seconds
-        self._records = DispatchRecords(redis)
+        self.ledger = MessageLedger(redis)
 
     async def record(
         self, *, workspace: str, server_id: str, provider: str, events: Sequence[ProviderEvent]
@@ -150,29 +121,32 @@ class InboundRecorder:
             return InboundOutcome(received=0, recorded=0)
         messages = await self.correlate(workspace, events)
         seen_keys = [keyspace.inbound_event_seen(provider, server_id, e.provider_event_id) for e in events]
-        message_keys = sorted({keyspace.message(workspace, m.id) for m in messages if m is not None})
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for _ in range(MAX_COMMIT_ATTEMPTS):
-                try:
-                    await pipe.watch(*seen_keys, *message_keys)
-                    plan = await self._plan(workspace, server_id, events, messages, seen_keys, message_keys)
-                    if entries := suppressions_for(plan.events):
-                        await add_suppressions(self.redis, workspace, entries)
-                    pipe.multi()
-                    self._write(pipe, provider, plan)
-                    await pipe.execute()
-                except WatchError:
-                    continue
-                return InboundOutcome(
-                    received=len(events),
-                    recorded=len(plan.events),
-                    duplicates=plan.duplicates,
-                    unmatched=plan.unmatched,
-                    not_recorded=plan.not_recorded,
-                    events=plan.events,
+        message_ids = sorted({m.id for m in messages if m is not None})
+        attempts = 0
+
+        async def commit(pipe: aioredis.client.Pipeline) -> _Plan:
+            nonlocal attempts
+            attempts += 1
+            if attempts > MAX_COMMIT_ATTEMPTS:
+                raise InboundConflict(
+                    f"gave up recording {len(events)} {provider} events after {MAX_COMMIT_ATTEMPTS} tries"
                 )
-        raise InboundConflict(
-            f"gave up recording {len(events)} {provider} events after {MAX_COMMIT_ATTEMPTS} tries"
+            plan = await self._plan(workspace, server_id, events, messages, seen_keys, message_ids)
+            if entries := suppressions_for(plan.events):
+                await add_suppressions(self.redis, workspace, entries)
+            pipe.multi()
+            self._write(pipe, workspace, provider, plan)
+            return plan
+
+        watched = [*seen_keys, *self.ledger.keys(workspace, message_ids)]
+        plan = await self.redis.transaction(commit, *watched, value_from_callable=True)
+        return InboundOutcome(
+            received=len(events),
+            recorded=len(plan.events),
+            duplicates=plan.duplicates,
+            unmatched=plan.unmatched,
+            not_recorded=plan.not_recorded,
+            events=plan.events,
         )
 
     async def correlate(
@@ -192,12 +166,7 @@ class InboundRecorder:
             for e in events
         ]
         wanted = sorted({i for i in (*hints, *mapped) if i is not None})
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for message_id in wanted:
-                pipe.hget(keyspace.message(workspace, message_id), "p")
-            found = {
-                i: _decode_message(raw) for i, raw in zip(wanted, await pipe.execute(), strict=True) if raw
-            }
+        found = await self.ledger.messages(workspace, wanted)
         return [
             found.get(hint or "") or found.get(mid or "") for hint, mid in zip(hints, mapped, strict=True)
         ]
@@ -209,22 +178,17 @@ class InboundRecorder:
         events: Sequence[ProviderEvent],
         messages: Sequence[OutboundMessage | None],
         seen_keys: list[str],
-        message_keys: list[str],
+        message_ids: list[str],
     ) -> _Plan:
-        async with self.redis.pipeline(transaction=False) as reads:
-            reads.mget(seen_keys)
-            for key in message_keys:
-                reads.hget(key, "s")
-            seen, *current = await reads.execute()
-        statuses = {k: s.decode() for k, s in zip(message_keys, current, strict=True) if s is not None}
+        seen = await self.redis.mget(seen_keys)
+        statuses = await self.ledger.statuses(workspace, message_ids)
         plan, fresh = _Plan(), set()
         for event, message, key, was_seen in zip(events, messages, seen_keys, seen, strict=True):
             if was_seen is not None or key in fresh:
                 plan.duplicates += 1
                 continue
             fresh.add(key)
-            message_key = keyspace.message(workspace, message.id) if message is not None else ""
-            if message is None or message_key not in statuses:
+            if message is None or message.id not in statuses:
                 plan.unmatched += 1
                 plan.seen.append((key, "unmatched"))
             elif event.type in NOT_RECORDED:
@@ -234,24 +198,23 @@ class InboundRecorder:
                 recorded = to_event(event, workspace=workspace, server_id=server_id, message=message)
                 plan.events.append(recorded)
                 plan.seen.append((key, recorded.id))
-                _move(plan, statuses, message_key, event.type)
+                _move(plan, statuses, message.id, event.type)
         return plan
 
-    def _write(self, pipe: aioredis.client.Pipeline, provider: str, plan: _Plan) -> None:
+    def _write(self, pipe: aioredis.client.Pipeline, workspace: str, provider: str, plan: _Plan) -> None:
         for key, value in plan.seen:
             pipe.set(key, value, ex=self.seen_ttl_seconds)
-        for message_key, status in plan.statuses.items():
-            pipe.hset(message_key, "s", status)
-        self._records.append_events(pipe, plan.events)
+        self.ledger.set_statuses(pipe, workspace, plan.statuses)
+        self.ledger.append_events(pipe, plan.events)
         if plan.unmatched:
             pipe.hincrby(keyspace.INBOUND_UNMATCHED, provider, plan.unmatched)
 
 
-def _move(plan: _Plan, statuses: dict[str, str], message_key: str, event_type: str) -> None:
-    current = plan.statuses.get(message_key, statuses[message_key])
+def _move(plan: _Plan, statuses: dict[str, str], message_id: str, event_type: str) -> None:
+    current = plan.statuses.get(message_id, statuses[message_id])
     target = forward_status(current, event_type)
     if target is not None:
-        plan.statuses[message_key] = target
+        plan.statuses[message_id] = target
 
 
 def _own_message_id(raw: bytes | None, workspace: str) -> str | None:

@@ -18,7 +18,6 @@ import msgspec
 import redis.asyncio as aioredis
 
 from actors.dispatch.outcomes import Decision, decide, event, next_candidate, server_down
-from actors.dispatch.records import Claimed, DispatchRecords, OutcomeRecord
 from actors.policies.circuit import CircuitBreaker
 from actors.policies.quota import ServerQuota, window_ttl
 from actors.policies.recipient_throttle import RecipientThrottle
@@ -28,9 +27,9 @@ from schemas.messages import OutboundMessage
 from store import keyspace
 from store.coalescer import Coalescer
 from store.group_reader import GroupReader
+from store.ledger import Claimed, MessageLedger, OutcomeRecord
 
 log = logging.getLogger("mailers.dispatch")
-FINISHED = frozenset({"sent", "delivered", "bounced", "failed"})
 # (workspace, sending domain, list ids, recipients) per message → the suppressed recipients of each.
 SuppressionCheck = Callable[[list[tuple[str, str, list[str], list[str]]]], Awaitable[list[list]]]
 PROVIDER_ID_TTL = 30 * 24 * 3600
@@ -68,7 +67,7 @@ class DispatchLoop:
         rng: random.Random | None = None,
     ) -> None:
         self.redis = redis
-        self.records = DispatchRecords(redis)
+        self.records = MessageLedger(redis)
         self.server = server
         self.consumer = consumer
         self.retry, self.circuit = retry, circuit
@@ -231,7 +230,7 @@ class DispatchLoop:
                 outcomes.append(self.records.outcome(claimed.message, "", events))
             else:
                 ended.append((entry_id, claimed))
-                outcomes.append(self.records.outcome(claimed.message, "suppressed", events, finished=1))
+                outcomes.append(self.records.outcome(claimed.message, "suppressed", events))
         if not outcomes:
             return kept
         await self.records.record(
@@ -304,8 +303,7 @@ class DispatchLoop:
         *,
         attempted: bool = True,
     ) -> None:
-        """Outcomes, waiting messages, quota counts and acks: one script call (`DispatchRecords.record`)."""
-        ws = self.server.workspace
+        """Outcomes, waiting messages, quota counts and acks: one script call (`MessageLedger.record`)."""
         windows = []
         if sent and attempted:
             windows = [
@@ -315,7 +313,7 @@ class DispatchLoop:
         await self.records.record(
             self.stream,
             [self._outcome(c, d, attempted=attempted) for c, d in zip(sent, decisions, strict=True)],
-            [(keyspace.message(ws, c.message.id), int(wait_until * 1000)) for c in waiting],
+            [self.records.waiting(c.message, int(wait_until * 1000)) for c in waiting],
             windows,
             list(entry_ids),
             retention_seconds=self.retention_seconds,
@@ -343,7 +341,6 @@ class DispatchLoop:
             decision.status,
             decision.events,
             attempted=int(attempted),
-            finished=int(decision.status in FINISHED),
             **more,
         )
 

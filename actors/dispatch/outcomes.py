@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from actors.dispatch.records import Claimed
 from actors.policies.retry import RetryPolicy
 from providers.base import Outcome, Permanent, RecipientRefusal, Sent, Throttled, Transient
 from schemas.events import Event, EventMessage
 from schemas.ids import new_id
+from store.ledger import Claimed
 
 
 class Decision(msgspec.Struct, kw_only=True):

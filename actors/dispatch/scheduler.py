@@ -9,9 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from actors.dispatch.records import DispatchRecords
-from schemas.ids import id_at
-from store import keyspace
+from store.ledger import MessageLedger
 
 log = logging.getLogger("mailers.scheduler")
 
@@ -19,7 +17,7 @@ log = logging.getLogger("mailers.scheduler")
 def run_scheduler(
     redis: aioredis.Redis, *, interval: float = 0.05, batch: int = 500, clock: Callable[[], float] = time.time
 ) -> Callable[[asyncio.Event], Awaitable[None]]:
-    records = DispatchRecords(redis)
+    records = MessageLedger(redis)
 
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -66,9 +64,5 @@ def run_index_trim(
 
 
 async def trim_message_indexes(redis: aioredis.Redis, before_ms: int) -> int:
-    """Ids are ULIDs, so everything below the id of `before_ms` with zero randomness is older."""
-    cutoff = "(" + id_at("msg", before_ms)
-    removed = 0
-    for workspace in await redis.hkeys(keyspace.WORKSPACES):
-        removed += await redis.zremrangebylex(keyspace.message_index(workspace.decode()), "-", cutoff)
-    return removed
+    """Drop ids older than `before_ms` from every workspace's message index (the ledger's)."""
+    return await MessageLedger(redis).trim_indexes(before_ms)

@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 import msgspec
 import redis.asyncio as aioredis
 
-from actors.webhooks.queue import DeliveryQueue, NewDelivery
 from schemas.events import Event
 from schemas.ids import derived_id
 from schemas.webhooks import WebhookRecord, filter_matches
 from store import keyspace
 from store.group_reader import GroupReader
+from store.webhook_queue import DeliveryQueue, NewDelivery
 from store.webhooks import WebhookStore
 
 log = logging.getLogger("mailers.webhooks")

@@ -20,9 +20,9 @@ from aiohttp.abc import AbstractResolver
 
 from actors.webhooks.config import DelivererConfig
 from actors.webhooks.fanout import EndpointDirectory, FanOut
-from actors.webhooks.queue import DeliveryQueue
 from actors.webhooks.sender import WebhookSender
 from actors.webhooks.worker import EndpointWorkers
+from store.webhook_queue import DeliveryQueue
 
 log = logging.getLogger("mailers.webhooks")
 ERROR_PAUSE_SECONDS = 0.5

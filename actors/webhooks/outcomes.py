@@ -9,10 +9,10 @@ import random
 from datetime import UTC, datetime
 
 from actors.webhooks.health import GONE
-from actors.webhooks.queue import Settlement
 from actors.webhooks.schedule import RetrySchedule
 from actors.webhooks.sender import AttemptOutcome
 from schemas.webhooks import DeliveryAttempt, attempt_encoder
+from store.webhook_queue import Settlement
 
 
 def settle_attempt(

@@ -20,13 +20,13 @@ import redis.asyncio as aioredis
 
 from actors.webhooks.config import DelivererConfig
 from actors.webhooks.outcomes import settle_attempt
-from actors.webhooks.queue import ClaimedDelivery, DeliveryQueue, Settlement
 from actors.webhooks.sender import AttemptOutcome, WebhookSender
 from schemas.events import Event
 from schemas.ids import new_id
 from schemas.webhooks import WebhookRecord, webhook_record_decoder
 from security.secretbox import SecretBoxError
 from security.webhook_signing import sign_delivery
+from store.webhook_queue import ClaimedDelivery, DeliveryQueue, Settlement
 from store.webhooks import WebhookStore, secret_box, signing_secrets
 
 log = logging.getLogger("mailers.webhooks")

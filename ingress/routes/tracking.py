@@ -3,7 +3,7 @@
 A token that does not read (forged, altered, another kind) is a 404 and nothing is recorded. Opens
 and clicks need the message still stored (the redirect target comes from its link list, never from
 the token); an unsubscribe does not, so it is honoured for as long as its token reads.
-Events go to the message's timeline and the event stream in one MULTI (`DispatchRecords`).
+Events go to the message's timeline and the event stream in one MULTI (`MessageLedger`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 from aiohttp import web
 from redis.asyncio.client import Pipeline
 
-from actors.dispatch.records import DispatchRecords
 from ingress.context import SERVICES
 from ingress.problems import ApiError, not_found, validation_error
 from ingress.routing import RouteTable
@@ -29,7 +28,7 @@ from security.link_rewrite import is_machine_open
 from security.tracking import ClickToken, OpenToken, TrackingPayload, UnsubscribeToken
 from security.unsubscribe import ONE_CLICK
 from store import keyspace
-from store.messages import StoredMessage
+from store.ledger import MessageLedger, StoredMessage
 from store.suppressions import add_suppressions
 
 routes = RouteTable()
@@ -223,10 +222,7 @@ def _event(kind: str, token: TrackingPayload, stored: StoredMessage | None, data
 
 
 async def _record(request: web.Request, event: Event) -> None:
-    redis = request.app[SERVICES].redis
-    async with redis.pipeline(transaction=True) as pipe:
-        DispatchRecords(redis).append_events(pipe, [event])
-        await pipe.execute()
+    await MessageLedger(request.app[SERVICES].redis).record_events([event])
 
 
 async def _record_once(request: web.Request, token: UnsubscribeToken, event: Event) -> bool:
@@ -241,7 +237,7 @@ async def _record_once(request: web.Request, token: UnsubscribeToken, event: Eve
             return False
         pipe.multi()
         pipe.set(marker, event.id, ex=UNSUBSCRIBE_RECORD_SECONDS)
-        DispatchRecords(redis).append_events(pipe, [event])
+        MessageLedger.append_events(pipe, [event])
         return True
 
     return bool(await redis.transaction(record_unless_recorded, marker, value_from_callable=True))

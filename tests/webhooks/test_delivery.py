@@ -12,7 +12,7 @@ from standardwebhooks.webhooks import Webhook
 from schemas.events import events_msgpack_decoder
 from schemas.ids import derived_id
 from store import keyspace
-from store.webhooks import DELIVERY_RETENTION_SECONDS
+from store.webhook_queue import DELIVERY_RETENTION_SECONDS
 from tests.webhooks.conftest import WORKSPACE, FixedDns, create_endpoint, emit, event, stored_endpoint
 
 

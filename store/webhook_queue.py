@@ -1,4 +1,11 @@
-"""Per-endpoint delivery queues in Redis: record fanned-out deliveries, claim due ones, settle outcomes.
+"""Per-endpoint webhook delivery queues in Redis: the one owner of the delivery keys.
+
+A delivery is a hash (`e` endpoint, `evt` event id, `typ` event type, `msg` message id, `b` the exact
+JSON body, `c` event time ms, `s` status, `n` failures in the current retry round, `nd` next attempt ms)
+with its attempts in a list beside it; around it live the endpoint's `due` zset, the message lanes, the
+delivery index, the dead letters, the failing-since marker, `WEBHOOK_READY` and the in-flight sets.
+The deliverer (actors/webhooks/) records, claims and settles; the API reads and replays; the endpoint
+records (store/webhooks.py) queue `forget_endpoint` / `reset_health` into their own MULTI.
 
 Every change is one Lua script, so a crash leaves each delivery either before or after a step:
 - `record`: new deliveries (deduplicated by their deterministic id) join their message's lane; a lane
@@ -7,21 +14,25 @@ Every change is one Lua script, so a crash leaves each delivery either before or
 - `claim`: due deliveries get a lease (their due time moves to now + lease) and are noted in this
   deliverer's in-flight set; after a crash `release_in_flight` makes them due again at once.
 - `settle`: an outcome (delivered, retry at t, dead, drop) is recorded with its attempt; a finished
-  lane head hands the lane to the next event of the message.
+  lane head hands the lane to the next event of the message;
+- `replay`: a finished (delivered or dead) delivery goes back to the front of its endpoint's queue.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import msgspec
 import redis.asyncio as aioredis
 from ulid import ULID
 
-from store import keyspace
-from store.webhooks import DELIVERY_RETENTION_SECONDS, ready_member
+from schemas.webhooks import Delivery, DeliveryAttempt, attempt_decoder
+from store import keyspace, pages
 
+DELIVERY_RETENTION_SECONDS = 30 * 24 * 3600
 RECORD_CHUNK = 500
+REPLAY_CHUNK = 500
 
 _RECORD = """
 local stream, ready = KEYS[1], KEYS[2]
@@ -119,6 +130,64 @@ return since
 """
 
 
+# Put a finished (delivered or dead) delivery back at the front of its endpoint's queue. Replays skip
+# the message lane: they are a manual act, after the lane has moved on.
+_REPLAY = """
+local rec, due, ready, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id, now, member, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local state = redis.call('HGET', rec, 's')
+if not state then return -1 end
+if state == 'pending' then return 0 end
+redis.call('HSET', rec, 's', 'pending', 'n', 0, 'nd', now)
+redis.call('EXPIRE', rec, ttl)
+redis.call('ZADD', due, now, id)
+redis.call('ZADD', ready, 'LT', now, member)
+redis.call('ZREM', dead, id)
+return 1
+"""
+
+
+def ready_member(workspace: str, endpoint_id: str) -> str:
+    return f"{workspace}|{endpoint_id}"
+
+
+def ms_to_datetime(ms: int | str | bytes) -> datetime:
+    return datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+def decode_delivery(delivery_id: str, fields: dict[bytes, bytes], attempts: list[bytes]) -> Delivery:
+    next_due = fields.get(b"nd") or b""
+    status = fields[b"s"].decode()
+    return Delivery(
+        id=delivery_id,
+        endpoint_id=fields[b"e"].decode(),
+        event_id=fields[b"evt"].decode(),
+        event_type=fields[b"typ"].decode(),
+        message_id=fields[b"msg"].decode() or None,
+        status=status,  # type: ignore[arg-type]
+        created_at=ms_to_datetime(fields[b"c"]),
+        next_attempt_at=ms_to_datetime(next_due) if next_due and status == "pending" else None,
+        attempts=[attempt_decoder.decode(a) for a in attempts],
+    )
+
+
+def forget_endpoint(pipe: aioredis.client.Pipeline, workspace: str, endpoint_id: str) -> None:
+    """Queue the removal of an endpoint's queue into the caller's MULTI; its delivery records expire with
+    their retention."""
+    pipe.delete(
+        keyspace.webhook_due(workspace, endpoint_id),
+        keyspace.webhook_dead(workspace, endpoint_id),
+        keyspace.webhook_failing(workspace, endpoint_id),
+        keyspace.webhook_deliveries(workspace, endpoint_id),
+    )
+    pipe.zrem(keyspace.WEBHOOK_READY, ready_member(workspace, endpoint_id))
+
+
+def reset_health(pipe: aioredis.client.Pipeline, workspace: str, endpoint_id: str) -> None:
+    """Queue forgetting when the endpoint started failing (re-enabled by hand) into the caller's MULTI."""
+    pipe.delete(keyspace.webhook_failing(workspace, endpoint_id))
+
+
 def expired_before(now_ms: int) -> str:
     """The smallest delivery id still within retention: index entries below it point at expired records."""
     cutoff = max(0, now_ms - DELIVERY_RETENTION_SECONDS * 1000)
@@ -157,13 +226,16 @@ class Settlement(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DeliveryQueue:
-    def __init__(self, redis: aioredis.Redis, *, consumer: str) -> None:
+    """`consumer` names the deliverer whose leases this queue tracks; the API's queue has none."""
+
+    def __init__(self, redis: aioredis.Redis, *, consumer: str = "") -> None:
         self.redis = redis
         self.consumer = consumer
         self.in_flight_key = keyspace.webhook_in_flight(consumer)
         self._record = redis.register_script(_RECORD)
         self._claim = redis.register_script(_CLAIM)
         self._settle = redis.register_script(_SETTLE)
+        self._replay = redis.register_script(_REPLAY)
 
     async def record(self, deliveries: Sequence[NewDelivery], entry_ids: Sequence[bytes], now_ms: int) -> int:
         """Make the deliveries durable and pending, then ack the stream entries they came from."""
@@ -283,3 +355,53 @@ class DeliveryQueue:
     async def next_ready_ms(self) -> int | None:
         first = await self.redis.zrange(keyspace.WEBHOOK_READY, 0, 0, withscores=True)
         return int(first[0][1]) if first else None
+
+    # --- what the API reads and replays ---------------------------------------------------------
+    async def deliveries(self, workspace: str, delivery_ids: list[str]) -> list[Delivery | None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for delivery_id in delivery_ids:
+                pipe.hgetall(keyspace.webhook_delivery(workspace, delivery_id))
+                pipe.lrange(keyspace.webhook_attempts(workspace, delivery_id), 0, -1)
+            rows = await pipe.execute()
+        return [
+            decode_delivery(delivery_id, fields, attempts) if fields else None
+            for delivery_id, fields, attempts in zip(delivery_ids, rows[0::2], rows[1::2], strict=True)
+        ]
+
+    async def delivery_page(
+        self, workspace: str, endpoint_id: str, *, limit: int, after: str | None
+    ) -> tuple[list[Delivery], bool]:
+        index = keyspace.webhook_deliveries(workspace, endpoint_id)
+        ids, has_more = await pages.newest_first(self.redis, index, limit=limit, after=after)
+        return [d for d in await self.deliveries(workspace, ids) if d is not None], has_more
+
+    async def attempts(self, workspace: str, delivery_id: str) -> list[DeliveryAttempt]:
+        raws = await self.redis.lrange(keyspace.webhook_attempts(workspace, delivery_id), 0, -1)
+        return [attempt_decoder.decode(r) for r in raws]
+
+    async def replay(self, workspace: str, endpoint_id: str, delivery_id: str, now_ms: int) -> int:
+        """1 if queued again, 0 if it is still pending, -1 if there is no such delivery."""
+        keys = [
+            keyspace.webhook_delivery(workspace, delivery_id),
+            keyspace.webhook_due(workspace, endpoint_id),
+            keyspace.WEBHOOK_READY,
+            keyspace.webhook_dead(workspace, endpoint_id),
+        ]
+        args = [delivery_id, now_ms, ready_member(workspace, endpoint_id), DELIVERY_RETENTION_SECONDS]
+        return int(await self._replay(keys=keys, args=args))
+
+    async def replay_window(
+        self, workspace: str, endpoint_id: str, start_ms: int, end_ms: int, now_ms: int
+    ) -> int:
+        """Replay every dead letter whose event happened in [start, end]; returns how many."""
+        dead = keyspace.webhook_dead(workspace, endpoint_id)
+        replayed = 0
+        while True:
+            ids = await self.redis.zrangebyscore(dead, start_ms, end_ms, start=0, num=REPLAY_CHUNK)
+            if not ids:
+                return replayed
+            for delivery_id in ids:
+                outcome = await self.replay(workspace, endpoint_id, delivery_id.decode(), now_ms)
+                if outcome != 1:  # gone or already pending: drop the stale dead-letter entry
+                    await self.redis.zrem(dead, delivery_id)
+                replayed += outcome == 1

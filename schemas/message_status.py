@@ -1,0 +1,23 @@
+"""The statuses a message moves through, one enum shared by Python and the ledger's Lua scripts.
+
+The API's `schemas.send.MessageStatus` literal lists the same values except `sending`, which only lives
+between a dispatcher's claim and its record (tests/pipeline/test_ledger_statuses.py keeps the two equal).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class MessageStatus(StrEnum):
+    SCHEDULED = "scheduled"  # waiting for its send_at in the schedule
+    QUEUED = "queued"  # on its server's dispatch stream (or waiting for quota or a retry)
+    SENDING = "sending"  # claimed by a dispatcher, outcome not yet recorded
+    SENT = "sent"
+    DEFERRED = "deferred"  # a provider reported a temporary failure after taking it
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    CANCELED = "canceled"

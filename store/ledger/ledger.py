@@ -1,0 +1,196 @@
+"""`MessageLedger`: the one owner of a message's Redis state (its hash, timeline and index entry).
+
+Every status transition goes through here: the enqueue (ingress), the cancel of a scheduled send, the
+dispatcher's claim, record and schedule moves, provider events (store/inbound_events.py) and tracking
+events. Each write is one Lua script or joins its caller's MULTI, so a status change and the events
+that caused it land together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from schemas.events import Event
+from schemas.ids import id_at
+from schemas.messages import OutboundMessage
+from store import keyspace, pages
+from store.ledger.records import (
+    Claimed,
+    NewMessage,
+    OutcomeRecord,
+    StoredMessage,
+    decode_message,
+    decode_meta,
+    encode,
+    enqueue_row,
+)
+from store.ledger.scripts import CANCEL, CLAIM, DUE, ENQUEUE, RECORD
+from store.ledger.statuses import FINISHED
+from store.lua import lua_string
+
+
+class MessageLedger:
+    def __init__(self, redis: aioredis.Redis, *, item_retention_seconds: int = 24 * 3600) -> None:
+        self.redis = redis
+        self.item_retention_seconds = item_retention_seconds
+        self._enqueue = redis.register_script(ENQUEUE)
+        self._record = redis.register_script(RECORD)
+        self._claim = redis.register_script(CLAIM)
+        self._due = redis.register_script(DUE)
+        self._cancel = redis.register_script(CANCEL)
+
+    # --- the send path ---------------------------------------------------------------------------
+    async def enqueue(self, batch: Sequence[NewMessage]) -> list[str | None]:
+        """Write every message atomically. Per message: None if new, else the id a prior send got."""
+        rows = encode([enqueue_row(new) for new in batch])
+        keys = [keyspace.EVENT_STREAM, keyspace.SCHEDULE, keyspace.AUDIT_STREAM]
+        results = await self._enqueue(keys=keys, args=[self.item_retention_seconds, rows])
+        return [r.decode() if r else None for r in results]
+
+    async def cancel_scheduled(
+        self, workspace: str, message_id: str, event: Event, retention_seconds: int
+    ) -> str:
+        """Cancel if still scheduled; returns 'ok', or the status that prevented it ('' if missing)."""
+        keys = [
+            keyspace.message(workspace, message_id),
+            keyspace.message_events(workspace, message_id),
+            keyspace.SCHEDULE,
+            keyspace.EVENT_STREAM,
+        ]
+        result = await self._cancel(keys=keys, args=[encode(event), retention_seconds])
+        return result.decode()
+
+    # --- reads -----------------------------------------------------------------------------------
+    async def get(self, workspace: str, message_id: str) -> StoredMessage | None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keyspace.message(workspace, message_id))
+            pipe.lrange(keyspace.message_events(workspace, message_id), 0, -1)
+            fields, events = await pipe.execute()
+        if not fields:
+            return None
+        return StoredMessage.from_redis(fields, events)
+
+    async def get_many(self, workspace: str, ids: Sequence[str]) -> list[StoredMessage | None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.hgetall(keyspace.message(workspace, message_id))
+            rows = await pipe.execute()
+        return [StoredMessage.from_redis(row, None) if row else None for row in rows]
+
+    async def page_ids(self, workspace: str, *, limit: int, after: str | None) -> tuple[list[str], bool]:
+        return await pages.newest_first(
+            self.redis, keyspace.message_index(workspace), limit=limit, after=after
+        )
+
+    async def messages(self, workspace: str, ids: Sequence[str]) -> dict[str, OutboundMessage]:
+        """The stored messages among `ids`, by id (just their payload: what correlation needs)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.hget(keyspace.message(workspace, message_id), "p")
+            raws = await pipe.execute()
+        return {i: decode_message(raw) for i, raw in zip(ids, raws, strict=True) if raw}
+
+    # --- dispatch --------------------------------------------------------------------------------
+    async def claim(self, workspace: str, server_id: str, ids: Sequence[str]) -> list[Claimed | None]:
+        if not ids:
+            return []
+        rows = await self._claim(keys=[keyspace.message(workspace, i) for i in ids], args=[server_id])
+        return [
+            Claimed(decode_message(row[0]), decode_meta(row[1]), int(row[2] or 0)) if row else None
+            for row in rows
+        ]
+
+    async def record(
+        self,
+        stream: str,
+        outcomes: Sequence[OutcomeRecord],
+        waiting: Sequence[tuple[str, int]],
+        windows: Sequence[tuple[str, int, int]],
+        acks: Sequence[bytes],
+        *,
+        retention_seconds: int,
+        mapping_ttl: int,
+    ) -> None:
+        """Outcomes, waiting messages (`waiting` rows), quota window counts (key, increment, ttl), the acks
+        of `stream`'s entries and every event into the event stream: one script, so all or nothing."""
+        batch = encode((outcomes, waiting, windows, [a.decode() for a in acks]))  # ids as str, not bin
+        await self._record(
+            keys=[keyspace.EVENT_STREAM, keyspace.SCHEDULE, stream],
+            args=[batch, retention_seconds, mapping_ttl, keyspace.DISPATCH_GROUP],
+        )
+
+    def outcome(
+        self, message: OutboundMessage, status: str, events: Sequence[Event], **more: object
+    ) -> OutcomeRecord:
+        """`message`'s row for `record`: its keys, `status` ("" to keep it) and its events framed. A
+        finished status expires the message after the retention unless `finished` says otherwise."""
+        more.setdefault("finished", int(status in FINISHED))
+        return OutcomeRecord(
+            key=keyspace.message(message.workspace, message.id),
+            timeline=keyspace.message_events(message.workspace, message.id),
+            id=message.id,
+            status=status,
+            events=[lua_string(encode(e)) for e in events],
+            **more,  # type: ignore[arg-type]
+        )
+
+    @staticmethod
+    def waiting(message: OutboundMessage, due_ms: int) -> tuple[str, int]:
+        """`message`'s row for `record`'s waiting list: queued again, back in the schedule at `due_ms`."""
+        return keyspace.message(message.workspace, message.id), due_ms
+
+    async def move_due(self, now_ms: int, limit: int = 500) -> int:
+        """Scheduled and waiting messages that are due go onto their server's dispatch stream."""
+        return int(await self._due(keys=[keyspace.SCHEDULE], args=[now_ms, limit]))
+
+    async def trim_indexes(self, before_ms: int) -> int:
+        """Ids are ULIDs, so everything below the id of `before_ms` with zero randomness is older."""
+        cutoff = "(" + id_at("msg", before_ms)
+        removed = 0
+        for workspace in await self.redis.hkeys(keyspace.WORKSPACES):
+            removed += await self.redis.zremrangebylex(
+                keyspace.message_index(workspace.decode()), "-", cutoff
+            )
+        return removed
+
+    async def load_scripts(self) -> None:
+        for script in (self._record, self._claim, self._due):
+            await self.redis.script_load(script.script)
+
+    # --- events from outside the dispatcher: provider webhooks, tracking -------------------------
+    @staticmethod
+    def keys(workspace: str, ids: Sequence[str]) -> list[str]:
+        """The message hashes of `ids`, sorted: what a caller WATCHes before `statuses`/`set_statuses`."""
+        return sorted({keyspace.message(workspace, i) for i in ids})
+
+    async def statuses(self, workspace: str, ids: Sequence[str]) -> dict[str, str]:
+        """The current status of each stored message among `ids` (id → status)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.hget(keyspace.message(workspace, message_id), "s")
+            found = await pipe.execute()
+        return {i: s.decode() for i, s in zip(ids, found, strict=True) if s is not None}
+
+    @staticmethod
+    def set_statuses(pipe: aioredis.client.Pipeline, workspace: str, statuses: dict[str, str]) -> None:
+        """Queue status changes (id → status) into the caller's MULTI."""
+        for message_id, status in statuses.items():
+            pipe.hset(keyspace.message(workspace, message_id), "s", status)
+
+    @staticmethod
+    def append_events(pipe: aioredis.client.Pipeline, events: Sequence[Event]) -> None:
+        """Each event into its message's timeline, and all of them as one entry of the event stream."""
+        if not events:
+            return
+        for event in events:
+            if event.message is not None:
+                pipe.rpush(keyspace.message_events(event.workspace, event.message.id), encode(event))
+        pipe.xadd(keyspace.EVENT_STREAM, {keyspace.EVENT_FIELD: encode(list(events))})
+
+    async def record_events(self, events: Sequence[Event]) -> None:
+        """`append_events` in a MULTI of its own."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self.append_events(pipe, events)
+            await pipe.execute()

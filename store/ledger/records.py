@@ -1,0 +1,121 @@
+"""The message hash as the ledger writes and reads it: its Structs and the enqueue's row encoding.
+
+A message hash holds `s` status, `p` the msgpack OutboundMessage, `m` the msgpack MessageMeta, `srv`
+its server, `prv`/`pmid` the provider and its id once sent, `att` attempts, and `ev` its first events.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+
+from schemas.events import Event
+from schemas.message_status import MessageStatus
+from schemas.messages import OutboundMessage
+from store.lua import lua_string
+
+
+class MessageMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
+    created_ms: int
+    candidates: list[str] = []
+    send_at_ms: int | None = None
+    purpose: str | None = None
+    track_opens: bool = False
+    track_clicks: bool = False
+    unsubscribe: bool = False
+    links: list[str] = []
+
+
+class NewMessage(msgspec.Struct, kw_only=True):
+    message: OutboundMessage
+    meta: MessageMeta
+    status: str  # queued | scheduled | suppressed
+    server: str
+    events: list[Event]
+    item_key: str | None = None  # full Redis key of the per-message idempotency record
+    audit: bytes | None = None  # the request's audit entry (msgpack), appended in the same script
+
+
+class Claimed(msgspec.Struct):
+    message: OutboundMessage
+    meta: MessageMeta
+    attempts: int
+
+
+class OutcomeRecord(msgspec.Struct, array_like=True):
+    """One message's recorded outcome, as the record script reads it (field order is the script's).
+    Built by `MessageLedger.outcome`."""
+
+    key: str  # the message hash
+    timeline: str  # its timeline list
+    id: str
+    status: str  # "" leaves the status as it is
+    events: list[msgspec.Raw] = []  # each framed by `lua_string`
+    fields: list[str] = []  # further hash fields, flat: name, value, ...
+    mapping: str = ""  # provider message id → message key, or ""
+    mapped_to: str = ""
+    failover: str = ""  # the next server's dispatch stream, or ""
+    attempted: int = 0  # 1: count an attempt
+    finished: int = 0  # 1: expire after the retention
+    retry_ms: str = ""  # back into the schedule at this time, or ""
+
+
+encode = msgspec.msgpack.Encoder().encode
+decode_meta = msgspec.msgpack.Decoder(MessageMeta).decode
+decode_message = msgspec.msgpack.Decoder(OutboundMessage).decode
+_decode_event = msgspec.msgpack.Decoder(Event).decode
+_decode_events = msgspec.msgpack.Decoder(list[Event]).decode
+
+
+class StoredMessage(msgspec.Struct, kw_only=True):
+    message: OutboundMessage
+    meta: MessageMeta
+    status: str
+    server: str | None
+    provider: str | None
+    provider_message_id: str | None
+    attempts: int
+    events: list[Event]
+
+    @classmethod
+    def from_redis(cls, fields: dict[bytes, bytes], events: list[bytes] | None) -> StoredMessage:
+        """`events`: the timeline list's entries, or None when the timeline is not wanted (listing)."""
+        text = {k.decode(): v for k, v in fields.items()}
+        timeline = (
+            []
+            if events is None
+            else _decode_events(text.get("ev", b"\x90")) + [_decode_event(e) for e in events]
+        )
+        return cls(
+            message=decode_message(text["p"]),
+            meta=decode_meta(text["m"]),
+            status=text["s"].decode(),
+            server=text["srv"].decode() or None if "srv" in text else None,
+            provider=text["prv"].decode() if "prv" in text else None,
+            provider_message_id=text["pmid"].decode() if "pmid" in text else None,
+            attempts=int(text.get("att", b"0")),
+            events=timeline,
+        )
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromtimestamp(self.meta.created_ms / 1000, UTC)
+
+
+def enqueue_row(new: NewMessage) -> tuple:
+    """`new` as one row of the enqueue script's batch (the script's field order)."""
+    message = new.message
+    scheduled = new.status == MessageStatus.SCHEDULED and new.meta.send_at_ms is not None
+    return (
+        message.id,
+        message.workspace,
+        new.item_key or "",
+        new.status,
+        lua_string(encode(message)),
+        lua_string(encode(new.meta)),
+        new.server,
+        str(new.meta.send_at_ms) if scheduled else "",
+        [lua_string(encode(e)) for e in new.events],
+        lua_string(new.audit or b""),
+    )
