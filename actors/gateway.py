@@ -1,100 +1,53 @@
-"""The one module through which the ingress reaches Ray ("all Ray API calls should be made here").
+"""The one module through which the ingress reaches the actors; nothing under actors/ imports it.
 
-`Gateway.start` joins (or starts) Ray and finds each named, detached actor in the namespace, creating it
-if this is the first process to ask; a second ingress process finds the same actors. Every call to an
-actor goes through a `Coalescer`, so no request path makes one Ray call per message.
+`Gateway.start` joins (or starts) Ray and starts, through each actor's client, every named, detached
+actor the request path needs, creating it if this is the first process to ask; a second ingress process
+finds the same actors. The clients batch: no request path makes one Ray call per message.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 
-import msgspec
-import ray
-
-from actors.dispatcher import Dispatcher
-from actors.key_usage import KeyUsage
+from actors.audit_sink import AuditSinkClient, start_audit_sink
+from actors.dispatch.client import DispatchClient
+from actors.event_sink import EVENT_SINK, EventSinkClient, start_event_sink
+from actors.key_usage.client import KeyUsageClient
+from actors.runtime import find_actor, init_ray, shutdown_ray
+from actors.suppression.client import SuppressionClient
+from actors.webhook_deliverer import ensure_webhook_deliverer
 from schemas.settings import Settings
-from store.coalescer import Coalescer
-
-log = logging.getLogger("mailers.gateway")
-_encode = msgspec.msgpack.Encoder().encode
-
-KEY_USAGE = "key-usage"
-USAGE_FLUSH_SECONDS = 0.25  # key usage statistics reach Redis at most this often per ingress process
-
-
-def init_ray(settings: Settings) -> None:
-    """Join RAY_ADDRESS, or start a local Ray sized for the embedded default."""
-    if ray.is_initialized():
-        return
-    options: dict[str, object] = {
-        "namespace": settings.ray_namespace,
-        "include_dashboard": False,
-        "logging_level": logging.WARNING,
-        "log_to_driver": False,
-    }
-    if settings.ray_address:
-        ray.init(address=settings.ray_address, **options)
-    else:
-        # Ray starts its workers at nice 15 by default; here the workers are the dispatchers, on the send
-        # path like the ingress. The consumers that may lag lower their own priority (actors/priority.py).
-        ray.init(
-            num_cpus=max(2, settings.ray_local_cpus),
-            _node_ip_address="127.0.0.1",
-            _system_config={"worker_niceness": 0},
-            **options,
-        )
-
-
-def named_actor(actor_class, name: str, namespace: str, *args: object):
-    """Find the detached actor `name`, creating it if no process has yet."""
-    return actor_class.options(
-        name=name, namespace=namespace, lifetime="detached", get_if_exists=True
-    ).remote(*args)
 
 
 class Gateway:
-    def __init__(self, settings: Settings, *, redis_url: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis_url: str,
+        key_usage: KeyUsageClient,
+        dispatch: DispatchClient,
+        suppressions: SuppressionClient,
+    ) -> None:
         self.settings = settings
         self.redis_url = redis_url
-        self.key_usage_actor = named_actor(KeyUsage, KEY_USAGE, settings.ray_namespace, redis_url)
-        self._usage = Coalescer(self._send_usage, max_in_flight=1, max_batch=5000, max_pending=100_000)
-        encoded = msgspec.msgpack.encode(settings)
-        count = max(1, settings.dispatcher_actors)
-        self.dispatchers = [
-            named_actor(Dispatcher, f"dispatcher-{i}", settings.ray_namespace, encoded, redis_url, i, count)
-            for i in range(count)
-        ]
-        ray.get([d.start.remote() for d in self.dispatchers])
-        from actors.suppression_client import SuppressionClient
-
-        self.suppressions = SuppressionClient(
-            settings.ray_namespace, max(1, settings.suppression_shards), redis_url=redis_url
-        )
+        self.key_usage = key_usage
+        self.dispatch = dispatch
+        self.suppressions = suppressions
 
     @classmethod
     def start(cls, settings: Settings, *, redis_url: str) -> Gateway:
         init_ray(settings)
-        return cls(settings, redis_url=redis_url)
-
-    async def _send_usage(self, items: list[tuple[str, int]]) -> list[None]:
-        try:
-            await self.key_usage_actor.record.remote(_encode(items))
-        except Exception as exc:  # statistics only: never fail a request over them
-            log.warning("key usage batch lost: %s", exc)
-        # One call in flight, then a pause: what arrives meanwhile leaves as the next batch. Without it,
-        # under load a Ray call (~1 ms of CPU on each side) left every millisecond or two for statistics.
-        await asyncio.sleep(USAGE_FLUSH_SECONDS)
-        return [None] * len(items)
+        return cls(
+            settings,
+            redis_url=redis_url,
+            key_usage=KeyUsageClient.start(settings, redis_url),
+            dispatch=DispatchClient.start(settings, redis_url),
+            suppressions=SuppressionClient.start(settings, redis_url),
+        )
 
     def record_key_usage(self, key_id: str) -> None:
-        try:
-            self._usage.submit_nowait((key_id, int(time.time() * 1000)))
-        except Exception as exc:
-            log.warning("key usage dropped: %s", exc)
+        self.key_usage.record(key_id)
 
     async def analytics_ready(self) -> bool | None:
         """Whether the event sink (and with it the analytics store) answers; None where none was started."""
@@ -110,51 +63,37 @@ class Gateway:
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(2.0):
-                return bool(await self.key_usage_actor.ping.remote())
+                return await self.key_usage.ping()
         except Exception:
             return False
 
     async def start_consumers(self) -> None:
         """The event stream's long-running consumers. `mailers serve` starts them; tests start their own."""
-        from actors.audit_sink import start_audit_sink
-        from actors.event_sink import start_event_sink
-        from actors.webhook_deliverer import ensure_webhook_deliverer
-
         self.webhook_deliverer = await ensure_webhook_deliverer(self.settings, self.redis_url)
         self.event_sink = start_event_sink(self.settings, redis_url=self.redis_url)
         self.audit_sink = start_audit_sink(self.settings, self.redis_url)
         await self.audit_sink.ready.remote()
 
-    def analytics_reader(self):
+    def analytics_reader(self) -> EventSinkClient | None:
         """The analytics store's reader in DuckDB mode (the event-sink actor owns the file), or None."""
-        from actors.event_sink import EVENT_SINK, EventSinkClient
+        handle = find_actor(EVENT_SINK, self.settings)
+        return EventSinkClient(handle) if handle is not None else None
 
-        try:
-            return EventSinkClient(ray.get_actor(EVENT_SINK, namespace=self.settings.ray_namespace))
-        except ValueError:
-            return None
-
-    def audit_reader(self):
+    def audit_reader(self) -> AuditSinkClient | None:
         """The audit log's reader in embedded mode (the audit-sink actor owns its file), or None."""
-        from actors.audit_sink import AuditSinkClient
-
         try:
             return AuditSinkClient.find(self.settings)
         except ValueError:
             return None
 
     async def supervise(self, every: float = 1.0) -> None:
-        """Run until cancelled: (re)start every dispatcher; a restarted actor resumes within `every`."""
-        while True:
-            try:
-                async with asyncio.timeout(5):
-                    await asyncio.gather(*(d.start.remote() for d in self.dispatchers))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("dispatcher start failed: %s", exc)
-            await asyncio.sleep(every)
+        """Run until cancelled: keep every dispatcher started (a restarted one resumes within `every`)."""
+        await self.dispatch.supervise(every)
 
     async def drain(self) -> None:
-        await self._usage.drain()
+        await self.key_usage.drain()
         await self.suppressions.drain()
+
+    def close(self) -> None:
+        """Leave Ray at shutdown (the ingress never imports ray itself)."""
+        shutdown_ray()

@@ -7,7 +7,7 @@ Three tiers on a small machine where everything shares the cores:
 - the event sink, the webhook deliverer and the audit sink at nice 15: they can fall a second behind
   without anyone noticing (the OS still gives them every idle cycle).
 Ray starts workers at nice 15 unless told otherwise; the embedded default starts them at 0
-(`actors/gateway.py`) and each actor takes its tier when it starts. Niceness is per thread on Linux:
+(`actors/runtime.py`) and each actor takes its tier when it starts. Niceness is per thread on Linux:
 an actor sets it from its constructor, which runs on the thread that then runs its event loop.
 """
 

@@ -15,7 +15,7 @@ from ray.actor import ActorClass, ActorHandle
 
 from schemas.settings import Settings
 
-__all__ = ["ActorHandle", "find_actor", "init_ray", "start_actor"]
+__all__ = ["ActorHandle", "find_actor", "init_ray", "shutdown_ray", "start_actor"]
 
 
 def init_ray(settings: Settings) -> None:
@@ -74,3 +74,9 @@ def find_actor(name: str, settings: Settings) -> ActorHandle | None:
         return ray.get_actor(name, namespace=settings.ray_namespace)
     except ValueError:
         return None
+
+
+def shutdown_ray() -> None:
+    """Disconnect this process from Ray; a local Ray that `init_ray` started here stops with it."""
+    if ray.is_initialized():
+        ray.shutdown()

@@ -14,8 +14,8 @@ import msgspec
 import ray
 import redis.asyncio as aioredis
 
-from actors.gateway import init_ray, named_actor
 from actors.priority import run_in_background, settle_garbage_collector
+from actors.runtime import start_actor
 from actors.webhooks.config import DELIVERER_NAME, DelivererConfig
 from actors.webhooks.loop import WebhookDeliveryLoop
 from schemas.settings import Settings
@@ -57,11 +57,10 @@ async def ensure_webhook_deliverer(
     settings: Settings, redis_url: str, *, name: str = DELIVERER_NAME, **overrides: Any
 ):
     """Find or start the detached deliverer `name` and wait until it consumes the event stream."""
-    init_ray(settings)
-    handle = named_actor(
+    handle = start_actor(
         WebhookDeliverer,
         name,
-        settings.ray_namespace,
+        settings,
         msgspec.msgpack.encode(settings),
         redis_url,
         {"consumer": name, **overrides},

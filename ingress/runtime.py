@@ -96,7 +96,7 @@ async def serve(settings: Settings, *, announce=print) -> None:
             await runner.cleanup()
         finally:
             _runtime_file(settings).unlink(missing_ok=True)
-            _stop_ray()
+            gateway.close()
 
 
 async def _until_signalled() -> None:
@@ -105,10 +105,3 @@ async def _until_signalled() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-
-
-def _stop_ray() -> None:
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()

@@ -12,10 +12,15 @@ import redis.asyncio as aioredis
 from store.ledger import MessageLedger
 
 log = logging.getLogger("mailers.scheduler")
+SCHEDULER_BATCH = 500  # due messages moved per script call
 
 
 def run_scheduler(
-    redis: aioredis.Redis, *, interval: float = 0.05, batch: int = 500, clock: Callable[[], float] = time.time
+    redis: aioredis.Redis,
+    *,
+    interval: float = 0.05,
+    batch: int = SCHEDULER_BATCH,
+    clock: Callable[[], float] = time.time,
 ) -> Callable[[asyncio.Event], Awaitable[None]]:
     records = MessageLedger(redis)
 

@@ -44,7 +44,7 @@ async def test_killing_the_dispatcher_mid_run_loses_nothing(client, admin, sink,
     messages = [{**MESSAGE, "to": f"k{i}@example.com"} for i in range(600)]
     assert (await client.post("/v1/send/bulk", json={"messages": messages}, headers=admin)).status == 202
     await wait_for(lambda: len(sink.deliveries) >= 100)
-    ray.kill(gateway.dispatchers[0], no_restart=False)
+    ray.kill(gateway.dispatch.handles[0], no_restart=False)
     await wait_for(lambda: len(arrivals(sink)) == 600, within=90)
     await asyncio.sleep(2.0)
     counts = arrivals(sink)

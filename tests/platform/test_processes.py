@@ -153,12 +153,12 @@ def test_a_second_process_finds_the_same_named_actors(gateway, ray_session, redi
         from schemas.settings import load_settings
         settings = load_settings({{}}, ray_address={ray_session!r}, ray_namespace="mailers-test")
         gateway = Gateway.start(settings, redis_url={redis_url!r})
-        print(gateway.key_usage_actor._actor_id.hex())
-        print(ray.get(gateway.key_usage_actor.ping.remote()))
+        print(gateway.key_usage.handle._actor_id.hex())
+        print(ray.get(gateway.key_usage.handle.ping.remote()))
     """)
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=_env()
     )
     assert result.returncode == 0, result.stderr[-3000:]
     actor_id, pong = result.stdout.split()[-2:]
-    assert actor_id == gateway.key_usage_actor._actor_id.hex() and pong == "True"
+    assert actor_id == gateway.key_usage.handle._actor_id.hex() and pong == "True"

@@ -1,5 +1,5 @@
 """An SMTP sending server signs with the workspace's verified sending domain: the DKIM key the
-Dispatcher hands the adapter (`DomainSigners` in `actors/dispatch/fleet.py`) makes a signature that
+Dispatcher hands the adapter (`DomainSigners` in `actors/dispatch/body.py`) makes a signature that
 dkimpy verifies against the TXT record the domain published; mail from another domain goes unsigned."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 import dkim
 
-from actors.dispatch.fleet import SIGNER_CACHE_SECONDS, DomainSigners
+from actors.dispatch.body import SIGNER_CACHE_SECONDS, DomainSigners
 from schemas.settings import load_settings
 from store.domains import box_for
 from tests.pipeline.conftest import create_smtp_server, wait_for

@@ -10,7 +10,8 @@ import pytest
 import ray
 
 from actors.policies.suppression import shard_for
-from actors.suppression_client import SuppressionClient
+from actors.suppression.client import SuppressionClient
+from schemas.settings import load_settings
 from schemas.suppressions import Suppressed, SuppressionEntry
 from store.suppressions import SuppressionStore, add_suppressions
 
@@ -26,7 +27,9 @@ def workspaces_on_each_shard(n: int = 2) -> list[str]:
 
 @pytest.fixture
 async def suppressions(ray_session, redis, redis_url):
-    client = SuppressionClient(f"sup-{uuid.uuid4().hex[:8]}", 2, redis_url)
+    client = SuppressionClient.start(
+        load_settings({}, ray_namespace=f"sup-{uuid.uuid4().hex[:8]}", suppression_shards=2), redis_url
+    )
     yield client
     await client.drain()
     for shard in client.shards:

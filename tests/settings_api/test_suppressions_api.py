@@ -7,8 +7,9 @@ import uuid
 import pytest
 import ray
 
-from actors.suppression_client import SuppressionClient
+from actors.suppression.client import SuppressionClient
 from schemas.ids import new_id
+from schemas.settings import load_settings
 from schemas.suppressions import Suppressed
 
 pytestmark = pytest.mark.ray
@@ -17,7 +18,9 @@ LIST = new_id("lst")
 
 @pytest.fixture
 async def shards(gateway, redis, redis_url, monkeypatch):
-    client = SuppressionClient(f"sup-{uuid.uuid4().hex[:8]}", 2, redis_url)
+    client = SuppressionClient.start(
+        load_settings({}, ray_namespace=f"sup-{uuid.uuid4().hex[:8]}", suppression_shards=2), redis_url
+    )
     monkeypatch.setattr(gateway, "suppressions", client, raising=False)
     yield client
     await client.drain()

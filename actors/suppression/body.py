@@ -1,4 +1,4 @@
-"""SuppressionShard: one workspace hash range's suppressions in memory, checked in batches.
+"""The SuppressionShard's body: one workspace hash range's suppressions in memory, checked in batches.
 
 Shard `i` of `n` holds the `SuppressionSet` of every workspace with `shard_for(workspace, n) == i`,
 loaded from Redis on first use, plus its own copy of the global entries. Writes go to Redis first
@@ -7,10 +7,8 @@ loaded from Redis on first use, plus its own copy of the global entries. Writes 
 while a workspace is loading are replayed after the load; losing the channel forgets every set (they
 reload on next use). A restart therefore loses nothing: the state is rebuilt from Redis.
 
-Wire format (msgpack bytes in and out, one call per shard per batch):
-- `check`: [(workspace, sending_domain, list_ids, recipients)] → per item [(email, scope, reason)]
-- `add`: [(workspace, SuppressionEntry)] → per item True if it was new
-- `remove`: [(workspace, email, scope, scope_value)] → per item True if it was suppressed
+Plain asyncio over Redis and the pure `SuppressionSet`; the Ray shell (`actors/suppression/actor.py`)
+decodes the wire format and delegates here, and tests use the body directly.
 """
 
 from __future__ import annotations
@@ -18,15 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import ray
 import redis.asyncio as aioredis
 
 from actors.policies.suppression import SuppressionSet
-from actors.priority import run_as_sender, settle_garbage_collector
 from schemas.suppressions import Scope, Suppressed, SuppressionEntry
 from store import keyspace
 from store.invalidations import follow_invalidations
@@ -34,42 +32,38 @@ from store.suppressions import GLOBAL, Change, SuppressionStore, changes, normal
 
 log = logging.getLogger("mailers.suppression")
 CheckItem = tuple[str, str, list[str], list[str]]
+AddItem = tuple[str, SuppressionEntry]
 RemoveItem = tuple[str, str, Scope, str | None]
 _INVALID_DOMAIN = "invalid"  # stands in for a sending domain that does not parse: no domain entry matches
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-class SuppressionShard:
-    def __init__(self, redis_url: str, index: int = 0) -> None:
+class SuppressionShardBody:
+    def __init__(
+        self, redis: aioredis.Redis, index: int = 0, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.index = index
-        self.redis = aioredis.Redis.from_url(redis_url)
-        self.store = SuppressionStore(self.redis)
+        self.redis = redis
+        self.clock = clock  # nothing here expires yet; kept so the body has the shape of every other
+        self.store = SuppressionStore(redis)
         self.sets: dict[str, SuppressionSet] = {}
         self.calls: dict[str, int] = defaultdict(int)
         self._loading: dict[str, asyncio.Task[SuppressionSet]] = {}
         self._replay: dict[str, list[Change]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
-        # Built here, not at module level: Ray may pickle the class by value, and these do not pickle.
-        self._encode = msgspec.msgpack.Encoder().encode
-        self._decode_check = msgspec.msgpack.Decoder(list[CheckItem]).decode
-        self._decode_add = msgspec.msgpack.Decoder(list[tuple[str, SuppressionEntry]]).decode
-        self._decode_remove = msgspec.msgpack.Decoder(list[RemoveItem]).decode
-        settle_garbage_collector()  # it is called per dispatch batch: no full collection over Ray's objects
-        run_as_sender()
         self._decode_change = msgspec.msgpack.Decoder(Change).decode
 
     # --- the three operations ---------------------------------------------------------------------
-    async def check(self, batch: bytes) -> bytes:
-        items = self._decode_check(batch)
+    async def check(self, items: list[CheckItem]) -> list[list[Suppressed]]:
+        """Per item (workspace, sending_domain, list_ids, recipients): the recipients that are suppressed."""
         self.calls["check"] += 1
         sets = await self._sets_for({ws for ws, *_ in items} | {GLOBAL})
-        return self._encode(
-            [_check_one(sets[GLOBAL], sets[ws], domain, lists, rcpts) for ws, domain, lists, rcpts in items]
-        )
+        return [
+            _check_one(sets[GLOBAL], sets[ws], domain, lists, rcpts) for ws, domain, lists, rcpts in items
+        ]
 
-    async def add(self, batch: bytes) -> bytes:
-        items = self._decode_add(batch)
+    async def add(self, items: list[AddItem]) -> list[bool]:
+        """Per item (workspace, entry): True if it was new in its scope."""
         self.calls["add"] += 1
         groups: dict[str, list[int]] = defaultdict(list)
         for position, (workspace, _) in enumerate(items):
@@ -81,10 +75,10 @@ class SuppressionShard:
                 results[position] = new
             for change in changes(workspace, "add", entries):
                 self._apply_loaded(change)
-        return self._encode(results)
+        return results
 
-    async def remove(self, batch: bytes) -> bytes:
-        items = self._decode_remove(batch)
+    async def remove(self, items: list[RemoveItem]) -> list[bool]:
+        """Per item (workspace, email, scope, scope_value): True if it was suppressed."""
         self.calls["remove"] += 1
         groups: dict[tuple[str, Scope, str | None], list[int]] = defaultdict(list)
         for position, (workspace, _, scope, value) in enumerate(items):
@@ -100,18 +94,43 @@ class SuppressionShard:
                 results[position] = was
             for change in changes(workspace, "remove", entries):
                 self._apply_loaded(change)
-        return self._encode(results)
+        return results
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
-    async def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         return {
             "index": self.index,
             "calls": dict(self.calls),
             "loaded": sorted(self.sets),
             "entries": sum(len(s) for s in self.sets.values()),
         }
+
+    # --- the actor shape: the work is the calls; the one background duty is following the channel ---
+    async def step(self) -> int:
+        """Nothing runs between calls but the channel follower (`run`): every step is idle."""
+        return 0
+
+    async def run_until_idle(self) -> int:
+        total = 0
+        while done := await self.step():
+            total += done
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow the change channel from the start (not only from the first check) until `stop`."""
+        await self._ensure_listening()
+        await stop.wait()
+        await self.close()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+            self._subscribed.clear()
 
     # --- memory: lazy loads, changes from the channel ----------------------------------------------
     async def _sets_for(self, workspaces: set[str]) -> dict[str, SuppressionSet]:

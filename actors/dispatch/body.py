@@ -1,8 +1,12 @@
-"""The dispatch loops one Dispatcher actor owns, kept in step with the sending-server records.
+"""The Dispatcher's body: the dispatch loops one Dispatcher actor owns, kept in step with the servers.
 
 Every `sync_interval` the fleet reads which servers exist (the server → workspace index), keeps those
 whose id hashes to this actor, starts a loop for each new one, restarts a loop whose record changed
-(config, quotas, limits), and stops loops of deleted servers. Actor 0 also runs the scheduler.
+(config, quotas, limits), and stops loops of deleted servers. Actor 0 also runs the scheduler (due
+messages back onto their streams) and the message-index trim.
+
+Plain asyncio with an injected clock: the Ray shell (`actors/dispatch/actor.py`) only hosts it, and
+tests drive `step()` / `run_until_idle()` directly.
 
 An SMTP server's adapter signs with the DKIM key of the workspace's verified sending domain for the
 From address (`DomainSigners`); the HTTP providers and SES sign with keys held at the provider.
@@ -22,8 +26,8 @@ import aiohttp
 import msgspec
 import redis.asyncio as aioredis
 
-from actors.dispatch.loop import DispatchLoop, ServerRuntime
-from actors.dispatch.scheduler import run_index_trim, run_scheduler
+from actors.dispatch.loop import DispatchLoop, ServerRuntime, SuppressionCheck
+from actors.dispatch.scheduler import SCHEDULER_BATCH, run_index_trim, run_scheduler
 from actors.dispatch.signing import signing_key_for
 from actors.policies.circuit import CircuitBreaker
 from actors.policies.quota import ServerQuota
@@ -38,6 +42,7 @@ from schemas.suppressions import SuppressionEntry
 from security.secretbox import SecretBox
 from store import keyspace
 from store.domains import box_for
+from store.ledger import MessageLedger
 from store.servers import ServerStore
 from store.suppressions import add_suppressions
 
@@ -96,24 +101,46 @@ class DispatchFleet:
         count: int = 1,
         retry: RetryPolicy | None = None,
         sync_interval: float = 1.0,
-        suppressions=None,
+        suppressions: SuppressionCheck | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
+        self.clock = clock
         self.settings = settings
         self.index, self.count = index, count
         self.retry = retry or RetryPolicy(max_attempts=5, base=2.0, cap=300.0)
         self.sync_interval = sync_interval
-        self.suppressions = suppressions  # SuppressionClient, or None (no suppression check)
+        # The shards' batched check (`SuppressionClient.check_many`), or None: no suppression check.
+        self.suppressions = suppressions
         self.store = ServerStore.for_settings(redis, settings)
+        self.ledger = MessageLedger(redis)
         self.running: dict[str, _Running] = {}
         self._http: aiohttp.ClientSession | None = None
 
+    async def step(self) -> int:
+        """One pass of every duty: sync the loops with the server records and, on actor 0, move the due
+        messages once. Returns how many loops started, restarted or stopped plus how many messages moved."""
+        changed = await self.sync()
+        if self.index != 0:
+            return changed
+        return changed + await self.ledger.move_due(int(self.clock() * 1000), SCHEDULER_BATCH)
+
+    async def run_until_idle(self) -> int:
+        """Step until a step changes nothing (tests, instead of sleeping); the loops it started keep
+        running until `stop_all`."""
+        total = 0
+        while done := await self.step():
+            total += done
+        return total
+
     async def run(self, stop: asyncio.Event) -> None:
+        """Production: the duties of `step` at their own cadences (the scheduler every 50 ms, the sync
+        every `sync_interval`, the trim every minute) until `stop`; then every loop finishes its chunks."""
         scheduler = None
         if self.index == 0:  # the singleton duties: due messages, and trimming the message indexes
             scheduler = asyncio.gather(
-                run_scheduler(self.redis)(stop),
-                run_index_trim(self.redis, self.settings.message_retention_seconds)(stop),
+                run_scheduler(self.redis, clock=self.clock)(stop),
+                run_index_trim(self.redis, self.settings.message_retention_seconds, clock=self.clock)(stop),
             )
         try:
             while not stop.is_set():
@@ -128,10 +155,13 @@ class DispatchFleet:
             if scheduler is not None:
                 await scheduler
 
-    async def sync(self) -> None:
+    async def sync(self) -> int:
+        """Start, restart and stop loops to match the owned server records; returns how many changed."""
         owned = await self._owned_records()
-        for server_id in set(self.running) - set(owned):
+        gone = set(self.running) - set(owned)
+        for server_id in gone:
             await self._stop(server_id)
+        changed = len(gone)
         for server_id, record in owned.items():
             version = record.updated_at.isoformat()
             current = self.running.get(server_id)
@@ -140,6 +170,8 @@ class DispatchFleet:
             if current is not None:
                 await self._stop(server_id)
             self._start(record, version)
+            changed += 1
+        return changed
 
     async def _owned_records(self) -> dict[str, ServerRecord]:
         index = await self.redis.hgetall(keyspace.SERVER_WORKSPACES)
@@ -166,8 +198,9 @@ class DispatchFleet:
             circuit=CircuitBreaker(),
             on_status=self.store.set_status,
             on_suppress=self._suppress,
-            suppressions=self.suppressions.check_many if self.suppressions else None,
+            suppressions=self.suppressions,
             retention_seconds=self.settings.message_retention_seconds,
+            clock=self.clock,
             rng=random.Random(),
         )
         stop = asyncio.Event()

@@ -1,6 +1,7 @@
 """SuppressionClient: how the ingress (through the Gateway) and consumers reach the SuppressionShards.
 
-Finds or creates the shards (`suppression-shard-{i}`, detached, in `namespace`), routes every call by
+Finds or creates the shards (`suppression-shard-{i}`, through `actors.runtime.start_actor`, in the
+settings' namespace), routes every call by
 `shard_for(workspace, n_shards)`, and coalesces per shard and operation: concurrent checks leave as one
 Ray call per shard, and a bulk `check_many` of 1,000 messages is one call per touched shard. Global
 entries are written through every shard, since each holds its own copy of them.
@@ -18,9 +19,10 @@ from functools import partial
 
 import msgspec
 
-from actors.gateway import named_actor
 from actors.policies.suppression import shard_for
-from actors.suppression_shard import SuppressionShard
+from actors.runtime import ActorHandle, start_actor
+from actors.suppression.actor import SuppressionShard
+from schemas.settings import Settings
 from schemas.suppressions import Scope, Suppressed, SuppressionEntry
 from store.coalescer import Coalescer
 from store.suppressions import normalise_entry
@@ -34,19 +36,23 @@ def shard_name(index: int) -> str:
 
 
 class SuppressionClient:
-    def __init__(self, namespace: str, n_shards: int = 2, redis_url: str | None = None) -> None:
-        if redis_url is None:
-            raise ValueError("redis_url is required (the shards load and write through it)")
-        self.n_shards = n_shards
-        self.shards = [
-            named_actor(SuppressionShard, shard_name(i), namespace, redis_url, i) for i in range(n_shards)
-        ]
+    def __init__(self, shards: list[ActorHandle]) -> None:
+        self.n_shards = len(shards)
+        self.shards = shards
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode_hits = msgspec.msgpack.Decoder(list[list[Suppressed]]).decode
         self._decode_flags = msgspec.msgpack.Decoder(list[bool]).decode
-        self.checks = [self._coalescer("check", i, MAX_CHECK_BATCH) for i in range(n_shards)]
-        self._adds = [self._coalescer("add", i, 1000) for i in range(n_shards)]
-        self._removes = [self._coalescer("remove", i, 1000) for i in range(n_shards)]
+        self.checks = [self._coalescer("check", i, MAX_CHECK_BATCH) for i in range(self.n_shards)]
+        self._adds = [self._coalescer("add", i, 1000) for i in range(self.n_shards)]
+        self._removes = [self._coalescer("remove", i, 1000) for i in range(self.n_shards)]
+
+    @classmethod
+    def start(cls, settings: Settings, redis_url: str) -> SuppressionClient:
+        """Find or create the `MAILERS_SUPPRESSION_SHARDS` shards; they load and write through `redis_url`."""
+        count = max(1, settings.suppression_shards)
+        return cls(
+            [start_actor(SuppressionShard, shard_name(i), settings, redis_url, i) for i in range(count)]
+        )
 
     def _coalescer(self, method: str, index: int, max_batch: int) -> Coalescer:
         return Coalescer(partial(self._call, method, index), max_in_flight=2, max_batch=max_batch)
