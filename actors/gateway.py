@@ -116,9 +116,9 @@ class Gateway:
 
     async def start_consumers(self) -> None:
         """The event stream's long-running consumers. `mailers serve` starts them; tests start their own."""
-        from actors.audit_sink import start_audit_sink
-        from actors.event_sink import start_event_sink
-        from actors.webhook_deliverer import ensure_webhook_deliverer
+        from actors.audit.client import start_audit_sink
+        from actors.event_sink.client import start_event_sink
+        from actors.webhooks.client import ensure_webhook_deliverer
 
         self.webhook_deliverer = await ensure_webhook_deliverer(self.settings, self.redis_url)
         self.event_sink = start_event_sink(self.settings, redis_url=self.redis_url)
@@ -127,21 +127,15 @@ class Gateway:
 
     def analytics_reader(self):
         """The analytics store's reader in DuckDB mode (the event-sink actor owns the file), or None."""
-        from actors.event_sink import EVENT_SINK, EventSinkClient
+        from actors.event_sink.client import find_event_sink
 
-        try:
-            return EventSinkClient(ray.get_actor(EVENT_SINK, namespace=self.settings.ray_namespace))
-        except ValueError:
-            return None
+        return find_event_sink(self.settings)
 
     def audit_reader(self):
         """The audit log's reader in embedded mode (the audit-sink actor owns its file), or None."""
-        from actors.audit_sink import AuditSinkClient
+        from actors.audit.client import find_audit_sink
 
-        try:
-            return AuditSinkClient.find(self.settings)
-        except ValueError:
-            return None
+        return find_audit_sink(self.settings)
 
     async def supervise(self, every: float = 1.0) -> None:
         """Run until cancelled: (re)start every dispatcher; a restarted actor resumes within `every`."""
