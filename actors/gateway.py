@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.audit_sink import AuditSinkClient, start_audit_sink
+from actors.audit.client import AuditSinkClient, find_audit_sink, start_audit_sink
 from actors.dispatch.client import DispatchClient
-from actors.event_sink import EVENT_SINK, EventSinkClient, start_event_sink
+from actors.event_sink.client import EventSinkClient, find_event_sink, start_event_sink
 from actors.key_usage.client import KeyUsageClient
-from actors.runtime import find_actor, init_ray, shutdown_ray
+from actors.runtime import init_ray, shutdown_ray
 from actors.suppression.client import SuppressionClient
-from actors.webhook_deliverer import ensure_webhook_deliverer
+from actors.webhooks.client import ensure_webhook_deliverer
 from schemas.settings import Settings
 
 
@@ -76,15 +76,11 @@ class Gateway:
 
     def analytics_reader(self) -> EventSinkClient | None:
         """The analytics store's reader in DuckDB mode (the event-sink actor owns the file), or None."""
-        handle = find_actor(EVENT_SINK, self.settings)
-        return EventSinkClient(handle) if handle is not None else None
+        return find_event_sink(self.settings)
 
     def audit_reader(self) -> AuditSinkClient | None:
         """The audit log's reader in embedded mode (the audit-sink actor owns its file), or None."""
-        try:
-            return AuditSinkClient.find(self.settings)
-        except ValueError:
-            return None
+        return find_audit_sink(self.settings)
 
     async def supervise(self, every: float = 1.0) -> None:
         """Run until cancelled: keep every dispatcher started (a restarted one resumes within `every`)."""

@@ -27,8 +27,8 @@ from pathlib import Path
 import msgspec
 import redis.asyncio as aioredis
 
+from actors.event_sink.body import EventSinkLoop
 from analytics.queries import CampaignReportQuery, EventsQuery, SummaryQuery
-from analytics.sink import EventSinkLoop
 from analytics.store import AnalyticsStore, open_store
 from schemas.events import Event, EventMessage
 from store import keyspace

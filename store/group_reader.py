@@ -1,8 +1,12 @@
 """Reading a Redis stream as one consumer of a group, the way every consumer here must.
 
-First what this consumer already held but had not acked (after a start, or after an error: the
-reply it never recorded), then, every `reclaim_idle_ms`, entries another consumer left pending that
-long (it died), then new entries, blocking up to `block_ms`.
+`ensure_group` creates the group (and the stream) where it does not exist yet; every consumer calls it
+before its first read and again after an error (a restarted Redis may have lost both).
+
+`read` is the usual order: first what this consumer already held but had not acked (after a start, or
+after an error: the reply it never recorded), then, every `reclaim_idle_ms`, entries another consumer
+left pending that long (it died), then new entries, blocking up to `block_ms`. A consumer that sizes
+its own batches (the event sink) composes the same steps: `read_own`, `reclaim`, `read_new`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
+START = "0-0"  # the cursor of a walk over the pending entries that has not started, or has ended
 
 
 class GroupReader:
@@ -31,35 +36,81 @@ class GroupReader:
         self.redis, self.stream, self.group, self.consumer = redis, stream, group, consumer
         self.count, self.block_ms, self.reclaim_idle_ms = count, block_ms, reclaim_idle_ms
         self.clock = clock
+        self.reclaimed = 0  # entries taken over from other consumers, for the consumers' statistics
         self._own_pending_done = False
         self._last_reclaim = 0.0
+
+    async def ensure_group(self, start: str = "0") -> bool:
+        """Create the group at `start` ("0": the stream's history is read; "$": only what comes next).
+        True when it was created, False when it existed (BUSYGROUP: another process, or an earlier run)."""
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id=start, mkstream=True)
+        except aioredis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            return False
+        return True
 
     def reread_own(self) -> None:
         """After an error: what this consumer read but did not ack is read again first."""
         self._own_pending_done = False
 
     async def read(self) -> Entries:
-        if not self._own_pending_done:
-            entries = await self._read_group("0", block=None)
-            if entries:
-                return entries
-            self._own_pending_done = True
+        entries = await self.read_own()
+        if entries:
+            return entries
         now = self.clock()
         if now - self._last_reclaim > self.reclaim_idle_ms / 1000:
             self._last_reclaim = now
-            _, claimed, *_ = await self.redis.xautoclaim(
-                self.stream, self.group, self.consumer, self.reclaim_idle_ms, "0-0", count=self.count
-            )
+            _, claimed = await self.reclaim()
             if claimed:
-                return [(entry_id, fields) for entry_id, fields in claimed if fields]
-        return await self._read_group(">", block=self.block_ms)
+                return claimed
+        return await self.read_new(block_ms=self.block_ms)
 
-    async def _read_group(self, start: str, *, block: int | None) -> Entries:
+    async def read_own(self, count: int | None = None) -> Entries:
+        """This consumer's unacked entries, until a read finds none left (then [] until `reread_own`)."""
+        if self._own_pending_done:
+            return []
+        entries = await self._read_group("0", count, block=None)
+        self._own_pending_done = not entries
+        return entries
+
+    async def reclaim(
+        self, count: int | None = None, cursor: str | bytes = START
+    ) -> tuple[bytes | str, Entries]:
+        """One page of entries pending longer than `reclaim_idle_ms`, taken over; and the cursor to walk on
+        from (`START` again when the walk is over). Entries trimmed from the stream while pending are
+        acknowledged: there is nothing left to process."""
+        reply = await self.redis.xautoclaim(
+            self.stream,
+            self.group,
+            self.consumer,
+            self.reclaim_idle_ms,
+            start_id=cursor,
+            count=count or self.count,
+        )
+        following, claimed, deleted = reply[0], reply[1], (reply[2] if len(reply) > 2 else [])
+        if deleted:
+            await self.redis.xack(self.stream, self.group, *deleted)
+        entries = [(entry_id, fields) for entry_id, fields in claimed if fields]
+        self.reclaimed += len(entries)
+        return following, entries
+
+    async def read_new(self, count: int | None = None, *, block_ms: int | None = None) -> Entries:
+        """Entries never delivered to any consumer; `block_ms=None` answers at once, even with none."""
+        return await self._read_group(">", count, block=block_ms)
+
+    async def _read_group(self, start: str, count: int | None, *, block: int | None) -> Entries:
         reply = await self.redis.xreadgroup(
-            self.group, self.consumer, {self.stream: start}, count=self.count, block=block
+            self.group, self.consumer, {self.stream: start}, count=count or self.count, block=block
         )
         return (
             [(entry_id, fields) for _, items in reply for entry_id, fields in items if fields]
             if reply
             else []
         )
+
+
+def walk_ended(cursor: str | bytes) -> bool:
+    """Whether a `reclaim` cursor says the walk over the pending entries is over."""
+    return cursor in (START, START.encode())

@@ -1,1 +1,4 @@
-"""The audit log's consumer: chains and signs entries per workspace, then stores them (docs/audit.md)."""
+"""AuditSink: chains and signs the audit log per workspace, then stores it (docs/audit.md).
+
+`body.AuditSink` is the consumer; `actor.py` is its Ray shell; `client.py` starts it and reads through it.
+"""

@@ -99,11 +99,7 @@ class DispatchLoop:
 
     async def start(self) -> None:
         await self.records.load_scripts()
-        try:
-            await self.redis.xgroup_create(self.stream, keyspace.DISPATCH_GROUP, id="0", mkstream=True)
-        except aioredis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await self.reader.ensure_group()
         keys = self.server.quota.window_keys(self.clock())
         counts = (
             await self.redis.mget([keyspace.quota_window(self.server.id, k) for k in keys]) if keys else []

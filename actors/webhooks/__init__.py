@@ -1,4 +1,4 @@
-"""The webhook deliverer's plain-asyncio parts: fan-out, delivery queues, sending, and the policies.
+"""WebhookDeliverer: fan-out, delivery queues, sending and the policies, as plain asyncio parts.
 
-`WebhookDeliveryLoop` (loop.py) composes them; `actors/webhook_deliverer.py` is the thin Ray shell.
+`body.WebhookDeliveryLoop` composes them; `actor.py` is the thin Ray shell; `client.py` starts it.
 """

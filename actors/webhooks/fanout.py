@@ -122,13 +122,7 @@ class FanOut:
     async def ensure_group(self, start: str = "$") -> None:
         """A new deployment starts at the stream's end: history is not replayed to new endpoints. After the
         stream was deleted under a running deliverer, `start="0"`: everything in the new stream is new."""
-        try:
-            await self.redis.xgroup_create(
-                keyspace.EVENT_STREAM, keyspace.WEBHOOK_GROUP, id=start, mkstream=True
-            )
-        except aioredis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await self.reader.ensure_group(start)
 
     async def step(self) -> int:
         """Fan out one batch of entries; returns how many deliveries were newly recorded.

@@ -21,7 +21,7 @@ _encode = msgspec.msgpack.Encoder().encode
 async def test_events_flow_from_the_stream_into_the_actor_store(ray_session, redis, redis_url, tmp_path):
     import ray
 
-    from actors.event_sink import EventSinkClient, start_event_sink
+    from actors.event_sink.client import EventSinkClient, start_event_sink
 
     settings = load_settings({}, data_dir=str(tmp_path), redis_url=redis_url, ray_namespace="mailers-test")
     handle = start_event_sink(settings, redis_url=redis_url, name="event-sink-test", max_latency=0.05)

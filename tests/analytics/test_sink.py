@@ -8,9 +8,11 @@ from datetime import timedelta
 
 import msgspec
 
+from actors.event_sink.body import EventSinkLoop
 from analytics.queries import ExportQuery, SummaryQuery
-from analytics.sink import EventSinkLoop
+from analytics.store import open_store
 from store import keyspace
+from tests.analytics.conftest import store_url
 from tests.analytics.events_factory import NOW, event
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -47,23 +49,23 @@ async def pending(redis, group: str = "analytics") -> int:
 async def test_one_pass_inserts_then_acks(redis, store):
     await publish(redis, sends(3000), per_entry=1000)
     sink = EventSinkLoop(redis, store, consumer="c1")
-    assert await sink.run_once() == 3000
+    assert await sink.step() == 3000
     assert await sent_count(store) == 3000
     assert await pending(redis) == 0
     assert sink.stats.events == 3000 and sink.stats.batches == 1
-    assert await sink.run_once() == 0
+    assert await sink.step() == 0
 
 
 async def test_batches_close_at_batch_size_and_latency(redis, store):
     await publish(redis, sends(3000), per_entry=1000)
     sink = EventSinkLoop(redis, store, consumer="c1", batch_size=1500, read_entries=1, max_latency=1.0)
     started = time.monotonic()
-    assert await sink.run_once() == 2000  # two entries reach the batch size: no waiting for the latency
-    assert await sink.run_once() == 1000  # the last entry waits at most max_latency for company
+    assert await sink.step() == 2000  # two entries reach the batch size: no waiting for the latency
+    assert await sink.step() == 1000  # the last entry waits at most max_latency for company
     assert 1.0 <= time.monotonic() - started < 4.0
     idle = EventSinkLoop(redis, store, consumer="c2", max_latency=0.2)
     started = time.monotonic()
-    assert await idle.run_once() == 0
+    assert await idle.step() == 0
     assert 0.15 <= time.monotonic() - started < 2.0
 
 
@@ -74,7 +76,7 @@ async def test_crash_between_insert_and_ack_counts_nothing_twice(redis, store):
     await store.insert(batch.events)  # ... and the process dies before XACK
     assert await pending(redis) == 3
     successor = EventSinkLoop(redis, store, consumer="successor", claim_idle=0.0)
-    assert await successor.run_once() == 1200  # reclaimed with XAUTOCLAIM, inserted again
+    assert await successor.step() == 1200  # reclaimed with XAUTOCLAIM, inserted again
     assert successor.stats.claimed_entries == 3
     assert await pending(redis) == 0
     assert await sent_count(store) == 1200
@@ -86,9 +88,9 @@ async def test_crash_between_insert_and_ack_counts_nothing_twice(redis, store):
 
 async def test_replaying_the_whole_stream_changes_nothing(redis, store):
     await publish(redis, sends(500), per_entry=100)
-    await EventSinkLoop(redis, store, consumer="c1").run_once()
+    await EventSinkLoop(redis, store, consumer="c1").step()
     # a second group reads the stream from the start, as a restored deployment would
-    assert await EventSinkLoop(redis, store, group="analytics-replay", consumer="c1").run_once() == 500
+    assert await EventSinkLoop(redis, store, group="analytics-replay", consumer="c1").step() == 500
     assert await sent_count(store) == 500
 
 
@@ -97,7 +99,7 @@ async def test_undecodable_entries_are_logged_and_acked(redis, store):
     await redis.xadd(keyspace.EVENT_STREAM, {b"other": b"x"})
     await publish(redis, sends(10), per_entry=10)
     sink = EventSinkLoop(redis, store, consumer="c1")
-    assert await sink.run_once() == 10
+    assert await sink.step() == 10
     assert sink.stats.undecodable_entries == 2
     assert await pending(redis) == 0
 
@@ -122,5 +124,37 @@ async def test_run_until_stopped(redis, store):
 async def test_reads_are_sized_to_the_batch_when_entries_hold_many_events(redis, store):
     await publish(redis, sends(20_000), per_entry=1000)
     sink = EventSinkLoop(redis, store, consumer="c1", batch_size=5000)
-    assert [await sink.run_once() for _ in range(4)] == [5000] * 4
+    assert [await sink.step() for _ in range(4)] == [5000] * 4
     assert await sent_count(store) == 20_000
+
+
+async def test_burst_mode_drains_every_batch_without_waiting(redis, store):
+    await publish(redis, sends(2500), per_entry=500)
+    sink = EventSinkLoop(redis, store, consumer="c1", batch_size=1000, max_latency=30.0)
+    started = time.monotonic()
+    assert await sink.run_until_idle() == 2500  # a 30 s latency would show if any read lingered
+    assert time.monotonic() - started < 10.0
+    assert sink.stats.batches >= 3 and await pending(redis) == 0
+    assert await sent_count(store) == 2500
+
+
+async def test_the_sink_creates_its_group_at_the_start_of_the_stream(redis, store):
+    await publish(redis, sends(20), per_entry=10)  # appended before any consumer existed
+    sink = EventSinkLoop(redis, store, consumer="c1")
+    assert await sink.run_until_idle() == 20
+    groups = await redis.xinfo_groups(keyspace.EVENT_STREAM)
+    assert [g["name"] for g in groups] == [b"analytics"]
+
+
+async def test_retention_purge_cuts_at_the_injected_clock(redis, tmp_path, chdb_path):
+    store = open_store(store_url("duckdb", tmp_path, chdb_path), tmp_path)  # ClickHouse expires by TTL
+    await store.migrate()
+    await publish(redis, sends(10), per_entry=10)  # NOW - 1 s ... NOW - 10 s
+    later = (NOW + timedelta(days=3, seconds=-5.5)).timestamp()
+    sink = EventSinkLoop(redis, store, consumer="c1", retention_days=3, clock=lambda: later)
+    await sink.run_until_idle()
+    assert await sink.purge_expired() == 5  # the five older than 3 days before the injected now
+    window = SummaryQuery(from_=NOW - timedelta(days=1), to=NOW)
+    assert (await store.summary("acme", window, now=NOW)).totals.sent == 5
+    assert await EventSinkLoop(redis, store, consumer="c2").purge_expired() is None  # no retention set
+    await store.close()

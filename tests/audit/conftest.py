@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.audit.sink import AuditSink
+from actors.audit.body import AuditSink
 from analytics.audit import AuditStore
 from security.audit_chain import AuditSigner
 from security.secretbox import derive_key
@@ -67,7 +67,4 @@ async def stream_entries(redis) -> list:
 
 async def drain(sink: AuditSink) -> int:
     """Run passes until the stream is empty; returns how many entries were chained."""
-    total = 0
-    while chained := await sink.run_once():
-        total += chained
-    return total
+    return await sink.run_until_idle()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from actors.audit.sink import AuditSink, parse_head
+from actors.audit.body import AuditSink, parse_head
 from analytics.audit import AuditFilter
 from ingress.audit import AuditWriter
 from security.audit_chain import AuditEntry, verify_chain
@@ -117,4 +117,24 @@ async def test_an_undecodable_entry_is_acknowledged_and_skipped(redis, duck_stor
     sink: AuditSink = make_sink(duck_store)
     assert await drain(sink) == 2 and sink.stats.undecodable == 1
     assert [e.seq for e in await stored(duck_store, "ws-a")] == [1]
+    assert await redis.xlen(keyspace.AUDIT_STREAM) == 0
+
+
+async def test_heads_moved_by_another_sink_are_chained_after_not_forked(redis, duck_store, make_sink, signer):
+    await append(redis, [entry(i) for i in range(3)])
+    sink = make_sink(duck_store)
+    original, attempts = sink._queue_commit, []
+
+    async def racing(pipe, by_workspace, ids):
+        attempts.append(1)
+        if len(attempts) == 1:  # a second sink moves the head after the WATCH: this MULTI must fail
+            await redis.hset(keyspace.AUDIT_HEADS, "ws-a", "7:" + "ab" * 32)
+        await original(pipe, by_workspace, ids)
+
+    sink._queue_commit = racing
+    await sink.chain_batch(await sink.read_batch())
+    assert len(attempts) == 2  # Redis.transaction retried from the moved head
+    rows = [_decode(f[keyspace.AUDIT_FIELD]) for _, f in await redis.xrange(keyspace.AUDIT_CHAINED)]
+    assert [e.seq for e in rows] == [8, 9, 10] and rows[0].prev_hash == "ab" * 32
+    assert parse_head(await redis.hget(keyspace.AUDIT_HEADS, "ws-a"))[0] == 10
     assert await redis.xlen(keyspace.AUDIT_STREAM) == 0

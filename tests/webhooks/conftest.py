@@ -14,8 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.abc import AbstractResolver
 
+from actors.webhooks.body import WebhookDeliveryLoop
 from actors.webhooks.config import DelivererConfig
-from actors.webhooks.loop import WebhookDeliveryLoop
 from schemas.events import Event, EventMessage
 from schemas.ids import new_id
 from schemas.webhooks import WebhookRecord

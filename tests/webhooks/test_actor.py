@@ -9,7 +9,7 @@ from collections import defaultdict
 import pytest
 import ray
 
-from actors.webhook_deliverer import ensure_webhook_deliverer
+from actors.webhooks.client import ensure_webhook_deliverer
 from tests.conftest import make_settings
 from tests.webhooks.conftest import LOOPBACK, WORKSPACE, create_endpoint, emit, event
 from tests.webhooks.test_delivery import verify_both

@@ -1,9 +1,12 @@
-"""`WebhookDeliveryLoop`: the whole deliverer as a plain asyncio object (the Ray actor only hosts it).
+"""`WebhookDeliveryLoop`: the whole deliverer as a plain asyncio object (actor.py, the Ray shell, hosts it).
 
-Two tasks: fan-out (event stream → pending deliveries in Redis) and the scheduler, which asks Redis
+`run` is two tasks: fan-out (event stream → pending deliveries in Redis) and the scheduler, which asks Redis
 which endpoints have something due and runs one worker per such endpoint, at most
 `max_active_endpoints` at once. Memory is bounded by configuration (stream batch, active endpoints ×
 in-flight per endpoint, cached workspaces), never by the backlog, which stays in Redis.
+
+`step` does the same work once, without tasks that wait: fan out one batch, then deliver everything due
+now; `run_until_idle` repeats it until nothing is left to do (tests drive the clock between calls).
 """
 
 from __future__ import annotations
@@ -71,6 +74,29 @@ class WebhookDeliveryLoop:
         await self.sender.start()
         self.started.set()
 
+    async def step(self) -> int:
+        """Fan out one batch, then drain every endpoint with deliveries due now (their retries come due
+        later, by the clock). Returns how much it did (entries read, deliveries recorded, outcomes
+        counted): 0 only when there was nothing to do."""
+        if not self.started.is_set():
+            await self.start()
+        recorded = await self._fan_out_once()
+        outcomes = sum(self.workers.counts.values())
+        ready = await self.queue.ready_endpoints(int(self.clock() * 1000), self.config.max_active_endpoints)
+        never = asyncio.Event()
+        await asyncio.gather(*(self.workers.drain(*endpoint, never) for endpoint in ready))
+        return self.fanout.last_read + recorded + sum(self.workers.counts.values()) - outcomes
+
+    async def run_until_idle(self) -> int:
+        """Steps until one does nothing (burst mode); the sender stays open for the next call."""
+        total = 0
+        while done := await self.step():
+            total += done
+        return total
+
+    async def close(self) -> None:
+        await self.sender.close()
+
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
         tasks = [asyncio.create_task(self._fan_out(stop)), asyncio.create_task(self._schedule(stop))]
@@ -89,21 +115,26 @@ class WebhookDeliveryLoop:
     def counts(self) -> dict[str, int]:
         return {**self.workers.counts, "fanned_out": self.fanned_out, "active_endpoints": len(self._active)}
 
+    async def _fan_out_once(self) -> int:
+        try:
+            recorded = await self.fanout.step()
+        except aioredis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.fanout.ensure_group("0")  # the stream was deleted under us (e.g. FLUSHDB)
+            return 0
+        self.fanned_out += recorded
+        return recorded
+
     async def _fan_out(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                recorded = await self.fanout.step()
-            except aioredis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self.fanout.ensure_group("0")  # the stream was deleted under us (e.g. FLUSHDB)
-                continue
+                recorded = await self._fan_out_once()
             except Exception:
                 log.exception("webhook fan-out step failed")
                 await asyncio.sleep(ERROR_PAUSE_SECONDS)
                 continue
             if recorded:
-                self.fanned_out += recorded
                 self._wake.set()
             if 0 < self.fanout.last_read < self.config.stream_batch and self.config.fanout_linger_seconds > 0:
                 await asyncio.sleep(self.config.fanout_linger_seconds)  # let a trickle gather into a batch

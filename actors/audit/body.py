@@ -3,16 +3,17 @@
 One pass:
 1. store what an earlier pass chained but did not store (the `m:audit:chained` buffer), then delete it
    from the buffer; the store ignores an entry it already holds (same id), so repeating this is safe;
-2. read a batch of unchained entries through the consumer group (first the ones this consumer read
-   before a crash and never acknowledged, then new ones);
+2. read a batch of unchained entries through the consumer group (`store.group_reader.GroupReader`: first
+   the ones this consumer read before a crash and never acknowledged, then new ones);
 3. chain them per workspace after the workspace's head, and in ONE MULTI: add the sealed entries to
    the buffer, move the heads, and XACK + XDEL the source entries. Either all of that happens or
    none of it, so an entry gets exactly one seq however often the sink crashes;
 4. store the buffer (step 1 again).
 
 The chain is a sequence, so exactly one AuditSink runs (the named actor); its consumer name is fixed,
-so a restart re-reads its own pending entries. WATCH on the heads makes a second, accidental sink
-fail its transaction and retry from the new heads instead of forking a chain.
+so a restart re-reads its own pending entries. WATCH on the heads (redis-py's `Redis.transaction`)
+makes a second, accidental sink fail its transaction and retry from the new heads instead of forking a
+chain.
 """
 
 from __future__ import annotations
@@ -20,15 +21,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError, WatchError
+from redis.asyncio.client import Pipeline
 
 from analytics.audit import AuditStore
 from security.audit_chain import GENESIS_HASH, AuditEntry, AuditSigner, chain
 from store import keyspace
+from store.group_reader import GroupReader
 
 log = logging.getLogger("mailers.audit.sink")
 Batch = list[tuple[bytes, AuditEntry | None]]
@@ -60,9 +64,21 @@ class AuditSink:
         batch_size: int = 1000,
         block_ms: int = 250,
         linger: float = 0.5,
+        reclaim_idle_ms: int = 60_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis, self.store, self.signer = redis, store, signer
-        self.consumer, self.batch_size, self.block_ms = consumer, batch_size, block_ms
+        self.batch_size = batch_size
+        self.reader = GroupReader(
+            redis,
+            keyspace.AUDIT_STREAM,
+            keyspace.AUDIT_GROUP,
+            consumer,
+            count=batch_size,
+            block_ms=block_ms,
+            reclaim_idle_ms=reclaim_idle_ms,
+            clock=clock,
+        )
         # After a pass that was not full, wait this long for more: a store insert has a fixed cost of
         # milliseconds, and one pass per request would spend it per request under steady traffic.
         self.linger = linger
@@ -70,19 +86,8 @@ class AuditSink:
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(AuditEntry).decode
         self._group_ready = False
-        self._own_pending_done = False  # entries this consumer read before a restart come first
 
-    async def ensure_group(self) -> None:
-        if self._group_ready:
-            return
-        try:
-            await self.redis.xgroup_create(keyspace.AUDIT_STREAM, keyspace.AUDIT_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._group_ready = True
-
-    async def run_once(self) -> int:
+    async def step(self) -> int:
         """One pass (see the module docstring). Returns how many new entries it chained."""
         await self.store_chained()
         batch = await self.read_batch()
@@ -91,18 +96,26 @@ class AuditSink:
             await self.store_chained()
         return len(batch)
 
+    async def run_until_idle(self) -> int:
+        """Passes until the stream is empty (burst mode); returns how many entries were chained."""
+        total = 0
+        while chained := await self.step():
+            total += chained
+        return total
+
     async def run(self, stop: asyncio.Event, *, retry_delay: float = 1.0) -> None:
         """Pass after pass until `stop` is set; a failing Redis or store is retried with a doubling delay."""
         delay = retry_delay
         while not stop.is_set():
             try:
-                chained = await self.run_once()
+                chained = await self.step()
                 delay = retry_delay
                 if 0 < chained < self.batch_size and self.linger > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.linger)
             except Exception as exc:
-                self._own_pending_done = False  # re-read what this pass had read
+                self.reader.reread_own()  # re-read what this pass had read
+                self._group_ready = False  # a restarted Redis may have lost the group
                 log.warning("audit sink pass failed, retrying in %.1fs: %s", delay, exc)
                 try:
                     await asyncio.wait_for(stop.wait(), delay)
@@ -111,29 +124,14 @@ class AuditSink:
                 delay = min(delay * 2, 30.0)
 
     async def read_batch(self) -> Batch:
-        await self.ensure_group()
-        if not self._own_pending_done:
-            batch = await self._read("0", None)
-            if batch:
-                return batch
-            self._own_pending_done = True
-        return await self._read(">", self.block_ms)
+        if not self._group_ready:
+            await self.reader.ensure_group("0")
+            self._group_ready = True
+        return [(entry_id, self._entry(entry_id, fields)) for entry_id, fields in await self.reader.read()]
 
-    async def _read(self, start: str, block_ms: int | None) -> Batch:
-        reply = await self.redis.xreadgroup(
-            keyspace.AUDIT_GROUP,
-            self.consumer,
-            {keyspace.AUDIT_STREAM: start},
-            count=self.batch_size,
-            block=block_ms,
-        )
-        return [
-            (entry_id, self._entry(entry_id, fields)) for entry_id, fields in (reply[0][1] if reply else [])
-        ]
-
-    def _entry(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> AuditEntry | None:
+    def _entry(self, entry_id: bytes, fields: dict[bytes, bytes]) -> AuditEntry | None:
         try:
-            return self._decode((fields or {})[keyspace.AUDIT_FIELD])
+            return self._decode(fields[keyspace.AUDIT_FIELD])
         except (KeyError, msgspec.DecodeError) as exc:
             # Retrying cannot fix it: it is acknowledged with its batch and left out of every chain.
             self.stats.undecodable += 1
@@ -147,30 +145,35 @@ class AuditSink:
             if entry is not None:
                 by_workspace.setdefault(entry.workspace, []).append(entry)
         ids = [entry_id for entry_id, _ in batch]
-        while True:
-            try:
-                await self._commit(by_workspace, ids)
-                break
-            except WatchError:
+        attempts = 0
+
+        async def commit(pipe: Pipeline) -> None:
+            """Run once per attempt by `Redis.transaction`, which retries it when the heads moved."""
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
                 log.warning("audit heads moved under this sink (is a second one running?); chaining again")
+            await self._queue_commit(pipe, by_workspace, ids)
+
+        await self.redis.transaction(commit, keyspace.AUDIT_HEADS)
         self.stats.chained += sum(len(v) for v in by_workspace.values())
 
-    async def _commit(self, by_workspace: dict[str, list[AuditEntry]], ids: list[bytes]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(keyspace.AUDIT_HEADS)
-            workspaces = list(by_workspace)
-            heads = await pipe.hmget(keyspace.AUDIT_HEADS, workspaces) if workspaces else []
-            # Ed25519 signing is ~50 us an entry: a batch of 1,000 would hold the event loop for 50 ms.
-            sealed = await asyncio.to_thread(self._seal, by_workspace, [parse_head(h) for h in heads])
-            pipe.multi()
-            for workspace, entries in zip(workspaces, sealed, strict=True):
-                for entry in entries:
-                    pipe.xadd(keyspace.AUDIT_CHAINED, {keyspace.AUDIT_FIELD: self._encode(entry)})
-                pipe.hset(keyspace.AUDIT_HEADS, workspace, f"{entries[-1].seq}:{entries[-1].hash}")
-            if ids:
-                pipe.xack(keyspace.AUDIT_STREAM, keyspace.AUDIT_GROUP, *ids)
-                pipe.xdel(keyspace.AUDIT_STREAM, *ids)
-            await pipe.execute()
+    async def _queue_commit(
+        self, pipe: Pipeline, by_workspace: dict[str, list[AuditEntry]], ids: list[bytes]
+    ) -> None:
+        """Read the watched heads, seal after them, and queue the MULTI (the helper executes it)."""
+        workspaces = list(by_workspace)
+        heads = await pipe.hmget(keyspace.AUDIT_HEADS, workspaces) if workspaces else []
+        # Ed25519 signing is ~50 us an entry: a batch of 1,000 would hold the event loop for 50 ms.
+        sealed = await asyncio.to_thread(self._seal, by_workspace, [parse_head(h) for h in heads])
+        pipe.multi()
+        for workspace, entries in zip(workspaces, sealed, strict=True):
+            for entry in entries:
+                pipe.xadd(keyspace.AUDIT_CHAINED, {keyspace.AUDIT_FIELD: self._encode(entry)})
+            pipe.hset(keyspace.AUDIT_HEADS, workspace, f"{entries[-1].seq}:{entries[-1].hash}")
+        if ids:
+            pipe.xack(keyspace.AUDIT_STREAM, keyspace.AUDIT_GROUP, *ids)
+            pipe.xdel(keyspace.AUDIT_STREAM, *ids)
 
     def _seal(
         self, by_workspace: dict[str, list[AuditEntry]], heads: list[tuple[int, str]]

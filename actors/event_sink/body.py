@@ -1,0 +1,279 @@
+"""EventSinkLoop: the Redis event stream into the analytics store, in batches, at least once, idempotently.
+
+Each step reads one batch through the consumer group (first entries a dead or stuck consumer, or this
+one before a restart, left pending, claimed once idle for `claim_idle` seconds; otherwise new entries),
+inserts it, and only then XACKs. A crash between insert and ack redelivers the entries; the store
+drops events it already holds (event id), so nothing is counted twice. A batch closes at
+`batch_size` events or `max_latency` seconds after its first entry, whichever comes first.
+
+`run` also migrates the store first (retried until it works) and, where the backend has no TTL
+(DuckDB), deletes expired events once an hour. The analytics store itself (backends, writer, queries)
+stays in `analytics/`; this is only its feeder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import redis.asyncio as aioredis
+
+from analytics.errors import AnalyticsError
+from analytics.store import AnalyticsStore
+from schemas.events import Event, events_msgpack_decoder
+from store import keyspace
+from store.group_reader import START, Entries, GroupReader, walk_ended
+
+log = logging.getLogger("mailers.event_sink")
+PURGE_EVERY_SECONDS = 3600.0
+
+
+@dataclass
+class Batch:
+    entry_ids: list[bytes] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class SinkStats:
+    events: int = 0
+    batches: int = 0
+    claimed_entries: int = 0
+    undecodable_entries: int = 0
+    last_batch_at: float = 0.0
+
+
+def default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class EventSinkLoop:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        store: AnalyticsStore,
+        *,
+        group: str = "analytics",
+        consumer: str | None = None,
+        batch_size: int = 5000,
+        max_latency: float = 0.25,
+        claim_idle: float = 30.0,
+        read_entries: int = 500,
+        stream: str = keyspace.EVENT_STREAM,
+        retention_days: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis, self.store, self.clock = redis, store, clock
+        self.batch_size, self.max_latency, self.read_entries = batch_size, max_latency, read_entries
+        # Short blocking reads for the first entries: a long one would outlast the client's socket timeout.
+        self.reader = GroupReader(
+            redis,
+            stream,
+            group,
+            consumer or default_consumer(),
+            count=read_entries,
+            block_ms=max(1, int(min(max_latency, 1.0) * 1000)),
+            reclaim_idle_ms=int(claim_idle * 1000),
+            clock=clock,
+        )
+        self.retention = timedelta(days=retention_days) if retention_days else None
+        self.stats = SinkStats()
+        self.migrated = asyncio.Event()  # the store answers queries from then on
+        self._group_ready = False
+        self._unfinished: Batch | None = None  # a batch whose insert or ack failed: retried first
+        self._events_per_entry: float | None = None  # learnt from what was read, to size each read
+
+    async def read_batch(self, *, wait: bool = True) -> Batch:
+        """The next batch; `wait=False` (burst mode) never blocks nor lingers: what is there now."""
+        if not self._group_ready:
+            # History is replayed to a new group: inserts dedupe, and a restored deployment refills.
+            await self.reader.ensure_group("0")
+            self._group_ready = True
+        batch = Batch()
+        # No `read_own` first: while the writer inserts one batch the next is read, and re-reading this
+        # consumer's pending entries would read that batch again. They are reclaimed once idle instead.
+        await self._claim(batch)
+        if batch.entry_ids:
+            return batch
+        if not wait:
+            self._add(batch, await self.reader.read_new(self._entries_wanted(0)))
+            if not batch.entry_ids:
+                return batch
+        idle_until = time.monotonic() + self.max_latency
+        while not batch.entry_ids:  # the first entries: short blocking reads, up to max_latency
+            remaining = idle_until - time.monotonic()
+            if remaining <= 0:
+                return batch
+            block_ms = max(1, int(min(remaining, 1.0) * 1000))
+            self._add(batch, await self.reader.read_new(self._entries_wanted(0), block_ms=block_ms))
+        await self._gather(batch, wait)
+        return batch
+
+    async def _gather(self, batch: Batch, wait: bool) -> None:
+        """Until the batch is full or max_latency has passed since its first entry. While the stream is
+        drained, sleep rather than block on it: a trickle of entries (one per dispatch chunk) then costs
+        one read per batch instead of a read, a wake-up and a reply per entry. Latency is measured on
+        the monotonic clock the event loop sleeps on, not on the injected wall clock."""
+        deadline = time.monotonic() + self.max_latency
+        while len(batch.events) < self.batch_size:
+            wanted = self._entries_wanted(len(batch.events))
+            entries = await self.reader.read_new(wanted)
+            self._add(batch, entries)
+            if len(entries) < wanted:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not wait:
+                    break
+                await asyncio.sleep(remaining)
+
+    async def _claim(self, batch: Batch) -> None:
+        """Entries pending longer than claim_idle (a dead consumer's), walked page by page."""
+        cursor: str | bytes = START
+        claimed_before = self.reader.reclaimed
+        while len(batch.events) < self.batch_size:
+            cursor, entries = await self.reader.reclaim(self._entries_wanted(len(batch.events)), cursor)
+            self._add(batch, entries)
+            if walk_ended(cursor):
+                break
+        self.stats.claimed_entries += self.reader.reclaimed - claimed_before
+
+    def _entries_wanted(self, events_in_hand: int) -> int:
+        """How many entries to read so the batch ends near batch_size (producers put many events in one)."""
+        if self._events_per_entry is None:
+            return 1
+        return max(
+            1, min(self.read_entries, math.ceil((self.batch_size - events_in_hand) / self._events_per_entry))
+        )
+
+    def _add(self, batch: Batch, entries: Entries) -> None:
+        before = len(batch.events)
+        for entry_id, fields in entries:
+            batch.entry_ids.append(entry_id)
+            try:
+                batch.events.extend(events_msgpack_decoder.decode(fields[keyspace.EVENT_FIELD]))
+            except (KeyError, msgspec.DecodeError) as exc:
+                # Retrying cannot fix a malformed entry: log it, ack it with the batch, move on.
+                self.stats.undecodable_entries += 1
+                log.error("event stream entry %r is not a msgpack list of events: %s", entry_id, exc)
+        if entries:
+            per_entry = max(1.0, (len(batch.events) - before) / len(entries))
+            last = self._events_per_entry
+            self._events_per_entry = per_entry if last is None else 0.5 * last + 0.5 * per_entry
+
+    async def commit(self, batch: Batch) -> int:
+        """Insert, then acknowledge. Returns how many events the batch held."""
+        if batch.events:
+            await self.store.insert(batch.events)
+        reader = self.reader
+        for start in range(0, len(batch.entry_ids), 1000):
+            await self.redis.xack(reader.stream, reader.group, *batch.entry_ids[start : start + 1000])
+        if batch.entry_ids:
+            self.stats.events += len(batch.events)
+            self.stats.batches += 1
+            self.stats.last_batch_at = self.clock()
+        return len(batch.events)
+
+    async def step(self, *, wait: bool = True) -> int:
+        """One batch: read (or reclaim), insert, ack. Returns the number of events; 0 when idle."""
+        batch = self._unfinished or await self.read_batch(wait=wait)
+        self._unfinished = batch
+        count = await self.commit(batch)
+        self._unfinished = None
+        return count
+
+    async def run_until_idle(self) -> int:
+        """Steps until one finds nothing (burst mode, for tests and one-off drains); the events stored."""
+        total = 0
+        while stored := await self.step(wait=False):
+            total += stored
+        return total
+
+    async def run(self, stop: asyncio.Event, *, retry_delay: float = 1.0) -> None:
+        """Migrate, then batches until `stop` is set, then finish the batches in hand.
+
+        A reader and a writer joined by a one-batch queue: while the store inserts one batch (off the
+        event loop, mostly outside the GIL) the next is read and decoded. A failing Redis or store is
+        retried after `retry_delay`, doubling up to 30 s; a batch is retried until it is stored.
+        """
+        await self.migrate(stop)
+        purging = asyncio.create_task(self._purge_periodically(stop))
+        queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
+        writer = asyncio.create_task(self._write_batches(queue, retry_delay))
+        try:
+            await self._read_batches(queue, stop, retry_delay)
+        finally:
+            purging.cancel()
+            await queue.put(None)
+            await writer
+
+    async def migrate(self, stop: asyncio.Event) -> None:
+        delay = 1.0
+        while not self.migrated.is_set() and not stop.is_set():
+            try:
+                await self.store.migrate()
+                self.migrated.set()
+            except AnalyticsError as exc:
+                log.warning("analytics migration failed, retrying in %.0fs: %s", delay, exc)
+                await _sleep_unless(stop, delay)
+                delay = min(delay * 2, 30.0)
+
+    async def purge_expired(self) -> int | None:
+        """DuckDB has no TTL: delete expired events (ClickHouse drops parts by its TTL). None: no purge."""
+        purge = getattr(self.store, "purge_expired", None)
+        if self.retention is None or purge is None:
+            return None
+        return await purge(self.retention, now=datetime.fromtimestamp(self.clock(), UTC))
+
+    async def _purge_periodically(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                removed = await self.purge_expired()
+                if removed is None:
+                    return
+                log.info("retention: %d events older than %s deleted", removed, self.retention)
+            except AnalyticsError as exc:
+                log.warning("retention purge failed: %s", exc)
+            await _sleep_unless(stop, PURGE_EVERY_SECONDS)
+
+    async def _read_batches(
+        self, queue: asyncio.Queue[Batch | None], stop: asyncio.Event, retry_delay: float
+    ) -> None:
+        delay = retry_delay
+        while not stop.is_set():
+            try:
+                batch = await self.read_batch()
+                delay = retry_delay
+            except Exception as exc:
+                log.warning("event sink read failed, retrying in %.1fs: %s", delay, exc)
+                self._group_ready = False  # a restarted Redis may have lost the group
+                await _sleep_unless(stop, delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if batch.entry_ids:
+                await queue.put(batch)
+
+    async def _write_batches(self, queue: asyncio.Queue[Batch | None], retry_delay: float) -> None:
+        while (batch := await queue.get()) is not None:
+            delay = retry_delay
+            while True:
+                try:
+                    await self.commit(batch)
+                    break
+                except Exception as exc:
+                    log.warning("event sink insert failed, retrying in %.1fs: %s", delay, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
