@@ -11,6 +11,7 @@ because the API starts them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
@@ -47,8 +48,8 @@ return 1
 """
 
 
-def secret_box(master_key: str) -> SecretBox:
-    return SecretBox.from_master_key(master_key, SECRET_PURPOSE)
+def secret_box(master_key: str, old_master_keys: Sequence[str] = ()) -> SecretBox:
+    return SecretBox.from_master_key(master_key, SECRET_PURPOSE, old_master_keys)
 
 
 def seal_secret(box: SecretBox, endpoint_id: str, secret: str) -> str:
