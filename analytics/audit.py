@@ -21,7 +21,7 @@ import msgspec
 
 from analytics.errors import StoreUnavailable
 from analytics.store import analytics_url, open_store
-from security.audit_chain import AuditEntry
+from security.audit_chain import GENESIS_HASH, AuditEntry, VerifyResult, verify_chain
 
 T = TypeVar("T")
 COLUMNS: tuple[str, ...] = AuditEntry.__struct_fields__
@@ -140,11 +140,18 @@ class AuditStore:
         async for entries in self.chunks(flt, chunk_rows=chunk_rows):
             yield b"".join(_encode_json(e) + b"\n" for e in entries)
 
-    def entries_for_verification(
-        self, workspace: str, *, chunk_rows: int = 5000
-    ) -> AsyncIterator[list[AuditEntry]]:
-        """All of a workspace's entries in seq order, in runs `verify_chain` can check one by one."""
-        return self.chunks(AuditFilter(workspace=workspace), chunk_rows=chunk_rows)
+    async def verify(
+        self, workspace: str, public_keys: Sequence[bytes], *, chunk_rows: int = 5000
+    ) -> tuple[VerifyResult, int]:
+        """Check a workspace's whole chain, `chunk_rows` entries at a time: the first broken entry, or
+        ok, and how many entries were checked. `public_keys`: every key the log may be signed with."""
+        count, prev_hash, prev_seq = 0, GENESIS_HASH, 0
+        async for entries in self.chunks(AuditFilter(workspace=workspace), chunk_rows=chunk_rows):
+            result = verify_chain(entries, public_keys, prev_hash=prev_hash, prev_seq=prev_seq)
+            if not result.ok:
+                return result, count
+            count, prev_hash, prev_seq = count + len(entries), entries[-1].hash, entries[-1].seq
+        return VerifyResult(True, None, None, f"{count} entries verified"), count
 
     async def close(self) -> None:
         await self._run(self._backend.close)

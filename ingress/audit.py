@@ -7,15 +7,24 @@ response leaves, so an answered request always has a durable entry; the AuditSin
 later (docs/audit.md).
 
 Cost: the append is awaited, but every concurrent request's entry shares one pipelined XADD round
-trip through a `Coalescer`; alone, a request pays one Redis round trip (~0.1-0.3 ms).
+trip (`store.audit_log.AuditWriter`); alone, a request pays one Redis round trip (~0.1-0.3 ms).
+
+Requests refused without naming a workspace (no key, an unknown key) are sampled per client address
+(`RefusedRequestSampler`), with a summary entry for what was left out: anyone can send them, and
+each would otherwise cost a durable entry kept forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
@@ -29,9 +38,9 @@ from ingress.routes.tracking import client_ip
 from ingress.routing import route_spec
 from schemas.ids import new_id
 from security.audit_chain import AuditEntry
-from store import keyspace
 from store.api_keys import KEY_PREFIX, display_prefix, hash_secret
-from store.coalescer import Backpressure, Coalescer
+from store.audit_log import AuditWriter, encode_entry
+from store.coalescer import Backpressure
 
 log = logging.getLogger("mailers.audit")
 
@@ -40,39 +49,155 @@ MAX_USER_AGENT = 512
 _MAX_ID_BODY = 64 * 1024
 
 
-class AuditWriter:
-    """Appends unchained entries to `m:audit`; concurrent appends share one pipeline round trip."""
+@dataclass
+class _Bucket:
+    """A token bucket: `rate` tokens a second up to `burst`; full when first seen."""
 
-    def __init__(self, redis: aioredis.Redis, *, stream: str = keyspace.AUDIT_STREAM) -> None:
-        self.redis, self.stream = redis, stream
-        self._encode = msgspec.msgpack.Encoder().encode
-        self._batches = Coalescer(self._xadd, max_in_flight=2, max_batch=2000, max_pending=100_000)
+    rate: float
+    burst: float
+    tokens: float
+    updated: float
 
-    async def append(self, entry: AuditEntry) -> None:
-        await self._batches.submit(entry)
-
-    async def _xadd(self, entries: list[AuditEntry]) -> list[None]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry in entries:
-                pipe.xadd(self.stream, {keyspace.AUDIT_FIELD: self._encode(entry)})
-            await pipe.execute()
-        return [None] * len(entries)
-
-    async def drain(self) -> None:
-        await self._batches.drain()
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
-# Set it before the app starts (tests do, through app_hook). Otherwise each app gets one lazily: a
-# started aiohttp app is frozen, and adding a key to it then is deprecated, hence the side table.
-AUDIT_WRITER: web.AppKey[AuditWriter] = web.AppKey("audit_writer", AuditWriter)
-_lazy_writers: weakref.WeakKeyDictionary[web.Application, AuditWriter] = weakref.WeakKeyDictionary()
+@dataclass
+class _Client:
+    bucket: _Bucket
+    suppressed: int = 0
+    since: float = 0.0  # when the current run of suppressed requests began
+    status: int = 401
 
 
-def writer_for(app: web.Application) -> AuditWriter:
-    writer = app.get(AUDIT_WRITER) or _lazy_writers.get(app)
-    if writer is None:
-        writer = _lazy_writers[app] = AuditWriter(app[SERVICES].redis)
-    return writer
+class Suppressed(NamedTuple):
+    """`count` refused requests from `ip` that got no entry of their own (the last one answered `status`)."""
+
+    ip: str
+    count: int
+    status: int
+
+
+class RefusedRequestSampler:
+    """Which unauthenticated requests get an audit entry (issue #11: they filled the log without limit).
+
+    A token bucket per client address (`per_client_burst`, then `per_client_rate` a second) and one for
+    all of them (`total_*`, so many addresses cannot flood it either). A request over either limit is
+    only counted; the count becomes one summary entry, "N refused requests from X suppressed", when the
+    address is next admitted, after `summary_after` seconds, or when the address leaves the table of
+    the `max_clients` most recently seen. Pure: the caller passes `now` (seconds, monotonic)."""
+
+    def __init__(
+        self,
+        *,
+        per_client_rate: float = 1.0,
+        per_client_burst: int = 10,
+        total_rate: float = 20.0,
+        total_burst: int = 200,
+        summary_after: float = 60.0,
+        max_clients: int = 10_000,
+    ) -> None:
+        self.per_client = (per_client_rate, float(per_client_burst))
+        self.total = _Bucket(total_rate, total_burst, total_burst, 0.0)
+        self.summary_after, self.max_clients = summary_after, max_clients
+        self._clients: OrderedDict[str, _Client] = OrderedDict()
+        self._runs: deque[tuple[float, str]] = deque()  # (since, ip) of runs, oldest first
+
+    def admit(self, ip: str, status: int, now: float) -> tuple[bool, list[Suppressed]]:
+        """Whether this request gets its entry, and the summaries to write now."""
+        client = self._client(ip, now)
+        summaries = self._due(now)
+        if client.bucket.take(now) and self.total.take(now):
+            summaries += self._summarise(ip, client)
+            return True, summaries
+        if not client.suppressed:
+            client.since = now
+            self._runs.append((now, ip))
+        client.suppressed, client.status = client.suppressed + 1, status
+        return False, summaries
+
+    def _client(self, ip: str, now: float) -> _Client:
+        client = self._clients.pop(ip, None)
+        if client is None:
+            rate, burst = self.per_client
+            client = _Client(_Bucket(rate, burst, burst, now))
+        self._clients[ip] = client  # most recently seen last
+        return client
+
+    def _due(self, now: float) -> list[Suppressed]:
+        """Summaries of runs older than `summary_after`, and of addresses pushed out of the table."""
+        summaries: list[Suppressed] = []
+        while len(self._clients) > self.max_clients:
+            ip, client = self._clients.popitem(last=False)
+            summaries += self._summarise(ip, client)
+        while self._runs and now - self._runs[0][0] >= self.summary_after:
+            since, ip = self._runs.popleft()
+            client = self._clients.get(ip)
+            if client is not None and client.suppressed and client.since == since:
+                summaries += self._summarise(ip, client)
+        return summaries
+
+    @staticmethod
+    def _summarise(ip: str, client: _Client) -> list[Suppressed]:
+        if not client.suppressed:
+            return []
+        summary = Suppressed(ip, client.suppressed, client.status)
+        client.suppressed = 0
+        return [summary]
+
+
+def summary_entry(summary: Suppressed) -> AuditEntry:
+    return AuditEntry(
+        id=new_id("aud"),
+        workspace=UNAUTHENTICATED,
+        time=time_text(datetime.now(UTC)),
+        action=f"{summary.count} refused requests from {summary.ip} suppressed",
+        status=summary.status,
+        request_id="",
+        ip=summary.ip,
+    )
+
+
+class AuditCapture:
+    """One app's audit output: the `m:audit` writer, and the sampler of unauthenticated requests."""
+
+    def __init__(
+        self,
+        *,
+        sampler: RefusedRequestSampler | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sampler = sampler or RefusedRequestSampler()
+        self.clock = clock
+        self._writer: AuditWriter | None = None
+
+    async def record(self, redis: aioredis.Redis, entry: AuditEntry) -> None:
+        if self._writer is None:
+            self._writer = AuditWriter(redis)
+        entries = [entry]
+        if entry.workspace == UNAUTHENTICATED:
+            admitted, summaries = self.sampler.admit(entry.ip or "-", entry.status, self.clock())
+            entries = [summary_entry(s) for s in summaries] + ([entry] if admitted else [])
+        for item in entries:
+            await self._writer.append(item)
+
+
+# Set it before the app starts (tests do, through app_hook, to inject a clock). Otherwise each app gets
+# one lazily: a started aiohttp app is frozen, and adding a key to it then is deprecated.
+AUDIT_CAPTURE: web.AppKey[AuditCapture] = web.AppKey("audit_capture", AuditCapture)
+_lazy_captures: weakref.WeakKeyDictionary[web.Application, AuditCapture] = weakref.WeakKeyDictionary()
+
+
+def capture_for(app: web.Application) -> AuditCapture:
+    capture = app.get(AUDIT_CAPTURE) or _lazy_captures.get(app)
+    if capture is None:
+        capture = _lazy_captures[app] = AuditCapture()
+    return capture
 
 
 # Set by a handler that wrote its own entry in the same Redis round trip as its writes (the send path).
@@ -85,7 +210,7 @@ async def entry_bytes(request: web.Request, status: int, resource_id: str | None
     entry = await build_entry(
         request, f"{request.method} {spec.path if spec else request.path}", status, None
     )
-    return msgspec.msgpack.encode(msgspec.structs.replace(entry, resource_id=resource_id))
+    return encode_entry(msgspec.structs.replace(entry, resource_id=resource_id))
 
 
 @web.middleware
@@ -116,7 +241,7 @@ async def _record(
 ) -> None:
     entry = await build_entry(request, action, status, response)
     try:
-        await writer_for(request.app).append(entry)
+        await capture_for(request.app).record(request.app[SERVICES].redis, entry)
     except (Backpressure, RedisError):
         log.exception("audit entry %s not written", entry.id)
         raise ApiError(

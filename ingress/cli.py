@@ -1,4 +1,4 @@
-"""The `mailers` command: serve, workspaces, keys, migrate, simulate."""
+"""The `mailers` command: serve, workspaces, keys, migrate, simulate, audit verify, secrets reencrypt."""
 
 from __future__ import annotations
 
@@ -51,7 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     create_key.set_defaults(run=_create_key)
     _add_simulate(commands)
     _add_audit(commands)
+    _add_secrets(commands)
     return parser
+
+
+def _add_secrets(commands) -> None:
+    secrets = commands.add_parser("secrets", help="the master secret").add_subparsers(required=True)
+    reencrypt = secrets.add_parser(
+        "reencrypt",
+        help="re-seal every sealed value in Redis under MAILERS_SECRET_KEY (after a rotation); "
+        "safe to interrupt and run again",
+    )
+    reencrypt.set_defaults(run=_reencrypt)
 
 
 def _add_audit(commands) -> None:
@@ -168,35 +179,50 @@ def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 with `ok: N entries`, or 1 naming the first broken entry (docs/audit.md)."""
     from analytics.audit import AuditStore, audit_store_url
     from ingress.runtime import with_secret_key
-    from security.audit_chain import GENESIS_HASH, AuditSigner, verify_chain
-    from security.secretbox import derive_key
+    from store.audit_log import all_verifying_keys
 
     settings = with_secret_key(settings)
-    assert settings.secret_key is not None
-    public_key = AuditSigner.from_private_bytes(
-        derive_key(settings.secret_key, "audit-signing")
-    ).public_key_pem()
 
-    async def run() -> int:
+    async def run(redis: aioredis.Redis) -> int:
+        public_keys = list((await all_verifying_keys(settings, redis)).values())
         url = audit_store_url(settings.analytics_url, settings.data_dir)
         store = await AuditStore.open(url, migrate=False, read_only=True)
-        count, prev_hash, prev_seq = 0, GENESIS_HASH, 0
         try:
-            async for entries in store.entries_for_verification(args.workspace):
-                result = verify_chain(entries, public_key, prev_hash=prev_hash, prev_seq=prev_seq)
-                if not result.ok:
-                    print(
-                        f"broken at seq {result.first_broken_seq} "
-                        f"(id {result.first_broken_id}): {result.reason}"
-                    )
-                    return 1
-                count, prev_hash, prev_seq = count + len(entries), entries[-1].hash, entries[-1].seq
+            result, count = await store.verify(args.workspace, public_keys)
         finally:
             await store.close()
+        if not result.ok:
+            print(f"broken at seq {result.first_broken_seq} (id {result.first_broken_id}): {result.reason}")
+            return 1
         print(f"ok: {count} entries")
         return 0
 
-    return asyncio.run(run())
+    return _with_redis(settings, run)
+
+
+def _reencrypt(settings: Settings, args: argparse.Namespace) -> int:
+    """Record the audit log's verifying keys, then re-seal (docs/operations.md, rotating the secret)."""
+    from ingress.runtime import with_secret_key
+    from security.audit_chain import audit_signer
+    from store.audit_log import record_verifying_keys
+    from store.reseal import reseal_all
+
+    settings = with_secret_key(settings)
+    masters = [k for k in (settings.secret_key, *settings.secret_keys_old) if k]
+
+    async def run(redis: aioredis.Redis) -> int:
+        kept = await record_verifying_keys(redis, [audit_signer(m).public_key_pem() for m in masters])
+        report = await reseal_all(redis, settings)
+        counts = " ".join(f"{kind}={n}" for kind, n in sorted(report.resealed.items())) or "none"
+        print(f"audit verifying keys kept: {' '.join(kept)}")
+        print(f"re-sealed: {counts}")
+        if report.raced:
+            print(f"{report.raced} records changed during the run: run the command again")
+        for key in report.unreadable:
+            print(f"cannot open (sealed under a master key not configured): {key}", file=sys.stderr)
+        return 1 if report.unreadable else 0
+
+    return _with_redis(settings, run)
 
 
 def _with_redis(settings: Settings, run) -> int:

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from ingress.key_cache import KeyCache
 from ingress.metrics import Metrics
 from schemas.settings import Settings
-from security.secretbox import SecretBox
+from security.secretbox import box_for
 from store.api_keys import ApiKeyStore
 from store.coalescer import Coalescer
 from store.idempotency import IdempotencyStore
@@ -55,9 +55,7 @@ class Services:
                 redis,
                 lock_ms=settings.idempotency_lock_seconds * 1000,
                 retention_ms=settings.idempotency_retention_seconds * 1000,
-                box=SecretBox.from_master_key(settings.secret_key, "idempotency")
-                if settings.secret_key
-                else None,
+                box=box_for(settings, "idempotency") if settings.secret_key else None,
             ),
             rate_limiter=RateLimiter(
                 redis, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst

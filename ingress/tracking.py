@@ -44,7 +44,8 @@ class Tracking:
     def from_settings(cls, settings: Settings) -> Tracking:
         if settings.secret_key is None:
             raise ValueError("tracking needs MAILERS_SECRET_KEY")
-        return cls(TrackingTokens(derive_key(settings.secret_key, KEY_PURPOSE)), settings.base_url)
+        old = [derive_key(key, KEY_PURPOSE) for key in settings.secret_keys_old]
+        return cls(TrackingTokens(derive_key(settings.secret_key, KEY_PURPOSE), old), settings.base_url)
 
     def read(self, kind: str, token: str) -> TrackingPayload | None:
         return self.tokens.read(kind, token)

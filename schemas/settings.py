@@ -22,6 +22,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     analytics_url: str | None = None
     ray_address: str | None = None
     secret_key: str | None = None
+    secret_keys_old: tuple[str, ...] = ()  # earlier master keys: they open old seals, never make new ones
     bootstrap_key: str | None = None
     public_url: str | None = None
     ray_namespace: str = "mailers"
@@ -145,6 +146,11 @@ def _secret(name: str, value: str) -> str:
     return value
 
 
+def _secrets(name: str, value: str) -> tuple[str, ...]:
+    """Comma-separated master keys (a generated key is url-safe base64, so it never holds a comma)."""
+    return tuple(_secret(name, part.strip()) for part in value.split(",") if part.strip())
+
+
 def _api_key(name: str, value: str) -> str:
     if (
         not value.startswith("mk_")
@@ -164,6 +170,7 @@ _VARIABLES = {
     "MAILERS_ANALYTICS_URL": ("analytics_url", _url("duckdb", "clickhouse", "clickhouses", "chdb")),
     "RAY_ADDRESS": ("ray_address", _text),
     "MAILERS_SECRET_KEY": ("secret_key", _secret),
+    "MAILERS_SECRET_KEYS_OLD": ("secret_keys_old", _secrets),
     "MAILERS_BOOTSTRAP_KEY": ("bootstrap_key", _api_key),
     "MAILERS_PUBLIC_URL": ("public_url", _url("http", "https")),
     "MAILERS_RAY_NAMESPACE": ("ray_namespace", _text),

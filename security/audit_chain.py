@@ -11,19 +11,28 @@ What verification catches: an edited field (hash mismatch), a deleted or inserte
 prev_hash mismatch), reordering (seq out of order), and an entry re-hashed by someone without the
 private key (bad signature). Deleting the newest entries leaves a valid shorter chain: compare the last
 seq and hash against the head the store keeps.
+
+The signing key is derived from the master secret (`audit_signer`). Rotating the master secret changes
+it, and entries keep the signature they were sealed with, so verification takes every verifying key
+the log was ever signed with (the current one and those of `MAILERS_SECRET_KEYS_OLD`, and the ones
+recorded in Redis by key id, `store/audit_log.py`): an entry verifies if one of them accepts it.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from security.secretbox import derive_key
+
 GENESIS_HASH = "0" * 64
+SIGNING_PURPOSE = "audit-signing"  # the HKDF purpose of the signing key under the master secret
 _UNSIGNED_FIELDS = ("hash", "signature")
 
 
@@ -81,8 +90,24 @@ class AuditSigner:
         raw = self._key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return base64.b64encode(raw).decode("ascii")
 
+    def key_id(self) -> str:
+        return key_id(self.public_key_pem())
+
     def sign(self, entry_hash: str) -> str:
         return base64.b64encode(self._key.sign(entry_hash.encode("ascii"))).decode("ascii")
+
+
+def audit_signer(master_key: str) -> AuditSigner:
+    """The signing key derived from one master secret (the current one signs; old ones only verify)."""
+    return AuditSigner.from_private_bytes(derive_key(master_key, SIGNING_PURPOSE))
+
+
+def key_id(public_key_pem: bytes) -> str:
+    """A short, stable name of a verifying key: the first 16 hex digits of SHA-256 of its raw bytes."""
+    raw = _load_public_key(public_key_pem).public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def canonical_bytes(entry: AuditEntry) -> bytes:
@@ -111,24 +136,33 @@ def chain(entries: list[AuditEntry], prev_hash: str, prev_seq: int, signer: Audi
 
 def verify_chain(
     entries: list[AuditEntry],
-    public_key_pem: bytes,
+    public_keys: bytes | Sequence[bytes],
     *,
     prev_hash: str = GENESIS_HASH,
     prev_seq: int = 0,
 ) -> VerifyResult:
-    """Check a run of consecutive entries; by default the run starts at the workspace's first entry."""
-    public_key = serialization.load_pem_public_key(public_key_pem)
-    if not isinstance(public_key, Ed25519PublicKey):
-        raise ValueError("the audit public key must be an Ed25519 key")
+    """Check a run of consecutive entries; by default the run starts at the workspace's first entry.
+    `public_keys`: one PEM, or every PEM the log may have been signed with (a rotated master secret)."""
+    pems = [public_keys] if isinstance(public_keys, bytes) else list(public_keys)
+    keys = [_load_public_key(pem) for pem in pems]
     for entry in entries:
-        problem = _entry_problem(entry, prev_hash, prev_seq, public_key)
+        problem = _entry_problem(entry, prev_hash, prev_seq, keys)
         if problem is not None:
             return VerifyResult(False, entry.seq, entry.id, problem)
         prev_hash, prev_seq = entry.hash, entry.seq
     return VerifyResult(True, None, None, f"{len(entries)} entries verified")
 
 
-def _entry_problem(entry: AuditEntry, prev_hash: str, prev_seq: int, key: Ed25519PublicKey) -> str | None:
+def _load_public_key(pem: bytes) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("the audit public key must be an Ed25519 key")
+    return key
+
+
+def _entry_problem(
+    entry: AuditEntry, prev_hash: str, prev_seq: int, keys: list[Ed25519PublicKey]
+) -> str | None:
     if entry.seq != prev_seq + 1:
         if entry.seq <= prev_seq:
             return f"out of order: seq {entry.seq} follows seq {prev_seq}"
@@ -138,7 +172,15 @@ def _entry_problem(entry: AuditEntry, prev_hash: str, prev_seq: int, key: Ed2551
     if entry.hash != entry_hash(entry):
         return "hash does not match the entry's content (entry edited)"
     try:
-        key.verify(base64.b64decode(entry.signature, validate=True), entry.hash.encode("ascii"))
-    except (InvalidSignature, ValueError):
+        signature = base64.b64decode(entry.signature, validate=True)
+    except ValueError:
         return "bad signature"
-    return None
+    for index, key in enumerate(keys):
+        try:
+            key.verify(signature, entry.hash.encode("ascii"))
+        except (InvalidSignature, ValueError):
+            continue
+        if index:  # runs of entries share a key: try the one that just matched first
+            keys.insert(0, keys.pop(index))
+        return None
+    return "bad signature"

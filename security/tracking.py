@@ -16,6 +16,7 @@ as 16 bytes plus their prefix (a msgpack ext) instead of 30 characters. New fiel
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -68,11 +69,13 @@ _ENCODER = msgspec.msgpack.Encoder()
 class TrackingTokens:
     """Issues and reads tokens under one key (e.g. `derive_key(secret_key, "tracking")`)."""
 
-    def __init__(self, key: bytes) -> None:
-        if len(key) < 32:
+    def __init__(self, key: bytes, old_keys: Sequence[bytes] = ()) -> None:
+        """`old_keys`: earlier keys (a master-key rotation) that still read, never issue, so links in
+        mail already sent keep working."""
+        if any(len(k) < 32 for k in (key, *old_keys)):
             raise ValueError("a tracking key holds at least 32 bytes")
-        siv_key = HKDF(hashes.SHA256(), length=64, salt=None, info=b"mailers/tracking/aes-siv").derive(key)
-        self._siv = AESSIV(siv_key)
+        self._siv = _siv(key)
+        self._old = [_siv(k) for k in old_keys]
 
     def issue(self, payload: TrackingPayload) -> str:
         kind = KINDS[type(payload)]
@@ -91,11 +94,19 @@ class TrackingTokens:
             return None
         if len(raw) < 17 or raw[0] != FORMAT_VERSION:
             return None
-        try:
-            plaintext = self._siv.decrypt(raw[1:], _associated(kind))
-            return msgspec.convert(_FIELDS_DECODER.decode(plaintext), payload_type)
-        except (InvalidTag, ValueError, msgspec.DecodeError):
-            return None
+        for siv in (self._siv, *self._old):
+            try:
+                plaintext = siv.decrypt(raw[1:], _associated(kind))
+                return msgspec.convert(_FIELDS_DECODER.decode(plaintext), payload_type)
+            except InvalidTag:
+                continue
+            except (ValueError, msgspec.DecodeError):
+                return None
+        return None
+
+
+def _siv(key: bytes) -> AESSIV:
+    return AESSIV(HKDF(hashes.SHA256(), length=64, salt=None, info=b"mailers/tracking/aes-siv").derive(key))
 
 
 def _associated(kind: str) -> list[bytes]:

@@ -40,6 +40,7 @@ from schemas.ids import new_id
 from schemas.settings import Settings
 from security.dkim_keys import generate_domain_key
 from security.secretbox import SecretBox
+from security.secretbox import box_for as settings_box
 from store import keyspace, pages
 
 SECRETBOX_PURPOSE = "dkim-key"
@@ -239,7 +240,7 @@ def _decode_or_none(raw: bytes | None) -> SendingDomainRecord | None:
 def box_for(settings: Settings) -> SecretBox:
     if settings.secret_key is None:
         raise RuntimeError("MAILERS_SECRET_KEY is not set; DKIM keys cannot be opened")
-    return SecretBox.from_master_key(settings.secret_key, SECRETBOX_PURPOSE)
+    return settings_box(settings, SECRETBOX_PURPOSE)
 
 
 def candidate_domains(domain: str) -> list[str]:

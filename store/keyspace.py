@@ -224,3 +224,11 @@ AUDIT_FIELD = b"e"
 AUDIT_GROUP = "audit"  # consumer group of the AuditSink on AUDIT_STREAM
 AUDIT_HEADS = PREFIX + "audit:heads"  # hash: workspace -> "seq:hash" of its last chained entry
 AUDIT_CHAINED = PREFIX + "audit:chained"  # stream: chained entries not yet in the analytics store
+AUDIT_KEYS = PREFIX + "audit:keys"  # hash: key id -> PEM of every key the log was signed with
+
+
+# --- full scans ------------------------------------------------------------------------------------
+def records_of_kind(kind: str) -> str:
+    """A SCAN pattern for every workspace's keys of one kind ("srv", "dom", "whk", "idem"): a key of the
+    same prefix with another type (a set of rules, a due zset) is filtered out by the scan's TYPE."""
+    return f"{PREFIX}{{*}}:{kind}:*"

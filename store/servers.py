@@ -31,7 +31,7 @@ from schemas.servers import (
     server_record_encoder,
 )
 from schemas.settings import Settings
-from security.secretbox import SecretBox
+from security.secretbox import SecretBox, box_for
 from store import keyspace, pages
 
 SECRETBOX_PURPOSE = "server-config"
@@ -129,7 +129,7 @@ class ServerStore:
     def for_settings(cls, redis: aioredis.Redis, settings: Settings) -> ServerStore:
         if settings.secret_key is None:
             raise RuntimeError("MAILERS_SECRET_KEY is not set; sending server secrets cannot be sealed")
-        return cls(redis, SecretBox.from_master_key(settings.secret_key, SECRETBOX_PURPOSE))
+        return cls(redis, box_for(settings, SECRETBOX_PURPOSE))
 
     # --- building and changing records (pure apart from the clock) ------------------------------
     def build(

@@ -9,6 +9,7 @@ them delegate to it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import redis.asyncio as aioredis
@@ -26,8 +27,8 @@ from store import keyspace, pages, webhook_queue
 SECRET_PURPOSE = "webhook-secret"
 
 
-def secret_box(master_key: str) -> SecretBox:
-    return SecretBox.from_master_key(master_key, SECRET_PURPOSE)
+def secret_box(master_key: str, old_master_keys: Sequence[str] = ()) -> SecretBox:
+    return SecretBox.from_master_key(master_key, SECRET_PURPOSE, old_master_keys)
 
 
 def seal_secret(box: SecretBox, endpoint_id: str, secret: str) -> str:

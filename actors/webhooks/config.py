@@ -13,6 +13,7 @@ DELIVERER_NAME = "webhook-deliverer"
 
 class DelivererConfig(msgspec.Struct, frozen=True, kw_only=True):
     secret_key: str
+    secret_keys_old: tuple[str, ...] = ()  # open endpoint secrets sealed before a master-key rotation
     timeout_seconds: float = 15.0
     retry_scale: float = 1.0
     # Unscaled; the effective period is this times `retry_scale`, like the retry schedule.
@@ -38,6 +39,7 @@ class DelivererConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("the webhook deliverer needs MAILERS_SECRET_KEY to open endpoint secrets")
         values: dict[str, object] = {
             "secret_key": settings.secret_key,
+            "secret_keys_old": settings.secret_keys_old,
             "retry_scale": settings.webhook_retry_scale,
             "allow_private": settings.allow_private_webhooks,
             "allow_http": settings.allow_http_webhooks,

@@ -47,7 +47,7 @@ class EndpointWorkers:
     ) -> None:
         self.redis, self.queue, self.sender, self.config = redis, queue, sender, config
         self.store = WebhookStore(redis)
-        self.box = secret_box(config.secret_key)
+        self.box = secret_box(config.secret_key, config.secret_keys_old)
         self.schedule, self.health = config.schedule, config.health
         self.clock = clock
         self.rng = rng or random.Random()

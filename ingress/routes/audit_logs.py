@@ -24,8 +24,8 @@ from ingress.context import SERVICES, principal, request_id
 from ingress.pagination import Limit, decode_cursor, list_response
 from ingress.problems import ApiError, validation_error
 from ingress.routing import RouteTable, json_response
-from security.audit_chain import AuditEntry, AuditSigner
-from security.secretbox import derive_key
+from security.audit_chain import AuditEntry, audit_signer
+from store.audit_log import all_verifying_keys
 
 routes = RouteTable()
 NDJSON = "application/x-ndjson"
@@ -48,10 +48,18 @@ class AuditLogList(msgspec.Struct, kw_only=True):
     object: str = "list"
 
 
+class AuditVerifyingKey(msgspec.Struct, kw_only=True):
+    key_id: str
+    public_key_pem: str
+
+
 class AuditPublicKey(msgspec.Struct, kw_only=True):
     algorithm: str
     public_key_pem: str
     public_key: str  # base64 of the 32 raw bytes
+    key_id: str = ""
+    # Keys of master secrets rotated away: entries sealed before a rotation verify with one of them.
+    previous_keys: list[AuditVerifyingKey] = []
 
 
 class AuditReader(Protocol):
@@ -112,15 +120,23 @@ async def list_audit_logs(request: web.Request, query: AuditLogQuery) -> web.Str
     tag="audit-logs",
 )
 async def audit_public_key(request: web.Request) -> web.Response:
-    secret = request.app[SERVICES].settings.secret_key
-    if secret is None:
+    services = request.app[SERVICES]
+    if services.settings.secret_key is None:
         raise ApiError("unavailable", "No secret key is configured, so no audit signing key exists")
-    signer = AuditSigner.from_private_bytes(derive_key(secret, "audit-signing"))
+    signer = audit_signer(services.settings.secret_key)
+    current = signer.key_id()
+    known = await all_verifying_keys(services.settings, services.redis)
     return json_response(
         AuditPublicKey(
             algorithm="Ed25519",
             public_key_pem=signer.public_key_pem().decode(),
             public_key=signer.public_key_b64(),
+            key_id=current,
+            previous_keys=[
+                AuditVerifyingKey(key_id=kid, public_key_pem=pem.decode())
+                for kid, pem in sorted(known.items())
+                if kid != current
+            ],
         )
     )
 

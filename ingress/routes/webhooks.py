@@ -263,7 +263,7 @@ def checked_filters(patterns: list[str]) -> None:
 def _box(settings: Settings):
     if not settings.secret_key:
         raise ApiError("unavailable", "Webhook secrets cannot be sealed: MAILERS_SECRET_KEY is not set")
-    return secret_box(settings.secret_key)
+    return secret_box(settings.secret_key, settings.secret_keys_old)
 
 
 def _ms(moment: datetime) -> int:

@@ -6,9 +6,9 @@ import msgspec
 
 from actors.audit.body import AuditSink, parse_head
 from analytics.audit import AuditFilter
-from ingress.audit import AuditWriter
-from security.audit_chain import AuditEntry, verify_chain
+from security.audit_chain import AuditEntry, VerifyResult, verify_chain
 from store import keyspace
+from store.audit_log import AuditWriter
 from tests.audit.conftest import drain
 
 _decode = msgspec.msgpack.Decoder(AuditEntry).decode
@@ -36,7 +36,7 @@ async def append(redis, entries: list[AuditEntry]) -> None:
 
 
 async def stored(store, workspace: str) -> list[AuditEntry]:
-    return [e async for chunk in store.entries_for_verification(workspace, chunk_rows=7) for e in chunk]
+    return [e async for chunk in store.chunks(AuditFilter(workspace=workspace), chunk_rows=7) for e in chunk]
 
 
 async def test_entries_chain_per_workspace_and_verify(redis, audit_store, make_sink, signer):
@@ -48,6 +48,10 @@ async def test_entries_chain_per_workspace_and_verify(redis, audit_store, make_s
         assert [e.seq for e in chain] == list(range(1, count + 1))
         assert {e.workspace for e in chain} == {workspace}
         assert verify_chain(chain, signer.public_key_pem()).ok
+        assert await audit_store.verify(workspace, [signer.public_key_pem()], chunk_rows=7) == (
+            VerifyResult(True, None, None, f"{count} entries verified"),
+            count,
+        )
         assert parse_head(await redis.hget(keyspace.AUDIT_HEADS, workspace)) == (count, chain[-1].hash)
     assert await redis.xlen(keyspace.AUDIT_STREAM) == 0 and await redis.xlen(keyspace.AUDIT_CHAINED) == 0
 

@@ -144,3 +144,26 @@ def test_the_signer_round_trips_through_its_private_bytes() -> None:
     assert len(SIGNER.private_bytes()) == 32
     assert restored.public_key_pem() == PUBLIC_PEM
     assert verify_chain(chain([_entry(1)], GENESIS_HASH, 0, restored), PUBLIC_PEM).ok
+
+
+def test_a_chain_signed_across_a_master_key_rotation_verifies_with_both_keys():
+    from security.audit_chain import audit_signer, key_id
+
+    old, new = audit_signer("o" * 40), audit_signer("n" * 40)
+    first = chain([_rotation_entry(i) for i in range(3)], GENESIS_HASH, 0, old)
+    second = chain([_rotation_entry(i) for i in range(3, 5)], first[-1].hash, 3, new)
+    keys = [new.public_key_pem(), old.public_key_pem()]
+    assert verify_chain(first + second, keys).ok
+    assert verify_chain(first + second, [new.public_key_pem()]).first_broken_seq == 1
+    assert key_id(old.public_key_pem()) == old.key_id() != new.key_id() and len(new.key_id()) == 16
+
+
+def _rotation_entry(index: int) -> AuditEntry:
+    return AuditEntry(
+        id=f"aud_{index}",
+        workspace="ws",
+        time="2026-01-01T00:00:00.000Z",
+        action="GET /",
+        status=200,
+        request_id="r",
+    )

@@ -65,3 +65,26 @@ def test_generated_master_keys_are_long_url_safe_and_random() -> None:
         assert len(key) >= 32
         assert all(ch.isalnum() or ch in "-_" for ch in key)
         SecretBox.from_master_key(key, "credentials")
+
+
+OLD, NEW = "o" * 40, "n" * 40
+
+
+def test_a_rotated_box_opens_old_seals_and_seals_only_under_the_new_key():
+    sealed_old = SecretBox.from_master_key(OLD, "credentials").seal(b"smtp-pass", b"srv_1")
+    rotating = SecretBox.from_master_key(NEW, "credentials", [OLD])
+    assert rotating.open(sealed_old, b"srv_1") == b"smtp-pass"
+    sealed_new = rotating.seal(b"other", b"srv_2")
+    with pytest.raises(SecretBoxError):
+        SecretBox.from_master_key(OLD, "credentials").open(sealed_new, b"srv_2")
+
+
+def test_reseal_moves_a_token_to_the_new_key_once():
+    sealed_old = SecretBox.from_master_key(OLD, "credentials").seal(b"smtp-pass", b"srv_1")
+    rotating = SecretBox.from_master_key(NEW, "credentials", [OLD])
+    resealed = rotating.reseal(sealed_old, b"srv_1")
+    assert resealed is not None and rotating.reseal(resealed, b"srv_1") is None
+    new_only = SecretBox.from_master_key(NEW, "credentials")  # the old key dropped
+    assert new_only.open(resealed, b"srv_1") == b"smtp-pass"
+    with pytest.raises(SecretBoxError):
+        new_only.open(sealed_old, b"srv_1")
