@@ -11,7 +11,6 @@ from actors.suppression_client import SuppressionClient
 from schemas.ids import new_id
 from schemas.suppressions import Suppressed
 
-pytestmark = pytest.mark.ray
 LIST = new_id("lst")
 
 
