@@ -1,7 +1,7 @@
 """The send path under load, each figure beside a baseline measured in the same run.
 
 `python -m bench [--seconds 10] [--rates 250,500] [--bulk-requests 20] [--delivery 10000]
-[--phases singles,bulk,delivery]`
+[--phases singles,bulk,delivery,micro]`
 
 - single sends: latency p50/p95/p99 at fixed offered rates (open loop), and the sustained rate at 64
   connections (closed loop) — Mailers' `/v1/send` (auth, rate limit, validation, suppression shard call,
@@ -9,7 +9,8 @@
   answers 202;
 - bulk: 1,000-message requests, latency percentiles and messages accepted per second;
 - delivery: messages per second from the API into a local aiosmtpd sink through the whole pipeline
-  (dispatcher actor, SMTP adapter), against a bare aiosmtplib client sending pre-rendered bytes.
+  (dispatcher actor, SMTP adapter), against a bare aiosmtplib client sending pre-rendered bytes;
+- micro (bench/micro.py): costs and waits that tests used to assert on the clock.
 Everything runs on this machine: Redis (AOF on), a local Ray started by `mailers serve`, the servers in
 their own processes.
 """
@@ -31,6 +32,7 @@ import msgspec
 
 from bench import cpu
 from bench.load import Result, closed_loop, open_loop
+from bench.micro import micro
 from bench.smtp import bare_client, start_sink, typical_message
 from store.redis_server import RedisServer, free_port
 
@@ -274,6 +276,15 @@ async def wait_idle(redis_url: str, within: float = 180) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
+    phases = set(args.phases.split(","))
+    if "micro" in phases:
+        print("\n".join(await micro()) + "\n")
+        phases.discard("micro")
+    if phases:
+        await run_server_phases(args, phases)
+
+
+async def run_server_phases(args: argparse.Namespace, phases: set[str]) -> None:
     data = tempfile.mkdtemp(prefix="mailers-bench-")
     redis = RedisServer(Path(data) / "redis", appendonly=True).start()
     port, baseline_port = free_port(), free_port()
@@ -283,7 +294,6 @@ async def run(args: argparse.Namespace) -> None:
     try:
         await wait_ready(base + "/readyz", mailers)
         await wait_ready(bare + "/healthz", baseline)
-        phases = set(args.phases.split(","))
         rows, breakdowns = [], {}
         if "singles" in phases:
             single_rows, breakdowns["/v1/send, 64 connections"] = await singles(
@@ -321,7 +331,9 @@ def main() -> None:
     parser.add_argument("--bulk-requests", type=int, default=20)
     parser.add_argument("--delivery", type=int, default=10000)
     parser.add_argument(
-        "--phases", default="singles,bulk,delivery", help="which of singles,bulk,delivery to run"
+        "--phases",
+        default="singles,bulk,delivery",
+        help="which of singles,bulk,delivery,micro to run (micro: figures moved out of the tests)",
     )
     asyncio.run(run(parser.parse_args()))
 

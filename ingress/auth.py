@@ -40,7 +40,7 @@ async def _key_from_header(request: web.Request) -> ApiKeyRecord:
     if (
         record is None
         or not hmac.compare_digest(record.hash, digest)
-        or not usable(record, datetime.now(UTC))
+        or not usable(record, datetime.fromtimestamp(request.app[SERVICES].clock(), UTC))
     ):
         raise ApiError("unauthorized", "The API key is unknown, expired or revoked", headers=_CHALLENGE)
     return record

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -38,6 +40,8 @@ class Services:
     gateway: Gateway | None
     routing: WorkspaceRoutingCache
     messages: MessageStore
+    # The wall clock keys' expiry and rotation grace are judged by; tests replace it to step past them.
+    clock: Callable[[], float] = time.time
     _enqueue: Coalescer[NewMessage, str | None] | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 

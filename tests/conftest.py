@@ -18,6 +18,15 @@ from store.redis_server import RedisServer
 from store.workspaces import WorkspaceStore
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reaches the session's Ray, directly or through other fixtures (the gateway, the
+    app), is marked `ray`: `-m "not ray"` then runs exactly the tests that need no Ray, and no file has
+    to remember a hand-written marker."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False).start()

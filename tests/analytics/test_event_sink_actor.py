@@ -14,7 +14,6 @@ from schemas.settings import load_settings
 from store import keyspace
 from tests.analytics.events_factory import NOW, event
 
-pytestmark = pytest.mark.ray
 _encode = msgspec.msgpack.Encoder().encode
 
 

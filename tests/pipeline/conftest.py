@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from store import keyspace
 from tests.smtp.sink import SmtpSink
 
 
@@ -27,6 +28,22 @@ async def wait_for(predicate, within: float = 30.0, every: float = 0.05):
             return result
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(every)
+
+
+async def dispatch_idle(redis) -> bool:
+    """The dispatchers have nothing left to do: nothing in the schedule is due, and every dispatch
+    stream's group has been handed every entry and acked it (an entry is acked only after its outcome is
+    recorded). Past this point nothing more can reach a sink, so "and nothing else arrived" is asserted
+    here instead of after a sleep."""
+    if await redis.zcount(keyspace.SCHEDULE, "-inf", time.time() * 1000):
+        return False
+    async for stream in redis.scan_iter(match=keyspace.dispatch_stream("*", "*"), _type="stream"):
+        last = (await redis.xinfo_stream(stream))["last-generated-id"]
+        groups = {g["name"]: g for g in await redis.xinfo_groups(stream)}
+        group = groups.get(keyspace.DISPATCH_GROUP.encode())
+        if group is None or group["pending"] or group["last-delivered-id"] != last:
+            return False
+    return True
 
 
 async def create_smtp_server(client, headers, port: int, **fields) -> dict:

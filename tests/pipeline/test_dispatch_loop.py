@@ -207,5 +207,7 @@ async def test_a_slow_send_is_not_reclaimed_by_its_own_loop(redis):
         runtime.chunk_size, runtime.parallel_chunks = 1, 4
         loop = loop_for(redis, runtime, batch_size=4, reclaim_idle_ms=50, block_ms=20)
         await run_until(lambda: len(sink.deliveries) >= 8, [loop])
-        await asyncio.sleep(0.5)  # time for a second send of anything, had it been re-read
+        # No sleep for "nothing else was sent": a re-read entry would be sent ~50 ms after its claim,
+        # while the originals (0.3 s each) are still in flight, and run_until stops the loop only after
+        # its in-flight chunks have finished and been recorded.
         assert sorted(d.rcpt_tos[0] for d in sink.deliveries) == sorted(m.to[0].email for m in msgs)

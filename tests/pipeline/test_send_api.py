@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from tests.smtp.sink import SmtpSink
 
-from .conftest import create_smtp_server, send_and_settle, settled_status, wait_for
+from .conftest import create_smtp_server, dispatch_idle, send_and_settle, settled_status, wait_for
 
 MESSAGE = {
     "from": "Acme <hello@acme.com>",
@@ -62,7 +62,7 @@ async def test_a_send_arrives_with_its_headers_and_body(client, admin, sink, smt
     assert [e["type"] for e in view["events"]] == ["message.accepted", "message.sent"]
 
 
-async def test_a_bulk_of_1000_arrives_completely(client, admin, sink, smtp_server):
+async def test_a_bulk_of_1000_arrives_completely(client, admin, redis, sink, smtp_server):
     messages = [{**MESSAGE, "to": f"user{i}@example.com", "subject": f"n{i}"} for i in range(1000)]
     response = await client.post("/v1/send/bulk", json={"messages": messages}, headers=admin)
     assert response.status == 202, await response.text()
@@ -70,7 +70,7 @@ async def test_a_bulk_of_1000_arrives_completely(client, admin, sink, smtp_serve
     assert answer["accepted"] == 1000 and answer["rejected"] == 0
     assert [item["index"] for item in answer["data"]] == list(range(1000))
     await wait_for(lambda: len(sink.deliveries) >= 1000, within=90)
-    await asyncio.sleep(0.5)
+    await wait_for(lambda: dispatch_idle(redis))
     received = sorted(d.rcpt_tos[0] for d in sink.deliveries)
     assert received == sorted(f"user{i}@example.com" for i in range(1000))
 
@@ -125,7 +125,7 @@ async def test_a_domain_restricted_key_cannot_send_from_elsewhere(client, make_k
     assert other.status == 403 and (await other.json())["code"] == "forbidden"
 
 
-async def test_suppressed_recipients_never_arrive(client, admin, sink, smtp_server):
+async def test_suppressed_recipients_never_arrive(client, admin, redis, sink, smtp_server):
     added = await client.post(
         "/v1/suppressions",
         json={"emails": ["gone@example.com"], "reason": "manual", "scope": "workspace"},
@@ -142,7 +142,7 @@ async def test_suppressed_recipients_never_arrive(client, admin, sink, smtp_serv
     )
     assert await settled_status(client, admin, (await mixed.json())["id"]) == "sent"
     await wait_for(lambda: len(sink.deliveries) == 1)
-    await asyncio.sleep(1.0)
+    await wait_for(lambda: dispatch_idle(redis))
     assert [d.rcpt_tos for d in sink.deliveries] == [["kept@example.com"]]
     view = await (await client.get(f"/v1/messages/{only['id']}", headers=admin)).json()
     suppressed = [e for e in view["events"] if e["type"] == "message.suppressed"]
@@ -171,7 +171,7 @@ async def test_a_550_bounces_and_suppresses_the_address(client, admin, sink, smt
     assert await send_and_settle(client, admin, {**MESSAGE, "to": "unknown7@example.com"}) == "suppressed"
 
 
-async def test_scheduled_sends_arrive_after_send_at_and_cancel_works(client, admin, sink, smtp_server):
+async def test_scheduled_sends_arrive_after_send_at_and_cancel_works(client, admin, redis, sink, smtp_server):
     due = datetime.now(UTC) + timedelta(seconds=2)
     later = await (
         await client.post(
@@ -190,11 +190,13 @@ async def test_scheduled_sends_arrive_after_send_at_and_cancel_works(client, adm
     assert again.status == 409
     await wait_for(lambda: len(sink.deliveries) == 1, within=20)
     assert time.time() >= due.timestamp() - 0.05
-    await asyncio.sleep(1.0)
+    await wait_for(lambda: dispatch_idle(redis))
     assert [d.rcpt_tos for d in sink.deliveries] == [["later@example.com"]]
 
 
-async def test_fifty_concurrent_requests_with_one_key_send_one_message(client, admin, sink, smtp_server):
+async def test_fifty_concurrent_requests_with_one_key_send_one_message(
+    client, admin, redis, sink, smtp_server
+):
     headers = {**admin, "Idempotency-Key": "order-4711"}
     answers = await asyncio.gather(
         *[client.post("/v1/send", json=MESSAGE, headers=headers) for _ in range(50)]
@@ -204,11 +206,11 @@ async def test_fifty_concurrent_requests_with_one_key_send_one_message(client, a
     ids = {(await a.json())["id"] for a in answers if a.status == 202}
     assert len(ids) == 1
     await wait_for(lambda: len(sink.deliveries) == 1)
-    await asyncio.sleep(1.5)
+    await wait_for(lambda: dispatch_idle(redis))
     assert len(sink.deliveries) == 1
 
 
-async def test_failover_through_the_api(client, admin):
+async def test_failover_through_the_api(client, admin, redis):
     with SmtpSink() as primary, SmtpSink() as secondary:
 
         async def always_451(*args):
@@ -220,7 +222,7 @@ async def test_failover_through_the_api(client, admin):
         messages = [{**MESSAGE, "to": f"f{i}@example.com"} for i in range(20)]
         assert (await client.post("/v1/send/bulk", json={"messages": messages}, headers=admin)).status == 202
         await wait_for(lambda: len(secondary.deliveries) == 20, within=60)
-        await asyncio.sleep(1.0)
+        await wait_for(lambda: dispatch_idle(redis))
         assert sorted(d.rcpt_tos[0] for d in secondary.deliveries) == sorted(m["to"] for m in messages)
         assert primary.deliveries == []
 

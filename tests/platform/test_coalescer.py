@@ -36,7 +36,7 @@ async def test_batches_respect_max_batch_and_in_flight():
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # a yield lets the other lane start: overlap without a clock
         in_flight -= 1
         assert len(items) <= 7
         return items
@@ -57,7 +57,7 @@ async def test_errors_reach_every_waiter_of_the_batch():
 
 async def test_bounded_queue_pushes_back():
     async def send(items: list[int]) -> list[int]:
-        await asyncio.sleep(1)
+        await asyncio.Event().wait()  # never answers: the queue behind it only fills
         return items
 
     coalescer = Coalescer(send, max_in_flight=1, max_pending=3)

@@ -81,7 +81,11 @@ async def test_twenty_concurrent_identical_requests_execute_once(app_client, adm
     requests = [
         asyncio.create_task(client.post("/v1/test-slow", json={"a": 1}, headers=headers)) for _ in range(20)
     ]
-    await asyncio.sleep(0.5)
+    # The 19 that lose the race are refused while the winner waits at the gate; open it only then.
+    waiting = set(requests)
+    async with asyncio.timeout(30):
+        while len(waiting) > 1:
+            _, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     gate.set()
     answers = await asyncio.gather(*requests)
     statuses = sorted(a.status for a in answers)

@@ -62,11 +62,11 @@ async def test_a_slow_provider_times_out_as_transient(serve: Any, http: aiohttp.
     adapter = resend.Adapter(
         resend.Config(api_key="k", base_url=await serve(app), timeout_seconds=0.2), http=http, egress=LOCAL
     )
-    started = time.monotonic()
+    # The server answers only after `release`: an outcome at all proves the timeout fired (how soon
+    # after 0.2 s is a row of `python -m bench --phases micro`).
     [outcome] = await adapter.send_batch([outbound()])
     release.set()
     assert isinstance(outcome, Transient) and "timed out" in outcome.reason
-    assert time.monotonic() - started < 2
 
 
 async def test_refused_connection_is_transient(http: aiohttp.ClientSession) -> None:

@@ -20,7 +20,7 @@ import pytest
 from ingress.context import SERVICES
 from providers.simulators.sns import SNS, SnsOptions, create_app, ses_event
 from store.redis_server import free_port
-from tests.pipeline.conftest import create_smtp_server, wait_for
+from tests.pipeline.conftest import create_smtp_server, dispatch_idle, wait_for
 from tests.providers.provider_harness import moto_messages, verify_moto_domain
 from tests.smtp.sink import SmtpSink
 
@@ -150,7 +150,7 @@ async def test_one_message_through_every_provider(client, admin, aiohttp_server,
     assert views["sandbox"]["provider_message_id"] == f"sandbox-{sent['sandbox']}"
 
 
-async def test_a_provider_bounce_suppresses_the_address(client, admin, aiohttp_server) -> None:
+async def test_a_provider_bounce_suppresses_the_address(client, admin, redis, aiohttp_server) -> None:
     mailgun = await simulated_server("mailgun", client, admin, aiohttp_server, webhook_events=("delivered",))
     bouncing = f"bounce-{uuid.uuid4().hex[:8]}@example.com"
     message_id = await send(client, admin, message(bouncing, routing={"server": mailgun.server["id"]}))
@@ -172,6 +172,6 @@ async def test_a_provider_bounce_suppresses_the_address(client, admin, aiohttp_s
         return view["status"] == "suppressed"
 
     await wait_for(suppressed_now, within=20, every=0.2)
-    await asyncio.sleep(0.5)
+    await wait_for(lambda: dispatch_idle(redis))  # nothing else can reach the simulator now
     assert len(mailgun.state.messages) == 1 + outcomes.count("bounced")
     assert (await message_view(client, admin, message_id))["status"] == "bounced"

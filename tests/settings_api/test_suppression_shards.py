@@ -15,8 +15,6 @@ from schemas.settings import load_settings
 from schemas.suppressions import Suppressed, SuppressionEntry
 from store.suppressions import SuppressionStore, add_suppressions
 
-pytestmark = pytest.mark.ray
-
 
 def workspaces_on_each_shard(n: int = 2) -> list[str]:
     found: dict[int, str] = {}

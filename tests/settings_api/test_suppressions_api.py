@@ -12,7 +12,6 @@ from schemas.ids import new_id
 from schemas.settings import load_settings
 from schemas.suppressions import Suppressed
 
-pytestmark = pytest.mark.ray
 LIST = new_id("lst")
 
 

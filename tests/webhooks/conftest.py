@@ -29,14 +29,21 @@ LOOPBACK = {"allow_private_webhooks": True, "allow_http_webhooks": True}
 WORKSPACE = "acme"  # explicit, whatever make_key defaults to
 
 
-def event(event_type: str, *, workspace: str = WORKSPACE, message_id: str | None = None, **data) -> Event:
+def event(
+    event_type: str,
+    *,
+    workspace: str = WORKSPACE,
+    message_id: str | None = None,
+    at: datetime | None = None,
+    **data,
+) -> Event:
     message = (
         EventMessage(id=message_id, to="ana@example.com", from_="hello@acme.com") if message_id else None
     )
     return Event(
         id=new_id("evt"),
         type=event_type,
-        created_at=datetime.now(UTC),
+        created_at=at or datetime.now(UTC),
         workspace=workspace,
         message=message,
         data=data,

@@ -6,15 +6,12 @@ import asyncio
 import uuid
 from collections import defaultdict
 
-import pytest
 import ray
 
 from actors.webhooks.client import ensure_webhook_deliverer
 from tests.conftest import make_settings
 from tests.webhooks.conftest import LOOPBACK, WORKSPACE, create_endpoint, emit, event
 from tests.webhooks.test_delivery import verify_both
-
-pytestmark = pytest.mark.ray
 
 
 async def test_killing_the_actor_mid_retry_loses_nothing(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import stripe
@@ -67,7 +68,7 @@ async def test_filters_and_workspaces_decide_who_gets_what(api, make_key, redis,
     await create_endpoint(api, globex, theirs.url(), ["*"])
     disabled = await receivers()
     await create_endpoint(api, acme, disabled.url(), ["*"], enabled=False)
-    await deliverers()
+    loop = await deliverers()
     ours = [
         event("message.delivered", message_id="m1"),
         event("message.bounced", message_id="m1"),
@@ -81,7 +82,9 @@ async def test_filters_and_workspaces_decide_who_gets_what(api, make_key, redis,
     assert everything.delivered_ids() == {e.id for e in ours}
     assert bounces.delivered_ids() == {ours[1].id, ours[2].id}
     assert theirs.delivered_ids() == {other.id}
-    await asyncio.sleep(0.2)
+    # Six deliveries recorded at fan-out (3 + 2 + 1; one for the disabled endpoint would make it more) and
+    # no endpoint worker left running: nothing else is on its way.
+    await _eventually(lambda: loop.counts["fanned_out"] == 6 and not loop.counts["active_endpoints"])
     assert disabled.received == [] and len(everything.received) == 3
 
 
@@ -303,10 +306,8 @@ async def test_deliveries_are_paginated_newest_event_first(api, writer, redis, r
     endpoint = await create_endpoint(api, writer, receiver.url())
     other = await create_endpoint(api, writer, receiver.url(), ["campaign.*"])
     await deliverers()
-    sent = []
-    for i in range(3):
-        sent.append(event("message.sent", message_id=f"m{i}"))
-        await asyncio.sleep(0.002)  # distinct event times
+    start = datetime.now(UTC)
+    sent = [event("message.sent", message_id=f"m{i}", at=start + timedelta(milliseconds=i)) for i in range(3)]
     await emit(redis, sent)
     await _statuses(api, writer, endpoint["id"], want={"delivered"}, count=3)
     base = f"/v1/webhooks/{endpoint['id']}/deliveries"
