@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.canonicalization import CanonicalizationPolicy
 
-from providers.mime import ascii_domain
 from schemas.dns_records import DEFAULT_RETURN_PATH_LABEL, DnsRecord, dkim_record_value, dns_records
+from schemas.domain_names import to_ascii_domain
 from security.dkim_keys import KEY_BITS, generate_domain_key
 
 # Re-exported: the key pair and the record set are part of this module's documented surface.
@@ -57,7 +57,7 @@ class DkimSigner:
     """Signs rendered messages for one domain and selector (rsa-sha256, relaxed/relaxed)."""
 
     def __init__(self, domain: str, selector: str, private_pem: bytes | str) -> None:
-        self.domain = ascii_domain(domain.rstrip("."))
+        self.domain = to_ascii_domain(domain.rstrip("."))
         self.selector = selector
         self._key = _load_rsa_key(private_pem)
 
