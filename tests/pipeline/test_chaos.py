@@ -66,6 +66,7 @@ def _serve(port: int, redis_url: str, ray_address: str, data_dir: Path, key: str
         MAILERS_BOOTSTRAP_KEY=key,
         MAILERS_RATE_LIMIT_PER_SECOND="100000",
         MAILERS_RATE_LIMIT_BURST="100000",
+        MAILERS_ALLOW_PRIVATE_TARGETS="true",  # the SMTP sink listens on 127.0.0.1
     )
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "mailers"), "serve"],
