@@ -1,4 +1,4 @@
-"""The `mailers` command: serve, workspaces, keys, migrate, simulate."""
+"""The `mailers` command: serve, workspaces, keys, migrate, simulate, audit, global suppressions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
+from ingress.operator_suppressions import add_arguments as add_operator_suppressions
 from schemas.api_keys import SCOPES
 from schemas.settings import Settings, SettingsError, load_settings
 
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     create_key.set_defaults(run=_create_key)
     _add_simulate(commands)
     _add_audit(commands)
+    add_operator_suppressions(commands)
     return parser
 
 
@@ -128,7 +130,7 @@ def _create_workspace(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{'created' if created else 'exists'}: {args.name}")
         return 0
 
-    return _with_redis(settings, run)
+    return with_redis(settings, run)
 
 
 def _create_key(settings: Settings, args: argparse.Namespace) -> int:
@@ -161,7 +163,7 @@ def _create_key(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{record.id} {secret}")
         return 0
 
-    return _with_redis(settings, run)
+    return with_redis(settings, run)
 
 
 def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
@@ -199,7 +201,8 @@ def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-def _with_redis(settings: Settings, run) -> int:
+def with_redis(settings: Settings, run) -> int:
+    """Run `run(redis)` against the configured Redis, a running server's, or a temporary embedded one."""
     from ingress.runtime import redis_for
 
     async def go(url: str) -> int:

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
-from aiohttp import web
 
 from actors.priority import settle_garbage_collector
 from schemas.settings import Settings
@@ -72,6 +71,7 @@ async def serve(settings: Settings, *, announce=print) -> None:
     from actors.gateway import Gateway
     from ingress.app import create_app
     from ingress.bootstrap import bootstrap
+    from ingress.connection_limits import CappedTCPSite, http_runner
     from ingress.context import SERVICES
 
     settings = with_secret_key(settings)
@@ -80,14 +80,16 @@ async def serve(settings: Settings, *, announce=print) -> None:
         await gateway.start_consumers()
         try:
             app = create_app(settings, redis_url=redis_url, gateway=gateway)
-            runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace_seconds, access_log=None)
+            runner = http_runner(app, settings)
             await runner.setup()
             services = app[SERVICES]
             secret = await bootstrap(settings, services.workspaces, services.keys)
             if secret:
                 announce(f"Created workspace `default` and its admin key (shown once): {secret}")
             settle_garbage_collector()
-            site = web.TCPSite(runner, settings.host, settings.port)
+            site = CappedTCPSite(
+                runner, settings.host, settings.port, max_connections=settings.max_connections
+            )
             await site.start()
             _runtime_file(settings).write_text(json.dumps({"pid": os.getpid(), "redis_url": redis_url}))
             announce(f"Mailers listening on http://{settings.host}:{settings.port}")
