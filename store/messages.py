@@ -1,4 +1,4 @@
-"""Messages in Redis: the atomic enqueue, state, timeline and listing.
+"""Messages in Redis: the atomic enqueue, state and timeline (listing: store/message_list.py).
 
 One Lua script enqueues a whole batch (every concurrent request of the ingress at once): for each
 message it checks the per-message idempotency key, writes the message hash (with its first events) and the
@@ -115,13 +115,6 @@ class MessageStore:
         if not fields:
             return None
         return StoredMessage.from_redis(fields, events)
-
-    async def page_ids(self, workspace: str, *, limit: int, after: str | None) -> tuple[list[str], bool]:
-        from store import pages
-
-        return await pages.newest_first(
-            self.redis, keyspace.message_index(workspace), limit=limit, after=after
-        )
 
     async def get_many(self, workspace: str, ids: Sequence[str]) -> list[StoredMessage | None]:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -81,6 +81,7 @@ async def test_get_messages_with_a_filter_that_matches_nothing_loads_every_full_
         assert response.status == 200
         assert (await response.json())["data"] == []
     grown = max(sampled.peak, rss()) - before
+    print(f"RSS growth while listing {MESSAGES} messages of {ATTACHMENT >> 20} MiB: {grown / 2**20:.1f} MiB")
     assert grown < 16 * 1024 * 1024, f"the list grew RSS by {grown / 2**20:.0f} MiB"
 
     # what matches still lists, with its summary read inside Redis
