@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 
 from ingress import audit, auth, idempotency, middleware, rate_limit
+from ingress.connection_limits import body_deadline
 from ingress.context import SERVICES
 from ingress.openapi import OPENAPI, build_openapi
 from ingress.routes import discover_route_tables
@@ -27,6 +28,7 @@ def create_app(settings: Settings, *, redis_url: str, gateway: Gateway | None) -
     app = web.Application(
         middlewares=[
             middleware.problems_and_request_ids,
+            body_deadline,
             audit.audit,
             auth.authenticate,
             rate_limit.rate_limit,

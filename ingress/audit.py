@@ -32,9 +32,9 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from analytics.audit import time_text
+from ingress.client_address import client_ip
 from ingress.context import PRINCIPAL, REQUEST_ID, SERVICES
 from ingress.problems import ApiError
-from ingress.routes.tracking import client_ip
 from ingress.routing import route_spec
 from schemas.ids import new_id
 from security.audit_chain import AuditEntry

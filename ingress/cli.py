@@ -1,4 +1,4 @@
-"""The `mailers` command: serve, workspaces, keys, migrate, simulate, audit verify, secrets reencrypt."""
+"""The `mailers` command: serve, workspaces, keys, migrate, simulate, audit, secrets, global suppressions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
+from ingress.operator_suppressions import add_arguments as add_operator_suppressions
+from ingress.runtime import with_redis
 from schemas.api_keys import SCOPES
 from schemas.settings import Settings, SettingsError, load_settings
 
@@ -52,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_simulate(commands)
     _add_audit(commands)
     _add_secrets(commands)
+    add_operator_suppressions(commands)
     return parser
 
 
@@ -139,7 +142,7 @@ def _create_workspace(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{'created' if created else 'exists'}: {args.name}")
         return 0
 
-    return _with_redis(settings, run)
+    return with_redis(settings, run)
 
 
 def _create_key(settings: Settings, args: argparse.Namespace) -> int:
@@ -172,7 +175,7 @@ def _create_key(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{record.id} {secret}")
         return 0
 
-    return _with_redis(settings, run)
+    return with_redis(settings, run)
 
 
 def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
@@ -197,7 +200,7 @@ def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
         print(f"ok: {count} entries")
         return 0
 
-    return _with_redis(settings, run)
+    return with_redis(settings, run)
 
 
 def _reencrypt(settings: Settings, args: argparse.Namespace) -> int:
@@ -222,21 +225,7 @@ def _reencrypt(settings: Settings, args: argparse.Namespace) -> int:
             print(f"cannot open (sealed under a master key not configured): {key}", file=sys.stderr)
         return 1 if report.unreadable else 0
 
-    return _with_redis(settings, run)
-
-
-def _with_redis(settings: Settings, run) -> int:
-    from ingress.runtime import redis_for
-
-    async def go(url: str) -> int:
-        redis = aioredis.Redis.from_url(url)
-        try:
-            return await run(redis)
-        finally:
-            await redis.aclose()
-
-    with redis_for(settings) as url:
-        return asyncio.run(go(url))
+    return with_redis(settings, run)
 
 
 if __name__ == "__main__":

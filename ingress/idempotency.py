@@ -1,6 +1,7 @@
 """Idempotency-Key handling that every POST and DELETE route gets for free (API.md, "Idempotency").
 
-Scope is (workspace, method, path, key). The first request claims the key; a retry with the same body
+Scope is (API key, method, path, key): another key of the same workspace never sees a stored answer,
+which may carry a secret shown once. The first request claims the key; a retry with the same body
 gets the stored answer byte for byte with `Idempotent-Replayed: true`; a different body is refused
 (422); a retry while the first is still running gets 409. Answers to requests that never began
 executing (bad JSON, validation, auth, rate limits, 503) are not stored, so fixing the request works.
@@ -70,7 +71,9 @@ async def idempotency(request: web.Request, handler) -> web.StreamResponse:
     key = parse_key(raw_key)
     principal = request[PRINCIPAL]
     store = request.app[SERVICES].idempotency
-    record_key = keyspace.idempotency(principal.workspace, request.method, request.path, key)
+    record_key = keyspace.idempotency(
+        principal.workspace, principal.key.id, request.method, request.path, key
+    )
     result = await store.claim(record_key, fingerprint(await request.read()))
     if result.outcome == "mismatch":
         raise ApiError(

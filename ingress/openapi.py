@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 
 from ingress.routing import RouteSpec
+from schemas.ids import id_pattern
 from schemas.problems import ERROR_CODES, Problem
 
 OPENAPI: web.AppKey[bytes] = web.AppKey("openapi")
@@ -61,9 +62,16 @@ def _operation(spec: RouteSpec, components: dict[str, Any]) -> dict[str, Any]:
     return operation
 
 
+def _path_schema(spec: RouteSpec, name: str) -> dict[str, Any]:
+    """A declared id states its format: anything else is answered 404 before the handler runs."""
+    if name in spec.ids:
+        return {"type": "string", "pattern": id_pattern(spec.ids[name])}
+    return {"type": "string"}
+
+
 def _parameters(spec: RouteSpec, components: dict[str, Any]) -> list[dict[str, Any]]:
     params = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(spec, name)}
         for name in _PATH_PARAM.findall(spec.path)
     ]
     if spec.query is not None:
@@ -91,6 +99,8 @@ def _responses(spec: RouteSpec) -> dict[str, Any]:
     responses: dict[str, Any] = {str(spec.status): success}
     problem = {"application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}}
     extra = dict(spec.responses)
+    if spec.ids:
+        extra.setdefault(404, "No such resource, or a path id not of its declared pattern")
     if spec.auth:
         extra.update(
             {401: "Missing, unknown or revoked key", 403: "The key lacks the scope", 429: "Rate limited"}

@@ -9,7 +9,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from ingress.problems import ApiError
+from ingress.problems import ApiError, not_found
+from schemas.ids import PREFIXES, is_id
 from schemas.problems import FieldError
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
@@ -17,6 +18,7 @@ Handler = Callable[..., Awaitable[web.StreamResponse]]
 _json_encoder = msgspec.json.Encoder()
 _PATH = re.compile(r"`\$((?:\.[A-Za-z_][\w-]*|\[\d+\])*)`")
 _FIELD = re.compile(r"field `([^`]+)`")
+_PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 
 class RouteSpec(msgspec.Struct, kw_only=True):
@@ -33,6 +35,20 @@ class RouteSpec(msgspec.Struct, kw_only=True):
     auth: bool = True
     idempotent: bool = True
     responses: dict[int, str] = {}
+    # Every path parameter is declared: `ids` maps one to its id kind (`{"id": "msg"}`), checked by the
+    # router before the handler runs (404 otherwise, so no unchecked text reaches a Redis key);
+    # `texts` names the others (an email, a token, a provider name), which their handler validates.
+    ids: dict[str, str] = {}
+    texts: tuple[str, ...] = ()
+    address_limit: bool = True  # a route without auth is rate-limited per client address unless False
+
+    def __post_init__(self) -> None:
+        params = set(_PATH_PARAM.findall(self.path))
+        if params != set(self.ids) | set(self.texts) or set(self.ids) & set(self.texts):
+            raise ValueError(f"{self.method} {self.path}: declare each path parameter in ids or texts")
+        unknown = set(self.ids.values()) - PREFIXES
+        if unknown:
+            raise ValueError(f"{self.method} {self.path}: unknown id kinds {sorted(unknown)}")
 
 
 class RouteTable:
@@ -62,6 +78,7 @@ def _endpoint(spec: RouteSpec) -> Handler:
     decoder = msgspec.json.Decoder(spec.body) if spec.body is not None else None
 
     async def endpoint(request: web.Request) -> web.StreamResponse:
+        check_path_ids(request, spec.ids)
         kwargs: dict[str, Any] = {}
         if decoder is not None:
             kwargs["body"] = await decode_body(request, decoder)
@@ -71,6 +88,13 @@ def _endpoint(spec: RouteSpec) -> Handler:
 
     endpoint.route_spec = spec  # type: ignore[attr-defined]
     return endpoint
+
+
+def check_path_ids(request: web.Request, ids: dict[str, str]) -> None:
+    """A path id not of its declared kind and format names nothing we hold: 404 before any key is built."""
+    for name, kind in ids.items():
+        if not is_id(request.match_info[name], kind):
+            raise not_found(f"{kind}_… id")
 
 
 async def decode_body(request: web.Request, decoder: msgspec.json.Decoder) -> Any:

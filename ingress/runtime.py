@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
-from aiohttp import web
+import redis.asyncio as aioredis
 
 from actors.priority import settle_garbage_collector
 from schemas.settings import Settings
@@ -68,10 +68,25 @@ def redis_for(settings: Settings) -> Iterator[str]:
         server.stop()
 
 
+def with_redis(settings: Settings, run) -> int:
+    """Run `run(redis)` against the configured Redis, a running server's, or a temporary embedded one."""
+
+    async def go(url: str) -> int:
+        redis = aioredis.Redis.from_url(url)
+        try:
+            return await run(redis)
+        finally:
+            await redis.aclose()
+
+    with redis_for(settings) as url:
+        return asyncio.run(go(url))
+
+
 async def serve(settings: Settings, *, announce=print) -> None:
     from actors.gateway import Gateway
     from ingress.app import create_app
     from ingress.bootstrap import bootstrap
+    from ingress.connection_limits import CappedTCPSite, http_runner
     from ingress.context import SERVICES
 
     settings = with_secret_key(settings)
@@ -80,14 +95,16 @@ async def serve(settings: Settings, *, announce=print) -> None:
         await gateway.start_consumers()
         try:
             app = create_app(settings, redis_url=redis_url, gateway=gateway)
-            runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace_seconds, access_log=None)
+            runner = http_runner(app, settings)
             await runner.setup()
             services = app[SERVICES]
             secret = await bootstrap(settings, services.workspaces, services.keys)
             if secret:
                 announce(f"Created workspace `default` and its admin key (shown once): {secret}")
             settle_garbage_collector()
-            site = web.TCPSite(runner, settings.host, settings.port)
+            site = CappedTCPSite(
+                runner, settings.host, settings.port, max_connections=settings.max_connections
+            )
             await site.start()
             _runtime_file(settings).write_text(json.dumps({"pid": os.getpid(), "redis_url": redis_url}))
             announce(f"Mailers listening on http://{settings.host}:{settings.port}")

@@ -36,6 +36,7 @@ class Services:
     key_cache: KeyCache
     idempotency: IdempotencyStore
     rate_limiter: RateLimiter
+    address_limiter: RateLimiter  # the routes without an API key, per client address
     metrics: Metrics
     gateway: Gateway | None
     routing: WorkspaceRoutingCache
@@ -63,6 +64,11 @@ class Services:
             ),
             rate_limiter=RateLimiter(
                 redis, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst
+            ),
+            address_limiter=RateLimiter(
+                redis,
+                per_second=settings.public_rate_limit_per_second,
+                burst=settings.public_rate_limit_burst,
             ),
             metrics=Metrics(),
             gateway=gateway,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import secrets
 import time
 
@@ -58,8 +59,24 @@ def id_at(prefix: str, millis: int) -> str:
     return prefix + "_" + "".join([_PAIRS[((millis << 80) >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
-def has_prefix(value: str, prefix: str) -> bool:
-    return value.startswith(prefix + "_") and len(value) == len(prefix) + 27
+# A ULID in Crockford base32: 26 characters, the first at most 7 (128 bits). Both `new_id` and
+# `derived_id` write exactly this, so anything else is not one of our ids and must never reach a key.
+ULID_PATTERN = "[0-7][0-9A-HJKMNP-TV-Z]{25}"
+_ID = re.compile(rf"([a-z]+)_{ULID_PATTERN}")
+
+
+def id_pattern(prefix: str) -> str:
+    """The id format as a regular expression, as the OpenAPI document states it for path ids."""
+    return f"^{prefix}_{ULID_PATTERN}$"
+
+
+def is_id(value: str, prefix: str) -> bool:
+    """The one id validator: `value` is an id of kind `prefix` (`msg_01J…`), nothing more or less."""
+    matched = _ID.fullmatch(value)  # fullmatch: `$` would let a trailing newline through
+    return matched is not None and matched.group(1) == prefix
+
+
+has_prefix = is_id  # the name callers outside the path-id check (inbound events, list scopes) use
 
 
 def derived_id(prefix: str, millis: int, *parts: str) -> str:

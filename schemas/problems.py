@@ -19,6 +19,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "not_acceptable": (406, "Not acceptable"),
     "conflict": (409, "Conflict"),
     "idempotency_key_in_use": (409, "Idempotency key in use"),
+    "request_timeout": (408, "Request timeout"),
     "payload_too_large": (413, "Payload too large"),
     "unsupported_media_type": (415, "Unsupported media type"),
     "validation_error": (422, "Invalid request"),

@@ -50,6 +50,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dispatcher_actors: int = 1
     suppression_shards: int = 2
     message_retention_seconds: int = 30 * 24 * 3600
+    # Abuse limits (docs/security.md, "Abuse limits"): public routes per client address, tracking hits,
+    # and the HTTP server's connection cap and read timeouts (slowloris).
+    public_rate_limit_per_second: float = 20.0
+    public_rate_limit_burst: int = 100
+    tracking_dedup_seconds: int = 60
+    tracking_max_events_per_message: int = 100
+    max_connections: int = 1000
+    header_read_timeout_seconds: float = 10.0
+    body_read_timeout_seconds: float = 30.0
 
     @property
     def embedded_redis(self) -> bool:
@@ -194,6 +203,13 @@ _VARIABLES = {
     "MAILERS_DISPATCHER_ACTORS": ("dispatcher_actors", _integer),
     "MAILERS_SUPPRESSION_SHARDS": ("suppression_shards", _integer),
     "MAILERS_MESSAGE_RETENTION_SECONDS": ("message_retention_seconds", _integer),
+    "MAILERS_PUBLIC_RATE_LIMIT_PER_SECOND": ("public_rate_limit_per_second", _positive_float),
+    "MAILERS_PUBLIC_RATE_LIMIT_BURST": ("public_rate_limit_burst", _integer),
+    "MAILERS_TRACKING_DEDUP_SECONDS": ("tracking_dedup_seconds", _integer),
+    "MAILERS_TRACKING_MAX_EVENTS_PER_MESSAGE": ("tracking_max_events_per_message", _integer),
+    "MAILERS_MAX_CONNECTIONS": ("max_connections", _integer),
+    "MAILERS_HEADER_READ_TIMEOUT_SECONDS": ("header_read_timeout_seconds", _positive_float),
+    "MAILERS_BODY_READ_TIMEOUT_SECONDS": ("body_read_timeout_seconds", _positive_float),
 }
 
 

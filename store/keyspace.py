@@ -31,8 +31,10 @@ def rate_limit(key_id: str) -> str:
     return f"{PREFIX}ratelimit:{key_id}"  # GCRA theoretical arrival time (ms)
 
 
-def idempotency(workspace: str, method: str, path: str, key: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:idem:{method}:{path}:{key}"
+def idempotency(workspace: str, key_id: str, method: str, path: str, key: str) -> str:
+    # Per API key, not per workspace: a stored answer may carry a secret shown once (a new key, a
+    # webhook secret), and another key of the workspace that guessed the Idempotency-Key would get it.
+    return f"{PREFIX}{{{workspace}}}:idem:{key_id}:{method}:{path}:{key}"
 
 
 # --- the event stream -----------------------------------------------------------------------------
@@ -192,6 +194,19 @@ def webhook_in_flight(consumer: str) -> str:
 
 
 # --- tracking and unsubscribe ----------------------------------------------------------------------
+def tracking_hit(workspace: str, message_id: str, recipient: str, link: int | None) -> str:
+    where = "o" if link is None else f"c{link}"  # SET NX EX: a hit seen within the dedupe window
+    return f"{PREFIX}{{{workspace}}}:hit:{message_id}:{where}:{recipient}"
+
+
+def tracking_hits(workspace: str, message_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:hits:{message_id}"  # counter: open/click events recorded, EX
+
+
+def address_rate_limit(address: str) -> str:
+    return f"{PREFIX}ratelimit:addr:{address}"  # GCRA for the routes without an API key
+
+
 def unsubscribe_recorded(workspace: str, message_id: str, scope: str, list_id: str | None, email: str) -> str:
     return f"{PREFIX}{{{workspace}}}:unsub:{message_id}:{scope}:{list_id or '-'}:{email}"  # event id, EX
 

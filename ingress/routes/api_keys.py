@@ -87,7 +87,15 @@ async def list_keys(request: web.Request, query: PageQuery) -> web.Response:
     )
 
 
-@routes.route("GET", "/v1/api-keys/{id}", scope="admin", response=ApiKey, summary="Get a key", tag="api-keys")
+@routes.route(
+    "GET",
+    "/v1/api-keys/{id}",
+    ids={"id": "key"},
+    scope="admin",
+    response=ApiKey,
+    summary="Get a key",
+    tag="api-keys",
+)
 async def get_key(request: web.Request) -> web.Response:
     record = await _own_key(request)
     usage = await request.app[SERVICES].keys.usage([record.id])
@@ -97,6 +105,7 @@ async def get_key(request: web.Request) -> web.Response:
 @routes.route(
     "POST",
     "/v1/api-keys/{id}/rotate",
+    ids={"id": "key"},
     scope="admin",
     body=RotateApiKey,
     response=ApiKeyWithSecret,
@@ -127,6 +136,7 @@ async def rotate_key(request: web.Request, body: RotateApiKey) -> web.Response:
 @routes.route(
     "DELETE",
     "/v1/api-keys/{id}",
+    ids={"id": "key"},
     scope="admin",
     response=ApiKey,
     summary="Revoke a key everywhere at once",

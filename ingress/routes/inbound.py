@@ -125,6 +125,9 @@ routes = InboundRouteTable()
 @routes.route(
     "POST",
     "/v1/inbound/{provider}/{server_id}",
+    ids={"server_id": "srv"},
+    texts=("provider",),
+    address_limit=False,
     scope=None,
     auth=False,
     idempotent=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -13,6 +14,7 @@ from ingress.routing import RouteTable, json_response
 from schemas.events import Event, EventMessage
 from schemas.ids import new_id
 from schemas.send import MessageEvent, MessageList, MessageListQuery, MessageSummary, MessageView
+from store.ledger.listing import MessageFilter, MessageLister
 from store.messages import MessageStore, StoredMessage, cancel_scheduled
 
 routes = RouteTable()
@@ -50,6 +52,7 @@ def view(stored: StoredMessage) -> MessageView:
 @routes.route(
     "GET",
     "/v1/messages/{id}",
+    ids={"id": "msg"},
     scope="read:messages",
     response=MessageView,
     summary="A message's status, server, provider, attempts and ordered events",
@@ -122,8 +125,6 @@ def view_from_events(message_id: str, events: list[Event]) -> MessageView:
     tag="messages",
 )
 async def list_messages(request: web.Request, query: MessageListQuery) -> web.Response:
-    store = MessageStore(request.app[SERVICES].redis)
-    workspace = principal(request).workspace
     filters = {
         "status": query.status,
         "tag": query.tag,
@@ -133,48 +134,39 @@ async def list_messages(request: web.Request, query: MessageListQuery) -> web.Re
         "until": query.until.isoformat() if query.until else None,
     }
     after = decode_cursor(query.cursor, filters)
-    found: list[StoredMessage] = []
-    scanned, more, last = 0, True, after
-    while len(found) <= query.limit and more and scanned < _SCAN_LIMIT:
-        ids, more = await store.page_ids(workspace, limit=_SCAN_CHUNK, after=last)
-        for stored in await store.get_many(workspace, ids):
-            scanned += 1
-            if stored is not None and _matches(stored, query):
-                found.append(stored)
-        last = ids[-1] if ids else last
-    has_more = len(found) > query.limit or (more and scanned >= _SCAN_LIMIT)
-    page = found[: query.limit]
-    last_id = page[-1].message.id if len(found) > query.limit else last
+    where = MessageFilter(
+        status=query.status,
+        tag=query.tag,
+        campaign_id=query.campaign_id,
+        to=query.to,
+        from_ms=_millis(query.from_),
+        until_ms=_millis(query.until),
+    )
+    lister = MessageLister(request.app[SERVICES].redis, chunk=_SCAN_CHUNK, scan_limit=_SCAN_LIMIT)
+    page = await lister.page(principal(request).workspace, where, limit=query.limit, after=after)
     data = [
         MessageSummary(
-            id=s.message.id,
-            status=s.status,
-            created_at=s.created_at,  # type: ignore[arg-type]
-            to=[a.email for a in s.message.to],
-            subject=s.message.subject,
-            tags=s.message.tags,
-            server=s.server,
+            id=m.id,
+            status=m.status,  # type: ignore[arg-type]
+            created_at=datetime.fromtimestamp(m.created_ms / 1000, UTC),
+            to=m.to,
+            subject=m.subject,
+            tags=m.tags,
+            server=m.server or None,
         )
-        for s in page
+        for m in page.messages
     ]
-    return list_response(request, data, has_more=has_more, last_id=last_id, filters=filters)
+    return list_response(request, data, has_more=page.has_more, last_id=page.last_id, filters=filters)
 
 
-def _matches(stored: StoredMessage, query: MessageListQuery) -> bool:
-    message = stored.message
-    return (
-        (query.status is None or stored.status == query.status)
-        and (query.tag is None or query.tag in message.tags)
-        and (query.campaign_id is None or message.campaign_id == query.campaign_id)
-        and (query.to is None or query.to.lower() in {a.email.lower() for a in message.recipients})
-        and (query.from_ is None or stored.created_at >= query.from_)
-        and (query.until is None or stored.created_at < query.until)
-    )
+def _millis(moment: datetime | None) -> int | None:
+    return None if moment is None else math.ceil(moment.timestamp() * 1000)
 
 
 @routes.route(
     "POST",
     "/v1/messages/{id}/cancel",
+    ids={"id": "msg"},
     scope="send",
     response=MessageView,
     summary="Cancel a scheduled message",

@@ -85,6 +85,7 @@ async def list_rules(request: web.Request, query: PageQuery) -> web.Response:
 @routes.route(
     "GET",
     "/v1/routing/rules/{id}",
+    ids={"id": "rul"},
     scope="read:settings",
     response=RoutingRuleView,
     summary="Get a routing rule",
@@ -97,6 +98,7 @@ async def get_rule(request: web.Request) -> web.Response:
 @routes.route(
     "PATCH",
     "/v1/routing/rules/{id}",
+    ids={"id": "rul"},
     scope="write:settings",
     body=UpdateRoutingRule,
     response=RoutingRuleView,
@@ -116,6 +118,7 @@ async def update_rule(request: web.Request, body: UpdateRoutingRule) -> web.Resp
 @routes.route(
     "DELETE",
     "/v1/routing/rules/{id}",
+    ids={"id": "rul"},
     scope="write:settings",
     response=DeletedRoutingRule,
     summary="Delete a routing rule",

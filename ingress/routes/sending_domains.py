@@ -111,6 +111,7 @@ async def list_domains(request: web.Request, query: PageQuery) -> web.Response:
 @routes.route(
     "GET",
     "/v1/sending-domains/{id}",
+    ids={"id": "dom"},
     scope="read:settings",
     response=SendingDomain,
     summary="Get a sending domain, its DNS records and their last check",
@@ -123,6 +124,7 @@ async def get_domain(request: web.Request) -> web.Response:
 @routes.route(
     "DELETE",
     "/v1/sending-domains/{id}",
+    ids={"id": "dom"},
     scope="write:settings",
     response=DeletedSendingDomain,
     summary="Delete a sending domain and its DKIM key; its mail is no longer signed",
@@ -138,6 +140,7 @@ async def delete_domain(request: web.Request) -> web.Response:
 @routes.route(
     "POST",
     "/v1/sending-domains/{id}/verify",
+    ids={"id": "dom"},
     scope="write:settings",
     response=SendingDomain,
     summary="Look the domain's DNS records up now and record what was found",

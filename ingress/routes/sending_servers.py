@@ -147,6 +147,7 @@ async def list_servers(request: web.Request, query: PageQuery) -> web.Response:
 @routes.route(
     "GET",
     "/v1/sending-servers/{id}",
+    ids={"id": "srv"},
     scope="read:settings",
     response=SendingServer,
     summary="Get a sending server and its health",
@@ -161,6 +162,7 @@ async def get_server(request: web.Request) -> web.Response:
 @routes.route(
     "PATCH",
     "/v1/sending-servers/{id}",
+    ids={"id": "srv"},
     scope="write:settings",
     body=UpdateSendingServer,
     response=SendingServer,
@@ -181,6 +183,7 @@ async def update_server(request: web.Request, body: UpdateSendingServer) -> web.
 @routes.route(
     "DELETE",
     "/v1/sending-servers/{id}",
+    ids={"id": "srv"},
     scope="write:settings",
     response=DeletedSendingServer,
     responses={409: "A routing rule still targets the server"},

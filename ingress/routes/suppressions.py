@@ -1,8 +1,9 @@
 """`/v1/suppressions`: add, list and lift suppressions; writes go through the SuppressionShards.
 
-Global suppressions apply to every workspace of the installation, so adding, listing or lifting
-them needs the `admin` scope. A `DELETE` without `scope` lifts the address in every scope of the
-workspace (workspace, domain and list), never the global one.
+Global suppressions apply to every workspace of the installation, so only the operator manages them
+(`mailers suppressions global …`, ingress/operator_suppressions.py): no workspace key, not even an
+`admin` one, may add, list or lift them here. A `DELETE` without `scope` lifts the address in every
+scope of the workspace (workspace, domain and list), never the global one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from schemas.suppressions import (
     SuppressionList,
     SuppressionRecord,
 )
-from store.suppressions import GLOBAL, SuppressionStore, created_at, normalise_entry
+from store.suppressions import SuppressionStore, created_at, normalise_entry
 
 routes = RouteTable()
 TAG = "suppressions"
@@ -63,9 +64,12 @@ def suppression_client(request: web.Request):
     return client
 
 
-def require_admin_for_global(request: web.Request, scope: str | None) -> None:
-    if scope == "global" and "admin" not in principal(request).scopes:
-        raise ApiError("forbidden", "Global suppressions need the `admin` scope")
+def refuse_global(scope: str | None) -> None:
+    """Global entries affect every tenant: operator only, never through a workspace's key."""
+    if scope == "global":
+        raise ApiError(
+            "forbidden", "Global suppressions are managed by the operator (`mailers suppressions global`)"
+        )
 
 
 def entries_of(body: CreateSuppressions) -> list[SuppressionEntry]:
@@ -106,11 +110,11 @@ def check_scope(scope: Scope, scope_value: str | None, pointer: str) -> None:
     body=CreateSuppressions,
     response=CreatedSuppressions,
     status=201,
-    summary="Suppress one address or up to 1,000 (global scope needs admin)",
+    summary="Suppress one address or up to 1,000 (global scope: operator only, 403)",
     tag=TAG,
 )
 async def create_suppressions(request: web.Request, body: CreateSuppressions) -> web.Response:
-    require_admin_for_global(request, body.scope)
+    refuse_global(body.scope)
     entries = entries_of(body)
     workspace = principal(request).workspace
     created = await suppression_client(request).add(workspace, entries)
@@ -129,10 +133,10 @@ async def create_suppressions(request: web.Request, body: CreateSuppressions) ->
     tag=TAG,
 )
 async def list_suppressions(request: web.Request, query: SuppressionQuery) -> web.Response:
-    require_admin_for_global(request, query.scope)
+    refuse_global(query.scope)
     filters = {"email": query.email, "reason": query.reason, "scope": query.scope}
     after = decode_cursor(query.cursor, filters)
-    home = GLOBAL if query.scope == "global" else principal(request).workspace
+    home = principal(request).workspace
     store = SuppressionStore(request.app[SERVICES].redis)
     try:
         records, has_more, last = await store.page(
@@ -148,6 +152,7 @@ async def list_suppressions(request: web.Request, query: SuppressionQuery) -> we
 @routes.route(
     "DELETE",
     "/v1/suppressions/{email}",
+    texts=("email",),
     scope="write:suppressions",
     query=SuppressionScopeQuery,
     response=SuppressionDeletion,
@@ -155,7 +160,7 @@ async def list_suppressions(request: web.Request, query: SuppressionQuery) -> we
     tag=TAG,
 )
 async def delete_suppression(request: web.Request, query: SuppressionScopeQuery) -> web.Response:
-    require_admin_for_global(request, query.scope)
+    refuse_global(query.scope)
     workspace, email = principal(request).workspace, request.match_info["email"]
     store = SuppressionStore(request.app[SERVICES].redis)
     if query.scope is None:

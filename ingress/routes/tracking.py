@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import html
-import ipaddress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
 from redis.asyncio.client import Pipeline
 
+from ingress.client_address import client_ip
 from ingress.context import SERVICES
 from ingress.problems import ApiError, not_found, validation_error
 from ingress.routing import RouteTable
@@ -30,6 +30,7 @@ from security.unsubscribe import ONE_CLICK
 from store import keyspace
 from store.ledger import MessageLedger, StoredMessage
 from store.suppressions import add_suppressions
+from store.tracking_hits import RECORD, admit_hit
 
 routes = RouteTable()
 T = TypeVar("T", OpenToken, ClickToken, UnsubscribeToken)
@@ -59,6 +60,7 @@ _URL_WHITESPACE = {ord("\t"): None, ord("\n"): None, ord("\r"): None}
 @routes.route(
     "GET",
     "/t/o/{token}",
+    texts=("token",),
     scope=None,
     auth=False,
     idempotent=False,
@@ -69,13 +71,15 @@ _URL_WHITESPACE = {ord("\t"): None, ord("\n"): None, ord("\r"): None}
 async def open_pixel(request: web.Request) -> web.Response:
     token = _token(request, "o", OpenToken)
     stored = await _stored(request, token.workspace, token.message_id)
-    await _record(request, _event("message.opened", token, stored, _visit(request)))
+    if await admit_hit(request.app[SERVICES].redis, request.app[SERVICES].settings, token) is RECORD:
+        await _record(request, _event("message.opened", token, stored, _visit(request)))
     return web.Response(body=PIXEL, content_type="image/gif", headers=NO_STORE)
 
 
 @routes.route(
     "GET",
     "/t/c/{token}",
+    texts=("token",),
     scope=None,
     auth=False,
     idempotent=False,
@@ -90,7 +94,8 @@ async def click(request: web.Request) -> web.Response:
     if not 0 <= token.link_index < len(stored.meta.links):
         raise not_found(_BAD_TOKEN)
     url = stored.meta.links[token.link_index]
-    await _record(request, _event("message.clicked", token, stored, {"url": url, **_visit(request)}))
+    if await admit_hit(request.app[SERVICES].redis, request.app[SERVICES].settings, token) is RECORD:
+        await _record(request, _event("message.clicked", token, stored, {"url": url, **_visit(request)}))
     location = url.translate(_URL_WHITESPACE)  # what a browser would follow, and header-safe
     return web.Response(
         status=302, headers={**NO_STORE, "Location": location, "Referrer-Policy": "no-referrer"}
@@ -100,6 +105,7 @@ async def click(request: web.Request) -> web.Response:
 @routes.route(
     "GET",
     "/t/u/{token}",
+    texts=("token",),
     scope=None,
     auth=False,
     idempotent=False,
@@ -120,6 +126,7 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
 @routes.route(
     "POST",
     "/t/u/{token}",
+    texts=("token",),
     scope=None,
     auth=False,
     idempotent=False,
@@ -177,23 +184,6 @@ def _visit(request: web.Request) -> dict[str, Any]:
     agent = agent[:MAX_USER_AGENT] if agent else None
     ip = client_ip(request, getattr(request.app[SERVICES].settings, "trust_forwarded_for", False))
     return {"user_agent": agent, "ip": ip, "machine_open": is_machine_open(agent, ip)}
-
-
-def client_ip(request: web.Request, trust_forwarded_for: bool) -> str | None:
-    """The peer, or with a trusted proxy in front the last X-Forwarded-For hop (the one it appended)."""
-    if trust_forwarded_for:
-        hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
-        if hops and _is_ip(hops[-1]):
-            return hops[-1]
-    return request.remote
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _event(kind: str, token: TrackingPayload, stored: StoredMessage | None, data: dict[str, Any]) -> Event:

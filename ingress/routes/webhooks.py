@@ -100,7 +100,13 @@ async def list_webhooks(request: web.Request, query: PageQuery) -> web.Response:
 
 
 @routes.route(
-    "GET", "/v1/webhooks/{id}", scope="read:webhooks", response=Webhook, summary="Get an endpoint", tag=TAG
+    "GET",
+    "/v1/webhooks/{id}",
+    ids={"id": "whk"},
+    scope="read:webhooks",
+    response=Webhook,
+    summary="Get an endpoint",
+    tag=TAG,
 )
 async def get_webhook(request: web.Request) -> web.Response:
     return json_response(view(await _own_endpoint(request)))
@@ -109,6 +115,7 @@ async def get_webhook(request: web.Request) -> web.Response:
 @routes.route(
     "PATCH",
     "/v1/webhooks/{id}",
+    ids={"id": "whk"},
     scope="write:webhooks",
     body=UpdateWebhook,
     response=Webhook,
@@ -141,6 +148,7 @@ async def update_webhook(request: web.Request, body: UpdateWebhook) -> web.Respo
 @routes.route(
     "DELETE",
     "/v1/webhooks/{id}",
+    ids={"id": "whk"},
     scope="write:webhooks",
     response=DeletedWebhook,
     summary="Delete an endpoint; nothing more is delivered to it",
@@ -155,6 +163,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
 @routes.route(
     "POST",
     "/v1/webhooks/{id}/rotate-secret",
+    ids={"id": "whk"},
     scope="write:webhooks",
     response=WebhookWithSecret,
     summary="New signing secret; the old one keeps signing too for 24 hours",
@@ -174,6 +183,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
 @routes.route(
     "GET",
     "/v1/webhooks/{id}/deliveries",
+    ids={"id": "whk"},
     scope="read:webhooks",
     query=PageQuery,
     response=DeliveryList,
@@ -199,6 +209,7 @@ async def list_deliveries(request: web.Request, query: PageQuery) -> web.Respons
 @routes.route(
     "POST",
     "/v1/webhooks/{id}/deliveries/{dlv}/replay",
+    ids={"id": "whk", "dlv": "dlv"},
     scope="write:webhooks",
     response=Delivery,
     status=202,
@@ -223,6 +234,7 @@ async def replay_delivery(request: web.Request) -> web.Response:
 @routes.route(
     "POST",
     "/v1/webhooks/{id}/replay",
+    ids={"id": "whk"},
     scope="write:webhooks",
     body=ReplayWindow,
     response=ReplayResult,

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from schemas.events import Event
 from schemas.ids import id_at
 from schemas.messages import OutboundMessage
-from store import keyspace, pages
+from store import keyspace
 from store.ledger.records import (
     Claimed,
     NewMessage,
@@ -78,11 +78,6 @@ class MessageLedger:
                 pipe.hgetall(keyspace.message(workspace, message_id))
             rows = await pipe.execute()
         return [StoredMessage.from_redis(row, None) if row else None for row in rows]
-
-    async def page_ids(self, workspace: str, *, limit: int, after: str | None) -> tuple[list[str], bool]:
-        return await pages.newest_first(
-            self.redis, keyspace.message_index(workspace), limit=limit, after=after
-        )
 
     async def messages(self, workspace: str, ids: Sequence[str]) -> dict[str, OutboundMessage]:
         """The stored messages among `ids`, by id (just their payload: what correlation needs)."""

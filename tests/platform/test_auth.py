@@ -76,8 +76,14 @@ def test_every_scoped_route_has_an_admitted_status():
     assert {(s.method, s.path) for s in SCOPED_ROUTES} == set(ADMITTED_STATUS)
 
 
-def _concrete(path: str) -> str:
-    return re.sub(r"\{[^}]+\}", "x_00000000000000000000000000", path)
+def _concrete(spec) -> str:
+    """The route's path with well-formed ids that exist nowhere, so the handler itself runs."""
+
+    def fill(match: re.Match[str]) -> str:
+        prefix = spec.ids.get(match.group(1))
+        return f"{prefix}_{'0' * 26}" if prefix else "x_00000000000000000000000000"
+
+    return re.sub(r"\{([^}]+)\}", fill, spec.path)
 
 
 def _lacking(scope: str) -> list[str]:
@@ -87,7 +93,7 @@ def _lacking(scope: str) -> list[str]:
 @pytest.mark.parametrize("spec", SCOPED_ROUTES, ids=lambda s: f"{s.method} {s.path}")
 async def test_each_route_refuses_a_key_without_its_scope(client, make_key, spec):
     headers = await make_key(_lacking(spec.scope))
-    response = await client.request(spec.method, _concrete(spec.path), headers=headers, json={})
+    response = await client.request(spec.method, _concrete(spec), headers=headers, json={})
     assert response.status == 403, await response.text()
     assert (await response.json())["code"] == "forbidden"
 
@@ -95,7 +101,7 @@ async def test_each_route_refuses_a_key_without_its_scope(client, make_key, spec
 @pytest.mark.parametrize("spec", SCOPED_ROUTES, ids=lambda s: f"{s.method} {s.path}")
 async def test_each_route_admits_a_key_with_exactly_its_scope(client, make_key, spec):
     headers = await make_key([spec.scope])
-    response = await client.request(spec.method, _concrete(spec.path), headers=headers, json={})
+    response = await client.request(spec.method, _concrete(spec), headers=headers, json={})
     assert response.status == _admitted_status(client, spec), await response.text()
 
 

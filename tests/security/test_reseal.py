@@ -64,7 +64,7 @@ async def seal_everything_under(redis, master: str) -> str:
     )
     await redis.set(keyspace.webhook("ws", "whk_1"), webhook_record_encoder.encode(hook))
     await redis.sadd(keyspace.server_rules("ws", "srv_1"), "rule_1")  # same prefix, another type
-    idem_key = keyspace.idempotency("ws", "POST", "/v1/api-keys", "k1")
+    idem_key = keyspace.idempotency("ws", "key_1", "POST", "/v1/api-keys", "k1")
     idempotency = IdempotencyStore(
         redis, lock_ms=60_000, retention_ms=60_000, box=box_for(settings, "idempotency")
     )

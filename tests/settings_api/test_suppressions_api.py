@@ -10,7 +10,8 @@ import ray
 from actors.suppression.client import SuppressionClient
 from schemas.ids import new_id
 from schemas.settings import load_settings
-from schemas.suppressions import Suppressed
+from schemas.suppressions import Suppressed, SuppressionEntry
+from store.suppressions import GLOBAL, SuppressionStore
 
 LIST = new_id("lst")
 
@@ -94,7 +95,7 @@ async def test_add_list_filter_and_delete(workspace, client, shards, make_key):
     assert (await client.delete("/v1/suppressions/ana@example.com", headers=writer)).status == 404
 
 
-async def test_validation_scopes_and_isolation(client, shards, make_key, admin):
+async def test_validation_scopes_and_isolation(client, shards, make_key, admin, redis):
     writer = await make_key(["write:suppressions"])
     cases = [
         ({"emails": ["ok@example.com", "nope"]}, "#/emails/1"),
@@ -115,11 +116,11 @@ async def test_validation_scopes_and_isolation(client, shards, make_key, admin):
     assert (await client.get("/v1/suppressions?scope=global", headers=writer)).status == 403
     reader = await make_key(["read:suppressions"])
     assert (await post(client, reader, email="r@example.com")).status == 403
-    assert (
-        await post(client, admin, email="g@example.com", scope="global", reason="complaint")
-    ).status == 201
-    globals_ = await (await client.get("/v1/suppressions?scope=global", headers=admin)).json()
-    assert [(s["email"], s["scope"]) for s in globals_["data"]] == [("g@example.com", "global")]
+    # global entries are the operator's (`mailers suppressions global`): even an admin key is refused
+    assert (await post(client, admin, email="g@example.com", scope="global")).status == 403
+    await SuppressionStore(redis).add(
+        GLOBAL, [SuppressionEntry(email="g@example.com", scope="global", reason="complaint")]
+    )
 
     await post(client, writer, email="own@example.com")
     other = await make_key(["write:suppressions"], workspace="globex")

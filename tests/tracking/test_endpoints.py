@@ -88,11 +88,11 @@ async def test_a_proxy_fetch_is_a_machine_open_and_forwarded_for_is_trusted_only
     app_client, redis
 ):
     apple = {"User-Agent": "Mozilla/5.0", "X-Forwarded-For": "203.0.113.9, 17.58.1.2"}
-    direct = await app_client()
+    direct = await app_client(tracking_dedup_seconds=0)  # the same open twice: both recorded
     message = await sent_tracked(direct, redis)
     [token] = tokens_in(message.html, "o")
     assert (await direct.get(f"/t/o/{token}", headers=apple)).status == 200
-    behind_proxy = await app_client(trust_forwarded_for=True)
+    behind_proxy = await app_client(trust_forwarded_for=True, tracking_dedup_seconds=0)
     assert (await behind_proxy.get(f"/t/o/{token}", headers={**apple, "User-Agent": HUMAN})).status == 200
     first, second = (await timeline(redis, message))[1:]
     assert first.data == {"user_agent": "Mozilla/5.0", "ip": "127.0.0.1", "machine_open": True}
