@@ -27,7 +27,10 @@ _ARTICLE = """<tr><td class="article"><h2>{{ a.title }}</h2><p>{{ a.summary }}</
 NEWSLETTER = (
     "<html><head><style>h2 { color: #223344; } .article { padding: 8px 0; }</style></head><body>"
     "<table><tr><td><p>Hello {{ first_name | default: 'friend' }},</p>"
-    "<p>Here is what happened this week at Acme. " + "We shipped, we fixed, we wrote. " * 40 + "</p></td></tr>"
+    "<p>Here is what happened this week at Acme. "
+    + "We shipped, we fixed, we wrote. "
+    * 85
+    + "</p></td></tr>"
     "{% for a in articles %}" + _ARTICLE + "{% endfor %}"
     "<tr><td><p>" + "Footer text with the small print that every newsletter carries. " * 12 + "</p>"
     '<a href="{{ unsubscribe_url }}">Unsubscribe</a></td></tr></table></body></html>'

@@ -98,7 +98,9 @@ def _parse(
     for name, spans in analysis.filters.items():
         if name not in env.filters:
             line, column = _line_col(source, spans[0].index)
-            problems.append(ContentProblem(pointer, f"unknown filter {name!r} at line {line}, column {column}"))
+            problems.append(
+                ContentProblem(pointer, f"unknown filter {name!r} at line {line}, column {column}")
+            )
     for match in PARTIAL_REFERENCE.finditer(source):
         if match.group(1) not in partials:
             line, column = _line_col(source, match.start())

@@ -56,7 +56,9 @@ def variable_problems(declared: Mapping[str, VariableSpec], given: Mapping[str, 
             continue
         expected = _TYPES.get(spec.type)
         # JSON true/false are Python bools, which are also ints: not a number here.
-        if expected and (not isinstance(value, expected) or (bool not in expected and isinstance(value, bool))):
+        if expected and (
+            not isinstance(value, expected) or (bool not in expected and isinstance(value, bool))
+        ):
             problems.append(
                 ContentProblem(f"#/variables/{name}", f"expected {spec.type}", "invalid_variable_type")
             )

@@ -108,12 +108,16 @@ def _rendered(
     assert ref is not None  # _uses_template
     version = versions[(ref.id, ref.version)]
     if version is None:
-        pointer, what = ("/template/id", "template") if ref.version is None else ("/template/version", "version")
+        pointer, what = (
+            ("/template/id", "template") if ref.version is None else ("/template/version", "version")
+        )
         raise validation_error(prefix + pointer, f"no such {what} in this workspace", "template_not_found")
     reserved = [k for k in RECORDED_KEYS if k in item.metadata]
     if reserved:
         raise validation_error(
-            f"{prefix}/metadata/{reserved[0]}", "set by Mailers when sending with a template", "reserved_metadata"
+            f"{prefix}/metadata/{reserved[0]}",
+            "set by Mailers when sending with a template",
+            "reserved_metadata",
         )
     try:
         rendered = render_template(compiled(version), ref.variables)

@@ -126,7 +126,9 @@ async def update_template(request: web.Request, body: UpdateTemplate) -> web.Res
     try:
         await store.add_version(candidate)
     except VersionConflict:
-        raise ApiError("conflict", "The template changed meanwhile; read it and apply the change again")
+        raise ApiError(
+            "conflict", "The template changed meanwhile; read it and apply the change again"
+        ) from None
     return json_response(view(candidate))
 
 

@@ -29,10 +29,18 @@ async def test_curl_examples_run(page, client, admin, smtp_server):  # noqa: F81
     script = examples(page)
     assert "curl" in script
     secret = admin["Authorization"].removeprefix("Bearer ")
-    env = {"MAILERS_URL": str(client.make_url("")).rstrip("/"), "MAILERS_KEY": secret, "PATH": "/usr/bin:/bin"}
+    env = {
+        "MAILERS_URL": str(client.make_url("")).rstrip("/"),
+        "MAILERS_KEY": secret,
+        "PATH": "/usr/bin:/bin",
+    }
     process = await asyncio.create_subprocess_exec(
-        "bash", "-c", "set -euo pipefail\n" + script, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "bash",
+        "-c",
+        "set -euo pipefail\n" + script,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
     assert process.returncode == 0, (out.decode(), err.decode())

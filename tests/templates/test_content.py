@@ -67,7 +67,11 @@ def test_no_python_attributes_environment_or_files() -> None:
 
 
 def test_partials_come_only_from_the_version_itself() -> None:
-    out = render({"n": "Ana"}, html="<div>{% render 'tpl_footer', n: n %}</div>", partials={"tpl_footer": "<i>{{ n }}</i>"})
+    out = render(
+        {"n": "Ana"},
+        html="<div>{% render 'tpl_footer', n: n %}</div>",
+        partials={"tpl_footer": "<i>{{ n }}</i>"},
+    )
     assert out.html.startswith("<div><i>Ana</i></div>")
     assert "Ana" in out.text and "<i>" not in out.text
 
@@ -118,7 +122,9 @@ def test_required_variables_and_declared_types() -> None:
         ("#/variables/vip", "invalid_variable_type"),
     }
     assert render({"first_name": "A", "count": 3, "vip": True}, variables=spec).html == "<p>hi</p>"
-    assert render_problems({"first_name": "A", "count": True}, variables=spec)[0].pointer == "#/variables/count"
+    assert (
+        render_problems({"first_name": "A", "count": True}, variables=spec)[0].pointer == "#/variables/count"
+    )
 
 
 def test_mjml_becomes_responsive_html_with_inlined_css_and_a_text_part() -> None:

@@ -48,7 +48,9 @@ async def test_a_template_send_arrives_rendered_and_records_the_version(client, 
     assert view["metadata"] == {"template_id": template["id"], "template_version": "1"}
 
 
-async def test_the_mjml_version_arrives_responsive_with_inlined_css_and_text(client, admin, sink, smtp_server):
+async def test_the_mjml_version_arrives_responsive_with_inlined_css_and_text(
+    client, admin, sink, smtp_server
+):
     template = await create(client, admin, {"name": "News", "subject": "News", "html": "<p>{{ name }}</p>"})
     changed = await client.patch(
         f"/v1/templates/{template['id']}", json={"html": None, "mjml": NEWSLETTER_MJML}, headers=admin
@@ -73,7 +75,9 @@ async def test_the_mjml_version_arrives_responsive_with_inlined_css_and_text(cli
 
 async def test_send_errors_point_into_the_template(client, admin, smtp_server):
     template = await create(
-        client, admin, {"name": "t", "html": "{{ n }}", "variables": {"n": {"type": "string", "required": True}}}
+        client,
+        admin,
+        {"name": "t", "html": "{{ n }}", "variables": {"n": {"type": "string", "required": True}}},
     )
     base = {"from": "hello@acme.com", "to": "ana@example.com"}
     missing = await client.post("/v1/send", json={**base, "template": {"id": template["id"]}}, headers=admin)
@@ -84,16 +88,24 @@ async def test_send_errors_point_into_the_template(client, admin, smtp_server):
     unknown = await client.post("/v1/send", json={**base, "template": {"id": "tpl_nope"}}, headers=admin)
     assert (await unknown.json())["errors"][0]["code"] == "template_not_found"
     old = await client.post(
-        "/v1/send", json={**base, "template": {"id": template["id"], "version": 9, "variables": {"n": "x"}}}, headers=admin
+        "/v1/send",
+        json={**base, "template": {"id": template["id"], "version": 9, "variables": {"n": "x"}}},
+        headers=admin,
     )
     assert (await old.json())["errors"][0]["pointer"] == "#/template/version"
 
 
 async def test_bulk_with_per_item_templates(client, admin, redis, sink, smtp_server):
-    hello = await create(client, admin, {"name": "hello", "subject": "Hello {{ n }}", "html": "<p>{{ n }}</p>"})
+    hello = await create(
+        client, admin, {"name": "hello", "subject": "Hello {{ n }}", "html": "<p>{{ n }}</p>"}
+    )
     bye = await create(client, admin, {"name": "bye", "subject": "Bye {{ n }}", "html": "<p>bye {{ n }}</p>"})
     messages = [
-        {"from": "hello@acme.com", "to": f"r{i}@example.com", "template": {"id": t["id"], "variables": {"n": i}}}
+        {
+            "from": "hello@acme.com",
+            "to": f"r{i}@example.com",
+            "template": {"id": t["id"], "variables": {"n": i}},
+        }
         for i, t in enumerate([hello, bye] * 15)
     ]
     messages.append({"from": "hello@acme.com", "to": "x@example.com", "template": {"id": "tpl_missing"}})
