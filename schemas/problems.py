@@ -24,6 +24,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "unsupported_media_type": (415, "Unsupported media type"),
     "validation_error": (422, "Invalid request"),
     "idempotency_key_reused": (422, "Idempotency key reused"),
+    "template_error": (422, "Template error"),
     "rate_limited": (429, "Too many requests"),
     "quota_exceeded": (429, "Quota exceeded"),
     "internal_error": (500, "Internal error"),

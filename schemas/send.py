@@ -33,8 +33,11 @@ MessageStatus = Literal[
 
 
 class TemplateRef(msgspec.Struct, forbid_unknown_fields=True):
+    """Send with a stored template: rendered at accept time; `version` pins one (default: the newest)."""
+
     id: str
     variables: dict[str, Any] = {}
+    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 class AttachmentIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -224,6 +224,19 @@ def sending_domain_names(workspace: str) -> str:
     return f"{PREFIX}{{{workspace}}}:doms:names"  # hash: A-label domain -> id
 
 
+# --- templates: a chain of immutable versions per template ------------------------------------------
+def template(workspace: str, template_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:tpl:{template_id}"  # msgpack TemplateVersion: the newest version
+
+
+def template_versions(workspace: str, template_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:tpl:{template_id}:v"  # hash: version number -> msgpack TemplateVersion
+
+
+def template_index(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:templates"  # lex zset of template ids
+
+
 # --- inbound provider events: what could not be tied to a message --------------------------------
 INBOUND_UNMATCHED = PREFIX + "inbound:unmatched"  # hash: provider -> events for no message of ours
 

@@ -11,7 +11,9 @@ from ingress.off_loop import HEAVY_ITEMS, run_heavy
 from ingress.problems import ApiError
 from ingress.routing import RouteTable, field_error, json_response
 from ingress.send_service import Accepted, accept, prepare_items, utc_now
+from ingress.templating import render_sends
 from schemas.send import BulkAccepted, BulkEnvelope, BulkItem, SendAccepted, SendRequest
+from store.templates import TemplateStore
 
 routes = RouteTable()
 MAX_BULK = 1000
@@ -35,7 +37,11 @@ async def send(request: web.Request, body: SendRequest) -> web.Response:
     if claim is not None and body.idempotency_key is None:
         # The header key also guards the message itself, so a retry racing a crash cannot send it twice.
         body = msgspec.structs.replace(body, idempotency_key=request.headers["Idempotency-Key"])
-    item = prepare_items([body], caller, now=now, prefixes=["#"])[0]
+    templates = TemplateStore(request.app[SERVICES].redis)
+    [rendered] = await render_sends(templates, caller.workspace, [body], ["#"], heavy=False)
+    if isinstance(rendered, ApiError):
+        raise rendered
+    item = prepare_items([rendered], caller, now=now, prefixes=["#"])[0]
     if isinstance(item, ApiError):
         raise item
     audit = await entry_bytes(request, 202, item.message.id)
@@ -73,6 +79,8 @@ async def send_bulk(request: web.Request, body: BulkEnvelope) -> web.Response:
     header_key = request.headers.get("Idempotency-Key") if request.get(IDEMPOTENCY) is not None else None
     heavy = len(body.messages) > HEAVY_ITEMS
     decoded, prefixes = await run_heavy(heavy, _decode_items, body.messages, header_key)
+    templates = TemplateStore(request.app[SERVICES].redis)
+    decoded = await render_sends(templates, caller.workspace, decoded, prefixes, heavy=heavy)
     valid = [d for d in decoded if isinstance(d, SendRequest)]
     prepared_valid = iter(
         await run_heavy(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import grimp
 
-PACKAGES = ("schemas", "security", "store", "providers", "analytics", "actors", "ingress")
+PACKAGES = ("schemas", "security", "store", "providers", "content", "analytics", "actors", "ingress")
 
 
 def _strongly_connected(graph: grimp.ImportGraph) -> list[set[str]]:

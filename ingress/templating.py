@@ -1,0 +1,134 @@
+"""Templates at the ingress: content problems as API errors, partials frozen at save, and sends with a
+`template` rendered at accept time into ordinary html/text (so tracking and enqueue see no difference).
+
+The rendered message records the template in its metadata (`template_id`, `template_version`), which
+GET /v1/messages/:id shows and every event carries in `message.metadata`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import msgspec
+
+from content.cache import compiled
+from content.compile import referenced_partials
+from content.errors import TemplateProblems
+from content.render import render_template
+from ingress.off_loop import run_heavy
+from ingress.problems import ApiError, validation_error
+from schemas.problems import FieldError
+from schemas.send import SendRequest
+from schemas.templates import TemplateVersion
+from store.templates import TemplateStore
+
+RECORDED_KEYS = ("template_id", "template_version")
+MAX_PARTIALS = 20
+
+
+@contextmanager
+def content_errors(prefix: str = "#") -> Iterator[None]:
+    """TemplateProblems → 422 `template_error`; pointers move under `prefix` (a send's `#/template`)."""
+    try:
+        yield
+    except TemplateProblems as exc:
+        raise template_error(exc, prefix) from None
+
+
+def template_error(exc: TemplateProblems, prefix: str = "#") -> ApiError:
+    errors = [FieldError(pointer=prefix + p.pointer[1:], detail=p.detail, code=p.code) for p in exc.problems]
+    return ApiError("template_error", errors[0].detail if len(errors) == 1 else str(exc), errors=errors)
+
+
+async def resolve_partials(store: TemplateStore, version: TemplateVersion) -> TemplateVersion:
+    """Freeze the sources of the templates this version renders (and theirs) into it. Only templates of
+    the same workspace can be named; one not found is left out, and compiling reports it."""
+    partials: dict[str, str] = {}
+    wanted = referenced_partials(version.subject, version.html, version.mjml, version.text) - {version.id}
+    while wanted and len(partials) < MAX_PARTIALS:
+        name = wanted.pop()
+        found = await store.get_version(version.workspace, name)
+        if found is None or found.html is None:
+            continue
+        partials[name] = found.html
+        partials.update(found.partials)
+        wanted |= referenced_partials(found.html) - set(partials) - {version.id}
+    return msgspec.structs.replace(version, partials=partials)
+
+
+async def render_sends(
+    store: TemplateStore,
+    workspace: str,
+    items: Sequence[SendRequest | ApiError],
+    prefixes: Sequence[str],
+    *,
+    heavy: bool,
+) -> list[SendRequest | ApiError]:
+    """Each item with a `template` (and no html/text) rendered; others unchanged. Per-item errors."""
+    refs = {
+        (i.template.id, i.template.version)
+        for i in items
+        if isinstance(i, SendRequest) and _uses_template(i) and i.template is not None
+    }
+    if not refs:
+        return list(items)
+    ordered = sorted(refs, key=str)
+    found = await asyncio.gather(*(store.get_version(workspace, tid, ver) for tid, ver in ordered))
+    versions = dict(zip(ordered, found, strict=True))
+    return await run_heavy(heavy, _render_all, items, prefixes, versions)
+
+
+def _uses_template(item: SendRequest) -> bool:
+    return item.template is not None and item.html is None and item.text is None
+
+
+def _render_all(
+    items: Sequence[SendRequest | ApiError],
+    prefixes: Sequence[str],
+    versions: dict[tuple[str, int | None], TemplateVersion | None],
+) -> list[SendRequest | ApiError]:
+    out: list[SendRequest | ApiError] = []
+    for item, prefix in zip(items, prefixes, strict=True):
+        if not isinstance(item, SendRequest) or not _uses_template(item):
+            out.append(item)
+            continue
+        try:
+            out.append(_rendered(item, versions, prefix))
+        except ApiError as exc:
+            out.append(exc)
+    return out
+
+
+def _rendered(
+    item: SendRequest, versions: dict[tuple[str, int | None], TemplateVersion | None], prefix: str
+) -> SendRequest:
+    ref = item.template
+    assert ref is not None  # _uses_template
+    version = versions[(ref.id, ref.version)]
+    if version is None:
+        pointer, what = (
+            ("/template/id", "template") if ref.version is None else ("/template/version", "version")
+        )
+        raise validation_error(prefix + pointer, f"no such {what} in this workspace", "template_not_found")
+    reserved = [k for k in RECORDED_KEYS if k in item.metadata]
+    if reserved:
+        raise validation_error(
+            f"{prefix}/metadata/{reserved[0]}",
+            "set by Mailers when sending with a template",
+            "reserved_metadata",
+        )
+    try:
+        rendered = render_template(compiled(version), ref.variables)
+    except TemplateProblems as exc:
+        raise template_error(exc, prefix + "/template") from None
+    metadata = {**item.metadata, "template_id": version.id, "template_version": str(version.version)}
+    return msgspec.structs.replace(
+        item,
+        template=None,
+        subject=item.subject or rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        metadata=metadata,
+    )
