@@ -87,8 +87,13 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from ingress.runtime import serve
+    from ingress.startup import StartupError
 
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        print(f"mailers: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -200,7 +205,10 @@ def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _with_redis(settings: Settings, run) -> int:
+    """Run with the configured Redis, the running server's (its URL carries the password), or a temporary
+    embedded one under the data dir lock."""
     from ingress.runtime import redis_for
+    from ingress.startup import StartupError
 
     async def go(url: str) -> int:
         redis = aioredis.Redis.from_url(url)
@@ -209,8 +217,12 @@ def _with_redis(settings: Settings, run) -> int:
         finally:
             await redis.aclose()
 
-    with redis_for(settings) as url:
-        return asyncio.run(go(url))
+    try:
+        with redis_for(settings) as url:
+            return asyncio.run(go(url))
+    except StartupError as exc:
+        print(f"mailers: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
