@@ -94,7 +94,8 @@ class ChildRecords:
         """Stop every recorded process still alive and still the one recorded; forget them all."""
         survivors = [record for record in self.read() if identify(record.pid) == record]
         for record in survivors:
-            announce(f"Stopping pid {record.pid} left by a previous run ({' '.join(record.cmdline[:1])})")
+            name = " ".join(record.cmdline[:1])
+            announce(f"Stopping pid {record.pid} ({name}): started for this data dir and still running")
             _signal(record.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
         for record in survivors:

@@ -152,7 +152,7 @@ async def serve(settings: Settings, *, announce: Callable[[str], None] = print) 
             assert children is not None
             redis_url = stack.enter_context(embedded_redis(settings, children))
         stack.callback(_stop_ray)
-        with blame("mailers serve", "start-up"):  # the last resort: what no step below names
+        with blame("serve", "start-up"):  # the last resort: what no step below names
             runner = await _start_http(settings, redis_url, children, announce)
         try:
             _write_runtime_file(settings, redis_url)
