@@ -13,7 +13,7 @@ from actors.audit.client import AuditSinkClient, find_audit_sink, start_audit_si
 from actors.dispatch.client import DispatchClient
 from actors.event_sink.client import EventSinkClient, find_event_sink, start_event_sink
 from actors.key_usage.client import KeyUsageClient
-from actors.runtime import init_ray, shutdown_ray
+from actors.runtime import init_ray, local_ray_pids, shutdown_ray
 from actors.suppression.client import SuppressionClient
 from actors.webhooks.client import ensure_webhook_deliverer
 from schemas.settings import Settings
@@ -93,3 +93,13 @@ class Gateway:
     def close(self) -> None:
         """Leave Ray at shutdown (the ingress never imports ray itself)."""
         shutdown_ray()
+
+    @staticmethod
+    def leave_ray() -> None:
+        """Leave Ray whether or not a gateway was built (a failed start-up cleans up through this)."""
+        shutdown_ray()
+
+    @staticmethod
+    def local_ray_pids() -> list[int]:
+        """The local Ray's processes this process started, for `mailers serve` to record (crash safety)."""
+        return local_ray_pids()

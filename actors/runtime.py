@@ -15,7 +15,7 @@ from ray.actor import ActorClass, ActorHandle
 
 from schemas.settings import Settings
 
-__all__ = ["ActorHandle", "find_actor", "init_ray", "shutdown_ray", "start_actor"]
+__all__ = ["ActorHandle", "find_actor", "init_ray", "local_ray_pids", "shutdown_ray", "start_actor"]
 
 
 def init_ray(settings: Settings) -> None:
@@ -77,6 +77,21 @@ def find_actor(name: str, settings: Settings) -> ActorHandle | None:
 
 
 def shutdown_ray() -> None:
-    """Disconnect this process from Ray; a local Ray that `init_ray` started here stops with it."""
+    """Disconnect from Ray; a local Ray this process started stops with it."""
     if ray.is_initialized():
         ray.shutdown()
+
+
+def local_ray_pids() -> list[int]:
+    """The pids of the local Ray's head processes this process started (none after joining RAY_ADDRESS).
+
+    `mailers serve` records them in the data dir so a later start can stop survivors of a crash. Ray
+    binds them to this process on Linux itself; this is the belt to its braces, so it reads Ray's private
+    node object defensively and answers [] where that changed.
+    """
+    node = getattr(ray._private.worker, "_global_node", None)
+    processes = getattr(node, "all_processes", None) or {}
+    try:
+        return [info.process.pid for infos in processes.values() for info in infos if info.process]
+    except AttributeError:
+        return []

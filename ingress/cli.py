@@ -101,8 +101,13 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from ingress.runtime import serve
+    from ingress.startup import StartupError
 
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        print(f"mailers: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

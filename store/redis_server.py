@@ -1,7 +1,14 @@
-"""A redis-server child process: the embedded default's operational store, and the tests' real Redis."""
+"""A redis-server child process: the embedded default's operational store, and the tests' real Redis.
+
+With a password, the server's only user is `mailers` (the `default` user is off, so a client that does
+not authenticate is refused); the ACL file holds the password's SHA-256 only, and the command line holds
+neither, so `ps` shows nothing secret. The child dies with its parent where the OS allows
+(store/fate_sharing.py).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -9,6 +16,10 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+
+from store.fate_sharing import die_with_parent
+
+USERNAME = "mailers"
 
 
 class RedisServerError(RuntimeError):
@@ -24,15 +35,32 @@ def free_port(host: str = "127.0.0.1") -> int:
 class RedisServer:
     """Starts `redis-server` bound to 127.0.0.1 with its data (and AOF) under `data_dir`."""
 
-    def __init__(self, data_dir: str | Path, *, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        port: int | None = None,
+        appendonly: bool = True,
+        password: str | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        credentials = f"{USERNAME}:{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    @property
+    def acl_file(self) -> Path:
+        return self.data_dir / "users.acl"
 
     def command(self) -> list[str]:
         binary = shutil.which("redis-server")
@@ -60,12 +88,32 @@ class RedisServer:
             "warning",
             "--logfile",
             str((self.data_dir / "redis.log").resolve()),
+            *(["--aclfile", str(self.acl_file.resolve())] if self.password else []),
         ]
+
+    def _write_acl_file(self) -> None:
+        """`default` off, `mailers` with every command: the embedded Redis serves Mailers and nothing else.
+
+        `default` keeps every permission though no one can log in as it: Redis (7.0 to 7.4) replays the
+        AOF as `default` and re-checks its permissions at each EXEC, so a `default` without them silently
+        drops every MULTI/EXEC and every script's writes on restart (redis/redis#14541).
+        """
+        digest = hashlib.sha256(self.password.encode()).hexdigest()  # type: ignore[union-attr]
+        fd = os.open(self.acl_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"user default off ~* &* +@all\nuser {USERNAME} on #{digest} ~* &* +@all\n")
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.password:
+            self._write_acl_file()
+        # Its own session: a terminal's Ctrl-C reaches only the parent, which stops Redis after draining.
         self.process = subprocess.Popen(
-            self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -80,9 +128,14 @@ class RedisServer:
         raise RedisServerError(f"redis-server did not answer on port {self.port} within {timeout}s")
 
     def _answers_ping(self) -> bool:
+        hello = [b"AUTH", USERNAME.encode(), self.password.encode()] if self.password else []
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
+                if hello:
+                    sock.sendall(_resp(hello))
+                    if not sock.recv(16).startswith(b"+OK"):
+                        return False
+                sock.sendall(_resp([b"PING"]))
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
@@ -104,3 +157,8 @@ class RedisServer:
         if process is not None and process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _resp(parts: list[bytes]) -> bytes:
+    """One command in RESP: a password may hold any byte, which the inline protocol would split on."""
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)

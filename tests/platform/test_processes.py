@@ -131,6 +131,7 @@ async def test_serve_starts_answers_readyz_and_stops_cleanly(tmp_path):
                 assert keys.status == 200
                 assert (await keys.json())["data"][0]["scopes"] == ["admin"]
         assert oct((tmp_path / "data" / "secret_key").stat().st_mode)[-3:] == "600"
+        _assert_commands_reuse_the_password_protected_redis(tmp_path / "data", env)
         assert (tmp_path / "data" / "redis" / "appendonlydir").is_dir()
         children = _descendants(process.pid)
         assert children, "serve should have started redis-server and Ray"
@@ -144,6 +145,22 @@ async def test_serve_starts_answers_readyz_and_stops_cleanly(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _assert_commands_reuse_the_password_protected_redis(data: Path, env: dict[str, str]) -> None:
+    """runtime.json (0600) carries the URL with the password; clients without it are refused."""
+    import redis
+
+    runtime = data / "runtime.json"
+    assert oct(runtime.stat().st_mode)[-3:] == "600"
+    url = json.loads(runtime.read_text())["redis_url"]
+    with redis.Redis(port=int(url.rsplit(":", 1)[1].split("/")[0])) as anonymous:
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            anonymous.ping()
+    made = subprocess.run(
+        [MAILERS, "workspaces", "create", "beside-serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0 and made.stdout.strip() == "created: beside-serve", made.stderr
 
 
 def test_a_second_process_finds_the_same_named_actors(gateway, ray_session, redis_url):
