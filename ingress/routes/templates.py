@@ -95,6 +95,7 @@ async def list_templates(request: web.Request, query: PageQuery) -> web.Response
 @routes.route(
     "GET",
     "/v1/templates/{id}",
+    ids={"id": "tpl"},
     scope="read:templates",
     response=Template,
     summary="Get a template at its newest version",
@@ -107,6 +108,7 @@ async def get_template(request: web.Request) -> web.Response:
 @routes.route(
     "PATCH",
     "/v1/templates/{id}",
+    ids={"id": "tpl"},
     scope="write:templates",
     body=UpdateTemplate,
     response=Template,
@@ -135,6 +137,7 @@ async def update_template(request: web.Request, body: UpdateTemplate) -> web.Res
 @routes.route(
     "DELETE",
     "/v1/templates/{id}",
+    ids={"id": "tpl"},
     scope="write:templates",
     response=DeletedTemplate,
     summary="Delete a template and every version (messages already accepted are not affected)",
@@ -152,6 +155,7 @@ async def delete_template(request: web.Request) -> web.Response:
 @routes.route(
     "GET",
     "/v1/templates/{id}/versions",
+    ids={"id": "tpl"},
     scope="read:templates",
     query=PageQuery,
     response=TemplateList,
@@ -176,6 +180,7 @@ async def list_versions(request: web.Request, query: PageQuery) -> web.Response:
 @routes.route(
     "POST",
     "/v1/templates/{id}/render",
+    ids={"id": "tpl"},
     scope="read:templates",
     body=RenderRequest,
     response=RenderedView,
