@@ -19,6 +19,7 @@ PREFIXES = frozenset(
         "run",
         "tpl",
         "lst",
+        "imp",
         "sub",
         "whk",
         "dlv",

@@ -50,6 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dispatcher_actors: int = 1
     suppression_shards: int = 2
     message_retention_seconds: int = 30 * 24 * 3600
+    api_key: str | None = None  # the key `mailers import` calls the API with
 
     @property
     def embedded_redis(self) -> bool:
@@ -172,6 +173,7 @@ _VARIABLES = {
     "MAILERS_SECRET_KEY": ("secret_key", _secret),
     "MAILERS_SECRET_KEYS_OLD": ("secret_keys_old", _secrets),
     "MAILERS_BOOTSTRAP_KEY": ("bootstrap_key", _api_key),
+    "MAILERS_API_KEY": ("api_key", _api_key),
     "MAILERS_PUBLIC_URL": ("public_url", _url("http", "https")),
     "MAILERS_RAY_NAMESPACE": ("ray_namespace", _text),
     "MAILERS_RAY_LOCAL_CPUS": ("ray_local_cpus", _integer),
