@@ -229,7 +229,7 @@ class ImportQuery(msgspec.Struct, kw_only=True):
     mode: UpsertMode = "upsert"
 
 
-class ImportView(msgspec.Struct, kw_only=True, omit_defaults=True):
+class ImportView(msgspec.Struct, kw_only=True):
     id: str
     list: str
     status: ImportStatus
@@ -243,8 +243,14 @@ class ImportView(msgspec.Struct, kw_only=True, omit_defaults=True):
     object: str = "import"
 
 
+class RejectedRow(msgspec.Struct, kw_only=True):
+    line: int
+    code: str
+    detail: str
+
+
 class ImportErrors(msgspec.Struct, kw_only=True):
-    data: list[RowError]
+    data: list[RejectedRow]
     object: str = "list"
 
 

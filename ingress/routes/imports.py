@@ -17,7 +17,7 @@ from ingress.csv_upload import csv_batches
 from ingress.problems import ApiError, not_found, validation_error
 from ingress.routes.lists import own_list
 from ingress.routing import RouteTable, json_response
-from schemas.audience import ImportErrors, ImportQuery, ImportRecord, ImportView, RowError
+from schemas.audience import ImportErrors, ImportQuery, ImportRecord, ImportView, RejectedRow, RowError
 from schemas.ids import new_id
 from schemas.subscriber_items import header_columns, header_problem
 from store.imports import ImportStore
@@ -113,7 +113,8 @@ async def import_errors(request: web.Request) -> web.Response:
         raise validation_error("#/query", "offset and limit are integers", "invalid") from None
     store = ImportStore(request.app[SERVICES].redis)
     errors = await store.errors(record.workspace, record.id, start=offset, count=limit)
-    return json_response(ImportErrors(data=errors))
+    rows = [RejectedRow(line=e.line, code=e.code, detail=e.detail) for e in errors]
+    return json_response(ImportErrors(data=rows))
 
 
 async def _own_import(request: web.Request) -> ImportRecord:
