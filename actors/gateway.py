@@ -12,6 +12,7 @@ import asyncio
 from actors.audit.client import AuditSinkClient, find_audit_sink, start_audit_sink
 from actors.dispatch.client import DispatchClient
 from actors.event_sink.client import EventSinkClient, find_event_sink, start_event_sink
+from actors.imports.client import start_import_runner
 from actors.key_usage.client import KeyUsageClient
 from actors.runtime import init_ray, local_ray_pids, shutdown_ray
 from actors.suppression.client import SuppressionClient
@@ -72,11 +73,22 @@ class Gateway:
         self.webhook_deliverer = await ensure_webhook_deliverer(self.settings, self.redis_url)
         self.event_sink = start_event_sink(self.settings, redis_url=self.redis_url)
         self.audit_sink = start_audit_sink(self.settings, self.redis_url)
+        self.import_runner = start_import_runner(self.settings, self.redis_url)
         await self.audit_sink.ready.remote()
 
     def analytics_reader(self) -> EventSinkClient | None:
         """The analytics store's reader in DuckDB mode (the event-sink actor owns the file), or None."""
         return find_event_sink(self.settings)
+
+    async def erase_subscriber(self, workspace: str, email: str, subscriber_id: str) -> None:
+        """GDPR erasure on the analytics side (the person's rows anonymised), before DELETE answers.
+
+        `erase_subscriber` on the reader is the analytics store's (issue #12, segments part); until it is
+        there, the Redis side alone is erased."""
+        reader = self.analytics_reader()
+        erase = getattr(reader, "erase_subscriber", None)
+        if erase is not None:
+            await erase(workspace, email, subscriber_id)
 
     def audit_reader(self) -> AuditSinkClient | None:
         """The audit log's reader in embedded mode (the audit-sink actor owns its file), or None."""

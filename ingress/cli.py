@@ -1,4 +1,5 @@
-"""The `mailers` command: serve, workspaces, keys, migrate, simulate, audit, secrets, global suppressions."""
+"""The `mailers` command: serve, workspaces, keys, migrate, simulate, import, audit, secrets, global
+suppressions."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     create_key.add_argument("--json", action="store_true", help="print the key as JSON")
     create_key.set_defaults(run=_create_key)
     _add_simulate(commands)
+    _add_import(commands)
     _add_audit(commands)
     _add_secrets(commands)
     add_operator_suppressions(commands)
@@ -66,6 +68,38 @@ def _add_secrets(commands) -> None:
         "safe to interrupt and run again",
     )
     reencrypt.set_defaults(run=_reencrypt)
+
+
+def _add_import(commands) -> None:
+    importing = commands.add_parser("import", help="import a CSV file into a list, with a progress bar")
+    importing.add_argument("list_id", metavar="LIST_ID")
+    importing.add_argument("file", metavar="FILE.csv")
+    importing.add_argument("--url", help="the API's base URL (default: MAILERS_PUBLIC_URL or host:port)")
+    importing.add_argument("--key", help="an API key with write:lists (default: MAILERS_API_KEY)")
+    importing.set_defaults(run=_import)
+
+
+def _import(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from ingress.import_cli import ImportFailed, run_import, summary
+
+    key = args.key or settings.api_key
+    if not key:
+        print("mailers import: give --key or set MAILERS_API_KEY", file=sys.stderr)
+        return 2
+    console = Console(stderr=True)
+    try:
+        state = asyncio.run(
+            run_import(args.url or settings.base_url, key, args.list_id, Path(args.file), console=console)
+        )
+    except (ImportFailed, OSError) as exc:
+        print(f"mailers import: {exc}", file=sys.stderr)
+        return 1
+    print(summary(state))
+    return 0 if state["status"] == "completed" else 1
 
 
 def _add_audit(commands) -> None:

@@ -20,6 +20,7 @@ PREFIXES = frozenset(
         "run",
         "tpl",
         "lst",
+        "imp",
         "sub",
         "whk",
         "dlv",

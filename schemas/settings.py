@@ -59,6 +59,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_connections: int = 1000
     header_read_timeout_seconds: float = 10.0
     body_read_timeout_seconds: float = 30.0
+    api_key: str | None = None  # the key `mailers import` calls the API with
 
     @property
     def embedded_redis(self) -> bool:
@@ -181,6 +182,7 @@ _VARIABLES = {
     "MAILERS_SECRET_KEY": ("secret_key", _secret),
     "MAILERS_SECRET_KEYS_OLD": ("secret_keys_old", _secrets),
     "MAILERS_BOOTSTRAP_KEY": ("bootstrap_key", _api_key),
+    "MAILERS_API_KEY": ("api_key", _api_key),
     "MAILERS_PUBLIC_URL": ("public_url", _url("http", "https")),
     "MAILERS_RAY_NAMESPACE": ("ray_namespace", _text),
     "MAILERS_RAY_LOCAL_CPUS": ("ray_local_cpus", _integer),

@@ -255,6 +255,54 @@ AUDIT_CHAINED = PREFIX + "audit:chained"  # stream: chained entries not yet in t
 AUDIT_KEYS = PREFIX + "audit:keys"  # hash: key id -> PEM of every key the log was signed with
 
 
+# --- audience: lists, subscribers, imports -----------------------------------------------------------
+# A subscriber is one msgpack SubscriberRecord in the workspace's `subs` hash (field: its id), found by
+# address through `subs:email`; a list's members are lex zsets of subscriber ids, one per status, so a
+# count is a ZCARD and a page a ZREVRANGEBYLEX. An import's rows wait in a stream of their own until the
+# import runner applies them; IMPORTS_ACTIVE tells it which imports have rows.
+IMPORTS_ACTIVE = PREFIX + "imports:active"  # set: "ws|imp" with rows to apply
+
+
+def subscribers(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:subs"  # hash: sub id -> msgpack SubscriberRecord
+
+
+def subscriber_emails(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:subs:email"  # hash: normalised email -> sub id
+
+
+def mailing_list(workspace: str, list_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:lst:{list_id}"  # msgpack ListRecord
+
+
+def mailing_lists(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:lists"  # lex zset of list ids
+
+
+def list_members(workspace: str, list_id: str, status: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:lst:{list_id}:m:{status}"  # lex zset of sub ids with that status
+
+
+def subscriber_import(workspace: str, import_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:imp:{import_id}"  # msgpack ImportRecord
+
+
+def import_progress(workspace: str, import_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:imp:{import_id}:n"  # hash: status rows created updated ...
+
+
+def import_rows(workspace: str, import_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:imp:{import_id}:rows"  # stream: field r = msgpack [[line, cells]]
+
+
+def import_errors(workspace: str, import_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:imp:{import_id}:err"  # list of msgpack RowError, in line order
+
+
+def list_imports(workspace: str, list_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:lst:{list_id}:imps"  # lex zset of import ids
+
+
 # --- full scans ------------------------------------------------------------------------------------
 def records_of_kind(kind: str) -> str:
     """A SCAN pattern for every workspace's keys of one kind ("srv", "dom", "whk", "idem"): a key of the

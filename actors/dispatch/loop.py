@@ -22,6 +22,7 @@ from actors.policies.circuit import CircuitBreaker
 from actors.policies.quota import ServerQuota, window_ttl
 from actors.policies.recipient_throttle import RecipientThrottle
 from actors.policies.retry import RetryPolicy
+from actors.policies.suppression import list_scope
 from providers.base import ProviderAdapter, Transient
 from schemas.messages import OutboundMessage
 from store import keyspace
@@ -199,7 +200,12 @@ class DispatchLoop:
         assert self.suppressions is not None
         found = await self.suppressions(
             [
-                (c.message.workspace, c.message.sending_domain, [], [a.email for a in c.message.recipients])
+                (
+                    c.message.workspace,
+                    c.message.sending_domain,
+                    list_scope(c.message.metadata),
+                    [a.email for a in c.message.recipients],
+                )
                 for _, c in work
             ]
         )

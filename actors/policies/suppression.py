@@ -28,6 +28,16 @@ REASONS: tuple[Reason, ...] = ("unsubscribe", "bounce", "complaint", "manual")
 _REASON_BY_NAME: dict[str, Reason] = {reason: reason for reason in REASONS}
 
 
+LIST_ID_KEY = "list_id"
+
+
+def list_scope(metadata: dict[str, str]) -> list[str]:
+    """The lists a message is sent for: campaign and automation mail carries `metadata.list_id`, which
+    makes the list-scope suppressions of that list apply to it (an unsubscribe from the list)."""
+    list_id = metadata.get(LIST_ID_KEY)
+    return [list_id] if list_id else []
+
+
 def shard_for(workspace: str, n_shards: int) -> int:
     """The SuppressionShard that owns `workspace`: stable across processes and restarts.
 

@@ -1,0 +1,140 @@
+"""Imports in Redis: the record, its progress counters, its rows waiting in a stream, its row errors.
+
+The ingress appends parsed rows to the import's stream (`import_rows`) as the body arrives, a batch per
+entry (the runner applies them meanwhile: the import is in `IMPORTS_ACTIVE` from its creation); only
+when the whole body is durable does it mark the import `running`, and only then may the runner complete it.
+The import runner applies an entry's rows and, in the same script as the subscriber
+writes (`SubscriberStore.upsert(extra=…)`), adds to the counters, appends the row errors and deletes the
+entry: a crash before that script re-applies the entry (nothing was counted), a crash after it finds the
+entry gone. So counts are exact however often the runner restarts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from schemas.audience import ImportRecord, ImportView, RowError, import_decoder, row_error_decoder
+from store import keyspace, pages
+from store.compare_apply import Batch
+
+ROWS_FIELD = b"r"
+COUNTERS = ("rows", "created", "updated", "unchanged", "rejected")
+_encode = msgspec.msgpack.Encoder().encode
+_decode_rows = msgspec.msgpack.Decoder(list[tuple[int, list[str]]]).decode
+
+
+def active_member(workspace: str, import_id: str) -> str:
+    return f"{workspace}|{import_id}"
+
+
+class ImportStore:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    async def create(self, record: ImportRecord) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keyspace.subscriber_import(record.workspace, record.id), _encode(record))
+            pipe.hset(keyspace.import_progress(record.workspace, record.id), mapping={"status": "uploading"})
+            pages.index_add(pipe, keyspace.list_imports(record.workspace, record.list_id), record.id)
+            pipe.sadd(keyspace.IMPORTS_ACTIVE, active_member(record.workspace, record.id))
+            await pipe.execute()
+
+    async def set_columns(self, record: ImportRecord) -> None:
+        await self.redis.set(keyspace.subscriber_import(record.workspace, record.id), _encode(record))
+
+    async def append_rows(
+        self, workspace: str, import_id: str, rows: list[tuple[int, list[str]]], errors: list[RowError]
+    ) -> None:
+        """One entry of rows; rows the parser already refused are counted and recorded at once."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if rows:
+                pipe.xadd(keyspace.import_rows(workspace, import_id), {ROWS_FIELD: _encode(rows)})
+            if errors:
+                add_errors(pipe, workspace, import_id, errors)
+            await pipe.execute()
+
+    async def uploaded(self, workspace: str, import_id: str) -> None:
+        """The body is durable: the runner may finish the import once its stream is empty."""
+        await self.redis.hset(keyspace.import_progress(workspace, import_id), "status", "running")
+
+    async def fail(self, workspace: str, import_id: str, reason: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                keyspace.import_progress(workspace, import_id), mapping={"status": "failed", "reason": reason}
+            )
+            pipe.delete(keyspace.import_rows(workspace, import_id))
+            pipe.srem(keyspace.IMPORTS_ACTIVE, active_member(workspace, import_id))
+            await pipe.execute()
+
+    async def get(self, workspace: str, import_id: str) -> ImportRecord | None:
+        raw = await self.redis.get(keyspace.subscriber_import(workspace, import_id))
+        return None if raw is None else import_decoder.decode(raw)
+
+    async def progress(self, workspace: str, import_id: str) -> dict[str, Any]:
+        raw = await self.redis.hgetall(keyspace.import_progress(workspace, import_id))
+        found = {k.decode(): v.decode() for k, v in raw.items()}
+        return {"status": found.get("status", "running"), **{c: int(found.get(c, 0)) for c in COUNTERS}}
+
+    async def view(self, record: ImportRecord, errors_url: str) -> ImportView:
+        progress = await self.progress(record.workspace, record.id)
+        status = "running" if progress["status"] == "uploading" else progress["status"]
+        return ImportView(
+            id=record.id,
+            list=record.list_id,
+            status=status,
+            created_at=None,
+            errors_url=errors_url if progress["rejected"] else None,
+            **{c: progress[c] for c in COUNTERS},
+        )
+
+    async def errors(self, workspace: str, import_id: str, *, start: int, count: int) -> list[RowError]:
+        raws = await self.redis.lrange(keyspace.import_errors(workspace, import_id), start, start + count - 1)
+        return [row_error_decoder.decode(r) for r in raws]
+
+    # --- the runner's side --------------------------------------------------------------------------
+    async def active(self) -> list[tuple[str, str]]:
+        members = await self.redis.smembers(keyspace.IMPORTS_ACTIVE)
+        return sorted(tuple(m.decode().split("|", 1)) for m in members)  # type: ignore[misc]
+
+    async def next_entry(
+        self, workspace: str, import_id: str
+    ) -> tuple[bytes, list[tuple[int, list[str]]]] | None:
+        found = await self.redis.xrange(keyspace.import_rows(workspace, import_id), count=1)
+        if not found:
+            return None
+        entry_id, fields = found[0]
+        return entry_id, _decode_rows(fields[ROWS_FIELD])
+
+    async def complete(self, workspace: str, import_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keyspace.import_progress(workspace, import_id), "status", "completed")
+            pipe.srem(keyspace.IMPORTS_ACTIVE, active_member(workspace, import_id))
+            pipe.delete(keyspace.import_rows(workspace, import_id))
+            await pipe.execute()
+
+
+def add_errors(pipe: Any, workspace: str, import_id: str, errors: list[RowError]) -> None:
+    pipe.rpush(keyspace.import_errors(workspace, import_id), *[_encode(e) for e in errors])
+    pipe.hincrby(keyspace.import_progress(workspace, import_id), "rows", len(errors))
+    pipe.hincrby(keyspace.import_progress(workspace, import_id), "rejected", len(errors))
+
+
+def commit_entry(
+    batch: Batch,
+    workspace: str,
+    import_id: str,
+    entry_id: bytes,
+    counts: dict[str, int],
+    errors: list[RowError],
+) -> None:
+    """The runner's progress, in the same script as the rows' subscriber writes."""
+    progress = keyspace.import_progress(workspace, import_id)
+    for name, value in counts.items():
+        if value:
+            batch.command("HINCRBY", progress, name, value)
+    if errors:
+        batch.command("RPUSH", keyspace.import_errors(workspace, import_id), *[_encode(e) for e in errors])
+    batch.command("XDEL", keyspace.import_rows(workspace, import_id), entry_id)

@@ -1,0 +1,262 @@
+"""Subscribers in Redis: one msgpack record per person, an address index, per-list status sets.
+
+Layout per workspace (`store/keyspace.py`): the `subs` hash (sub id → `SubscriberRecord`, memberships
+inside), the `subs:email` hash (normalised address → sub id) and, per list and status, a lex zset of sub
+ids (`list_members`). About 300 bytes of Redis per subscriber on one list (docs/audience.md, "Memory per
+subscriber"; `python -m bench.audience` measures it).
+
+Every change is read → plan (`store/subscriber_changes.py`, pure) → one compare-and-apply script that
+checks the records read are unchanged, writes records, index and status sets, and appends the events to
+`m:events` in the same script; a conflict re-reads and re-plans. Callers may add commands of their own
+to the same script (the import runner's progress and stream trimming), so those commit with the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from schemas.audience import (
+    ListRecord,
+    SubscriberInput,
+    SubscriberRecord,
+    subscriber_decoder,
+    subscriber_encoder,
+)
+from schemas.events import Event, event_msgpack_encoder
+from store import keyspace
+from store.compare_apply import Batch, CompareAndApply
+from store.subscriber_changes import (
+    Plan,
+    member_event,
+    merge_fields,
+    plan_upsert,
+    set_membership,
+    subscriber_event,
+)
+
+ATTEMPTS = 20
+
+
+class Conflict(Exception):
+    """The records kept changing under a write (20 attempts); the caller answers 409/retries later."""
+
+
+class AddressTaken(Exception):
+    """A PATCH of `email` to an address another subscriber of the workspace has."""
+
+
+class SubscriberStore:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self.apply = CompareAndApply(redis)
+
+    # --- reads -----------------------------------------------------------------------------------
+    async def get_raw(self, workspace: str, ids: list[str]) -> list[bytes | None]:
+        if not ids:
+            return []
+        return await self.redis.hmget(keyspace.subscribers(workspace), ids)
+
+    async def get(self, workspace: str, subscriber_id: str) -> SubscriberRecord | None:
+        [raw] = await self.get_raw(workspace, [subscriber_id])
+        return None if raw is None else subscriber_decoder.decode(raw)
+
+    async def id_for(self, workspace: str, email: str) -> str | None:
+        found = await self.redis.hget(keyspace.subscriber_emails(workspace), email)
+        return None if found is None else found.decode()
+
+    async def many(self, workspace: str, ids: list[str]) -> list[SubscriberRecord]:
+        return [subscriber_decoder.decode(raw) for raw in await self.get_raw(workspace, ids) if raw]
+
+    async def _read_by_email(
+        self, workspace: str, emails: list[str]
+    ) -> tuple[dict[str, bytes | None], dict[str, bytes | None], dict[str, SubscriberRecord]]:
+        """(email index as read, raw records as read, records by email)."""
+        ids = await self.redis.hmget(keyspace.subscriber_emails(workspace), emails) if emails else []
+        index = {e: (None if i is None else i) for e, i in zip(emails, ids, strict=True)}
+        found = [i.decode() for i in ids if i is not None]
+        raws = dict(zip(found, await self.get_raw(workspace, found), strict=True))
+        records = {
+            email: subscriber_decoder.decode(raws[i.decode()])
+            for email, i in index.items()
+            if i is not None and raws.get(i.decode()) is not None
+        }
+        return index, raws, records
+
+    # --- bulk upsert ----------------------------------------------------------------------------------
+    async def upsert(
+        self,
+        target: ListRecord,
+        items: list[SubscriberInput],
+        *,
+        mode: str,
+        now_ms: int,
+        extra: Callable[[Batch, Plan], None] | None = None,
+    ) -> Plan:
+        """Merge `items` (normalised emails) into the workspace and onto `target`; atomic per call."""
+        workspace = target.workspace
+        emails = list(dict.fromkeys(item.email for item in items))
+        for _ in range(ATTEMPTS):
+            index, raws, records = await self._read_by_email(workspace, emails)
+            plan = plan_upsert(target, items, records, mode=mode, now_ms=now_ms)
+            batch = Batch()
+            batch.expect(keyspace.subscriber_emails(workspace), index)
+            batch.expect(keyspace.subscribers(workspace), {i: raws[i] for i in plan.records if i in raws})
+            self._write_plan(batch, workspace, plan)
+            if extra is not None:
+                extra(batch, plan)
+            if await self.apply(batch):
+                return plan
+        raise Conflict(f"subscribers of {workspace} kept changing")
+
+    @staticmethod
+    def _write_plan(batch: Batch, workspace: str, plan: Plan) -> None:
+        if plan.records:
+            encoded = {i: subscriber_encoder.encode(r) for i, r in plan.records.items()}
+            batch.hset(keyspace.subscribers(workspace), encoded)  # type: ignore[arg-type]
+        if plan.new_emails:
+            batch.hset(keyspace.subscriber_emails(workspace), plan.new_emails)  # type: ignore[arg-type]
+        moves: dict[tuple[str, str | None, str], list[str]] = {}
+        for move in plan.moves:
+            moves.setdefault((move.list_id, move.old, move.new), []).append(move.subscriber_id)
+        for (list_id, old, new), ids in moves.items():
+            if old is not None:
+                batch.spread("ZREM", keyspace.list_members(workspace, list_id, old), ids)
+            pairs = [x for i in ids for x in (0, i)]
+            batch.spread("ZADD", keyspace.list_members(workspace, list_id, new), pairs)
+        append_events(batch, plan.events)
+
+    # --- one subscriber ----------------------------------------------------------------------------------
+    async def change(
+        self,
+        workspace: str,
+        subscriber_id: str,
+        mutate: Callable[[SubscriberRecord, Batch], list[Event] | None],
+    ) -> SubscriberRecord | None:
+        """Read, `mutate` (in place; adds its own commands; returns the events, or None for no change),
+        write back atomically. None if there is no such subscriber."""
+        key = keyspace.subscribers(workspace)
+        for _ in range(ATTEMPTS):
+            [raw] = await self.get_raw(workspace, [subscriber_id])
+            if raw is None:
+                return None
+            record = subscriber_decoder.decode(raw)
+            batch = Batch()
+            batch.expect(key, {subscriber_id: raw})
+            events = mutate(record, batch)
+            if events is None:
+                return record
+            if record.id:  # an erasure blanks the id: nothing to write back
+                batch.hset(key, {subscriber_id: subscriber_encoder.encode(record)})
+            append_events(batch, events)
+            if await self.apply(batch):
+                return record
+        raise Conflict(f"subscriber {subscriber_id} kept changing")
+
+    async def set_status(
+        self, workspace: str, subscriber_id: str, list_id: str, status: str, now_ms: int
+    ) -> SubscriberRecord | None:
+        """Move a member of `list_id` to `status` (unsubscribe, confirm); a non-member stays one."""
+
+        def mutate(record: SubscriberRecord, batch: Batch) -> list[Event] | None:
+            plan = Plan()
+            member = record.lists.get(list_id)
+            if member is None or member.status == status:
+                return None
+            set_membership(plan, record, workspace, list_id, status, now_ms)
+            self._write_moves(batch, workspace, plan)
+            return plan.events
+
+        return await self.change(workspace, subscriber_id, mutate)
+
+    async def remove_from_list(self, workspace: str, subscriber_id: str, list_id: str) -> bool:
+        """Drop the membership (no unsubscribe, no suppression). False if it was not a member."""
+        removed = False
+
+        def mutate(record: SubscriberRecord, batch: Batch) -> list[Event] | None:
+            nonlocal removed
+            member = record.lists.pop(list_id, None)
+            if member is None:
+                return None
+            removed = True
+            record.version += 1
+            batch.command("ZREM", keyspace.list_members(workspace, list_id, member.status), subscriber_id)
+            return []
+
+        await self.change(workspace, subscriber_id, mutate)
+        return removed
+
+    async def update(
+        self, workspace: str, subscriber_id: str, fields: dict[str, Any], now_ms: int
+    ) -> SubscriberRecord | None:
+        """PATCH: `fields` may hold email (normalised), name, attributes (a patch), status."""
+
+        def mutate(record: SubscriberRecord, batch: Batch) -> list[Event] | None:
+            changed = merge_fields(record, fields.get("name"), fields.get("attributes", {}))
+            if "name" in fields and fields["name"] is None and record.name is not None:
+                record.name, changed = None, True
+            if "status" in fields and fields["status"] != record.status:
+                record.status, changed = fields["status"], True
+            new_email = fields.get("email")
+            if new_email is not None and new_email != record.email:
+                emails = keyspace.subscriber_emails(workspace)
+                batch.expect(emails, {new_email: None})
+                batch.command("HDEL", emails, record.email)
+                batch.command("HSET", emails, new_email, record.id)
+                record.email, changed = new_email, True
+            if not changed:
+                return None
+            return [subscriber_event("subscriber.updated", record, workspace, now_ms)]
+
+        email = fields.get("email")
+        if email is not None:
+            owner = await self.id_for(workspace, email)
+            if owner is not None and owner != subscriber_id:
+                raise AddressTaken(email)
+        return await self.change(workspace, subscriber_id, mutate)
+
+    async def erase(self, workspace: str, subscriber_id: str, now_ms: int) -> SubscriberRecord | None:
+        """Remove the person: record, address index, every membership; `subscriber.deleted` (no email)."""
+
+        def mutate(record: SubscriberRecord, batch: Batch) -> list[Event] | None:
+            batch.command("HDEL", keyspace.subscribers(workspace), record.id)
+            batch.command("HDEL", keyspace.subscriber_emails(workspace), record.email)
+            for list_id, member in record.lists.items():
+                batch.command("ZREM", keyspace.list_members(workspace, list_id, member.status), record.id)
+            event = subscriber_event("subscriber.deleted", record, workspace, now_ms)
+            event.data = {"subscriber": record.id, "version": record.version}
+            erased.append(msgspec_copy(record))
+            record.id = ""  # tells `change` not to write the record back
+            return [event]
+
+        erased: list[SubscriberRecord] = []
+        await self.change(workspace, subscriber_id, mutate)
+        return erased[0] if erased else None
+
+    @staticmethod
+    def _write_moves(batch: Batch, workspace: str, plan: Plan) -> None:
+        for move in plan.moves:
+            if move.old is not None:
+                batch.command(
+                    "ZREM", keyspace.list_members(workspace, move.list_id, move.old), move.subscriber_id
+                )
+            batch.command(
+                "ZADD", keyspace.list_members(workspace, move.list_id, move.new), 0, move.subscriber_id
+            )
+
+
+def msgspec_copy(record: SubscriberRecord) -> SubscriberRecord:
+    return subscriber_decoder.decode(subscriber_encoder.encode(record))
+
+
+def append_events(batch: Batch, events: list[Event]) -> None:
+    """All of a write's events as one entry of the event stream, in the write's own script."""
+    if events:
+        batch.command(
+            "XADD", keyspace.EVENT_STREAM, "*", keyspace.EVENT_FIELD, event_msgpack_encoder.encode(events)
+        )
+
+
+__all__ = ["AddressTaken", "Conflict", "SubscriberStore", "member_event"]
