@@ -20,6 +20,7 @@ PREFIXES = frozenset(
         "tpl",
         "lst",
         "sub",
+        "seg",
         "whk",
         "dlv",
         "srv",
