@@ -57,7 +57,8 @@ def generate(client, subscribers: int, events: int) -> None:
     client.command(
         f"""INSERT INTO subscribers SELECT '{WS}', concat('sub_', leftPad(toString(number), 26, '0')),
         concat('user', toString(number), '@example.com'), concat('User ', toString(number)),
-        concat('{{"plan":"', ['free', 'pro', 'enterprise'][number % 3 + 1], '","age":', toString(number % 80), '}}'),
+        concat('{{"plan":"', ['free', 'pro', 'enterprise'][number % 3 + 1], '","age":',
+               toString(number % 80), '}}'),
         'active', toDateTime64('2025-01-01 00:00:00', 3, 'UTC') + toIntervalSecond(number % 30000000), 1, 0
         FROM numbers({subscribers})"""
     )
@@ -69,7 +70,8 @@ def generate(client, subscribers: int, events: int) -> None:
         f"""INSERT INTO events (id, workspace, created_at, type, message_id, recipient, recipient_domain,
         sender, provider, server, campaign_id, tags, metadata, bounce_type, url, data, pair_hash)
         SELECT concat('evt_', leftPad(toString(number), 26, '0')), '{WS}',
-        toDateTime64('{NOW:%Y-%m-%d %H:%M:%S}', 3, 'UTC') - toIntervalSecond(cityHash64(number, 1) % 34560000),
+        toDateTime64('{NOW:%Y-%m-%d %H:%M:%S}', 3, 'UTC')
+            - toIntervalSecond(cityHash64(number, 1) % 34560000),
         ['message.sent', 'message.delivered', 'message.opened', 'message.opened', 'order.completed',
          'message.bounced'][cityHash64(number, 2) % 6 + 1],
         concat('msg_', toString(intDiv(number, 3))),
