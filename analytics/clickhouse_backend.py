@@ -16,11 +16,30 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from analytics.errors import StoreUnavailable
 from analytics.migrations import load
+from analytics.mirror import (
+    ERASED_VERSION,
+    MEMBERSHIP_COLUMNS,
+    SUBSCRIBER_COLUMNS,
+    MirrorRows,
+    columns,
+    tombstone,
+)
 from analytics.queries import WindowPolicy
 from analytics.rows import COLUMNS
+from analytics.segments import ClickHouseJson
 from analytics.sql import Bound, Dialect
 from analytics.sql_store import Rows, SqlAnalyticsStore
 
+# Mutations run synchronously (on every replica): erasure is done when the API answers.
+_SYNC_MUTATION = {"mutations_sync": 2}
+_ERASE_EVENTS = (
+    "ALTER TABLE events UPDATE recipient = '', recipient_domain = '', metadata = '{}', data = '{}' "
+    "WHERE workspace = {workspace:String} AND recipient = {email:String}"
+)
+_ERASE_SUBSCRIBER = "ALTER TABLE subscribers DELETE WHERE workspace = {workspace:String} AND id = {id:String}"
+_ERASE_MEMBERSHIPS = (
+    "ALTER TABLE memberships DELETE WHERE workspace = {workspace:String} AND subscriber_id = {id:String}"
+)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -84,6 +103,7 @@ def connect(url: str) -> tuple[Any, str]:
 class ClickHouseStore(SqlAnalyticsStore):
     backend = "clickhouse"
     dialect = ClickHouseDialect()
+    json = ClickHouseJson()
     driver_errors = (ClickHouseError,)
 
     def __init__(
@@ -141,6 +161,31 @@ class ClickHouseStore(SqlAnalyticsStore):
 
     def _query(self, sql: str, params: dict[str, Any]) -> Rows:
         return self._client.query(sql, parameters=params).result_rows
+
+    def _upsert_mirror(self, rows: MirrorRows) -> None:
+        # ReplacingMergeTree(version) keeps the highest version per key; reads use FINAL.
+        for table, found, names in (
+            ("subscribers", rows.subscribers, SUBSCRIBER_COLUMNS),
+            ("memberships", rows.memberships, MEMBERSHIP_COLUMNS),
+        ):
+            if found:
+                data = columns(found, names)
+                if "deleted" in data:
+                    data["deleted"] = [int(v) for v in data["deleted"]]
+                self._client.insert(
+                    table, [data[c] for c in names], column_names=list(names), column_oriented=True
+                )
+
+    def _erase(self, workspace: str, email: str, subscriber_id: str) -> None:
+        ids = {"workspace": workspace, "id": subscriber_id}
+        client = self._client
+        client.command(
+            _ERASE_EVENTS, parameters={"workspace": workspace, "email": email}, settings=_SYNC_MUTATION
+        )
+        client.command(_ERASE_MEMBERSHIPS, parameters=ids, settings=_SYNC_MUTATION)
+        # The tombstone first, so no read between the two statements sees the old row as the newest.
+        self._upsert_mirror(MirrorRows([tombstone(workspace, subscriber_id, ERASED_VERSION)], []))
+        client.command(_ERASE_SUBSCRIBER + " AND deleted = 0", parameters=ids, settings=_SYNC_MUTATION)
 
     def _close(self) -> None:
         self._client.close()

@@ -16,13 +16,49 @@ import duckdb
 import pyarrow as pa
 
 from analytics.migrations import load
+from analytics.mirror import (
+    ERASED_VERSION,
+    MEMBERSHIP_COLUMNS,
+    SUBSCRIBER_COLUMNS,
+    MirrorRows,
+    columns,
+    tombstone,
+)
 from analytics.queries import EventFilter, WindowPolicy
 from analytics.rows import COLUMNS, epoch_ms, from_epoch_ms
+from analytics.segments import DuckJson
 from analytics.sql import Bound, Dialect
 from analytics.sql_store import Rows, SqlAnalyticsStore
 
 _ARROW_TYPES = {"created_at": pa.timestamp("ms"), "tags": pa.list_(pa.string()), "pair_hash": pa.uint64()}
 ARROW_SCHEMA = pa.schema([(c, _ARROW_TYPES.get(c, pa.string())) for c in COLUMNS])
+_MIRROR_TYPES = {"created_at": pa.timestamp("ms"), "version": pa.int64(), "deleted": pa.bool_()}
+SUBSCRIBER_SCHEMA = pa.schema([(c, _MIRROR_TYPES.get(c, pa.string())) for c in SUBSCRIBER_COLUMNS])
+MEMBERSHIP_SCHEMA = pa.schema([(c, _MIRROR_TYPES.get(c, pa.string())) for c in MEMBERSHIP_COLUMNS])
+
+
+def _upsert(table: str, key: tuple[str, ...], names: tuple[str, ...]) -> str:
+    """Replace a row only with a higher version: a replayed or late event changes nothing."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in names if c not in key)
+    return (
+        f"INSERT INTO {table} SELECT * FROM incoming_{table} ON CONFLICT ({', '.join(key)}) "
+        f"DO UPDATE SET {updates} WHERE excluded.version > {table}.version"
+    )
+
+
+_UPSERT_SUBSCRIBERS = _upsert("subscribers", ("workspace", "id"), SUBSCRIBER_COLUMNS)
+_UPSERT_MEMBERSHIPS = _upsert("memberships", ("workspace", "subscriber_id", "list_id"), MEMBERSHIP_COLUMNS)
+# Overwrites the row in place (a DELETE then INSERT of one key inside a transaction trips DuckDB's
+# index checks); the highest version means no event of the person can ever replace it.
+_TOMBSTONE = (
+    f"INSERT INTO subscribers VALUES ({', '.join('$' + c for c in SUBSCRIBER_COLUMNS)}) "
+    "ON CONFLICT (workspace, id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in SUBSCRIBER_COLUMNS if c not in ("workspace", "id"))
+)
+_ERASE_EVENTS = (
+    "UPDATE events SET recipient = '', recipient_domain = '', metadata = '{}', data = '{}' "
+    "WHERE workspace = $workspace AND recipient = $email"
+)
 
 
 class DuckDialect(Dialect):
@@ -92,9 +128,16 @@ _JSON_LINE = (
 )
 
 
+def _tombstone(workspace: str, subscriber_id: str) -> tuple[Any, ...]:
+    row = list(tombstone(workspace, subscriber_id, ERASED_VERSION))
+    row[SUBSCRIBER_COLUMNS.index("created_at")] = from_epoch_ms(0).replace(tzinfo=None)
+    return tuple(row)
+
+
 class DuckDBStore(SqlAnalyticsStore):
     backend = "duckdb"
     dialect = DuckDialect()
+    json = DuckJson()
     driver_errors = (duckdb.Error,)
 
     def __init__(
@@ -149,6 +192,34 @@ class DuckDBStore(SqlAnalyticsStore):
 
     def _query(self, sql: str, params: dict[str, Any]) -> Rows:
         return self._db.execute(sql, params).fetchall()
+
+    def _upsert_mirror(self, rows: MirrorRows) -> None:
+        cursor = self._db.cursor()
+        try:
+            for table, found, schema, upsert in (
+                ("subscribers", rows.subscribers, SUBSCRIBER_SCHEMA, _UPSERT_SUBSCRIBERS),
+                ("memberships", rows.memberships, MEMBERSHIP_SCHEMA, _UPSERT_MEMBERSHIPS),
+            ):
+                if found:
+                    batch = pa.Table.from_pydict(columns(found, tuple(schema.names)), schema=schema)
+                    cursor.register(f"incoming_{table}", batch)
+                    cursor.execute(upsert)
+        finally:
+            cursor.close()
+
+    def _erase(self, workspace: str, email: str, subscriber_id: str) -> None:
+        db, ids = self._db, {"workspace": workspace, "id": subscriber_id}
+        db.execute("BEGIN TRANSACTION")
+        try:
+            db.execute(_ERASE_EVENTS, {"workspace": workspace, "email": email})
+            db.execute("DELETE FROM memberships WHERE workspace = $workspace AND subscriber_id = $id", ids)
+            db.execute(
+                _TOMBSTONE, dict(zip(SUBSCRIBER_COLUMNS, _tombstone(workspace, subscriber_id), strict=True))
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     async def _export_chunks(self, flt: EventFilter, chunk_rows: int) -> AsyncIterator[bytes]:
         """One sorted query streamed through its own cursor (keyset pages would rescan the rest of the

@@ -17,6 +17,7 @@ import msgspec
 
 from analytics.errors import InvalidCursor, InvalidQuery
 from analytics.rows import epoch_ms
+from schemas.custom_events import is_custom_name
 from schemas.events import EVENT_TYPES
 
 Interval = Literal["hour", "day"]
@@ -131,12 +132,15 @@ def resolve_window(
 
 
 def expand_types(patterns: str | None) -> tuple[str, ...] | None:
-    """`message.*,subscriber.unsubscribed` -> the known event types those patterns name."""
+    """`message.*,subscriber.unsubscribed` -> the known event types those patterns name; a custom event's
+    name (`order.completed`) names itself (custom names are open-ended, so they take no wildcard)."""
     if patterns is None:
         return None
     types: list[str] = []
     for pattern in (p.strip() for p in patterns.split(",")):
         matched = [t for t in EVENT_TYPES if _matches(pattern, t)]
+        if not matched and is_custom_name(pattern):
+            matched = [pattern]
         if not matched:
             raise InvalidQuery("#/type", f"{pattern!r} names no event type", "unknown_event_type")
         types.extend(t for t in matched if t not in types)

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from schemas.event_subjects import event_email
 from schemas.events import Event, EventMessage
 
 # The insert column order of the `events` table in both backends (migrations 0001).
@@ -107,14 +108,17 @@ def event_row(event: Event) -> tuple[Any, ...]:
     url = _url(data) if type_ == _CLICKED else ""
     created_ms = epoch_ms(event.created_at)
     if msg is None:
+        # Custom and subscriber events: the address they are about is the row's recipient, so segment
+        # event conditions and erasure find them like message events.
+        email = event_email(event)
         return (
             event.id,
             event.workspace,
             created_ms,
             type_,
             "",
-            "",
-            "",
+            email,
+            recipient_domain(email),
             "",
             "",
             "",

@@ -16,8 +16,10 @@ from typing import Any, TypeVar
 import msgspec
 
 from analytics import reports
+from analytics.audience import AudienceQueries
 from analytics.errors import AnalyticsError, StoreUnavailable
 from analytics.metrics import CLICKED, METRIC_TYPES
+from analytics.mirror import mirror_rows
 from analytics.queries import (
     GROUP_DIMENSIONS,
     INTERVAL_MS,
@@ -43,7 +45,7 @@ T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
 
 
-class SqlAnalyticsStore:
+class SqlAnalyticsStore(AudienceQueries):
     backend = ""
     dialect: Dialect
     driver_errors: tuple[type[BaseException], ...] = ()
@@ -108,6 +110,11 @@ class SqlAnalyticsStore:
         # Rows are built on the store's thread too: 5,000 events take ~20 ms of CPU, too long for the loop.
         columns = event_columns(events)
         self._insert(columns)
+        # The subscriber mirror from the same batch, after the events: a crash in between redelivers the
+        # batch, and both writes are idempotent.
+        mirror = mirror_rows(events)
+        if mirror:
+            self._upsert_mirror(mirror)
         return len(columns["id"])
 
     async def events_page(

@@ -15,6 +15,7 @@ from typing import Protocol
 from analytics.queries import CampaignReportQuery, EventsQuery, ExportQuery, SummaryQuery, WindowPolicy
 from analytics.reports import CampaignReport, EventsPage, Summary
 from schemas.events import Event
+from schemas.segments import MembersPage, SegmentQuery
 
 DEFAULT_DUCKDB_FILE = "analytics.duckdb"
 
@@ -44,6 +45,22 @@ class AnalyticsReader(Protocol):
     ) -> CampaignReport: ...
 
     async def message_events(self, workspace: str, message_id: str) -> list[Event]: ...
+
+    async def segment_count(
+        self, workspace: str, query: SegmentQuery, *, now: datetime | None = None
+    ) -> int: ...
+
+    async def segment_members(
+        self,
+        workspace: str,
+        query: SegmentQuery,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        now: datetime | None = None,
+    ) -> MembersPage: ...
+
+    async def erase_subscriber(self, workspace: str, email: str, subscriber_id: str) -> None: ...
 
 
 class AnalyticsStore(AnalyticsReader, Protocol):

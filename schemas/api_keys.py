@@ -20,6 +20,7 @@ SCOPES: tuple[str, ...] = (
     "send",
     "read:messages",
     "read:events",
+    "write:events",
     "read:analytics",
     *(f"{mode}:{family}" for family in READ_WRITE_FAMILIES for mode in ("read", "write")),
     "read:audit",

@@ -22,6 +22,7 @@ PREFIXES = frozenset(
         "lst",
         "imp",
         "sub",
+        "seg",
         "whk",
         "dlv",
         "srv",

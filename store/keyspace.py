@@ -193,6 +193,19 @@ def webhook_in_flight(consumer: str) -> str:
     return f"{PREFIX}webhooks:inflight:{consumer}"  # set: "ws|whk|dlv" leased by one deliverer
 
 
+# --- segments and analytics erasure (docs/audience.md "Segments", "Erasure") -----------------------
+def segment(workspace: str, segment_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:seg:{segment_id}"  # msgpack SegmentRecord
+
+
+def segment_index(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:segments"  # lex zset of segment ids
+
+
+def erased_emails(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:erased"  # hash: sha256(email) hex -> erased at (ms); the sink drops
+
+
 # --- tracking and unsubscribe ----------------------------------------------------------------------
 def tracking_hit(workspace: str, message_id: str, recipient: str, link: int | None) -> str:
     where = "o" if link is None else f"c{link}"  # SET NX EX: a hit seen within the dedupe window

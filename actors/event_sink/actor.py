@@ -57,6 +57,17 @@ class EventSink:
     async def message_events(self, workspace: str, message_id: str) -> bytes:
         return await self.answers.message_events(workspace, message_id)
 
+    async def segment_count(self, workspace: str, query: bytes, now_ms: int | None = None) -> bytes:
+        return await self.answers.segment_count(workspace, query, now_ms)
+
+    async def segment_members(
+        self, workspace: str, query: bytes, after: str | None, limit: int, now_ms: int | None = None
+    ) -> bytes:
+        return await self.answers.segment_members(workspace, query, after, limit, now_ms)
+
+    async def erase_subscriber(self, workspace: str, email: str, subscriber_id: str) -> bytes:
+        return await self.answers.erased(self.body.erase_subscriber(workspace, email, subscriber_id))
+
     async def export_events(self, workspace: str, query: bytes, now_ms: int | None = None):
         """A Ray streaming generator: one enveloped NDJSON chunk per item."""
         async for reply in self.answers.export_events(workspace, query, now_ms):

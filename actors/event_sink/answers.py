@@ -8,7 +8,7 @@ migrated. `client.EventSinkClient` is the other end.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime
 
 import msgspec
@@ -17,6 +17,7 @@ from actors.envelope import Replies
 from analytics.queries import CampaignReportQuery, EventsQuery, ExportQuery, SummaryQuery
 from analytics.rows import from_epoch_ms
 from analytics.store import AnalyticsStore
+from schemas.segments import SegmentQuery
 
 
 class StoreAnswers:
@@ -27,6 +28,7 @@ class StoreAnswers:
         self._summary = msgspec.msgpack.Decoder(SummaryQuery).decode
         self._report = msgspec.msgpack.Decoder(CampaignReportQuery).decode
         self._export = msgspec.msgpack.Decoder(ExportQuery).decode
+        self._segment = msgspec.msgpack.Decoder(SegmentQuery).decode
 
     async def events_page(self, workspace: str, query: bytes, now_ms: int | None) -> bytes:
         await self.migrated.wait()
@@ -53,11 +55,36 @@ class StoreAnswers:
         await self.migrated.wait()
         return await self.replies.answer(self.store.message_events(workspace, message_id))
 
+    async def segment_count(self, workspace: str, query: bytes, now_ms: int | None) -> bytes:
+        await self.migrated.wait()
+        return await self.replies.answer(
+            self.store.segment_count(workspace, self._segment(query), now=_now(now_ms))
+        )
+
+    async def segment_members(
+        self, workspace: str, query: bytes, after: str | None, limit: int, now_ms: int | None
+    ) -> bytes:
+        await self.migrated.wait()
+        parsed = self._segment(query)
+        return await self.replies.answer(
+            self.store.segment_members(workspace, parsed, after=after, limit=limit, now=_now(now_ms))
+        )
+
+    async def erased(self, erasure: Awaitable[None]) -> bytes:
+        """The erasure's outcome (True once done) in the envelope."""
+        await self.migrated.wait()
+        return await self.replies.answer(_done(erasure))
+
     async def export_events(self, workspace: str, query: bytes, now_ms: int | None) -> AsyncIterator[bytes]:
         await self.migrated.wait()
         chunks = self.store.export_events(workspace, self._export(query), now=_now(now_ms))
         async for reply in self.replies.stream(chunks):
             yield reply
+
+
+async def _done(work: Awaitable[None]) -> bool:
+    await work
+    return True
 
 
 def _now(now_ms: int | None) -> datetime | None:

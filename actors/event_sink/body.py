@@ -6,6 +6,11 @@ inserts it, and only then XACKs. A crash between insert and ack redelivers the e
 drops events it already holds (event id), so nothing is counted twice. A batch closes at
 `batch_size` events or `max_latency` seconds after its first entry, whichever comes first.
 
+Events about an erased address (store/erasures.py) are dropped before the insert, and `erase_subscriber`
+runs under the same lock as the insert, so a batch read before an erasure cannot land after it and
+bring the person back. Subscriber events also fill the store's subscriber mirror (analytics/mirror.py)
+within the same insert: a change is visible to segments one batch latency (`max_latency`) later.
+
 `run` also migrates the store first (retried until it works) and, where the backend has no TTL
 (DuckDB), deletes expired events once an hour. The analytics store itself (backends, writer, queries)
 stays in `analytics/`; this is only its feeder.
@@ -30,6 +35,7 @@ from analytics.errors import AnalyticsError
 from analytics.store import AnalyticsStore
 from schemas.events import Event, events_msgpack_decoder
 from store import keyspace
+from store.erasures import ErasureLedger
 from store.group_reader import START, Entries, GroupReader, walk_ended
 
 log = logging.getLogger("mailers.event_sink")
@@ -87,6 +93,8 @@ class EventSinkLoop:
         self.retention = timedelta(days=retention_days) if retention_days else None
         self.stats = SinkStats()
         self.migrated = asyncio.Event()  # the store answers queries from then on
+        self.erasures = ErasureLedger(redis)
+        self._writing = asyncio.Lock()  # an insert and an erasure never interleave
         self._group_ready = False
         self._unfinished: Batch | None = None  # a batch whose insert or ack failed: retried first
         self._events_per_entry: float | None = None  # learnt from what was read, to size each read
@@ -170,7 +178,8 @@ class EventSinkLoop:
     async def commit(self, batch: Batch) -> int:
         """Insert, then acknowledge. Returns how many events the batch held."""
         if batch.events:
-            await self.store.insert(batch.events)
+            async with self._writing:
+                await self.store.insert(await self.erasures.drop_erased(batch.events))
         reader = self.reader
         for start in range(0, len(batch.entry_ids), 1000):
             await self.redis.xack(reader.stream, reader.group, *batch.entry_ids[start : start + 1000])
@@ -179,6 +188,12 @@ class EventSinkLoop:
             self.stats.batches += 1
             self.stats.last_batch_at = self.clock()
         return len(batch.events)
+
+    async def erase_subscriber(self, workspace: str, email: str, subscriber_id: str) -> None:
+        """Record the erasure (so the stream cannot re-add the person), then anonymise the store."""
+        async with self._writing:
+            await self.erasures.record(workspace, email, int(self.clock() * 1000))
+            await self.store.erase_subscriber(workspace, email, subscriber_id)
 
     async def step(self, *, wait: bool = True) -> int:
         """One batch: read (or reclaim), insert, ack. Returns the number of events; 0 when idle."""

@@ -19,6 +19,7 @@ from analytics.queries import CampaignReportQuery, EventsQuery, ExportQuery, Sum
 from analytics.reports import CampaignReport, EventsPage, Summary
 from analytics.rows import epoch_ms
 from schemas.events import Event
+from schemas.segments import MembersPage, SegmentQuery
 from schemas.settings import Settings
 
 EVENT_SINK = "event-sink"
@@ -62,6 +63,9 @@ class EventSinkClient:
         self._report = reply_decoder(CampaignReport)
         self._timeline = reply_decoder(list[Event])
         self._chunk = reply_decoder(bytes)
+        self._count = reply_decoder(int)
+        self._members = reply_decoder(MembersPage)
+        self._done = reply_decoder(bool)
 
     async def events_page(
         self, workspace: str, query: EventsQuery, *, now: datetime | None = None
@@ -86,6 +90,28 @@ class EventSinkClient:
 
     async def message_events(self, workspace: str, message_id: str) -> list[Event]:
         return self._timeline(await self.handle.message_events.remote(workspace, message_id))
+
+    async def segment_count(self, workspace: str, query: SegmentQuery, *, now: datetime | None = None) -> int:
+        return self._count(await self.handle.segment_count.remote(workspace, self._encode(query), _ms(now)))
+
+    async def segment_members(
+        self,
+        workspace: str,
+        query: SegmentQuery,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        now: datetime | None = None,
+    ) -> MembersPage:
+        reply = await self.handle.segment_members.remote(
+            workspace, self._encode(query), after, limit, _ms(now)
+        )
+        return self._members(reply)
+
+    async def erase_subscriber(self, workspace: str, email: str, subscriber_id: str) -> None:
+        """Erase the person from the analytics store (in both modes the sink does it: it also keeps the
+        stream from bringing them back). Done when this returns."""
+        self._done(await self.handle.erase_subscriber.remote(workspace, email.lower(), subscriber_id))
 
     async def export_events(
         self, workspace: str, query: ExportQuery, *, now: datetime | None = None

@@ -53,3 +53,34 @@ async def test_events_flow_from_the_stream_into_the_actor_store(ray_session, red
     finally:
         await handle.shutdown.remote()
         ray.kill(handle)
+
+
+async def test_segments_and_erasure_cross_ray_through_the_actor(ray_session, redis, redis_url, tmp_path):
+    import ray
+
+    from actors.event_sink.client import EventSinkClient, start_event_sink
+    from schemas.segments import SegmentQuery
+    from tests.analytics.segment_dataset import IDS, L1, WS, build
+    from tests.analytics.segment_dataset import NOW as SEGMENT_NOW
+
+    settings = load_settings({}, data_dir=str(tmp_path), redis_url=redis_url, ray_namespace="mailers-test")
+    handle = start_event_sink(settings, redis_url=redis_url, name="event-sink-segments", max_latency=0.05)
+    try:
+        client = EventSinkClient(handle)
+        assert await handle.ready.remote()
+        await redis.xadd(keyspace.EVENT_STREAM, {keyspace.EVENT_FIELD: _encode(build()[0])})
+        query = SegmentQuery(lists=(L1,), filter={"attribute": "plan", "op": "eq", "value": "pro"})
+        async with asyncio.timeout(30):
+            while await client.segment_count(WS, query, now=SEGMENT_NOW) < 2:
+                await asyncio.sleep(0.1)
+        page = await client.segment_members(WS, query, limit=1, now=SEGMENT_NOW)
+        assert [m.id for m in page.data] == [IDS["cy"]] and page.has_more
+        with pytest.raises(InvalidQuery) as caught:
+            await client.segment_count(WS, SegmentQuery(filter={"attribute": "plan", "op": "like"}))
+        assert caught.value.pointer == "#/filter/op"
+        await client.erase_subscriber(WS, "ANA@example.com", IDS["ana"])
+        assert await client.segment_count(WS, query, now=SEGMENT_NOW) == 1
+        assert await redis.hlen(keyspace.erased_emails(WS)) == 1
+    finally:
+        await handle.shutdown.remote()
+        ray.kill(handle)

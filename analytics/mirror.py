@@ -1,0 +1,134 @@
+"""Subscriber events to mirror rows: the one place that knows how subscriber.* and list.* events (the
+interface of issue #12) become rows of the `subscribers` and `memberships` tables. Pure functions.
+
+Each change carries the subscriber's `version` (a counter bumped on every change); of several rows for
+one key in a batch only the highest version is kept, and the backends only let a row replace a lower
+version, so replays and late events change nothing. `subscriber.deleted` leaves a tombstone row.
+Events that do not carry the interface's fields (e.g. a provider's `subscriber.unsubscribed` about a
+message, without `data.list`) are not about the mirror and are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from analytics.rows import epoch_ms
+from schemas.events import Event
+
+SUBSCRIBER_COLUMNS = (
+    "workspace",
+    "id",
+    "email",
+    "name",
+    "attributes",
+    "status",
+    "created_at",
+    "version",
+    "deleted",
+)
+MEMBERSHIP_COLUMNS = ("workspace", "subscriber_id", "list_id", "status", "version")
+SUBSCRIBER_TYPES = ("subscriber.created", "subscriber.updated")
+MEMBERSHIP_TYPES = ("list.subscribed", "list.unconfirmed", "subscriber.unsubscribed")
+DELETED = "subscriber.deleted"
+ERASED_VERSION = 2**62  # an erased subscriber's tombstone: no event of theirs can be newer
+_SUBSCRIBER_VERSION = SUBSCRIBER_COLUMNS.index("version")
+_MEMBERSHIP_VERSION = MEMBERSHIP_COLUMNS.index("version")
+_json = msgspec.json.Encoder(order="sorted").encode
+
+
+class MirrorRows(msgspec.Struct):
+    subscribers: list[tuple[Any, ...]]
+    memberships: list[tuple[Any, ...]]
+
+    def __bool__(self) -> bool:
+        return bool(self.subscribers or self.memberships)
+
+
+def mirror_rows(events: Iterable[Event]) -> MirrorRows:
+    """The newest row per subscriber and per (subscriber, list) among `events`."""
+    subscribers: dict[tuple[str, str], tuple[Any, ...]] = {}
+    memberships: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+    for event in events:
+        if event.type in SUBSCRIBER_TYPES or event.type == DELETED:
+            row = subscriber_row(event)
+            if row is not None:
+                _keep_newest(subscribers, (row[0], row[1]), row, _SUBSCRIBER_VERSION)
+        elif event.type in MEMBERSHIP_TYPES:
+            row = membership_row(event)
+            if row is not None:
+                _keep_newest(memberships, (row[0], row[1], row[2]), row, _MEMBERSHIP_VERSION)
+    return MirrorRows(list(subscribers.values()), list(memberships.values()))
+
+
+def _keep_newest(rows: dict[Any, tuple[Any, ...]], key: Any, row: tuple[Any, ...], at: int) -> None:
+    held = rows.get(key)
+    if held is None or row[at] > held[at]:
+        rows[key] = row
+
+
+def subscriber_row(event: Event) -> tuple[Any, ...] | None:
+    """A row in SUBSCRIBER_COLUMNS order (created_at in epoch ms), or None if the event lacks fields."""
+    data, version = event.data, event.data.get("version")
+    if not _is_version(version):
+        return None
+    if event.type == DELETED:
+        subscriber_id = data.get("subscriber")
+        if not isinstance(subscriber_id, str):
+            return None
+        return tombstone(event.workspace, subscriber_id, version)
+    record = data.get("subscriber")
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+        return None
+    attributes = record.get("attributes")
+    return (
+        event.workspace,
+        record["id"],
+        str(record.get("email") or "").lower(),
+        str(record.get("name") or ""),
+        _json(attributes).decode() if isinstance(attributes, dict) and attributes else "{}",
+        str(record.get("status") or "active"),
+        _created_ms(record.get("created_at"), event.created_at),
+        version,
+        False,
+    )
+
+
+def tombstone(workspace: str, subscriber_id: str, version: int) -> tuple[Any, ...]:
+    """What remains of an erased subscriber: its ids, nothing about the person."""
+    return (workspace, subscriber_id, "", "", "{}", "deleted", 0, version, True)
+
+
+def membership_row(event: Event) -> tuple[Any, ...] | None:
+    data = event.data
+    subscriber_id, list_id, status = data.get("subscriber"), data.get("list"), data.get("status")
+    version = data.get("version")
+    if not (isinstance(subscriber_id, str) and isinstance(list_id, str) and isinstance(status, str)):
+        return None
+    if not _is_version(version):
+        return None
+    return (event.workspace, subscriber_id, list_id, status, version)
+
+
+def _is_version(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < ERASED_VERSION
+
+
+def _created_ms(value: Any, fallback: datetime) -> int:
+    if isinstance(value, datetime):
+        return epoch_ms(value)
+    if isinstance(value, str):
+        try:
+            return epoch_ms(msgspec.convert(value, datetime))
+        except msgspec.ValidationError:
+            pass
+    return epoch_ms(fallback)
+
+
+def columns(rows: list[tuple[Any, ...]], names: tuple[str, ...]) -> dict[str, list[Any]]:
+    """Column-oriented rows for a batch insert."""
+    values = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    return {name: list(column) for name, column in zip(names, values, strict=True)}
