@@ -50,6 +50,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dispatcher_actors: int = 1
     suppression_shards: int = 2
     message_retention_seconds: int = 30 * 24 * 3600
+    # Signed checkpoints of the audit chain (docs/audit.md): how often, and the operator's external copy.
+    audit_checkpoint_seconds: int = 60
+    audit_checkpoint_sink: str | None = None  # file:///…, s3://bucket/prefix or https://…
+    audit_checkpoint_webhook_secret: str | None = None  # whsec_…, signs the https sink's POSTs
 
     @property
     def embedded_redis(self) -> bool:
@@ -194,6 +198,9 @@ _VARIABLES = {
     "MAILERS_DISPATCHER_ACTORS": ("dispatcher_actors", _integer),
     "MAILERS_SUPPRESSION_SHARDS": ("suppression_shards", _integer),
     "MAILERS_MESSAGE_RETENTION_SECONDS": ("message_retention_seconds", _integer),
+    "MAILERS_AUDIT_CHECKPOINT_SECONDS": ("audit_checkpoint_seconds", _integer),
+    "MAILERS_AUDIT_CHECKPOINT_SINK": ("audit_checkpoint_sink", _url("file", "s3", "https", "http")),
+    "MAILERS_AUDIT_CHECKPOINT_WEBHOOK_SECRET": ("audit_checkpoint_webhook_secret", _secret),
 }
 
 
