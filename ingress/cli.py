@@ -8,11 +8,15 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
 from schemas.api_keys import SCOPES
 from schemas.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from security.audit_checkpoint import AuditCheckpoint
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,7 +229,9 @@ def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
     return _with_redis(settings, run)
 
 
-async def _latest_checkpoint(redis: aioredis.Redis, workspace: str, location: str | None):
+async def _latest_checkpoint(
+    redis: aioredis.Redis, workspace: str, location: str | None
+) -> AuditCheckpoint | None:
     """The newest checkpoint of `workspace`: from `location` (file or S3) if given, else from Redis."""
     from store.audit_checkpoint_sinks import open_checkpoint_source
     from store.audit_checkpoints import CheckpointLog
