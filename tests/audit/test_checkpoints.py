@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
 from actors.audit.checkpoints import retry_delay
+from schemas.settings import SettingsError, load_settings
 from security.audit_chain import AuditSigner
 from security.audit_checkpoint import (
     checkpoint_problem,
@@ -27,6 +28,7 @@ from store.audit_checkpoint_sinks import (
     FileCheckpoints,
     S3Checkpoints,
     WebhookCheckpoints,
+    open_checkpoint_sink,
     open_checkpoint_source,
 )
 from store.audit_checkpoints import CheckpointLog
@@ -296,3 +298,24 @@ async def test_the_webhook_sink_goes_through_the_ssrf_guard(redis, duck_store, m
     assert "webhook_url_private_address" in sink.exporter.last_error
     assert await redis.xlen(keyspace.AUDIT_CHECKPOINT_OUTBOX) == 1
     await hook.close()
+
+
+def test_the_operator_chooses_the_sink_in_the_environment(tmp_path):
+    def sink_of(**env: str):
+        return open_checkpoint_sink(load_settings({"MAILERS_SECRET_KEY": "s" * 40, **env}))
+
+    assert sink_of() is None
+    assert isinstance(sink_of(MAILERS_AUDIT_CHECKPOINT_SINK=f"file://{tmp_path}/c.jsonl"), FileCheckpoints)
+    s3 = sink_of(MAILERS_AUDIT_CHECKPOINT_SINK="s3://bucket/a/b/")
+    assert isinstance(s3, S3Checkpoints) and s3.key("ws-a", 7) == "a/b/ws-a/00000000000000000007.json"
+    with pytest.raises(ValueError, match="MAILERS_AUDIT_CHECKPOINT_WEBHOOK_SECRET"):
+        sink_of(MAILERS_AUDIT_CHECKPOINT_SINK="https://hooks.example.com/c")
+    hook = sink_of(
+        MAILERS_AUDIT_CHECKPOINT_SINK="https://hooks.example.com/c",
+        MAILERS_AUDIT_CHECKPOINT_WEBHOOK_SECRET=WEBHOOK_SECRET,
+    )
+    assert isinstance(hook, WebhookCheckpoints) and not hook.allow_private
+    with pytest.raises(SettingsError, match="MAILERS_AUDIT_CHECKPOINT_SINK must be a URL"):
+        sink_of(MAILERS_AUDIT_CHECKPOINT_SINK="ftp://example.com/c")
+    with pytest.raises(ValueError, match="file:///path or s3://bucket/prefix"):
+        open_checkpoint_source("https://hooks.example.com/c")
