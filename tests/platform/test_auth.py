@@ -31,6 +31,7 @@ ADMITTED_STATUS = {
     ("DELETE", "/v1/api-keys/{id}"): 404,
     ("GET", "/v1/audit-logs"): 503,
     ("GET", "/v1/audit-logs/public-key"): 200,
+    ("GET", "/v1/audit-logs/checkpoints"): 200,
     ("GET", "/v1/messages/{id}"): 404,
     ("GET", "/v1/messages"): 200,
     ("POST", "/v1/messages/{id}/cancel"): 404,
