@@ -22,6 +22,7 @@ import msgspec
 from analytics.errors import StoreUnavailable
 from analytics.store import analytics_url, open_store
 from security.audit_chain import GENESIS_HASH, AuditEntry, VerifyResult, verify_chain
+from security.audit_checkpoint import AuditCheckpoint, checkpoint_problem
 
 T = TypeVar("T")
 COLUMNS: tuple[str, ...] = AuditEntry.__struct_fields__
@@ -141,16 +142,29 @@ class AuditStore:
             yield b"".join(_encode_json(e) + b"\n" for e in entries)
 
     async def verify(
-        self, workspace: str, public_keys: Sequence[bytes], *, chunk_rows: int = 5000
+        self,
+        workspace: str,
+        public_keys: Sequence[bytes],
+        *,
+        checkpoint: AuditCheckpoint | None = None,
+        chunk_rows: int = 5000,
     ) -> tuple[VerifyResult, int]:
         """Check a workspace's whole chain, `chunk_rows` entries at a time: the first broken entry, or
-        ok, and how many entries were checked. `public_keys`: every key the log may be signed with."""
-        count, prev_hash, prev_seq = 0, GENESIS_HASH, 0
+        ok, and how many entries were checked. `public_keys`: every key the log may be signed with.
+        With a `checkpoint` (its signature already checked), the chain must also reach its seq with its
+        hash: otherwise the newest entries were cut off."""
+        count, prev_hash, prev_seq, hash_at_checkpoint = 0, GENESIS_HASH, 0, None
         async for entries in self.chunks(AuditFilter(workspace=workspace), chunk_rows=chunk_rows):
             result = verify_chain(entries, public_keys, prev_hash=prev_hash, prev_seq=prev_seq)
             if not result.ok:
                 return result, count
+            if checkpoint is not None and entries[0].seq <= checkpoint.seq <= entries[-1].seq:
+                hash_at_checkpoint = entries[checkpoint.seq - entries[0].seq].hash
             count, prev_hash, prev_seq = count + len(entries), entries[-1].hash, entries[-1].seq
+        if checkpoint is not None:
+            problem = checkpoint_problem(checkpoint, prev_seq, hash_at_checkpoint)
+            if problem is not None:
+                return VerifyResult(False, checkpoint.seq, None, problem), count
         return VerifyResult(True, None, None, f"{count} entries verified"), count
 
     async def close(self) -> None:

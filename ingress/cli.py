@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
@@ -16,6 +17,9 @@ from ingress.operator_suppressions import add_arguments as add_operator_suppress
 from ingress.runtime import with_redis
 from schemas.api_keys import SCOPES
 from schemas.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from security.audit_checkpoint import AuditCheckpoint
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,6 +112,12 @@ def _add_audit(commands) -> None:
         "verify", help="check a workspace's audit chain and signatures in the analytics store"
     )
     verify.add_argument("--workspace", required=True)
+    verify.add_argument(
+        "--checkpoint",
+        metavar="URL",
+        help="compare with the latest checkpoint in file:///path.jsonl or s3://bucket/prefix "
+        "instead of the one in Redis",
+    )
     verify.set_defaults(run=_verify_audit)
 
 
@@ -218,28 +228,60 @@ def _create_key(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
-    """Exit 0 with `ok: N entries`, or 1 naming the first broken entry (docs/audit.md)."""
+    """Exit 0 with `ok: N entries …`, 1 naming the first broken entry, a truncation or a rejected
+    checkpoint, 2 when the checkpoint location cannot be read (docs/audit.md)."""
     from analytics.audit import AuditStore, audit_store_url
     from ingress.runtime import with_secret_key
+    from security.audit_checkpoint import signature_problem
+    from store.audit_checkpoint_sinks import CheckpointSinkError
     from store.audit_log import all_verifying_keys
 
     settings = with_secret_key(settings)
 
     async def run(redis: aioredis.Redis) -> int:
-        public_keys = list((await all_verifying_keys(settings, redis)).values())
+        keys = await all_verifying_keys(settings, redis)
+        try:
+            checkpoint = await _latest_checkpoint(redis, args.workspace, args.checkpoint)
+        except (CheckpointSinkError, ValueError) as exc:
+            print(f"mailers: cannot read the checkpoint: {exc}", file=sys.stderr)
+            return 2
+        if checkpoint is not None:
+            problem = signature_problem(checkpoint, keys)
+            if checkpoint.workspace != args.workspace:
+                problem = f"it is a checkpoint of workspace {checkpoint.workspace!r}"
+            if problem is not None:
+                print(f"checkpoint of seq {checkpoint.seq} ({checkpoint.time}) rejected: {problem}")
+                return 1
         url = audit_store_url(settings.analytics_url, settings.data_dir)
         store = await AuditStore.open(url, migrate=False, read_only=True)
         try:
-            result, count = await store.verify(args.workspace, public_keys)
+            result, count = await store.verify(args.workspace, list(keys.values()), checkpoint=checkpoint)
         finally:
             await store.close()
         if not result.ok:
-            print(f"broken at seq {result.first_broken_seq} (id {result.first_broken_id}): {result.reason}")
+            named = f" (id {result.first_broken_id})" if result.first_broken_id else ""
+            print(f"broken at seq {result.first_broken_seq}{named}: {result.reason}")
             return 1
-        print(f"ok: {count} entries")
+        if checkpoint is None:
+            print(f"ok: {count} entries (no checkpoint to compare with: a cut-off end would go unnoticed)")
+        else:
+            print(f"ok: {count} entries, up to the checkpoint of seq {checkpoint.seq} ({checkpoint.time})")
         return 0
 
     return with_redis(settings, run)
+
+
+async def _latest_checkpoint(
+    redis: aioredis.Redis, workspace: str, location: str | None
+) -> AuditCheckpoint | None:
+    """The newest checkpoint of `workspace`: from `location` (file or S3) if given, else from Redis."""
+    from store.audit_checkpoint_sinks import open_checkpoint_source
+    from store.audit_checkpoints import CheckpointLog
+
+    if location is None:
+        return await CheckpointLog(redis).latest(workspace)
+    source = open_checkpoint_source(location)
+    return await source.latest(workspace)
 
 
 def _reencrypt(settings: Settings, args: argparse.Namespace) -> int:

@@ -60,6 +60,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     header_read_timeout_seconds: float = 10.0
     body_read_timeout_seconds: float = 30.0
     api_key: str | None = None  # the key `mailers import` calls the API with
+    # Signed checkpoints of the audit chain (docs/audit.md): how often, and the operator's external copy.
+    audit_checkpoint_seconds: int = 60
+    audit_checkpoint_sink: str | None = None  # file:///…, s3://bucket/prefix or https://…
+    audit_checkpoint_webhook_secret: str | None = None  # whsec_…, signs the https sink's POSTs
 
     @property
     def embedded_redis(self) -> bool:
@@ -212,6 +216,9 @@ _VARIABLES = {
     "MAILERS_MAX_CONNECTIONS": ("max_connections", _integer),
     "MAILERS_HEADER_READ_TIMEOUT_SECONDS": ("header_read_timeout_seconds", _positive_float),
     "MAILERS_BODY_READ_TIMEOUT_SECONDS": ("body_read_timeout_seconds", _positive_float),
+    "MAILERS_AUDIT_CHECKPOINT_SECONDS": ("audit_checkpoint_seconds", _integer),
+    "MAILERS_AUDIT_CHECKPOINT_SINK": ("audit_checkpoint_sink", _url("file", "s3", "https", "http")),
+    "MAILERS_AUDIT_CHECKPOINT_WEBHOOK_SECRET": ("audit_checkpoint_webhook_secret", _secret),
 }
 
 

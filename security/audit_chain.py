@@ -94,7 +94,11 @@ class AuditSigner:
         return key_id(self.public_key_pem())
 
     def sign(self, entry_hash: str) -> str:
-        return base64.b64encode(self._key.sign(entry_hash.encode("ascii"))).decode("ascii")
+        return self.sign_bytes(entry_hash.encode("ascii"))
+
+    def sign_bytes(self, data: bytes) -> str:
+        """base64 of the Ed25519 signature of `data` (checkpoints sign their own encoding)."""
+        return base64.b64encode(self._key.sign(data)).decode("ascii")
 
 
 def audit_signer(master_key: str) -> AuditSigner:

@@ -266,6 +266,14 @@ AUDIT_GROUP = "audit"  # consumer group of the AuditSink on AUDIT_STREAM
 AUDIT_HEADS = PREFIX + "audit:heads"  # hash: workspace -> "seq:hash" of its last chained entry
 AUDIT_CHAINED = PREFIX + "audit:chained"  # stream: chained entries not yet in the analytics store
 AUDIT_KEYS = PREFIX + "audit:keys"  # hash: key id -> PEM of every key the log was signed with
+# Signed checkpoints (store/audit_checkpoints.py): the latest per workspace, a bounded history, and the
+# outbox the checkpoint exporter drains to the operator's external sink.
+AUDIT_CHECKPOINT_LATEST = PREFIX + "audit:checkpoint"  # hash: workspace -> JSON AuditCheckpoint
+AUDIT_CHECKPOINT_OUTBOX = PREFIX + "audit:checkpoint:outbox"  # stream: field AUDIT_FIELD = JSON checkpoint
+
+
+def audit_checkpoints(workspace: str) -> str:
+    return f"{PREFIX}audit:checkpoints:{workspace}"  # zset: JSON AuditCheckpoint scored by seq
 
 
 # --- audience: lists, subscribers, imports -----------------------------------------------------------

@@ -1,10 +1,11 @@
 """AuditSinkActor ("audit-sink"): the thin Ray shell around `body.AuditSink`.
 
-The actor opens (and migrates) the audit store, derives the signing key from the master secret and
-runs the sink from the moment it starts, so a restart resumes by itself. Exactly one runs: the chain
-is a sequence. With an embedded backend it is the one process that owns the audit store, so it also
-answers the reads (`client.AuditSinkClient`: msgpack bytes in the one error envelope, exports as a
-streaming generator); with a ClickHouse server any process may read `analytics.audit.AuditStore` directly.
+The actor opens (and migrates) the audit store, derives the signing key from the master secret, opens
+the operator's checkpoint sink (`MAILERS_AUDIT_CHECKPOINT_SINK`) and runs the sink from the moment it
+starts, so a restart resumes by itself. Exactly one runs: the chain is a sequence. With an embedded
+backend it is the one process that owns the audit store, so it also answers the reads
+(`client.AuditSinkClient`: msgpack bytes in the one error envelope, exports as a streaming generator);
+with a ClickHouse server any process may read `analytics.audit.AuditStore` directly.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from analytics.audit import AuditFilter, AuditStore, audit_store_url
 from schemas.settings import Settings
 from security.audit_chain import AuditSigner
 from security.secretbox import derive_key
+from store.audit_checkpoint_sinks import open_checkpoint_sink
 
 
 def audit_signer(settings: Settings) -> AuditSigner:
@@ -50,7 +52,15 @@ class AuditSinkActor:
         url = audit_store_url(self.settings.analytics_url, self.settings.data_dir)
         store = await AuditStore.open(url)
         signer = audit_signer(self.settings)
-        sink = AuditSink(self.redis, store, signer, consumer=self.consumer, **self.options)
+        sink = AuditSink(
+            self.redis,
+            store,
+            signer,
+            consumer=self.consumer,
+            checkpoint_seconds=self.settings.audit_checkpoint_seconds,
+            checkpoint_sink=open_checkpoint_sink(self.settings),
+            **self.options,
+        )
         self._ready.set_result(sink)
         await sink.run(self._stop)
 

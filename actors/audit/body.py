@@ -8,7 +8,12 @@ One pass:
 3. chain them per workspace after the workspace's head, and in ONE MULTI: add the sealed entries to
    the buffer, move the heads, and XACK + XDEL the source entries. Either all of that happens or
    none of it, so an entry gets exactly one seq however often the sink crashes;
-4. store the buffer (step 1 again).
+4. store the buffer (step 1 again);
+5. publish a signed checkpoint of every head that moved, at most once every `checkpoint_seconds`
+   (`checkpoints.CheckpointPublisher`): only now are the entries it covers in the store.
+
+With an external checkpoint sink, `run` also runs the `checkpoints.CheckpointExporter` loop beside the
+chain's, so a failing sink never holds the chain up.
 
 The chain is a sequence, so exactly one AuditSink runs (the named actor); its consumer name is fixed,
 so a restart re-reads its own pending entries. WATCH on the heads (redis-py's `Redis.transaction`)
@@ -29,9 +34,12 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from actors.audit.checkpoints import CheckpointExporter, CheckpointPublisher
 from analytics.audit import AuditStore
 from security.audit_chain import GENESIS_HASH, AuditEntry, AuditSigner, chain
 from store import keyspace
+from store.audit_checkpoint_sinks import CheckpointSink
+from store.audit_checkpoints import CheckpointLog
 from store.group_reader import GroupReader
 
 log = logging.getLogger("mailers.audit.sink")
@@ -66,8 +74,10 @@ class AuditSink:
         linger: float = 0.5,
         reclaim_idle_ms: int = 60_000,
         clock: Callable[[], float] = time.time,
+        checkpoint_seconds: float = 60.0,
+        checkpoint_sink: CheckpointSink | None = None,
     ) -> None:
-        self.redis, self.store, self.signer = redis, store, signer
+        self.redis, self.store, self.signer, self.clock = redis, store, signer, clock
         self.batch_size = batch_size
         self.reader = GroupReader(
             redis,
@@ -86,6 +96,14 @@ class AuditSink:
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(AuditEntry).decode
         self._group_ready = False
+        self._moved: dict[str, tuple[int, str]] = {}  # heads the MULTI in hand moves
+        checkpoints = CheckpointLog(redis)
+        self.checkpoints = CheckpointPublisher(
+            checkpoints, signer, interval=checkpoint_seconds, outbox=checkpoint_sink is not None
+        )
+        self.exporter = (
+            None if checkpoint_sink is None else CheckpointExporter(checkpoints, checkpoint_sink, clock=clock)
+        )
 
     async def step(self) -> int:
         """One pass (see the module docstring). Returns how many new entries it chained."""
@@ -94,7 +112,15 @@ class AuditSink:
         if batch:
             await self.chain_batch(batch)
             await self.store_chained()
+        await self.publish_checkpoints()
         return len(batch)
+
+    async def publish_checkpoints(self) -> int:
+        """Sign and record checkpoints of the heads that moved, when the interval has passed."""
+        if not self.checkpoints.recovered:
+            raw = await self.redis.hgetall(keyspace.AUDIT_HEADS)
+            await self.checkpoints.recover({ws.decode(): parse_head(head) for ws, head in raw.items()})
+        return len(await self.checkpoints.publish_due(self.clock()))
 
     async def run_until_idle(self) -> int:
         """Passes until the stream is empty (burst mode); returns how many entries were chained."""
@@ -104,7 +130,14 @@ class AuditSink:
         return total
 
     async def run(self, stop: asyncio.Event, *, retry_delay: float = 1.0) -> None:
-        """Pass after pass until `stop` is set; a failing Redis or store is retried with a doubling delay."""
+        """Pass after pass until `stop` is set, and the checkpoint exporter's loop beside it."""
+        if self.exporter is None:
+            await self._run_chain(stop, retry_delay)
+        else:
+            await asyncio.gather(self._run_chain(stop, retry_delay), self.exporter.run(stop))
+
+    async def _run_chain(self, stop: asyncio.Event, retry_delay: float) -> None:
+        """A failing Redis or store is retried with a doubling delay."""
         delay = retry_delay
         while not stop.is_set():
             try:
@@ -156,6 +189,7 @@ class AuditSink:
             await self._queue_commit(pipe, by_workspace, ids)
 
         await self.redis.transaction(commit, keyspace.AUDIT_HEADS)
+        self.checkpoints.note_moved(self._moved)
         self.stats.chained += sum(len(v) for v in by_workspace.values())
 
     async def _queue_commit(
@@ -167,6 +201,9 @@ class AuditSink:
         # Ed25519 signing is ~50 us an entry: a batch of 1,000 would hold the event loop for 50 ms.
         sealed = await asyncio.to_thread(self._seal, by_workspace, [parse_head(h) for h in heads])
         pipe.multi()
+        self._moved = {
+            ws: (entries[-1].seq, entries[-1].hash) for ws, entries in zip(workspaces, sealed, strict=True)
+        }
         for workspace, entries in zip(workspaces, sealed, strict=True):
             for entry in entries:
                 pipe.xadd(keyspace.AUDIT_CHAINED, {keyspace.AUDIT_FIELD: self._encode(entry)})

@@ -1,5 +1,6 @@
-"""`/v1/audit-logs`: the workspace's chained audit entries, newest first or as an NDJSON export, and the
-public key that verifies their signatures (scope `read:audit`). docs/audit.md.
+"""`/v1/audit-logs`: the workspace's chained audit entries, newest first or as an NDJSON export, the
+public key that verifies their signatures, and the signed checkpoints of the chain's head (scope
+`read:audit`). docs/audit.md.
 
 Entries appear here once the AuditSink has chained and stored them (normally well under a second
 after the request). The reads come from an `AuditReader`: set `AUDIT_READER` on the app before it
@@ -21,10 +22,12 @@ from aiohttp import web
 from analytics.audit import AuditFilter, AuditStore, audit_store_url, time_text
 from analytics.errors import StoreUnavailable
 from ingress.context import SERVICES, principal, request_id
-from ingress.pagination import Limit, decode_cursor, list_response
+from ingress.pagination import Limit, PageQuery, decode_cursor, encode_cursor, list_response
 from ingress.problems import ApiError, validation_error
 from ingress.routing import RouteTable, json_response
 from security.audit_chain import AuditEntry, audit_signer
+from security.audit_checkpoint import AuditCheckpoint
+from store.audit_checkpoints import CheckpointLog
 from store.audit_log import all_verifying_keys
 
 routes = RouteTable()
@@ -60,6 +63,14 @@ class AuditPublicKey(msgspec.Struct, kw_only=True):
     key_id: str = ""
     # Keys of master secrets rotated away: entries sealed before a rotation verify with one of them.
     previous_keys: list[AuditVerifyingKey] = []
+
+
+class AuditCheckpointList(msgspec.Struct, kw_only=True):
+    latest: AuditCheckpoint | None  # the newest checkpoint, whatever page this is
+    data: list[AuditCheckpoint]  # the history, newest first
+    has_more: bool
+    next_cursor: str | None
+    object: str = "list"
 
 
 class AuditReader(Protocol):
@@ -139,6 +150,34 @@ async def audit_public_key(request: web.Request) -> web.Response:
             ],
         )
     )
+
+
+@routes.route(
+    "GET",
+    "/v1/audit-logs/checkpoints",
+    scope="read:audit",
+    query=PageQuery,
+    response=AuditCheckpointList,
+    summary="Signed checkpoints of the audit chain's head: the latest, and the history newest first",
+    tag="audit-logs",
+)
+async def list_audit_checkpoints(request: web.Request, query: PageQuery) -> web.Response:
+    checkpoints = CheckpointLog(request.app[SERVICES].redis)
+    workspace = principal(request).workspace
+    after = decode_cursor(query.cursor, {})
+    if after is not None and not after.isdigit():
+        raise ApiError("invalid_cursor", "The cursor is not one this API issued")
+    page, has_more = await checkpoints.page(
+        workspace, limit=query.limit, before_seq=int(after) if after else None
+    )
+    next_cursor = encode_cursor(str(page[-1].seq), {}) if has_more and page else None
+    headers = {}
+    if next_cursor:
+        headers["Link"] = f'<{request.url.update_query({"cursor": next_cursor}).path_qs}>; rel="next"'
+    answer = AuditCheckpointList(
+        latest=await checkpoints.latest(workspace), data=page, has_more=has_more, next_cursor=next_cursor
+    )
+    return json_response(answer, headers=headers)
 
 
 def _filter(request: web.Request, query: AuditLogQuery) -> AuditFilter:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import json
 
+import msgspec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from ingress.routes.audit_logs import AUDIT_READER
+from security.audit_checkpoint import AuditCheckpoint, sign_checkpoint, signature_problem
+from store.audit_checkpoints import CheckpointLog
 from tests.audit.conftest import drain
 
 
@@ -125,3 +128,45 @@ async def test_a_workspace_never_sees_another_workspaces_entries(
 async def test_reading_needs_the_read_audit_scope(client, make_key):
     assert (await client.get("/v1/audit-logs", headers=await make_key(["send"]))).status == 403
     assert (await client.get("/v1/audit-logs/public-key", headers=await make_key(["send"]))).status == 403
+
+
+async def test_checkpoints_latest_and_history_pages(
+    app_client, redis, duck_store, make_key, workspace, signer
+):
+    client = await audited_client(app_client, duck_store)
+    reader, sender = await make_key(["read:audit"]), await make_key(["send"])
+    log = CheckpointLog(redis)
+    signed = [
+        sign_checkpoint(workspace, seq, f"{seq:064x}", 1_776_593_000.0 + seq, signer) for seq in range(1, 6)
+    ]
+    await log.publish([*signed, sign_checkpoint("elsewhere", 9, "ab" * 32, 0.0, signer)], outbox=False)
+    pages, cursor = [], None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        answer = await client.get("/v1/audit-logs/checkpoints", params=params, headers=reader)
+        assert answer.status == 200
+        body = await answer.json()
+        assert body["latest"] == msgspec.to_builtins(signed[-1])
+        pages.append([c["seq"] for c in body["data"]])
+        if not body["has_more"]:
+            break
+        cursor = body["next_cursor"]
+        assert answer.headers["Link"].endswith('rel="next"')
+    assert pages == [[5, 4], [3, 2], [1]]
+    assert (await client.get("/v1/audit-logs/checkpoints", headers=sender)).status == 403
+    bad = await client.get("/v1/audit-logs/checkpoints", params={"cursor": "nope"}, headers=reader)
+    assert bad.status == 400 and (await bad.json())["code"] == "invalid_cursor"
+
+
+async def test_a_published_checkpoint_verifies_with_the_public_key(
+    app_client, duck_store, make_sink, make_key
+):
+    client = await audited_client(app_client, duck_store)
+    reader = await make_key(["read:audit"])
+    published = await (await client.get("/v1/audit-logs/public-key", headers=reader)).json()
+    await drain(make_sink(duck_store))
+    body = await (await client.get("/v1/audit-logs/checkpoints", headers=reader)).json()
+    latest = msgspec.convert(body["latest"], AuditCheckpoint)
+    assert latest.seq == 1 and [c["seq"] for c in body["data"]] == [1] and body["next_cursor"] is None
+    keys = {published["key_id"]: published["public_key_pem"].encode()}
+    assert signature_problem(latest, keys) is None

@@ -59,6 +59,7 @@ ADMITTED_STATUS = {
     ("GET", "/v1/subscribers/{id}"): 404,
     ("PATCH", "/v1/subscribers/{id}"): 404,
     ("DELETE", "/v1/subscribers/{id}"): 404,
+    ("GET", "/v1/audit-logs/checkpoints"): 200,
     ("GET", "/v1/messages/{id}"): 404,
     ("GET", "/v1/messages"): 200,
     ("POST", "/v1/messages/{id}/cancel"): 404,
