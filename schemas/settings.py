@@ -31,7 +31,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Per key and ingress process: request body bytes a second, and bulks/large bodies in flight
     # (ingress/body_budget.py); bounds how much decoding work one key can ask of one event loop.
     body_bytes_per_second: float = 2 * 1024 * 1024
-    heavy_requests_per_key: int = 2
+    heavy_requests_per_key: int = 4
     rate_limit_per_second: float = 100.0
     rate_limit_burst: int = 200
     key_rotation_grace_seconds: int = 24 * 3600
