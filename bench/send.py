@@ -359,7 +359,7 @@ def main() -> None:
     parser.add_argument("--delivery", type=int, default=10000)
     parser.add_argument(
         "--phases",
-        default="singles,bulk,delivery",
+        default="singles,bulk,attack,delivery",
         help="which of singles,bulk,attack,delivery,micro to run (micro: figures moved out of the tests; "
         "attack: a normal client's latency alone and beside an attacker, issue #11)",
     )
