@@ -1,7 +1,7 @@
 """The send path under load, each figure beside a baseline measured in the same run.
 
 `python -m bench [--seconds 10] [--rates 250,500] [--bulk-requests 20] [--delivery 10000]
-[--phases singles,bulk,delivery,micro]`
+[--phases singles,bulk,attack,delivery,micro]`
 
 - single sends: latency p50/p95/p99 at fixed offered rates (open loop), and the sustained rate at 64
   connections (closed loop) — Mailers' `/v1/send` (auth, rate limit, validation, suppression shard call,
@@ -10,6 +10,8 @@
 - bulk: 1,000-message requests, latency percentiles and messages accepted per second;
 - delivery: messages per second from the API into a local aiosmtpd sink through the whole pipeline
   (dispatcher actor, SMTP adapter), against a bare aiosmtplib client sending pre-rendered bytes;
+- attack (bench/attack.py): a normal client's p50/p95/p99 at 20 sends a second, alone and while an
+  attacker with its own key sends the worst bodies we can construct at full speed;
 - micro (bench/micro.py): costs and waits that tests used to assert on the clock.
 Everything runs on this machine: Redis (AOF on), a local Ray started by `mailers serve`, the servers in
 their own processes.
@@ -30,7 +32,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from bench import cpu
+from bench import attack, cpu
 from bench.load import Result, closed_loop, open_loop
 from bench.micro import micro
 from bench.smtp import bare_client, start_sink, typical_message
@@ -229,6 +231,28 @@ async def delivery(base: str, redis_url: str, count: int) -> tuple[list[str], li
     )
 
 
+async def attack_rows(base: str) -> list[str]:
+    """Issue #11's row: the normal client alone, then with the attacker (its own key), in one run."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession() as session:
+        body = {"name": "attacker", "scopes": ["send"]}
+        async with session.post(base + "/v1/api-keys", json=body, headers=headers) as response:
+            attacker = f"Bearer {(await response.json())['secret']}"
+    alone = await attack.normal_client(base, headers)
+    attacked, answers = await attack.attacked(base, headers, attacker)
+    name = f"normal /v1/send @ {attack.NORMAL_RATE:.0f}/s"
+    return [
+        f"| {name}, alone | {len(alone)} requests | " + _percentiles(alone) + " | 0 |",
+        f"| {name}, attacker at full speed ({answers}) | {len(attacked)} requests | "
+        + _percentiles(attacked)
+        + " | 0 |",
+    ]
+
+
+def _percentiles(latencies: list[float]) -> str:
+    return " | ".join(f"{attack.percentile(latencies, p):.1f}" for p in (50, 95, 99))
+
+
 async def _wait_sent(redis_url: str, server_id: str, count: int, within: float = 300) -> int:
     """Done when the server's dispatch group has read every entry and none is pending (all recorded)."""
     import redis.asyncio as aioredis
@@ -306,6 +330,9 @@ async def run_server_phases(args: argparse.Namespace, phases: set[str]) -> None:
                 base, args.bulk_requests, redis.url
             )
             rows += bulk_rows
+        if "attack" in phases:
+            await wait_idle(redis.url)
+            rows += await attack_rows(base)
         if "delivery" in phases:
             await wait_idle(redis.url)
             delivery_rows, breakdowns["delivery end to end"] = await delivery(base, redis.url, args.delivery)
@@ -332,8 +359,9 @@ def main() -> None:
     parser.add_argument("--delivery", type=int, default=10000)
     parser.add_argument(
         "--phases",
-        default="singles,bulk,delivery",
-        help="which of singles,bulk,delivery,micro to run (micro: figures moved out of the tests)",
+        default="singles,bulk,attack,delivery",
+        help="which of singles,bulk,attack,delivery,micro to run (micro: figures moved out of the tests; "
+        "attack: a normal client's latency alone and beside an attacker, issue #11)",
     )
     asyncio.run(run(parser.parse_args()))
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from aiohttp import web
 
-from ingress import audit, auth, idempotency, middleware, rate_limit
+from ingress import audit, auth, body_admission, idempotency, middleware, off_loop, rate_limit
 from ingress.connection_limits import body_deadline
 from ingress.context import SERVICES
 from ingress.openapi import OPENAPI, build_openapi
@@ -32,10 +32,12 @@ def create_app(settings: Settings, *, redis_url: str, gateway: Gateway | None) -
             audit.audit,
             auth.authenticate,
             rate_limit.rate_limit,
+            body_admission.admit_body,
             idempotency.idempotency,
         ],
         client_max_size=settings.max_body_bytes,
     )
+    off_loop.share_the_gil()
     for table in ROUTE_TABLES:
         table.add_to(app)
     app[OPENAPI] = msgspec.json.encode(openapi_document())

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
+from ingress.body_budget import BodyBudget
 from ingress.key_cache import KeyCache
 from ingress.metrics import Metrics
 from schemas.settings import Settings
@@ -41,6 +42,7 @@ class Services:
     gateway: Gateway | None
     routing: WorkspaceRoutingCache
     messages: MessageStore
+    body_budget: BodyBudget
     # The wall clock keys' expiry and rotation grace are judged by; tests replace it to step past them.
     clock: Callable[[], float] = time.time
     _enqueue: Coalescer[NewMessage, str | None] | None = None
@@ -74,6 +76,11 @@ class Services:
             gateway=gateway,
             routing=WorkspaceRoutingCache(redis),
             messages=MessageStore(redis, item_retention_seconds=settings.idempotency_retention_seconds),
+            body_budget=BodyBudget(
+                bytes_per_second=settings.body_bytes_per_second,
+                burst_bytes=settings.max_body_bytes,
+                heavy_per_key=settings.heavy_requests_per_key,
+            ),
         )
         # Every concurrent request's messages share one Lua enqueue (one round trip, one transaction).
         services._enqueue = Coalescer(

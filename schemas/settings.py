@@ -28,6 +28,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ray_namespace: str = "mailers"
     ray_local_cpus: int = 4
     max_body_bytes: int = 10 * 1024 * 1024
+    # Per key and ingress process: request body bytes a second, and bulks/large bodies in flight
+    # (ingress/body_budget.py); bounds how much decoding work one key can ask of one event loop.
+    body_bytes_per_second: float = 2 * 1024 * 1024
+    heavy_requests_per_key: int = 4
     rate_limit_per_second: float = 100.0
     rate_limit_burst: int = 200
     key_rotation_grace_seconds: int = 24 * 3600
@@ -191,6 +195,8 @@ _VARIABLES = {
     "MAILERS_RAY_NAMESPACE": ("ray_namespace", _text),
     "MAILERS_RAY_LOCAL_CPUS": ("ray_local_cpus", _integer),
     "MAILERS_MAX_BODY_BYTES": ("max_body_bytes", _integer),
+    "MAILERS_BODY_BYTES_PER_SECOND": ("body_bytes_per_second", _positive_float),
+    "MAILERS_HEAVY_REQUESTS_PER_KEY": ("heavy_requests_per_key", _integer),
     "MAILERS_RATE_LIMIT_PER_SECOND": ("rate_limit_per_second", _positive_float),
     "MAILERS_RATE_LIMIT_BURST": ("rate_limit_burst", _integer),
     "MAILERS_KEY_ROTATION_GRACE_SECONDS": ("key_rotation_grace_seconds", _integer),

@@ -48,6 +48,8 @@ log = logging.getLogger("mailers.inbound")
 TAG = "inbound"
 HTTP_TIMEOUT_SECONDS = 10.0
 CONFIRM_TIMEOUT_SECONDS = 10.0
+# SendGrid batches events into one POST; the other providers post one event (SNS: at most 256 KB).
+INBOUND_MAX_BODY = 2 * 1024 * 1024
 CERT_UNAVAILABLE_DETAIL = "The SNS signing certificate could not be fetched; retry later"
 
 
@@ -140,6 +142,7 @@ routes = InboundRouteTable()
         503: "The SNS signing certificate could not be fetched; retry",
     },
     summary="Receive a provider's event webhook for one sending server",
+    max_body=INBOUND_MAX_BODY,
 )
 async def receive_events(request: web.Request) -> web.Response:
     provider, server_id = request.match_info["provider"], request.match_info["server_id"]

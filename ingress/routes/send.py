@@ -30,6 +30,7 @@ _item_decoder = msgspec.json.Decoder(SendRequest)
     summary="Send one message; 202 means it is durably queued",
     tag="sending",
     responses={403: "The key may not send from this domain"},
+    max_body=0,
 )
 async def send(request: web.Request, body: SendRequest) -> web.Response:
     caller, now = principal(request), utc_now()
@@ -67,6 +68,8 @@ async def send(request: web.Request, body: SendRequest) -> web.Response:
     status=202,
     summary="Send up to 1,000 messages in one request",
     tag="sending",
+    max_body=0,
+    heavy=True,
 )
 async def send_bulk(request: web.Request, body: BulkEnvelope) -> web.Response:
     if not 1 <= len(body.messages) <= MAX_BULK:

@@ -103,8 +103,9 @@ class StoredMessage(msgspec.Struct, kw_only=True):
         return datetime.fromtimestamp(self.meta.created_ms / 1000, UTC)
 
 
-def enqueue_row(new: NewMessage) -> tuple:
-    """`new` as one row of the enqueue script's batch (the script's field order)."""
+def enqueue_row(new: NewMessage, payload: bytes) -> tuple:
+    """`new` as one row of the enqueue script's batch (the script's field order). `payload` is the
+    encoded message, or b"" when it was staged in the hash beforehand (MessageLedger.enqueue)."""
     message = new.message
     scheduled = new.status == MessageStatus.SCHEDULED and new.meta.send_at_ms is not None
     return (
@@ -112,7 +113,7 @@ def enqueue_row(new: NewMessage) -> tuple:
         message.workspace,
         new.item_key or "",
         new.status,
-        lua_string(encode(message)),
+        lua_string(payload),
         lua_string(encode(new.meta)),
         new.server,
         str(new.meta.send_at_ms) if scheduled else "",

@@ -14,7 +14,7 @@ from store.lua import LUA_ARRAY
 # ~25% of this script's time. Key names are built here from the workspace and ids exactly as
 # store/keyspace.py builds them (message, message_events, message_index, dispatch_stream). A message may
 # carry its request's audit entry, appended to KEYS[3] here: the send path's audit entry costs no round
-# trip of its own.
+# trip of its own. An empty payload: a large one was staged in the hash before (MessageLedger._stage).
 ENQUEUE = (
     LUA_STATUSES
     + LUA_ARRAY
@@ -34,7 +34,12 @@ for m, row in ipairs(batch) do
   if prior then
     results[m] = prior
   else
-    redis.call('HSET', hkey, 's', status, 'p', payload, 'm', meta, 'srv', server, 'ev', msgpack_array(evs))
+    if payload == '' then
+      redis.call('PERSIST', hkey)  -- staged by MessageLedger._stage
+      redis.call('HSET', hkey, 's', status, 'm', meta, 'srv', server, 'ev', msgpack_array(evs))
+    else
+      redis.call('HSET', hkey, 's', status, 'p', payload, 'm', meta, 'srv', server, 'ev', msgpack_array(evs))
+    end
     redis.call('ZADD', base .. 'messages', 0, id)
     for _, blob in ipairs(evs) do events[#events+1] = blob end
     if score ~= '' then
