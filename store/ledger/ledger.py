@@ -29,6 +29,7 @@ from store.ledger.records import (
 from store.ledger.scripts import CANCEL, CLAIM, DUE, ENQUEUE, RECORD
 from store.ledger.statuses import FINISHED
 from store.lua import lua_string
+from store.replies import as_text
 
 
 class MessageLedger:
@@ -151,7 +152,7 @@ class MessageLedger:
         removed = 0
         for workspace in await self.redis.hkeys(keyspace.WORKSPACES):
             removed += await self.redis.zremrangebylex(
-                keyspace.message_index(workspace.decode()), "-", cutoff
+                keyspace.message_index(as_text(workspace)), "-", cutoff
             )
         return removed
 
