@@ -33,6 +33,7 @@ from analytics.audit import AuditStore
 from security.audit_chain import GENESIS_HASH, AuditEntry, AuditSigner, chain
 from store import keyspace
 from store.group_reader import GroupReader
+from store.replies import as_bytes_or_none, stream_entries
 
 log = logging.getLogger("mailers.audit.sink")
 Batch = list[tuple[bytes, AuditEntry | None]]
@@ -165,7 +166,9 @@ class AuditSink:
         workspaces = list(by_workspace)
         heads = await pipe.hmget(keyspace.AUDIT_HEADS, workspaces) if workspaces else []
         # Ed25519 signing is ~50 us an entry: a batch of 1,000 would hold the event loop for 50 ms.
-        sealed = await asyncio.to_thread(self._seal, by_workspace, [parse_head(h) for h in heads])
+        sealed = await asyncio.to_thread(
+            self._seal, by_workspace, [parse_head(as_bytes_or_none(h)) for h in heads]
+        )
         pipe.multi()
         for workspace, entries in zip(workspaces, sealed, strict=True):
             for entry in entries:
@@ -186,7 +189,7 @@ class AuditSink:
     async def store_chained(self) -> int:
         """Insert the buffer of chained entries into the store, then drop what was inserted."""
         stored = 0
-        while rows := await self.redis.xrange(keyspace.AUDIT_CHAINED, count=self.batch_size):
+        while rows := stream_entries(await self.redis.xrange(keyspace.AUDIT_CHAINED, count=self.batch_size)):
             await self.store.insert([self._decode(fields[keyspace.AUDIT_FIELD]) for _, fields in rows])
             await self.redis.xdel(keyspace.AUDIT_CHAINED, *[entry_id for entry_id, _ in rows])
             stored += len(rows)
