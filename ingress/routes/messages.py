@@ -12,7 +12,15 @@ from ingress.problems import ApiError, not_found
 from ingress.routing import RouteTable, json_response
 from schemas.events import Event, EventMessage
 from schemas.ids import new_id
-from schemas.send import MessageEvent, MessageList, MessageListQuery, MessageSummary, MessageView
+from schemas.message_status import api_status
+from schemas.send import (
+    MessageEvent,
+    MessageList,
+    MessageListQuery,
+    MessageStatus,
+    MessageSummary,
+    MessageView,
+)
 from store.messages import MessageStore, StoredMessage, cancel_scheduled
 
 routes = RouteTable()
@@ -24,8 +32,8 @@ def view(stored: StoredMessage) -> MessageView:
     message = stored.message
     return MessageView(
         id=message.id,
-        status=stored.status,
-        created_at=stored.created_at,  # type: ignore[arg-type]
+        status=api_status(stored.status),
+        created_at=stored.created_at,
         from_=message.from_.formatted(),
         to=[a.email for a in message.to],
         subject=message.subject,
@@ -72,7 +80,7 @@ async def get_message(request: web.Request) -> web.Response:
     return json_response(view_from_events(message_id, events))
 
 
-_STATUS_OF = {
+_STATUS_OF: dict[str, MessageStatus] = {
     "message.accepted": "queued",
     "message.scheduled": "scheduled",
     "message.sent": "sent",
@@ -94,7 +102,7 @@ def view_from_events(message_id: str, events: list[Event]) -> MessageView:
     return MessageView(
         id=message_id,
         status=statuses[-1] if statuses else "queued",
-        created_at=ordered[0].created_at,  # type: ignore[arg-type]
+        created_at=ordered[0].created_at,
         from_=first.from_ if first else "",
         to=sorted({e.message.to for e in ordered if e.message and e.message.to}),
         subject="",
@@ -148,8 +156,8 @@ async def list_messages(request: web.Request, query: MessageListQuery) -> web.Re
     data = [
         MessageSummary(
             id=s.message.id,
-            status=s.status,
-            created_at=s.created_at,  # type: ignore[arg-type]
+            status=api_status(s.status),
+            created_at=s.created_at,
             to=[a.email for a in s.message.to],
             subject=s.message.subject,
             tags=s.message.tags,
@@ -163,7 +171,7 @@ async def list_messages(request: web.Request, query: MessageListQuery) -> web.Re
 def _matches(stored: StoredMessage, query: MessageListQuery) -> bool:
     message = stored.message
     return (
-        (query.status is None or stored.status == query.status)
+        (query.status is None or api_status(stored.status) == query.status)
         and (query.tag is None or query.tag in message.tags)
         and (query.campaign_id is None or message.campaign_id == query.campaign_id)
         and (query.to is None or query.to.lower() in {a.email.lower() for a in message.recipients})
@@ -206,4 +214,7 @@ async def cancel_message(request: web.Request) -> web.Response:
     )
     if result != "ok":
         raise ApiError("conflict", f"Only a scheduled message can be canceled; this one is {result}")
-    return json_response(view(await store.get(workspace, message.id)))  # type: ignore[arg-type]
+    canceled = await store.get(workspace, message.id)
+    if canceled is None:  # expired in the moment since it was canceled
+        raise not_found("message")
+    return json_response(view(canceled))
