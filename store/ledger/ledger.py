@@ -9,6 +9,7 @@ that caused it land together.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -123,7 +124,7 @@ class MessageLedger:
         )
 
     def outcome(
-        self, message: OutboundMessage, status: str, events: Sequence[Event], **more: object
+        self, message: OutboundMessage, status: str, events: Sequence[Event], **more: Any
     ) -> OutcomeRecord:
         """`message`'s row for `record`: its keys, `status` ("" to keep it) and its events framed. A
         finished status expires the message after the retention unless `finished` says otherwise."""
@@ -134,7 +135,7 @@ class MessageLedger:
             id=message.id,
             status=status,
             events=[lua_string(encode(e)) for e in events],
-            **more,  # type: ignore[arg-type]
+            **more,  # further OutcomeRecord fields, each of its own type
         )
 
     @staticmethod
