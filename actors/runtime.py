@@ -8,7 +8,7 @@ in the settings' namespace, and created by whichever process asks first.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import ray
 from ray.actor import ActorClass, ActorHandle
@@ -42,7 +42,7 @@ def init_ray(settings: Settings) -> None:
 
 
 def start_actor(
-    actor_class: ActorClass,
+    actor_class: type,
     name: str,
     settings: Settings,
     *args: Any,
@@ -53,7 +53,11 @@ def start_actor(
 
     Every actor restarts after a crash (`max_restarts=-1`) and its calls are retried across a restart;
     its state is rebuilt from Redis, so a restart loses nothing that was acknowledged.
+
+    `actor_class` is a class decorated with `@ray.remote(...)`: an `ActorClass` at run time, but Ray types
+    its decorator-with-options as returning the plain class, hence the casts below.
     """
+    remote_class = cast(ActorClass[Any], actor_class)
     init_ray(settings)
     options: dict[str, Any] = {
         "name": name,
@@ -65,7 +69,9 @@ def start_actor(
     }
     if concurrency is not None:
         options["max_concurrency"] = concurrency
-    return actor_class.options(**options).remote(*args, **kwargs)
+    # `ActorClass.remote` always answers a handle; Ray types it `ActorHandle | type` so that method calls on
+    # the result type-check against the class.
+    return cast(ActorHandle[Any], remote_class.options(**options).remote(*args, **kwargs))
 
 
 def find_actor(name: str, settings: Settings) -> ActorHandle | None:

@@ -11,7 +11,7 @@ import base64
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 import msgspec
 
@@ -114,6 +114,23 @@ def _unknown_field(message: str) -> str:
     return message.split("`")[1] if message.startswith("Object contains unknown field") else ""
 
 
+@overload
+def resolve_window(
+    from_: datetime | None,
+    to: datetime | None,
+    *,
+    now: datetime,
+    policy: WindowPolicy,
+    default: Literal[True] = True,
+) -> tuple[int, int]: ...
+
+
+@overload
+def resolve_window(
+    from_: datetime | None, to: datetime | None, *, now: datetime, policy: WindowPolicy, default: bool
+) -> tuple[int | None, int | None]: ...
+
+
 def resolve_window(
     from_: datetime | None, to: datetime | None, *, now: datetime, policy: WindowPolicy, default: bool = True
 ) -> tuple[int | None, int | None]:
@@ -156,13 +173,7 @@ def _matches(pattern: str, event_type: str) -> bool:
 
 
 def event_filter(workspace: str, query: _Filters, window: tuple[int | None, int | None]) -> EventFilter:
-    extra = {}
-    if isinstance(query, ExportQuery):
-        extra = {
-            "types": expand_types(query.type),
-            "message_id": query.message_id,
-            "recipient": query.recipient,
-        }
+    export = query if isinstance(query, ExportQuery) else None
     return EventFilter(
         workspace=workspace,
         from_ms=window[0],
@@ -172,7 +183,9 @@ def event_filter(workspace: str, query: _Filters, window: tuple[int | None, int 
         provider=query.provider,
         server=query.server,
         recipient_domain=query.recipient_domain.lower() if query.recipient_domain else None,
-        **extra,
+        types=expand_types(export.type) if export else None,
+        message_id=export.message_id if export else None,
+        recipient=export.recipient if export else None,
     )
 
 

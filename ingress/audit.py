@@ -24,7 +24,6 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
@@ -75,8 +74,11 @@ class _Client:
     status: int = 401
 
 
-class Suppressed(NamedTuple):
-    """`count` refused requests from `ip` that got no entry of their own (the last one answered `status`)."""
+@dataclass(frozen=True)
+class Suppressed:
+    """`count` refused requests from `ip` that got no entry of their own (the last one answered `status`).
+
+    Not a NamedTuple: a field named `count` would shadow `tuple.count`."""
 
     ip: str
     count: int
@@ -137,9 +139,9 @@ class RefusedRequestSampler:
             summaries += self._summarise(ip, client)
         while self._runs and now - self._runs[0][0] >= self.summary_after:
             since, ip = self._runs.popleft()
-            client = self._clients.get(ip)
-            if client is not None and client.suppressed and client.since == since:
-                summaries += self._summarise(ip, client)
+            current = self._clients.get(ip)
+            if current is not None and current.suppressed and current.since == since:
+                summaries += self._summarise(ip, current)
         return summaries
 
     @staticmethod

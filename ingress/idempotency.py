@@ -86,7 +86,8 @@ async def idempotency(request: web.Request, handler) -> web.StreamResponse:
             headers={"Retry-After": "1"},
         )
     if result.outcome == "done":
-        return _replay(result.stored)  # type: ignore[arg-type]
+        assert result.stored is not None, "a done claim carries the answer stored with it"
+        return _replay(result.stored)
     claim = IdempotencyClaim(store, record_key, result.token)
     request[IDEMPOTENCY] = claim
     return await _run_claimed(request, handler, claim)
@@ -104,7 +105,8 @@ async def _run_claimed(request: web.Request, handler, claim: IdempotencyClaim) -
         # Nothing was answered, so the request may be retried as a new one once the claim is released.
         await claim.store.release(claim.key, claim.token)
         raise
-    if isinstance(response, web.Response) and response.body is not None:
+    # Our handlers answer bytes; a streamed body (a Payload) could not be stored to replay.
+    if isinstance(response, web.Response) and isinstance(response.body, (bytes, bytearray)):
         headers = {h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers}
         await claim.store.complete(
             claim.key, claim.token, StoredResponse(response.status, bytes(response.body), headers)

@@ -89,7 +89,8 @@ def _endpoint(spec: RouteSpec) -> Handler:
             kwargs["query"] = decode_query(request, spec.query)
         return await spec.handler(request, **kwargs)
 
-    endpoint.route_spec = spec  # type: ignore[attr-defined]
+    # The spec rides on the handler aiohttp matches, for `route_spec`.
+    endpoint.route_spec = spec  # type: ignore[attr-defined]  # a function declares no attributes
     return endpoint
 
 

@@ -24,8 +24,9 @@ from ingress.send_validation import PreparedSend, prepare_send
 from ingress.tracking import Tracking, tracking_for
 from schemas.events import Event, EventMessage
 from schemas.ids import new_id
+from schemas.message_status import api_status
 from schemas.messages import Address
-from schemas.send import SendRequest
+from schemas.send import MessageStatus, SendRequest
 from security.link_rewrite import TooManyLinks
 from store import keyspace
 from store.messages import MessageMeta, NewMessage
@@ -35,7 +36,7 @@ _rng = random.Random()
 
 class Accepted(msgspec.Struct):
     id: str
-    status: str
+    status: MessageStatus
     created_at: datetime
 
 
@@ -90,8 +91,12 @@ async def accept(
         batch[-1] = (batch[-1][0], msgspec.structs.replace(batch[-1][1], audit=audit))
     prior_ids = await services.enqueue([new for _, new in batch]) if batch else []
     for (index, new), prior in zip(batch, prior_ids, strict=True):
-        outcomes[index] = Accepted(prior or new.message.id, "queued" if prior else new.status, now)
-    return outcomes  # type: ignore[return-value]
+        outcomes[index] = Accepted(
+            prior or new.message.id, "queued" if prior else api_status(new.status), now
+        )
+    done = [outcome for outcome in outcomes if outcome is not None]
+    assert len(done) == len(outcomes), "every item was rejected by _build or enqueued here"
+    return done
 
 
 def is_heavy(items: Sequence[PreparedSend]) -> bool:

@@ -94,6 +94,7 @@ def prepare_send(
     send_at = _send_at(request.send_at, now, errors)
     if errors.items:
         raise ApiError("validation_error", "The message is invalid", errors=errors.items)
+    assert sender is not None, "an unparsable sender is one of the errors above"
     message = OutboundMessage(
         id=message_id,
         workspace=workspace,
@@ -101,7 +102,7 @@ def prepare_send(
         to=to,
         cc=cc,
         bcc=bcc,
-        reply_to=reply_to,  # type: ignore[arg-type]
+        reply_to=reply_to,
         subject=request.subject,
         html=request.html,
         text=request.text,

@@ -66,7 +66,8 @@ class Tracking:
         if not message.recipients:
             return message, []
         recipient = token_recipient(message)
-        html, links = message.html, []
+        html = message.html
+        links: list[str] = []
         if html is not None and track_clicks:
             html, links = rewrite_html(
                 html,

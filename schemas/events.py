@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -27,7 +27,7 @@ EventType = Literal[
     "webhook.endpoint_disabled",
 ]
 
-EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 ProviderName = Literal["amazon-ses", "mailgun", "sendgrid", "resend", "postmark", "smtp", "sandbox"]
 

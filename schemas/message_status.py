@@ -7,6 +7,9 @@ between a dispatcher's claim and its record (tests/pipeline/test_ledger_statuses
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import get_args
+
+from schemas.send import MessageStatus as ApiStatus
 
 
 class MessageStatus(StrEnum):
@@ -21,3 +24,15 @@ class MessageStatus(StrEnum):
     FAILED = "failed"
     SUPPRESSED = "suppressed"
     CANCELED = "canceled"
+
+
+# What a client is told of each ledger status. `sending` is internal: to a client the message is still
+# queued (the API's schema lists no `sending`, so answering it broke clients that check the schema).
+_API_STATUS: dict[str, ApiStatus] = {status: status for status in get_args(ApiStatus)} | {
+    MessageStatus.SENDING: "queued"
+}
+
+
+def api_status(status: str) -> ApiStatus:
+    """The API's status for a ledger status (a `MessageStatus` value)."""
+    return _API_STATUS[status]

@@ -51,7 +51,10 @@ class InboundResult(msgspec.Struct, frozen=True, kw_only=True):
     confirm_url: str | None = None
 
 
-def bounce_data(kind: Literal["hard", "soft"], code: object, diagnostic: str | None) -> dict[str, Any]:
+BounceKind = Literal["hard", "soft"]
+
+
+def bounce_data(kind: BounceKind, code: object, diagnostic: str | None) -> dict[str, Any]:
     return {"bounce": {"type": kind, "code": _text(code), "diagnostic": diagnostic or None}}
 
 

@@ -9,13 +9,13 @@ fields) and is sealed whole.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
 Provider = Literal["smtp", "sandbox", "amazon-ses", "mailgun", "sendgrid", "resend", "postmark"]
 Status = Literal["healthy", "degraded", "down"]
-PROVIDERS: tuple[str, ...] = Provider.__args__  # type: ignore[attr-defined]
+PROVIDERS: tuple[str, ...] = get_args(Provider)
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Priority = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]

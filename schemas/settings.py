@@ -6,6 +6,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -231,7 +232,8 @@ _VARIABLES = {
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Build Settings from the environment; an invalid value raises SettingsError naming it."""
     environ = os.environ if environ is None else environ
-    values: dict[str, object] = {}
+    # Field name -> value: each parser answers its own field's type, so the values are of many types.
+    values: dict[str, Any] = {}
     for variable, (field, parse) in _VARIABLES.items():
         raw = environ.get(variable)
         if raw:  # unset and empty both mean "the default"

@@ -98,8 +98,8 @@ def _ipv6_reason(address: IPv6Address) -> str | None:
     embedded = _embedded_ipv4(address)
     if embedded is not None:
         kind, inner = embedded
-        reason = _ipv4_reason(inner)
-        return None if reason is None else f"{kind}:{reason}"
+        inner_reason = _ipv4_reason(inner)
+        return None if inner_reason is None else f"{kind}:{inner_reason}"
     return None if address.is_global else "reserved"
 
 

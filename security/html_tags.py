@@ -85,7 +85,7 @@ class _Scanner:
 
     def run(self) -> None:
         doc, at = self.doc, 0
-        while (at := _SKIP.match(doc, at).end()) < len(doc):  # type: ignore[union-attr]
+        while (at := _SKIP.match(doc, at).end()) < len(doc):  # type: ignore[union-attr]  # *+ always matches
             following = doc[at + 1 : at + 2]
             if following.isascii() and following.isalpha():
                 at = self._start_tag(at)
@@ -97,7 +97,7 @@ class _Scanner:
                 at = self._to_tag_end(at + 2)
 
     def _start_tag(self, at: int) -> int:
-        name_end = _TAG_NAME.match(self.doc, at + 1).end()  # type: ignore[union-attr]
+        name_end = _TAG_NAME.match(self.doc, at + 1).end()  # type: ignore[union-attr]  # *+ always matches
         name = _ascii_lower(self.doc[at + 1 : name_end])
         after = self._tag_end(name_end)
         if name == "a":
@@ -116,7 +116,7 @@ class _Scanner:
         if not (following.isascii() and following.isalpha()):
             # `</>` is dropped, `</` at the end is text, anything else is a bogus comment.
             return at + 2 if following in ("", ">") else self._to_tag_end(at + 2)
-        name_end = _TAG_NAME.match(self.doc, at + 2).end()  # type: ignore[union-attr]
+        name_end = _TAG_NAME.match(self.doc, at + 2).end()  # type: ignore[union-attr]  # *+ always matches
         if _ascii_lower(self.doc[at + 2 : name_end]) == "body":
             self.body_end = at
         return self._tag_end(name_end)

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from schemas.api_keys import ApiKeyRecord, api_key_record_decoder, api_key_record_encoder
 from schemas.ids import new_id
 from store import keyspace, pages
+from store.replies import as_bytes, as_text
 
 KEY_PREFIX = "mk_"
 
@@ -63,11 +64,11 @@ class ApiKeyStore:
 
     async def get(self, key_id: str) -> ApiKeyRecord | None:
         raw = await self.redis.get(keyspace.api_key(key_id))
-        return None if raw is None else api_key_record_decoder.decode(raw)
+        return None if raw is None else api_key_record_decoder.decode(as_bytes(raw))
 
     async def find_by_hash(self, digest: str) -> ApiKeyRecord | None:
         key_id = await self.redis.get(keyspace.KEY_BY_HASH + digest)
-        return None if key_id is None else await self.get(key_id.decode())
+        return None if key_id is None else await self.get(as_text(key_id))
 
     async def save(self, record: ApiKeyRecord) -> None:
         """Overwrite a changed record and tell every ingress process to drop its cached copy."""
@@ -81,7 +82,7 @@ class ApiKeyStore:
             self.redis, keyspace.workspace_keys(workspace), limit=limit, after=after
         )
         records = await self.redis.mget([keyspace.api_key(i) for i in ids]) if ids else []
-        return [api_key_record_decoder.decode(r) for r in records if r is not None], has_more
+        return [api_key_record_decoder.decode(as_bytes(r)) for r in records if r is not None], has_more
 
     async def usage(self, key_ids: list[str]) -> dict[str, tuple[int, int | None]]:
         async with self.redis.pipeline(transaction=False) as pipe:

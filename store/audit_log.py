@@ -18,11 +18,13 @@ from collections.abc import Iterable
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from schemas.settings import Settings
 from security.audit_chain import AuditEntry, audit_signer, key_id
 from store import keyspace
 from store.coalescer import Coalescer
+from store.replies import hash_fields
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -58,13 +60,15 @@ async def record_verifying_keys(redis: aioredis.Redis, public_key_pems: Iterable
     """Keep these verifying keys (PEM) by key id; recording one again changes nothing. Returns the ids."""
     keys = {key_id(pem): pem for pem in public_key_pems}
     if keys:
-        await redis.hset(keyspace.AUDIT_KEYS, mapping=keys)
+        # redis-py's `mapping` is invariant in its key type, so it takes no dict[str, bytes] as it is.
+        fields: dict[FieldT, EncodableT] = {k: v for k, v in keys.items()}
+        await redis.hset(keyspace.AUDIT_KEYS, mapping=fields)
     return list(keys)
 
 
 async def verifying_keys(redis: aioredis.Redis) -> dict[str, bytes]:
     """Every recorded verifying key: key id -> PEM."""
-    raw = await redis.hgetall(keyspace.AUDIT_KEYS)
+    raw = hash_fields(await redis.hgetall(keyspace.AUDIT_KEYS))
     return {k.decode(): v for k, v in raw.items()}
 
 

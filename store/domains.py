@@ -42,6 +42,7 @@ from security.dkim_keys import generate_domain_key
 from security.secretbox import SecretBox
 from security.secretbox import box_for as settings_box
 from store import keyspace, pages
+from store.replies import as_bytes, as_text
 
 SECRETBOX_PURPOSE = "dkim-key"
 # Where the SPF include and the return-path CNAME point when MAILERS_PUBLIC_URL names no DNS host:
@@ -182,7 +183,7 @@ class DomainStore:
         async def write(pipe: aioredis.client.Pipeline) -> None:
             existing = await pipe.hget(names, record.domain)
             if existing is not None:
-                raise DomainExists(existing.decode())
+                raise DomainExists(as_text(existing))
             pipe.multi()
             pipe.set(
                 keyspace.sending_domain(record.workspace, record.id), domain_record_encoder.encode(record)
@@ -199,7 +200,7 @@ class DomainStore:
 
     async def get(self, workspace: str, domain_id: str) -> SendingDomainRecord | None:
         raw = await self.redis.get(keyspace.sending_domain(workspace, domain_id))
-        return None if raw is None else domain_record_decoder.decode(raw)
+        return _decode_or_none(raw)
 
     async def page(
         self, workspace: str, *, limit: int, after: str | None
@@ -208,7 +209,7 @@ class DomainStore:
             self.redis, keyspace.sending_domains(workspace), limit=limit, after=after
         )
         raws = await self.redis.mget([keyspace.sending_domain(workspace, i) for i in ids]) if ids else []
-        return [domain_record_decoder.decode(raw) for raw in raws if raw is not None], has_more
+        return [domain_record_decoder.decode(as_bytes(raw)) for raw in raws if raw is not None], has_more
 
     async def delete(self, workspace: str, domain_id: str) -> bool:
         """Remove the domain (its key is gone for good); False if it did not exist."""
@@ -226,15 +227,15 @@ class DomainStore:
         """The records registered under each (normalised) name, in order."""
         names = keyspace.sending_domain_names(workspace)
         ids = await self.redis.hmget(names, list(domains)) if domains else []
-        found = [i.decode() for i in ids if i is not None]
+        found = [as_text(i) for i in ids if i is not None]
         raws = iter(
             await self.redis.mget([keyspace.sending_domain(workspace, i) for i in found]) if found else []
         )
         return [None if i is None else _decode_or_none(next(raws)) for i in ids]
 
 
-def _decode_or_none(raw: bytes | None) -> SendingDomainRecord | None:
-    return None if raw is None else domain_record_decoder.decode(raw)
+def _decode_or_none(raw: bytes | str | None) -> SendingDomainRecord | None:
+    return None if raw is None else domain_record_decoder.decode(as_bytes(raw))
 
 
 def box_for(settings: Settings) -> SecretBox:

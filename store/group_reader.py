@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
+from store.replies import group_reads
+
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 START = "0-0"  # the cursor of a walk over the pending entries that has not started, or has ended
 
@@ -104,11 +106,7 @@ class GroupReader:
         reply = await self.redis.xreadgroup(
             self.group, self.consumer, {self.stream: start}, count=count or self.count, block=block
         )
-        return (
-            [(entry_id, fields) for _, items in reply for entry_id, fields in items if fields]
-            if reply
-            else []
-        )
+        return [(entry_id, fields) for _, items in group_reads(reply) for entry_id, fields in items if fields]
 
 
 def walk_ended(cursor: str | bytes) -> bool:

@@ -12,6 +12,7 @@ from typing import Literal
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.typing import EncodableT
 
 from security.secretbox import SecretBox
 
@@ -77,14 +78,15 @@ class IdempotencyStore:
         if outcome == "claimed":
             return ClaimResult("claimed", token)
         if outcome != "done":
-            return ClaimResult(outcome)  # type: ignore[arg-type]
+            return ClaimResult(outcome)
         body = reply[2] if self.box is None else self.box.open(reply[2].decode(), key.encode())
         stored = StoredResponse(int(reply[1]), body, _headers_codec[1].decode(reply[3]))
         return ClaimResult("done", stored=stored)
 
     async def complete(self, key: str, token: str, response: StoredResponse) -> bool:
         body = response.body if self.box is None else self.box.seal(response.body, key.encode())
-        args = [token, response.status, body, _headers_codec[0].encode(response.headers), self.retention_ms]
+        headers = _headers_codec[0].encode(response.headers)
+        args: list[EncodableT] = [token, response.status, body, headers, self.retention_ms]
         return bool(await self._complete(keys=[key], args=args))
 
     async def release(self, key: str, token: str) -> None:

@@ -34,7 +34,7 @@ from schemas.events import Event, EventMessage
 from schemas.ids import derived_id, has_prefix
 from schemas.messages import OutboundMessage
 from schemas.provider_events import ProviderEvent
-from schemas.suppressions import SuppressionEntry
+from schemas.suppressions import Reason, SuppressionEntry
 from store import keyspace
 from store.ledger import MessageLedger
 from store.ledger.statuses import forward_status
@@ -89,7 +89,7 @@ def suppressions_for(events: Sequence[Event]) -> list[SuppressionEntry]:
         bounce = event.data.get("bounce") if event.type == "message.bounced" else None
         hard = isinstance(bounce, dict) and bounce.get("type") == "hard"
         if (hard or event.type == "message.complained") and event.message is not None:
-            reason = "bounce" if hard else "complaint"
+            reason: Reason = "bounce" if hard else "complaint"
             try:
                 email = normalise_email(event.message.to)
             except ValueError:

@@ -26,6 +26,7 @@ from schemas.settings import Settings
 from schemas.webhooks import WebhookRecord, webhook_record_encoder
 from security.secretbox import SecretBox, SecretBoxError, box_for
 from store import domains, keyspace, servers, webhooks
+from store.replies import as_bytes_or_none
 
 # (attribute, associated data from the record) of each sealed field
 Fields = list[tuple[str, Callable[[Any], bytes]]]
@@ -98,15 +99,18 @@ async def reseal_all(redis: aioredis.Redis, settings: Settings) -> ResealReport:
     report = ResealReport()
     swap_string = redis.register_script(_SWAP_STRING)
     for kind in _KINDS:
-        box, decode = box_for(settings, kind.purpose), msgspec.msgpack.Decoder(kind.record_type).decode
+        box = box_for(settings, kind.purpose)
+        decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(kind.record_type)
         async for key in _scan(redis, keyspace.records_of_kind(kind.name), "string"):
-            raw = await redis.get(key)
+            raw = as_bytes_or_none(await redis.get(key))
+            if raw is None:
+                continue
             try:
-                record = decode(raw) if raw is not None else None
+                record = decoder.decode(raw)
             except msgspec.DecodeError:
                 continue  # a key of another shape under the same prefix (e.g. the sandbox marker)
             try:
-                if record is None or not _reseal_fields(box, record, kind.fields):
+                if not _reseal_fields(box, record, kind.fields):
                     continue
             except SecretBoxError:
                 report.unreadable.append(key.decode())
@@ -134,7 +138,7 @@ async def _reseal_idempotency(redis: aioredis.Redis, box: SecretBox, report: Res
     """A stored answer is sealed with its own Redis key as associated data (store/idempotency.py)."""
     swap_body = redis.register_script(_SWAP_BODY)
     async for key in _scan(redis, keyspace.records_of_kind("idem"), "hash"):
-        body = await redis.hget(key, "body")
+        body = as_bytes_or_none(await redis.hget(key, "body"))
         if body is None or not body.startswith(b"v1."):
             continue  # still running, or stored by a server without a secret key
         try:

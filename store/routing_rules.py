@@ -8,6 +8,7 @@ a server deleted at the same moment, and a targeted server can never be deleted 
 
 from __future__ import annotations
 
+import builtins
 from datetime import UTC, datetime
 
 import msgspec
@@ -26,6 +27,7 @@ from schemas.routing import (
 )
 from schemas.routing_view import RoutingRule, RuleMatch, Target
 from store import keyspace, pages
+from store.replies import as_bytes, as_text
 
 
 class InvalidRule(ValueError):
@@ -129,7 +131,7 @@ class RoutingRuleStore:
             if not new and old is None:
                 return False
             await self._require_servers(pipe, ws, targets)
-            before = {t.server for t in rule_record_decoder.decode(old).targets} if old else set()
+            before = {t.server for t in rule_record_decoder.decode(as_bytes(old)).targets} if old else set()
             pipe.multi()
             pipe.set(key, rule_record_encoder.encode(record))
             for server_id in before - set(targets):
@@ -156,22 +158,22 @@ class RoutingRuleStore:
 
     async def get(self, workspace: str, rule_id: str) -> RoutingRuleRecord | None:
         raw = await self.redis.get(keyspace.routing_rule(workspace, rule_id))
-        return None if raw is None else rule_record_decoder.decode(raw)
+        return None if raw is None else rule_record_decoder.decode(as_bytes(raw))
 
-    async def list(self, workspace: str) -> list[RoutingRuleRecord]:
+    async def list(self, workspace: str) -> builtins.list[RoutingRuleRecord]:
         ids = await self.redis.zrevrangebylex(keyspace.workspace_rules(workspace), "+", "-")
-        return await self._load(workspace, [i.decode() for i in ids])
+        return await self._load(workspace, [as_text(i) for i in ids])
 
     async def page(
         self, workspace: str, *, limit: int, after: str | None
-    ) -> tuple[list[RoutingRuleRecord], bool]:
+    ) -> tuple[builtins.list[RoutingRuleRecord], bool]:
         index = keyspace.workspace_rules(workspace)
         ids, has_more = await pages.newest_first(self.redis, index, limit=limit, after=after)
         return await self._load(workspace, ids), has_more
 
-    async def _load(self, workspace: str, ids: list[str]) -> list[RoutingRuleRecord]:
+    async def _load(self, workspace: str, ids: builtins.list[str]) -> builtins.list[RoutingRuleRecord]:
         raws = await self.redis.mget([keyspace.routing_rule(workspace, i) for i in ids]) if ids else []
-        return [rule_record_decoder.decode(raw) for raw in raws if raw is not None]
+        return [rule_record_decoder.decode(as_bytes(raw)) for raw in raws if raw is not None]
 
     async def delete(self, workspace: str, rule_id: str) -> bool:
         key = keyspace.routing_rule(workspace, rule_id)
@@ -182,7 +184,7 @@ class RoutingRuleStore:
                 return False
             pipe.multi()
             pipe.delete(key)
-            for target in rule_record_decoder.decode(raw).targets:
+            for target in rule_record_decoder.decode(as_bytes(raw)).targets:
                 pipe.srem(keyspace.server_rules(workspace, target.server), rule_id)
             pipe.zrem(keyspace.workspace_rules(workspace), rule_id)
             pipe.publish(keyspace.ROUTING_INVALIDATIONS, workspace)

@@ -11,8 +11,9 @@ Every change to a server (and every change of its health) publishes the workspac
 
 from __future__ import annotations
 
+import builtins
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import redis.asyncio as aioredis
@@ -33,9 +34,11 @@ from schemas.servers import (
 from schemas.settings import Settings
 from security.secretbox import SecretBox, box_for
 from store import keyspace, pages
+from store.replies import as_bytes, as_text
 
 SECRETBOX_PURPOSE = "server-config"
-STATUSES: frozenset[str] = frozenset({"healthy", "degraded", "down"})
+# Each health status by its text, so what Redis holds reads back as a `Status`.
+STATUSES: dict[str, Status] = {status: status for status in get_args(Status)}
 ANY_DOMAIN = "*"
 _encode = msgspec.msgpack.Encoder().encode
 _decode_fields = msgspec.msgpack.Decoder(dict[str, Any]).decode
@@ -224,26 +227,28 @@ class ServerStore:
 
     async def get(self, workspace: str, server_id: str) -> ServerRecord | None:
         raw = await self.redis.get(keyspace.server(workspace, server_id))
-        return None if raw is None else server_record_decoder.decode(raw)
+        return None if raw is None else server_record_decoder.decode(as_bytes(raw))
 
     async def get_by_id(self, server_id: str) -> ServerRecord | None:
         """For callers that know only the id (inbound webhooks, the Dispatcher)."""
         workspace = await self.redis.hget(keyspace.SERVER_WORKSPACES, server_id)
-        return None if workspace is None else await self.get(workspace.decode(), server_id)
+        return None if workspace is None else await self.get(as_text(workspace), server_id)
 
-    async def list(self, workspace: str) -> list[ServerRecord]:
+    async def list(self, workspace: str) -> builtins.list[ServerRecord]:
         """Every server of the workspace, newest first (the routing snapshot reads this)."""
         ids = await self.redis.zrevrangebylex(keyspace.workspace_servers(workspace), "+", "-")
-        return await self._load(workspace, [i.decode() for i in ids])
+        return await self._load(workspace, [as_text(i) for i in ids])
 
-    async def page(self, workspace: str, *, limit: int, after: str | None) -> tuple[list[ServerRecord], bool]:
+    async def page(
+        self, workspace: str, *, limit: int, after: str | None
+    ) -> tuple[builtins.list[ServerRecord], bool]:
         index = keyspace.workspace_servers(workspace)
         ids, has_more = await pages.newest_first(self.redis, index, limit=limit, after=after)
         return await self._load(workspace, ids), has_more
 
-    async def _load(self, workspace: str, ids: list[str]) -> list[ServerRecord]:
+    async def _load(self, workspace: str, ids: builtins.list[str]) -> builtins.list[ServerRecord]:
         raws = await self.redis.mget([keyspace.server(workspace, i) for i in ids]) if ids else []
-        return [server_record_decoder.decode(raw) for raw in raws if raw is not None]
+        return [server_record_decoder.decode(as_bytes(raw)) for raw in raws if raw is not None]
 
     async def delete(self, workspace: str, server_id: str) -> bool:
         """Remove the server; raises ServerInUse while a routing rule targets it. False if absent."""
@@ -252,7 +257,7 @@ class ServerStore:
         async def remove(pipe: aioredis.client.Pipeline) -> bool:
             if not await pipe.exists(key):
                 return False
-            rule_ids = sorted(r.decode() for r in await pipe.smembers(rules_key))
+            rule_ids = sorted(as_text(r) for r in await pipe.smembers(rules_key))
             if rule_ids:
                 raise ServerInUse(rule_ids)
             pipe.multi()
@@ -283,10 +288,13 @@ class ServerStore:
             await pipe.execute()
         return True
 
-    async def statuses(self, server_ids: list[str]) -> dict[str, Status]:
+    async def statuses(self, server_ids: builtins.list[str]) -> dict[str, Status]:
         """Each server's health; a server never reported on is healthy."""
         raws = await self.redis.hmget(keyspace.SERVER_STATUS, server_ids) if server_ids else []
-        return {sid: (raw.decode() if raw else "healthy") for sid, raw in zip(server_ids, raws, strict=True)}
+        return {
+            sid: STATUSES[as_text(raw)] if raw else "healthy"
+            for sid, raw in zip(server_ids, raws, strict=True)
+        }
 
 
 async def ensure_sandbox_server(store: ServerStore, workspace: str) -> ServerRecord | None:
@@ -302,7 +310,7 @@ async def ensure_sandbox_server(store: ServerStore, workspace: str) -> ServerRec
     async def create_once(pipe: aioredis.client.Pipeline) -> ServerRecord | str:
         existing = await pipe.get(marker)
         if existing is not None:
-            return existing.decode()  # the id; its record is read after the transaction
+            return as_text(existing)  # the id; its record is read after the transaction
         record = store.build(
             workspace, CreateSendingServer(name="Sandbox", provider="sandbox", priority=1000)
         )

@@ -23,6 +23,7 @@ from ulid import ULID
 from schemas.domain_names import normalise_domain, normalise_email
 from schemas.suppressions import Reason, Scope, SuppressionEntry, SuppressionRecord
 from store import keyspace
+from store.replies import as_bytes, as_text, hash_fields
 
 GLOBAL = keyspace.SUPPRESSION_GLOBAL
 SEPARATOR = "\x1f"
@@ -124,7 +125,7 @@ class SuppressionStore:
                     reason=entry.reason,
                     source=entry.source,
                 )
-                args = [
+                args: list[bytes | str] = [
                     field,
                     _encode(record),
                     record.id + SEPARATOR + field,
@@ -171,7 +172,7 @@ class SuppressionStore:
                 keyspace.suppression_meta(workspace), cursor, count=_SCAN_COUNT
             )
             if chunk:
-                yield [_decode_record(raw) for raw in chunk.values()]
+                yield [_decode_record(raw) for raw in hash_fields(chunk).values()]
             if cursor == 0:
                 return
 
@@ -225,13 +226,13 @@ class SuppressionStore:
         upper, found, chunk = ("+" if after is None else f"({after}"), 0, max(enough * 2, 100)
         while found < enough:
             members = [
-                m.decode() for m in await self.redis.zrevrangebylex(index, upper, "-", start=0, num=chunk)
+                as_text(m) for m in await self.redis.zrevrangebylex(index, upper, "-", start=0, num=chunk)
             ]
             if not members:
                 return
             raws = await self.redis.hmget(meta, [m.partition(SEPARATOR)[2] for m in members])
             for member, raw in zip(members, raws, strict=True):
-                if raw is not None and wanted(record := _decode_record(raw)):
+                if raw is not None and wanted(record := _decode_record(as_bytes(raw))):
                     found += 1
                     yield member, record
             upper = f"({members[-1]}"
@@ -240,10 +241,10 @@ class SuppressionStore:
         self, workspace: str, email: str, after: str | None
     ) -> list[tuple[str, SuppressionRecord]]:
         fields = [
-            f.decode() for f in await self.redis.smembers(keyspace.suppression_by_email(workspace, email))
+            as_text(f) for f in await self.redis.smembers(keyspace.suppression_by_email(workspace, email))
         ]
         raws = await self.redis.hmget(keyspace.suppression_meta(workspace), fields) if fields else []
-        records = [_decode_record(raw) for raw in raws if raw is not None]
+        records = [_decode_record(as_bytes(raw)) for raw in raws if raw is not None]
         items = sorted(
             ((r.id + SEPARATOR + meta_field(r.scope, r.scope_value, r.email), r) for r in records),
             reverse=True,

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import get_args
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.typing import EncodableT
 from ulid import ULID
 
-from schemas.webhooks import Delivery, DeliveryAttempt, attempt_decoder
+from schemas.webhooks import Delivery, DeliveryAttempt, DeliveryStatus, attempt_decoder
 from store import keyspace, pages
+from store.replies import as_bytes, as_text, members
 
 DELIVERY_RETENTION_SECONDS = 30 * 24 * 3600
 RECORD_CHUNK = 500
@@ -151,20 +154,30 @@ def ready_member(workspace: str, endpoint_id: str) -> str:
     return f"{workspace}|{endpoint_id}"
 
 
+def _endpoint_of(member: bytes) -> tuple[str, str]:
+    """(workspace, endpoint id) of a `ready_member`."""
+    workspace, endpoint_id = member.decode().split("|")
+    return workspace, endpoint_id
+
+
+# Each delivery status by its text, so the record's `s` field reads back as a `DeliveryStatus`.
+_DELIVERY_STATUS: dict[str, DeliveryStatus] = {status: status for status in get_args(DeliveryStatus)}
+
+
 def ms_to_datetime(ms: int | str | bytes) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, UTC)
 
 
 def decode_delivery(delivery_id: str, fields: dict[bytes, bytes], attempts: list[bytes]) -> Delivery:
     next_due = fields.get(b"nd") or b""
-    status = fields[b"s"].decode()
+    status = _DELIVERY_STATUS[fields[b"s"].decode()]
     return Delivery(
         id=delivery_id,
         endpoint_id=fields[b"e"].decode(),
         event_id=fields[b"evt"].decode(),
         event_type=fields[b"typ"].decode(),
         message_id=fields[b"msg"].decode() or None,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         created_at=ms_to_datetime(fields[b"c"]),
         next_attempt_at=ms_to_datetime(next_due) if next_due and status == "pending" else None,
         attempts=[attempt_decoder.decode(a) for a in attempts],
@@ -244,7 +257,7 @@ class DeliveryQueue:
         for index, chunk in enumerate(chunks):
             acks = entry_ids if index == len(chunks) - 1 else []
             keys: list[str] = [keyspace.EVENT_STREAM, keyspace.WEBHOOK_READY]
-            args: list[object] = [
+            args: list[EncodableT] = [
                 keyspace.WEBHOOK_GROUP,
                 DELIVERY_RETENTION_SECONDS,
                 len(acks),
@@ -341,7 +354,7 @@ class DeliveryQueue:
         members = await self.redis.smembers(self.in_flight_key)
         async with self.redis.pipeline(transaction=True) as pipe:
             for raw in members:
-                ws, endpoint_id, delivery_id = raw.decode().split("|")
+                ws, endpoint_id, delivery_id = as_text(raw).split("|")
                 pipe.zadd(keyspace.webhook_due(ws, endpoint_id), {delivery_id: now_ms}, xx=True)
                 pipe.zadd(keyspace.WEBHOOK_READY, {ready_member(ws, endpoint_id): now_ms}, lt=True)
             pipe.delete(self.in_flight_key)
@@ -349,8 +362,8 @@ class DeliveryQueue:
         return len(members)
 
     async def ready_endpoints(self, now_ms: int, limit: int) -> list[tuple[str, str]]:
-        members = await self.redis.zrangebyscore(keyspace.WEBHOOK_READY, "-inf", now_ms, start=0, num=limit)
-        return [tuple(m.decode().split("|")) for m in members]  # type: ignore[misc]
+        ready = await self.redis.zrangebyscore(keyspace.WEBHOOK_READY, "-inf", now_ms, start=0, num=limit)
+        return [_endpoint_of(member) for member in members(ready)]
 
     async def next_ready_ms(self) -> int | None:
         first = await self.redis.zrange(keyspace.WEBHOOK_READY, 0, 0, withscores=True)
@@ -377,7 +390,7 @@ class DeliveryQueue:
 
     async def attempts(self, workspace: str, delivery_id: str) -> list[DeliveryAttempt]:
         raws = await self.redis.lrange(keyspace.webhook_attempts(workspace, delivery_id), 0, -1)
-        return [attempt_decoder.decode(r) for r in raws]
+        return [attempt_decoder.decode(as_bytes(r)) for r in raws]
 
     async def replay(self, workspace: str, endpoint_id: str, delivery_id: str, now_ms: int) -> int:
         """1 if queued again, 0 if it is still pending, -1 if there is no such delivery."""
@@ -387,7 +400,12 @@ class DeliveryQueue:
             keyspace.WEBHOOK_READY,
             keyspace.webhook_dead(workspace, endpoint_id),
         ]
-        args = [delivery_id, now_ms, ready_member(workspace, endpoint_id), DELIVERY_RETENTION_SECONDS]
+        args: list[EncodableT] = [
+            delivery_id,
+            now_ms,
+            ready_member(workspace, endpoint_id),
+            DELIVERY_RETENTION_SECONDS,
+        ]
         return int(await self._replay(keys=keys, args=args))
 
     async def replay_window(
@@ -397,7 +415,7 @@ class DeliveryQueue:
         dead = keyspace.webhook_dead(workspace, endpoint_id)
         replayed = 0
         while True:
-            ids = await self.redis.zrangebyscore(dead, start_ms, end_ms, start=0, num=REPLAY_CHUNK)
+            ids = members(await self.redis.zrangebyscore(dead, start_ms, end_ms, start=0, num=REPLAY_CHUNK))
             if not ids:
                 return replayed
             for delivery_id in ids:

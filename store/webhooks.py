@@ -23,6 +23,7 @@ from schemas.webhooks import (
 )
 from security.secretbox import SecretBox
 from store import keyspace, pages, webhook_queue
+from store.replies import as_bytes, members
 
 SECRET_PURPOSE = "webhook-secret"
 
@@ -66,12 +67,12 @@ class WebhookStore:
 
     async def get(self, workspace: str, endpoint_id: str) -> WebhookRecord | None:
         raw = await self.redis.get(keyspace.webhook(workspace, endpoint_id))
-        return None if raw is None else webhook_record_decoder.decode(raw)
+        return None if raw is None else webhook_record_decoder.decode(as_bytes(raw))
 
     async def all(self, workspace: str) -> list[WebhookRecord]:
-        ids = await self.redis.zrange(keyspace.webhook_index(workspace), 0, -1)
+        ids = members(await self.redis.zrange(keyspace.webhook_index(workspace), 0, -1))
         raws = await self.redis.mget([keyspace.webhook(workspace, i.decode()) for i in ids]) if ids else []
-        return [webhook_record_decoder.decode(r) for r in raws if r is not None]
+        return [webhook_record_decoder.decode(as_bytes(r)) for r in raws if r is not None]
 
     async def page(
         self, workspace: str, *, limit: int, after: str | None
@@ -79,7 +80,7 @@ class WebhookStore:
         index = keyspace.webhook_index(workspace)
         ids, has_more = await pages.newest_first(self.redis, index, limit=limit, after=after)
         raws = await self.redis.mget([keyspace.webhook(workspace, i) for i in ids]) if ids else []
-        return [webhook_record_decoder.decode(r) for r in raws if r is not None], has_more
+        return [webhook_record_decoder.decode(as_bytes(r)) for r in raws if r is not None], has_more
 
     async def delete(self, workspace: str, endpoint_id: str) -> None:
         """Forget the endpoint and its queue; its delivery records expire with their retention."""
@@ -99,7 +100,7 @@ class WebhookStore:
 
         async def disable_once(pipe: aioredis.client.Pipeline) -> WebhookRecord | None:
             raw = await pipe.get(key)
-            record = None if raw is None else webhook_record_decoder.decode(raw)
+            record = None if raw is None else webhook_record_decoder.decode(as_bytes(raw))
             if record is None or not record.enabled:
                 return None
             record.enabled, record.disabled_reason, record.disabled_at = False, reason, now

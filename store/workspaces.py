@@ -9,6 +9,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from store import keyspace
+from store.replies import as_bytes
 
 WORKSPACE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -38,8 +39,12 @@ class WorkspaceStore:
             )
         record = Workspace(id=workspace_id, created_at=datetime.now(UTC))
         created = await self.redis.hsetnx(keyspace.WORKSPACES, workspace_id, _encoder.encode(record))
-        return (record, True) if created else (await self.get(workspace_id), False)  # type: ignore[return-value]
+        if created:
+            return record, True
+        existing = await self.get(workspace_id)
+        assert existing is not None, "HSETNX refused, so the field exists; workspaces are never deleted"
+        return existing, False
 
     async def get(self, workspace_id: str) -> Workspace | None:
         raw = await self.redis.hget(keyspace.WORKSPACES, workspace_id)
-        return None if raw is None else _decoder.decode(raw)
+        return None if raw is None else _decoder.decode(as_bytes(raw))

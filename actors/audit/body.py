@@ -41,6 +41,7 @@ from store import keyspace
 from store.audit_checkpoint_sinks import CheckpointSink
 from store.audit_checkpoints import CheckpointLog
 from store.group_reader import GroupReader
+from store.replies import as_bytes_or_none, stream_entries
 
 log = logging.getLogger("mailers.audit.sink")
 Batch = list[tuple[bytes, AuditEntry | None]]
@@ -199,7 +200,9 @@ class AuditSink:
         workspaces = list(by_workspace)
         heads = await pipe.hmget(keyspace.AUDIT_HEADS, workspaces) if workspaces else []
         # Ed25519 signing is ~50 us an entry: a batch of 1,000 would hold the event loop for 50 ms.
-        sealed = await asyncio.to_thread(self._seal, by_workspace, [parse_head(h) for h in heads])
+        sealed = await asyncio.to_thread(
+            self._seal, by_workspace, [parse_head(as_bytes_or_none(h)) for h in heads]
+        )
         pipe.multi()
         self._moved = {
             ws: (entries[-1].seq, entries[-1].hash) for ws, entries in zip(workspaces, sealed, strict=True)
@@ -223,7 +226,7 @@ class AuditSink:
     async def store_chained(self) -> int:
         """Insert the buffer of chained entries into the store, then drop what was inserted."""
         stored = 0
-        while rows := await self.redis.xrange(keyspace.AUDIT_CHAINED, count=self.batch_size):
+        while rows := stream_entries(await self.redis.xrange(keyspace.AUDIT_CHAINED, count=self.batch_size)):
             await self.store.insert([self._decode(fields[keyspace.AUDIT_FIELD]) for _, fields in rows])
             await self.redis.xdel(keyspace.AUDIT_CHAINED, *[entry_id for entry_id, _ in rows])
             stored += len(rows)

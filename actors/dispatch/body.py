@@ -43,6 +43,7 @@ from security.secretbox import SecretBox
 from store import keyspace
 from store.domains import box_for
 from store.ledger import MessageLedger
+from store.replies import hash_fields
 from store.servers import ServerStore
 from store.suppressions import add_suppressions
 
@@ -174,7 +175,7 @@ class DispatchFleet:
         return changed
 
     async def _owned_records(self) -> dict[str, ServerRecord]:
-        index = await self.redis.hgetall(keyspace.SERVER_WORKSPACES)
+        index = hash_fields(await self.redis.hgetall(keyspace.SERVER_WORKSPACES))
         owned: dict[str, ServerRecord] = {}
         for raw_id, raw_ws in index.items():
             server_id = raw_id.decode()

@@ -25,6 +25,7 @@ from actors.policies.retry import RetryPolicy
 from actors.policies.suppression import list_scope
 from providers.base import ProviderAdapter, Transient
 from schemas.messages import OutboundMessage
+from schemas.servers import Status
 from store import keyspace
 from store.coalescer import Coalescer
 from store.group_reader import GroupReader
@@ -60,7 +61,7 @@ class DispatchLoop:
         block_ms: int = 250,
         reclaim_idle_ms: int = 30_000,
         linger_seconds: float = 0.005,
-        on_status: Callable[[str, str], object] | None = None,
+        on_status: Callable[[str, Status], object] | None = None,
         on_suppress: Callable[[str, list[str]], object] | None = None,
         suppressions: SuppressionCheck | None = None,
         retention_seconds: int = 30 * 24 * 3600,
@@ -92,7 +93,7 @@ class DispatchLoop:
             reclaim_idle_ms=reclaim_idle_ms,
             clock=clock,
         )
-        self._status = "healthy"
+        self._status: Status = "healthy"
         self._in_flight: set[bytes] = set()  # entries of chunks being sent, which a reclaim must not re-read
         # The outcomes of chunks that finish together are recorded in one script call.
         self._outcomes = Coalescer(self._record_outcomes, max_in_flight=2, max_batch=1000)
@@ -248,10 +249,14 @@ class DispatchLoop:
 
     async def _fail_over_while_down(self, work: list[tuple[bytes, Claimed]], now: float):
         """While the circuit is open, messages with another candidate move on; the rest wait here."""
-        moved, staying = [], []
+        moved: list[tuple[bytes, Claimed, Decision]] = []
+        staying: list[tuple[bytes, Claimed]] = []
         for entry_id, claimed in work:
             decision = server_down(claimed, server_id=self.server.id, provider=self.server.provider, now=now)
-            (moved if decision else staying).append((entry_id, claimed, decision))
+            if decision:
+                moved.append((entry_id, claimed, decision))
+            else:
+                staying.append((entry_id, claimed))
         if moved:
             await self._record(
                 [e for e, _, _ in moved],
@@ -262,7 +267,7 @@ class DispatchLoop:
                 now,
                 attempted=False,
             )
-        return [(e, c) for e, c, _ in staying]
+        return staying
 
     def _admit(self, work: list[tuple[bytes, Claimed]], now: float):
         """Quota and recipient-domain throttles: what may go now, and when the rest may try again."""

@@ -16,8 +16,10 @@ from typing import Literal
 
 import msgspec
 
+from schemas.servers import Status
+
 State = Literal["closed", "open", "half_open"]
-STATUS_BY_STATE = {"closed": "healthy", "open": "down", "half_open": "degraded"}
+STATUS_BY_STATE: dict[State, Status] = {"closed": "healthy", "open": "down", "half_open": "degraded"}
 
 
 class CircuitSnapshot(msgspec.Struct, frozen=True):
@@ -59,7 +61,7 @@ class CircuitBreaker:
             self._probes_since = self._opened_at + self.open_seconds
         return self._state
 
-    def status(self, now: float) -> str:
+    def status(self, now: float) -> Status:
         """The server health this state maps to: "healthy", "down" or "degraded"."""
         return STATUS_BY_STATE[self.state(now)]
 

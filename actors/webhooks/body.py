@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -160,9 +161,9 @@ class WebhookDeliveryLoop:
                 continue
             task = asyncio.create_task(self.workers.drain(*endpoint, stop))
             self._active[endpoint] = task
-            task.add_done_callback(lambda _, key=endpoint: self._worker_done(key))
+            task.add_done_callback(functools.partial(self._worker_done, endpoint))
 
-    def _worker_done(self, endpoint: tuple[str, str]) -> None:
+    def _worker_done(self, endpoint: tuple[str, str], _task: asyncio.Task[None]) -> None:
         task = self._active.pop(endpoint, None)
         if task is not None and not task.cancelled() and task.exception() is not None:
             log.error("webhook worker for %s failed", endpoint, exc_info=task.exception())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from actors.webhooks.health import DEFAULT_DISABLE_AFTER_SECONDS, EndpointHealth
@@ -37,7 +39,7 @@ class DelivererConfig(msgspec.Struct, frozen=True, kw_only=True):
     def from_settings(cls, settings: Settings, **overrides: object) -> DelivererConfig:
         if not settings.secret_key:
             raise ValueError("the webhook deliverer needs MAILERS_SECRET_KEY to open endpoint secrets")
-        values: dict[str, object] = {
+        values: dict[str, Any] = {  # field name -> value, of each field's own type
             "secret_key": settings.secret_key,
             "secret_keys_old": settings.secret_keys_old,
             "retry_scale": settings.webhook_retry_scale,
@@ -45,7 +47,7 @@ class DelivererConfig(msgspec.Struct, frozen=True, kw_only=True):
             "allow_http": settings.allow_http_webhooks,
         }
         values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
 
     @property
     def lease_ms(self) -> int:

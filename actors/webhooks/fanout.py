@@ -22,6 +22,7 @@ from schemas.ids import derived_id
 from schemas.webhooks import WebhookRecord, filter_matches
 from store import keyspace
 from store.group_reader import GroupReader
+from store.replies import as_bytes_or_none
 from store.webhook_queue import DeliveryQueue, NewDelivery
 from store.webhooks import WebhookStore
 
@@ -39,7 +40,10 @@ class EndpointDirectory:
         self._cache: OrderedDict[str, tuple[bytes | None, list[WebhookRecord]]] = OrderedDict()
 
     async def enabled(self, workspaces: Sequence[str]) -> dict[str, list[WebhookRecord]]:
-        versions = await self.redis.mget([keyspace.webhook_version(ws) for ws in workspaces])
+        versions = [
+            as_bytes_or_none(v)
+            for v in await self.redis.mget([keyspace.webhook_version(ws) for ws in workspaces])
+        ]
         found: dict[str, list[WebhookRecord]] = {}
         for workspace, version in zip(workspaces, versions, strict=True):
             cached = self._cache.get(workspace)

@@ -13,7 +13,15 @@ from ingress.problems import ApiError, not_found
 from ingress.routing import RouteTable, json_response
 from schemas.events import Event, EventMessage
 from schemas.ids import new_id
-from schemas.send import MessageEvent, MessageList, MessageListQuery, MessageSummary, MessageView
+from schemas.message_status import api_status
+from schemas.send import (
+    MessageEvent,
+    MessageList,
+    MessageListQuery,
+    MessageStatus,
+    MessageSummary,
+    MessageView,
+)
 from store.ledger.listing import MessageFilter, MessageLister
 from store.messages import MessageStore, StoredMessage, cancel_scheduled
 
@@ -26,8 +34,8 @@ def view(stored: StoredMessage) -> MessageView:
     message = stored.message
     return MessageView(
         id=message.id,
-        status=stored.status,
-        created_at=stored.created_at,  # type: ignore[arg-type]
+        status=api_status(stored.status),
+        created_at=stored.created_at,
         from_=message.from_.formatted(),
         to=[a.email for a in message.to],
         subject=message.subject,
@@ -75,7 +83,7 @@ async def get_message(request: web.Request) -> web.Response:
     return json_response(view_from_events(message_id, events))
 
 
-_STATUS_OF = {
+_STATUS_OF: dict[str, MessageStatus] = {
     "message.accepted": "queued",
     "message.scheduled": "scheduled",
     "message.sent": "sent",
@@ -97,7 +105,7 @@ def view_from_events(message_id: str, events: list[Event]) -> MessageView:
     return MessageView(
         id=message_id,
         status=statuses[-1] if statuses else "queued",
-        created_at=ordered[0].created_at,  # type: ignore[arg-type]
+        created_at=ordered[0].created_at,
         from_=first.from_ if first else "",
         to=sorted({e.message.to for e in ordered if e.message and e.message.to}),
         subject="",
@@ -147,7 +155,7 @@ async def list_messages(request: web.Request, query: MessageListQuery) -> web.Re
     data = [
         MessageSummary(
             id=m.id,
-            status=m.status,  # type: ignore[arg-type]
+            status=api_status(m.status),
             created_at=datetime.fromtimestamp(m.created_ms / 1000, UTC),
             to=m.to,
             subject=m.subject,
@@ -198,4 +206,7 @@ async def cancel_message(request: web.Request) -> web.Response:
     )
     if result != "ok":
         raise ApiError("conflict", f"Only a scheduled message can be canceled; this one is {result}")
-    return json_response(view(await store.get(workspace, message.id)))  # type: ignore[arg-type]
+    canceled = await store.get(workspace, message.id)
+    if canceled is None:  # expired in the moment since it was canceled
+        raise not_found("message")
+    return json_response(view(canceled))

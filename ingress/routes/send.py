@@ -10,7 +10,7 @@ from ingress.context import IDEMPOTENCY, REQUEST_ID, SERVICES, principal
 from ingress.off_loop import HEAVY_ITEMS, run_heavy
 from ingress.problems import ApiError
 from ingress.routing import RouteTable, field_error, json_response
-from ingress.send_service import Accepted, accept, prepare_items, utc_now
+from ingress.send_service import Accepted, Outcome, accept, prepare_items, utc_now
 from ingress.templating import render_sends
 from schemas.send import BulkAccepted, BulkEnvelope, BulkItem, SendAccepted, SendRequest
 from store.templates import TemplateStore
@@ -123,7 +123,7 @@ async def send_bulk(request: web.Request, body: BulkEnvelope) -> web.Response:
     )
     if any(isinstance(o, Accepted) for o in outcomes):
         request[AUDITED] = True
-    results: dict[int, object] = dict(zip([i for i, _ in ready], outcomes, strict=True))
+    results: dict[int, Outcome | ApiError] = dict(zip([i for i, _ in ready], outcomes, strict=True))
     results.update({i: p for i, p in enumerate(prepared) if isinstance(p, ApiError)})
     return json_response(_bulk_answer(results, request[REQUEST_ID]), status=202)
 
@@ -151,14 +151,14 @@ def _decode_items(
     return decoded, prefixes
 
 
-def _bulk_answer(results: dict[int, object], request_id: str) -> BulkAccepted:
+def _bulk_answer(results: dict[int, Outcome | ApiError], request_id: str) -> BulkAccepted:
     data, accepted = [], 0
     for index in sorted(results):
         outcome = results[index]
         if isinstance(outcome, Accepted):
             accepted += 1
-            data.append(BulkItem(index=index, id=outcome.id, status=outcome.status))  # type: ignore[arg-type]
+            data.append(BulkItem(index=index, id=outcome.id, status=outcome.status))
         else:
-            error = outcome if isinstance(outcome, ApiError) else outcome.error  # type: ignore[attr-defined]
+            error = outcome if isinstance(outcome, ApiError) else outcome.error
             data.append(BulkItem(index=index, error=msgspec.to_builtins(error.problem(request_id))))
     return BulkAccepted(data=data, accepted=accepted, rejected=len(data) - accepted)

@@ -23,6 +23,7 @@ from providers.inbound.errors import InvalidSignature, MalformedPayload
 from providers.inbound.timestamps import from_epoch, require_fresh, signed_seconds
 from schemas.inbound_config import InboundConfig
 from schemas.provider_events import (
+    BounceKind,
     InboundResult,
     ProviderEvent,
     bounce_data,
@@ -134,7 +135,7 @@ def _classify(event: SendGridEvent) -> tuple[Any, dict[str, Any]] | None:
         case "deferred":
             return "message.deferred", reason_data(event.response or event.reason, event.status)
         case "bounce":
-            kind = "soft" if event.type == "blocked" else "hard"
+            kind: BounceKind = "soft" if event.type == "blocked" else "hard"
             return "message.bounced", bounce_data(kind, event.status, event.reason)
         case "dropped":
             return "message.failed", reason_data(event.reason, event.status)

@@ -28,6 +28,7 @@ from providers.inbound.timestamps import from_iso
 from schemas.inbound_config import InboundConfig, SnsTrust
 from schemas.provider_events import (
     OUR_MESSAGE_ID_KEY,
+    BounceKind,
     InboundResult,
     ProviderEvent,
     bounce_data,
@@ -212,7 +213,7 @@ def _delivered(event: SesEvent) -> list[Draft]:
 
 def _bounced(event: SesEvent) -> list[Draft]:
     bounce = _required(event.bounce, "bounce")
-    kind = "hard" if bounce.bounce_type == "Permanent" else "soft"
+    kind: BounceKind = "hard" if bounce.bounce_type == "Permanent" else "soft"
     at = from_iso(bounce.timestamp)
     return [
         ("message.bounced", r.email_address, at, bounce_data(kind, r.status, r.diagnostic_code))

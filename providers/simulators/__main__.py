@@ -30,8 +30,8 @@ def build_simulator(provider: str, **options: Any) -> web.Application:
 
 def describe(provider: str, app: web.Application, base_url: str) -> str:
     if provider == "sns":
-        state = app[SNS]
-        return f"sns simulator on {base_url}: topic {state.options.topic_arn}, trust prefix {base_url}/"
+        sns = app[SNS]
+        return f"sns simulator on {base_url}: topic {sns.options.topic_arn}, trust prefix {base_url}/"
     state = app[SIMULATOR]
     lines = [f"{provider} simulator on {base_url} (API key {state.options.api_key!r})"]
     if provider == "sendgrid":

@@ -146,8 +146,8 @@ async def _handle(request: web.Request, *, batch: bool) -> web.Response:
     if key is not None and key in state.idempotent:
         return _replay(state.idempotent[key], digest)
     response = _accept(state, body, request.path, batch=batch)
-    if key is not None and response.status < 500 and response.body is not None:
-        state.idempotent[key] = (digest, response.status, bytes(response.body))  # type: ignore[arg-type]
+    if key is not None and response.status < 500 and isinstance(response.body, (bytes, bytearray)):
+        state.idempotent[key] = (digest, response.status, bytes(response.body))
     return response
 
 

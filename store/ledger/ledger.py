@@ -9,6 +9,7 @@ that caused it land together.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -29,6 +30,7 @@ from store.ledger.records import (
 from store.ledger.scripts import CANCEL, CLAIM, DUE, ENQUEUE, RECORD
 from store.ledger.statuses import FINISHED
 from store.lua import lua_string
+from store.replies import as_text
 
 # Encoded messages larger than this are written to their hash before the enqueue script (`_stage`).
 STAGED_PAYLOAD_BYTES = 64 * 1024
@@ -142,7 +144,7 @@ class MessageLedger:
         )
 
     def outcome(
-        self, message: OutboundMessage, status: str, events: Sequence[Event], **more: object
+        self, message: OutboundMessage, status: str, events: Sequence[Event], **more: Any
     ) -> OutcomeRecord:
         """`message`'s row for `record`: its keys, `status` ("" to keep it) and its events framed. A
         finished status expires the message after the retention unless `finished` says otherwise."""
@@ -153,7 +155,7 @@ class MessageLedger:
             id=message.id,
             status=status,
             events=[lua_string(encode(e)) for e in events],
-            **more,  # type: ignore[arg-type]
+            **more,  # further OutcomeRecord fields, each of its own type
         )
 
     @staticmethod
@@ -171,7 +173,7 @@ class MessageLedger:
         removed = 0
         for workspace in await self.redis.hkeys(keyspace.WORKSPACES):
             removed += await self.redis.zremrangebylex(
-                keyspace.message_index(workspace.decode()), "-", cutoff
+                keyspace.message_index(as_text(workspace)), "-", cutoff
             )
         return removed
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import msgspec
 import redis.asyncio as aioredis
 
+from schemas.message_status import MessageStatus
 from store import keyspace, pages
 
 # Redis's cmsgpack cannot read msgpack `bin` (attachments are bytes), so payloads are read by this
@@ -71,12 +72,13 @@ end
 """
 
 # KEYS: message hashes, newest first. ARGV: want, status, tag, campaign_id, recipient (lowercase ASCII),
-# from_ms, until_ms; '' means "no such filter". Returns {ids consumed, msgpack array of summaries}.
+# from_ms, until_ms, and a second status the first stands for (the API's `queued` is also the ledger's
+# `sending`); '' means "no such filter". Returns {ids consumed, msgpack array of summaries}.
 _FILTER = (
     _MSGPACK
     + """
 local want, status, tag, campaign, to = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], string.lower(ARGV[5])
-local from_ms, until_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+local from_ms, until_ms, also = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local function has_tag(tags)
   for _, t in ipairs(tags or {}) do if t == tag then return true end end
   return false
@@ -93,7 +95,7 @@ local out, consumed = {}, 0
 for i, key in ipairs(KEYS) do
   consumed = i
   local row = redis.call('HMGET', key, 's', 'm', 'srv')
-  if row[1] and (status == '' or row[1] == status) then
+  if row[1] and (status == '' or row[1] == status or row[1] == also) then
     local created = decode(row[2], 1).created_ms
     if (not from_ms or created >= from_ms) and (not until_ms or created < until_ms) then
       local p = decode(redis.call('HGET', key, 'p'), 1)
@@ -110,6 +112,11 @@ end
 return {consumed, cmsgpack.pack(out)}
 """
 )
+
+
+# The API shows the ledger's `sending` as `queued` (schemas/message_status.py), so a filter on `queued`
+# matches both.
+_ALSO = {MessageStatus.QUEUED.value: MessageStatus.SENDING.value}
 
 
 class MessageFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -175,6 +182,7 @@ class MessageLister:
         args += [
             "" if where.from_ms is None else where.from_ms,
             "" if where.until_ms is None else where.until_ms,
+            _ALSO.get(where.status or "", ""),
         ]
         keys = [keyspace.message(workspace, message_id) for message_id in ids]
         consumed, packed = await self._filter(keys=keys, args=args)

@@ -24,7 +24,7 @@ FINISHED = frozenset(
 
 # How far along a message is; a provider's event moves the status only to a higher rank. Statuses not
 # listed (failed, suppressed, canceled) are final on our side and never moved by a provider's event.
-STATUS_RANK = {
+STATUS_RANK: dict[str, int] = {
     MessageStatus.SCHEDULED: 0,
     MessageStatus.QUEUED: 0,
     MessageStatus.SENDING: 0,
@@ -47,4 +47,4 @@ def forward_status(current: str, event_type: str) -> str | None:
     target = STATUS_OF_EVENT.get(event_type)
     if target is None or current not in STATUS_RANK:
         return None
-    return target.value if STATUS_RANK[target] > STATUS_RANK[current] else None  # type: ignore[index]
+    return target.value if STATUS_RANK[target] > STATUS_RANK[current] else None

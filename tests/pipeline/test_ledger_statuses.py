@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import get_args
 
+from ingress.routes.messages import _matches, view
 from schemas import send
-from schemas.message_status import MessageStatus
-from store.ledger import MessageLedger, scripts
+from schemas.message_status import MessageStatus, api_status
+from store.ledger import MessageLedger, MessageMeta, StoredMessage, scripts
 from store.ledger.statuses import FINISHED, LUA_STATUSES, STATUS_OF_EVENT, STATUS_RANK, forward_status
 from tests.pipeline.helpers import enqueue, message, new_message
 
@@ -34,6 +35,28 @@ def test_no_script_spells_a_status_and_every_name_it_uses_is_one() -> None:
 
 def test_the_api_lists_every_status_but_the_internal_sending() -> None:
     assert set(get_args(send.MessageStatus)) == {s.value for s in MessageStatus} - {"sending"}
+
+
+def test_the_api_tells_each_ledger_status_as_itself_but_sending_as_queued() -> None:
+    told = {status.value: api_status(status) for status in MessageStatus}
+    assert told == {status.value: status.value for status in MessageStatus} | {"sending": "queued"}
+
+
+def test_a_message_being_sent_is_queued_to_the_api_in_its_view_and_the_list_filter() -> None:
+    """The API's schema lists no `sending`; a client polling during the send once got it."""
+    stored = StoredMessage(
+        message=message(),
+        meta=MessageMeta(created_ms=0, candidates=["srv_1"]),
+        status=MessageStatus.SENDING,
+        server="srv_1",
+        provider=None,
+        provider_message_id=None,
+        attempts=0,
+        events=[],
+    )
+    assert view(stored).status == "queued"
+    assert _matches(stored, send.MessageListQuery(status="queued"))
+    assert not _matches(stored, send.MessageListQuery(status="sent"))
 
 
 def test_transition_rules_name_only_statuses() -> None:
