@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgspec
 
@@ -113,7 +113,7 @@ def membership_row(event: Event) -> tuple[Any, ...] | None:
     return (event.workspace, subscriber_id, list_id, status, version)
 
 
-def _is_version(value: Any) -> bool:
+def _is_version(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < ERASED_VERSION
 
 

@@ -38,7 +38,7 @@ async def admit_body(request: web.Request, handler) -> web.StreamResponse:
         )
     # aiohttp has no public per-request limit short of clone(), whose copy would hide what handlers set
     # on the request from the outer middleware; this is the limit request.read() and post() enforce.
-    request._client_max_size = cap  # type: ignore[attr-defined]
+    request._client_max_size = cap
     principal = request.get(PRINCIPAL)
     if principal is None:
         return await handler(request)

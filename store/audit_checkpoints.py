@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from security.audit_checkpoint import AuditCheckpoint, decode_checkpoint, encode_checkpoint
 from store import keyspace
+from store.replies import as_text, hash_fields, members, stream_entries
 
 HISTORY_PER_WORKSPACE = 10_000
 OUTBOX_MAX = 100_000  # a sink down for long: older checkpoints are superseded by newer ones anyway
@@ -51,22 +52,24 @@ class CheckpointLog:
 
     async def latest_seqs(self) -> dict[str, int]:
         """Workspace -> seq of its latest checkpoint (a restarted sink compares them with the heads)."""
-        raw = await self.redis.hgetall(keyspace.AUDIT_CHECKPOINT_LATEST)
-        return {ws.decode(): decode_checkpoint(value).seq for ws, value in raw.items()}
+        raw = hash_fields(await self.redis.hgetall(keyspace.AUDIT_CHECKPOINT_LATEST))
+        return {as_text(ws): decode_checkpoint(value).seq for ws, value in raw.items()}
 
     async def page(
         self, workspace: str, *, limit: int, before_seq: int | None
     ) -> tuple[list[AuditCheckpoint], bool]:
         """Newest first (highest seq first), continuing below `before_seq`."""
         top = "+inf" if before_seq is None else f"({before_seq}"
-        rows = await self.redis.zrevrangebyscore(
-            keyspace.audit_checkpoints(workspace), top, "-inf", start=0, num=limit + 1
+        rows = members(
+            await self.redis.zrevrangebyscore(
+                keyspace.audit_checkpoints(workspace), top, "-inf", start=0, num=limit + 1
+            )
         )
         return [decode_checkpoint(raw) for raw in rows[:limit]], len(rows) > limit
 
     async def outbox(self, count: int) -> list[tuple[bytes, AuditCheckpoint]]:
         """The oldest checkpoints not yet exported."""
-        rows = await self.redis.xrange(keyspace.AUDIT_CHECKPOINT_OUTBOX, count=count)
+        rows = stream_entries(await self.redis.xrange(keyspace.AUDIT_CHECKPOINT_OUTBOX, count=count))
         return [(entry_id, decode_checkpoint(fields[keyspace.AUDIT_FIELD])) for entry_id, fields in rows]
 
     async def exported(self, entry_ids: Sequence[bytes]) -> None:

@@ -16,9 +16,17 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from schemas.audience import ImportRecord, ImportView, RowError, import_decoder, row_error_decoder
+from schemas.audience import (
+    ImportRecord,
+    ImportStatus,
+    ImportView,
+    RowError,
+    import_decoder,
+    row_error_decoder,
+)
 from store import keyspace, pages
 from store.compare_apply import Batch
+from store.replies import as_bytes, as_text, hash_fields, stream_entries
 
 ROWS_FIELD = b"r"
 COUNTERS = ("rows", "created", "updated", "unchanged", "rejected")
@@ -71,16 +79,16 @@ class ImportStore:
 
     async def get(self, workspace: str, import_id: str) -> ImportRecord | None:
         raw = await self.redis.get(keyspace.subscriber_import(workspace, import_id))
-        return None if raw is None else import_decoder.decode(raw)
+        return None if raw is None else import_decoder.decode(as_bytes(raw))
 
     async def progress(self, workspace: str, import_id: str) -> dict[str, Any]:
-        raw = await self.redis.hgetall(keyspace.import_progress(workspace, import_id))
+        raw = hash_fields(await self.redis.hgetall(keyspace.import_progress(workspace, import_id)))
         found = {k.decode(): v.decode() for k, v in raw.items()}
         return {"status": found.get("status", "running"), **{c: int(found.get(c, 0)) for c in COUNTERS}}
 
     async def view(self, record: ImportRecord, errors_url: str) -> ImportView:
         progress = await self.progress(record.workspace, record.id)
-        status = "running" if progress["status"] == "uploading" else progress["status"]
+        status: ImportStatus = "running" if progress["status"] == "uploading" else progress["status"]
         return ImportView(
             id=record.id,
             list=record.list_id,
@@ -92,17 +100,18 @@ class ImportStore:
 
     async def errors(self, workspace: str, import_id: str, *, start: int, count: int) -> list[RowError]:
         raws = await self.redis.lrange(keyspace.import_errors(workspace, import_id), start, start + count - 1)
-        return [row_error_decoder.decode(r) for r in raws]
+        return [row_error_decoder.decode(as_bytes(r)) for r in raws]
 
     # --- the runner's side --------------------------------------------------------------------------
     async def active(self) -> list[tuple[str, str]]:
         members = await self.redis.smembers(keyspace.IMPORTS_ACTIVE)
-        return sorted(tuple(m.decode().split("|", 1)) for m in members)  # type: ignore[misc]
+        pairs = (as_text(m).split("|", 1) for m in members)
+        return sorted((workspace, import_id) for workspace, import_id in pairs)
 
     async def next_entry(
         self, workspace: str, import_id: str
     ) -> tuple[bytes, list[tuple[int, list[str]]]] | None:
-        found = await self.redis.xrange(keyspace.import_rows(workspace, import_id), count=1)
+        found = stream_entries(await self.redis.xrange(keyspace.import_rows(workspace, import_id), count=1))
         if not found:
             return None
         entry_id, fields = found[0]

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from schemas.audience import MEMBER_STATUSES, ListRecord, SubscriberCount, list_decoder, list_encoder
 from store import keyspace, pages
+from store.replies import as_bytes
 
 
 class ListStore:
@@ -27,14 +28,14 @@ class ListStore:
 
     async def get(self, workspace: str, list_id: str) -> ListRecord | None:
         raw = await self.redis.get(keyspace.mailing_list(workspace, list_id))
-        return None if raw is None else list_decoder.decode(raw)
+        return None if raw is None else list_decoder.decode(as_bytes(raw))
 
     async def page(self, workspace: str, *, limit: int, after: str | None) -> tuple[list[ListRecord], bool]:
         ids, has_more = await pages.newest_first(
             self.redis, keyspace.mailing_lists(workspace), limit=limit, after=after
         )
         raws = await self.redis.mget([keyspace.mailing_list(workspace, i) for i in ids]) if ids else []
-        return [list_decoder.decode(r) for r in raws if r is not None], has_more
+        return [list_decoder.decode(as_bytes(r)) for r in raws if r is not None], has_more
 
     async def existing(self, workspace: str, list_ids: list[str]) -> set[str]:
         if not list_ids:

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from schemas.segments import SegmentRecord, segment_record_decoder, segment_record_encoder
 from store import keyspace, pages
+from store.replies import as_bytes
 
 
 class SegmentStore:
@@ -29,7 +30,7 @@ class SegmentStore:
 
     async def get(self, workspace: str, segment_id: str) -> SegmentRecord | None:
         raw = await self.redis.get(keyspace.segment(workspace, segment_id))
-        return None if raw is None else segment_record_decoder.decode(raw)
+        return None if raw is None else segment_record_decoder.decode(as_bytes(raw))
 
     async def page(
         self, workspace: str, *, limit: int, after: str | None
@@ -38,7 +39,7 @@ class SegmentStore:
             self.redis, keyspace.segment_index(workspace), limit=limit, after=after
         )
         raws = await self.redis.mget([keyspace.segment(workspace, i) for i in ids]) if ids else []
-        return [segment_record_decoder.decode(r) for r in raws if r is not None], has_more
+        return [segment_record_decoder.decode(as_bytes(r)) for r in raws if r is not None], has_more
 
     async def delete(self, workspace: str, segment_id: str) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -28,6 +28,7 @@ from schemas.audience import (
 from schemas.events import Event, event_msgpack_encoder
 from store import keyspace
 from store.compare_apply import Batch, CompareAndApply
+from store.replies import as_bytes_or_none, as_text
 from store.subscriber_changes import (
     Plan,
     member_event,
@@ -57,7 +58,7 @@ class SubscriberStore:
     async def get_raw(self, workspace: str, ids: list[str]) -> list[bytes | None]:
         if not ids:
             return []
-        return await self.redis.hmget(keyspace.subscribers(workspace), ids)
+        return [as_bytes_or_none(raw) for raw in await self.redis.hmget(keyspace.subscribers(workspace), ids)]
 
     async def get(self, workspace: str, subscriber_id: str) -> SubscriberRecord | None:
         [raw] = await self.get_raw(workspace, [subscriber_id])
@@ -65,7 +66,7 @@ class SubscriberStore:
 
     async def id_for(self, workspace: str, email: str) -> str | None:
         found = await self.redis.hget(keyspace.subscriber_emails(workspace), email)
-        return None if found is None else found.decode()
+        return None if found is None else as_text(found)
 
     async def many(self, workspace: str, ids: list[str]) -> list[SubscriberRecord]:
         return [subscriber_decoder.decode(raw) for raw in await self.get_raw(workspace, ids) if raw]
@@ -74,14 +75,15 @@ class SubscriberStore:
         self, workspace: str, emails: list[str]
     ) -> tuple[dict[str, bytes | None], dict[str, bytes | None], dict[str, SubscriberRecord]]:
         """(email index as read, raw records as read, records by email)."""
-        ids = await self.redis.hmget(keyspace.subscriber_emails(workspace), emails) if emails else []
+        replies = await self.redis.hmget(keyspace.subscriber_emails(workspace), emails) if emails else []
+        ids = [as_bytes_or_none(i) for i in replies]
         index = {e: (None if i is None else i) for e, i in zip(emails, ids, strict=True)}
         found = [i.decode() for i in ids if i is not None]
         raws = dict(zip(found, await self.get_raw(workspace, found), strict=True))
         records = {
-            email: subscriber_decoder.decode(raws[i.decode()])
+            email: subscriber_decoder.decode(raw)
             for email, i in index.items()
-            if i is not None and raws.get(i.decode()) is not None
+            if i is not None and (raw := raws.get(i.decode())) is not None
         }
         return index, raws, records
 

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from schemas.templates import TemplateVersion, version_decoder, version_encoder
 from store import keyspace, pages
+from store.replies import as_bytes
 
 
 class VersionConflict(Exception):
@@ -34,7 +35,7 @@ class TemplateStore:
 
         async def write(pipe: aioredis.client.Pipeline) -> None:
             raw = await pipe.get(head)
-            if raw is None or version_decoder.decode(raw).version != new.version - 1:
+            if raw is None or version_decoder.decode(as_bytes(raw)).version != new.version - 1:
                 raise VersionConflict(new.id)
             pipe.multi()
             _write_version(pipe, new)
@@ -49,7 +50,7 @@ class TemplateStore:
             raw = await self.redis.get(keyspace.template(workspace, template_id))
         else:
             raw = await self.redis.hget(keyspace.template_versions(workspace, template_id), str(version))
-        return None if raw is None else version_decoder.decode(raw)
+        return None if raw is None else version_decoder.decode(as_bytes(raw))
 
     async def versions(
         self, workspace: str, template_id: str, *, limit: int, below: int | None
@@ -61,7 +62,7 @@ class TemplateStore:
         top = newest.version if below is None else min(below - 1, newest.version)
         numbers = [str(n) for n in range(top, max(top - limit, 0), -1)]
         raws = await self.redis.hmget(keyspace.template_versions(workspace, template_id), numbers)
-        found = [version_decoder.decode(r) for r in raws if r is not None]
+        found = [version_decoder.decode(as_bytes(r)) for r in raws if r is not None]
         return found, top - limit > 0
 
     async def page(
@@ -70,7 +71,7 @@ class TemplateStore:
         index = keyspace.template_index(workspace)
         ids, has_more = await pages.newest_first(self.redis, index, limit=limit, after=after)
         raws = await self.redis.mget([keyspace.template(workspace, i) for i in ids]) if ids else []
-        return [version_decoder.decode(r) for r in raws if r is not None], has_more
+        return [version_decoder.decode(as_bytes(r)) for r in raws if r is not None], has_more
 
     async def delete(self, workspace: str, template_id: str) -> bool:
         """Forget the template and every version. Messages already accepted keep their rendered content."""

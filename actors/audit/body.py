@@ -41,7 +41,7 @@ from store import keyspace
 from store.audit_checkpoint_sinks import CheckpointSink
 from store.audit_checkpoints import CheckpointLog
 from store.group_reader import GroupReader
-from store.replies import as_bytes_or_none, stream_entries
+from store.replies import as_bytes_or_none, hash_fields, stream_entries
 
 log = logging.getLogger("mailers.audit.sink")
 Batch = list[tuple[bytes, AuditEntry | None]]
@@ -119,7 +119,7 @@ class AuditSink:
     async def publish_checkpoints(self) -> int:
         """Sign and record checkpoints of the heads that moved, when the interval has passed."""
         if not self.checkpoints.recovered:
-            raw = await self.redis.hgetall(keyspace.AUDIT_HEADS)
+            raw = hash_fields(await self.redis.hgetall(keyspace.AUDIT_HEADS))
             await self.checkpoints.recover({ws.decode(): parse_head(head) for ws, head in raw.items()})
         return len(await self.checkpoints.publish_due(self.clock()))
 

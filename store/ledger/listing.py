@@ -178,7 +178,13 @@ class MessageLister:
     ) -> tuple[int, list[ListedMessage]]:
         if not ids:
             return 0, []
-        args = [want, where.status or "", where.tag or "", where.campaign_id or "", where.to or ""]
+        args: list[str | int] = [
+            want,
+            where.status or "",
+            where.tag or "",
+            where.campaign_id or "",
+            where.to or "",
+        ]
         args += [
             "" if where.from_ms is None else where.from_ms,
             "" if where.until_ms is None else where.until_ms,
