@@ -24,6 +24,8 @@ from liquid.expression import Expression
 
 # Names python-liquid resolves outside the variables (render namespace, built-ins, loop drops).
 _RESERVED_ROOTS = frozenset({"partial", "template", "forloop", "tablerowloop", "now", "today"})
+# Keys python-liquid answers for a mapping without the key (`size`, `first`) or treats apart.
+_SPECIAL_KEYS = frozenset({"size", "first", "last"})
 _LITERALS = (
     primitive.Nil,
     primitive.Empty,
@@ -64,6 +66,7 @@ class _Writer:
         self.loop_names: dict[str, str] = {}  # Liquid loop variable → Python local
         self.loops: list[str] = []  # Python locals holding the product of enclosing loop lengths
         self.literal_scope = _LiteralScope(env.autoescape)
+        self.temporaries = 0
 
     def constant(self, value: object) -> str:
         name = f"K{len(self.constants)}"
@@ -88,8 +91,11 @@ class _Writer:
             if node.text and not blank:
                 self.line(depth, f"w({self.constant(node.text)}); n += {len(node.text)}")
         elif kind is OutputNode:
-            value = self.expression(node.expression)
-            self.line(depth, f"s = S({value}, {self.env.autoescape}); w(s); n += len(s)")
+            self.line(depth, f"x = {self.expression(node.expression)}")
+            # to_liquid_string of a plain str is the str itself, escaped when escaping
+            plain = "ESC(x)" if self.env.autoescape else "x"
+            self.line(depth, f"s = {plain} if type(x) is str else S(x, {self.env.autoescape})")
+            self.line(depth, "w(s); n += len(s)")
             self.line(depth, "if n > LIMIT: raise Bail")
         elif kind is IfNode:
             self.if_node(node, depth)
@@ -166,13 +172,26 @@ class _Writer:
         root, *segments = path.path
         if not isinstance(root, str) or root in _RESERVED_ROOTS:
             raise Unsupported(f"path {path}")
-        code = self.loop_names.get(root) or f"v.get({self.constant(root)}, MISSING)"
-        for segment in segments:
-            if type(segment) not in (str, int):
-                raise Unsupported(f"nested path {path}")
-            code = f"G({code}, {self.constant(segment)})"
-        undefined = self.env.undefined(root, hint=f"{path} is undefined", token=path.token)
-        return f"D({code}, {self.constant(undefined)})"
+        if any(type(segment) not in (str, int) for segment in segments):
+            raise Unsupported(f"nested path {path}")
+        # Missing is python-liquid's Undefined for the whole path; steps before the last pass MISSING on.
+        undefined = self.constant(self.env.undefined(root, hint=f"{path} is undefined", token=path.token))
+        code = self.loop_names.get(root)
+        if code is None:
+            code = f"v.get({self.constant(root)}, {'MISSING' if segments else undefined})"
+        for index, segment in enumerate(segments, start=1):
+            default = undefined if index == len(segments) else "MISSING"
+            code = self.step(code, self.constant(segment), default, special=segment in _SPECIAL_KEYS)
+        return code
+
+    def step(self, code: str, key: str, default: str, *, special: bool) -> str:
+        """One path step; a mapping and an ordinary key (the common case) inline, the rest in `G`."""
+        if special:
+            return f"G({code}, {key}, {default})"
+        self.temporaries += 1
+        name = f"o{self.temporaries}"
+        fast, slow = f"{name}.get({key}, {default})", f"G({name}, {key}, {default})"
+        return f"({fast} if type({name} := {code}) is dict else {slow})"
 
     def filtered(self, expr: FilteredExpression) -> str:
         code = self.expression(expr.left)
