@@ -54,8 +54,7 @@ def _plain_escape() -> Callable[[str], str]:
 
 def _item(obj: object, key: object, default: object) -> object:
     """One path step, as python-liquid's `RenderContext.get_item` does it for JSON values (`default`
-    when there is nothing there); anything else (a string, a number, a custom object) is left to
-    python-liquid."""
+    when there is nothing there); anything else (a tuple, a custom object) is left to python-liquid."""
     if type(obj) is dict:
         found = obj.get(key, _MISSING)
         if found is not _MISSING or type(key) is not str:
@@ -73,7 +72,9 @@ def _item(obj: object, key: object, default: object) -> object:
         if key in ("first", "last") and obj:
             return obj[0] if key == "first" else obj[-1]
         return default
-    if obj is _MISSING or obj is None:
+    if type(obj) is str:  # strings are not sequences here (string_sequences is off): only `size`
+        return len(obj) if key == "size" else default
+    if obj is _MISSING or obj is None or type(obj) in (int, float, bool):
         return default
     raise Bail
 
@@ -108,6 +109,8 @@ def translate(template: BoundTemplate) -> FastRender | None:
     if (
         env.undefined is not Undefined
         or not env.suppress_blank_control_flow_blocks
+        or env.string_sequences
+        or env.string_first_and_last
         or type(template).render_with_context is not BoundTemplate.render_with_context
     ):
         return None
