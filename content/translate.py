@@ -21,7 +21,7 @@ its namespace; only generated identifiers appear in it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from liquid import BoundTemplate, Undefined, escape
 from liquid.builtin.expressions.logical import _contains, _eq, _le, _lt, is_truthy
@@ -114,15 +114,17 @@ def translate(template: BoundTemplate) -> FastRender | None:
         or type(template).render_with_context is not BoundTemplate.render_with_context
     ):
         return None
-    try:
-        source, constants = translate_nodes.function_source(template)
-    except translate_nodes.Unsupported:
-        return None
     huge = 1 << 62
     caps = {"LIMIT": env.output_stream_limit or huge, "LOOP_LIMIT": env.loop_iteration_limit or huge}
-    namespace = {**RUNTIME, **caps, **constants}
-    exec(compile(source, f"<liquid {template.name or 'template'}>", "exec"), namespace)  # noqa: S102
-    generated = namespace["render"]
+    try:
+        source, constants = translate_nodes.function_source(template)
+        namespace = {**RUNTIME, **caps, **constants}
+        exec(compile(source, f"<liquid {template.name or 'template'}>", "exec"), namespace)  # noqa: S102
+    except translate_nodes.Unsupported:
+        return None
+    except Exception:  # noqa: BLE001  (a syntax tree the writer misreads must not stop a save: interpret it)
+        return None
+    generated = cast("Callable[[Mapping[str, Any]], tuple[str, int]]", namespace["render"])
     limit = env.output_stream_limit
 
     def render(variables: Mapping[str, Any]) -> str | None:

@@ -9,6 +9,7 @@ names, literals, filters, prebuilt `Undefined`s) are constants `K<n>` in the fun
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
 from liquid import BoundTemplate, Environment
 from liquid.ast import BlockNode, Node
@@ -21,6 +22,9 @@ from liquid.builtin.output import OutputNode
 from liquid.builtin.tags.for_tag import ForNode
 from liquid.builtin.tags.if_tag import IfNode
 from liquid.expression import Expression
+
+if TYPE_CHECKING:
+    from liquid import RenderContext
 
 # Names python-liquid resolves outside the variables (render namespace, built-ins, loop drops).
 _RESERVED_ROOTS = frozenset({"partial", "template", "forloop", "tablerowloop", "now", "today"})
@@ -36,6 +40,7 @@ _LITERALS = (
     primitive.IntegerLiteral,
     primitive.FloatLiteral,
 )
+_LOGICAL = (logical.LogicalAndExpression, logical.LogicalOrExpression)
 _COMPARISONS = {
     logical.EqExpression: "EQ({l}, {r})",
     logical.NeExpression: "(not EQ({l}, {r}))",
@@ -86,23 +91,23 @@ class _Writer:
             self.line(depth, "pass")
 
     def node(self, node: Node, depth: int, *, blank: bool) -> None:
-        kind = type(node)
-        if kind is ContentNode:
+        # Exact types: a subclass (another tag built on these) may render differently.
+        if type(node) is ContentNode:
             if node.text and not blank:
                 self.line(depth, f"w({self.constant(node.text)}); n += {len(node.text)}")
-        elif kind is OutputNode:
+        elif type(node) is OutputNode:
             self.line(depth, f"x = {self.expression(node.expression)}")
             # to_liquid_string of a plain str is the str itself, escaped when escaping
             plain = "ESC(x)" if self.env.autoescape else "x"
             self.line(depth, f"s = {plain} if type(x) is str else S(x, {self.env.autoescape})")
             self.line(depth, "w(s); n += len(s)")
             self.line(depth, "if n > LIMIT: raise Bail")
-        elif kind is IfNode:
+        elif type(node) is IfNode:
             self.if_node(node, depth)
-        elif kind is ForNode:
+        elif type(node) is ForNode:
             self.for_node(node, depth)
         else:
-            raise Unsupported(kind.__name__)
+            raise Unsupported(type(node).__name__)
 
     def body(self, block: BlockNode, depth: int) -> None:
         if type(block) is not BlockNode:
@@ -149,24 +154,28 @@ class _Writer:
             self.body(node.default, depth + 1)
 
     def expression(self, expr: Expression) -> str:
-        kind = type(expr)
-        if kind is FilteredExpression:
+        if type(expr) is FilteredExpression:
             return self.filtered(expr)
-        if kind is Path:
+        if type(expr) is Path:
             return self.path(expr)
-        if kind in _LITERALS:
-            return self.constant(expr.evaluate(self.literal_scope))  # type: ignore[arg-type]
-        if kind is logical.BooleanExpression:
+        if type(expr) in _LITERALS:
+            # a literal's value reads only `autoescape` from the render context
+            return self.constant(expr.evaluate(cast("RenderContext", self.literal_scope)))
+        if type(expr) is logical.BooleanExpression:
             return f"T({self.expression(expr.expression)})"
-        if kind is logical.LogicalNotExpression:
+        if type(expr) is logical.LogicalNotExpression:
             return f"(not T({self.expression(expr.right)}))"
-        if kind in (logical.LogicalAndExpression, logical.LogicalOrExpression):
-            op = "and" if kind is logical.LogicalAndExpression else "or"
-            return f"(T({self.expression(expr.left)}) {op} T({self.expression(expr.right)}))"
-        if kind in _COMPARISONS:
-            left, right = self.expression(expr.left), self.expression(expr.right)
-            return _COMPARISONS[kind].format(l=left, r=right, t=self.constant(expr.token))
-        raise Unsupported(kind.__name__)
+        return self.binary(expr)
+
+    def binary(self, expr: Expression) -> str:
+        if type(expr) not in _COMPARISONS and type(expr) not in _LOGICAL:
+            raise Unsupported(type(expr).__name__)
+        operands: Any = expr  # every class in those two has `left` and `right`
+        left, right = self.expression(operands.left), self.expression(operands.right)
+        if type(expr) in _LOGICAL:
+            op = "and" if type(expr) is logical.LogicalAndExpression else "or"
+            return f"(T({left}) {op} T({right}))"
+        return _COMPARISONS[type(expr)].format(l=left, r=right, t=self.constant(expr.token))
 
     def path(self, path: Path) -> str:
         root, *segments = path.path

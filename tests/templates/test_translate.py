@@ -70,6 +70,7 @@ INTERPRETED = [
     "{% case n %}{% when 3 %}three{% endcase %}",
     "{{ user[name] }}",
     "{% for i in items %}{% break %}{% endfor %}",
+    "{% if (1..3) contains n %}x{% endif %}",
 ]
 
 
