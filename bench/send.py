@@ -1,7 +1,7 @@
 """The send path under load, each figure beside a baseline measured in the same run.
 
 `python -m bench [--seconds 10] [--rates 250,500] [--bulk-requests 20] [--delivery 10000]
-[--phases singles,bulk,attack,delivery,micro]`
+[--phases singles,bulk,attack,delivery,micro,templates]`
 
 - single sends: latency p50/p95/p99 at fixed offered rates (open loop), and the sustained rate at 64
   connections (closed loop) — Mailers' `/v1/send` (auth, rate limit, validation, suppression shard call,
@@ -12,7 +12,8 @@
   (dispatcher actor, SMTP adapter), against a bare aiosmtplib client sending pre-rendered bytes;
 - attack (bench/attack.py): a normal client's p50/p95/p99 at 20 sends a second, alone and while an
   attacker with its own key sends the worst bodies we can construct at full speed;
-- micro (bench/micro.py): costs and waits that tests used to assert on the clock.
+- micro (bench/micro.py): costs and waits that tests used to assert on the clock;
+- templates (bench/templates.py): the cached template render per recipient, beside python-liquid.
 Everything runs on this machine: Redis (AOF on), a local Ray started by `mailers serve`, the servers in
 their own processes.
 """
@@ -32,7 +33,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from bench import attack, cpu
+from bench import attack, cpu, templates
 from bench.load import Result, closed_loop, open_loop
 from bench.micro import micro
 from bench.smtp import bare_client, start_sink, typical_message
@@ -304,6 +305,9 @@ async def run(args: argparse.Namespace) -> None:
     if "micro" in phases:
         print("\n".join(await micro()) + "\n")
         phases.discard("micro")
+    if "templates" in phases:
+        print("\n".join(templates.report()) + "\n")
+        phases.discard("templates")
     if phases:
         await run_server_phases(args, phases)
 
@@ -359,9 +363,10 @@ def main() -> None:
     parser.add_argument("--delivery", type=int, default=10000)
     parser.add_argument(
         "--phases",
-        default="singles,bulk,attack,delivery",
-        help="which of singles,bulk,attack,delivery,micro to run (micro: figures moved out of the tests; "
-        "attack: a normal client's latency alone and beside an attacker, issue #11)",
+        default="singles,bulk,attack,delivery,templates",
+        help="which of singles,bulk,attack,delivery,micro,templates to run (micro: figures moved out of "
+        "the tests; attack: a normal client's latency alone and beside an attacker, issue #11; "
+        "templates: the cached template render, issue #12)",
     )
     asyncio.run(run(parser.parse_args()))
 

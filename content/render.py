@@ -1,8 +1,9 @@
 """A compiled template + one recipient's variables → `Rendered(subject, html, text)`.
 
 The per-recipient path: check the declared variables (required ones present, types as declared), then
-three Liquid renders. Anything a render hits (a cap, a filter given the wrong type) is a
-`TemplateProblems` pointing at the part that failed.
+three Liquid renders, each by its translated function (translate.py) when it has one and that function
+can do this recipient, otherwise by python-liquid. Anything a render hits (a cap, a filter given the
+wrong type) is a `TemplateProblems` pointing at the part that failed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from liquid.exceptions import LiquidError
 
 from content.compile import Compiled
 from content.errors import ContentProblem, TemplateProblems, one_problem
+from content.translate import FastRender
 from schemas.templates import VariableSpec
 
 
@@ -40,9 +42,9 @@ def render_template(compiled: Compiled, variables: Mapping[str, Any]) -> Rendere
     if problems:
         raise TemplateProblems(problems)
     return Rendered(
-        subject=_render(compiled.subject, variables, "#/subject"),
-        html=_render(compiled.html, variables, "#/html"),
-        text=_render(compiled.text, variables, "#/text"),
+        subject=_render(compiled.subject, compiled.fast_subject, variables, "#/subject"),
+        html=_render(compiled.html, compiled.fast_html, variables, "#/html"),
+        text=_render(compiled.text, compiled.fast_text, variables, "#/text"),
     )
 
 
@@ -65,7 +67,13 @@ def variable_problems(declared: Mapping[str, VariableSpec], given: Mapping[str, 
     return problems
 
 
-def _render(template: BoundTemplate, variables: Mapping[str, Any], pointer: str) -> str:
+def _render(
+    template: BoundTemplate, fast: FastRender | None, variables: Mapping[str, Any], pointer: str
+) -> str:
+    if fast is not None:
+        out = fast(variables)
+        if out is not None:
+            return out
     try:
         return template.render(variables)
     except LiquidError as exc:
