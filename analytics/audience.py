@@ -50,7 +50,7 @@ class AudienceQueries:
         """How many (not erased) subscribers the segment holds at `now`."""
         compiler = self._compiler(workspace, query, now)
         where = compiler.where(_condition(query))
-        sql = f"SELECT count(*) {compiler.source()} WHERE {where}"
+        sql = f"SELECT count(*) {compiler.source()} WHERE {where}{compiler.json.settings}"
         rows = await self._run(self._query, sql, compiler.bind.values)
         return int(rows[0][0])
 
@@ -71,6 +71,7 @@ class AudienceQueries:
         sql = (
             f"SELECT s.id, s.email, s.name, s.attributes, s.status, {compiler.dialect.created_ms} "
             f"{compiler.source()} WHERE {where} ORDER BY s.id DESC LIMIT {bind(limit + 1, 'UInt32')}"
+            f"{compiler.json.settings}"
         )
         rows = await self._run(self._query, sql, bind.values)
         members = [_member(row) for row in rows[:limit]]

@@ -31,6 +31,7 @@ from schemas.segments import (
     UpdateSegment,
     parse_condition,
 )
+from store.lists import ListStore
 from store.segments import SegmentStore
 
 routes = RouteTable()
@@ -61,12 +62,14 @@ def view(record: SegmentRecord) -> Segment:
 )
 async def create_segment(request: web.Request, body: CreateSegment) -> web.Response:
     checked_filter(body.filter)
+    workspace = principal(request).workspace
+    lists = await checked_lists(request, workspace, body.lists)
     now = datetime.now(UTC)
     record = SegmentRecord(
         id=new_id("seg"),
-        workspace=principal(request).workspace,
+        workspace=workspace,
         name=body.name,
-        lists=list(dict.fromkeys(body.lists)),
+        lists=lists,
         filter=body.filter,
         created_at=now,
         updated_at=now,
@@ -123,7 +126,7 @@ async def update_segment(request: web.Request, body: UpdateSegment) -> web.Respo
     if body.name is not msgspec.UNSET:
         record.name = body.name
     if body.lists is not msgspec.UNSET:
-        record.lists = list(dict.fromkeys(body.lists))
+        record.lists = await checked_lists(request, record.workspace, body.lists)
     record.updated_at = datetime.now(UTC)
     await SegmentStore(request.app[SERVICES].redis).save(record)
     return json_response(view(record))
@@ -191,6 +194,17 @@ def checked_filter(raw: Any) -> None:
         parse_condition(raw)
     except ConditionError as exc:
         raise validation_error(exc.pointer, exc.detail, exc.code) from None
+
+
+async def checked_lists(request: web.Request, workspace: str, lists: list[str]) -> list[str]:
+    """The lists without repeats, once each exists in the workspace: a segment over a list that is not
+    there would silently count nobody, so the client hears which entry is wrong instead."""
+    unique = list(dict.fromkeys(lists))
+    live = await ListStore(request.app[SERVICES].redis).existing(workspace, unique)
+    for index, list_id in enumerate(lists):
+        if list_id not in live:
+            raise validation_error(f"#/lists/{index}", f"no list {list_id} in this workspace", "unknown_list")
+    return unique
 
 
 def _query(record: SegmentRecord) -> SegmentQuery:

@@ -10,9 +10,11 @@ import pytest
 from actors.event_sink.body import EventSinkLoop
 from analytics.store import open_store
 from ingress.routes.analytics import ANALYTICS_READER
+from schemas.audience import ListRecord
 from schemas.events import Event
 from schemas.ids import new_id
 from store import keyspace
+from store.lists import ListStore
 from tests.analytics.segment_dataset import L1
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -68,8 +70,14 @@ async def add_subscribers(redis, workspace: str) -> dict[str, str]:
     return ids
 
 
+async def add_list(redis, workspace: str, list_id: str = L1) -> None:
+    record = ListRecord(id=list_id, workspace=workspace, name="Main", created_ms=0, updated_ms=0)
+    await ListStore(redis).save(record, new=True)
+
+
 async def test_custom_events_reach_analytics_and_segments(api, redis, make_key, workspace):
     client, sink = api
+    await add_list(redis, workspace)
     send = await make_key(["send"])
     ids = await add_subscribers(redis, workspace)
     one = {"name": "order.completed", "email": "Ana@Example.com", "properties": {"total": 42}}
@@ -216,3 +224,26 @@ async def test_invalid_filters_are_refused_with_a_pointer(api, make_key, conditi
     assert response.status == 422, await response.text()
     [error] = (await response.json())["errors"]
     assert (error["pointer"], error["code"]) == (pointer, code)
+
+
+async def test_segment_lists_must_exist_in_the_workspace(api, redis, make_key, workspace):
+    client, _ = api
+    await add_list(redis, workspace)
+    headers = await make_key(["write:lists"])
+    missing = "lst_" + "9" * 26
+    body = {"name": "s", "lists": [L1, missing]}
+    response = await client.post("/v1/segments", json=body, headers=headers)
+    assert response.status == 422, await response.text()
+    [error] = (await response.json())["errors"]
+    assert (error["pointer"], error["code"]) == ("#/lists/1", "unknown_list")
+
+    created = await client.post("/v1/segments", json={"name": "s", "lists": [L1, L1]}, headers=headers)
+    assert created.status == 201, await created.text()
+    seg = await created.json()
+    assert seg["lists"] == [L1]
+    patched = await client.patch(f"/v1/segments/{seg['id']}", json={"lists": [missing]}, headers=headers)
+    assert patched.status == 422, await patched.text()
+    assert (await patched.json())["errors"][0]["pointer"] == "#/lists/0"
+    await add_list(redis, "another-workspace", missing)  # someone else's list is no list of ours
+    patched = await client.patch(f"/v1/segments/{seg['id']}", json={"lists": [missing]}, headers=headers)
+    assert patched.status == 422, await patched.text()
