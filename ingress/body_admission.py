@@ -46,7 +46,7 @@ async def admit_body(request: web.Request, handler) -> web.StreamResponse:
         )
     # aiohttp has no public per-request limit short of clone(), whose copy would hide what handlers set
     # on the request from the outer middleware; this is the limit request.read() and post() enforce.
-    request._client_max_size = cap  # type: ignore[attr-defined]
+    request._client_max_size = cap
     if streamed:  # the handler reads request.content in chunks, which that limit does not guard
         _count_while_read(request, cap)
     principal = request.get(PRINCIPAL)
@@ -92,8 +92,8 @@ def _count_while_read(request: web.Request, cap: int) -> None:
     # `content` is a cached property (aiohttp's reify, cached in `_cache` once read by an outer middleware)
     # over `_payload`, which read() and post() use: both must be the counting wrapper.
     counted = CountedStream(request.content, cap)
-    request._payload = counted  # type: ignore[attr-defined]
-    request._cache["content"] = counted  # type: ignore[attr-defined]
+    request._payload = counted  # type: ignore[assignment]  # delegates every StreamReader method
+    request._cache["content"] = counted
 
 
 def body_cap(request: web.Request) -> int:
