@@ -16,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
+
+from ingress.cpu_budget import CURRENT_METER, CpuMeter
 
 T = TypeVar("T")
 HEAVY_ITEMS = 20  # more messages than this in one request
@@ -38,4 +41,17 @@ async def run_heavy(heavy: bool, work: Callable[..., T], *args, **kwargs) -> T:
     if not heavy:
         return work(*args, **kwargs)
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_worker, functools.partial(work, *args, **kwargs))
+    timed = functools.partial(_timed, CURRENT_METER.get(), functools.partial(work, *args, **kwargs))
+    return await loop.run_in_executor(_worker, timed)
+
+
+def _timed(meter: CpuMeter | None, work: Callable[[], T]) -> T:
+    """Run `work`, adding the CPU this thread spent on it (what the GIL was taken for) to the request's
+    meter, failed work included; ingress/body_admission.py charges it to the key (ingress/cpu_budget.py).
+    """
+    started = time.thread_time()
+    try:
+        return work()
+    finally:
+        if meter is not None:
+            meter.seconds += time.thread_time() - started

@@ -38,6 +38,9 @@ class RouteSpec(msgspec.Struct, kw_only=True):
     # The largest body this route reads (ingress/body_admission.py); 0: MAILERS_MAX_BODY_BYTES.
     max_body: int = 1024 * 1024
     heavy: bool = False  # every request is heavy work (a bulk): counted against the key's heavy slots
+    # The handler streams `request.content` (a file of any size): capped by MAILERS_MAX_IMPORT_BYTES while
+    # read instead of `max_body`, not charged to the byte budget, holding a heavy slot (body_admission.py).
+    streamed: bool = False
     # Every path parameter is declared: `ids` maps one to its id kind (`{"id": "msg"}`), checked by the
     # router before the handler runs (404 otherwise, so no unchecked text reaches a Redis key);
     # `texts` names the others (an email, a token, a provider name), which their handler validates.

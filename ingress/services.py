@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 
 from ingress.body_budget import BodyBudget
+from ingress.cpu_budget import CpuBudget
 from ingress.key_cache import KeyCache
 from ingress.metrics import Metrics
 from schemas.settings import Settings
@@ -43,6 +44,7 @@ class Services:
     routing: WorkspaceRoutingCache
     messages: MessageStore
     body_budget: BodyBudget
+    cpu_budget: CpuBudget
     # The wall clock keys' expiry and rotation grace are judged by; tests replace it to step past them.
     clock: Callable[[], float] = time.time
     _enqueue: Coalescer[NewMessage, str | None] | None = None
@@ -80,6 +82,10 @@ class Services:
                 bytes_per_second=settings.body_bytes_per_second,
                 burst_bytes=settings.max_body_bytes,
                 heavy_per_key=settings.heavy_requests_per_key,
+            ),
+            cpu_budget=CpuBudget(
+                seconds_per_second=settings.worker_cpu_per_key,
+                burst_seconds=settings.worker_cpu_burst_seconds,
             ),
         )
         # Every concurrent request's messages share one Lua enqueue (one round trip, one transaction).

@@ -33,6 +33,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # (ingress/body_budget.py); bounds how much decoding work one key can ask of one event loop.
     body_bytes_per_second: float = 2 * 1024 * 1024
     heavy_requests_per_key: int = 4
+    # Per key and ingress process: seconds of worker-thread CPU a second its heavy requests may use, and
+    # the burst (ingress/cpu_budget.py); bounds how long one key's bulks hold the GIL against the loop.
+    worker_cpu_per_key: float = 0.25
+    worker_cpu_burst_seconds: float = 2.0
+    # Streamed bodies (CSV imports) are capped by this instead of max_body_bytes, counted while read.
+    max_import_bytes: int = 1024 * 1024 * 1024
     rate_limit_per_second: float = 100.0
     rate_limit_burst: int = 200
     key_rotation_grace_seconds: int = 24 * 3600
@@ -198,6 +204,9 @@ _VARIABLES = {
     "MAILERS_MAX_BODY_BYTES": ("max_body_bytes", _integer),
     "MAILERS_BODY_BYTES_PER_SECOND": ("body_bytes_per_second", _positive_float),
     "MAILERS_HEAVY_REQUESTS_PER_KEY": ("heavy_requests_per_key", _integer),
+    "MAILERS_WORKER_CPU_PER_KEY": ("worker_cpu_per_key", _positive_float),
+    "MAILERS_WORKER_CPU_BURST_SECONDS": ("worker_cpu_burst_seconds", _positive_float),
+    "MAILERS_MAX_IMPORT_BYTES": ("max_import_bytes", _integer),
     "MAILERS_RATE_LIMIT_PER_SECOND": ("rate_limit_per_second", _positive_float),
     "MAILERS_RATE_LIMIT_BURST": ("rate_limit_burst", _integer),
     "MAILERS_KEY_ROTATION_GRACE_SECONDS": ("key_rotation_grace_seconds", _integer),

@@ -37,6 +37,7 @@ CHUNK_BYTES = 256 * 1024
     response=ImportView,
     status=202,
     idempotent=False,
+    streamed=True,
     summary="Import a text/csv body of any size (header: email, name, attributes); 202 once it is durable",
     tag=TAG,
     responses={415: "Not a text/csv body", 422: "No email column, or a column that is not an attribute name"},

@@ -12,6 +12,7 @@ import msgspec
 
 from ingress.send_validation import MAX_TRACKED_HTML_CHARS
 from schemas.send import MAX_HEADERS, MAX_REPLY_TO
+from security.link_rewrite import MAX_LINK_TAGS, MAX_TRACKED_LINKS
 
 
 def _base(i: int) -> dict:
@@ -26,8 +27,11 @@ def _base(i: int) -> dict:
 
 
 def crafted_html(chars: int) -> str:
-    """Anchors cost the scanner the most per character (each one reaches Python-level code)."""
-    return ("<a>" * (chars // 3))[:chars]
+    """Links cost the scanner and the rewrite the most per character (each reaches Python-level code):
+    as many as a message may hold (MAX_LINK_TAGS, over MAX_TRACKED_LINKS distinct URLs), then bare anchors.
+    """
+    links = "".join(f'<a href="https://x.example/{i % MAX_TRACKED_LINKS}">' for i in range(MAX_LINK_TAGS))
+    return (links[:chars] + "<a>" * (chars // 3))[:chars]
 
 
 def worst_bodies() -> list[tuple[str, bytes]]:
