@@ -196,6 +196,8 @@ class SegmentCompiler:
             where.append(self.json.has(self.json.list_param(self.bind, self.lists), "list_id"))
         if statuses is not None:
             where.append(self.json.has(self.json.list_param(self.bind, statuses), "status"))
+        else:  # a `list.removed` row is the memory of a membership, not one
+            where.append("status <> 'removed'")
         return f"SELECT subscriber_id FROM memberships{self.json.final} WHERE {' AND '.join(where)}"
 
     def _event(self, node: EventCount) -> str:

@@ -23,6 +23,7 @@ MEMBER_EVENT = {
     "subscribed": "list.subscribed",
     "unconfirmed": "list.unconfirmed",
     "unsubscribed": "subscriber.unsubscribed",
+    "removed": "list.removed",  # taken off the list without unsubscribing (no suppression)
 }
 
 

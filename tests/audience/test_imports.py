@@ -94,7 +94,7 @@ async def test_applying_an_entry_twice_counts_it_once(client, admin, redis) -> N
     record = await runner.imports.get(workspace, import_id)
     target = await runner.lists.get(workspace, lst["id"])
     await runner.apply(record, target, *entry)
-    await runner.imports.append_rows(workspace, import_id, entry[1], [])  # the same rows once more
+    await runner.imports.append_rows(workspace, import_id, entry[1], [], 0)  # the same rows once more
     await runner.run_until_idle()
     done = await (await client.get(f"/v1/lists/{lst['id']}/imports/{started['id']}", headers=admin)).json()
     assert (done["rows"], done["created"], done["unchanged"]) == (4, 2, 2)
