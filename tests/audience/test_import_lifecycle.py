@@ -8,6 +8,7 @@ import asyncio
 
 from actors.imports.body import ImportRunner
 from schemas.audience import ImportRecord
+from schemas.ids import new_id
 from store import keyspace
 from store.imports import ImportStore
 from tests.audience.test_imports import import_csv
@@ -20,7 +21,7 @@ async def started_upload(redis, workspace: str, list_id: str) -> ImportRecord:
     """What an ingress leaves behind when it dies after one batch: rows, no `uploaded`."""
     store = ImportStore(redis)
     record = ImportRecord(
-        id="imp_01JSTALE", workspace=workspace, list_id=list_id, columns=["email"], created_ms=int(T0 * 1000)
+        id=new_id("imp"), workspace=workspace, list_id=list_id, columns=["email"], created_ms=int(T0 * 1000)
     )
     await store.create(record)
     await store.append_rows(workspace, record.id, [(2, ["ana@example.com"])], [], int(T0 * 1000))
