@@ -39,6 +39,7 @@ from store.subscribers import SubscriberStore
 
 BATCH = 10_000
 HEADERS = {"Authorization": f"Bearer {KEY}"}
+JSON = {"Content-Type": "application/json"}
 
 
 def person(i: int) -> dict:
@@ -81,7 +82,8 @@ async def bulk(base: str, redis_url: str, requests: int) -> list[str]:
         for r in range(requests):
             body = msgspec.json.encode({"subscribers": [person(r * BATCH + j) for j in range(BATCH)]})
             started = time.perf_counter()
-            async with session.post(f"/v1/lists/{list_id}/subscribers", data=body) as response:
+            post = session.post(f"/v1/lists/{list_id}/subscribers", data=body, headers=JSON)
+            async with post as response:
                 assert response.status == 200, await response.text()
                 await response.read()
             ours.append((time.perf_counter() - started) * 1000)
@@ -165,31 +167,28 @@ async def run(args: argparse.Namespace) -> None:
     phases = set(args.phases.split(","))
     data = Path(tempfile.mkdtemp(prefix="mailers-bench-audience-"))
     redis = RedisServer(data / "redis", appendonly=False).start()
-    rows: list[str] = []
+    print("| what | figure | |\n|---|---|---|", flush=True)
     try:
         if "memory" in phases:
-            rows += await memory(redis.url, args.subscribers)
+            print("\n".join(await memory(redis.url, args.subscribers)), flush=True)
         if phases & {"bulk", "csv"}:
-            rows += await server_phases(args, phases, redis.url, data)
+            await server_phases(args, phases, redis.url, data)
     finally:
         redis.stop()
-    print("| what | figure | |\n|---|---|---|")
-    print("\n".join(rows))
 
 
-async def server_phases(args: argparse.Namespace, phases: set[str], redis_url: str, data: Path) -> list[str]:
+async def server_phases(args: argparse.Namespace, phases: set[str], redis_url: str, data: Path) -> None:
     port = free_port()
     mailers = start_mailers(port, redis_url, data)
-    base, rows = f"http://127.0.0.1:{port}", []
+    base = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(base + "/readyz", mailers)
         if "bulk" in phases:
-            rows += await bulk(base, redis_url, args.bulk_requests)
+            print("\n".join(await bulk(base, redis_url, args.bulk_requests)), flush=True)
         if "csv" in phases:
-            rows += await csv_import(base, mailers.pid, args.csv_rows, data)
+            print("\n".join(await csv_import(base, mailers.pid, args.csv_rows, data)), flush=True)
     finally:
         stop(mailers)
-    return rows
 
 
 def start_mailers(port: int, redis_url: str, data: Path) -> subprocess.Popen:
