@@ -1,18 +1,22 @@
 """Sends the confirmation mails the import runner queued (`store/confirmation_outbox.py`).
 
-Every ingress runs one `send_queued_confirmations` task (started with its services): it reads the
-outbox through the shared consumer group, sends each entry's mails through the normal send path as the
-uploader's key (`ingress/confirmation.send_confirmations`), then acks. A key revoked since the upload, or a
-list deleted since, drops the entry (logged): nobody may be mailed on their behalf any more.
+Every ingress runs one `send_queued_confirmations` task (`confirmation_sender_ctx`, after its services):
+it reads the outbox through the shared consumer group, sends each entry's mails through the normal send
+path as the uploader's key (`ingress/confirmation.send_confirmations`), then acks. A key revoked since
+the upload, or a list deleted since, drops the entry (logged): nobody may be mailed on their behalf.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
 
 from ingress.confirmation import send_confirmations
-from ingress.context import Principal
+from ingress.context import SERVICES, Principal
 from store.confirmation_outbox import ConfirmationOutbox, PendingConfirmations
 from store.lists import ListStore
 
@@ -44,6 +48,15 @@ async def run_confirmation_sender(services) -> None:
         except Exception:
             log.exception("sending queued confirmations failed; retrying")
             await asyncio.sleep(1.0)
+
+
+async def confirmation_sender_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The app's cleanup context: the sender runs while the services are open, cancelled before they close."""
+    task = asyncio.create_task(run_confirmation_sender(app[SERVICES]))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _send(services, pending: PendingConfirmations) -> int:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 
 from ingress.body_budget import BodyBudget
-from ingress.import_confirmations import run_confirmation_sender
 from ingress.key_cache import KeyCache
 from ingress.metrics import Metrics
 from schemas.settings import Settings
@@ -94,7 +93,6 @@ class Services:
             await asyncio.gather(*(event.wait() for event in listening))
         if gateway is not None:
             services._tasks.append(asyncio.create_task(gateway.supervise()))
-        services._tasks.append(asyncio.create_task(run_confirmation_sender(services)))
         return services
 
     async def enqueue(self, batch: list[NewMessage]) -> list[str | None]:

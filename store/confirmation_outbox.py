@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 
 from store import keyspace
 from store.compare_apply import Batch
+from store.replies import group_reads
 
 FIELD = b"c"
 
@@ -63,7 +64,11 @@ class ConfirmationOutbox:
                 count=count,
                 block=block_ms if start == ">" else None,
             )
-            entries = [(entry_id, _decode(fields[FIELD])) for _, items in found for entry_id, fields in items]
+            read = [(entry_id, fields) for _, items in group_reads(found) for entry_id, fields in items]
+            gone = [entry_id for entry_id, fields in read if fields is None]  # trimmed while pending
+            for entry_id in gone:
+                await self.ack(entry_id)
+            entries = [(entry_id, _decode(fields[FIELD])) for entry_id, fields in read if fields is not None]
             if entries:
                 return entries
         return []

@@ -76,7 +76,7 @@ class ImportStore:
         """The body is durable: the runner may finish the import once its stream is empty. False if the
         import is no longer uploading (the runner failed it as stalled): it stays failed."""
         key = keyspace.import_progress(workspace, import_id)
-        return bool(await self.redis.eval(_MARK_UPLOADED, 1, key))  # type: ignore[misc]
+        return bool(await self.redis.eval(_MARK_UPLOADED, 1, key))
 
     async def fail(self, workspace: str, import_id: str, reason: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
