@@ -21,42 +21,49 @@ from store.confirmation_outbox import ConfirmationOutbox, PendingConfirmations
 from store.lists import ListStore
 
 log = logging.getLogger("mailers.audience.confirmation")
+BLOCK_SECONDS = 1.0
 CONSUMER = "ingress"  # one name for every process: an entry a dead process was handed is read again
 
 
-async def send_queued_confirmations(services, *, block_ms: int | None = 1000) -> int:
-    """Send what is queued; run forever with `block_ms`, or return when idle with None (tests)."""
+async def send_queued_confirmations(
+    services, *, block_ms: int | None = int(BLOCK_SECONDS * 1000), stop: asyncio.Event | None = None
+) -> int:
+    """Send what is queued; with `block_ms` run until `stop` is set, with None return when idle (tests)."""
     outbox = ConfirmationOutbox(services.redis, CONSUMER)
     await outbox.ensure_group()
     sent = 0
-    while True:
+    while stop is None or not stop.is_set():
         entries = await outbox.read(block_ms=block_ms)
         if not entries and block_ms is None:
-            return sent
+            break
         for entry_id, pending in entries:
             sent += await _send(services, pending)
             await outbox.ack(entry_id)
+    return sent
 
 
-async def run_confirmation_sender(services) -> None:
+async def run_confirmation_sender(services, stop: asyncio.Event) -> None:
     """The long-running task: a failure (Redis away) is logged and retried, never ends the task."""
-    while True:
+    while not stop.is_set():
         try:
-            await send_queued_confirmations(services)
-        except asyncio.CancelledError:
-            raise
+            await send_queued_confirmations(services, stop=stop)
         except Exception:
             log.exception("sending queued confirmations failed; retrying")
-            await asyncio.sleep(1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
 
 
 async def confirmation_sender_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The app's cleanup context: the sender runs while the services are open, cancelled before they close."""
-    task = asyncio.create_task(run_confirmation_sender(app[SERVICES]))
+    """The app's cleanup context: the sender runs while the services are open and ends before they close.
+
+    It is cancelled and also asked to stop: a cancellation that lands inside redis-py's blocking XREADGROUP
+    is not reliably passed on (a test's teardown hung on it), and then it ends after that read."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_confirmation_sender(app[SERVICES], stop))
     yield
+    stop.set()
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await asyncio.wait({task}, timeout=BLOCK_SECONDS + 2)
 
 
 async def _send(services, pending: PendingConfirmations) -> int:
