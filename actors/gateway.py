@@ -17,6 +17,7 @@ from actors.key_usage.client import KeyUsageClient
 from actors.runtime import init_ray, local_ray_pids, shutdown_ray
 from actors.suppression.client import SuppressionClient
 from actors.webhooks.client import ensure_webhook_deliverer
+from analytics.errors import StoreUnavailable
 from schemas.settings import Settings
 
 
@@ -81,14 +82,14 @@ class Gateway:
         return find_event_sink(self.settings)
 
     async def erase_subscriber(self, workspace: str, email: str, subscriber_id: str) -> None:
-        """GDPR erasure on the analytics side (the person's rows anonymised), before DELETE answers.
+        """GDPR erasure on the analytics side (the person's rows anonymised), done when this returns.
 
-        `erase_subscriber` on the reader is the analytics store's (issue #12, segments part); until it is
-        there, the Redis side alone is erased."""
-        reader = self.analytics_reader()
-        erase = getattr(reader, "erase_subscriber", None)
-        if erase is not None:
-            await erase(workspace, email, subscriber_id)
+        The event sink does it in both modes (it also keeps the stream from bringing the person back), so
+        with no sink running the erasure cannot be completed: `StoreUnavailable`, never a silent skip."""
+        sink = self.analytics_reader()
+        if sink is None:
+            raise StoreUnavailable("no event sink is running: the analytics store cannot erase")
+        await sink.erase_subscriber(workspace, email, subscriber_id)
 
     def audit_reader(self) -> AuditSinkClient | None:
         """The audit log's reader in embedded mode (the audit-sink actor owns its file), or None."""

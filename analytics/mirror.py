@@ -32,7 +32,7 @@ SUBSCRIBER_COLUMNS = (
 )
 MEMBERSHIP_COLUMNS = ("workspace", "subscriber_id", "list_id", "status", "version")
 SUBSCRIBER_TYPES = ("subscriber.created", "subscriber.updated")
-MEMBERSHIP_TYPES = ("list.subscribed", "list.unconfirmed", "subscriber.unsubscribed")
+MEMBERSHIP_TYPES = ("list.subscribed", "list.unconfirmed", "subscriber.unsubscribed", "list.removed")
 DELETED = "subscriber.deleted"
 ERASED_VERSION = 2**62  # an erased subscriber's tombstone: no event of theirs can be newer
 _SUBSCRIBER_VERSION = SUBSCRIBER_COLUMNS.index("version")

@@ -196,17 +196,17 @@ class SegmentCompiler:
 
     # --- leaves ------------------------------------------------------------------------------------
     def _members(self, statuses: tuple[Any, ...] | None = None) -> str:
-        """Subscriber ids with a membership in the segment's lists (of `statuses`, when given). A
-        membership row is only ever replaced by a newer status, never removed (erasure deletes every
-        version), so "any status" holds for any version and needs no FINAL; a status needs the newest."""
+        """Subscriber ids with a membership in the segment's lists (of `statuses`, when given). Both
+        read the newest version of each membership (FINAL): a member removed from a list (`list.removed`)
+        keeps a `removed` row at a newer version, so an older row alone would still count them."""
         where = [f"workspace = {self.bind(self.workspace)}"]
         if self.lists:
             where.append(self.json.has(self.json.list_param(self.bind, self.lists), "list_id"))
-        final = ""
         if statuses is not None:
             where.append(self.json.has(self.json.list_param(self.bind, statuses), "status"))
-            final = self.json.final
-        return f"SELECT subscriber_id FROM memberships{final} WHERE {' AND '.join(where)}"
+        else:  # a `list.removed` row is the memory of a membership, not one
+            where.append("status <> 'removed'")
+        return f"SELECT subscriber_id FROM memberships{self.json.final} WHERE {' AND '.join(where)}"
 
     def _event(self, node: EventCount) -> str:
         where = [f"workspace = {self.bind(self.workspace)}", f"type = {self.bind(node.type)}"]

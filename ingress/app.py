@@ -11,6 +11,7 @@ from aiohttp import web
 from ingress import audit, auth, body_admission, idempotency, middleware, off_loop, rate_limit
 from ingress.connection_limits import body_deadline
 from ingress.context import SERVICES
+from ingress.import_confirmations import confirmation_sender_ctx
 from ingress.openapi import OPENAPI, build_openapi
 from ingress.routes import discover_route_tables
 from ingress.routing import RouteTable
@@ -48,6 +49,7 @@ def create_app(settings: Settings, *, redis_url: str, gateway: Gateway | None) -
         await app[SERVICES].close()
 
     app.cleanup_ctx.append(services_ctx)
+    app.cleanup_ctx.append(confirmation_sender_ctx)  # imported double opt-in members' mails
     return app
 
 

@@ -76,6 +76,7 @@ class ImportRecord(msgspec.Struct, kw_only=True):
     columns: list[str]
     mode: UpsertMode = "upsert"
     created_ms: int
+    key_id: str = ""  # the uploader's API key: imported members' confirmation mails are sent as it
 
 
 class RowError(msgspec.Struct, array_like=True):

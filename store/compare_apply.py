@@ -6,6 +6,11 @@ the hash, so instead the whole batch crosses as one msgpack argument: a list of 
 expected value or false for "absent") and a list of commands. The script compares every check first and
 runs the commands only if all hold, so a batch is all-or-nothing; on a conflict the caller re-reads and
 re-plans. Commands are grouped by the caller (one HSET of a thousand fields, not a thousand HSETs).
+
+A batch may also require stream entries to still exist (`require_entry`): the import runner's batch
+applies one entry of rows and deletes it, so a second runner that read the same entry (two runners, or a
+restarted one beside its old self) finds it gone and gets `EntryGone` instead of re-planning and counting
+the rows twice.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from store.lua import lua_string
 
 _SCRIPT = """
 local batch = cmsgpack.unpack(ARGV[1])
+local entries = batch[3]
+for i = 1, #entries do
+  if #redis.call('XRANGE', entries[i][1], entries[i][2], entries[i][2]) == 0 then return -1 end
+end
 local checks = batch[1]
 for i = 1, #checks do
   local check = checks[i]
@@ -40,12 +49,17 @@ return 0
 CHUNK = 1000  # fields per HMGET/HSET: Lua's unpack() takes at most ~8000 values
 
 
+class EntryGone(Exception):
+    """A stream entry the batch requires was deleted meanwhile: someone else applied it."""
+
+
 class Batch:
     """Checks and commands of one atomic write, built up by the stores."""
 
     def __init__(self) -> None:
         self.checks: list[list[Any]] = []
         self.commands: list[list[Any]] = []
+        self.entries: list[list[Any]] = []
 
     def expect(self, key: str, expected: dict[str, bytes | None]) -> None:
         """Each field of hash `key` must still hold its value (None: must not exist)."""
@@ -54,6 +68,10 @@ class Batch:
             part = items[start : start + CHUNK]
             values = [False if v is None else lua_string(v) for _, v in part]
             self.checks.append([key, [f for f, _ in part], values])
+
+    def require_entry(self, stream: str, entry_id: bytes) -> None:
+        """Apply nothing (`EntryGone`) unless stream entry `entry_id` still exists."""
+        self.entries.append([stream, lua_string(entry_id)])
 
     def command(self, *args: Any) -> None:
         self.commands.append([lua_string(a) if isinstance(a, bytes) else a for a in args])
@@ -81,8 +99,12 @@ class CompareAndApply:
         self._encode = msgspec.msgpack.Encoder().encode
 
     async def __call__(self, batch: Batch) -> bool:
-        """True if every check held and the commands ran; False if something changed meanwhile."""
+        """True if every check held and the commands ran; False if something changed meanwhile;
+        `EntryGone` if a required stream entry no longer exists."""
         if not batch.commands:
             return True
-        payload = self._encode([batch.checks, batch.commands])
-        return int(await self._script(keys=[], args=[payload])) == 0
+        payload = self._encode([batch.checks, batch.commands, batch.entries])
+        outcome = int(await self._script(keys=[], args=[payload]))
+        if outcome < 0:
+            raise EntryGone()
+        return outcome == 0

@@ -29,7 +29,13 @@ from store.compare_apply import Batch
 from store.replies import as_bytes, as_text, hash_fields, stream_entries
 
 ROWS_FIELD = b"r"
+TOUCHED = "touched_ms"  # when the upload last appended rows: an upload silent for long has died
 COUNTERS = ("rows", "created", "updated", "unchanged", "rejected")
+_MARK_UPLOADED = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'uploading' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'running')
+return 1
+"""
 _encode = msgspec.msgpack.Encoder().encode
 _decode_rows = msgspec.msgpack.Decoder(list[tuple[int, list[str]]]).decode
 
@@ -45,7 +51,10 @@ class ImportStore:
     async def create(self, record: ImportRecord) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keyspace.subscriber_import(record.workspace, record.id), _encode(record))
-            pipe.hset(keyspace.import_progress(record.workspace, record.id), mapping={"status": "uploading"})
+            pipe.hset(
+                keyspace.import_progress(record.workspace, record.id),
+                mapping={"status": "uploading", TOUCHED: record.created_ms},
+            )
             pages.index_add(pipe, keyspace.list_imports(record.workspace, record.list_id), record.id)
             pipe.sadd(keyspace.IMPORTS_ACTIVE, active_member(record.workspace, record.id))
             await pipe.execute()
@@ -54,19 +63,28 @@ class ImportStore:
         await self.redis.set(keyspace.subscriber_import(record.workspace, record.id), _encode(record))
 
     async def append_rows(
-        self, workspace: str, import_id: str, rows: list[tuple[int, list[str]]], errors: list[RowError]
+        self,
+        workspace: str,
+        import_id: str,
+        rows: list[tuple[int, list[str]]],
+        errors: list[RowError],
+        now_ms: int,
     ) -> None:
-        """One entry of rows; rows the parser already refused are counted and recorded at once."""
+        """One entry of rows; rows the parser already refused are counted and recorded at once. The
+        upload's last sign of life moves to `now_ms` (see `stalled`)."""
         async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keyspace.import_progress(workspace, import_id), TOUCHED, now_ms)
             if rows:
                 pipe.xadd(keyspace.import_rows(workspace, import_id), {ROWS_FIELD: _encode(rows)})
             if errors:
                 add_errors(pipe, workspace, import_id, errors)
             await pipe.execute()
 
-    async def uploaded(self, workspace: str, import_id: str) -> None:
-        """The body is durable: the runner may finish the import once its stream is empty."""
-        await self.redis.hset(keyspace.import_progress(workspace, import_id), "status", "running")
+    async def uploaded(self, workspace: str, import_id: str) -> bool:
+        """The body is durable: the runner may finish the import once its stream is empty. False if the
+        import is no longer uploading (the runner failed it as stalled): it stays failed."""
+        key = keyspace.import_progress(workspace, import_id)
+        return bool(await self.redis.eval(_MARK_UPLOADED, 1, key))
 
     async def fail(self, workspace: str, import_id: str, reason: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -117,6 +135,14 @@ class ImportStore:
         entry_id, fields = found[0]
         return entry_id, _decode_rows(fields[ROWS_FIELD])
 
+    async def stalled(self, workspace: str, import_id: str, now_ms: int, after_ms: int) -> bool:
+        """Still uploading, with no rows appended for `after_ms`: the ingress that read it is gone (a
+        process that dies mid-body runs no `fail`), so nothing will ever mark it uploaded."""
+        status, touched = await self.redis.hmget(
+            keyspace.import_progress(workspace, import_id), "status", TOUCHED
+        )
+        return status == b"uploading" and touched is not None and now_ms - int(touched) > after_ms
+
     async def complete(self, workspace: str, import_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keyspace.import_progress(workspace, import_id), "status", "completed")
@@ -139,7 +165,9 @@ def commit_entry(
     counts: dict[str, int],
     errors: list[RowError],
 ) -> None:
-    """The runner's progress, in the same script as the rows' subscriber writes."""
+    """The runner's progress, in the same script as the rows' subscriber writes, applied only while the
+    entry exists: a second runner that read it too applies nothing (`EntryGone`)."""
+    batch.require_entry(keyspace.import_rows(workspace, import_id), entry_id)
     progress = keyspace.import_progress(workspace, import_id)
     for name, value in counts.items():
         if value:

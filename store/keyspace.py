@@ -282,6 +282,10 @@ def audit_checkpoints(workspace: str) -> str:
 # count is a ZCARD and a page a ZREVRANGEBYLEX. An import's rows wait in a stream of their own until the
 # import runner applies them; IMPORTS_ACTIVE tells it which imports have rows.
 IMPORTS_ACTIVE = PREFIX + "imports:active"  # set: "ws|imp" with rows to apply
+# Confirmation mails the import runner could not send itself (the send path is the ingress's): one entry
+# per applied batch, written in the batch's own script; consumed by every ingress through one group.
+CONFIRMATION_OUTBOX = PREFIX + "confirm:outbox"  # stream: field c = msgpack PendingConfirmations
+CONFIRMATION_GROUP = "confirm"
 
 
 def subscribers(workspace: str) -> str:

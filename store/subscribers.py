@@ -173,8 +173,11 @@ class SubscriberStore:
 
         return await self.change(workspace, subscriber_id, mutate)
 
-    async def remove_from_list(self, workspace: str, subscriber_id: str, list_id: str) -> bool:
-        """Drop the membership (no unsubscribe, no suppression). False if it was not a member."""
+    async def remove_from_list(self, workspace: str, subscriber_id: str, list_id: str, now_ms: int) -> bool:
+        """Drop the membership (no unsubscribe, no suppression). False if it was not a member.
+
+        Appends `list.removed` so the segments mirror drops the membership too (its row becomes
+        `removed` at the new version, which no older event can overwrite)."""
         removed = False
 
         def mutate(record: SubscriberRecord, batch: Batch) -> list[Event] | None:
@@ -183,9 +186,8 @@ class SubscriberStore:
             if member is None:
                 return None
             removed = True
-            record.version += 1
             batch.command("ZREM", keyspace.list_members(workspace, list_id, member.status), subscriber_id)
-            return []
+            return [member_event(record, workspace, list_id, "removed", now_ms)]
 
         await self.change(workspace, subscriber_id, mutate)
         return removed

@@ -5,8 +5,10 @@ One step applies one waiting entry (â‰ˆ2,000 rows) of each active import: rows â
 `SubscriberStore.upsert` whose script also adds the progress counters, appends the row errors and
 deletes the entry. A crash before that script re-applies the entry later (an upsert of the same rows is
 idempotent and nothing was counted yet); after it, the entry is gone. An import whose upload finished and
-whose stream is empty is completed. Imports into a double opt-in list leave new members `unconfirmed`;
-their confirmation mails are not sent from here (the send path lives in the ingress).
+whose stream is empty is completed; one still uploading that appended nothing for `stale_upload_after`
+(its ingress died mid-body) is failed. New members of a double opt-in list are `unconfirmed`: the same
+script queues their confirmation mails in the outbox (`store/confirmation_outbox.py`), which the ingress
+sends (the send path lives there).
 """
 
 from __future__ import annotations
@@ -21,12 +23,18 @@ import redis.asyncio as aioredis
 
 from schemas.audience import ImportRecord, RowError, SubscriberInput
 from schemas.subscriber_items import row_item
+from store.compare_apply import EntryGone
+from store.confirmation_outbox import PendingConfirmations
+from store.confirmation_outbox import queue as queue_confirmations
 from store.imports import ImportStore, commit_entry
 from store.lists import ListStore
 from store.subscriber_changes import Plan
 from store.subscribers import SubscriberStore
 
 log = logging.getLogger("mailers.imports")
+# An upload that appended no rows for this long has lost its ingress (a live one appends a batch every
+# ~2,000 rows, far more often than this even on a slow link).
+STALE_UPLOAD_AFTER = 600.0
 
 
 def rows_to_items(
@@ -49,9 +57,16 @@ def rows_to_items(
 
 
 class ImportRunner:
-    def __init__(self, redis: aioredis.Redis, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        clock: Callable[[], float] = time.time,
+        stale_upload_after: float = STALE_UPLOAD_AFTER,
+    ) -> None:
         self.redis = redis
         self.clock = clock
+        self.stale_upload_ms = int(stale_upload_after * 1000)
         self.imports = ImportStore(redis)
         self.lists = ListStore(redis)
         self.subscribers = SubscriberStore(redis)
@@ -91,8 +106,15 @@ class ImportRunner:
             if (await self.imports.progress(workspace, import_id))["status"] == "running":
                 await self.imports.complete(workspace, import_id)
                 return 1
+            now_ms = int(self.clock() * 1000)
+            if await self.imports.stalled(workspace, import_id, now_ms, self.stale_upload_ms):
+                await self.imports.fail(workspace, import_id, "the upload stopped before the end of the file")
+                return 1
             return 0  # still uploading
-        await self.apply(record, target, *entry)
+        try:
+            await self.apply(record, target, *entry)
+        except EntryGone:  # another runner applied this entry meanwhile; its counts are in
+            pass
         return 1
 
     async def apply(
@@ -109,6 +131,10 @@ class ImportRunner:
                 "rejected": len(errors),
             }
             commit_entry(batch, record.workspace, record.id, entry_id, counts, errors)
+            pending = PendingConfirmations(
+                record.workspace, target.id, record.key_id, now_ms, plan.confirmations
+            )
+            queue_confirmations(batch, pending)
 
         now_ms = int(self.clock() * 1000)
         return await self.subscribers.upsert(target, items, mode=record.mode, now_ms=now_ms, extra=progress)

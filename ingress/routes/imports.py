@@ -40,7 +40,11 @@ CHUNK_BYTES = 256 * 1024
     streamed=True,
     summary="Import a text/csv body of any size (header: email, name, attributes); 202 once it is durable",
     tag=TAG,
-    responses={415: "Not a text/csv body", 422: "No email column, or a column that is not an attribute name"},
+    responses={
+        409: "The import was failed as stalled while the body was still arriving",
+        415: "Not a text/csv body",
+        422: "No email column, or a column that is not an attribute name",
+    },
 )
 async def create_import(request: web.Request, query: ImportQuery) -> web.Response:
     if request.content_type not in CSV_TYPES:
@@ -54,6 +58,7 @@ async def create_import(request: web.Request, query: ImportQuery) -> web.Respons
         columns=[],
         mode=query.mode,
         created_ms=int(time.time() * 1000),
+        key_id=principal(request).key.id,
     )
     await store.create(record)
     try:
@@ -61,7 +66,8 @@ async def create_import(request: web.Request, query: ImportQuery) -> web.Respons
     except BaseException as exc:
         await store.fail(record.workspace, record.id, f"upload failed: {type(exc).__name__}")
         raise
-    await store.uploaded(record.workspace, record.id)
+    if not await store.uploaded(record.workspace, record.id):
+        raise ApiError("conflict", "The import was failed as stalled while this upload ran; upload it again")
     return json_response(ImportView(id=record.id, list=target.id, status="running"), status=202)
 
 
@@ -78,7 +84,7 @@ async def _upload(request: web.Request, store: ImportStore, record: ImportRecord
             await store.set_columns(record)
             rows = rows[1:]
         errors = [RowError(line, "row_too_long", "the row is longer than 64 KiB") for line in batch.too_long]
-        await store.append_rows(record.workspace, record.id, rows, errors)
+        await store.append_rows(record.workspace, record.id, rows, errors, int(time.time() * 1000))
     if not record.columns:
         raise validation_error("#/header", "the file is empty", "missing_header")
 

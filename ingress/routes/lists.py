@@ -227,7 +227,7 @@ async def remove_member(request: web.Request, query: RemoveQuery) -> web.Respons
     if query.mode == "unsubscribe":
         record = await unsubscribe(redis, target.workspace, record.id, target.id, source="api")
     else:
-        await store.remove_from_list(target.workspace, subscriber_id, target.id)
+        await store.remove_from_list(target.workspace, subscriber_id, target.id, now_ms())
         record = await store.get(target.workspace, subscriber_id)
     if record is None:
         raise not_found("subscriber on this list")

@@ -8,6 +8,7 @@ import time
 import msgspec
 from aiohttp import web
 
+from analytics.errors import StoreUnavailable
 from ingress.audience_views import subscriber_view
 from ingress.confirmation import confirm_tokens
 from ingress.context import SERVICES, principal
@@ -82,16 +83,34 @@ async def update_subscriber(request: web.Request, body: UpdateSubscriber) -> web
     tag=TAG,
 )
 async def erase_subscriber(request: web.Request) -> web.Response:
+    """The analytics side first: if it is unavailable (503), the person is still in Redis and a retried
+    DELETE finds them, instead of a 404 that would leave their analytics rows behind for good."""
     services = request.app[SERVICES]
-    workspace = principal(request).workspace
-    erased = await SubscriberStore(services.redis).erase(
-        workspace, request.match_info["id"], int(time.time() * 1000)
-    )
+    workspace, subscriber_id = principal(request).workspace, request.match_info["id"]
+    store = SubscriberStore(services.redis)
+    record = await store.get(workspace, subscriber_id)
+    if record is None:
+        raise not_found("subscriber")
+    await _erase_analytics(services, workspace, record.email, record.id)
+    erased = await store.erase(workspace, subscriber_id, int(time.time() * 1000))
     if erased is None:
         raise not_found("subscriber")
-    if services.gateway is not None:
-        await services.gateway.erase_subscriber(workspace, erased.email, erased.id)
+    if erased.email != record.email:  # the address changed meanwhile: erase that one too
+        await _erase_analytics(services, workspace, erased.email, erased.id)
     return json_response(Deleted(id=erased.id, object="subscriber"))
+
+
+async def _erase_analytics(services, workspace: str, email: str, subscriber_id: str) -> None:
+    try:
+        if services.gateway is None:
+            raise StoreUnavailable("no gateway to the analytics store")
+        await services.gateway.erase_subscriber(workspace, email, subscriber_id)
+    except StoreUnavailable:
+        raise ApiError(
+            "unavailable",
+            "The analytics store is unavailable; retry the erasure",
+            headers={"Retry-After": "5"},
+        ) from None
 
 
 @routes.route(

@@ -1,6 +1,7 @@
 """How chDB answers segment conditions (issue #12's speed): event conditions read the events_by_type
-projection (one type, one window) instead of the table's time order, membership in lists reads no FINAL,
-and the IN-subquery index analysis is off. Answers are test_segment_parity.py's job; this checks the plan."""
+projection (one type, one window) instead of the table's time order, membership reads the newest version
+(FINAL: a `removed` row replaces a membership), and the IN-subquery index analysis is off. Answers are
+test_segment_parity.py's job; this checks the plan."""
 
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ async def test_event_conditions_read_the_type_ordered_projection(tmp_path, chdb_
     await store.close()
 
 
-def test_lists_alone_read_memberships_without_final_and_statuses_with_it():
+def test_membership_reads_the_newest_version_and_skips_removed_members():
     from analytics.clickhouse_backend import ClickHouseStore
 
     query = SegmentQuery(lists=(L1,))
     compiler = SegmentCompiler(ClickHouseStore.dialect, ClickHouseStore.json, WS, query, NOW)
-    assert "memberships WHERE" in compiler.where(None)
+    lists_alone = compiler.where(None)
+    assert "memberships FINAL WHERE" in lists_alone and "status <> 'removed'" in lists_alone
     condition = parse_condition({"attribute": "list_status", "op": "eq", "value": "subscribed"})
     assert "memberships FINAL WHERE" in compiler.where(condition)
     assert "use_index_for_in_with_subqueries = 0" in ClickHouseStore.json.settings

@@ -3,9 +3,12 @@ idempotent re-application, line numbers of rejected rows."""
 
 from __future__ import annotations
 
+import pytest
+
 from actors.imports.body import ImportRunner
 from ingress.csv_upload import CsvChunker, parse_records
 from store import keyspace
+from store.compare_apply import EntryGone
 from tests.audience.test_subscribers_api import new_list
 
 CSV = (
@@ -94,7 +97,7 @@ async def test_applying_an_entry_twice_counts_it_once(client, admin, redis) -> N
     record = await runner.imports.get(workspace, import_id)
     target = await runner.lists.get(workspace, lst["id"])
     await runner.apply(record, target, *entry)
-    await runner.imports.append_rows(workspace, import_id, entry[1], [])  # the same rows once more
+    await runner.imports.append_rows(workspace, import_id, entry[1], [], 0)  # the same rows once more
     await runner.run_until_idle()
     done = await (await client.get(f"/v1/lists/{lst['id']}/imports/{started['id']}", headers=admin)).json()
     assert (done["rows"], done["created"], done["unchanged"]) == (4, 2, 2)
@@ -113,3 +116,21 @@ def test_chunker_keeps_quoted_newlines_and_line_numbers_across_chunks() -> None:
         (5, ["c@x.io", "C"]),
     ]
     assert too_long == [4]
+
+
+async def test_two_runners_reading_the_same_entry_count_it_once(client, admin, redis) -> None:
+    """Two runners (a restarted one beside its old self, or a test's beside the session's actor) that
+    read the same entry: the second finds it applied and deleted, and neither re-plans nor re-counts."""
+    lst = await new_list(client, admin)
+    started = await import_csv(client, admin, lst["id"], "email\na@example.com\nb@example.com\n")
+    first, second = ImportRunner(redis), ImportRunner(redis)
+    [(workspace, import_id)] = await first.imports.active()
+    entry = await first.imports.next_entry(workspace, import_id)
+    record = await first.imports.get(workspace, import_id)
+    target = await first.lists.get(workspace, lst["id"])
+    await second.apply(record, target, *entry)
+    with pytest.raises(EntryGone):
+        await first.apply(record, target, *entry)
+    await first.run_until_idle()
+    done = await (await client.get(f"/v1/lists/{lst['id']}/imports/{started['id']}", headers=admin)).json()
+    assert (done["status"], done["rows"], done["created"], done["unchanged"]) == ("completed", 2, 2, 0)

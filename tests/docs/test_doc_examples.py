@@ -16,7 +16,7 @@ import pytest
 from tests.pipeline.conftest import sink, smtp_server  # noqa: F401  (fixtures: the sends need a server)
 
 ROOT = Path(__file__).parents[2]
-PAGES = ["docs/templates.md"]
+PAGES = ["docs/templates.md", "docs/audience.md"]
 SH_BLOCK = re.compile(r"```sh\n(.*?)```", re.DOTALL)
 
 

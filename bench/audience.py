@@ -1,0 +1,230 @@
+"""Subscribers, bulk upserts and CSV imports (issue #12), each figure beside a baseline of the same run.
+
+`python -m bench.audience [--subscribers 1000000] [--bulk-requests 20] [--csv-rows 1000000]
+[--phases memory,bulk,csv]`
+
+- memory: Redis `used_memory` per subscriber after loading `--subscribers` through the store's bulk
+  upsert path (`SubscriberStore.upsert`, batches of 10,000, one list): the same read → plan → script the
+  API runs, without HTTP. Baseline: the payload itself (msgpack record + address + id bytes).
+- bulk: `POST /v1/lists/{id}/subscribers` with 10,000 new subscribers per request, sequential, p50/p95
+  (target p95 ≤ 500 ms), beside a bare pipelined HSET of the same records from this process.
+- csv: a `--csv-rows` file streamed to `POST /v1/lists/{id}/imports`, timed until the import runner
+  completes it: rows/s (target ≥ 50,000) and the peak RSS growth of the ingress + import-runner processes
+  (target ≤ 300 MB), beside parsing the same file with the csv module alone.
+`mailers serve` (with its local Ray and the import runner) and Redis run on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import redis.asyncio as aioredis
+
+from bench.process_memory import RssSampler, pids_named
+from bench.send import KEY, MAILERS, stop, wait_ready
+from schemas.audience import ListRecord, SubscriberInput, SubscriberRecord
+from store import keyspace
+from store.redis_server import RedisServer, free_port
+from store.subscribers import SubscriberStore
+
+BATCH = 10_000
+HEADERS = {"Authorization": f"Bearer {KEY}"}
+JSON = {"Content-Type": "application/json"}
+
+
+def person(i: int) -> dict:
+    return {"email": f"user{i}@example.com", "name": f"User {i}", "attributes": {"plan": "pro", "n": i}}
+
+
+async def memory(redis_url: str, count: int) -> list[str]:
+    redis = aioredis.Redis.from_url(redis_url)
+    store, target = (
+        SubscriberStore(redis),
+        ListRecord(id="lst_mem", workspace="mem", name="m", created_ms=0, updated_ms=0),
+    )
+    before = (await redis.info("memory"))["used_memory"]
+    started = time.perf_counter()
+    for start in range(0, count, BATCH):
+        items = [
+            SubscriberInput(email=p["email"], name=p["name"], attributes=p["attributes"])
+            for p in map(person, range(start, min(start + BATCH, count)))
+        ]
+        await store.upsert(target, items, mode="upsert", now_ms=int(time.time() * 1000))
+    elapsed = time.perf_counter() - started
+    after = (await redis.info("memory"))["used_memory"]
+    # The loader's events wait on m:events until the event sink reads and trims them; at rest a
+    # subscriber costs what remains without them.
+    stream = await redis.memory_usage(keyspace.EVENT_STREAM) or 0
+    await redis.delete(keyspace.EVENT_STREAM)
+    at_rest = (await redis.info("memory"))["used_memory"]
+    sample = await redis.hrandfield(keyspace.subscribers("mem"), 1, withvalues=True)
+    record = msgspec.msgpack.decode(sample[1], type=SubscriberRecord)
+    payload = len(sample[1]) + len(record.email) + len(record.id)
+    await redis.flushdb()
+    await redis.aclose()
+    per, rest = (after - before) / count, (at_rest - before) / count
+    return [
+        f"| memory per subscriber, {count:,} loaded (store bulk path, {count / elapsed:,.0f}/s), "
+        f"their events still on the stream ({stream / count:,.0f} B each) "
+        f"| {per:,.0f} B | {per * 1e6 / 2**20:,.0f} MiB per million |",
+        f"| memory per subscriber at rest (the events consumed) | {rest:,.0f} B "
+        f"| {rest * 1e6 / 2**20:,.0f} MiB per million |",
+        f"| baseline: the payload (record {len(sample[1])} B + address + id) | {payload:,} B | |",
+    ]
+
+
+async def bulk(base: str, redis_url: str, requests: int) -> list[str]:
+    async with aiohttp.ClientSession(base, headers=HEADERS) as session:
+        list_id = await new_list(session, "bulk")
+        ours = []
+        for r in range(requests):
+            body = msgspec.json.encode({"subscribers": [person(r * BATCH + j) for j in range(BATCH)]})
+            started = time.perf_counter()
+            post = session.post(f"/v1/lists/{list_id}/subscribers", data=body, headers=JSON)
+            async with post as response:
+                assert response.status == 200, await response.text()
+                await response.read()
+            ours.append((time.perf_counter() - started) * 1000)
+    bare = await bare_hset(redis_url, requests)
+    return [
+        f"| bulk upsert 10,000/request via HTTP ({requests} requests) | {_p(ours)} |",
+        f"| baseline: pipelined HSET of the same 10,000 records | {_p(bare)} |",
+    ]
+
+
+async def bare_hset(redis_url: str, requests: int) -> list[float]:
+    redis, times = aioredis.Redis.from_url(redis_url), []
+    encode = msgspec.msgpack.Encoder().encode
+    for r in range(requests):
+        started = time.perf_counter()
+        records = {f"sub_{r}_{j}": encode(person(r * BATCH + j)) for j in range(BATCH)}
+        emails = {person(r * BATCH + j)["email"]: f"sub_{r}_{j}" for j in range(BATCH)}
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hset("bench:subs", mapping=records)
+            pipe.hset("bench:subs:email", mapping=emails)
+            await pipe.execute()
+        times.append((time.perf_counter() - started) * 1000)
+    await redis.delete("bench:subs", "bench:subs:email")
+    await redis.aclose()
+    return times
+
+
+async def csv_import(base: str, serve_pid: int, rows: int, data: Path) -> list[str]:
+    path = data / "people.csv"
+    with path.open("w") as out:
+        out.write("email,name,plan\n")
+        for i in range(rows):
+            out.write(f"csv{i}@example.com,Person {i},pro\n")
+    started = time.perf_counter()
+    parsed = sum(1 for _ in csv.reader(path.open(newline=""))) - 1
+    bare = parsed / (time.perf_counter() - started)
+    watched = [serve_pid, *pids_named("ImportRunnerActor")]
+    async with aiohttp.ClientSession(base, headers=HEADERS) as session, RssSampler(watched) as rss:
+        list_id = await new_list(session, "csv")
+        started = time.perf_counter()
+        state = await upload_and_follow(session, list_id, path)
+        elapsed = time.perf_counter() - started
+    assert state["status"] == "completed" and state["created"] == rows, state
+    return [
+        f"| CSV import of {rows:,} rows via HTTP + runner | {rows / elapsed:,.0f} rows/s "
+        f"| peak RSS growth {rss.peak_growth_mb:,.0f} MB ({len(watched)} processes) |",
+        f"| baseline: csv.reader over the same file | {bare:,.0f} rows/s | |",
+    ]
+
+
+async def upload_and_follow(session: aiohttp.ClientSession, list_id: str, path: Path) -> dict:
+    async def chunks():
+        with path.open("rb") as source:
+            while chunk := source.read(256 * 1024):
+                yield chunk
+
+    headers = {"Content-Type": "text/csv"}
+    async with session.post(f"/v1/lists/{list_id}/imports", data=chunks(), headers=headers) as response:
+        assert response.status == 202, await response.text()
+        import_id = (await response.json())["id"]
+    while True:
+        async with session.get(f"/v1/lists/{list_id}/imports/{import_id}") as response:
+            state = await response.json()
+        if state["status"] != "running":
+            return state
+        await asyncio.sleep(0.2)
+
+
+async def new_list(session: aiohttp.ClientSession, name: str) -> str:
+    async with session.post("/v1/lists", json={"name": name}) as response:
+        assert response.status == 201, await response.text()
+        return (await response.json())["id"]
+
+
+def _p(values: list[float]) -> str:
+    q = statistics.quantiles(values, n=20) if len(values) > 1 else values * 19
+    return f"p50 {statistics.median(values):,.0f} ms | p95 {q[18]:,.0f} ms"
+
+
+async def run(args: argparse.Namespace) -> None:
+    phases = set(args.phases.split(","))
+    data = Path(tempfile.mkdtemp(prefix="mailers-bench-audience-"))
+    redis = RedisServer(data / "redis", appendonly=False).start()
+    print("| what | figure | |\n|---|---|---|", flush=True)
+    try:
+        if "memory" in phases:
+            print("\n".join(await memory(redis.url, args.subscribers)), flush=True)
+        if phases & {"bulk", "csv"}:
+            await server_phases(args, phases, redis.url, data)
+    finally:
+        redis.stop()
+
+
+async def server_phases(args: argparse.Namespace, phases: set[str], redis_url: str, data: Path) -> None:
+    port = free_port()
+    mailers = start_mailers(port, redis_url, data)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(base + "/readyz", mailers)
+        if "bulk" in phases:
+            print("\n".join(await bulk(base, redis_url, args.bulk_requests)), flush=True)
+        if "csv" in phases:
+            print("\n".join(await csv_import(base, mailers.pid, args.csv_rows, data)), flush=True)
+    finally:
+        stop(mailers)
+
+
+def start_mailers(port: int, redis_url: str, data: Path) -> subprocess.Popen:
+    """`mailers serve` as bench/send.py starts it, with body caps out of the way of a file of any size."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILERS_")}
+    env.update(
+        MAILERS_PORT=str(port),
+        MAILERS_REDIS_URL=redis_url,
+        MAILERS_DATA_DIR=str(data),
+        MAILERS_BOOTSTRAP_KEY=KEY,
+        MAILERS_RATE_LIMIT_PER_SECOND="1000000",
+        MAILERS_RATE_LIMIT_BURST="1000000",
+        MAILERS_MAX_BODY_BYTES=str(2**31),
+        MAILERS_BODY_BYTES_PER_SECOND=str(2**31),
+    )
+    return subprocess.Popen([MAILERS, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subscribers", type=int, default=1_000_000)
+    parser.add_argument("--bulk-requests", type=int, default=20)
+    parser.add_argument("--csv-rows", type=int, default=1_000_000)
+    parser.add_argument("--phases", default="memory,bulk,csv")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
