@@ -103,13 +103,9 @@ class Gateway:
         await self.key_usage.drain()
         await self.suppressions.drain()
 
-    def close(self) -> None:
-        """Leave Ray at shutdown (the ingress never imports ray itself)."""
-        shutdown_ray()
-
     @staticmethod
     def leave_ray() -> None:
-        """Leave Ray whether or not a gateway was built (a failed start-up cleans up through this)."""
+        """Leave Ray at shutdown, whether or not a gateway was built (the ingress never imports ray)."""
         shutdown_ray()
 
     @staticmethod
