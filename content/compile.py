@@ -19,6 +19,7 @@ from inscriptis import get_text
 from liquid import BoundTemplate
 from liquid.exceptions import LiquidError
 
+from content.delimiters import first_unclosed
 from content.errors import ContentProblem, TemplateProblems, one_problem
 from content.masking import masked_apply
 from content.sandbox import environment
@@ -96,6 +97,15 @@ def _to_html(body: str, *, mjml: bool, pointer: str) -> str:
 def _parse(
     env, source: str, pointer: str, partials: Mapping[str, str], problems: list[ContentProblem]
 ) -> BoundTemplate | None:
+    unclosed = first_unclosed(source)
+    if unclosed is not None:  # before python-liquid, whose lexer is quadratic on unclosed openings
+        line, column = _line_col(source, unclosed)
+        problems.append(
+            ContentProblem(
+                pointer, f"unclosed {source[unclosed : unclosed + 2]} at line {line}, column {column}"
+            )
+        )
+        return None
     try:
         template = env.from_string(source)
     except LiquidError as exc:
