@@ -426,3 +426,35 @@ def insert_old_rows_duckdb(db, found: list[Event]) -> None:
 def insert_old_rows_clickhouse(client, found: list[Event]) -> None:
     columns = _old_columns(found)
     client.insert("events", list(columns.values()), column_names=list(columns), column_oriented=True)
+
+
+async def test_the_report_crosses_ray_from_the_event_sink_in_duckdb_mode(
+    ray_session, redis, redis_url, tmp_path
+):
+    """In DuckDB mode the routes' store is the EventSink's client: the report and the A/B metric come
+    back through Ray as the same structs."""
+    import asyncio
+
+    import ray
+
+    from actors.event_sink.client import EventSinkClient, start_event_sink
+    from schemas.settings import load_settings
+    from store import keyspace
+
+    settings = load_settings({}, data_dir=str(tmp_path), redis_url=redis_url, ray_namespace="mailers-test")
+    handle = start_event_sink(settings, redis_url=redis_url, name="event-sink-report", max_latency=0.05)
+    try:
+        client = EventSinkClient(handle)
+        assert await handle.ready.remote()
+        encode = msgspec.msgpack.Encoder().encode
+        await redis.xadd(keyspace.EVENT_STREAM, {keyspace.EVENT_FIELD: encode(campaign_events())})
+        async with asyncio.timeout(60):
+            while (await campaign_report(client, "acme", CAMPAIGN)).totals.sent < 5:
+                await asyncio.sleep(0.1)
+        report = await campaign_report(client, "acme", CAMPAIGN)
+        assert counts(report.totals) == TOTALS and report.timeline_bucket_seconds == 300
+        assert [(v.variant, v.opened_unique) for v in report.variants] == [("0", 1), ("1", 1)]
+        assert await variant_metric(client, "acme", CAMPAIGN, "open_rate") == {"0": 1.0, "1": 0.5}
+    finally:
+        await handle.shutdown.remote()
+        ray.kill(handle)
