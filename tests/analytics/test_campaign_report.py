@@ -458,3 +458,22 @@ async def test_the_report_crosses_ray_from_the_event_sink_in_duckdb_mode(
     finally:
         await handle.shutdown.remote()
         ray.kill(handle)
+
+
+async def test_domains_stop_at_a_hundred_most_sent_and_say_so(store):
+    from analytics.campaign_report import MAX_DOMAINS
+
+    sends = [
+        ev("message.sent", "10:00", msg(f"msg_{d}_{n}", f"u{n}@d{d:03d}.com", "smtp", "srv_1", None))
+        for d in range(MAX_DOMAINS + 1)
+        for n in range(1 + (d == 7))
+    ]
+    await store.insert(sends)
+    report = await campaign_report(store, "acme", CAMPAIGN)
+    assert report.totals.sent == MAX_DOMAINS + 2 and report.domains_truncated
+    assert len(report.domains) == MAX_DOMAINS
+    assert [(d.domain, d.sent) for d in report.domains[:3]] == [
+        ("d007.com", 2),
+        ("d000.com", 1),
+        ("d001.com", 1),
+    ]
