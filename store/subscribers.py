@@ -25,11 +25,13 @@ from schemas.audience import (
     subscriber_decoder,
     subscriber_encoder,
 )
-from schemas.events import Event, event_msgpack_encoder
+from schemas.events import event_msgpack_encoder
 from store import keyspace
 from store.compare_apply import Batch, CompareAndApply
+from store.lua import lua_string
 from store.replies import as_bytes_or_none, as_text
 from store.subscriber_changes import (
+    ChangeEvent,
     Plan,
     member_event,
     merge_fields,
@@ -116,14 +118,12 @@ class SubscriberStore:
     @staticmethod
     def _write_plan(batch: Batch, workspace: str, plan: Plan) -> None:
         if plan.records:
-            encoded = {i: subscriber_encoder.encode(r) for i, r in plan.records.items()}
-            batch.hset(keyspace.subscribers(workspace), encoded)  # type: ignore[arg-type]
+            encode = subscriber_encoder.encode
+            encoded = {i: lua_string(encode(r)) for i, r in plan.records.items()}
+            batch.hset(keyspace.subscribers(workspace), encoded)
         if plan.new_emails:
-            batch.hset(keyspace.subscriber_emails(workspace), plan.new_emails)  # type: ignore[arg-type]
-        moves: dict[tuple[str, str | None, str], list[str]] = {}
-        for move in plan.moves:
-            moves.setdefault((move.list_id, move.old, move.new), []).append(move.subscriber_id)
-        for (list_id, old, new), ids in moves.items():
+            batch.hset(keyspace.subscriber_emails(workspace), plan.new_emails)
+        for (list_id, old, new), ids in plan.moves.items():
             if old is not None:
                 batch.spread("ZREM", keyspace.list_members(workspace, list_id, old), ids)
             pairs = [x for i in ids for x in (0, i)]
@@ -135,7 +135,7 @@ class SubscriberStore:
         self,
         workspace: str,
         subscriber_id: str,
-        mutate: Callable[[SubscriberRecord, Batch], list[Event] | None],
+        mutate: Callable[[SubscriberRecord, Batch], list[ChangeEvent] | None],
     ) -> SubscriberRecord | None:
         """Read, `mutate` (in place; adds its own commands; returns the events, or None for no change),
         write back atomically. None if there is no such subscriber."""
@@ -162,7 +162,7 @@ class SubscriberStore:
     ) -> SubscriberRecord | None:
         """Move a member of `list_id` to `status` (unsubscribe, confirm); a non-member stays one."""
 
-        def mutate(record: SubscriberRecord, batch: Batch) -> list[Event] | None:
+        def mutate(record: SubscriberRecord, batch: Batch) -> list[ChangeEvent] | None:
             plan = Plan()
             member = record.lists.get(list_id)
             if member is None or member.status == status:
@@ -180,7 +180,7 @@ class SubscriberStore:
         `removed` at the new version, which no older event can overwrite)."""
         removed = False
 
-        def mutate(record: SubscriberRecord, batch: Batch) -> list[Event] | None:
+        def mutate(record: SubscriberRecord, batch: Batch) -> list[ChangeEvent] | None:
             nonlocal removed
             member = record.lists.pop(list_id, None)
             if member is None:
@@ -197,7 +197,7 @@ class SubscriberStore:
     ) -> SubscriberRecord | None:
         """PATCH: `fields` may hold email (normalised), name, attributes (a patch), status."""
 
-        def mutate(record: SubscriberRecord, batch: Batch) -> list[Event] | None:
+        def mutate(record: SubscriberRecord, batch: Batch) -> list[ChangeEvent] | None:
             changed = merge_fields(record, fields.get("name"), fields.get("attributes", {}))
             if "name" in fields and fields["name"] is None and record.name is not None:
                 record.name, changed = None, True
@@ -224,7 +224,7 @@ class SubscriberStore:
     async def erase(self, workspace: str, subscriber_id: str, now_ms: int) -> SubscriberRecord | None:
         """Remove the person: record, address index, every membership; `subscriber.deleted` (no email)."""
 
-        def mutate(record: SubscriberRecord, batch: Batch) -> list[Event] | None:
+        def mutate(record: SubscriberRecord, batch: Batch) -> list[ChangeEvent] | None:
             batch.command("HDEL", keyspace.subscribers(workspace), record.id)
             batch.command("HDEL", keyspace.subscriber_emails(workspace), record.email)
             for list_id, member in record.lists.items():
@@ -241,21 +241,18 @@ class SubscriberStore:
 
     @staticmethod
     def _write_moves(batch: Batch, workspace: str, plan: Plan) -> None:
-        for move in plan.moves:
-            if move.old is not None:
-                batch.command(
-                    "ZREM", keyspace.list_members(workspace, move.list_id, move.old), move.subscriber_id
-                )
-            batch.command(
-                "ZADD", keyspace.list_members(workspace, move.list_id, move.new), 0, move.subscriber_id
-            )
+        for (list_id, old, new), ids in plan.moves.items():
+            for subscriber_id in ids:
+                if old is not None:
+                    batch.command("ZREM", keyspace.list_members(workspace, list_id, old), subscriber_id)
+                batch.command("ZADD", keyspace.list_members(workspace, list_id, new), 0, subscriber_id)
 
 
 def msgspec_copy(record: SubscriberRecord) -> SubscriberRecord:
     return subscriber_decoder.decode(subscriber_encoder.encode(record))
 
 
-def append_events(batch: Batch, events: list[Event]) -> None:
+def append_events(batch: Batch, events: list[ChangeEvent]) -> None:
     """All of a write's events as one entry of the event stream, in the write's own script."""
     if events:
         batch.command(
