@@ -24,8 +24,9 @@ MAX_ATTRIBUTES = 100
 MAX_BULK = 10_000
 ATTRIBUTE_KEY_PATTERN = "^[a-z][a-z0-9_]{0,63}$"
 AttributeKey = Annotated[str, msgspec.Meta(pattern=ATTRIBUTE_KEY_PATTERN)]
-Scalar = Annotated[str, msgspec.Meta(max_length=1000)] | int | float | bool
-AttributeValue = Scalar | Annotated[list[Scalar], msgspec.Meta(max_length=100)]
+MAX_ATTRIBUTE_TEXT, MAX_ATTRIBUTE_LIST = 1000, 100
+Scalar = Annotated[str, msgspec.Meta(max_length=MAX_ATTRIBUTE_TEXT)] | int | float | bool
+AttributeValue = Scalar | Annotated[list[Scalar], msgspec.Meta(max_length=MAX_ATTRIBUTE_LIST)]
 Attributes = Annotated[dict[AttributeKey, AttributeValue], msgspec.Meta(max_length=MAX_ATTRIBUTES)]
 # In a patch, null deletes the attribute.
 AttributePatch = Annotated[dict[AttributeKey, AttributeValue | None], msgspec.Meta(max_length=MAX_ATTRIBUTES)]

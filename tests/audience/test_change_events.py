@@ -9,6 +9,7 @@ import msgspec
 
 from schemas.audience import ListRecord, SubscriberInput, SubscriberRecord
 from schemas.events import Event, event_msgpack_encoder, events_msgpack_decoder
+from schemas.subscriber_items import checked_item, checked_items
 from store.subscriber_changes import Plan, copy_record, iso, merge_fields, plan_upsert, set_membership
 
 NOW = 1_760_000_000_123
@@ -102,3 +103,51 @@ def test_a_later_item_of_the_batch_updates_the_new_record_and_the_first_event_ke
         target(), items[1:], {"ana@example.com": copy_record(record)}, mode="upsert", now_ms=NOW
     )
     assert again.outcomes == ["unchanged"] and not again.events and not again.records
+
+
+TRICKY_ITEMS = [
+    {"email": "Ana@Example.COM", "name": "Ana", "attributes": {"plan": "pro", "n": 3, "f": 1.5, "b": True}},
+    {"email": "bo@example.com", "attributes": {"gone": None, "tags": ["a", 1, 2.5, False]}},
+    {"email": "cy@example.com", "attributes": {"Plan": "x"}},
+    {"email": "cy@example.com", "attributes": {"plan\n": "x"}},
+    {"email": "cy@example.com", "attributes": {"_x": "x"}},
+    {"email": "cy@example.com", "attributes": {"a" * 65: "x"}},
+    {"email": "cy@example.com", "attributes": {"a" * 64: "x" * 1000}},
+    {"email": "cy@example.com", "attributes": {"long": "x" * 1001}},
+    {"email": "cy@example.com", "attributes": {"nested": {"a": 1}}},
+    {"email": "cy@example.com", "attributes": {"l": [None]}},
+    {"email": "cy@example.com", "attributes": {"l": [[1]]}},
+    {"email": "cy@example.com", "attributes": {"l": list(range(101))}},
+    {"email": "cy@example.com", "attributes": {"l": list(range(100))}},
+    {"email": "cy@example.com", "attributes": {"l": ["x" * 1001]}},
+    {"email": "cy@example.com", "attributes": {f"k{i}": i for i in range(101)}},
+    {"email": "cy@example.com", "attributes": {"big": 2**64, "small": -(2**63) - 1}},
+    {"email": "cy@example.com", "attributes": {"big": 2**64 - 1, "small": -(2**63)}},
+    {"email": "not-an-address"},
+    {"email": "a b@example.com"},
+    {"email": "x@localhost"},
+    {"email": "ok@example.com", "status": "unconfirmed"},
+    {"email": "ok@example.com", "status": "maybe"},
+    {"email": "ok@example.com", "extra": 1},
+    {"email": "ok@example.com", "name": "n" * 201},
+    {"email": "ok@example.com", "attributes": []},
+]
+
+
+def test_the_one_call_decoding_of_bulk_items_agrees_with_the_schema_item_by_item() -> None:
+    """Each item alone and in a batch of valid items (the fast path) gives what `checked_item` gives."""
+    good = msgspec.Raw(msgspec.json.encode({"email": "fine@example.com", "attributes": {"plan": "x"}}))
+    for n, item in enumerate(TRICKY_ITEMS):
+        raw = msgspec.Raw(msgspec.json.encode(item))
+        alone = checked_item(raw, "#/subscribers/1")
+        assert checked_items([good, raw])[1] == alone, (n, item)
+        assert checked_items([raw, good])[0] == checked_item(raw, "#/subscribers/0"), (n, item)
+    # all the valid ones in one batch take the one-call path and still agree
+    valid = [
+        msgspec.Raw(msgspec.json.encode(item))
+        for item in TRICKY_ITEMS
+        if isinstance(checked_item(msgspec.Raw(msgspec.json.encode(item)), "#"), SubscriberInput)
+    ]
+    assert len(valid) == 8
+    expected = [checked_item(raw, f"#/subscribers/{i}") for i, raw in enumerate(valid)]
+    assert checked_items(valid) == expected
