@@ -30,8 +30,9 @@ AttributeValue = Scalar | Annotated[list[Scalar], msgspec.Meta(max_length=MAX_AT
 Attributes = Annotated[dict[AttributeKey, AttributeValue], msgspec.Meta(max_length=MAX_ATTRIBUTES)]
 # In a patch, null deletes the attribute.
 AttributePatch = Annotated[dict[AttributeKey, AttributeValue | None], msgspec.Meta(max_length=MAX_ATTRIBUTES)]
-EmailText = Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
-Name = Annotated[str, msgspec.Meta(max_length=200)]
+MAX_EMAIL, MAX_NAME = 320, 200
+EmailText = Annotated[str, msgspec.Meta(min_length=3, max_length=MAX_EMAIL)]
+Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
 ListName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Description = Annotated[str, msgspec.Meta(max_length=1000)]
 

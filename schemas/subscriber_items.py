@@ -16,6 +16,8 @@ from schemas.audience import (
     MAX_ATTRIBUTE_LIST,
     MAX_ATTRIBUTE_TEXT,
     MAX_ATTRIBUTES,
+    MAX_EMAIL,
+    MAX_NAME,
     EmailText,
     ItemProblem,
     MemberStatus,
@@ -178,3 +180,51 @@ def row_item(columns: list[str], line: int, cells: list[str]) -> SubscriberInput
     if isinstance(checked, ItemProblem):
         return RowError(line, "invalid_email", checked.detail)
     return checked
+
+
+def row_items(
+    columns: list[str], rows: list[tuple[int, list[str]]]
+) -> tuple[list[SubscriberInput], list[RowError], int]:
+    """`row_item` over many rows: (inputs, errors, how many were not blank), at a fraction of its cost.
+
+    The header's shape is read once; a row whose cells are plainly within the schema's limits becomes
+    an input directly (no dict, no `msgspec.convert`); any other row goes through `row_item` itself,
+    for its error. Attribute names were checked with the header (`header_problem`)."""
+    items: list[SubscriberInput] = []
+    errors: list[RowError] = []
+    counted = 0
+    width = len(columns)
+    email_at = columns.index("email") if "email" in columns else None
+    name_at = columns.index("name") if "name" in columns else None
+    attributes = [(i, c) for i, c in enumerate(columns) if c not in FIXED_COLUMNS]
+    plain_header = (
+        email_at is not None
+        and len(attributes) <= MAX_ATTRIBUTES
+        and all(_KEY.search(c) for _, c in attributes)
+        and len(set(columns)) == width
+    )
+    for line, cells in rows:
+        if not "".join(cells).strip():
+            continue  # a blank line is not a row
+        counted += 1
+        if plain_header and len(cells) == width:
+            email = cells[email_at].strip()  # type: ignore[index]
+            name = None if name_at is None else (cells[name_at].strip() or None)
+            patch = {c: cell for i, c in attributes if (cell := cells[i]) != ""}
+            if (
+                3 <= len(email) <= MAX_EMAIL
+                and (name is None or len(name) <= MAX_NAME)
+                and all(len(value) <= MAX_ATTRIBUTE_TEXT for value in patch.values())
+            ):
+                checked = normalised(SubscriberInput(email=email, name=name, attributes=patch), "#")
+                if isinstance(checked, ItemProblem):
+                    errors.append(RowError(line, "invalid_email", checked.detail))
+                else:
+                    items.append(checked)
+                continue
+        result = row_item(columns, line, cells)
+        if isinstance(result, RowError):
+            errors.append(result)
+        elif result is not None:
+            items.append(result)
+    return items, errors, counted
