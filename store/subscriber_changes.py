@@ -80,6 +80,12 @@ class EventIds:
             self._free = new_ids(self.prefix, 1024)
         return self._free.pop()
 
+    def reserve(self, count: int) -> list[str]:
+        """The free ids, at least `count` of them (a hot loop pops them directly)."""
+        if len(self._free) < count:
+            self._free.extend(new_ids(self.prefix, count - len(self._free)))
+        return self._free
+
 
 @dataclass
 class Plan:
@@ -209,8 +215,11 @@ def plan_upsert(
     workspace, list_id, ids = target.workspace, target.id, plan.event_ids
     default_status = "unconfirmed" if target.opt_in == "double" else "subscribed"
     created_at, moment = iso(now_ms), _moment(now_ms)
-    memberships: dict[str, Membership] = {}
+    # per status of a new member: its (shared, frozen) membership, the ids moving into that status set,
+    # the event type
+    joins: dict[str, tuple[Membership, list[str], str]] = {}
     new_subscriber_ids: list[str] = []
+    take_event_id = ids.reserve(2 * len(items)).pop  # at most two events per item
     events, outcomes, records = plan.events, plan.outcomes, plan.records
     for item in items:
         record = state.get(item.email)
@@ -221,9 +230,12 @@ def plan_upsert(
             patch = item.attributes
             if None in patch.values():
                 patch = {k: v for k, v in patch.items() if v is not None}
-            membership = memberships.get(status)
-            if membership is None:
-                membership = memberships[status] = Membership(status=status, updated_ms=now_ms)  # type: ignore[arg-type]
+            join = joins.get(status)
+            if join is None:
+                membership = Membership(status=status, updated_ms=now_ms)  # type: ignore[arg-type]
+                moved = plan.moves.setdefault((list_id, None, status), [])
+                join = joins[status] = (membership, moved, MEMBER_EVENT[status])
+            membership, moved, member_event_type = join
             record = SubscriberRecord(
                 id=subscriber_id,
                 email=item.email,
@@ -234,12 +246,13 @@ def plan_upsert(
                 lists={list_id: membership},
             )
             facts = SubscriberFacts(subscriber_id, item.email, item.name, patch, "active", created_at)
+            created = SubscriberChange(facts, 1)
             events.append(
-                ChangeEvent(ids(), "subscriber.created", moment, workspace, None, SubscriberChange(facts, 1))
+                ChangeEvent(take_event_id(), "subscriber.created", moment, workspace, None, created)
             )
             member = MemberChange(subscriber_id, item.email, list_id, status, 2)
-            events.append(ChangeEvent(ids(), MEMBER_EVENT[status], moment, workspace, None, member))
-            plan.move(subscriber_id, list_id, None, status)
+            events.append(ChangeEvent(take_event_id(), member_event_type, moment, workspace, None, member))
+            moved.append(subscriber_id)
             if status == "unconfirmed":
                 plan.confirmations.append((subscriber_id, item.email))
             state[item.email] = records[subscriber_id] = record
