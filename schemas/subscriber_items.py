@@ -210,7 +210,7 @@ def row_items(
         if plain_header and len(cells) == width:
             email = cells[email_at].strip()  # type: ignore[index]
             name = None if name_at is None else (cells[name_at].strip() or None)
-            patch = {c: cell for i, c in attributes if (cell := cells[i]) != ""}
+            patch: dict[str, Any] = {c: cell for i, c in attributes if (cell := cells[i]) != ""}
             if (
                 3 <= len(email) <= MAX_EMAIL
                 and (name is None or len(name) <= MAX_NAME)

@@ -113,10 +113,10 @@ class ImportRunner:
     async def _apply_overlapped(
         self, record: ImportRecord, target: ListRecord, groups: list[list[Entry]]
     ) -> None:
-        """Apply each group of entries with one script, staging the next group (rows to inputs, read,
-        plan) while the previous group's script runs in Redis: the runner's CPU and Redis' overlap.
-        A group staged before the previous one landed is checked like any other: if the two share an
-        address, the commit's checks fail and it re-plans."""
+        """Apply each group of entries with one script. The next group's read is sent before the
+        previous group's script starts, so its planning and encoding (most of the runner's CPU) run
+        while Redis runs that script. A group read before the previous one landed is checked like any
+        other: if the two share an address, its commit's checks fail and it re-plans."""
         running: asyncio.Task[Plan] | None = None
         try:
             for group in groups:
@@ -126,10 +126,9 @@ class ImportRunner:
                 running = asyncio.ensure_future(self.subscribers.commit(staged))
             if running is not None:
                 await _entries_applied(running)
-        finally:
+        finally:  # staging failed (or the step was cancelled): let the script in flight finish
             if running is not None and not running.done():
-                running.cancel()
-                with contextlib.suppress(Exception, asyncio.CancelledError):
+                with contextlib.suppress(Exception):
                     await running
 
     async def apply(
