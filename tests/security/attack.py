@@ -1,11 +1,14 @@
 """The worst request bodies we can construct for /v1/send and /v1/send/bulk (issue #11).
 
 Shared by the proof test and the bench's `attack` phase. Every body is valid and accepted (scheduled a
-month ahead, so no dispatcher spends CPU on it): the ingress does all of its work.
+month ahead, so no dispatcher spends CPU on it): the ingress does all of its work. The attacker sends
+each with an Idempotency-Key of its own, so the ingress also fingerprints every body.
 """
 
 from __future__ import annotations
 
+import base64
+import os
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -47,9 +50,16 @@ def worst_bodies() -> list[tuple[str, bytes]]:
         nested = {"v": nested}
     deep = {**_base(1), "html": "<p>x</p>", "metadata": {"k": "v" * 500}}
     huge = {**_base(2), "html": "<p>x</p>", "text": "y" * (9 * 1024 * 1024)}
+    # 9 MB of JSON escapes: the slowest string to decode per byte (4.5 Mi line breaks, each "\n")
+    escaped = {**_base(4), "html": "<p>x</p>", "text": "\n" * (9 * 1024 * 1024 // 2)}
+    # Base64 of 7 MiB (9.3 MB), under the 10 MiB body cap: the decoder is the cost.
+    attachment = {"filename": "a.bin", "content": base64.b64encode(os.urandom(7 * 1024 * 1024)).decode()}
+    attached = {**_base(3), "html": "<p>x</p>", "attachments": [attachment]}
     return [
         ("/v1/send", msgspec.json.encode(single)),
         ("/v1/send/bulk", msgspec.json.encode(bulk)),
         ("/v1/send", msgspec.json.encode({**deep, "unknown": nested})),
         ("/v1/send", msgspec.json.encode(huge)),
+        ("/v1/send", msgspec.json.encode(attached)),
+        ("/v1/send", msgspec.json.encode(escaped)),
     ]
