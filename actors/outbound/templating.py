@@ -109,6 +109,8 @@ def template_variables(raw: msgspec.Raw, pointer: str) -> dict[str, Any]:
     """A recipient's variables, decoded once their size is known to be bounded: JSON of this size
     decodes in a few ms whatever it holds (issue #11: unbounded, 9 MB of `[[],[],...]` held the loop
     seconds)."""
+    if isinstance(raw, dict):  # a request built in-process (a runner's), not decoded from a body
+        return raw
     if len(raw) > MAX_TEMPLATE_VARIABLES_BYTES:
         raise validation_error(
             pointer,
