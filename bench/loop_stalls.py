@@ -7,8 +7,9 @@ Each gap is told two ways. `longest_ms` is wall time: what a request waiting beh
 shared machine that includes the time the process was not running at all (other processes had both
 cores), so `longest_busy_ms` also gives, per gap, the part of it during which this process ran (its
 CPU time over the gap, at most the gap): a gap spent running our own code, on the loop or on a thread
-holding the GIL, counts whole; a gap spent preempted counts nothing. That figure hardly moves with the
-machine's load, and is what a fix of a loop stall changes.
+holding the GIL, counts whole; a gap spent preempted counts nothing (but a thread running without the
+GIL on the other core while the loop was preempted does). `longest_own_ms` counts only the loop
+thread's own CPU: the longest callback, whatever the load, blind to another thread holding the GIL.
 
 A sampler thread records the loop thread's stack while a gap is open: a C call that holds the GIL (an
 encoder, a copy) is seen when it returns, from its caller's frame, which names it well enough.
@@ -36,6 +37,7 @@ class LoopStalls:
         self.sample_after = sample_after
         self.gaps: list[float] = []  # seconds late, per tick
         self.busy: list[float] = []  # of each gap, the seconds this process ran (its CPU time, capped)
+        self.own: list[float] = []  # of each gap, the seconds the loop's own thread ran (callbacks)
         self.stacks: list[tuple[float, str]] = []  # (running part, where) of the longest-running gaps
         self._last = 0.0
         self._open_stack = ""
@@ -64,12 +66,13 @@ class LoopStalls:
 
     async def _ticks(self) -> None:
         while True:
-            started, cpu = time.perf_counter(), time.process_time()
+            started, cpu, own = time.perf_counter(), time.process_time(), time.thread_time()
             await asyncio.sleep(self.tick)
             now = time.perf_counter()
             gap = max(0.0, now - started - self.tick)
             self.gaps.append(gap)
             self.busy.append(min(gap, max(0.0, time.process_time() - cpu - self.tick)))
+            self.own.append(min(gap, time.thread_time() - own))
             if self._open_stack and gap >= self.sample_after:
                 self.stacks.append((self.busy[-1], f"({gap * 1000:.1f} ms in all)\n{self._open_stack}"))
                 self.stacks.sort(key=lambda s: -s[0])  # the longest running first
@@ -106,6 +109,12 @@ class LoopStalls:
     def longest_busy_ms(self) -> float:
         return max(self.busy, default=0.0) * 1000
 
+    @property
+    def longest_own_ms(self) -> float:
+        """The longest run of the loop's own thread within one gap: a callback (or C call) on the loop,
+        whatever the machine's load; a thread holding the GIL meanwhile is not counted."""
+        return max(self.own, default=0.0) * 1000
+
     def over(self, ms: float) -> int:
         """How many gaps were longer than `ms`."""
         return sum(1 for g in self.gaps if g * 1000 > ms)
@@ -116,7 +125,8 @@ class LoopStalls:
 
     def summary(self) -> str:
         return (
-            f"longest loop stall {self.longest_ms:.1f} ms ({self.longest_busy_ms:.1f} ms of it running), "
+            f"longest loop stall {self.longest_ms:.1f} ms ({self.longest_busy_ms:.1f} ms of it running; "
+            f"longest run of the loop's own thread {self.longest_own_ms:.1f} ms), "
             f"p99.9 {self.percentile_ms(99.9):.1f} ms, "
             f"{self.over(10)} over 10 ms, {self.over(20)} over 20 ms ({len(self.gaps)} ticks)"
         )

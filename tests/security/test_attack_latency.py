@@ -1,12 +1,12 @@
 """With one attacker sending the worst bodies at full speed, a normal client's `/v1/send` stays answered.
 
 Issue #11's target: the normal client's p95 <= 50 ms, each of its requests under a deadline
-(bench/attack.py, DEADLINE_SECONDS). Beside it, the loop itself: the longest gap between two ticks of
-the ingress's event loop while the attacker runs, counting only the part of it this process was running
-(bench/loop_stalls.py). That part is what a request holding the loop costs everyone else (a 9 MB body
-packed for Redis on the loop held it 50-90 ms before store/ledger/blocking.py; an attachment decoded
-by the stdlib, ~40 ms); the time this process was preempted on the shared machine is not counted, so
-the bound holds under load where the p95 may not.
+(bench/attack.py, DEADLINE_SECONDS). Beside it, the loop itself: of every gap between two ticks of the
+ingress's event loop while the attacker runs, the CPU time of the loop's own thread, i.e. the longest
+callback (bench/loop_stalls.py, `longest_own_ms`). That is what a request holding the loop costs
+everyone else (a 9 MB body packed for Redis on the loop: 53-70 ms measured here without
+store/ledger/blocking.py, at loads 13-19; 6-11 ms with it, at loads 16-23), and unlike a latency or a
+wall-clock gap it hardly moves with the shared machine's load, so the bound holds where the p95 may not.
 
 The attacker sends every worst body but those whose cost is msgspec's JSON decode itself (9 MB of
 escapes or of tokens: tens of ms holding the GIL, bounded only by the byte budget; docs/security.md,
@@ -31,7 +31,7 @@ from ingress.app import create_app
 from tests.conftest import make_settings
 
 P95_BOUND_MS = 50.0  # issue #11
-STALL_BOUND_MS = 30.0  # the longest loop stall while this process ran
+STALL_BOUND_MS = 25.0  # the longest run of the loop's own thread between two ticks
 
 
 async def _sandbox(client, headers) -> None:
@@ -67,5 +67,5 @@ async def test_a_normal_client_stays_answered_while_an_attacker_sends_the_worst_
     print(report)
     assert len(latencies) == NORMAL_REQUESTS
     assert answers.get("202", 0) >= 4, f"the attacker never got going: {answers}"
-    assert stalls.longest_busy_ms <= STALL_BOUND_MS, report
+    assert stalls.longest_own_ms <= STALL_BOUND_MS, report
     assert p95 <= P95_BOUND_MS, report
