@@ -262,7 +262,6 @@ class Run(msgspec.Struct, kw_only=True):
     automation: str
     version: int
     subscriber: str
-    email: str
     status: str
     step: str | None
     wake_at: datetime | None

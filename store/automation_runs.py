@@ -248,6 +248,7 @@ class RunStore:
         scanned = 0
         while True:
             cursor, chunk = await self.redis.hscan(key, cursor, count=min(limit * 2, 500))
+            assert isinstance(chunk, dict), "HSCAN answers field -> value"
             for field, raw in chunk.items():
                 record = run_decoder.decode(as_bytes(raw))
                 if status is None or record.status == status:

@@ -9,6 +9,8 @@ runner's triggers look at) and, with a schedule trigger, in AUTOMATION_SCHEDULES
 
 from __future__ import annotations
 
+from typing import cast
+
 import msgspec
 import redis.asyncio as aioredis
 
@@ -129,7 +131,12 @@ class AutomationStore:
         raws = await self.redis.zrangebyscore(
             keyspace.AUTOMATION_SCHEDULES, "-inf", now_ms, start=0, num=limit, withscores=True
         )
-        return [(*split_member(raw), int(score)) for raw, score in raws]
+        found = []
+        for pair in raws:
+            raw, score = cast(tuple[bytes, float], pair)
+            workspace, automation_id = split_member(raw)
+            found.append((workspace, automation_id, int(score)))
+        return found
 
     async def advance_schedule(self, workspace: str, automation_id: str, fired_ms: int, next_ms: int) -> bool:
         """Move the schedule from the fire time just handled to the next one; False if someone else did
