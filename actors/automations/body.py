@@ -202,6 +202,7 @@ class AutomationRunner:
         self._live: list[tuple[AutomationRecord, Definition]] = []
         self._live_at = float("-inf")
         self._segments_at = float("-inf")
+        self._reclaimed_at = float("-inf")
 
     # --- the loop ---------------------------------------------------------------------------------
     async def step(self) -> int:
@@ -269,7 +270,12 @@ class AutomationRunner:
         if not self._group_ready:
             await self.events.ensure_group("$")
             self._group_ready = True
-        entries = await self.events.read()
+        entries = await self.events.read_own()
+        if not entries and self.clock() - self._reclaimed_at > 30.0:
+            self._reclaimed_at = self.clock()
+            _, entries = await self.events.reclaim()  # what a dead runner had read and not acked
+        if not entries:
+            entries = await self.events.read_new()  # never blocks: the loop has other duties
         if not entries:
             return 0
         live = [(h, d) for h, d in await self.live() if isinstance(d.trigger, EventTrigger)]
