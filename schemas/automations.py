@@ -231,15 +231,13 @@ class RunRecord(msgspec.Struct, array_like=True, kw_only=True, omit_defaults=Tru
     this plus one zset member.
 
     `status` is a one-letter code (STATUS_NAMES); `at` is the index of the step to run next (== number of
-    steps: none left); `wake_ms` is when a waiting run goes on; `reason` says why a run ended `failed` or
-    `exited`; `data` is what the trigger gave (an api call's `data`, an event's properties)."""
+    steps: none left); `reason` says why a run ended `failed` or `exited`; `data` is what the trigger gave (an api call's `data`, an event's properties)."""
 
     subscriber: str
     version: int
     status: str
     at: int
     created_ms: int
-    wake_ms: int = 0
     history: list[HistoryEntry] = []
     data: dict[str, Any] = {}
     reason: str = ""

@@ -1,5 +1,10 @@
 """Automation runs in Redis: the only writer of a run's record, its due entry and the live-run index.
 
+Stored compactly (a waiting run should cost at most ~300 B of Redis memory): the hash field and the zset
+member are the run id's bare ULID (26 characters: with the `run_` prefix an sds string no longer fits the
+32-byte allocation class), the record names its subscriber by the bare ULID too, and a waiting run's
+wake-up lives only in the due zset's score (`due_at` reads it back for the API).
+
 A run is one msgpack `RunRecord` in its automation's `runs` hash (field: the run id). Every run that has
 a step to do is a member of the automation's `due` zset, scored by when: now for a run just started or
 between steps, the wake-up for a waiting one. The runner moves a run through three transitions, each one
@@ -31,6 +36,25 @@ from store.lua import LUA_ARRAY, lua_string
 from store.replies import as_bytes, as_text
 
 _encode = msgspec.msgpack.Encoder().encode
+
+
+def _field(run_id: str) -> str:
+    return run_id[4:]  # "run_" + ULID -> ULID
+
+
+def _run_id(field: bytes | str) -> str:
+    return "run_" + as_text(field)
+
+
+def _pack(record: RunRecord) -> bytes:
+    return _encode(msgspec.structs.replace(record, subscriber=record.subscriber[4:]))
+
+
+def unpack(raw: bytes) -> RunRecord:
+    record = run_decoder.decode(raw)
+    record.subscriber = "sub_" + record.subscriber
+    return record
+
 
 _START = (
     LUA_ARRAY
@@ -173,17 +197,19 @@ class RunStore:
             return []
         items = [
             [
-                r.run_id,
-                lua_string(_encode(r.record)),
+                _field(r.run_id),
+                lua_string(_pack(r.record)),
                 r.due_ms,
-                r.record.subscriber,
+                r.record.subscriber[4:],
                 lua_string(event_msgpack_encoder.encode(r.event)),
             ]
             for r in runs
         ]
         payload = _encode([f"{workspace}|{automation_id}", after_exit, items])
         outcome = await self._start(keys=self._keys(workspace, automation_id), args=[payload])
-        return [as_text(o) for o in outcome]
+        return [
+            ("live:run_" + text[5:]) if (text := as_text(o)).startswith("live:") else text for o in outcome
+        ]
 
     async def claim(
         self, workspace: str, automation_id: str, *, now_ms: int, lease_ms: int, limit: int
@@ -199,7 +225,7 @@ class RunStore:
         for run_id, raw in zip(ids, raws, strict=True):
             blob = as_bytes(raw)
             if blob:
-                found.append(Claimed(run_id=as_text(run_id), raw=blob, record=run_decoder.decode(blob)))
+                found.append(Claimed(run_id=_run_id(run_id), raw=blob, record=unpack(blob)))
         return found
 
     async def commit(self, workspace: str, automation_id: str, moves: Sequence[Transition]) -> list[bool]:
@@ -211,11 +237,11 @@ class RunStore:
             ended = move.due_ms is None
             items.append(
                 [
-                    move.run_id,
+                    _field(move.run_id),
                     lua_string(move.expected),
-                    lua_string(_encode(move.record)),
+                    lua_string(_pack(move.record)),
                     -1 if move.due_ms is None else move.due_ms,
-                    move.record.subscriber if ended else "",
+                    move.record.subscriber[4:] if ended else "",
                     [lua_string(event_msgpack_encoder.encode(e)) for e in move.events],
                 ]
             )
@@ -224,11 +250,20 @@ class RunStore:
         return [bool(a) for a in applied]
 
     async def get(self, workspace: str, automation_id: str, run_id: str) -> tuple[bytes, RunRecord] | None:
-        raw = await self.redis.hget(keyspace.automation_runs(workspace, automation_id), run_id)
+        raw = await self.redis.hget(keyspace.automation_runs(workspace, automation_id), _field(run_id))
         if raw is None:
             return None
         blob = as_bytes(raw)
-        return blob, run_decoder.decode(blob)
+        return blob, unpack(blob)
+
+    async def due_at(self, workspace: str, automation_id: str, run_ids: list[str]) -> list[int | None]:
+        """When each run is due (a waiting run's wake-up), or None for runs with nothing to do."""
+        if not run_ids:
+            return []
+        scores = await self.redis.zmscore(
+            keyspace.automation_due(workspace, automation_id), [_field(r) for r in run_ids]
+        )
+        return [None if score is None else int(score) for score in scores]
 
     async def page(
         self,
@@ -250,9 +285,9 @@ class RunStore:
             cursor, chunk = await self.redis.hscan(key, cursor, count=min(limit * 2, 500))
             assert isinstance(chunk, dict), "HSCAN answers field -> value"
             for field, raw in chunk.items():
-                record = run_decoder.decode(as_bytes(raw))
+                record = unpack(as_bytes(raw))
                 if status is None or record.status == status:
-                    found.append((as_text(field), record))
+                    found.append((_run_id(field), record))
             scanned += len(chunk)
             if cursor == 0 or len(found) >= limit or scanned >= scan_cap:
                 return found, int(cursor)

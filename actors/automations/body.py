@@ -481,10 +481,14 @@ class AutomationRunner:
         if head is None:
             return  # deleted: its keys are gone, nothing to write
         now_ms = self.now_ms()
-        subscribers = {
-            s.id: s
-            for s in await self.subscribers.many(workspace, list({c.record.subscriber for c in claimed}))
-        }
+        wanted = set()
+        for run in claimed:
+            definition = await self.definition(workspace, automation_id, run.record.version)
+            if definition is None or run.record.at >= len(definition.steps):
+                continue
+            if _needs_subscriber(definition.steps[run.record.at]):
+                wanted.add(run.record.subscriber)
+        subscribers = {s.id: s for s in await self.subscribers.many(workspace, list(wanted))}
         plans: dict[str, Plan | None] = {}
         sends: list[tuple[Claimed, Definition, SendStep, SubscriberRecord]] = []
         for run in claimed:
@@ -493,16 +497,18 @@ class AutomationRunner:
             if definition is None or run.record.status not in LIVE:
                 plans[run.run_id] = Plan(record=run.record, due_ms=None)
                 continue
-            subscriber = subscribers.get(run.record.subscriber)
-            if subscriber is None:
-                plans[run.run_id] = _ended(
-                    run.record, "x", "", now_ms, "the subscriber was deleted", head, run.run_id, workspace
-                )
-                continue
             if run.record.at >= len(definition.steps):
                 plans[run.run_id] = _ended(run.record, "c", "", now_ms, "", head, run.run_id, workspace)
                 continue
             step = definition.steps[run.record.at]
+            subscriber = subscribers.get(run.record.subscriber)
+            if subscriber is None and _needs_subscriber(step):
+                plans[run.run_id] = _ended(
+                    run.record, "x", "", now_ms, "the subscriber was deleted", head, run.run_id, workspace
+                )
+                continue
+            if subscriber is None:  # an exit or a wait in seconds reads nothing of the subscriber
+                subscriber = SubscriberRecord(id=run.record.subscriber, email="", created_ms=0)
             if isinstance(step, SendStep):
                 sends.append((run, definition, step, subscriber))
                 continue
@@ -781,17 +787,14 @@ def _moved(
     entry = HistoryEntry(step.id, now_ms, outcome, message_id)
     history = [*record.history, entry]
     if index >= len(steps) and wake is None:
-        done = msgspec.structs.replace(record, status="c", at=index, history=history, wake_ms=0)
+        done = msgspec.structs.replace(record, status="c", at=index, history=history)
         return Plan(
             record=done,
             due_ms=None,
-            events=[
-                _step_event(workspace, head, run_id, done, entry),
-                _end_event(workspace, head, run_id, done, now_ms),
-            ],
+            events=[_end_event(workspace, head, run_id, done, now_ms)],
         )
     status = "w" if wake is not None else "r"
-    moved = msgspec.structs.replace(record, status=status, at=index, history=history, wake_ms=wake or 0)
+    moved = msgspec.structs.replace(record, status=status, at=index, history=history)
     return Plan(
         record=moved,
         due_ms=wake if wake is not None else now_ms,
@@ -811,7 +814,7 @@ def _ended(
 ) -> Plan:
     outcome = {"c": "completed", "x": "exited", "f": "failed"}[status]
     history = [*record.history, HistoryEntry(step_id, now_ms, outcome)] if step_id else record.history
-    done = msgspec.structs.replace(record, status=status, history=history, reason=reason, wake_ms=0)
+    done = msgspec.structs.replace(record, status=status, history=history, reason=reason)
     return Plan(record=done, due_ms=None, events=[_end_event(workspace, head, run_id, done, now_ms)])
 
 
@@ -823,9 +826,22 @@ def _end_event(workspace: str, head: AutomationRecord, run_id: str, record: RunR
         "subscriber": record.subscriber,
         "status": STATUS_NAMES[record.status],
     }
+    if record.history:  # the step that ended it, if one did (it has no step_completed event of its own)
+        last = record.history[-1]
+        data["step"], data["outcome"] = last.step, last.outcome
+        if last.message_id:
+            data["message_id"] = last.message_id
     if record.reason:
         data["reason"] = record.reason
     return automation_event("automation.run_ended", workspace, now_ms, data)
+
+
+def _needs_subscriber(step: Step) -> bool:
+    if isinstance(step, ExitStep):
+        return False
+    if isinstance(step, WaitStep):
+        return step.timezone == "subscriber"
+    return True
 
 
 def _wake_ms(step: WaitStep, subscriber: SubscriberRecord, now_ms: int) -> int:

@@ -407,7 +407,11 @@ async def list_runs(request: web.Request, query: RunQuery) -> web.Response:
     store = RunStore(request.app[SERVICES].redis)
     found, cursor = await store.page(head.workspace, head.id, status=code, limit=query.limit, cursor=start)
     steps = await _steps_by_version(request, head, {r.version for _, r in found})
-    data = [run_view(head.id, run_id, record, steps.get(record.version, [])) for run_id, record in found]
+    due = await store.due_at(head.workspace, head.id, [run_id for run_id, _ in found])
+    data = [
+        run_view(head.id, run_id, record, steps.get(record.version, []), wake)
+        for (run_id, record), wake in zip(found, due, strict=True)
+    ]
     next_cursor = encode_cursor(str(cursor), filters) if cursor else None
     headers = {}
     if next_cursor:
@@ -427,12 +431,14 @@ async def list_runs(request: web.Request, query: RunQuery) -> web.Response:
 async def get_run(request: web.Request) -> web.Response:
     head, _ = await _own(request)
     run_id = request.match_info["run"]
-    found = await RunStore(request.app[SERVICES].redis).get(head.workspace, head.id, run_id)
+    store = RunStore(request.app[SERVICES].redis)
+    found = await store.get(head.workspace, head.id, run_id)
     if found is None:
         raise not_found("run")
     record = found[1]
     steps = await _steps_by_version(request, head, {record.version})
-    return json_response(run_view(head.id, run_id, record, steps.get(record.version, [])))
+    [wake] = await store.due_at(head.workspace, head.id, [run_id])
+    return json_response(run_view(head.id, run_id, record, steps.get(record.version, []), wake))
 
 
 @routes.route(
@@ -456,7 +462,7 @@ async def cancel_run(request: web.Request) -> web.Response:
         raw, record = found
         if record.status not in ("r", "w"):
             raise ApiError("conflict", f"The run already ended ({STATUS_NAMES[record.status]})")
-        ended = msgspec.structs.replace(record, status="x", reason="cancelled", wake_ms=0)
+        ended = msgspec.structs.replace(record, status="x", reason="cancelled")
         event = Event(
             id=new_id("evt"),
             type="automation.run_ended",
@@ -474,11 +480,13 @@ async def cancel_run(request: web.Request) -> web.Response:
         move = Transition(run_id=run_id, expected=raw, record=ended, due_ms=None, events=[event])
         if (await store.commit(head.workspace, head.id, [move]))[0]:
             steps = await _steps_by_version(request, head, {record.version})
-            return json_response(run_view(head.id, run_id, ended, steps.get(record.version, [])))
+            return json_response(run_view(head.id, run_id, ended, steps.get(record.version, []), None))
     raise ApiError("conflict", "The run kept changing; try again")
 
 
-def run_view(automation_id: str, run_id: str, record: RunRecord, steps: list[Step]) -> Run:
+def run_view(
+    automation_id: str, run_id: str, record: RunRecord, steps: list[Step], due_ms: int | None
+) -> Run:
     status = STATUS_NAMES[record.status]
     if status == "waiting" and record.history:
         step: str | None = record.history[-1].step
@@ -493,7 +501,7 @@ def run_view(automation_id: str, run_id: str, record: RunRecord, steps: list[Ste
         subscriber=record.subscriber,
         status=status,
         step=step,
-        wake_at=_at(record.wake_ms) if status == "waiting" else None,
+        wake_at=_at(due_ms) if status == "waiting" and due_ms is not None else None,
         created_at=_at(record.created_ms),
         history=[
             HistoryView(step=h.step, at=_at(h.at_ms), outcome=h.outcome, message_id=h.message_id)
