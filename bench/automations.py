@@ -283,8 +283,10 @@ async def latency_phase(
     await redis.aclose()
     return [
         f"| event → run started, {args.rate} events/s for {args.seconds:g} s "
-        f"({len(latencies):,} of {total:,} runs) | p50 {_q(latencies, 50):.0f} ms | p95 {_q(latencies, 95):.0f} ms (target ≤ 100) | {_load()} |",
-        f"| baseline: the POST /v1/events answer | p50 {_q(answers, 50):.1f} ms | p95 {_q(answers, 95):.1f} ms | |",
+        f"({len(latencies):,} of {total:,} runs) | p50 {_q(latencies, 50):.0f} ms "
+        f"| p95 {_q(latencies, 95):.0f} ms (target ≤ 100) | {_load()} |",
+        f"| baseline: the POST /v1/events answer | p50 {_q(answers, 50):.1f} ms "
+        f"| p95 {_q(answers, 95):.1f} ms | |",
     ]
 
 
