@@ -171,7 +171,7 @@ async def _bare_rewrite(redis: aioredis.Redis, workspace: str, automation_id: st
     return time.perf_counter() - started
 
 
-async def server(args: argparse.Namespace, phases: set[str], redis_url: str, data: Path) -> list[str]:
+async def server(args: argparse.Namespace, phases: set[str], redis_url: str, data: Path) -> None:
     port = free_port()
     mailers = start_mailers(port, redis_url, str(data))
     base = f"http://127.0.0.1:{port}"
@@ -187,11 +187,11 @@ async def server(args: argparse.Namespace, phases: set[str], redis_url: str, dat
             )
             if "api" in phases:
                 rows += await api_phase(session, args)
+                print("\n".join(rows), flush=True)
             if "latency" in phases:
-                rows += await latency_phase(session, args, redis_url)
+                print("\n".join(await latency_phase(session, args, redis_url)), flush=True)
     finally:
         stop(mailers)
-    return rows
 
 
 async def _json(session: aiohttp.ClientSession, method: str, path: str, body, status: int) -> dict:
@@ -252,6 +252,7 @@ async def latency_phase(
     await asyncio.sleep(2)  # the runner re-reads live automations every second
     sent_at: dict[str, float] = {}
     answers: list[float] = []
+    refused: list[str] = []
     total = int(args.rate * args.seconds)
     started = time.perf_counter()
     wall0 = time.time() - started
@@ -265,6 +266,9 @@ async def latency_phase(
         body = {"name": "bench.ping", "email": f"b{i % 2000}@example.com", "properties": {"i": i}}
         async with session.post("/v1/events", json=body) as response:
             payload = await response.json()
+            if response.status != 202:
+                refused.append(f"{response.status} {payload.get('code')}")
+                return
         answers.append((time.perf_counter() - posted) * 1000)
         sent_at[payload["data"][0]["id"]] = wall0 + posted
 
@@ -283,7 +287,8 @@ async def latency_phase(
     await redis.aclose()
     return [
         f"| event → run started, {args.rate} events/s for {args.seconds:g} s "
-        f"({len(latencies):,} of {total:,} runs) | p50 {_q(latencies, 50):.0f} ms "
+        f"({len(latencies):,} of {total:,} runs; {len(refused)} posts refused "
+        f"{sorted(set(refused))[:3]}) | p50 {_q(latencies, 50):.0f} ms "
         f"| p95 {_q(latencies, 95):.0f} ms (target ≤ 100) | {_load()} |",
         f"| baseline: the POST /v1/events answer | p50 {_q(answers, 50):.1f} ms "
         f"| p95 {_q(answers, 95):.1f} ms | |",
@@ -307,7 +312,7 @@ async def run(args: argparse.Namespace) -> None:
         if "wake" in phases:
             print("\n".join(await wake(redis.url, args.wake, data)), flush=True)
         if phases & {"api", "latency"}:
-            print("\n".join(await server(args, phases, redis.url, data)), flush=True)
+            await server(args, phases, redis.url, data)
     finally:
         redis.stop()
 
