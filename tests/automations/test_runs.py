@@ -343,3 +343,43 @@ async def test_a_cancelled_run_does_no_further_step(client, admin, runner_for):
     view = await (await client.get(path, headers=admin)).json()
     assert [h["step"] for h in view["history"]] == ["w"] and view["status"] == "exited"
     assert (await client.post(f"{path}/cancel", headers=admin)).status == 409
+
+
+async def test_a_subscriber_entering_a_segment_starts_one_run(client, admin, redis, runner_for, store):
+    lst = await new_list(client, admin)
+    await upsert(
+        client,
+        admin,
+        lst["id"],
+        [
+            {"email": "ana@example.com", "attributes": {"plan": "pro"}},
+            {"email": "bo@example.com", "attributes": {"plan": "free"}},
+        ],
+    )
+    body = {"name": "Pro", "lists": [lst["id"]], "filter": {"attribute": "plan", "op": "eq", "value": "pro"}}
+    segment = await (await client.post("/v1/segments", json=body, headers=admin)).json()
+    automation = await new_automation(
+        client,
+        admin,
+        reentry="always",
+        trigger={"type": "segment_entry", "segment": segment["id"]},
+        steps=[{"id": "w", "type": "wait", "seconds": 3600}],
+    )
+    sink = EventSinkLoop(redis, store, consumer="test", max_latency=0)
+    await sink.run_until_idle()
+    runner = runner_for(Clock(time.time()))
+    await runner.run_until_idle()
+    runs = await runs_of(client, admin, automation["id"])
+    page = await (await client.get(f"/v1/lists/{lst['id']}/subscribers", headers=admin)).json()
+    ids = {s["email"]: s["id"] for s in page["data"]}
+    assert [r["subscriber"] for r in runs] == [ids["ana@example.com"]]
+    patched = await client.patch(
+        f"/v1/subscribers/{ids['bo@example.com']}", json={"attributes": {"plan": "pro"}}, headers=admin
+    )
+    assert patched.status == 200
+    await sink.run_until_idle()
+    await runner.run_until_idle()
+    runs = await runs_of(client, admin, automation["id"])
+    assert sorted(r["subscriber"] for r in runs) == sorted(ids.values()), (
+        "bo entered; ana did not enter twice"
+    )
