@@ -156,18 +156,23 @@ class AutomationStore:
         await self.redis.transaction(move, key)
         return done
 
-    async def seen_in_segment(
+    async def not_seen_in_segment(
         self, workspace: str, automation_id: str, subscriber_ids: list[str]
     ) -> list[str]:
-        """Of `subscriber_ids` (members of the segment now), those not seen in it before, now marked seen."""
+        """Of `subscriber_ids` (members of the segment now), those not seen in it before."""
         if not subscriber_ids:
             return []
         key = keyspace.automation_segment_seen(workspace, automation_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for subscriber_id in subscriber_ids:
-                pipe.sadd(key, subscriber_id)
-            added = await pipe.execute()
-        return [s for s, new in zip(subscriber_ids, added, strict=True) if new]
+        seen = await self.redis.smismember(key, subscriber_ids)
+        return [s for s, known in zip(subscriber_ids, seen, strict=True) if not known]
+
+    async def mark_seen_in_segment(
+        self, workspace: str, automation_id: str, subscriber_ids: list[str]
+    ) -> None:
+        """Marked after their runs were started (run ids derived from the entry, so a crash in between
+        starts nothing twice when they are found again)."""
+        if subscriber_ids:
+            await self.redis.sadd(keyspace.automation_segment_seen(workspace, automation_id), *subscriber_ids)
 
 
 def _live(

@@ -441,7 +441,9 @@ class AutomationRunner:
             now_ms = self.now_ms()
             async for members in self._segment_members(head.workspace, definition.trigger.segment):
                 entered = set(
-                    await self.automations.seen_in_segment(head.workspace, head.id, [m.id for m in members])
+                    await self.automations.not_seen_in_segment(
+                        head.workspace, head.id, [m.id for m in members]
+                    )
                 )
                 starts = [
                     new_run(
@@ -449,7 +451,7 @@ class AutomationRunner:
                         head,
                         definition,
                         s,
-                        run_id=run_id_for(head, definition, s.id, "segment", str(now_ms)),
+                        run_id=run_id_for(head, definition, s.id, "segment_entry"),
                         now_ms=now_ms,
                         data={},
                         cause="segment_entry",
@@ -460,6 +462,7 @@ class AutomationRunner:
                 await self.runs.start(
                     head.workspace, head.id, starts, after_exit=definition.reentry == "after_exit"
                 )
+                await self.automations.mark_seen_in_segment(head.workspace, head.id, sorted(entered))
                 done += len(starts)
         return done
 

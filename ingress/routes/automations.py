@@ -344,8 +344,12 @@ async def trigger_automation(request: web.Request, body: TriggerBody) -> web.Res
         )
     now_ms = int(services.clock() * 1000)
     created_ms = _ms(head.created_at)
+    idempotency_key = request.headers.get("Idempotency-Key")
     if definition.reentry == "never":
         run_id = derived_id("run", created_ms, head.id, subscriber.id)
+    elif idempotency_key is not None:
+        # A retry that raced a crash (the run written, the stored answer not) finds the same run.
+        run_id = derived_id("run", created_ms, head.id, principal(request).key.id, idempotency_key)
     else:
         run_id = new_id("run")
     record = RunRecord(
@@ -376,6 +380,8 @@ async def trigger_automation(request: web.Request, body: TriggerBody) -> web.Res
         [NewRun(run_id=run_id, record=record, due_ms=now_ms, event=event)],
         after_exit=definition.reentry == "after_exit",
     )
+    if outcome == "exists" and idempotency_key is not None and definition.reentry != "never":
+        return json_response(TriggerAccepted(run=run_id), status=202)
     if outcome == "exists":
         raise ApiError(
             "conflict", f"This subscriber already entered the automation (reentry `never`): {run_id}"

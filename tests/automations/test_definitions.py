@@ -240,3 +240,20 @@ async def test_a_trigger_for_an_unknown_or_blocklisted_subscriber_is_refused(cli
     assert accepted.status == 202 and (await accepted.json())["run"].startswith("run_")
     again = await trigger(client, admin, automation["id"], "ana@example.com")
     assert again.status == 409, "reentry `never`: one run per subscriber, ever"
+
+
+async def test_a_retried_trigger_whose_stored_answer_was_lost_finds_the_same_run(
+    client, admin, redis, workspace
+):
+    automation = await new_automation(client, admin, reentry="always", trigger=API, steps=[WAIT])
+    lst = await new_list(client, admin)
+    await upsert(client, admin, lst["id"], [{"email": "ana@example.com"}])
+    first = await (await trigger(client, admin, automation["id"], "ana@example.com", key="order-1")).json()
+    # As after a crash between the run's script and the stored answer: the idempotency record is gone.
+    async for key in redis.scan_iter(match=f"m:{{{workspace}}}:idem:*"):
+        await redis.delete(key)
+    again = await trigger(client, admin, automation["id"], "ana@example.com", key="order-1")
+    assert again.status == 202 and (await again.json())["run"] == first["run"]
+    assert await redis.hlen(keyspace.automation_runs(workspace, automation["id"])) == 1
+    other = await trigger(client, admin, automation["id"], "ana@example.com", key="order-2")
+    assert other.status == 202 and (await other.json())["run"] != first["run"], "reentry `always`"
