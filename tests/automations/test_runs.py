@@ -342,6 +342,8 @@ async def test_a_cancelled_run_does_no_further_step(client, admin, runner_for):
     await runner.run_until_idle()
     view = await (await client.get(path, headers=admin)).json()
     assert [h["step"] for h in view["history"]] == ["w"] and view["status"] == "exited"
+    assert [r["id"] for r in await runs_of(client, admin, automation["id"], status="exited")] == [run]
+    assert await runs_of(client, admin, automation["id"], status="waiting") == []
     assert (await client.post(f"{path}/cancel", headers=admin)).status == 409
 
 
