@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from actors.event_sink.body import EventSinkLoop
 from ingress.context import SERVICES
+from schemas.segments import SegmentQuery
 from store import keyspace
 from store.automation_runs import RunStore
 from tests.audience.test_subscribers_api import new_list, upsert
@@ -29,7 +30,7 @@ def html_of(delivery) -> str:
 
 
 async def test_onboarding_welcome_wait_branch_on_a_real_open(
-    client, admin, redis, sink, smtp_server, runner_for, store
+    client, admin, redis, workspace, sink, smtp_server, runner_for, store
 ):
     welcome = await new_template(client, admin, html="<p>Welcome {{ name }}</p>", subject="Welcome")
     tips = await new_template(client, admin, html="<p>Tips</p>", subject="Tips")
@@ -79,7 +80,14 @@ async def test_onboarding_welcome_wait_branch_on_a_real_open(
     pixel = re.search(r'src="https?://[^"/]+(/t/o/[^"]+)"', html_of(by_rcpt["ana@example.com"]))
     assert pixel, html_of(by_rcpt["ana@example.com"])
     assert (await client.get(pixel.group(1), headers={"User-Agent": HUMAN})).status == 200
-    await EventSinkLoop(redis, store, consumer="test", max_latency=0).run_until_idle()
+    analytics = EventSinkLoop(redis, store, consumer="test", max_latency=0)
+    opened = SegmentQuery(filter={"event": "message.opened", "within_days": 2})
+
+    async def open_stored() -> bool:  # the open reaches the analytics store the branch reads
+        await analytics.run_until_idle()
+        return await store.segment_count(workspace, opened) == 1
+
+    await wait_for(open_stored)
 
     clock.advance(172800 + 1)
     await runner.run_until_idle()
