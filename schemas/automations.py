@@ -231,7 +231,9 @@ class RunRecord(msgspec.Struct, array_like=True, kw_only=True, omit_defaults=Tru
     this plus one zset member.
 
     `status` is a one-letter code (STATUS_NAMES); `at` is the index of the step to run next (== number of
-    steps: none left); `reason` says why a run ended `failed` or `exited`; `data` is what the trigger gave (an api call's `data`, an event's properties)."""
+    steps: none left); `reason` says why a run ended `failed` or `exited`; `data` is what the trigger
+    gave (an api call's `data`, an event's properties). store/automation_runs.py stores `subscriber` as
+    its bare ULID; a waiting run's wake-up is its due zset score, not a field."""
 
     subscriber: str
     version: int
