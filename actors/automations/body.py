@@ -544,7 +544,7 @@ class AutomationRunner:
     ) -> Plan:
         record = run.record
         if isinstance(step, WaitStep):
-            wake = _wake_ms(step, subscriber, now_ms)
+            wake = wake_at_ms(step, subscriber, now_ms)
             return _moved(record, definition, step, now_ms, "waiting", head, run.run_id, workspace, wake=wake)
         if isinstance(step, ExitStep):
             return _ended(record, "x", step.id, now_ms, "exit step", head, run.run_id, workspace)
@@ -847,7 +847,7 @@ def _needs_subscriber(step: Step) -> bool:
     return True
 
 
-def _wake_ms(step: WaitStep, subscriber: SubscriberRecord, now_ms: int) -> int:
+def wake_at_ms(step: WaitStep, subscriber: SubscriberRecord, now_ms: int) -> int:
     if step.seconds is not None:
         return now_ms + step.seconds * 1000
     assert step.until is not None
