@@ -69,6 +69,7 @@ from store.automation_runs import Claimed, NewRun, RunStore, Transition
 from store.automations import AutomationStore
 from store.group_reader import GroupReader
 from store.lists import ListStore
+from store.replies import as_text
 from store.segments import SegmentStore
 from store.subscribers import SubscriberStore
 
@@ -280,75 +281,95 @@ class AutomationRunner:
             return 0
         live = [(h, d) for h, d in await self.live() if isinstance(d.trigger, EventTrigger)]
         if live:
-            for _, fields in entries:
-                raw = fields.get(keyspace.EVENT_FIELD)
-                if raw is None:
-                    continue
-                for event in events_msgpack_decoder.decode(raw):
-                    await self.on_event(event, live)
+            events = [
+                event
+                for _, fields in entries
+                if (raw := fields.get(keyspace.EVENT_FIELD)) is not None
+                for event in events_msgpack_decoder.decode(raw)
+            ]
+            await self.on_events(events, live)
         await self.redis.xack(
             keyspace.EVENT_STREAM, keyspace.AUTOMATION_GROUP, *[entry_id for entry_id, _ in entries]
         )
         return len(entries)
 
-    async def on_event(self, event: Event, live: list[tuple[AutomationRecord, Definition]]) -> None:
-        if event.type.startswith("automation."):
-            return
-        matching = [
-            (h, d)
-            for h, d in live
-            if h.workspace == event.workspace
-            and isinstance(d.trigger, EventTrigger)
-            and d.trigger.event == event.type
-        ]
-        if not matching:
-            return
-        subscriber = await self._event_subscriber(event)
-        if subscriber is None or subscriber.status != "active":
-            return
-        now_ms = self.now_ms()
-        for head, definition in matching:
+    async def on_events(self, events: list[Event], live: list[tuple[AutomationRecord, Definition]]) -> None:
+        """Runs for the events that match a live event trigger: subscribers looked up in bulk, one start
+        script per automation for the whole batch."""
+        by_type: dict[tuple[str, str], list[tuple[AutomationRecord, Definition]]] = {}
+        for head, definition in live:
             assert isinstance(definition.trigger, EventTrigger)
-            if definition.trigger.filter is not None and not await self.matches(
-                event.workspace, definition.trigger.filter, subscriber.id
-            ):
+            by_type.setdefault((head.workspace, definition.trigger.event), []).append((head, definition))
+        matched = [
+            (event, pairs)
+            for event in events
+            if not event.type.startswith("automation.")
+            and (pairs := by_type.get((event.workspace, event.type)))
+        ]
+        if not matched:
+            return
+        subscribers = await self._event_subscribers([event for event, _ in matched])
+        now_ms = self.now_ms()
+        starts: dict[tuple[str, str], tuple[Definition, list[NewRun]]] = {}
+        for event, pairs in matched:
+            subscriber = subscribers.get(event.id)
+            if subscriber is None or subscriber.status != "active":
                 continue
-            data = _event_data(event)
-            run_id = run_id_for(head, definition, subscriber.id, event.id)
-            start = new_run(
-                event.workspace,
-                head,
-                definition,
-                subscriber,
-                run_id=run_id,
-                now_ms=now_ms,
-                data=data,
-                cause=event.type,
-            )
+            for head, definition in pairs:
+                assert isinstance(definition.trigger, EventTrigger)
+                if definition.trigger.filter is not None and not await self.matches(
+                    event.workspace, definition.trigger.filter, subscriber.id
+                ):
+                    continue
+                run_id = run_id_for(head, definition, subscriber.id, event.id)
+                start = new_run(
+                    event.workspace,
+                    head,
+                    definition,
+                    subscriber,
+                    run_id=run_id,
+                    now_ms=now_ms,
+                    data=_event_data(event),
+                    cause=event.type,
+                )
+                starts.setdefault((event.workspace, head.id), (definition, []))[1].append(start)
+        for (workspace, automation_id), (definition, runs) in starts.items():
             await self.runs.start(
-                event.workspace, head.id, [start], after_exit=definition.reentry == "after_exit"
+                workspace, automation_id, runs, after_exit=definition.reentry == "after_exit"
             )
 
-    async def _event_subscriber(self, event: Event) -> SubscriberRecord | None:
-        data = event.data
-        subscriber_id = None
-        email = None
-        if isinstance(data.get("subscriber"), str):
-            subscriber_id = data["subscriber"]
-        elif isinstance(data.get("subscriber"), dict):
-            subscriber_id = data["subscriber"].get("id")
-        if event.message is not None:
-            email = event.message.to
-        elif isinstance(data.get("email"), str):
-            email = data["email"]
-        if subscriber_id is None and email is not None:
-            try:
-                subscriber_id = await self.subscribers.id_for(event.workspace, normalise_email(email))
-            except ValueError:
-                return None
-        if subscriber_id is None:
-            return None
-        return await self.subscribers.get(event.workspace, subscriber_id)
+    async def _event_subscribers(self, events: list[Event]) -> dict[str, SubscriberRecord]:
+        """The subscriber each event is about (by id, or by address), by event id: two HMGETs a workspace."""
+        wanted: dict[str, list[tuple[str, str | None, str | None]]] = {}
+        for event in events:
+            data, subscriber_id, email = event.data, None, None
+            if isinstance(data.get("subscriber"), str):
+                subscriber_id = data["subscriber"]
+            elif isinstance(data.get("subscriber"), dict):
+                subscriber_id = data["subscriber"].get("id")
+            if event.message is not None:
+                email = event.message.to
+            elif isinstance(data.get("email"), str):
+                email = data["email"]
+            if subscriber_id is None and email is not None:
+                try:
+                    email = normalise_email(email)
+                except ValueError:
+                    continue
+            wanted.setdefault(event.workspace, []).append((event.id, subscriber_id, email))
+        found: dict[str, SubscriberRecord] = {}
+        for workspace, items in wanted.items():
+            emails = sorted({e for _, s, e in items if s is None and e is not None})
+            ids = await self.redis.hmget(keyspace.subscriber_emails(workspace), emails) if emails else []
+            by_email = {e: as_text(i) for e, i in zip(emails, ids, strict=True) if i is not None}
+            resolved = [(event_id, s or by_email.get(e or "")) for event_id, s, e in items]
+            records = {
+                r.id: r for r in await self.subscribers.many(workspace, sorted({s for _, s in resolved if s}))
+            }
+            for event_id, subscriber_id in resolved:
+                if subscriber_id and subscriber_id in records:
+                    found[event_id] = records[subscriber_id]
+        return found
 
     async def matches(self, workspace: str, condition: Any, subscriber_id: str) -> bool:
         """The CONDITION for this one subscriber now, in the analytics store. Raises when none runs."""

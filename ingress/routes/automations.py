@@ -529,11 +529,25 @@ async def _steps_by_version(
     return found
 
 
+# Versions never change once written: each process keeps the ones it read (bounded), so a trigger costs
+# one read of the head rather than two round trips.
+_versions: dict[tuple[str, str, int], Definition] = {}
+
+
 async def _own(request: web.Request) -> tuple[AutomationRecord, Definition]:
     store = AutomationStore(request.app[SERVICES].redis)
     workspace = principal(request).workspace
     head = await store.get(workspace, request.match_info["id"])
-    definition = None if head is None else await store.version(workspace, head.id, head.version)
+    definition = None
+    if head is not None:
+        key = (workspace, head.id, head.version)
+        definition = _versions.get(key)
+        if definition is None:
+            definition = await store.version(workspace, head.id, head.version)
+            if definition is not None:
+                if len(_versions) >= 10_000:
+                    _versions.clear()
+                _versions[key] = definition
     if head is None or definition is None:
         raise not_found("automation")
     return head, definition
