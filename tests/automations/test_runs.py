@@ -89,7 +89,9 @@ async def test_onboarding_welcome_wait_branch_on_a_real_open(
 
     await wait_for(open_stored)
 
-    clock.advance(172800 + 1)
+    # Exactly the wait: the runs are due, and the branch's two-day window starts at the runner's time of
+    # the welcome, before the real open (one second more and a quick open would fall outside it).
+    clock.advance(172800)
     await runner.run_until_idle()
     await wait_for(lambda: len(sink.deliveries) == 4)
     later = sorted((d.rcpt_tos[0], d.parsed()["Subject"]) for d in sink.deliveries[2:])
