@@ -338,3 +338,43 @@ def records_of_kind(kind: str) -> str:
     """A SCAN pattern for every workspace's keys of one kind ("srv", "dom", "whk", "idem"): a key of the
     same prefix with another type (a set of rules, a due zset) is filtered out by the scan's TYPE."""
     return f"{PREFIX}{{*}}:{kind}:*"
+
+
+# --- automations and their runs (docs/automations.md) ---------------------------------------------------
+# The head record and the immutable versions of each automation; its runs in one hash (a run is one small
+# msgpack record), the runs to drive in one zset scored by when (a waiting run's wake-up, a running run's
+# lease), and AUTOMATIONS_ACTIVE naming the automations whose due zset is not empty. A waiting run is one
+# hash field and one zset member: nothing else per run (after_exit automations add one field while a run
+# of that subscriber is live).
+AUTOMATIONS_ACTIVE = PREFIX + "automations:active"  # set: "ws|aut" with runs in their due zset
+AUTOMATIONS_LIVE = PREFIX + "automations:live"  # set: "ws|aut" of active (not paused) automations
+AUTOMATION_SCHEDULES = PREFIX + "automations:schedules"  # zset: "ws|aut" -> next fire (ms)
+AUTOMATION_GROUP = "automations"  # consumer group on EVENT_STREAM (event triggers)
+
+
+def automation(workspace: str, automation_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:aut:{automation_id}"  # msgpack AutomationRecord (the head)
+
+
+def automation_versions(workspace: str, automation_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:aut:{automation_id}:v"  # hash: version -> msgpack Definition
+
+
+def automation_index(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:automations"  # lex zset of automation ids
+
+
+def automation_runs(workspace: str, automation_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:aut:{automation_id}:runs"  # hash: run id -> msgpack RunRecord
+
+
+def automation_due(workspace: str, automation_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:aut:{automation_id}:due"  # zset: run id -> due or lease end (ms)
+
+
+def automation_live_runs(workspace: str, automation_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:aut:{automation_id}:in"  # hash: sub id -> live run id (after_exit)
+
+
+def automation_segment_seen(workspace: str, automation_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:aut:{automation_id}:seg"  # set: sub ids already in the segment
