@@ -59,6 +59,23 @@ _ERASE_EVENTS = (
     "UPDATE events SET recipient = '', recipient_domain = '', metadata = '{}', data = '{}' "
     "WHERE workspace = $workspace AND recipient = $email"
 )
+_ERASE_EVENT_DAYS = "DELETE FROM event_days WHERE workspace = $workspace AND recipient = $email"
+# event_days (migration 0004): what segment event conditions read. Only events the batch really adds
+# (the batch itself holds each id once, analytics/rows.py) are counted.
+_EVENT_DAYS_KEY = "workspace, type, recipient, day, campaign_id"
+_COUNT_NEW_EVENTS = (
+    "INSERT INTO event_days SELECT workspace, type, recipient, CAST(created_at AS DATE) AS day, "
+    "campaign_id, count(*) FROM incoming_batch AS b "
+    "WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.id = b.id) "
+    f"GROUP BY ALL ON CONFLICT ({_EVENT_DAYS_KEY}) DO UPDATE SET events = event_days.events + excluded.events"
+)
+
+
+_RECOUNT_DAY = (
+    "INSERT INTO event_days SELECT workspace, type, recipient, CAST(created_at AS DATE), campaign_id, "
+    "count(*) FROM events WHERE created_at >= $cutoff "
+    "AND created_at < CAST(CAST($cutoff AS DATE) AS TIMESTAMP) + INTERVAL 1 DAY GROUP BY ALL"
+)
 
 
 class DuckDialect(Dialect):
@@ -186,7 +203,16 @@ class DuckDBStore(SqlAnalyticsStore):
         cursor = self._db.cursor()
         try:
             cursor.register("incoming_batch", batch)
-            cursor.execute("INSERT OR IGNORE INTO events SELECT * FROM incoming_batch")
+            # The day counts of the events not stored yet, then the events, in one transaction: a replayed
+            # batch adds nothing to either.
+            cursor.execute("BEGIN TRANSACTION")
+            try:
+                cursor.execute(_COUNT_NEW_EVENTS)
+                cursor.execute("INSERT OR IGNORE INTO events SELECT * FROM incoming_batch")
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
         finally:
             cursor.close()
 
@@ -212,6 +238,7 @@ class DuckDBStore(SqlAnalyticsStore):
         db.execute("BEGIN TRANSACTION")
         try:
             db.execute(_ERASE_EVENTS, {"workspace": workspace, "email": email})
+            db.execute(_ERASE_EVENT_DAYS, {"workspace": workspace, "email": email})
             db.execute("DELETE FROM memberships WHERE workspace = $workspace AND subscriber_id = $id", ids)
             db.execute(
                 _TOMBSTONE, dict(zip(SUBSCRIBER_COLUMNS, _tombstone(workspace, subscriber_id), strict=True))
@@ -240,9 +267,19 @@ class DuckDBStore(SqlAnalyticsStore):
 
     def _purge(self, before_ms: int) -> int:
         cutoff = from_epoch_ms(before_ms).replace(tzinfo=None)
-        result = self._db.execute(
-            "DELETE FROM events WHERE created_at < $cutoff", {"cutoff": cutoff}
-        ).fetchone()
+        db = self._db
+        db.execute("BEGIN TRANSACTION")
+        try:
+            result = db.execute(
+                "DELETE FROM events WHERE created_at < $cutoff", {"cutoff": cutoff}
+            ).fetchone()
+            # Whole days before the cutoff go; the cutoff's own day is counted again from what is left.
+            db.execute("DELETE FROM event_days WHERE day <= CAST($cutoff AS DATE)", {"cutoff": cutoff})
+            db.execute(_RECOUNT_DAY, {"cutoff": cutoff})
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         return int(result[0]) if result else 0
 
     async def purge_expired(self, retention: timedelta, *, now: datetime) -> int:
