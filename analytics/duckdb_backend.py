@@ -30,8 +30,10 @@ from analytics.segments import DuckJson
 from analytics.sql import Bound, Dialect
 from analytics.sql_store import Rows, SqlAnalyticsStore
 
+_INSERTED = ("workspace", "type", "recipient", "created_at", "campaign_id")
 _ARROW_TYPES = {"created_at": pa.timestamp("ms"), "tags": pa.list_(pa.string()), "pair_hash": pa.uint64()}
 ARROW_SCHEMA = pa.schema([(c, _ARROW_TYPES.get(c, pa.string())) for c in COLUMNS])
+INSERTED_SCHEMA = pa.schema([(c, ARROW_SCHEMA.field(c).type) for c in _INSERTED])
 _MIRROR_TYPES = {"created_at": pa.timestamp("ms"), "version": pa.int64(), "deleted": pa.bool_()}
 SUBSCRIBER_SCHEMA = pa.schema([(c, _MIRROR_TYPES.get(c, pa.string())) for c in SUBSCRIBER_COLUMNS])
 MEMBERSHIP_SCHEMA = pa.schema([(c, _MIRROR_TYPES.get(c, pa.string())) for c in MEMBERSHIP_COLUMNS])
@@ -60,13 +62,12 @@ _ERASE_EVENTS = (
     "WHERE workspace = $workspace AND recipient = $email"
 )
 _ERASE_EVENT_DAYS = "DELETE FROM event_days WHERE workspace = $workspace AND recipient = $email"
-# event_days (migration 0004): what segment event conditions read. Only events the batch really adds
-# (the batch itself holds each id once, analytics/rows.py) are counted.
+# event_days (migration 0004): what segment event conditions read. Only the events a batch really adds
+# (`inserted_events`, what the insert returned) are counted.
 _EVENT_DAYS_KEY = "workspace, type, recipient, day, campaign_id"
 _COUNT_NEW_EVENTS = (
     "INSERT INTO event_days SELECT workspace, type, recipient, CAST(created_at AS DATE) AS day, "
-    "campaign_id, count(*) FROM incoming_batch AS b "
-    "WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.id = b.id) "
+    "campaign_id, count(*) FROM inserted_events "
     f"GROUP BY ALL ON CONFLICT ({_EVENT_DAYS_KEY}) DO UPDATE SET events = event_days.events + excluded.events"
 )
 
@@ -207,8 +208,14 @@ class DuckDBStore(SqlAnalyticsStore):
             # batch adds nothing to either.
             cursor.execute("BEGIN TRANSACTION")
             try:
+                # RETURNING gives the rows really inserted (not those ignored): no scan of the stored ids.
+                cursor.execute(
+                    "INSERT OR IGNORE INTO events SELECT * FROM incoming_batch "
+                    f"RETURNING {', '.join(_INSERTED)}"
+                )
+                inserted = list(zip(*cursor.fetchall(), strict=True)) or [()] * len(INSERTED_SCHEMA)
+                cursor.register("inserted_events", pa.Table.from_arrays(inserted, schema=INSERTED_SCHEMA))
                 cursor.execute(_COUNT_NEW_EVENTS)
-                cursor.execute("INSERT OR IGNORE INTO events SELECT * FROM incoming_batch")
                 cursor.execute("COMMIT")
             except BaseException:
                 cursor.execute("ROLLBACK")
