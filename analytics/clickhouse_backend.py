@@ -36,7 +36,7 @@ _ERASE_EVENTS = (
     "ALTER TABLE events UPDATE recipient = '', recipient_domain = '', metadata = '{}', data = '{}' "
     "WHERE workspace = {workspace:String} AND recipient = {email:String}"
 )
-# The person's rows of the segment day table (migration 0005): keyed by the hash of the address, which
+# The person's rows of the segment day table (migration 0006): keyed by the hash of the address, which
 # is as personal as the address, so they go (a segment can no longer count an erased person anyway).
 _ERASE_EVENT_DAYS = (
     "ALTER TABLE event_days DELETE WHERE workspace = {workspace:String} "

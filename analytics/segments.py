@@ -137,7 +137,7 @@ class ClickHouseJson(JsonSQL):
     final = " FINAL"
     false = "0"
     not_deleted = "s.deleted = 0"
-    # Materialized columns of migration 0005: cityHash64 of the strings, so every set is of UInt64.
+    # Materialized columns of migration 0006: cityHash64 of the strings, so every set is of UInt64.
     subscriber_key = "s.key"
     membership_key = "subscriber_key"
     email_key = "s.email_key"
@@ -163,7 +163,7 @@ class ClickHouseJson(JsonSQL):
         return bind(name)
 
     def kind_is(self, key: str, kind: str) -> str:
-        # String and number attributes were parsed into maps at insert (migration 0005).
+        # String and number attributes were parsed into maps at insert (migration 0006).
         if kind == "string":
             return f"mapContains(s.attr_strings, {key})"
         if kind == "number":

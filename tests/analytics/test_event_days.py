@@ -1,4 +1,4 @@
-"""`event_days`, what segment event conditions read (migrations: DuckDB 0004, ClickHouse 0005): on both
+"""`event_days`, what segment event conditions read (migrations: DuckDB 0004, ClickHouse 0006): on both
 backends it holds exactly the stored events, each once, however batches are replayed; the migration's
 backfill rebuilds it from the events; erasure removes the person's rows; DuckDB's purge recounts the
 day it cuts through."""

@@ -1,5 +1,5 @@
 -- Events per (workspace, type, recipient, day, campaign): what segment event conditions read instead of
--- the events (docs/audience.md "Evaluation"), the same table as ClickHouse's migration 0005 so both
+-- the events (docs/audience.md "Evaluation"), the same table as ClickHouse's migration 0006 so both
 -- backends answer from the same data. DuckDB stores each event once (INSERT OR IGNORE on its id), so a
 -- plain count is exact: the store adds the counts of the events a batch really inserts, in the same
 -- transaction (analytics/duckdb_backend.py); erasure deletes the person's rows, retention their days.
