@@ -31,7 +31,12 @@ from analytics.sql import Bound, Dialect
 from analytics.sql_store import Rows, SqlAnalyticsStore
 
 _INSERTED = ("workspace", "type", "recipient", "created_at", "campaign_id")
-_ARROW_TYPES = {"created_at": pa.timestamp("ms"), "tags": pa.list_(pa.string()), "pair_hash": pa.uint64()}
+_ARROW_TYPES = {
+    "created_at": pa.timestamp("ms"),
+    "tags": pa.list_(pa.string()),
+    "pair_hash": pa.uint64(),
+    "machine_open": pa.bool_(),
+}
 ARROW_SCHEMA = pa.schema([(c, _ARROW_TYPES.get(c, pa.string())) for c in COLUMNS])
 INSERTED_SCHEMA = pa.schema([(c, ARROW_SCHEMA.field(c).type) for c in _INSERTED])
 _MIRROR_TYPES = {"created_at": pa.timestamp("ms"), "version": pa.int64(), "deleted": pa.bool_()}
@@ -108,6 +113,9 @@ class DuckDialect(Dialect):
 
     def bucket(self, width: str) -> str:
         return f"({self.created_ms} // {width}) * {width}"
+
+    def int_div(self, dividend: str, divisor: str) -> str:
+        return f"(({dividend}) // {divisor})"
 
     def export_lines(self, flt: EventFilter) -> tuple[str, dict[str, Any]]:
         """Each event as the JSON line msgspec writes for it (same keys, order, escaping and time format)."""
@@ -204,7 +212,7 @@ class DuckDBStore(SqlAnalyticsStore):
         cursor = self._db.cursor()
         try:
             cursor.register("incoming_batch", batch)
-            # The day counts of the events not stored yet, then the events, in one transaction: a replayed
+            # The events, then the day counts of those really inserted, in one transaction: a replayed
             # batch adds nothing to either.
             cursor.execute("BEGIN TRANSACTION")
             try:

@@ -1,7 +1,7 @@
 """The send path under load, each figure beside a baseline measured in the same run.
 
 `python -m bench [--seconds 10] [--rates 250,500] [--bulk-requests 20] [--delivery 10000]
-[--phases singles,bulk,attack,delivery,micro,templates]`
+[--phases singles,bulk,attack,delivery,micro,templates,campaign_report]`
 
 - single sends: latency p50/p95/p99 at fixed offered rates (open loop), and the sustained rate at 64
   connections (closed loop) — Mailers' `/v1/send` (auth, rate limit, validation, suppression shard call,
@@ -13,7 +13,9 @@
 - attack (bench/attack.py): a normal client's p50/p95/p99 at 20 sends a second, alone and while an
   attacker with its own key sends the worst bodies we can construct at full speed;
 - micro (bench/micro.py): costs and waits that tests used to assert on the clock;
-- templates (bench/templates.py): the cached template render per recipient, beside python-liquid.
+- templates (bench/templates.py): the cached template render per recipient, beside python-liquid;
+- campaign_report (bench/campaign_report.py): the campaign report of a 1M-recipient campaign with 10M
+  events on chDB, beside a hand-written totals query (not in the default phases: the data takes minutes).
 Everything runs on this machine: Redis (AOF on), a local Ray started by `mailers serve`, the servers in
 their own processes.
 """
@@ -33,7 +35,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from bench import attack, cpu, templates
+from bench import attack, campaign_report, cpu, templates
 from bench.load import Result, closed_loop, open_loop
 from bench.micro import micro
 from bench.smtp import bare_client, start_sink, typical_message
@@ -238,21 +240,55 @@ async def delivery(base: str, redis_url: str, count: int) -> tuple[list[str], li
 
 
 async def attack_rows(base: str) -> list[str]:
-    """Issue #11's row: the normal client alone, then with the attacker (its own key), in one run."""
+    """Issue #11's row: the normal client alone, then with the attacker (its own key), in one run; each
+    beside the server's event-loop lag over the same seconds (`mailers_event_loop_lag_seconds`)."""
     headers = {"Authorization": f"Bearer {KEY}"}
     async with aiohttp.ClientSession() as session:
         body = {"name": "attacker", "scopes": ["send"]}
         async with session.post(base + "/v1/api-keys", json=body, headers=headers) as response:
             attacker = f"Bearer {(await response.json())['secret']}"
+    before = await loop_lag(base)
     alone = await attack.normal_client(base, headers)
+    between = await loop_lag(base)
     attacked, answers = await attack.attacked(base, headers, attacker)
+    after = await loop_lag(base)
     name = f"normal /v1/send @ {attack.NORMAL_RATE:.0f}/s"
     return [
         f"| {name}, alone | {len(alone)} requests | " + _percentiles(alone) + " | 0 |",
         f"| {name}, attacker at full speed ({answers}) | {len(attacked)} requests | "
         + _percentiles(attacked)
         + " | 0 |",
+        _lag_row("ingress loop lag, alone", before, between),
+        _lag_row("ingress loop lag, attacker at full speed", between, after),
     ]
+
+
+async def loop_lag(base: str) -> dict[float, float]:
+    """The server's loop-lag histogram: upper bound (s) -> cumulative count."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base + "/metrics") as response:
+            text = await response.text()
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("mailers_event_loop_lag_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def _lag_row(name: str, start: dict[float, float], end: dict[float, float]) -> str:
+    counts = {bound: end[bound] - start.get(bound, 0.0) for bound in end}
+    ticks = counts[float("inf")]
+
+    def over(seconds: float) -> int:
+        return int(ticks - counts[seconds])
+
+    lower = max((b for b in counts if counts[b] < ticks), default=0.0)  # the longest lag was above this
+    upper = min(b for b in counts if counts[b] == ticks)
+    return (
+        f"| {name} (5 ms ticks) | {ticks:.0f} ticks | over 10 ms: {over(0.01)} | over 20 ms: {over(0.02)} | "
+        f"over 50 ms: {over(0.05)} | longest in ({lower * 1000:g}, {upper * 1000:g}] ms |"
+    )
 
 
 def _percentiles(latencies: list[float]) -> str:
@@ -313,6 +349,9 @@ async def run(args: argparse.Namespace) -> None:
     if "templates" in phases:
         print("\n".join(templates.report()) + "\n")
         phases.discard("templates")
+    if "campaign_report" in phases:
+        print("\n".join(await campaign_report.run(1_000_000, 20, None)) + "\n")
+        phases.discard("campaign_report")
     if phases:
         await run_server_phases(args, phases)
 
@@ -369,9 +408,10 @@ def main() -> None:
     parser.add_argument(
         "--phases",
         default="singles,bulk,attack,delivery,templates",
-        help="which of singles,bulk,attack,delivery,micro,templates to run (micro: figures moved out of "
-        "the tests; attack: a normal client's latency alone and beside an attacker, issue #11; "
-        "templates: the cached template render, issue #12)",
+        help="which of singles,bulk,attack,delivery,micro,templates,campaign_report to run (micro: figures "
+        "moved out of the tests; attack: a normal client's latency alone and beside an attacker, issue #11; "
+        "templates: the cached template render, issue #12; campaign_report: the report on 10M events, "
+        "issue #13)",
     )
     asyncio.run(run(parser.parse_args()))
 

@@ -74,8 +74,13 @@ def message_index(workspace: str) -> str:
     return f"{PREFIX}{{{workspace}}}:messages"  # lex zset of message ids
 
 
-def send_item(workspace: str, scope: str, key: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:item:{scope}:{key}"  # -> message id (per-message idempotency)
+def send_item(workspace: str, scope: str, key: str, *, api_key: str | None = None) -> str:
+    """-> message id (per-message idempotency). A body's own `idempotency_key` is per workspace (API.md);
+    the keys derived from an `Idempotency-Key` header (`api_key` given) are per API key, like the header's
+    record (`idempotency`): another key of the workspace that guessed the header would otherwise learn
+    the message ids. `@key_id` follows the scope, which no explicit key can write (it comes after a colon)."""
+    owner = f"@{api_key}" if api_key else ""
+    return f"{PREFIX}{{{workspace}}}:item:{scope}{owner}:{key}"
 
 
 def dispatch_stream(workspace: str, server_id: str) -> str:

@@ -1,4 +1,4 @@
-"""Templates at the ingress: content problems as API errors, partials frozen at save, and sends with a
+"""Templates on the send path: content problems as API errors, partials frozen at save, and sends with a
 `template` rendered at accept time into ordinary html/text (so tracking and enqueue see no difference).
 
 The rendered message records the template in its metadata (`template_id`, `template_version`), which
@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import msgspec
 
+from actors.outbound.work import RunHeavy, run_inline
 from content.cache import compiled
 from content.compile import referenced_partials
 from content.errors import TemplateProblems
 from content.render import render_template
-from ingress.off_loop import run_heavy
-from ingress.problems import ApiError, validation_error
-from schemas.problems import FieldError
-from schemas.send import SendRequest
+from schemas.problems import ApiError, FieldError, validation_error
+from schemas.send import MAX_TEMPLATE_VARIABLES_BYTES, SendRequest
 from schemas.templates import TemplateVersion
 from store.templates import TemplateStore
 
@@ -65,6 +65,7 @@ async def render_sends(
     prefixes: Sequence[str],
     *,
     heavy: bool,
+    run: RunHeavy = run_inline,
 ) -> list[SendRequest | ApiError]:
     """Each item with a `template` (and no html/text) rendered; others unchanged. Per-item errors."""
     refs = {
@@ -77,7 +78,7 @@ async def render_sends(
     ordered = sorted(refs, key=str)
     found = await asyncio.gather(*(store.get_version(workspace, tid, ver) for tid, ver in ordered))
     versions = dict(zip(ordered, found, strict=True))
-    return await run_heavy(heavy, _render_all, items, prefixes, versions)
+    return await run(heavy, _render_all, items, prefixes, versions)
 
 
 def _uses_template(item: SendRequest) -> bool:
@@ -101,6 +102,27 @@ def _render_all(
     return out
 
 
+_variables = msgspec.json.Decoder(dict[str, Any])
+
+
+def template_variables(raw: msgspec.Raw, pointer: str) -> dict[str, Any]:
+    """A recipient's variables, decoded once their size is known to be bounded: JSON of this size
+    decodes in a few ms whatever it holds (issue #11: unbounded, 9 MB of `[[],[],...]` held the loop
+    seconds)."""
+    if isinstance(raw, dict):  # a request built in-process (a runner's), not decoded from a body
+        return raw
+    if len(raw) > MAX_TEMPLATE_VARIABLES_BYTES:
+        raise validation_error(
+            pointer,
+            f"{len(raw):,} bytes of variables; at most {MAX_TEMPLATE_VARIABLES_BYTES:,}",
+            "variables_too_large",
+        )
+    try:
+        return _variables.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise validation_error(pointer, str(exc), "invalid") from None
+
+
 def _rendered(
     item: SendRequest, versions: dict[tuple[str, int | None], TemplateVersion | None], prefix: str
 ) -> SendRequest:
@@ -119,8 +141,9 @@ def _rendered(
             "set by Mailers when sending with a template",
             "reserved_metadata",
         )
+    variables = template_variables(ref.variables, prefix + "/template/variables")
     try:
-        rendered = render_template(compiled(version), ref.variables)
+        rendered = render_template(compiled(version), variables)
     except TemplateProblems as exc:
         raise template_error(exc, prefix + "/template") from None
     metadata = {**item.metadata, "template_id": version.id, "template_version": str(version.version)}
