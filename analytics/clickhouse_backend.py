@@ -36,6 +36,12 @@ _ERASE_EVENTS = (
     "ALTER TABLE events UPDATE recipient = '', recipient_domain = '', metadata = '{}', data = '{}' "
     "WHERE workspace = {workspace:String} AND recipient = {email:String}"
 )
+# The person's rows of the segment day table (migration 0006): keyed by the hash of the address, which
+# is as personal as the address, so they go (a segment can no longer count an erased person anyway).
+_ERASE_EVENT_DAYS = (
+    "ALTER TABLE event_days DELETE WHERE workspace = {workspace:String} "
+    "AND recipient_key = cityHash64({email:String})"
+)
 _ERASE_SUBSCRIBER = "ALTER TABLE subscribers DELETE WHERE workspace = {workspace:String} AND id = {id:String}"
 _ERASE_MEMBERSHIPS = (
     "ALTER TABLE memberships DELETE WHERE workspace = {workspace:String} AND subscriber_id = {id:String}"
@@ -146,17 +152,22 @@ class ClickHouseStore(SqlAnalyticsStore):
     def _apply_retention(self) -> None:
         if self.retention_days is None:
             return
-        clause = f"toIntervalDay({self.retention_days})"
-        engine = self._client.query(
-            "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = 'events'",
-            parameters={"db": self.database},
-        ).result_rows[0][0]
-        if clause not in engine.replace(" ", ""):
-            # DDL takes no bound parameters; retention_days is an int by construction.
-            self._client.command(
-                f"ALTER TABLE events MODIFY TTL toDateTime(created_at) + {clause}",
-                settings={"materialize_ttl_after_modify": 0},
-            )
+        # event_days keeps a day until its last event's time has passed the retention: one day more.
+        for table, expression, days in (
+            ("events", "toDateTime(created_at)", self.retention_days),
+            ("event_days", "toDateTime(day)", self.retention_days + 1),
+        ):
+            clause = f"toIntervalDay({days})"
+            engine = self._client.query(
+                "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+                parameters={"db": self.database, "t": table},
+            ).result_rows[0][0]
+            if clause not in engine.replace(" ", ""):
+                # DDL takes no bound parameters; the names are constants, retention_days an int.
+                self._client.command(
+                    f"ALTER TABLE {table} MODIFY TTL {expression} + {clause}",
+                    settings={"materialize_ttl_after_modify": 0},
+                )
 
     def _insert(self, columns: dict[str, list[Any]]) -> None:
         self._client.insert(
@@ -183,9 +194,9 @@ class ClickHouseStore(SqlAnalyticsStore):
     def _erase(self, workspace: str, email: str, subscriber_id: str) -> None:
         ids = {"workspace": workspace, "id": subscriber_id}
         client = self._client
-        client.command(
-            _ERASE_EVENTS, parameters={"workspace": workspace, "email": email}, settings=_SYNC_MUTATION
-        )
+        about = {"workspace": workspace, "email": email}
+        client.command(_ERASE_EVENTS, parameters=about, settings=_SYNC_MUTATION)
+        client.command(_ERASE_EVENT_DAYS, parameters=about, settings=_SYNC_MUTATION)
         client.command(_ERASE_MEMBERSHIPS, parameters=ids, settings=_SYNC_MUTATION)
         # The tombstone first, so no read between the two statements sees the old row as the newest.
         self._upsert_mirror(MirrorRows([tombstone(workspace, subscriber_id, ERASED_VERSION)], []))

@@ -30,6 +30,7 @@ from analytics.segments import DuckJson
 from analytics.sql import Bound, Dialect
 from analytics.sql_store import Rows, SqlAnalyticsStore
 
+_INSERTED = ("workspace", "type", "recipient", "created_at", "campaign_id")
 _ARROW_TYPES = {
     "created_at": pa.timestamp("ms"),
     "tags": pa.list_(pa.string()),
@@ -37,6 +38,7 @@ _ARROW_TYPES = {
     "machine_open": pa.bool_(),
 }
 ARROW_SCHEMA = pa.schema([(c, _ARROW_TYPES.get(c, pa.string())) for c in COLUMNS])
+INSERTED_SCHEMA = pa.schema([(c, ARROW_SCHEMA.field(c).type) for c in _INSERTED])
 _MIRROR_TYPES = {"created_at": pa.timestamp("ms"), "version": pa.int64(), "deleted": pa.bool_()}
 SUBSCRIBER_SCHEMA = pa.schema([(c, _MIRROR_TYPES.get(c, pa.string())) for c in SUBSCRIBER_COLUMNS])
 MEMBERSHIP_SCHEMA = pa.schema([(c, _MIRROR_TYPES.get(c, pa.string())) for c in MEMBERSHIP_COLUMNS])
@@ -63,6 +65,22 @@ _TOMBSTONE = (
 _ERASE_EVENTS = (
     "UPDATE events SET recipient = '', recipient_domain = '', metadata = '{}', data = '{}' "
     "WHERE workspace = $workspace AND recipient = $email"
+)
+_ERASE_EVENT_DAYS = "DELETE FROM event_days WHERE workspace = $workspace AND recipient = $email"
+# event_days (migration 0004): what segment event conditions read. Only the events a batch really adds
+# (`inserted_events`, what the insert returned) are counted.
+_EVENT_DAYS_KEY = "workspace, type, recipient, day, campaign_id"
+_COUNT_NEW_EVENTS = (
+    "INSERT INTO event_days SELECT workspace, type, recipient, CAST(created_at AS DATE) AS day, "
+    "campaign_id, count(*) FROM inserted_events "
+    f"GROUP BY ALL ON CONFLICT ({_EVENT_DAYS_KEY}) DO UPDATE SET events = event_days.events + excluded.events"
+)
+
+
+_RECOUNT_DAY = (
+    "INSERT INTO event_days SELECT workspace, type, recipient, CAST(created_at AS DATE), campaign_id, "
+    "count(*) FROM events WHERE created_at >= $cutoff "
+    "AND created_at < CAST(CAST($cutoff AS DATE) AS TIMESTAMP) + INTERVAL 1 DAY GROUP BY ALL"
 )
 
 
@@ -194,7 +212,22 @@ class DuckDBStore(SqlAnalyticsStore):
         cursor = self._db.cursor()
         try:
             cursor.register("incoming_batch", batch)
-            cursor.execute("INSERT OR IGNORE INTO events SELECT * FROM incoming_batch")
+            # The events, then the day counts of those really inserted, in one transaction: a replayed
+            # batch adds nothing to either.
+            cursor.execute("BEGIN TRANSACTION")
+            try:
+                # RETURNING gives the rows really inserted (not those ignored): no scan of the stored ids.
+                cursor.execute(
+                    "INSERT OR IGNORE INTO events SELECT * FROM incoming_batch "
+                    f"RETURNING {', '.join(_INSERTED)}"
+                )
+                inserted = list(zip(*cursor.fetchall(), strict=True)) or [()] * len(INSERTED_SCHEMA)
+                cursor.register("inserted_events", pa.Table.from_arrays(inserted, schema=INSERTED_SCHEMA))
+                cursor.execute(_COUNT_NEW_EVENTS)
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
         finally:
             cursor.close()
 
@@ -220,6 +253,7 @@ class DuckDBStore(SqlAnalyticsStore):
         db.execute("BEGIN TRANSACTION")
         try:
             db.execute(_ERASE_EVENTS, {"workspace": workspace, "email": email})
+            db.execute(_ERASE_EVENT_DAYS, {"workspace": workspace, "email": email})
             db.execute("DELETE FROM memberships WHERE workspace = $workspace AND subscriber_id = $id", ids)
             db.execute(
                 _TOMBSTONE, dict(zip(SUBSCRIBER_COLUMNS, _tombstone(workspace, subscriber_id), strict=True))
@@ -248,9 +282,19 @@ class DuckDBStore(SqlAnalyticsStore):
 
     def _purge(self, before_ms: int) -> int:
         cutoff = from_epoch_ms(before_ms).replace(tzinfo=None)
-        result = self._db.execute(
-            "DELETE FROM events WHERE created_at < $cutoff", {"cutoff": cutoff}
-        ).fetchone()
+        db = self._db
+        db.execute("BEGIN TRANSACTION")
+        try:
+            result = db.execute(
+                "DELETE FROM events WHERE created_at < $cutoff", {"cutoff": cutoff}
+            ).fetchone()
+            # Whole days before the cutoff go; the cutoff's own day is counted again from what is left.
+            db.execute("DELETE FROM event_days WHERE day <= CAST($cutoff AS DATE)", {"cutoff": cutoff})
+            db.execute(_RECOUNT_DAY, {"cutoff": cutoff})
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         return int(result[0]) if result else 0
 
     async def purge_expired(self, retention: timedelta, *, now: datetime) -> int:

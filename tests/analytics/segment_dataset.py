@@ -13,6 +13,7 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 WS, OTHER = "acme", "beta"
 L1, L2 = "lst_" + "1" * 26, "lst_" + "2" * 26
 HOSTILE = "pro'); DROP TABLE events; --"
+TRIAL = "trial.started"
 IDS = {name: f"sub_{i:026d}" for i, name in enumerate(["ana", "bo", "cy", "di", "ed", "fay", "eve"], 1)}
 
 
@@ -84,6 +85,7 @@ def build() -> tuple[list[Event], list[Event]]:
     ed_v1 = subscriber("ed", 1, {"plan": "pro"})
     ana_order = custom("ana", "order.completed", 10)
     cy_order = custom("cy", "order.completed", 15)
+    trial_6_6 = custom("cy", TRIAL, 6.6)
     first = [
         subscriber("ana", 1, {"plan": "pro", "age": 34, "vip": True, "tags": ["a", "b"]}, days=100),
         subscriber("bo", 1, {"plan": "free", "age": 25}),
@@ -120,13 +122,23 @@ def build() -> tuple[list[Event], list[Event]]:
         message_event("cy", "message.opened", 1),
         message_event("ed", "message.opened", 2, campaign="cmp_A"),
         message_event("fay", "message.opened", 2),
+        # The first day of a 7-day window (NOW is 12:00, so it starts 2026-02-22 12:00): answered from the
+        # events, not the day counts, so an event earlier that same day must not count. TRIAL_6_6 is
+        # replayed in `later`; ed's events are whole days only.
+        custom("ana", TRIAL, 7),  # the window's first instant: in
+        custom("ana", TRIAL, 2),
+        custom("di", TRIAL, 7.4),  # same calendar day as the window's start, 02:24: out
+        trial_6_6,  # same calendar day, 21:36: in
+        custom("cy", TRIAL, 7.4),
+        custom("ed", TRIAL, 30),
+        custom("ed", TRIAL, 3),
         # Another workspace: the same people, events that must never count in acme.
         subscriber("bo", 1, {"plan": "pro"}, ws=OTHER),
         message_event("bo", "message.opened", 1, ws=OTHER),
         custom("bo", "order.completed", 1, ws=OTHER),
         custom("bo", "order.completed", 2, ws=OTHER),
     ]
-    later = [ana_order, cy_order, cy_order, ed_v1, member("cy", L1, "subscribed", 2)]
+    later = [ana_order, cy_order, cy_order, ed_v1, member("cy", L1, "subscribed", 2), trial_6_6]
     return first, later
 
 
@@ -172,6 +184,13 @@ CASES: list[tuple[list[str], Any, set[str]]] = [
     ([L1], {"attribute": "plan", "op": "eq", "value": HOSTILE}, {"eve"}),
     ([L1], {"attribute": "plan", "op": "starts_with", "value": "pro'"}, {"eve"}),
     ([], {"attribute": "plan", "op": "exists"}, {"ana", "bo", "cy", "ed", "eve"}),
+    # Window edges (see build): the first, partial day of a window, and counts across it and whole days.
+    ([], {"event": TRIAL, "within_days": 7}, {"ana", "cy", "ed"}),
+    ([], {"event": TRIAL, "within_days": 7, "count_gte": 2}, {"ana"}),
+    ([], {"event": TRIAL, "within_days": 8, "count_gte": 2}, {"ana", "cy"}),
+    ([], {"event": TRIAL, "within_days": 8, "count_gte": 3}, set()),
+    ([], {"event": TRIAL, "count_gte": 2}, {"ana", "cy", "ed"}),
+    ([], {"not": {"event": TRIAL, "within_days": 7}}, {"bo", "di", "eve"}),
     ([], None, {"ana", "bo", "cy", "di", "ed", "eve"}),
     ([L2], None, {"di"}),
     (

@@ -1,29 +1,44 @@
-"""How chDB answers segment conditions (issue #12's speed): event conditions read the events_by_type
-projection (one type, one window) instead of the table's time order, membership reads the newest version
-(FINAL: a `removed` row replaces a membership), and the IN-subquery index analysis is off. Answers are
-test_segment_parity.py's job; this checks the plan."""
+"""How chDB answers segment conditions (issue #12's speed): event conditions read `event_days` for the
+whole days of a window and the events_by_type projection (one type, less than a day) for its first
+day; every semi-join is over UInt64 keys; string and number attributes are map lookups, not JSON parses;
+membership reads the newest version (FINAL: a `removed` row replaces a membership); the IN-subquery index
+analysis is off. Answers are test_segment_parity.py's job; this checks the plan."""
 
 from __future__ import annotations
 
 from analytics.segments import SegmentCompiler
 from analytics.store import open_store
-from schemas.segments import EventCount, SegmentQuery, parse_condition
+from schemas.segments import AttributeIs, EventCount, SegmentQuery, parse_condition
 from tests.analytics.conftest import store_url
 from tests.analytics.segment_dataset import L1, NOW, WS, build
 
 
-async def test_event_conditions_read_the_type_ordered_projection(tmp_path, chdb_path):
+def _plan(client, sql: str, params: dict) -> str:
+    return "\n".join(
+        row[0] for row in client.query(f"EXPLAIN projections = 1 {sql}", parameters=params).result_rows
+    )
+
+
+async def test_event_conditions_read_day_counts_and_the_first_day_through_the_projection(tmp_path, chdb_path):
     store = open_store(store_url("chdb", tmp_path, chdb_path))
     await store.migrate()
     first, later = build()
     await store.insert(first + later)
     client = store._client  # the plan, which the store's interface does not show
     compiler = SegmentCompiler(store.dialect, store.json, WS, SegmentQuery(), NOW)
-    for node in (EventCount("message.opened", within_days=30), EventCount("order.completed", None, 2)):
-        subquery = compiler.condition(node).removeprefix("(s.email IN (").removesuffix("))")
-        plan = client.query(f"EXPLAIN projections = 1 {subquery}", parameters=compiler.bind.values)
-        text = "\n".join(row[0] for row in plan.result_rows)
-        assert "events_by_type" in text, text
+    for node in (
+        EventCount("message.opened", within_days=30),
+        EventCount("order.completed", 10, 2),
+    ):  # both first days hold events
+        condition = compiler.condition(node)
+        assert condition.startswith("(s.email_key IN (") and "FROM event_days" in condition
+        days, _, first_day = condition.removeprefix("(s.email_key IN (").partition(" UNION ALL ")
+        if node.count_gte > 1:
+            days = days.removeprefix("SELECT k FROM (")
+        first_day = first_day.partition(") AS w GROUP BY")[0].removesuffix("))")
+        assert "events_by_type" in _plan(client, first_day, compiler.bind.values)
+        assert "event_days" in _plan(client, days, compiler.bind.values)
+    # The projection holds every event, and event_days every (type, recipient, day, campaign).
     stored = client.query(
         "SELECT sum(rows) FROM system.projection_parts WHERE database = currentDatabase() "
         "AND table = 'events' AND name = 'events_by_type' AND active"
@@ -32,13 +47,17 @@ async def test_event_conditions_read_the_type_ordered_projection(tmp_path, chdb_
     await store.close()
 
 
-def test_membership_reads_the_newest_version_and_skips_removed_members():
+def test_keys_are_integers_attributes_maps_and_membership_the_newest_version():
     from analytics.clickhouse_backend import ClickHouseStore
 
     query = SegmentQuery(lists=(L1,))
     compiler = SegmentCompiler(ClickHouseStore.dialect, ClickHouseStore.json, WS, query, NOW)
     lists_alone = compiler.where(None)
-    assert "memberships FINAL WHERE" in lists_alone and "status <> 'removed'" in lists_alone
+    assert "s.key IN (SELECT subscriber_key FROM memberships FINAL WHERE" in lists_alone
+    assert "status <> 'removed'" in lists_alone
     condition = parse_condition({"attribute": "list_status", "op": "eq", "value": "subscribed"})
     assert "memberships FINAL WHERE" in compiler.where(condition)
     assert "use_index_for_in_with_subqueries = 0" in ClickHouseStore.json.settings
+    for node in (AttributeIs("plan", "eq", "pro"), AttributeIs("age", "gt", 30)):
+        sql = compiler.condition(node)
+        assert "JSON" not in sql and ("s.attr_strings[" in sql or "s.attr_numbers[" in sql), sql
