@@ -99,6 +99,16 @@ ADMITTED_STATUS = {
     ("GET", "/v1/webhooks/{id}/deliveries"): 404,
     ("POST", "/v1/webhooks/{id}/deliveries/{dlv}/replay"): 404,
     ("POST", "/v1/webhooks/{id}/replay"): 422,
+    ("POST", "/v1/campaigns"): 422,
+    ("GET", "/v1/campaigns"): 200,
+    ("GET", "/v1/campaigns/{id}"): 404,
+    ("PATCH", "/v1/campaigns/{id}"): 404,
+    ("POST", "/v1/campaigns/{id}/launch"): 404,
+    ("POST", "/v1/campaigns/{id}/pause"): 404,
+    ("POST", "/v1/campaigns/{id}/resume"): 404,
+    ("POST", "/v1/campaigns/{id}/cancel"): 404,
+    ("GET", "/v1/campaigns/{id}/recipients"): 404,
+    ("POST", "/v1/campaigns/{id}/retry-failed"): 404,
 }
 
 
