@@ -54,7 +54,7 @@ def _newsletter() -> OutboundMessage:
 
 
 def tracking_rows() -> list[str]:
-    from ingress.tracking import tracking_for
+    from actors.outbound.tracking import tracking_for
     from schemas.settings import load_settings
 
     tracking = tracking_for(load_settings({}, secret_key="k" * 40, public_url="https://mail.acme.test/"))

@@ -25,7 +25,7 @@ from aiohttp import web
 from ingress.body_budget import BodyBudget
 from ingress.context import PRINCIPAL, REQUEST_ID, SERVICES
 from ingress.cpu_budget import CURRENT_METER, CpuBudget, CpuMeter
-from ingress.problems import ApiError
+from ingress.problems import ApiError, error_response
 from ingress.routing import route_spec
 from ingress.streamed_body import BodyTooLarge, CountedStream
 
@@ -106,7 +106,7 @@ def body_cap(request: web.Request) -> int:
 
 
 def _refuse(request: web.Request, error: ApiError) -> web.Response:
-    response = error.response(request.get(REQUEST_ID, ""))
+    response = error_response(error, request.get(REQUEST_ID, ""))
     response.force_close()
     return response
 

@@ -18,7 +18,7 @@ import asyncio
 from aiohttp import web
 
 from ingress.context import REQUEST_ID, SERVICES
-from ingress.problems import ApiError
+from ingress.problems import ApiError, error_response
 from schemas.settings import Settings
 
 _REFUSED = (
@@ -39,9 +39,8 @@ async def body_deadline(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except BodyTimeout:
-        response = ApiError(
-            "request_timeout", f"The request body did not arrive within {seconds:g} s"
-        ).response(request[REQUEST_ID])
+        timeout = ApiError("request_timeout", f"The request body did not arrive within {seconds:g} s")
+        response = error_response(timeout, request[REQUEST_ID])
         response.force_close()
         return response
     finally:

@@ -19,7 +19,7 @@ import msgspec
 from aiohttp import web
 
 from ingress.context import IDEMPOTENCY, PRINCIPAL, REQUEST_ID, SERVICES
-from ingress.problems import ApiError
+from ingress.problems import ApiError, error_response
 from ingress.routing import route_spec
 from store import keyspace
 from store.idempotency import IdempotencyStore, StoredResponse
@@ -100,7 +100,7 @@ async def _run_claimed(request: web.Request, handler, claim: IdempotencyClaim) -
         if exc.code in _NOT_STORED:
             await claim.store.release(claim.key, claim.token)
             raise
-        response = exc.response(request[REQUEST_ID])
+        response = error_response(exc, request[REQUEST_ID])
     except BaseException:
         # Nothing was answered, so the request may be retried as a new one once the claim is released.
         await claim.store.release(claim.key, claim.token)

@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 
 from ingress.context import REQUEST_ID, SERVICES
-from ingress.problems import ApiError
+from ingress.problems import ApiError, error_response
 from schemas.ids import new_id
 
 log = logging.getLogger("mailers.ingress")
@@ -37,12 +37,12 @@ async def problems_and_request_ids(request: web.Request, handler) -> web.StreamR
     try:
         response = await handler(request)
     except ApiError as exc:
-        response = exc.response(rid)
+        response = error_response(exc, rid)
     except web.HTTPException as exc:
-        response = _from_http_exception(exc).response(rid)
+        response = error_response(_from_http_exception(exc), rid)
     except Exception:
         log.exception("unhandled error", extra={"request_id": rid})
-        response = ApiError("internal_error", "Something went wrong on our side").response(rid)
+        response = error_response(ApiError("internal_error", "Something went wrong on our side"), rid)
     if not response.prepared:
         response.headers["Request-Id"] = rid
     _observe(request, response.status, time.perf_counter() - started)

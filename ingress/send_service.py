@@ -1,50 +1,22 @@
-"""The pipeline behind one send (API.md): validate → route → durable enqueue.
-
-A request's messages cross each boundary once: one routing decision per message over the cached
-workspace config, and one Lua enqueue shared by all concurrent requests of this process. No actor is
-called on the request path: suppressions are applied by the Dispatcher at send time, in batches
-(actors/dispatch/loop.py), so a suppression added after acceptance still stops a queued, scheduled or
-retried message, and the 202 costs no Ray round trip.
-"""
+"""The HTTP side of the send path (actors/outbound/compose.py): the key's sending-domain restriction,
+and heavy requests' CPU on the ingress's worker thread."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
-import msgspec
-
-from actors.policies.routing import MessageFacts, RouteDecision, choose_servers
+from actors.outbound.compose import Accepted, Outcome, Rejected, SendPath, utc_now
+from actors.outbound.compose import accept as accept_items
+from actors.outbound.validation import PreparedSend, prepare_send
 from ingress.auth import require_sending_domain
 from ingress.context import Principal
-from ingress.off_loop import HEAVY_HTML_CHARS, HEAVY_ITEMS, run_heavy
-from ingress.problems import ApiError, validation_error
-from ingress.send_validation import PreparedSend, prepare_send
-from ingress.tracking import Tracking, tracking_for
-from schemas.events import Event, EventMessage
+from ingress.off_loop import HEAVY_HTML_CHARS, HEAVY_ITEMS
+from ingress.problems import ApiError
 from schemas.ids import new_id
-from schemas.message_status import api_status
-from schemas.messages import Address
-from schemas.send import MessageStatus, SendRequest
-from security.link_rewrite import TooManyLinks
-from store import keyspace
-from store.messages import MessageMeta, NewMessage
+from schemas.send import SendRequest
 
-_rng = random.Random()
-
-
-class Accepted(msgspec.Struct):
-    id: str
-    status: MessageStatus
-    created_at: datetime
-
-
-class Rejected(msgspec.Struct):
-    error: ApiError
-
-
-Outcome = Accepted | Rejected
+__all__ = ["Accepted", "Outcome", "Rejected", "accept", "is_heavy", "prepare_items", "utc_now"]
 
 
 def prepare_items(
@@ -73,30 +45,18 @@ async def accept(
     now: datetime,
     audit: bytes | None = None,
 ) -> list[Outcome]:
-    """Route and enqueue valid items; returns one outcome per item, in order. `audit`, the request's
-    audit entry, rides with its last message in the same enqueue (see `audited`)."""
-    snapshot = await services.routing.get(principal.workspace)
-    tracking = tracking_for(services.settings)
-    outcomes, batch = await run_heavy(
-        is_heavy(items),
-        _build,
+    path: SendPath | None = services.send_path
+    assert path is not None, "Services.open builds the send path"
+    return await accept_items(
+        path,
+        principal.workspace,
         items,
-        _Router(snapshot),
-        tracking,
-        now=now,
+        item_scope=item_scope,
         prefixes=prefixes,
-        scope=item_scope,
+        now=now,
+        heavy=is_heavy(items),
+        audit=audit,
     )
-    if batch and audit is not None:
-        batch[-1] = (batch[-1][0], msgspec.structs.replace(batch[-1][1], audit=audit))
-    prior_ids = await services.enqueue([new for _, new in batch]) if batch else []
-    for (index, new), prior in zip(batch, prior_ids, strict=True):
-        outcomes[index] = Accepted(
-            prior or new.message.id, "queued" if prior else api_status(new.status), now
-        )
-    done = [outcome for outcome in outcomes if outcome is not None]
-    assert len(done) == len(outcomes), "every item was rejected by _build or enqueued here"
-    return done
 
 
 def is_heavy(items: Sequence[PreparedSend]) -> bool:
@@ -105,147 +65,3 @@ def is_heavy(items: Sequence[PreparedSend]) -> bool:
         return True
     tracked = sum(len(i.message.html or "") for i in items if i.track_clicks)
     return tracked > HEAVY_HTML_CHARS
-
-
-def _build(
-    items: Sequence[PreparedSend],
-    route: _Router,
-    tracking: Tracking,
-    *,
-    now: datetime,
-    prefixes: Sequence[str],
-    scope: str,
-) -> tuple[list[Outcome | None], list[tuple[int, NewMessage]]]:
-    """The CPU part of `accept` (routing, tracking): no I/O, so it may run on a worker thread."""
-    outcomes: list[Outcome | None] = [None] * len(items)
-    batch: list[tuple[int, NewMessage]] = []
-    for index, item in enumerate(items):
-        try:
-            new = _new_message(item, route, tracking, now=now, prefix=prefixes[index], item_scope=scope)
-        except ApiError as exc:
-            outcomes[index] = Rejected(exc)
-            continue
-        batch.append((index, new))
-    return outcomes, batch
-
-
-def _new_message(
-    item: PreparedSend, route: _Router, tracking: Tracking, *, now: datetime, prefix: str, item_scope: str
-) -> NewMessage:
-    decision = route(item, prefix)
-    try:
-        message, links = tracking.prepare(
-            item.message,
-            track_opens=item.track_opens,
-            track_clicks=item.track_clicks,
-            unsubscribe=item.unsubscribe,
-        )
-    except TooManyLinks as exc:
-        raise validation_error(prefix + "/html", str(exc), "too_many_tracked_links") from None
-    status = "scheduled" if item.send_at else "queued"
-    created_ms = int(now.timestamp() * 1000)
-    meta = MessageMeta(
-        created_ms=created_ms,
-        candidates=decision.candidates,
-        purpose=item.purpose,
-        send_at_ms=int(item.send_at.timestamp() * 1000) if item.send_at else None,
-        track_opens=item.track_opens,
-        track_clicks=item.track_clicks,
-        unsubscribe=item.unsubscribe,
-        links=links,
-    )
-    events = [_event(message, "message.scheduled" if status == "scheduled" else "message.accepted", now, {})]
-    item_key = keyspace.send_item(message.workspace, item_scope, item.item_key) if item.item_key else None
-    return NewMessage(
-        message=message,
-        meta=meta,
-        status=status,
-        server=decision.candidates[0],
-        events=events,
-        item_key=item_key,
-    )
-
-
-class _Router:
-    """Routing decisions for one batch; without weighted rules a decision depends only on the message's
-    facts, so equal facts (a bulk to one domain) are decided once."""
-
-    def __init__(self, snapshot) -> None:
-        self.snapshot = snapshot
-        self.memo: dict[tuple, RouteDecision] | None = (
-            None if any(r.strategy == "weighted" for r in snapshot.rules) else {}
-        )
-
-    def __call__(self, item: PreparedSend, prefix: str) -> RouteDecision:
-        message = item.message
-        facts = MessageFacts(
-            purpose=item.purpose,
-            from_domain=message.sending_domain,
-            to_domains=sorted({a.domain for a in message.recipients}),
-            tags=message.tags,
-        )
-        if self.memo is None:
-            return _route(item, facts, self.snapshot, prefix)
-        key = (
-            facts.purpose,
-            facts.from_domain,
-            tuple(facts.to_domains),
-            tuple(facts.tags),
-            item.forced_server,
-        )
-        decision = self.memo.get(key)
-        if decision is None:
-            decision = self.memo[key] = _route(item, facts, self.snapshot, prefix)
-        return decision
-
-
-def _route(item: PreparedSend, facts: MessageFacts, snapshot, prefix: str) -> RouteDecision:
-    message = item.message
-    decision = choose_servers(
-        facts, snapshot.rules, snapshot.servers, forced_server=item.forced_server, rng=_rng
-    )
-    if decision.candidates:
-        return decision
-    if item.forced_server is not None:
-        raise validation_error(
-            prefix + "/routing/server", f"cannot use this server: {decision.reason}", decision.reason
-        )
-    # Every eligible server is down: queue on the best one anyway; the message waits, it is not refused.
-    waiting = sorted(
-        (s for s in snapshot.servers if _may_send(s, message.sending_domain)),
-        key=lambda s: (s.priority, s.id),
-    )
-    if not waiting:
-        raise validation_error(
-            prefix + "/from", f"no sending server may send from {message.sending_domain}", "no_sending_server"
-        )
-    return RouteDecision([s.id for s in waiting], None, "all_down")
-
-
-def _may_send(server, domain: str) -> bool:
-    return not server.domains or any(domain == d or domain.endswith("." + d) for d in server.domains)
-
-
-def _event(message, kind: str, now: datetime, data: dict, *, to: str | None = None) -> Event:
-    first: Address | None = (
-        message.to[0] if message.to else (message.recipients[0] if message.recipients else None)
-    )
-    return Event(
-        id=new_id("evt"),
-        type=kind,
-        created_at=now,
-        workspace=message.workspace,
-        data=data,
-        message=EventMessage(
-            id=message.id,
-            to=to or (first.email if first else ""),
-            from_=message.from_.email,
-            tags=message.tags,
-            metadata=message.metadata,
-            campaign_id=message.campaign_id,
-        ),
-    )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

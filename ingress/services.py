@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
+from actors.outbound.compose import SendPath
+from actors.outbound.tracking import tracking_for
 from ingress.body_budget import BodyBudget
 from ingress.cpu_budget import CpuBudget
 from ingress.key_cache import KeyCache
 from ingress.metrics import Metrics
+from ingress.off_loop import run_heavy
 from schemas.settings import Settings
 from security.secretbox import box_for
 from store.api_keys import ApiKeyStore
@@ -48,6 +51,7 @@ class Services:
     # The wall clock keys' expiry and rotation grace are judged by; tests replace it to step past them.
     clock: Callable[[], float] = time.time
     _enqueue: Coalescer[NewMessage, str | None] | None = None
+    send_path: SendPath | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -91,6 +95,12 @@ class Services:
         # Every concurrent request's messages share one Lua enqueue (one round trip, one transaction).
         services._enqueue = Coalescer(
             services.messages.enqueue, max_in_flight=2, max_batch=5000, max_pending=100_000
+        )
+        services.send_path = SendPath(
+            routing=services.routing,
+            tracking=tracking_for(settings),
+            enqueue=services.enqueue,
+            run=run_heavy,
         )
         listening = [asyncio.Event(), asyncio.Event()]
         services._tasks.append(asyncio.create_task(services.key_cache.listen(redis, listening[0])))

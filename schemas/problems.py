@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import msgspec
 
 ERROR_TYPE_BASE = "https://docs.mailers.dev/errors/"
@@ -50,3 +52,47 @@ class Problem(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 problem_encoder = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    """An error answer. `code` must be in ERROR_CODES. Raised by handlers and by the send path they share
+    with actors (actors/outbound/); the ingress renders it as application/problem+json."""
+
+    def __init__(
+        self,
+        code: str,
+        detail: str = "",
+        *,
+        errors: list[FieldError] | None = None,
+        headers: Mapping[str, str] | None = None,
+        status: int | None = None,
+    ) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"undocumented error code {code!r}")
+        super().__init__(detail or code)
+        self.code = code
+        self.status = status or ERROR_CODES[code][0]
+        self.detail = detail
+        self.errors = errors or []
+        self.headers = dict(headers or {})
+
+    def problem(self, request_id: str) -> Problem:
+        return Problem(
+            type=ERROR_TYPE_BASE + self.code,
+            title=ERROR_CODES[self.code][1],
+            status=self.status,
+            code=self.code,
+            detail=self.detail,
+            request_id=request_id,
+            errors=self.errors,
+        )
+
+
+def validation_error(pointer: str, detail: str, code: str = "invalid") -> ApiError:
+    return ApiError(
+        "validation_error", detail, errors=[FieldError(pointer=pointer, detail=detail, code=code)]
+    )
+
+
+def not_found(what: str = "resource") -> ApiError:
+    return ApiError("not_found", f"No such {what}")

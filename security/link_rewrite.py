@@ -4,7 +4,7 @@
 `<script>` are handled the way browsers tokenize them); only the characters of each tracked `href`
 value are replaced, so the rest of the document stays byte-identical (it may be DKIM-signed and
 diffed). The cost is bounded by the document's size, which the send path bounds
-(`MAX_TRACKED_HTML_CHARS` in ingress/send_validation.py).
+(`MAX_TRACKED_HTML_CHARS` in actors/outbound/validation.py).
 
 Tracked: `http`/`https` links. Left alone: `mailto:`, `tel:`, `#anchors`, relative links, links with
 a `data-mailers-notrack` attribute, and links already pointing at our own `/t/` endpoints (the

@@ -5,13 +5,13 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from actors.outbound.templating import render_sends
 from ingress.audit import AUDITED, entry_bytes
 from ingress.context import IDEMPOTENCY, REQUEST_ID, SERVICES, principal
 from ingress.off_loop import HEAVY_ITEMS, run_heavy
 from ingress.problems import ApiError
 from ingress.routing import RouteTable, field_error, json_response
 from ingress.send_service import Accepted, Outcome, accept, prepare_items, utc_now
-from ingress.templating import render_sends
 from schemas.send import BulkAccepted, BulkEnvelope, BulkItem, SendAccepted, SendRequest
 from store.templates import TemplateStore
 
@@ -83,7 +83,7 @@ async def send_bulk(request: web.Request, body: BulkEnvelope) -> web.Response:
     heavy = len(body.messages) > HEAVY_ITEMS
     decoded, prefixes = await run_heavy(heavy, _decode_items, body.messages, header_key)
     templates = TemplateStore(request.app[SERVICES].redis)
-    decoded = await render_sends(templates, caller.workspace, decoded, prefixes, heavy=heavy)
+    decoded = await render_sends(templates, caller.workspace, decoded, prefixes, heavy=heavy, run=run_heavy)
     valid = [d for d in decoded if isinstance(d, SendRequest)]
     prepared_valid = iter(
         await run_heavy(

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import msgspec
 from aiohttp import web
 
+from actors.outbound.templating import content_errors, resolve_partials
 from content.cache import compiled
 from content.render import render_template
 from ingress.context import SERVICES, principal
@@ -18,7 +19,6 @@ from ingress.off_loop import run_heavy
 from ingress.pagination import PageQuery, decode_cursor, list_response
 from ingress.problems import ApiError, not_found
 from ingress.routing import RouteTable, json_response
-from ingress.templating import content_errors, resolve_partials
 from schemas.ids import new_id
 from schemas.templates import (
     CreateTemplate,

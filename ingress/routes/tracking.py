@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 from aiohttp import web
 from redis.asyncio.client import Pipeline
 
+from actors.outbound.tracking import tracking_for
 from ingress.client_address import client_ip
 from ingress.context import SERVICES
 from ingress.problems import ApiError, not_found, validation_error
 from ingress.routing import RouteTable
-from ingress.tracking import tracking_for
 from schemas.events import Event, EventMessage
 from schemas.ids import new_id
 from schemas.suppressions import SuppressionEntry

@@ -54,7 +54,7 @@ class MessageLedger:
         staged: dict[str, bytes] = {}
         for new in batch:
             payload = encode(new.message)
-            if len(payload) > STAGED_PAYLOAD_BYTES:
+            if len(payload) > STAGED_PAYLOAD_BYTES and new.fresh_id:
                 staged[keyspace.message(new.message.workspace, new.message.id)] = payload
                 payload = b""
             rows.append(enqueue_row(new, payload))
@@ -69,7 +69,8 @@ class MessageLedger:
         arguments become Lua strings, and a 9 MB one held Redis ~100 ms (5 times a plain HSET of it),
         every other client waiting. The hash expires unless the script then accepts the message (it
         PERSISTs it), so a payload whose message was a duplicate, or whose script never ran, goes away.
-        Safe because a new message's id is fresh (`new_id`): no existing hash is ever staged into."""
+        Safe because only fresh ids (`new_id`) are staged: no existing hash is ever staged into; a derived id
+        (`NewMessage.fresh_id` false) may exist, so its payload rides in the script."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for key, payload in payloads.items():
                 pipe.hset(key, "p", payload)

@@ -35,6 +35,7 @@ class NewMessage(msgspec.Struct, kw_only=True):
     events: list[Event]
     item_key: str | None = None  # full Redis key of the per-message idempotency record
     audit: bytes | None = None  # the request's audit entry (msgpack), appended in the same script
+    fresh_id: bool = True  # False: the id is derived from its inputs and may exist (never staged)
 
 
 class Claimed(msgspec.Struct):

@@ -29,6 +29,9 @@ for m, row in ipairs(batch) do
   local prior = false
   if item ~= '' then
     prior = redis.call('GET', item)
+    -- An id derived from its inputs (actors/outbound) may name a message accepted longer ago than the
+    -- key's retention: its hash is the record. Staged payloads ('' here) only ever have fresh ids.
+    if not prior and payload ~= '' and redis.call('EXISTS', hkey) == 1 then prior = id end
     if not prior then redis.call('SET', item, id, 'EX', retention) end
   end
   if prior then

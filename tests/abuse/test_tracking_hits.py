@@ -4,8 +4,8 @@ short window, cap the stored timeline, and rate-limit the public routes per clie
 
 from __future__ import annotations
 
+from actors.outbound.tracking import tracking_for
 from ingress.context import SERVICES
-from ingress.tracking import tracking_for
 from tests.tracking.helpers import HUMAN, outbound, store_sent, streamed, timeline, tokens_in
 
 HITS = 40

@@ -72,3 +72,34 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     graph.add_import(importer="a.y", imported="a.x")
     graph.add_import(importer="a.z", imported="a.x")
     assert [sorted(c) for c in _strongly_connected(graph)] == [["a.x", "a.y"]]
+
+
+# What the ingress may import from actors/: the gateway, and the Ray-free parts it shares with the runners.
+# Every actor package added later is covered without touching this list (import-linter's "forbidden"
+# contract in pyproject.toml has to name each one).
+INGRESS_MAY_USE = ("actors.gateway", "actors.policies", "actors.priority", "actors.outbound")
+
+
+def _ingress_reaches(graph: grimp.ImportGraph) -> set[str]:
+    return {
+        imported
+        for importer in graph.modules
+        if importer == "ingress" or importer.startswith("ingress.")
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if imported.startswith("actors.")
+        and not any(imported == allowed or imported.startswith(allowed + ".") for allowed in INGRESS_MAY_USE)
+    }
+
+
+def test_the_ingress_reaches_actors_only_through_the_gateway_and_shared_pure_parts() -> None:
+    assert _ingress_reaches(grimp.build_graph(*PACKAGES, cache_dir=None)) == set()
+
+
+def test_the_ingress_check_finds_a_direct_actor_import() -> None:
+    graph = grimp.ImportGraph()
+    for module in ("ingress.routes.x", "actors.gateway", "actors.campaigns.body", "actors.outbound.service"):
+        graph.add_module(module)
+    graph.add_import(importer="ingress.routes.x", imported="actors.gateway")
+    graph.add_import(importer="ingress.routes.x", imported="actors.outbound.service")
+    graph.add_import(importer="ingress.routes.x", imported="actors.campaigns.body")
+    assert _ingress_reaches(graph) == {"actors.campaigns.body"}

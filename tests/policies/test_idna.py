@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingress.tracking import _ascii_domain as tracking_domain
+from actors.outbound.tracking import _ascii_domain as tracking_domain
 from providers.mime import ascii_domain as mime_domain
 from schemas.addresses import parse_address
 from schemas.dns_records import dns_records

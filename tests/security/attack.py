@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from ingress.send_validation import MAX_TRACKED_HTML_CHARS
+from actors.outbound.validation import MAX_TRACKED_HTML_CHARS
 from schemas.send import MAX_HEADERS, MAX_REPLY_TO
 from security.link_rewrite import MAX_LINK_TAGS, MAX_TRACKED_LINKS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingress.send_validation import MAX_TRACKED_HTML_CHARS
+from actors.outbound.validation import MAX_TRACKED_HTML_CHARS
 from schemas.send import MAX_HEADERS, MAX_REPLY_TO
 
 pytestmark = pytest.mark.ray

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from actors.outbound.tracking import Tracking, tracking_for
 from ingress.context import SERVICES
 from ingress.routes.tracking import PIXEL
-from ingress.tracking import Tracking, tracking_for
 from schemas.ids import new_id
 from security.tracking import ClickToken
 from store import keyspace

@@ -7,7 +7,7 @@ import re
 import msgspec
 import pytest
 
-from ingress.tracking import Tracking, tracking_for
+from actors.outbound.tracking import Tracking, tracking_for
 from schemas.settings import load_settings
 from security.tracking import ClickToken, OpenToken, UnsubscribeToken
 

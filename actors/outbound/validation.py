@@ -12,10 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from ingress.problems import ApiError
 from schemas.addresses import AddressError, parse_address, parse_address_list
 from schemas.messages import Address, Attachment, OutboundMessage
-from schemas.problems import FieldError
+from schemas.problems import ApiError, FieldError
 from schemas.send import SendRequest
 
 MAX_RECIPIENTS = 50
@@ -59,6 +58,7 @@ class PreparedSend(msgspec.Struct, kw_only=True):
     track_clicks: bool
     unsubscribe: bool
     item_key: str | None
+    derived_id: bool = False  # the message id was derived from its inputs (actors/outbound/service.py)
 
 
 class _Errors:

@@ -1,4 +1,4 @@
-"""Templates at the ingress: content problems as API errors, partials frozen at save, and sends with a
+"""Templates on the send path: content problems as API errors, partials frozen at save, and sends with a
 `template` rendered at accept time into ordinary html/text (so tracking and enqueue see no difference).
 
 The rendered message records the template in its metadata (`template_id`, `template_version`), which
@@ -13,13 +13,12 @@ from contextlib import contextmanager
 
 import msgspec
 
+from actors.outbound.work import RunHeavy, run_inline
 from content.cache import compiled
 from content.compile import referenced_partials
 from content.errors import TemplateProblems
 from content.render import render_template
-from ingress.off_loop import run_heavy
-from ingress.problems import ApiError, validation_error
-from schemas.problems import FieldError
+from schemas.problems import ApiError, FieldError, validation_error
 from schemas.send import SendRequest
 from schemas.templates import TemplateVersion
 from store.templates import TemplateStore
@@ -65,6 +64,7 @@ async def render_sends(
     prefixes: Sequence[str],
     *,
     heavy: bool,
+    run: RunHeavy = run_inline,
 ) -> list[SendRequest | ApiError]:
     """Each item with a `template` (and no html/text) rendered; others unchanged. Per-item errors."""
     refs = {
@@ -77,7 +77,7 @@ async def render_sends(
     ordered = sorted(refs, key=str)
     found = await asyncio.gather(*(store.get_version(workspace, tid, ver) for tid, ver in ordered))
     versions = dict(zip(ordered, found, strict=True))
-    return await run_heavy(heavy, _render_all, items, prefixes, versions)
+    return await run(heavy, _render_all, items, prefixes, versions)
 
 
 def _uses_template(item: SendRequest) -> bool:

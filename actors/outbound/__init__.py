@@ -1,0 +1,1 @@
+"""The send path shared by the ingress and the runners (no Ray here)."""
