@@ -302,9 +302,20 @@ class CampaignStore:
         pipe: aioredis.client.Pipeline,
         counts: Mapping[tuple[str, str], Mapping[str, int]],
         failures: Mapping[tuple[str, str], Sequence[tuple[str, FailureRecord]]],
+        variants: Mapping[tuple[str, str], Mapping[str, int]] | None = None,
+        uniques: Mapping[tuple[str, str, str, str], Sequence[str]] | None = None,
     ) -> None:
-        """Queue the counter increments (and failed recipients) of a batch of message events on `pipe`,
-        a MULTI the caller also acks the stream entries in."""
+        """Queue the counter increments (and failed recipients, and the A/B variants' counts and unique
+        message sets) of a batch of message events on `pipe`, a MULTI the caller also acks the stream
+        entries in."""
+        for (workspace, campaign_id), by_name in (variants or {}).items():
+            key = keyspace.campaign_variant_counts(workspace, campaign_id)
+            for name, value in by_name.items():
+                pipe.hincrby(key, name, value)
+        for (workspace, campaign_id, variant, metric), message_ids in (uniques or {}).items():
+            pipe.pfadd(
+                keyspace.campaign_variant_unique(workspace, campaign_id, variant, metric), *message_ids
+            )
         for (workspace, campaign_id), by_name in counts.items():
             key = keyspace.campaign(workspace, campaign_id)
             for name, value in by_name.items():
@@ -316,6 +327,24 @@ class CampaignStore:
                     keyspace.campaign_failures(workspace, campaign_id),
                     mapping={sub: failure_encoder.encode(f) for sub, f in items},
                 )
+
+
+async def variant_scores(
+    redis: aioredis.Redis, workspace: str, campaign_id: str, metric: str, variants: int
+) -> dict[str, float]:
+    """Each A/B variant's `metric` as counted from the message events (`*_unique`: distinct messages,
+    a HyperLogLog, ~1% error), by variant ("0", "1", …)."""
+    names = [str(v) for v in range(variants)]
+    if metric.endswith("_unique"):
+        async with redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.pfcount(keyspace.campaign_variant_unique(workspace, campaign_id, name, metric))
+            found = await pipe.execute()
+    else:
+        found = await redis.hmget(
+            keyspace.campaign_variant_counts(workspace, campaign_id), [f"{n}:{metric}" for n in names]
+        )
+    return {name: float(value or 0) for name, value in zip(names, found, strict=True)}
 
 
 def _mapping(fields: Mapping[str, Any]) -> dict[Any, Any]:

@@ -366,3 +366,11 @@ def campaign_failures(workspace: str, campaign_id: str) -> str:
 
 def campaign_retry(workspace: str, campaign_id: str) -> str:
     return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:retry"  # lex zset of sub ids to send again
+
+
+def campaign_variant_counts(workspace: str, campaign_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:ab"  # hash: "variant:metric" -> count (A/B tests)
+
+
+def campaign_variant_unique(workspace: str, campaign_id: str, variant: str, metric: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:ab:{variant}:{metric}"  # HyperLogLog of message ids
