@@ -171,7 +171,7 @@ class Counters(msgspec.Struct, kw_only=True):
     remaining: int = 0
 
 
-class Progress(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Progress(msgspec.Struct, kw_only=True):
     """Where the runner is: `phase` resolving → sending (→ waiting_for_winner → sending) → settling;
     `waiting` says why nothing is being sent right now (null while it sends)."""
 

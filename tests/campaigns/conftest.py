@@ -13,7 +13,6 @@ import pytest
 
 from actors.campaigns.body import CampaignRunner
 from ingress.context import SERVICES
-from store import keyspace
 from store.campaigns import CampaignStore
 from tests.pipeline.conftest import create_smtp_server, dispatch_idle
 from tests.smtp.sink import SmtpSink
@@ -47,7 +46,9 @@ def sink() -> Iterator[SmtpSink]:
         yield server
 
 
-async def make_audience(client, headers, count: int, *, first_name=lambda i: f"P{i}") -> tuple[str, list[str]]:
+async def make_audience(
+    client, headers, count: int, *, first_name=lambda i: f"P{i}"
+) -> tuple[str, list[str]]:
     made = await client.post("/v1/lists", json={"name": "News"}, headers=headers)
     assert made.status == 201, await made.text()
     list_id = (await made.json())["id"]
@@ -57,7 +58,9 @@ async def make_audience(client, headers, count: int, *, first_name=lambda i: f"P
         for i in range(start, min(count, start + 10_000)):
             name = first_name(i)
             people.append({"email": emails[i], "attributes": {} if name is None else {"first_name": name}})
-        added = await client.post(f"/v1/lists/{list_id}/subscribers", json={"subscribers": people}, headers=headers)
+        added = await client.post(
+            f"/v1/lists/{list_id}/subscribers", json={"subscribers": people}, headers=headers
+        )
         assert added.status == 200, await added.text()
         assert (await added.json())["created"] == len(people)
     return list_id, emails
@@ -69,7 +72,9 @@ async def make_template(client, headers, **overrides) -> str:
     return (await made.json())["id"]
 
 
-async def make_campaign(client, headers, list_id: str, template_id: str, *, launch: bool = True, **extra) -> str:
+async def make_campaign(
+    client, headers, list_id: str, template_id: str, *, launch: bool = True, **extra
+) -> str:
     body = {
         "name": "December news",
         "from": "Acme <news@acme.test>",
@@ -102,7 +107,16 @@ async def campaign(client, headers, campaign_id: str) -> dict:
     return await got.json()
 
 
-async def drive(body: CampaignRunner, client, headers, campaign_id: str, *, until=("sent",), within: float = 120.0):
+async def drive(
+    body: CampaignRunner,
+    client,
+    headers,
+    campaign_id: str,
+    *,
+    until=("sent",),
+    within: float = 120.0,
+    clock: Clock | None = None,
+):
     """Step the runner until the campaign's status is one of `until`; between idle passes the real
     dispatchers deliver (what the in-flight window waits for), so this polls with a deadline."""
     deadline = time.monotonic() + within
@@ -111,7 +125,11 @@ async def drive(body: CampaignRunner, client, headers, campaign_id: str, *, unti
         state = await campaign(client, headers, campaign_id)
         if state["status"] in until:
             return state
-        assert time.monotonic() < deadline, f"campaign stuck: {state['status']} {state['progress']} {state['counters']}"
+        assert time.monotonic() < deadline, (
+            f"campaign stuck: {state['status']} {state['progress']} {state['counters']}"
+        )
+        if clock is not None:
+            clock.now += 1.0  # the runner's time moves a second per pass
         await asyncio.sleep(0.02)
 
 
@@ -142,6 +160,3 @@ def recipients(sink: SmtpSink) -> list[str]:
 
 async def store_state(redis, workspace: str, campaign_id: str):
     return await CampaignStore(redis).get(workspace, campaign_id)
-
-
-_ = keyspace

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from schemas.audience import subscriber_decoder
 from store import keyspace
 from tests.campaigns.conftest import (
     SCOPES,
@@ -49,7 +50,9 @@ async def test_every_subscriber_gets_one_personalised_message_with_rfc8058_heade
     assert counters["audience"] == 300 and counters["remaining"] == 0 and counters["queued"] == 0
     assert counters["sent"] == 300 and counters["failed"] == 0
     assert done["completed_at"] is not None
-    listed = await client.get("/v1/messages", params={"campaign_id": campaign_id, "limit": "100"}, headers=headers)
+    listed = await client.get(
+        "/v1/messages", params={"campaign_id": campaign_id, "limit": "100"}, headers=headers
+    )
     assert listed.status == 200 and len((await listed.json())["data"]) == 100
 
 
@@ -86,7 +89,9 @@ async def test_pause_stops_the_sink_and_resume_completes_without_duplicates(
     assert done["counters"]["sent"] == 400
 
 
-async def test_a_chunk_replayed_after_a_lost_checkpoint_enqueues_nothing_twice(client, make_key, sink, redis, workspace):
+async def test_a_chunk_replayed_after_a_lost_checkpoint_enqueues_nothing_twice(
+    client, make_key, sink, redis, workspace
+):
     headers = await make_key(SCOPES)
     await smtp(client, headers, sink)
     list_id, emails = await make_audience(client, headers, 120)
@@ -107,7 +112,9 @@ async def test_a_chunk_replayed_after_a_lost_checkpoint_enqueues_nothing_twice(c
     assert done["counters"]["sent"] == 120 and done["counters"]["queued"] == 0
 
 
-async def test_unsubscribe_and_suppression_mid_campaign_stop_unsent_recipients(client, make_key, sink, redis, workspace):
+async def test_unsubscribe_and_suppression_mid_campaign_stop_unsent_recipients(
+    client, make_key, sink, redis, workspace
+):
     headers = await make_key(SCOPES)
     await smtp(client, headers, sink)
     list_id, emails = await make_audience(client, headers, 100)
@@ -121,10 +128,10 @@ async def test_unsubscribe_and_suppression_mid_campaign_stop_unsent_recipients(c
     ]
     unsubscribed, suppressed = order[50], order[80]
     subs = await redis.hmget(keyspace.subscribers(workspace), [unsubscribed, suppressed])
-    gone = await client.delete(f"/v1/lists/{list_id}/subscribers/{unsubscribed}?mode=unsubscribe", headers=headers)
+    gone = await client.delete(
+        f"/v1/lists/{list_id}/subscribers/{unsubscribed}?mode=unsubscribe", headers=headers
+    )
     assert gone.status == 200, await gone.text()
-    from schemas.audience import subscriber_decoder
-
     suppressed_email = subscriber_decoder.decode(subs[1]).email
     unsubscribed_email = subscriber_decoder.decode(subs[0]).email
     added = await client.post("/v1/suppressions", json={"email": suppressed_email}, headers=headers)
@@ -139,7 +146,9 @@ async def test_unsubscribe_and_suppression_mid_campaign_stop_unsent_recipients(c
 async def test_missing_variable_fails_only_its_recipients_and_retry_sends_them(client, make_key, sink, redis):
     headers = await make_key(SCOPES)
     await smtp(client, headers, sink)
-    list_id, emails = await make_audience(client, headers, 50, first_name=lambda i: None if i % 10 == 0 else f"P{i}")
+    list_id, emails = await make_audience(
+        client, headers, 50, first_name=lambda i: None if i % 10 == 0 else f"P{i}"
+    )
     template_id = await make_template(client, headers)
     campaign_id = await make_campaign(client, headers, list_id, template_id)
     body = runner(client, in_flight=1000, chunk=20)
@@ -148,7 +157,9 @@ async def test_missing_variable_fails_only_its_recipients_and_retry_sends_them(c
     assert sorted(recipients(sink)) == sorted(set(emails) - missing)
     assert done["counters"]["failed"] == 5 and done["counters"]["sent"] == 45
 
-    page = await (await client.get(f"/v1/campaigns/{campaign_id}/recipients?status=failed&limit=3", headers=headers)).json()
+    page = await (
+        await client.get(f"/v1/campaigns/{campaign_id}/recipients?status=failed&limit=3", headers=headers)
+    ).json()
     rest = await (
         await client.get(
             f"/v1/campaigns/{campaign_id}/recipients",
@@ -161,7 +172,9 @@ async def test_missing_variable_fails_only_its_recipients_and_retry_sends_them(c
     assert all(f["code"] == "template_error" and "first_name" in f["reason"] for f in failed)
 
     people = [{"email": e, "attributes": {"first_name": "Fixed"}} for e in sorted(missing)]
-    fixed = await client.post(f"/v1/lists/{list_id}/subscribers", json={"subscribers": people}, headers=headers)
+    fixed = await client.post(
+        f"/v1/lists/{list_id}/subscribers", json={"subscribers": people}, headers=headers
+    )
     assert fixed.status == 200
     retried = await client.post(f"/v1/campaigns/{campaign_id}/retry-failed", headers=headers)
     assert retried.status == 202 and (await retried.json())["retrying"] == 5
