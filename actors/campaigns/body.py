@@ -65,6 +65,7 @@ EVENT_BATCH = 200
 LIST_ID_KEY = "list_id"  # actors.policies.suppression.LIST_ID_KEY: list-scope suppressions apply
 SUBSCRIBER_KEY = "subscriber_id"
 VARIANT_KEY = "campaign_variant"
+MAX_UNSUBSCRIBE_LISTS = 16
 
 
 class SegmentMembers(Protocol):
@@ -546,8 +547,8 @@ def _request(
         html = text = None
     subject = chosen.subject if chosen and chosen.subject else record.subject
     metadata = {**record.metadata, SUBSCRIBER_KEY: subscriber.id}
-    if lists:
-        metadata[LIST_ID_KEY] = lists[0]
+    if lists:  # the one-click link unsubscribes from each (at most 16 ids: a metadata value is <= 500)
+        metadata[LIST_ID_KEY] = ",".join(lists[:MAX_UNSUBSCRIBE_LISTS])
     if variant is not None:
         metadata[VARIANT_KEY] = str(variant)
     variables: dict[str, Any] = {

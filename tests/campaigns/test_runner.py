@@ -182,3 +182,35 @@ async def test_missing_variable_fails_only_its_recipients_and_retry_sends_them(c
     assert sorted(recipients(sink)) == sorted(emails)  # the five once, the others still once
     assert done["counters"]["failed"] == 0 and done["counters"]["sent"] == 50
     assert all(parsed(d)["Subject"] == "Hi Fixed" for d in sink.deliveries if d.rcpt_tos[0] in missing)
+
+
+async def test_one_click_unsubscribes_from_every_list_of_the_campaign(
+    client, make_key, sink, redis, workspace
+):
+    headers = await make_key(SCOPES)
+    await smtp(client, headers, sink)
+    first, emails = await make_audience(client, headers, 3)
+    second = (await (await client.post("/v1/lists", json={"name": "Offers"}, headers=headers)).json())["id"]
+    both = await client.post(
+        f"/v1/lists/{second}/subscribers", json={"subscribers": [{"email": emails[0]}]}, headers=headers
+    )
+    assert both.status == 200
+    template_id = await make_template(client, headers)
+    campaign_id = await make_campaign(
+        client, headers, first, template_id, audience={"lists": [first, second]}
+    )
+    await drive(runner(client), client, headers, campaign_id)
+    assert sorted(recipients(sink)) == sorted(emails)  # p0 is on both lists and gets one message
+    [mail] = [parsed(d) for d in sink.deliveries if d.rcpt_tos == [emails[0]]]
+    url = mail["List-Unsubscribe"].split("<https://mailers.test", 1)[1].split(">", 1)[0]
+    posted = await client.post(url, data={"List-Unsubscribe": "One-Click"})
+    assert posted.status == 200, await posted.text()
+    found = await client.get(f"/v1/lists/{first}/subscribers", params={"email": emails[0]}, headers=headers)
+    sub_id = (await found.json())["data"][0]["id"]
+    person = await (await client.get(f"/v1/subscribers/{sub_id}", headers=headers)).json()
+    assert {m["list"]: m["status"] for m in person["lists"]} == {
+        first: "unsubscribed",
+        second: "unsubscribed",
+    }
+    listed = await (await client.get("/v1/suppressions", params={"email": emails[0]}, headers=headers)).json()
+    assert {(s["scope"], s.get("scope_value")) for s in listed["data"]} == {("list", first), ("list", second)}

@@ -45,7 +45,8 @@ async def test_killing_the_runner_actor_mid_campaign_sends_everyone_exactly_once
     counts = Counter(to for d in sink.deliveries for to in d.rcpt_tos)
     duplicates = sum(c - 1 for c in counts.values())
     print(
-        f"\n[campaign chaos] runner actor killed: {len(emails)} subscribers, {len(counts)} got mail, {duplicates} twice"
+        f"\n[campaign chaos] runner actor killed: {len(emails)} subscribers, "
+        f"{len(counts)} got mail, {duplicates} twice"
     )
     assert at_kill < len(emails), "the kill came after the end"
     assert set(counts) == set(emails) and duplicates == 0
