@@ -158,14 +158,15 @@ async def unsubscribe(request: web.Request) -> web.Response:
                 scope_value=scope_value,
                 source="unsubscribe",
             )
-            for scope_value in (lists or [token.list_id])
+            for scope_value in (lists or [None])
         ],
     )
     subscribers = SubscriberStore(redis)
     subscriber_id = await subscribers.id_for(token.workspace, token.recipient.lower()) if lists else None
-    for list_id in lists if subscriber_id else []:
-        now_ms = int(datetime.now(UTC).timestamp() * 1000)
-        await subscribers.set_status(token.workspace, subscriber_id, list_id, "unsubscribed", now_ms)
+    for list_id in lists:
+        if subscriber_id is not None:
+            now_ms = int(datetime.now(UTC).timestamp() * 1000)
+            await subscribers.set_status(token.workspace, subscriber_id, list_id, "unsubscribed", now_ms)
     stored = (await request.app[SERVICES].messages.get_many(token.workspace, [token.message_id]))[0]
     data = {"recipient": token.recipient, "scope": token.scope, "list_id": token.list_id}
     if stored is None:
