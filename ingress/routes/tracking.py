@@ -147,6 +147,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
     # Campaign mail names the lists it was sent for (one id, or several joined by ","): the person is
     # unsubscribed from each, as a member (status `unsubscribed`) and by a list-scope suppression.
     lists = split_lists(token.list_id) if token.scope == "list" else []
+    scope_values: list[str | None] = [*lists] or [None]
     await add_suppressions(
         redis,
         token.workspace,
@@ -158,7 +159,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
                 scope_value=scope_value,
                 source="unsubscribe",
             )
-            for scope_value in (lists or [None])
+            for scope_value in scope_values
         ],
     )
     subscribers = SubscriberStore(redis)
