@@ -313,6 +313,11 @@ async def run(args: argparse.Namespace) -> None:
     if "templates" in phases:
         print("\n".join(templates.report()) + "\n")
         phases.discard("templates")
+    if "campaigns" in phases:  # its own server and Redis (a large in-flight window, 1M subscribers)
+        from bench import campaigns  # it uses this module's helpers: imported here, not at the top
+
+        print("\n".join(await campaigns.run(args)) + "\n")
+        phases.discard("campaigns")
     if phases:
         await run_server_phases(args, phases)
 
@@ -367,11 +372,15 @@ def main() -> None:
     parser.add_argument("--bulk-requests", type=int, default=20)
     parser.add_argument("--delivery", type=int, default=10000)
     parser.add_argument(
+        "--subscribers", type=int, default=1_000_000, help="campaigns: the fan-out's audience"
+    )
+    parser.add_argument("--campaign-delivery", dest="campaign_delivery", type=int, default=10_000)
+    parser.add_argument(
         "--phases",
         default="singles,bulk,attack,delivery,templates",
-        help="which of singles,bulk,attack,delivery,micro,templates to run (micro: figures moved out of "
-        "the tests; attack: a normal client's latency alone and beside an attacker, issue #11; "
-        "templates: the cached template render, issue #12)",
+        help="which of singles,bulk,attack,delivery,micro,templates,campaigns to run (micro: figures moved "
+        "out of the tests; attack: a normal client's latency alone and beside an attacker, issue #11; "
+        "templates: the cached template render, issue #12; campaigns: fan-out, RSS and end to end, #13)",
     )
     asyncio.run(run(parser.parse_args()))
 
