@@ -42,6 +42,7 @@ import redis.asyncio as aioredis
 from actors.outbound.service import Accepted, Outbound, OutboundItem, Rejected
 from actors.policies import send_window
 from actors.policies.quota import WindowQuota
+from analytics.errors import StoreUnavailable
 from schemas.audience import MEMBER_STATUSES, SubscriberRecord, subscriber_decoder
 from schemas.campaigns import FINISHED, CampaignRecord, FailureRecord, Variant
 from schemas.events import Event, events_msgpack_decoder
@@ -66,6 +67,10 @@ LIST_ID_KEY = "list_id"  # actors.policies.suppression.LIST_ID_KEY: list-scope s
 SUBSCRIBER_KEY = "subscriber_id"
 VARIANT_KEY = "campaign_variant"
 MAX_UNSUBSCRIBE_LISTS = 16
+
+
+class SegmentsUnavailable(Exception):
+    """No analytics reader to page a segment's members (the event sink is not running yet)."""
 
 
 class SegmentMembers(Protocol):
@@ -235,7 +240,10 @@ class CampaignRunner:
             ]
             ended = len(ids) < RESOLVE_CHUNK
         else:
-            ids, ended = await self._segment_page(record, source_id, cursor)
+            try:
+                ids, ended = await self._segment_page(record, source_id, cursor)
+            except (StoreUnavailable, SegmentsUnavailable):
+                return await self._waiting(state, "analytics_unavailable")
         checkpoint: dict[str, str | int] = {"src": index + 1, "cur": ""} if ended else {"cur": ids[-1]}
         await self.store.snapshot_add(record.workspace, record.id, ids, checkpoint)
         return 1
@@ -248,7 +256,7 @@ class CampaignRunner:
             return [], True
         reader = self.segments()
         if reader is None:
-            raise RuntimeError("no analytics reader: segment members cannot be resolved yet")
+            raise SegmentsUnavailable("no analytics reader: segment members cannot be resolved yet")
         page = await reader.segment_members(
             record.workspace,
             SegmentQuery(lists=tuple(segment.lists), filter=segment.filter),

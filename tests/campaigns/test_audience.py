@@ -95,3 +95,25 @@ async def test_a_campaign_emptied_by_its_exclusions_completes_sending_nothing(cl
     assert (await client.post(f"/v1/campaigns/{cid}/launch", headers=headers)).status == 200
     done = await drive(runner(client), client, headers, cid)
     assert done["counters"]["audience"] == 0 and recipients(sink) == []
+
+
+async def test_without_an_analytics_reader_resolving_a_segment_waits_and_says_why(client, make_key, sink):
+    headers = await make_key(SCOPES)
+    people = [{"email": f"w{i}@example.com", "attributes": {"first_name": "W"}} for i in range(3)]
+    main = await _list(client, headers, "Main", people)
+    segment = {"name": "All", "lists": [main], "filter": None}
+    seg = (await (await client.post("/v1/segments", json=segment, headers=headers)).json())["id"]
+    template_id = await make_template(client, headers)
+    body = {
+        "name": "Segmented",
+        "from": "Acme <news@acme.test>",
+        "template": {"id": template_id},
+        "audience": {"lists": [main], "segments": [seg]},
+    }
+    cid = (await (await client.post("/v1/campaigns", json=body, headers=headers)).json())["id"]
+    assert (await client.post(f"/v1/campaigns/{cid}/launch", headers=headers)).status == 200
+    body_runner = runner(client, segments=lambda: None)
+    await body_runner.run_until_idle()
+    state = await (await client.get(f"/v1/campaigns/{cid}", headers=headers)).json()
+    assert state["progress"] == {"phase": "resolve", "waiting": "analytics_unavailable", "winner": None}
+    assert state["counters"]["audience"] == 3 and recipients(sink) == []  # the list is in, the segment waits
