@@ -3,6 +3,8 @@ A/B test's wait and winner. No real waiting: the clock is moved."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 
 from schemas.events import Event, EventMessage, event_msgpack_encoder
@@ -22,6 +24,7 @@ from tests.campaigns.conftest import (
     smtp,
     store_state,
 )
+from tests.pipeline.conftest import create_smtp_server
 
 # Monday 7 December 2026, 07:00 UTC = 08:00 in Berlin.
 MONDAY_0700_UTC = datetime(2026, 12, 7, 7, 0, tzinfo=UTC).timestamp()
@@ -145,3 +148,22 @@ async def test_ab_test_sends_the_winner_to_the_rest_after_the_wait(client, make_
     assert subjects.count("Variant A") + subjects.count("Variant B") == 200
     assert subjects.count("Variant B") >= 200 - tested  # the rest all got the winner
     assert 0 < subjects.count("Variant A") < tested
+
+
+async def test_a_campaign_whose_servers_are_at_quota_waits_and_says_why(client, make_key, sink):
+    headers = await make_key(SCOPES)
+    await create_smtp_server(client, headers, sink.port, quotas={"per_day": 3})
+    list_id, _ = await make_audience(client, headers, 20)
+    template_id = await make_template(client, headers)
+    campaign_id = await make_campaign(client, headers, list_id, template_id)
+    body = runner(client, in_flight=6, chunk=6)
+    deadline = time.monotonic() + 60
+    while True:
+        await body.run_until_idle()
+        state = await campaign(client, headers, campaign_id)
+        if state["progress"]["waiting"] == "servers_at_quota":
+            break
+        assert time.monotonic() < deadline, state
+        await asyncio.sleep(0.05)
+    assert state["status"] == "sending" and len(sink.deliveries) == 3
+    assert state["counters"]["queued"] == 6 and state["counters"]["remaining"] == 20 - 9
