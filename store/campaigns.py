@@ -6,7 +6,7 @@ checkpoint and the counters:
     r          the record            status   draft|scheduled|sending|paused|sent|cancelled|failed
     phase      resolve|exclude|test|winner|send|settle (the runner's)   src, cur   source index, cursor
     waiting    why nothing is sent now (outside_window, servers_paused, ...) or absent
-    launch_ms  done_ms  send_at_ms  test_done_ms  winner  round (retry round)
+    launch_ms  done_ms  send_at_ms  test_done_ms  winner  round (retry-failed calls)
     n:audience n:done n:enq n:rej n:skip            counted by the runner with its checkpoint
     n:sent n:delivered n:failed n:suppressed n:canceled   counted from message events, with their XACK
 
@@ -65,7 +65,7 @@ return {1, current}
 """
 
 _RETRY = """
--- KEYS: campaign hash, failed zset, failures hash, retry zset, active set
+-- KEYS: campaign hash, failed zset, failures hash, retry zset, active set, retried failures hash
 -- ARGV: allowed statuses, member
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {0, ''} end
@@ -75,6 +75,14 @@ if not allowed then return {0, current} end
 local n = redis.call('ZCARD', KEYS[2])
 if n == 0 then return {1, current, 0} end
 redis.call('ZUNIONSTORE', KEYS[4], 2, KEYS[4], KEYS[2])
+-- The failures move with their recipients: a retried message's id is derived from its failure, so a
+-- retry chunk replayed after a crash (even after another retry-failed) derives the same ids.
+local cursor = '0'
+repeat
+  local page = redis.call('HSCAN', KEYS[3], cursor, 'COUNT', 500)
+  cursor = page[1]
+  if #page[2] > 0 then redis.call('HSET', KEYS[6], unpack(page[2])) end
+until cursor == '0'
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HINCRBY', KEYS[1], 'n:done', -n)
 redis.call('HINCRBY', KEYS[1], 'round', 1)
@@ -257,6 +265,7 @@ class CampaignStore:
                 )
             if retried:
                 pipe.zrem(keyspace.campaign_retry(workspace, campaign_id), *retried)
+                pipe.hdel(keyspace.campaign_retry_why(workspace, campaign_id), *retried)
             await pipe.execute()
 
     async def retry_failed(self, workspace: str, campaign_id: str) -> tuple[Transition, int]:
@@ -267,11 +276,18 @@ class CampaignStore:
                 keyspace.campaign_failures(workspace, campaign_id),
                 keyspace.campaign_retry(workspace, campaign_id),
                 keyspace.CAMPAIGNS_ACTIVE,
+                keyspace.campaign_retry_why(workspace, campaign_id),
             ],
             args=["sending paused sent", member(workspace, campaign_id)],
         )
         count = int(reply[2]) if len(reply) > 2 else 0
         return Transition(bool(int(reply[0])), as_text(reply[1])), count
+
+    async def retried_failures(self, workspace: str, campaign_id: str, ids: Sequence[str]) -> list[int]:
+        """For recipients being retried: when their failure happened (ms; 0 if unknown), which their
+        new message id is derived from."""
+        raws = await self.redis.hmget(keyspace.campaign_retry_why(workspace, campaign_id), list(ids))
+        return [failure_decoder.decode(as_bytes(raw)).at_ms if raw else 0 for raw in raws]
 
     # --- failed recipients ---------------------------------------------------------------------------
     async def failed_count(self, workspace: str, campaign_id: str) -> int:

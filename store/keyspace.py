@@ -374,3 +374,7 @@ def campaign_variant_counts(workspace: str, campaign_id: str) -> str:
 
 def campaign_variant_unique(workspace: str, campaign_id: str, variant: str, metric: str) -> str:
     return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:ab:{variant}:{metric}"  # HyperLogLog of message ids
+
+
+def campaign_retry_why(workspace: str, campaign_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:retry:why"  # hash: sub id -> the FailureRecord retried

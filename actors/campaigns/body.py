@@ -300,11 +300,11 @@ class CampaignRunner:
         await self._waiting(state, None)
         raws = await self.redis.hmget(keyspace.subscribers(record.workspace), ids)
         launch_ms = state.number("launch_ms")
-        round_tag = f"retry{state.number('round')}" if retry else None
+        failed_at = await self.store.retried_failures(record.workspace, record.id, ids) if retry else []
         items: list[OutboundItem] = []
         item_subs: list[tuple[str, str]] = []
         skipped = 0
-        for sub_id, raw in zip(ids, raws, strict=True):
+        for index, (sub_id, raw) in enumerate(zip(ids, raws, strict=True)):
             blob = as_bytes_or_none(raw)
             subscriber = None if blob is None else subscriber_decoder.decode(blob)
             lists = None if subscriber is None else _eligible(subscriber, record.eligible_lists)
@@ -314,7 +314,7 @@ class CampaignRunner:
             variant = self._variant_of(record, sub_id, phase, state)
             if variant is _NOT_NOW:
                 continue
-            parts = [record.id, sub_id] + ([round_tag] if round_tag else [])
+            parts = [record.id, sub_id] + ([f"retry{failed_at[index]}"] if retry else [])
             items.append(
                 OutboundItem(
                     request=_request(record, subscriber, lists, variant),
