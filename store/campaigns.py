@@ -230,6 +230,11 @@ class CampaignStore:
             pipe.hset(keyspace.campaign(workspace, campaign_id), mapping=_mapping(checkpoint))
             await pipe.execute()
 
+    async def drop_snapshot(self, workspace: str, campaign_id: str) -> None:
+        """Forget a finished campaign's audience snapshot (~50 B a subscriber); its size stays in
+        `n:audience`. UNLINK: Redis frees a million-member zset off its main thread."""
+        await self.redis.unlink(keyspace.campaign_audience(workspace, campaign_id))
+
     async def audience_size(self, workspace: str, campaign_id: str) -> int:
         return int(await self.redis.zcard(keyspace.campaign_audience(workspace, campaign_id)))
 

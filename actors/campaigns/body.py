@@ -435,6 +435,8 @@ class CampaignRunner:
             active="rem",
             drop=("waiting",),
         )
+        if moved.done:
+            await self.store.drop_snapshot(record.workspace, record.id)
         return 1 if moved.done else 0
 
     # --- pacing ----------------------------------------------------------------------------------------

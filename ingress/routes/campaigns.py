@@ -284,6 +284,7 @@ async def cancel_campaign(request: web.Request) -> web.Response:
     )
     if not done.done:
         raise _status_error(done.previous, "cancel")
+    await store.drop_snapshot(state.record.workspace, state.record.id)
     return json_response(await _view(store, await _reread(store, state.record)))
 
 

@@ -26,7 +26,9 @@ from tests.campaigns.conftest import (
 )
 
 
-async def test_every_subscriber_gets_one_personalised_message_with_rfc8058_headers(client, make_key, sink):
+async def test_every_subscriber_gets_one_personalised_message_with_rfc8058_headers(
+    client, make_key, sink, redis, workspace
+):
     headers = await make_key(SCOPES)
     await smtp(client, headers, sink)
     list_id, emails = await make_audience(client, headers, 300)
@@ -50,6 +52,7 @@ async def test_every_subscriber_gets_one_personalised_message_with_rfc8058_heade
     assert counters["audience"] == 300 and counters["remaining"] == 0 and counters["queued"] == 0
     assert counters["sent"] == 300 and counters["failed"] == 0
     assert done["completed_at"] is not None
+    assert not await redis.exists(keyspace.campaign_audience(workspace, campaign_id))  # snapshot dropped
     listed = await client.get(
         "/v1/messages", params={"campaign_id": campaign_id, "limit": "100"}, headers=headers
     )
