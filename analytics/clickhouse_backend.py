@@ -45,6 +45,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 class ClickHouseDialect(Dialect):
     created_ms = "toUnixTimestamp64Milli(created_at)"
+    final = " FINAL"
 
     def placeholder(self, name: str, ch_type: str) -> str:
         return f"{{{name}:{ch_type}}}"
@@ -67,6 +68,9 @@ class ClickHouseDialect(Dialect):
 
     def bucket(self, width: str) -> str:
         return f"intDiv({self.created_ms}, {width}) * {width}"
+
+    def int_div(self, dividend: str, divisor: str) -> str:
+        return f"intDiv({dividend}, {divisor})"
 
 
 def connect(url: str) -> tuple[Any, str]:

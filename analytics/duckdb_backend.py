@@ -30,7 +30,12 @@ from analytics.segments import DuckJson
 from analytics.sql import Bound, Dialect
 from analytics.sql_store import Rows, SqlAnalyticsStore
 
-_ARROW_TYPES = {"created_at": pa.timestamp("ms"), "tags": pa.list_(pa.string()), "pair_hash": pa.uint64()}
+_ARROW_TYPES = {
+    "created_at": pa.timestamp("ms"),
+    "tags": pa.list_(pa.string()),
+    "pair_hash": pa.uint64(),
+    "machine_open": pa.bool_(),
+}
 ARROW_SCHEMA = pa.schema([(c, _ARROW_TYPES.get(c, pa.string())) for c in COLUMNS])
 _MIRROR_TYPES = {"created_at": pa.timestamp("ms"), "version": pa.int64(), "deleted": pa.bool_()}
 SUBSCRIBER_SCHEMA = pa.schema([(c, _MIRROR_TYPES.get(c, pa.string())) for c in SUBSCRIBER_COLUMNS])
@@ -90,6 +95,9 @@ class DuckDialect(Dialect):
 
     def bucket(self, width: str) -> str:
         return f"({self.created_ms} // {width}) * {width}"
+
+    def int_div(self, dividend: str, divisor: str) -> str:
+        return f"(({dividend}) // {divisor})"
 
     def export_lines(self, flt: EventFilter) -> tuple[str, dict[str, Any]]:
         """Each event as the JSON line msgspec writes for it (same keys, order, escaping and time format)."""

@@ -10,6 +10,7 @@ message, without `data.list`) are not about the mirror and are skipped.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, TypeGuard
@@ -121,11 +122,19 @@ def _created_ms(value: Any, fallback: datetime) -> int:
     if isinstance(value, datetime):
         return epoch_ms(value)
     if isinstance(value, str):
-        try:
-            return epoch_ms(msgspec.convert(value, datetime))
-        except msgspec.ValidationError:
-            pass
+        parsed = _iso_ms(value)
+        if parsed is not None:
+            return parsed
     return epoch_ms(fallback)
+
+
+# The subscribers of one import or bulk request share a few `created_at` strings: parse each once.
+@functools.lru_cache(maxsize=1024)
+def _iso_ms(value: str) -> int | None:
+    try:
+        return epoch_ms(msgspec.convert(value, datetime))
+    except msgspec.ValidationError:
+        return None
 
 
 def columns(rows: list[tuple[Any, ...]], names: tuple[str, ...]) -> dict[str, list[Any]]:

@@ -1,4 +1,5 @@
-"""Answers of the summary and campaign-report queries, assembled from aggregate rows (pure).
+"""Answers of the summary query, assembled from aggregate rows (pure); the campaign report is
+analytics/campaign_report.py.
 
 Buckets are aligned to UTC hours or days; every bucket of the window is present, empty ones with
 zeros. Groups are ordered by how many events they hold (most first), then by key; events lacking the
@@ -40,27 +41,6 @@ class Summary(msgspec.Struct, kw_only=True):
     groups_truncated: bool = False
 
 
-class LinkClicks(msgspec.Struct, kw_only=True):
-    url: str
-    clicks: int
-    unique_clicks: int
-
-
-class Breakdown(msgspec.Struct, kw_only=True):
-    key: str | None
-    metrics: Metrics
-
-
-class CampaignReport(msgspec.Struct, kw_only=True):
-    campaign_id: str
-    from_: datetime | None = msgspec.field(name="from", default=None)
-    to: datetime | None = None
-    totals: Metrics
-    links: list[LinkClicks]
-    by_recipient_domain: list[Breakdown]
-    by_provider: list[Breakdown]
-
-
 Rows = Sequence[Sequence[Any]]
 
 
@@ -93,29 +73,13 @@ def grouped(
     return groups, len(ranked) > limit
 
 
-def breakdown(rows: Rows) -> list[Breakdown]:
-    """rows: (key, type, hard, events, unique)."""
-    return [Breakdown(key=key or None, metrics=t.metrics()) for key, t in _ranked(tally_rows(rows, 1))]
-
-
-def links(rows: Rows) -> list[LinkClicks]:
-    """rows: (url, type, hard, events, unique) of message.clicked events."""
-    found = [LinkClicks(url=row[0], clicks=int(row[3]), unique_clicks=int(row[4])) for row in rows if row[0]]
-    return sorted(found, key=lambda link: (-link.clicks, link.url))
-
-
 __all__ = [
     "Bucket",
-    "Breakdown",
-    "CampaignReport",
     "EventsPage",
     "GroupSummary",
-    "LinkClicks",
     "Summary",
     "bucket_starts",
-    "breakdown",
     "grouped",
-    "links",
     "series",
     "total",
 ]

@@ -17,7 +17,8 @@ import msgspec
 from schemas.event_subjects import event_email
 from schemas.events import Event, EventMessage
 
-# The insert column order of the `events` table in both backends (migrations 0001).
+# The insert column order of the `events` table in both backends (migrations 0001, then 0005 appended
+# `machine_open` and `campaign_variant`).
 COLUMNS: tuple[str, ...] = (
     "id",
     "workspace",
@@ -36,6 +37,8 @@ COLUMNS: tuple[str, ...] = (
     "url",
     "data",
     "pair_hash",
+    "machine_open",
+    "campaign_variant",
 )
 # What a query reads back to rebuild an Event (created_at as epoch milliseconds).
 READ_COLUMNS: tuple[str, ...] = (
@@ -86,6 +89,11 @@ def _url(data: dict[str, Any]) -> str:
     return url if isinstance(url, str) else ""
 
 
+def _machine_open(data: dict[str, Any]) -> bool:
+    """Tracking's flag for an open or click no person caused (docs/tracking.md, "Machine opens")."""
+    return data.get("machine_open") is True
+
+
 _BOUNCED, _CLICKED, _OPENED = "message.bounced", "message.clicked", "message.opened"
 
 
@@ -129,6 +137,8 @@ def event_row(event: Event) -> tuple[Any, ...]:
             url,
             _json(data),
             0,
+            _machine_open(data),
+            "",
         )
     pair = pair_hash(msg.id, msg.to) if type_ in (_OPENED, _CLICKED) else 0
     return (
@@ -149,6 +159,8 @@ def event_row(event: Event) -> tuple[Any, ...]:
         url,
         _json(data),
         pair,
+        _machine_open(data),
+        msg.metadata.get("campaign_variant", "") if msg.campaign_id else "",
     )
 
 

@@ -31,6 +31,7 @@ class Dialect:
     """The shared query shapes; subclasses fill in the hooks below."""
 
     created_ms = "created_at"  # an expression giving epoch milliseconds
+    final = ""  # after a table name: read it deduplicated (ClickHouse's " FINAL")
 
     def placeholder(self, name: str, ch_type: str) -> str:
         raise NotImplementedError
@@ -54,6 +55,10 @@ class Dialect:
 
     def bucket(self, width: str) -> str:
         """The start (epoch ms) of the `width`-millisecond bucket holding created_at."""
+        raise NotImplementedError
+
+    def int_div(self, dividend: str, divisor: str) -> str:
+        """Integer division rounding toward minus infinity, of non-negative operands in our use."""
         raise NotImplementedError
 
     # --- shared ------------------------------------------------------------------------------------

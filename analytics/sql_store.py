@@ -17,8 +17,9 @@ import msgspec
 
 from analytics import reports
 from analytics.audience import AudienceQueries
+from analytics.campaign_report import build_report
 from analytics.errors import AnalyticsError, StoreUnavailable
-from analytics.metrics import CLICKED, METRIC_TYPES
+from analytics.metrics import METRIC_TYPES
 from analytics.mirror import mirror_rows
 from analytics.queries import (
     GROUP_DIMENSIONS,
@@ -39,6 +40,7 @@ from analytics.queries import (
 )
 from analytics.rows import event_columns, from_epoch_ms, ndjson_lines, row_event
 from analytics.sql import Dialect, split_sets
+from schemas.campaign_report import CampaignReport
 from schemas.events import Event
 
 T = TypeVar("T")
@@ -189,23 +191,16 @@ class SqlAnalyticsStore(AudienceQueries):
         query: CampaignReportQuery | None = None,
         *,
         now: datetime | None = None,
-    ) -> reports.CampaignReport:
+    ) -> CampaignReport:
+        """The campaign report (analytics/campaign_report.py); the whole history unless a window is given."""
         query = query or CampaignReportQuery()
         window = resolve_window(
             query.from_, query.to, now=now or _utcnow(), policy=self.policy, default=False
         )
-        flt = EventFilter(workspace=workspace, from_ms=window[0], to_ms=window[1], campaign_id=campaign_id)
-        found = await self._aggregate(_metric_filter(flt), [(), ("recipient_domain",), ("provider",)])
-        clicks = await self._aggregate(msgspec.structs.replace(flt, types=(CLICKED,)), [("url",)])
-        return reports.CampaignReport(
-            campaign_id=campaign_id,
-            from_=from_epoch_ms(window[0]) if window[0] is not None else None,
-            to=from_epoch_ms(window[1]) if window[1] is not None else None,
-            totals=reports.total(found[()]),
-            links=reports.links(clicks[("url",)]),
-            by_recipient_domain=reports.breakdown(found[("recipient_domain",)]),
-            by_provider=reports.breakdown(found[("provider",)]),
-        )
+        return await build_report(self._run_query, self.dialect, workspace, campaign_id, window)
+
+    async def _run_query(self, sql: str, params: dict[str, Any]) -> Rows:
+        return await self._run(self._query, sql, params)
 
     async def message_events(self, workspace: str, message_id: str) -> list[Event]:
         """Every stored event of one message, oldest first (the timeline once Redis has let it go)."""

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Protocol
 
 from analytics.queries import CampaignReportQuery, EventsQuery, ExportQuery, SummaryQuery, WindowPolicy
-from analytics.reports import CampaignReport, EventsPage, Summary
+from analytics.reports import EventsPage, Summary
+from schemas.campaign_report import CampaignReport
 from schemas.events import Event
 from schemas.segments import MembersPage, SegmentQuery
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -60,3 +61,57 @@ class RssSampler:
     @property
     def peak_growth_mb(self) -> float:
         return (self.peak - self.start) / 2**20
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None
+
+
+def descendants_named(root: int, fragment: str) -> list[int]:
+    """`pids_named(fragment)` that descend from `root`: this run's actors, not another engineer's
+    `mailers serve` on the same machine."""
+    found = []
+    for pid in pids_named(fragment):
+        ancestor: int | None = pid
+        while ancestor not in (None, 0, 1):
+            if ancestor == root:
+                found.append(pid)
+                break
+            ancestor = parent_pid(ancestor)  # type: ignore[arg-type]
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time `pid` has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds each named group of processes used while its `with` block ran: a figure that the
+    machine's load does not inflate, unlike wall time on shared cores."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self.used: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        return {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.groups.items()}
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._now()
+        self.used = {name: end[name] - self._start[name] for name in self.groups}
+
+    def describe(self, per: int, unit: str, *, scale: float = 1e6, suffix: str = "µs") -> str:
+        parts = [f"{name} {seconds * scale / per:,.1f} {suffix}" for name, seconds in self.used.items()]
+        return ", ".join(parts) + f" of CPU per {unit}"

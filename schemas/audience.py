@@ -24,13 +24,15 @@ MAX_ATTRIBUTES = 100
 MAX_BULK = 10_000
 ATTRIBUTE_KEY_PATTERN = "^[a-z][a-z0-9_]{0,63}$"
 AttributeKey = Annotated[str, msgspec.Meta(pattern=ATTRIBUTE_KEY_PATTERN)]
-Scalar = Annotated[str, msgspec.Meta(max_length=1000)] | int | float | bool
-AttributeValue = Scalar | Annotated[list[Scalar], msgspec.Meta(max_length=100)]
+MAX_ATTRIBUTE_TEXT, MAX_ATTRIBUTE_LIST = 1000, 100
+Scalar = Annotated[str, msgspec.Meta(max_length=MAX_ATTRIBUTE_TEXT)] | int | float | bool
+AttributeValue = Scalar | Annotated[list[Scalar], msgspec.Meta(max_length=MAX_ATTRIBUTE_LIST)]
 Attributes = Annotated[dict[AttributeKey, AttributeValue], msgspec.Meta(max_length=MAX_ATTRIBUTES)]
 # In a patch, null deletes the attribute.
 AttributePatch = Annotated[dict[AttributeKey, AttributeValue | None], msgspec.Meta(max_length=MAX_ATTRIBUTES)]
-EmailText = Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
-Name = Annotated[str, msgspec.Meta(max_length=200)]
+MAX_EMAIL, MAX_NAME = 320, 200
+EmailText = Annotated[str, msgspec.Meta(min_length=3, max_length=MAX_EMAIL)]
+Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
 ListName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Description = Annotated[str, msgspec.Meta(max_length=1000)]
 

@@ -93,3 +93,23 @@ def derived_id(prefix: str, millis: int, *parts: str) -> str:
 
 def new_secret(nbytes: int = 24) -> str:
     return secrets.token_urlsafe(nbytes)
+
+
+# Any byte -> the Crockford character of its low 5 bits (256 is a multiple of 32: still uniform).
+_BYTE_TO_CROCKFORD = bytes(ord(_CROCKFORD[b & 31]) for b in range(256))
+
+
+def new_ids(prefix: str, count: int) -> list[str]:
+    """`count` ids as `new_id` makes them, of the same millisecond, at ~0.5 µs each instead of ~4 µs.
+
+    For writes that make thousands at once (a bulk upsert's subscribers and events). The random parts
+    come from one `randbytes` call, each byte translated to one character (5 random bits): 16 characters,
+    the 80 random bits of a ULID.
+    """
+    if prefix not in PREFIXES:
+        raise ValueError(f"unknown id prefix {prefix!r}")
+    if count <= 0:
+        return []
+    head = id_at(prefix, time.time_ns() // 1_000_000)[: len(prefix) + 11]  # prefix_ and 10 time chars
+    text = _random.randbytes(16 * count).translate(_BYTE_TO_CROCKFORD).decode("ascii")
+    return [head + text[i : i + 16] for i in range(0, 16 * count, 16)]

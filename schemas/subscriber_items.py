@@ -11,7 +11,21 @@ from typing import Any
 
 import msgspec
 
-from schemas.audience import ATTRIBUTE_KEY_PATTERN, ItemProblem, RowError, SubscriberInput, item_decoder
+from schemas.audience import (
+    ATTRIBUTE_KEY_PATTERN,
+    MAX_ATTRIBUTE_LIST,
+    MAX_ATTRIBUTE_TEXT,
+    MAX_ATTRIBUTES,
+    MAX_EMAIL,
+    MAX_NAME,
+    EmailText,
+    ItemProblem,
+    MemberStatus,
+    Name,
+    RowError,
+    SubscriberInput,
+    item_decoder,
+)
 from schemas.domain_names import normalise_email
 from schemas.problems import ERROR_CODES, ERROR_TYPE_BASE
 
@@ -43,15 +57,85 @@ def checked_item(raw: bytes | msgspec.Raw, pointer: str) -> SubscriberInput | It
     return normalised(item, pointer)
 
 
+class _LooseInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`SubscriberInput` with its attributes decoded as any JSON (checked by `_plain_attributes`):
+    msgspec checks an attribute name's pattern with a regex call per name, and a value against a
+    four-way union, ~2 µs per attribute; most requests repeat the same few names."""
+
+    email: EmailText
+    name: Name | None = None
+    attributes: dict[str, Any] = {}
+    status: MemberStatus | None = None
+
+
+_loose_items = msgspec.json.Decoder(list[_LooseInput])
+_known_keys: set[str] = set()  # attribute names seen to match the pattern (bounded below)
+_INT_RANGE = range(-(2**63), 2**64)  # what msgspec decodes as `int`
+
+
+def checked_items(raws: list[msgspec.Raw]) -> list[SubscriberInput | ItemProblem]:
+    """`checked_item` of each bulk item, in order, at a fraction of its cost: all items decoded in one
+    call with loose attributes, which `_plain_attributes` then holds to the schema's rules. An item that
+    fails anything goes through `checked_item` (the schema itself), for its problem and pointer."""
+    try:
+        decoded = _loose_items.decode(b"[" + b",".join(raws) + b"]")
+    except msgspec.DecodeError:
+        return [checked_item(raw, f"#/subscribers/{index}") for index, raw in enumerate(raws)]
+    checked: list[SubscriberInput | ItemProblem] = []
+    for index, loose in enumerate(decoded):
+        pointer = f"#/subscribers/{index}"
+        if _plain_attributes(loose.attributes):
+            item = SubscriberInput(
+                email=loose.email, name=loose.name, attributes=loose.attributes, status=loose.status
+            )
+            checked.append(normalised(item, pointer))
+        else:
+            checked.append(checked_item(raws[index], pointer))
+    return checked
+
+
+def _plain_attributes(attributes: dict[str, Any]) -> bool:
+    """True only if `AttributePatch` accepts `attributes` (decoded as any JSON) as they are."""
+    if len(attributes) > MAX_ATTRIBUTES:
+        return False
+    for key, value in attributes.items():
+        if key not in _known_keys:
+            if not _KEY.search(key):  # msgspec applies a pattern with `search`
+                return False
+            if len(_known_keys) >= 10_000:
+                _known_keys.clear()
+            _known_keys.add(key)
+        if value is None or _plain_scalar(value):
+            continue
+        if (
+            type(value) is not list
+            or len(value) > MAX_ATTRIBUTE_LIST
+            or not all(_plain_scalar(v) for v in value)
+        ):
+            return False
+    return True
+
+
+def _plain_scalar(value: Any) -> bool:
+    kind = type(value)
+    if kind is str:
+        return len(value) <= MAX_ATTRIBUTE_TEXT
+    if kind is int:
+        return value in _INT_RANGE
+    return kind is float or kind is bool
+
+
 def normalised(item: SubscriberInput, pointer: str) -> SubscriberInput | ItemProblem:
+    """`item` (fresh from a decoder: changed in place) with its address normalised, or the problem."""
     try:
         email = normalise_email(item.email)
     except ValueError:
         return item_problem(pointer + "/email", "not an email address", "invalid_email")
     local, _, domain = email.rpartition("@")
-    if "." not in domain or any(c in _NOT_IN_LOCAL for c in local):
+    if "." not in domain or not _NOT_IN_LOCAL.isdisjoint(local):
         return item_problem(pointer + "/email", "not an email address", "invalid_email")
-    return msgspec.structs.replace(item, email=email)
+    item.email = email
+    return item
 
 
 def _schema_problem(message: str, pointer: str) -> ItemProblem:
@@ -96,3 +180,51 @@ def row_item(columns: list[str], line: int, cells: list[str]) -> SubscriberInput
     if isinstance(checked, ItemProblem):
         return RowError(line, "invalid_email", checked.detail)
     return checked
+
+
+def row_items(
+    columns: list[str], rows: list[tuple[int, list[str]]]
+) -> tuple[list[SubscriberInput], list[RowError], int]:
+    """`row_item` over many rows: (inputs, errors, how many were not blank), at a fraction of its cost.
+
+    The header's shape is read once; a row whose cells are plainly within the schema's limits becomes
+    an input directly (no dict, no `msgspec.convert`); any other row goes through `row_item` itself,
+    for its error. Attribute names were checked with the header (`header_problem`)."""
+    items: list[SubscriberInput] = []
+    errors: list[RowError] = []
+    counted = 0
+    width = len(columns)
+    email_at = columns.index("email") if "email" in columns else None
+    name_at = columns.index("name") if "name" in columns else None
+    attributes = [(i, c) for i, c in enumerate(columns) if c not in FIXED_COLUMNS]
+    plain_header = (
+        email_at is not None
+        and len(attributes) <= MAX_ATTRIBUTES
+        and all(_KEY.search(c) for _, c in attributes)
+        and len(set(columns)) == width
+    )
+    for line, cells in rows:
+        if not "".join(cells).strip():
+            continue  # a blank line is not a row
+        counted += 1
+        if plain_header and len(cells) == width:
+            email = cells[email_at].strip()  # type: ignore[index]
+            name = None if name_at is None else (cells[name_at].strip() or None)
+            patch: dict[str, Any] = {c: cell for i, c in attributes if (cell := cells[i]) != ""}
+            if (
+                3 <= len(email) <= MAX_EMAIL
+                and (name is None or len(name) <= MAX_NAME)
+                and all(len(value) <= MAX_ATTRIBUTE_TEXT for value in patch.values())
+            ):
+                checked = normalised(SubscriberInput(email=email, name=name, attributes=patch), "#")
+                if isinstance(checked, ItemProblem):
+                    errors.append(RowError(line, "invalid_email", checked.detail))
+                else:
+                    items.append(checked)
+                continue
+        result = row_item(columns, line, cells)
+        if isinstance(result, RowError):
+            errors.append(result)
+        elif result is not None:
+            items.append(result)
+    return items, errors, counted

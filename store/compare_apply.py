@@ -15,7 +15,7 @@ the rows twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -76,13 +76,14 @@ class Batch:
     def command(self, *args: Any) -> None:
         self.commands.append([lua_string(a) if isinstance(a, bytes) else a for a in args])
 
-    def hset(self, key: str, mapping: dict[str, bytes | str]) -> None:
+    def hset(self, key: str, mapping: Mapping[str, bytes | str | msgspec.Raw]) -> None:
+        """HSET in chunks; values may be `lua_string`s already (a caller framing them as it encodes)."""
         items = list(mapping.items())
         for start in range(0, len(items), CHUNK):
-            flat: list[Any] = []
+            command: list[Any] = ["HSET", key]
             for name, value in items[start : start + CHUNK]:
-                flat += [name, value]
-            self.command("HSET", key, *flat)
+                command += (name, lua_string(value) if isinstance(value, bytes) else value)
+            self.commands.append(command)
 
     def spread(self, verb: str, key: str, members: Sequence[Any], *, prefix: Sequence[Any] = ()) -> None:
         """`verb key *prefix m1 m2 …` in chunks (ZADD with pairs, ZREM, HDEL, SREM)."""

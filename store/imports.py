@@ -26,6 +26,7 @@ from schemas.audience import (
 )
 from store import keyspace, pages
 from store.compare_apply import Batch
+from store.lua import lua_string
 from store.replies import as_bytes, as_text, hash_fields, stream_entries
 
 ROWS_FIELD = b"r"
@@ -129,11 +130,17 @@ class ImportStore:
     async def next_entry(
         self, workspace: str, import_id: str
     ) -> tuple[bytes, list[tuple[int, list[str]]]] | None:
-        found = stream_entries(await self.redis.xrange(keyspace.import_rows(workspace, import_id), count=1))
-        if not found:
-            return None
-        entry_id, fields = found[0]
-        return entry_id, _decode_rows(fields[ROWS_FIELD])
+        found = await self.next_entries(workspace, import_id, 1)
+        return found[0] if found else None
+
+    async def next_entries(
+        self, workspace: str, import_id: str, count: int
+    ) -> list[tuple[bytes, list[tuple[int, list[str]]]]]:
+        """The oldest `count` entries of rows waiting (one XRANGE), oldest first."""
+        found = stream_entries(
+            await self.redis.xrange(keyspace.import_rows(workspace, import_id), count=count)
+        )
+        return [(entry_id, _decode_rows(fields[ROWS_FIELD])) for entry_id, fields in found]
 
     async def stalled(self, workspace: str, import_id: str, now_ms: int, after_ms: int) -> bool:
         """Still uploading, with no rows appended for `after_ms`: the ingress that read it is gone (a
@@ -161,17 +168,23 @@ def commit_entry(
     batch: Batch,
     workspace: str,
     import_id: str,
-    entry_id: bytes,
+    entry_id: bytes | list[bytes],
     counts: dict[str, int],
     errors: list[RowError],
 ) -> None:
     """The runner's progress, in the same script as the rows' subscriber writes, applied only while the
-    entry exists: a second runner that read it too applies nothing (`EntryGone`)."""
-    batch.require_entry(keyspace.import_rows(workspace, import_id), entry_id)
+    entries (one, or several applied together) exist: a second runner that read one of them too applies
+    nothing (`EntryGone`)."""
+    entry_ids = entry_id if isinstance(entry_id, list) else [entry_id]
+    stream = keyspace.import_rows(workspace, import_id)
+    for one in entry_ids:
+        batch.require_entry(stream, one)
     progress = keyspace.import_progress(workspace, import_id)
     for name, value in counts.items():
         if value:
             batch.command("HINCRBY", progress, name, value)
     if errors:
-        batch.command("RPUSH", keyspace.import_errors(workspace, import_id), *[_encode(e) for e in errors])
-    batch.command("XDEL", keyspace.import_rows(workspace, import_id), entry_id)
+        batch.spread(
+            "RPUSH", keyspace.import_errors(workspace, import_id), [lua_string(_encode(e)) for e in errors]
+        )
+    batch.command("XDEL", stream, *entry_ids)

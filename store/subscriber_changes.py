@@ -17,8 +17,7 @@ from typing import Any
 import msgspec
 
 from schemas.audience import ListRecord, Membership, SubscriberInput, SubscriberRecord
-from schemas.events import Event
-from schemas.ids import new_id
+from schemas.ids import new_id, new_ids
 
 MEMBER_EVENT = {
     "subscribed": "list.subscribed",
@@ -28,27 +27,87 @@ MEMBER_EVENT = {
 }
 
 
-@dataclass
-class Move:
-    """A membership leaving one status set of a list (None: it was not a member) for another."""
+# --- events, built to be encoded at once ------------------------------------------------------------
+# A change's events are encoded as msgpack into one stream entry (`store/subscribers.append_events`) and
+# read back as `schemas.events.Event`. Building them as these small structs instead (fields in the same
+# order as `Event` and its `data` dicts, so the bytes are the same: `tests/audience/test_change_events.py`)
+# spares a dict, a copy and an `Event` per event: two events per new subscriber of a 10,000-item upsert.
+class SubscriberFacts(msgspec.Struct):
+    """The subscriber as `subscriber.created`/`subscriber.updated` carry it (the fixed interface)."""
 
-    subscriber_id: str
-    list_id: str
-    old: str | None
-    new: str
+    id: str
+    email: str
+    name: str | None
+    attributes: dict[str, Any]
+    status: str
+    created_at: str
+
+
+class SubscriberChange(msgspec.Struct):
+    subscriber: SubscriberFacts
+    version: int
+
+
+class MemberChange(msgspec.Struct):
+    subscriber: str
+    email: str
+    list_id: str = msgspec.field(name="list")
+    status: str
+    version: int
+
+
+class ChangeEvent(msgspec.Struct):
+    """Encodes as `schemas.events.Event` with no `message` does; `data` is one of the structs above or a
+    dict (an erasure's)."""
+
+    id: str
+    type: str
+    created_at: datetime
+    workspace: str
+    message: None = None
+    data: Any = None
+
+
+class EventIds:
+    """Event ids for one change, made a thousand at a time (`schemas.ids.new_ids`)."""
+
+    def __init__(self, prefix: str = "evt") -> None:
+        self.prefix = prefix
+        self._free: list[str] = []
+
+    def __call__(self) -> str:
+        if not self._free:
+            self._free = new_ids(self.prefix, 1024)
+        return self._free.pop()
+
+    def reserve(self, count: int) -> list[str]:
+        """The free ids, at least `count` of them (a hot loop pops them directly)."""
+        if len(self._free) < count:
+            self._free.extend(new_ids(self.prefix, count - len(self._free)))
+        return self._free
 
 
 @dataclass
 class Plan:
     records: dict[str, SubscriberRecord] = field(default_factory=dict)  # changed, by id
     new_emails: dict[str, str] = field(default_factory=dict)  # email -> id of created subscribers
-    moves: list[Move] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
+    # (list id, old status or None for a new member, new status) -> ids of the members that move so
+    moves: dict[tuple[str, str | None, str], list[str]] = field(default_factory=dict)
+    events: list[ChangeEvent] = field(default_factory=list)
     outcomes: list[str] = field(default_factory=list)  # per item: created | updated | unchanged
     confirmations: list[tuple[str, str]] = field(default_factory=list)  # (subscriber id, email)
+    event_ids: EventIds = field(default_factory=EventIds)
 
     def count(self, outcome: str) -> int:
         return self.outcomes.count(outcome)
+
+    def move(self, subscriber_id: str, list_id: str, old: str | None, new: str) -> None:
+        key = (list_id, old, new)
+        moved = self.moves.get(key)
+        if moved is None:
+            self.moves[key] = [subscriber_id]
+        else:
+            moved.append(subscriber_id)
 
 
 # A batch shares one `now_ms` (and most records' created_ms), so the time conversions of a 10,000-item
@@ -63,38 +122,41 @@ def _moment(millis: int) -> datetime:
     return datetime.fromtimestamp(millis / 1000, UTC)
 
 
-def subscriber_data(record: SubscriberRecord) -> dict[str, Any]:
-    """The subscriber as `subscriber.created`/`subscriber.updated` carry it (the fixed interface)."""
-    return {
-        "id": record.id,
-        "email": record.email,
-        "name": record.name,
-        "attributes": dict(record.attributes),
-        "status": record.status,
-        "created_at": iso(record.created_ms),
-    }
+def subscriber_data(record: SubscriberRecord) -> SubscriberFacts:
+    """The subscriber as the events carry it, a snapshot (later changes of the batch do not show)."""
+    return SubscriberFacts(
+        record.id,
+        record.email,
+        record.name,
+        dict(record.attributes),
+        record.status,
+        iso(record.created_ms),
+    )
 
 
-def subscriber_event(kind: str, record: SubscriberRecord, workspace: str, now_ms: int) -> Event:
+def subscriber_event(
+    kind: str, record: SubscriberRecord, workspace: str, now_ms: int, ids: EventIds | None = None
+) -> ChangeEvent:
     record.version += 1
-    data = {"subscriber": subscriber_data(record), "version": record.version}
-    return _event(kind, workspace, now_ms, data)
+    data = SubscriberChange(subscriber_data(record), record.version)
+    return ChangeEvent(_event_id(ids), kind, _moment(now_ms), workspace, None, data)
 
 
-def member_event(record: SubscriberRecord, workspace: str, list_id: str, status: str, now_ms: int) -> Event:
+def member_event(
+    record: SubscriberRecord,
+    workspace: str,
+    list_id: str,
+    status: str,
+    now_ms: int,
+    ids: EventIds | None = None,
+) -> ChangeEvent:
     record.version += 1
-    data = {
-        "subscriber": record.id,
-        "email": record.email,
-        "list": list_id,
-        "status": status,
-        "version": record.version,
-    }
-    return _event(MEMBER_EVENT[status], workspace, now_ms, data)
+    data = MemberChange(record.id, record.email, list_id, status, record.version)
+    return ChangeEvent(_event_id(ids), MEMBER_EVENT[status], _moment(now_ms), workspace, None, data)
 
 
-def _event(kind: str, workspace: str, now_ms: int, data: dict[str, Any]) -> Event:
-    return Event(id=new_id("evt"), type=kind, created_at=_moment(now_ms), workspace=workspace, data=data)
+def _event_id(ids: EventIds | None) -> str:
+    return new_id("evt") if ids is None else ids()
 
 
 def same(a: Any, b: Any) -> bool:
@@ -128,8 +190,8 @@ def set_membership(
     if current is not None and current.status == status:
         return False
     record.lists[list_id] = Membership(status=status, updated_ms=now_ms)  # type: ignore[arg-type]
-    plan.moves.append(Move(record.id, list_id, None if current is None else current.status, status))
-    plan.events.append(member_event(record, workspace, list_id, status, now_ms))
+    plan.move(record.id, list_id, None if current is None else current.status, status)
+    plan.events.append(member_event(record, workspace, list_id, status, now_ms, plan.event_ids))
     if status == "unconfirmed":
         plan.confirmations.append((record.id, record.email))
     return True
@@ -143,32 +205,73 @@ def plan_upsert(
     mode: str,
     now_ms: int,
 ) -> Plan:
-    """`items` carry normalised emails; `current` maps email -> stored record (copies; mutated here)."""
+    """`items` carry normalised emails; `current` maps email -> stored record (copies; mutated here).
+
+    A new address (the whole of a first import) takes a straight path: its record is built whole, with
+    `subscriber.created` at version 1 and its membership event at version 2, exactly what the general
+    path (merge into an empty record, then `set_membership`) gives, without its per-field steps."""
     plan = Plan()
     state = dict(current)
+    workspace, list_id, ids = target.workspace, target.id, plan.event_ids
     default_status = "unconfirmed" if target.opt_in == "double" else "subscribed"
+    created_at, moment = iso(now_ms), _moment(now_ms)
+    # per status of a new member: its (shared, frozen) membership, the ids moving into that status set,
+    # the event type
+    joins: dict[str, tuple[Membership, list[str], str]] = {}
+    new_subscriber_ids: list[str] = []
+    take_event_id = ids.reserve(2 * len(items)).pop  # at most two events per item
+    events, outcomes, records = plan.events, plan.outcomes, plan.records
     for item in items:
         record = state.get(item.email)
-        outcome = "unchanged"
         if record is None:
-            record = SubscriberRecord(id=new_id("sub"), email=item.email, created_ms=now_ms, version=0)
-            merge_fields(record, item.name, item.attributes)
-            plan.events.append(subscriber_event("subscriber.created", record, target.workspace, now_ms))
-            state[item.email] = record
-            plan.new_emails[item.email] = record.id
-            outcome = "created"
-        elif mode == "upsert" and merge_fields(record, item.name, item.attributes):
-            plan.events.append(subscriber_event("subscriber.updated", record, target.workspace, now_ms))
+            if not new_subscriber_ids:
+                new_subscriber_ids = new_ids("sub", 1024)
+            subscriber_id, status = new_subscriber_ids.pop(), item.status or default_status
+            patch = item.attributes
+            if None in patch.values():
+                patch = {k: v for k, v in patch.items() if v is not None}
+            join = joins.get(status)
+            if join is None:
+                membership = Membership(status=status, updated_ms=now_ms)  # type: ignore[arg-type]
+                moved = plan.moves.setdefault((list_id, None, status), [])
+                join = joins[status] = (membership, moved, MEMBER_EVENT[status])
+            membership, moved, member_event_type = join
+            record = SubscriberRecord(
+                id=subscriber_id,
+                email=item.email,
+                name=item.name,
+                attributes=dict(patch),
+                created_ms=now_ms,
+                version=2,
+                lists={list_id: membership},
+            )
+            facts = SubscriberFacts(subscriber_id, item.email, item.name, patch, "active", created_at)
+            created = SubscriberChange(facts, 1)
+            events.append(
+                ChangeEvent(take_event_id(), "subscriber.created", moment, workspace, None, created)
+            )
+            member = MemberChange(subscriber_id, item.email, list_id, status, 2)
+            events.append(ChangeEvent(take_event_id(), member_event_type, moment, workspace, None, member))
+            moved.append(subscriber_id)
+            if status == "unconfirmed":
+                plan.confirmations.append((subscriber_id, item.email))
+            state[item.email] = records[subscriber_id] = record
+            plan.new_emails[item.email] = subscriber_id
+            outcomes.append("created")
+            continue
+        outcome = "unchanged"
+        if mode == "upsert" and merge_fields(record, item.name, item.attributes):
+            events.append(subscriber_event("subscriber.updated", record, workspace, now_ms, ids))
             outcome = "updated"
-        member = record.lists.get(target.id)
-        wanted = item.status or (default_status if member is None else member.status)
-        if (member is None or mode == "upsert") and set_membership(
-            plan, record, target.workspace, target.id, wanted, now_ms
+        member_now = record.lists.get(list_id)
+        wanted = item.status or (default_status if member_now is None else member_now.status)
+        if (member_now is None or mode == "upsert") and set_membership(
+            plan, record, workspace, list_id, wanted, now_ms
         ):
-            outcome = "updated" if outcome == "unchanged" else outcome
+            outcome = "updated"
         if outcome != "unchanged":
-            plan.records[record.id] = record
-        plan.outcomes.append(outcome)
+            records[record.id] = record
+        outcomes.append(outcome)
     return plan
 
 

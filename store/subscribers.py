@@ -14,8 +14,10 @@ to the same script (the import runner's progress and stream trimming), so those 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
 from schemas.audience import (
@@ -25,11 +27,13 @@ from schemas.audience import (
     subscriber_decoder,
     subscriber_encoder,
 )
-from schemas.events import Event, event_msgpack_encoder
+from schemas.events import event_msgpack_encoder
 from store import keyspace
 from store.compare_apply import Batch, CompareAndApply
+from store.lua import lua_string
 from store.replies import as_bytes_or_none, as_text
 from store.subscriber_changes import (
+    ChangeEvent,
     Plan,
     member_event,
     merge_fields,
@@ -39,6 +43,38 @@ from store.subscriber_changes import (
 )
 
 ATTEMPTS = 20
+# KEYS: the address index, the records; ARGV[1]: msgpack array of addresses. Returns {ids (nil where
+# absent), the records of the ids found, in their order (nil where gone)}; chunks keep unpack() small.
+_READ_BY_EMAIL = """
+local emails = cmsgpack.unpack(ARGV[1])
+local ids, found, records = {}, {}, {}
+for start = 1, #emails, 1000 do
+  local part = redis.call('HMGET', KEYS[1], unpack(emails, start, math.min(start + 999, #emails)))
+  for j = 1, #part do
+    ids[#ids + 1] = part[j]
+    if part[j] then found[#found + 1] = part[j] end
+  end
+end
+for start = 1, #found, 1000 do
+  local part = redis.call('HMGET', KEYS[2], unpack(found, start, math.min(start + 999, #found)))
+  for j = 1, #part do records[#records + 1] = part[j] end
+end
+return {ids, records}
+"""
+_encode_args = msgspec.msgpack.Encoder().encode
+
+
+@dataclass
+class Staged:
+    """An upsert read and planned (`SubscriberStore.stage`), its batch not yet applied."""
+
+    target: ListRecord
+    items: list[SubscriberInput]
+    mode: str
+    now_ms: int
+    extra: Callable[[Batch, Plan], None] | None
+    plan: Plan = field(default_factory=Plan)
+    batch: Batch = field(default_factory=Batch)
 
 
 class Conflict(Exception):
@@ -53,6 +89,7 @@ class SubscriberStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self.apply = CompareAndApply(redis)
+        self._read_script = redis.register_script(_READ_BY_EMAIL)
 
     # --- reads -----------------------------------------------------------------------------------
     async def get_raw(self, workspace: str, ids: list[str]) -> list[bytes | None]:
@@ -74,17 +111,23 @@ class SubscriberStore:
     async def _read_by_email(
         self, workspace: str, emails: list[str]
     ) -> tuple[dict[str, bytes | None], dict[str, bytes | None], dict[str, SubscriberRecord]]:
-        """(email index as read, raw records as read, records by email)."""
-        replies = await self.redis.hmget(keyspace.subscriber_emails(workspace), emails) if emails else []
-        ids = [as_bytes_or_none(i) for i in replies]
-        index = {e: (None if i is None else i) for e, i in zip(emails, ids, strict=True)}
-        found = [i.decode() for i in ids if i is not None]
-        raws = dict(zip(found, await self.get_raw(workspace, found), strict=True))
-        records = {
-            email: subscriber_decoder.decode(raw)
-            for email, i in index.items()
-            if i is not None and (raw := raws.get(i.decode())) is not None
-        }
+        """(email index as read, raw records as read, records by email), in one script call: the
+        addresses cross as one msgpack argument (redis-py packs a command's arguments one by one in
+        Python, ~2 µs each) and the records of those found are read in the same call."""
+        if not emails:
+            return {}, {}, {}
+        keys = [keyspace.subscriber_emails(workspace), keyspace.subscribers(workspace)]
+        found_ids, found_raws = await self._read_script(keys=keys, args=[_encode_args(emails)])
+        index = dict(zip(emails, found_ids, strict=True))
+        raws: dict[str, bytes | None] = {}
+        records: dict[str, SubscriberRecord] = {}
+        found = iter(found_raws)
+        for email, subscriber_id in index.items():
+            if subscriber_id is not None:
+                raw = next(found)
+                raws[subscriber_id.decode()] = raw
+                if raw is not None:
+                    records[email] = subscriber_decoder.decode(raw)
         return index, raws, records
 
     # --- bulk upsert ----------------------------------------------------------------------------------
@@ -98,32 +141,54 @@ class SubscriberStore:
         extra: Callable[[Batch, Plan], None] | None = None,
     ) -> Plan:
         """Merge `items` (normalised emails) into the workspace and onto `target`; atomic per call."""
-        workspace = target.workspace
-        emails = list(dict.fromkeys(item.email for item in items))
-        for _ in range(ATTEMPTS):
-            index, raws, records = await self._read_by_email(workspace, emails)
-            plan = plan_upsert(target, items, records, mode=mode, now_ms=now_ms)
-            batch = Batch()
-            batch.expect(keyspace.subscriber_emails(workspace), index)
-            batch.expect(keyspace.subscribers(workspace), {i: raws[i] for i in plan.records if i in raws})
-            self._write_plan(batch, workspace, plan)
-            if extra is not None:
-                extra(batch, plan)
-            if await self.apply(batch):
-                return plan
-        raise Conflict(f"subscribers of {workspace} kept changing")
+        return await self.commit(await self.stage(target, items, mode=mode, now_ms=now_ms, extra=extra))
+
+    async def stage(
+        self,
+        target: ListRecord,
+        items: list[SubscriberInput],
+        *,
+        mode: str,
+        now_ms: int,
+        extra: Callable[[Batch, Plan], None] | None = None,
+    ) -> Staged:
+        """Read and plan an upsert without applying it (`commit` does). The import runner stages its
+        next batch while the previous one's script runs; if that script changed what this one read,
+        the commit's checks fail and it re-reads and re-plans, as any conflict does."""
+        staged = Staged(target, items, mode, now_ms, extra)
+        staged.plan, staged.batch = await self._plan_batch(staged)
+        return staged
+
+    async def commit(self, staged: Staged) -> Plan:
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                staged.plan, staged.batch = await self._plan_batch(staged)
+            if await self.apply(staged.batch):
+                return staged.plan
+        raise Conflict(f"subscribers of {staged.target.workspace} kept changing")
+
+    async def _plan_batch(self, staged: Staged) -> tuple[Plan, Batch]:
+        workspace = staged.target.workspace
+        emails = list(dict.fromkeys(item.email for item in staged.items))
+        index, raws, records = await self._read_by_email(workspace, emails)
+        plan = plan_upsert(staged.target, staged.items, records, mode=staged.mode, now_ms=staged.now_ms)
+        batch = Batch()
+        batch.expect(keyspace.subscriber_emails(workspace), index)
+        batch.expect(keyspace.subscribers(workspace), {i: raws[i] for i in plan.records if i in raws})
+        self._write_plan(batch, workspace, plan)
+        if staged.extra is not None:
+            staged.extra(batch, plan)
+        return plan, batch
 
     @staticmethod
     def _write_plan(batch: Batch, workspace: str, plan: Plan) -> None:
         if plan.records:
-            encoded = {i: subscriber_encoder.encode(r) for i, r in plan.records.items()}
-            batch.hset(keyspace.subscribers(workspace), encoded)  # type: ignore[arg-type]
+            encode = subscriber_encoder.encode
+            encoded = {i: lua_string(encode(r)) for i, r in plan.records.items()}
+            batch.hset(keyspace.subscribers(workspace), encoded)
         if plan.new_emails:
-            batch.hset(keyspace.subscriber_emails(workspace), plan.new_emails)  # type: ignore[arg-type]
-        moves: dict[tuple[str, str | None, str], list[str]] = {}
-        for move in plan.moves:
-            moves.setdefault((move.list_id, move.old, move.new), []).append(move.subscriber_id)
-        for (list_id, old, new), ids in moves.items():
+            batch.hset(keyspace.subscriber_emails(workspace), plan.new_emails)
+        for (list_id, old, new), ids in plan.moves.items():
             if old is not None:
                 batch.spread("ZREM", keyspace.list_members(workspace, list_id, old), ids)
             pairs = [x for i in ids for x in (0, i)]
@@ -135,7 +200,7 @@ class SubscriberStore:
         self,
         workspace: str,
         subscriber_id: str,
-        mutate: Callable[[SubscriberRecord, Batch], list[Event] | None],
+        mutate: Callable[[SubscriberRecord, Batch], list[ChangeEvent] | None],
     ) -> SubscriberRecord | None:
         """Read, `mutate` (in place; adds its own commands; returns the events, or None for no change),
         write back atomically. None if there is no such subscriber."""
@@ -162,7 +227,7 @@ class SubscriberStore:
     ) -> SubscriberRecord | None:
         """Move a member of `list_id` to `status` (unsubscribe, confirm); a non-member stays one."""
 
-        def mutate(record: SubscriberRecord, batch: Batch) -> list[Event] | None:
+        def mutate(record: SubscriberRecord, batch: Batch) -> list[ChangeEvent] | None:
             plan = Plan()
             member = record.lists.get(list_id)
             if member is None or member.status == status:
@@ -180,7 +245,7 @@ class SubscriberStore:
         `removed` at the new version, which no older event can overwrite)."""
         removed = False
 
-        def mutate(record: SubscriberRecord, batch: Batch) -> list[Event] | None:
+        def mutate(record: SubscriberRecord, batch: Batch) -> list[ChangeEvent] | None:
             nonlocal removed
             member = record.lists.pop(list_id, None)
             if member is None:
@@ -197,7 +262,7 @@ class SubscriberStore:
     ) -> SubscriberRecord | None:
         """PATCH: `fields` may hold email (normalised), name, attributes (a patch), status."""
 
-        def mutate(record: SubscriberRecord, batch: Batch) -> list[Event] | None:
+        def mutate(record: SubscriberRecord, batch: Batch) -> list[ChangeEvent] | None:
             changed = merge_fields(record, fields.get("name"), fields.get("attributes", {}))
             if "name" in fields and fields["name"] is None and record.name is not None:
                 record.name, changed = None, True
@@ -224,7 +289,7 @@ class SubscriberStore:
     async def erase(self, workspace: str, subscriber_id: str, now_ms: int) -> SubscriberRecord | None:
         """Remove the person: record, address index, every membership; `subscriber.deleted` (no email)."""
 
-        def mutate(record: SubscriberRecord, batch: Batch) -> list[Event] | None:
+        def mutate(record: SubscriberRecord, batch: Batch) -> list[ChangeEvent] | None:
             batch.command("HDEL", keyspace.subscribers(workspace), record.id)
             batch.command("HDEL", keyspace.subscriber_emails(workspace), record.email)
             for list_id, member in record.lists.items():
@@ -241,21 +306,18 @@ class SubscriberStore:
 
     @staticmethod
     def _write_moves(batch: Batch, workspace: str, plan: Plan) -> None:
-        for move in plan.moves:
-            if move.old is not None:
-                batch.command(
-                    "ZREM", keyspace.list_members(workspace, move.list_id, move.old), move.subscriber_id
-                )
-            batch.command(
-                "ZADD", keyspace.list_members(workspace, move.list_id, move.new), 0, move.subscriber_id
-            )
+        for (list_id, old, new), ids in plan.moves.items():
+            for subscriber_id in ids:
+                if old is not None:
+                    batch.command("ZREM", keyspace.list_members(workspace, list_id, old), subscriber_id)
+                batch.command("ZADD", keyspace.list_members(workspace, list_id, new), 0, subscriber_id)
 
 
 def msgspec_copy(record: SubscriberRecord) -> SubscriberRecord:
     return subscriber_decoder.decode(subscriber_encoder.encode(record))
 
 
-def append_events(batch: Batch, events: list[Event]) -> None:
+def append_events(batch: Batch, events: list[ChangeEvent]) -> None:
     """All of a write's events as one entry of the event stream, in the write's own script."""
     if events:
         batch.command(
@@ -263,4 +325,4 @@ def append_events(batch: Batch, events: list[Event]) -> None:
         )
 
 
-__all__ = ["AddressTaken", "Conflict", "SubscriberStore", "member_event"]
+__all__ = ["AddressTaken", "Conflict", "Staged", "SubscriberStore", "member_event"]

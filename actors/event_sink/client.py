@@ -16,8 +16,9 @@ from actors.envelope import reply_decoder
 from actors.event_sink.actor import EventSink
 from actors.runtime import ActorHandle, find_actor, start_actor
 from analytics.queries import CampaignReportQuery, EventsQuery, ExportQuery, SummaryQuery
-from analytics.reports import CampaignReport, EventsPage, Summary
+from analytics.reports import EventsPage, Summary
 from analytics.rows import epoch_ms
+from schemas.campaign_report import CampaignReport
 from schemas.events import Event
 from schemas.segments import MembersPage, SegmentQuery
 from schemas.settings import Settings

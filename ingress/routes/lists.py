@@ -33,7 +33,7 @@ from schemas.audience import (
 )
 from schemas.domain_names import normalise_email
 from schemas.ids import has_prefix, new_id
-from schemas.subscriber_items import checked_item
+from schemas.subscriber_items import checked_items
 from schemas.suppressions import SuppressionEntry
 from store.lists import ListStore
 from store.subscribers import Conflict, SubscriberStore
@@ -154,8 +154,7 @@ async def upsert_subscribers(request: web.Request, body: BulkUpsert) -> web.Resp
     services = request.app[SERVICES]
     items: list[SubscriberInput] = []
     rejected: list[RejectedItem] = []
-    for index, raw in enumerate(body.subscribers):
-        checked = checked_item(raw, f"#/subscribers/{index}")
+    for index, checked in enumerate(checked_items(body.subscribers)):
         if isinstance(checked, SubscriberInput):
             items.append(checked)
         else:

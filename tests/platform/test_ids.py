@@ -3,7 +3,7 @@ import time
 import pytest
 from ulid import ULID
 
-from schemas.ids import derived_id, has_prefix, new_id
+from schemas.ids import derived_id, has_prefix, new_id, new_ids
 
 
 def test_new_ids_are_ulids_of_now_and_sort_by_time():
@@ -19,9 +19,29 @@ def test_new_ids_are_ulids_of_now_and_sort_by_time():
     assert len({new_id("evt") for _ in range(10_000)}) == 10_000
 
 
+def test_ids_made_in_bulk_are_ulids_of_now_distinct_and_uniform():
+    before = int(time.time() * 1000)
+    made = new_ids("sub", 20_000)
+    after = int(time.time() * 1000)
+    assert len(made) == len(set(made)) == 20_000
+    for made_id in made[:100]:
+        assert has_prefix(made_id, "sub") and len(made_id) == 30
+        assert str(ULID.from_str(made_id[4:])) == made_id[4:]
+        assert before <= ULID.from_str(made_id[4:]).milliseconds <= after
+    # every character of the random part is used, about equally (5 random bits per character)
+    counts = {c: 0 for c in "0123456789ABCDEFGHJKMNPQRSTVWXYZ"}
+    for made_id in made:
+        for c in made_id[14:]:
+            counts[c] += 1
+    assert min(counts.values()) > 0.9 * 20_000 * 16 / 32
+    assert new_ids("evt", 0) == []
+
+
 def test_unknown_prefixes_are_refused():
     with pytest.raises(ValueError):
         new_id("zzz")
+    with pytest.raises(ValueError):
+        new_ids("zzz", 3)
 
 
 def test_derived_ids_are_deterministic():

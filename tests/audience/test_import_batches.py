@@ -1,0 +1,154 @@
+"""The import runner's batching: several entries per script, the next batch staged while the previous
+script runs. Counts and line numbers stay exact, a batch staged on reads its predecessor then changed
+re-plans, and a batch with an entry another runner applied applies nothing. `row_items` (the fast
+row path) agrees with `row_item` row by row."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from actors.imports.body import BATCHES_PER_STEP, ENTRIES_PER_BATCH, ImportRunner
+from schemas.audience import RowError, SubscriberInput, SubscriberRecord
+from schemas.subscriber_items import row_item, row_items
+from store import keyspace
+from store.compare_apply import Batch, EntryGone
+from tests.audience.test_imports import import_csv
+from tests.audience.test_subscribers_api import events, new_list
+
+ENTRY_COUNT = ENTRIES_PER_BATCH * BATCHES_PER_STEP  # one step: two batches, the second staged early
+
+
+async def started_import(client, admin, redis) -> tuple[ImportRunner, str, str, str]:
+    """An import whose upload is done (one header-only body); entries are then appended by the test."""
+    lst = await new_list(client, admin)
+    started = await import_csv(client, admin, lst["id"], "email,name,plan\n")
+    runner = ImportRunner(redis)
+    [(workspace, import_id)] = await runner.imports.active()
+    assert import_id == started["id"]
+    return runner, workspace, import_id, lst["id"]
+
+
+def entry(first_line: int, emails: list[str], plan: str) -> list[tuple[int, list[str]]]:
+    return [(first_line + i, [email, "", plan]) for i, email in enumerate(emails)]
+
+
+async def test_one_step_applies_two_batches_of_entries_with_exact_counts_and_lines(
+    client, admin, redis
+) -> None:
+    runner, workspace, import_id, list_id = await started_import(client, admin, redis)
+    line = 2
+    for n in range(ENTRY_COUNT):
+        rows = entry(line, [f"p{n}-{i}@example.com" for i in range(3)], "pro")
+        rows.append((line + 3, ["bad address", "", "x"]))
+        await runner.imports.append_rows(workspace, import_id, rows, [], 0)
+        line += 4
+    applied = count_applies(runner)
+    assert await runner.step() == ENTRY_COUNT  # every entry in one step, one script per batch
+    assert applied == [ENTRIES_PER_BATCH] * BATCHES_PER_STEP
+    assert await redis.xlen(keyspace.import_rows(workspace, import_id)) == 0
+    await runner.run_until_idle()
+    progress = await runner.imports.progress(workspace, import_id)
+    assert progress == {
+        "status": "completed",
+        "rows": 4 * ENTRY_COUNT,
+        "created": 3 * ENTRY_COUNT,
+        "updated": 0,
+        "unchanged": 0,
+        "rejected": ENTRY_COUNT,
+    }
+    errors = await runner.imports.errors(workspace, import_id, start=0, count=100)
+    assert [e.line for e in errors] == [5 + 4 * n for n in range(ENTRY_COUNT)]
+    count = await (await client.get(f"/v1/lists/{list_id}", headers=admin)).json()
+    assert count["subscriber_count"]["subscribed"] == 3 * ENTRY_COUNT
+
+
+async def test_a_batch_staged_before_the_previous_one_landed_re_plans(client, admin, redis) -> None:
+    """The same address in the first and the second batch of a step: the second was read before the
+    first's script created it, so its checks fail and it re-plans onto the created record (an update,
+    not a second subscriber)."""
+    runner, workspace, import_id, list_id = await started_import(client, admin, redis)
+    for n in range(ENTRY_COUNT):
+        plan = "team" if n == ENTRIES_PER_BATCH else "pro"
+        emails = ["same@example.com"] if n in (0, ENTRIES_PER_BATCH) else [f"other{n}@example.com"]
+        await runner.imports.append_rows(workspace, import_id, entry(2 + n, emails, plan), [], 0)
+    applied = count_applies(runner)
+    await runner.step()
+    assert applied == [ENTRIES_PER_BATCH] * 3  # the second batch's first script found a change
+    await runner.run_until_idle()
+    progress = await runner.imports.progress(workspace, import_id)
+    assert (progress["created"], progress["updated"], progress["rows"]) == (ENTRY_COUNT - 1, 1, ENTRY_COUNT)
+    same_id = await redis.hget(keyspace.subscriber_emails(workspace), "same@example.com")
+    record = msgspec.msgpack.decode(
+        await redis.hget(keyspace.subscribers(workspace), same_id), type=SubscriberRecord
+    )
+    assert record.attributes == {"plan": "team"} and record.version == 3
+    kinds = [e.type for e in await events(redis) if e.type.startswith("subscriber.")]
+    assert kinds.count("subscriber.created") == ENTRY_COUNT - 1 and kinds.count("subscriber.updated") == 1
+
+
+async def test_a_batch_with_an_entry_another_runner_applied_applies_nothing(client, admin, redis) -> None:
+    runner, workspace, import_id, list_id = await started_import(client, admin, redis)
+    for n in range(ENTRIES_PER_BATCH):
+        await runner.imports.append_rows(
+            workspace, import_id, entry(2 + n, [f"e{n}@example.com"], "pro"), [], 0
+        )
+    entries = await runner.imports.next_entries(workspace, import_id, ENTRIES_PER_BATCH)
+    record = await runner.imports.get(workspace, import_id)
+    target = await runner.lists.get(workspace, list_id)
+    other = ImportRunner(redis)
+    await other.apply(record, target, *entries[2])  # a second runner applies one entry of the batch
+    staged = await runner.stage(record, target, entries)
+    with pytest.raises(EntryGone):
+        await runner.subscribers.commit(staged)
+    progress = await runner.imports.progress(workspace, import_id)
+    assert (progress["rows"], progress["created"]) == (1, 1)  # only the other runner's entry
+    await runner.run_until_idle()  # the rest is applied once, by a fresh read
+    progress = await runner.imports.progress(workspace, import_id)
+    assert (progress["status"], progress["rows"], progress["created"]) == ("completed", 4, 4)
+
+
+def count_applies(runner: ImportRunner) -> list[int]:
+    """The entries each compare-and-apply call of `runner` carried (observed, not replaced)."""
+    applied: list[int] = []
+    original = runner.subscribers.apply
+
+    async def observed(batch: Batch) -> bool:
+        applied.append(len(batch.entries))
+        return await original(batch)
+
+    runner.subscribers.apply = observed  # type: ignore[assignment,method-assign]
+    return applied
+
+
+ROWS = [
+    (2, ["Ana@Example.com", " Ana ", "pro"]),
+    (3, ["  ", "", ""]),
+    (4, ["bo@example.com", "", ""]),
+    (5, ["no-at-sign", "x", "y"]),
+    (6, ["a b@example.com", "x", "y"]),
+    (7, ["cy@example.com", "n" * 201, "y"]),
+    (8, ["cy@example.com", "n" * 200, "y" * 1000]),
+    (9, ["cy@example.com", "", "y" * 1001]),
+    (10, ["c@", "", ""]),
+    (11, ["x" * 321 + "@example.com", "", ""]),
+    (12, ["dee@example.com", "Dee"]),
+    (13, ["dee@example.com", "Dee", "a", "b"]),
+    (14, ["", "Nobody", "free"]),
+    (15, ["Ed@Example.COM", "", " spaced "]),
+]
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [["email", "name", "plan"], ["name", "email", "plan"], ["plan", "email", "name"], ["email", "plan", "x"]],
+)
+def test_the_fast_row_path_agrees_with_row_item_row_by_row(columns: list[str]) -> None:
+    order = {"email": 0, "name": 1, "plan": 2, "x": 1}
+    rows = [(line, [cells[order[c]] for c in columns] if len(cells) == 3 else cells) for line, cells in ROWS]
+    items, errors, counted = row_items(columns, rows)
+    expected = [row_item(columns, line, cells) for line, cells in rows]
+    assert counted == sum(1 for e in expected if e is not None)
+    assert items == [e for e in expected if isinstance(e, SubscriberInput)]
+    assert errors == [e for e in expected if isinstance(e, RowError)]
+    assert len(items) >= 4 and len(errors) >= 6
