@@ -8,13 +8,15 @@ fan-out is sending.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import ray
 import redis.asyncio as aioredis
 
-from actors.campaigns.body import CampaignRunner, SegmentMembers
+from actors.campaigns.body import CampaignRunner, SegmentsUnavailable
 from actors.event_sink.client import find_event_sink
 from actors.priority import run_as_sender, settle_garbage_collector
+from analytics.campaign_report import variant_metric
 from analytics.store import analytics_url, open_store
 from schemas.settings import Settings
 
@@ -26,13 +28,20 @@ class CampaignRunnerActor:
         settle_garbage_collector()
         self.settings = settings
         self.redis = aioredis.Redis.from_url(redis_url)
-        self._reader: SegmentMembers | None = None
-        self.body = CampaignRunner(self.redis, settings, segments=self._segments, in_flight=in_flight)
+        self._reader: Any = None
+        self.body = CampaignRunner(
+            self.redis,
+            settings,
+            segments=self._segments,
+            variant_metric=self._variant_metric,
+            in_flight=in_flight,
+        )
         self._stop = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self.body.run(self._stop))
 
-    def _segments(self) -> SegmentMembers | None:
-        """The analytics reader for segment members: ClickHouse directly, DuckDB through the event sink."""
+    def _segments(self) -> Any:
+        """The analytics reader (segment members, the campaign report): ClickHouse directly, DuckDB
+        through the event sink; None while neither answers."""
         if self._reader is None:
             url = analytics_url(self.settings.analytics_url, self.settings.data_dir)
             if url.startswith(("clickhouse://", "clickhouses://")):
@@ -40,6 +49,13 @@ class CampaignRunnerActor:
             else:
                 self._reader = find_event_sink(self.settings)
         return self._reader
+
+    async def _variant_metric(self, workspace: str, campaign_id: str, metric: str) -> dict[str, float]:
+        """An A/B test's figures from the campaign report (analytics.campaign_report.variant_metric)."""
+        reader = self._segments()
+        if reader is None:
+            raise SegmentsUnavailable("no analytics reader for the A/B test's metric")
+        return await variant_metric(reader, workspace, campaign_id, metric)
 
     async def ready(self) -> bool:
         return True

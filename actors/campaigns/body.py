@@ -392,9 +392,15 @@ class CampaignRunner:
         assert test is not None
         if now_ms < state.number("test_done_ms") + test.wait_minutes * 60_000:
             return await self._waiting(state, "ab_test_wait")
-        if self.variant_metric is not None:
-            scores = await self.variant_metric(record.workspace, record.id, test.metric)
-        else:
+        scores: dict[str, float] = {}
+        if self.variant_metric is not None:  # the analytics store's figures (the campaign report)
+            try:
+                scores = await self.variant_metric(record.workspace, record.id, test.metric)
+            except (StoreUnavailable, SegmentsUnavailable):
+                log.warning(
+                    "campaign %s: the analytics store is unavailable; A/B metric from Redis", record.id
+                )
+        if not scores:  # no report reader, or it has no events of the variants yet: the runner's own counts
             scores = await variant_scores(
                 self.redis, record.workspace, record.id, test.metric, len(test.variants)
             )

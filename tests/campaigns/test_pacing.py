@@ -7,6 +7,11 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
+import pytest
+
+from actors.event_sink.body import EventSinkLoop
+from analytics.campaign_report import variant_metric
+from analytics.store import open_store
 from schemas.events import Event, EventMessage, event_msgpack_encoder
 from schemas.ids import new_id
 from store import keyspace
@@ -94,7 +99,27 @@ async def test_rate_per_second_paces_chunks_on_the_clock(client, make_key, sink,
     assert done["counters"]["sent"] == 50
 
 
-async def test_ab_test_sends_the_winner_to_the_rest_after_the_wait(client, make_key, sink, redis, workspace):
+@pytest.fixture
+async def analytics(tmp_path):
+    opened = open_store(f"duckdb://{tmp_path / 'a.duckdb'}")
+    await opened.migrate()
+    yield opened
+    await opened.close()
+
+
+@pytest.mark.parametrize("source", ["redis", "report"])
+async def test_ab_test_sends_the_winner_to_the_rest_after_the_wait(
+    client, make_key, sink, redis, workspace, analytics, source
+):
+    """The winner by the runner's own counts, or by the campaign report on a real DuckDB store fed by
+    the event sink loop (`analytics.campaign_report.variant_metric`, as the runner actor uses it)."""
+    asked: list[dict[str, float]] = []
+
+    async def from_report(ws: str, cid: str, metric: str) -> dict[str, float]:
+        await EventSinkLoop(redis, analytics, consumer="test").run_until_idle()
+        asked.append(await variant_metric(analytics, ws, cid, metric))
+        return asked[-1]
+
     headers = await make_key(SCOPES)
     await smtp(client, headers, sink)
     list_id, emails = await make_audience(client, headers, 200)
@@ -107,7 +132,7 @@ async def test_ab_test_sends_the_winner_to_the_rest_after_the_wait(client, make_
     }
     campaign_id = await make_campaign(client, headers, list_id, template_id, ab_test=ab_test)
     clock = Clock()
-    body = runner(client, clock=clock)
+    body = runner(client, clock=clock, variant_metric=from_report if source == "report" else None)
     await drive(body, client, headers, campaign_id, until=("sending",))
     await body.run_until_idle()
     state = await store_state(redis, workspace, campaign_id)
@@ -143,6 +168,8 @@ async def test_ab_test_sends_the_winner_to_the_rest_after_the_wait(client, make_
     clock.now += 3601
     done = await drive(body, client, headers, campaign_id)
     assert done["progress"]["winner"] == 1
+    if source == "report":  # the report saw the opens of variant B (and none of A)
+        assert asked and asked[0].get("1", 0) == len(b_ids) and asked[0].get("0", 0) == 0
     assert sorted(recipients(sink)) == sorted(emails)
     subjects = [parsed(d)["Subject"] for d in sink.deliveries]
     assert subjects.count("Variant A") + subjects.count("Variant B") == 200
