@@ -170,10 +170,12 @@ class SegmentCompiler:
     def __init__(self, dialect: Dialect, json: JsonSQL, workspace: str, query: SegmentQuery, now: datetime):
         self.dialect, self.json, self.now = dialect, json, now
         self.bind = Bound(dialect)
-        self.workspace, self.lists = workspace, query.lists
+        self.workspace, self.lists, self.subscriber = workspace, query.lists, query.subscriber
 
     def where(self, condition: Condition | None) -> str:
         parts = [f"s.workspace = {self.bind(self.workspace)}", self.json.not_deleted]
+        if self.subscriber is not None:
+            parts.append(f"s.id = {self.bind(self.subscriber)}")
         if self.lists:
             parts.append(f"s.id IN ({self._members()})")
         if condition is not None:

@@ -3,11 +3,13 @@
 The attacker (its own key, its own process, as it would be) sends the worst bodies we can construct
 (tests/security/attack.py) at full speed over several connections; refused bodies (429, 413) are sent
 again after 10 ms. The normal client sends one small message at a time at 20 requests a second, each
-under a deadline. Used by `python -m bench --phases attack` and by the proof test
-(tests/security/test_loop_blocking.py), which asserts p95 <= 50 ms.
+under a deadline. Used by `python -m bench --phases attack` (which adds the server's
+loop lag, `mailers_event_loop_lag_seconds`) and by the proof test (tests/security/test_attack_latency.py),
+which asserts p95 <= 50 ms and bounds the longest loop stall (bench/loop_stalls.py).
 
-`python -m bench.attack BASE_URL AUTHORIZATION SECONDS CONNECTIONS` runs the attacker alone and prints
-what it was answered (status -> count) as JSON.
+`python -m bench.attack BASE_URL AUTHORIZATION SECONDS CONNECTIONS [fixed]` runs the attacker alone and
+prints what it was answered (status -> count) as JSON; `fixed`: without the bodies whose cost is the
+JSON decode itself (tests/security/attack.worst_bodies).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import subprocess
 import sys
 import time
+import uuid
 
 import aiohttp
 import msgspec
@@ -52,11 +55,17 @@ async def normal_client(
     return latencies
 
 
-def start_attacker(base: str, authorization: str, seconds: float) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.attack", base, authorization, str(seconds), str(ATTACK_CONNECTIONS)],
-        stdout=subprocess.PIPE,
-    )
+def start_attacker(base: str, authorization: str, seconds: float, decode_floor: bool) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.attack",
+        base,
+        authorization,
+        str(seconds),
+        str(ATTACK_CONNECTIONS),
+    ]
+    return subprocess.Popen(command + ([] if decode_floor else ["fixed"]), stdout=subprocess.PIPE)
 
 
 def attacker_answers(process: subprocess.Popen) -> dict[str, int]:
@@ -65,11 +74,12 @@ def attacker_answers(process: subprocess.Popen) -> dict[str, int]:
 
 
 async def attacked(
-    base: str, headers: dict[str, str], attacker_authorization: str
+    base: str, headers: dict[str, str], attacker_authorization: str, *, decode_floor: bool = True
 ) -> tuple[list[float], dict]:
-    """The normal client's latencies while the attacker runs, and what the attacker was answered."""
+    """The normal client's latencies while the attacker runs, and what the attacker was answered.
+    `decode_floor`: see tests/security/attack.worst_bodies."""
     seconds = NORMAL_REQUESTS / NORMAL_RATE + 3
-    process = start_attacker(base, attacker_authorization, seconds)
+    process = start_attacker(base, attacker_authorization, seconds, decode_floor)
     try:
         await asyncio.sleep(1.0)  # the attacker's first bodies are in flight
         latencies = await normal_client(base, headers)
@@ -84,8 +94,10 @@ def percentile(latencies: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
 
 
-async def _attack(base: str, authorization: str, seconds: float, connections: int) -> dict[str, int]:
-    bodies = worst_bodies()
+async def _attack(
+    base: str, authorization: str, seconds: float, connections: int, decode_floor: bool
+) -> dict[str, int]:
+    bodies = worst_bodies(decode_floor=decode_floor)
     headers = {"Authorization": authorization, "Content-Type": "application/json"}
     answers: dict[str, int] = {}
     deadline = time.monotonic() + seconds
@@ -94,8 +106,9 @@ async def _attack(base: str, authorization: str, seconds: float, connections: in
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
                 for path, body in bodies:
+                    keyed = {**headers, "Idempotency-Key": uuid.uuid4().hex}
                     try:
-                        async with session.post(base + path, data=body, headers=headers) as response:
+                        async with session.post(base + path, data=body, headers=keyed) as response:
                             await response.read()
                             status = str(response.status)
                     except aiohttp.ClientError:
@@ -110,4 +123,5 @@ async def _attack(base: str, authorization: str, seconds: float, connections: in
 
 if __name__ == "__main__":
     base_url, auth, secs, conns = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
-    print(msgspec.json.encode(asyncio.run(_attack(base_url, auth, secs, conns))).decode(), flush=True)
+    floor = sys.argv[5:] != ["fixed"]  # "fixed": only the bodies whose costs are bounded
+    print(msgspec.json.encode(asyncio.run(_attack(base_url, auth, secs, conns, floor))).decode(), flush=True)

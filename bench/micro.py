@@ -7,7 +7,10 @@ except a Redis the phase starts itself).
 - provider timeout: how long a send to a provider that never answers takes to come back `Transient`
   with `timeout_seconds=0.2`, against the configured 0.2 s;
 - event sink latency: how long a lone stream entry waits for company before its batch closes with
-  `max_latency=1.0`, and how long an idle pass takes with `max_latency=0.2`, against those settings.
+  `max_latency=1.0`, and how long an idle pass takes with `max_latency=0.2`, against those settings;
+- enqueue of a 9 MB message (issue #11): the longest event-loop stall while it is enqueued through the
+  asyncio ledger on the loop, and through store/ledger/blocking.py from an I/O thread (what heavy
+  requests use), against the same loop with nothing to do.
 """
 
 from __future__ import annotations
@@ -138,9 +141,56 @@ async def sink_latency_rows() -> list[str]:
     ]
 
 
+async def enqueue_stall_rows(rounds: int = 5) -> list[str]:
+    import redis.asyncio as aioredis
+
+    from bench.loop_stalls import LoopStalls
+    from ingress.off_loop import run_io
+    from store.ledger.blocking import BlockingLedger
+    from store.messages import MessageMeta, MessageStore, NewMessage
+    from store.redis_server import RedisServer
+
+    data = Path(tempfile.mkdtemp(prefix="mailers-bench-micro-"))
+    server = RedisServer(data / "redis", appendonly=False).start()
+    redis = aioredis.Redis.from_url(server.url)
+    ledger, blocking = MessageStore(redis), BlockingLedger(server.url, item_retention_seconds=3600)
+
+    def new() -> NewMessage:
+        message = msgspec.structs.replace(_newsletter(), id=new_id("msg"), text="y" * (9 * 1024 * 1024))
+        meta = MessageMeta(created_ms=int(time.time() * 1000))
+        return NewMessage(message=message, meta=meta, status="queued", server="srv_x", events=[])
+
+    async def longest(enqueue) -> tuple[float, float]:
+        stalls = []
+        for _ in range(rounds):
+            batch = [new()]
+            async with LoopStalls() as watch:
+                await enqueue(batch)
+                await asyncio.sleep(0.02)  # the ticker sees the loop after the enqueue too
+            stalls.append((watch.longest_busy_ms, watch.longest_ms))
+        return max(s[0] for s in stalls), max(s[1] for s in stalls)
+
+    try:
+        idle = await longest(lambda batch: asyncio.sleep(0.05))
+        on_loop = await longest(ledger.enqueue)
+        off_loop = await longest(lambda batch: run_io(blocking.enqueue, batch))
+    finally:
+        blocking.close()
+        await redis.aclose()
+        server.stop()
+    baseline = f"{idle[0]:.1f} ({idle[1]:.1f}) (idle loop)"
+    return [
+        f"| enqueue of a 9 MB message, asyncio ledger on the loop: longest loop stall, ms running (in all), "
+        f"worst of {rounds} | {on_loop[0]:.1f} ({on_loop[1]:.1f}) | {baseline} |",
+        f"| enqueue of a 9 MB message, BlockingLedger from an I/O thread: the same | {off_loop[0]:.1f} "
+        f"({off_loop[1]:.1f}) | {baseline} |",
+    ]
+
+
 async def micro() -> list[str]:
     rows = ["| what | measured | baseline |", "|---|---:|---:|"]
     rows += tracking_rows()
     rows += await provider_timeout_rows()
     rows += await sink_latency_rows()
+    rows += await enqueue_stall_rows()
     return rows

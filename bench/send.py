@@ -240,21 +240,55 @@ async def delivery(base: str, redis_url: str, count: int) -> tuple[list[str], li
 
 
 async def attack_rows(base: str) -> list[str]:
-    """Issue #11's row: the normal client alone, then with the attacker (its own key), in one run."""
+    """Issue #11's row: the normal client alone, then with the attacker (its own key), in one run; each
+    beside the server's event-loop lag over the same seconds (`mailers_event_loop_lag_seconds`)."""
     headers = {"Authorization": f"Bearer {KEY}"}
     async with aiohttp.ClientSession() as session:
         body = {"name": "attacker", "scopes": ["send"]}
         async with session.post(base + "/v1/api-keys", json=body, headers=headers) as response:
             attacker = f"Bearer {(await response.json())['secret']}"
+    before = await loop_lag(base)
     alone = await attack.normal_client(base, headers)
+    between = await loop_lag(base)
     attacked, answers = await attack.attacked(base, headers, attacker)
+    after = await loop_lag(base)
     name = f"normal /v1/send @ {attack.NORMAL_RATE:.0f}/s"
     return [
         f"| {name}, alone | {len(alone)} requests | " + _percentiles(alone) + " | 0 |",
         f"| {name}, attacker at full speed ({answers}) | {len(attacked)} requests | "
         + _percentiles(attacked)
         + " | 0 |",
+        _lag_row("ingress loop lag, alone", before, between),
+        _lag_row("ingress loop lag, attacker at full speed", between, after),
     ]
+
+
+async def loop_lag(base: str) -> dict[float, float]:
+    """The server's loop-lag histogram: upper bound (s) -> cumulative count."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base + "/metrics") as response:
+            text = await response.text()
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("mailers_event_loop_lag_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def _lag_row(name: str, start: dict[float, float], end: dict[float, float]) -> str:
+    counts = {bound: end[bound] - start.get(bound, 0.0) for bound in end}
+    ticks = counts[float("inf")]
+
+    def over(seconds: float) -> int:
+        return int(ticks - counts[seconds])
+
+    lower = max((b for b in counts if counts[b] < ticks), default=0.0)  # the longest lag was above this
+    upper = min(b for b in counts if counts[b] == ticks)
+    return (
+        f"| {name} (5 ms ticks) | {ticks:.0f} ticks | over 10 ms: {over(0.01)} | over 20 ms: {over(0.02)} | "
+        f"over 50 ms: {over(0.05)} | longest in ({lower * 1000:g}, {upper * 1000:g}] ms |"
+    )
 
 
 def _percentiles(latencies: list[float]) -> str:

@@ -25,11 +25,10 @@ from aiohttp import web
 from ingress.body_budget import BodyBudget
 from ingress.context import PRINCIPAL, REQUEST_ID, SERVICES
 from ingress.cpu_budget import CURRENT_METER, CpuBudget, CpuMeter
+from ingress.off_loop import HEAVY_BODY_BYTES
 from ingress.problems import ApiError, error_response
 from ingress.routing import route_spec
 from ingress.streamed_body import BodyTooLarge, CountedStream
-
-HEAVY_BODY_BYTES = 256 * 1024  # a body larger than this makes its request heavy
 
 
 @web.middleware

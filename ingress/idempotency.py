@@ -6,8 +6,8 @@ gets the stored answer byte for byte with `Idempotent-Replayed: true`; a differe
 (422); a retry while the first is still running gets 409. Answers to requests that never began
 executing (bad JSON, validation, auth, rate limits, 503) are not stored, so fixing the request works.
 Sends need no more than this: every message also carries a per-message key (the header key, or
-`{header key}#{index}` in a bulk), checked inside the enqueue script, so a retry that races a crash
-between the enqueue and the stored answer still sends nothing twice.
+`{header key}#{index}` in a bulk; per API key like this record), checked inside the enqueue script, so a
+retry that races a crash between the enqueue and the stored answer still sends nothing twice.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import msgspec
 from aiohttp import web
 
 from ingress.context import IDEMPOTENCY, PRINCIPAL, REQUEST_ID, SERVICES
+from ingress.off_loop import HEAVY_BODY_BYTES, run_heavy
 from ingress.problems import ApiError, error_response
 from ingress.routing import route_spec
 from store import keyspace
@@ -74,7 +75,9 @@ async def idempotency(request: web.Request, handler) -> web.StreamResponse:
     record_key = keyspace.idempotency(
         principal.workspace, principal.key.id, request.method, request.path, key
     )
-    result = await store.claim(record_key, fingerprint(await request.read()))
+    body = await request.read()
+    # A large body's canonical form and hash are CPU work of tens of ms (issue #11): off the loop.
+    result = await store.claim(record_key, await run_heavy(len(body) > HEAVY_BODY_BYTES, fingerprint, body))
     if result.outcome == "mismatch":
         raise ApiError(
             "idempotency_key_reused", "This Idempotency-Key was used with a different request body"

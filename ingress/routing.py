@@ -11,12 +11,11 @@ from aiohttp import web
 
 from ingress.problems import ApiError, not_found
 from schemas.ids import PREFIXES, is_id
-from schemas.problems import FieldError
+from schemas.problems import FieldError, pointer_from_location
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 
 _json_encoder = msgspec.json.Encoder()
-_PATH = re.compile(r"`\$((?:\.[A-Za-z_][\w-]*|\[\d+\])*)`")
 _FIELD = re.compile(r"field `([^`]+)`")
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
 
@@ -130,8 +129,7 @@ def decode_query(request: web.Request, query_type: Any) -> Any:
 def field_error(message: str, root: str = "#") -> FieldError:
     """Turn msgspec's "Expected `int`, got `str` - at `$.messages[3].to`" into a JSON pointer entry."""
     detail, _, where = message.partition(" - at ")
-    path = _PATH.search(where) if where else None
-    pointer = root + (path.group(1).replace("[", ".").replace("]", "").replace(".", "/") if path else "")
+    pointer = root + pointer_from_location(where)
     named = _FIELD.search(detail)
     if named and ("missing required field" in detail or "unknown field" in detail):
         pointer += "/" + named.group(1)

@@ -11,7 +11,7 @@ from actors.outbound.compose import accept as accept_items
 from actors.outbound.validation import PreparedSend, prepare_send
 from ingress.auth import require_sending_domain
 from ingress.context import Principal
-from ingress.off_loop import HEAVY_HTML_CHARS, HEAVY_ITEMS
+from ingress.off_loop import HEAVY_CONTENT_CHARS, HEAVY_HTML_CHARS, HEAVY_ITEMS, content_chars
 from ingress.problems import ApiError
 from schemas.ids import new_id
 from schemas.send import SendRequest
@@ -61,7 +61,7 @@ async def accept(
 
 def is_heavy(items: Sequence[PreparedSend]) -> bool:
     """Whether routing and tracking these items is worth a trip off the event loop (ingress/off_loop.py)."""
-    if len(items) > HEAVY_ITEMS:
-        return True
+    if len(items) > HEAVY_ITEMS or sum(content_chars(i.message) for i in items) > HEAVY_CONTENT_CHARS:
+        return True  # a large message is also enqueued from a thread (SendPath.enqueue_heavy)
     tracked = sum(len(i.message.html or "") for i in items if i.track_clicks)
     return tracked > HEAVY_HTML_CHARS

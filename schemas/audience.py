@@ -22,10 +22,13 @@ MEMBER_STATUSES: tuple[str, ...] = MemberStatus.__args__  # type: ignore[attr-de
 
 MAX_ATTRIBUTES = 100
 MAX_BULK = 10_000
-ATTRIBUTE_KEY_PATTERN = "^[a-z][a-z0-9_]{0,63}$"
+# `(?!\n)`: Python's `$` (msgspec applies patterns with `re.search`) also matches before a final newline.
+ATTRIBUTE_KEY_PATTERN = "^[a-z][a-z0-9_]{0,63}$(?!\n)"
 AttributeKey = Annotated[str, msgspec.Meta(pattern=ATTRIBUTE_KEY_PATTERN)]
 MAX_ATTRIBUTE_TEXT, MAX_ATTRIBUTE_LIST = 1000, 100
-Scalar = Annotated[str, msgspec.Meta(max_length=MAX_ATTRIBUTE_TEXT)] | int | float | bool
+# Integers are 64-bit signed: what the record's encoding, Lua and both analytics stores hold.
+AttributeInt = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Scalar = Annotated[str, msgspec.Meta(max_length=MAX_ATTRIBUTE_TEXT)] | AttributeInt | float | bool
 AttributeValue = Scalar | Annotated[list[Scalar], msgspec.Meta(max_length=MAX_ATTRIBUTE_LIST)]
 Attributes = Annotated[dict[AttributeKey, AttributeValue], msgspec.Meta(max_length=MAX_ATTRIBUTES)]
 # In a patch, null deletes the attribute.

@@ -22,6 +22,8 @@ EventType = Literal[
     "message.canceled",
     "subscriber.unsubscribed",
     "automation.triggered",
+    "automation.step_completed",
+    "automation.run_ended",
     "campaign.launched",
     "campaign.completed",
     "webhook.endpoint_disabled",

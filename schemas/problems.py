@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import msgspec
@@ -96,3 +97,22 @@ def validation_error(pointer: str, detail: str, code: str = "invalid") -> ApiErr
 
 def not_found(what: str = "resource") -> ApiError:
     return ApiError("not_found", f"No such {what}")
+
+
+_LOCATION = re.compile(r"`\$([^`]*)`")
+_STEP = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]|\[\.\.\.\]")
+
+
+def pointer_from_location(where: str) -> str:
+    """msgspec's error location (`$.messages[3].to`, `$.attributes[...]`, "`key` in `$.attributes`") as
+    a JSON pointer suffix (`/messages/3/to`). msgspec does not name dict keys (`[...]`), so a pointer into
+    a dict ends at the dict."""
+    found = _LOCATION.search(where)
+    if found is None:
+        return ""
+    steps: list[str] = []
+    for step in _STEP.finditer(found.group(1)):
+        if step.group(0) == "[...]":
+            break
+        steps.append(step.group(1) or step.group(2))
+    return "".join("/" + step for step in steps)

@@ -288,6 +288,8 @@ class SegmentQuery(msgspec.Struct, kw_only=True, frozen=True):
 
     lists: tuple[str, ...] = ()
     filter: Any = None
+    # One subscriber only (an automation's branch step: does this subscriber match now?), or None.
+    subscriber: str | None = None
 
 
 class SegmentMember(msgspec.Struct, kw_only=True):

@@ -32,11 +32,31 @@ MessageStatus = Literal[
 ]
 
 
+# A recipient's template variables stay raw JSON until the render checks their size and decodes them
+# (ingress/templating.template_variables): decoded with the body as `dict[str, Any]`, 9 MB of
+# `[[],[],...]` had cost the ingress loop seconds (three million lists; issue #11).
+MAX_TEMPLATE_VARIABLES_BYTES = 64 * 1024
+TemplateVariables = Annotated[
+    msgspec.Raw,
+    msgspec.Meta(
+        extra_json_schema={
+            "type": "object",
+            "description": "The template's variables: a JSON object of at most "
+            f"{MAX_TEMPLATE_VARIABLES_BYTES:,} bytes (422 `variables_too_large`)",
+        }
+    ),
+]
+
+
+def no_variables() -> msgspec.Raw:
+    return msgspec.Raw(b"{}")
+
+
 class TemplateRef(msgspec.Struct, forbid_unknown_fields=True):
     """Send with a stored template: rendered at accept time; `version` pins one (default: the newest)."""
 
     id: str
-    variables: dict[str, Any] = {}
+    variables: TemplateVariables = msgspec.field(default_factory=no_variables)
     version: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 

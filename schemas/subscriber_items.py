@@ -27,7 +27,7 @@ from schemas.audience import (
     item_decoder,
 )
 from schemas.domain_names import normalise_email
-from schemas.problems import ERROR_CODES, ERROR_TYPE_BASE
+from schemas.problems import ERROR_CODES, ERROR_TYPE_BASE, pointer_from_location
 
 _KEY = re.compile(ATTRIBUTE_KEY_PATTERN)
 _NOT_IN_LOCAL = frozenset(' <>(),;:"[]\\\t')
@@ -70,7 +70,7 @@ class _LooseInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 _loose_items = msgspec.json.Decoder(list[_LooseInput])
 _known_keys: set[str] = set()  # attribute names seen to match the pattern (bounded below)
-_INT_RANGE = range(-(2**63), 2**64)  # what msgspec decodes as `int`
+_INT_RANGE = range(-(2**63), 2**63)  # `AttributeInt` (schemas/audience.py)
 
 
 def checked_items(raws: list[msgspec.Raw]) -> list[SubscriberInput | ItemProblem]:
@@ -140,8 +140,7 @@ def normalised(item: SubscriberInput, pointer: str) -> SubscriberInput | ItemPro
 
 def _schema_problem(message: str, pointer: str) -> ItemProblem:
     detail, _, where = message.partition(" - at ")
-    path = where.strip("`$").replace("[", "/").replace("]", "").replace(".", "/")
-    return item_problem(pointer + path, detail, "invalid")
+    return item_problem(pointer + pointer_from_location(where), detail, "invalid")
 
 
 def header_problem(columns: list[str]) -> str | None:

@@ -7,9 +7,11 @@ what `content.cache.compiled` compiles. The API shows the newest version as the 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
+
+from schemas.send import TemplateVariables, no_variables
 
 VariableType = Literal["string", "number", "integer", "boolean", "array", "object", "any"]
 VariableName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
@@ -99,7 +101,7 @@ class DeletedTemplate(msgspec.Struct, kw_only=True):
 
 
 class RenderRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    variables: dict[str, Any] = {}
+    variables: TemplateVariables = msgspec.field(default_factory=no_variables)  # as in a send
     version: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 

@@ -21,6 +21,8 @@ import hmac
 import secrets as random_source
 from collections.abc import Mapping, Sequence
 
+from security.secretbox import derive_key
+
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 MIN_SECRET_BYTES = 24
@@ -140,3 +142,12 @@ def _any_matches(expected: bytes, offered: list[bytes]) -> bool:
     for candidate in offered:
         matched |= hmac.compare_digest(expected, candidate)
     return matched
+
+
+def derived_webhook_secret(master: str, subject: str) -> str:
+    """A `whsec_` secret for `subject` (an automation's webhook steps: "ws|aut") derived from the master
+    key, so nothing is stored: HMAC-SHA256 under the HKDF key of the purpose "automation-webhooks". A
+    rotation of MAILERS_SECRET_KEY changes it (receivers take the new one from the automation's view)."""
+    key = derive_key(master, "automation-webhooks")
+    digest = hmac.new(key, subject.encode(), hashlib.sha256).digest()
+    return SECRET_PREFIX + base64.b64encode(digest).decode("ascii")

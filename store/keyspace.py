@@ -74,8 +74,13 @@ def message_index(workspace: str) -> str:
     return f"{PREFIX}{{{workspace}}}:messages"  # lex zset of message ids
 
 
-def send_item(workspace: str, scope: str, key: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:item:{scope}:{key}"  # -> message id (per-message idempotency)
+def send_item(workspace: str, scope: str, key: str, *, api_key: str | None = None) -> str:
+    """-> message id (per-message idempotency). A body's own `idempotency_key` is per workspace (API.md);
+    the keys derived from an `Idempotency-Key` header (`api_key` given) are per API key, like the header's
+    record (`idempotency`): another key of the workspace that guessed the header would otherwise learn
+    the message ids. `@key_id` follows the scope, which no explicit key can write (it comes after a colon)."""
+    owner = f"@{api_key}" if api_key else ""
+    return f"{PREFIX}{{{workspace}}}:item:{scope}{owner}:{key}"
 
 
 def dispatch_stream(workspace: str, server_id: str) -> str:
@@ -378,3 +383,43 @@ def campaign_variant_unique(workspace: str, campaign_id: str, variant: str, metr
 
 def campaign_retry_why(workspace: str, campaign_id: str) -> str:
     return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:retry:why"  # hash: sub id -> the FailureRecord retried
+
+
+# --- automations and their runs (docs/automations.md) ---------------------------------------------------
+# The head record and the immutable versions of each automation; its runs in one hash (a run is one small
+# msgpack record), the runs to drive in one zset scored by when (a waiting run's wake-up, a running run's
+# lease), and AUTOMATIONS_ACTIVE naming the automations whose due zset is not empty. A waiting run is one
+# hash field and one zset member: nothing else per run (after_exit automations add one field while a run
+# of that subscriber is live).
+AUTOMATIONS_ACTIVE = PREFIX + "automations:active"  # set: "ws|aut" with runs in their due zset
+AUTOMATIONS_LIVE = PREFIX + "automations:live"  # set: "ws|aut" of active (not paused) automations
+AUTOMATION_SCHEDULES = PREFIX + "automations:schedules"  # zset: "ws|aut" -> next fire (ms)
+AUTOMATION_GROUP = "automations"  # consumer group on EVENT_STREAM (event triggers)
+
+
+def automation(workspace: str, automation_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:aut:{automation_id}"  # msgpack AutomationRecord (the head)
+
+
+def automation_versions(workspace: str, automation_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:aut:{automation_id}:v"  # hash: version -> msgpack Definition
+
+
+def automation_index(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:automations"  # lex zset of automation ids
+
+
+def automation_runs(workspace: str, automation_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:aut:{automation_id}:runs"  # hash: run id -> msgpack RunRecord
+
+
+def automation_due(workspace: str, automation_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:aut:{automation_id}:due"  # zset: run id -> due or lease end (ms)
+
+
+def automation_live_runs(workspace: str, automation_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:aut:{automation_id}:in"  # hash: sub id -> live run id (after_exit)
+
+
+def automation_segment_seen(workspace: str, automation_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:aut:{automation_id}:seg"  # set: sub ids already in the segment

@@ -602,7 +602,8 @@ def _request(
         text=text if template is None else None,
         template=None
         if template is None
-        else TemplateRef(id=template.id, version=template.version, variables=variables),
+        # An in-process dict, taken as is by actors.outbound.templating.template_variables (no JSON trip).
+        else TemplateRef(id=template.id, version=template.version, variables=variables),  # type: ignore[arg-type]
         tags=record.tags,
         metadata=metadata,
         routing=RoutingIn(purpose=record.routing.purpose, server=record.routing.server),

@@ -59,6 +59,9 @@ class SendPath:
     tracking: Tracking
     enqueue: Callable[[list[NewMessage]], Awaitable[list[str | None]]]
     run: RunHeavy = run_inline
+    # The enqueue of heavy work, if it differs: the ingress's runs from an I/O thread with a blocking
+    # client (store/ledger/blocking.py), so a large request's bytes never pass through its event loop.
+    enqueue_heavy: Callable[[list[NewMessage]], Awaitable[list[str | None]]] | None = None
 
 
 async def accept(
@@ -88,7 +91,8 @@ async def accept(
     )
     if batch and audit is not None:
         batch[-1] = (batch[-1][0], msgspec.structs.replace(batch[-1][1], audit=audit))
-    prior_ids = await path.enqueue([new for _, new in batch]) if batch else []
+    enqueue = path.enqueue_heavy if heavy and path.enqueue_heavy is not None else path.enqueue
+    prior_ids = await enqueue([new for _, new in batch]) if batch else []
     for (index, new), prior in zip(batch, prior_ids, strict=True):
         outcomes[index] = Accepted(
             prior or new.message.id, "queued" if prior else api_status(new.status), now, bool(prior)
@@ -148,7 +152,11 @@ def _new_message(
         links=links,
     )
     events = [_event(message, "message.scheduled" if status == "scheduled" else "message.accepted", now, {})]
-    item_key = keyspace.send_item(message.workspace, item_scope, item.item_key) if item.item_key else None
+    item_key = (
+        keyspace.send_item(message.workspace, item_scope, item.item_key, api_key=item.item_key_owner)
+        if item.item_key
+        else None
+    )
     return NewMessage(
         message=message,
         meta=meta,

@@ -6,11 +6,11 @@ JSON pointer under `prefix` (`#` for /v1/send, `#/messages/3` for a bulk item).
 
 from __future__ import annotations
 
-import base64
 import binascii
 from datetime import UTC, datetime, timedelta
 
 import msgspec
+import pybase64
 
 from schemas.addresses import AddressError, parse_address, parse_address_list
 from schemas.messages import Address, Attachment, OutboundMessage
@@ -59,6 +59,9 @@ class PreparedSend(msgspec.Struct, kw_only=True):
     unsubscribe: bool
     item_key: str | None
     derived_id: bool = False  # the message id was derived from its inputs (actors/outbound/service.py)
+    # The API key an implicit item key (from the Idempotency-Key header) belongs to; None: the body's own
+    # `idempotency_key`, per workspace (store/keyspace.send_item).
+    item_key_owner: str | None = None
 
 
 class _Errors:
@@ -211,7 +214,8 @@ def _attachments(request: SendRequest, errors: _Errors) -> list[Attachment]:
     decoded, total = [], 0
     for index, item in enumerate(request.attachments):
         try:
-            content = base64.b64decode(item.content, validate=True)
+            # The stdlib decoder holds the GIL ~40 ms for 9 MB (issue #11); pybase64 decodes it in ~2 ms.
+            content = pybase64.b64decode(item.content, validate=True)
         except (binascii.Error, ValueError):
             errors.add(f"/attachments/{index}/content", "not valid base64", "invalid_base64")
             continue

@@ -35,7 +35,8 @@ _item_decoder = msgspec.json.Decoder(SendRequest)
 async def send(request: web.Request, body: SendRequest) -> web.Response:
     caller, now = principal(request), utc_now()
     claim = request.get(IDEMPOTENCY)
-    if claim is not None and body.idempotency_key is None:
+    implicit = claim is not None and body.idempotency_key is None
+    if implicit:
         # The header key also guards the message itself, so a retry racing a crash cannot send it twice.
         body = msgspec.structs.replace(body, idempotency_key=request.headers["Idempotency-Key"])
     templates = TemplateStore(request.app[SERVICES].redis)
@@ -45,6 +46,8 @@ async def send(request: web.Request, body: SendRequest) -> web.Response:
     item = prepare_items([rendered], caller, now=now, prefixes=["#"])[0]
     if isinstance(item, ApiError):
         raise item
+    if implicit:  # per API key, like the header's own record
+        item = msgspec.structs.replace(item, item_key_owner=caller.key.id)
     audit = await entry_bytes(request, 202, item.message.id)
     outcome = (
         await accept(
@@ -81,7 +84,7 @@ async def send_bulk(request: web.Request, body: BulkEnvelope) -> web.Response:
     caller, now = principal(request), utc_now()
     header_key = request.headers.get("Idempotency-Key") if request.get(IDEMPOTENCY) is not None else None
     heavy = len(body.messages) > HEAVY_ITEMS
-    decoded, prefixes = await run_heavy(heavy, _decode_items, body.messages, header_key)
+    decoded, prefixes, implicit = await run_heavy(heavy, _decode_items, body.messages, header_key)
     templates = TemplateStore(request.app[SERVICES].redis)
     decoded = await render_sends(templates, caller.workspace, decoded, prefixes, heavy=heavy, run=run_heavy)
     valid = [d for d in decoded if isinstance(d, SendRequest)]
@@ -96,6 +99,12 @@ async def send_bulk(request: web.Request, body: BulkEnvelope) -> web.Response:
         )
     )
     prepared = [next(prepared_valid) if isinstance(d, SendRequest) else d for d in decoded]
+    prepared = [  # the keys derived from the header are per API key, like the header's own record
+        msgspec.structs.replace(p, item_key_owner=caller.key.id)
+        if i in implicit and not isinstance(p, ApiError)
+        else p
+        for i, p in enumerate(prepared)
+    ]
     errors = [p for p in prepared if isinstance(p, ApiError)]
     if errors and body.validation == "strict":
         refusal = next((e for e in errors if e.code != "validation_error"), None)
@@ -130,8 +139,10 @@ async def send_bulk(request: web.Request, body: BulkEnvelope) -> web.Response:
 
 def _decode_items(
     raws: list[msgspec.Raw], header_key: str | None
-) -> tuple[list[SendRequest | ApiError], list[str]]:
+) -> tuple[list[SendRequest | ApiError], list[str], set[int]]:
+    """The items, their error prefixes, and the indices given an implicit key `{header}#{index}`."""
     decoded: list[SendRequest | ApiError] = []
+    implicit: set[int] = set()
     prefixes = [f"#/messages/{i}" for i in range(len(raws))]
     for index, raw in enumerate(raws):
         try:
@@ -147,8 +158,9 @@ def _decode_items(
             continue
         if item.idempotency_key is None and header_key is not None:
             item = msgspec.structs.replace(item, idempotency_key=f"{header_key}#{index}")
+            implicit.add(index)
         decoded.append(item)
-    return decoded, prefixes
+    return decoded, prefixes, implicit
 
 
 def _bulk_answer(results: dict[int, Outcome | ApiError], request_id: str) -> BulkAccepted:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import msgspec
 from aiohttp import web
 
-from actors.outbound.templating import content_errors, resolve_partials
+from actors.outbound.templating import content_errors, resolve_partials, template_variables
 from content.cache import compiled
 from content.render import render_template
 from ingress.context import SERVICES, principal
@@ -192,8 +192,9 @@ async def render_preview(request: web.Request, body: RenderRequest) -> web.Respo
     version = await store.get_version(principal(request).workspace, request.match_info["id"], body.version)
     if version is None:
         raise not_found("template" if body.version is None else "template version")
+    variables = template_variables(body.variables, "#/variables")
     with content_errors():
-        rendered = await run_heavy(True, lambda: render_template(compiled(version), body.variables))
+        rendered = await run_heavy(True, lambda: render_template(compiled(version), variables))
     return json_response(RenderedView(subject=rendered.subject, html=rendered.html, text=rendered.text))
 
 

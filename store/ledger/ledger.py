@@ -35,6 +35,25 @@ from store.replies import as_text
 # Encoded messages larger than this are written to their hash before the enqueue script (`_stage`).
 STAGED_PAYLOAD_BYTES = 64 * 1024
 STAGED_PAYLOAD_TTL_SECONDS = 3600
+ENQUEUE_KEYS = [keyspace.EVENT_STREAM, keyspace.SCHEDULE, keyspace.AUDIT_STREAM]
+
+
+def enqueue_rows(batch: Sequence[NewMessage]) -> tuple[list[tuple], dict[str, bytes]]:
+    """The enqueue script's rows for `batch`, and the payloads to stage first (message key → payload):
+    those over STAGED_PAYLOAD_BYTES of fresh ids travel as b"" in their row (see `_stage`)."""
+    rows: list[tuple] = []
+    staged: dict[str, bytes] = {}
+    for new in batch:
+        payload = encode(new.message)
+        if len(payload) > STAGED_PAYLOAD_BYTES and new.fresh_id:  # a derived id may exist: never staged
+            staged[keyspace.message(new.message.workspace, new.message.id)] = payload
+            payload = b""
+        rows.append(enqueue_row(new, payload))
+    return rows, staged
+
+
+def enqueue_results(results: list) -> list[str | None]:
+    return [r.decode() if r else None for r in results]
 
 
 class MessageLedger:
@@ -49,20 +68,13 @@ class MessageLedger:
 
     # --- the send path ---------------------------------------------------------------------------
     async def enqueue(self, batch: Sequence[NewMessage]) -> list[str | None]:
-        """Write every message atomically. Per message: None if new, else the id a prior send got."""
-        rows: list[tuple] = []
-        staged: dict[str, bytes] = {}
-        for new in batch:
-            payload = encode(new.message)
-            if len(payload) > STAGED_PAYLOAD_BYTES and new.fresh_id:
-                staged[keyspace.message(new.message.workspace, new.message.id)] = payload
-                payload = b""
-            rows.append(enqueue_row(new, payload))
+        """Write every message atomically. Per message: None if new, else the id a prior send got.
+        Large batches go through `store/ledger/blocking.py` instead, from a thread."""
+        rows, staged = enqueue_rows(batch)
         if staged:
             await self._stage(staged)
-        keys = [keyspace.EVENT_STREAM, keyspace.SCHEDULE, keyspace.AUDIT_STREAM]
-        results = await self._enqueue(keys=keys, args=[self.item_retention_seconds, encode(rows)])
-        return [r.decode() if r else None for r in results]
+        args: list[int | bytes] = [self.item_retention_seconds, encode(rows)]
+        return enqueue_results(await self._enqueue(keys=ENQUEUE_KEYS, args=args))
 
     async def _stage(self, payloads: dict[str, bytes]) -> None:
         """Large payloads reach their hash by plain HSET, not through the enqueue script: a script's

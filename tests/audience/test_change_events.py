@@ -122,7 +122,8 @@ TRICKY_ITEMS = [
     {"email": "cy@example.com", "attributes": {"l": ["x" * 1001]}},
     {"email": "cy@example.com", "attributes": {f"k{i}": i for i in range(101)}},
     {"email": "cy@example.com", "attributes": {"big": 2**64, "small": -(2**63) - 1}},
-    {"email": "cy@example.com", "attributes": {"big": 2**64 - 1, "small": -(2**63)}},
+    {"email": "cy@example.com", "attributes": {"big": 2**63 - 1, "small": -(2**63)}},
+    {"email": "cy@example.com", "attributes": {"big": 2**63}},
     {"email": "not-an-address"},
     {"email": "a b@example.com"},
     {"email": "x@localhost"},
@@ -148,6 +149,6 @@ def test_the_one_call_decoding_of_bulk_items_agrees_with_the_schema_item_by_item
         for item in TRICKY_ITEMS
         if isinstance(checked_item(msgspec.Raw(msgspec.json.encode(item)), "#"), SubscriberInput)
     ]
-    assert len(valid) == 8
+    assert len(valid) == 6
     expected = [checked_item(raw, f"#/subscribers/{i}") for i, raw in enumerate(valid)]
     assert checked_items(valid) == expected

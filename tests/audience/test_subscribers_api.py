@@ -161,3 +161,28 @@ async def test_patch_and_get_subscriber(client, admin, redis) -> None:
     gone = await (await client.get(f"/v1/subscribers/{ana['id']}", headers=admin)).json()
     assert gone["lists"] == []
     assert msgspec  # used for decoding above
+
+
+async def test_attribute_integers_beyond_64_bits_and_names_with_a_newline_are_item_errors(
+    client, admin
+) -> None:
+    lst = await new_list(client, admin)
+    items = [
+        {"email": "big@b.co", "attributes": {"n": 2**63}},
+        {"email": "list@b.co", "attributes": {"n": [1, -(2**63) - 1]}},
+        {"email": "nl@b.co", "attributes": {"plan\n": "pro"}},
+        {"email": "edge@b.co", "attributes": {"n": 2**63 - 1, "m": -(2**63)}},
+    ]
+    response = await client.post(
+        f"/v1/lists/{lst['id']}/subscribers", json={"subscribers": items}, headers=admin
+    )
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    failed = {e["index"]: e["error"]["errors"][0]["pointer"] for e in body["rejected"]}
+    # msgspec does not name the dict key at fault, so the pointer ends at the attributes.
+    assert failed == {
+        0: "#/subscribers/0/attributes",
+        1: "#/subscribers/1/attributes",
+        2: "#/subscribers/2/attributes",
+    }
+    assert body["created"] == 1

@@ -109,6 +109,17 @@ ADMITTED_STATUS = {
     ("POST", "/v1/campaigns/{id}/cancel"): 404,
     ("GET", "/v1/campaigns/{id}/recipients"): 404,
     ("POST", "/v1/campaigns/{id}/retry-failed"): 404,
+    ("POST", "/v1/automations"): 422,
+    ("GET", "/v1/automations"): 200,
+    ("GET", "/v1/automations/{id}"): 404,
+    ("PATCH", "/v1/automations/{id}"): 404,
+    ("DELETE", "/v1/automations/{id}"): 404,
+    ("POST", "/v1/automations/{id}/activate"): 404,
+    ("POST", "/v1/automations/{id}/pause"): 404,
+    ("POST", "/v1/automations/{id}/trigger"): 422,
+    ("GET", "/v1/automations/{id}/runs"): 404,
+    ("GET", "/v1/automations/{id}/runs/{run}"): 404,
+    ("POST", "/v1/automations/{id}/runs/{run}/cancel"): 404,
 }
 
 

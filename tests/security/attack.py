@@ -1,11 +1,14 @@
 """The worst request bodies we can construct for /v1/send and /v1/send/bulk (issue #11).
 
 Shared by the proof test and the bench's `attack` phase. Every body is valid and accepted (scheduled a
-month ahead, so no dispatcher spends CPU on it): the ingress does all of its work.
+month ahead, so no dispatcher spends CPU on it): the ingress does all of its work. The attacker sends
+each with an Idempotency-Key of its own, so the ingress also fingerprints every body.
 """
 
 from __future__ import annotations
 
+import base64
+import os
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -34,7 +37,11 @@ def crafted_html(chars: int) -> str:
     return (links[:chars] + "<a>" * (chars // 3))[:chars]
 
 
-def worst_bodies() -> list[tuple[str, bytes]]:
+def worst_bodies(*, decode_floor: bool = True) -> list[tuple[str, bytes]]:
+    """`decode_floor`: also the bodies whose cost is msgspec's JSON decode itself, one C call holding the
+    GIL that nothing bounds yet but the byte budget (docs/security.md, "Bounded parsing", not yet done):
+    9 MB of JSON escapes, and 9 MB of JSON tokens (nested empty lists in template variables, refused
+    only once parsed). The bench sends them; the proof test, which asserts what is fixed, does not."""
     single = {
         **_base(0),
         "html": crafted_html(MAX_TRACKED_HTML_CHARS),
@@ -47,9 +54,19 @@ def worst_bodies() -> list[tuple[str, bytes]]:
         nested = {"v": nested}
     deep = {**_base(1), "html": "<p>x</p>", "metadata": {"k": "v" * 500}}
     huge = {**_base(2), "html": "<p>x</p>", "text": "y" * (9 * 1024 * 1024)}
-    return [
+    # Base64 of 7 MiB (9.3 MB), under the 10 MiB body cap: the decoder is the cost.
+    attachment = {"filename": "a.bin", "content": base64.b64encode(os.urandom(7 * 1024 * 1024)).decode()}
+    attached = {**_base(3), "html": "<p>x</p>", "attachments": [attachment]}
+    bodies = [
         ("/v1/send", msgspec.json.encode(single)),
         ("/v1/send/bulk", msgspec.json.encode(bulk)),
         ("/v1/send", msgspec.json.encode({**deep, "unknown": nested})),
         ("/v1/send", msgspec.json.encode(huge)),
+        ("/v1/send", msgspec.json.encode(attached)),
     ]
+    if decode_floor:
+        # The slowest string to decode per byte: 4.5 Mi line breaks, each `\n` in the JSON.
+        escaped = {**_base(4), "html": "<p>x</p>", "text": "\n" * (9 * 1024 * 1024 // 2)}
+        tokens = {**_base(5), "template": {"id": "tpl_x", "variables": {"a": [[]] * (3 * 1024 * 1024)}}}
+        bodies += [("/v1/send", msgspec.json.encode(escaped)), ("/v1/send", msgspec.json.encode(tokens))]
+    return bodies

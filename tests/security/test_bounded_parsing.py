@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import msgspec
+import pytest
 
 from ingress.body_budget import BodyBudget
+from store.ledger.blocking import BlockingLedger
 from store.ledger.ledger import STAGED_PAYLOAD_BYTES, MessageLedger
 
 MESSAGE = {"from": "Acme <hello@acme.com>", "to": "ana@example.com", "subject": "Hi", "html": "<p>Hi</p>"}
@@ -69,19 +71,36 @@ async def test_body_byte_rate_per_key_answers_429_with_retry_after(app_client, a
     assert third.status != 429  # another key has its own budget
 
 
+@pytest.mark.parametrize(
+    ("text", "by"),
+    [
+        # 128 Ki characters: a heavy request, enqueued from an I/O thread by BlockingLedger
+        ("y" * (STAGED_PAYLOAD_BYTES * 2), "blocking"),
+        # 30,000 characters but 90 kB of UTF-8: light, enqueued on the loop by MessageLedger
+        ("€" * 30_000, "async"),
+    ],
+    ids=["blocking", "async"],
+)
 async def test_large_payload_is_staged_outside_the_enqueue_script_and_kept(
-    client, admin, redis, workspace, monkeypatch
+    client, admin, redis, workspace, monkeypatch, text, by
 ):
     staged: list[str] = []
-    original = MessageLedger._stage
+    stagers: list[str] = []
+    original, original_blocking = MessageLedger._stage, BlockingLedger._stage
 
     async def spy(self, payloads):
         staged.extend(payloads)
+        stagers.append("async")
         await original(self, payloads)
 
+    def blocking_spy(self, payloads):
+        staged.extend(payloads)
+        stagers.append("blocking")
+        original_blocking(self, payloads)
+
     monkeypatch.setattr(MessageLedger, "_stage", spy)
+    monkeypatch.setattr(BlockingLedger, "_stage", blocking_spy)
     await client.post("/v1/sending-servers", json={"name": "sandbox", "provider": "sandbox"}, headers=admin)
-    text = "y" * (STAGED_PAYLOAD_BYTES * 2)
     body = {**MESSAGE, "text": text}
     response = await client.post("/v1/send", json=body, headers=admin)
     assert response.status == 202, await response.text()
@@ -90,4 +109,5 @@ async def test_large_payload_is_staged_outside_the_enqueue_script_and_kept(
     assert stored[message_id].text == text
     keys = [k async for k in redis.scan_iter(match=f"*msg:{message_id}")]
     assert [k.decode() for k in keys] == staged  # the script got an empty payload for it
+    assert stagers == [by]
     assert await redis.ttl(keys[0]) == -1  # PERSISTed by the script: no staging expiry left

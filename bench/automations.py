@@ -1,0 +1,334 @@
+"""Automations (issue #14), each figure beside a baseline measured in the same run.
+
+`python -m bench --phases automations` (or `python -m bench.automations [--waiting 1000000]
+[--wake 100000] [--rate 1000] [--api-rate 500] [--seconds 10] [--phases memory,wake,api,latency]`)
+
+- memory: Redis `used_memory` per waiting run, `--waiting` runs of one automation written through the
+  run store's start script in the state a wait step leaves them (status waiting, one history entry, a due
+  entry at the wake-up). Target ≤ 300 B. Baseline: the record's own bytes and id.
+- wake: `--wake` waiting runs all due at the same instant, driven by the runner body (claim, one step,
+  commit) until every one has done its next step (an exit): runs/s. Target ≥ 10,000/s. Baseline: the
+  same count of records read and rewritten by a bare pipelined HGET/HSET/ZREM from this process.
+- api: `POST /v1/automations/:id/trigger` open-loop at `--api-rate` req/s for `--seconds`, beside
+  `POST /v1/send` at the same rate in the same run (`mailers serve`). Target p95 ≤ 10 ms.
+- latency: custom events (`POST /v1/events`) at `--rate` events/s firing an `event` trigger; latency is
+  a run's `created_ms` (stamped by the runner actor when it starts the run) minus the moment the event
+  was posted. Target p95 ≤ 100 ms. Baseline: the same POST's own answer time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import redis.asyncio as aioredis
+
+from actors.automations.body import AutomationRunner, automation_event
+from bench.load import open_loop
+from bench.send import KEY, single_body, start_mailers, stop, wait_ready
+from schemas.audience import ListRecord, SubscriberInput
+from schemas.automations import ApiTrigger as Api
+from schemas.automations import AutomationRecord, Definition, ExitStep, HistoryEntry, RunRecord, WaitStep
+from schemas.ids import new_id
+from schemas.settings import load_settings
+from store import keyspace
+from store.automation_runs import NewRun, RunStore
+from store.automations import AutomationStore
+from store.redis_server import RedisServer, free_port
+from store.subscribers import SubscriberStore
+
+HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+CHUNK = 5000
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.1f}/{five:.1f}"
+
+
+async def _automation(redis: aioredis.Redis, workspace: str, now: datetime) -> AutomationRecord:
+    head = AutomationRecord(
+        id=new_id("aut"),
+        workspace=workspace,
+        name="bench",
+        status="active",
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    steps = [WaitStep(id="pause", seconds=3600), ExitStep(id="done")]
+    definition = Definition(version=1, trigger=Api(), steps=list(steps), reentry="always", created_at=now)
+    await AutomationStore(redis).create(head, definition, next_fire_ms=None)
+    return head
+
+
+async def _waiting(redis, workspace, head, subscriber_ids: list[str], wake_ms: int, now_ms: int) -> None:
+    runs = RunStore(redis)
+    for start in range(0, len(subscriber_ids), CHUNK):
+        batch = []
+        for sub in subscriber_ids[start : start + CHUNK]:
+            record = RunRecord(
+                subscriber=sub,
+                version=1,
+                status="w",
+                at=1,
+                created_ms=now_ms,
+                history=[HistoryEntry("pause", now_ms, "waiting")],
+            )
+            event = automation_event("automation.triggered", workspace, now_ms, {"run_id": "-"})
+            batch.append(NewRun(run_id=new_id("run"), record=record, due_ms=wake_ms, event=event))
+        await runs.start(workspace, head.id, batch, after_exit=False)
+
+
+async def memory(redis_url: str, count: int) -> list[str]:
+    redis = aioredis.Redis.from_url(redis_url)
+    now = datetime.now(UTC)
+    head = await _automation(redis, "mem", now)
+    subscriber_ids = [new_id("sub") for _ in range(count)]
+    before = (await redis.info("memory"))["used_memory"]
+    started = time.perf_counter()
+    await _waiting(
+        redis,
+        "mem",
+        head,
+        subscriber_ids,
+        int(now.timestamp() * 1000) + 3_600_000,
+        int(now.timestamp() * 1000),
+    )
+    elapsed = time.perf_counter() - started
+    stream = await redis.memory_usage(keyspace.EVENT_STREAM) or 0
+    await redis.delete(keyspace.EVENT_STREAM)  # the triggered events: the event sink reads and trims them
+    after = (await redis.info("memory"))["used_memory"]
+    field, raw = await redis.hrandfield(keyspace.automation_runs("mem", head.id), 1, withvalues=True)
+    await redis.flushdb()
+    await redis.aclose()
+    per = (after - before) / count
+    return [
+        f"| waiting runs, {count:,} written ({count / elapsed:,.0f}/s) | {per:,.0f} B per run "
+        f"(target ≤ 300) | {per * 1e6 / 2**20:,.0f} MiB per million; their triggered events on the stream "
+        f"until consumed: {stream / count:,.0f} B each | {_load()} |",
+        f"| baseline: the record ({len(raw)} B) and its id ({len(field)} B) "
+        f"| {len(raw) + len(field)} B | | |",
+    ]
+
+
+async def wake(redis_url: str, count: int, data: Path) -> list[str]:
+    redis = aioredis.Redis.from_url(redis_url)
+    now = datetime.now(UTC)
+    now_ms = int(now.timestamp() * 1000)
+    workspace = "wake"
+    target = ListRecord(id="lst_wake", workspace=workspace, name="w", created_ms=0, updated_ms=0)
+    subscribers = SubscriberStore(redis)
+    for start in range(0, count, 10_000):
+        items = [SubscriberInput(email=f"w{i}@example.com") for i in range(start, min(start + 10_000, count))]
+        await subscribers.upsert(target, items, mode="upsert", now_ms=now_ms)
+    ids = [k.decode() for k in await redis.hkeys(keyspace.subscribers(workspace))]
+    head = await _automation(redis, workspace, now)
+    await _waiting(redis, workspace, head, ids, now_ms + 1000, now_ms)
+    await redis.delete(keyspace.EVENT_STREAM)
+    settings = load_settings({}, redis_url=redis_url, data_dir=str(data), secret_key="s" * 40)
+    runner = AutomationRunner(redis, settings, clock=lambda: now_ms / 1000 + 2, batch=1000)
+    started = time.perf_counter()
+    while await runner.drive():
+        pass
+    elapsed = time.perf_counter() - started
+    left = await redis.zcard(keyspace.automation_due(workspace, head.id))
+    sample = await redis.hrandfield(keyspace.automation_runs(workspace, head.id), 1, withvalues=True)
+    ended = msgspec.msgpack.decode(sample[1], type=RunRecord)
+    assert left == 0 and ended.status == "x", (left, ended)
+    bare = await _bare_rewrite(redis, workspace, head.id, ids)
+    await redis.flushdb()
+    await redis.aclose()
+    return [
+        f"| wake-up: {count:,} waiting runs due at once, each to its next step (runner body, batches of "
+        f"1,000) | {count / elapsed:,.0f} runs/s (target ≥ 10,000) | {elapsed:.1f} s | {_load()} |",
+        f"| baseline: bare pipelined HGET + HSET + ZREM of the same {count:,} runs "
+        f"| {count / bare:,.0f} runs/s "
+        f"| {bare:.1f} s | |",
+    ]
+
+
+async def _bare_rewrite(redis: aioredis.Redis, workspace: str, automation_id: str, ids: list[str]) -> float:
+    key, due = keyspace.automation_runs(workspace, automation_id), "bench:due"
+    run_ids = [k.decode() for k in await redis.hkeys(key)]
+    await redis.zadd(due, {r: 0 for r in run_ids})
+    started = time.perf_counter()
+    for start in range(0, len(run_ids), 1000):
+        chunk = run_ids[start : start + 1000]
+        raws = await redis.hmget(key, chunk)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping=dict(zip(chunk, raws, strict=True)))
+            pipe.zrem(due, *chunk)
+            await pipe.execute()
+    return time.perf_counter() - started
+
+
+async def server(args: argparse.Namespace, phases: set[str], redis_url: str, data: Path) -> None:
+    port = free_port()
+    mailers = start_mailers(port, redis_url, str(data))
+    base = f"http://127.0.0.1:{port}"
+    rows = []
+    try:
+        await wait_ready(base + "/readyz", mailers)
+        connector = aiohttp.TCPConnector(limit=256)
+        async with aiohttp.ClientSession(base, connector=connector, headers=HEADERS) as session:
+            list_id = await _json(session, "POST", "/v1/lists", {"name": "bench"}, 201)
+            people = [{"email": f"b{i}@example.com"} for i in range(2000)]
+            await _json(
+                session, "POST", f"/v1/lists/{list_id['id']}/subscribers", {"subscribers": people}, 200
+            )
+            if "api" in phases:
+                rows += await api_phase(session, args)
+                print("\n".join(rows), flush=True)
+            if "latency" in phases:
+                print("\n".join(await latency_phase(session, args, redis_url)), flush=True)
+    finally:
+        stop(mailers)
+
+
+async def _json(session: aiohttp.ClientSession, method: str, path: str, body, status: int) -> dict:
+    async with session.request(method, path, json=body) as response:
+        assert response.status == status, await response.text()
+        return await response.json()
+
+
+async def api_phase(session: aiohttp.ClientSession, args: argparse.Namespace) -> list[str]:
+    automation = await _json(
+        session,
+        "POST",
+        "/v1/automations",
+        {
+            "name": "api",
+            "status": "active",
+            "reentry": "always",
+            "trigger": {"type": "api"},
+            "steps": [{"id": "w", "type": "wait", "seconds": 86400}],
+        },
+        201,
+    )
+    url = f"/v1/automations/{automation['id']}/trigger"
+
+    def body(i: int) -> bytes:
+        return msgspec.json.encode({"email": f"b{i % 2000}@example.com", "data": {"n": i}})
+
+    rows = []
+    for name, path, make in (
+        ("/v1/send (baseline)", "/v1/send", single_body),
+        ("automation trigger", url, body),
+    ):
+        await open_loop(session, path, make, HEADERS, rate=args.api_rate, seconds=2)  # warm
+        result = await open_loop(session, path, make, HEADERS, rate=args.api_rate, seconds=args.seconds)
+        rows.append(
+            f"| {name} at {args.api_rate} req/s | p50 {result.percentile(50):.1f} ms | p95 "
+            f"{result.percentile(95):.1f} ms (target ≤ 10) | errors {result.errors} | {_load()} |"
+        )
+    return rows
+
+
+async def latency_phase(
+    session: aiohttp.ClientSession, args: argparse.Namespace, redis_url: str
+) -> list[str]:
+    automation = await _json(
+        session,
+        "POST",
+        "/v1/automations",
+        {
+            "name": "ev",
+            "status": "active",
+            "reentry": "always",
+            "trigger": {"type": "event", "event": "bench.ping"},
+            "steps": [{"id": "w", "type": "wait", "seconds": 86400}],
+        },
+        201,
+    )
+    await asyncio.sleep(2)  # the runner re-reads live automations every second
+    sent_at: dict[str, float] = {}
+    answers: list[float] = []
+    refused: list[str] = []
+    total = int(args.rate * args.seconds)
+    started = time.perf_counter()
+    wall0 = time.time() - started
+
+    async def one(i: int) -> None:
+        scheduled = started + i / args.rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        posted = time.perf_counter()
+        body = {"name": "bench.ping", "email": f"b{i % 2000}@example.com", "properties": {"i": i}}
+        async with session.post("/v1/events", json=body) as response:
+            payload = await response.json()
+            if response.status != 202:
+                refused.append(f"{response.status} {payload.get('code')}")
+                return
+        answers.append((time.perf_counter() - posted) * 1000)
+        sent_at[payload["data"][0]["id"]] = wall0 + posted
+
+    await asyncio.gather(*(one(i) for i in range(total)))
+    redis = aioredis.Redis.from_url(redis_url)
+    key = keyspace.automation_runs("default", automation["id"])
+    deadline = time.monotonic() + 60
+    while await redis.hlen(key) < total and time.monotonic() < deadline:  # noqa: ASYNC110 - polling Redis
+        await asyncio.sleep(0.2)
+    latencies = []
+    async for _, raw in redis.hscan_iter(key):
+        record = msgspec.msgpack.decode(raw, type=RunRecord)
+        event_id = record.data.get("event_id")
+        if event_id in sent_at:
+            latencies.append(record.created_ms - sent_at[event_id] * 1000)
+    await redis.aclose()
+    return [
+        f"| event → run started, {args.rate} events/s for {args.seconds:g} s "
+        f"({len(latencies):,} of {total:,} runs; {len(refused)} posts refused "
+        f"{sorted(set(refused))[:3]}) | p50 {_q(latencies, 50):.0f} ms "
+        f"| p95 {_q(latencies, 95):.0f} ms (target ≤ 100) | {_load()} |",
+        f"| baseline: the POST /v1/events answer | p50 {_q(answers, 50):.1f} ms "
+        f"| p95 {_q(answers, 95):.1f} ms | |",
+    ]
+
+
+def _q(values: list[float], p: int) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100)[p - 1] if len(values) > 1 else values[0]
+
+
+async def run(args: argparse.Namespace) -> None:
+    phases = set(args.phases.split(","))
+    data = Path(tempfile.mkdtemp(prefix="mailers-bench-automations-"))
+    redis = RedisServer(data / "redis", appendonly=False).start()
+    print("| what | figure | | | load |\n|---|---|---|---|---|", flush=True)
+    try:
+        if "memory" in phases:
+            print("\n".join(await memory(redis.url, args.waiting)), flush=True)
+        if "wake" in phases:
+            print("\n".join(await wake(redis.url, args.wake, data)), flush=True)
+        if phases & {"api", "latency"}:
+            await server(args, phases, redis.url, data)
+    finally:
+        redis.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--waiting", type=int, default=1_000_000)
+    parser.add_argument("--wake", type=int, default=100_000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--api-rate", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--phases", default="memory,wake,api,latency")
+    asyncio.run(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,553 @@
+"""`/v1/automations` (MARKETING.md "Automations"; read:/write:automations): definitions, versions, runs.
+
+A create or an update is checked whole before anything is written (`schemas.automations.check_definition`:
+graph, waits, conditions, templates and the variables they require, webhook URLs) and answers every
+problem at once (422 with pointers). Send steps' templates are pinned to their newest version at save
+time when the step names none, so a later template edit changes new versions of the automation only.
+An api trigger writes the run straight into Redis (store/automation_runs.py); the runner actor takes it
+from there, so the 202 costs one script and no actor call.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+from aiohttp import web
+
+from ingress.context import SERVICES, principal
+from ingress.pagination import PageQuery, decode_cursor, encode_cursor, list_response
+from ingress.problems import ApiError, not_found
+from ingress.routing import RouteTable, json_response
+from schemas.automations import (
+    STATUS_CODES,
+    STATUS_NAMES,
+    ApiTrigger,
+    Automation,
+    AutomationList,
+    AutomationRecord,
+    CreateAutomation,
+    Definition,
+    DeletedAutomation,
+    HistoryView,
+    Run,
+    RunList,
+    RunQuery,
+    RunRecord,
+    ScheduleTrigger,
+    SendStep,
+    Step,
+    TemplateRef,
+    Trigger,
+    TriggerAccepted,
+    TriggerBody,
+    UpdateAutomation,
+    check_definition,
+    data_problems,
+)
+from schemas.domain_names import normalise_email
+from schemas.events import Event
+from schemas.ids import derived_id, new_id
+from schemas.problems import FieldError
+from schemas.schedules import next_due
+from security.ssrf import ForbiddenUrl, check_webhook_url
+from security.webhook_signing import derived_webhook_secret
+from store.automation_runs import NewRun, RunStore, Transition
+from store.automations import AutomationStore
+from store.subscribers import SubscriberStore
+from store.templates import TemplateStore
+
+routes = RouteTable()
+TAG = "automations"
+
+
+class AutomationView(Automation, kw_only=True):
+    webhook_secret: str | None = None  # signs this automation's webhook steps (derived, never stored)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def view(request: web.Request, head: AutomationRecord, definition: Definition) -> AutomationView:
+    secret_key = request.app[SERVICES].settings.secret_key
+    return AutomationView(
+        id=head.id,
+        name=head.name,
+        status=head.status,
+        version=head.version,
+        reentry=definition.reentry,
+        trigger=definition.trigger,
+        steps=definition.steps,
+        created_at=head.created_at,
+        updated_at=head.updated_at,
+        webhook_secret=derived_webhook_secret(secret_key, f"{head.workspace}|{head.id}")
+        if secret_key
+        else None,
+    )
+
+
+async def checked(request: web.Request, workspace: str, trigger: Trigger, steps: list[Step]) -> list[Step]:
+    """The steps with every send step's template pinned to a version; 422 naming every problem."""
+    settings = request.app[SERVICES].settings
+    templates = TemplateStore(request.app[SERVICES].redis)
+    required: dict[tuple[str, int | None], set[str] | None] = {}
+    pinned: list[Step] = []
+    for step in steps:
+        if isinstance(step, SendStep):
+            found = await templates.get_version(workspace, step.template.id, step.template.version)
+            names = None if found is None else {n for n, spec in found.variables.items() if spec.required}
+            required[(step.template.id, step.template.version)] = names
+            if found is not None and step.template.version is None:
+                pin = TemplateRef(id=step.template.id, version=found.version)
+                required[(pin.id, pin.version)] = names
+                pinned.append(msgspec.structs.replace(step, template=pin))
+                continue
+        pinned.append(step)
+
+    def refuse(url: str) -> tuple[str, str] | None:
+        try:
+            check_webhook_url(
+                url, allow_http=settings.allow_http_webhooks, allow_private=settings.allow_private_webhooks
+            )
+        except ForbiddenUrl as exc:
+            return exc.code, exc.detail
+        return None
+
+    errors = check_definition(trigger, steps, templates=required, refuse_url=refuse)
+    if errors:
+        raise ApiError("validation_error", "The automation is invalid", errors=errors)
+    return pinned
+
+
+def _next_fire(trigger: Trigger, now_ms: int) -> int | None:
+    if isinstance(trigger, ScheduleTrigger):
+        return next_due(trigger.cron, trigger.timezone, now_ms)
+    return None
+
+
+@routes.route(
+    "POST",
+    "/v1/automations",
+    scope="write:automations",
+    body=CreateAutomation,
+    response=AutomationView,
+    status=201,
+    summary="Create an automation (version 1)",
+    tag=TAG,
+)
+async def create_automation(request: web.Request, body: CreateAutomation) -> web.Response:
+    workspace = principal(request).workspace
+    steps = await checked(request, workspace, body.trigger, list(body.steps))
+    now = datetime.fromtimestamp(request.app[SERVICES].clock(), UTC)
+    head = AutomationRecord(
+        id=new_id("aut"),
+        workspace=workspace,
+        name=body.name,
+        status=body.status,
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    definition = Definition(
+        version=1, trigger=body.trigger, steps=steps, reentry=body.reentry, created_at=now
+    )
+    await AutomationStore(request.app[SERVICES].redis).create(
+        head, definition, next_fire_ms=_next_fire(body.trigger, _ms(now))
+    )
+    return json_response(view(request, head, definition), status=201)
+
+
+@routes.route(
+    "GET",
+    "/v1/automations",
+    scope="read:automations",
+    query=PageQuery,
+    response=AutomationList,
+    summary="List automations, newest first",
+    tag=TAG,
+)
+async def list_automations(request: web.Request, query: PageQuery) -> web.Response:
+    after = decode_cursor(query.cursor, {})
+    store = AutomationStore(request.app[SERVICES].redis)
+    found, has_more = await store.page(principal(request).workspace, limit=query.limit, after=after)
+    last = found[-1][0].id if found else None
+    return list_response(
+        request, [view(request, h, d) for h, d in found], has_more=has_more, last_id=last, filters={}
+    )
+
+
+@routes.route(
+    "GET",
+    "/v1/automations/{id}",
+    ids={"id": "aut"},
+    scope="read:automations",
+    response=AutomationView,
+    summary="Get an automation (its newest version)",
+    tag=TAG,
+)
+async def get_automation(request: web.Request) -> web.Response:
+    head, definition = await _own(request)
+    return json_response(view(request, head, definition))
+
+
+@routes.route(
+    "PATCH",
+    "/v1/automations/{id}",
+    ids={"id": "aut"},
+    scope="write:automations",
+    body=UpdateAutomation,
+    response=AutomationView,
+    summary="Change an automation: a new version if trigger, steps or reentry change (runs keep theirs)",
+    tag=TAG,
+)
+async def update_automation(request: web.Request, body: UpdateAutomation) -> web.Response:
+    head, current = await _own(request)
+    workspace = head.workspace
+    now = datetime.fromtimestamp(request.app[SERVICES].clock(), UTC)
+    trigger = current.trigger if body.trigger is msgspec.UNSET else body.trigger
+    raw_steps = current.steps if body.steps is msgspec.UNSET else list(body.steps)
+    reentry = current.reentry if body.reentry is msgspec.UNSET else body.reentry
+    new = None
+    if (
+        body.trigger is not msgspec.UNSET
+        or body.steps is not msgspec.UNSET
+        or body.reentry is not msgspec.UNSET
+    ):
+        steps = await checked(request, workspace, trigger, raw_steps)
+        new = Definition(
+            version=current.version + 1, trigger=trigger, steps=steps, reentry=reentry, created_at=now
+        )
+    changed = msgspec.structs.replace(
+        head,
+        name=head.name if body.name is msgspec.UNSET else body.name,
+        status=head.status if body.status is msgspec.UNSET else body.status,
+        version=new.version if new is not None else head.version,
+        updated_at=now,
+    )
+    return await _save(request, changed, new, current, now)
+
+
+async def _save(
+    request: web.Request, head: AutomationRecord, new: Definition | None, current: Definition, now: datetime
+) -> web.Response:
+    store = AutomationStore(request.app[SERVICES].redis)
+    definition = new or current
+    if not await store.save(head, new, current, next_fire_ms=_next_fire(definition.trigger, _ms(now))):
+        raise ApiError("conflict", "The automation changed meanwhile (or was deleted); read it again")
+    return json_response(view(request, head, definition))
+
+
+@routes.route(
+    "POST",
+    "/v1/automations/{id}/activate",
+    ids={"id": "aut"},
+    scope="write:automations",
+    response=AutomationView,
+    summary="Activate: its trigger starts runs",
+    tag=TAG,
+)
+async def activate_automation(request: web.Request) -> web.Response:
+    return await _set_status(request, "active")
+
+
+@routes.route(
+    "POST",
+    "/v1/automations/{id}/pause",
+    ids={"id": "aut"},
+    scope="write:automations",
+    response=AutomationView,
+    summary="Pause: its trigger starts no runs (runs already started go on)",
+    tag=TAG,
+)
+async def pause_automation(request: web.Request) -> web.Response:
+    return await _set_status(request, "paused")
+
+
+async def _set_status(request: web.Request, status: str) -> web.Response:
+    head, current = await _own(request)
+    now = datetime.fromtimestamp(request.app[SERVICES].clock(), UTC)
+    changed = msgspec.structs.replace(head, status=status, updated_at=now)
+    return await _save(request, changed, None, current, now)
+
+
+@routes.route(
+    "DELETE",
+    "/v1/automations/{id}",
+    ids={"id": "aut"},
+    scope="write:automations",
+    response=DeletedAutomation,
+    summary="Delete an automation, its versions and its runs (live runs stop)",
+    tag=TAG,
+)
+async def delete_automation(request: web.Request) -> web.Response:
+    head, _ = await _own(request)
+    await AutomationStore(request.app[SERVICES].redis).delete(head.workspace, head.id)
+    return json_response(DeletedAutomation(id=head.id))
+
+
+@routes.route(
+    "POST",
+    "/v1/automations/{id}/trigger",
+    ids={"id": "aut"},
+    scope="write:automations",
+    body=TriggerBody,
+    response=TriggerAccepted,
+    status=202,
+    summary="Start a run for one subscriber (an `api` trigger); Idempotency-Key honoured",
+    tag=TAG,
+    max_body=64 * 1024,
+)
+async def trigger_automation(request: web.Request, body: TriggerBody) -> web.Response:
+    head, definition = await _own(request)
+    services = request.app[SERVICES]
+    if not isinstance(definition.trigger, ApiTrigger):
+        raise ApiError(
+            "conflict",
+            f"This automation's trigger is `{definition.trigger.__struct_config__.tag}`, not `api`",
+        )
+    if head.status != "active":
+        raise ApiError("conflict", "The automation is paused: activate it first")
+    problems = data_problems(definition.trigger, body.data)
+    if problems:
+        raise ApiError("validation_error", "The trigger's data is invalid", errors=problems)
+    try:
+        email = normalise_email(body.email)
+    except ValueError:
+        raise ApiError(
+            "validation_error",
+            "Not an email address",
+            errors=[FieldError("#/email", "not an email address", "invalid_email")],
+        ) from None
+    subscribers = SubscriberStore(services.redis)
+    subscriber_id = await subscribers.id_for(head.workspace, email)
+    subscriber = None if subscriber_id is None else await subscribers.get(head.workspace, subscriber_id)
+    if subscriber is None:
+        raise ApiError(
+            "validation_error",
+            "No subscriber has this address",
+            errors=[FieldError("#/email", "add the subscriber to a list first", "unknown_subscriber")],
+        )
+    if subscriber.status == "blocklisted":
+        raise ApiError(
+            "validation_error",
+            "The subscriber is blocklisted",
+            errors=[
+                FieldError(
+                    "#/email", "a blocklisted subscriber enters no automation", "subscriber_blocklisted"
+                )
+            ],
+        )
+    now_ms = int(services.clock() * 1000)
+    created_ms = _ms(head.created_at)
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if definition.reentry == "never":
+        run_id = derived_id("run", created_ms, head.id, subscriber.id)
+    elif idempotency_key is not None:
+        # A retry that raced a crash (the run written, the stored answer not) finds the same run.
+        run_id = derived_id("run", created_ms, head.id, principal(request).key.id, idempotency_key)
+    else:
+        run_id = new_id("run")
+    record = RunRecord(
+        subscriber=subscriber.id,
+        version=definition.version,
+        status="r",
+        at=0,
+        created_ms=now_ms,
+        data=body.data,
+    )
+    event = Event(
+        id=new_id("evt"),
+        type="automation.triggered",
+        created_at=_at(now_ms),
+        workspace=head.workspace,
+        data={
+            "automation_id": head.id,
+            "run_id": run_id,
+            "version": definition.version,
+            "subscriber": subscriber.id,
+            "email": subscriber.email,
+            "trigger": "api",
+        },
+    )
+    [outcome] = await RunStore(services.redis).start(
+        head.workspace,
+        head.id,
+        [NewRun(run_id=run_id, record=record, due_ms=now_ms, event=event)],
+        after_exit=definition.reentry == "after_exit",
+    )
+    if outcome == "exists" and idempotency_key is not None and definition.reentry != "never":
+        return json_response(TriggerAccepted(run=run_id), status=202)
+    if outcome == "exists":
+        raise ApiError(
+            "conflict", f"This subscriber already entered the automation (reentry `never`): {run_id}"
+        )
+    if outcome.startswith("live:"):
+        raise ApiError("conflict", f"This subscriber is in a run of it (reentry `after_exit`): {outcome[5:]}")
+    return json_response(TriggerAccepted(run=run_id), status=202)
+
+
+@routes.route(
+    "GET",
+    "/v1/automations/{id}/runs",
+    ids={"id": "aut"},
+    scope="read:automations",
+    query=RunQuery,
+    response=RunList,
+    summary="The automation's runs, each with its history (filter by status)",
+    tag=TAG,
+)
+async def list_runs(request: web.Request, query: RunQuery) -> web.Response:
+    head, _ = await _own(request)
+    filters = {"status": query.status}
+    after = decode_cursor(query.cursor, filters)
+    try:
+        start = int(after) if after is not None else 0
+    except ValueError:
+        raise ApiError("invalid_cursor", "The cursor is not one this API issued") from None
+    code = STATUS_CODES[query.status] if query.status else None
+    store = RunStore(request.app[SERVICES].redis)
+    found, cursor = await store.page(head.workspace, head.id, status=code, limit=query.limit, cursor=start)
+    steps = await _steps_by_version(request, head, {r.version for _, r in found})
+    due = await store.due_at(head.workspace, head.id, [run_id for run_id, _ in found])
+    data = [
+        run_view(head.id, run_id, record, steps.get(record.version, []), wake)
+        for (run_id, record), wake in zip(found, due, strict=True)
+    ]
+    next_cursor = encode_cursor(str(cursor), filters) if cursor else None
+    headers = {}
+    if next_cursor:
+        headers["Link"] = f'<{request.url.update_query({"cursor": next_cursor}).path_qs}>; rel="next"'
+    return json_response(RunList(data=data, has_more=bool(cursor), next_cursor=next_cursor), headers=headers)
+
+
+@routes.route(
+    "GET",
+    "/v1/automations/{id}/runs/{run}",
+    ids={"id": "aut", "run": "run"},
+    scope="read:automations",
+    response=Run,
+    summary="One run with its history",
+    tag=TAG,
+)
+async def get_run(request: web.Request) -> web.Response:
+    head, _ = await _own(request)
+    run_id = request.match_info["run"]
+    store = RunStore(request.app[SERVICES].redis)
+    found = await store.get(head.workspace, head.id, run_id)
+    if found is None:
+        raise not_found("run")
+    record = found[1]
+    steps = await _steps_by_version(request, head, {record.version})
+    [wake] = await store.due_at(head.workspace, head.id, [run_id])
+    return json_response(run_view(head.id, run_id, record, steps.get(record.version, []), wake))
+
+
+@routes.route(
+    "POST",
+    "/v1/automations/{id}/runs/{run}/cancel",
+    ids={"id": "aut", "run": "run"},
+    scope="write:automations",
+    response=Run,
+    summary="Cancel a run: it ends `exited` (reason `cancelled`) and does no further step",
+    tag=TAG,
+)
+async def cancel_run(request: web.Request) -> web.Response:
+    head, _ = await _own(request)
+    run_id = request.match_info["run"]
+    store = RunStore(request.app[SERVICES].redis)
+    now_ms = int(request.app[SERVICES].clock() * 1000)
+    for _ in range(5):
+        found = await store.get(head.workspace, head.id, run_id)
+        if found is None:
+            raise not_found("run")
+        raw, record = found
+        if record.status not in ("r", "w"):
+            raise ApiError("conflict", f"The run already ended ({STATUS_NAMES[record.status]})")
+        ended = msgspec.structs.replace(record, status="x", reason="cancelled")
+        event = Event(
+            id=new_id("evt"),
+            type="automation.run_ended",
+            created_at=_at(now_ms),
+            workspace=head.workspace,
+            data={
+                "automation_id": head.id,
+                "run_id": run_id,
+                "version": record.version,
+                "subscriber": record.subscriber,
+                "status": "exited",
+                "reason": "cancelled",
+            },
+        )
+        move = Transition(run_id=run_id, expected=raw, record=ended, due_ms=None, events=[event])
+        if (await store.commit(head.workspace, head.id, [move]))[0]:
+            steps = await _steps_by_version(request, head, {record.version})
+            return json_response(run_view(head.id, run_id, ended, steps.get(record.version, []), None))
+    raise ApiError("conflict", "The run kept changing; try again")
+
+
+def run_view(
+    automation_id: str, run_id: str, record: RunRecord, steps: list[Step], due_ms: int | None
+) -> Run:
+    status = STATUS_NAMES[record.status]
+    if status == "waiting" and record.history:
+        step: str | None = record.history[-1].step
+    elif status == "running" and record.at < len(steps):
+        step = steps[record.at].id
+    else:
+        step = record.history[-1].step if record.history else None
+    return Run(
+        id=run_id,
+        automation=automation_id,
+        version=record.version,
+        subscriber=record.subscriber,
+        status=status,
+        step=step,
+        wake_at=_at(due_ms) if status == "waiting" and due_ms is not None else None,
+        created_at=_at(record.created_ms),
+        history=[
+            HistoryView(step=h.step, at=_at(h.at_ms), outcome=h.outcome, message_id=h.message_id)
+            for h in record.history
+        ],
+        reason=record.reason or None,
+    )
+
+
+async def _steps_by_version(
+    request: web.Request, head: AutomationRecord, versions: set[int]
+) -> dict[int, list[Step]]:
+    store = AutomationStore(request.app[SERVICES].redis)
+    found = {}
+    for version in versions:
+        definition = await store.version(head.workspace, head.id, version)
+        if definition is not None:
+            found[version] = definition.steps
+    return found
+
+
+# Versions never change once written: each process keeps the ones it read (bounded), so a trigger costs
+# one read of the head rather than two round trips.
+_versions: dict[tuple[str, str, int], Definition] = {}
+
+
+async def _own(request: web.Request) -> tuple[AutomationRecord, Definition]:
+    store = AutomationStore(request.app[SERVICES].redis)
+    workspace = principal(request).workspace
+    head = await store.get(workspace, request.match_info["id"])
+    definition = None
+    if head is not None:
+        key = (workspace, head.id, head.version)
+        definition = _versions.get(key)
+        if definition is None:
+            definition = await store.version(workspace, head.id, head.version)
+            if definition is not None:
+                if len(_versions) >= 10_000:
+                    _versions.clear()
+                _versions[key] = definition
+    if head is None or definition is None:
+        raise not_found("automation")
+    return head, definition

@@ -1,0 +1,307 @@
+"""Automation runs in Redis: the only writer of a run's record, its due entry and the live-run index.
+
+Stored compactly (a waiting run should cost at most ~300 B of Redis memory): the hash field and the zset
+member are the run id's bare ULID (26 characters: with the `run_` prefix an sds string no longer fits the
+32-byte allocation class), the record names its subscriber by the bare ULID too, and a waiting run's
+wake-up lives only in the due zset's score (`due_at` reads it back for the API).
+
+A run is one msgpack `RunRecord` in its automation's `runs` hash (field: the run id). Every run that has
+a step to do is a member of the automation's `due` zset, scored by when: now for a run just started or
+between steps, the wake-up for a waiting one. The runner moves a run through three transitions, each one
+script:
+
+- `start`: create the record (refused by the reentry rule, or a no-op when the id exists: run ids of
+  `never` automations and of retried triggers are derived, so a repeat creates nothing), add it to `due`,
+  append `automation.triggered`.
+- `claim`: take the due runs (score <= now) and push their score to now + lease: nobody else takes them
+  until the lease ends. A runner that dies mid-step leaves the run due again when the lease ends, and the
+  step is done again: what makes that safe is per step (the send step's message id is derived from the run
+  and the step, so its enqueue is a no-op the second time; see docs/automations.md).
+- `commit`: compare the record with the bytes claimed and, only if unchanged, write the next state, move
+  or remove the due entry and append the step's events, all in one script. A run cancelled or deleted
+  meanwhile, or committed by another runner whose lease overlapped, is left as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+import redis.asyncio as aioredis
+
+from schemas.automations import RunRecord, run_decoder
+from schemas.events import Event, event_msgpack_encoder
+from store import keyspace
+from store.lua import LUA_ARRAY, lua_string
+from store.replies import as_bytes, as_text
+
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def _field(run_id: str) -> str:
+    return run_id[4:]  # "run_" + ULID -> ULID
+
+
+def _run_id(field: bytes | str) -> str:
+    return "run_" + as_text(field)
+
+
+def _pack(record: RunRecord) -> bytes:
+    return _encode(msgspec.structs.replace(record, subscriber=record.subscriber[4:]))
+
+
+def unpack(raw: bytes) -> RunRecord:
+    record = run_decoder.decode(raw)
+    record.subscriber = "sub_" + record.subscriber
+    return record
+
+
+_START = (
+    LUA_ARRAY
+    + """
+local runs, due, live, active, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local batch = cmsgpack.unpack(ARGV[1])
+local member, after_exit = batch[1], batch[2]
+local events, outcome = {}, {}
+for i = 1, #batch[3] do
+  local item = batch[3][i]
+  local run_id, record, due_ms, sub = item[1], item[2], item[3], item[4]
+  if redis.call('HEXISTS', runs, run_id) == 1 then
+    outcome[i] = 'exists'
+  else
+    local other = after_exit and redis.call('HGET', live, sub)
+    if other then
+      outcome[i] = 'live:' .. other
+    else
+      redis.call('HSET', runs, run_id, record)
+      redis.call('ZADD', due, due_ms, run_id)
+      if after_exit then redis.call('HSET', live, sub, run_id) end
+      events[#events + 1] = item[5]
+      outcome[i] = 'created'
+    end
+  end
+end
+if #events > 0 then
+  redis.call('SADD', active, member)
+  redis.call('XADD', stream, '*', 'b', msgpack_array(events))
+end
+return outcome
+"""
+)
+
+_CLAIM = """
+local due, runs = KEYS[1], KEYS[2]
+local ids = redis.call('ZRANGEBYSCORE', due, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+if #ids == 0 then return {{}, {}} end
+local args = {}
+for i = 1, #ids do
+  args[#args + 1] = ARGV[2]
+  args[#args + 1] = ids[i]
+end
+redis.call('ZADD', due, 'XX', unpack(args))
+local records = redis.call('HMGET', runs, unpack(ids))
+for i = 1, #ids do
+  if not records[i] then
+    redis.call('ZREM', due, ids[i])
+    records[i] = ''
+  end
+end
+return {ids, records}
+"""
+
+_COMMIT = (
+    LUA_ARRAY
+    + """
+local runs, due, live, active, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local batch = cmsgpack.unpack(ARGV[1])
+local member = batch[1]
+local events, applied = {}, {}
+for i = 1, #batch[2] do
+  local item = batch[2][i]
+  local run_id, expected, record, score, ended_sub = item[1], item[2], item[3], item[4], item[5]
+  if redis.call('HGET', runs, run_id) == expected then
+    redis.call('HSET', runs, run_id, record)
+    if score >= 0 then
+      redis.call('ZADD', due, score, run_id)
+    else
+      redis.call('ZREM', due, run_id)
+    end
+    if ended_sub ~= '' and redis.call('HGET', live, ended_sub) == run_id then
+      redis.call('HDEL', live, ended_sub)
+    end
+    for j = 1, #item[6] do events[#events + 1] = item[6][j] end
+    applied[i] = 1
+  else
+    applied[i] = 0
+  end
+end
+if redis.call('ZCARD', due) == 0 then
+  redis.call('SREM', active, member)
+else
+  redis.call('SADD', active, member)
+end
+if #events > 0 then
+  redis.call('XADD', stream, '*', 'b', msgpack_array(events))
+end
+return applied
+"""
+)
+
+
+class NewRun(msgspec.Struct, kw_only=True):
+    run_id: str
+    record: RunRecord
+    due_ms: int
+    event: Event
+
+
+class Transition(msgspec.Struct, kw_only=True):
+    """A run's next state, written only if its record still holds `expected` (the bytes claimed)."""
+
+    run_id: str
+    expected: bytes
+    record: RunRecord
+    due_ms: int | None  # None: no step left (ended)
+    events: list[Event] = []
+
+
+class Claimed(msgspec.Struct, kw_only=True):
+    run_id: str
+    raw: bytes
+    record: RunRecord
+
+
+class RunStore:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._start = redis.register_script(_START)
+        self._claim = redis.register_script(_CLAIM)
+        self._commit = redis.register_script(_COMMIT)
+
+    @staticmethod
+    def _keys(workspace: str, automation_id: str) -> list[str]:
+        return [
+            keyspace.automation_runs(workspace, automation_id),
+            keyspace.automation_due(workspace, automation_id),
+            keyspace.automation_live_runs(workspace, automation_id),
+            keyspace.AUTOMATIONS_ACTIVE,
+            keyspace.EVENT_STREAM,
+        ]
+
+    async def start(
+        self, workspace: str, automation_id: str, runs: Sequence[NewRun], *, after_exit: bool
+    ) -> list[str]:
+        """Per run: "created", "exists" (that id was started before) or "live:<run id>" (after_exit:
+        the subscriber is in a live run of this automation)."""
+        if not runs:
+            return []
+        items = [
+            [
+                _field(r.run_id),
+                lua_string(_pack(r.record)),
+                r.due_ms,
+                r.record.subscriber[4:],
+                lua_string(event_msgpack_encoder.encode(r.event)),
+            ]
+            for r in runs
+        ]
+        payload = _encode([f"{workspace}|{automation_id}", after_exit, items])
+        outcome = await self._start(keys=self._keys(workspace, automation_id), args=[payload])
+        return [
+            ("live:run_" + text[5:]) if (text := as_text(o)).startswith("live:") else text for o in outcome
+        ]
+
+    async def claim(
+        self, workspace: str, automation_id: str, *, now_ms: int, lease_ms: int, limit: int
+    ) -> list[Claimed]:
+        ids, raws = await self._claim(
+            keys=[
+                keyspace.automation_due(workspace, automation_id),
+                keyspace.automation_runs(workspace, automation_id),
+            ],
+            args=[now_ms, now_ms + lease_ms, limit],
+        )
+        found = []
+        for run_id, raw in zip(ids, raws, strict=True):
+            blob = as_bytes(raw)
+            if blob:
+                found.append(Claimed(run_id=_run_id(run_id), raw=blob, record=unpack(blob)))
+        return found
+
+    async def commit(self, workspace: str, automation_id: str, moves: Sequence[Transition]) -> list[bool]:
+        """Per transition: whether it was written (False: the record changed since it was claimed)."""
+        if not moves:
+            return []
+        items = []
+        for move in moves:
+            ended = move.due_ms is None
+            items.append(
+                [
+                    _field(move.run_id),
+                    lua_string(move.expected),
+                    lua_string(_pack(move.record)),
+                    -1 if move.due_ms is None else move.due_ms,
+                    move.record.subscriber[4:] if ended else "",
+                    [lua_string(event_msgpack_encoder.encode(e)) for e in move.events],
+                ]
+            )
+        payload = _encode([f"{workspace}|{automation_id}", items])
+        applied = await self._commit(keys=self._keys(workspace, automation_id), args=[payload])
+        return [bool(a) for a in applied]
+
+    async def get(self, workspace: str, automation_id: str, run_id: str) -> tuple[bytes, RunRecord] | None:
+        raw = await self.redis.hget(keyspace.automation_runs(workspace, automation_id), _field(run_id))
+        if raw is None:
+            return None
+        blob = as_bytes(raw)
+        return blob, unpack(blob)
+
+    async def due_at(self, workspace: str, automation_id: str, run_ids: list[str]) -> list[int | None]:
+        """When each run is due (a waiting run's wake-up), or None for runs with nothing to do."""
+        if not run_ids:
+            return []
+        scores = await self.redis.zmscore(
+            keyspace.automation_due(workspace, automation_id), [_field(r) for r in run_ids]
+        )
+        return [None if score is None else int(score) for score in scores]
+
+    async def page(
+        self,
+        workspace: str,
+        automation_id: str,
+        *,
+        status: str | None,
+        limit: int,
+        cursor: int,
+        scan_cap: int = 5000,
+    ) -> tuple[list[tuple[str, RunRecord]], int]:
+        """Runs in the hash's own order (HSCAN: a run present for the whole walk is listed at least once),
+        filtered by status code; at most `scan_cap` runs are read per page. Returns the next cursor (0:
+        done)."""
+        key = keyspace.automation_runs(workspace, automation_id)
+        found: list[tuple[str, RunRecord]] = []
+        scanned = 0
+        while True:
+            cursor, chunk = await self.redis.hscan(key, cursor, count=min(limit * 2, 500))
+            assert isinstance(chunk, dict), "HSCAN answers field -> value"
+            for field, raw in chunk.items():
+                record = unpack(as_bytes(raw))
+                if status is None or record.status == status:
+                    found.append((_run_id(field), record))
+            scanned += len(chunk)
+            if cursor == 0 or len(found) >= limit or scanned >= scan_cap:
+                return found, int(cursor)
+
+    async def active(self) -> list[tuple[str, str]]:
+        members = await self.redis.smembers(keyspace.AUTOMATIONS_ACTIVE)
+        pairs = []
+        for raw in members:
+            workspace, _, automation_id = as_text(raw).partition("|")
+            pairs.append((workspace, automation_id))
+        return pairs
+
+    async def next_due(self, workspace: str, automation_id: str) -> int | None:
+        found = await self.redis.zrange(
+            keyspace.automation_due(workspace, automation_id), 0, 0, withscores=True
+        )
+        return int(found[0][1]) if found else None
