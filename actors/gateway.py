@@ -11,6 +11,7 @@ import asyncio
 
 from actors.audit.client import AuditSinkClient, find_audit_sink, start_audit_sink
 from actors.automations.client import start_automation_runner
+from actors.campaigns.client import start_campaign_runner
 from actors.dispatch.client import DispatchClient
 from actors.event_sink.client import EventSinkClient, find_event_sink, start_event_sink
 from actors.imports.client import start_import_runner
@@ -76,6 +77,7 @@ class Gateway:
         self.event_sink = start_event_sink(self.settings, redis_url=self.redis_url)
         self.audit_sink = start_audit_sink(self.settings, self.redis_url)
         self.import_runner = start_import_runner(self.settings, self.redis_url)
+        self.campaign_runner = start_campaign_runner(self.settings, self.redis_url)
         self.automation_runner = start_automation_runner(self.settings, self.redis_url)
         await self.audit_sink.ready.remote()
 

@@ -352,6 +352,11 @@ async def run(args: argparse.Namespace) -> None:
     if "campaign_report" in phases:
         print("\n".join(await campaign_report.run(1_000_000, 20, None)) + "\n")
         phases.discard("campaign_report")
+    if "campaigns" in phases:  # its own server and Redis (a large in-flight window, 1M subscribers)
+        from bench import campaigns  # it uses this module's helpers: imported here, not at the top
+
+        print("\n".join(await campaigns.run(args)) + "\n")
+        phases.discard("campaigns")
     if phases:
         await run_server_phases(args, phases)
 
@@ -406,12 +411,16 @@ def main() -> None:
     parser.add_argument("--bulk-requests", type=int, default=20)
     parser.add_argument("--delivery", type=int, default=10000)
     parser.add_argument(
+        "--subscribers", type=int, default=1_000_000, help="campaigns: the fan-out's audience"
+    )
+    parser.add_argument("--campaign-delivery", dest="campaign_delivery", type=int, default=10_000)
+    parser.add_argument(
         "--phases",
         default="singles,bulk,attack,delivery,templates",
-        help="which of singles,bulk,attack,delivery,micro,templates,campaign_report to run (micro: figures "
-        "moved out of the tests; attack: a normal client's latency alone and beside an attacker, issue #11; "
-        "templates: the cached template render, issue #12; campaign_report: the report on 10M events, "
-        "issue #13)",
+        help="which of singles,bulk,attack,delivery,micro,templates,campaign_report,campaigns to run (micro: "
+        "figures moved out of the tests; attack: a normal client's latency alone and beside an attacker, "
+        "issue #11; templates: the cached template render, issue #12; campaign_report: the report on 10M "
+        "events, issue #13; campaigns: fan-out, RSS and end to end, issue #13)",
     )
     asyncio.run(run(parser.parse_args()))
 

@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     create_key.set_defaults(run=_create_key)
     _add_simulate(commands)
     _add_import(commands)
+    _add_campaigns(commands)
     _add_audit(commands)
     _add_secrets(commands)
     add_operator_suppressions(commands)
@@ -104,6 +105,42 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     print(summary(state))
     return 0 if state["status"] == "completed" else 1
+
+
+def _add_campaigns(commands) -> None:
+    campaigns = commands.add_parser("campaigns", help="campaigns").add_subparsers(required=True)
+    watching = campaigns.add_parser("watch", help="follow a campaign with a live progress bar")
+    watching.add_argument("campaign_id", metavar="ID")
+    watching.add_argument("--url", help="the API's base URL (default: MAILERS_PUBLIC_URL or host:port)")
+    watching.add_argument("--key", help="an API key with read:campaigns (default: MAILERS_API_KEY)")
+    watching.add_argument("--every", type=float, default=1.0, help="seconds between polls (default 1)")
+    watching.set_defaults(run=_watch_campaign)
+
+
+def _watch_campaign(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ingress.campaign_cli import WatchFailed, describe, watch
+
+    key = args.key or settings.api_key
+    if not key:
+        print("mailers campaigns watch: give --key or set MAILERS_API_KEY", file=sys.stderr)
+        return 2
+    try:
+        state = asyncio.run(
+            watch(
+                args.url or settings.base_url,
+                key,
+                args.campaign_id,
+                console=Console(stderr=True),
+                poll_seconds=args.every,
+            )
+        )
+    except (WatchFailed, OSError) as exc:
+        print(f"mailers campaigns watch: {exc}", file=sys.stderr)
+        return 1
+    print(f"campaign {state['id']}: {describe(state)}")
+    return 0 if state["status"] == "sent" else 1
 
 
 def _add_audit(commands) -> None:

@@ -27,6 +27,7 @@ EventType = Literal[
     "campaign.launched",
     "campaign.completed",
     "webhook.endpoint_disabled",
+    "campaign.paused",
 ]
 
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)

@@ -32,6 +32,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "quota_exceeded": (429, "Quota exceeded"),
     "internal_error": (500, "Internal error"),
     "unavailable": (503, "Service unavailable"),
+    "invalid_campaign_status": (409, "Invalid campaign status"),
 }
 
 

@@ -75,6 +75,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     audit_checkpoint_seconds: int = 60
     audit_checkpoint_sink: str | None = None  # file:///…, s3://bucket/prefix or https://…
     audit_checkpoint_webhook_secret: str | None = None  # whsec_…, signs the https sink's POSTs
+    campaign_in_flight: int = 1000  # a campaign's messages queued but not yet sent, at most (its pause lag)
 
     @property
     def embedded_redis(self) -> bool:
@@ -235,6 +236,7 @@ _VARIABLES = {
     "MAILERS_AUDIT_CHECKPOINT_SECONDS": ("audit_checkpoint_seconds", _integer),
     "MAILERS_AUDIT_CHECKPOINT_SINK": ("audit_checkpoint_sink", _url("file", "s3", "https", "http")),
     "MAILERS_AUDIT_CHECKPOINT_WEBHOOK_SECRET": ("audit_checkpoint_webhook_secret", _secret),
+    "MAILERS_CAMPAIGN_IN_FLIGHT": ("campaign_in_flight", _integer),
 }
 
 

@@ -340,6 +340,51 @@ def records_of_kind(kind: str) -> str:
     return f"{PREFIX}{{*}}:{kind}:*"
 
 
+# --- campaigns (docs/campaigns.md) ------------------------------------------------------------------
+# One hash per campaign holds its configuration (field `r`, msgpack CampaignRecord), its status, the
+# runner's checkpoint (phase, source, cursor) and its counters, so a status change, a checkpoint and
+# the counts it implies commit together. The audience is snapshotted at launch into a lex zset of
+# subscriber ids (a set: each subscriber, and so each address, once), read in chunks by cursor.
+CAMPAIGNS_ACTIVE = PREFIX + "campaigns:active"  # set: "ws|cmp" the campaign runner works on
+CAMPAIGN_EVENTS_GROUP = "campaigns"  # consumer group on EVENT_STREAM: live counters from message events
+
+
+def campaign(workspace: str, campaign_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}"  # hash: r status phase src cur n:* ...
+
+
+def campaign_index(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:campaigns"  # lex zset of campaign ids
+
+
+def campaign_audience(workspace: str, campaign_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:aud"  # lex zset of sub ids, snapshot at launch
+
+
+def campaign_failed(workspace: str, campaign_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:failed"  # lex zset of sub ids that failed
+
+
+def campaign_failures(workspace: str, campaign_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:why"  # hash: sub id -> msgpack FailureRecord
+
+
+def campaign_retry(workspace: str, campaign_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:retry"  # lex zset of sub ids to send again
+
+
+def campaign_variant_counts(workspace: str, campaign_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:ab"  # hash: "variant:metric" -> count (A/B tests)
+
+
+def campaign_variant_unique(workspace: str, campaign_id: str, variant: str, metric: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:ab:{variant}:{metric}"  # HyperLogLog of message ids
+
+
+def campaign_retry_why(workspace: str, campaign_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:retry:why"  # hash: sub id -> the FailureRecord retried
+
+
 # --- automations and their runs (docs/automations.md) ---------------------------------------------------
 # The head record and the immutable versions of each automation; its runs in one hash (a run is one small
 # msgpack record), the runs to drive in one zset scored by when (a waiting run's wake-up, a running run's

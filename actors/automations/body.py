@@ -704,7 +704,8 @@ class AutomationRunner:
                 to=subscriber.email,
                 subject=step.subject or "",
                 reply_to=step.reply_to,
-                template=TemplateRef(id=step.template.id, version=step.template.version, variables=variables),
+                # An in-process dict, taken as is by actors.outbound.templating.template_variables.
+                template=TemplateRef(id=step.template.id, version=step.template.version, variables=variables),  # type: ignore[arg-type]
                 tags=list(step.tags),
                 metadata=metadata,
                 routing=step.routing if step.routing is not None else RoutingIn(),

@@ -21,6 +21,7 @@ from actors.outbound.tracking import Tracking
 from actors.outbound.validation import PreparedSend
 from actors.outbound.work import RunHeavy, run_inline
 from actors.policies.routing import MessageFacts, RouteDecision, choose_servers
+from actors.policies.suppression import LIST_ID_KEY
 from schemas.events import Event, EventMessage
 from schemas.ids import new_id
 from schemas.message_status import api_status
@@ -133,6 +134,8 @@ def _new_message(
             track_opens=item.track_opens,
             track_clicks=item.track_clicks,
             unsubscribe=item.unsubscribe,
+            # Mail sent for lists (campaigns) unsubscribes from those lists, not from the workspace.
+            list_id=item.message.metadata.get(LIST_ID_KEY) or None,
         )
     except TooManyLinks as exc:
         raise validation_error(prefix + "/html", str(exc), "too_many_tracked_links") from None

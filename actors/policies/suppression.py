@@ -33,9 +33,14 @@ LIST_ID_KEY = "list_id"
 
 def list_scope(metadata: dict[str, str]) -> list[str]:
     """The lists a message is sent for: campaign and automation mail carries `metadata.list_id`, which
-    makes the list-scope suppressions of that list apply to it (an unsubscribe from the list)."""
-    list_id = metadata.get(LIST_ID_KEY)
-    return [list_id] if list_id else []
+    makes the list-scope suppressions of that list apply to it (an unsubscribe from the list). A
+    campaign over several lists names each list its recipient is subscribed to, comma-separated."""
+    return split_lists(metadata.get(LIST_ID_KEY))
+
+
+def split_lists(value: str | None) -> list[str]:
+    """`metadata.list_id` (and an unsubscribe token's `list_id`): one list id, or several joined by ","."""
+    return [part for part in (value or "").split(",") if part]
 
 
 def shard_for(workspace: str, n_shards: int) -> int:

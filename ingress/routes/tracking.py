@@ -17,6 +17,7 @@ from aiohttp import web
 from redis.asyncio.client import Pipeline
 
 from actors.outbound.tracking import tracking_for
+from actors.policies.suppression import split_lists
 from ingress.client_address import client_ip
 from ingress.context import SERVICES
 from ingress.problems import ApiError, not_found, validation_error
@@ -29,6 +30,7 @@ from security.tracking import ClickToken, OpenToken, TrackingPayload, Unsubscrib
 from security.unsubscribe import ONE_CLICK
 from store import keyspace
 from store.ledger import MessageLedger, StoredMessage
+from store.subscribers import SubscriberStore
 from store.suppressions import add_suppressions
 from store.tracking_hits import RECORD, admit_hit
 
@@ -142,6 +144,10 @@ async def unsubscribe(request: web.Request) -> web.Response:
     token = _token(request, "u", UnsubscribeToken)
     await _require_one_click(request)
     redis = request.app[SERVICES].redis
+    # Campaign mail names the lists it was sent for (one id, or several joined by ","): the person is
+    # unsubscribed from each, as a member (status `unsubscribed`) and by a list-scope suppression.
+    lists = split_lists(token.list_id) if token.scope == "list" else []
+    scope_values: list[str | None] = [*lists] or [None]
     await add_suppressions(
         redis,
         token.workspace,
@@ -150,11 +156,18 @@ async def unsubscribe(request: web.Request) -> web.Response:
                 email=token.recipient,
                 reason="unsubscribe",
                 scope=token.scope,
-                scope_value=token.list_id,
+                scope_value=scope_value,
                 source="unsubscribe",
             )
+            for scope_value in scope_values
         ],
     )
+    subscribers = SubscriberStore(redis)
+    subscriber_id = await subscribers.id_for(token.workspace, token.recipient.lower()) if lists else None
+    for list_id in lists:
+        if subscriber_id is not None:
+            now_ms = int(datetime.now(UTC).timestamp() * 1000)
+            await subscribers.set_status(token.workspace, subscriber_id, list_id, "unsubscribed", now_ms)
     stored = (await request.app[SERVICES].messages.get_many(token.workspace, [token.message_id]))[0]
     data = {"recipient": token.recipient, "scope": token.scope, "list_id": token.list_id}
     if stored is None:

@@ -138,7 +138,14 @@ async def test_killing_the_ingress_mid_bulk_while_the_client_retries(
             process.wait()
         # The server joined this session's namespace and started the detached stream consumers; they
         # would outlive it and read the streams of later tests.
-        for name in ("webhook-deliverer", "event-sink", "audit-sink", "import-runner", "automation-runner"):
+        for name in (
+            "webhook-deliverer",
+            "event-sink",
+            "audit-sink",
+            "import-runner",
+            "automation-runner",
+            "campaign-runner",
+        ):
             try:
                 ray.kill(ray.get_actor(name, namespace="mailers-test"), no_restart=True)
             except ValueError:

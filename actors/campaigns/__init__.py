@@ -1,0 +1,1 @@
+"""The campaign runner (docs/campaigns.md)."""

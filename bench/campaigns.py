@@ -1,0 +1,254 @@
+"""Campaigns (issue #13), each figure beside a baseline measured in the same run.
+
+`python -m bench --phases campaigns` or `python -m bench.campaigns [--subscribers 1000000]
+[--delivery 10000] [--bulk-requests 20]`:
+- fan-out: a campaign over `--subscribers` subscribers to the sandbox server, from launch until every
+  recipient is rendered (the template per subscriber) and durably queued (`n:done` = audience), in
+  recipients/s; baseline: `/v1/send/bulk` of pre-rendered 1,000-message requests to the same server;
+- peak RSS added during the fan-out across every process of `mailers serve` (ingress, Ray, actors) and
+  its Redis;
+- end to end into an aiosmtpd sink: a campaign of `--delivery` subscribers from launch to `sent`,
+  beside a bare aiosmtplib client (16 connections) sending pre-rendered messages to the same sink.
+Subscribers are loaded with the store's bulk upsert (what the API runs, without HTTP). The runner is
+started with a large in-flight window (`MAILERS_CAMPAIGN_IN_FLIGHT`): the fan-out figure is defined up
+to "durably queued", so the dispatchers' pace must not be what it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from bench.process_memory import RssSampler
+from bench.send import KEY, MAILERS, bulk_body, stop, wait_idle, wait_ready
+from bench.smtp import bare_client, start_sink, typical_message
+from schemas.audience import ListRecord, SubscriberInput
+from store import keyspace
+from store.redis_server import RedisServer, free_port
+from store.subscribers import SubscriberStore
+
+HEADERS = {"Authorization": f"Bearer {KEY}"}
+WORKSPACE = "default"  # the bootstrap key's
+BATCH = 10_000
+TEMPLATE = {
+    "name": "News",
+    "subject": "News for {{ first_name }}",
+    "html": "<p>Hello {{ first_name }},</p><p>Our December news, for {{ email }}.</p>",
+    "variables": {"first_name": {"type": "string", "required": True}},
+}
+
+
+def start_mailers(port: int, redis_url: str, data: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILERS_")}
+    env.update(
+        MAILERS_PORT=str(port),
+        MAILERS_REDIS_URL=redis_url,
+        MAILERS_DATA_DIR=str(data),
+        MAILERS_BOOTSTRAP_KEY=KEY,
+        MAILERS_RATE_LIMIT_PER_SECOND="1000000",
+        MAILERS_RATE_LIMIT_BURST="1000000",
+        MAILERS_BODY_BYTES_PER_SECOND="1000000000",
+        MAILERS_WORKER_CPU_PER_KEY="100",
+        MAILERS_ALLOW_PRIVATE_TARGETS="true",
+        MAILERS_PUBLIC_URL="https://mailers.bench",
+        MAILERS_CAMPAIGN_IN_FLIGHT="100000000",
+    )
+    return subprocess.Popen([MAILERS, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def family(pid: int) -> list[int]:
+    """`pid` and its descendants now (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                found.add(child)
+                frontier.append(child)
+    return sorted(found)
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: dict, status: int = 201) -> dict:
+    async with session.post(url, json=body, headers=HEADERS) as response:
+        answer = await response.json()
+        assert response.status == status, answer
+        return answer
+
+
+async def load_list(session, base: str, redis_url: str, count: int, prefix: str) -> str:
+    made = await post(session, base + "/v1/lists", {"name": prefix})
+    redis = aioredis.Redis.from_url(redis_url)
+    store = SubscriberStore(redis)
+    target = ListRecord(id=made["id"], workspace=WORKSPACE, name=prefix, created_ms=0, updated_ms=0)
+    try:
+        for start in range(0, count, BATCH):
+            items = [
+                SubscriberInput(email=f"{prefix}{i}@example.com", attributes={"first_name": f"F{i}"})
+                for i in range(start, min(start + BATCH, count))
+            ]
+            await store.upsert(target, items, mode="upsert", now_ms=int(time.time() * 1000))
+    finally:
+        await redis.aclose()
+    return made["id"]
+
+
+async def launch(session, base: str, list_id: str, template_id: str, server_id: str) -> str:
+    body = {
+        "name": "bench",
+        "from": "Acme <hello@acme.com>",
+        "template": {"id": template_id},
+        "audience": {"lists": [list_id]},
+        "routing": {"server": server_id},
+        "tracking": {"opens": True, "clicks": True},
+    }
+    made = await post(session, base + "/v1/campaigns", body)
+    await post(session, f"{base}/v1/campaigns/{made['id']}/launch", {}, 200)
+    return made["id"]
+
+
+async def until_handed_over(redis_url: str, campaign_id: str, audience: int, within: float = 3600) -> float:
+    redis = aioredis.Redis.from_url(redis_url)
+    key = keyspace.campaign(WORKSPACE, campaign_id)
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            done = await redis.hget(key, "n:done")
+            if done is not None and int(done) >= audience:
+                return time.perf_counter()
+            await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose()
+    raise RuntimeError("the fan-out did not finish in time")
+
+
+async def until_sent(session, base: str, campaign_id: str, within: float = 3600) -> float:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        async with session.get(f"{base}/v1/campaigns/{campaign_id}", headers=HEADERS) as response:
+            if (await response.json())["status"] == "sent":
+                return time.perf_counter()
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the campaign did not finish in time")
+
+
+async def bench(
+    base: str, redis_url: str, serve_pid: int, redis_pid: int, args: argparse.Namespace
+) -> list[str]:
+    rows = [f"load: `{os.getloadavg()[0]:.1f}` (1-minute average at the start)"]
+    async with aiohttp.ClientSession() as session:
+        sandbox = await post(
+            session, base + "/v1/sending-servers", {"name": "sandbox", "provider": "sandbox"}
+        )
+        template = await post(session, base + "/v1/templates", TEMPLATE)
+        await asyncio.sleep(2.0)  # the dispatchers pick the new server up
+
+        # Baseline: bulk sends of pre-rendered messages to the same server.
+        started = time.perf_counter()
+        for i in range(args.bulk_requests):
+            body = bulk_body(i, 1000, server=sandbox["id"])
+            async with session.post(
+                base + "/v1/send/bulk", data=body, headers={**HEADERS, "Content-Type": "application/json"}
+            ) as response:
+                assert response.status == 202, await response.text()
+        bulk_rate = args.bulk_requests * 1000 / (time.perf_counter() - started)
+        await wait_idle(redis_url, within=600)
+
+        list_id = await load_list(session, base, redis_url, args.subscribers, "fan")
+        await wait_idle(redis_url, within=1800)  # the subscriber events are ingested before measuring
+        pids = family(serve_pid)
+        async with RssSampler(pids) as rss, RssSampler([redis_pid]) as redis_rss:
+            started = time.perf_counter()
+            campaign_id = await launch(session, base, list_id, template["id"], sandbox["id"])
+            ended = await until_handed_over(redis_url, campaign_id, args.subscribers)
+        fan_rate = args.subscribers / (ended - started)
+        rows.append(
+            f"| campaign fan-out, {args.subscribers:,} subscribers → rendered → durably queued (sandbox) | "
+            f"{fan_rate:,.0f} recipients/s | bulk `/v1/send/bulk` pre-rendered, same run: "
+            f"{bulk_rate:,.0f} msgs/s | ≥ 20,000/s |"
+        )
+        rows.append(
+            f"| peak RSS added during the fan-out, `mailers serve` and its {len(pids) - 1} Ray/actor "
+            "processes "
+            f"| {rss.peak_growth_mb:,.0f} MB | at start {rss.start / 2**20:,.0f} MB | ≤ 300 MB |"
+        )
+        rows.append(
+            f"| peak RSS added to Redis (the queued messages and their records, kept for the retention) "
+            f"| {redis_rss.peak_growth_mb:,.0f} MB | at start {redis_rss.start / 2**20:,.0f} MB | |"
+        )
+        await wait_idle(redis_url, within=3600)
+
+        sink_port = free_port()
+        sink = start_sink(sink_port)
+        try:
+            bare = await bare_client(
+                sink_port, [typical_message() for _ in range(args.campaign_delivery)], 16
+            )
+            server = {
+                "name": "sink",
+                "provider": "smtp",
+                "config": {"host": "127.0.0.1", "port": sink_port, "security": "none", "pool_size": 16},
+            }
+            smtp = await post(session, base + "/v1/sending-servers", server)
+            await asyncio.sleep(2.0)
+            e2e_list = await load_list(session, base, redis_url, args.campaign_delivery, "e2e")
+            await wait_idle(redis_url, within=600)
+            started = time.perf_counter()
+            campaign_id = await launch(session, base, e2e_list, template["id"], smtp["id"])
+            ended = await until_sent(session, base, campaign_id)
+        finally:
+            sink.terminate()
+            sink.wait()
+        ours = args.campaign_delivery / (ended - started)
+        rows.append(
+            f"| campaign end to end into aiosmtpd, {args.campaign_delivery:,} subscribers | "
+            f"{ours:,.0f} msgs/s ({ours / bare:.0%} of bare) | bare aiosmtplib, 16 connections, "
+            f"pre-rendered: {bare:,.0f} msgs/s | ≥ 50% |"
+        )
+    rows.append(f"load: `{os.getloadavg()[0]:.1f}` (1-minute average at the end)")
+    return rows
+
+
+async def run(args: argparse.Namespace) -> list[str]:
+    data = Path(tempfile.mkdtemp(prefix="mailers-bench-campaigns-"))
+    redis = RedisServer(data / "redis", appendonly=True).start()
+    port = free_port()
+    mailers = start_mailers(port, redis.url, data)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(base + "/readyz", mailers, within=300)
+        assert redis.pid is not None
+        rows = await bench(base, redis.url, mailers.pid, redis.pid, args)
+    finally:
+        stop(mailers)
+        redis.stop()
+    return ["| what | ours | baseline (same run) | target |", "|---|---|---|---|", *rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subscribers", type=int, default=1_000_000, help="the fan-out campaign's audience")
+    parser.add_argument("--campaign-delivery", dest="campaign_delivery", type=int, default=10_000)
+    parser.add_argument("--bulk-requests", type=int, default=20)
+    print("\n".join(asyncio.run(run(parser.parse_args()))))
+
+
+if __name__ == "__main__":
+    main()

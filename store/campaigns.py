@@ -1,0 +1,400 @@
+"""Campaigns in Redis: the one owner of every campaign key (`store/keyspace.py`, "campaigns").
+
+Per campaign one hash holds the configuration (`r`, msgpack `CampaignRecord`), the status, the runner's
+checkpoint and the counters:
+
+    r          the record            status   draft|scheduled|sending|paused|sent|cancelled|failed
+    phase      resolve|exclude|test|winner|send|settle (the runner's)   src, cur   source index, cursor
+    waiting    why nothing is sent now (outside_window, servers_paused, ...) or absent
+    launch_ms  done_ms  send_at_ms  test_done_ms  winner  round (retry-failed calls)
+    n:audience n:done n:enq n:rej n:skip            counted by the runner with its checkpoint
+    n:sent n:delivered n:failed n:suppressed n:canceled   counted from message events, with their XACK
+
+Every status change is one Lua script (`_TRANSITION`): it checks the current status is one the change
+may leave, writes the new one (and any fields that go with it) and appends the campaign event to
+`m:events`, so either all of it happens or none. A runner checkpoint and the counters of the chunk it
+finished are one MULTI: a chunk is counted exactly when its cursor advances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from schemas.campaigns import (
+    CampaignRecord,
+    FailureRecord,
+    failure_decoder,
+    failure_encoder,
+    record_decoder,
+    record_encoder,
+)
+from schemas.events import Event, event_msgpack_encoder
+from store import keyspace, pages
+from store.replies import as_bytes, as_text, hash_fields
+
+# Counters the runner commits with its checkpoint, and those the event consumer commits with its XACK.
+RUNNER_COUNTERS = ("n:audience", "n:done", "n:enq", "n:rej", "n:skip")
+EVENT_COUNTERS = {
+    "message.sent": "n:sent",
+    "message.delivered": "n:delivered",
+    "message.failed": "n:failed",
+    "message.suppressed": "n:suppressed",
+    "message.canceled": "n:canceled",
+}
+
+_TRANSITION = """
+-- KEYS: campaign hash, active set, event stream
+-- ARGV: allowed (space separated), new status, active op (add|rem|-), member, events blob ('' none),
+--       fields to delete (space separated), then field/value pairs to set
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return {0, ''} end
+local allowed = false
+for s in string.gmatch(ARGV[1], '%S+') do if s == current then allowed = true end end
+if not allowed then return {0, current} end
+redis.call('HSET', KEYS[1], 'status', ARGV[2])
+for f in string.gmatch(ARGV[6], '%S+') do redis.call('HDEL', KEYS[1], f) end
+if #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
+if ARGV[3] == 'add' then redis.call('SADD', KEYS[2], ARGV[4]) end
+if ARGV[3] == 'rem' then redis.call('SREM', KEYS[2], ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('XADD', KEYS[3], '*', 'b', ARGV[5]) end
+return {1, current}
+"""
+
+_RETRY = """
+-- KEYS: campaign hash, failed zset, failures hash, retry zset, active set, retried failures hash
+-- ARGV: allowed statuses, member
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return {0, ''} end
+local allowed = false
+for s in string.gmatch(ARGV[1], '%S+') do if s == current then allowed = true end end
+if not allowed then return {0, current} end
+local n = redis.call('ZCARD', KEYS[2])
+if n == 0 then return {1, current, 0} end
+redis.call('ZUNIONSTORE', KEYS[4], 2, KEYS[4], KEYS[2])
+-- The failures move with their recipients: a retried message's id is derived from its failure, so a
+-- retry chunk replayed after a crash (even after another retry-failed) derives the same ids.
+local cursor = '0'
+repeat
+  local page = redis.call('HSCAN', KEYS[3], cursor, 'COUNT', 500)
+  cursor = page[1]
+  if #page[2] > 0 then redis.call('HSET', KEYS[6], unpack(page[2])) end
+until cursor == '0'
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HINCRBY', KEYS[1], 'n:done', -n)
+redis.call('HINCRBY', KEYS[1], 'round', 1)
+if current == 'sent' then
+  redis.call('HSET', KEYS[1], 'status', 'sending', 'phase', 'retry', 'cur', '')
+  redis.call('HDEL', KEYS[1], 'done_ms')
+elseif redis.call('HGET', KEYS[1], 'phase') == 'settle' then
+  redis.call('HSET', KEYS[1], 'phase', 'retry', 'cur', '')
+end
+redis.call('SADD', KEYS[5], ARGV[2])
+return {1, current, n}
+"""
+
+
+class CampaignState(msgspec.Struct, kw_only=True):
+    record: CampaignRecord
+    status: str
+    fields: dict[str, str]
+
+    def number(self, name: str) -> int:
+        return int(self.fields.get(name) or 0)
+
+    def text(self, name: str) -> str | None:
+        return self.fields.get(name) or None
+
+
+class Transition(msgspec.Struct):
+    done: bool
+    previous: str  # the status before (or "" where there is no such campaign)
+
+
+def member(workspace: str, campaign_id: str) -> str:
+    return f"{workspace}|{campaign_id}"
+
+
+class CampaignStore:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._transition = redis.register_script(_TRANSITION)
+        self._retry = redis.register_script(_RETRY)
+
+    # --- records -----------------------------------------------------------------------------------
+    async def create(self, record: CampaignRecord) -> None:
+        key = keyspace.campaign(record.workspace, record.id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"r": record_encoder.encode(record), "status": "draft"})
+            pages.index_add(pipe, keyspace.campaign_index(record.workspace), record.id)
+            await pipe.execute()
+
+    async def get(self, workspace: str, campaign_id: str) -> CampaignState | None:
+        raw = hash_fields(await self.redis.hgetall(keyspace.campaign(workspace, campaign_id)))
+        return _state(raw)
+
+    async def many(self, workspace: str, ids: Sequence[str]) -> list[CampaignState]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for campaign_id in ids:
+                pipe.hgetall(keyspace.campaign(workspace, campaign_id))
+            found = await pipe.execute()
+        states = [_state(hash_fields(raw)) for raw in found]
+        return [s for s in states if s is not None]
+
+    async def page(
+        self, workspace: str, *, limit: int, after: str | None
+    ) -> tuple[list[CampaignState], bool]:
+        ids, has_more = await pages.newest_first(
+            self.redis, keyspace.campaign_index(workspace), limit=limit, after=after
+        )
+        return await self.many(workspace, ids), has_more
+
+    async def save_draft(self, record: CampaignRecord) -> Transition:
+        """Store a changed draft; refused (done=False) once the campaign left `draft`."""
+        return await self.transition(
+            record.workspace, record.id, ("draft",), "draft", fields={"r": record_encoder.encode(record)}
+        )
+
+    async def transition(
+        self,
+        workspace: str,
+        campaign_id: str,
+        allowed: Iterable[str],
+        to: str,
+        *,
+        fields: Mapping[str, bytes | str | int] | None = None,
+        events: Sequence[Event] = (),
+        active: str | None = None,
+        drop: Sequence[str] = (),
+    ) -> Transition:
+        """`allowed` → `to` in one script, with `fields`, the `events` and the active-set change."""
+        pairs: list[bytes | str | int] = []
+        for name, value in (fields or {}).items():
+            pairs += [name, value]
+        blob = event_msgpack_encoder.encode(list(events)) if events else b""
+        reply = await self._transition(
+            keys=[
+                keyspace.campaign(workspace, campaign_id),
+                keyspace.CAMPAIGNS_ACTIVE,
+                keyspace.EVENT_STREAM,
+            ],
+            args=[
+                " ".join(allowed),
+                to,
+                active or "-",
+                member(workspace, campaign_id),
+                blob,
+                " ".join(drop),
+                *pairs,
+            ],
+        )
+        return Transition(bool(int(reply[0])), as_text(reply[1]))
+
+    # --- the runner's side ---------------------------------------------------------------------------
+    async def active(self) -> list[tuple[str, str]]:
+        found = await self.redis.smembers(keyspace.CAMPAIGNS_ACTIVE)
+        pairs = [as_text(m).split("|", 1) for m in found]
+        return sorted((p[0], p[1]) for p in pairs if len(p) == 2)
+
+    async def deactivate(self, workspace: str, campaign_id: str) -> None:
+        await self.redis.srem(keyspace.CAMPAIGNS_ACTIVE, member(workspace, campaign_id))
+
+    async def set_fields(
+        self, workspace: str, campaign_id: str, fields: Mapping[str, bytes | str | int]
+    ) -> None:
+        await self.redis.hset(keyspace.campaign(workspace, campaign_id), mapping=_mapping(fields))
+
+    async def clear_fields(self, workspace: str, campaign_id: str, *names: str) -> None:
+        await self.redis.hdel(keyspace.campaign(workspace, campaign_id), *names)
+
+    async def snapshot_add(
+        self, workspace: str, campaign_id: str, ids: Sequence[str], checkpoint: Mapping[str, str | int]
+    ) -> None:
+        """Add resolved subscriber ids to the audience and advance the resolve cursor, together (a
+        replay of the chunk adds nothing: the snapshot is a set)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if ids:
+                pipe.zadd(keyspace.campaign_audience(workspace, campaign_id), dict.fromkeys(ids, 0))
+            pipe.hset(keyspace.campaign(workspace, campaign_id), mapping=_mapping(checkpoint))
+            await pipe.execute()
+
+    async def snapshot_remove(
+        self, workspace: str, campaign_id: str, ids: Sequence[str], checkpoint: Mapping[str, str | int]
+    ) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if ids:
+                pipe.zrem(keyspace.campaign_audience(workspace, campaign_id), *ids)
+            pipe.hset(keyspace.campaign(workspace, campaign_id), mapping=_mapping(checkpoint))
+            await pipe.execute()
+
+    async def drop_snapshot(self, workspace: str, campaign_id: str) -> None:
+        """Forget a finished campaign's audience snapshot (~50 B a subscriber); its size stays in
+        `n:audience`. UNLINK: Redis frees a million-member zset off its main thread."""
+        await self.redis.unlink(keyspace.campaign_audience(workspace, campaign_id))
+
+    async def audience_size(self, workspace: str, campaign_id: str) -> int:
+        return int(await self.redis.zcard(keyspace.campaign_audience(workspace, campaign_id)))
+
+    async def audience_chunk(
+        self, workspace: str, campaign_id: str, *, after: str, count: int, retry: bool = False
+    ) -> list[str]:
+        key = (keyspace.campaign_retry if retry else keyspace.campaign_audience)(workspace, campaign_id)
+        low = f"({after}" if after else "-"
+        return [as_text(i) for i in await self.redis.zrangebylex(key, low, "+", start=0, num=count)]
+
+    async def commit_chunk(
+        self,
+        workspace: str,
+        campaign_id: str,
+        *,
+        checkpoint: Mapping[str, str | int],
+        counts: Mapping[str, int],
+        failures: Sequence[tuple[str, FailureRecord]] = (),
+        retried: Sequence[str] = (),
+    ) -> None:
+        """One chunk done: its cursor, its counts and its failed recipients, in one MULTI."""
+        key = keyspace.campaign(workspace, campaign_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=_mapping(checkpoint))
+            for name, value in counts.items():
+                if value:
+                    pipe.hincrby(key, name, value)
+            if failures:
+                pipe.zadd(keyspace.campaign_failed(workspace, campaign_id), {sub: 0 for sub, _ in failures})
+                pipe.hset(
+                    keyspace.campaign_failures(workspace, campaign_id),
+                    mapping={sub: failure_encoder.encode(f) for sub, f in failures},
+                )
+            if retried:
+                pipe.zrem(keyspace.campaign_retry(workspace, campaign_id), *retried)
+                pipe.hdel(keyspace.campaign_retry_why(workspace, campaign_id), *retried)
+            await pipe.execute()
+
+    async def retry_failed(self, workspace: str, campaign_id: str) -> tuple[Transition, int]:
+        reply = await self._retry(
+            keys=[
+                keyspace.campaign(workspace, campaign_id),
+                keyspace.campaign_failed(workspace, campaign_id),
+                keyspace.campaign_failures(workspace, campaign_id),
+                keyspace.campaign_retry(workspace, campaign_id),
+                keyspace.CAMPAIGNS_ACTIVE,
+                keyspace.campaign_retry_why(workspace, campaign_id),
+            ],
+            args=["sending paused sent", member(workspace, campaign_id)],
+        )
+        count = int(reply[2]) if len(reply) > 2 else 0
+        return Transition(bool(int(reply[0])), as_text(reply[1])), count
+
+    async def retried_failures(self, workspace: str, campaign_id: str, ids: Sequence[str]) -> list[int]:
+        """For recipients being retried: when their failure happened (ms; 0 if unknown), which their
+        new message id is derived from."""
+        raws = await self.redis.hmget(keyspace.campaign_retry_why(workspace, campaign_id), list(ids))
+        return [failure_decoder.decode(as_bytes(raw)).at_ms if raw else 0 for raw in raws]
+
+    # --- failed recipients ---------------------------------------------------------------------------
+    async def failed_count(self, workspace: str, campaign_id: str) -> int:
+        return int(await self.redis.zcard(keyspace.campaign_failed(workspace, campaign_id)))
+
+    async def failed_page(
+        self, workspace: str, campaign_id: str, *, limit: int, after: str | None
+    ) -> tuple[list[tuple[str, FailureRecord]], bool]:
+        low = f"({after}" if after else "-"
+        ids = [
+            as_text(i)
+            for i in await self.redis.zrangebylex(
+                keyspace.campaign_failed(workspace, campaign_id), low, "+", start=0, num=limit + 1
+            )
+        ]
+        page = ids[:limit]
+        raws = (
+            await self.redis.hmget(keyspace.campaign_failures(workspace, campaign_id), page) if page else []
+        )
+        found = [
+            (sub, failure_decoder.decode(as_bytes(raw))) for sub, raw in zip(page, raws, strict=True) if raw
+        ]
+        return found, len(ids) > limit
+
+    # --- counters from message events ----------------------------------------------------------------
+    @staticmethod
+    def count_events(
+        pipe: aioredis.client.Pipeline,
+        counts: Mapping[tuple[str, str], Mapping[str, int]],
+        failures: Mapping[tuple[str, str], Sequence[tuple[str, FailureRecord]]],
+        variants: Mapping[tuple[str, str], Mapping[str, int]] | None = None,
+        uniques: Mapping[tuple[str, str, str, str], Sequence[str]] | None = None,
+    ) -> None:
+        """Queue the counter increments (and failed recipients, and the A/B variants' counts and unique
+        message sets) of a batch of message events on `pipe`, a MULTI the caller also acks the stream
+        entries in."""
+        for (workspace, campaign_id), by_name in (variants or {}).items():
+            key = keyspace.campaign_variant_counts(workspace, campaign_id)
+            for name, value in by_name.items():
+                pipe.hincrby(key, name, value)
+        for (workspace, campaign_id, variant, metric), message_ids in (uniques or {}).items():
+            pipe.pfadd(
+                keyspace.campaign_variant_unique(workspace, campaign_id, variant, metric), *message_ids
+            )
+        for (workspace, campaign_id), by_name in counts.items():
+            key = keyspace.campaign(workspace, campaign_id)
+            for name, value in by_name.items():
+                pipe.hincrby(key, name, value)
+        for (workspace, campaign_id), items in failures.items():
+            if items:
+                pipe.zadd(keyspace.campaign_failed(workspace, campaign_id), {sub: 0 for sub, _ in items})
+                pipe.hset(
+                    keyspace.campaign_failures(workspace, campaign_id),
+                    mapping={sub: failure_encoder.encode(f) for sub, f in items},
+                )
+
+
+async def variant_scores(
+    redis: aioredis.Redis, workspace: str, campaign_id: str, metric: str, variants: int
+) -> dict[str, float]:
+    """Each A/B variant's `metric` as counted from the message events (`*_unique`: distinct messages,
+    a HyperLogLog, ~1% error), by variant ("0", "1", …)."""
+    names = [str(v) for v in range(variants)]
+    if metric.endswith("_unique"):
+        async with redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.pfcount(keyspace.campaign_variant_unique(workspace, campaign_id, name, metric))
+            found = await pipe.execute()
+    else:
+        found = await redis.hmget(
+            keyspace.campaign_variant_counts(workspace, campaign_id), [f"{n}:{metric}" for n in names]
+        )
+    return {name: float(value or 0) for name, value in zip(names, found, strict=True)}
+
+
+def _mapping(fields: Mapping[str, Any]) -> dict[Any, Any]:
+    """A field mapping as redis-py's HSET types it (its key type is a union a dict[str, ...] is not)."""
+    return dict(fields)
+
+
+def _state(raw: dict[bytes, bytes]) -> CampaignState | None:
+    if b"r" not in raw:
+        return None
+    fields = {k.decode(): v.decode() for k, v in raw.items() if k != b"r"}
+    return CampaignState(
+        record=record_decoder.decode(raw[b"r"]), status=fields.get("status", "draft"), fields=fields
+    )
+
+
+def queued(state: CampaignState) -> int:
+    settled = sum(state.number(n) for n in ("n:sent", "n:failed", "n:suppressed", "n:canceled"))
+    return max(0, state.number("n:enq") - settled)
+
+
+def counters(state: CampaignState, *, audience: int, failed: int) -> dict[str, Any]:
+    """The live counters of `GET /v1/campaigns/:id` (docs/campaigns.md, "Counters")."""
+    return {
+        "audience": audience,
+        "queued": queued(state),
+        "sent": state.number("n:sent"),
+        "delivered": state.number("n:delivered"),
+        "failed": failed,
+        "suppressed": state.number("n:suppressed") + state.number("n:skip"),
+        "remaining": max(0, audience - state.number("n:done")),
+    }
