@@ -43,7 +43,7 @@ async def list_events(request: web.Request, query: EventsQuery) -> web.StreamRes
     if NDJSON in request.headers.get("Accept", ""):
         export = ExportQuery(**{f: getattr(query, f) for f in ExportQuery.__struct_fields__})
         return await _stream(request, reader.export_events(workspace, export))
-    async with _translated():
+    async with analytics_errors():
         page = await reader.events_page(workspace, query)
     return json_response(
         {"object": "list", "data": page.data, "has_more": page.has_more, "next_cursor": page.next_cursor}
@@ -61,14 +61,14 @@ async def list_events(request: web.Request, query: EventsQuery) -> web.StreamRes
     responses={503: "The analytics store is unavailable"},
 )
 async def summary(request: web.Request, query: SummaryQuery) -> web.Response:
-    async with _translated():
+    async with analytics_errors():
         result = await reader_for(request.app).summary(principal(request).workspace, query)
     return json_response(result)
 
 
 async def _stream(request: web.Request, chunks: AsyncIterator[bytes]) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": NDJSON})
-    async with _translated():
+    async with analytics_errors():
         first = await anext(chunks, b"")  # errors in the query surface before the 200 is sent
     await response.prepare(request)
     await response.write(first)
@@ -79,7 +79,7 @@ async def _stream(request: web.Request, chunks: AsyncIterator[bytes]) -> web.Str
 
 
 @asynccontextmanager
-async def _translated():
+async def analytics_errors():
     try:
         yield
     except InvalidCursor as exc:

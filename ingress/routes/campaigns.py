@@ -16,11 +16,13 @@ from aiohttp import web
 
 from actors.policies import send_window
 from analytics.errors import InvalidQuery, StoreUnavailable
+from analytics.queries import CampaignReportQuery
 from ingress.context import SERVICES, principal
 from ingress.pagination import PageQuery, decode_cursor, list_response
 from ingress.problems import ApiError, not_found, validation_error
-from ingress.routes.analytics import reader_for
+from ingress.routes.analytics import analytics_errors, reader_for
 from ingress.routing import RouteTable, json_response
+from schemas.campaign_report import CampaignReport
 from schemas.campaigns import (
     Campaign,
     CampaignList,
@@ -487,6 +489,25 @@ def _status_error(status: str, action: str) -> ApiError:
     if not status:
         return not_found("campaign")
     return ApiError("invalid_campaign_status", f"Cannot {action} a {status} campaign")
+
+
+@routes.route(
+    "GET",
+    "/v1/campaigns/{id}/report",
+    ids={"id": "cmp"},
+    scope="read:campaigns",
+    query=CampaignReportQuery,
+    response=CampaignReport,
+    summary="The campaign's report from the analytics store: totals, links, domains, providers, variants, "
+    "timeline",
+    tag=TAG,
+    responses={503: "The analytics store is unavailable"},
+)
+async def campaign_report(request: web.Request, query: CampaignReportQuery) -> web.Response:
+    _, state = await _own(request)
+    async with analytics_errors():
+        report = await reader_for(request.app).campaign_report(state.record.workspace, state.record.id, query)
+    return json_response(report)
 
 
 async def _own(request: web.Request) -> tuple[CampaignStore, CampaignState]:

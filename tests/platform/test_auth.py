@@ -109,6 +109,7 @@ ADMITTED_STATUS = {
     ("POST", "/v1/campaigns/{id}/cancel"): 404,
     ("GET", "/v1/campaigns/{id}/recipients"): 404,
     ("POST", "/v1/campaigns/{id}/retry-failed"): 404,
+    ("GET", "/v1/campaigns/{id}/report"): 404,
     ("POST", "/v1/automations"): 422,
     ("GET", "/v1/automations"): 200,
     ("GET", "/v1/automations/{id}"): 404,
