@@ -20,6 +20,11 @@ _FIELD = re.compile(r"field `([^`]+)`")
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 
+# The body cap of routes that take a definition (a segment filter, a server config, an automation): none
+# needs more, and the cap also bounds the cost of decoding their free-form JSON (issue #11).
+DEFINITION_MAX_BODY = 64 * 1024
+
+
 class RouteSpec(msgspec.Struct, kw_only=True):
     method: str
     path: str

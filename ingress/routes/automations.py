@@ -18,7 +18,7 @@ from aiohttp import web
 from ingress.context import SERVICES, principal
 from ingress.pagination import PageQuery, decode_cursor, encode_cursor, list_response
 from ingress.problems import ApiError, not_found
-from ingress.routing import RouteTable, json_response
+from ingress.routing import DEFINITION_MAX_BODY, RouteTable, json_response
 from schemas.automations import (
     STATUS_CODES,
     STATUS_NAMES,
@@ -300,7 +300,7 @@ async def delete_automation(request: web.Request) -> web.Response:
     status=202,
     summary="Start a run for one subscriber (an `api` trigger); Idempotency-Key honoured",
     tag=TAG,
-    max_body=64 * 1024,
+    max_body=DEFINITION_MAX_BODY,
 )
 async def trigger_automation(request: web.Request, body: TriggerBody) -> web.Response:
     head, definition = await _own(request)

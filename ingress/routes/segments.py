@@ -16,7 +16,7 @@ from ingress.context import SERVICES, principal
 from ingress.pagination import PageQuery, decode_cursor, list_response
 from ingress.problems import ApiError, not_found, validation_error
 from ingress.routes.analytics import reader_for
-from ingress.routing import RouteTable, json_response
+from ingress.routing import DEFINITION_MAX_BODY, RouteTable, json_response
 from schemas.ids import new_id
 from schemas.segments import (
     ConditionError,
@@ -59,6 +59,7 @@ def view(record: SegmentRecord) -> Segment:
     status=201,
     summary="Save a segment: lists and a CONDITION filter",
     tag=TAG,
+    max_body=DEFINITION_MAX_BODY,
 )
 async def create_segment(request: web.Request, body: CreateSegment) -> web.Response:
     checked_filter(body.filter)
@@ -117,6 +118,7 @@ async def get_segment(request: web.Request) -> web.Response:
     response=Segment,
     summary="Change a segment's name, lists or filter",
     tag=TAG,
+    max_body=DEFINITION_MAX_BODY,
 )
 async def update_segment(request: web.Request, body: UpdateSegment) -> web.Response:
     record = await _own_segment(request)

@@ -10,7 +10,7 @@ from aiohttp import web
 from ingress.context import SERVICES, principal
 from ingress.pagination import PageQuery, decode_cursor, list_response
 from ingress.problems import ApiError, not_found, validation_error
-from ingress.routing import RouteTable, field_error, json_response
+from ingress.routing import DEFINITION_MAX_BODY, RouteTable, field_error, json_response
 from providers.egress import Egress, TargetRefused, check_server_config
 from providers.inbound import operator_sns_trust, untrusted_prefixes
 from providers.registry import UnknownProvider, provider_module
@@ -113,6 +113,7 @@ async def check_outbound(request: web.Request, store: ServerStore, record: Serve
     status=201,
     summary="Connect a provider as a sending server",
     tag=TAG,
+    max_body=DEFINITION_MAX_BODY,
 )
 async def create_server(request: web.Request, body: CreateSendingServer) -> web.Response:
     store = server_store(request)
@@ -168,6 +169,7 @@ async def get_server(request: web.Request) -> web.Response:
     response=SendingServer,
     summary="Change a sending server; config merges field by field",
     tag=TAG,
+    max_body=DEFINITION_MAX_BODY,
 )
 async def update_server(request: web.Request, body: UpdateSendingServer) -> web.Response:
     store = server_store(request)

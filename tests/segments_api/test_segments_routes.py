@@ -160,6 +160,11 @@ async def test_custom_events_reach_analytics_and_segments(api, redis, make_key, 
             "#/properties",
         ),
         ({"name": "a.b", "email": "a@example.com", "properties": {"x": "y" * 20000}}, "#/properties"),
+        ({"name": "a.b", "email": "a@example.com", "properties": [1, 2]}, "#/properties"),
+        (
+            {"events": [{"name": "a.b", "email": "a@example.com", "properties": {"l": [[]] * 20000}}]},
+            "#/events/0/properties",
+        ),
         ({"name": "a.b", "email": "a@example.com", "colour": "red"}, "#/colour"),
     ],
 )
