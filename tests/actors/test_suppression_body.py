@@ -11,7 +11,6 @@ from actors.suppression.body import SuppressionShardBody
 from schemas.suppressions import Suppressed, SuppressionEntry
 from store.suppressions import SuppressionStore, add_suppressions
 
-
 # A global entry is published on the suppression channel, which the session's Ray shards follow too: it
 # would stay in their memory after Redis is flushed and suppress the address in every later test. So the
 # address is one no other test sends to, and it is removed (also published) when the test ends.
