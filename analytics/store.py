@@ -21,7 +21,25 @@ from schemas.segments import MembersPage, SegmentQuery
 DEFAULT_DUCKDB_FILE = "analytics.duckdb"
 
 
-class AnalyticsReader(Protocol):
+class AudienceReader(Protocol):
+    """The segment queries the runners (campaign audiences, automation branches and segment entry) need."""
+
+    async def segment_count(
+        self, workspace: str, query: SegmentQuery, *, now: datetime | None = None
+    ) -> int: ...
+
+    async def segment_members(
+        self,
+        workspace: str,
+        query: SegmentQuery,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        now: datetime | None = None,
+    ) -> MembersPage: ...
+
+
+class AnalyticsReader(AudienceReader, Protocol):
     """The queries behind /v1/analytics/*, campaign reports and old message timelines."""
 
     async def events_page(
@@ -46,20 +64,6 @@ class AnalyticsReader(Protocol):
     ) -> CampaignReport: ...
 
     async def message_events(self, workspace: str, message_id: str) -> list[Event]: ...
-
-    async def segment_count(
-        self, workspace: str, query: SegmentQuery, *, now: datetime | None = None
-    ) -> int: ...
-
-    async def segment_members(
-        self,
-        workspace: str,
-        query: SegmentQuery,
-        *,
-        after: str | None = None,
-        limit: int = 20,
-        now: datetime | None = None,
-    ) -> MembersPage: ...
 
     async def erase_subscriber(self, workspace: str, email: str, subscriber_id: str) -> None: ...
 

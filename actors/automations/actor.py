@@ -14,10 +14,10 @@ import msgspec
 import ray
 import redis.asyncio as aioredis
 
-from actors.automations.body import AudienceReader, AutomationRunner
+from actors.automations.body import AutomationRunner
 from actors.event_sink.client import find_event_sink
 from actors.priority import run_as_sender, settle_garbage_collector
-from analytics.store import analytics_url, open_store
+from analytics.store import AudienceReader, analytics_url, open_store
 from schemas.settings import Settings
 
 

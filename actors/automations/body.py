@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 
 from actors.outbound.service import Accepted, Outbound, OutboundItem
 from actors.webhooks.sender import WebhookSender
+from analytics.store import AudienceReader
 from schemas.audience import SubscriberRecord
 from schemas.automations import (
     LIVE,
@@ -59,7 +60,7 @@ from schemas.domain_names import normalise_email
 from schemas.events import Event, events_msgpack_decoder
 from schemas.ids import derived_id, new_id
 from schemas.schedules import next_due
-from schemas.segments import MembersPage, SegmentQuery
+from schemas.segments import SegmentQuery
 from schemas.send import RoutingIn, SendRequest, TemplateRef, TrackingIn
 from schemas.settings import Settings
 from security.ssrf import ForbiddenUrl, check_webhook_url
@@ -77,24 +78,6 @@ log = logging.getLogger("mailers.automations")
 WEBHOOK_ATTEMPTS = 3
 WEBHOOK_RETRY_SECONDS = 30
 RETRY_SECONDS = 5  # a step that could not be done now (analytics store unavailable) is tried again
-
-
-class AudienceReader(Protocol):
-    """The analytics store's reader (the event sink's client, or a ClickHouse store)."""
-
-    async def segment_count(
-        self, workspace: str, query: SegmentQuery, *, now: datetime | None = None
-    ) -> int: ...
-
-    async def segment_members(
-        self,
-        workspace: str,
-        query: SegmentQuery,
-        *,
-        after: str | None = None,
-        limit: int = 20,
-        now: datetime | None = None,
-    ) -> MembersPage: ...
 
 
 class Plan(msgspec.Struct, kw_only=True):
