@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from actors.audit.checkpoints import CheckpointExporter, CheckpointPublisher
+from actors.stepping import until_idle
 from analytics.audit import AuditStore
 from security.audit_chain import GENESIS_HASH, AuditEntry, AuditSigner, chain
 from store import keyspace
@@ -125,10 +126,7 @@ class AuditSink:
 
     async def run_until_idle(self) -> int:
         """Passes until the stream is empty (burst mode); returns how many entries were chained."""
-        total = 0
-        while chained := await self.step():
-            total += chained
-        return total
+        return await until_idle(self.step)
 
     async def run(self, stop: asyncio.Event, *, retry_delay: float = 1.0) -> None:
         """Pass after pass until `stop` is set, and the checkpoint exporter's loop beside it."""

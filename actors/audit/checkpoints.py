@@ -14,10 +14,10 @@ retried after `retry_delay` (doubling, capped); the clock is injected, so tests 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
+from actors.stepping import poll, until_idle
 from security.audit_chain import AuditSigner
 from security.audit_checkpoint import AuditCheckpoint, sign_checkpoint
 from store.audit_checkpoint_sinks import CheckpointSink, CheckpointSinkError
@@ -116,20 +116,9 @@ class CheckpointExporter:
         return len(batch)
 
     async def run_until_idle(self) -> int:
-        total = 0
-        while exported := await self.step():
-            total += exported
-        return total
+        return await until_idle(self.step)
 
     async def run(self, stop: asyncio.Event, *, idle: float = 1.0) -> None:
         """Export until `stop`; a failing Redis is logged and retried like a failing sink."""
-        while not stop.is_set():
-            try:
-                exported = await self.step()
-            except Exception as exc:
-                log.warning("checkpoint exporter pass failed: %s", exc)
-                exported = 0
-            if exported < self.batch_size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), idle)
+        await poll(self.step, stop, idle_wait=idle, log=log, busy=lambda n: n >= self.batch_size)
         await self.sink.close()

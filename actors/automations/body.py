@@ -22,7 +22,6 @@ dedupe), which is what signed webhooks promise everywhere.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from actors.outbound.service import Accepted, Outbound, OutboundItem
+from actors.stepping import poll, until_idle
 from actors.webhooks.sender import WebhookSender
 from analytics.store import AudienceReader
 from schemas.audience import SubscriberRecord
@@ -197,24 +197,15 @@ class AutomationRunner:
         return done
 
     async def run_until_idle(self) -> int:
-        total = 0
-        while done := await self.step():
-            total += done
-        return total
+        return await until_idle(self.step)
 
     async def run(self, stop: asyncio.Event, *, idle_wait: float = 0.02) -> None:
-        while not stop.is_set():
-            try:
-                done = await self.step()
-            except Exception:
-                log.exception("automation step failed; retrying")
-                self._group_ready = False
-                self.events.reread_own()
-                done = 0
-            if not done:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), idle_wait)
+        await poll(self.step, stop, idle_wait=idle_wait, log=log, on_error=self._reread)
         await self.webhooks.close()
+
+    def _reread(self) -> None:
+        self._group_ready = False
+        self.events.reread_own()
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -274,7 +265,8 @@ class AutomationRunner:
         await self.redis.xack(
             keyspace.EVENT_STREAM, keyspace.AUTOMATION_GROUP, *[entry_id for entry_id, _ in entries]
         )
-        return len(entries)
+        # A short batch drained the stream: no reason to read again before the idle wait.
+        return len(entries) if len(entries) >= self.events.count else 0
 
     async def on_events(self, events: list[Event], live: list[tuple[AutomationRecord, Definition]]) -> None:
         """Runs for the events that match a live event trigger: subscribers looked up in bulk, one start

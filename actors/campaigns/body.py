@@ -28,7 +28,6 @@ only inside the send window; while it waits the campaign says why in `progress.w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import re
@@ -42,6 +41,7 @@ import redis.asyncio as aioredis
 from actors.outbound.service import Accepted, Outbound, OutboundItem, Rejected
 from actors.policies import send_window
 from actors.policies.quota import WindowQuota
+from actors.stepping import poll, until_idle
 from analytics.errors import StoreUnavailable
 from schemas.audience import MEMBER_STATUSES, SubscriberRecord, subscriber_decoder
 from schemas.campaigns import FINISHED, CampaignRecord, FailureRecord, Variant
@@ -137,23 +137,14 @@ class CampaignRunner:
         return done
 
     async def run_until_idle(self) -> int:
-        total = 0
-        while done := await self.step():
-            total += done
-        return total
+        return await until_idle(self.step)
 
     async def run(self, stop: asyncio.Event, *, idle_wait: float = 0.05) -> None:
-        while not stop.is_set():
-            try:
-                done = await self.step()
-            except Exception:
-                log.exception("campaign runner step failed; retrying")
-                self._group_ready = False
-                self.reader.reread_own()
-                done = 0
-            if not done:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), idle_wait)
+        await poll(self.step, stop, idle_wait=idle_wait, log=log, on_error=self._reread)
+
+    def _reread(self) -> None:
+        self._group_ready = False
+        self.reader.reread_own()
 
     # --- counters from message events ----------------------------------------------------------------
     async def count_events(self) -> int:
@@ -174,7 +165,8 @@ class CampaignRunner:
             CampaignStore.count_events(pipe, tally.counts, tally.failures, tally.variants, tally.uniques)
             pipe.xack(keyspace.EVENT_STREAM, keyspace.CAMPAIGN_EVENTS_GROUP, *[i for i, _ in entries])
             await pipe.execute()
-        return len(entries)
+        # A short batch drained the stream: no reason to read again before the idle wait.
+        return len(entries) if len(entries) >= EVENT_BATCH else 0
 
     # --- one campaign ----------------------------------------------------------------------------------
     async def advance(self, workspace: str, campaign_id: str) -> int:

@@ -33,6 +33,7 @@ from actors.policies.circuit import CircuitBreaker
 from actors.policies.quota import ServerQuota
 from actors.policies.recipient_throttle import RecipientThrottle
 from actors.policies.retry import RetryPolicy
+from actors.stepping import until_idle
 from providers.dkim import DkimSigner
 from providers.egress import Egress, provider_session
 from providers.registry import provider_module
@@ -129,10 +130,7 @@ class DispatchFleet:
     async def run_until_idle(self) -> int:
         """Step until a step changes nothing (tests, instead of sleeping); the loops it started keep
         running until `stop_all`."""
-        total = 0
-        while done := await self.step():
-            total += done
-        return total
+        return await until_idle(self.step)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Production: the duties of `step` at their own cadences (the scheduler every 50 ms, the sync

@@ -19,6 +19,7 @@ stays in `analytics/`; this is only its feeder.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -31,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import redis.asyncio as aioredis
 
+from actors.stepping import until_idle
 from analytics.errors import AnalyticsError
 from analytics.store import AnalyticsStore
 from schemas.events import Event, events_msgpack_decoder
@@ -205,10 +207,7 @@ class EventSinkLoop:
 
     async def run_until_idle(self) -> int:
         """Steps until one finds nothing (burst mode, for tests and one-off drains); the events stored."""
-        total = 0
-        while stored := await self.step(wait=False):
-            total += stored
-        return total
+        return await until_idle(functools.partial(self.step, wait=False))
 
     async def run(self, stop: asyncio.Event, *, retry_delay: float = 1.0) -> None:
         """Migrate, then batches until `stop` is set, then finish the batches in hand.

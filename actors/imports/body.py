@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
+from actors.stepping import poll, until_idle
 from schemas.audience import ImportRecord, ListRecord, RowError, SubscriberInput
 from schemas.subscriber_items import row_items
 from store.compare_apply import Batch, EntryGone
@@ -74,21 +75,10 @@ class ImportRunner:
         return done
 
     async def run_until_idle(self) -> int:
-        total = 0
-        while done := await self.step():
-            total += done
-        return total
+        return await until_idle(self.step)
 
     async def run(self, stop: asyncio.Event, *, idle_wait: float = 0.2) -> None:
-        while not stop.is_set():
-            try:
-                done = await self.step()
-            except Exception:
-                log.exception("import step failed; retrying")
-                done = 0
-            if not done:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), idle_wait)
+        await poll(self.step, stop, idle_wait=idle_wait, log=log)
 
     async def advance(self, workspace: str, import_id: str) -> int:
         record = await self.imports.get(workspace, import_id)

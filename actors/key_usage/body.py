@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
+from actors.stepping import until_idle
 from store import keyspace
 
 Use = tuple[str, int]  # (key id, used at in epoch milliseconds)
@@ -43,10 +44,7 @@ class KeyUsageBody:
         return 0
 
     async def run_until_idle(self) -> int:
-        total = 0
-        while done := await self.step():
-            total += done
-        return total
+        return await until_idle(self.step)
 
     async def run(self, stop: asyncio.Event) -> None:
         await stop.wait()

@@ -25,6 +25,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from actors.policies.suppression import SuppressionSet
+from actors.stepping import until_idle
 from schemas.suppressions import Scope, Suppressed, SuppressionEntry
 from store import keyspace
 from store.invalidations import follow_invalidations
@@ -113,10 +114,7 @@ class SuppressionShardBody:
         return 0
 
     async def run_until_idle(self) -> int:
-        total = 0
-        while done := await self.step():
-            total += done
-        return total
+        return await until_idle(self.step)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the change channel from the start (not only from the first check) until `stop`."""

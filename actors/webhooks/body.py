@@ -22,6 +22,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from aiohttp.abc import AbstractResolver
 
+from actors.stepping import until_idle
 from actors.webhooks.config import DelivererConfig
 from actors.webhooks.fanout import EndpointDirectory, FanOut
 from actors.webhooks.sender import WebhookSender
@@ -90,10 +91,7 @@ class WebhookDeliveryLoop:
 
     async def run_until_idle(self) -> int:
         """Steps until one does nothing (burst mode); the sender stays open for the next call."""
-        total = 0
-        while done := await self.step():
-            total += done
-        return total
+        return await until_idle(self.step)
 
     async def close(self) -> None:
         await self.sender.close()
