@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from aiohttp import web
 
@@ -70,9 +71,18 @@ class _Refuse(asyncio.Protocol):
 class CappedTCPSite(web.TCPSite):
     """A TCPSite whose protocol factory refuses connections beyond `max_connections` (0: no cap)."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, *, max_connections: int) -> None:
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        max_connections: int,
+        sock: socket.socket | None = None,
+    ) -> None:
         super().__init__(runner, host, port)
         self.max_connections = max_connections
+        self.sock = sock  # already bound (`ingress.startup.reserve_listen_address`): listen on it
 
     async def start(self) -> None:
         server = self._runner.server
@@ -85,8 +95,16 @@ class CappedTCPSite(web.TCPSite):
 
         # TCPSite.start with the factory wrapped; BaseSite.start registers the site with its runner.
         await web.BaseSite.start(self)
-        self._server = await asyncio.get_running_loop().create_server(
-            protocol, self._host, self._port, reuse_address=self._reuse_address, reuse_port=self._reuse_port
-        )
+        loop = asyncio.get_running_loop()
+        if self.sock is not None:
+            self._server = await loop.create_server(protocol, sock=self.sock)
+        else:
+            self._server = await loop.create_server(
+                protocol,
+                self._host,
+                self._port,
+                reuse_address=self._reuse_address,
+                reuse_port=self._reuse_port,
+            )
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -34,11 +35,11 @@ from ingress.data_dir_lock import DataDirInUse, DataDirLock
 from ingress.startup import (
     StartupError,
     blame,
-    check_can_listen,
     check_data_dir,
     check_redis_server_installed,
     listen_error,
     redacted,
+    reserve_listen_address,
 )
 from schemas.settings import Settings
 from store.redis_server import RedisServer
@@ -167,7 +168,7 @@ async def serve(settings: Settings, *, announce: Callable[[str], None] = print) 
         children = None
         if _owns_local_services(settings):
             children = stack.enter_context(owned_data_dir(settings, announce))
-        check_can_listen(settings)
+        listener = stack.enter_context(reserve_listen_address(settings))  # closed when serve ends
         if settings.redis_url is not None:
             redis_url = settings.redis_url
             await _check_redis(redis_url)
@@ -176,7 +177,7 @@ async def serve(settings: Settings, *, announce: Callable[[str], None] = print) 
             redis_url = stack.enter_context(embedded_redis(settings, children))
         stack.callback(_stop_ray)
         with blame("serve", "start-up"):  # the last resort: what no step below names
-            runner = await _start_http(settings, redis_url, children, announce)
+            runner = await _start_http(settings, redis_url, children, announce, listener)
         try:
             _write_runtime_file(settings, redis_url)
             announce(f"Mailers listening on http://{settings.host}:{settings.port}")
@@ -199,7 +200,11 @@ async def _check_redis(url: str) -> None:
 
 
 async def _start_http(
-    settings: Settings, redis_url: str, children: ChildRecords | None, announce: Callable[[str], None]
+    settings: Settings,
+    redis_url: str,
+    children: ChildRecords | None,
+    announce: Callable[[str], None],
+    listener: socket.socket,
 ) -> web.AppRunner:
     """Ray and the actors, the app, the default workspace, then the listening socket."""
     from ingress.app import create_app
@@ -220,7 +225,11 @@ async def _start_http(
         settle_garbage_collector()
         try:
             site = CappedTCPSite(
-                runner, settings.host, settings.port, max_connections=settings.max_connections
+                runner,
+                settings.host,
+                settings.port,
+                max_connections=settings.max_connections,
+                sock=listener,
             )
             await site.start()
         except OSError as exc:

@@ -60,19 +60,29 @@ def check_data_dir(settings: Settings) -> None:
         ) from exc
 
 
-def check_can_listen(settings: Settings) -> None:
-    """Bind the HTTP address once and let go: a taken port is found before Redis and Ray start."""
+LISTEN_BACKLOG = 128  # asyncio's default for create_server
+
+
+def reserve_listen_address(settings: Settings) -> socket.socket:
+    """Bind and listen on the HTTP address before Redis and Ray start; the HTTP server serves this very
+    socket. A taken port is found first, and none of the processes started meanwhile can take it (Ray
+    picks free ports for its own; a bound socket that is not listening does not stop another
+    SO_REUSEADDR bind on Linux, a listening one does). Connections made during start-up wait in the
+    backlog until the server accepts them."""
     try:
         infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise StartupError(f"MAILERS_HOST={settings.host} cannot be resolved: {exc}") from exc
     family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp will
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            raise listen_error(settings, exc) from exc
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp does
+    try:
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise listen_error(settings, exc) from exc
+    return sock
 
 
 def listen_error(settings: Settings, exc: OSError) -> StartupError:

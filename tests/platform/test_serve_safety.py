@@ -3,6 +3,7 @@ and start-up failures as one line (issue #11)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -222,6 +223,14 @@ AUTH = {"Authorization": f"Bearer {BOOTSTRAP}"}
 MESSAGE = {"from": "Acme <hello@acme.com>", "subject": "Hi", "text": "Hi"}
 
 
+def _assert_port_taken(port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError) as refused:
+            probe.bind(("127.0.0.1", port))
+        assert refused.value.errno == errno.EADDRINUSE
+
+
 def _start_serve(data: Path, port: int, log: Path) -> subprocess.Popen:
     """Output to a file: a pipe nobody reads would block the server once full."""
     env = _env(MAILERS_DATA_DIR=str(data), MAILERS_PORT=str(port), MAILERS_BOOTSTRAP_KEY=BOOTSTRAP)
@@ -283,6 +292,14 @@ async def test_serve_killed_with_sigkill_restarts_on_its_data_dir_with_one_redis
             first.kill()  # only the main process: its children are on their own now
             first.wait()
             second = _start_serve(data, port, logs[1])
+
+            # From before its Redis starts until it listens, serve holds the port bound: nothing it starts
+            # meanwhile (Ray takes free ports for its processes) and no one else can take it.
+            def second_redis() -> bool:
+                return any(pid not in started for pid in redis_servers_in(data / "redis"))
+
+            assert wait_until(lambda: second.poll() is not None or second_redis(), within=60), _tail(logs[1])
+            _assert_port_taken(port)
             await _until_ready(http, base, second, logs[1])
             started |= _family(second.pid)
             assert len(redis_servers_in(data / "redis")) == 1
