@@ -59,7 +59,7 @@ def unpack(raw: bytes) -> RunRecord:
 _START = (
     LUA_ARRAY
     + """
-local runs, due, live, active, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local runs, due, live, active, stream, order = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local batch = cmsgpack.unpack(ARGV[1])
 local member, after_exit = batch[1], batch[2]
 local events, outcome = {}, {}
@@ -75,6 +75,7 @@ for i = 1, #batch[3] do
     else
       redis.call('HSET', runs, run_id, record)
       redis.call('ZADD', due, due_ms, run_id)
+      redis.call('RPUSH', order, run_id)
       if after_exit then redis.call('HSET', live, sub, run_id) end
       events[#events + 1] = item[5]
       outcome[i] = 'created'
@@ -90,7 +91,8 @@ return outcome
 )
 
 _CLAIM = """
-local due, runs = KEYS[1], KEYS[2]
+local due, runs, live = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('SISMEMBER', live, ARGV[4]) == 0 then return {{}, {}} end  -- paused (or deleted): runs hold
 local ids = redis.call('ZRANGEBYSCORE', due, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 if #ids == 0 then return {{}, {}} end
 local args = {}
@@ -107,6 +109,21 @@ for i = 1, #ids do
   end
 end
 return {ids, records}
+"""
+
+_RELEASE = """
+local due, runs = KEYS[1], KEYS[2]
+local ids = redis.call(
+  'ZRANGEBYSCORE', due, '(' .. ARGV[1], ARGV[2], 'LIMIT', tonumber(ARGV[3]), tonumber(ARGV[4]))
+local released = 0
+for i = 1, #ids do
+  local raw = redis.call('HGET', runs, ids[i])
+  if raw and cmsgpack.unpack(raw)[3] == 'r' then
+    redis.call('ZADD', due, 'XX', ARGV[1], ids[i])
+    released = released + 1
+  end
+end
+return {#ids, released}
 """
 
 _COMMIT = (
@@ -177,6 +194,7 @@ class RunStore:
         self._start = redis.register_script(_START)
         self._claim = redis.register_script(_CLAIM)
         self._commit = redis.register_script(_COMMIT)
+        self._release = redis.register_script(_RELEASE)
 
     @staticmethod
     def _keys(workspace: str, automation_id: str) -> list[str]:
@@ -186,6 +204,7 @@ class RunStore:
             keyspace.automation_live_runs(workspace, automation_id),
             keyspace.AUTOMATIONS_ACTIVE,
             keyspace.EVENT_STREAM,
+            keyspace.automation_run_order(workspace, automation_id),
         ]
 
     async def start(
@@ -218,8 +237,9 @@ class RunStore:
             keys=[
                 keyspace.automation_due(workspace, automation_id),
                 keyspace.automation_runs(workspace, automation_id),
+                keyspace.AUTOMATIONS_LIVE,
             ],
-            args=[now_ms, now_ms + lease_ms, limit],
+            args=[now_ms, now_ms + lease_ms, limit, f"{workspace}|{automation_id}"],
         )
         found = []
         for run_id, raw in zip(ids, raws, strict=True):
@@ -272,25 +292,50 @@ class RunStore:
         *,
         status: str | None,
         limit: int,
-        cursor: int,
+        before: int | None,
         scan_cap: int = 5000,
     ) -> tuple[list[tuple[str, RunRecord]], int]:
-        """Runs in the hash's own order (HSCAN: a run present for the whole walk is listed at least once),
-        filtered by status code; at most `scan_cap` runs are read per page. Returns the next cursor (0:
-        done)."""
-        key = keyspace.automation_runs(workspace, automation_id)
+        """Runs newest first (the order they started in, read backwards), filtered by status code: the
+        runs at positions below `before` (None: from the newest). At most `scan_cap` runs are read per
+        page, so a rare status may answer a short page with more to come. Returns the position to go on
+        from (0: nothing older)."""
+        order = keyspace.automation_run_order(workspace, automation_id)
+        runs = keyspace.automation_runs(workspace, automation_id)
+        position = await self.redis.llen(order) if before is None else before
         found: list[tuple[str, RunRecord]] = []
         scanned = 0
+        while position > 0 and len(found) < limit and scanned < scan_cap:
+            chunk = min(position, max(limit, 100) if status is None else 500)
+            fields = await self.redis.lrange(order, position - chunk, position - 1)
+            raws = await self.redis.hmget(runs, fields) if fields else []
+            for field, raw in zip(reversed(fields), reversed(raws), strict=True):
+                position -= 1
+                scanned += 1
+                if raw is not None:
+                    record = unpack(as_bytes(raw))
+                    if status is None or record.status == status:
+                        found.append((_run_id(field), record))
+                        if len(found) == limit:
+                            break
+            if not fields:
+                break
+        return found, position
+
+    async def release_leases(self, workspace: str, automation_id: str, *, now_ms: int, lease_ms: int) -> int:
+        """Make the runs a dead runner had claimed due now (its leases end within `lease_ms`): what a
+        restarted runner does first, so a crash costs no lease's wait. Only `running` runs are released
+        (a run waiting for a retry is taken early; a waiting run keeps its wake-up)."""
+        keys = [
+            keyspace.automation_due(workspace, automation_id),
+            keyspace.automation_runs(workspace, automation_id),
+        ]
+        offset, released = 0, 0
         while True:
-            cursor, chunk = await self.redis.hscan(key, cursor, count=min(limit * 2, 500))
-            assert isinstance(chunk, dict), "HSCAN answers field -> value"
-            for field, raw in chunk.items():
-                record = unpack(as_bytes(raw))
-                if status is None or record.status == status:
-                    found.append((_run_id(field), record))
-            scanned += len(chunk)
-            if cursor == 0 or len(found) >= limit or scanned >= scan_cap:
-                return found, int(cursor)
+            seen, freed = await self._release(keys=keys, args=[now_ms, now_ms + lease_ms, offset, 1000])
+            released += freed
+            offset += seen - freed  # the released ones left the window
+            if seen < 1000:
+                return released
 
     async def active(self) -> list[tuple[str, str]]:
         members = await self.redis.smembers(keyspace.AUTOMATIONS_ACTIVE)

@@ -261,7 +261,7 @@ async def activate_automation(request: web.Request) -> web.Response:
     ids={"id": "aut"},
     scope="write:automations",
     response=AutomationView,
-    summary="Pause: its trigger starts no runs (runs already started go on)",
+    summary="Pause: its trigger starts no runs and its started runs hold where they are",
     tag=TAG,
 )
 async def pause_automation(request: web.Request) -> web.Response:
@@ -398,7 +398,7 @@ async def trigger_automation(request: web.Request, body: TriggerBody) -> web.Res
     scope="read:automations",
     query=RunQuery,
     response=RunList,
-    summary="The automation's runs, each with its history (filter by status)",
+    summary="The automation's runs, newest first, each with its history (filter by status)",
     tag=TAG,
 )
 async def list_runs(request: web.Request, query: RunQuery) -> web.Response:
@@ -406,23 +406,25 @@ async def list_runs(request: web.Request, query: RunQuery) -> web.Response:
     filters = {"status": query.status}
     after = decode_cursor(query.cursor, filters)
     try:
-        start = int(after) if after is not None else 0
+        before = int(after) if after is not None else None
     except ValueError:
         raise ApiError("invalid_cursor", "The cursor is not one this API issued") from None
+    if before is not None and before < 0:
+        raise ApiError("invalid_cursor", "The cursor is not one this API issued")
     code = STATUS_CODES[query.status] if query.status else None
     store = RunStore(request.app[SERVICES].redis)
-    found, cursor = await store.page(head.workspace, head.id, status=code, limit=query.limit, cursor=start)
+    found, position = await store.page(head.workspace, head.id, status=code, limit=query.limit, before=before)
     steps = await _steps_by_version(request, head, {r.version for _, r in found})
     due = await store.due_at(head.workspace, head.id, [run_id for run_id, _ in found])
     data = [
         run_view(head.id, run_id, record, steps.get(record.version, []), wake)
         for (run_id, record), wake in zip(found, due, strict=True)
     ]
-    next_cursor = encode_cursor(str(cursor), filters) if cursor else None
+    next_cursor = encode_cursor(str(position), filters) if position > 0 else None
     headers = {}
     if next_cursor:
         headers["Link"] = f'<{request.url.update_query({"cursor": next_cursor}).path_qs}>; rel="next"'
-    return json_response(RunList(data=data, has_more=bool(cursor), next_cursor=next_cursor), headers=headers)
+    return json_response(RunList(data=data, has_more=position > 0, next_cursor=next_cursor), headers=headers)
 
 
 @routes.route(

@@ -317,9 +317,11 @@ async def test_a_runner_that_dies_after_sending_sends_nothing_twice(
     sends = [(c, definition, definition.steps[0], subscribers[c.record.subscriber]) for c in claimed]
     await dying.do_sends(workspace, head, sends, int(clock() * 1000))  # enqueued, then the runner "dies"
     await wait_for(lambda: len(sink.deliveries) == 20)
-    await runner_for(clock).run_until_idle()
+    # A runner that is not a restart (it takes over nothing) leaves the claimed runs to their lease.
+    await runner_for(clock, release_on_start=False).run_until_idle()
     assert all(r["status"] == "running" for r in await runs_of(client, admin, automation["id"])), "leased"
-    clock.advance(61)  # the lease ends: another runner takes the runs and redoes the send step
+    clock.advance(1)
+    # The restarted runner takes the dead one's runs at once (no lease's wait) and redoes the send step.
     await runner_for(clock).run_until_idle()
     runs = await runs_of(client, admin, automation["id"])
     assert {r["status"] for r in runs} == {"waiting"}
@@ -395,3 +397,130 @@ async def test_a_subscriber_entering_a_segment_starts_one_run(client, admin, red
     assert sorted(r["subscriber"] for r in runs) == sorted(ids.values()), (
         "bo entered; ana did not enter twice"
     )
+
+
+async def test_runs_are_listed_newest_first_with_a_stable_cursor_and_a_status_filter(
+    client, admin, runner_for
+):
+    lst = await new_list(client, admin)
+    emails = [f"n{i}@example.com" for i in range(25)]
+    await upsert(client, admin, lst["id"], [{"email": e} for e in emails])
+    automation = await new_automation(
+        client,
+        admin,
+        reentry="always",
+        trigger={"type": "api"},
+        steps=[{"id": "w", "type": "wait", "seconds": 60}, {"id": "x", "type": "exit"}],
+    )
+    clock = Clock(time.time())
+    client.app[SERVICES].clock = clock
+    started = []
+    for email in emails[:20]:
+        started.append((await (await trigger(client, admin, automation["id"], email)).json())["run"])
+        clock.advance(0.01)
+    runner = runner_for(clock)
+    await runner.run_until_idle()  # all 20 waiting
+    path = f"/v1/automations/{automation['id']}/runs"
+    first = await client.get(path, params={"limit": "7"}, headers=admin)
+    page = await first.json()
+    assert [r["id"] for r in page["data"]] == started[::-1][:7] and page["has_more"]
+    assert 'rel="next"' in first.headers["Link"]
+    for email in emails[20:]:  # runs added while paging do not move the pages already begun
+        started.append((await (await trigger(client, admin, automation["id"], email)).json())["run"])
+    seen = [r["id"] for r in page["data"]]
+    cursor = page["next_cursor"]
+    while cursor:
+        page = await (await client.get(path, params={"limit": "7", "cursor": cursor}, headers=admin)).json()
+        assert len(page["data"]) <= 7
+        seen += [r["id"] for r in page["data"]]
+        cursor = page["next_cursor"]
+    assert seen == started[:20][::-1]
+    assert [r["id"] for r in await runs_of(client, admin, automation["id"])] == started[::-1]
+    # The filter: the five new runs are running (not stepped yet), the first twenty waiting.
+    running = await runs_of(client, admin, automation["id"], status="running")
+    assert [r["id"] for r in running] == started[20:][::-1]
+    waiting = await (await client.get(path, params={"status": "waiting", "limit": "3"}, headers=admin)).json()
+    assert [r["id"] for r in waiting["data"]] == started[:20][::-1][:3]
+    assert all(r["status"] == "waiting" and r["wake_at"] for r in waiting["data"])
+    other = await client.get(
+        path, params={"status": "running", "cursor": waiting["next_cursor"]}, headers=admin
+    )
+    assert other.status == 400 and (await other.json())["code"] == "invalid_cursor"
+    one = await (await client.get(f"{path}/{started[0]}", headers=admin)).json()
+    assert [(h["step"], h["outcome"]) for h in one["history"]] == [("w", "waiting")]
+    assert one["step"] == "w" and one["status"] == "waiting"
+
+
+async def test_pausing_holds_started_runs_where_they_are_and_activating_resumes_them(
+    client, admin, redis, workspace, runner_for
+):
+    lst = await new_list(client, admin)
+    await upsert(client, admin, lst["id"], [{"email": "ana@example.com"}, {"email": "bo@example.com"}])
+    automation = await new_automation(
+        client,
+        admin,
+        trigger={"type": "api"},
+        steps=[
+            {"id": "w", "type": "wait", "seconds": 60},
+            {"id": "u", "type": "update", "attributes": {"done": True}},
+        ],
+    )
+    clock = Clock(time.time())
+    client.app[SERVICES].clock = clock
+    runner = runner_for(clock)
+    base = f"/v1/automations/{automation['id']}"
+    waiting = (await (await trigger(client, admin, automation["id"], "ana@example.com")).json())["run"]
+    await runner.run_until_idle()
+    fresh = (await (await trigger(client, admin, automation["id"], "bo@example.com")).json())["run"]
+    paused = await client.post(f"{base}/pause", headers=admin)
+    assert paused.status == 200 and (await paused.json())["status"] == "paused"
+    clock.advance(3600)  # ana's wait is long over; bo's first step was due before the pause
+    await runner.run_until_idle()
+    runs = {r["id"]: r for r in await runs_of(client, admin, automation["id"])}
+    assert (runs[waiting]["status"], len(runs[waiting]["history"])) == ("waiting", 1), "held at its wait"
+    assert (runs[fresh]["status"], runs[fresh]["history"]) == ("running", []), "held before its first step"
+    people = await (await client.get(f"/v1/lists/{lst['id']}/subscribers", headers=admin)).json()
+    assert all("done" not in p.get("attributes", {}) for p in people["data"]), "no step was done"
+    refused = await trigger(client, admin, automation["id"], "ana@example.com")
+    assert refused.status == 409  # and it starts no new run
+    assert (await client.post(f"{base}/activate", headers=admin)).status == 200
+    await runner.run_until_idle()
+    runs = {r["id"]: r for r in await runs_of(client, admin, automation["id"])}
+    assert runs[waiting]["status"] == "completed", runs[waiting]
+    assert [h["step"] for h in runs[waiting]["history"]] == ["w", "u"]
+    assert runs[fresh]["status"] == "waiting", "bo went on from where he was held"
+    clock.advance(61)
+    await runner.run_until_idle()
+    assert {r["status"] for r in await runs_of(client, admin, automation["id"])} == {"completed"}
+    people = await (await client.get(f"/v1/lists/{lst['id']}/subscribers", headers=admin)).json()
+    assert all(p["attributes"].get("done") is True for p in people["data"])
+
+
+async def test_deleting_an_automation_stops_its_live_runs(client, admin, redis, workspace, runner_for):
+    lst = await new_list(client, admin)
+    await upsert(client, admin, lst["id"], [{"email": "ana@example.com"}])
+    automation = await new_automation(
+        client,
+        admin,
+        trigger={"type": "api"},
+        steps=[
+            {"id": "w", "type": "wait", "seconds": 60},
+            {"id": "u", "type": "update", "attributes": {"done": True}},
+        ],
+    )
+    clock = Clock(time.time())
+    client.app[SERVICES].clock = clock
+    runner = runner_for(clock)
+    assert (await trigger(client, admin, automation["id"], "ana@example.com")).status == 202
+    await runner.run_until_idle()
+    assert (await client.delete(f"/v1/automations/{automation['id']}", headers=admin)).status == 200
+    clock.advance(61)
+    await runner.run_until_idle()
+    people = await (await client.get(f"/v1/lists/{lst['id']}/subscribers", headers=admin)).json()
+    assert "done" not in people["data"][0].get("attributes", {})
+    assert not await redis.exists(
+        keyspace.automation_runs(workspace, automation["id"]),
+        keyspace.automation_due(workspace, automation["id"]),
+        keyspace.automation_run_order(workspace, automation["id"]),
+    )
+    assert (await client.get(f"/v1/automations/{automation['id']}/runs", headers=admin)).status == 404
