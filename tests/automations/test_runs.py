@@ -524,3 +524,87 @@ async def test_deleting_an_automation_stops_its_live_runs(client, admin, redis, 
         keyspace.automation_run_order(workspace, automation["id"]),
     )
     assert (await client.get(f"/v1/automations/{automation['id']}/runs", headers=admin)).status == 404
+
+
+async def test_reentry_never_always_and_after_exit(client, admin, runner_for):
+    lst = await new_list(client, admin)
+    await upsert(client, admin, lst["id"], [{"email": "ana@example.com"}])
+    clock = Clock(time.time())
+    client.app[SERVICES].clock = clock
+    runner = runner_for(clock)
+    steps = [{"id": "w", "type": "wait", "seconds": 60}, {"id": "x", "type": "exit"}]
+    made = {
+        rule: await new_automation(client, admin, reentry=rule, trigger={"type": "api"}, steps=steps)
+        for rule in ("never", "always", "after_exit")
+    }
+
+    async def enter(rule: str) -> int:
+        return (await trigger(client, admin, made[rule]["id"], "ana@example.com")).status
+
+    assert [await enter(rule) for rule in made] == [202, 202, 202]
+    await runner.run_until_idle()  # each run waits
+    assert [await enter(rule) for rule in made] == [409, 202, 409], "after_exit: ana is in a live run"
+    clock.advance(61)
+    await runner.run_until_idle()  # the runs exit
+    assert [await enter(rule) for rule in made] == [409, 202, 202], "never: not even after the first ended"
+    counts = {rule: len(await runs_of(client, admin, made[rule]["id"])) for rule in made}
+    assert counts == {"never": 1, "always": 3, "after_exit": 2}
+
+
+async def test_a_blocklisted_subscriber_is_skipped_an_unsubscribed_one_exits_and_the_stream_says_so(
+    client, admin, redis, workspace, sink, smtp_server, runner_for
+):
+    letter = await new_template(client, admin, html="<p>Later</p>", subject="Later")
+    automation = await new_automation(
+        client,
+        admin,
+        trigger={"type": "event", "event": "list.subscribed"},
+        steps=[{"id": "w", "type": "wait", "seconds": 60}, send(letter["id"], "letter")],
+    )
+    clock = Clock(time.time())
+    client.app[SERVICES].clock = clock
+    runner = runner_for(clock)
+    await runner.consume_events()  # the consumer group starts here
+    lst = await new_list(client, admin)
+    emails = ["ana@example.com", "bo@example.com", "cy@example.com"]
+    await upsert(client, admin, lst["id"], [{"email": e} for e in emails])
+    await runner.run_until_idle()
+    page = await (await client.get(f"/v1/lists/{lst['id']}/subscribers", headers=admin)).json()
+    ids = {s["email"]: s["id"] for s in page["data"]}
+    blocked = await client.patch(
+        f"/v1/subscribers/{ids['ana@example.com']}", json={"status": "blocklisted"}, headers=admin
+    )
+    assert blocked.status == 200, await blocked.text()
+    gone = await client.delete(
+        f"/v1/lists/{lst['id']}/subscribers/{ids['bo@example.com']}?mode=unsubscribe", headers=admin
+    )
+    assert gone.status in (200, 204), await gone.text()
+    clock.advance(61)
+    await runner.run_until_idle()
+    runs = {r["subscriber"]: r for r in await runs_of(client, admin, automation["id"])}
+    ana, bo, cy = (runs[ids[e]] for e in emails)
+    assert (ana["status"], [h["outcome"] for h in ana["history"]]) == ("completed", ["waiting", "skipped"])
+    assert (bo["status"], bo["reason"], [h["outcome"] for h in bo["history"]]) == (
+        "exited",
+        "unsubscribed",
+        ["waiting", "exited"],
+    )
+    assert (cy["status"], [h["outcome"] for h in cy["history"]]) == ("completed", ["waiting", "sent"])
+    await wait_for(lambda: dispatch_idle(redis))
+    assert [d.rcpt_tos[0] for d in sink.deliveries] == ["cy@example.com"]
+    # The stream carries each run's triggered, step and ended events (what webhooks and analytics see).
+    from schemas.events import events_msgpack_decoder
+
+    seen: dict[str, list[tuple[str, str | None]]] = {}
+    for _, fields in await redis.xrange(keyspace.EVENT_STREAM):
+        for event in events_msgpack_decoder.decode(fields[keyspace.EVENT_FIELD]):
+            if event.type.startswith("automation.") and event.data.get("automation_id") == automation["id"]:
+                seen.setdefault(event.data["run_id"], []).append((event.type, event.data.get("outcome")))
+    assert seen[ana["id"]] == [
+        ("automation.triggered", None),
+        ("automation.step_completed", "waiting"),
+        ("automation.run_ended", "skipped"),
+    ]
+    assert seen[bo["id"]][-1] == ("automation.run_ended", "exited")
+    assert seen[cy["id"]][-1] == ("automation.run_ended", "sent")
+    assert len(seen) == 3
