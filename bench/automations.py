@@ -40,7 +40,7 @@ from schemas.automations import AutomationRecord, Definition, ExitStep, HistoryE
 from schemas.ids import new_id
 from schemas.settings import load_settings
 from store import keyspace
-from store.automation_runs import NewRun, RunStore
+from store.automation_runs import NewRun, RunStore, unpack
 from store.automations import AutomationStore
 from store.redis_server import RedisServer, free_port
 from store.subscribers import SubscriberStore
@@ -142,7 +142,7 @@ async def wake(redis_url: str, count: int, data: Path) -> list[str]:
     elapsed = time.perf_counter() - started
     left = await redis.zcard(keyspace.automation_due(workspace, head.id))
     sample = await redis.hrandfield(keyspace.automation_runs(workspace, head.id), 1, withvalues=True)
-    ended = msgspec.msgpack.decode(sample[1], type=RunRecord)
+    ended = unpack(sample[1])
     assert left == 0 and ended.status == "x", (left, ended)
     bare = await _bare_rewrite(redis, workspace, head.id, ids)
     await redis.flushdb()
@@ -280,7 +280,7 @@ async def latency_phase(
         await asyncio.sleep(0.2)
     latencies = []
     async for _, raw in redis.hscan_iter(key):
-        record = msgspec.msgpack.decode(raw, type=RunRecord)
+        record = unpack(raw)
         event_id = record.data.get("event_id")
         if event_id in sent_at:
             latencies.append(record.created_ms - sent_at[event_id] * 1000)
