@@ -608,3 +608,43 @@ async def test_a_blocklisted_subscriber_is_skipped_an_unsubscribed_one_exits_and
     assert seen[bo["id"]][-1] == ("automation.run_ended", "exited")
     assert seen[cy["id"]][-1] == ("automation.run_ended", "sent")
     assert len(seen) == 3
+
+
+async def test_concurrent_triggers_batched_together_each_get_their_own_answer(
+    client, admin, redis, workspace
+):
+    lst = await new_list(client, admin)
+    emails = [f"q{i}@example.com" for i in range(30)]
+    await upsert(client, admin, lst["id"], [{"email": e} for e in emails])
+    page = await (await client.get(f"/v1/lists/{lst['id']}/subscribers?limit=100", headers=admin)).json()
+    blocked = next(s["id"] for s in page["data"] if s["email"] == "q29@example.com")
+    patched = await client.patch(f"/v1/subscribers/{blocked}", json={"status": "blocklisted"}, headers=admin)
+    assert patched.status == 200
+    wait = [{"id": "w", "type": "wait", "seconds": 3600}]
+    once = await new_automation(client, admin, reentry="never", trigger={"type": "api"}, steps=wait)
+    always = await new_automation(client, admin, reentry="always", trigger={"type": "api"}, steps=wait)
+    paused = await new_automation(client, admin, status="paused", trigger={"type": "api"}, steps=wait)
+    calls = (
+        [(once["id"], e) for e in emails[:20]]  # 202 each
+        + [(once["id"], emails[0])] * 3  # the same subscriber again: 409 (reentry never), whoever wins
+        + [(always["id"], e) for e in emails[:10]]  # 202 each
+        + [(always["id"], "nobody@example.com"), (always["id"], "not-an-address")]  # 422, 422
+        + [(always["id"], "q29@example.com")]  # 422 blocklisted
+        + [(paused["id"], emails[0]), ("aut_" + "0" * 26, emails[0])]  # 409 paused, 404
+    )
+    answers = await asyncio.gather(*(trigger(client, admin, a, e) for a, e in calls))
+    statuses = [a.status for a in answers]
+    bodies = [await a.json() for a in answers]
+    assert statuses[:20] == [202] * 20 and len({b["run"] for b in bodies[:20]}) == 20
+    assert sorted(statuses[:23][i] for i in (0, 20, 21, 22)) == [202, 409, 409, 409]
+    assert statuses[23:33] == [202] * 10
+    codes = [(b.get("errors") or [{}])[0].get("code") for b in bodies[33:36]]
+    assert statuses[33:36] == [422] * 3 and codes == [
+        "unknown_subscriber",
+        "invalid_email",
+        "subscriber_blocklisted",
+    ]
+    assert statuses[36:] == [409, 404]
+    assert await redis.hlen(keyspace.automation_runs(workspace, once["id"])) == 20
+    assert await redis.hlen(keyspace.automation_runs(workspace, always["id"])) == 10
+    assert not await redis.exists(keyspace.automation_runs(workspace, paused["id"]))
