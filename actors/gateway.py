@@ -18,7 +18,7 @@ from actors.imports.client import start_import_runner
 from actors.key_usage.client import KeyUsageClient
 from actors.runtime import init_ray, local_ray_pids, shutdown_ray
 from actors.suppression.client import SuppressionClient
-from actors.webhooks.client import ensure_webhook_deliverer
+from actors.webhooks.client import start_webhook_deliverer
 from analytics.errors import StoreUnavailable
 from schemas.settings import Settings
 
@@ -40,13 +40,15 @@ class Gateway:
         self.suppressions = suppressions
 
     @classmethod
-    def start(cls, settings: Settings, *, redis_url: str) -> Gateway:
+    def start(cls, settings: Settings, *, redis_url: str, wait: bool = True) -> Gateway:
+        """With `wait`, return once the dispatchers run; without, `start_consumers` waits for them along
+        with the consumers, so every actor process starts at once (`mailers serve`)."""
         init_ray(settings)
         return cls(
             settings,
             redis_url=redis_url,
             key_usage=KeyUsageClient.start(settings, redis_url),
-            dispatch=DispatchClient.start(settings, redis_url),
+            dispatch=DispatchClient.start(settings, redis_url, wait=wait),
             suppressions=SuppressionClient.start(settings, redis_url),
         )
 
@@ -72,14 +74,18 @@ class Gateway:
             return False
 
     async def start_consumers(self) -> None:
-        """The event stream's long-running consumers. `mailers serve` starts them; tests start their own."""
-        self.webhook_deliverer = await ensure_webhook_deliverer(self.settings, self.redis_url)
+        """The event stream's long-running consumers. `mailers serve` starts them; tests start their own.
+
+        Every actor is created before any is waited for: Ray starts their processes side by side."""
+        self.webhook_deliverer = start_webhook_deliverer(self.settings, self.redis_url)
         self.event_sink = start_event_sink(self.settings, redis_url=self.redis_url)
         self.audit_sink = start_audit_sink(self.settings, self.redis_url)
         self.import_runner = start_import_runner(self.settings, self.redis_url)
         self.campaign_runner = start_campaign_runner(self.settings, self.redis_url)
         self.automation_runner = start_automation_runner(self.settings, self.redis_url)
-        await self.audit_sink.ready.remote()
+        await asyncio.gather(
+            self.webhook_deliverer.ready.remote(), self.audit_sink.ready.remote(), self.dispatch.start_all()
+        )
 
     def analytics_reader(self) -> EventSinkClient | None:
         """The analytics store's reader in DuckDB mode (the event-sink actor owns the file), or None."""

@@ -237,7 +237,7 @@ async def _start_actors(settings: Settings, redis_url: str):
 
     ray_subject = f"RAY_ADDRESS={settings.ray_address}" if settings.ray_address else "RAY_ADDRESS unset"
     with blame(ray_subject, "starting Ray and the actors"):
-        gateway = Gateway.start(settings, redis_url=redis_url)
+        gateway = Gateway.start(settings, redis_url=redis_url, wait=False)
     analytics_subject = (
         f"MAILERS_ANALYTICS_URL={redacted(settings.analytics_url)}"
         if settings.analytics_url

@@ -34,7 +34,13 @@ class AutomationRunnerActor:
         def reader() -> AudienceReader | None:
             return direct if direct is not None else find_event_sink(settings)
 
-        self.body = AutomationRunner(self.redis, settings, reader=reader, consumer=consumer)
+        self.body = AutomationRunner(
+            self.redis,
+            settings,
+            reader=reader,
+            consumer=consumer,
+            lease_seconds=settings.automation_lease_seconds,
+        )
         self._stop = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self.body.run(self._stop))
 

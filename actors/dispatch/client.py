@@ -28,15 +28,18 @@ class DispatchClient:
         self.handles = handles
 
     @classmethod
-    def start(cls, settings: Settings, redis_url: str) -> DispatchClient:
-        """Find or create every Dispatcher (`MAILERS_DISPATCHER_ACTORS`) and wait until each runs."""
+    def start(cls, settings: Settings, redis_url: str, *, wait: bool = True) -> DispatchClient:
+        """Find or create every Dispatcher (`MAILERS_DISPATCHER_ACTORS`) and start it; with `wait`, return
+        once each runs (without, `start_all` is what waits)."""
         encoded = msgspec.msgpack.encode(settings)
         count = max(1, settings.dispatcher_actors)
         handles = [
             start_actor(Dispatcher, dispatcher_name(i), settings, encoded, redis_url, i, count)
             for i in range(count)
         ]
-        ray.get([handle.start.remote() for handle in handles])
+        starting = [handle.start.remote() for handle in handles]
+        if wait:
+            ray.get(starting)
         return cls(handles)
 
     async def start_all(self) -> None:

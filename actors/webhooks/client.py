@@ -12,13 +12,13 @@ from actors.webhooks.config import DELIVERER_NAME
 from schemas.settings import Settings
 
 
-async def ensure_webhook_deliverer(
+def start_webhook_deliverer(
     settings: Settings, redis_url: str, *, name: str = DELIVERER_NAME, **overrides: Any
 ) -> ActorHandle:
-    """Find or start the deliverer `name` and wait until it consumes the event stream.
+    """Find or start the deliverer `name` without waiting (`handle.ready` answers once it consumes).
 
     `overrides` are `DelivererConfig` fields (the consumer name is the actor's name)."""
-    handle = start_actor(
+    return start_actor(
         WebhookDeliverer,
         name,
         settings,
@@ -26,5 +26,12 @@ async def ensure_webhook_deliverer(
         redis_url,
         {"consumer": name, **overrides},
     )
+
+
+async def ensure_webhook_deliverer(
+    settings: Settings, redis_url: str, *, name: str = DELIVERER_NAME, **overrides: Any
+) -> ActorHandle:
+    """Find or start the deliverer `name` and wait until it consumes the event stream."""
+    handle = start_webhook_deliverer(settings, redis_url, name=name, **overrides)
     await handle.ready.remote()
     return handle

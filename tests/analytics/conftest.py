@@ -1,7 +1,8 @@
 """Analytics stores on real engines: DuckDB in a temporary file, ClickHouse through embedded chDB.
 
 chDB allows one engine path per process, so the session shares one path and each test gets its own
-database in it.
+database in it. Migrating a new chDB database costs seconds (tables, views, TTLs), so the `store` and `both`
+fixtures hand a test's database, emptied, to the next test (`_reused`): migrated once, truncated after.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from analytics.store import AnalyticsStore, open_store
 
 BACKENDS = ["duckdb", "chdb"]
+_EMPTIED: list[str] = []  # chDB databases migrated, used by one test and truncated: the next one's
 
 
 @pytest.fixture(scope="session")
@@ -28,20 +30,48 @@ def store_url(backend: str, tmp_path: Path, chdb_path: Path) -> str:
     return f"chdb://{chdb_path}?database=t_{uuid.uuid4().hex[:12]}"
 
 
+def _reused(backend: str, tmp_path: Path, chdb_path: Path) -> str:
+    if backend == "chdb" and _EMPTIED:
+        return f"chdb://{chdb_path}?database={_EMPTIED.pop()}"
+    return store_url(backend, tmp_path, chdb_path)
+
+
+async def _close(store: AnalyticsStore, url: str, chdb_path: Path) -> None:
+    """Close the store; a chDB database is emptied (every table but the migrations', not the views) and kept
+    for the next test. Migrations are append-only, so an emptied database is what a new one migrates to."""
+    await store.close()
+    if not url.startswith("chdb://"):
+        return
+    import clickhouse_connect
+
+    database = url.rpartition("database=")[2]
+    client = clickhouse_connect.get_client(interface="chdb", path=str(chdb_path), database=database)
+    tables = client.query(
+        "SELECT name FROM system.tables WHERE database = {db:String} AND engine NOT LIKE '%View'"
+        " AND name != 'schema_migrations'",
+        parameters={"db": database},
+    ).result_rows
+    for (table,) in tables:
+        client.command(f"TRUNCATE TABLE `{database}`.`{table}`")
+    _EMPTIED.append(database)
+
+
 @pytest.fixture(params=BACKENDS)
 async def store(request, tmp_path: Path, chdb_path: Path) -> AsyncIterator[AnalyticsStore]:
-    store = open_store(store_url(request.param, tmp_path, chdb_path), tmp_path)
+    url = _reused(request.param, tmp_path, chdb_path)
+    store = open_store(url, tmp_path)
     await store.migrate()
     yield store
-    await store.close()
+    await _close(store, url, chdb_path)
 
 
 @pytest.fixture
 async def both(tmp_path: Path, chdb_path: Path) -> AsyncIterator[tuple[AnalyticsStore, AnalyticsStore]]:
     duck = open_store(store_url("duckdb", tmp_path, chdb_path), tmp_path)
-    ch = open_store(store_url("chdb", tmp_path, chdb_path), tmp_path)
+    url = _reused("chdb", tmp_path, chdb_path)
+    ch = open_store(url, tmp_path)
     await duck.migrate()
     await ch.migrate()
     yield duck, ch
     await duck.close()
-    await ch.close()
+    await _close(ch, url, chdb_path)

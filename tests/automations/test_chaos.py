@@ -39,7 +39,9 @@ async def test_killing_the_runner_mid_run_sends_each_step_once(
         ],
     )
     name = "automation-runner-chaos-test"
-    handle = start_automation_runner(make_settings(tmp_path, redis_url), redis_url, name=name)
+    # The killed runner's claimed runs are due again when their lease ends: a short lease, a short test.
+    settings = make_settings(tmp_path, redis_url, automation_lease_seconds=5.0)
+    handle = start_automation_runner(settings, redis_url, name=name)
     try:
         assert await handle.ready.remote()
         for email in emails:
