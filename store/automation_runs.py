@@ -11,10 +11,11 @@ between steps, the wake-up for a waiting one. The runner moves a run through thr
 script:
 
 - `start`: create the record (refused by the reentry rule, or a no-op when the id exists: run ids of
-  `never` automations and of retried triggers are derived, so a repeat creates nothing), add it to `due`,
-  append `automation.triggered`.
+  `never` automations and of retried triggers are derived, so a repeat creates nothing), add it to `due`
+  and to the start-order list (what the API lists newest first), append `automation.triggered`.
 - `claim`: take the due runs (score <= now) and push their score to now + lease: nobody else takes them
-  until the lease ends. A runner that dies mid-step leaves the run due again when the lease ends, and the
+  until the lease ends (or a restarted runner takes them over: `release_leases`). A paused automation's
+  runs are not taken: they hold where they are. A runner that dies mid-step leaves the run due again when the lease ends, and the
   step is done again: what makes that safe is per step (the send step's message id is derived from the run
   and the step, so its enqueue is a no-op the second time; see docs/automations.md).
 - `commit`: compare the record with the bytes claimed and, only if unchanged, write the next state, move
