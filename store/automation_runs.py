@@ -15,9 +15,10 @@ script:
   and to the start-order list (what the API lists newest first), append `automation.triggered`.
 - `claim`: take the due runs (score <= now) and push their score to now + lease: nobody else takes them
   until the lease ends (or a restarted runner takes them over: `release_leases`). A paused automation's
-  runs are not taken: they hold where they are. A runner that dies mid-step leaves the run due again when the lease ends, and the
-  step is done again: what makes that safe is per step (the send step's message id is derived from the run
-  and the step, so its enqueue is a no-op the second time; see docs/automations.md).
+  runs are not taken: they hold where they are. A runner that dies mid-step leaves the run due again
+  when the lease ends, and the step is done again: what makes that safe is per step (the send step's
+  message id is derived from the run and the step, so its enqueue is a no-op the second time; see
+  docs/automations.md).
 - `commit`: compare the record with the bytes claimed and, only if unchanged, write the next state, move
   or remove the due entry and append the step's events, all in one script. A run cancelled or deleted
   meanwhile, or committed by another runner whose lease overlapped, is left as it is.
@@ -51,7 +52,7 @@ def _run_id(field: bytes | str) -> str:
 # Crockford base32 <-> Python's base-32 digits, to pack a 26-character ULID into 17 bytes (130 bits: the
 # ids' first character may carry 5 bits).
 _TO_INT32 = str.maketrans("0123456789ABCDEFGHJKMNPQRSTVWXYZ", "0123456789abcdefghijklmnopqrstuv")
-_FROM_INT32 = str.maketrans("0123456789abcdefghijklmnopqrstuv", "0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+_PAIRS = [a + b for a in "0123456789ABCDEFGHJKMNPQRSTVWXYZ" for b in "0123456789ABCDEFGHJKMNPQRSTVWXYZ"]
 
 
 def _ulid_bytes(ulid: str) -> bytes:
@@ -59,11 +60,8 @@ def _ulid_bytes(ulid: str) -> bytes:
 
 
 def _ulid_text(raw: bytes) -> str:
-    value, digits = int.from_bytes(raw, "big"), []
-    for _ in range(26):
-        value, digit = divmod(value, 32)
-        digits.append("0123456789abcdefghijklmnopqrstuv"[digit])
-    return "".join(reversed(digits)).translate(_FROM_INT32)
+    value = int.from_bytes(raw, "big")
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 class _Stored(msgspec.Struct, array_like=True, omit_defaults=True):

@@ -648,3 +648,56 @@ async def test_concurrent_triggers_batched_together_each_get_their_own_answer(
     assert await redis.hlen(keyspace.automation_runs(workspace, once["id"])) == 20
     assert await redis.hlen(keyspace.automation_runs(workspace, always["id"])) == 10
     assert not await redis.exists(keyspace.automation_runs(workspace, paused["id"]))
+
+
+async def test_a_webhook_step_posts_the_run_signed_with_the_automations_secret(client, admin, runner_for):
+    import msgspec
+    from standardwebhooks.webhooks import Webhook
+
+    from tests.webhooks.receiver import Receiver
+
+    receiver = await Receiver(answer=lambda _id, attempt: 500 if attempt == 1 else 200).start()
+    try:
+        services = client.app[SERVICES]
+        services.settings = msgspec.structs.replace(
+            services.settings, allow_private_webhooks=True, allow_http_webhooks=True
+        )
+        lst = await new_list(client, admin)
+        await upsert(client, admin, lst["id"], [{"email": "ana@example.com"}])
+        automation = await new_automation(
+            client,
+            admin,
+            trigger={"type": "api"},
+            steps=[{"id": "call", "type": "webhook", "url": receiver.url()}, {"id": "done", "type": "exit"}],
+        )
+        clock = Clock(time.time())
+        services.clock = clock
+        runner = runner_for(clock, settings={"allow_private_webhooks": True, "allow_http_webhooks": True})
+        answer = await trigger(client, admin, automation["id"], "ana@example.com", data={"plan": "pro"})
+        run = (await answer.json())["run"]
+        await runner.run_until_idle()  # the first attempt answers 500: retried in 30 s
+        path = f"/v1/automations/{automation['id']}/runs/{run}"
+        view = await (await client.get(path, headers=admin)).json()
+        assert (view["status"], [h["outcome"] for h in view["history"]]) == ("running", ["retry"])
+        clock.advance(31)
+        await runner.run_until_idle()
+        await runner.webhooks.close()
+        view = await (await client.get(path, headers=admin)).json()
+        assert (view["status"], [h["outcome"] for h in view["history"]]) == (
+            "exited",
+            ["retry", "delivered", "exited"],
+        )
+        assert len(receiver.received) == 2
+        first, second = receiver.received
+        assert first.headers["webhook-id"] == second.headers["webhook-id"], "a retry carries the same id"
+        Webhook(automation["webhook_secret"]).verify(second.body, second.headers)
+        sent = msgspec.json.decode(second.body)
+        assert sent["type"] == "automation.webhook"
+        assert (sent["data"]["run_id"], sent["data"]["step"], sent["data"]["data"]) == (
+            run,
+            "call",
+            {"plan": "pro"},
+        )
+        assert sent["data"]["subscriber"]["email"] == "ana@example.com"
+    finally:
+        await receiver.stop()
