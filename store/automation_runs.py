@@ -83,12 +83,18 @@ class _Stored(msgspec.Struct, array_like=True, omit_defaults=True):
 _stored_decoder = msgspec.msgpack.Decoder(_Stored)
 
 
-def _pack(record: RunRecord) -> bytes:
+def _subscriber_of(raw: bytes) -> bytes | None:
+    """The packed subscriber id of a stored record (a fixarray, a one-letter status, bin8 of 17 bytes)."""
+    return raw[5:22] if raw[3:5] == b"\xc4\x11" else None
+
+
+def _pack(record: RunRecord, subscriber: bytes | None = None) -> bytes:
+    """`subscriber`: the packed id when the caller has it (a commit: the claimed record's), else computed."""
     created = record.created_ms
     return _encode(
         _Stored(
             record.status,
-            _ulid_bytes(record.subscriber[4:]),
+            subscriber or _ulid_bytes(record.subscriber[4:]),
             record.version,
             record.at,
             created,
@@ -318,13 +324,15 @@ class RunStore:
         items = []
         for move in moves:
             ended = move.due_ms is None
+            # The same run, so the same subscriber: its packed id is taken from the bytes claimed.
+            subscriber = _subscriber_of(move.expected) or _ulid_bytes(move.record.subscriber[4:])
             items.append(
                 [
                     _field(move.run_id),
                     lua_string(move.expected),
-                    lua_string(_pack(move.record)),
+                    lua_string(_pack(move.record, subscriber)),
                     -1 if move.due_ms is None else move.due_ms,
-                    lua_string(_ulid_bytes(move.record.subscriber[4:])) if ended else "",
+                    lua_string(subscriber) if ended else "",
                     [lua_string(event_msgpack_encoder.encode(e)) for e in move.events],
                 ]
             )
