@@ -701,3 +701,40 @@ async def test_a_webhook_step_posts_the_run_signed_with_the_automations_secret(c
         assert sent["data"]["subscriber"]["email"] == "ana@example.com"
     finally:
         await receiver.stop()
+
+
+async def test_a_message_event_and_subscriber_created_start_runs_for_their_subscriber(
+    client, admin, sink, smtp_server, runner_for
+):
+    from tests.pipeline.conftest import send_and_settle
+
+    update = [{"id": "u", "type": "update", "attributes": {"seen": True}}]
+    created = await new_automation(
+        client, admin, trigger={"type": "event", "event": "subscriber.created"}, steps=update
+    )
+    on_sent = await new_automation(
+        client, admin, trigger={"type": "event", "event": "message.sent"}, steps=update
+    )
+    clock = Clock(time.time())
+    client.app[SERVICES].clock = clock
+    runner = runner_for(clock)
+    await runner.consume_events()  # the consumer group starts here
+    lst = await new_list(client, admin)
+    await upsert(client, admin, lst["id"], [{"email": "ana@example.com"}, {"email": "bo@example.com"}])
+    await runner.run_until_idle()
+    page = await (await client.get(f"/v1/lists/{lst['id']}/subscribers", headers=admin)).json()
+    ids = {s["email"]: s["id"] for s in page["data"]}
+    made = await runs_of(client, admin, created["id"])
+    assert sorted(r["subscriber"] for r in made) == sorted(ids.values())
+    assert {r["status"] for r in made} == {"completed"}
+    assert await runs_of(client, admin, on_sent["id"]) == []
+    body = {"from": FROM, "to": "bo@example.com", "subject": "Hi", "text": "Hi"}
+    assert await send_and_settle(client, admin, body) == "sent"  # SMTP: accepted is as far as it goes
+
+    async def started() -> bool:
+        await runner.run_until_idle()
+        return len(await runs_of(client, admin, on_sent["id"])) == 1
+
+    await wait_for(started)
+    [run] = await runs_of(client, admin, on_sent["id"])
+    assert (run["subscriber"], run["status"]) == (ids["bo@example.com"], "completed")
