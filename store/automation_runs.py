@@ -11,12 +11,14 @@ between steps, the wake-up for a waiting one. The runner moves a run through thr
 script:
 
 - `start`: create the record (refused by the reentry rule, or a no-op when the id exists: run ids of
-  `never` automations and of retried triggers are derived, so a repeat creates nothing), add it to `due`,
-  append `automation.triggered`.
+  `never` automations and of retried triggers are derived, so a repeat creates nothing), add it to `due`
+  and to the start-order list (what the API lists newest first), append `automation.triggered`.
 - `claim`: take the due runs (score <= now) and push their score to now + lease: nobody else takes them
-  until the lease ends. A runner that dies mid-step leaves the run due again when the lease ends, and the
-  step is done again: what makes that safe is per step (the send step's message id is derived from the run
-  and the step, so its enqueue is a no-op the second time; see docs/automations.md).
+  until the lease ends (or a restarted runner takes them over: `release_leases`). A paused automation's
+  runs are not taken: they hold where they are. A runner that dies mid-step leaves the run due again
+  when the lease ends, and the step is done again: what makes that safe is per step (the send step's
+  message id is derived from the run and the step, so its enqueue is a no-op the second time; see
+  docs/automations.md).
 - `commit`: compare the record with the bytes claimed and, only if unchanged, write the next state, move
   or remove the due entry and append the step's events, all in one script. A run cancelled or deleted
   meanwhile, or committed by another runner whose lease overlapped, is left as it is.
@@ -25,11 +27,12 @@ script:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
 
-from schemas.automations import RunRecord, run_decoder
+from schemas.automations import HistoryEntry, RunRecord, run_decoder
 from schemas.events import Event, event_msgpack_encoder
 from store import keyspace
 from store.lua import LUA_ARRAY, lua_string
@@ -46,20 +49,86 @@ def _run_id(field: bytes | str) -> str:
     return "run_" + as_text(field)
 
 
-def _pack(record: RunRecord) -> bytes:
-    return _encode(msgspec.structs.replace(record, subscriber=record.subscriber[4:]))
+# Crockford base32 <-> Python's base-32 digits, to pack a 26-character ULID into 17 bytes (130 bits: the
+# ids' first character may carry 5 bits).
+_TO_INT32 = str.maketrans("0123456789ABCDEFGHJKMNPQRSTVWXYZ", "0123456789abcdefghijklmnopqrstuv")
+_PAIRS = [a + b for a in "0123456789ABCDEFGHJKMNPQRSTVWXYZ" for b in "0123456789ABCDEFGHJKMNPQRSTVWXYZ"]
+
+
+def _ulid_bytes(ulid: str) -> bytes:
+    return int(ulid.translate(_TO_INT32), 32).to_bytes(17, "big")
+
+
+def _ulid_text(raw: bytes) -> str:
+    value = int.from_bytes(raw, "big")
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
+
+
+class _Stored(msgspec.Struct, array_like=True, omit_defaults=True):
+    """A RunRecord as stored: the subscriber's ULID as 17 bytes, history times as ms after `created_ms`.
+    Keeps a waiting run's record under 61 bytes (a 64-byte allocation instead of 80: 16 B a run). `status`
+    comes first: the release script reads it as the record's bytes 2-3 (Redis' cmsgpack cannot unpack
+    the bin type the subscriber is)."""
+
+    status: str
+    subscriber: bytes
+    version: int
+    at: int
+    created_ms: int
+    history: list[HistoryEntry] = []
+    data: dict[str, Any] = {}
+    reason: str = ""
+
+
+_stored_decoder = msgspec.msgpack.Decoder(_Stored)
+
+
+def _subscriber_of(raw: bytes) -> bytes | None:
+    """The packed subscriber id of a stored record (a fixarray, a one-letter status, bin8 of 17 bytes)."""
+    return raw[5:22] if raw[3:5] == b"\xc4\x11" else None
+
+
+def _pack(record: RunRecord, subscriber: bytes | None = None) -> bytes:
+    """`subscriber`: the packed id when the caller has it (a commit: the claimed record's), else computed."""
+    created = record.created_ms
+    return _encode(
+        _Stored(
+            record.status,
+            subscriber or _ulid_bytes(record.subscriber[4:]),
+            record.version,
+            record.at,
+            created,
+            [HistoryEntry(h.step, h.at_ms - created, h.outcome, h.message_id) for h in record.history],
+            record.data,
+            record.reason,
+        )
+    )
 
 
 def unpack(raw: bytes) -> RunRecord:
-    record = run_decoder.decode(raw)
-    record.subscriber = "sub_" + record.subscriber
-    return record
+    try:
+        stored = _stored_decoder.decode(raw)
+    except msgspec.ValidationError:  # written before records were packed (the subscriber as text)
+        record = run_decoder.decode(raw)
+        record.subscriber = "sub_" + record.subscriber
+        return record
+    created = stored.created_ms
+    return RunRecord(
+        subscriber="sub_" + _ulid_text(stored.subscriber),
+        version=stored.version,
+        status=stored.status,
+        at=stored.at,
+        created_ms=created,
+        history=[HistoryEntry(h.step, h.at_ms + created, h.outcome, h.message_id) for h in stored.history],
+        data=stored.data,
+        reason=stored.reason,
+    )
 
 
 _START = (
     LUA_ARRAY
     + """
-local runs, due, live, active, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local runs, due, live, active, stream, order = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local batch = cmsgpack.unpack(ARGV[1])
 local member, after_exit = batch[1], batch[2]
 local events, outcome = {}, {}
@@ -75,6 +144,7 @@ for i = 1, #batch[3] do
     else
       redis.call('HSET', runs, run_id, record)
       redis.call('ZADD', due, due_ms, run_id)
+      redis.call('RPUSH', order, run_id)
       if after_exit then redis.call('HSET', live, sub, run_id) end
       events[#events + 1] = item[5]
       outcome[i] = 'created'
@@ -90,7 +160,8 @@ return outcome
 )
 
 _CLAIM = """
-local due, runs = KEYS[1], KEYS[2]
+local due, runs, live = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('SISMEMBER', live, ARGV[4]) == 0 then return {{}, {}} end  -- paused (or deleted): runs hold
 local ids = redis.call('ZRANGEBYSCORE', due, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 if #ids == 0 then return {{}, {}} end
 local args = {}
@@ -107,6 +178,21 @@ for i = 1, #ids do
   end
 end
 return {ids, records}
+"""
+
+_RELEASE = """
+local due, runs = KEYS[1], KEYS[2]
+local ids = redis.call(
+  'ZRANGEBYSCORE', due, '(' .. ARGV[1], ARGV[2], 'LIMIT', tonumber(ARGV[3]), tonumber(ARGV[4]))
+local released = 0
+for i = 1, #ids do
+  local raw = redis.call('HGET', runs, ids[i])
+  if raw and string.sub(raw, 2, 3) == '\\161r' then  -- a fixarray, then status: the str "r"
+    redis.call('ZADD', due, 'XX', ARGV[1], ids[i])
+    released = released + 1
+  end
+end
+return {#ids, released}
 """
 
 _COMMIT = (
@@ -177,6 +263,7 @@ class RunStore:
         self._start = redis.register_script(_START)
         self._claim = redis.register_script(_CLAIM)
         self._commit = redis.register_script(_COMMIT)
+        self._release = redis.register_script(_RELEASE)
 
     @staticmethod
     def _keys(workspace: str, automation_id: str) -> list[str]:
@@ -186,6 +273,7 @@ class RunStore:
             keyspace.automation_live_runs(workspace, automation_id),
             keyspace.AUTOMATIONS_ACTIVE,
             keyspace.EVENT_STREAM,
+            keyspace.automation_run_order(workspace, automation_id),
         ]
 
     async def start(
@@ -200,7 +288,7 @@ class RunStore:
                 _field(r.run_id),
                 lua_string(_pack(r.record)),
                 r.due_ms,
-                r.record.subscriber[4:],
+                lua_string(_ulid_bytes(r.record.subscriber[4:])),
                 lua_string(event_msgpack_encoder.encode(r.event)),
             ]
             for r in runs
@@ -218,8 +306,9 @@ class RunStore:
             keys=[
                 keyspace.automation_due(workspace, automation_id),
                 keyspace.automation_runs(workspace, automation_id),
+                keyspace.AUTOMATIONS_LIVE,
             ],
-            args=[now_ms, now_ms + lease_ms, limit],
+            args=[now_ms, now_ms + lease_ms, limit, f"{workspace}|{automation_id}"],
         )
         found = []
         for run_id, raw in zip(ids, raws, strict=True):
@@ -235,13 +324,15 @@ class RunStore:
         items = []
         for move in moves:
             ended = move.due_ms is None
+            # The same run, so the same subscriber: its packed id is taken from the bytes claimed.
+            subscriber = _subscriber_of(move.expected) or _ulid_bytes(move.record.subscriber[4:])
             items.append(
                 [
                     _field(move.run_id),
                     lua_string(move.expected),
-                    lua_string(_pack(move.record)),
+                    lua_string(_pack(move.record, subscriber)),
                     -1 if move.due_ms is None else move.due_ms,
-                    move.record.subscriber[4:] if ended else "",
+                    lua_string(subscriber) if ended else "",
                     [lua_string(event_msgpack_encoder.encode(e)) for e in move.events],
                 ]
             )
@@ -272,25 +363,50 @@ class RunStore:
         *,
         status: str | None,
         limit: int,
-        cursor: int,
+        before: int | None,
         scan_cap: int = 5000,
     ) -> tuple[list[tuple[str, RunRecord]], int]:
-        """Runs in the hash's own order (HSCAN: a run present for the whole walk is listed at least once),
-        filtered by status code; at most `scan_cap` runs are read per page. Returns the next cursor (0:
-        done)."""
-        key = keyspace.automation_runs(workspace, automation_id)
+        """Runs newest first (the order they started in, read backwards), filtered by status code: the
+        runs at positions below `before` (None: from the newest). At most `scan_cap` runs are read per
+        page, so a rare status may answer a short page with more to come. Returns the position to go on
+        from (0: nothing older)."""
+        order = keyspace.automation_run_order(workspace, automation_id)
+        runs = keyspace.automation_runs(workspace, automation_id)
+        position = await self.redis.llen(order) if before is None else before
         found: list[tuple[str, RunRecord]] = []
         scanned = 0
+        while position > 0 and len(found) < limit and scanned < scan_cap:
+            chunk = min(position, max(limit, 100) if status is None else 500)
+            fields = await self.redis.lrange(order, position - chunk, position - 1)
+            raws = await self.redis.hmget(runs, fields) if fields else []
+            for field, raw in zip(reversed(fields), reversed(raws), strict=True):
+                position -= 1
+                scanned += 1
+                if raw is not None:
+                    record = unpack(as_bytes(raw))
+                    if status is None or record.status == status:
+                        found.append((_run_id(field), record))
+                        if len(found) == limit:
+                            break
+            if not fields:
+                break
+        return found, position
+
+    async def release_leases(self, workspace: str, automation_id: str, *, now_ms: int, lease_ms: int) -> int:
+        """Make the runs a dead runner had claimed due now (its leases end within `lease_ms`): what a
+        restarted runner does first, so a crash costs no lease's wait. Only `running` runs are released
+        (a run waiting for a retry is taken early; a waiting run keeps its wake-up)."""
+        keys = [
+            keyspace.automation_due(workspace, automation_id),
+            keyspace.automation_runs(workspace, automation_id),
+        ]
+        offset, released = 0, 0
         while True:
-            cursor, chunk = await self.redis.hscan(key, cursor, count=min(limit * 2, 500))
-            assert isinstance(chunk, dict), "HSCAN answers field -> value"
-            for field, raw in chunk.items():
-                record = unpack(as_bytes(raw))
-                if status is None or record.status == status:
-                    found.append((_run_id(field), record))
-            scanned += len(chunk)
-            if cursor == 0 or len(found) >= limit or scanned >= scan_cap:
-                return found, int(cursor)
+            seen, freed = await self._release(keys=keys, args=[now_ms, now_ms + lease_ms, offset, 1000])
+            released += freed
+            offset += seen - freed  # the released ones left the window
+            if seen < 1000:
+                return released
 
     async def active(self) -> list[tuple[str, str]]:
         members = await self.redis.smembers(keyspace.AUTOMATIONS_ACTIVE)

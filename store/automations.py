@@ -114,6 +114,7 @@ class AutomationStore:
                 keyspace.automation_versions(workspace, automation_id),
                 keyspace.automation_runs(workspace, automation_id),
                 keyspace.automation_due(workspace, automation_id),
+                keyspace.automation_run_order(workspace, automation_id),
                 keyspace.automation_live_runs(workspace, automation_id),
                 keyspace.automation_segment_seen(workspace, automation_id),
             )

@@ -388,9 +388,10 @@ def campaign_retry_why(workspace: str, campaign_id: str) -> str:
 # --- automations and their runs (docs/automations.md) ---------------------------------------------------
 # The head record and the immutable versions of each automation; its runs in one hash (a run is one small
 # msgpack record), the runs to drive in one zset scored by when (a waiting run's wake-up, a running run's
-# lease), and AUTOMATIONS_ACTIVE naming the automations whose due zset is not empty. A waiting run is one
-# hash field and one zset member: nothing else per run (after_exit automations add one field while a run
-# of that subscriber is live).
+# lease), the order runs started in (a list: newest first for the API), and AUTOMATIONS_ACTIVE naming the
+# automations whose due zset is not empty. A waiting run is one hash field, one zset member and one list
+# entry: nothing else per run (after_exit automations add one field while a run of that subscriber is
+# live).
 AUTOMATIONS_ACTIVE = PREFIX + "automations:active"  # set: "ws|aut" with runs in their due zset
 AUTOMATIONS_LIVE = PREFIX + "automations:live"  # set: "ws|aut" of active (not paused) automations
 AUTOMATION_SCHEDULES = PREFIX + "automations:schedules"  # zset: "ws|aut" -> next fire (ms)
@@ -415,6 +416,12 @@ def automation_runs(workspace: str, automation_id: str) -> str:
 
 def automation_due(workspace: str, automation_id: str) -> str:
     return f"{PREFIX}{{{workspace}}}:aut:{automation_id}:due"  # zset: run id -> due or lease end (ms)
+
+
+def automation_run_order(workspace: str, automation_id: str) -> str:
+    # list: run ids (bare ULIDs) in the order the runs started (appended; never removed but with the
+    # automation): what lists runs newest first. A list entry costs ~30 B where a zset member costs ~140.
+    return f"{PREFIX}{{{workspace}}}:aut:{automation_id}:order"
 
 
 def automation_live_runs(workspace: str, automation_id: str) -> str:

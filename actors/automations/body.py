@@ -9,10 +9,12 @@ One `step()` is one pass of each duty:
 - segment_entry triggers: every `segment_period` seconds, the members of each such automation's segment
   not seen in it before start a run;
 - runs: for each automation with due runs, claim a batch (store/automation_runs.py), do ONE step of each
-  run, and commit the batch in one script; the sends of a batch go through `Outbound` in one call.
+  run, and commit the batch in one script; the sends of a batch go through `Outbound` in one call. The
+  runs of a paused automation are not claimed: they hold where they are until it is activated again.
 
-State is all in Redis, so a restarted runner resumes every run: a claimed run whose runner died becomes due
-again when its lease ends, and its step is done again. Steps are safe to repeat: the send step's message id
+State is all in Redis, so a restarted runner resumes every run: its first pass makes the runs its dead
+predecessor had claimed due again (without waiting for their leases to end), and their step is done
+again. Steps are safe to repeat: the send step's message id
 is `derived_id("msg", run created_ms, run id, step id)` (the enqueue of an id already enqueued is a no-op,
 `replayed`), update sets the same attributes, branch re-evaluates, wait recomputes its wake-up (from the
 moment it is redone); a webhook step may POST twice (its `webhook-id` is the same both times, so receivers
@@ -155,6 +157,7 @@ class AutomationRunner:
         lease_seconds: float = 60.0,
         segment_period: float = 60.0,
         live_ttl: float = 1.0,
+        release_on_start: bool = True,
     ) -> None:
         self.redis, self.settings, self.clock = redis, settings, clock
         self.outbound = outbound if outbound is not None else Outbound(redis, settings)
@@ -182,6 +185,7 @@ class AutomationRunner:
         self.batch, self.lease_ms = batch, int(lease_seconds * 1000)
         self.segment_period, self.live_ttl = segment_period, live_ttl
         self._group_ready = False
+        self._released = not release_on_start
         self._versions: dict[tuple[str, str, int], Definition] = {}
         self._live: list[tuple[AutomationRecord, Definition]] = []
         self._live_at = float("-inf")
@@ -190,6 +194,9 @@ class AutomationRunner:
 
     # --- the loop ---------------------------------------------------------------------------------
     async def step(self) -> int:
+        if not self._released:
+            await self.release_leases()
+            self._released = True
         done = await self.consume_events()
         done += await self.fire_schedules()
         done += await self.check_segments()
@@ -202,6 +209,19 @@ class AutomationRunner:
     async def run(self, stop: asyncio.Event, *, idle_wait: float = 0.02) -> None:
         await poll(self.step, stop, idle_wait=idle_wait, log=log, on_error=self._reread)
         await self.webhooks.close()
+
+    async def release_leases(self) -> int:
+        """A runner starting takes over at once the runs its dead predecessor had claimed, instead of
+        waiting for their leases to end (there is one runner: the actor Ray restarts, or the one a
+        restarted `mailers serve` starts)."""
+        released = 0
+        for workspace, automation_id in await self.runs.active():
+            released += await self.runs.release_leases(
+                workspace, automation_id, now_ms=self.now_ms(), lease_ms=self.lease_ms
+            )
+        if released:
+            log.info("took over %d runs a previous runner had claimed", released)
+        return released
 
     def _reread(self) -> None:
         self._group_ready = False
