@@ -29,7 +29,7 @@ async def send_queued_confirmations(
     services, *, block_ms: int | None = int(BLOCK_SECONDS * 1000), stop: asyncio.Event | None = None
 ) -> int:
     """Send what is queued; with `block_ms` run until `stop` is set, with None return when idle (tests)."""
-    outbox = ConfirmationOutbox(services.redis, CONSUMER)
+    outbox = ConfirmationOutbox(services.listener_redis, CONSUMER)  # a blocking read: not the request pool
     await outbox.ensure_group()
     sent = 0
     while stop is None or not stop.is_set():

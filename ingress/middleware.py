@@ -6,6 +6,8 @@ import logging
 import time
 
 from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ingress.context import REQUEST_ID, SERVICES
 from ingress.problems import ApiError, error_response
@@ -40,6 +42,12 @@ async def problems_and_request_ids(request: web.Request, handler) -> web.StreamR
         response = error_response(exc, rid)
     except web.HTTPException as exc:
         response = error_response(_from_http_exception(exc), rid)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        # Redis unreachable, or every pooled connection busy past MAILERS_REDIS_POOL_TIMEOUT_SECONDS.
+        log.warning("redis unavailable: %s", exc, extra={"request_id": rid})
+        detail = "The data store is busy or unreachable; retry shortly"
+        unavailable = ApiError("unavailable", detail, headers={"Retry-After": "1"})
+        response = error_response(unavailable, rid)
     except Exception:
         log.exception("unhandled error", extra={"request_id": rid})
         response = error_response(ApiError("internal_error", "Something went wrong on our side"), rid)

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 class Services:
     settings: Settings
     redis: aioredis.Redis
+    listener_redis: aioredis.Redis  # subscriptions and blocking reads (they hold their connection)
     keys: ApiKeyStore
     workspaces: WorkspaceStore
     key_cache: KeyCache
@@ -59,11 +60,23 @@ class Services:
 
     @classmethod
     async def open(cls, settings: Settings, *, redis_url: str, gateway: Gateway | None) -> Services:
-        redis = aioredis.Redis.from_url(redis_url, health_check_interval=10)
+        # A blocking pool: past `redis_pool_size` connections a request waits for one (up to the timeout,
+        # then 503 `unavailable`) instead of failing at once, which redis-py's default pool does.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=max(1, settings.redis_pool_size),
+            timeout=settings.redis_pool_timeout_seconds,
+            health_check_interval=10,
+        )
+        redis = aioredis.Redis(connection_pool=pool)
+        # Subscriptions and blocking reads hold a connection for good or for seconds: their own client, so
+        # they never take the requests' pooled connections.
+        listener = aioredis.Redis.from_url(redis_url, health_check_interval=10)
         keys = ApiKeyStore(redis)
         services = cls(
             settings=settings,
             redis=redis,
+            listener_redis=listener,
             keys=keys,
             workspaces=WorkspaceStore(redis),
             key_cache=KeyCache(keys),
@@ -112,8 +125,8 @@ class Services:
             enqueue_heavy=services.enqueue_off_loop,
         )
         listening = [asyncio.Event(), asyncio.Event()]
-        services._tasks.append(asyncio.create_task(services.key_cache.listen(redis, listening[0])))
-        services._tasks.append(asyncio.create_task(services.routing.listen(listening[1])))
+        services._tasks.append(asyncio.create_task(services.key_cache.listen(listener, listening[0])))
+        services._tasks.append(asyncio.create_task(services.routing.listen(listening[1], redis=listener)))
         services._tasks.append(asyncio.create_task(services.metrics.watch_loop_lag()))
         async with asyncio.timeout(5):
             await asyncio.gather(*(event.wait() for event in listening))
@@ -143,4 +156,5 @@ class Services:
         if self.gateway is not None:
             await self.gateway.drain()
         await self.redis.aclose()
+        await self.listener_redis.aclose()
         self.blocking_ledger.close()

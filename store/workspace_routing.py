@@ -91,10 +91,13 @@ class WorkspaceRoutingCache:
         for workspace in list(self._entries) + list(self._loading):
             self.invalidate(workspace)
 
-    async def listen(self, ready: asyncio.Event | None = None) -> None:
-        """Run until cancelled, following `keyspace.ROUTING_INVALIDATIONS`."""
+    async def listen(
+        self, ready: asyncio.Event | None = None, *, redis: aioredis.Redis | None = None
+    ) -> None:
+        """Run until cancelled, following `keyspace.ROUTING_INVALIDATIONS` (through `redis` when given: a
+        subscription holds its connection for good)."""
         await follow_invalidations(
-            self.redis,
+            redis if redis is not None else self.redis,
             keyspace.ROUTING_INVALIDATIONS,
             invalidate=self.invalidate,
             clear=self.clear,
