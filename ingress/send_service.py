@@ -13,7 +13,7 @@ from actors.outbound.validation import PreparedSend, prepare_send
 from ingress import worker_process
 from ingress.auth import require_sending_domain
 from ingress.context import Principal
-from ingress.off_loop import HEAVY_CONTENT_CHARS, HEAVY_HTML_CHARS, HEAVY_ITEMS, content_chars
+from ingress.off_loop import HEAVY_CONTENT_CHARS, HEAVY_HTML_CHARS, HEAVY_ITEMS, content_chars, run_heavy
 from ingress.problems import ApiError
 from schemas.ids import new_id
 from schemas.send import SendRequest
@@ -51,11 +51,12 @@ async def accept(
     assert path is not None, "Services.open builds the send path"
     if is_heavy(items):  # routed, tracked and enqueued in the worker process, the GIL left to the loop
         snapshot = await path.routing.get(principal.workspace)
+        packed = await run_heavy(True, worker_process.pack_items, items)
         answers = await worker_process.run(
             worker_process.accept,
             services.settings,
             services.redis_url,
-            items,
+            packed,
             snapshot,
             now=now,
             prefixes=prefixes,
