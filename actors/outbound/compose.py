@@ -59,9 +59,6 @@ class SendPath:
     tracking: Tracking
     enqueue: Callable[[list[NewMessage]], Awaitable[list[str | None]]]
     run: RunHeavy = run_inline
-    # The enqueue of heavy work, if it differs: the ingress's runs from an I/O thread with a blocking
-    # client (store/ledger/blocking.py), so a large request's bytes never pass through its event loop.
-    enqueue_heavy: Callable[[list[NewMessage]], Awaitable[list[str | None]]] | None = None
 
 
 async def accept(
@@ -90,8 +87,7 @@ async def accept(
         scope=item_scope,
         audit=audit,
     )
-    enqueue = path.enqueue_heavy if heavy and path.enqueue_heavy is not None else path.enqueue
-    prior_ids = await enqueue([new for _, new in batch]) if batch else []
+    prior_ids = await path.enqueue([new for _, new in batch]) if batch else []
     return settle(outcomes, batch, prior_ids, now=now)
 
 
