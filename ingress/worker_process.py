@@ -38,6 +38,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -60,6 +61,7 @@ from store.workspace_routing import RoutingSnapshot
 T = TypeVar("T")
 PROCESSES = 1
 NICENESS = 10  # the worker process's `nice` increment: the loop's process gets the core first
+PARENT_CHECK_SECONDS = 1.0  # how soon the worker process notices the ingress is gone
 
 _pool: ProcessPoolExecutor | None = None
 
@@ -68,7 +70,10 @@ def _executor() -> ProcessPoolExecutor:
     global _pool
     if _pool is None:
         _pool = ProcessPoolExecutor(
-            max_workers=PROCESSES, mp_context=multiprocessing.get_context("spawn"), initializer=_start
+            max_workers=PROCESSES,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start,
+            initargs=(os.getpid(),),
         )
     return _pool
 
@@ -206,12 +211,24 @@ def _ledger(url: str, retention: int) -> BlockingLedger:
 # In the worker process.
 
 
-def _start() -> None:
+def _start(parent: int) -> None:
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
-    # Die with the ingress even when it is killed outright (the pool's own pipe also ends us, later).
+    # Die with the ingress even when it is killed outright: PR_SET_PDEATHSIG (Linux), and, since the kernel
+    # sends that signal when the *thread* that started us ends, a watch on our parent too (a SIGKILLed
+    # `mailers serve` left this process behind without it).
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    # The parent is named by the ingress: it may have died while this process was starting.
+    if os.getppid() != parent:
+        os._exit(0)
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _ready() -> None:
