@@ -25,9 +25,9 @@ heavy slots (ingress/body_budget.py) bound how many one key can queue. Each call
 process is charged to the request's key (ingress/cpu_budget.py) as the worker thread's was.
 `spawn` re-imports the parent's `__main__` module in the child: every entry point that builds the app
 (`mailers` console script, pytest) guards its start with `if __name__ == "__main__"`; a script that
-did not would start itself again. If the process dies (the OOM killer), the pool is started again on the next call; the request that was
-in it is answered 503 `unavailable` (its messages may or may not be enqueued, and a retry with the same
-Idempotency-Key sends nothing twice).
+did not would start itself again. If the process dies (the OOM killer), the pool is started again on
+the next call; the request that was in it is answered 503 `unavailable` (its messages may or may not be
+enqueued, and a retry with the same Idempotency-Key sends nothing twice).
 """
 
 from __future__ import annotations
