@@ -18,8 +18,9 @@ import re
 import msgspec
 from aiohttp import web
 
+from ingress import worker_process
 from ingress.context import IDEMPOTENCY, PRINCIPAL, REQUEST_ID, SERVICES
-from ingress.off_loop import HEAVY_BODY_BYTES, run_heavy
+from ingress.off_loop import HEAVY_BODY_BYTES
 from ingress.problems import ApiError, error_response
 from ingress.routing import route_spec
 from store import keyspace
@@ -76,8 +77,12 @@ async def idempotency(request: web.Request, handler) -> web.StreamResponse:
         principal.workspace, principal.key.id, request.method, request.path, key
     )
     body = await request.read()
-    # A large body's canonical form and hash are CPU work of tens of ms (issue #11): off the loop.
-    result = await store.claim(record_key, await run_heavy(len(body) > HEAVY_BODY_BYTES, fingerprint, body))
+    # A large body's canonical form and hash are C calls of tens of ms holding the GIL (issue #11): in the
+    # worker process (ingress/worker_process.py).
+    print_ = (
+        await worker_process.run(fingerprint, body) if len(body) > HEAVY_BODY_BYTES else fingerprint(body)
+    )
+    result = await store.claim(record_key, print_)
     if result.outcome == "mismatch":
         raise ApiError(
             "idempotency_key_reused", "This Idempotency-Key was used with a different request body"

@@ -10,10 +10,12 @@ selector (reading the request, each Redis reply), so with a bulk running the 5 m
 One worker, not a pool: heavy requests queue behind each other instead of competing with the loop for the GIL.
 Light work (a single small send) stays on the loop: a thread hop costs more than it does.
 
-Blocking Redis I/O of heavy requests (`run_io`: the enqueue of a bulk or of a large message through
-store/ledger/blocking.py) runs on two more threads, so the CPU worker is not idle while Redis answers.
-Those threads spend most of their time in system calls, GIL released: the payload bytes of a large
-request never pass through the loop (issue #11: an accepted 9 MB send had held it 50-90 ms).
+What holds the GIL longest, a heavy request's routing and link tracking and the JSON decode of a large
+body, runs in the worker process instead (ingress/worker_process.py): a thread still takes the GIL from
+the loop for up to the switch interval at every step. What stays here is a bulk's item decode and
+validation (calls of microseconds, each a point where the loop gets the GIL back) and template compiles.
+`run_io` (blocking I/O on two more threads) is what bench/micro.py compares the worker process's enqueue
+path with: the ingress itself no longer uses it.
 """
 
 from __future__ import annotations

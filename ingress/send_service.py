@@ -1,5 +1,6 @@
 """The HTTP side of the send path (actors/outbound/compose.py): the key's sending-domain restriction,
-and heavy requests' CPU on the ingress's worker thread."""
+heavy requests' validation on the ingress's worker thread, and their routing, tracking and enqueue in its
+worker process (ingress/worker_process.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from datetime import datetime
 from actors.outbound.compose import Accepted, Outcome, Rejected, SendPath, utc_now
 from actors.outbound.compose import accept as accept_items
 from actors.outbound.validation import PreparedSend, prepare_send
+from ingress import worker_process
 from ingress.auth import require_sending_domain
 from ingress.context import Principal
-from ingress.off_loop import HEAVY_CONTENT_CHARS, HEAVY_HTML_CHARS, HEAVY_ITEMS, content_chars
+from ingress.off_loop import HEAVY_CONTENT_CHARS, HEAVY_HTML_CHARS, HEAVY_ITEMS, content_chars, run_heavy
 from ingress.problems import ApiError
 from schemas.ids import new_id
 from schemas.send import SendRequest
@@ -47,21 +49,29 @@ async def accept(
 ) -> list[Outcome]:
     path: SendPath | None = services.send_path
     assert path is not None, "Services.open builds the send path"
+    if is_heavy(items):  # routed, tracked and enqueued in the worker process, the GIL left to the loop
+        snapshot = await path.routing.get(principal.workspace)
+        packed = await run_heavy(True, worker_process.pack_items, items)
+        answers = await worker_process.run(
+            worker_process.accept,
+            services.settings,
+            services.redis_url,
+            packed,
+            snapshot,
+            now=now,
+            prefixes=prefixes,
+            scope=item_scope,
+            audit=audit,
+        )
+        return worker_process.outcomes(answers)
     return await accept_items(
-        path,
-        principal.workspace,
-        items,
-        item_scope=item_scope,
-        prefixes=prefixes,
-        now=now,
-        heavy=is_heavy(items),
-        audit=audit,
+        path, principal.workspace, items, item_scope=item_scope, prefixes=prefixes, now=now, audit=audit
     )
 
 
 def is_heavy(items: Sequence[PreparedSend]) -> bool:
-    """Whether routing and tracking these items is worth a trip off the event loop (ingress/off_loop.py)."""
+    """Whether routing, tracking and enqueueing these items is worth a trip to the worker process."""
     if len(items) > HEAVY_ITEMS or sum(content_chars(i.message) for i in items) > HEAVY_CONTENT_CHARS:
-        return True  # a large message is also enqueued from a thread (SendPath.enqueue_heavy)
+        return True
     tracked = sum(len(i.message.html or "") for i in items if i.track_clicks)
     return tracked > HEAVY_HTML_CHARS

@@ -13,17 +13,17 @@ import redis.asyncio as aioredis
 
 from actors.outbound.compose import SendPath
 from actors.outbound.tracking import tracking_for
+from ingress import worker_process
 from ingress.body_budget import BodyBudget
 from ingress.cpu_budget import CpuBudget
 from ingress.key_cache import KeyCache
 from ingress.metrics import Metrics
-from ingress.off_loop import IO_THREADS, run_heavy, run_io
+from ingress.off_loop import run_heavy
 from schemas.settings import Settings
 from security.secretbox import box_for
 from store.api_keys import ApiKeyStore
 from store.coalescer import Coalescer
 from store.idempotency import IdempotencyStore
-from store.ledger.blocking import BlockingLedger
 from store.messages import MessageStore, NewMessage
 from store.rate_limits import RateLimiter
 from store.workspace_routing import WorkspaceRoutingCache
@@ -50,8 +50,8 @@ class Services:
     messages: MessageStore
     body_budget: BodyBudget
     cpu_budget: CpuBudget
-    # The enqueue of heavy requests (bulks, large messages), from an I/O thread (`enqueue_off_loop`).
-    blocking_ledger: BlockingLedger
+    # Where the worker process (ingress/worker_process.py) enqueues heavy requests' messages.
+    redis_url: str
     # The wall clock keys' expiry and rotation grace are judged by; tests replace it to step past them.
     clock: Callable[[], float] = time.time
     _enqueue: Coalescer[NewMessage, str | None] | None = None
@@ -107,11 +107,7 @@ class Services:
                 seconds_per_second=settings.worker_cpu_per_key,
                 burst_seconds=settings.worker_cpu_burst_seconds,
             ),
-            blocking_ledger=BlockingLedger(
-                redis_url,
-                item_retention_seconds=settings.idempotency_retention_seconds,
-                connections=IO_THREADS,
-            ),
+            redis_url=redis_url,
         )
         # Every concurrent request's messages share one Lua enqueue (one round trip, one transaction).
         services._enqueue = Coalescer(
@@ -122,8 +118,8 @@ class Services:
             tracking=tracking_for(settings),
             enqueue=services.enqueue,
             run=run_heavy,
-            enqueue_heavy=services.enqueue_off_loop,
         )
+        worker_process.start()
         listening = [asyncio.Event(), asyncio.Event()]
         services._tasks.append(asyncio.create_task(services.key_cache.listen(listener, listening[0])))
         services._tasks.append(asyncio.create_task(services.routing.listen(listening[1], redis=listener)))
@@ -137,11 +133,6 @@ class Services:
     async def enqueue(self, batch: list[NewMessage]) -> list[str | None]:
         assert self._enqueue is not None
         return await self._enqueue.submit_many(batch)
-
-    async def enqueue_off_loop(self, batch: list[NewMessage]) -> list[str | None]:
-        """`enqueue` for a heavy request: its own script call from an I/O thread (ingress/off_loop.py),
-        so neither its payloads nor its rows are encoded, packed or written on the event loop."""
-        return await run_io(self.blocking_ledger.enqueue, batch)
 
     def key_usage(self, key_id: str) -> None:
         if self.gateway is not None:
@@ -157,4 +148,3 @@ class Services:
             await self.gateway.drain()
         await self.redis.aclose()
         await self.listener_redis.aclose()
-        self.blocking_ledger.close()

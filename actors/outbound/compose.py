@@ -31,7 +31,7 @@ from schemas.send import MessageStatus
 from security.link_rewrite import TooManyLinks
 from store import keyspace
 from store.messages import MessageMeta, NewMessage
-from store.workspace_routing import WorkspaceRoutingCache
+from store.workspace_routing import RoutingSnapshot, WorkspaceRoutingCache
 
 _rng = random.Random()
 
@@ -59,9 +59,6 @@ class SendPath:
     tracking: Tracking
     enqueue: Callable[[list[NewMessage]], Awaitable[list[str | None]]]
     run: RunHeavy = run_inline
-    # The enqueue of heavy work, if it differs: the ingress's runs from an I/O thread with a blocking
-    # client (store/ledger/blocking.py), so a large request's bytes never pass through its event loop.
-    enqueue_heavy: Callable[[list[NewMessage]], Awaitable[list[str | None]]] | None = None
 
 
 async def accept(
@@ -81,18 +78,50 @@ async def accept(
     snapshot = await path.routing.get(workspace)
     outcomes, batch = await path.run(
         heavy,
-        _build,
+        build,
         items,
-        _Router(snapshot),
+        snapshot,
         path.tracking,
         now=now,
         prefixes=prefixes,
         scope=item_scope,
+        audit=audit,
     )
+    prior_ids = await path.enqueue([new for _, new in batch]) if batch else []
+    return settle(outcomes, batch, prior_ids, now=now)
+
+
+Built = tuple[list[Outcome | None], list[tuple[int, NewMessage]]]
+
+
+def build(
+    items: Sequence[PreparedSend],
+    snapshot: RoutingSnapshot,
+    tracking: Tracking,
+    *,
+    now: datetime,
+    prefixes: Sequence[str],
+    scope: str,
+    audit: bytes | None = None,
+) -> Built:
+    """The CPU part of `accept` (routing, tracking) over a routing snapshot: the rejected items' outcomes
+    and the messages to enqueue, the request's `audit` entry riding with the last. No I/O, so it may run
+    on a worker thread or in another process (the ingress's worker process enqueues there, then
+    `settle`s: ingress/worker_process.py)."""
+    outcomes, batch = _build(items, _Router(snapshot), tracking, now=now, prefixes=prefixes, scope=scope)
     if batch and audit is not None:
         batch[-1] = (batch[-1][0], msgspec.structs.replace(batch[-1][1], audit=audit))
-    enqueue = path.enqueue_heavy if heavy and path.enqueue_heavy is not None else path.enqueue
-    prior_ids = await enqueue([new for _, new in batch]) if batch else []
+    return outcomes, batch
+
+
+def settle(
+    outcomes: list[Outcome | None],
+    batch: Sequence[tuple[int, NewMessage]],
+    prior_ids: Sequence[str | None],
+    *,
+    now: datetime,
+) -> list[Outcome]:
+    """One outcome per item, in order, once `batch` is enqueued (`prior_ids`: what the enqueue answered)."""
     for (index, new), prior in zip(batch, prior_ids, strict=True):
         outcomes[index] = Accepted(
             prior or new.message.id, "queued" if prior else api_status(new.status), now, bool(prior)

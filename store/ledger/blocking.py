@@ -1,13 +1,12 @@
-"""The ledger's enqueue for a worker thread: a blocking Redis client, so a large request's bytes never
-pass through the event loop.
+"""The ledger's enqueue without an event loop: a blocking Redis client, for the ingress's worker process
+(ingress/worker_process.py), so a large request's bytes never pass through the ingress's loop or GIL.
 
 Through the asyncio client an accepted ~9 MB message held the ingress loop 50-90 ms (issue #11): msgpack
 encoded it, hiredis packed the command into one more 9 MB string, asyncio's `writelines` joined the
 pieces again and the socket write copied what the kernel took, all on the loop. Here the same work runs
-on a thread (`ingress/off_loop.run_io`), and the large values leave as memoryviews: redis-py then packs
-them with its Python packer, which sends a large value as its own piece without copying it, and
-`socket.sendall` releases the GIL while the kernel copies, so the loop runs meanwhile. What still holds
-the GIL is the msgpack encoding (a memcpy of the payload, ~1-2 ms for 9 MB).
+in another process (first it ran on an I/O thread of the ingress, `ingress/off_loop.run_io`, where the
+msgpack encoding still held the GIL), and the large values leave as memoryviews: redis-py then packs
+them with its Python packer, which sends a large value as its own piece without copying it.
 
 Same rows, same script and same staging as `MessageLedger.enqueue` (store/ledger/ledger.py): a message
 enqueued here is indistinguishable from one enqueued there.
@@ -28,7 +27,7 @@ SOCKET_TIMEOUT_SECONDS = 30.0  # a thread waiting on a Redis that stopped answer
 
 class BlockingLedger:
     def __init__(self, url: str, *, item_retention_seconds: int, connections: int = 2) -> None:
-        """`connections`: one per thread that may call at once (ingress/off_loop.py's I/O threads)."""
+        """`connections`: one per thread that may call at once (the worker process calls from one)."""
         pool = redis.BlockingConnectionPool.from_url(
             url,
             max_connections=connections,
@@ -40,7 +39,7 @@ class BlockingLedger:
         self._enqueue = self.redis.register_script(ENQUEUE)
 
     def enqueue(self, batch: Sequence[NewMessage]) -> list[str | None]:
-        """`MessageLedger.enqueue`, blocking: call it from a thread, never from the event loop."""
+        """`MessageLedger.enqueue`, blocking: never call it from an event loop."""
         rows, staged = enqueue_rows(batch)
         if staged:
             self._stage(staged)

@@ -1,27 +1,37 @@
 """With one attacker sending the worst bodies at full speed, a normal client's `/v1/send` stays answered.
 
-Issue #11's target: the normal client's p95 <= 50 ms, each of its requests under a deadline
-(bench/attack.py, DEADLINE_SECONDS). Beside it, the loop itself: of every gap between two ticks of the
-ingress's event loop while the attacker runs, the CPU time of the loop's own thread, i.e. the longest
-callback (bench/loop_stalls.py, `longest_own_ms`). That is what a request holding the loop costs
-everyone else (a 9 MB body packed for Redis on the loop: 53-70 ms measured here without
-store/ledger/blocking.py, at loads 13-19; 6-11 ms with it, at loads 16-23), and unlike a latency or a
-wall-clock gap it hardly moves with the shared machine's load, so the bound holds where the p95 may not.
+Each of the normal client's requests is under a deadline (bench/attack.py, DEADLINE_SECONDS) and its
+p95 under a regression bound of 150 ms. Issue #11's target is 50 ms; it is not met on a shared 2-core
+machine (60-130 ms at loads 6-25, 47.5 and 16.0 ms at load ~9), so asserting it would fail CI on load
+alone; the two bounds that follow tell the fix from the code before it whatever the load.
 
-The attacker sends every worst body but those whose cost is msgspec's JSON decode itself (9 MB of
-escapes or of tokens: tens of ms holding the GIL, bounded only by the byte budget; docs/security.md,
-"Bounded parsing", not yet done); `python -m bench --phases attack` sends those too.
+The attacker sends every worst body we can construct
+(tests/security/attack.worst_bodies: the largest bulk full of links, tracked HTML at its cap with the most
+reply-to addresses and headers, 9 MB of text, one 7 MiB attachment, 100 attachments, a deep unknown
+field, 9 MB of JSON escapes and of JSON tokens) over several connections, with its own key in another
+workspace, from its own process, as a tenant would.
+
+Beside it, the loop itself: of every gap between two ticks of the ingress's event loop while the
+attacker runs, the CPU time of the loop's own thread, i.e. the longest callback (bench/loop_stalls.py,
+`longest_own_ms`). That is what a request holding the loop costs everyone else, and unlike a latency it
+hardly moves with the shared machine's load.
+
+What keeps the p95 (docs/security.md, "Bounded parsing"): the bulk's tracking, and the decode and
+idempotency fingerprint of every body over 256 KiB, run in the ingress's niced worker process
+(ingress/worker_process.py), so the attacker's work holds neither the ingress's GIL nor, when the loop
+needs one, a core. Profiled before it (py-spy, only the GIL holder sampled), the worker thread held the
+GIL in 85% of the samples while the loop waited for it after every `epoll`.
 
 The process runs as `mailers serve` runs it: the garbage collector settled after start-up
 (actors/priority.settle_garbage_collector), otherwise a full collection over the test session's
 objects alone stalls the loop 100+ ms. The app runs without Ray (no gateway): nothing here needs an
-actor, and dispatchers working on the normal client's messages would only add noise. The attacker is
-its own process with its own key in another workspace, as a tenant would be.
+actor, and dispatchers working on the normal client's messages would only add noise.
 """
 
 from __future__ import annotations
 
 import gc
+import time
 import uuid
 
 from actors.priority import settle_garbage_collector
@@ -30,11 +40,12 @@ from bench.loop_stalls import LoopStalls
 from ingress.app import create_app
 from tests.conftest import make_settings
 
-# Issue #11's target is 50 ms; in the full suite on a 2-core CI machine the normal client's p95 was 63.9 ms
-# (docs/security.md, "Bounded parsing"), so this bound guards against regressions while the target is open.
-# The stall bound below is the one that separates the fix from the code before it whatever the load.
-P95_BOUND_MS = 150.0
+P95_BOUND_MS = 150.0  # a regression bound; issue #11's 50 ms is not met (docstring)
 STALL_BOUND_MS = 25.0  # the longest run of the loop's own thread between two ticks
+# The CPU of this process's threads other than the loop's (each took the GIL from the loop), as a share of
+# the attack's wall time: 19-26% with the bulk's tracking on the worker thread, 3-5% with it in the worker
+# process (loads 20-30, where the p95 bound cannot tell them apart).
+OFF_LOOP_CPU_BOUND = 0.10
 
 
 async def _sandbox(client, headers) -> None:
@@ -57,18 +68,26 @@ async def test_a_normal_client_stays_answered_while_an_attacker_sends_the_worst_
     threshold = gc.get_threshold()
     settle_garbage_collector()
     try:
+        wall, cpu, loop_cpu = time.perf_counter(), time.process_time(), time.thread_time()
         async with LoopStalls() as stalls:
-            latencies, answers = await attacked(base, normal, attacker["Authorization"], decode_floor=False)
+            latencies, answers = await attacked(base, normal, attacker["Authorization"])
+        wall, cpu, loop_cpu = (
+            time.perf_counter() - wall,
+            time.process_time() - cpu,
+            time.thread_time() - loop_cpu,
+        )
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
 
     p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
     report = (
-        f"normal client p50 {p50:.1f} ms, p95 {p95:.1f} ms; attacker answered {answers}\n" + stalls.report()
+        f"normal client p50 {p50:.1f} ms, p95 {p95:.1f} ms; attacker answered {answers}; "
+        f"CPU off the loop's thread {cpu - loop_cpu:.2f} s in {wall:.1f} s\n" + stalls.report()
     )
     print(report)
     assert len(latencies) == NORMAL_REQUESTS
     assert answers.get("202", 0) >= 4, f"the attacker never got going: {answers}"
     assert stalls.longest_own_ms <= STALL_BOUND_MS, report
+    assert cpu - loop_cpu <= OFF_LOOP_CPU_BOUND * wall, report
     assert p95 <= P95_BOUND_MS, report

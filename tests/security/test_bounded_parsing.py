@@ -8,6 +8,8 @@ import pytest
 from ingress.body_budget import BodyBudget
 from store.ledger.blocking import BlockingLedger
 from store.ledger.ledger import STAGED_PAYLOAD_BYTES, MessageLedger
+from tests.pipeline.helpers import message as outbound
+from tests.pipeline.helpers import new_message
 
 MESSAGE = {"from": "Acme <hello@acme.com>", "to": "ana@example.com", "subject": "Hi", "html": "<p>Hi</p>"}
 
@@ -74,12 +76,13 @@ async def test_body_byte_rate_per_key_answers_429_with_retry_after(app_client, a
 @pytest.mark.parametrize(
     ("text", "by"),
     [
-        # 128 Ki characters: a heavy request, enqueued from an I/O thread by BlockingLedger
-        ("y" * (STAGED_PAYLOAD_BYTES * 2), "blocking"),
+        # 128 Ki characters: a heavy request, enqueued from the worker process by BlockingLedger
+        # (ingress/worker_process.py), so this process stages nothing
+        ("y" * (STAGED_PAYLOAD_BYTES * 2), None),
         # 30,000 characters but 90 kB of UTF-8: light, enqueued on the loop by MessageLedger
         ("€" * 30_000, "async"),
     ],
-    ids=["blocking", "async"],
+    ids=["worker_process", "async"],
 )
 async def test_large_payload_is_staged_outside_the_enqueue_script_and_kept(
     client, admin, redis, workspace, monkeypatch, text, by
@@ -108,6 +111,32 @@ async def test_large_payload_is_staged_outside_the_enqueue_script_and_kept(
     stored = await MessageLedger(redis).messages(workspace, [message_id])
     assert stored[message_id].text == text
     keys = [k async for k in redis.scan_iter(match=f"*msg:{message_id}")]
-    assert [k.decode() for k in keys] == staged  # the script got an empty payload for it
-    assert stagers == [by]
+    assert len(keys) == 1
+    if by is not None:
+        assert [k.decode() for k in keys] == staged  # the script got an empty payload for it
+    assert stagers == ([by] if by else [])
     assert await redis.ttl(keys[0]) == -1  # PERSISTed by the script: no staging expiry left
+
+
+def test_blocking_ledger_stages_a_large_payload_outside_the_enqueue_script(redis_url, monkeypatch):
+    """What the worker process's enqueue does with a large message (the route test above cannot spy in
+    that process): the payload reaches its hash by a plain HSET, the script gets an empty one."""
+    staged: list[str] = []
+    original = BlockingLedger._stage
+
+    def spy(self, payloads):
+        staged.extend(payloads)
+        original(self, payloads)
+
+    monkeypatch.setattr(BlockingLedger, "_stage", spy)
+    text = "y" * (STAGED_PAYLOAD_BYTES * 2)
+    message = msgspec.structs.replace(outbound("ana@example.com", workspace="blocking-ledger"), text=text)
+    ledger = BlockingLedger(redis_url, item_retention_seconds=3600)
+    try:
+        assert ledger.enqueue([new_message(message, ["srv_x"])]) == [None]
+        [key] = ledger.redis.keys(f"*msg:{message.id}")
+        assert staged == [key.decode()]
+        assert ledger.redis.ttl(key) == -1
+        assert ledger.redis.hget(key, "p")  # the payload is there, kept
+    finally:
+        ledger.close()
