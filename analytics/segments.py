@@ -35,6 +35,9 @@ class JsonSQL:
 
     final = ""
     false = "false"
+    # The tables a segment reads its population from (ClickHouse: the copies of migration 0007).
+    subscribers_table = "subscribers"
+    memberships_table = "memberships"
     not_deleted = "NOT s.deleted"
     settings = ""
     # The join keys: a subscriber's (and a membership's), a subscriber's address, and the recipient of
@@ -137,6 +140,10 @@ class ClickHouseJson(JsonSQL):
     final = " FINAL"
     false = "0"
     not_deleted = "s.deleted = 0"
+    # Migration 0007: the mirror again, ordered by the UInt64 keys (FINAL merges on integers) with
+    # LowCardinality attribute-map keys.
+    subscribers_table = "segment_subscribers"
+    memberships_table = "segment_memberships"
     # Materialized columns of migration 0006: cityHash64 of the strings, so every set is of UInt64.
     subscriber_key = "s.key"
     membership_key = "subscriber_key"
@@ -219,7 +226,7 @@ class SegmentCompiler:
         return " AND ".join(parts)
 
     def source(self) -> str:
-        return f"FROM subscribers AS s{self.json.final}"
+        return f"FROM {self.json.subscribers_table} AS s{self.json.final}"
 
     def condition(self, node: Condition) -> str:
         if isinstance(node, All):
@@ -245,7 +252,8 @@ class SegmentCompiler:
         else:  # a `list.removed` row is the memory of a membership, not one
             where.append("status <> 'removed'")
         json = self.json
-        return f"SELECT {json.membership_key} FROM memberships{json.final} WHERE {' AND '.join(where)}"
+        table = json.memberships_table
+        return f"SELECT {json.membership_key} FROM {table}{json.final} WHERE {' AND '.join(where)}"
 
     def _event(self, node: EventCount) -> str:
         """Recipients with at least `count_gte` events of the type in the window: the window's whole days
