@@ -95,6 +95,10 @@ class JsonSQL:
     def list_param(self, bind: Bound, values: tuple[Any, ...]) -> str:
         raise NotImplementedError
 
+    def one_of(self, bind: Bound, values: tuple[Any, ...], expr: str) -> str:
+        """`expr` is one of `values` (bound as one list)."""
+        return self.has(self.list_param(bind, values), expr)
+
     def count_distinct(self, column: str) -> str:
         return f"count(DISTINCT {column})"
 
@@ -221,6 +225,12 @@ class ClickHouseJson(JsonSQL):
         kind = "Float64" if isinstance(values[0], int | float) else "String"
         return bind([float(v) for v in values] if kind == "Float64" else list(values), f"Array({kind})")
 
+    def one_of(self, bind: Bound, values: tuple[Any, ...], expr: str) -> str:
+        # IN uses the primary key (a list id leads segment_memberships' order) and one hash set, where
+        # has(array, x) scans the array for every row: 266 -> 176 ms of CPU for an attribute segment of
+        # one list of a million (bench/segments.py).
+        return f"{expr} IN {self.list_param(bind, values)}"
+
 
 def _kind(value: Any) -> str:
     return "bool" if isinstance(value, bool) else "number" if isinstance(value, int | float) else "string"
@@ -265,9 +275,9 @@ class SegmentCompiler:
         keeps a `removed` row at a newer version, so an older row alone would still count them."""
         where = [f"workspace = {self.bind(self.workspace)}"]
         if self.lists:
-            where.append(self.json.has(self.json.list_param(self.bind, self.lists), "list_id"))
+            where.append(self.json.one_of(self.bind, self.lists, "list_id"))
         if statuses is not None:
-            where.append(self.json.has(self.json.list_param(self.bind, statuses), "status"))
+            where.append(self.json.one_of(self.bind, statuses, "status"))
         else:  # a `list.removed` row is the memory of a membership, not one
             where.append("status <> 'removed'")
         json = self.json
@@ -355,7 +365,7 @@ class SegmentCompiler:
         check included, so a subscriber without the attribute satisfies ne and not_in)."""
         ch = "Float64" if kind == "number" else "String"
         if op in ("in", "not_in"):
-            return self.json.has(self.json.list_param(self.bind, tuple(value)), expr)
+            return self.json.one_of(self.bind, tuple(value), expr)
         if op == "contains":
             return self.json.contains(expr, self.bind(value))
         if op == "starts_with":
