@@ -48,7 +48,8 @@ _ERASE_MEMBERSHIPS = (
 )
 # Their copies ordered for segment queries (migration 0007), keyed by the hash of the subscriber id.
 _ERASE_SEGMENT_SUBSCRIBER = (
-    "ALTER TABLE segment_subscribers DELETE WHERE workspace = {workspace:String} AND key = cityHash64({id:String})"
+    "ALTER TABLE segment_subscribers DELETE WHERE workspace = {workspace:String} "
+    "AND key = cityHash64({id:String}) AND deleted = 0"
 )
 _ERASE_SEGMENT_MEMBERSHIPS = (
     "ALTER TABLE segment_memberships DELETE WHERE workspace = {workspace:String} "
@@ -210,7 +211,7 @@ class ClickHouseStore(SqlAnalyticsStore):
         # The tombstone first, so no read between the two statements sees the old row as the newest.
         self._upsert_mirror(MirrorRows([tombstone(workspace, subscriber_id, ERASED_VERSION)], []))
         client.command(_ERASE_SUBSCRIBER + " AND deleted = 0", parameters=ids, settings=_SYNC_MUTATION)
-        client.command(_ERASE_SEGMENT_SUBSCRIBER + " AND deleted = 0", parameters=ids, settings=_SYNC_MUTATION)
+        client.command(_ERASE_SEGMENT_SUBSCRIBER, parameters=ids, settings=_SYNC_MUTATION)
 
     def _close(self) -> None:
         self._client.close()
