@@ -13,7 +13,10 @@ kept by each backend as events land) for the whole days of the window, and the e
 part of its first day that the window covers, so a window still starts at `now - within_days` to the
 millisecond. In ClickHouse every join key is a 64-bit hash (subscriber id, email, recipient) and a
 day row holds the hashes of its event ids, whose union counts a replayed event once; DuckDB stores each
-event once and joins on the strings themselves.
+event once and joins on the strings themselves. ClickHouse reads the population from the mirror's copies
+ordered by those hashes (`segment_subscribers`, `segment_memberships`: migration 0007), so FINAL merges
+on integers; `count_gte` sums the lengths of the merged id sets (`event_days FINAL`). Where each
+condition is evaluated, and what it costs: docs/audience.md "Evaluation".
 """
 
 from __future__ import annotations
