@@ -46,6 +46,15 @@ _ERASE_SUBSCRIBER = "ALTER TABLE subscribers DELETE WHERE workspace = {workspace
 _ERASE_MEMBERSHIPS = (
     "ALTER TABLE memberships DELETE WHERE workspace = {workspace:String} AND subscriber_id = {id:String}"
 )
+# Their copies ordered for segment queries (migration 0007), keyed by the hash of the subscriber id.
+_ERASE_SEGMENT_SUBSCRIBER = (
+    "ALTER TABLE segment_subscribers DELETE WHERE workspace = {workspace:String} "
+    "AND key = cityHash64({id:String}) AND deleted = 0"
+)
+_ERASE_SEGMENT_MEMBERSHIPS = (
+    "ALTER TABLE segment_memberships DELETE WHERE workspace = {workspace:String} "
+    "AND subscriber_key = cityHash64({id:String})"
+)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -198,9 +207,11 @@ class ClickHouseStore(SqlAnalyticsStore):
         client.command(_ERASE_EVENTS, parameters=about, settings=_SYNC_MUTATION)
         client.command(_ERASE_EVENT_DAYS, parameters=about, settings=_SYNC_MUTATION)
         client.command(_ERASE_MEMBERSHIPS, parameters=ids, settings=_SYNC_MUTATION)
+        client.command(_ERASE_SEGMENT_MEMBERSHIPS, parameters=ids, settings=_SYNC_MUTATION)
         # The tombstone first, so no read between the two statements sees the old row as the newest.
         self._upsert_mirror(MirrorRows([tombstone(workspace, subscriber_id, ERASED_VERSION)], []))
         client.command(_ERASE_SUBSCRIBER + " AND deleted = 0", parameters=ids, settings=_SYNC_MUTATION)
+        client.command(_ERASE_SEGMENT_SUBSCRIBER, parameters=ids, settings=_SYNC_MUTATION)
 
     def _close(self) -> None:
         self._client.close()
