@@ -12,7 +12,10 @@ A campaign's phases (the `phase` field of its hash; docs/campaigns.md has the di
   exclude   members of `exclude_lists` (any status) are removed from the snapshot the same way;
   test      (A/B only) the test fraction gets its variants;   winner: waits `wait_minutes`, then picks;
   send      the rest of the audience (with the winner);        retry: recipients of retry-failed;
-  settle    everything is handed over; `sent` (campaign.completed) once nothing is still queued.
+  settle    everything is handed over; `sent` (campaign.completed) once nothing is still queued, or
+            `failed` when no recipient's message was sent and some failed.
+A campaign is also `failed` at once when its pinned template is gone (every item of a chunk rejected
+with `template_not_found`): nothing more can be rendered, and no recipient is marked failed for it.
 A sending chunk: the next ids after the cursor → their subscriber records (one HMGET) → the still
 eligible ones (active, still `subscribed` to one of the campaign's lists) become `OutboundItem`s with
 `message_id = derived_id("msg", launch_ms, campaign, subscriber)` → `Outbound.send` (render the pinned
@@ -323,6 +326,10 @@ class CampaignRunner:
             )
             item_subs.append((sub_id, subscriber.email))
         outcomes = await self._send(record.workspace, items, now_ms)
+        if outcomes and all(_code(o) == "template_not_found" for o in outcomes):
+            # The pinned template (version) is gone: every recipient would fail the same way. The
+            # chunk is not committed; the campaign fails as a whole (docs/campaigns.md, "Failed").
+            return await self._fail(state, TEMPLATE_DELETED)
         enqueued = rejected = 0
         failures: list[tuple[str, FailureRecord]] = []
         for (sub_id, email), outcome in zip(item_subs, outcomes, strict=True):
@@ -414,6 +421,8 @@ class CampaignRunner:
             return 1
         if queued(state) > 0:
             return await self._waiting(state, "queued_messages")
+        if state.number("n:sent") == 0 and await self.store.failed_count(record.workspace, record.id):
+            return await self._fail(state, ALL_RECIPIENTS_FAILED)
         now = _at(int(self.clock() * 1000))
         event = Event(
             id=new_id("evt"),
@@ -439,6 +448,41 @@ class CampaignRunner:
             drop=("waiting",),
         )
         if moved.done:
+            await self.store.drop_snapshot(record.workspace, record.id)
+        return 1 if moved.done else 0
+
+    async def _fail(self, state: CampaignState, reason: str) -> int:
+        """`sending` → `failed` with its reason (`progress.failure`), `campaign.completed` with
+        `status: failed`, out of the runner's set, the snapshot dropped: nothing more is sent. The failed
+        recipients stay listed; `retry-failed` takes the campaign back to `sending` if there are any."""
+        record = state.record
+        now = _at(int(self.clock() * 1000))
+        event = Event(
+            id=new_id("evt"),
+            type="campaign.completed",
+            created_at=now,
+            workspace=record.workspace,
+            data={
+                "campaign": {"id": record.id, "name": record.name},
+                "status": "failed",
+                "reason": reason,
+                "audience": state.number("n:audience"),
+                "sent": state.number("n:sent"),
+                "failed": state.number("n:rej") + state.number("n:failed"),
+            },
+        )
+        moved = await self.store.transition(
+            record.workspace,
+            record.id,
+            ("sending",),
+            "failed",
+            fields={"done_ms": int(now.timestamp() * 1000), "failure": reason},
+            events=[event],
+            active="rem",
+            drop=("waiting",),
+        )
+        if moved.done:
+            log.warning("campaign %s of %s failed: %s", record.id, record.workspace, reason)
             await self.store.drop_snapshot(record.workspace, record.id)
         return 1 if moved.done else 0
 
@@ -482,6 +526,9 @@ class CampaignRunner:
 
 
 _NOT_NOW = object()
+# Why a campaign is `failed` (its `failure` field, `progress.failure`).
+TEMPLATE_DELETED = "template_deleted"
+ALL_RECIPIENTS_FAILED = "all_recipients_failed"
 VARIANT_METRICS = {
     "message.delivered": "delivered",
     "message.opened": "opened",
@@ -639,6 +686,14 @@ def _request(
 
 
 _ITEM_POINTER = re.compile(r"^#/items/\d+")
+
+
+def _code(outcome: Any) -> str | None:
+    """The problem code of a rejected item (its first field error's, as the API would point it)."""
+    if not isinstance(outcome, Rejected):
+        return None
+    error = outcome.error
+    return error.errors[0].code if error.errors else error.code
 
 
 def _failure(email: str, outcome: Rejected, now_ms: int) -> FailureRecord:

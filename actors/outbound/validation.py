@@ -132,7 +132,7 @@ class SharedSend:
     the same options. What they share (sender, reply-to, cc/bcc, headers, tags, routing, tracking,
     send_at) is parsed and checked once, by `prepare_send` on the first request; each request then only
     gets the checks of what is its own. The result and the errors are exactly `prepare_send`'s
-    (tests/campaigns/test_outbound_shared.py compares them); a request whose shared part differs from
+    (tests/campaigns/test_fanout.py compares them); a request whose shared part differs from
     the last one's, or that has headers or attachments, goes through `prepare_send` whole.
     """
 
