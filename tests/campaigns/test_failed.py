@@ -62,11 +62,8 @@ async def test_a_deleted_template_fails_the_campaign_and_nothing_more_is_sent(
 
     # Finished: nothing to retry (no recipient failed), no pause; it stays failed.
     retried = await client.post(f"/v1/campaigns/{campaign_id}/retry-failed", headers=headers)
-    assert retried.status == 202 and (await retried.json()) | {"id": None} == {
-        "id": None,
-        "retrying": 0,
-        "status": "failed",
-    }
+    answer = await retried.json()
+    assert retried.status == 202 and (answer["retrying"], answer["status"]) == (0, "failed")
     paused = await client.post(f"/v1/campaigns/{campaign_id}/pause", headers=headers)
     assert paused.status == 409
     assert (await paused.json())["code"] == "invalid_campaign_status"
