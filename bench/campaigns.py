@@ -1,7 +1,8 @@
 """Campaigns (issue #13), each figure beside a baseline measured in the same run.
 
 `python -m bench --phases campaigns` or `python -m bench.campaigns [--subscribers 1000000]
-[--delivery 10000] [--bulk-requests 20]`:
+[--campaign-delivery 10000] [--bulk-requests 20]` (or `--in-process N`: the runner body alone, CPU per
+recipient of the runner and of Redis, see `in_process`):
 - fan-out: a campaign over `--subscribers` subscribers to the sandbox server, from launch until every
   recipient is rendered (the template per subscriber) and durably queued (`n:done` = audience), in
   recipients/s; baseline: `/v1/send/bulk` of pre-rendered 1,000-message requests to the same server;
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import subprocess
 import tempfile
 import time
@@ -224,6 +226,118 @@ async def bench(
     return rows
 
 
+async def in_process(args: argparse.Namespace) -> list[str]:
+    """The fan-out of `--in-process N` subscribers by the runner body alone (no `mailers serve`, no Ray,
+    no dispatchers): its own redis-server, the stores written directly, `CampaignRunner.step` until
+    every recipient is handed over. Reports the CPU seconds per recipient of the runner's process and of
+    Redis (INFO cpu) beside the wall rate: on a shared machine the CPU figures are what moves with the
+    code, the wall rate with the load."""
+    from datetime import UTC, datetime
+
+    from actors.campaigns.body import CampaignRunner
+    from schemas.campaigns import Audience, CampaignRecord, CampaignTemplate, CampaignTracking, record_encoder
+    from schemas.ids import new_id
+    from schemas.send import RoutingIn
+    from schemas.settings import load_settings
+    from schemas.templates import TemplateVersion, VariableSpec
+    from store.campaigns import CampaignStore
+    from store.servers import ServerStore, ensure_sandbox_server
+    from store.templates import TemplateStore
+
+    count = args.in_process
+    data = Path(tempfile.mkdtemp(prefix="mailers-bench-fanout-"))
+    server = RedisServer(data / "redis", appendonly=True).start()
+    redis = aioredis.Redis.from_url(server.url)
+    try:
+        settings = load_settings(
+            {},
+            data_dir=str(data),
+            redis_url=server.url,
+            secret_key="s" * 40,
+            public_url="https://mailers.bench",
+        )
+        sandbox = await ensure_sandbox_server(ServerStore(redis), WORKSPACE)
+        assert sandbox is not None
+        now = datetime.now(UTC)
+        spec = {name: VariableSpec(type="string", required=True) for name in TEMPLATE["variables"]}
+        template = TemplateVersion(
+            id=new_id("tpl"),
+            workspace=WORKSPACE,
+            version=1,
+            name=str(TEMPLATE["name"]),
+            subject=str(TEMPLATE["subject"]),
+            html=str(TEMPLATE["html"]),
+            variables=spec,
+            created_at=now,
+            template_created_at=now,
+        )
+        await TemplateStore(redis).create(template)
+        target = ListRecord(id=new_id("lst"), workspace=WORKSPACE, name="fan", created_ms=0, updated_ms=0)
+        subscribers = SubscriberStore(redis)
+        for start in range(0, count, BATCH):
+            items = [
+                SubscriberInput(email=f"fan{i}@example.com", attributes={"first_name": f"F{i}"})
+                for i in range(start, min(start + BATCH, count))
+            ]
+            await subscribers.upsert(target, items, mode="upsert", now_ms=int(time.time() * 1000))
+        record = CampaignRecord(
+            id=new_id("cmp"),
+            workspace=WORKSPACE,
+            name="bench",
+            from_="Acme <hello@acme.com>",
+            template=CampaignTemplate(id=template.id, version=1),
+            audience=Audience(lists=[target.id]),
+            routing=RoutingIn(server=sandbox.id),
+            tracking=CampaignTracking(opens=True, clicks=True),
+            created_at=now,
+            updated_at=now,
+            eligible_lists=[target.id],
+        )
+        store = CampaignStore(redis)
+        await store.create(record)
+        fields: dict[str, bytes | str | int] = {
+            "r": record_encoder.encode(record),
+            "launch_ms": int(time.time() * 1000),
+            "phase": "resolve",
+            "src": 0,
+            "cur": "",
+        }
+        await store.transition(WORKSPACE, record.id, ("draft",), "sending", fields=fields, active="add")
+        runner = CampaignRunner(redis, settings, in_flight=10**9)
+        before = await redis.info("cpu")
+        memory_before = (await redis.info("memory"))["used_memory"]
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        load = os.getloadavg()[0]
+        started, cpu_started = time.perf_counter(), time.process_time()
+        done = 0
+        while done < count:
+            if not await runner.step():
+                break
+            state = await store.get(WORKSPACE, record.id)
+            done = state.number("n:done") if state else 0
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        after = await redis.info("cpu")
+        redis_cpu = sum(after[k] - before[k] for k in ("used_cpu_sys", "used_cpu_user"))
+        redis_grew = ((await redis.info("memory"))["used_memory"] - memory_before) / 2**20
+        # ru_maxrss is in KiB on Linux: the runner's peak over the fan-out, above its peak before it.
+        rss_grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    finally:
+        await redis.aclose()
+        server.stop()
+    return [
+        f"load: `{load:.1f}` at the start, `{os.getloadavg()[0]:.1f}` at the end",
+        "| what | value |",
+        "|---|---|",
+        f"| runner body in-process, {count:,} subscribers handed over ({done:,}) | {count / wall:,.0f} "
+        f"recipients/s wall |",
+        f"| CPU per recipient, the runner's process | {cpu / count * 1e6:,.0f} µs |",
+        f"| CPU per recipient, Redis | {redis_cpu / count * 1e6:,.0f} µs |",
+        f"| peak RSS added, the runner's process | {rss_grew:,.0f} MB |",
+        f"| Redis memory added (queued messages, their events, kept for the retention) "
+        f"| {redis_grew:,.0f} MB |",
+    ]
+
+
 async def run(args: argparse.Namespace) -> list[str]:
     data = Path(tempfile.mkdtemp(prefix="mailers-bench-campaigns-"))
     redis = RedisServer(data / "redis", appendonly=True).start()
@@ -247,7 +361,15 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1_000_000, help="the fan-out campaign's audience")
     parser.add_argument("--campaign-delivery", dest="campaign_delivery", type=int, default=10_000)
     parser.add_argument("--bulk-requests", type=int, default=20)
-    print("\n".join(asyncio.run(run(parser.parse_args()))))
+    parser.add_argument(
+        "--in-process",
+        dest="in_process",
+        type=int,
+        default=0,
+        help="only the runner body's fan-out of N subscribers, CPU per recipient (no serve, no Ray)",
+    )
+    args = parser.parse_args()
+    print("\n".join(asyncio.run(in_process(args) if args.in_process else run(args))))
 
 
 if __name__ == "__main__":

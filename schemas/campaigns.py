@@ -178,6 +178,9 @@ class Progress(msgspec.Struct, kw_only=True):
     phase: str | None = None
     waiting: str | None = None
     winner: int | None = None
+    # Why the campaign is `failed`: `template_deleted` (its pinned template is gone) or
+    # `all_recipients_failed` (no message was sent and some recipients failed); null otherwise.
+    failure: str | None = None
 
 
 class Campaign(msgspec.Struct, kw_only=True):

@@ -6,6 +6,7 @@ checkpoint and the counters:
     r          the record            status   draft|scheduled|sending|paused|sent|cancelled|failed
     phase      resolve|exclude|test|winner|send|settle (the runner's)   src, cur   source index, cursor
     waiting    why nothing is sent now (outside_window, servers_paused, ...) or absent
+    failure    why the campaign is `failed` (template_deleted, all_recipients_failed) or absent
     launch_ms  done_ms  send_at_ms  test_done_ms  winner  round (retry-failed calls)
     n:audience n:done n:enq n:rej n:skip            counted by the runner with its checkpoint
     n:sent n:delivered n:failed n:suppressed n:canceled   counted from message events, with their XACK
@@ -86,9 +87,9 @@ until cursor == '0'
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HINCRBY', KEYS[1], 'n:done', -n)
 redis.call('HINCRBY', KEYS[1], 'round', 1)
-if current == 'sent' then
+if current == 'sent' or current == 'failed' then
   redis.call('HSET', KEYS[1], 'status', 'sending', 'phase', 'retry', 'cur', '')
-  redis.call('HDEL', KEYS[1], 'done_ms')
+  redis.call('HDEL', KEYS[1], 'done_ms', 'failure')
 elseif redis.call('HGET', KEYS[1], 'phase') == 'settle' then
   redis.call('HSET', KEYS[1], 'phase', 'retry', 'cur', '')
 end
@@ -283,7 +284,7 @@ class CampaignStore:
                 keyspace.CAMPAIGNS_ACTIVE,
                 keyspace.campaign_retry_why(workspace, campaign_id),
             ],
-            args=["sending paused sent", member(workspace, campaign_id)],
+            args=["sending paused sent failed", member(workspace, campaign_id)],
         )
         count = int(reply[2]) if len(reply) > 2 else 0
         return Transition(bool(int(reply[0])), as_text(reply[1])), count

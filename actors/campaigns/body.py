@@ -12,7 +12,10 @@ A campaign's phases (the `phase` field of its hash; docs/campaigns.md has the di
   exclude   members of `exclude_lists` (any status) are removed from the snapshot the same way;
   test      (A/B only) the test fraction gets its variants;   winner: waits `wait_minutes`, then picks;
   send      the rest of the audience (with the winner);        retry: recipients of retry-failed;
-  settle    everything is handed over; `sent` (campaign.completed) once nothing is still queued.
+  settle    everything is handed over; `sent` (campaign.completed) once nothing is still queued, or
+            `failed` when no recipient's message was sent and some failed.
+A campaign is also `failed` at once when its pinned template is gone (every item of a chunk rejected
+with `template_not_found`): nothing more can be rendered, and no recipient is marked failed for it.
 A sending chunk: the next ids after the cursor → their subscriber records (one HMGET) → the still
 eligible ones (active, still `subscribed` to one of the campaign's lists) become `OutboundItem`s with
 `message_id = derived_id("msg", launch_ms, campaign, subscriber)` → `Outbound.send` (render the pinned
@@ -36,6 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import msgspec
 import redis.asyncio as aioredis
 
 from actors.outbound.service import Accepted, Outbound, OutboundItem, Rejected
@@ -45,8 +49,8 @@ from actors.stepping import poll, until_idle
 from analytics.errors import StoreUnavailable
 from schemas.audience import MEMBER_STATUSES, SubscriberRecord, subscriber_decoder
 from schemas.campaigns import FINISHED, CampaignRecord, FailureRecord, Variant
-from schemas.events import Event, events_msgpack_decoder
-from schemas.ids import derived_id, new_id
+from schemas.events import Event, event_msgpack_decoder
+from schemas.ids import new_id
 from schemas.segments import SegmentQuery
 from schemas.send import RoutingIn, SendRequest, TemplateRef, TrackingIn
 from schemas.settings import Settings
@@ -159,8 +163,12 @@ class CampaignRunner:
             blob = fields.get(keyspace.EVENT_FIELD)
             if blob is None:
                 continue
-            for event in events_msgpack_decoder.decode(blob):
-                tally.add(event)
+            for raw in _raw_events.decode(blob):
+                # Most events count for no campaign (every message's `message.accepted` among them):
+                # only their type and campaign are read; the few that count are decoded whole.
+                head = _head_decoder.decode(raw)
+                if head.type in _COUNTED and head.message is not None and head.message.campaign_id:
+                    tally.add(event_msgpack_decoder.decode(raw))
         async with self.redis.pipeline(transaction=True) as pipe:
             CampaignStore.count_events(pipe, tally.counts, tally.failures, tally.variants, tally.uniques)
             pipe.xack(keyspace.EVENT_STREAM, keyspace.CAMPAIGN_EVENTS_GROUP, *[i for i, _ in entries])
@@ -312,12 +320,16 @@ class CampaignRunner:
             items.append(
                 OutboundItem(
                     request=_request(record, subscriber, lists, variant),
-                    message_id=derived_id("msg", launch_ms, *parts),
+                    message_id=message_id(launch_ms, *parts),
                     campaign_id=record.id,
                 )
             )
             item_subs.append((sub_id, subscriber.email))
         outcomes = await self._send(record.workspace, items, now_ms)
+        if outcomes and all(_code(o) == "template_not_found" for o in outcomes):
+            # The pinned template (version) is gone: every recipient would fail the same way. The
+            # chunk is not committed; the campaign fails as a whole (docs/campaigns.md, "Failed").
+            return await self._fail(state, TEMPLATE_DELETED)
         enqueued = rejected = 0
         failures: list[tuple[str, FailureRecord]] = []
         for (sub_id, email), outcome in zip(item_subs, outcomes, strict=True):
@@ -409,6 +421,8 @@ class CampaignRunner:
             return 1
         if queued(state) > 0:
             return await self._waiting(state, "queued_messages")
+        if state.number("n:sent") == 0 and await self.store.failed_count(record.workspace, record.id):
+            return await self._fail(state, ALL_RECIPIENTS_FAILED)
         now = _at(int(self.clock() * 1000))
         event = Event(
             id=new_id("evt"),
@@ -434,6 +448,41 @@ class CampaignRunner:
             drop=("waiting",),
         )
         if moved.done:
+            await self.store.drop_snapshot(record.workspace, record.id)
+        return 1 if moved.done else 0
+
+    async def _fail(self, state: CampaignState, reason: str) -> int:
+        """`sending` → `failed` with its reason (`progress.failure`), `campaign.completed` with
+        `status: failed`, out of the runner's set, the snapshot dropped: nothing more is sent. The failed
+        recipients stay listed; `retry-failed` takes the campaign back to `sending` if there are any."""
+        record = state.record
+        now = _at(int(self.clock() * 1000))
+        event = Event(
+            id=new_id("evt"),
+            type="campaign.completed",
+            created_at=now,
+            workspace=record.workspace,
+            data={
+                "campaign": {"id": record.id, "name": record.name},
+                "status": "failed",
+                "reason": reason,
+                "audience": state.number("n:audience"),
+                "sent": state.number("n:sent"),
+                "failed": state.number("n:rej") + state.number("n:failed"),
+            },
+        )
+        moved = await self.store.transition(
+            record.workspace,
+            record.id,
+            ("sending",),
+            "failed",
+            fields={"done_ms": int(now.timestamp() * 1000), "failure": reason},
+            events=[event],
+            active="rem",
+            drop=("waiting",),
+        )
+        if moved.done:
+            log.warning("campaign %s of %s failed: %s", record.id, record.workspace, reason)
             await self.store.drop_snapshot(record.workspace, record.id)
         return 1 if moved.done else 0
 
@@ -477,11 +526,31 @@ class CampaignRunner:
 
 
 _NOT_NOW = object()
+# Why a campaign is `failed` (its `failure` field, `progress.failure`).
+TEMPLATE_DELETED = "template_deleted"
+ALL_RECIPIENTS_FAILED = "all_recipients_failed"
 VARIANT_METRICS = {
     "message.delivered": "delivered",
     "message.opened": "opened",
     "message.clicked": "clicked",
 }
+# The event types `_Tally.add` counts something for.
+_COUNTED = frozenset(EVENT_COUNTERS) | frozenset(VARIANT_METRICS) | {"message.failed"}
+
+
+class _MessageHead(msgspec.Struct):
+    campaign_id: str | None = None
+
+
+class _EventHead(msgspec.Struct):
+    """What decides whether an event counts for a campaign (the rest of it is skipped undecoded)."""
+
+    type: str
+    message: _MessageHead | None = None
+
+
+_raw_events = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_head_decoder = msgspec.msgpack.Decoder(_EventHead)
 
 
 class _Tally:
@@ -533,6 +602,18 @@ def pick_winner(scores: dict[str, float], variants: int) -> int:
         if score > best_score:
             best, best_score = index, score
     return best
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits → two characters
+
+
+def message_id(launch_ms: int, *parts: str) -> str:
+    """`derived_id("msg", launch_ms, *parts)`, encoded directly instead of through a `ULID` object (a
+    tenth of a recipient's CPU); tests/campaigns/test_fanout.py checks both agree."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()[:10]
+    value = int.from_bytes(launch_ms.to_bytes(6, "big") + digest, "big")
+    return "msg_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 def _share(campaign_id: str, sub_id: str) -> float:
@@ -605,6 +686,14 @@ def _request(
 
 
 _ITEM_POINTER = re.compile(r"^#/items/\d+")
+
+
+def _code(outcome: Any) -> str | None:
+    """The problem code of a rejected item (its first field error's, as the API would point it)."""
+    if not isinstance(outcome, Rejected):
+        return None
+    error = outcome.error
+    return error.errors[0].code if error.errors else error.code
 
 
 def _failure(email: str, outcome: Rejected, now_ms: int) -> FailureRecord:

@@ -30,6 +30,7 @@ from schemas.problems import ApiError, validation_error
 from schemas.send import MessageStatus
 from security.link_rewrite import TooManyLinks
 from store import keyspace
+from store.ledger.records import DERIVED_ITEM
 from store.messages import MessageMeta, NewMessage
 from store.workspace_routing import RoutingSnapshot, WorkspaceRoutingCache
 
@@ -181,11 +182,14 @@ def _new_message(
         links=links,
     )
     events = [_event(message, "message.scheduled" if status == "scheduled" else "message.accepted", now, {})]
-    item_key = (
-        keyspace.send_item(message.workspace, item_scope, item.item_key, api_key=item.item_key_owner)
-        if item.item_key
-        else None
-    )
+    if item.derived_id:  # the message hash is the record (store/ledger/scripts.py, ENQUEUE)
+        item_key: str | None = DERIVED_ITEM
+    elif item.item_key:
+        item_key = keyspace.send_item(
+            message.workspace, item_scope, item.item_key, api_key=item.item_key_owner
+        )
+    else:
+        item_key = None
     return NewMessage(
         message=message,
         meta=meta,

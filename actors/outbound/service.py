@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from actors.outbound.compose import Accepted, Outcome, Rejected, SendPath, accept
 from actors.outbound.templating import render_sends
 from actors.outbound.tracking import tracking_for
-from actors.outbound.validation import PreparedSend, prepare_send
+from actors.outbound.validation import PreparedSend, SharedSend
 from schemas.ids import is_id, new_id
 from schemas.problems import ApiError, validation_error
 from schemas.send import SendRequest
@@ -64,11 +64,12 @@ class Outbound:
         outcomes: list[Outcome | None] = [None] * len(items)
         prepared: list[PreparedSend] = []
         positions: list[int] = []
+        shared = SharedSend(workspace=workspace, now=now)
         for index, (item, request) in enumerate(zip(items, rendered, strict=True)):
             try:
                 if isinstance(request, ApiError):
                     raise request
-                prepared.append(_prepare(item, request, workspace, now=now, prefix=prefixes[index]))
+                prepared.append(_prepare(item, request, shared, prefix=prefixes[index]))
                 positions.append(index)
             except ApiError as exc:
                 outcomes[index] = Rejected(exc)
@@ -88,15 +89,11 @@ class Outbound:
         return done
 
 
-def _prepare(
-    item: OutboundItem, request: SendRequest, workspace: str, *, now: datetime, prefix: str
-) -> PreparedSend:
+def _prepare(item: OutboundItem, request: SendRequest, shared: SharedSend, *, prefix: str) -> PreparedSend:
     derived = item.message_id is not None
     if item.message_id is not None and not is_id(item.message_id, "msg"):
         raise validation_error(prefix + "/message_id", "not a message id")
-    prepared = prepare_send(
-        request, workspace=workspace, message_id=item.message_id or new_id("msg"), now=now, prefix=prefix
-    )
+    prepared = shared.prepare(request, message_id=item.message_id or new_id("msg"), prefix=prefix)
     message = prepared.message
     if item.campaign_id is not None:
         message = msgspec.structs.replace(message, campaign_id=item.campaign_id)

@@ -126,6 +126,77 @@ def prepare_send(
     )
 
 
+class SharedSend:
+    """`prepare_send` for many requests that differ only in their per-recipient fields (`to`, subject,
+    html, text, metadata, idempotency key): a campaign chunk, every message from the same sender with
+    the same options. What they share (sender, reply-to, cc/bcc, headers, tags, routing, tracking,
+    send_at) is parsed and checked once, by `prepare_send` on the first request; each request then only
+    gets the checks of what is its own. The result and the errors are exactly `prepare_send`'s
+    (tests/campaigns/test_fanout.py compares them); a request whose shared part differs from
+    the last one's, or that has headers or attachments, goes through `prepare_send` whole.
+    """
+
+    def __init__(self, *, workspace: str, now: datetime) -> None:
+        self.workspace = workspace
+        self.now = now
+        self._shape: tuple | None = None
+        self._base: PreparedSend | None = None
+
+    def prepare(self, request: SendRequest, *, message_id: str, prefix: str) -> PreparedSend:
+        shape = _shape(request)
+        if shape is None or shape != self._shape or self._base is None:
+            prepared = prepare_send(
+                request, workspace=self.workspace, message_id=message_id, now=self.now, prefix=prefix
+            )
+            if shape is not None:
+                self._shape, self._base = shape, prepared
+            return prepared
+        base = self._base
+        errors = _Errors(prefix)
+        to = _addresses(request.to, "/to", errors)
+        _check_recipients(to, base.message.cc, base.message.bcc, errors)
+        if request.unsubscribe and len(to) + len(base.message.cc) + len(base.message.bcc) > 1:
+            errors.add(
+                "/unsubscribe",
+                "one-click unsubscribe needs exactly one recipient",
+                "unsubscribe_needs_one_recipient",
+            )
+        _check_content(request, errors)
+        _check_single_lines(request, errors)
+        if errors.items:
+            raise ApiError("validation_error", "The message is invalid", errors=errors.items)
+        message = msgspec.structs.replace(
+            base.message,
+            id=message_id,
+            to=to,
+            subject=request.subject,
+            html=request.html,
+            text=request.text,
+            metadata=request.metadata,
+        )
+        return msgspec.structs.replace(base, message=message, item_key=request.idempotency_key)
+
+
+def _shape(request: SendRequest) -> tuple | None:
+    """What a request shares with others of its batch; None: nothing to share (headers, attachments
+    and a send_at are checked per request)."""
+    if request.headers or request.attachments or request.send_at is not None:
+        return None
+    reply_to = request.reply_to if not isinstance(request.reply_to, list) else tuple(request.reply_to)
+    return (
+        request.from_,
+        reply_to,
+        tuple(request.cc),
+        tuple(request.bcc),
+        tuple(request.tags),
+        request.routing.purpose,
+        request.routing.server,
+        request.tracking.opens,
+        request.tracking.clicks,
+        request.unsubscribe,
+    )
+
+
 def _one_address(text: str, pointer: str, errors: _Errors) -> Address | None:
     try:
         return parse_address(text)

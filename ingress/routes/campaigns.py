@@ -81,6 +81,7 @@ def view(state: CampaignState, *, audience: int, failed: int) -> Campaign:
             phase=state.text("phase"),
             waiting=state.text("waiting"),
             winner=None if winner is None else int(winner),
+            failure=state.text("failure"),
         ),
         created_at=record.created_at,
         updated_at=record.updated_at,

@@ -33,7 +33,9 @@ class NewMessage(msgspec.Struct, kw_only=True):
     status: str  # queued | scheduled | suppressed
     server: str
     events: list[Event]
-    item_key: str | None = None  # full Redis key of the per-message idempotency record
+    # The full Redis key of the per-message idempotency record; DERIVED_ITEM: the id is derived from its
+    # inputs and the message hash itself is the record.
+    item_key: str | None = None
     audit: bytes | None = None  # the request's audit entry (msgpack), appended in the same script
     fresh_id: bool = True  # False: the id is derived from its inputs and may exist (never staged)
 
@@ -102,6 +104,9 @@ class StoredMessage(msgspec.Struct, kw_only=True):
     @property
     def created_at(self) -> datetime:
         return datetime.fromtimestamp(self.meta.created_ms / 1000, UTC)
+
+
+DERIVED_ITEM = "="
 
 
 def enqueue_row(new: NewMessage, payload: bytes) -> tuple:

@@ -27,7 +27,11 @@ for m, row in ipairs(batch) do
   local base = 'm:{' .. ws .. '}:'
   local hkey = base .. 'msg:' .. id
   local prior = false
-  if item ~= '' then
+  if item == '=' then
+    -- A derived id (actors/outbound): its message hash is the record of a prior send, kept for the
+    -- message retention; no idempotency key of its own (one GET, one SET and a key per message saved).
+    if redis.call('EXISTS', hkey) == 1 then prior = id end
+  elseif item ~= '' then
     prior = redis.call('GET', item)
     -- An id derived from its inputs (actors/outbound) may name a message accepted longer ago than the
     -- key's retention: its hash is the record. Staged payloads ('' here) only ever have fresh ids.

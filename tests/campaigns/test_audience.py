@@ -115,5 +115,10 @@ async def test_without_an_analytics_reader_resolving_a_segment_waits_and_says_wh
     body_runner = runner(client, segments=lambda: None)
     await body_runner.run_until_idle()
     state = await (await client.get(f"/v1/campaigns/{cid}", headers=headers)).json()
-    assert state["progress"] == {"phase": "resolve", "waiting": "analytics_unavailable", "winner": None}
+    assert state["progress"] == {
+        "phase": "resolve",
+        "waiting": "analytics_unavailable",
+        "winner": None,
+        "failure": None,
+    }
     assert state["counters"]["audience"] == 3 and recipients(sink) == []  # the list is in, the segment waits
