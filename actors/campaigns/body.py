@@ -423,40 +423,19 @@ class CampaignRunner:
             return await self._waiting(state, "queued_messages")
         if state.number("n:sent") == 0 and await self.store.failed_count(record.workspace, record.id):
             return await self._fail(state, ALL_RECIPIENTS_FAILED)
-        now = _at(int(self.clock() * 1000))
-        event = Event(
-            id=new_id("evt"),
-            type="campaign.completed",
-            created_at=now,
-            workspace=record.workspace,
-            data={
-                "campaign": {"id": record.id, "name": record.name},
-                "status": "sent",
-                "audience": state.number("n:audience"),
-                "sent": state.number("n:sent"),
-                "failed": state.number("n:rej") + state.number("n:failed"),
-            },
-        )
-        moved = await self.store.transition(
-            record.workspace,
-            record.id,
-            ("sending",),
-            "sent",
-            fields={"done_ms": int(now.timestamp() * 1000)},
-            events=[event],
-            active="rem",
-            drop=("waiting",),
-        )
-        if moved.done:
-            await self.store.drop_snapshot(record.workspace, record.id)
-        return 1 if moved.done else 0
+        return await self._finish(state, "sent")
 
     async def _fail(self, state: CampaignState, reason: str) -> int:
-        """`sending` → `failed` with its reason (`progress.failure`), `campaign.completed` with
-        `status: failed`, out of the runner's set, the snapshot dropped: nothing more is sent. The failed
-        recipients stay listed; `retry-failed` takes the campaign back to `sending` if there are any."""
+        """`sending` → `failed` with its reason (`progress.failure`): see `_finish`. The failed recipients
+        stay listed; `retry-failed` takes the campaign back to `sending` if there are any."""
+        return await self._finish(state, "failed", reason)
+
+    async def _finish(self, state: CampaignState, status: str, reason: str | None = None) -> int:
+        """`sending` → `sent` or `failed` (with `reason`), `campaign.completed` with that status, out of the
+        runner's set, the snapshot dropped: nothing more is sent."""
         record = state.record
         now = _at(int(self.clock() * 1000))
+        done_ms = int(now.timestamp() * 1000)
         event = Event(
             id=new_id("evt"),
             type="campaign.completed",
@@ -464,8 +443,8 @@ class CampaignRunner:
             workspace=record.workspace,
             data={
                 "campaign": {"id": record.id, "name": record.name},
-                "status": "failed",
-                "reason": reason,
+                "status": status,
+                **({"reason": reason} if reason is not None else {}),
                 "audience": state.number("n:audience"),
                 "sent": state.number("n:sent"),
                 "failed": state.number("n:rej") + state.number("n:failed"),
@@ -475,14 +454,15 @@ class CampaignRunner:
             record.workspace,
             record.id,
             ("sending",),
-            "failed",
-            fields={"done_ms": int(now.timestamp() * 1000), "failure": reason},
+            status,
+            fields={"done_ms": done_ms, **({"failure": reason} if reason is not None else {})},
             events=[event],
             active="rem",
             drop=("waiting",),
         )
         if moved.done:
-            log.warning("campaign %s of %s failed: %s", record.id, record.workspace, reason)
+            if reason is not None:
+                log.warning("campaign %s of %s failed: %s", record.id, record.workspace, reason)
             await self.store.drop_snapshot(record.workspace, record.id)
         return 1 if moved.done else 0
 

@@ -82,16 +82,7 @@ def prepare_send(
     cc = _addresses(request.cc, "/cc", errors)
     bcc = _addresses(request.bcc, "/bcc", errors)
     reply_to = _addresses(request.reply_to, "/reply_to", errors) if request.reply_to is not None else []
-    _check_recipients(to, cc, bcc, errors)
-    if request.unsubscribe and len(to) + len(cc) + len(bcc) > 1:
-        # The one-click link names one recipient; with several, one person would unsubscribe another.
-        errors.add(
-            "/unsubscribe",
-            "one-click unsubscribe needs exactly one recipient",
-            "unsubscribe_needs_one_recipient",
-        )
-    _check_content(request, errors)
-    _check_single_lines(request, errors)
+    _check_own_fields(request, to, cc, bcc, errors)
     headers = _headers(request.headers, errors)
     attachments = _attachments(request, errors)
     send_at = _send_at(request.send_at, now, errors)
@@ -154,15 +145,7 @@ class SharedSend:
         base = self._base
         errors = _Errors(prefix)
         to = _addresses(request.to, "/to", errors)
-        _check_recipients(to, base.message.cc, base.message.bcc, errors)
-        if request.unsubscribe and len(to) + len(base.message.cc) + len(base.message.bcc) > 1:
-            errors.add(
-                "/unsubscribe",
-                "one-click unsubscribe needs exactly one recipient",
-                "unsubscribe_needs_one_recipient",
-            )
-        _check_content(request, errors)
-        _check_single_lines(request, errors)
+        _check_own_fields(request, to, base.message.cc, base.message.bcc, errors)
         if errors.items:
             raise ApiError("validation_error", "The message is invalid", errors=errors.items)
         message = msgspec.structs.replace(
@@ -211,6 +194,22 @@ def _addresses(value: str | list[str], pointer: str, errors: _Errors) -> list[Ad
     except AddressError as exc:
         errors.add(pointer + ("" if exc.index is None else f"/{exc.index}"), exc.detail, exc.code)
         return []
+
+
+def _check_own_fields(
+    request: SendRequest, to: list[Address], cc: list[Address], bcc: list[Address], errors: _Errors
+) -> None:
+    """What each message checks of its own, whether whole (`prepare_send`) or after `SharedSend`."""
+    _check_recipients(to, cc, bcc, errors)
+    if request.unsubscribe and len(to) + len(cc) + len(bcc) > 1:
+        # The one-click link names one recipient; with several, one person would unsubscribe another.
+        errors.add(
+            "/unsubscribe",
+            "one-click unsubscribe needs exactly one recipient",
+            "unsubscribe_needs_one_recipient",
+        )
+    _check_content(request, errors)
+    _check_single_lines(request, errors)
 
 
 def _check_recipients(to: list[Address], cc: list[Address], bcc: list[Address], errors: _Errors) -> None:

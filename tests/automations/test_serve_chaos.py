@@ -25,9 +25,16 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from ingress.children import identify
 from tests.pipeline.conftest import dispatch_idle
-from tests.platform.test_serve_safety import MAILERS, _env, _family, _free_port, _tail, _until_ready
+from tests.platform.test_serve_safety import (
+    MAILERS,
+    _env,
+    _family,
+    _free_port,
+    _tail,
+    _until_ready,
+    stop_serves,
+)
 from tests.smtp.sink import SinkHandler, SmtpSink
 
 BOOTSTRAP = "mk_" + "d" * 40
@@ -241,14 +248,4 @@ async def test_sigkill_of_serve_with_runs_waiting_and_mid_send_finishes_every_ru
                 outcomes = [h["outcome"] for h in run["history"]]
                 assert outcomes in (["waiting", "sent"], ["sent"]), run
         finally:
-            for process in (first, second):
-                if process is not None and process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-                    try:
-                        process.wait(40)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-                        process.wait()
-            for pid, record in started.items():
-                if identify(pid) == record:
-                    os.kill(pid, signal.SIGKILL)
+            stop_serves((first, second), started)

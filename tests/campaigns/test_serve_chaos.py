@@ -15,8 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from ingress.children import identify
-from tests.platform.test_serve_safety import MAILERS, _env, _family, _free_port, _tail, _until_ready
+from tests.platform.test_serve_safety import (
+    MAILERS,
+    _env,
+    _family,
+    _free_port,
+    _tail,
+    _until_ready,
+    stop_serves,
+)
 from tests.smtp.sink import SmtpSink
 
 BOOTSTRAP = "mk_" + "c" * 40
@@ -117,14 +124,4 @@ async def test_sigkill_of_the_whole_serve_mid_campaign_resumes_and_sends_everyon
             assert duplicates <= IN_FLIGHT
             assert state["counters"]["remaining"] == 0
         finally:
-            for process in (first, second):
-                if process is not None and process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-                    try:
-                        process.wait(40)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-                        process.wait()
-            for pid, record in started.items():
-                if identify(pid) == record:
-                    os.kill(pid, signal.SIGKILL)
+            stop_serves((first, second), started)

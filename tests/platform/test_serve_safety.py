@@ -266,6 +266,22 @@ def _family(pid: int) -> dict[int, ChildRecord]:
     return {p: record for p, record in records.items() if record is not None}
 
 
+def stop_serves(processes, started: dict[int, ChildRecord]) -> None:
+    """A test's cleanup: each `mailers serve` still running gets SIGTERM (SIGKILL after 40 s), then every
+    recorded process that is still the one recorded (never a reused pid) gets SIGKILL."""
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    for pid, record in started.items():
+        if identify(pid) == record:
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # two starts of Ray: ~10 s each on an idle 2-core machine, minutes under load
 async def test_serve_killed_with_sigkill_restarts_on_its_data_dir_with_one_redis_and_every_message(
