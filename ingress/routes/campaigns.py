@@ -213,11 +213,7 @@ async def launch_campaign(request: web.Request) -> web.Response:
     }
     if record.send_at is not None:
         fields["send_at_ms"] = int(record.send_at.timestamp() * 1000)
-    done = await store.transition(
-        record.workspace, record.id, ("draft",), to, fields=fields, events=[event], active="add"
-    )
-    if not done.done:
-        raise _status_error(done.previous, "launch")
+    await _move(store, record, "launch", ("draft",), to, fields=fields, events=[event], active="add")
     return json_response(await _view(store, await _reread(store, record)))
 
 
@@ -235,11 +231,7 @@ async def pause_campaign(request: web.Request) -> web.Response:
     store, state = await _own(request)
     now = datetime.now(UTC)
     event = campaign_event(state.record, "campaign.paused", now, {"status": "paused", "from": state.status})
-    done = await store.transition(
-        state.record.workspace, state.record.id, ("scheduled", "sending"), "paused", events=[event]
-    )
-    if not done.done:
-        raise _status_error(done.previous, "pause")
+    await _move(store, state.record, "pause", ("scheduled", "sending"), "paused", events=[event])
     return json_response(await _view(store, await _reread(store, state.record)))
 
 
@@ -255,11 +247,7 @@ async def pause_campaign(request: web.Request) -> web.Response:
 )
 async def resume_campaign(request: web.Request) -> web.Response:
     store, state = await _own(request)
-    done = await store.transition(
-        state.record.workspace, state.record.id, ("paused",), "sending", active="add"
-    )
-    if not done.done:
-        raise _status_error(done.previous, "resume")
+    await _move(store, state.record, "resume", ("paused",), "sending", active="add")
     return json_response(await _view(store, await _reread(store, state.record)))
 
 
@@ -276,17 +264,17 @@ async def resume_campaign(request: web.Request) -> web.Response:
 async def cancel_campaign(request: web.Request) -> web.Response:
     store, state = await _own(request)
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
-    done = await store.transition(
-        state.record.workspace,
-        state.record.id,
-        ("draft", "scheduled", "sending", "paused"),
+    unfinished = ("draft", "scheduled", "sending", "paused")
+    await _move(
+        store,
+        state.record,
+        "cancel",
+        unfinished,
         "cancelled",
         fields={"done_ms": now_ms},
         drop=("waiting",),
         active="rem",
     )
-    if not done.done:
-        raise _status_error(done.previous, "cancel")
     await store.drop_snapshot(state.record.workspace, state.record.id)
     return json_response(await _view(store, await _reread(store, state.record)))
 
@@ -484,6 +472,21 @@ def campaign_event(record: CampaignRecord, kind: str, now: datetime, data: dict[
         workspace=record.workspace,
         data={"campaign": {"id": record.id, "name": record.name}, **data},
     )
+
+
+async def _move(
+    store: CampaignStore,
+    record: CampaignRecord,
+    action: str,
+    allowed: tuple[str, ...],
+    to: str,
+    **options: Any,
+) -> None:
+    """The campaign from one of `allowed` to `to` (one script, `CampaignStore.transition`), or 409 naming
+    the `action` and the status it found (404 when the campaign is gone)."""
+    done = await store.transition(record.workspace, record.id, allowed, to, **options)
+    if not done.done:
+        raise _status_error(done.previous, action)
 
 
 def _status_error(status: str, action: str) -> ApiError:
