@@ -53,10 +53,10 @@ def test_keys_are_integers_attributes_maps_and_membership_the_newest_version():
     query = SegmentQuery(lists=(L1,))
     compiler = SegmentCompiler(ClickHouseStore.dialect, ClickHouseStore.json, WS, query, NOW)
     lists_alone = compiler.where(None)
-    assert "s.key IN (SELECT subscriber_key FROM memberships FINAL WHERE" in lists_alone
+    assert "s.key IN (SELECT subscriber_key FROM segment_memberships FINAL WHERE" in lists_alone
     assert "status <> 'removed'" in lists_alone
     condition = parse_condition({"attribute": "list_status", "op": "eq", "value": "subscribed"})
-    assert "memberships FINAL WHERE" in compiler.where(condition)
+    assert "segment_memberships FINAL WHERE" in compiler.where(condition)
     assert "use_index_for_in_with_subqueries = 0" in ClickHouseStore.json.settings
     for node in (AttributeIs("plan", "eq", "pro"), AttributeIs("age", "gt", 30)):
         sql = compiler.condition(node)

@@ -31,8 +31,12 @@ actor, and dispatchers working on the normal client's messages would only add no
 from __future__ import annotations
 
 import gc
+import os
+import threading
 import time
 import uuid
+from concurrent.futures.process import _ExecutorManagerThread
+from pathlib import Path
 
 from actors.priority import settle_garbage_collector
 from bench.attack import NORMAL_REQUESTS, attacked, percentile
@@ -42,10 +46,30 @@ from tests.conftest import make_settings
 
 P95_BOUND_MS = 150.0  # a regression bound; issue #11's 50 ms is not met (docstring)
 STALL_BOUND_MS = 25.0  # the longest run of the loop's own thread between two ticks
-# The CPU of this process's threads other than the loop's (each took the GIL from the loop), as a share of
-# the attack's wall time: 19-26% with the bulk's tracking on the worker thread, 3-5% with it in the worker
-# process (loads 20-30, where the p95 bound cannot tell them apart).
+# The CPU of the ingress's helper threads (each takes the GIL from the loop; `_helper_cpu`), as a share of
+# the attack's wall time. Measured as all threads but the loop's: 19-26% with the bulk's tracking on the
+# `mailers-cpu` thread, 3-5% with it in the worker process (loads 20-30, where the p95 bound cannot tell
+# them apart); 11% in CI's full suite, where Ray's and other tests' threads run in this process too.
 OFF_LOOP_CPU_BOUND = 0.10
+
+
+def _helper_cpu() -> dict[int, float]:
+    """CPU seconds so far of each thread the ingress runs beside its loop: its thread pools (`mailers-cpu`,
+    `mailers-io`) and the worker process's pipe (the executor's manager and queue feeder threads). Only
+    these: in the full suite the test process also runs Ray's and other tests' threads, which are not the
+    ingress's doing (they made a whole-process figure 11% in CI)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for thread in threading.enumerate():
+        ours = thread.name.startswith(("mailers-", "QueueFeederThread"))
+        if not (ours or isinstance(thread, _ExecutorManagerThread)) or thread.native_id is None:
+            continue
+        try:
+            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:  # ended meanwhile
+            continue
+        found[thread.native_id] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return found
 
 
 async def _sandbox(client, headers) -> None:
@@ -68,14 +92,12 @@ async def test_a_normal_client_stays_answered_while_an_attacker_sends_the_worst_
     threshold = gc.get_threshold()
     settle_garbage_collector()
     try:
-        wall, cpu, loop_cpu = time.perf_counter(), time.process_time(), time.thread_time()
+        wall, helpers_before = time.perf_counter(), _helper_cpu()
         async with LoopStalls() as stalls:
             latencies, answers = await attacked(base, normal, attacker["Authorization"])
-        wall, cpu, loop_cpu = (
-            time.perf_counter() - wall,
-            time.process_time() - cpu,
-            time.thread_time() - loop_cpu,
-        )
+        wall = time.perf_counter() - wall
+        helpers = {tid: seconds - helpers_before.get(tid, 0.0) for tid, seconds in _helper_cpu().items()}
+        off_loop = sum(helpers.values())
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
@@ -83,11 +105,11 @@ async def test_a_normal_client_stays_answered_while_an_attacker_sends_the_worst_
     p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
     report = (
         f"normal client p50 {p50:.1f} ms, p95 {p95:.1f} ms; attacker answered {answers}; "
-        f"CPU off the loop's thread {cpu - loop_cpu:.2f} s in {wall:.1f} s\n" + stalls.report()
+        f"CPU of the ingress's helper threads {off_loop:.2f} s in {wall:.1f} s\n" + stalls.report()
     )
     print(report)
     assert len(latencies) == NORMAL_REQUESTS
     assert answers.get("202", 0) >= 4, f"the attacker never got going: {answers}"
     assert stalls.longest_own_ms <= STALL_BOUND_MS, report
-    assert cpu - loop_cpu <= OFF_LOOP_CPU_BOUND * wall, report
+    assert off_loop <= OFF_LOOP_CPU_BOUND * wall, report
     assert p95 <= P95_BOUND_MS, report
