@@ -145,7 +145,6 @@ async def enqueue_stall_rows(rounds: int = 5) -> list[str]:
     import redis.asyncio as aioredis
 
     from bench.loop_stalls import LoopStalls
-    from ingress.off_loop import run_io
     from store.ledger.blocking import BlockingLedger
     from store.messages import MessageMeta, MessageStore, NewMessage
     from store.redis_server import RedisServer
@@ -173,7 +172,8 @@ async def enqueue_stall_rows(rounds: int = 5) -> list[str]:
     try:
         idle = await longest(lambda batch: asyncio.sleep(0.05))
         on_loop = await longest(ledger.enqueue)
-        off_loop = await longest(lambda batch: run_io(blocking.enqueue, batch))
+        loop = asyncio.get_running_loop()
+        off_loop = await longest(lambda batch: loop.run_in_executor(None, blocking.enqueue, batch))
     finally:
         blocking.close()
         await redis.aclose()

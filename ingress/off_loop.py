@@ -14,8 +14,6 @@ What holds the GIL longest, a heavy request's routing and link tracking and the 
 body, runs in the worker process instead (ingress/worker_process.py): a thread still takes the GIL from
 the loop for up to the switch interval at every step. What stays here is a bulk's item decode and
 validation (calls of microseconds, each a point where the loop gets the GIL back) and template compiles.
-`run_io` (blocking I/O on two more threads) is what bench/micro.py compares the worker process's enqueue
-path with: the ingress itself no longer uses it.
 """
 
 from __future__ import annotations
@@ -42,10 +40,7 @@ HEAVY_BODY_BYTES = 256 * 1024  # a body larger than this makes its request heavy
 
 SWITCH_INTERVAL_SECONDS = 0.001
 
-IO_THREADS = 2  # BlockingLedger's pool has one connection per thread
-
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailers-cpu")
-_io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="mailers-io")
 
 
 def content_chars(message: OutboundMessage) -> int:
@@ -65,14 +60,6 @@ async def run_heavy(heavy: bool, work: Callable[..., T], *args, **kwargs) -> T:
     loop = asyncio.get_running_loop()
     timed = functools.partial(_timed, CURRENT_METER.get(), functools.partial(work, *args, **kwargs))
     return await loop.run_in_executor(_worker, timed)
-
-
-async def run_io(work: Callable[..., T], *args) -> T:
-    """Blocking I/O (and the encoding just before it) on an I/O thread; its CPU is charged like
-    `run_heavy`'s."""
-    loop = asyncio.get_running_loop()
-    timed = functools.partial(_timed, CURRENT_METER.get(), functools.partial(work, *args))
-    return await loop.run_in_executor(_io, timed)
 
 
 def _timed(meter: CpuMeter | None, work: Callable[[], T]) -> T:

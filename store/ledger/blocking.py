@@ -4,7 +4,7 @@
 Through the asyncio client an accepted ~9 MB message held the ingress loop 50-90 ms (issue #11): msgpack
 encoded it, hiredis packed the command into one more 9 MB string, asyncio's `writelines` joined the
 pieces again and the socket write copied what the kernel took, all on the loop. Here the same work runs
-in another process (first it ran on an I/O thread of the ingress, `ingress/off_loop.run_io`, where the
+in another process (first it ran on an I/O thread of the ingress, where the
 msgpack encoding still held the GIL), and the large values leave as memoryviews: redis-py then packs
 them with its Python packer, which sends a large value as its own piece without copying it.
 

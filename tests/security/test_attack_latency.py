@@ -54,10 +54,10 @@ OFF_LOOP_CPU_BOUND = 0.10
 
 
 def _helper_cpu() -> dict[int, float]:
-    """CPU seconds so far of each thread the ingress runs beside its loop: its thread pools (`mailers-cpu`,
-    `mailers-io`) and the worker process's pipe (the executor's manager and queue feeder threads). Only
-    these: in the full suite the test process also runs Ray's and other tests' threads, which are not the
-    ingress's doing (they made a whole-process figure 11% in CI)."""
+    """CPU seconds so far of each thread the ingress runs beside its loop: its worker thread (`mailers-cpu`)
+    and the worker processes' pipe (the executor's manager and queue feeder threads). Only these: in the
+    full suite the test process also runs Ray's and other tests' threads, which are not the ingress's
+    doing (they made a whole-process figure 11% in CI)."""
     tick = os.sysconf("SC_CLK_TCK")
     found: dict[int, float] = {}
     for thread in threading.enumerate():
