@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from email import policy
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 
 import pytest
 
@@ -152,6 +152,13 @@ async def until_sending(body: CampaignRunner, redis, workspace: str, campaign_id
 
 def parsed(delivery):
     return BytesParser(policy=policy.default).parsebytes(delivery.content)
+
+
+def header_fields(delivery) -> dict[str, str]:
+    """The top-level headers only, unfolded: 50x cheaper than `parsed` (the default policy's full parse
+    cost ~4 ms a message, most of the 10,000-subscriber test's wall time)."""
+    fields = BytesHeaderParser(policy=policy.compat32).parsebytes(delivery.content)
+    return {name: value.replace("\r\n", "").replace("\n", "") for name, value in fields.items()}
 
 
 def recipients(sink: SmtpSink) -> list[str]:

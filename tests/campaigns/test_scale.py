@@ -10,10 +10,10 @@ import pytest
 from tests.campaigns.conftest import (
     SCOPES,
     drive,
+    header_fields,
     make_audience,
     make_campaign,
     make_template,
-    parsed,
     runner,
     smtp,
 )
@@ -32,7 +32,7 @@ async def test_ten_thousand_subscribers_each_get_exactly_one_personalised_messag
     counts = Counter(to for d in sink.deliveries for to in d.rcpt_tos)
     assert set(counts) == set(emails) and max(counts.values()) == 1
     for delivery in sink.deliveries:
-        message = parsed(delivery)
+        message = header_fields(delivery)
         i = int(delivery.rcpt_tos[0][1:].split("@")[0])
         assert message["Subject"] == f"Hi P{i}"
         assert message["List-Unsubscribe"].startswith("<https://mailers.test/t/u/")
