@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
-import aiohttp
 import pytest
-
-from store.redis_server import free_port
 
 MAILERS = str(Path(sys.executable).parent / "mailers")
 
@@ -97,54 +91,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-@pytest.mark.slow
-async def test_serve_starts_answers_readyz_and_stops_cleanly(tmp_path):
-    port = free_port()
-    bootstrap = "mk_" + "b" * 40
-    env = _env(
-        MAILERS_DATA_DIR=str(tmp_path / "data"), MAILERS_PORT=str(port), MAILERS_BOOTSTRAP_KEY=bootstrap
-    )
-    process = subprocess.Popen(
-        [MAILERS, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 90
-            while True:
-                assert process.poll() is None, process.stdout.read()
-                try:
-                    async with http.get(base + "/readyz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline, "mailers serve never became ready"
-                await asyncio.sleep(0.5)
-            async with http.get(base + "/readyz") as ready:
-                assert (await ready.json())["checks"] == {"redis": True, "actors": True, "analytics": True}
-            async with http.get(
-                base + "/v1/api-keys", headers={"Authorization": f"Bearer {bootstrap}"}
-            ) as keys:
-                assert keys.status == 200
-                assert (await keys.json())["data"][0]["scopes"] == ["admin"]
-        assert oct((tmp_path / "data" / "secret_key").stat().st_mode)[-3:] == "600"
-        _assert_commands_reuse_the_password_protected_redis(tmp_path / "data", env)
-        assert (tmp_path / "data" / "redis" / "appendonlydir").is_dir()
-        children = _descendants(process.pid)
-        assert children, "serve should have started redis-server and Ray"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
-        deadline = time.monotonic() + 15
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert not [pid for pid in children if _alive(pid)], "child processes left behind"
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def _assert_commands_reuse_the_password_protected_redis(data: Path, env: dict[str, str]) -> None:

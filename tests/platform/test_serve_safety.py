@@ -23,7 +23,11 @@ from ingress.data_dir_lock import DataDirInUse, DataDirLock
 from ingress.runtime import redis_for
 from schemas.settings import load_settings
 from store.redis_server import RedisServer
-from tests.platform.test_processes import _descendants
+from tests.platform.test_processes import (
+    _alive,
+    _assert_commands_reuse_the_password_protected_redis,
+    _descendants,
+)
 
 MAILERS = str(Path(sys.executable).parent / "mailers")
 
@@ -284,7 +288,7 @@ def stop_serves(processes, started: dict[int, ChildRecord]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # two starts of Ray: ~10 s each on an idle 2-core machine, minutes under load
-async def test_serve_killed_with_sigkill_restarts_on_its_data_dir_with_one_redis_and_every_message(
+async def test_serve_sigkilled_restarts_on_its_data_dir_with_one_redis_and_every_message_then_stops_cleanly(
     tmp_path,
 ):
     import aiohttp
@@ -322,10 +326,24 @@ async def test_serve_killed_with_sigkill_restarts_on_its_data_dir_with_one_redis
             for message_id in accepted:
                 async with http.get(f"{base}/v1/messages/{message_id}", headers=AUTH) as response:
                     assert response.status == 200, _tail(logs[1])
+            # The restarted serve is a whole one (this test also stands for "serve starts and stops
+            # cleanly": one start of Ray fewer in the suite).
+            async with http.get(base + "/readyz") as ready:
+                assert (await ready.json())["checks"] == {"redis": True, "actors": True, "analytics": True}
+            async with http.get(base + "/v1/api-keys", headers=AUTH) as keys:
+                assert keys.status == 200
+                assert (await keys.json())["data"][0]["scopes"] == ["admin"]
         assert oct((data / "runtime.json").stat().st_mode)[-3:] == "600"
+        assert oct((data / "secret_key").stat().st_mode)[-3:] == "600"
+        env = _env(MAILERS_DATA_DIR=str(data), MAILERS_PORT=str(port), MAILERS_BOOTSTRAP_KEY=BOOTSTRAP)
+        _assert_commands_reuse_the_password_protected_redis(data, env)
+        assert (data / "redis" / "appendonlydir").is_dir()
+        children = _descendants(second.pid)
+        assert children, "serve should have started redis-server and Ray"
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=40) == 0
         assert wait_until(lambda: not redis_servers_in(data / "redis"), within=15)
+        assert wait_until(lambda: not any(_alive(pid) for pid in children), within=15), "children left behind"
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
