@@ -20,8 +20,6 @@ from analytics.mirror import (
     ERASED_VERSION,
     MEMBERSHIP_COLUMNS,
     SUBSCRIBER_COLUMNS,
-    MirrorRows,
-    columns,
     tombstone,
 )
 from analytics.queries import EventFilter, WindowPolicy
@@ -234,15 +232,28 @@ class DuckDBStore(SqlAnalyticsStore):
     def _query(self, sql: str, params: dict[str, Any]) -> Rows:
         return self._db.execute(sql, params).fetchall()
 
-    def _upsert_mirror(self, rows: MirrorRows) -> None:
+    def _insert_chunk_events(self, rows: dict[str, list[Any]]) -> None:
+        """Subscriber chunks' events (`subscriber.created`, `list.*`): no `event_days` counts, which only
+        segment event conditions read and which cannot name these types (schemas/segments.py)."""
+        batch = pa.Table.from_pydict(rows, schema=ARROW_SCHEMA)
+        cursor = self._db.cursor()
+        try:
+            cursor.register("incoming_members", batch)
+            cursor.execute("INSERT OR IGNORE INTO events SELECT * FROM incoming_members")
+        finally:
+            cursor.close()
+
+    def _upsert_mirror_columns(
+        self, subscribers: dict[str, list[Any]], memberships: dict[str, list[Any]]
+    ) -> None:
         cursor = self._db.cursor()
         try:
             for table, found, schema, upsert in (
-                ("subscribers", rows.subscribers, SUBSCRIBER_SCHEMA, _UPSERT_SUBSCRIBERS),
-                ("memberships", rows.memberships, MEMBERSHIP_SCHEMA, _UPSERT_MEMBERSHIPS),
+                ("subscribers", subscribers, SUBSCRIBER_SCHEMA, _UPSERT_SUBSCRIBERS),
+                ("memberships", memberships, MEMBERSHIP_SCHEMA, _UPSERT_MEMBERSHIPS),
             ):
-                if found:
-                    batch = pa.Table.from_pydict(columns(found, tuple(schema.names)), schema=schema)
+                if found[schema.names[0]]:
+                    batch = pa.Table.from_pydict(found, schema=schema)
                     cursor.register(f"incoming_{table}", batch)
                     cursor.execute(upsert)
         finally:
