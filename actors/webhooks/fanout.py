@@ -166,9 +166,13 @@ class FanOut:
         return [head.workspace for head in self._decoded(self._decode_heads, blob)]
 
     def _events(self, fields: dict[bytes, bytes]) -> list[Event]:
-        if keyspace.EVENT_CHUNK_FIELD in fields:
-            return self._decoded(lambda _: entry_events(fields), b"")
-        return self._decoded(self._decode, fields.get(keyspace.EVENT_FIELD, b"\x90"))
+        if keyspace.EVENT_CHUNK_FIELD not in fields:
+            return self._decoded(self._decode, fields.get(keyspace.EVENT_FIELD, b"\x90"))
+        try:
+            return entry_events(fields)
+        except msgspec.DecodeError:
+            log.error("skipping an event stream entry whose subscriber chunk is malformed")
+            return []
 
     @staticmethod
     def _decoded(decode: Callable[[bytes], list], blob: bytes) -> list:
