@@ -47,7 +47,9 @@ class CsvChunker:
             # instead of a call per line, unless one is over-long (then line by line, as below).
             if max(map(len, lines)) < self.max_line:
                 start, self.line = self.line, self.line + len(lines)
-                self.ready.extend(zip(range(start, self.line), [[line + "\n"] for line in lines]))
+                self.ready.extend(
+                    zip(range(start, self.line), [[line + "\n"] for line in lines], strict=True)
+                )
                 lines = []
         for line in lines:
             self._take(line + "\n")
