@@ -9,6 +9,7 @@ makes a re-applied import batch idempotent. `store/subscribers.py` does the I/O.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -205,7 +206,7 @@ def plan_upsert(
     default_status = "unconfirmed" if target.opt_in == "double" else "subscribed"
     # per status of a new member: its (shared, frozen) membership, the ids moving into that status set,
     # the chunk its two events go into
-    joins: dict[str, tuple[Membership, list[str], NewMembers]] = {}
+    joins: dict[str, tuple[Membership, Callable[[str], None], NewMembers]] = {}
     new_subscriber_ids: list[str] = []
     events, outcomes, records = plan.events, plan.outcomes, plan.records
     for item in items:
@@ -222,8 +223,8 @@ def plan_upsert(
                 membership = Membership(status=status, updated_ms=now_ms)  # type: ignore[arg-type]
                 moved = plan.moves.setdefault((list_id, None, status), [])
                 chunk = plan.new_members[status] = NewMembers(workspace, list_id, status, now_ms)
-                join = joins[status] = (membership, moved, chunk)
-            membership, moved, chunk = join
+                join = joins[status] = (membership, moved.append, chunk)
+            membership, move, chunk = join
             record = SubscriberRecord(
                 id=subscriber_id,
                 email=item.email,
@@ -233,8 +234,11 @@ def plan_upsert(
                 version=2,
                 lists={list_id: membership},
             )
-            chunk.add(subscriber_id, item.email, item.name, patch)
-            moved.append(subscriber_id)
+            chunk.ids.append(subscriber_id)  # `NewMembers.add`, inlined: a call per row costs ~0.6 µs
+            chunk.emails.append(item.email)
+            chunk.names.append(item.name)
+            chunk.attributes.append(patch)
+            move(subscriber_id)
             if status == "unconfirmed":
                 plan.confirmations.append((subscriber_id, item.email))
             state[item.email] = records[subscriber_id] = record
