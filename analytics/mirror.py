@@ -152,20 +152,45 @@ def columns(rows: list[tuple[Any, ...]], names: tuple[str, ...]) -> dict[str, li
 _json_text = msgspec.json.Encoder().encode
 
 
+# The `events` columns a chunk's rows fill; every other column holds the same value in all of them
+# (CHUNK_CONSTANTS): a backend may send those as constants instead of a column (DuckDB does).
+CHUNK_EVENT_COLUMNS = ("id", "workspace", "created_at", "type", "recipient", "recipient_domain", "data")
+CHUNK_CONSTANTS: dict[str, Any] = {
+    "message_id": "",
+    "sender": "",
+    "provider": "",
+    "server": "",
+    "campaign_id": "",
+    "tags": [],
+    "metadata": "{}",
+    "bounce_type": "",
+    "url": "",
+    "pair_hash": 0,
+    "machine_open": False,
+    "campaign_variant": "",
+}
+
+
 class ChunkColumns(msgspec.Struct):
-    """A batch's chunks as the columns of the `events`, `subscribers` and `memberships` tables."""
+    """A batch's chunks as the columns of the `events` (CHUNK_EVENT_COLUMNS only), `subscribers` and
+    `memberships` tables."""
 
     events: dict[str, list[Any]]
     subscribers: dict[str, list[Any]]
     memberships: dict[str, list[Any]]
 
+    def all_event_columns(self) -> dict[str, list[Any]]:
+        """Every column of the `events` rows, in COLUMNS order, the constants repeated."""
+        rows = len(self.events["id"])
+        return {c: self.events[c] if c in self.events else [CHUNK_CONSTANTS[c]] * rows for c in COLUMNS}
+
 
 def chunk_columns(chunks: Sequence[NewMembers]) -> ChunkColumns:
-    """The events (COLUMNS order of analytics/rows.py) and mirror rows of `chunks`, each subscriber once
-    (a chunk read twice in one batch is stored once)."""
+    """The events (their CHUNK_EVENT_COLUMNS) and mirror rows of `chunks`, each subscriber once (a chunk
+    read twice in one batch is stored once)."""
     if len(chunks) > 1:
         chunks = _unique_rows(chunks)
-    events: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+    events: dict[str, list[Any]] = {c: [] for c in CHUNK_EVENT_COLUMNS}
     subscribers: dict[str, list[Any]] = {c: [] for c in SUBSCRIBER_COLUMNS}
     memberships: dict[str, list[Any]] = {c: [] for c in MEMBERSHIP_COLUMNS}
     for chunk in chunks:
@@ -217,21 +242,14 @@ def _add_chunk(
     ]
     lowered = [e.lower() for e in emails]
     domains = [e.rpartition("@")[2] if "@" in e else "" for e in lowered]
-    blank, both = [""] * (2 * n), 2 * n
+    both = 2 * n
     events["id"] += [created_event_id(i) for i in ids] + [member_event_id(i) for i in ids]
     events["workspace"] += [workspace] * both
     events["created_at"] += [created_ms] * both
     events["type"] += [CREATED] * n + [chunk.member_type] * n
     events["recipient"] += lowered + lowered
     events["recipient_domain"] += domains + domains
-    events["tags"] += [[]] * both
-    events["metadata"] += ["{}"] * both
     events["data"] += created + member
-    events["pair_hash"] += [0] * both
-    events["machine_open"] += [False] * both
-    for name in ("message_id", "sender", "provider", "server", "campaign_id", "bounce_type", "url"):
-        events[name] += blank
-    events["campaign_variant"] += blank
     subscribers["workspace"] += [workspace] * n
     subscribers["id"] += ids
     subscribers["email"] += lowered

@@ -23,6 +23,7 @@ from analytics.metrics import METRIC_TYPES
 from analytics.mirror import (
     MEMBERSHIP_COLUMNS,
     SUBSCRIBER_COLUMNS,
+    ChunkColumns,
     MirrorRows,
     chunk_columns,
     columns,
@@ -128,7 +129,7 @@ class SqlAnalyticsStore(AudienceQueries):
             # Before the batch's events: an event about one of these subscribers (an update in the same
             # write) has a higher version, and the mirror keeps the highest whatever the order.
             found = chunk_columns(chunks)
-            self._insert_chunk_events(found.events)
+            self._insert_chunk_events(found)
             self._upsert_mirror_columns(found.subscribers, found.memberships)
             stored += len(found.events["id"])
         if events:
@@ -142,10 +143,10 @@ class SqlAnalyticsStore(AudienceQueries):
             stored += len(columns["id"])
         return stored
 
-    def _insert_chunk_events(self, columns: dict[str, list[Any]]) -> None:
+    def _insert_chunk_events(self, found: ChunkColumns) -> None:
         """The events of subscriber chunks. A backend may skip what only message and custom events need
         (DuckDB's `event_days`: segments cannot count `subscriber.created` or `list.*` events)."""
-        self._insert(columns)
+        self._insert(found.all_event_columns())
 
     def _upsert_mirror(self, rows: MirrorRows) -> None:
         self._upsert_mirror_columns(

@@ -8,8 +8,10 @@ from __future__ import annotations
 import time
 
 from actors.event_sink.body import EventSinkLoop
+from analytics.mirror import CHUNK_CONSTANTS
 from analytics.queries import EventsQuery, SummaryQuery
 from schemas.audience import ListRecord, SubscriberInput
+from schemas.events import Event
 from schemas.segments import SegmentQuery
 from store import keyspace
 from store.event_entries import entry_events
@@ -24,12 +26,12 @@ async def stream_events(redis) -> list:
     return [e for _, fields in await redis.xrange(keyspace.EVENT_STREAM) for e in entry_events(fields)]
 
 
-async def stored(store, kind: str) -> dict[str, dict]:  # noqa: F811
+async def stored(store, kind: str) -> dict[str, Event]:  # noqa: F811
     """The stored events of one type (the API's `type` filter names no `subscriber.created`: all of them,
     then by type)."""
     page = await store.events_page(WS, EventsQuery(limit=1000))
     assert not page.has_more
-    return {e.id: e.data for e in page.data if e.type == kind}
+    return {e.id: e for e in page.data if e.type == kind}
 
 
 async def population(store, **filters) -> set[str]:  # noqa: F811
@@ -61,8 +63,14 @@ async def test_chunks_are_stored_and_mirrored_like_their_events(redis, store) ->
     sink = EventSinkLoop(redis, store, consumer="c1")
     assert await sink.run_until_idle() == 7
     for kind in ("subscriber.created", "list.subscribed", "subscriber.unsubscribed", "subscriber.updated"):
-        wanted = {e.id: e.data for e in expected if e.type == kind}
+        wanted = {e.id: e for e in expected if e.type == kind}
         assert await stored(store, kind) == wanted, kind
+    # the columns no event reads back are stored as the per-event path stores them too
+    constants = ", ".join(CHUNK_CONSTANTS)
+    rows = await store._run(store._query, f"SELECT DISTINCT {constants} FROM events", {})
+    assert [tuple(list(v) if isinstance(v, list | tuple) else v for v in r) for r in rows] == [
+        tuple(CHUNK_CONSTANTS.values())
+    ]
     totals = (await store.summary(WS, SummaryQuery())).totals
     assert totals.unsubscribed == 1
     assert await population(store) == {"ana@example.com", "bo@example.com", "cy@example.com"}
@@ -74,7 +82,7 @@ async def test_chunks_are_stored_and_mirrored_like_their_events(redis, store) ->
     assert chunk_id is not None
     await sink.run_until_idle()
     for kind in ("subscriber.created", "list.subscribed"):
-        assert await stored(store, kind) == {e.id: e.data for e in expected if e.type == kind}
+        assert await stored(store, kind) == {e.id: e for e in expected if e.type == kind}
     assert await population(store, filter=pro) == {"ana@example.com"}
 
 
@@ -88,5 +96,5 @@ async def test_a_chunk_row_about_an_erased_address_is_dropped(redis, store) -> N
     await sink.erase_subscriber(WS, "ana@example.com", "sub_whatever")
     await sink.run_until_idle()
     created = await stored(store, "subscriber.created")
-    assert [d["subscriber"]["email"] for d in created.values()] == ["bo@example.com"]
+    assert [e.data["subscriber"]["email"] for e in created.values()] == ["bo@example.com"]
     assert await population(store) == {"bo@example.com"}
