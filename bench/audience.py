@@ -255,6 +255,8 @@ def start_mailers(port: int, redis_url: str, data: Path) -> subprocess.Popen:
         MAILERS_RATE_LIMIT_BURST="1000000",
         MAILERS_MAX_BODY_BYTES=str(2**31),
         MAILERS_BODY_BYTES_PER_SECOND=str(2**31),
+        # a million rows (35 MB) take longer than the default 30 s to arrive while the machine is loaded
+        MAILERS_BODY_READ_TIMEOUT_SECONDS="3600",
     )
     return subprocess.Popen([MAILERS, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
