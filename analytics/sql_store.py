@@ -129,9 +129,10 @@ class SqlAnalyticsStore(AudienceQueries):
             # Before the batch's events: an event about one of these subscribers (an update in the same
             # write) has a higher version, and the mirror keeps the highest whatever the order.
             found = chunk_columns(chunks)
-            self._insert_chunk_events(found)
-            self._upsert_mirror_columns(found.subscribers, found.memberships)
-            stored += len(found.events["id"])
+            if found.events["id"]:  # every row of them may have been about erased addresses
+                self._insert_chunk_events(found)
+                self._upsert_mirror_columns(found.subscribers, found.memberships)
+                stored += len(found.events["id"])
         if events:
             columns = event_columns(events)
             self._insert(columns)

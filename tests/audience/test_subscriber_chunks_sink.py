@@ -98,3 +98,9 @@ async def test_a_chunk_row_about_an_erased_address_is_dropped(redis, store) -> N
     created = await stored(store, "subscriber.created")
     assert [e.data["subscriber"]["email"] for e in created.values()] == ["bo@example.com"]
     assert await population(store) == {"bo@example.com"}
+    # a chunk all of whose rows are about erased addresses stores nothing (and fails nothing)
+    await subscribers.upsert(LIST, [SubscriberInput(email="cy@example.com")], mode="upsert", now_ms=now_ms)
+    await sink.erase_subscriber(WS, "cy@example.com", "sub_whatever")
+    await sink.run_until_idle()
+    assert (await redis.xpending(keyspace.EVENT_STREAM, "analytics"))["pending"] == 0
+    assert await population(store) == {"bo@example.com"}
