@@ -21,7 +21,6 @@ from analytics.mirror import (
     MEMBERSHIP_COLUMNS,
     SUBSCRIBER_COLUMNS,
     MirrorRows,
-    columns,
     tombstone,
 )
 from analytics.queries import WindowPolicy
@@ -186,14 +185,16 @@ class ClickHouseStore(SqlAnalyticsStore):
     def _query(self, sql: str, params: dict[str, Any]) -> Rows:
         return self._client.query(sql, parameters=params).result_rows
 
-    def _upsert_mirror(self, rows: MirrorRows) -> None:
+    def _upsert_mirror_columns(
+        self, subscribers: dict[str, list[Any]], memberships: dict[str, list[Any]]
+    ) -> None:
         # ReplacingMergeTree(version) keeps the highest version per key; reads use FINAL.
         for table, found, names in (
-            ("subscribers", rows.subscribers, SUBSCRIBER_COLUMNS),
-            ("memberships", rows.memberships, MEMBERSHIP_COLUMNS),
+            ("subscribers", subscribers, SUBSCRIBER_COLUMNS),
+            ("memberships", memberships, MEMBERSHIP_COLUMNS),
         ):
-            if found:
-                data = columns(found, names)
+            if found[names[0]]:
+                data = dict(found)
                 if "deleted" in data:
                     data["deleted"] = [int(v) for v in data["deleted"]]
                 self._client.insert(

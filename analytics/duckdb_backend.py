@@ -17,11 +17,12 @@ import pyarrow as pa
 
 from analytics.migrations import load
 from analytics.mirror import (
+    CHUNK_CONSTANTS,
+    CHUNK_EVENT_COLUMNS,
     ERASED_VERSION,
     MEMBERSHIP_COLUMNS,
     SUBSCRIBER_COLUMNS,
-    MirrorRows,
-    columns,
+    ChunkColumns,
     tombstone,
 )
 from analytics.queries import EventFilter, WindowPolicy
@@ -39,9 +40,21 @@ _ARROW_TYPES = {
 }
 ARROW_SCHEMA = pa.schema([(c, _ARROW_TYPES.get(c, pa.string())) for c in COLUMNS])
 INSERTED_SCHEMA = pa.schema([(c, ARROW_SCHEMA.field(c).type) for c in _INSERTED])
+CHUNK_SCHEMA = pa.schema([(c, ARROW_SCHEMA.field(c).type) for c in CHUNK_EVENT_COLUMNS])
 _MIRROR_TYPES = {"created_at": pa.timestamp("ms"), "version": pa.int64(), "deleted": pa.bool_()}
 SUBSCRIBER_SCHEMA = pa.schema([(c, _MIRROR_TYPES.get(c, pa.string())) for c in SUBSCRIBER_COLUMNS])
 MEMBERSHIP_SCHEMA = pa.schema([(c, _MIRROR_TYPES.get(c, pa.string())) for c in MEMBERSHIP_COLUMNS])
+
+
+def _sql_constant(value: Any, kind: pa.DataType) -> str:
+    """A CHUNK_CONSTANTS value as SQL (they are fixed literals, never input)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"CAST({value} AS UBIGINT)"
+    if isinstance(value, list):
+        return "CAST([] AS VARCHAR[])"
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _upsert(table: str, key: tuple[str, ...], names: tuple[str, ...]) -> str:
@@ -53,6 +66,16 @@ def _upsert(table: str, key: tuple[str, ...], names: tuple[str, ...]) -> str:
     )
 
 
+_INSERT_CHUNK_EVENTS = (
+    "INSERT OR IGNORE INTO events SELECT "
+    + ", ".join(
+        c
+        if c in CHUNK_EVENT_COLUMNS
+        else f"{_sql_constant(CHUNK_CONSTANTS[c], ARROW_SCHEMA.field(c).type)} AS {c}"
+        for c in COLUMNS
+    )
+    + " FROM incoming_members"
+)
 _UPSERT_SUBSCRIBERS = _upsert("subscribers", ("workspace", "id"), SUBSCRIBER_COLUMNS)
 _UPSERT_MEMBERSHIPS = _upsert("memberships", ("workspace", "subscriber_id", "list_id"), MEMBERSHIP_COLUMNS)
 # Overwrites the row in place (a DELETE then INSERT of one key inside a transaction trips DuckDB's
@@ -234,15 +257,29 @@ class DuckDBStore(SqlAnalyticsStore):
     def _query(self, sql: str, params: dict[str, Any]) -> Rows:
         return self._db.execute(sql, params).fetchall()
 
-    def _upsert_mirror(self, rows: MirrorRows) -> None:
+    def _insert_chunk_events(self, found: ChunkColumns) -> None:
+        """Subscriber chunks' events (`subscriber.created`, `list.*`): no `event_days` counts, which only
+        segment event conditions read and which cannot name these types (schemas/segments.py). Only the
+        columns that vary cross as Arrow; the rest are constants of the statement."""
+        batch = pa.Table.from_pydict(found.events, schema=CHUNK_SCHEMA)
+        cursor = self._db.cursor()
+        try:
+            cursor.register("incoming_members", batch)
+            cursor.execute(_INSERT_CHUNK_EVENTS)
+        finally:
+            cursor.close()
+
+    def _upsert_mirror_columns(
+        self, subscribers: dict[str, list[Any]], memberships: dict[str, list[Any]]
+    ) -> None:
         cursor = self._db.cursor()
         try:
             for table, found, schema, upsert in (
-                ("subscribers", rows.subscribers, SUBSCRIBER_SCHEMA, _UPSERT_SUBSCRIBERS),
-                ("memberships", rows.memberships, MEMBERSHIP_SCHEMA, _UPSERT_MEMBERSHIPS),
+                ("subscribers", subscribers, SUBSCRIBER_SCHEMA, _UPSERT_SUBSCRIBERS),
+                ("memberships", memberships, MEMBERSHIP_SCHEMA, _UPSERT_MEMBERSHIPS),
             ):
-                if found:
-                    batch = pa.Table.from_pydict(columns(found, tuple(schema.names)), schema=schema)
+                if found[schema.names[0]]:
+                    batch = pa.Table.from_pydict(found, schema=schema)
                     cursor.register(f"incoming_{table}", batch)
                     cursor.execute(upsert)
         finally:

@@ -11,14 +11,15 @@ message, without `data.list`) are not about the mirror and are skipped.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeGuard
 
 import msgspec
 
-from analytics.rows import epoch_ms
+from analytics.rows import COLUMNS, epoch_ms
 from schemas.events import Event
+from schemas.subscriber_chunks import CREATED, NewMembers, created_event_id, iso, member_event_id
 
 SUBSCRIBER_COLUMNS = (
     "workspace",
@@ -141,3 +142,125 @@ def columns(rows: list[tuple[Any, ...]], names: tuple[str, ...]) -> dict[str, li
     """Column-oriented rows for a batch insert."""
     values = list(zip(*rows, strict=True)) if rows else [()] * len(names)
     return {name: list(column) for name, column in zip(names, values, strict=True)}
+
+
+# --- new subscribers as columnar chunks (schemas/subscriber_chunks.py) --------------------------------
+# A chunk stands for two events per subscriber (`subscriber.created`, then its membership event); the
+# sink stores those events and their mirror rows straight from the chunk's columns, without building an
+# `Event` or a row tuple per subscriber. `tests/audience/test_change_events.py` checks that the columns
+# are exactly what `event_columns(expand(chunk))` and `mirror_rows(expand(chunk))` give.
+_json_text = msgspec.json.Encoder().encode
+
+
+# The `events` columns a chunk's rows fill; every other column holds the same value in all of them
+# (CHUNK_CONSTANTS): a backend may send those as constants instead of a column (DuckDB does).
+CHUNK_EVENT_COLUMNS = ("id", "workspace", "created_at", "type", "recipient", "recipient_domain", "data")
+CHUNK_CONSTANTS: dict[str, Any] = {
+    "message_id": "",
+    "sender": "",
+    "provider": "",
+    "server": "",
+    "campaign_id": "",
+    "tags": [],
+    "metadata": "{}",
+    "bounce_type": "",
+    "url": "",
+    "pair_hash": 0,
+    "machine_open": False,
+    "campaign_variant": "",
+}
+
+
+class ChunkColumns(msgspec.Struct):
+    """A batch's chunks as the columns of the `events` (CHUNK_EVENT_COLUMNS only), `subscribers` and
+    `memberships` tables."""
+
+    events: dict[str, list[Any]]
+    subscribers: dict[str, list[Any]]
+    memberships: dict[str, list[Any]]
+
+    def all_event_columns(self) -> dict[str, list[Any]]:
+        """Every column of the `events` rows, in COLUMNS order, the constants repeated."""
+        rows = len(self.events["id"])
+        return {c: self.events[c] if c in self.events else [CHUNK_CONSTANTS[c]] * rows for c in COLUMNS}
+
+
+def chunk_columns(chunks: Sequence[NewMembers]) -> ChunkColumns:
+    """The events (their CHUNK_EVENT_COLUMNS) and mirror rows of `chunks`, each subscriber once (a chunk
+    read twice in one batch is stored once)."""
+    if len(chunks) > 1:
+        chunks = _unique_rows(chunks)
+    events: dict[str, list[Any]] = {c: [] for c in CHUNK_EVENT_COLUMNS}
+    subscribers: dict[str, list[Any]] = {c: [] for c in SUBSCRIBER_COLUMNS}
+    memberships: dict[str, list[Any]] = {c: [] for c in MEMBERSHIP_COLUMNS}
+    for chunk in chunks:
+        _add_chunk(chunk, events, subscribers, memberships)
+    return ChunkColumns(events, subscribers, memberships)
+
+
+def _unique_rows(chunks: Sequence[NewMembers]) -> list[NewMembers]:
+    seen: set[str] = set()
+    kept = []
+    for chunk in chunks:
+        rows = [i for i, sid in enumerate(chunk.ids) if not (sid in seen or seen.add(sid))]  # type: ignore[func-returns-value]
+        if len(rows) == len(chunk.ids):
+            kept.append(chunk)
+        elif rows:
+            kept.append(
+                msgspec.structs.replace(
+                    chunk,
+                    ids=[chunk.ids[i] for i in rows],
+                    emails=[chunk.emails[i] for i in rows],
+                    names=[chunk.names[i] for i in rows],
+                    attributes=[chunk.attributes[i] for i in rows],
+                )
+            )
+    return kept
+
+
+def _add_chunk(
+    chunk: NewMembers,
+    events: dict[str, list[Any]],
+    subscribers: dict[str, list[Any]],
+    memberships: dict[str, list[Any]],
+) -> None:
+    n, ids, emails = len(chunk.ids), chunk.ids, chunk.emails
+    workspace, list_id, status, created_ms = chunk.workspace, chunk.list_id, chunk.status, chunk.created_ms
+    created_at = iso(created_ms)
+    quoted = [_json_text(e).decode() for e in emails]
+    names = [_json_text(name).decode() for name in chunk.names]  # "null" for None
+    attributes = [_json(a).decode() if a else "{}" for a in chunk.attributes]
+    # subscriber.created's data, keys sorted as analytics/rows.py writes every event's data
+    created = [
+        f'{{"subscriber":{{"attributes":{a},"created_at":"{created_at}","email":{e},"id":"{i}",'
+        f'"name":{m},"status":"active"}},"version":1}}'
+        for a, e, i, m in zip(attributes, quoted, ids, names, strict=True)
+    ]
+    member = [
+        f'{{"email":{e},"list":"{list_id}","status":"{status}","subscriber":"{i}","version":2}}'
+        for e, i in zip(quoted, ids, strict=True)
+    ]
+    lowered = [e.lower() for e in emails]
+    domains = [e.rpartition("@")[2] if "@" in e else "" for e in lowered]
+    both = 2 * n
+    events["id"] += [created_event_id(i) for i in ids] + [member_event_id(i) for i in ids]
+    events["workspace"] += [workspace] * both
+    events["created_at"] += [created_ms] * both
+    events["type"] += [CREATED] * n + [chunk.member_type] * n
+    events["recipient"] += lowered + lowered
+    events["recipient_domain"] += domains + domains
+    events["data"] += created + member
+    subscribers["workspace"] += [workspace] * n
+    subscribers["id"] += ids
+    subscribers["email"] += lowered
+    subscribers["name"] += [name or "" for name in chunk.names]
+    subscribers["attributes"] += attributes
+    subscribers["status"] += ["active"] * n
+    subscribers["created_at"] += [created_ms] * n
+    subscribers["version"] += [1] * n
+    subscribers["deleted"] += [False] * n
+    memberships["workspace"] += [workspace] * n
+    memberships["subscriber_id"] += ids
+    memberships["list_id"] += [list_id] * n
+    memberships["status"] += [status] * n
+    memberships["version"] += [2] * n

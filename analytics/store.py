@@ -17,6 +17,7 @@ from analytics.reports import EventsPage, Summary
 from schemas.campaign_report import CampaignReport
 from schemas.events import Event
 from schemas.segments import MembersPage, SegmentQuery
+from schemas.subscriber_chunks import NewMembers
 
 DEFAULT_DUCKDB_FILE = "analytics.duckdb"
 
@@ -73,7 +74,7 @@ class AnalyticsStore(AnalyticsReader, Protocol):
 
     async def migrate(self) -> list[int]: ...
 
-    async def insert(self, events: Sequence[Event]) -> int: ...
+    async def insert(self, events: Sequence[Event], chunks: Sequence[NewMembers] = ()) -> int: ...
 
     async def close(self) -> None: ...
 

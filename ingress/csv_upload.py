@@ -40,7 +40,17 @@ class CsvChunker:
 
     def feed(self, text: str) -> None:
         # Lines end at LF (CRLF included; csv drops the CR); the unfinished last one waits for more.
-        *lines, self._partial = (self._partial + text).split("\n")
+        text = self._partial + text
+        *lines, self._partial = text.split("\n")
+        if lines and not self._record and not self._skipping and '"' not in text:
+            # No quote anywhere (most files): every line is a record of its own, taken in one pass
+            # instead of a call per line, unless one is over-long (then line by line, as below).
+            if max(map(len, lines)) < self.max_line:
+                start, self.line = self.line, self.line + len(lines)
+                self.ready.extend(
+                    zip(range(start, self.line), [[line + "\n"] for line in lines], strict=True)
+                )
+                lines = []
         for line in lines:
             self._take(line + "\n")
         if len(self._partial) > self.max_line:

@@ -203,11 +203,12 @@ def row_items(
         and len(set(columns)) == width
     )
     for line, cells in rows:
-        if not "".join(cells).strip():
-            continue  # a blank line is not a row
+        fast = plain_header and len(cells) == width
+        email = cells[email_at].strip() if fast else ""  # type: ignore[index]
+        if not email and not "".join(cells).strip():
+            continue  # a blank line is not a row (a row with an address is not blank)
         counted += 1
-        if plain_header and len(cells) == width:
-            email = cells[email_at].strip()  # type: ignore[index]
+        if fast:
             name = None if name_at is None else (cells[name_at].strip() or None)
             patch: dict[str, Any] = {c: cell for i, c in attributes if (cell := cells[i]) != ""}
             if (

@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+import msgspec
 import redis.asyncio as aioredis
 
 from schemas.event_subjects import event_email
 from schemas.events import Event
+from schemas.subscriber_chunks import NewMembers
 from store import keyspace
 
 
@@ -43,6 +45,42 @@ class ErasureLedger:
             return list(events)
         erased = {w: await self._erased_of(w, events) for w in erasing}
         return [e for e in events if not _erased(e, erased.get(e.workspace))]
+
+    async def drop_erased_members(self, chunks: Sequence[NewMembers]) -> list[NewMembers]:
+        """`chunks` of new subscribers (`schemas/subscriber_chunks.py`) without the rows about an address
+        erased at or after the chunk's time. A workspace that never erased anyone costs one HLEN."""
+        if not chunks:
+            return []
+        workspaces = sorted({c.workspace for c in chunks})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for workspace in workspaces:
+                pipe.hlen(keyspace.erased_emails(workspace))
+            sizes = await pipe.execute()
+        erasing = {w for w, size in zip(workspaces, sizes, strict=True) if size}
+        if not erasing:
+            return list(chunks)
+        kept = []
+        for chunk in chunks:
+            if chunk.workspace not in erasing:
+                kept.append(chunk)
+                continue
+            hashes = [email_hash(email) for email in chunk.emails]
+            found = await self.redis.hmget(keyspace.erased_emails(chunk.workspace), hashes)
+            gone = {i for i, at in enumerate(found) if at is not None and chunk.created_ms <= int(at)}
+            if not gone:
+                kept.append(chunk)
+                continue
+            rows = [i for i in range(len(chunk)) if i not in gone]
+            kept.append(
+                msgspec.structs.replace(
+                    chunk,
+                    ids=[chunk.ids[i] for i in rows],
+                    emails=[chunk.emails[i] for i in rows],
+                    names=[chunk.names[i] for i in rows],
+                    attributes=[chunk.attributes[i] for i in rows],
+                )
+            )
+        return kept
 
     async def _erased_of(self, workspace: str, events: Sequence[Event]) -> dict[str, int]:
         hashes = sorted({email_hash(m) for e in events if e.workspace == workspace and (m := event_email(e))})

@@ -42,6 +42,10 @@ def idempotency(workspace: str, key_id: str, method: str, path: str, key: str) -
 # by event id, so an entry delivered twice changes nothing.
 EVENT_STREAM = PREFIX + "events"
 EVENT_FIELD = b"b"
+# Or, instead, the subscribers one write created, as one columnar `schemas.subscriber_chunks.NewMembers`
+# (msgpack) under field b"c": two events per subscriber that readers expand where they need them
+# (`store/event_entries.py`).
+EVENT_CHUNK_FIELD = b"c"
 
 
 # --- inbound provider webhooks --------------------------------------------------------------------

@@ -28,6 +28,7 @@ from schemas.audience import (
     subscriber_encoder,
 )
 from schemas.events import event_msgpack_encoder
+from schemas.subscriber_chunks import NewMembers, chunk_encoder
 from store import keyspace
 from store.compare_apply import Batch, CompareAndApply
 from store.lua import lua_string
@@ -193,6 +194,7 @@ class SubscriberStore:
                 batch.spread("ZREM", keyspace.list_members(workspace, list_id, old), ids)
             pairs = [x for i in ids for x in (0, i)]
             batch.spread("ZADD", keyspace.list_members(workspace, list_id, new), pairs)
+        append_new_members(batch, list(plan.new_members.values()))
         append_events(batch, plan.events)
 
     # --- one subscriber ----------------------------------------------------------------------------------
@@ -315,6 +317,15 @@ class SubscriberStore:
 
 def msgspec_copy(record: SubscriberRecord) -> SubscriberRecord:
     return subscriber_decoder.decode(subscriber_encoder.encode(record))
+
+
+def append_new_members(batch: Batch, chunks: list[NewMembers]) -> None:
+    """The created subscribers' events as one columnar entry per chunk (`schemas/subscriber_chunks.py`),
+    in the write's own script: ~60 bytes of msgpack per subscriber instead of two events of ~250."""
+    for chunk in chunks:
+        if chunk.ids:
+            blob = lua_string(chunk_encoder.encode(chunk))
+            batch.command("XADD", keyspace.EVENT_STREAM, "*", keyspace.EVENT_CHUNK_FIELD, blob)
 
 
 def append_events(batch: Batch, events: list[ChangeEvent]) -> None:

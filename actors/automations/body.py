@@ -59,17 +59,19 @@ from schemas.automations import (
     successors,
 )
 from schemas.domain_names import normalise_email
-from schemas.events import Event, events_msgpack_decoder
+from schemas.events import Event
 from schemas.ids import derived_id, new_id
 from schemas.schedules import next_due
 from schemas.segments import SegmentQuery
 from schemas.send import RoutingIn, SendRequest, TemplateRef, TrackingIn
 from schemas.settings import Settings
+from schemas.subscriber_chunks import chunk_decoder
 from security.ssrf import ForbiddenUrl, check_webhook_url
 from security.webhook_signing import derived_webhook_secret, sign_delivery
 from store import keyspace
 from store.automation_runs import Claimed, NewRun, RunStore, Transition
 from store.automations import AutomationStore
+from store.event_entries import entry_events
 from store.group_reader import GroupReader
 from store.lists import ListStore
 from store.replies import as_text
@@ -275,11 +277,16 @@ class AutomationRunner:
             return 0
         live = [(h, d) for h, d in await self.live() if isinstance(d.trigger, EventTrigger)]
         if live:
+            # A chunk of new subscribers (`store/event_entries.py`) is expanded only when one of its two
+            # event types triggers a live automation of its workspace.
+            triggers = {
+                (h.workspace, d.trigger.event) for h, d in live if isinstance(d.trigger, EventTrigger)
+            }
             events = [
                 event
                 for _, fields in entries
-                if (raw := fields.get(keyspace.EVENT_FIELD)) is not None
-                for event in events_msgpack_decoder.decode(raw)
+                if _may_trigger(fields, triggers)
+                for event in entry_events(fields)
             ]
             await self.on_events(events, live)
         await self.redis.xack(
@@ -881,3 +888,12 @@ def wake_at_ms(step: WaitStep, subscriber: SubscriberRecord, now_ms: int) -> int
     if wall <= local.replace(tzinfo=None):
         wall += timedelta(days=1)
     return int(wall.replace(tzinfo=zone).timestamp() * 1000)
+
+
+def _may_trigger(fields: dict[bytes, bytes], triggers: set[tuple[str, str]]) -> bool:
+    """False only for a chunk of new subscribers whose events no live trigger of its workspace wants."""
+    raw = fields.get(keyspace.EVENT_CHUNK_FIELD)
+    if raw is None:
+        return True
+    chunk = chunk_decoder.decode(raw)
+    return any((chunk.workspace, kind) in triggers for kind in chunk.types)

@@ -36,6 +36,7 @@ from actors.stepping import until_idle
 from analytics.errors import AnalyticsError
 from analytics.store import AnalyticsStore
 from schemas.events import Event, events_msgpack_decoder
+from schemas.subscriber_chunks import NewMembers, chunk_decoder
 from store import keyspace
 from store.erasures import ErasureLedger
 from store.group_reader import START, Entries, GroupReader, walk_ended
@@ -48,6 +49,14 @@ PURGE_EVERY_SECONDS = 3600.0
 class Batch:
     entry_ids: list[bytes] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    # new subscribers as columnar chunks (`schemas/subscriber_chunks.py`): stored and mirrored column by
+    # column, never expanded into events here
+    chunks: list[NewMembers] = field(default_factory=list)
+    chunk_events: int = 0  # the events the chunks stand for (two per subscriber)
+
+    @property
+    def size(self) -> int:
+        return len(self.events) + self.chunk_events
 
 
 @dataclass
@@ -133,8 +142,8 @@ class EventSinkLoop:
         one read per batch instead of a read, a wake-up and a reply per entry. Latency is measured on
         the monotonic clock the event loop sleeps on, not on the injected wall clock."""
         deadline = time.monotonic() + self.max_latency
-        while len(batch.events) < self.batch_size:
-            wanted = self._entries_wanted(len(batch.events))
+        while batch.size < self.batch_size:
+            wanted = self._entries_wanted(batch.size)
             entries = await self.reader.read_new(wanted)
             self._add(batch, entries)
             if len(entries) < wanted:
@@ -147,8 +156,8 @@ class EventSinkLoop:
         """Entries pending longer than claim_idle (a dead consumer's), walked page by page."""
         cursor: str | bytes = START
         claimed_before = self.reader.reclaimed
-        while len(batch.events) < self.batch_size:
-            cursor, entries = await self.reader.reclaim(self._entries_wanted(len(batch.events)), cursor)
+        while batch.size < self.batch_size:
+            cursor, entries = await self.reader.reclaim(self._entries_wanted(batch.size), cursor)
             self._add(batch, entries)
             if walk_ended(cursor):
                 break
@@ -163,33 +172,40 @@ class EventSinkLoop:
         )
 
     def _add(self, batch: Batch, entries: Entries) -> None:
-        before = len(batch.events)
+        before = batch.size
         for entry_id, fields in entries:
             batch.entry_ids.append(entry_id)
             try:
-                batch.events.extend(events_msgpack_decoder.decode(fields[keyspace.EVENT_FIELD]))
+                chunk = fields.get(keyspace.EVENT_CHUNK_FIELD)
+                if chunk is not None:
+                    batch.chunks.append(decoded := chunk_decoder.decode(chunk))
+                    batch.chunk_events += 2 * len(decoded)
+                else:
+                    batch.events.extend(events_msgpack_decoder.decode(fields[keyspace.EVENT_FIELD]))
             except (KeyError, msgspec.DecodeError) as exc:
                 # Retrying cannot fix a malformed entry: log it, ack it with the batch, move on.
                 self.stats.undecodable_entries += 1
                 log.error("event stream entry %r is not a msgpack list of events: %s", entry_id, exc)
         if entries:
-            per_entry = max(1.0, (len(batch.events) - before) / len(entries))
+            per_entry = max(1.0, (batch.size - before) / len(entries))
             last = self._events_per_entry
             self._events_per_entry = per_entry if last is None else 0.5 * last + 0.5 * per_entry
 
     async def commit(self, batch: Batch) -> int:
-        """Insert, then acknowledge. Returns how many events the batch held."""
-        if batch.events:
+        """Insert, then acknowledge. Returns how many events the batch held (a chunk's two per row)."""
+        if batch.events or batch.chunks:
             async with self._writing:
-                await self.store.insert(await self.erasures.drop_erased(batch.events))
+                events = await self.erasures.drop_erased(batch.events)
+                chunks = await self.erasures.drop_erased_members(batch.chunks)
+                await self.store.insert(events, chunks)
         reader = self.reader
         for start in range(0, len(batch.entry_ids), 1000):
             await self.redis.xack(reader.stream, reader.group, *batch.entry_ids[start : start + 1000])
         if batch.entry_ids:
-            self.stats.events += len(batch.events)
+            self.stats.events += batch.size
             self.stats.batches += 1
             self.stats.last_batch_at = self.clock()
-        return len(batch.events)
+        return batch.size
 
     async def erase_subscriber(self, workspace: str, email: str, subscriber_id: str) -> None:
         """Record the erasure (so the stream cannot re-add the person), then anonymise the store."""

@@ -21,6 +21,7 @@ from schemas.events import Event
 from schemas.ids import derived_id
 from schemas.webhooks import WebhookRecord, filter_matches
 from store import keyspace
+from store.event_entries import entry_events, entry_workspace
 from store.group_reader import GroupReader
 from store.replies import as_bytes_or_none
 from store.webhook_queue import DeliveryQueue, NewDelivery
@@ -137,20 +138,41 @@ class FanOut:
         self.last_read = len(entries)
         if not entries:
             return 0
-        blobs = [fields.get(keyspace.EVENT_FIELD, b"\x90") for _, fields in entries]
-        heads = [self._decoded(self._decode_heads, blob) for blob in blobs]
-        workspaces = list(dict.fromkeys(head.workspace for entry in heads for head in entry))
+        heads = [self._heads(fields) for _, fields in entries]
+        workspaces = list(dict.fromkeys(workspace for entry in heads for workspace in entry))
         endpoints = await self.directory.enabled(workspaces) if workspaces else {}
         events = [
             event
-            for blob, entry in zip(blobs, heads, strict=True)
-            if any(endpoints.get(head.workspace) for head in entry)
-            for event in self._decoded(self._decode, blob)
+            for (_, fields), entry in zip(entries, heads, strict=True)
+            if any(endpoints.get(workspace) for workspace in entry)
+            for event in self._events(fields)
         ]
         planned = plan_deliveries(events, endpoints, self._encode)
         return await self.queue.record(
             planned, [entry_id for entry_id, _ in entries], int(self.clock() * 1000)
         )
+
+    def _heads(self, fields: dict[bytes, bytes]) -> list[str]:
+        """The workspaces of an entry's events: a chunk of new subscribers (`store/event_entries.py`)
+        has one, read without decoding its rows; a chunk is expanded only for a workspace that listens."""
+        try:
+            workspace = entry_workspace(fields)
+        except msgspec.DecodeError:
+            log.error("skipping an event stream entry whose subscriber chunk is malformed")
+            return []
+        if workspace is not None:
+            return [workspace]
+        blob = fields.get(keyspace.EVENT_FIELD, b"\x90")
+        return [head.workspace for head in self._decoded(self._decode_heads, blob)]
+
+    def _events(self, fields: dict[bytes, bytes]) -> list[Event]:
+        if keyspace.EVENT_CHUNK_FIELD not in fields:
+            return self._decoded(self._decode, fields.get(keyspace.EVENT_FIELD, b"\x90"))
+        try:
+            return entry_events(fields)
+        except msgspec.DecodeError:
+            log.error("skipping an event stream entry whose subscriber chunk is malformed")
+            return []
 
     @staticmethod
     def _decoded(decode: Callable[[bytes], list], blob: bytes) -> list:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from schemas.events import events_msgpack_decoder
 from store import keyspace
+from store.event_entries import entry_events
 
 
 async def new_list(client, headers, **extra) -> dict:
@@ -24,7 +24,7 @@ async def upsert(client, headers, list_id: str, subscribers: list, mode: str = "
 
 async def events(redis) -> list:
     entries = await redis.xrange(keyspace.EVENT_STREAM)
-    return [e for _, fields in entries for e in events_msgpack_decoder.decode(fields[keyspace.EVENT_FIELD])]
+    return [e for _, fields in entries for e in entry_events(fields)]
 
 
 async def test_bulk_upsert_merges_attributes_and_counts(client, admin, redis) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from actors.policies.suppression import SuppressionSet, list_scope
 from analytics.mirror import mirror_rows
 from schemas.audience import MEMBER_STATUSES
-from schemas.events import events_msgpack_decoder
 from store import keyspace
+from store.event_entries import entry_events
 from store.suppressions import SuppressionStore
 from tests.audience.test_subscribers_api import new_list, upsert
 from tests.pipeline.conftest import wait_for
@@ -14,7 +14,7 @@ from tests.pipeline.conftest import wait_for
 
 async def all_events(redis) -> list:
     entries = await redis.xrange(keyspace.EVENT_STREAM)
-    return [e for _, f in entries for e in events_msgpack_decoder.decode(f[keyspace.EVENT_FIELD])]
+    return [e for _, f in entries for e in entry_events(f)]
 
 
 async def member(client, headers, list_id: str, email: str) -> dict:
@@ -37,7 +37,7 @@ async def test_unsubscribe_keeps_the_record_and_suppresses_for_the_list(
     assert await store.is_suppressed(workspace, "ana@example.com", "list", lst["id"])
     assert not await store.is_suppressed(workspace, "ana@example.com", "workspace")
     entries = await redis.xrange(keyspace.EVENT_STREAM)
-    seen = [e for _, f in entries for e in events_msgpack_decoder.decode(f[keyspace.EVENT_FIELD])]
+    seen = [e for _, f in entries for e in entry_events(f)]
     unsub = [e for e in seen if e.type == "subscriber.unsubscribed"]
     assert unsub and unsub[0].data["list"] == lst["id"] and unsub[0].data["status"] == "unsubscribed"
 

@@ -3,8 +3,8 @@ answered with its documented code and nothing changed."""
 
 from __future__ import annotations
 
-from schemas.events import events_msgpack_decoder
 from store import keyspace
+from store.event_entries import entry_events
 
 KEY_SCOPES = ["write:campaigns", "write:lists", "write:templates"]
 
@@ -59,7 +59,7 @@ async def _campaign_events(redis, campaign_id: str) -> list[str]:
     entries = await redis.xrange(keyspace.EVENT_STREAM)
     kinds = []
     for _, fields in entries:
-        for event in events_msgpack_decoder.decode(fields[keyspace.EVENT_FIELD]):
+        for event in entry_events(fields):
             if event.type.startswith("campaign.") and event.data["campaign"]["id"] == campaign_id:
                 kinds.append(event.type)
     return kinds

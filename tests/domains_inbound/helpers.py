@@ -9,12 +9,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from schemas.events import Event, EventMessage, events_msgpack_decoder
+from schemas.events import Event, EventMessage
 from schemas.ids import new_id
 from schemas.messages import Address, OutboundMessage
 from schemas.servers import CreateSendingServer, ServerRecord
 from schemas.settings import load_settings
 from store import keyspace
+from store.event_entries import entry_events
 from store.messages import MessageMeta, MessageStore, NewMessage, StoredMessage
 from store.servers import ServerStore
 
@@ -91,7 +92,7 @@ async def stored(redis: aioredis.Redis, message: OutboundMessage) -> StoredMessa
 
 async def stream_events(redis: aioredis.Redis, message_id: str | None = None) -> list[Event]:
     entries = await redis.xrange(keyspace.EVENT_STREAM)
-    events = [e for _, fields in entries for e in events_msgpack_decoder.decode(fields[keyspace.EVENT_FIELD])]
+    events = [e for _, fields in entries for e in entry_events(fields)]
     return [e for e in events if message_id is None or (e.message is not None and e.message.id == message_id)]
 
 

@@ -8,8 +8,8 @@ import time
 import msgspec
 
 from actors.dispatch.scheduler import run_scheduler
-from schemas.events import events_msgpack_decoder
 from store import keyspace
+from store.event_entries import entry_events
 from store.messages import MessageStore
 from tests.smtp.sink import SmtpSink
 
@@ -36,7 +36,7 @@ async def test_queued_messages_arrive_once_with_events(redis):
             "consumers": [],
         }
         entries = await redis.xrange(keyspace.EVENT_STREAM)
-        types = [e.type for _, f in entries for e in events_msgpack_decoder.decode(f[keyspace.EVENT_FIELD])]
+        types = [e.type for _, f in entries for e in entry_events(f)]
         assert types.count("message.accepted") == 30 and types.count("message.sent") == 30
 
 

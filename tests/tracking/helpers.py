@@ -7,10 +7,11 @@ import re
 import time
 from datetime import UTC, datetime
 
-from schemas.events import Event, EventMessage, events_msgpack_decoder
+from schemas.events import Event, EventMessage
 from schemas.ids import new_id
 from schemas.messages import Address, OutboundMessage
 from store import keyspace
+from store.event_entries import entry_events
 from store.messages import MessageMeta, MessageStore, NewMessage
 
 NEWSLETTER = """<html><body>
@@ -92,11 +93,7 @@ async def timeline(redis, message: OutboundMessage) -> list[Event]:
 
 async def streamed(redis) -> list[Event]:
     entries = await redis.xrange(keyspace.EVENT_STREAM)
-    return [
-        event
-        for _, fields in entries
-        for event in events_msgpack_decoder.decode(fields[keyspace.EVENT_FIELD])
-    ]
+    return [event for _, fields in entries for event in entry_events(fields)]
 
 
 async def wait_for(predicate, within: float = 20.0, every: float = 0.1):

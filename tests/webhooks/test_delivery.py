@@ -10,9 +10,9 @@ import msgspec
 import stripe
 from standardwebhooks.webhooks import Webhook
 
-from schemas.events import events_msgpack_decoder
 from schemas.ids import derived_id
 from store import keyspace
+from store.event_entries import entry_events
 from store.webhook_queue import DELIVERY_RETENTION_SECONDS
 from tests.webhooks.conftest import WORKSPACE, FixedDns, create_endpoint, emit, event, stored_endpoint
 
@@ -130,7 +130,7 @@ async def test_410_disables_the_endpoint_and_records_an_event(api, writer, redis
     on_stream = [
         e
         for _, f in (await redis.xrange(keyspace.EVENT_STREAM))
-        for e in events_msgpack_decoder.decode(f[b"b"])
+        for e in entry_events(f)
         if e.type == "webhook.endpoint_disabled"
     ]
     assert len(on_stream) == 1
