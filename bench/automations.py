@@ -266,6 +266,7 @@ async def api_phase(
                             bare, connector=aiohttp.TCPConnector(limit=256), headers=HEADERS
                         )
                     )
+                await asyncio.sleep(3)  # what the previous case left (its events, audit entries) settles
                 await _open_loop(client, path, make, rate=rate, seconds=2)  # warm
                 watched = pids()
                 before = _cpu(watched)
