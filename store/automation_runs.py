@@ -12,7 +12,8 @@ script:
 
 - `start`: create the record (refused by the reentry rule, or a no-op when the id exists: run ids of
   `never` automations and of retried triggers are derived, so a repeat creates nothing), add it to `due`
-  and to the start-order list (what the API lists newest first), append `automation.triggered`.
+  and to the start-order list (what the API lists newest first), append `automation.triggered` (and, for
+  an api trigger, the request's audit entry to `m:audit`).
 - `claim`: take the due runs (score <= now) and push their score to now + lease: nobody else takes them
   until the lease ends (or a restarted runner takes them over: `release_leases`). A paused automation's
   runs are not taken: they hold where they are. A runner that dies mid-step leaves the run due again
@@ -129,6 +130,7 @@ _START = (
     LUA_ARRAY
     + """
 local runs, due, live, active, stream, order = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local audit_stream, audit_field = KEYS[7], ARGV[2]
 local batch = cmsgpack.unpack(ARGV[1])
 local member, after_exit = batch[1], batch[2]
 local events, outcome = {}, {}
@@ -147,6 +149,7 @@ for i = 1, #batch[3] do
       redis.call('RPUSH', order, run_id)
       if after_exit then redis.call('HSET', live, sub, run_id) end
       events[#events + 1] = item[5]
+      if item[6] ~= '' then redis.call('XADD', audit_stream, '*', audit_field, item[6]) end
       outcome[i] = 'created'
     end
   end
@@ -239,6 +242,9 @@ class NewRun(msgspec.Struct, kw_only=True):
     record: RunRecord
     due_ms: int
     event: Event
+    # The request's audit entry (encoded), appended to `m:audit` in the same script when the run is created
+    # (an api trigger audits its 202 with its write, as the send path does: no round trip of its own).
+    audit: bytes | None = None
 
 
 class Transition(msgspec.Struct, kw_only=True):
@@ -290,11 +296,15 @@ class RunStore:
                 r.due_ms,
                 lua_string(_ulid_bytes(r.record.subscriber[4:])),
                 lua_string(event_msgpack_encoder.encode(r.event)),
+                lua_string(r.audit) if r.audit is not None else "",
             ]
             for r in runs
         ]
         payload = _encode([f"{workspace}|{automation_id}", after_exit, items])
-        outcome = await self._start(keys=self._keys(workspace, automation_id), args=[payload])
+        outcome = await self._start(
+            keys=[*self._keys(workspace, automation_id), keyspace.AUDIT_STREAM],
+            args=[payload, keyspace.AUDIT_FIELD],
+        )
         return [
             ("live:run_" + text[5:]) if (text := as_text(o)).startswith("live:") else text for o in outcome
         ]

@@ -26,6 +26,22 @@ from store.replies import as_bytes, as_text
 
 _encode = msgspec.msgpack.Encoder().encode
 
+# An api trigger's reads in one round trip (ingress/routes/automations.py): KEYS[1] the workspace's address
+# index, KEYS[2] its subscriber records, KEYS[3..] the heads of the automations triggered; ARGV[1] a msgpack
+# array of addresses. Returns {heads ('' where absent), subscriber ids ('' where none), their records
+# ('' where none)}. Reads only: the subscriber keys stay store/subscribers.py's to write.
+_TRIGGER_LOOKUP = """
+local emails = cmsgpack.unpack(ARGV[1])
+local heads, ids, records = {}, {}, {}
+for i = 3, #KEYS do heads[#heads + 1] = redis.call('GET', KEYS[i]) or '' end
+for i = 1, #emails do
+  local id = redis.call('HGET', KEYS[1], emails[i])
+  ids[i] = id or ''
+  records[i] = id and (redis.call('HGET', KEYS[2], id) or '') or ''
+end
+return {heads, ids, records}
+"""
+
 
 def member(workspace: str, automation_id: str) -> str:
     return f"{workspace}|{automation_id}"
@@ -39,6 +55,21 @@ def split_member(raw: bytes | str) -> tuple[str, str]:
 class AutomationStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
+        self._lookup = redis.register_script(_TRIGGER_LOOKUP)
+
+    async def trigger_lookup(
+        self, workspace: str, automation_ids: list[str], emails: list[str]
+    ) -> tuple[list[AutomationRecord | None], list[tuple[str, bytes] | None]]:
+        """The heads of `automation_ids` and, per address, (subscriber id, raw record) — one script call,
+        so an api trigger's checks cost one round trip, not a pipeline and then a read of the records."""
+        keys = [keyspace.subscriber_emails(workspace), keyspace.subscribers(workspace)]
+        keys += [keyspace.automation(workspace, a) for a in automation_ids]
+        heads, ids, records = await self._lookup(keys=keys, args=[_encode(emails)])
+        found_heads = [record_decoder.decode(as_bytes(raw)) if raw else None for raw in heads]
+        subscribers = [
+            (as_text(i), as_bytes(r)) if i and r else None for i, r in zip(ids, records, strict=True)
+        ]
+        return found_heads, subscribers
 
     async def create(self, record: AutomationRecord, first: Definition, *, next_fire_ms: int | None) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

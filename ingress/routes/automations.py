@@ -6,7 +6,9 @@ problem at once (422 with pointers). Send steps' templates are pinned to their n
 time when the step names none, so a later template edit changes new versions of the automation only.
 An api trigger writes the run straight into Redis (store/automation_runs.py); the runner actor takes it
 from there, so the 202 costs no actor call. Triggers arriving together are checked and written together
-(`_trigger_batch`): three round trips a batch, not four a request.
+(`_trigger_batch`): per batch one script reads what the checks need and one start script per automation
+writes the runs with the 202s' audit entries — two round trips a batch, not four and an audit append a
+request.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import msgspec
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from ingress.audit import AUDITED, entry_bytes
 from ingress.context import SERVICES, principal
 from ingress.pagination import PageQuery, decode_cursor, encode_cursor, list_response
 from ingress.problems import ApiError, not_found
 from ingress.routing import DEFINITION_MAX_BODY, RouteTable, json_response
-from schemas.audience import SubscriberRecord
+from schemas.audience import SubscriberRecord, subscriber_decoder
 from schemas.automations import (
     STATUS_CODES,
     STATUS_NAMES,
@@ -50,7 +53,6 @@ from schemas.automations import (
     UpdateAutomation,
     check_definition,
     data_problems,
-    record_decoder,
 )
 from schemas.domain_names import normalise_email
 from schemas.events import Event
@@ -59,12 +61,9 @@ from schemas.problems import FieldError
 from schemas.schedules import next_due
 from security.ssrf import ForbiddenUrl, check_webhook_url
 from security.webhook_signing import derived_webhook_secret
-from store import keyspace
 from store.automation_runs import NewRun, RunStore, Transition
 from store.automations import AutomationStore
 from store.coalescer import Backpressure, Coalescer
-from store.replies import as_bytes, as_text
-from store.subscribers import SubscriberStore
 from store.templates import TemplateStore
 
 routes = RouteTable()
@@ -318,14 +317,18 @@ async def trigger_automation(request: web.Request, body: TriggerBody) -> web.Res
         email: str | None = normalise_email(body.email)
     except ValueError:
         email = None  # refused below, once the automation is known to exist (404 first)
+    automation_id = request.match_info["id"]
     item = _TriggerItem(
         workspace=principal(request).workspace,
-        automation_id=request.match_info["id"],
+        automation_id=automation_id,
         email=email,
         data=body.data,
         key_id=principal(request).key.id,
         idempotency_key=request.headers.get("Idempotency-Key"),
         now_ms=int(services.clock() * 1000),
+        # The 202's audit entry rides in the start script (as the send path's does in its enqueue); any
+        # other answer is audited by the middleware as before.
+        audit=await entry_bytes(request, 202, automation_id),
     )
     try:
         outcome = await _batcher(services.redis).submit(item)
@@ -335,7 +338,9 @@ async def trigger_automation(request: web.Request, body: TriggerBody) -> web.Res
         ) from None
     if isinstance(outcome, ApiError):
         raise outcome
-    return json_response(TriggerAccepted(run=outcome), status=202)
+    run_id, audited = outcome
+    request[AUDITED] = audited
+    return json_response(TriggerAccepted(run=run_id), status=202)
 
 
 class _TriggerItem(msgspec.Struct, kw_only=True):
@@ -346,18 +351,23 @@ class _TriggerItem(msgspec.Struct, kw_only=True):
     key_id: str
     idempotency_key: str | None
     now_ms: int
+    audit: bytes | None = None
 
 
-# Triggers arriving together cross to Redis together (store/coalescer.py): one pipeline reads the heads and
-# the addresses' subscriber ids, one read the subscribers, one start script per automation writes the
-# runs. Per request that was four round trips, each holding one of the pool's connections: at a few
-# hundred triggers a second on a loaded machine the pool ran dry (500s) before the CPU did.
+# (run id, whether its audit entry was written with it) or the problem to answer.
+_Outcome = tuple[str, bool] | ApiError
+
+# Triggers arriving together cross to Redis together (store/coalescer.py): per workspace, one script reads
+# the heads, the addresses' subscriber ids and their records; then one start script per automation writes
+# the runs (and the 202s' audit entries). Per request that was four round trips and an audit append, each
+# holding one of the pool's connections: at a few hundred triggers a second on a loaded machine the pool
+# ran dry (500s) before the CPU did.
 _batchers: weakref.WeakKeyDictionary[
-    aioredis.Redis, tuple[asyncio.AbstractEventLoop, Coalescer[_TriggerItem, str | ApiError]]
+    aioredis.Redis, tuple[asyncio.AbstractEventLoop, Coalescer[_TriggerItem, _Outcome]]
 ] = weakref.WeakKeyDictionary()
 
 
-def _batcher(redis: aioredis.Redis) -> Coalescer[_TriggerItem, str | ApiError]:
+def _batcher(redis: aioredis.Redis) -> Coalescer[_TriggerItem, _Outcome]:
     """One per Redis client and event loop (a batch in flight belongs to its loop)."""
     loop = asyncio.get_running_loop()
     found = _batchers.get(redis)
@@ -369,38 +379,31 @@ def _batcher(redis: aioredis.Redis) -> Coalescer[_TriggerItem, str | ApiError]:
     return found[1]
 
 
-async def _trigger_batch(redis: aioredis.Redis, items: list[_TriggerItem]) -> list[str | ApiError]:
+async def _trigger_batch(redis: aioredis.Redis, items: list[_TriggerItem]) -> list[_Outcome]:
     store = AutomationStore(redis)
-    heads_wanted = sorted({(i.workspace, i.automation_id) for i in items})
-    emails_wanted = sorted({(i.workspace, i.email) for i in items if i.email is not None})
-    async with redis.pipeline(transaction=False) as pipe:
-        for workspace, automation_id in heads_wanted:
-            pipe.get(keyspace.automation(workspace, automation_id))
-        for workspace, email in emails_wanted:
-            pipe.hget(keyspace.subscriber_emails(workspace), email)
-        replies = await pipe.execute()
-    heads = {
-        key: None if raw is None else record_decoder.decode(as_bytes(raw))
-        for key, raw in zip(heads_wanted, replies[: len(heads_wanted)], strict=True)
-    }
-    subscriber_ids = {
-        key: None if raw is None else as_text(raw)
-        for key, raw in zip(emails_wanted, replies[len(heads_wanted) :], strict=True)
-    }
+    heads: dict[tuple[str, str], AutomationRecord | None] = {}
+    subscriber_ids: dict[tuple[str, str], str | None] = {}
+    subscribers: dict[tuple[str, str], SubscriberRecord] = {}
+    by_workspace: dict[str, tuple[set[str], set[str]]] = {}
+    for i in items:
+        automations, emails = by_workspace.setdefault(i.workspace, (set(), set()))
+        automations.add(i.automation_id)
+        if i.email is not None:
+            emails.add(i.email)
+    for workspace, (automation_set, email_set) in by_workspace.items():
+        automation_ids, addresses = sorted(automation_set), sorted(email_set)
+        found_heads, found_subscribers = await store.trigger_lookup(workspace, automation_ids, addresses)
+        for automation_id, head in zip(automation_ids, found_heads, strict=True):
+            heads[(workspace, automation_id)] = head
+        for email, found in zip(addresses, found_subscribers, strict=True):
+            subscriber_ids[(workspace, email)] = found[0] if found else None
+            if found is not None:
+                subscribers[(workspace, found[0])] = subscriber_decoder.decode(found[1])
     definitions = {}
     for key, head in heads.items():
         if head is not None:
             definitions[key] = await _definition(store, head)
-    by_workspace: dict[str, set[str]] = {}
-    for (workspace, _), subscriber_id in subscriber_ids.items():
-        if subscriber_id is not None:
-            by_workspace.setdefault(workspace, set()).add(subscriber_id)
-    subscribers: dict[tuple[str, str], SubscriberRecord] = {}
-    people = SubscriberStore(redis)
-    for workspace, ids in by_workspace.items():
-        for record in await people.many(workspace, sorted(ids)):
-            subscribers[(workspace, record.id)] = record
-    outcomes: list[str | ApiError | None] = []
+    outcomes: list[_Outcome | None] = []
     starts: dict[tuple[str, str], list[tuple[int, NewRun]]] = {}
     for index, item in enumerate(items):
         key = (item.workspace, item.automation_id)
@@ -423,7 +426,8 @@ async def _trigger_batch(redis: aioredis.Redis, items: list[_TriggerItem]) -> li
             after_exit=definition.reentry == "after_exit",
         )
         for (index, start), outcome in zip(pending, written, strict=True):
-            outcomes[index] = _started(items[index], definition, start.run_id, outcome)
+            answer = _started(items[index], definition, start.run_id, outcome)
+            outcomes[index] = answer if isinstance(answer, ApiError) else (answer, outcome == "created")
     return [
         o if o is not None else ApiError("internal_error", "The trigger was not handled") for o in outcomes
     ]
@@ -501,7 +505,7 @@ def _check_trigger(
             "trigger": "api",
         },
     )
-    return NewRun(run_id=run_id, record=record, due_ms=now_ms, event=event)
+    return NewRun(run_id=run_id, record=record, due_ms=now_ms, event=event, audit=item.audit)
 
 
 def _started(item: _TriggerItem, definition: Definition, run_id: str, outcome: str) -> str | ApiError:
