@@ -15,8 +15,11 @@ millisecond. In ClickHouse every join key is a 64-bit hash (subscriber id, email
 day row holds the hashes of its event ids, whose union counts a replayed event once; DuckDB stores each
 event once and joins on the strings themselves. ClickHouse reads the population from the mirror's copies
 ordered by those hashes (`segment_subscribers`, `segment_memberships`: migration 0007), so FINAL merges
-on integers; `count_gte` sums the lengths of the merged id sets (`event_days FINAL`). Where each
-condition is evaluated, and what it costs: docs/audience.md "Evaluation".
+on integers; `count_gte` sums the lengths of the merged id sets (`event_days FINAL`). A count over lists
+with a filter is driven by the lists' memberships, with the subscribers the filter selects as its one
+hash set (`SegmentCompiler.count`), and a `list_status` eq/in the whole filter requires is the
+population's own status filter (`_fold`). Where each condition is evaluated, and what it costs:
+docs/audience.md "Evaluation".
 """
 
 from __future__ import annotations
