@@ -310,7 +310,16 @@ class SegmentCompiler:
         if isinstance(node, All):
             return "(" + " AND ".join(self.condition(c) for c in node.items) + ")"
         if isinstance(node, AnyOf):
-            return "(" + " OR ".join(self.condition(c) for c in node.items) + ")"
+            # Several event conditions of one `any` are one set: the union of their recipients, probed
+            # once per subscriber instead of once per condition.
+            events = [c for c in node.items if isinstance(c, EventCount)]
+            found = [self.condition(c) for c in node.items if not isinstance(c, EventCount)]
+            if len(events) > 1:
+                union = " UNION ALL ".join(self._recipients(c) for c in events)
+                found.append(f"({self.json.email_key} IN ({union}))")
+            else:
+                found += [self._event(c) for c in events]
+            return "(" + " OR ".join(found) + ")"
         if isinstance(node, Not):
             return f"(NOT {self.condition(node.item)})"
         if isinstance(node, EventCount):
@@ -337,6 +346,9 @@ class SegmentCompiler:
         return where
 
     def _event(self, node: EventCount) -> str:
+        return f"({self.json.email_key} IN ({self._recipients(node)}))"
+
+    def _recipients(self, node: EventCount) -> str:
         """Recipients with at least `count_gte` events of the type in the window: the window's whole days
         from `event_days`, and the part of its first day from `now - within_days` on from `events`
         (a narrow read: one type, less than a day, through ClickHouse's events_by_type projection)."""
@@ -357,7 +369,7 @@ class SegmentCompiler:
             sql = f"SELECT {json.day_key} FROM event_days WHERE {' AND '.join(days)}"
             if first_day is not None:
                 sql += f" UNION ALL SELECT {json.event_key} FROM events WHERE {' AND '.join(first_day)}"
-            return f"({json.email_key} IN ({sql}))"
+            return sql
         column, table = json.counted_days()
         sql = f"SELECT {json.day_key} AS k, {column} AS n FROM {table} WHERE {' AND '.join(days)}"
         if first_day is not None:
@@ -366,8 +378,7 @@ class SegmentCompiler:
                 f"WHERE {' AND '.join(first_day)} GROUP BY k"
             )
         threshold = bind(node.count_gte, "UInt64")
-        sql = f"SELECT k FROM ({sql}) AS w GROUP BY k HAVING sum(n) >= {threshold}"
-        return f"({json.email_key} IN ({sql}))"
+        return f"SELECT k FROM ({sql}) AS w GROUP BY k HAVING sum(n) >= {threshold}"
 
     def _attribute(self, node: AttributeIs) -> str:
         if node.name == "list_status":

@@ -12,7 +12,7 @@ import pytest
 from analytics.duckdb_backend import DuckDBStore
 from analytics.segments import SegmentCompiler
 from schemas.segments import AttributeIs, SegmentQuery, parse_condition
-from tests.analytics.segment_dataset import CASES, IDS, L1, L2, NOW, WS, build, member
+from tests.analytics.segment_dataset import CASES, IDS, L1, L2, NOW, TRIAL, WS, build, member
 
 NAMES = {v: k for k, v in IDS.items()}
 
@@ -104,6 +104,11 @@ SEVERAL_LISTS = [
     removed("ed", L1, 5),
     member("ed", L2, "subscribed", 6),
 ]
+ANY_EVENTS = [
+    {"event": TRIAL, "within_days": 7},
+    {"event": "order.completed", "within_days": 12, "count_gte": 1},
+    {"attribute": "plan", "op": "eq", "value": "free"},
+]
 SEVERAL_CASES: list[tuple[list[str], Any, set[str]]] = [
     ([L1, L2], None, {"ana", "bo", "cy", "di", "ed", "eve"}),
     ([L1, L2], {"attribute": "plan", "op": "exists"}, {"ana", "bo", "cy", "ed", "eve"}),
@@ -147,6 +152,10 @@ SEVERAL_CASES: list[tuple[list[str], Any, set[str]]] = [
         set(),
     ),
     ([L2], {"not": {"event": "message.opened", "within_days": 30}}, {"bo", "di"}),
+    # An `any` of event conditions is one set of their recipients (a window's first day included).
+    ([L2], {"any": ANY_EVENTS}, {"ana", "bo", "cy", "ed"}),
+    ([L2], {"not": {"any": ANY_EVENTS}}, {"di"}),
+    ([L2], {"any": ANY_EVENTS[:2]}, {"ana", "cy", "ed"}),
 ]
 
 

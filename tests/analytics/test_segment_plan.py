@@ -95,3 +95,7 @@ def test_a_count_over_lists_hashes_the_filtered_subscribers_and_folds_list_statu
     assert both.count("segment_memberships") == 1 and "status <> 'removed'" not in both, both
     negated = count((L1,), {"attribute": "list_status", "op": "ne", "value": "unsubscribed"})
     assert negated.count("segment_memberships") == 2  # ne is not a population: both sets stay
+
+    events = [{"event": "message.opened", "within_days": 30}, {"event": "order.completed", "count_gte": 2}]
+    union = count((L1,), {"any": [*events, {"attribute": "plan", "op": "eq", "value": "pro"}]})
+    assert union.count("s.email_key IN (") == 1 and union.count("FROM event_days") == 2, union
