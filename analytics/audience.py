@@ -49,8 +49,7 @@ class AudienceQueries:
     async def segment_count(self, workspace: str, query: SegmentQuery, *, now: datetime | None = None) -> int:
         """How many (not erased) subscribers the segment holds at `now`."""
         compiler = self._compiler(workspace, query, now)
-        where = compiler.where(_condition(query))
-        sql = f"SELECT count(*) {compiler.source()} WHERE {where}{compiler.json.settings}"
+        sql = compiler.count(_condition(query))
         rows = await self._run(self._query, sql, compiler.bind.values)
         return int(rows[0][0])
 

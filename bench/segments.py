@@ -1,7 +1,10 @@
 """Segment count on chDB: 1,000,000 subscribers x 10,000,000 events, beside hand-written SQL.
 
 `python -m bench.segments [--subscribers 1000000] [--events 10000000] [--runs 20] [--path DIR]
-[--shapes attribute,list_status,event_count,not,combination]`
+[--shapes attribute,list_status,event_count,not,combination] [--previous]`
+
+`--path DIR` keeps the chDB data: the first run generates it (about 6 minutes on the shared machine, load
+~10), later runs with the same DIR reuse it (migrations added since run on it, backfilling as they do).
 
 The data is generated inside ClickHouse (`INSERT ... SELECT ... FROM numbers(n)`), not as Python rows:
 subscribers with a `plan` (free/pro/enterprise) and an `age` attribute, all in one list (90%
@@ -14,7 +17,9 @@ issue #12), interleaved round by round so load changes hit both alike. The combi
 over the tables the compiler reads (`HAND_WRITTEN_LAYOUT`), so the compiler's own overhead shows. For
 each: p50/p95 wall time and the median CPU time of the process (chDB runs in it, on every thread) per
 query, which the other processes' load moves far less than wall time; the load average is printed
-before and after. Target: p95 of the compiled count <= 500 ms. Not part of `make test`.
+before and after. `--previous` adds, per shape, the SQL of the compiler before issue #12's third pass
+(`SubscriberDriven`), interleaved with the rest, for a same-run before/after. Target: p95 of the compiled
+count <= 500 ms. Not part of `make test`.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ import tempfile
 import time
 from datetime import UTC, datetime
 
+from analytics.clickhouse_backend import ClickHouseStore
+from analytics.segments import SegmentCompiler
 from analytics.store import open_store
-from schemas.segments import SegmentQuery
+from schemas.segments import SegmentQuery, parse_condition
 
 WS, LIST = "bench", "lst_" + "0" * 26
 COMBINATION = {
@@ -122,6 +129,18 @@ SETTINGS use_index_for_in_with_subqueries = 0
 NOW = datetime(2026, 4, 1, tzinfo=UTC)
 
 
+class SubscriberDriven(SegmentCompiler):
+    """The compiler before issue #12's third pass, for the `previous compiler` rows: every count read the
+    subscribers and kept those in the set of the lists' memberships, and a list_status condition was a
+    second set of the same memberships."""
+
+    def _fold(self, condition):
+        return None, condition
+
+    def count(self, condition) -> str:
+        return f"SELECT count(*) {self.source()} WHERE {self.where(condition)}{self.json.settings}"
+
+
 def generate(client, subscribers: int, events: int) -> None:
     """Everything from numbers(): seconds for 10M rows, where Python rows would take minutes."""
     client.command(
@@ -206,8 +225,8 @@ async def main(args: argparse.Namespace) -> None:
     ).result_rows
     print("active parts:", ", ".join(f"{table} {n}" for table, n in parts))
 
-    def by_hand(sql: str):
-        return lambda: asyncio.to_thread(client.query, sql, parameters={"now": NOW})
+    def by_hand(sql: str, values: dict | None = None):
+        return lambda: asyncio.to_thread(client.query, sql, parameters=values or {"now": NOW})
 
     works, answers = {}, {}
     for shape in args.shapes.split(","):
@@ -219,6 +238,13 @@ async def main(args: argparse.Namespace) -> None:
         works[f"{shape}: compiled"] = lambda q=query: store.segment_count(WS, q, now=NOW)
         works[f"{shape}: hand-written"] = by_hand(hand)
         answers[f"{shape}: compiled"] = answers[f"{shape}: hand-written"] = compiled
+        if args.previous:
+            before = SubscriberDriven(ClickHouseStore.dialect, ClickHouseStore.json, WS, query, NOW)
+            sql = before.count(parse_condition(condition))
+            previous = client.query(sql, parameters=before.bind.values).result_rows[0][0]
+            assert previous == compiled, (shape, previous, compiled)
+            works[f"{shape}: previous compiler"] = by_hand(sql, before.bind.values)
+            answers[f"{shape}: previous compiler"] = previous
         if shape == "combination":
             layout = client.query(HAND_WRITTEN_LAYOUT, parameters={"now": NOW}).result_rows[0][0]
             assert layout == compiled, (layout, compiled)
@@ -240,6 +266,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--path", help="a chDB directory to reuse (data generated once)")
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated names of SHAPES")
+    parser.add_argument(
+        "--previous", action="store_true", help="also time the previous compiler's SQL, interleaved"
+    )
     return parser.parse_args()
 
 

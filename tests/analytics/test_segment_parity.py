@@ -4,13 +4,15 @@ both, with ClickHouse fed shuffled batches, replays and a late older update; hos
 from __future__ import annotations
 
 import random
+from typing import Any
 
+import msgspec
 import pytest
 
 from analytics.duckdb_backend import DuckDBStore
 from analytics.segments import SegmentCompiler
 from schemas.segments import AttributeIs, SegmentQuery, parse_condition
-from tests.analytics.segment_dataset import CASES, IDS, L1, NOW, WS, build
+from tests.analytics.segment_dataset import CASES, IDS, L1, L2, NOW, TRIAL, WS, build, member
 
 NAMES = {v: k for k, v in IDS.items()}
 
@@ -84,3 +86,85 @@ async def test_hostile_values_leave_the_tables_intact(loaded):
                 query = SegmentQuery(filter={"attribute": "plan", "op": op, "value": value})
                 assert await store.segment_count(WS, query, now=NOW) == 0
         assert await store.segment_count(WS, SegmentQuery(), now=NOW) == 6
+
+
+def removed(name: str, list_id: str, version: int):
+    event = member(name, list_id, "subscribed", version)
+    return msgspec.structs.replace(event, type="list.removed", data={**event.data, "status": "removed"})
+
+
+# With these on top of build(): ana in both lists, bo unconfirmed in L2, cy subscribed in L2 (unsubscribed
+# from L1), ed taken off L1 (`removed`) and subscribed in L2. A count over several lists reads their
+# memberships, so it must count a person in two lists once; a `list_status` eq/in the whole filter requires
+# becomes the population's own filter, so those rows must still be the lists' memberships of that status.
+SEVERAL_LISTS = [
+    member("ana", L2, "subscribed", 4),
+    member("bo", L2, "unconfirmed", 4),
+    member("cy", L2, "subscribed", 4),
+    removed("ed", L1, 5),
+    member("ed", L2, "subscribed", 6),
+]
+ANY_EVENTS = [
+    {"event": TRIAL, "within_days": 7},
+    {"event": "order.completed", "within_days": 12, "count_gte": 1},
+    {"attribute": "plan", "op": "eq", "value": "free"},
+]
+SEVERAL_CASES: list[tuple[list[str], Any, set[str]]] = [
+    ([L1, L2], None, {"ana", "bo", "cy", "di", "ed", "eve"}),
+    ([L1, L2], {"attribute": "plan", "op": "exists"}, {"ana", "bo", "cy", "ed", "eve"}),
+    ([L1, L2], {"attribute": "list_status", "op": "eq", "value": "unconfirmed"}, {"bo"}),
+    (
+        [L1, L2],
+        {"attribute": "list_status", "op": "in", "value": ["unsubscribed", "unconfirmed"]},
+        {"bo", "cy"},
+    ),
+    (
+        [L1, L2],
+        {
+            "all": [
+                {"attribute": "list_status", "op": "eq", "value": "subscribed"},
+                {"attribute": "plan", "op": "eq", "value": "pro"},
+            ]
+        },
+        {"ana", "cy"},
+    ),
+    ([L1, L2], {"attribute": "list_status", "op": "ne", "value": "subscribed"}, set()),
+    ([L1], {"attribute": "list_status", "op": "eq", "value": "subscribed"}, {"ana", "bo", "eve"}),
+    ([L1], {"attribute": "list_status", "op": "ne", "value": "subscribed"}, {"cy"}),
+    (
+        [L1],
+        {
+            "all": [
+                {"attribute": "list_status", "op": "in", "value": ["subscribed", "unsubscribed"]},
+                {"attribute": "plan", "op": "eq", "value": "pro"},
+            ]
+        },
+        {"ana", "cy"},
+    ),
+    (
+        [L1],
+        {
+            "all": [
+                {"attribute": "list_status", "op": "eq", "value": "subscribed"},
+                {"attribute": "list_status", "op": "eq", "value": "unsubscribed"},
+            ]
+        },
+        set(),
+    ),
+    ([L2], {"not": {"event": "message.opened", "within_days": 30}}, {"bo", "di"}),
+    # An `any` of event conditions is one set of their recipients (a window's first day included).
+    ([L2], {"any": ANY_EVENTS}, {"ana", "bo", "cy", "ed"}),
+    ([L2], {"not": {"any": ANY_EVENTS}}, {"di"}),
+    ([L2], {"any": ANY_EVENTS[:2]}, {"ana", "cy", "ed"}),
+]
+
+
+async def test_several_lists_count_each_member_once_and_list_status_narrows_the_population(both):
+    first, later = build()
+    for store in both:
+        await store.insert(first)
+        await store.insert(later + SEVERAL_LISTS)
+    duck, ch = both
+    for lists, condition, expected in SEVERAL_CASES:
+        assert await members(duck, lists, condition) == expected, ("duckdb", lists, condition)
+        assert await members(ch, lists, condition) == expected, ("chdb", lists, condition)

@@ -61,3 +61,41 @@ def test_keys_are_integers_attributes_maps_and_membership_the_newest_version():
     for node in (AttributeIs("plan", "eq", "pro"), AttributeIs("age", "gt", 30)):
         sql = compiler.condition(node)
         assert "JSON" not in sql and ("s.attr_strings[" in sql or "s.attr_numbers[" in sql), sql
+
+
+def test_a_count_over_lists_hashes_the_filtered_subscribers_and_folds_list_status():
+    """The speed of issue #12's shapes: with lists and a filter the count is driven by the lists'
+    memberships and the hash set is the filter's subscribers (not the lists' members); a list_status
+    eq/in the filter requires is the population's own status filter, so memberships are read once."""
+    from analytics.clickhouse_backend import ClickHouseStore
+
+    def count(lists: tuple[str, ...], condition) -> str:
+        query = SegmentQuery(lists=lists)
+        compiler = SegmentCompiler(ClickHouseStore.dialect, ClickHouseStore.json, WS, query, NOW)
+        return compiler.count(None if condition is None else parse_condition(condition))
+
+    attribute = count((L1,), {"attribute": "plan", "op": "eq", "value": "pro"})
+    assert attribute.startswith("SELECT count(*) FROM segment_memberships FINAL WHERE "), attribute
+    assert "subscriber_key IN (SELECT s.key FROM segment_subscribers AS s FINAL WHERE " in attribute
+    assert attribute.count("segment_memberships") == 1
+    several = count((L1, "lst_" + "2" * 26), {"attribute": "plan", "op": "eq", "value": "pro"})
+    assert several.startswith("SELECT count(DISTINCT subscriber_key) FROM segment_memberships FINAL")
+    status = count((L1,), {"attribute": "list_status", "op": "eq", "value": "unsubscribed"})
+    assert status.count("segment_memberships") == 1 and "status <> 'removed'" not in status, status
+    assert status.startswith("SELECT count(*) FROM segment_subscribers AS s FINAL WHERE ")
+    both = count(
+        (L1,),
+        {
+            "all": [
+                {"attribute": "list_status", "op": "in", "value": ["subscribed"]},
+                {"attribute": "age", "op": "gt", "value": 3},
+            ]
+        },
+    )
+    assert both.count("segment_memberships") == 1 and "status <> 'removed'" not in both, both
+    negated = count((L1,), {"attribute": "list_status", "op": "ne", "value": "unsubscribed"})
+    assert negated.count("segment_memberships") == 2  # ne is not a population: both sets stay
+
+    events = [{"event": "message.opened", "within_days": 30}, {"event": "order.completed", "count_gte": 2}]
+    union = count((L1,), {"any": [*events, {"attribute": "plan", "op": "eq", "value": "pro"}]})
+    assert union.count("s.email_key IN (") == 1 and union.count("FROM event_days") == 2, union
