@@ -42,23 +42,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
 
-from actors.outbound.compose import Accepted, Outcome, Rejected, build, settle
-from actors.outbound.tracking import tracking_for
-from actors.outbound.validation import PreparedSend
 from ingress.cpu_budget import CURRENT_METER
 from ingress.problems import ApiError
-from schemas.problems import FieldError
-from schemas.settings import Settings
-from store.ledger.blocking import BlockingLedger
-from store.workspace_routing import RoutingSnapshot
 
 T = TypeVar("T")
 # Two: concurrent bulks run side by side. With one, bulk throughput fell 15-30% against the thread design
@@ -141,76 +133,6 @@ def decode(body_type: Any, raw: bytes) -> Decoded:
         return Decoded(invalid=str(exc))
     except msgspec.DecodeError as exc:
         return Decoded(not_json=str(exc))
-
-
-class _Refusal(msgspec.Struct, frozen=True):
-    """A `Rejected` outcome's error, as it crosses the process boundary (an `ApiError` does not pickle:
-    its constructor takes the code first, its `args` hold the detail)."""
-
-    code: str
-    detail: str
-    errors: list[FieldError]
-    headers: dict[str, str]
-    status: int
-
-
-_item_encoder = msgspec.msgpack.Encoder()
-_item_decoder = msgspec.msgpack.Decoder(PreparedSend)
-
-
-def pack_items(items: Sequence[PreparedSend]) -> list[bytes]:
-    """The items as `accept` takes them, encoded one by one (in the ingress, on its worker thread): pickled
-    whole, 1,000 messages were one C call of ~20 ms holding the GIL; as msgpack, one of ~10 µs each."""
-    return [_item_encoder.encode(item) for item in items]
-
-
-def accept(
-    settings: Settings,
-    redis_url: str,
-    packed: Sequence[bytes],
-    snapshot: RoutingSnapshot,
-    *,
-    now: datetime,
-    prefixes: Sequence[str],
-    scope: str,
-    audit: bytes | None,
-) -> list[Accepted | _Refusal]:
-    """compose.accept for one heavy request (`pack_items`' items), enqueued from this process (see the
-    module's doc)."""
-    items = [_item_decoder.decode(item) for item in packed]
-    outcomes, batch = build(
-        items, snapshot, tracking_for(settings), now=now, prefixes=prefixes, scope=scope, audit=audit
-    )
-    ledger = _ledger(redis_url, settings.idempotency_retention_seconds)
-    prior_ids = ledger.enqueue([new for _, new in batch]) if batch else []
-    return [
-        o
-        if isinstance(o, Accepted)
-        else _Refusal(o.error.code, o.error.detail, o.error.errors, o.error.headers, o.error.status)
-        for o in settle(outcomes, batch, prior_ids, now=now)
-    ]
-
-
-def outcomes(answers: list[Accepted | _Refusal]) -> list[Outcome]:
-    """`accept`'s answers as the send path's outcomes, in the ingress."""
-    return [
-        a
-        if isinstance(a, Accepted)
-        else Rejected(ApiError(a.code, a.detail, errors=a.errors, headers=a.headers, status=a.status))
-        for a in answers
-    ]
-
-
-_ledgers: dict[tuple[str, int], BlockingLedger] = {}
-
-
-def _ledger(url: str, retention: int) -> BlockingLedger:
-    ledger = _ledgers.get((url, retention))
-    if ledger is None:
-        ledger = _ledgers[(url, retention)] = BlockingLedger(
-            url, item_retention_seconds=retention, connections=1
-        )
-    return ledger
 
 
 # In the worker process.
