@@ -81,9 +81,12 @@ def _executor() -> ProcessPoolExecutor:
 
 
 def start() -> None:
-    """Start the process now (the ingress's start-up), so the first heavy request does not wait for it.
-    Call it from the event loop's thread: the process dies with the thread that started it."""
-    _executor().submit(_ready)
+    """Start the processes now (the ingress's start-up), so the first heavy requests do not wait for them.
+    Call it from the event loop's thread: a process dies with the thread that started it. One task each,
+    submitted together: the pool starts a process only when no started one is idle."""
+    pool = _executor()
+    for _ in range(PROCESSES):
+        pool.submit(_ready)
 
 
 async def run(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
