@@ -161,7 +161,11 @@ async def test_a_heavy_send_with_a_template_is_rendered_in_the_worker_process(cl
     monkeypatch.setattr(send_work, "prepare_send", _broken)
     # variables under their 64 KiB bound but over the heavy threshold: the whole request goes to the worker
     variables = {"n": "Ana", "pad": PAD}
-    body = {"from": MESSAGE["from"], "to": MESSAGE["to"], "template": {"id": template, "variables": variables}}
+    body = {
+        "from": MESSAGE["from"],
+        "to": MESSAGE["to"],
+        "template": {"id": template, "variables": variables},
+    }
     sent = await client.post("/v1/send", json=body, headers=sender)
     assert sent.status == 202, await sent.text()
     view = await (await client.get(f"/v1/messages/{(await sent.json())['id']}", headers=sender)).json()
