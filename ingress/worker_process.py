@@ -10,19 +10,20 @@ the GIL from the loop. Nor can it fix the C calls that hold the GIL whole: msgsp
 (10-130 ms, by what the bytes are) and the idempotency fingerprint of one (a generic decode and a sorted
 re-encode, as long again).
 
-So three steps run here, in `PROCESSES` worker processes started with `spawn` (nothing of the
+So the heavy work runs here, in `PROCESSES` worker processes started with `spawn` (nothing of the
 ingress's threads, Ray or sockets is inherited) at a lower CPU priority (`NICENESS`: the kernel gives
-the loop the core first when both are runnable):
-- `decode`: the JSON decode of a body over `HEAVY_BODY_BYTES` (ingress/routing.py) into its route's
-  type; the struct comes back pickled (its strings copied, its structure bounded by the schema);
-- `fingerprint`: the idempotency fingerprint of such a body (ingress/idempotency.py);
-- `accept`: routing, tracking and the durable enqueue of a heavy request's messages
-  (ingress/send_service.py), through `store/ledger/blocking.py`'s client from this process; only the
-  outcomes come back. 202 still means durable: the request is answered once this process's enqueue
-  script has returned.
-One process, like one worker thread before it: heavy requests queue behind each other, and the per-key
-heavy slots (ingress/body_budget.py) bound how many one key can queue. Each call's CPU time in the
-process is charged to the request's key (ingress/cpu_budget.py) as the worker thread's was.
+the loop the core first when both are runnable), with their garbage collector settled like the
+ingress's (`_settle`):
+- a heavy send, whole (ingress/send_work.py): the body's bytes go in, the finished answer comes out;
+  the process decodes, validates, renders, routes, tracks and enqueues through
+  `store/ledger/blocking.py`'s client. 202 still means durable: the request is answered once this
+  process's enqueue script has returned;
+- `decode`: the JSON decode of another route's body over `HEAVY_BODY_BYTES` (ingress/routing.py) into
+  its type; the struct comes back pickled (its strings copied, its structure bounded by the schema);
+- `fingerprint`: the idempotency fingerprint of a body over `HEAVY_BODY_BYTES` (ingress/idempotency.py).
+Two processes: concurrent heavy requests run side by side; more queue, and the per-key heavy slots
+(ingress/body_budget.py) bound how many one key can queue. Each call's CPU time in the process is
+charged to the request's key (ingress/cpu_budget.py) as the worker thread's was.
 `spawn` re-imports the parent's `__main__` module in the child: every entry point that builds the app
 (`mailers` console script, pytest) guards its start with `if __name__ == "__main__"`; a script that
 did not would start itself again. If the process dies (the OOM killer), the pool is started again on
@@ -57,7 +58,7 @@ from ingress.problems import ApiError
 T = TypeVar("T")
 # Two: concurrent bulks run side by side. With one, bulk throughput fell 15-30% against the thread design
 # (4 clients 8,804-9,924 -> 6,768-7,248 msgs/s); with two, 10,036-10,681, and the attack test's p95
-# 35.1-38.0 ms instead of 48.3 (idle machine). A sequential client's bulks still pay the hop (~4,400/s).
+# 35.1-38.0 ms instead of 48.3 (idle machine).
 PROCESSES = 2
 NICENESS = 10  # the worker process's `nice` increment: the loop's process gets the core first
 PARENT_CHECK_SECONDS = 1.0  # how soon the worker process notices the ingress is gone
