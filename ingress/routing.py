@@ -132,6 +132,11 @@ async def decode_body(request: web.Request, decoder: msgspec.json.Decoder, body_
         if decoded.not_json is not None:
             raise not_json(decoded.not_json)
         return decoded.value
+    return decode_json(raw, decoder)
+
+
+def decode_json(raw: bytes, decoder: msgspec.json.Decoder) -> Any:
+    """The body decoded, or the problem a client gets for it (422 with its pointer, or 400)."""
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:

@@ -6,7 +6,7 @@ and a heavy request handed whole to the ingress's worker process (`in_worker`, i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 from actors.outbound.compose import Accepted, Outcome, Rejected, SendPath, utc_now
@@ -21,7 +21,7 @@ from store.templates import TemplateStore
 __all__ = ["Accepted", "Outcome", "Rejected", "accept", "in_worker", "is_heavy", "prepare_items", "utc_now"]
 
 
-async def in_worker(services, work: Callable[..., Answer], raw: bytes, call: SendCall) -> Answer:
+async def in_worker(services, work: send_work.Work, raw: bytes, call: SendCall) -> Answer:
     """A heavy request whole in the worker process (`send_work.bulk` or `send_work.single`), its body
     shipped as bytes once; a refusal is raised. Sends with a template take a second trip with the
     versions the first one named."""
@@ -30,12 +30,14 @@ async def in_worker(services, work: Callable[..., Answer], raw: bytes, call: Sen
     workspace = call.principal.workspace
     snapshot = await path.routing.get(workspace)
     settings, url = services.settings, services.redis_url
-    answer = await worker_process.run(work, settings, url, raw, snapshot, call, None)
+    answer = await worker_process.run(send_work.handle, work, settings, url, raw, snapshot, call, None)
     if answer.templates is not None:
         templates = TemplateStore(services.redis)
         found = await asyncio.gather(*(templates.get_version(workspace, t, v) for t, v in answer.templates))
         versions = dict(zip(answer.templates, found, strict=True))
-        answer = await worker_process.run(work, settings, url, raw, snapshot, call, versions)
+        answer = await worker_process.run(
+            send_work.handle, work, settings, url, raw, snapshot, call, versions
+        )
     if answer.refusal is not None:
         raise answer.refusal.error()
     return answer

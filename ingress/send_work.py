@@ -16,7 +16,8 @@ process answers the versions it needs (`Answer.templates`), the loop reads them 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import msgspec
@@ -29,7 +30,7 @@ from ingress.auth import require_sending_domain
 from ingress.context import Principal
 from ingress.off_loop import HEAVY_ITEMS
 from ingress.problems import ApiError
-from ingress.routing import field_error, invalid_body, not_json
+from ingress.routing import decode_json, field_error
 from schemas.ids import new_id
 from schemas.problems import FieldError
 from schemas.send import BulkAccepted, BulkEnvelope, BulkItem, SendAccepted, SendRequest
@@ -93,24 +94,14 @@ Versions = dict[TemplateRef, TemplateVersion | None]
 # The steps, shared by both places.
 
 
-def decode(raw: bytes, decoder: msgspec.json.Decoder) -> object:
-    """routing.decode_body's answers for a body the handler decodes itself."""
-    try:
-        return decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise invalid_body(str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise not_json(str(exc)) from None
-
-
 def decode_single(raw: bytes) -> SendRequest:
-    request = decode(raw, _single_decoder)
+    request = decode_json(raw, _single_decoder)
     assert isinstance(request, SendRequest)
     return request
 
 
 def decode_bulk(raw: bytes) -> BulkEnvelope:
-    envelope = decode(raw, _bulk_decoder)
+    envelope = decode_json(raw, _bulk_decoder)
     assert isinstance(envelope, BulkEnvelope)
     if not 1 <= len(envelope.messages) <= MAX_BULK:
         raise ApiError(
@@ -245,8 +236,12 @@ def single_answer(outcome: Accepted) -> bytes:
 
 # In the worker process: each request whole (see the module's doc). Arguments and answers are pickled.
 
+Enqueue = Callable[..., list[Outcome]]  # `enqueue_here` with the process's settings, Redis and snapshot
+Work = Callable[[bytes, SendCall, Versions | None, Enqueue], Answer]  # `bulk` or `single`
 
-def bulk(
+
+def handle(
+    work: Work,
     settings: Settings,
     redis_url: str,
     raw: bytes,
@@ -254,24 +249,26 @@ def bulk(
     call: SendCall,
     versions: Versions | None,
 ) -> Answer:
+    """`work` (`bulk` or `single`) for one request; its refusal, if any, as the answer."""
     try:
-        envelope = decode_bulk(raw)
-        items = bulk_items(envelope, call.header_key)
-        needed = template_refs(items.decoded)
-        if needed and versions is None:
-            return Answer(templates=needed)
-        if needed:
-            items.decoded = render_found(items.decoded, items.prefixes, versions or {})
-        prepared = prepare_bulk(items, call.principal, now=call.now, strict=envelope.validation == "strict")
+        return work(raw, call, versions, functools.partial(enqueue_here, settings, redis_url, snapshot))
     except ApiError as exc:
         return Answer(refusal=Refusal.of(exc))
+
+
+def bulk(raw: bytes, call: SendCall, versions: Versions | None, enqueue: Enqueue) -> Answer:
+    envelope = decode_bulk(raw)
+    items = bulk_items(envelope, call.header_key)
+    needed = template_refs(items.decoded)
+    if needed and versions is None:
+        return Answer(templates=needed)
+    if needed:
+        items.decoded = render_found(items.decoded, items.prefixes, versions or {})
+    prepared = prepare_bulk(items, call.principal, now=call.now, strict=envelope.validation == "strict")
     ready = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, ApiError)]
     outcomes = (
-        enqueue_here(
-            settings,
-            redis_url,
+        enqueue(
             [p for _, p in ready],
-            snapshot,
             now=call.now,
             prefixes=[items.prefixes[i] for i, _ in ready],
             scope="item",
@@ -284,54 +281,35 @@ def bulk(
     return Answer(body=bulk_answer(prepared, outcomes, call.request_id), accepted=accepted)
 
 
-def single(
-    settings: Settings,
-    redis_url: str,
-    raw: bytes,
-    snapshot: RoutingSnapshot,
-    call: SendCall,
-    versions: Versions | None,
-) -> Answer:
+def single(raw: bytes, call: SendCall, versions: Versions | None, enqueue: Enqueue) -> Answer:
     assert call.message_id is not None, "a single send's audit entry names its message"
-    try:
-        request, implicit = single_item(decode_single(raw), call.header_key)
-        needed = template_refs([request])
-        if needed and versions is None:
-            return Answer(templates=needed)
-        if needed:
-            [rendered] = render_found([request], ["#"], versions or {})
-            if isinstance(rendered, ApiError):
-                raise rendered
-            request = rendered
-        [item] = prepare_items(
-            [request], call.principal, now=call.now, prefixes=["#"], message_ids=[call.message_id]
-        )
-        if isinstance(item, ApiError):
-            raise item
-        if implicit:
-            item = implicit_owner(item, call.principal)
-        [outcome] = enqueue_here(
-            settings,
-            redis_url,
-            [item],
-            snapshot,
-            now=call.now,
-            prefixes=["#"],
-            scope="send",
-            audit=call.audit,
-        )
-        if not isinstance(outcome, Accepted):
-            raise outcome.error
-    except ApiError as exc:
-        return Answer(refusal=Refusal.of(exc))
+    request, implicit = single_item(decode_single(raw), call.header_key)
+    needed = template_refs([request])
+    if needed and versions is None:
+        return Answer(templates=needed)
+    if needed:
+        [rendered] = render_found([request], ["#"], versions or {})
+        if isinstance(rendered, ApiError):
+            raise rendered
+        request = rendered
+    [item] = prepare_items(
+        [request], call.principal, now=call.now, prefixes=["#"], message_ids=[call.message_id]
+    )
+    if isinstance(item, ApiError):
+        raise item
+    if implicit:
+        item = implicit_owner(item, call.principal)
+    [outcome] = enqueue([item], now=call.now, prefixes=["#"], scope="send", audit=call.audit)
+    if not isinstance(outcome, Accepted):
+        raise outcome.error
     return Answer(body=single_answer(outcome), accepted=1)
 
 
 def enqueue_here(
     settings: Settings,
     redis_url: str,
-    items: Sequence[PreparedSend],
     snapshot: RoutingSnapshot,
+    items: Sequence[PreparedSend],
     *,
     now: datetime,
     prefixes: Sequence[str],
@@ -374,7 +352,7 @@ def accept_packed(
 ) -> list[Accepted | Refusal]:
     items = [_item_decoder.decode(item) for item in packed]
     outcomes = enqueue_here(
-        settings, redis_url, items, snapshot, now=now, prefixes=prefixes, scope=scope, audit=audit
+        settings, redis_url, snapshot, items, now=now, prefixes=prefixes, scope=scope, audit=audit
     )
     return [o if isinstance(o, Accepted) else Refusal.of(o.error) for o in outcomes]
 
