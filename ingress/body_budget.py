@@ -5,7 +5,7 @@ GIL), base64 of attachments, the Redis write. The request rate limit counts requ
 sending 9 MB bodies at full speed kept the loop and Redis busy for most of every second. Per key and per
 ingress process (what is protected is this process's loop), a token bucket of body bytes bounds how much
 of that work one key can ask for, and at most `heavy_per_key` heavy requests (bulks, large bodies) may be
-in flight, so one key cannot queue unbounded work on the worker thread (ingress/off_loop.py).
+in flight, so one key cannot queue unbounded work in the worker processes (ingress/worker_process.py).
 Pure: the caller passes `now`, so it is tested without clocks.
 """
 

@@ -10,10 +10,11 @@ selector (reading the request, each Redis reply), so with a bulk running the 5 m
 One worker, not a pool: heavy requests queue behind each other instead of competing with the loop for the GIL.
 Light work (a single small send) stays on the loop: a thread hop costs more than it does.
 
-What holds the GIL longest, a heavy request's routing and link tracking and the JSON decode of a large
-body, runs in the worker process instead (ingress/worker_process.py): a thread still takes the GIL from
-the loop for up to the switch interval at every step. What stays here is a bulk's item decode and
-validation (calls of microseconds, each a point where the loop gets the GIL back) and template compiles.
+What holds the GIL longest, a heavy send whole (decode, validation, routing, link tracking, enqueue) and
+the JSON decode of another route's large body, runs in the worker process instead
+(ingress/worker_process.py, ingress/send_work.py): a thread still takes the GIL from the loop for up to
+the switch interval at every step. What stays here: template compiles, and the item encoding of a light
+send that a template rendered heavy.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ T = TypeVar("T")
 HEAVY_ITEMS = 20  # more messages than this in one request
 HEAVY_HTML_CHARS = 32 * 1024  # more tracked HTML than this in one request
 # More content (html, text, attachments) than this in one request: its messages are encoded and written
-# to Redis from a thread (store/ledger/blocking.py), whatever else it holds. The ledger stages payloads
-# over 64 KiB; the fields this does not count (addresses, headers, metadata) are bounded well below that.
+# to Redis from the worker process (store/ledger/blocking.py), whatever else it holds. The ledger stages
+# payloads over 64 KiB; the fields this does not count (addresses, headers, metadata) are bounded well
+# below that.
 HEAVY_CONTENT_CHARS = 64 * 1024
 HEAVY_BODY_BYTES = 256 * 1024  # a body larger than this makes its request heavy (ingress/body_admission.py)
 

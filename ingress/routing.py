@@ -44,6 +44,9 @@ class RouteSpec(msgspec.Struct, kw_only=True):
     # The largest body this route reads (ingress/body_admission.py); 0: MAILERS_MAX_BODY_BYTES.
     max_body: int = 1024 * 1024
     heavy: bool = False  # every request is heavy work (a bulk): counted against the key's heavy slots
+    # The handler gets the body's bytes (JSON, checked by content type only) and decodes them itself, e.g.
+    # in the worker process (ingress/send_work.py); `body` still names its type for OpenAPI.
+    raw_body: bool = False
     # The handler streams `request.content` (a file of any size): capped by MAILERS_MAX_IMPORT_BYTES while
     # read instead of `max_body`, not charged to the byte budget, holding a heavy slot (body_admission.py).
     streamed: bool = False
@@ -92,7 +95,9 @@ def _endpoint(spec: RouteSpec) -> Handler:
     async def endpoint(request: web.Request) -> web.StreamResponse:
         check_path_ids(request, spec.ids)
         kwargs: dict[str, Any] = {}
-        if decoder is not None:
+        if spec.raw_body:
+            kwargs["body"] = await read_json(request)
+        elif decoder is not None:
             kwargs["body"] = await decode_body(request, decoder, spec.body)
         if spec.query is not None:
             kwargs["query"] = decode_query(request, spec.query)
@@ -110,32 +115,41 @@ def check_path_ids(request: web.Request, ids: dict[str, str]) -> None:
             raise not_found(f"{kind}_… id")
 
 
+async def read_json(request: web.Request) -> bytes:
+    if request.content_type != "application/json":
+        raise ApiError("unsupported_media_type", "Send the body as application/json")
+    return await request.read()
+
+
 async def decode_body(request: web.Request, decoder: msgspec.json.Decoder, body_type: Any) -> Any:
     """A body over HEAVY_BODY_BYTES is decoded in the worker process (ingress/worker_process.py): one C
     call of up to ~130 ms for 9 MB, holding the GIL, whatever thread made it."""
-    if request.content_type != "application/json":
-        raise ApiError("unsupported_media_type", "Send the body as application/json")
-    raw = await request.read()
+    raw = await read_json(request)
     if len(raw) > HEAVY_BODY_BYTES:
         decoded = await worker_process.run(worker_process.decode, body_type, raw)
         if decoded.invalid is not None:
-            raise _invalid(decoded.invalid)
+            raise invalid_body(decoded.invalid)
         if decoded.not_json is not None:
-            raise _not_json(decoded.not_json)
+            raise not_json(decoded.not_json)
         return decoded.value
+    return decode_json(raw, decoder)
+
+
+def decode_json(raw: bytes, decoder: msgspec.json.Decoder) -> Any:
+    """The body decoded, or the problem a client gets for it (422 with its pointer, or 400)."""
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise _invalid(str(exc)) from None
+        raise invalid_body(str(exc)) from None
     except msgspec.DecodeError as exc:
-        raise _not_json(str(exc)) from None
+        raise not_json(str(exc)) from None
 
 
-def _invalid(message: str) -> ApiError:
+def invalid_body(message: str) -> ApiError:
     return ApiError("validation_error", "The request body is invalid", errors=[field_error(message)])
 
 
-def _not_json(message: str) -> ApiError:
+def not_json(message: str) -> ApiError:
     return ApiError("invalid_json", f"The body is not valid JSON: {message}")
 
 

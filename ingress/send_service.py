@@ -1,40 +1,46 @@
-"""The HTTP side of the send path (actors/outbound/compose.py): the key's sending-domain restriction,
-heavy requests' validation on the ingress's worker thread, and their routing, tracking and enqueue in its
-worker process (ingress/worker_process.py)."""
+"""The HTTP side of the send path (actors/outbound/compose.py): the key's sending-domain restriction
+(ingress/send_work.py's `prepare_items`), a light request's enqueue through the shared coalesced ledger,
+and a heavy request handed whole to the ingress's worker process (`in_worker`, ingress/worker_process.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 
 from actors.outbound.compose import Accepted, Outcome, Rejected, SendPath, utc_now
 from actors.outbound.compose import accept as accept_items
-from actors.outbound.validation import PreparedSend, prepare_send
-from ingress import worker_process
-from ingress.auth import require_sending_domain
+from actors.outbound.validation import PreparedSend
+from ingress import send_work, worker_process
 from ingress.context import Principal
 from ingress.off_loop import HEAVY_CONTENT_CHARS, HEAVY_HTML_CHARS, HEAVY_ITEMS, content_chars, run_heavy
-from ingress.problems import ApiError
-from schemas.ids import new_id
-from schemas.send import SendRequest
+from ingress.send_work import Answer, SendCall, prepare_items
+from store.templates import TemplateStore
 
-__all__ = ["Accepted", "Outcome", "Rejected", "accept", "is_heavy", "prepare_items", "utc_now"]
+__all__ = ["Accepted", "Outcome", "Rejected", "accept", "in_worker", "is_heavy", "prepare_items", "utc_now"]
 
 
-def prepare_items(
-    requests: Sequence[SendRequest], principal: Principal, *, now: datetime, prefixes: Sequence[str]
-) -> list[PreparedSend | ApiError]:
-    prepared: list[PreparedSend | ApiError] = []
-    for request, prefix in zip(requests, prefixes, strict=True):
-        try:
-            item = prepare_send(
-                request, workspace=principal.workspace, message_id=new_id("msg"), now=now, prefix=prefix
-            )
-            require_sending_domain(principal, item.message.sending_domain)
-            prepared.append(item)
-        except ApiError as exc:
-            prepared.append(exc)
-    return prepared
+async def in_worker(services, work: send_work.Work, raw: bytes, call: SendCall) -> Answer:
+    """A heavy request whole in the worker process (`send_work.bulk` or `send_work.single`), its body
+    shipped as bytes once; a refusal is raised. Sends with a template take a second trip with the
+    versions the first one named."""
+    path: SendPath | None = services.send_path
+    assert path is not None, "Services.open builds the send path"
+    workspace = call.principal.workspace
+    snapshot = await path.routing.get(workspace)
+    settings, url = services.settings, services.redis_url
+    answer = await worker_process.run(send_work.handle, work, settings, url, raw, snapshot, call, None)
+    if answer.templates is not None:
+        templates = TemplateStore(services.redis)
+        found = await asyncio.gather(*(templates.get_version(workspace, t, v) for t, v in answer.templates))
+        versions = dict(zip(answer.templates, found, strict=True))
+        answer = await worker_process.run(
+            send_work.handle, work, settings, url, raw, snapshot, call, versions
+        )
+    if answer.refusal is not None:
+        raise answer.refusal.error()
+    return answer
 
 
 async def accept(
@@ -47,13 +53,15 @@ async def accept(
     now: datetime,
     audit: bytes | None = None,
 ) -> list[Outcome]:
+    """A light request's items: enqueued with every concurrent request's through the shared script, or,
+    when a template rendered them heavy, routed, tracked and enqueued in the worker process."""
     path: SendPath | None = services.send_path
     assert path is not None, "Services.open builds the send path"
-    if is_heavy(items):  # routed, tracked and enqueued in the worker process, the GIL left to the loop
+    if is_heavy(items):
         snapshot = await path.routing.get(principal.workspace)
-        packed = await run_heavy(True, worker_process.pack_items, items)
+        packed = await run_heavy(True, send_work.pack_items, items)
         answers = await worker_process.run(
-            worker_process.accept,
+            send_work.accept_packed,
             services.settings,
             services.redis_url,
             packed,
@@ -63,7 +71,7 @@ async def accept(
             scope=item_scope,
             audit=audit,
         )
-        return worker_process.outcomes(answers)
+        return send_work.unpacked(answers)
     return await accept_items(
         path, principal.workspace, items, item_scope=item_scope, prefixes=prefixes, now=now, audit=audit
     )

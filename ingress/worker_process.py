@@ -10,19 +10,20 @@ the GIL from the loop. Nor can it fix the C calls that hold the GIL whole: msgsp
 (10-130 ms, by what the bytes are) and the idempotency fingerprint of one (a generic decode and a sorted
 re-encode, as long again).
 
-So three steps run here, in `PROCESSES` worker processes started with `spawn` (nothing of the
+So the heavy work runs here, in `PROCESSES` worker processes started with `spawn` (nothing of the
 ingress's threads, Ray or sockets is inherited) at a lower CPU priority (`NICENESS`: the kernel gives
-the loop the core first when both are runnable):
-- `decode`: the JSON decode of a body over `HEAVY_BODY_BYTES` (ingress/routing.py) into its route's
-  type; the struct comes back pickled (its strings copied, its structure bounded by the schema);
-- `fingerprint`: the idempotency fingerprint of such a body (ingress/idempotency.py);
-- `accept`: routing, tracking and the durable enqueue of a heavy request's messages
-  (ingress/send_service.py), through `store/ledger/blocking.py`'s client from this process; only the
-  outcomes come back. 202 still means durable: the request is answered once this process's enqueue
-  script has returned.
-One process, like one worker thread before it: heavy requests queue behind each other, and the per-key
-heavy slots (ingress/body_budget.py) bound how many one key can queue. Each call's CPU time in the
-process is charged to the request's key (ingress/cpu_budget.py) as the worker thread's was.
+the loop the core first when both are runnable), with their garbage collector settled like the
+ingress's (`_settle`):
+- a heavy send, whole (ingress/send_work.py): the body's bytes go in, the finished answer comes out;
+  the process decodes, validates, renders, routes, tracks and enqueues through
+  `store/ledger/blocking.py`'s client. 202 still means durable: the request is answered once this
+  process's enqueue script has returned;
+- `decode`: the JSON decode of another route's body over `HEAVY_BODY_BYTES` (ingress/routing.py) into
+  its type; the struct comes back pickled (its strings copied, its structure bounded by the schema);
+- `fingerprint`: the idempotency fingerprint of a body over `HEAVY_BODY_BYTES` (ingress/idempotency.py).
+Two processes: concurrent heavy requests run side by side; more queue, and the per-key heavy slots
+(ingress/body_budget.py) bound how many one key can queue. Each call's CPU time in the process is
+charged to the request's key (ingress/cpu_budget.py) as the worker thread's was.
 `spawn` re-imports the parent's `__main__` module in the child: every entry point that builds the app
 (`mailers` console script, pytest) guards its start with `if __name__ == "__main__"`; a script that
 did not would start itself again. If the process dies (the OOM killer), the pool is started again on
@@ -36,37 +37,34 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import importlib
 import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
 
-from actors.outbound.compose import Accepted, Outcome, Rejected, build, settle
-from actors.outbound.tracking import tracking_for
-from actors.outbound.validation import PreparedSend
+from actors.priority import settle_garbage_collector
 from ingress.cpu_budget import CURRENT_METER
 from ingress.problems import ApiError
-from schemas.problems import FieldError
-from schemas.settings import Settings
-from store.ledger.blocking import BlockingLedger
-from store.workspace_routing import RoutingSnapshot
 
 T = TypeVar("T")
 # Two: concurrent bulks run side by side. With one, bulk throughput fell 15-30% against the thread design
 # (4 clients 8,804-9,924 -> 6,768-7,248 msgs/s); with two, 10,036-10,681, and the attack test's p95
-# 35.1-38.0 ms instead of 48.3 (idle machine). A sequential client's bulks still pay the hop (~4,400/s).
+# 35.1-38.0 ms instead of 48.3 (idle machine).
 PROCESSES = 2
 NICENESS = 10  # the worker process's `nice` increment: the loop's process gets the core first
 PARENT_CHECK_SECONDS = 1.0  # how soon the worker process notices the ingress is gone
+# What the worker process imports before its first task, by name: ingress/send_work.py imports this module
+# (through ingress/routing.py), so this module cannot import it.
+PRELOAD = ("ingress.send_work", "ingress.idempotency")
 
 _pool: ProcessPoolExecutor | None = None
 
@@ -84,9 +82,12 @@ def _executor() -> ProcessPoolExecutor:
 
 
 def start() -> None:
-    """Start the process now (the ingress's start-up), so the first heavy request does not wait for it.
-    Call it from the event loop's thread: the process dies with the thread that started it."""
-    _executor().submit(_ready)
+    """Start the processes now (the ingress's start-up), so the first heavy requests do not wait for them.
+    Call it from the event loop's thread: a process dies with the thread that started it. One task each,
+    submitted together: the pool starts a process only when no started one is idle."""
+    pool = _executor()
+    for _ in range(PROCESSES):
+        pool.submit(_ready)
 
 
 async def run(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -143,82 +144,13 @@ def decode(body_type: Any, raw: bytes) -> Decoded:
         return Decoded(not_json=str(exc))
 
 
-class _Refusal(msgspec.Struct, frozen=True):
-    """A `Rejected` outcome's error, as it crosses the process boundary (an `ApiError` does not pickle:
-    its constructor takes the code first, its `args` hold the detail)."""
-
-    code: str
-    detail: str
-    errors: list[FieldError]
-    headers: dict[str, str]
-    status: int
-
-
-_item_encoder = msgspec.msgpack.Encoder()
-_item_decoder = msgspec.msgpack.Decoder(PreparedSend)
-
-
-def pack_items(items: Sequence[PreparedSend]) -> list[bytes]:
-    """The items as `accept` takes them, encoded one by one (in the ingress, on its worker thread): pickled
-    whole, 1,000 messages were one C call of ~20 ms holding the GIL; as msgpack, one of ~10 µs each."""
-    return [_item_encoder.encode(item) for item in items]
-
-
-def accept(
-    settings: Settings,
-    redis_url: str,
-    packed: Sequence[bytes],
-    snapshot: RoutingSnapshot,
-    *,
-    now: datetime,
-    prefixes: Sequence[str],
-    scope: str,
-    audit: bytes | None,
-) -> list[Accepted | _Refusal]:
-    """compose.accept for one heavy request (`pack_items`' items), enqueued from this process (see the
-    module's doc)."""
-    items = [_item_decoder.decode(item) for item in packed]
-    outcomes, batch = build(
-        items, snapshot, tracking_for(settings), now=now, prefixes=prefixes, scope=scope, audit=audit
-    )
-    ledger = _ledger(redis_url, settings.idempotency_retention_seconds)
-    prior_ids = ledger.enqueue([new for _, new in batch]) if batch else []
-    return [
-        o
-        if isinstance(o, Accepted)
-        else _Refusal(o.error.code, o.error.detail, o.error.errors, o.error.headers, o.error.status)
-        for o in settle(outcomes, batch, prior_ids, now=now)
-    ]
-
-
-def outcomes(answers: list[Accepted | _Refusal]) -> list[Outcome]:
-    """`accept`'s answers as the send path's outcomes, in the ingress."""
-    return [
-        a
-        if isinstance(a, Accepted)
-        else Rejected(ApiError(a.code, a.detail, errors=a.errors, headers=a.headers, status=a.status))
-        for a in answers
-    ]
-
-
-_ledgers: dict[tuple[str, int], BlockingLedger] = {}
-
-
-def _ledger(url: str, retention: int) -> BlockingLedger:
-    ledger = _ledgers.get((url, retention))
-    if ledger is None:
-        ledger = _ledgers[(url, retention)] = BlockingLedger(
-            url, item_retention_seconds=retention, connections=1
-        )
-    return ledger
-
-
 # In the worker process.
 
 
 def _start(parent: int) -> None:
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
+    _settle()
     # Die with the ingress even when it is killed outright: PR_SET_PDEATHSIG (Linux), and, since the kernel
     # sends that signal when the *thread* that started us ends, a watch on our parent too (a SIGKILLed
     # `mailers serve` left this process behind without it).
@@ -228,6 +160,15 @@ def _start(parent: int) -> None:
     if os.getppid() != parent:
         os._exit(0)
     threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _settle() -> None:
+    """Import what the tasks need, then set it aside from the garbage collector (actors/priority.py): a
+    bulk allocates ~10^5 objects, and with Python's default thresholds the collections it set off (full
+    ones over every module's objects among them) took ~20% of its time here (py-spy)."""
+    for name in PRELOAD:
+        importlib.import_module(name)
+    settle_garbage_collector()
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -68,28 +68,38 @@ async def render_sends(
     run: RunHeavy = run_inline,
 ) -> list[SendRequest | ApiError]:
     """Each item with a `template` (and no html/text) rendered; others unchanged. Per-item errors."""
+    ordered = template_refs(items)
+    if not ordered:
+        return list(items)
+    found = await asyncio.gather(*(store.get_version(workspace, tid, ver) for tid, ver in ordered))
+    versions = dict(zip(ordered, found, strict=True))
+    return await run(heavy, render_found, items, prefixes, versions)
+
+
+TemplateRef = tuple[str, int | None]  # (template id, version; None: the newest)
+
+
+def template_refs(items: Sequence[SendRequest | ApiError]) -> list[TemplateRef]:
+    """The template versions `render_found` needs for these items, each once."""
     refs = {
         (i.template.id, i.template.version)
         for i in items
         if isinstance(i, SendRequest) and _uses_template(i) and i.template is not None
     }
-    if not refs:
-        return list(items)
-    ordered = sorted(refs, key=str)
-    found = await asyncio.gather(*(store.get_version(workspace, tid, ver) for tid, ver in ordered))
-    versions = dict(zip(ordered, found, strict=True))
-    return await run(heavy, _render_all, items, prefixes, versions)
+    return sorted(refs, key=str)
 
 
 def _uses_template(item: SendRequest) -> bool:
     return item.template is not None and item.html is None and item.text is None
 
 
-def _render_all(
+def render_found(
     items: Sequence[SendRequest | ApiError],
     prefixes: Sequence[str],
-    versions: dict[tuple[str, int | None], TemplateVersion | None],
+    versions: dict[TemplateRef, TemplateVersion | None],
 ) -> list[SendRequest | ApiError]:
+    """`render_sends` once the versions it needs (`template_refs`) are at hand: no I/O, so it also runs
+    where there is no event loop (the ingress's worker process, ingress/send_work.py)."""
     out: list[SendRequest | ApiError] = []
     for item, prefix in zip(items, prefixes, strict=True):
         if not isinstance(item, SendRequest) or not _uses_template(item):

@@ -74,18 +74,19 @@ async def test_body_byte_rate_per_key_answers_429_with_retry_after(app_client, a
 
 
 @pytest.mark.parametrize(
-    ("text", "by"),
+    ("text", "by", "template"),
     [
         # 128 Ki characters: a heavy request, enqueued from the worker process by BlockingLedger
-        # (ingress/worker_process.py), so this process stages nothing
-        ("y" * (STAGED_PAYLOAD_BYTES * 2), None),
-        # 30,000 characters but 90 kB of UTF-8: light, enqueued on the loop by MessageLedger
-        ("€" * 30_000, "async"),
+        # (ingress/send_work.py), so this process stages nothing
+        ("y" * (STAGED_PAYLOAD_BYTES * 2), None, False),
+        # 30,000 characters but 90 kB of UTF-8, from a template (a small body: a light request, and
+        # 30,000 characters are under the content threshold): enqueued on the loop by MessageLedger
+        ("€" * 30_000, "async", True),
     ],
     ids=["worker_process", "async"],
 )
 async def test_large_payload_is_staged_outside_the_enqueue_script_and_kept(
-    client, admin, redis, workspace, monkeypatch, text, by
+    client, admin, redis, workspace, monkeypatch, text, by, template
 ):
     staged: list[str] = []
     stagers: list[str] = []
@@ -105,6 +106,11 @@ async def test_large_payload_is_staged_outside_the_enqueue_script_and_kept(
     monkeypatch.setattr(BlockingLedger, "_stage", blocking_spy)
     await client.post("/v1/sending-servers", json={"name": "sandbox", "provider": "sandbox"}, headers=admin)
     body = {**MESSAGE, "text": text}
+    if template:
+        source = {"name": "Large", "subject": "Hi", "html": "<p>Hi</p>", "text": text}
+        created = await client.post("/v1/templates", json=source, headers=admin)
+        assert created.status == 201, await created.text()
+        body = {**MESSAGE, "html": None, "template": {"id": (await created.json())["id"]}}
     response = await client.post("/v1/send", json=body, headers=admin)
     assert response.status == 202, await response.text()
     message_id = (await response.json())["id"]
