@@ -206,15 +206,7 @@ def _unique_rows(chunks: Sequence[NewMembers]) -> list[NewMembers]:
         if len(rows) == len(chunk.ids):
             kept.append(chunk)
         elif rows:
-            kept.append(
-                msgspec.structs.replace(
-                    chunk,
-                    ids=[chunk.ids[i] for i in rows],
-                    emails=[chunk.emails[i] for i in rows],
-                    names=[chunk.names[i] for i in rows],
-                    attributes=[chunk.attributes[i] for i in rows],
-                )
-            )
+            kept.append(chunk.only(rows))
     return kept
 
 

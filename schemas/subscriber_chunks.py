@@ -20,6 +20,7 @@ ids are as unique as any other.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +59,16 @@ class NewMembers(msgspec.Struct, array_like=True):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def only(self, rows: Sequence[int]) -> NewMembers:
+        """The same chunk with only the rows at these indexes (in their order)."""
+        return msgspec.structs.replace(
+            self,
+            ids=[self.ids[i] for i in rows],
+            emails=[self.emails[i] for i in rows],
+            names=[self.names[i] for i in rows],
+            attributes=[self.attributes[i] for i in rows],
+        )
 
     @property
     def member_type(self) -> str:

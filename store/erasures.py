@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-import msgspec
 import redis.asyncio as aioredis
 
 from schemas.event_subjects import event_email
@@ -71,15 +70,7 @@ class ErasureLedger:
                 kept.append(chunk)
                 continue
             rows = [i for i in range(len(chunk)) if i not in gone]
-            kept.append(
-                msgspec.structs.replace(
-                    chunk,
-                    ids=[chunk.ids[i] for i in rows],
-                    emails=[chunk.emails[i] for i in rows],
-                    names=[chunk.names[i] for i in rows],
-                    attributes=[chunk.attributes[i] for i in rows],
-                )
-            )
+            kept.append(chunk.only(rows))
         return kept
 
     async def _erased_of(self, workspace: str, events: Sequence[Event]) -> dict[str, int]:
