@@ -451,11 +451,8 @@ async def test_runs_are_listed_newest_first_with_a_stable_cursor_and_a_status_fi
     assert one["step"] == "w" and one["status"] == "waiting"
 
 
-async def test_pausing_holds_started_runs_where_they_are_and_activating_resumes_them(
-    client, admin, redis, workspace, runner_for
-):
-    lst = await new_list(client, admin)
-    await upsert(client, admin, lst["id"], [{"email": "ana@example.com"}, {"email": "bo@example.com"}])
+async def _wait_then_update(client, admin, runner_for):
+    """An API-triggered automation that waits 60 s then sets `done`, with an injected clock and its runner."""
     automation = await new_automation(
         client,
         admin,
@@ -467,7 +464,15 @@ async def test_pausing_holds_started_runs_where_they_are_and_activating_resumes_
     )
     clock = Clock(time.time())
     client.app[SERVICES].clock = clock
-    runner = runner_for(clock)
+    return automation, clock, runner_for(clock)
+
+
+async def test_pausing_holds_started_runs_where_they_are_and_activating_resumes_them(
+    client, admin, redis, workspace, runner_for
+):
+    lst = await new_list(client, admin)
+    await upsert(client, admin, lst["id"], [{"email": "ana@example.com"}, {"email": "bo@example.com"}])
+    automation, clock, runner = await _wait_then_update(client, admin, runner_for)
     base = f"/v1/automations/{automation['id']}"
     waiting = (await (await trigger(client, admin, automation["id"], "ana@example.com")).json())["run"]
     await runner.run_until_idle()
@@ -499,18 +504,7 @@ async def test_pausing_holds_started_runs_where_they_are_and_activating_resumes_
 async def test_deleting_an_automation_stops_its_live_runs(client, admin, redis, workspace, runner_for):
     lst = await new_list(client, admin)
     await upsert(client, admin, lst["id"], [{"email": "ana@example.com"}])
-    automation = await new_automation(
-        client,
-        admin,
-        trigger={"type": "api"},
-        steps=[
-            {"id": "w", "type": "wait", "seconds": 60},
-            {"id": "u", "type": "update", "attributes": {"done": True}},
-        ],
-    )
-    clock = Clock(time.time())
-    client.app[SERVICES].clock = clock
-    runner = runner_for(clock)
+    automation, clock, runner = await _wait_then_update(client, admin, runner_for)
     assert (await trigger(client, admin, automation["id"], "ana@example.com")).status == 202
     await runner.run_until_idle()
     assert (await client.delete(f"/v1/automations/{automation['id']}", headers=admin)).status == 200

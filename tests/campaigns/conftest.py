@@ -96,6 +96,19 @@ async def smtp(client, headers, sink: SmtpSink) -> dict:
     return await create_smtp_server(client, headers, sink.port)
 
 
+async def smtp_campaign(
+    client, make_key, sink: SmtpSink, count: int
+) -> tuple[dict, str, list[str], str, str]:
+    """The usual draft: a key, the sink as the SMTP server, `count` subscribers on one list, the standard
+    template. Returns (headers, list_id, emails, template_id, campaign_id)."""
+    headers = await make_key(SCOPES)
+    await smtp(client, headers, sink)
+    list_id, emails = await make_audience(client, headers, count)
+    template_id = await make_template(client, headers)
+    campaign_id = await make_campaign(client, headers, list_id, template_id)
+    return headers, list_id, emails, template_id, campaign_id
+
+
 def runner(client, *, clock=None, **options) -> CampaignRunner:
     services = client.app[SERVICES]
     return CampaignRunner(services.redis, services.settings, clock=clock or time.time, **options)

@@ -19,6 +19,7 @@ from tests.campaigns.conftest import (
     runner,
     settle,
     smtp,
+    smtp_campaign,
     until_sending,
 )
 
@@ -36,11 +37,7 @@ async def _completed_events(redis, campaign_id: str) -> list[dict]:
 async def test_a_deleted_template_fails_the_campaign_and_nothing_more_is_sent(
     client, make_key, sink, redis, workspace
 ):
-    headers = await make_key(SCOPES)
-    await smtp(client, headers, sink)
-    list_id, _ = await make_audience(client, headers, 60)
-    template_id = await make_template(client, headers)
-    campaign_id = await make_campaign(client, headers, list_id, template_id)
+    headers, list_id, _, template_id, campaign_id = await smtp_campaign(client, make_key, sink, 60)
     body = runner(client, in_flight=1000, chunk=20)
     await until_sending(body, redis, workspace, campaign_id)
     await body.step()  # the first chunk of 20 is queued

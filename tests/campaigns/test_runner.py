@@ -21,6 +21,7 @@ from tests.campaigns.conftest import (
     runner,
     settle,
     smtp,
+    smtp_campaign,
     store_state,
     until_sending,
 )
@@ -29,11 +30,7 @@ from tests.campaigns.conftest import (
 async def test_every_subscriber_gets_one_personalised_message_with_rfc8058_headers(
     client, make_key, sink, redis, workspace
 ):
-    headers = await make_key(SCOPES)
-    await smtp(client, headers, sink)
-    list_id, emails = await make_audience(client, headers, 300)
-    template_id = await make_template(client, headers)
-    campaign_id = await make_campaign(client, headers, list_id, template_id)
+    headers, list_id, emails, template_id, campaign_id = await smtp_campaign(client, make_key, sink, 300)
     body = runner(client, in_flight=100, chunk=50)
     done = await drive(body, client, headers, campaign_id)
 
@@ -62,11 +59,7 @@ async def test_every_subscriber_gets_one_personalised_message_with_rfc8058_heade
 async def test_pause_stops_the_sink_and_resume_completes_without_duplicates(
     client, make_key, sink, redis, workspace
 ):
-    headers = await make_key(SCOPES)
-    await smtp(client, headers, sink)
-    list_id, emails = await make_audience(client, headers, 400)
-    template_id = await make_template(client, headers)
-    campaign_id = await make_campaign(client, headers, list_id, template_id)
+    headers, list_id, emails, template_id, campaign_id = await smtp_campaign(client, make_key, sink, 400)
     window = 40
     body = runner(client, in_flight=window, chunk=20)
     await until_sending(body, redis, workspace, campaign_id)
@@ -95,11 +88,7 @@ async def test_pause_stops_the_sink_and_resume_completes_without_duplicates(
 async def test_a_chunk_replayed_after_a_lost_checkpoint_enqueues_nothing_twice(
     client, make_key, sink, redis, workspace
 ):
-    headers = await make_key(SCOPES)
-    await smtp(client, headers, sink)
-    list_id, emails = await make_audience(client, headers, 120)
-    template_id = await make_template(client, headers)
-    campaign_id = await make_campaign(client, headers, list_id, template_id)
+    headers, list_id, emails, template_id, campaign_id = await smtp_campaign(client, make_key, sink, 120)
     first = runner(client, in_flight=1000, chunk=30)
     await until_sending(first, redis, workspace, campaign_id)
     before = await redis.hgetall(keyspace.campaign(workspace, campaign_id))
@@ -118,11 +107,7 @@ async def test_a_chunk_replayed_after_a_lost_checkpoint_enqueues_nothing_twice(
 async def test_unsubscribe_and_suppression_mid_campaign_stop_unsent_recipients(
     client, make_key, sink, redis, workspace
 ):
-    headers = await make_key(SCOPES)
-    await smtp(client, headers, sink)
-    list_id, emails = await make_audience(client, headers, 100)
-    template_id = await make_template(client, headers)
-    campaign_id = await make_campaign(client, headers, list_id, template_id)
+    headers, list_id, emails, template_id, campaign_id = await smtp_campaign(client, make_key, sink, 100)
     body = runner(client, in_flight=1000, chunk=20)
     await until_sending(body, redis, workspace, campaign_id)
     await body.step()  # the first 20 (by subscriber id) are queued

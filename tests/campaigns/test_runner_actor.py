@@ -10,7 +10,7 @@ import pytest
 
 from actors.campaigns.client import start_campaign_runner
 from ingress.context import SERVICES
-from tests.campaigns.conftest import SCOPES, campaign, make_audience, make_campaign, make_template, smtp
+from tests.campaigns.conftest import campaign, smtp_campaign
 from tests.pipeline.conftest import wait_for
 
 pytestmark = pytest.mark.slow
@@ -21,11 +21,7 @@ async def test_killing_the_runner_actor_mid_campaign_sends_everyone_exactly_once
 ):
     import ray
 
-    headers = await make_key(SCOPES)
-    await smtp(client, headers, sink)
-    list_id, emails = await make_audience(client, headers, 1500)
-    template_id = await make_template(client, headers)
-    campaign_id = await make_campaign(client, headers, list_id, template_id)
+    headers, list_id, emails, template_id, campaign_id = await smtp_campaign(client, make_key, sink, 1500)
     settings = client.app[SERVICES].settings
     name = f"campaign-runner-{uuid.uuid4().hex[:8]}"
     handle = start_campaign_runner(settings, redis_url, name=name, in_flight=200)

@@ -8,14 +8,10 @@ from collections import Counter
 import pytest
 
 from tests.campaigns.conftest import (
-    SCOPES,
     drive,
     header_fields,
-    make_audience,
-    make_campaign,
-    make_template,
     runner,
-    smtp,
+    smtp_campaign,
 )
 
 pytestmark = pytest.mark.slow
@@ -23,11 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.timeout(600)
 async def test_ten_thousand_subscribers_each_get_exactly_one_personalised_message(client, make_key, sink):
-    headers = await make_key(SCOPES)
-    await smtp(client, headers, sink)
-    list_id, emails = await make_audience(client, headers, 10_000)
-    template_id = await make_template(client, headers)
-    campaign_id = await make_campaign(client, headers, list_id, template_id)
+    headers, list_id, emails, template_id, campaign_id = await smtp_campaign(client, make_key, sink, 10_000)
     done = await drive(runner(client, in_flight=2000, chunk=500), client, headers, campaign_id, within=540)
     counts = Counter(to for d in sink.deliveries for to in d.rcpt_tos)
     assert set(counts) == set(emails) and max(counts.values()) == 1

@@ -9,17 +9,13 @@ import os
 import sys
 from pathlib import Path
 
-from tests.campaigns.conftest import SCOPES, make_audience, make_campaign, make_template, runner, smtp
+from tests.campaigns.conftest import SCOPES, runner, smtp_campaign
 
 MAILERS = str(Path(sys.executable).parent / "mailers")
 
 
 async def test_watch_follows_a_campaign_to_the_end(client, make_key, sink):
-    headers = await make_key(SCOPES)
-    await smtp(client, headers, sink)
-    list_id, _ = await make_audience(client, headers, 200)
-    template_id = await make_template(client, headers)
-    campaign_id = await make_campaign(client, headers, list_id, template_id)
+    headers, list_id, _, template_id, campaign_id = await smtp_campaign(client, make_key, sink, 200)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILERS_", "RAY_ADDRESS"))}
     env["MAILERS_API_KEY"] = headers["Authorization"].removeprefix("Bearer ")
     env["COLUMNS"] = "200"  # rich's width off a terminal: room for the bar beside the caption
