@@ -29,12 +29,14 @@ from pathlib import Path
 import aiohttp
 import redis.asyncio as aioredis
 
+from bench import cpu
 from bench.process_memory import RssSampler
 from bench.send import KEY, MAILERS, _wait_sent, bulk_body, stop, wait_idle, wait_ready
 from bench.smtp import bare_client, start_sink, typical_message
 from schemas.audience import ListRecord, SubscriberInput
 from store import keyspace
 from store.redis_server import RedisServer, free_port
+from store.replies import as_text
 from store.subscribers import SubscriberStore
 
 HEADERS = {"Authorization": f"Bearer {KEY}"}
@@ -166,7 +168,7 @@ async def bench(
         if "fanout" in phases:
             rows += await fanout(session, base, redis_url, serve_pid, redis_pid, args, sandbox, template)
         if "e2e" in phases:
-            rows += await end_to_end(session, base, redis_url, args, template)
+            rows += await end_to_end(session, base, redis_url, args, template, serve_pid, redis_pid)
     rows.append(f"load: `{os.getloadavg()[0]:.1f}` (1-minute average at the end)")
     return rows
 
@@ -200,6 +202,8 @@ async def fanout(session, base, redis_url, serve_pid, redis_pid, args, sandbox, 
         if args.until_sent:  # the whole campaign through the sandbox: the peak over every phase
             ended_sent = await until_sent(session, base, campaign_id)
     used_grew = (await memory.info("memory"))["used_memory"] - used_before
+    if args.breakdown:
+        rows += await memory_breakdown(redis_url)
     await memory.aclose()
     fan_rate = args.subscribers / (ended - started)
     baseline = (
@@ -235,13 +239,66 @@ async def fanout(session, base, redis_url, serve_pid, redis_pid, args, sandbox, 
     return rows
 
 
-async def end_to_end(session, base, redis_url, args, template) -> list[str]:
+async def memory_breakdown(redis_url: str, sample: int = 200) -> list[str]:
+    """Redis memory per message by key family (`MEMORY USAGE`: a sample of message hashes and timelines
+    scaled up; the streams and indexes whole), divided by the messages in the index (run it with
+    `--bulk-requests 0` for campaign messages only; the event stream also holds the subscribers')."""
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        families: dict[str, int] = {}
+
+        def add(name: str, size: int | None) -> None:
+            families[name] = families.get(name, 0) + int(size or 0)
+
+        index = keyspace.message_index(WORKSPACE)
+        count = int(await redis.zcard(index))
+        ids = [as_text(i) for i in await redis.zrange(index, 0, sample - 1) if isinstance(i, (bytes, str))]
+        scale = count / max(1, len(ids))
+        hashes = timelines = payload = events_in_hash = 0
+        for message_id in ids:
+            key = keyspace.message(WORKSPACE, message_id)
+            hashes += await redis.memory_usage(key, samples=0) or 0
+            timelines += (
+                await redis.memory_usage(keyspace.message_events(WORKSPACE, message_id), samples=0) or 0
+            )
+            payload += await redis.hstrlen(key, "p")
+            events_in_hash += await redis.hstrlen(key, "ev")
+        add("message hashes", int(hashes * scale))
+        add("  of which payload `p` (bytes)", int(payload * scale))
+        add("  of which first events `ev` (bytes)", int(events_in_hash * scale))
+        add("message timelines (later events)", int(timelines * scale))
+        add("message index zset", await redis.memory_usage(index, samples=0))
+        add("m:events stream", await redis.memory_usage(keyspace.EVENT_STREAM, samples=0))
+        async for key in redis.scan_iter(match="m:{*}:dispatch:*", count=1000):
+            add("dispatch streams", await redis.memory_usage(key, samples=0))
+        mappings = 0
+        async for _ in redis.scan_iter(match="m:pmid:*", count=10_000):
+            mappings += 1
+        add("provider message id mappings (keys)", mappings)
+        async for key in redis.scan_iter(match="m:{*}:cmp:*", count=10_000):
+            add("campaign keys (hash, snapshot, failures)", await redis.memory_usage(key, samples=0))
+    finally:
+        await redis.aclose()
+    return [
+        f"| Redis, {name} | {size:,} {'keys' if 'keys' in name else 'B'} "
+        f"({size / max(1, count):,.1f} per message, {count:,} messages) | | |"
+        for name, size in families.items()
+    ]
+
+
+def cpu_of(pids: set[int]) -> dict[tuple[str, str], float]:
+    """bench.cpu.snapshot restricted to this run's processes (other benchmarks share the machine)."""
+    return {key: value for key, value in cpu.snapshot().items() if int(key[0]) in pids}
+
+
+async def end_to_end(session, base, redis_url, args, template, serve_pid: int, redis_pid: int) -> list[str]:
     """A campaign into an aiosmtpd sink, launch → every message recorded sent (dispatch drained) and →
     `sent`; beside it, same run, the same count by `/v1/send/bulk` into the same sink (is a gap in the
     campaign part or in dispatch?) and a bare aiosmtplib client."""
     count = args.campaign_delivery
     sink_port = free_port()
     sink = start_sink(sink_port)
+    mine = {redis_pid, sink.pid}
     try:
         bare = await bare_client(sink_port, [typical_message() for _ in range(count)], 16)
         server = {
@@ -253,12 +310,16 @@ async def end_to_end(session, base, redis_url, args, template) -> list[str]:
         await asyncio.sleep(2.0)
         e2e_list = await load_list(session, base, redis_url, count, "e2e")
         await wait_idle(redis_url, within=600)
+        mine |= set(family(serve_pid))  # the serve with every actor process it has now
+        before = cpu_of(mine)
         started = time.perf_counter()
         campaign_id = await launch(session, base, e2e_list, template["id"], smtp["id"])
         await _wait_sent(redis_url, smtp["id"], count, within=3600)
         drained = time.perf_counter()
         ended = await until_sent(session, base, campaign_id)
+        campaign_cpu = cpu.spent(before, cpu_of(mine))
         await wait_idle(redis_url, within=600)
+        before = cpu_of(mine)
         bulk_started = time.perf_counter()
         for i in range(0, count, 1000):
             body = bulk_body(10_000_000 + i, min(1000, count - i), server=smtp["id"])
@@ -267,7 +328,9 @@ async def end_to_end(session, base, redis_url, args, template) -> list[str]:
             ) as response:
                 assert response.status == 202, await response.text()
         await _wait_sent(redis_url, smtp["id"], 2 * count, within=3600)
-        bulk = count / (time.perf_counter() - bulk_started)
+        bulk_elapsed = time.perf_counter() - bulk_started
+        bulk = count / bulk_elapsed
+        bulk_cpu = cpu.spent(before, cpu_of(mine))
     finally:
         sink.terminate()
         sink.wait()
@@ -281,6 +344,13 @@ async def end_to_end(session, base, redis_url, args, template) -> list[str]:
         f"({dispatched / bare:.0%} of bare) | | |",
         f"| `/v1/send/bulk` end to end into the same sink, {count:,} messages | {bulk:,.0f} msgs/s "
         f"({bulk / bare:.0%} of bare) | | |",
+        "",
+        "CPU of this run's processes, the campaign (launch → `sent`):",
+        *cpu.table(campaign_cpu, count, ended - started),
+        "",
+        "CPU of this run's processes, `/v1/send/bulk` into the same sink:",
+        *cpu.table(bulk_cpu, count, bulk_elapsed),
+        "",
     ]
 
 
@@ -426,6 +496,9 @@ def main() -> None:
         type=int,
         default=100_000_000,
         help="MAILERS_CAMPAIGN_IN_FLIGHT of the serve; 0: its default (1,000)",
+    )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="Redis memory per message by key family after the fan-out"
     )
     parser.add_argument(
         "--until-sent",
