@@ -26,6 +26,7 @@ from store.ledger.records import (
     decode_meta,
     encode,
     enqueue_row,
+    lean_message,
 )
 from store.ledger.scripts import CANCEL, CLAIM, DUE, ENQUEUE, RECORD
 from store.ledger.statuses import FINISHED
@@ -157,11 +158,20 @@ class MessageLedger:
         )
 
     def outcome(
-        self, message: OutboundMessage, status: str, events: Sequence[Event], **more: Any
+        self,
+        message: OutboundMessage,
+        status: str,
+        events: Sequence[Event],
+        *,
+        lean: bool = False,
+        **more: Any,
     ) -> OutcomeRecord:
         """`message`'s row for `record`: its keys, `status` ("" to keep it) and its events framed. A
-        finished status expires the message after the retention unless `finished` says otherwise."""
+        finished status expires the message after the retention unless `finished` says otherwise.
+        `lean`: the stored payload becomes the envelope alone (`records.lean_message`)."""
         more.setdefault("finished", int(status in FINISHED))
+        if lean:
+            more["payload"] = lua_string(encode(lean_message(message)))
         return OutcomeRecord(
             key=keyspace.message(message.workspace, message.id),
             timeline=keyspace.message_events(message.workspace, message.id),

@@ -62,6 +62,9 @@ class OutcomeRecord(msgspec.Struct, array_like=True):
     attempted: int = 0  # 1: count an attempt
     finished: int = 0  # 1: expire after the retention
     retry_ms: str = ""  # back into the schedule at this time, or ""
+    # The message's stored payload replaced by this one (framed by `lua_string`), or "": a sent campaign
+    # message keeps only its envelope (`lean_message`).
+    payload: msgspec.Raw = msgspec.Raw(b"\xa0")
 
 
 encode = msgspec.msgpack.Encoder().encode
@@ -107,6 +110,15 @@ class StoredMessage(msgspec.Struct, kw_only=True):
 
 
 DERIVED_ITEM = "="
+
+
+def lean_message(message: OutboundMessage) -> OutboundMessage:
+    """What a sent campaign message keeps in its hash: the envelope (addresses, subject, tags, metadata,
+    campaign) without the body, headers or attachments. Its body is the campaign's pinned template
+    version rendered for the subscriber (`metadata.subscriber_id`): stored once per campaign, not once per
+    recipient. Everything that reads a sent message (the API's message view and list, provider events,
+    tracking) reads only the envelope."""
+    return msgspec.structs.replace(message, html=None, text=None, headers={}, attachments=[])
 
 
 def enqueue_row(new: NewMessage, payload: bytes) -> tuple:
