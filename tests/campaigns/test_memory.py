@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from schemas.messages import outbound_decoder
 from store import keyspace
+from store.stream_trim import StreamTrimmer
 from tests.campaigns.conftest import drive, recipients, runner, settle, smtp_campaign
 
 
@@ -54,3 +55,34 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
     await settle(redis, body)
     kept = outbound_decoder.decode(await redis.hget(keyspace.message(workspace, message_id), "p"))
     assert kept.html == "<p>Hi Ana</p>" and kept.campaign_id is None
+
+
+async def test_stream_entries_go_once_every_group_consumed_them(redis):
+    """`StreamTrimmer.trim`: nothing while a required group is missing; then only what every group has
+    acknowledged (a pending entry and everything after it stays, to be re-read after a crash)."""
+    stream = "m:test:trim"
+    ids = [await redis.xadd(stream, {"b": str(i)}) for i in range(1000)]
+    trimmer = StreamTrimmer(redis)
+    await redis.xgroup_create(stream, "a", id="0")
+    await redis.xgroup_create(stream, "b", id="0")
+    read_a = await redis.xreadgroup("a", "c", {stream: ">"}, count=1000)
+    await redis.xack(stream, "a", *[i for i, _ in read_a[0][1]])
+    read_b = await redis.xreadgroup("b", "c", {stream: ">"}, count=600)
+    await redis.xack(stream, "b", *[i for i, _ in read_b[0][1][:500]])
+
+    assert await trimmer.trim(stream, ("a", "b", "c")) == 0  # group c does not exist yet
+    assert await redis.xlen(stream) == 1000
+    removed = await trimmer.trim(stream, ("a", "b"))
+    assert removed > 0
+    left = await redis.xrange(stream)
+    assert [i for i, _ in left][-500:] == ids[500:]  # the oldest pending entry of b and everything after
+    assert len(left) == 1000 - removed and len(left) < 600  # whole nodes of 100 go (`MINID ~`)
+
+    pending = await redis.xreadgroup("b", "c", {stream: "0"}, count=1000)
+    assert [i for i, _ in pending[0][1]] == ids[500:600]  # still readable after the trim
+    await redis.xack(stream, "b", *ids[500:600])
+    rest = await redis.xreadgroup("b", "c", {stream: ">"}, count=1000)
+    await redis.xack(stream, "b", *[i for i, _ in rest[0][1]])
+    await trimmer.trim(stream, ("a", "b"))
+    assert await redis.xlen(stream) <= 100  # at most the last node, holding the last entry read
+    assert (await redis.xrange(stream))[-1][0] == ids[-1]
