@@ -1,18 +1,24 @@
 """Campaigns (issue #13), each figure beside a baseline measured in the same run.
 
 `python -m bench --phases campaigns` or `python -m bench.campaigns [--subscribers 1000000]
-[--campaign-delivery 10000] [--bulk-requests 20]` (or `--in-process N`: the runner body alone, CPU per
-recipient of the runner and of Redis, see `in_process`):
+[--campaign-delivery 10000] [--bulk-requests 20] [--phases fanout,e2e] [--in-flight N] [--until-sent]
+[--breakdown]` (or `--in-process N`: the runner body alone, CPU per recipient of the runner and of Redis,
+see `in_process`):
 - fan-out: a campaign over `--subscribers` subscribers to the sandbox server, from launch until every
   recipient is rendered (the template per subscriber) and durably queued (`n:done` = audience), in
-  recipients/s; baseline: `/v1/send/bulk` of pre-rendered 1,000-message requests to the same server;
-- peak RSS added during the fan-out across every process of `mailers serve` (ingress, Ray, actors) and
-  its Redis;
-- end to end into an aiosmtpd sink: a campaign of `--delivery` subscribers from launch to `sent`,
-  beside a bare aiosmtplib client (16 connections) sending pre-rendered messages to the same sink.
-Subscribers are loaded with the store's bulk upsert (what the API runs, without HTTP). The runner is
-started with a large in-flight window (`MAILERS_CAMPAIGN_IN_FLIGHT`): the fan-out figure is defined up
-to "durably queued", so the dispatchers' pace must not be what it measures.
+  recipients/s; baseline: `/v1/send/bulk` of pre-rendered 1,000-message requests to the same server
+  (`--bulk-requests 0`: none); with `--until-sent` also until the campaign is `sent`;
+- peak RSS added during the fan-out (to `sent` with `--until-sent`) across every process of
+  `mailers serve` (ingress, Ray, actors) and its Redis, and Redis `used_memory` added; `--breakdown`:
+  Redis memory per message by key family (`MEMORY USAGE`) once every consumer has caught up;
+- end to end into an aiosmtpd sink: a campaign of `--campaign-delivery` subscribers from launch to the
+  last message recorded sent and to `sent`, beside a bare aiosmtplib client (16 connections) sending
+  pre-rendered messages to the same sink and `/v1/send/bulk` of as many messages into the same sink (is
+  a gap in the campaign part or in dispatch?), with the CPU of each of this run's processes.
+Subscribers are loaded with the store's bulk upsert (what the API runs, without HTTP). The serve's
+in-flight window (`MAILERS_CAMPAIGN_IN_FLIGHT`) is 10^8 unless `--in-flight` says otherwise (0: its
+default, 1,000): the fan-out figure is defined up to "durably queued", so the dispatchers' pace must not
+be what it measures.
 """
 
 from __future__ import annotations
@@ -156,7 +162,11 @@ async def until_sent(session, base: str, campaign_id: str, within: float = 3600)
 async def bench(
     base: str, redis_url: str, serve_pid: int, redis_pid: int, args: argparse.Namespace
 ) -> list[str]:
-    phases = set(args.phases.split(","))
+    # `python -m bench --phases campaigns` passes its own arguments: these options take their defaults.
+    phases = set(getattr(args, "campaign_phases", "fanout,e2e").split(","))
+    args.in_flight = getattr(args, "in_flight", 100_000_000)
+    args.until_sent = getattr(args, "until_sent", False)
+    args.breakdown = getattr(args, "breakdown", False)
     window = args.in_flight or "default (1,000)"
     rows = [f"load: `{os.getloadavg()[0]:.1f}` (1-minute average at the start); in-flight window {window}"]
     async with aiohttp.ClientSession() as session:
@@ -476,7 +486,7 @@ async def run(args: argparse.Namespace) -> list[str]:
     data = Path(tempfile.mkdtemp(prefix="mailers-bench-campaigns-"))
     redis = RedisServer(data / "redis", appendonly=True).start()
     port = free_port()
-    mailers = start_mailers(port, redis.url, data, args.in_flight)
+    mailers = start_mailers(port, redis.url, data, getattr(args, "in_flight", 100_000_000))
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(base + "/readyz", mailers, within=300)
@@ -495,7 +505,9 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1_000_000, help="the fan-out campaign's audience")
     parser.add_argument("--campaign-delivery", dest="campaign_delivery", type=int, default=10_000)
     parser.add_argument("--bulk-requests", type=int, default=20, help="the fan-out's baseline; 0: none")
-    parser.add_argument("--phases", default="fanout,e2e", help="fanout, e2e or both (comma-separated)")
+    parser.add_argument(
+        "--phases", dest="campaign_phases", default="fanout,e2e", help="fanout, e2e or both (comma-separated)"
+    )
     parser.add_argument(
         "--in-flight",
         dest="in_flight",
