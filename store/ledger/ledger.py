@@ -22,6 +22,7 @@ from store.ledger.records import (
     NewMessage,
     OutcomeRecord,
     StoredMessage,
+    compact_event,
     decode_message,
     decode_meta,
     encode,
@@ -168,10 +169,12 @@ class MessageLedger:
     ) -> OutcomeRecord:
         """`message`'s row for `record`: its keys, `status` ("" to keep it) and its events framed. A
         finished status expires the message after the retention unless `finished` says otherwise.
-        `lean`: the stored payload becomes the envelope alone (`records.lean_message`)."""
+        `lean`: the stored payload becomes the envelope alone (`records.lean_message`), and the timeline
+        gets the events without it (`records.compact_event`)."""
         more.setdefault("finished", int(status in FINISHED))
         if lean:
             more["payload"] = lua_string(encode(lean_message(message)))
+            more["timeline_events"] = [lua_string(encode(compact_event(e))) for e in events]
         return OutcomeRecord(
             key=keyspace.message(message.workspace, message.id),
             timeline=keyspace.message_events(message.workspace, message.id),

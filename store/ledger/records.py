@@ -65,6 +65,9 @@ class OutcomeRecord(msgspec.Struct, array_like=True):
     # The message's stored payload replaced by this one (framed by `lua_string`), or "": a sent campaign
     # message keeps only its envelope (`lean_message`).
     payload: msgspec.Raw = msgspec.Raw(b"\xa0")
+    # What goes to the message's timeline instead of `events` (each framed), or [] for `events` themselves:
+    # a campaign message's timeline keeps its events without the envelope its hash holds (`compact_event`).
+    timeline_events: list[msgspec.Raw] = []
 
 
 encode = msgspec.msgpack.Encoder().encode
@@ -110,6 +113,13 @@ class StoredMessage(msgspec.Struct, kw_only=True):
 
 
 DERIVED_ITEM = "="
+
+
+def compact_event(event: Event) -> Event:
+    """An event as a campaign message's timeline keeps it: id, type, time and data, which is all the
+    message view shows (`GET /v1/messages/:id`); the workspace and the message envelope are the hash's,
+    and the full event went to `m:events`."""
+    return msgspec.structs.replace(event, workspace="", message=None)
 
 
 def lean_message(message: OutboundMessage) -> OutboundMessage:

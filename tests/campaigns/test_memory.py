@@ -4,6 +4,7 @@ keeps its body as before."""
 
 from __future__ import annotations
 
+from schemas.events import event_msgpack_decoder
 from schemas.messages import outbound_decoder
 from store import keyspace
 from store.stream_trim import StreamTrimmer
@@ -35,6 +36,12 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
         assert stored.campaign_id == campaign_id and stored.metadata["subscriber_id"].startswith("sub_")
         assert [a.email for a in stored.to] == row["to"] and stored.subject == row["subject"]
         assert stored.from_.email == "news@acme.test"
+    # Its timeline keeps the events without the envelope (the hash has it); `m:events` had them whole.
+    timeline = await redis.lrange(keyspace.message_events(workspace, rows[0]["id"]), 0, -1)
+    kept_events = [event_msgpack_decoder.decode(raw) for raw in timeline]
+    assert [e.type for e in kept_events] == ["message.sent"]
+    assert all(e.message is None and e.workspace == "" for e in kept_events)
+    assert all(len(raw) < 250 for raw in timeline)  # ~170 B: id, type, time, provider id; whole ~450 B
     view = await client.get(f"/v1/messages/{rows[0]['id']}", headers=headers)
     assert view.status == 200
     got = await view.json()
@@ -55,6 +62,8 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
     await settle(redis, body)
     kept = outbound_decoder.decode(await redis.hget(keyspace.message(workspace, message_id), "p"))
     assert kept.html == "<p>Hi Ana</p>" and kept.campaign_id is None
+    whole = await redis.lrange(keyspace.message_events(workspace, message_id), 0, -1)
+    assert event_msgpack_decoder.decode(whole[0]).message.id == message_id
 
 
 async def test_stream_entries_go_once_every_group_consumed_them(redis):
