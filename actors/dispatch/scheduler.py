@@ -14,9 +14,8 @@ from store.stream_trim import StreamTrimmer
 
 log = logging.getLogger("mailers.scheduler")
 SCHEDULER_BATCH = 500  # due messages moved per script call
-STREAM_TRIM_SECONDS = (
-    5.0  # consumed stream entries live at most about this long (at 20,000 events/s: 100,000)
-)
+# Consumed stream entries live at most about this long (at 20,000 events/s: 100,000 of them).
+STREAM_TRIM_SECONDS = 5.0
 
 
 def run_scheduler(

@@ -1,6 +1,6 @@
-"""What a campaign message keeps in Redis once sent: its envelope, not its body (docs/campaigns.md,
-"Memory"). The body is the campaign's pinned template version rendered for the subscriber; an API send
-keeps its body as before."""
+"""What a campaign message keeps in Redis once sent: its envelope, not its body, and compact timeline
+events (docs/campaigns.md, "Memory"); an API send keeps both whole. And the trim of consumed stream
+entries (store/stream_trim.py)."""
 
 from __future__ import annotations
 
