@@ -1,18 +1,24 @@
 """Campaigns (issue #13), each figure beside a baseline measured in the same run.
 
 `python -m bench --phases campaigns` or `python -m bench.campaigns [--subscribers 1000000]
-[--campaign-delivery 10000] [--bulk-requests 20]` (or `--in-process N`: the runner body alone, CPU per
-recipient of the runner and of Redis, see `in_process`):
+[--campaign-delivery 10000] [--bulk-requests 20] [--phases fanout,e2e] [--in-flight N] [--until-sent]
+[--breakdown]` (or `--in-process N`: the runner body alone, CPU per recipient of the runner and of Redis,
+see `in_process`):
 - fan-out: a campaign over `--subscribers` subscribers to the sandbox server, from launch until every
   recipient is rendered (the template per subscriber) and durably queued (`n:done` = audience), in
-  recipients/s; baseline: `/v1/send/bulk` of pre-rendered 1,000-message requests to the same server;
-- peak RSS added during the fan-out across every process of `mailers serve` (ingress, Ray, actors) and
-  its Redis;
-- end to end into an aiosmtpd sink: a campaign of `--delivery` subscribers from launch to `sent`,
-  beside a bare aiosmtplib client (16 connections) sending pre-rendered messages to the same sink.
-Subscribers are loaded with the store's bulk upsert (what the API runs, without HTTP). The runner is
-started with a large in-flight window (`MAILERS_CAMPAIGN_IN_FLIGHT`): the fan-out figure is defined up
-to "durably queued", so the dispatchers' pace must not be what it measures.
+  recipients/s; baseline: `/v1/send/bulk` of pre-rendered 1,000-message requests to the same server
+  (`--bulk-requests 0`: none); with `--until-sent` also until the campaign is `sent`;
+- peak RSS added during the fan-out (to `sent` with `--until-sent`) across every process of
+  `mailers serve` (ingress, Ray, actors) and its Redis, and Redis `used_memory` added; `--breakdown`:
+  Redis memory per message by key family (`MEMORY USAGE`) once every consumer has caught up;
+- end to end into an aiosmtpd sink: a campaign of `--campaign-delivery` subscribers from launch to the
+  last message recorded sent and to `sent`, beside a bare aiosmtplib client (16 connections) sending
+  pre-rendered messages to the same sink and `/v1/send/bulk` of as many messages into the same sink (is
+  a gap in the campaign part or in dispatch?), with the CPU of each of this run's processes.
+Subscribers are loaded with the store's bulk upsert (what the API runs, without HTTP). The serve's
+in-flight window (`MAILERS_CAMPAIGN_IN_FLIGHT`) is 10^8 unless `--in-flight` says otherwise (0: its
+default, 1,000): the fan-out figure is defined up to "durably queued", so the dispatchers' pace must not
+be what it measures.
 """
 
 from __future__ import annotations
@@ -29,12 +35,14 @@ from pathlib import Path
 import aiohttp
 import redis.asyncio as aioredis
 
+from bench import cpu
 from bench.process_memory import RssSampler
-from bench.send import KEY, MAILERS, bulk_body, stop, wait_idle, wait_ready
+from bench.send import KEY, MAILERS, _wait_sent, bulk_body, stop, wait_idle, wait_ready
 from bench.smtp import bare_client, start_sink, typical_message
 from schemas.audience import ListRecord, SubscriberInput
 from store import keyspace
 from store.redis_server import RedisServer, free_port
+from store.replies import as_text
 from store.subscribers import SubscriberStore
 
 HEADERS = {"Authorization": f"Bearer {KEY}"}
@@ -48,7 +56,8 @@ TEMPLATE = {
 }
 
 
-def start_mailers(port: int, redis_url: str, data: Path) -> subprocess.Popen:
+def start_mailers(port: int, redis_url: str, data: Path, in_flight: int = 100_000_000) -> subprocess.Popen:
+    """`in_flight` 0 leaves `MAILERS_CAMPAIGN_IN_FLIGHT` at its default (1,000)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILERS_")}
     env.update(
         MAILERS_PORT=str(port),
@@ -61,8 +70,9 @@ def start_mailers(port: int, redis_url: str, data: Path) -> subprocess.Popen:
         MAILERS_WORKER_CPU_PER_KEY="100",
         MAILERS_ALLOW_PRIVATE_TARGETS="true",
         MAILERS_PUBLIC_URL="https://mailers.bench",
-        MAILERS_CAMPAIGN_IN_FLIGHT="100000000",
     )
+    if in_flight:
+        env["MAILERS_CAMPAIGN_IN_FLIGHT"] = str(in_flight)
     return subprocess.Popen([MAILERS, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -152,15 +162,30 @@ async def until_sent(session, base: str, campaign_id: str, within: float = 3600)
 async def bench(
     base: str, redis_url: str, serve_pid: int, redis_pid: int, args: argparse.Namespace
 ) -> list[str]:
-    rows = [f"load: `{os.getloadavg()[0]:.1f}` (1-minute average at the start)"]
+    # `python -m bench --phases campaigns` passes its own arguments: these options take their defaults.
+    phases = set(getattr(args, "campaign_phases", "fanout,e2e").split(","))
+    args.in_flight = getattr(args, "in_flight", 100_000_000)
+    args.until_sent = getattr(args, "until_sent", False)
+    args.breakdown = getattr(args, "breakdown", False)
+    window = args.in_flight or "default (1,000)"
+    rows = [f"load: `{os.getloadavg()[0]:.1f}` (1-minute average at the start); in-flight window {window}"]
     async with aiohttp.ClientSession() as session:
         sandbox = await post(
             session, base + "/v1/sending-servers", {"name": "sandbox", "provider": "sandbox"}
         )
         template = await post(session, base + "/v1/templates", TEMPLATE)
         await asyncio.sleep(2.0)  # the dispatchers pick the new server up
+        if "fanout" in phases:
+            rows += await fanout(session, base, redis_url, serve_pid, redis_pid, args, sandbox, template)
+        if "e2e" in phases:
+            rows += await end_to_end(session, base, redis_url, args, template, serve_pid, redis_pid)
+    rows.append(f"load: `{os.getloadavg()[0]:.1f}` (1-minute average at the end)")
+    return rows
 
-        # Baseline: bulk sends of pre-rendered messages to the same server.
+
+async def fanout(session, base, redis_url, serve_pid, redis_pid, args, sandbox, template) -> list[str]:
+    rows = []
+    if args.bulk_requests:  # baseline: bulk sends of pre-rendered messages to the same server
         started = time.perf_counter()
         for i in range(args.bulk_requests):
             body = bulk_body(i, 1000, server=sandbox["id"])
@@ -170,60 +195,179 @@ async def bench(
                 assert response.status == 202, await response.text()
         bulk_rate = args.bulk_requests * 1000 / (time.perf_counter() - started)
         await wait_idle(redis_url, within=600)
-
-        list_id = await load_list(session, base, redis_url, args.subscribers, "fan")
-        await wait_idle(redis_url, within=1800)  # the subscriber events are ingested before measuring
-        pids = family(serve_pid)
-        async with RssSampler(pids) as rss, RssSampler([redis_pid]) as redis_rss:
-            started = time.perf_counter()
-            campaign_id = await launch(session, base, list_id, template["id"], sandbox["id"])
-            ended = await until_handed_over(redis_url, campaign_id, args.subscribers)
-        fan_rate = args.subscribers / (ended - started)
+    loaded = time.perf_counter()
+    list_id = await load_list(session, base, redis_url, args.subscribers, "fan")
+    await wait_idle(redis_url, within=1800)  # the subscriber events are ingested before measuring
+    rows.append(
+        f"| loading {args.subscribers:,} subscribers (bulk upserts) and ingesting their events "
+        f"| {time.perf_counter() - loaded:,.0f} s | | |"
+    )
+    pids = family(serve_pid)
+    memory = aioredis.Redis.from_url(redis_url)
+    used_before = (await memory.info("memory"))["used_memory"]
+    async with RssSampler(pids) as rss, RssSampler([redis_pid]) as redis_rss:
+        started = time.perf_counter()
+        campaign_id = await launch(session, base, list_id, template["id"], sandbox["id"])
+        ended = await until_handed_over(redis_url, campaign_id, args.subscribers)
+        if args.until_sent:  # the whole campaign through the sandbox: the peak over every phase
+            ended_sent = await until_sent(session, base, campaign_id)
+    used_grew = (await memory.info("memory"))["used_memory"] - used_before
+    rows.append(
+        f"| Redis `used_memory` added, at the end | {used_grew / 2**20:,.0f} MB "
+        f"({used_grew / args.subscribers:,.0f} B a recipient) | | |"
+    )
+    if args.breakdown:  # at rest: every consumer caught up, and a stream trim (every 5 s) after that
+        await wait_idle(redis_url, within=1800)
+        await asyncio.sleep(6.0)
+        rows += await memory_breakdown(redis_url)
         rows.append(
-            f"| campaign fan-out, {args.subscribers:,} subscribers → rendered → durably queued (sandbox) | "
-            f"{fan_rate:,.0f} recipients/s | bulk `/v1/send/bulk` pre-rendered, same run: "
-            f"{bulk_rate:,.0f} msgs/s | ≥ 20,000/s |"
+            f"| Redis `used_memory` added, at rest | "
+            f"{((await memory.info('memory'))['used_memory'] - used_before) / 2**20:,.0f} MB | | |"
         )
+    await memory.aclose()
+    fan_rate = args.subscribers / (ended - started)
+    baseline = (
+        f"bulk `/v1/send/bulk` pre-rendered, same run: {bulk_rate:,.0f} msgs/s" if args.bulk_requests else ""
+    )
+    rows.append(
+        f"| campaign fan-out, {args.subscribers:,} subscribers → rendered → durably queued (sandbox) | "
+        f"{fan_rate:,.0f} recipients/s | {baseline} | ≥ 20,000/s |"
+    )
+    if args.until_sent:
         rows.append(
-            f"| peak RSS added during the fan-out, `mailers serve` and its {len(pids) - 1} Ray/actor "
-            "processes "
-            f"| {rss.peak_growth_mb:,.0f} MB | at start {rss.start / 2**20:,.0f} MB | ≤ 300 MB |"
+            f"| the same campaign launch → `sent` (sandbox) | "
+            f"{args.subscribers / (ended_sent - started):,.0f} recipients/s | | |"
         )
-        rows.append(
-            f"| peak RSS added to Redis (the queued messages and their records, kept for the retention) "
-            f"| {redis_rss.peak_growth_mb:,.0f} MB | at start {redis_rss.start / 2**20:,.0f} MB | |"
-        )
-        await wait_idle(redis_url, within=3600)
-
-        sink_port = free_port()
-        sink = start_sink(sink_port)
-        try:
-            bare = await bare_client(
-                sink_port, [typical_message() for _ in range(args.campaign_delivery)], 16
-            )
-            server = {
-                "name": "sink",
-                "provider": "smtp",
-                "config": {"host": "127.0.0.1", "port": sink_port, "security": "none", "pool_size": 16},
-            }
-            smtp = await post(session, base + "/v1/sending-servers", server)
-            await asyncio.sleep(2.0)
-            e2e_list = await load_list(session, base, redis_url, args.campaign_delivery, "e2e")
-            await wait_idle(redis_url, within=600)
-            started = time.perf_counter()
-            campaign_id = await launch(session, base, e2e_list, template["id"], smtp["id"])
-            ended = await until_sent(session, base, campaign_id)
-        finally:
-            sink.terminate()
-            sink.wait()
-        ours = args.campaign_delivery / (ended - started)
-        rows.append(
-            f"| campaign end to end into aiosmtpd, {args.campaign_delivery:,} subscribers | "
-            f"{ours:,.0f} msgs/s ({ours / bare:.0%} of bare) | bare aiosmtplib, 16 connections, "
-            f"pre-rendered: {bare:,.0f} msgs/s | ≥ 50% |"
-        )
-    rows.append(f"load: `{os.getloadavg()[0]:.1f}` (1-minute average at the end)")
+    rows.append(
+        f"| peak RSS added, `mailers serve` and its {len(pids) - 1} Ray/actor processes "
+        f"| {rss.peak_growth_mb:,.0f} MB | at start {rss.start / 2**20:,.0f} MB | |"
+    )
+    rows.append(
+        f"| peak RSS added to Redis | {redis_rss.peak_growth_mb:,.0f} MB "
+        f"({redis_rss.peak_growth_mb * 2**20 / args.subscribers:,.0f} B a recipient) "
+        f"| at start {redis_rss.start / 2**20:,.0f} MB | |"
+    )
+    rows.append(
+        f"| peak RSS added, all processes (serve + Redis) | "
+        f"{rss.peak_growth_mb + redis_rss.peak_growth_mb:,.0f} MB | | ≤ 300 MB for 1M |"
+    )
+    await wait_idle(redis_url, within=3600)
     return rows
+
+
+async def memory_breakdown(redis_url: str, sample: int = 200) -> list[str]:
+    """Redis memory per message by key family (`MEMORY USAGE`: a sample of message hashes and timelines
+    scaled up; the streams and indexes whole), divided by the messages in the index (run it with
+    `--bulk-requests 0` for campaign messages only; the event stream also holds the subscribers')."""
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        families: dict[str, int] = {}
+
+        def add(name: str, size: int | None) -> None:
+            families[name] = families.get(name, 0) + int(size or 0)
+
+        index = keyspace.message_index(WORKSPACE)
+        count = int(await redis.zcard(index))
+        ids = [as_text(i) for i in await redis.zrange(index, 0, sample - 1) if isinstance(i, (bytes, str))]
+        scale = count / max(1, len(ids))
+        hashes = timelines = payload = events_in_hash = 0
+        for message_id in ids:
+            key = keyspace.message(WORKSPACE, message_id)
+            hashes += await redis.memory_usage(key, samples=0) or 0
+            timelines += (
+                await redis.memory_usage(keyspace.message_events(WORKSPACE, message_id), samples=0) or 0
+            )
+            payload += await redis.hstrlen(key, "p")
+            events_in_hash += await redis.hstrlen(key, "ev")
+        add("message hashes", int(hashes * scale))
+        add("  of which payload `p` (bytes)", int(payload * scale))
+        add("  of which first events `ev` (bytes)", int(events_in_hash * scale))
+        add("message timelines (later events)", int(timelines * scale))
+        add("message index zset", await redis.memory_usage(index, samples=0))
+        add("m:events stream", await redis.memory_usage(keyspace.EVENT_STREAM, samples=0))
+        async for key in redis.scan_iter(match="m:{*}:dispatch:*", count=1000):
+            add("dispatch streams", await redis.memory_usage(key, samples=0))
+        mappings = 0
+        async for _ in redis.scan_iter(match="m:pmid:*", count=10_000):
+            mappings += 1
+        add("provider message id mappings (keys)", mappings)
+        async for key in redis.scan_iter(match="m:{*}:cmp:*", count=10_000):
+            add("campaign hash, snapshot, failures", await redis.memory_usage(key, samples=0))
+    finally:
+        await redis.aclose()
+    return [
+        f"| Redis, {name} | {size:,} {'keys' if 'keys' in name else 'B'} "
+        f"({size / max(1, count):,.1f} per message, {count:,} messages) | | |"
+        for name, size in families.items()
+    ]
+
+
+def cpu_of(pids: set[int]) -> dict[tuple[str, str], float]:
+    """bench.cpu.snapshot restricted to this run's processes (other benchmarks share the machine)."""
+    return {key: value for key, value in cpu.snapshot().items() if int(key[0]) in pids}
+
+
+async def end_to_end(session, base, redis_url, args, template, serve_pid: int, redis_pid: int) -> list[str]:
+    """A campaign into an aiosmtpd sink, launch → every message recorded sent (dispatch drained) and →
+    `sent`; beside it, same run, the same count by `/v1/send/bulk` into the same sink (is a gap in the
+    campaign part or in dispatch?) and a bare aiosmtplib client."""
+    count = args.campaign_delivery
+    sink_port = free_port()
+    sink = start_sink(sink_port)
+    mine = {redis_pid, sink.pid}
+    try:
+        bare = await bare_client(sink_port, [typical_message() for _ in range(count)], 16)
+        server = {
+            "name": "sink",
+            "provider": "smtp",
+            "config": {"host": "127.0.0.1", "port": sink_port, "security": "none", "pool_size": 16},
+        }
+        smtp = await post(session, base + "/v1/sending-servers", server)
+        await asyncio.sleep(2.0)
+        e2e_list = await load_list(session, base, redis_url, count, "e2e")
+        await wait_idle(redis_url, within=600)
+        mine |= set(family(serve_pid))  # the serve with every actor process it has now
+        before = cpu_of(mine)
+        started = time.perf_counter()
+        campaign_id = await launch(session, base, e2e_list, template["id"], smtp["id"])
+        await _wait_sent(redis_url, smtp["id"], count, within=3600)
+        drained = time.perf_counter()
+        ended = await until_sent(session, base, campaign_id)
+        campaign_cpu = cpu.spent(before, cpu_of(mine))
+        await wait_idle(redis_url, within=600)
+        before = cpu_of(mine)
+        bulk_started = time.perf_counter()
+        for i in range(0, count, 1000):
+            body = bulk_body(10_000_000 + i, min(1000, count - i), server=smtp["id"])
+            async with session.post(
+                base + "/v1/send/bulk", data=body, headers={**HEADERS, "Content-Type": "application/json"}
+            ) as response:
+                assert response.status == 202, await response.text()
+        await _wait_sent(redis_url, smtp["id"], 2 * count, within=3600)
+        bulk_elapsed = time.perf_counter() - bulk_started
+        bulk = count / bulk_elapsed
+        bulk_cpu = cpu.spent(before, cpu_of(mine))
+    finally:
+        sink.terminate()
+        sink.wait()
+    ours = count / (ended - started)
+    dispatched = count / (drained - started)
+    return [
+        f"| campaign end to end into aiosmtpd, {count:,} subscribers, launch → `sent` | "
+        f"{ours:,.0f} msgs/s ({ours / bare:.0%} of bare) | bare aiosmtplib, 16 connections, "
+        f"pre-rendered: {bare:,.0f} msgs/s | ≥ 50% |",
+        f"| the same, launch → the last message recorded sent | {dispatched:,.0f} msgs/s "
+        f"({dispatched / bare:.0%} of bare) | | |",
+        f"| `/v1/send/bulk` end to end into the same sink, {count:,} messages | {bulk:,.0f} msgs/s "
+        f"({bulk / bare:.0%} of bare) | | |",
+        "",
+        "CPU of this run's processes, the campaign (launch → `sent`):",
+        *cpu.table(campaign_cpu, count, ended - started),
+        "",
+        "CPU of this run's processes, `/v1/send/bulk` into the same sink:",
+        *cpu.table(bulk_cpu, count, bulk_elapsed),
+        "",
+    ]
 
 
 async def in_process(args: argparse.Namespace) -> list[str]:
@@ -342,7 +486,7 @@ async def run(args: argparse.Namespace) -> list[str]:
     data = Path(tempfile.mkdtemp(prefix="mailers-bench-campaigns-"))
     redis = RedisServer(data / "redis", appendonly=True).start()
     port = free_port()
-    mailers = start_mailers(port, redis.url, data)
+    mailers = start_mailers(port, redis.url, data, getattr(args, "in_flight", 100_000_000))
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(base + "/readyz", mailers, within=300)
@@ -360,7 +504,26 @@ def main() -> None:
     )
     parser.add_argument("--subscribers", type=int, default=1_000_000, help="the fan-out campaign's audience")
     parser.add_argument("--campaign-delivery", dest="campaign_delivery", type=int, default=10_000)
-    parser.add_argument("--bulk-requests", type=int, default=20)
+    parser.add_argument("--bulk-requests", type=int, default=20, help="the fan-out's baseline; 0: none")
+    parser.add_argument(
+        "--phases", dest="campaign_phases", default="fanout,e2e", help="fanout, e2e or both (comma-separated)"
+    )
+    parser.add_argument(
+        "--in-flight",
+        dest="in_flight",
+        type=int,
+        default=100_000_000,
+        help="MAILERS_CAMPAIGN_IN_FLIGHT of the serve; 0: its default (1,000)",
+    )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="Redis memory per message by key family after the fan-out"
+    )
+    parser.add_argument(
+        "--until-sent",
+        dest="until_sent",
+        action="store_true",
+        help="the fan-out campaign's memory is sampled until it is `sent`, not only handed over",
+    )
     parser.add_argument(
         "--in-process",
         dest="in_process",

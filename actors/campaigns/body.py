@@ -161,7 +161,9 @@ class CampaignRunner:
         tally = _Tally()
         for _, fields in entries:
             blob = fields.get(keyspace.EVENT_FIELD)
-            if blob is None:
+            # An entry none of whose events names a campaign (API sends, subscriber changes) is skipped
+            # undecoded: campaign ids all start with `cmp_` (a stray match only costs the decode).
+            if blob is None or _CAMPAIGN_ID_MARK not in blob:
                 continue
             for raw in _raw_events.decode(blob):
                 # Most events count for no campaign (every message's `message.accepted` among them):
@@ -530,6 +532,7 @@ class _EventHead(msgspec.Struct):
 
 
 _raw_events = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_CAMPAIGN_ID_MARK = b"cmp_"
 _head_decoder = msgspec.msgpack.Decoder(_EventHead)
 
 

@@ -3,7 +3,7 @@
 Every `sync_interval` the fleet reads which servers exist (the server → workspace index), keeps those
 whose id hashes to this actor, starts a loop for each new one, restarts a loop whose record changed
 (config, quotas, limits), and stops loops of deleted servers. Actor 0 also runs the scheduler (due
-messages back onto their streams) and the message-index trim.
+messages back onto their streams), the message-index trim and the trim of consumed stream entries.
 
 Plain asyncio with an injected clock: the Ray shell (`actors/dispatch/actor.py`) only hosts it, and
 tests drive `step()` / `run_until_idle()` directly.
@@ -27,7 +27,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from actors.dispatch.loop import DispatchLoop, ServerRuntime, SuppressionCheck
-from actors.dispatch.scheduler import SCHEDULER_BATCH, run_index_trim, run_scheduler
+from actors.dispatch.scheduler import SCHEDULER_BATCH, run_index_trim, run_scheduler, run_stream_trim
 from actors.dispatch.signing import signing_key_for
 from actors.policies.circuit import CircuitBreaker
 from actors.policies.quota import ServerQuota
@@ -134,12 +134,14 @@ class DispatchFleet:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Production: the duties of `step` at their own cadences (the scheduler every 50 ms, the sync
-        every `sync_interval`, the trim every minute) until `stop`; then every loop finishes its chunks."""
+        every `sync_interval`, the index trim every minute, the consumed stream entries every 5 s) until
+        `stop`; then every loop finishes its chunks."""
         scheduler = None
-        if self.index == 0:  # the singleton duties: due messages, and trimming the message indexes
+        if self.index == 0:  # the singleton duties: due messages, trimming the indexes and the streams
             scheduler = asyncio.gather(
                 run_scheduler(self.redis, clock=self.clock)(stop),
                 run_index_trim(self.redis, self.settings.message_retention_seconds, clock=self.clock)(stop),
+                run_stream_trim(self.redis)(stop),
             )
         try:
             while not stop.is_set():

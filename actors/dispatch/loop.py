@@ -35,6 +35,8 @@ log = logging.getLogger("mailers.dispatch")
 # (workspace, sending domain, list ids, recipients) per message → the suppressed recipients of each.
 SuppressionCheck = Callable[[list[tuple[str, str, list[str], list[str]]]], Awaitable[list[list]]]
 PROVIDER_ID_TTL = 30 * 24 * 3600
+# Outcomes after which a campaign message's body is never needed again (it is not sent again).
+LEAN_ONCE = frozenset({"sent", "delivered"})
 
 
 class ServerRuntime(msgspec.Struct, kw_only=True):
@@ -348,6 +350,9 @@ class DispatchLoop:
             decision.status,
             decision.events,
             attempted=int(attempted),
+            # A campaign message taken by the provider keeps its envelope only: its body is the campaign's
+            # pinned template version rendered for its subscriber (docs/campaigns.md, "Memory").
+            lean=bool(message.campaign_id) and decision.status in LEAN_ONCE and decision.retry_at is None,
             **more,
         )
 

@@ -10,9 +10,12 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 
 from store.ledger import MessageLedger
+from store.stream_trim import StreamTrimmer
 
 log = logging.getLogger("mailers.scheduler")
 SCHEDULER_BATCH = 500  # due messages moved per script call
+# Consumed stream entries live at most about this long (at 20,000 events/s: 100,000 of them).
+STREAM_TRIM_SECONDS = 5.0
 
 
 def run_scheduler(
@@ -60,6 +63,29 @@ def run_index_trim(
                 raise
             except Exception:
                 log.exception("message index trim failed")
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                pass
+
+    return run
+
+
+def run_stream_trim(
+    redis: aioredis.Redis, *, interval: float = STREAM_TRIM_SECONDS
+) -> Callable[[asyncio.Event], Awaitable[None]]:
+    """Every `interval`, the entries of `m:events` and of the dispatch streams that every consumer group
+    has consumed are removed (store/stream_trim.py: nothing while one of the groups is missing)."""
+    trimmer = StreamTrimmer(redis)
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await trimmer.trim_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("stream trim failed")
             try:
                 await asyncio.wait_for(stop.wait(), interval)
             except TimeoutError:

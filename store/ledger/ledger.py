@@ -22,10 +22,12 @@ from store.ledger.records import (
     NewMessage,
     OutcomeRecord,
     StoredMessage,
+    compact_event,
     decode_message,
     decode_meta,
     encode,
     enqueue_row,
+    lean_message,
 )
 from store.ledger.scripts import CANCEL, CLAIM, DUE, ENQUEUE, RECORD
 from store.ledger.statuses import FINISHED
@@ -157,11 +159,22 @@ class MessageLedger:
         )
 
     def outcome(
-        self, message: OutboundMessage, status: str, events: Sequence[Event], **more: Any
+        self,
+        message: OutboundMessage,
+        status: str,
+        events: Sequence[Event],
+        *,
+        lean: bool = False,
+        **more: Any,
     ) -> OutcomeRecord:
         """`message`'s row for `record`: its keys, `status` ("" to keep it) and its events framed. A
-        finished status expires the message after the retention unless `finished` says otherwise."""
+        finished status expires the message after the retention unless `finished` says otherwise.
+        `lean`: the stored payload becomes the envelope alone (`records.lean_message`), and the timeline
+        gets the events without it (`records.compact_event`)."""
         more.setdefault("finished", int(status in FINISHED))
+        if lean:
+            more["payload"] = lua_string(encode(lean_message(message)))
+            more["timeline_events"] = [lua_string(encode(compact_event(e))) for e in events]
         return OutcomeRecord(
             key=keyspace.message(message.workspace, message.id),
             timeline=keyspace.message_events(message.workspace, message.id),

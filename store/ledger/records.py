@@ -62,6 +62,12 @@ class OutcomeRecord(msgspec.Struct, array_like=True):
     attempted: int = 0  # 1: count an attempt
     finished: int = 0  # 1: expire after the retention
     retry_ms: str = ""  # back into the schedule at this time, or ""
+    # The message's stored payload replaced by this one (framed by `lua_string`), or "": a sent campaign
+    # message keeps only its envelope (`lean_message`).
+    payload: msgspec.Raw = msgspec.Raw(b"\xa0")
+    # What goes to the message's timeline instead of `events` (each framed), or [] for `events` themselves:
+    # a campaign message's timeline keeps its events without the envelope its hash holds (`compact_event`).
+    timeline_events: list[msgspec.Raw] = []
 
 
 encode = msgspec.msgpack.Encoder().encode
@@ -107,6 +113,22 @@ class StoredMessage(msgspec.Struct, kw_only=True):
 
 
 DERIVED_ITEM = "="
+
+
+def compact_event(event: Event) -> Event:
+    """An event as a campaign message's timeline keeps it: id, type, time and data, which is all the
+    message view shows (`GET /v1/messages/:id`); the workspace and the message envelope are the hash's,
+    and the full event went to `m:events`."""
+    return msgspec.structs.replace(event, workspace="", message=None)
+
+
+def lean_message(message: OutboundMessage) -> OutboundMessage:
+    """What a sent campaign message keeps in its hash: the envelope (addresses, subject, tags, metadata,
+    campaign) without the body, headers or attachments. Its body is the campaign's pinned template
+    version rendered for the subscriber (`metadata.subscriber_id`): stored once per campaign, not once per
+    recipient. Everything that reads a sent message (the API's message view and list, provider events,
+    tracking) reads only the envelope."""
+    return msgspec.structs.replace(message, html=None, text=None, headers={}, attachments=[])
 
 
 def enqueue_row(new: NewMessage, payload: bytes) -> tuple:

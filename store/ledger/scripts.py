@@ -137,8 +137,13 @@ local streamed = {}
 for _, o in ipairs(outcomes) do
   local key, timeline, id, status, events, fields = o[1], o[2], o[3], o[4], o[5], o[6]
   local mapping, mapped_to, failover, attempted, finished, retry_ms = o[7], o[8], o[9], o[10], o[11], o[12]
+  local payload, listed = o[13], o[14]
   if #events > 0 then
-    redis.call('RPUSH', timeline, unpack(events))
+    if #listed > 0 then
+      redis.call('RPUSH', timeline, unpack(listed))  -- compact copies (a campaign message's)
+    else
+      redis.call('RPUSH', timeline, unpack(events))
+    end
     for _, e in ipairs(events) do streamed[#streamed + 1] = e end
   end
   if status ~= '' then
@@ -148,6 +153,7 @@ for _, o in ipairs(outcomes) do
     end
   end
   if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
+  if payload ~= '' then redis.call('HSET', key, 'p', payload) end
   if mapping ~= '' then redis.call('SET', mapping, mapped_to, 'EX', mapping_ttl) end
   if failover ~= '' then redis.call('XADD', failover, '*', 'id', id) end
   if attempted == 1 then redis.call('HINCRBY', key, 'att', 1) end

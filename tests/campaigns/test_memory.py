@@ -1,0 +1,97 @@
+"""What a campaign message keeps in Redis once sent: its envelope, not its body, and compact timeline
+events (docs/campaigns.md, "Memory"); an API send keeps both whole. And the trim of consumed stream
+entries (store/stream_trim.py)."""
+
+from __future__ import annotations
+
+from schemas.events import event_msgpack_decoder
+from schemas.messages import outbound_decoder
+from store import keyspace
+from store.stream_trim import StreamTrimmer
+from tests.campaigns.conftest import drive, recipients, runner, settle, smtp_campaign
+
+
+async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_body(
+    client, make_key, sink, redis, workspace
+):
+    headers, _, emails, _, campaign_id = await smtp_campaign(client, make_key, sink, 30)
+    body = runner(client, in_flight=100, chunk=10)
+    await drive(body, client, headers, campaign_id)
+    await settle(redis, body)
+    assert sorted(recipients(sink)) == sorted(emails)
+    # The body went out whole (rendered, with the RFC 8058 headers) before it was dropped.
+    assert all(b"List-Unsubscribe:" in d.content and b"Hello P" in d.content for d in sink.deliveries)
+
+    listed = await client.get(
+        "/v1/messages", params={"campaign_id": campaign_id, "limit": "100"}, headers=headers
+    )
+    assert listed.status == 200
+    rows = (await listed.json())["data"]
+    assert len(rows) == 30 and all(r["status"] == "sent" for r in rows)
+    for row in rows:
+        stored = outbound_decoder.decode(await redis.hget(keyspace.message(workspace, row["id"]), "p"))
+        assert stored.html is None and stored.text is None and stored.headers == {}
+        assert stored.attachments == []
+        # The envelope stays: who, from whom, the subject, what it was for.
+        assert stored.campaign_id == campaign_id and stored.metadata["subscriber_id"].startswith("sub_")
+        assert [a.email for a in stored.to] == row["to"] and stored.subject == row["subject"]
+        assert stored.from_.email == "news@acme.test"
+    # Its timeline keeps the events without the envelope (the hash has it); `m:events` had them whole.
+    timeline = await redis.lrange(keyspace.message_events(workspace, rows[0]["id"]), 0, -1)
+    kept_events = [event_msgpack_decoder.decode(raw) for raw in timeline]
+    assert [e.type for e in kept_events] == ["message.sent"]
+    assert all(e.message is None and e.workspace == "" for e in kept_events)
+    assert all(len(raw) < 250 for raw in timeline)  # ~170 B: id, type, time, provider id; whole ~450 B
+    view = await client.get(f"/v1/messages/{rows[0]['id']}", headers=headers)
+    assert view.status == 200
+    got = await view.json()
+    assert got["campaign_id"] == campaign_id and got["subject"].startswith("Hi P")
+    assert [e["type"] for e in got["events"]] == ["message.accepted", "message.sent"]
+
+    admin = await make_key(["admin"])
+    sent = {
+        "from": "Acme <hello@acme.test>",
+        "to": ["ana@example.com"],
+        "subject": "Welcome",
+        "html": "<p>Hi Ana</p>",
+        "routing": {"server": got["server"]},
+    }
+    response = await client.post("/v1/send", json=sent, headers=admin)
+    assert response.status == 202, await response.text()
+    message_id = (await response.json())["id"]
+    await settle(redis, body)
+    kept = outbound_decoder.decode(await redis.hget(keyspace.message(workspace, message_id), "p"))
+    assert kept.html == "<p>Hi Ana</p>" and kept.campaign_id is None
+    whole = await redis.lrange(keyspace.message_events(workspace, message_id), 0, -1)
+    assert event_msgpack_decoder.decode(whole[0]).message.id == message_id
+
+
+async def test_stream_entries_go_once_every_group_consumed_them(redis):
+    """`StreamTrimmer.trim`: nothing while a required group is missing; then only what every group has
+    acknowledged (a pending entry and everything after it stays, to be re-read after a crash)."""
+    stream = "m:test:trim"
+    ids = [await redis.xadd(stream, {"b": str(i)}) for i in range(1000)]
+    trimmer = StreamTrimmer(redis)
+    await redis.xgroup_create(stream, "a", id="0")
+    await redis.xgroup_create(stream, "b", id="0")
+    read_a = await redis.xreadgroup("a", "c", {stream: ">"}, count=1000)
+    await redis.xack(stream, "a", *[i for i, _ in read_a[0][1]])
+    read_b = await redis.xreadgroup("b", "c", {stream: ">"}, count=600)
+    await redis.xack(stream, "b", *[i for i, _ in read_b[0][1][:500]])
+
+    assert await trimmer.trim(stream, ("a", "b", "c")) == 0  # group c does not exist yet
+    assert await redis.xlen(stream) == 1000
+    removed = await trimmer.trim(stream, ("a", "b"))
+    assert removed > 0
+    left = await redis.xrange(stream)
+    assert [i for i, _ in left][-500:] == ids[500:]  # the oldest pending entry of b and everything after
+    assert len(left) == 1000 - removed and len(left) < 600  # whole nodes of 100 go (`MINID ~`)
+
+    pending = await redis.xreadgroup("b", "c", {stream: "0"}, count=1000)
+    assert [i for i, _ in pending[0][1]] == ids[500:600]  # still readable after the trim
+    await redis.xack(stream, "b", *ids[500:600])
+    rest = await redis.xreadgroup("b", "c", {stream: ">"}, count=1000)
+    await redis.xack(stream, "b", *[i for i, _ in rest[0][1]])
+    await trimmer.trim(stream, ("a", "b"))
+    assert await redis.xlen(stream) <= 100  # at most the last node, holding the last entry read
+    assert (await redis.xrange(stream))[-1][0] == ids[-1]
