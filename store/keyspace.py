@@ -154,6 +154,7 @@ def suppression_by_email(workspace: str, email: str) -> str:
 # A delivery waits in its endpoint's `due` zset only when it is the head of its message's lane, so
 # the events of one message reach an endpoint in order; `ready` tells deliverers which endpoints have
 # something due, so a busy endpoint never hides the others.
+ANALYTICS_GROUP = "analytics"  # consumer group of the event sink on EVENT_STREAM
 WEBHOOK_GROUP = "webhooks"  # consumer group on EVENT_STREAM
 WEBHOOK_READY = PREFIX + "webhooks:ready"  # zset: "ws|whk" scored by earliest due (ms)
 

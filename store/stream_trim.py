@@ -24,9 +24,9 @@ import redis.asyncio as aioredis
 from store import keyspace
 from store.replies import as_text
 
-# The consumer groups of `m:events` (actors/event_sink: "analytics"; webhooks; campaigns; automations).
+# The consumer groups of `m:events`: the event sink, webhooks, campaigns, automations.
 EVENT_GROUPS = (
-    "analytics",
+    keyspace.ANALYTICS_GROUP,
     keyspace.WEBHOOK_GROUP,
     keyspace.CAMPAIGN_EVENTS_GROUP,
     keyspace.AUTOMATION_GROUP,

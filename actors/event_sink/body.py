@@ -78,7 +78,7 @@ class EventSinkLoop:
         redis: aioredis.Redis,
         store: AnalyticsStore,
         *,
-        group: str = "analytics",
+        group: str = keyspace.ANALYTICS_GROUP,
         consumer: str | None = None,
         batch_size: int = 5000,
         max_latency: float = 0.25,
@@ -113,7 +113,8 @@ class EventSinkLoop:
     async def read_batch(self, *, wait: bool = True) -> Batch:
         """The next batch; `wait=False` (burst mode) never blocks nor lingers: what is there now."""
         if not self._group_ready:
-            # History is replayed to a new group: inserts dedupe, and a restored deployment refills.
+            # A new group starts at "0": it reads what the stream still holds (consumed entries are trimmed
+            # once every group has read them, store/stream_trim.py; the analytics store is the history).
             await self.reader.ensure_group("0")
             self._group_ready = True
         batch = Batch()
