@@ -7,6 +7,7 @@ import os
 import random
 import re
 import secrets
+import threading
 import time
 
 from ulid import ULID
@@ -54,23 +55,27 @@ def new_id(prefix: str) -> str:
     # Issue #14: a request mints 3-4 ids, and the pairs' join was ~5% of the ingress's CPU at 500 req/s.
     # The 10 time characters are made once per millisecond, the 16 random ones are cut from a buffer
     # filled 4,096 ids at a time (one randbytes and one translate, as `new_ids` does).
-    global _rand_at, _time_ms, _time_text
+    # Threads mint ids too (the ingress's worker thread, threaded actors): the cut is under a lock, else
+    # two threads switching between reading and advancing the offset would cut the same random part.
+    global _rand_at, _time
     millis = time.time_ns() // 1_000_000
-    if millis != _time_ms:
-        _time_ms = millis
-        _time_text = "".join([_PAIRS[(millis >> shift) & 1023] for shift in range(40, -1, -10)])
-    at = _rand_at
-    if at >= len(_rand_text):
-        _refill_random()
-        at = 0
-    _rand_at = at + 16
-    return prefix + "_" + _time_text + _rand_text[at : at + 16]
+    stamp = _time  # one tuple, replaced whole: never one millisecond's text with another's number
+    if stamp[0] != millis:
+        stamp = _time = (millis, "".join([_PAIRS[(millis >> shift) & 1023] for shift in range(40, -1, -10)]))
+    with _rand_lock:
+        at = _rand_at
+        if at >= len(_rand_text):
+            _refill_random()
+            at = 0
+        _rand_at = at + 16
+        random_part = _rand_text[at : at + 16]
+    return prefix + "_" + stamp[1] + random_part
 
 
-_time_ms = -1
-_time_text = ""
+_time: tuple[int, str] = (-1, "")
 _rand_text = ""
 _rand_at = 0
+_rand_lock = threading.Lock()
 _RANDOM_IDS_PER_REFILL = 4096
 
 
@@ -82,9 +87,10 @@ def _refill_random() -> None:
 
 def _reseed_after_fork() -> None:
     """A forked child reseeds and drops the parent's buffered random parts (else both would mint them)."""
-    global _rand_text, _rand_at
+    global _rand_text, _rand_at, _rand_lock
     _random.seed(os.urandom(32))
     _rand_text, _rand_at = "", 0
+    _rand_lock = threading.Lock()  # a lock held by another thread at the fork stays held in the child
 
 
 def id_at(prefix: str, millis: int) -> str:
