@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from aiohttp import web
 
-from ingress import audit, auth, body_admission, idempotency, middleware, off_loop, rate_limit
-from ingress.connection_limits import body_deadline
+from ingress import middleware, off_loop
 from ingress.context import SERVICES
 from ingress.import_confirmations import confirmation_sender_ctx
 from ingress.openapi import OPENAPI, build_openapi
@@ -28,15 +27,9 @@ ROUTE_TABLES: tuple[RouteTable, ...] = discover_route_tables()
 
 def create_app(settings: Settings, *, redis_url: str, gateway: Gateway | None) -> web.Application:
     app = web.Application(
-        middlewares=[
-            middleware.problems_and_request_ids,
-            body_deadline,
-            audit.audit,
-            auth.authenticate,
-            rate_limit.rate_limit,
-            body_admission.admit_body,
-            idempotency.idempotency,
-        ],
+        # One middleware: it runs the route's request steps (body deadline, audit, auth, rate limit, body
+        # admission, idempotency), composed once per route (ingress/middleware.py).
+        middlewares=[middleware.problems_and_request_ids],
         client_max_size=settings.max_body_bytes,
     )
     off_loop.share_the_gil()

@@ -35,13 +35,22 @@ class Metrics:
             buckets=LOOP_LAG_BUCKETS,
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.rate_limited = Counter(
             "mailers_rate_limited_total", "Requests refused by per-key rate limits", registry=self.registry
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        # The labelled children, found once per (method, route, status): `labels()` validates and looks
+        # them up under a lock on every call (~3% of the ingress's CPU at 500 req/s, issue #14).
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = self._children[(method, route, status)] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def watch_loop_lag(self) -> None:
         """Observe the loop's lag every 5 ms until cancelled (one timer: ~0.3% of a core). A request

@@ -8,6 +8,7 @@ provider posts from few addresses at the rate mail is sent.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from aiohttp import web
@@ -17,6 +18,11 @@ from ingress.context import PRINCIPAL, SERVICES
 from ingress.problems import ApiError
 from ingress.routing import route_spec
 from store import keyspace
+
+
+@functools.cache
+def _policy(name: str, burst: int, window: int) -> str:
+    return f'"{name}";q={burst};w={window}'
 
 
 @web.middleware
@@ -32,7 +38,7 @@ async def rate_limit(request: web.Request, handler) -> web.StreamResponse:
             return await handler(request)
         limiter, key, name = services.address_limiter, keyspace.address_rate_limit(address), "per-address"
     decision = await limiter.check(key)
-    policy = f'"{name}";q={limiter.burst};w={limiter.window_seconds}'
+    policy = _policy(name, limiter.burst, limiter.window_seconds)
     if not decision.allowed:
         services.metrics.rate_limited.inc()
         retry = max(1, math.ceil(decision.retry_after_ms / 1000))

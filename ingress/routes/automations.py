@@ -372,15 +372,18 @@ def _batcher(redis: aioredis.Redis) -> Coalescer[_TriggerItem, _Outcome]:
     loop = asyncio.get_running_loop()
     found = _batchers.get(redis)
     if found is None or found[0] is not loop:
+        # The stores are made once with it: each registers its scripts (a SHA-1 of every script's text).
         batcher = Coalescer(
-            partial(_trigger_batch, redis), max_in_flight=2, max_batch=500, max_pending=20_000
+            partial(_trigger_batch, AutomationStore(redis), RunStore(redis)),
+            max_in_flight=2,
+            max_batch=500,
+            max_pending=20_000,
         )
         found = _batchers[redis] = (loop, batcher)
     return found[1]
 
 
-async def _trigger_batch(redis: aioredis.Redis, items: list[_TriggerItem]) -> list[_Outcome]:
-    store = AutomationStore(redis)
+async def _trigger_batch(store: AutomationStore, runs: RunStore, items: list[_TriggerItem]) -> list[_Outcome]:
     heads: dict[tuple[str, str], AutomationRecord | None] = {}
     subscriber_ids: dict[tuple[str, str], str | None] = {}
     subscribers: dict[tuple[str, str], SubscriberRecord] = {}
@@ -419,7 +422,7 @@ async def _trigger_batch(redis: aioredis.Redis, items: list[_TriggerItem]) -> li
     for (workspace, automation_id), pending in starts.items():
         definition = definitions[(workspace, automation_id)]
         assert definition is not None
-        written = await RunStore(redis).start(
+        written = await runs.start(
             workspace,
             automation_id,
             [start for _, start in pending],
