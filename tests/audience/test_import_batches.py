@@ -13,6 +13,7 @@ from schemas.audience import RowError, SubscriberInput, SubscriberRecord
 from schemas.subscriber_items import row_item, row_items
 from store import keyspace
 from store.compare_apply import Batch, EntryGone
+from store.script_call import PendingReply
 from tests.audience.test_imports import import_csv
 from tests.audience.test_subscribers_api import events, new_list
 
@@ -74,7 +75,8 @@ async def test_a_batch_staged_before_the_previous_one_landed_re_plans(client, ad
         await runner.imports.append_rows(workspace, import_id, entry(2 + n, emails, plan), [], 0)
     applied = count_applies(runner)
     await runner.step()
-    assert applied == [ENTRIES_PER_BATCH] * 3  # the second batch's first script found a change
+    # one script per batch, and one more: the second batch's first script found a change
+    assert applied == [ENTRIES_PER_BATCH] * (BATCHES_PER_STEP + 1)
     await runner.run_until_idle()
     progress = await runner.imports.progress(workspace, import_id)
     assert (progress["created"], progress["updated"], progress["rows"]) == (ENTRY_COUNT - 1, 1, ENTRY_COUNT)
@@ -109,15 +111,17 @@ async def test_a_batch_with_an_entry_another_runner_applied_applies_nothing(clie
 
 
 def count_applies(runner: ImportRunner) -> list[int]:
-    """The entries each compare-and-apply call of `runner` carried (observed, not replaced)."""
+    """The entries each compare-and-apply script of `runner` carried (observed, not replaced): every
+    script is sent through `CompareAndApply.send`, pipelined or not."""
     applied: list[int] = []
-    original = runner.subscribers.apply
+    apply = runner.subscribers.apply
+    original = apply.send
 
-    async def observed(batch: Batch) -> bool:
+    async def observed(batch: Batch) -> PendingReply | None:
         applied.append(len(batch.entries))
         return await original(batch)
 
-    runner.subscribers.apply = observed  # type: ignore[assignment,method-assign]
+    apply.send = observed  # type: ignore[method-assign]
     return applied
 
 
