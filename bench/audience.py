@@ -7,7 +7,9 @@
   upsert path (`SubscriberStore.upsert`, batches of 10,000, one list): the same read → plan → script the
   API runs, without HTTP. Baseline: the payload itself (msgpack record + address + id bytes).
 - bulk: `POST /v1/lists/{id}/subscribers` with 10,000 new subscribers per request, sequential, p50/p95
-  (target p95 ≤ 500 ms), beside a bare pipelined HSET of the same records from this process.
+  (target p95 ≤ 500 ms), beside a bare pipelined HSET of the same records from this process; then each
+  request's time in order, and the handler's phases (its `Server-Timing` header) of the three slowest
+  requests and the median one.
 - csv: a `--csv-rows` file streamed to `POST /v1/lists/{id}/imports`, timed until the import runner
   completes it: rows/s (target ≥ 50,000) and the peak RSS growth of the ingress + import-runner processes
   (target ≤ 300 MB), beside parsing the same file with the csv module alone; then until the event sink
@@ -87,7 +89,8 @@ async def memory(redis_url: str, count: int) -> list[str]:
 async def bulk(base: str, redis_url: str, requests: int, serve_pid: int, redis_pid: int) -> list[str]:
     async with aiohttp.ClientSession(base, headers=HEADERS) as session:
         list_id = await new_list(session, "bulk")
-        ours = []
+        ours: list[float] = []
+        phases: list[str] = []
         bodies = [
             msgspec.json.encode({"subscribers": [person(r * BATCH + j) for j in range(BATCH)]})
             for r in range(requests)
@@ -99,6 +102,7 @@ async def bulk(base: str, redis_url: str, requests: int, serve_pid: int, redis_p
                 async with post as response:
                     assert response.status == 200, await response.text()
                     await response.read()
+                    phases.append(response.headers.get("Server-Timing", ""))
                 ours.append((time.perf_counter() - started) * 1000)
     bare = await bare_hset(redis_url, requests)
     used = cpu.describe(requests, "request", scale=1e3, suffix="ms")
@@ -107,6 +111,10 @@ async def bulk(base: str, redis_url: str, requests: int, serve_pid: int, redis_p
         f"| CPU of those requests (what the machine's load does not inflate) | {used} | |",
         f"| baseline: pipelined HSET of the same 10,000 records | {_p(bare)} |",
         f"| … each request in order (ms) | {', '.join(f'{t:,.0f}' for t in ours)} | |",
+        *[
+            f"| … request {i + 1} ({ours[i]:,.0f} ms): the handler's phases (Server-Timing) | {phases[i]} | |"
+            for i in sorted(sorted(range(len(ours)), key=ours.__getitem__)[-3:] + [_median_index(ours)])
+        ],
     ]
 
 
@@ -204,6 +212,10 @@ async def new_list(session: aiohttp.ClientSession, name: str) -> str:
     async with session.post("/v1/lists", json={"name": name}) as response:
         assert response.status == 201, await response.text()
         return (await response.json())["id"]
+
+
+def _median_index(values: list[float]) -> int:
+    return sorted(range(len(values)), key=values.__getitem__)[len(values) // 2]
 
 
 def _p(values: list[float]) -> str:
