@@ -193,3 +193,36 @@ def _reference_address(email: str) -> str | None:
 def test_the_cached_address_normalisation_agrees_with_normalise_email(email: str) -> None:
     for _ in range(2):  # the second time from the domain cache
         assert normal_address(email) == _reference_address(email)
+
+
+async def test_each_batch_is_read_before_the_previous_batch_is_written(client, admin, redis) -> None:
+    """The pipeline's order on the wire: batch k+1's read goes out before batch k's write (so it is not
+    queued behind that script) and is planned while the write runs; counts stay exact."""
+    runner, workspace, import_id, list_id = await started_import(client, admin, redis)
+    for n in range(ENTRY_COUNT):
+        rows = entry(2 + 2 * n, [f"q{n}-a@example.com", f"q{n}-b@example.com"], "pro")
+        await runner.imports.append_rows(workspace, import_id, rows, [], 0)
+    sent: list[str] = []
+    store = runner.subscribers
+    send_read, send_write = store._send_read, store.apply.send
+
+    async def read(workspace: str, emails: list[str]):
+        sent.append(f"read {emails[0].split('-')[0]}")
+        return await send_read(workspace, emails)
+
+    async def write(batch: Batch) -> PendingReply | None:
+        sent.append("write")
+        return await send_write(batch)
+
+    store._send_read = read  # type: ignore[method-assign]
+    store.apply.send = write  # type: ignore[method-assign]
+    await runner.step()
+    first = [f"read q{ENTRIES_PER_BATCH * k}" for k in range(BATCHES_PER_STEP)]
+    assert sent == [first[0], *[x for k in range(1, BATCHES_PER_STEP) for x in (first[k], "write")], "write"]
+    await runner.run_until_idle()
+    progress = await runner.imports.progress(workspace, import_id)
+    assert (progress["status"], progress["rows"], progress["created"]) == (
+        "completed",
+        2 * ENTRY_COUNT,
+        2 * ENTRY_COUNT,
+    )
