@@ -95,6 +95,19 @@ class Reading:
     read: SentRead
 
 
+# workspace -> whether its last bulk write created every subscriber it named (`SubscriberStore.upsert`);
+# bounded: cleared when full (a forgotten workspace starts optimistic again).
+_all_new: dict[str, bool] = {}
+_ALL_NEW_KEPT = 10_000
+
+
+def remember_all_new(memory: dict[str, bool], key: str, plan: Plan) -> None:
+    """Whether the next write for `key` may plan without reading (`SubscriberStore.assume_new`)."""
+    if len(memory) >= _ALL_NEW_KEPT:
+        memory.clear()
+    memory[key] = plan.count("created") == len(plan.outcomes)
+
+
 class Conflict(Exception):
     """The records kept changing under a write (20 attempts); the caller answers 409/retries later."""
 
@@ -171,8 +184,53 @@ class SubscriberStore:
         now_ms: int,
         extra: Callable[[Batch, Plan], None] | None = None,
     ) -> Plan:
-        """Merge `items` (normalised emails) into the workspace and onto `target`; atomic per call."""
-        return await self.commit(await self.stage(target, items, mode=mode, now_ms=now_ms, extra=extra))
+        """Merge `items` (normalised emails) into the workspace and onto `target`; atomic per call.
+
+        While this workspace's writes keep creating every subscriber they name (a first load, a bulk
+        import), the write is planned with no read at all (`assume_new`): its script checks that none of
+        the addresses exists, which is the read's answer, so a pass applies exactly what a read-first
+        plan would. A write that finds one existing goes on as any conflict does (read, re-plan, apply)
+        and the workspace's next write reads first again."""
+        return await self.commit_upsert(
+            await self.plan_upsert(target, items, mode=mode, now_ms=now_ms, extra=extra)
+        )
+
+    async def plan_upsert(
+        self,
+        target: ListRecord,
+        items: list[SubscriberInput],
+        *,
+        mode: str,
+        now_ms: int,
+        extra: Callable[[Batch, Plan], None] | None = None,
+    ) -> Staged:
+        """`upsert`'s first half: planned without a read (`assume_new`) or read first (`stage`)."""
+        if _all_new.get(target.workspace, True):
+            return self.assume_new(target, items, mode=mode, now_ms=now_ms, extra=extra)
+        return await self.stage(target, items, mode=mode, now_ms=now_ms, extra=extra)
+
+    async def commit_upsert(self, staged: Staged) -> Plan:
+        """`upsert`'s second half: `commit`, and what the workspace's next write should assume."""
+        plan = await self.commit(staged)
+        remember_all_new(_all_new, staged.target.workspace, plan)
+        return plan
+
+    def assume_new(
+        self,
+        target: ListRecord,
+        items: list[SubscriberInput],
+        *,
+        mode: str,
+        now_ms: int,
+        extra: Callable[[Batch, Plan], None] | None = None,
+    ) -> Staged:
+        """Plan an upsert as if none of the addresses existed, without reading: its batch checks that
+        they all are absent from the address index, so it applies only if that was true (else `commit`
+        reads and re-plans)."""
+        staged = Staged(target, items, mode, now_ms, extra)
+        emails = list(dict.fromkeys(item.email for item in items))
+        staged.plan, staged.batch = self._plan_on(staged, dict.fromkeys(emails), {}, {})
+        return staged
 
     async def stage(
         self,

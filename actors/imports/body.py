@@ -35,7 +35,7 @@ from store.imports import ImportStore, commit_entry
 from store.lists import ListStore
 from store.script_call import PendingReply
 from store.subscriber_changes import Plan
-from store.subscribers import Reading, Staged, SubscriberStore
+from store.subscribers import Reading, Staged, SubscriberStore, remember_all_new
 
 log = logging.getLogger("mailers.imports")
 # An upload that appended no rows for this long has lost its ingress (a live one appends a batch every
@@ -71,6 +71,9 @@ class ImportRunner:
         self.imports = ImportStore(redis)
         self.lists = ListStore(redis)
         self.subscribers = SubscriberStore(redis)
+        # import id -> whether its last batch created every subscriber it named: then the next batch
+        # is planned without a read (`SubscriberStore.assume_new`)
+        self._all_new: dict[str, bool] = {}
 
     async def step(self) -> int:
         """One entry of every active import; returns how many entries or completions it made."""
@@ -111,27 +114,35 @@ class ImportRunner:
         """Apply each group of entries with one script, pipelined so that Redis and this process work
         at the same time. For group k+1 the order is: its read is sent, then group k's write (so the
         read is not queued behind that long script); while Redis runs the write, group k+1 is planned
-        and group k+2's rows are turned into inputs. A group read before the previous one landed is
-        checked like any other: if the two share an address, its commit's checks fail and it re-reads
-        and re-plans (`SubscriberStore.finish_commit`). Nothing is left unanswered: on any failure the
-        scripts in flight are waited for (their effects are whole, like any script's)."""
+        and group k+2's rows are turned into inputs. While the import's batches keep creating every
+        subscriber they name, a group is planned without a read (`SubscriberStore.assume_new`: its
+        script checks that none of its addresses exists). A group planned before the previous one
+        landed is checked like any other: if the two share an address, its commit's checks fail and it
+        re-reads and re-plans (`SubscriberStore.finish_commit`). Nothing is left unanswered: on any
+        failure the scripts in flight are waited for (their effects are whole, like any script's)."""
         subscribers = self.subscribers
         in_flight: list[PendingReply] = []
         try:
-            staged = await subscribers.staged(await self.send_read(record, target, groups[0]))
+            staged = await self._first_plan(self.prepare(record, target, groups[0]), record.id)
             upcoming = self.prepare(record, target, groups[1]) if len(groups) > 1 else None
             for k in range(len(groups)):
                 reading = None
-                if upcoming is not None:
+                if upcoming is not None and not self._all_new.get(record.id, True):
                     reading = await subscribers.send_read(upcoming.target, upcoming.items, **upcoming.options)
                     _track(in_flight, reading.read.pending)
                 writing = await subscribers.send_commit(staged)
                 _track(in_flight, writing)
-                following = await subscribers.staged(reading) if reading is not None else None
-                _untrack(in_flight, None if reading is None else reading.read.pending)
+                following = None
+                if reading is not None:
+                    following = await subscribers.staged(reading)
+                    _untrack(in_flight, reading.read.pending)
+                elif upcoming is not None:
+                    following = subscribers.assume_new(upcoming.target, upcoming.items, **upcoming.options)
                 upcoming = self.prepare(record, target, groups[k + 2]) if k + 2 < len(groups) else None
                 _untrack(in_flight, writing)
-                await _entries_applied(subscribers.finish_commit(staged, writing))
+                plan = await _entries_applied(subscribers.finish_commit(staged, writing))
+                if plan is not None:
+                    remember_all_new(self._all_new, record.id, plan)
                 if following is None:
                     break
                 staged = following
@@ -139,6 +150,12 @@ class ImportRunner:
             for pending in in_flight:  # failed or cancelled midway: read what is still owed
                 with contextlib.suppress(Exception):
                     await pending.reply()
+
+    async def _first_plan(self, prepared: Prepared, import_id: str) -> Staged:
+        if self._all_new.get(import_id, True):
+            return self.subscribers.assume_new(prepared.target, prepared.items, **prepared.options)
+        reading = await self.subscribers.send_read(prepared.target, prepared.items, **prepared.options)
+        return await self.subscribers.staged(reading)
 
     def prepare(self, record: ImportRecord, target: ListRecord, entries: list[Entry]) -> Prepared:
         """The rows of `entries` as inputs, and the progress their script adds (`stage`)."""
@@ -198,8 +215,8 @@ def _untrack(in_flight: list[PendingReply], pending: PendingReply | None) -> Non
         in_flight.remove(pending)
 
 
-async def _entries_applied(running: Awaitable[Plan]) -> None:
+async def _entries_applied(running: Awaitable[Plan]) -> Plan | None:
     try:
-        await running
+        return await running
     except EntryGone:  # another runner applied one of these entries meanwhile; its counts are in
-        pass
+        return None

@@ -168,9 +168,9 @@ async def upsert_subscribers(request: web.Request, body: BulkUpsert) -> web.Resp
     at = now_ms()
     store = SubscriberStore(services.redis)
     try:
-        staged = await store.stage(target, items, mode=body.mode, now_ms=at)
+        staged = await store.plan_upsert(target, items, mode=body.mode, now_ms=at)
         timing.mark("plan")
-        plan = await store.commit(staged)
+        plan = await store.commit_upsert(staged)
         timing.mark("write")
     except Conflict:
         raise ApiError("conflict", "The subscribers changed under this request; retry it") from None

@@ -195,13 +195,8 @@ def test_the_cached_address_normalisation_agrees_with_normalise_email(email: str
         assert normal_address(email) == _reference_address(email)
 
 
-async def test_each_batch_is_read_before_the_previous_batch_is_written(client, admin, redis) -> None:
-    """The pipeline's order on the wire: batch k+1's read goes out before batch k's write (so it is not
-    queued behind that script) and is planned while the write runs; counts stay exact."""
-    runner, workspace, import_id, list_id = await started_import(client, admin, redis)
-    for n in range(ENTRY_COUNT):
-        rows = entry(2 + 2 * n, [f"q{n}-a@example.com", f"q{n}-b@example.com"], "pro")
-        await runner.imports.append_rows(workspace, import_id, rows, [], 0)
+def record_sends(runner: ImportRunner) -> list[str]:
+    """What the runner sends to Redis, in order: `read <first address's prefix>` or `write`."""
     sent: list[str] = []
     store = runner.subscribers
     send_read, send_write = store._send_read, store.apply.send
@@ -216,13 +211,48 @@ async def test_each_batch_is_read_before_the_previous_batch_is_written(client, a
 
     store._send_read = read  # type: ignore[method-assign]
     store.apply.send = write  # type: ignore[method-assign]
+    return sent
+
+
+async def test_batches_are_pipelined_with_reads_ahead_of_writes_or_no_reads_at_all(
+    client, admin, redis
+) -> None:
+    """A first import creates everyone: its batches are planned without a read (each script checks that
+    none of its addresses exists). The same file again finds them all: the first batch's unread plan
+    fails its checks and re-plans on a read, and from then on batch k+1's read goes out before batch k's
+    write (so it is not queued behind that script) and is planned while the write runs. Counts exact."""
+    runner, workspace, import_id, list_id = await started_import(client, admin, redis)
+
+    async def append_all() -> None:
+        for n in range(ENTRY_COUNT):
+            rows = entry(2 + 2 * n, [f"q{n}-a@example.com", f"q{n}-b@example.com"], "pro")
+            await runner.imports.append_rows(workspace, import_id, rows, [], 0)
+
+    await append_all()
+    sent = record_sends(runner)
+    await runner.step()
+    assert sent == ["write"] * BATCHES_PER_STEP
+    sent.clear()
+    await append_all()
     await runner.step()
     first = [f"read q{ENTRIES_PER_BATCH * k}" for k in range(BATCHES_PER_STEP)]
-    assert sent == [first[0], *[x for k in range(1, BATCHES_PER_STEP) for x in (first[k], "write")], "write"]
+    assert sent == [
+        "write",  # batch 0 planned as new: its checks fail
+        first[0],  # … so it reads and re-plans
+        "write",
+        first[2],  # batch 2's read, ahead of batch 1's write (batch 1 was planned as new: re-plans)
+        "write",
+        first[1],
+        "write",
+        first[3],  # batch 3's read ahead of batch 2's write
+        "write",
+        "write",
+    ]
     await runner.run_until_idle()
     progress = await runner.imports.progress(workspace, import_id)
-    assert (progress["status"], progress["rows"], progress["created"]) == (
-        "completed",
+    assert progress["status"] == "completed"
+    assert (progress["rows"], progress["created"], progress["unchanged"]) == (
+        4 * ENTRY_COUNT,
         2 * ENTRY_COUNT,
         2 * ENTRY_COUNT,
     )
