@@ -86,7 +86,33 @@ async def memory(redis_url: str, count: int) -> list[str]:
     ]
 
 
+async def slow_commands(redis_url: str) -> str:
+    """Redis commands over 10 ms since `slowlog_from` reset the log: name → count and longest (a long
+    script blocks every other client too)."""
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        found: dict[str, list[float]] = {}
+        for entry in await redis.slowlog_get(1000):
+            words = entry["command"].split(b" ") if isinstance(entry["command"], bytes) else [b"?"]
+            name = words[0].decode(errors="replace").upper()
+            if name == "EVALSHA" and len(words) > 1:
+                name += " " + words[1][:8].decode(errors="replace")
+            found.setdefault(name, []).append(entry["duration"] / 1000)
+        return ", ".join(f"{n} ×{len(d)} (max {max(d):,.0f} ms)" for n, d in sorted(found.items())) or "none"
+    finally:
+        await redis.aclose()
+
+
+async def slowlog_from(redis_url: str) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    await redis.config_set("slowlog-log-slower-than", 10_000)
+    await redis.config_set("slowlog-max-len", 1000)
+    await redis.slowlog_reset()
+    await redis.aclose()
+
+
 async def bulk(base: str, redis_url: str, requests: int, serve_pid: int, redis_pid: int) -> list[str]:
+    await slowlog_from(redis_url)
     async with aiohttp.ClientSession(base, headers=HEADERS) as session:
         list_id = await new_list(session, "bulk")
         ours: list[float] = []
@@ -104,12 +130,14 @@ async def bulk(base: str, redis_url: str, requests: int, serve_pid: int, redis_p
                     await response.read()
                     phases.append(response.headers.get("Server-Timing", ""))
                 ours.append((time.perf_counter() - started) * 1000)
+    slow = await slow_commands(redis_url)
     bare = await bare_hset(redis_url, requests)
     used = cpu.describe(requests, "request", scale=1e3, suffix="ms")
     return [
         f"| bulk upsert 10,000/request via HTTP ({requests} requests) | {_p(ours)} |",
         f"| CPU of those requests (what the machine's load does not inflate) | {used} | |",
         f"| baseline: pipelined HSET of the same 10,000 records | {_p(bare)} |",
+        f"| … Redis commands over 10 ms meanwhile (SLOWLOG, any client) | {slow} | |",
         f"| … each request in order (ms) | {', '.join(f'{t:,.0f}' for t in ours)} | |",
         *[
             f"| … request {i + 1} ({ours[i]:,.0f} ms): the handler's phases (Server-Timing) | {phases[i]} | |"
