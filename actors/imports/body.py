@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,10 +77,17 @@ class ImportRunner:
         self._all_new: dict[str, bool] = {}
 
     async def step(self) -> int:
-        """One entry of every active import; returns how many entries or completions it made."""
+        """Up to sixteen entries of every active import; returns how many entries or completions it made.
+
+        The cyclic garbage collector is paused for the step (`paused_collector`): a step holds up to
+        ≈32,000 rows' inputs, records and plans alive at once, and every young-generation collection
+        meanwhile traversed them all (≈1 µs of the runner's ≈8 µs per row) to free nothing, since they
+        are freed by reference counting when the step ends. The collection that follows the step finds
+        only what survived it."""
         done = 0
-        for workspace, import_id in await self.imports.active():
-            done += await self.advance(workspace, import_id)
+        with paused_collector():
+            for workspace, import_id in await self.imports.active():
+                done += await self.advance(workspace, import_id)
         return done
 
     async def run_until_idle(self) -> int:
@@ -203,6 +211,18 @@ class Prepared:
     target: ListRecord
     items: list[SubscriberInput]
     options: dict[str, Any]
+
+
+@contextlib.contextmanager
+def paused_collector() -> Iterator[None]:
+    """`gc` disabled inside (if it was enabled), enabled again on the way out, whatever happens."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _track(in_flight: list[PendingReply], pending: PendingReply | None) -> None:

@@ -5,10 +5,12 @@ row path) agrees with `row_item` row by row."""
 
 from __future__ import annotations
 
+import gc
+
 import msgspec
 import pytest
 
-from actors.imports.body import BATCHES_PER_STEP, ENTRIES_PER_BATCH, ImportRunner
+from actors.imports.body import BATCHES_PER_STEP, ENTRIES_PER_BATCH, ImportRunner, paused_collector
 from schemas.audience import RowError, SubscriberInput, SubscriberRecord
 from schemas.domain_names import normalise_email
 from schemas.subscriber_items import _NOT_IN_LOCAL, normal_address, row_item, row_items
@@ -256,3 +258,14 @@ async def test_batches_are_pipelined_with_reads_ahead_of_writes_or_no_reads_at_a
         2 * ENTRY_COUNT,
         2 * ENTRY_COUNT,
     )
+
+
+def test_the_collector_pause_of_a_step_ends_with_it_even_when_it_fails() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), paused_collector():
+        assert not gc.isenabled()
+        with paused_collector():  # nested (a second step meanwhile) leaves it to the outer one
+            pass
+        assert not gc.isenabled()
+        raise RuntimeError("the step failed")
+    assert gc.isenabled()
