@@ -6,8 +6,9 @@ plans that next batch while the write runs. redis-py's commands send and wait as
 writes the EVALSHA (packed by hiredis in C; callers pass few, large arguments) on a connection of the
 client's pool and returns a `PendingReply`, whose `reply()` reads the answer as redis-py would and gives
 the connection back. A script Redis does not know yet (NOSCRIPT) is loaded and run again once, at
-`reply()`. A reply never read (the caller failed or was cancelled in between) is `discard`ed: its
-connection is dropped, never returned to the pool with a reply still pending on it.
+`reply()`. A connection whose exchange was interrupted (a failed send, a read cancelled or broken) is
+disconnected before it goes back to the pool, never returned with a reply still pending on it; a caller
+that sent a script reads its reply even when it fails meanwhile (`ImportRunner._apply_pipelined`).
 """
 
 from __future__ import annotations
@@ -36,15 +37,6 @@ class PendingReply:
             await self.redis.script_load(self.script.script)
             self.connection = await _send(self.redis, self.packed)
             return await self._read()
-
-    async def discard(self) -> None:
-        """Give up on the reply (its script still runs in Redis): the connection is closed."""
-        connection, self.connection = self.connection, None
-        if connection is not None:
-            try:
-                await connection.disconnect()
-            finally:
-                await self.redis.connection_pool.release(connection)
 
     async def _read(self) -> Any:
         connection, self.connection = self.connection, None
