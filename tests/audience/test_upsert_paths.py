@@ -59,3 +59,17 @@ async def test_a_write_planned_as_new_that_finds_an_existing_address_re_plans_on
     records = await redis.hgetall(keyspace.subscribers(TARGET.workspace))
     assert len(records) == 5
     assert len({msgspec.msgpack.decode(v)[1] for v in records.values()}) == 5  # one record per address
+
+
+async def test_scripts_redis_has_forgotten_are_loaded_again(redis) -> None:
+    """`store/script_call.py` sends EVALSHA packed by hand: after SCRIPT FLUSH (a restarted Redis) the
+    read and the write are loaded and run again, once."""
+    store = SubscriberStore(redis)
+    _all_new[TARGET.workspace] = False  # read first: both scripts run
+    await store.upsert(TARGET, [person("f@x.com", "F")], mode="upsert", now_ms=1)
+    await redis.script_flush()
+    _all_new[TARGET.workspace] = False
+    plan = await store.upsert(
+        TARGET, [person("f@x.com", "F2"), person("g@x.com", "G")], mode="upsert", now_ms=2
+    )
+    assert plan.outcomes == ["updated", "created"]
