@@ -14,7 +14,9 @@
   completes it: rows/s (target ≥ 50,000) and the peak RSS growth of the ingress + import-runner processes
   (target ≤ 300 MB), beside parsing the same file with the csv module alone; then until the event sink
   has stored the import's events (its CPU per row until then, and the end-to-end rate).
-`mailers serve` (with its local Ray and the import runner) and Redis run on this machine.
+`mailers serve` (with its local Ray and the import runner) and Redis run on this machine. The phases
+start once the server's processes are quiet after `/readyz` (its actors still import and migrate for a
+while after it answers), and say how long that took.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import aiohttp
 import msgspec
 import redis.asyncio as aioredis
 
-from bench.process_memory import CpuMeter, RssSampler, descendants_named
+from bench.process_memory import CpuMeter, RssSampler, cpu_seconds, descendants_named
 from bench.send import KEY, MAILERS, stop, wait_ready
 from schemas.audience import ListRecord, SubscriberInput, SubscriberRecord
 from store import keyspace
@@ -273,6 +275,7 @@ async def server_phases(
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(base + "/readyz", mailers)
+        print(await settled(mailers.pid), flush=True)
         if "bulk" in phases:
             print(
                 "\n".join(await bulk(base, redis_url, args.bulk_requests, mailers.pid, redis_pid)), flush=True
@@ -282,6 +285,29 @@ async def server_phases(
             print("\n".join(figures), flush=True)
     finally:
         stop(mailers)
+
+
+async def settled(serve_pid: int, *, quiet: float = 0.5, longest: float = 60.0) -> str:
+    """Wait until `mailers serve` and every process under it (its Ray workers) use less than `quiet` of
+    a core over a second (its actors poll: never zero), at most `longest` seconds: `/readyz` answers
+    while the actors are still starting (imports, migrations), and requests sent then queue behind
+    that work on 2 cores."""
+    started, used, busy = time.perf_counter(), 0.0, 0.0
+    tree = [serve_pid, *descendants_named(serve_pid, "")]
+    before = sum(cpu_seconds(p) for p in tree)
+    while time.perf_counter() - started < longest:
+        await asyncio.sleep(1.0)
+        tree = [serve_pid, *descendants_named(serve_pid, "")]
+        now = sum(cpu_seconds(p) for p in tree)
+        busy, before = now - before, now
+        used += busy
+        if busy < quiet:
+            break
+    waited = time.perf_counter() - started
+    return (
+        f"| server start-up after /readyz (until its processes used < {quiet} of a core) "
+        f"| {waited:,.0f} s, {used:,.1f} CPU-s, last second {busy:,.2f} | |"
+    )
 
 
 def start_mailers(port: int, redis_url: str, data: Path) -> subprocess.Popen:
