@@ -7,12 +7,16 @@
   upsert path (`SubscriberStore.upsert`, batches of 10,000, one list): the same read → plan → script the
   API runs, without HTTP. Baseline: the payload itself (msgpack record + address + id bytes).
 - bulk: `POST /v1/lists/{id}/subscribers` with 10,000 new subscribers per request, sequential, p50/p95
-  (target p95 ≤ 500 ms), beside a bare pipelined HSET of the same records from this process.
+  (target p95 ≤ 500 ms), beside a bare pipelined HSET of the same records from this process; then each
+  request's time in order, and the handler's phases (its `Server-Timing` header) of the three slowest
+  requests and the median one.
 - csv: a `--csv-rows` file streamed to `POST /v1/lists/{id}/imports`, timed until the import runner
   completes it: rows/s (target ≥ 50,000) and the peak RSS growth of the ingress + import-runner processes
   (target ≤ 300 MB), beside parsing the same file with the csv module alone; then until the event sink
   has stored the import's events (its CPU per row until then, and the end-to-end rate).
-`mailers serve` (with its local Ray and the import runner) and Redis run on this machine.
+`mailers serve` (with its local Ray and the import runner) and Redis run on this machine. The phases
+start once the server's processes are quiet after `/readyz` (its actors still import and migrate for a
+while after it answers), and say how long that took.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import aiohttp
 import msgspec
 import redis.asyncio as aioredis
 
-from bench.process_memory import CpuMeter, RssSampler, descendants_named
+from bench.process_memory import CpuMeter, RssSampler, cpu_seconds, descendants_named
 from bench.send import KEY, MAILERS, stop, wait_ready
 from schemas.audience import ListRecord, SubscriberInput, SubscriberRecord
 from store import keyspace
@@ -84,10 +88,37 @@ async def memory(redis_url: str, count: int) -> list[str]:
     ]
 
 
+async def slow_commands(redis_url: str) -> str:
+    """Redis commands over 10 ms since `slowlog_from` reset the log: name → count and longest (a long
+    script blocks every other client too)."""
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        found: dict[str, list[float]] = {}
+        for entry in await redis.slowlog_get(1000):
+            words = entry["command"].split(b" ") if isinstance(entry["command"], bytes) else [b"?"]
+            name = words[0].decode(errors="replace").upper()
+            if name == "EVALSHA" and len(words) > 1:
+                name += " " + words[1][:8].decode(errors="replace")
+            found.setdefault(name, []).append(entry["duration"] / 1000)
+        return ", ".join(f"{n} ×{len(d)} (max {max(d):,.0f} ms)" for n, d in sorted(found.items())) or "none"
+    finally:
+        await redis.aclose()
+
+
+async def slowlog_from(redis_url: str) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    await redis.config_set("slowlog-log-slower-than", 10_000)
+    await redis.config_set("slowlog-max-len", 1000)
+    await redis.slowlog_reset()
+    await redis.aclose()
+
+
 async def bulk(base: str, redis_url: str, requests: int, serve_pid: int, redis_pid: int) -> list[str]:
+    await slowlog_from(redis_url)
     async with aiohttp.ClientSession(base, headers=HEADERS) as session:
         list_id = await new_list(session, "bulk")
-        ours = []
+        ours: list[float] = []
+        phases: list[str] = []
         bodies = [
             msgspec.json.encode({"subscribers": [person(r * BATCH + j) for j in range(BATCH)]})
             for r in range(requests)
@@ -99,13 +130,21 @@ async def bulk(base: str, redis_url: str, requests: int, serve_pid: int, redis_p
                 async with post as response:
                     assert response.status == 200, await response.text()
                     await response.read()
+                    phases.append(response.headers.get("Server-Timing", ""))
                 ours.append((time.perf_counter() - started) * 1000)
+    slow = await slow_commands(redis_url)
     bare = await bare_hset(redis_url, requests)
     used = cpu.describe(requests, "request", scale=1e3, suffix="ms")
     return [
         f"| bulk upsert 10,000/request via HTTP ({requests} requests) | {_p(ours)} |",
         f"| CPU of those requests (what the machine's load does not inflate) | {used} | |",
         f"| baseline: pipelined HSET of the same 10,000 records | {_p(bare)} |",
+        f"| … Redis commands over 10 ms meanwhile (SLOWLOG, any client) | {slow} | |",
+        f"| … each request in order (ms) | {', '.join(f'{t:,.0f}' for t in ours)} | |",
+        *[
+            f"| … request {i + 1} ({ours[i]:,.0f} ms): the handler's phases (Server-Timing) | {phases[i]} | |"
+            for i in sorted(sorted(range(len(ours)), key=ours.__getitem__)[-3:] + [_median_index(ours)])
+        ],
     ]
 
 
@@ -205,6 +244,10 @@ async def new_list(session: aiohttp.ClientSession, name: str) -> str:
         return (await response.json())["id"]
 
 
+def _median_index(values: list[float]) -> int:
+    return sorted(range(len(values)), key=values.__getitem__)[len(values) // 2]
+
+
 def _p(values: list[float]) -> str:
     q = statistics.quantiles(values, n=20) if len(values) > 1 else values * 19
     return f"p50 {statistics.median(values):,.0f} ms | p95 {q[18]:,.0f} ms"
@@ -232,6 +275,7 @@ async def server_phases(
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(base + "/readyz", mailers)
+        print(await settled(mailers.pid), flush=True)
         if "bulk" in phases:
             print(
                 "\n".join(await bulk(base, redis_url, args.bulk_requests, mailers.pid, redis_pid)), flush=True
@@ -241,6 +285,29 @@ async def server_phases(
             print("\n".join(figures), flush=True)
     finally:
         stop(mailers)
+
+
+async def settled(serve_pid: int, *, quiet: float = 0.5, longest: float = 60.0) -> str:
+    """Wait until `mailers serve` and every process under it (its Ray workers) use less than `quiet` of
+    a core over a second (its actors poll: never zero), at most `longest` seconds: `/readyz` answers
+    while the actors are still starting (imports, migrations), and requests sent then queue behind
+    that work on 2 cores."""
+    started, used, busy = time.perf_counter(), 0.0, 0.0
+    tree = [serve_pid, *descendants_named(serve_pid, "")]
+    before = sum(cpu_seconds(p) for p in tree)
+    while time.perf_counter() - started < longest:
+        await asyncio.sleep(1.0)
+        tree = [serve_pid, *descendants_named(serve_pid, "")]
+        now = sum(cpu_seconds(p) for p in tree)
+        busy, before = now - before, now
+        used += busy
+        if busy < quiet:
+            break
+    waited = time.perf_counter() - started
+    return (
+        f"| server start-up after /readyz (until its processes used < {quiet} of a core) "
+        f"| {waited:,.0f} s, {used:,.1f} CPU-s, last second {busy:,.2f} | |"
+    )
 
 
 def start_mailers(port: int, redis_url: str, data: Path) -> subprocess.Popen:

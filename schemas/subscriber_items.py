@@ -26,7 +26,7 @@ from schemas.audience import (
     SubscriberInput,
     item_decoder,
 )
-from schemas.domain_names import normalise_email
+from schemas.domain_names import normalise_domain
 from schemas.problems import ERROR_CODES, ERROR_TYPE_BASE, pointer_from_location
 
 _KEY = re.compile(ATTRIBUTE_KEY_PATTERN)
@@ -127,15 +127,38 @@ def _plain_scalar(value: Any) -> bool:
 
 def normalised(item: SubscriberInput, pointer: str) -> SubscriberInput | ItemProblem:
     """`item` (fresh from a decoder: changed in place) with its address normalised, or the problem."""
-    try:
-        email = normalise_email(item.email)
-    except ValueError:
-        return item_problem(pointer + "/email", "not an email address", "invalid_email")
-    local, _, domain = email.rpartition("@")
-    if "." not in domain or not _NOT_IN_LOCAL.isdisjoint(local):
+    email = normal_address(item.email)
+    if email is None:
         return item_problem(pointer + "/email", "not an email address", "invalid_email")
     item.email = email
     return item
+
+
+# raw domain part → `normalise_domain` of it ("" where it is not a name); a bulk request or an import
+# repeats a few domains thousands of times. Bounded: cleared when full.
+_domains: dict[str, str] = {}
+_DOMAINS_KEPT = 10_000
+
+
+def normal_address(email: str) -> str | None:
+    """`schemas.domain_names.normalise_email(email)` if that is an address we accept (its domain has a
+    dot, its local part none of `_NOT_IN_LOCAL`), else None; each distinct domain normalised once."""
+    local, at, domain = email.strip().rpartition("@")
+    if not at or not local:
+        return None
+    normal = _domains.get(domain)
+    if normal is None:
+        try:
+            normal = normalise_domain(domain)
+        except ValueError:
+            normal = ""
+        if len(_domains) >= _DOMAINS_KEPT:
+            _domains.clear()
+        _domains[domain] = normal
+    local = local.lower()
+    if "." not in normal or not _NOT_IN_LOCAL.isdisjoint(local):
+        return None
+    return f"{local}@{normal}"
 
 
 def _schema_problem(message: str, pointer: str) -> ItemProblem:

@@ -22,6 +22,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from store.lua import lua_string
+from store.script_call import PendingReply, send_script
 
 _SCRIPT = """
 local batch = cmsgpack.unpack(ARGV[1])
@@ -96,16 +97,26 @@ class Batch:
 
 class CompareAndApply:
     def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
         self._script = redis.register_script(_SCRIPT)
         self._encode = msgspec.msgpack.Encoder().encode
 
     async def __call__(self, batch: Batch) -> bool:
         """True if every check held and the commands ran; False if something changed meanwhile;
         `EntryGone` if a required stream entry no longer exists."""
+        return await self.outcome(await self.send(batch))
+
+    async def send(self, batch: Batch) -> PendingReply | None:
+        """The batch's script sent, not yet answered (`outcome`); None for a batch with no commands."""
         if not batch.commands:
-            return True
+            return None
         payload = self._encode([batch.checks, batch.commands, batch.entries])
-        outcome = int(await self._script(keys=[], args=[payload]))
+        return await send_script(self.redis, self._script, [], [payload])
+
+    async def outcome(self, pending: PendingReply | None) -> bool:
+        if pending is None:
+            return True
+        outcome = int(await pending.reply())
         if outcome < 0:
             raise EntryGone()
         return outcome == 0

@@ -33,6 +33,7 @@ from store import keyspace
 from store.compare_apply import Batch, CompareAndApply
 from store.lua import lua_string
 from store.replies import as_bytes_or_none, as_text
+from store.script_call import PendingReply, send_script
 from store.subscriber_changes import (
     ChangeEvent,
     Plan,
@@ -78,6 +79,35 @@ class Staged:
     batch: Batch = field(default_factory=Batch)
 
 
+@dataclass
+class SentRead:
+    """Addresses whose read script was sent (`pending` None: there were none)."""
+
+    emails: list[str]
+    pending: PendingReply | None
+
+
+@dataclass
+class Reading:
+    """An upsert whose read was sent (`SubscriberStore.send_read`); `SubscriberStore.staged` plans it."""
+
+    staged: Staged
+    read: SentRead
+
+
+# workspace -> whether its last bulk write created every subscriber it named (`SubscriberStore.upsert`);
+# bounded: cleared when full (a forgotten workspace starts optimistic again).
+_all_new: dict[str, bool] = {}
+_ALL_NEW_KEPT = 10_000
+
+
+def remember_all_new(memory: dict[str, bool], key: str, plan: Plan) -> None:
+    """Whether the next write for `key` may plan without reading (`SubscriberStore.assume_new`)."""
+    if len(memory) >= _ALL_NEW_KEPT:
+        memory.clear()
+    memory[key] = plan.count("created") == len(plan.outcomes)
+
+
 class Conflict(Exception):
     """The records kept changing under a write (20 attempts); the caller answers 409/retries later."""
 
@@ -115,11 +145,24 @@ class SubscriberStore:
         """(email index as read, raw records as read, records by email), in one script call: the
         addresses cross as one msgpack argument (redis-py packs a command's arguments one by one in
         Python, ~2 µs each) and the records of those found are read in the same call."""
+        return await self._found(await self._send_read(workspace, emails))
+
+    async def _send_read(self, workspace: str, emails: list[str]) -> SentRead:
         if not emails:
-            return {}, {}, {}
+            return SentRead(emails, None)
         keys = [keyspace.subscriber_emails(workspace), keyspace.subscribers(workspace)]
-        found_ids, found_raws = await self._read_script(keys=keys, args=[_encode_args(emails)])
-        index = dict(zip(emails, found_ids, strict=True))
+        return SentRead(
+            emails, await send_script(self.redis, self._read_script, keys, [_encode_args(emails)])
+        )
+
+    @staticmethod
+    async def _found(
+        read: SentRead,
+    ) -> tuple[dict[str, bytes | None], dict[str, bytes | None], dict[str, SubscriberRecord]]:
+        if read.pending is None:
+            return {}, {}, {}
+        found_ids, found_raws = await read.pending.reply()
+        index = dict(zip(read.emails, found_ids, strict=True))
         raws: dict[str, bytes | None] = {}
         records: dict[str, SubscriberRecord] = {}
         found = iter(found_raws)
@@ -141,8 +184,53 @@ class SubscriberStore:
         now_ms: int,
         extra: Callable[[Batch, Plan], None] | None = None,
     ) -> Plan:
-        """Merge `items` (normalised emails) into the workspace and onto `target`; atomic per call."""
-        return await self.commit(await self.stage(target, items, mode=mode, now_ms=now_ms, extra=extra))
+        """Merge `items` (normalised emails) into the workspace and onto `target`; atomic per call.
+
+        While this workspace's writes keep creating every subscriber they name (a first load, a bulk
+        import), the write is planned with no read at all (`assume_new`): its script checks that none of
+        the addresses exists, which is the read's answer, so a pass applies exactly what a read-first
+        plan would. A write that finds one existing goes on as any conflict does (read, re-plan, apply)
+        and the workspace's next write reads first again."""
+        return await self.commit_upsert(
+            await self.plan_upsert(target, items, mode=mode, now_ms=now_ms, extra=extra)
+        )
+
+    async def plan_upsert(
+        self,
+        target: ListRecord,
+        items: list[SubscriberInput],
+        *,
+        mode: str,
+        now_ms: int,
+        extra: Callable[[Batch, Plan], None] | None = None,
+    ) -> Staged:
+        """`upsert`'s first half: planned without a read (`assume_new`) or read first (`stage`)."""
+        if _all_new.get(target.workspace, True):
+            return self.assume_new(target, items, mode=mode, now_ms=now_ms, extra=extra)
+        return await self.stage(target, items, mode=mode, now_ms=now_ms, extra=extra)
+
+    async def commit_upsert(self, staged: Staged) -> Plan:
+        """`upsert`'s second half: `commit`, and what the workspace's next write should assume."""
+        plan = await self.commit(staged)
+        remember_all_new(_all_new, staged.target.workspace, plan)
+        return plan
+
+    def assume_new(
+        self,
+        target: ListRecord,
+        items: list[SubscriberInput],
+        *,
+        mode: str,
+        now_ms: int,
+        extra: Callable[[Batch, Plan], None] | None = None,
+    ) -> Staged:
+        """Plan an upsert as if none of the addresses existed, without reading: its batch checks that
+        they all are absent from the address index, so it applies only if that was true (else `commit`
+        reads and re-plans)."""
+        staged = Staged(target, items, mode, now_ms, extra)
+        emails = list(dict.fromkeys(item.email for item in items))
+        staged.plan, staged.batch = self._plan_on(staged, dict.fromkeys(emails), {}, {})
+        return staged
 
     async def stage(
         self,
@@ -156,22 +244,61 @@ class SubscriberStore:
         """Read and plan an upsert without applying it (`commit` does). The import runner stages its
         next batch while the previous one's script runs; if that script changed what this one read,
         the commit's checks fail and it re-reads and re-plans, as any conflict does."""
+        return await self.staged(await self.send_read(target, items, mode=mode, now_ms=now_ms, extra=extra))
+
+    async def send_read(
+        self,
+        target: ListRecord,
+        items: list[SubscriberInput],
+        *,
+        mode: str,
+        now_ms: int,
+        extra: Callable[[Batch, Plan], None] | None = None,
+    ) -> Reading:
+        """`stage`'s read sent to Redis, not yet answered: the import runner sends the next batch's read
+        ahead of the current batch's write (`send_commit`), so the read is not queued behind it."""
         staged = Staged(target, items, mode, now_ms, extra)
-        staged.plan, staged.batch = await self._plan_batch(staged)
+        emails = list(dict.fromkeys(item.email for item in items))
+        return Reading(staged, await self._send_read(target.workspace, emails))
+
+    async def staged(self, reading: Reading) -> Staged:
+        """The read's answer, and the upsert planned on it."""
+        staged = reading.staged
+        staged.plan, staged.batch = self._plan_on(staged, *await self._found(reading.read))
         return staged
 
-    async def commit(self, staged: Staged) -> Plan:
+    async def commit(self, staged: Staged, *, fresh: bool = True) -> Plan:
+        """Apply a staged upsert; on a conflict (or if not `fresh`: its first plan is known stale)
+        re-read, re-plan and try again."""
         for attempt in range(ATTEMPTS):
-            if attempt:
+            if attempt or not fresh:
                 staged.plan, staged.batch = await self._plan_batch(staged)
             if await self.apply(staged.batch):
                 return staged.plan
         raise Conflict(f"subscribers of {staged.target.workspace} kept changing")
 
+    async def send_commit(self, staged: Staged) -> PendingReply | None:
+        """`commit`'s first attempt sent, not yet answered (`finish_commit`)."""
+        return await self.apply.send(staged.batch)
+
+    async def finish_commit(self, staged: Staged, pending: PendingReply | None) -> Plan:
+        """The answer to `send_commit`; a conflict goes on as `commit` does (re-read, re-plan, apply)."""
+        if await self.apply.outcome(pending):
+            return staged.plan
+        return await self.commit(staged, fresh=False)
+
     async def _plan_batch(self, staged: Staged) -> tuple[Plan, Batch]:
-        workspace = staged.target.workspace
         emails = list(dict.fromkeys(item.email for item in staged.items))
-        index, raws, records = await self._read_by_email(workspace, emails)
+        return self._plan_on(staged, *await self._read_by_email(staged.target.workspace, emails))
+
+    def _plan_on(
+        self,
+        staged: Staged,
+        index: dict[str, bytes | None],
+        raws: dict[str, bytes | None],
+        records: dict[str, SubscriberRecord],
+    ) -> tuple[Plan, Batch]:
+        workspace = staged.target.workspace
         plan = plan_upsert(staged.target, staged.items, records, mode=staged.mode, now_ms=staged.now_ms)
         batch = Batch()
         batch.expect(keyspace.subscriber_emails(workspace), index)
@@ -336,4 +463,4 @@ def append_events(batch: Batch, events: list[ChangeEvent]) -> None:
         )
 
 
-__all__ = ["AddressTaken", "Conflict", "Staged", "SubscriberStore", "member_event"]
+__all__ = ["AddressTaken", "Conflict", "Reading", "Staged", "SubscriberStore", "member_event"]

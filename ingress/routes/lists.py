@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import msgspec
@@ -150,6 +151,10 @@ async def delete_list(request: web.Request) -> web.Response:
     tag=TAG,
 )
 async def upsert_subscribers(request: web.Request, body: BulkUpsert) -> web.Response:
+    """Answers with a `Server-Timing` header: where the handler's time went (items checked, read and
+    planned, written, confirmations) and the garbage collections during it, so that a slow request
+    says why (`bench/audience.py` prints the slowest ones)."""
+    timing = PhaseTimer()
     target = await own_list(request)
     services = request.app[SERVICES]
     items: list[SubscriberInput] = []
@@ -159,19 +164,46 @@ async def upsert_subscribers(request: web.Request, body: BulkUpsert) -> web.Resp
             items.append(checked)
         else:
             rejected.append(RejectedItem(index=index, error=checked))
+    timing.mark("check")
     at = now_ms()
+    store = SubscriberStore(services.redis)
     try:
-        plan = await SubscriberStore(services.redis).upsert(target, items, mode=body.mode, now_ms=at)
+        staged = await store.plan_upsert(target, items, mode=body.mode, now_ms=at)
+        timing.mark("plan")
+        plan = await store.commit_upsert(staged)
+        timing.mark("write")
     except Conflict:
         raise ApiError("conflict", "The subscribers changed under this request; retry it") from None
     await send_confirmations(services, principal(request), target, plan.confirmations, at)
+    timing.mark("confirm")
     result = BulkResult(
         created=plan.count("created"),
         updated=plan.count("updated"),
         unchanged=plan.count("unchanged"),
         rejected=rejected,
     )
-    return json_response(result)
+    return json_response(result, headers={"Server-Timing": timing.header()})
+
+
+class PhaseTimer:
+    """Wall time per phase of a handler, and the garbage collections meanwhile, as `Server-Timing`."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.phases: list[tuple[str, float]] = []
+        self.collections = [g["collections"] for g in gc.get_stats()]
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases.append((phase, (now - self.last) * 1000))
+        self.last = now
+
+    def header(self) -> str:
+        collected = [
+            g["collections"] - before for g, before in zip(gc.get_stats(), self.collections, strict=True)
+        ]
+        parts = [f"{phase};dur={ms:.1f}" for phase, ms in self.phases]
+        return ", ".join([*parts, f'gc;desc="{"/".join(map(str, collected))}"'])
 
 
 @routes.route(

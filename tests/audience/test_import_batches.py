@@ -5,14 +5,18 @@ row path) agrees with `row_item` row by row."""
 
 from __future__ import annotations
 
+import gc
+
 import msgspec
 import pytest
 
-from actors.imports.body import BATCHES_PER_STEP, ENTRIES_PER_BATCH, ImportRunner
+from actors.imports.body import BATCHES_PER_STEP, ENTRIES_PER_BATCH, ImportRunner, paused_collector
 from schemas.audience import RowError, SubscriberInput, SubscriberRecord
-from schemas.subscriber_items import row_item, row_items
+from schemas.domain_names import normalise_email
+from schemas.subscriber_items import _NOT_IN_LOCAL, normal_address, row_item, row_items
 from store import keyspace
 from store.compare_apply import Batch, EntryGone
+from store.script_call import PendingReply
 from tests.audience.test_imports import import_csv
 from tests.audience.test_subscribers_api import events, new_list
 
@@ -74,7 +78,8 @@ async def test_a_batch_staged_before_the_previous_one_landed_re_plans(client, ad
         await runner.imports.append_rows(workspace, import_id, entry(2 + n, emails, plan), [], 0)
     applied = count_applies(runner)
     await runner.step()
-    assert applied == [ENTRIES_PER_BATCH] * 3  # the second batch's first script found a change
+    # one script per batch, and one more: the second batch's first script found a change
+    assert applied == [ENTRIES_PER_BATCH] * (BATCHES_PER_STEP + 1)
     await runner.run_until_idle()
     progress = await runner.imports.progress(workspace, import_id)
     assert (progress["created"], progress["updated"], progress["rows"]) == (ENTRY_COUNT - 1, 1, ENTRY_COUNT)
@@ -109,15 +114,17 @@ async def test_a_batch_with_an_entry_another_runner_applied_applies_nothing(clie
 
 
 def count_applies(runner: ImportRunner) -> list[int]:
-    """The entries each compare-and-apply call of `runner` carried (observed, not replaced)."""
+    """The entries each compare-and-apply script of `runner` carried (observed, not replaced): every
+    script is sent through `CompareAndApply.send`, pipelined or not."""
     applied: list[int] = []
-    original = runner.subscribers.apply
+    apply = runner.subscribers.apply
+    original = apply.send
 
-    async def observed(batch: Batch) -> bool:
+    async def observed(batch: Batch) -> PendingReply | None:
         applied.append(len(batch.entries))
         return await original(batch)
 
-    runner.subscribers.apply = observed  # type: ignore[assignment,method-assign]
+    apply.send = observed  # type: ignore[method-assign]
     return applied
 
 
@@ -152,3 +159,113 @@ def test_the_fast_row_path_agrees_with_row_item_row_by_row(columns: list[str]) -
     assert items == [e for e in expected if isinstance(e, SubscriberInput)]
     assert errors == [e for e in expected if isinstance(e, RowError)]
     assert len(items) >= 4 and len(errors) >= 6
+
+
+def _reference_address(email: str) -> str | None:
+    """What `normalised` accepted before the domain cache: `normalise_email`, then the two checks."""
+    try:
+        normal = normalise_email(email)
+    except ValueError:
+        return None
+    local, _, domain = normal.rpartition("@")
+    return None if "." not in domain or not _NOT_IN_LOCAL.isdisjoint(local) else normal
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "Ana@Example.COM",
+        " ana@example.com ",
+        "ana@EXAMPLE.com.",
+        "a@b@example.com",
+        "ana@localhost",
+        "@example.com",
+        "ana@",
+        "ana",
+        "a b@example.com",
+        'a"b@example.com',
+        "ana@münchen.DE",
+        "ana@xn--mnchen-3ya.de",
+        "ana@exa..mple.com",
+        "ana@" + "x" * 64 + ".com",
+        "ÀNA@Example.com",
+        "ana@İstanbul.com",
+    ],
+)
+def test_the_cached_address_normalisation_agrees_with_normalise_email(email: str) -> None:
+    for _ in range(2):  # the second time from the domain cache
+        assert normal_address(email) == _reference_address(email)
+
+
+def record_sends(runner: ImportRunner) -> list[str]:
+    """What the runner sends to Redis, in order: `read <first address's prefix>` or `write`."""
+    sent: list[str] = []
+    store = runner.subscribers
+    send_read, send_write = store._send_read, store.apply.send
+
+    async def read(workspace: str, emails: list[str]):
+        sent.append(f"read {emails[0].split('-')[0]}")
+        return await send_read(workspace, emails)
+
+    async def write(batch: Batch) -> PendingReply | None:
+        sent.append("write")
+        return await send_write(batch)
+
+    store._send_read = read  # type: ignore[method-assign]
+    store.apply.send = write  # type: ignore[method-assign]
+    return sent
+
+
+async def test_batches_are_pipelined_with_reads_ahead_of_writes_or_no_reads_at_all(
+    client, admin, redis
+) -> None:
+    """A first import creates everyone: its batches are planned without a read (each script checks that
+    none of its addresses exists). The same file again finds them all: the first batch's unread plan
+    fails its checks and re-plans on a read, and from then on batch k+1's read goes out before batch k's
+    write (so it is not queued behind that script) and is planned while the write runs. Counts exact."""
+    runner, workspace, import_id, list_id = await started_import(client, admin, redis)
+
+    async def append_all() -> None:
+        for n in range(ENTRY_COUNT):
+            rows = entry(2 + 2 * n, [f"q{n}-a@example.com", f"q{n}-b@example.com"], "pro")
+            await runner.imports.append_rows(workspace, import_id, rows, [], 0)
+
+    await append_all()
+    sent = record_sends(runner)
+    await runner.step()
+    assert sent == ["write"] * BATCHES_PER_STEP
+    sent.clear()
+    await append_all()
+    await runner.step()
+    first = [f"read q{ENTRIES_PER_BATCH * k}" for k in range(BATCHES_PER_STEP)]
+    assert sent == [
+        "write",  # batch 0 planned as new: its checks fail
+        first[0],  # … so it reads and re-plans
+        "write",
+        first[2],  # batch 2's read, ahead of batch 1's write (batch 1 was planned as new: re-plans)
+        "write",
+        first[1],
+        "write",
+        first[3],  # batch 3's read ahead of batch 2's write
+        "write",
+        "write",
+    ]
+    await runner.run_until_idle()
+    progress = await runner.imports.progress(workspace, import_id)
+    assert progress["status"] == "completed"
+    assert (progress["rows"], progress["created"], progress["unchanged"]) == (
+        4 * ENTRY_COUNT,
+        2 * ENTRY_COUNT,
+        2 * ENTRY_COUNT,
+    )
+
+
+def test_the_collector_pause_of_a_step_ends_with_it_even_when_it_fails() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), paused_collector():
+        assert not gc.isenabled()
+        with paused_collector():  # nested (a second step meanwhile) leaves it to the outer one
+            pass
+        assert not gc.isenabled()
+        raise RuntimeError("the step failed")
+    assert gc.isenabled()
