@@ -53,6 +53,9 @@ class JsonSQL:
     email_key = "s.email"
     day_key = "recipient"
     event_key = "recipient"
+    # The table of each recipient's newest event per (type, campaign), for `count_gte` 1 (ClickHouse
+    # migration 0008); None: such conditions read `event_days` and the first day from `events`.
+    latest_table: str | None = None
 
     def day(self, bind: Bound, day: date) -> str:
         return bind(day, "Date")
@@ -173,6 +176,8 @@ class ClickHouseJson(JsonSQL):
     # into primary-key ranges of `subscribers` before reading: measured 0.9-1.1 s of index analysis for
     # a read the FINAL scan does anyway (0.25 s without it, bench/segments.py).
     settings = " SETTINGS use_index_for_in_with_subqueries = 0"
+    # Migration 0008: `count_gte` 1 is `last >= since` over one row per (type, recipient, campaign).
+    latest_table = "event_latest"
     _kinds = {
         "string": "('String')",
         "number": "('Int64', 'UInt64', 'Double')",
@@ -356,6 +361,14 @@ class SegmentCompiler:
         where = [f"workspace = {bind(self.workspace)}", f"type = {bind(node.type)}"]
         if node.campaign_id is not None:
             where.append(f"campaign_id = {bind(node.campaign_id)}")
+        if node.count_gte == 1 and json.latest_table is not None:
+            # The newest event is at or after `since` exactly when some event is: one range filter on
+            # one row per (recipient, campaign), no first-day read, no FINAL (an unmerged row is the
+            # newest of some of the recipient's events: docs/audience.md "Evaluation").
+            if node.within_days is not None:
+                since = epoch_ms(self.now - timedelta(days=node.within_days))
+                where.append(f"last >= {self.dialect.time(bind, since)}")
+            return f"SELECT {json.day_key} FROM {json.latest_table} WHERE {' AND '.join(where)}"
         days, first_day = list(where), None
         if node.within_days is not None:
             since = epoch_ms(self.now - timedelta(days=node.within_days))

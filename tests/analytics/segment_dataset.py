@@ -118,6 +118,9 @@ def build() -> tuple[list[Event], list[Event]]:
         custom("ana", "order.completed", 20),
         message_event("bo", "message.bounced", 100),
         message_event("bo", "message.opened", 31),
+        # bo's newest open (31 days) is in no campaign, an older one (40 days) in cmp_A: a campaign's
+        # window must see the campaign's own newest event.
+        message_event("bo", "message.opened", 40, campaign="cmp_A"),
         cy_order,
         message_event("cy", "message.opened", 1),
         message_event("ed", "message.opened", 2, campaign="cmp_A"),
@@ -171,6 +174,8 @@ CASES: list[tuple[list[str], Any, set[str]]] = [
     ([L1], {"attribute": "list_status", "op": "ne", "value": "unsubscribed"}, {"ana", "bo", "ed", "eve"}),
     ([L1], {"not": {"event": "message.opened", "within_days": 30}}, {"bo", "eve"}),
     ([L1], {"event": "message.opened", "within_days": 30, "campaign_id": "cmp_A"}, {"ed"}),
+    ([L1], {"event": "message.opened", "within_days": 35, "campaign_id": "cmp_A"}, {"ed"}),
+    ([L1], {"event": "message.opened", "within_days": 45, "campaign_id": "cmp_A"}, {"bo", "ed"}),
     ([L1], {"event": "order.completed", "within_days": 90, "count_gte": 2}, {"ana"}),
     ([L1], {"event": "order.completed", "within_days": 12}, {"ana"}),
     ([L1], {"event": "message.opened"}, {"ana", "bo", "cy", "ed"}),
