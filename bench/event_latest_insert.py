@@ -2,7 +2,8 @@
 through `AnalyticsStore.insert` in the sink's batches (5,000), into two chDB databases in one process,
 one with the `event_latest_feed` view and one without it (dropped), alternated batch by batch (and
 who goes first) so load changes hit both alike. Prints events/s and process CPU per event for each, and
-the ratio; then the engine's part alone (rows generated inside ClickHouse, `--engine-rows` per insert, same alternation).
+the ratio; then the engine's part alone (rows generated inside ClickHouse, `--engine-rows` per insert,
+same alternation).
 
 `python -m bench.event_latest_insert [--batches 20] [--batch 5000]`. Not part of `make test`.
 """
