@@ -170,6 +170,11 @@ CASES: list[tuple[list[str], Any, set[str]]] = [
     ([L1], {"attribute": "age", "op": "gte", "value": 30}, {"ana"}),
     ([L1], {"attribute": "age", "op": "ne", "value": 34}, {"bo", "cy", "ed", "eve"}),
     ([L1], {"attribute": "age", "op": "eq", "value": "34"}, {"cy"}),
+    # A missing attribute reads as '' or 0 in ClickHouse's maps: equality to those must still need the key.
+    ([], {"attribute": "age", "op": "eq", "value": 0}, set()),
+    ([], {"attribute": "age", "op": "ne", "value": 0}, {"ana", "bo", "cy", "di", "ed", "eve"}),
+    ([], {"attribute": "plan", "op": "eq", "value": ""}, set()),
+    ([], {"attribute": "plan", "op": "ne", "value": ""}, {"ana", "bo", "cy", "di", "ed", "eve"}),
     ([L1], {"attribute": "tags", "op": "contains", "value": "b"}, {"ana"}),
     ([L1], {"attribute": "plan", "op": "contains", "value": "ro"}, {"ana", "cy", "eve"}),
     ([L1], {"attribute": "name", "op": "contains", "value": "o"}, {"bo"}),
