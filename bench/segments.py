@@ -21,7 +21,8 @@ before and after. Target: p95 of the compiled
 count <= 500 ms. Not part of `make test`.
 
 `--previous` adds, per shape, the SQL of the compiler before issue #12's fourth pass (`PreviousJson`:
-`count_gte` 1 read from `event_days` and the first day's events, not `event_latest`), interleaved.
+`count_gte` 1 read from `event_days` and the first day's events, not `event_latest`; attribute equality
+as two map lookups), interleaved.
 """
 
 from __future__ import annotations
@@ -138,9 +139,11 @@ NOW = datetime(2026, 4, 1, tzinfo=UTC)
 class PreviousJson(ClickHouseJson):
     """The compiler before issue #12's fourth pass, for the `previous compiler` rows: `count_gte` 1 event
     conditions read `event_days` for the window's whole days and `events` for its first day, as
-    `count_gte` > 1 still does, instead of `event_latest` (migration 0008)."""
+    `count_gte` > 1 still does, instead of `event_latest` (migration 0008); an attribute `eq`/`ne` tests
+    `mapContains` and then looks the key up (two lookups per row)."""
 
     latest_table = None
+    absent_is_default = False
 
 
 def generate(client, subscribers: int, events: int) -> None:
