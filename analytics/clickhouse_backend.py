@@ -41,6 +41,11 @@ _ERASE_EVENT_DAYS = (
     "ALTER TABLE event_days DELETE WHERE workspace = {workspace:String} "
     "AND recipient_key = cityHash64({email:String})"
 )
+# And of the newest-event table (migration 0008), keyed the same way.
+_ERASE_EVENT_LATEST = (
+    "ALTER TABLE event_latest DELETE WHERE workspace = {workspace:String} "
+    "AND recipient_key = cityHash64({email:String})"
+)
 _ERASE_SUBSCRIBER = "ALTER TABLE subscribers DELETE WHERE workspace = {workspace:String} AND id = {id:String}"
 _ERASE_MEMBERSHIPS = (
     "ALTER TABLE memberships DELETE WHERE workspace = {workspace:String} AND subscriber_id = {id:String}"
@@ -164,6 +169,8 @@ class ClickHouseStore(SqlAnalyticsStore):
         for table, expression, days in (
             ("events", "toDateTime(created_at)", self.retention_days),
             ("event_days", "toDateTime(day)", self.retention_days + 1),
+            # A row whose newest event has passed the retention holds only purged events.
+            ("event_latest", "toDateTime(last)", self.retention_days),
         ):
             clause = f"toIntervalDay({days})"
             engine = self._client.query(
@@ -207,6 +214,7 @@ class ClickHouseStore(SqlAnalyticsStore):
         about = {"workspace": workspace, "email": email}
         client.command(_ERASE_EVENTS, parameters=about, settings=_SYNC_MUTATION)
         client.command(_ERASE_EVENT_DAYS, parameters=about, settings=_SYNC_MUTATION)
+        client.command(_ERASE_EVENT_LATEST, parameters=about, settings=_SYNC_MUTATION)
         client.command(_ERASE_MEMBERSHIPS, parameters=ids, settings=_SYNC_MUTATION)
         client.command(_ERASE_SEGMENT_MEMBERSHIPS, parameters=ids, settings=_SYNC_MUTATION)
         # The tombstone first, so no read between the two statements sees the old row as the newest.

@@ -17,9 +17,12 @@ issue #12), interleaved round by round so load changes hit both alike. The combi
 over the tables the compiler reads (`HAND_WRITTEN_LAYOUT`), so the compiler's own overhead shows. For
 each: p50/p95 wall time and the median CPU time of the process (chDB runs in it, on every thread) per
 query, which the other processes' load moves far less than wall time; the load average is printed
-before and after. `--previous` adds, per shape, the SQL of the compiler before issue #12's third pass
-(`SubscriberDriven`), interleaved with the rest, for a same-run before/after. Target: p95 of the compiled
+before and after. Target: p95 of the compiled
 count <= 500 ms. Not part of `make test`.
+
+`--previous` adds, per shape, the SQL of the compiler before issue #12's fourth pass (`PreviousJson`:
+`count_gte` 1 read from `event_days` and the first day's events, not `event_latest`; attribute equality
+as two map lookups), interleaved.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import time
 from datetime import UTC, datetime
 
 from analytics.clickhouse_backend import ClickHouseStore
-from analytics.segments import SegmentCompiler
+from analytics.segments import ClickHouseJson, SegmentCompiler
 from analytics.store import open_store
 from schemas.segments import SegmentQuery, parse_condition
 
@@ -98,8 +101,12 @@ SHAPES: dict[str, tuple[dict, str]] = {
 
 def _window(kind: str, days: int, count_gte: int = 1) -> str:
     """Recipient keys with `count_gte` events of `kind` in the last `days` days, by hand over the tables
-    the compiler reads: whole days from event_days, the window's first (partial) day from events."""
+    the compiler reads: for `count_gte` 1 the newest event per recipient (event_latest), else whole days
+    from event_days and the window's first (partial) day from events."""
     since = f"({{now:DateTime64(3)}} - INTERVAL {days} DAY)"
+    if count_gte == 1:
+        latest = f"FROM event_latest WHERE workspace = '{WS}' AND type = '{kind}' AND last >= {since}"
+        return f"SELECT recipient_key {latest}"
     first_day = (
         f"FROM events WHERE workspace = '{WS}' AND type = '{kind}' AND created_at >= {since} "
         f"AND created_at < toDateTime64(toDate({since}), 3, 'UTC') + INTERVAL 1 DAY"
@@ -129,16 +136,14 @@ SETTINGS use_index_for_in_with_subqueries = 0
 NOW = datetime(2026, 4, 1, tzinfo=UTC)
 
 
-class SubscriberDriven(SegmentCompiler):
-    """The compiler before issue #12's third pass, for the `previous compiler` rows: every count read the
-    subscribers and kept those in the set of the lists' memberships, and a list_status condition was a
-    second set of the same memberships."""
+class PreviousJson(ClickHouseJson):
+    """The compiler before issue #12's fourth pass, for the `previous compiler` rows: `count_gte` 1 event
+    conditions read `event_days` for the window's whole days and `events` for its first day, as
+    `count_gte` > 1 still does, instead of `event_latest` (migration 0008); an attribute `eq`/`ne` tests
+    `mapContains` and then looks the key up (two lookups per row)."""
 
-    def _fold(self, condition):
-        return None, condition
-
-    def count(self, condition) -> str:
-        return f"SELECT count(*) {self.source()} WHERE {self.where(condition)}{self.json.settings}"
+    latest_table = None
+    absent_is_default = False
 
 
 def generate(client, subscribers: int, events: int) -> None:
@@ -212,6 +217,7 @@ async def main(args: argparse.Namespace) -> None:
             "segment_subscribers",
             "segment_memberships",
             "event_days",
+            "event_latest",
         ):
             client.command(f"OPTIMIZE TABLE {table} FINAL")
         print(
@@ -220,7 +226,7 @@ async def main(args: argparse.Namespace) -> None:
         )
     parts = client.query(
         "SELECT table, count() FROM system.parts WHERE database = currentDatabase() AND active "
-        "AND table IN ('events', 'event_days', 'segment_subscribers', 'segment_memberships') "
+        "AND table IN ('events', 'event_days', 'event_latest', 'segment_subscribers', 'segment_memberships') "
         "GROUP BY table ORDER BY table"
     ).result_rows
     print("active parts:", ", ".join(f"{table} {n}" for table, n in parts))
@@ -239,7 +245,7 @@ async def main(args: argparse.Namespace) -> None:
         works[f"{shape}: hand-written"] = by_hand(hand)
         answers[f"{shape}: compiled"] = answers[f"{shape}: hand-written"] = compiled
         if args.previous:
-            before = SubscriberDriven(ClickHouseStore.dialect, ClickHouseStore.json, WS, query, NOW)
+            before = SegmentCompiler(ClickHouseStore.dialect, PreviousJson(), WS, query, NOW)
             sql = before.count(parse_condition(condition))
             previous = client.query(sql, parameters=before.bind.values).result_rows[0][0]
             assert previous == compiled, (shape, previous, compiled)

@@ -14,6 +14,7 @@ WS, OTHER = "acme", "beta"
 L1, L2 = "lst_" + "1" * 26, "lst_" + "2" * 26
 HOSTILE = "pro'); DROP TABLE events; --"
 TRIAL = "trial.started"
+WEBINAR = "webinar.joined"
 IDS = {name: f"sub_{i:026d}" for i, name in enumerate(["ana", "bo", "cy", "di", "ed", "fay", "eve"], 1)}
 
 
@@ -131,6 +132,12 @@ def build() -> tuple[list[Event], list[Event]]:
         trial_6_6,  # same calendar day, 21:36: in
         custom("cy", TRIAL, 7.4),
         custom("ed", TRIAL, 30),
+        # di's newest open (38 days) is in no campaign, an older one (40 days) in cmp_A: a campaign's
+        # window must see the campaign's own newest event.
+        message_event("di", "message.opened", 38),
+        message_event("di", "message.opened", 40, campaign="cmp_A"),
+        # eve's only (so newest) webinar is at the first instant of a 7-day window: in.
+        custom("eve", WEBINAR, 7),
         custom("ed", TRIAL, 3),
         # Another workspace: the same people, events that must never count in acme.
         subscriber("bo", 1, {"plan": "pro"}, ws=OTHER),
@@ -163,6 +170,11 @@ CASES: list[tuple[list[str], Any, set[str]]] = [
     ([L1], {"attribute": "age", "op": "gte", "value": 30}, {"ana"}),
     ([L1], {"attribute": "age", "op": "ne", "value": 34}, {"bo", "cy", "ed", "eve"}),
     ([L1], {"attribute": "age", "op": "eq", "value": "34"}, {"cy"}),
+    # A missing attribute reads as '' or 0 in ClickHouse's maps: equality to those must still need the key.
+    ([], {"attribute": "age", "op": "eq", "value": 0}, set()),
+    ([], {"attribute": "age", "op": "ne", "value": 0}, {"ana", "bo", "cy", "di", "ed", "eve"}),
+    ([], {"attribute": "plan", "op": "eq", "value": ""}, set()),
+    ([], {"attribute": "plan", "op": "ne", "value": ""}, {"ana", "bo", "cy", "di", "ed", "eve"}),
     ([L1], {"attribute": "tags", "op": "contains", "value": "b"}, {"ana"}),
     ([L1], {"attribute": "plan", "op": "contains", "value": "ro"}, {"ana", "cy", "eve"}),
     ([L1], {"attribute": "name", "op": "contains", "value": "o"}, {"bo"}),
@@ -171,6 +183,9 @@ CASES: list[tuple[list[str], Any, set[str]]] = [
     ([L1], {"attribute": "list_status", "op": "ne", "value": "unsubscribed"}, {"ana", "bo", "ed", "eve"}),
     ([L1], {"not": {"event": "message.opened", "within_days": 30}}, {"bo", "eve"}),
     ([L1], {"event": "message.opened", "within_days": 30, "campaign_id": "cmp_A"}, {"ed"}),
+    ([], {"event": "message.opened", "within_days": 39, "campaign_id": "cmp_A"}, {"ed"}),
+    ([], {"event": "message.opened", "within_days": 45, "campaign_id": "cmp_A"}, {"di", "ed"}),
+    ([], {"event": "message.opened", "within_days": 39}, {"ana", "bo", "cy", "di", "ed"}),
     ([L1], {"event": "order.completed", "within_days": 90, "count_gte": 2}, {"ana"}),
     ([L1], {"event": "order.completed", "within_days": 12}, {"ana"}),
     ([L1], {"event": "message.opened"}, {"ana", "bo", "cy", "ed"}),
@@ -187,6 +202,8 @@ CASES: list[tuple[list[str], Any, set[str]]] = [
     # Window edges (see build): the first, partial day of a window, and counts across it and whole days.
     ([], {"event": TRIAL, "within_days": 7}, {"ana", "cy", "ed"}),
     ([], {"event": TRIAL, "within_days": 7, "count_gte": 2}, {"ana"}),
+    ([], {"event": WEBINAR, "within_days": 7}, {"eve"}),
+    ([], {"event": WEBINAR, "within_days": 6}, set()),
     ([], {"event": TRIAL, "within_days": 8, "count_gte": 2}, {"ana", "cy"}),
     ([], {"event": TRIAL, "within_days": 8, "count_gte": 3}, set()),
     ([], {"event": TRIAL, "count_gte": 2}, {"ana", "cy", "ed"}),

@@ -1,4 +1,5 @@
-"""How chDB answers segment conditions (issue #12's speed): event conditions read `event_days` for the
+"""How chDB answers segment conditions (issue #12's speed): event conditions with `count_gte` 1 read
+the newest-event table (`event_latest`, one range filter); the others read `event_days` for the
 whole days of a window and the events_by_type projection (one type, less than a day) for its first
 day; every semi-join is over UInt64 keys; string and number attributes are map lookups, not JSON parses;
 membership reads the newest version (FINAL: a `removed` row replaces a membership); the IN-subquery index
@@ -26,18 +27,24 @@ async def test_event_conditions_read_day_counts_and_the_first_day_through_the_pr
     await store.insert(first + later)
     client = store._client  # the plan, which the store's interface does not show
     compiler = SegmentCompiler(store.dialect, store.json, WS, SegmentQuery(), NOW)
-    for node in (
-        EventCount("message.opened", within_days=30),
-        EventCount("order.completed", 10, 2),
-    ):  # both first days hold events
+    # count_gte > 1: whole days from event_days, the first day through the projection.
+    node = EventCount("order.completed", 10, 2)  # its first day holds events
+    condition = compiler.condition(node)
+    assert condition.startswith("(s.email_key IN (") and "FROM event_days" in condition
+    days, _, first_day = condition.removeprefix("(s.email_key IN (").partition(" UNION ALL ")
+    days = days.removeprefix("SELECT k FROM (")
+    first_day = first_day.partition(") AS w GROUP BY")[0].removesuffix("))")
+    assert "events_by_type" in _plan(client, first_day, compiler.bind.values)
+    assert "event_days" in _plan(client, days, compiler.bind.values)
+    # count_gte 1 (migration 0008): one range filter on the newest-event table, nothing else read.
+    for node in (EventCount("message.opened", within_days=30), EventCount("message.opened")):
         condition = compiler.condition(node)
-        assert condition.startswith("(s.email_key IN (") and "FROM event_days" in condition
-        days, _, first_day = condition.removeprefix("(s.email_key IN (").partition(" UNION ALL ")
-        if node.count_gte > 1:
-            days = days.removeprefix("SELECT k FROM (")
-        first_day = first_day.partition(") AS w GROUP BY")[0].removesuffix("))")
-        assert "events_by_type" in _plan(client, first_day, compiler.bind.values)
-        assert "event_days" in _plan(client, days, compiler.bind.values)
+        recipients = condition.removeprefix("(s.email_key IN (").removesuffix("))")
+        assert recipients.startswith("SELECT recipient_key FROM event_latest WHERE "), condition
+        assert "events" not in recipients.replace("event_latest", "") and "FINAL" not in recipients
+        assert ("last >= " in recipients) == (node.within_days is not None)
+        plan = _plan(client, recipients, compiler.bind.values)
+        assert "event_latest" in plan and "event_days" not in plan, plan
     # The projection holds every event, and event_days every (type, recipient, day, campaign).
     stored = client.query(
         "SELECT sum(rows) FROM system.projection_parts WHERE database = currentDatabase() "
@@ -98,4 +105,5 @@ def test_a_count_over_lists_hashes_the_filtered_subscribers_and_folds_list_statu
 
     events = [{"event": "message.opened", "within_days": 30}, {"event": "order.completed", "count_gte": 2}]
     union = count((L1,), {"any": [*events, {"attribute": "plan", "op": "eq", "value": "pro"}]})
-    assert union.count("s.email_key IN (") == 1 and union.count("FROM event_days") == 2, union
+    assert union.count("s.email_key IN (") == 1, union
+    assert union.count("FROM event_latest") == 1 and union.count("FROM event_days") == 1, union
