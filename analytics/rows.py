@@ -146,6 +146,9 @@ def event_row(event: Event) -> tuple[Any, ...]:
             0,
             _machine_open(data),
             "",
+            0,
+            0,
+            0,
         )
     pair = pair_hash(msg.id, msg.to) if type_ in (_OPENED, _CLICKED) else 0
     return (
