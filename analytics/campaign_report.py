@@ -400,8 +400,8 @@ def _assemble(
         ),
         key=lambda v: (len(v.variant), v.variant),
     )
-    found = [LinkStats(url=url, clicks=clicks, clicked_unique=unique) for url, clicks, unique in links]
-    report.links = sorted(found, key=lambda link: (-link.clicks, link.url))
+    stats = [LinkStats(url=url, clicks=clicks, clicked_unique=unique) for url, clicks, unique in links]
+    report.links = sorted(stats, key=lambda link: (-link.clicks, link.url))
     report.timeline_bucket_seconds = width // 1000
     by_start = {int(k["bucket"]): c for k, c in sections["timeline"]}
     start, last = _bucket_start(first_ms, width, offset), _bucket_start(last_ms, width, offset)

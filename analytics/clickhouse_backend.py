@@ -58,17 +58,18 @@ _ERASE_SEGMENT_MEMBERSHIPS = (
 )
 # Erasure moves the person's campaign counts from their domain to '' (the events' erased domain), so no
 # per-domain row of the campaign aggregates keeps a person's own domain (migration 0008).
+_MOVED = [f"countIf(type = '{t}')" for t in ("message.sent", "message.delivered", "message.bounced")]
+_MOVED += [f"countIf(type = '{t}')" for t in ("message.complained", "message.opened")]
+_MOVED += ["uniqExactIf(pair_hash, type = 'message.opened' AND NOT machine_open)"]
+_MOVED += ["countIf(type = 'message.clicked')"]
+_MOVED += ["uniqExactIf(pair_hash, type = 'message.clicked' AND NOT machine_open)"]
+_MOVED += [
+    f"countIf(type = '{t}')" for t in ("subscriber.unsubscribed", "message.failed", "message.suppressed")
+]
 _MOVE_ERASED_DOMAIN = (
     "INSERT INTO campaign_groups SELECT workspace, campaign_id, moved.1, provider, server, campaign_variant, "
-    "moved.2 * toInt64(countIf(type = 'message.sent')), moved.2 * toInt64(countIf(type = 'message.delivered')), "
-    "moved.2 * toInt64(countIf(type = 'message.bounced')), "
-    "moved.2 * toInt64(countIf(type = 'message.complained')), moved.2 * toInt64(countIf(type = 'message.opened')), "
-    "moved.2 * toInt64(uniqExactIf(pair_hash, type = 'message.opened' AND NOT machine_open)), "
-    "moved.2 * toInt64(countIf(type = 'message.clicked')), "
-    "moved.2 * toInt64(uniqExactIf(pair_hash, type = 'message.clicked' AND NOT machine_open)), "
-    "moved.2 * toInt64(countIf(type = 'subscriber.unsubscribed')), "
-    "moved.2 * toInt64(countIf(type = 'message.failed')), moved.2 * toInt64(countIf(type = 'message.suppressed')) "
-    "FROM events FINAL ARRAY JOIN [(recipient_domain, toInt64(-1)), ('', toInt64(1))] AS moved "
+    + ", ".join(f"moved.2 * toInt64({expression})" for expression in _MOVED)
+    + " FROM events FINAL ARRAY JOIN [(recipient_domain, toInt64(-1)), ('', toInt64(1))] AS moved "
     "WHERE workspace = {workspace:String} AND recipient = {email:String} AND campaign_id != '' "
     "AND recipient_domain != '' AND type IN {types:Array(String)} "
     "GROUP BY workspace, campaign_id, moved, provider, server, campaign_variant"

@@ -196,9 +196,11 @@ _COUNT_CAMPAIGN_EVENTS = (
     f"UNION ALL SELECT workspace, campaign_id, demoted_click_ms // 60000 * 60000, {_ZEROS}, 0, 0, -count(*), "
     "0, 0, 0 FROM inserted_events WHERE campaign_id <> '' AND demoted_click_ms <> 0 GROUP BY ALL"
     ") GROUP BY ALL " + _add_up("campaign_minutes", "workspace, campaign_id, minute"),
-    "INSERT INTO campaign_links SELECT workspace, campaign_id, url, count(*), count(*) FILTER (WHERE firsts >= 4) "
-    "FROM inserted_events WHERE campaign_id <> '' AND type = 'message.clicked' AND url <> '' GROUP BY ALL "
-    "ON CONFLICT (workspace, campaign_id, url) DO UPDATE SET clicks = campaign_links.clicks + excluded.clicks, "
+    "INSERT INTO campaign_links SELECT workspace, campaign_id, url, count(*), "
+    "count(*) FILTER (WHERE firsts >= 4) FROM inserted_events "
+    "WHERE campaign_id <> '' AND type = 'message.clicked' AND url <> '' GROUP BY ALL "
+    "ON CONFLICT (workspace, campaign_id, url) DO UPDATE SET "
+    "clicks = campaign_links.clicks + excluded.clicks, "
     "clicked_unique = campaign_links.clicked_unique + excluded.clicked_unique",
 )
 # Erasure moves the person's campaign counts from their domain to '' (what their events' domain becomes),
