@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from analytics.sql import Bound, Dialect
+
 FIRST_OPEN, FIRST_CLICK, FIRST_LINK = 1, 2, 4
 KIND_OPEN, KIND_CLICK, KIND_LINK = 1, 2, 3
 _BIT = {KIND_OPEN: FIRST_OPEN, KIND_CLICK: FIRST_CLICK, KIND_LINK: FIRST_LINK}
@@ -54,27 +56,21 @@ def candidates(columns: dict[str, list[Any]], rows: Sequence[int]) -> dict[Key, 
     return found
 
 
-def lookup_query(keys: Sequence[Key], placeholder: Any, created_ms: str) -> tuple[str, dict[str, Any]]:
+def lookup_query(keys: Sequence[Key], dialect: Dialect) -> tuple[str, dict[str, Any]]:
     """The stored `campaign_firsts` rows of the keys' pairs: (workspace, campaign_id, kind, key, url,
-    created_ms, event_id). `placeholder(name)` writes a bound parameter; the pair hashes go in as integer
-    literals (they are ours, never input): bound as an array they cost ten times the lookup."""
-    params: dict[str, Any] = {}
-    by_campaign: dict[tuple[str, str], set[int]] = {}
-    for workspace, campaign_id, _, pair, _ in keys:
-        by_campaign.setdefault((workspace, campaign_id), set()).add(int(pair))
-    parts = []
-    for n, ((workspace, campaign_id), pairs) in enumerate(sorted(by_campaign.items())):
-        params[f"w{n}"], params[f"c{n}"] = workspace, campaign_id
-        literals = ", ".join(str(p) for p in sorted(pairs))
-        parts.append(
-            f"(workspace = {placeholder(f'w{n}')} AND campaign_id = {placeholder(f'c{n}')} "
-            f"AND key IN ({literals}))"
-        )
+    created_ms, event_id), and maybe a few more (`decide` keeps only the batch's keys). The pair hashes
+    go in as integer literals (they are ours, never input): bound as an array they cost several times the
+    lookup. One IN set over the batch's workspaces and campaigns rather than one condition per campaign:
+    the OR of a few hundred of those cost more to analyse than the read itself."""
+    bind = Bound(dialect)
+    workspaces = dialect.one_of("workspace", tuple(sorted({k[0] for k in keys})), bind)
+    campaigns = dialect.one_of("campaign_id", tuple(sorted({k[1] for k in keys})), bind)
+    pairs = ", ".join(str(p) for p in sorted({int(k[3]) for k in keys}))
     sql = (
-        f"SELECT workspace, campaign_id, kind, key, url, {created_ms}, event_id FROM campaign_firsts "
-        f"WHERE {' OR '.join(parts)}"
+        f"SELECT workspace, campaign_id, kind, key, url, {dialect.created_ms}, event_id FROM campaign_firsts "
+        f"WHERE {workspaces} AND {campaigns} AND key IN ({pairs})"
     )
-    return sql, params
+    return sql, bind.values
 
 
 def decide(

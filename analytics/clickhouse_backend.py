@@ -233,7 +233,7 @@ class ClickHouseStore(SqlAnalyticsStore):
         )
 
     def _lookup_firsts(self, keys: list[Key]) -> Rows:
-        sql, params = lookup_query(keys, lambda name: f"{{{name}:String}}", self.dialect.created_ms)
+        sql, params = lookup_query(keys, self.dialect)
         return self._client.query(sql, parameters=params).result_rows
 
     def _not_stored(self, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:

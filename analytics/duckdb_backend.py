@@ -407,7 +407,7 @@ class DuckDBStore(SqlAnalyticsStore):
         new_rows = [i for i in found if columns["id"][i] not in stored]
 
         def lookup(keys: list[Key]) -> Rows:
-            sql, params = lookup_query(keys, lambda name: f"${name}", "epoch_ms(created_at)")
+            sql, params = lookup_query(keys, self.dialect)
             return cursor.execute(sql, params).fetchall()
 
         new = flag_batch(columns, new_rows, lookup)
