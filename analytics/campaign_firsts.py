@@ -13,8 +13,8 @@ Where it is decided: `campaign_firsts`, one row per event that was ever its key'
 1. the store keeps only the events not stored yet (`new`; replays are dropped before this);
 2. `lookup_query` reads the stored rows of the batch's keys (one query, the keys as integer literals);
 3. `decide` flags, per key, the batch's earliest candidate if it is earlier than the stored first not
-   written by this batch's own events, and names the displaced first's time (`demoted_*_ms`) so the
-   timeline moves its unique count to the earlier bucket (a late arrival);
+   written by this batch's own events, and names the displaced first's time and server (`demoted_*`)
+   so the timeline and the providers move its unique count to the new first's (a late arrival);
 4. the store inserts the new `campaign_firsts` rows, then the events (DuckDB: all in one transaction).
 
 Replays: an event already stored is not in `new`, so a replayed batch decides nothing. ClickHouse has
@@ -33,9 +33,19 @@ from analytics.sql import Bound, Dialect
 FIRST_OPEN, FIRST_CLICK, FIRST_LINK = 1, 2, 4
 KIND_OPEN, KIND_CLICK, KIND_LINK = 1, 2, 3
 _BIT = {KIND_OPEN: FIRST_OPEN, KIND_CLICK: FIRST_CLICK, KIND_LINK: FIRST_LINK}
-_DEMOTED = {KIND_OPEN: "demoted_open_ms", KIND_CLICK: "demoted_click_ms"}
+_DEMOTED = {KIND_OPEN: "demoted_open", KIND_CLICK: "demoted_click"}
 _OPENED, _CLICKED = "message.opened", "message.clicked"
-FIRSTS_COLUMNS = ("workspace", "campaign_id", "kind", "key", "url", "created_at", "event_id")
+FIRSTS_COLUMNS = (
+    "workspace",
+    "campaign_id",
+    "kind",
+    "key",
+    "url",
+    "provider",
+    "server",
+    "created_at",
+    "event_id",
+)
 
 Key = tuple[str, str, int, int, str]  # workspace, campaign_id, kind, pair_hash, url
 
@@ -67,7 +77,8 @@ def lookup_query(keys: Sequence[Key], dialect: Dialect) -> tuple[str, dict[str, 
     campaigns = dialect.one_of("campaign_id", tuple(sorted({k[1] for k in keys})), bind)
     pairs = ", ".join(str(p) for p in sorted({int(k[3]) for k in keys}))
     sql = (
-        f"SELECT workspace, campaign_id, kind, key, url, {dialect.created_ms}, event_id FROM campaign_firsts "
+        f"SELECT workspace, campaign_id, kind, key, url, provider, server, {dialect.created_ms}, event_id "
+        "FROM campaign_firsts "
         f"WHERE {workspaces} AND {campaigns} AND key IN ({pairs})"
     )
     return sql, bind.values
@@ -76,32 +87,39 @@ def lookup_query(keys: Sequence[Key], dialect: Dialect) -> tuple[str, dict[str, 
 def decide(
     columns: dict[str, list[Any]], found: dict[Key, list[int]], stored: Sequence[Sequence[Any]]
 ) -> dict[str, list[Any]]:
-    """Set `firsts` and `demoted_*_ms` of the candidate rows in `columns` (in place); returns the new
+    """Set `firsts` and `demoted_*` of the candidate rows in `columns` (in place); returns the new
     `campaign_firsts` rows (FIRSTS_COLUMNS, created_at in epoch ms)."""
     own = {columns["id"][i] for rows in found.values() for i in rows}
-    prior: dict[Key, tuple[int, str]] = {}
-    for workspace, campaign_id, kind, pair, url, created_ms, event_id in stored:
+    prior: dict[Key, tuple[int, str, str, str]] = {}
+    for workspace, campaign_id, kind, pair, url, provider, server, created_ms, event_id in stored:
         if event_id in own:  # written by a crashed attempt at this very batch: not a stored first
             continue
         key = (workspace, campaign_id, int(kind), int(pair), url)
         if key in found:
-            moment = (int(created_ms), event_id)
+            moment = (int(created_ms), event_id, provider, server)
             if key not in prior or moment < prior[key]:
                 prior[key] = moment
     new: dict[str, list[Any]] = {c: [] for c in FIRSTS_COLUMNS}
     ids, times, firsts = columns["id"], columns["created_at"], columns["firsts"]
+    providers, servers = columns["provider"], columns["server"]
     for key, rows in found.items():
         best = min(rows, key=lambda i: (times[i], ids[i]))
         before = prior.get(key)
-        if before is not None and before <= (times[best], ids[best]):
+        if before is not None and before[:2] <= (times[best], ids[best]):
             continue
         kind = key[2]
-        if before is None or kind in _DEMOTED:
-            # A displaced (message, url) first needs nothing: links have no timeline, the pair is counted.
+        if kind in _DEMOTED:
             firsts[best] |= _BIT[kind]
-        if before is not None and kind in _DEMOTED:
-            columns[_DEMOTED[kind]][best] = before[0]
-        for name, value in zip(FIRSTS_COLUMNS, (*key, times[best], ids[best]), strict=True):
+            if before is not None:  # a late arrival: the displaced first's count moves here
+                demoted = _DEMOTED[kind]
+                columns[f"{demoted}_ms"][best] = before[0]
+                columns[f"{demoted}_provider"][best] = before[2]
+                columns[f"{demoted}_server"][best] = before[3]
+        elif before is None:
+            # A displaced (pair, url) first needs nothing: links have no timeline, the pair is counted.
+            firsts[best] |= _BIT[kind]
+        row = (*key, providers[best], servers[best], times[best], ids[best])
+        for name, value in zip(FIRSTS_COLUMNS, row, strict=True):
             new[name].append(value)
     return new
 

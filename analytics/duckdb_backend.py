@@ -46,6 +46,10 @@ _INSERTED = (
     "firsts",
     "demoted_open_ms",
     "demoted_click_ms",
+    "demoted_open_provider",
+    "demoted_open_server",
+    "demoted_click_provider",
+    "demoted_click_server",
 )
 _ARROW_TYPES = {
     "created_at": pa.timestamp("ms"),
@@ -64,6 +68,8 @@ FIRSTS_SCHEMA = pa.schema(
         ("kind", pa.uint8()),
         ("key", pa.uint64()),
         ("url", pa.string()),
+        ("provider", pa.string()),
+        ("server", pa.string()),
         ("created_at", pa.timestamp("ms")),
         ("event_id", pa.string()),
     ]
@@ -163,15 +169,11 @@ _COUNTED = (
     "count(*) FILTER (WHERE type = 'message.failed') AS failed, "
     "count(*) FILTER (WHERE type = 'message.suppressed') AS suppressed"
 )
-# The timeline counts a first in its minute, displacing or not (the displaced one's minute gets -1);
-# the groups only a pair's first first (a displacing one replaces a pair already counted in its group).
+# A first counts in its minute and its group, displacing or not; the displaced first's minute and
+# (provider, server) get -1 (the negative rows of the UNIONs): its domain and variant are the pair's.
 _FLAGGED = _COUNTED.format(
     ou="count(*) FILTER (WHERE type = 'message.opened' AND firsts % 2 = 1)",
     cu="count(*) FILTER (WHERE type = 'message.clicked' AND firsts % 4 >= 2)",
-)
-_GROUP_FLAGGED = _COUNTED.format(
-    ou="count(*) FILTER (WHERE type = 'message.opened' AND firsts % 2 = 1 AND demoted_open_ms = 0)",
-    cu="count(*) FILTER (WHERE type = 'message.clicked' AND firsts % 4 >= 2 AND demoted_click_ms = 0)",
 )
 
 
@@ -183,12 +185,18 @@ def _add_up(table: str, key: str) -> str:
 _GROUP_KEY = "workspace, campaign_id, recipient_domain, provider, server, campaign_variant"
 _CAMPAIGN_ROWS = f"FROM inserted_events WHERE campaign_id <> '' AND type IN ({_REPORT_TYPES})"
 _ZEROS = ", ".join(["0"] * 5)
+_SUMMED = ", ".join(f"sum({c})" for c in _COUNTERS)
 _COUNT_CAMPAIGN_EVENTS = (
-    f"INSERT INTO campaign_groups SELECT {_GROUP_KEY}, {_GROUP_FLAGGED} {_CAMPAIGN_ROWS} GROUP BY ALL "
-    + _add_up("campaign_groups", _GROUP_KEY),
-    "INSERT INTO campaign_minutes SELECT workspace, campaign_id, minute, "
-    + ", ".join(f"sum({c})" for c in _COUNTERS)
-    + " FROM ("
+    f"INSERT INTO campaign_groups SELECT {_GROUP_KEY}, {_SUMMED} FROM ("
+    f"SELECT {_GROUP_KEY}, {_FLAGGED} {_CAMPAIGN_ROWS} GROUP BY ALL "
+    "UNION ALL SELECT workspace, campaign_id, recipient_domain, demoted_open_provider, demoted_open_server, "
+    f"campaign_variant, {_ZEROS}, -count(*), {_ZEROS} FROM inserted_events "
+    "WHERE campaign_id <> '' AND demoted_open_ms <> 0 GROUP BY ALL "
+    "UNION ALL SELECT workspace, campaign_id, recipient_domain, demoted_click_provider, demoted_click_server, "
+    f"campaign_variant, {_ZEROS}, 0, 0, -count(*), 0, 0, 0 FROM inserted_events "
+    "WHERE campaign_id <> '' AND demoted_click_ms <> 0 GROUP BY ALL"
+    ") GROUP BY ALL " + _add_up("campaign_groups", _GROUP_KEY),
+    f"INSERT INTO campaign_minutes SELECT workspace, campaign_id, minute, {_SUMMED} FROM ("
     f"SELECT workspace, campaign_id, epoch_ms(created_at) // 60000 * 60000 AS minute, {_FLAGGED} "
     f"{_CAMPAIGN_ROWS} GROUP BY ALL "
     f"UNION ALL SELECT workspace, campaign_id, demoted_open_ms // 60000 * 60000, {_ZEROS}, -count(*), "

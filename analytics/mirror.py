@@ -171,6 +171,10 @@ CHUNK_CONSTANTS: dict[str, Any] = {
     "firsts": 0,
     "demoted_open_ms": 0,
     "demoted_click_ms": 0,
+    "demoted_open_provider": "",
+    "demoted_open_server": "",
+    "demoted_click_provider": "",
+    "demoted_click_server": "",
 }
 
 

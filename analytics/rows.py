@@ -42,11 +42,15 @@ COLUMNS: tuple[str, ...] = (
     "firsts",
     "demoted_open_ms",
     "demoted_click_ms",
+    "demoted_open_provider",
+    "demoted_open_server",
+    "demoted_click_provider",
+    "demoted_click_server",
 )
 # The last three (campaign aggregates, ClickHouse migration 0008 / DuckDB 0006): `firsts` is a bitmask
 # of FIRST_OPEN / FIRST_CLICK / FIRST_LINK, decided by the store before the insert
-# (analytics/campaign_firsts.py); `demoted_*_ms` is the time of the open / click this event displaced as
-# its message's first (0: none). event_row leaves them 0.
+# (analytics/campaign_firsts.py); `demoted_*_ms` / `_provider` / `_server` are the time and the server
+# of the open / click this event displaced as its pair's first (0: none). event_row leaves them empty.
 # What a query reads back to rebuild an Event (created_at as epoch milliseconds).
 READ_COLUMNS: tuple[str, ...] = (
     "id",
@@ -149,6 +153,10 @@ def event_row(event: Event) -> tuple[Any, ...]:
             0,
             0,
             0,
+            "",
+            "",
+            "",
+            "",
         )
     pair = pair_hash(msg.id, msg.to) if type_ in (_OPENED, _CLICKED) else 0
     return (
@@ -174,6 +182,10 @@ def event_row(event: Event) -> tuple[Any, ...]:
         0,
         0,
         0,
+        "",
+        "",
+        "",
+        "",
     )
 
 

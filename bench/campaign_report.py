@@ -126,6 +126,8 @@ _VIEWS = (
     "campaign_minutes_feed",
     "campaign_minutes_demoted_open",
     "campaign_minutes_demoted_click",
+    "campaign_groups_demoted_open",
+    "campaign_groups_demoted_click",
     "campaign_links_feed",
 )
 

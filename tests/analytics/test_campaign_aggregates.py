@@ -44,6 +44,17 @@ async def _reports(store, workspace: str, campaign: str):
     )
 
 
+NEW_COLUMNS = (
+    "firsts",
+    "demoted_open_ms",
+    "demoted_click_ms",
+    "demoted_open_provider",
+    "demoted_open_server",
+    "demoted_click_provider",
+    "demoted_click_server",
+)
+
+
 def _same(a, b) -> None:
     assert msgspec.to_builtins(a) == msgspec.to_builtins(b)
 
@@ -191,9 +202,7 @@ async def test_events_stored_before_the_migration_report_the_same_after_it(backe
     found = campaign_events()
     old = [m for m in load("duckdb" if backend == "duckdb" else "clickhouse") if m.version < version]
     columns = event_columns(found)
-    old_columns = {
-        c: v for c, v in columns.items() if c not in ("firsts", "demoted_open_ms", "demoted_click_ms")
-    }
+    old_columns = {c: v for c, v in columns.items() if c not in NEW_COLUMNS}
     if backend == "duckdb":
         import pyarrow as pa
 

@@ -4,9 +4,10 @@
 -- the store (analytics/campaign_firsts.py) looks the batch's non-machine opens and clicks up in
 -- `campaign_firsts` and flags, in the new `events.firsts` bitmask, the event that is its message's first
 -- open (1), first click (2), first click of that url (4); an event earlier than the stored first takes
--- its place and names the displaced one's time in `demoted_open_ms` / `demoted_click_ms`, so the
--- timeline moves that unique count to the earlier bucket. Materialized views on `events` then sum,
--- per inserted block, the counters of the campaign events (docs/analytics.md "Campaign aggregates").
+-- its place and names the displaced one's time and server in `demoted_open_*` / `demoted_click_*`, so
+-- the timeline and the providers move that unique count to the new first's bucket and server.
+-- Materialized views on `events` then sum, per inserted block, the counters of the campaign events
+-- (docs/analytics.md "Campaign aggregates").
 -- Every statement is safe to run twice (the backfill empties the tables first). The event sink migrates
 -- before it inserts, so no event lands between the backfill and the views.
 ALTER TABLE events ADD COLUMN IF NOT EXISTS firsts UInt8 DEFAULT 0;
@@ -14,6 +15,14 @@ ALTER TABLE events ADD COLUMN IF NOT EXISTS firsts UInt8 DEFAULT 0;
 ALTER TABLE events ADD COLUMN IF NOT EXISTS demoted_open_ms Int64 DEFAULT 0;
 
 ALTER TABLE events ADD COLUMN IF NOT EXISTS demoted_click_ms Int64 DEFAULT 0;
+
+ALTER TABLE events ADD COLUMN IF NOT EXISTS demoted_open_provider LowCardinality(String) DEFAULT '';
+
+ALTER TABLE events ADD COLUMN IF NOT EXISTS demoted_open_server LowCardinality(String) DEFAULT '';
+
+ALTER TABLE events ADD COLUMN IF NOT EXISTS demoted_click_provider LowCardinality(String) DEFAULT '';
+
+ALTER TABLE events ADD COLUMN IF NOT EXISTS demoted_click_server LowCardinality(String) DEFAULT '';
 
 -- One row per event that was ever its key's first: kind 1 = open of the pair `key` (pair_hash, url ''),
 -- 2 = click of the pair, 3 = click of the pair on `url`. The current first of a key is the row with the
@@ -25,6 +34,8 @@ CREATE TABLE IF NOT EXISTS campaign_firsts (
     kind UInt8,
     key UInt64,
     url String,
+    provider LowCardinality(String),
+    server LowCardinality(String),
     created_at DateTime64(3, 'UTC'),
     event_id String
 )
@@ -101,15 +112,16 @@ TRUNCATE TABLE IF EXISTS campaign_minutes;
 TRUNCATE TABLE IF EXISTS campaign_links;
 
 INSERT INTO campaign_firsts
-SELECT workspace, campaign_id, kind, key, url, argMin(created_at, (created_at, id)), argMin(id, (created_at, id))
+SELECT workspace, campaign_id, kind, key, url, argMin(provider, (created_at, id)), argMin(server, (created_at, id)),
+       argMin(created_at, (created_at, id)), argMin(id, (created_at, id))
 FROM (
     SELECT workspace, campaign_id, if(type = 'message.opened', 1, 2) AS kind, pair_hash AS key, '' AS url,
-           created_at, id
+           provider, server, created_at, id
     FROM events FINAL
     WHERE campaign_id != '' AND type IN ('message.opened', 'message.clicked') AND NOT machine_open
       AND pair_hash != 0
     UNION ALL
-    SELECT workspace, campaign_id, 3 AS kind, pair_hash AS key, url, created_at, id
+    SELECT workspace, campaign_id, 3 AS kind, pair_hash AS key, url, provider, server, created_at, id
     FROM events FINAL
     WHERE campaign_id != '' AND type = 'message.clicked' AND NOT machine_open AND pair_hash != 0
 )
@@ -173,18 +185,18 @@ LEFT JOIN (
 ) AS f ON e.id = f.event_id
 GROUP BY e.workspace, e.campaign_id, e.url;
 
--- The views: each insert into `events` adds its campaign events' counters (a few rows per block). The
--- timeline counts a first in its minute, displacing or not (the displaced one's minute gets -1 below);
--- the groups only a pair's first first: a displacing one replaces a pair already counted in its group.
+-- The views: each insert into `events` adds its campaign events' counters (a few rows per block). A
+-- first counts in its minute and its group, displacing or not; the displaced first's minute and
+-- (provider, server) get -1 (the `_demoted_` views; its domain and variant are the pair's).
 CREATE MATERIALIZED VIEW IF NOT EXISTS campaign_groups_feed TO campaign_groups AS
 SELECT workspace, campaign_id, recipient_domain, provider, server, campaign_variant,
        toInt64(countIf(type = 'message.sent')) AS sent, toInt64(countIf(type = 'message.delivered')) AS delivered,
        toInt64(countIf(type = 'message.bounced')) AS bounced,
        toInt64(countIf(type = 'message.complained')) AS complained,
        toInt64(countIf(type = 'message.opened')) AS opened,
-       toInt64(countIf(type = 'message.opened' AND firsts % 2 = 1 AND demoted_open_ms = 0)) AS opened_unique,
+       toInt64(countIf(type = 'message.opened' AND firsts % 2 = 1)) AS opened_unique,
        toInt64(countIf(type = 'message.clicked')) AS clicked,
-       toInt64(countIf(type = 'message.clicked' AND firsts % 4 >= 2 AND demoted_click_ms = 0)) AS clicked_unique,
+       toInt64(countIf(type = 'message.clicked' AND firsts % 4 >= 2)) AS clicked_unique,
        toInt64(countIf(type = 'subscriber.unsubscribed')) AS unsubscribed,
        toInt64(countIf(type = 'message.failed')) AS failed,
        toInt64(countIf(type = 'message.suppressed')) AS suppressed
@@ -226,6 +238,20 @@ SELECT workspace, campaign_id, intDiv(demoted_click_ms, 60000) * 60000 AS minute
 FROM events
 WHERE campaign_id != '' AND demoted_click_ms != 0
 GROUP BY workspace, campaign_id, minute;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS campaign_groups_demoted_open TO campaign_groups AS
+SELECT workspace, campaign_id, recipient_domain, demoted_open_provider AS provider,
+       demoted_open_server AS server, campaign_variant, toInt64(-count()) AS opened_unique
+FROM events
+WHERE campaign_id != '' AND demoted_open_ms != 0
+GROUP BY workspace, campaign_id, recipient_domain, demoted_open_provider, demoted_open_server, campaign_variant;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS campaign_groups_demoted_click TO campaign_groups AS
+SELECT workspace, campaign_id, recipient_domain, demoted_click_provider AS provider,
+       demoted_click_server AS server, campaign_variant, toInt64(-count()) AS clicked_unique
+FROM events
+WHERE campaign_id != '' AND demoted_click_ms != 0
+GROUP BY workspace, campaign_id, recipient_domain, demoted_click_provider, demoted_click_server, campaign_variant;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS campaign_links_feed TO campaign_links AS
 SELECT workspace, campaign_id, url, toInt64(count()) AS clicks, toInt64(countIf(firsts >= 4)) AS clicked_unique

@@ -13,6 +13,14 @@ ALTER TABLE events ADD COLUMN IF NOT EXISTS demoted_open_ms BIGINT DEFAULT 0;
 
 ALTER TABLE events ADD COLUMN IF NOT EXISTS demoted_click_ms BIGINT DEFAULT 0;
 
+ALTER TABLE events ADD COLUMN IF NOT EXISTS demoted_open_provider VARCHAR DEFAULT '';
+
+ALTER TABLE events ADD COLUMN IF NOT EXISTS demoted_open_server VARCHAR DEFAULT '';
+
+ALTER TABLE events ADD COLUMN IF NOT EXISTS demoted_click_provider VARCHAR DEFAULT '';
+
+ALTER TABLE events ADD COLUMN IF NOT EXISTS demoted_click_server VARCHAR DEFAULT '';
+
 -- One row per event that was ever its key's first (kind 1 open, 2 click of the pair `key`, url ''; 3
 -- click of the pair on `url`); the current first is the smallest (created_at, event_id). No index: the
 -- lookup is one hash join of the batch's keys, and rows are only added in the insert's transaction.
@@ -22,6 +30,8 @@ CREATE TABLE IF NOT EXISTS campaign_firsts (
     kind UTINYINT NOT NULL,
     key UBIGINT NOT NULL,
     url VARCHAR NOT NULL,
+    provider VARCHAR NOT NULL,
+    server VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL,
     event_id VARCHAR NOT NULL
 );
@@ -76,15 +86,16 @@ CREATE TABLE IF NOT EXISTS campaign_links (
 
 -- Backfill from the events stored before this migration (same transaction as the tables).
 INSERT INTO campaign_firsts
-SELECT workspace, campaign_id, kind, key, url, arg_min(created_at, (created_at, id)), arg_min(id, (created_at, id))
+SELECT workspace, campaign_id, kind, key, url, arg_min(provider, (created_at, id)),
+       arg_min(server, (created_at, id)), arg_min(created_at, (created_at, id)), arg_min(id, (created_at, id))
 FROM (
     SELECT workspace, campaign_id, CASE WHEN type = 'message.opened' THEN 1 ELSE 2 END AS kind,
-           pair_hash AS key, '' AS url, created_at, id
+           pair_hash AS key, '' AS url, provider, server, created_at, id
     FROM events
     WHERE campaign_id <> '' AND type IN ('message.opened', 'message.clicked') AND NOT machine_open
       AND pair_hash <> 0
     UNION ALL
-    SELECT workspace, campaign_id, 3 AS kind, pair_hash AS key, url, created_at, id
+    SELECT workspace, campaign_id, 3 AS kind, pair_hash AS key, url, provider, server, created_at, id
     FROM events
     WHERE campaign_id <> '' AND type = 'message.clicked' AND NOT machine_open AND pair_hash <> 0
 )
