@@ -192,8 +192,8 @@ _COUNT_CAMPAIGN_EVENTS = (
     "UNION ALL SELECT workspace, campaign_id, recipient_domain, demoted_open_provider, demoted_open_server, "
     f"campaign_variant, {_ZEROS}, -count(*), {_ZEROS} FROM inserted_events "
     "WHERE campaign_id <> '' AND demoted_open_ms <> 0 GROUP BY ALL "
-    "UNION ALL SELECT workspace, campaign_id, recipient_domain, demoted_click_provider, demoted_click_server, "
-    f"campaign_variant, {_ZEROS}, 0, 0, -count(*), 0, 0, 0 FROM inserted_events "
+    "UNION ALL SELECT workspace, campaign_id, recipient_domain, demoted_click_provider, "
+    f"demoted_click_server, campaign_variant, {_ZEROS}, 0, 0, -count(*), 0, 0, 0 FROM inserted_events "
     "WHERE campaign_id <> '' AND demoted_click_ms <> 0 GROUP BY ALL"
     ") GROUP BY ALL " + _add_up("campaign_groups", _GROUP_KEY),
     f"INSERT INTO campaign_minutes SELECT workspace, campaign_id, minute, {_SUMMED} FROM ("
