@@ -223,12 +223,13 @@ def aggregate_span_query(dialect: Dialect, workspace: str, campaign_id: str) -> 
     return f"SELECT min(minute), max(minute), count(*) FROM campaign_minutes WHERE {where}", bind.values
 
 
-def aggregate_queries(
+def aggregate_query(
     dialect: Dialect, workspace: str, campaign_id: str, width: int, offset: int
-) -> list[tuple[str, str, dict[str, Any]]]:
-    """(section, sql, params): the groups (GROUPING SETS over `campaign_groups`), the links and the
-    timeline (the minutes re-bucketed). Rows: (mask or key values..., *COUNTS); sums of integers only."""
-    found = []
+) -> tuple[str, dict[str, Any]]:
+    """One query (a round trip costs more than these reads): the groups (GROUPING SETS over
+    `campaign_groups`), the links and the timeline (the minutes re-bucketed), as a UNION ALL of rows
+    (section 0/1/2, grouping mask, d0-d3, bucket, *COUNTS); sums of integers only. A link row holds
+    its url in d0 and `clicks`, `clicked_unique` in the first two counters."""
     bind = Bound(dialect)
     where = _campaign(dialect, bind, workspace, campaign_id)
     alias = {d: f"d{i}" for i, d in enumerate(_GROUP_DIMS)}
@@ -236,35 +237,21 @@ def aggregate_queries(
         "(" + ", ".join(alias[d] for d in dims) + ")" for dims in ((), *(_SETS[s] for s in _GROUPED))
     )
     selected = ", ".join(f"{d} AS {alias[d]}" for d in _GROUP_DIMS)
-    found.append(
-        (
-            "groups",
-            f"SELECT grouping({', '.join(alias.values())}) AS g, {selected}, {_SUMS} FROM campaign_groups "
-            f"WHERE {where} GROUP BY GROUPING SETS ({sets})",
-            bind.values,
-        )
+    groups = (
+        f"SELECT 0 AS s, grouping({', '.join(alias.values())}) AS g, {selected}, 0 AS bucket, {_SUMS} "
+        f"FROM campaign_groups WHERE {where} GROUP BY GROUPING SETS ({sets})"
     )
-    bind = Bound(dialect)
-    where = _campaign(dialect, bind, workspace, campaign_id)
-    found.append(
-        (
-            "links",
-            f"SELECT url, sum(clicks), sum(clicked_unique) FROM campaign_links WHERE {where} GROUP BY url",
-            bind.values,
-        )
+    zeros = ", ".join(["0"] * (len(COUNTS) - 2))
+    links = (
+        f"SELECT 1, 0, url, '', '', '', 0, sum(clicks), sum(clicked_unique), {zeros} FROM campaign_links "
+        f"WHERE {where} GROUP BY url"
     )
-    bind = Bound(dialect)
-    where = _campaign(dialect, bind, workspace, campaign_id)
     width_p, offset_p = bind(width, "Int64"), bind(offset, "Int64")
     bucket = f"{dialect.int_div(f'minute - {offset_p}', width_p)} * {width_p} + {offset_p}"
-    found.append(
-        (
-            "timeline",
-            f"SELECT {bucket} AS bucket, {_SUMS} FROM campaign_minutes WHERE {where} GROUP BY bucket",
-            bind.values,
-        )
+    timeline = (
+        f"SELECT 2, 0, '', '', '', '', {bucket} AS b, {_SUMS} FROM campaign_minutes WHERE {where} GROUP BY b"
     )
-    return found
+    return f"{groups} UNION ALL {links} UNION ALL {timeline}", bind.values
 
 
 _GROUPED = ("domains", "providers", "variants")
@@ -339,7 +326,7 @@ async def scan_report(
 async def aggregate_report(
     run: RunQuery, dialect: Dialect, workspace: str, campaign_id: str
 ) -> CampaignReport:
-    """The report over the whole history from the aggregates: four small queries of sums."""
+    """The report over the whole history from the aggregates: two small queries of sums."""
     report = _empty(campaign_id, (None, None))
     first_ms, last_ms, minutes = (await run(*aggregate_span_query(dialect, workspace, campaign_id)))[0]
     if not minutes:
@@ -351,21 +338,20 @@ async def aggregate_report(
         sum(1 << (len(_GROUP_DIMS) - 1 - i) for i, d in enumerate(_GROUP_DIMS) if d not in _SETS[s]): s
         for s in ("totals", *_GROUPED)
     }
-    for section, sql, params in aggregate_queries(dialect, workspace, campaign_id, width, offset):
-        rows = await run(sql, params)
-        for row in rows:
-            if section == "groups":
-                name = group_masks[int(row[0])]
-                keys = {d: row[1 + i] for i, d in enumerate(_GROUP_DIMS) if d in _SETS[name]}
-                values = counters(row[1 + len(_GROUP_DIMS) :])
-                # Rows whose counts an erasure moved away sum to zero until merged: no events, no group.
-                if name == "totals" or any(values[c] for c in COUNTS):
-                    sections[name].append((keys, values))
-            elif section == "links":
-                if row[0] and (row[1] or row[2]):
-                    links.append((row[0], int(row[1]), int(row[2])))
-            else:
-                sections["timeline"].append(({"bucket": row[0]}, counters(row[1:])))
+    for row in await run(*aggregate_query(dialect, workspace, campaign_id, width, offset)):
+        section, dims, values = int(row[0]), row[2:6], row[7:]
+        if section == 0:
+            name = group_masks[int(row[1])]
+            keys = {d: dims[i] for i, d in enumerate(_GROUP_DIMS) if d in _SETS[name]}
+            found = counters(values)
+            # Rows whose counts an erasure moved away sum to zero until merged: no events, no group.
+            if name == "totals" or any(found[c] for c in COUNTS):
+                sections[name].append((keys, found))
+        elif section == 1:
+            if dims[0] and (values[0] or values[1]):
+                links.append((dims[0], int(values[0]), int(values[1])))
+        else:
+            sections["timeline"].append(({"bucket": row[6]}, counters(values)))
     _assemble(report, sections, links, int(first_ms), int(last_ms), width, offset)
     return report
 
