@@ -124,10 +124,8 @@ def load_average() -> str:
 _VIEWS = (
     "campaign_groups_feed",
     "campaign_minutes_feed",
-    "campaign_minutes_demoted_open",
-    "campaign_minutes_demoted_click",
-    "campaign_groups_demoted_open",
-    "campaign_groups_demoted_click",
+    "campaign_minutes_demoted",
+    "campaign_groups_demoted",
     "campaign_links_feed",
 )
 

@@ -187,7 +187,7 @@ GROUP BY e.workspace, e.campaign_id, e.url;
 
 -- The views: each insert into `events` adds its campaign events' counters (a few rows per block). A
 -- first counts in its minute and its group, displacing or not; the displaced first's minute and
--- (provider, server) get -1 (the `_demoted_` views; its domain and variant are the pair's).
+-- (provider, server) get -1 (the `_demoted` views; its domain and variant are the pair's).
 CREATE MATERIALIZED VIEW IF NOT EXISTS campaign_groups_feed TO campaign_groups AS
 SELECT workspace, campaign_id, recipient_domain, provider, server, campaign_variant,
        toInt64(countIf(type = 'message.sent')) AS sent, toInt64(countIf(type = 'message.delivered')) AS delivered,
@@ -224,34 +224,28 @@ WHERE campaign_id != '' AND type IN ('message.sent', 'message.delivered', 'messa
     'message.failed', 'message.suppressed')
 GROUP BY workspace, campaign_id, minute;
 
--- A displaced first takes its unique count out of its own minute (the new first adds it to its own).
-CREATE MATERIALIZED VIEW IF NOT EXISTS campaign_minutes_demoted_open TO campaign_minutes AS
-SELECT workspace, campaign_id, intDiv(demoted_open_ms, 60000) * 60000 AS minute,
-       toInt64(-count()) AS opened_unique
+-- A displaced first takes its unique count out of its own minute and (provider, server); the new first
+-- adds it to its own (above). One view per table for opens and clicks: few events displace anything, and
+-- each view costs its insert a pipeline (four views took a quarter of the insert rate; two, half that).
+CREATE MATERIALIZED VIEW IF NOT EXISTS campaign_minutes_demoted TO campaign_minutes AS
+SELECT workspace, campaign_id, intDiv(d.2, 60000) * 60000 AS minute,
+       toInt64(-countIf(d.1 = 1)) AS opened_unique, toInt64(-countIf(d.1 = 2)) AS clicked_unique
 FROM events
-WHERE campaign_id != '' AND demoted_open_ms != 0
+ARRAY JOIN arrayFilter(x -> x.2 != 0, [(1, demoted_open_ms), (2, demoted_click_ms)]) AS d
+WHERE campaign_id != '' AND (demoted_open_ms != 0 OR demoted_click_ms != 0)
 GROUP BY workspace, campaign_id, minute;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS campaign_minutes_demoted_click TO campaign_minutes AS
-SELECT workspace, campaign_id, intDiv(demoted_click_ms, 60000) * 60000 AS minute,
-       toInt64(-count()) AS clicked_unique
+CREATE MATERIALIZED VIEW IF NOT EXISTS campaign_groups_demoted TO campaign_groups AS
+SELECT workspace, campaign_id, recipient_domain, d.3 AS provider, d.4 AS server, campaign_variant,
+       toInt64(-countIf(d.1 = 1)) AS opened_unique, toInt64(-countIf(d.1 = 2)) AS clicked_unique
 FROM events
-WHERE campaign_id != '' AND demoted_click_ms != 0
-GROUP BY workspace, campaign_id, minute;
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS campaign_groups_demoted_open TO campaign_groups AS
-SELECT workspace, campaign_id, recipient_domain, demoted_open_provider AS provider,
-       demoted_open_server AS server, campaign_variant, toInt64(-count()) AS opened_unique
-FROM events
-WHERE campaign_id != '' AND demoted_open_ms != 0
-GROUP BY workspace, campaign_id, recipient_domain, demoted_open_provider, demoted_open_server, campaign_variant;
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS campaign_groups_demoted_click TO campaign_groups AS
-SELECT workspace, campaign_id, recipient_domain, demoted_click_provider AS provider,
-       demoted_click_server AS server, campaign_variant, toInt64(-count()) AS clicked_unique
-FROM events
-WHERE campaign_id != '' AND demoted_click_ms != 0
-GROUP BY workspace, campaign_id, recipient_domain, demoted_click_provider, demoted_click_server, campaign_variant;
+ARRAY JOIN arrayFilter(
+    x -> x.2 != 0,
+    [(1, demoted_open_ms, toString(demoted_open_provider), toString(demoted_open_server)),
+     (2, demoted_click_ms, toString(demoted_click_provider), toString(demoted_click_server))]
+) AS d
+WHERE campaign_id != '' AND (demoted_open_ms != 0 OR demoted_click_ms != 0)
+GROUP BY workspace, campaign_id, recipient_domain, d.3, d.4, campaign_variant;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS campaign_links_feed TO campaign_links AS
 SELECT workspace, campaign_id, url, toInt64(count()) AS clicks, toInt64(countIf(firsts >= 4)) AS clicked_unique
