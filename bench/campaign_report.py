@@ -124,8 +124,6 @@ def load_average() -> str:
 _VIEWS = (
     "campaign_groups_feed",
     "campaign_minutes_feed",
-    "campaign_minutes_demoted",
-    "campaign_groups_demoted",
     "campaign_links_feed",
 )
 
