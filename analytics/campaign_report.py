@@ -169,7 +169,11 @@ def report_query(
     width: int,
     offset: int,
 ) -> tuple[str, dict[str, Any]]:
-    """Rows: (grouping mask, *_DIMS values, *COUNTS), one per group of every grouping set."""
+    """The scan (a `from`/`to` window). Rows: (grouping mask, *_DIMS values, *COUNTS, link_unique), one
+    per group of every grouping set. A unique open (click) is the earliest non-machine open (click) of
+    its (message, recipient) pair inside the window, by (created_at, id), counted in its own groups and
+    bucket: the same definition as the aggregates (analytics/campaign_firsts.py) restricted to the window;
+    `link_unique` is the same per (pair, url), what the links section reads."""
     bind = Bound(dialect)
     where = _where(dialect, bind, workspace, campaign_id, window)
     alias = {d: f"d{i}" for i, d in enumerate(_DIMS)}
@@ -179,18 +183,78 @@ def report_query(
     columns["bucket"] = f"{dialect.int_div(shifted, width_p)} * {width_p} + {offset_p}"
     selected = [f"grouping({', '.join(alias.values())}) AS g"]
     selected += [f"{columns[d]} AS {alias[d]}" for d in _DIMS]
+    person = "NOT machine_open AND pair_hash <> 0"
     for counter in COUNTS:
         event_type, unique = _COUNTED[counter]
         condition = f"type = {bind(event_type)}"
         if unique:
             selected.append(
-                f"count(DISTINCT pair_hash) FILTER (WHERE {condition} AND NOT machine_open) AS {counter}"
+                f"count(*) FILTER (WHERE {condition} AND {person} AND pair_rank = 1) AS {counter}"
             )
         else:
             selected.append(f"count(*) FILTER (WHERE {condition}) AS {counter}")
+    clicked = bind("message.clicked")
+    selected.append(f"count(*) FILTER (WHERE type = {clicked} AND {person} AND link_rank = 1) AS link_unique")
     sets = ", ".join("(" + ", ".join(alias[d] for d in dims) + ")" for dims in _SETS.values())
-    source = f"FROM events{dialect.final} WHERE {where}"
+    ranked = (
+        "SELECT *, row_number() OVER (PARTITION BY type, machine_open, pair_hash ORDER BY created_at, id) "
+        "AS pair_rank, row_number() OVER (PARTITION BY type, machine_open, pair_hash, url "
+        f"ORDER BY created_at, id) AS link_rank FROM events{dialect.final} WHERE {where}"
+    )
+    source = f"FROM ({ranked}) AS ranked"
     return f"SELECT {', '.join(selected)} {source} GROUP BY GROUPING SETS ({sets})", bind.values
+
+
+# --- the whole history: the aggregates (ClickHouse migration 0009, DuckDB 0006) ------------------------
+_SUMS = ", ".join(f"sum({c})" for c in COUNTS)
+_GROUP_DIMS = ("recipient_domain", "provider", "server", "campaign_variant")
+
+
+def _campaign(dialect: Dialect, bind: Bound, workspace: str, campaign_id: str) -> str:
+    return f"workspace = {bind(workspace)} AND campaign_id = {bind(campaign_id)}"
+
+
+def aggregate_span_query(dialect: Dialect, workspace: str, campaign_id: str) -> tuple[str, dict[str, Any]]:
+    """First and last minute (epoch ms) of the campaign's counted events, and whether it has any: a
+    bucket of the ladder is a whole number of minutes, so the minutes give the same buckets as the
+    events' times."""
+    bind = Bound(dialect)
+    where = _campaign(dialect, bind, workspace, campaign_id)
+    return f"SELECT min(minute), max(minute), count(*) FROM campaign_minutes WHERE {where}", bind.values
+
+
+def aggregate_query(
+    dialect: Dialect, workspace: str, campaign_id: str, width: int, offset: int
+) -> tuple[str, dict[str, Any]]:
+    """One query (a round trip costs more than these reads): the groups (GROUPING SETS over
+    `campaign_groups`), the links and the timeline (the minutes re-bucketed), as a UNION ALL of rows
+    (section 0/1/2, grouping mask, d0-d3, bucket, *COUNTS); sums of integers only. A link row holds
+    its url in d0 and `clicks`, `clicked_unique` in the first two counters."""
+    bind = Bound(dialect)
+    where = _campaign(dialect, bind, workspace, campaign_id)
+    alias = {d: f"d{i}" for i, d in enumerate(_GROUP_DIMS)}
+    sets = ", ".join(
+        "(" + ", ".join(alias[d] for d in dims) + ")" for dims in ((), *(_SETS[s] for s in _GROUPED))
+    )
+    selected = ", ".join(f"{d} AS {alias[d]}" for d in _GROUP_DIMS)
+    groups = (
+        f"SELECT 0 AS s, grouping({', '.join(alias.values())}) AS g, {selected}, 0 AS bucket, {_SUMS} "
+        f"FROM campaign_groups WHERE {where} GROUP BY GROUPING SETS ({sets})"
+    )
+    zeros = ", ".join(["0"] * (len(COUNTS) - 2))
+    links = (
+        f"SELECT 1, 0, url, '', '', '', 0, sum(clicks), sum(clicked_unique), {zeros} FROM campaign_links "
+        f"WHERE {where} GROUP BY url"
+    )
+    width_p, offset_p = bind(width, "Int64"), bind(offset, "Int64")
+    bucket = f"{dialect.int_div(f'minute - {offset_p}', width_p)} * {width_p} + {offset_p}"
+    timeline = (
+        f"SELECT 2, 0, '', '', '', '', {bucket} AS b, {_SUMS} FROM campaign_minutes WHERE {where} GROUP BY b"
+    )
+    return f"{groups} UNION ALL {links} UNION ALL {timeline}", bind.values
+
+
+_GROUPED = ("domains", "providers", "variants")
 
 
 def _mask(dims: tuple[str, ...]) -> int:
@@ -208,10 +272,20 @@ def counters(values: Sequence[Any]) -> dict[str, Any]:
     return found
 
 
+Section = list[tuple[dict[str, Any], dict[str, Any]]]
+
+
 async def build_report(
     run: RunQuery, dialect: Dialect, workspace: str, campaign_id: str, window: tuple[int | None, int | None]
 ) -> CampaignReport:
-    report = CampaignReport(
+    """The whole history from the aggregates; a `from`/`to` window by scanning its events."""
+    if window == (None, None):
+        return await aggregate_report(run, dialect, workspace, campaign_id)
+    return await scan_report(run, dialect, workspace, campaign_id, window)
+
+
+def _empty(campaign_id: str, window: tuple[int | None, int | None]) -> CampaignReport:
+    return CampaignReport(
         campaign_id=campaign_id,
         from_=from_epoch_ms(window[0]) if window[0] is not None else None,
         to=from_epoch_ms(window[1]) if window[1] is not None else None,
@@ -222,16 +296,75 @@ async def build_report(
         variants=[],
         timeline=[],
     )
+
+
+async def scan_report(
+    run: RunQuery, dialect: Dialect, workspace: str, campaign_id: str, window: tuple[int | None, int | None]
+) -> CampaignReport:
+    """The report computed from the campaign's events (what a window costs: a scan)."""
+    report = _empty(campaign_id, window)
     first_ms, last_ms, events = (await run(*span_query(dialect, workspace, campaign_id, window)))[0]
     if not events:
         return report
     width, offset = timeline_width(int(first_ms), int(last_ms))
     rows = await run(*report_query(dialect, workspace, campaign_id, window, width, offset))
-    sections: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {s: [] for s in _SETS}
+    sections: dict[str, Section] = {s: [] for s in _SETS}
+    links = []
     for row in rows:
         section = _SECTION_BY_MASK[int(row[0])]
         keys = {d: row[1 + i] for i, d in enumerate(_DIMS) if d in _SETS[section]}
-        sections[section].append((keys, counters(row[1 + len(_DIMS) :])))
+        values = row[1 + len(_DIMS) : 1 + len(_DIMS) + len(COUNTS)]
+        if section == "links":
+            if keys["url"]:
+                links.append((keys["url"], int(values[COUNTS.index("clicked")]), int(row[-1])))
+        else:
+            sections[section].append((keys, counters(values)))
+    _assemble(report, sections, links, int(first_ms), int(last_ms), width, offset)
+    return report
+
+
+async def aggregate_report(
+    run: RunQuery, dialect: Dialect, workspace: str, campaign_id: str
+) -> CampaignReport:
+    """The report over the whole history from the aggregates: two small queries of sums."""
+    report = _empty(campaign_id, (None, None))
+    first_ms, last_ms, minutes = (await run(*aggregate_span_query(dialect, workspace, campaign_id)))[0]
+    if not minutes:
+        return report
+    width, offset = timeline_width(int(first_ms), int(last_ms))
+    sections: dict[str, Section] = {s: [] for s in _SETS}
+    links = []
+    group_masks = {
+        sum(1 << (len(_GROUP_DIMS) - 1 - i) for i, d in enumerate(_GROUP_DIMS) if d not in _SETS[s]): s
+        for s in ("totals", *_GROUPED)
+    }
+    for row in await run(*aggregate_query(dialect, workspace, campaign_id, width, offset)):
+        section, dims, values = int(row[0]), row[2:6], row[7:]
+        if section == 0:
+            name = group_masks[int(row[1])]
+            keys = {d: dims[i] for i, d in enumerate(_GROUP_DIMS) if d in _SETS[name]}
+            found = counters(values)
+            # Rows whose counts an erasure moved away sum to zero until merged: no events, no group.
+            if name == "totals" or any(found[c] for c in COUNTS):
+                sections[name].append((keys, found))
+        elif section == 1:
+            if dims[0] and (values[0] or values[1]):
+                links.append((dims[0], int(values[0]), int(values[1])))
+        else:
+            sections["timeline"].append(({"bucket": row[6]}, counters(values)))
+    _assemble(report, sections, links, int(first_ms), int(last_ms), width, offset)
+    return report
+
+
+def _assemble(
+    report: CampaignReport,
+    sections: dict[str, Section],
+    links: list[tuple[str, int, int]],
+    first_ms: int,
+    last_ms: int,
+    width: int,
+    offset: int,
+) -> None:
     for _, found in sections["totals"]:
         report.totals = Counters(**found)
     domains = sorted(sections["domains"], key=lambda kc: (-kc[1]["sent"], kc[0]["recipient_domain"]))
@@ -253,18 +386,13 @@ async def build_report(
         ),
         key=lambda v: (len(v.variant), v.variant),
     )
-    links = [
-        LinkStats(url=k["url"], clicks=c["clicked"], clicked_unique=c["clicked_unique"])
-        for k, c in sections["links"]
-        if k["url"]
-    ]
-    report.links = sorted(links, key=lambda link: (-link.clicks, link.url))
+    stats = [LinkStats(url=url, clicks=clicks, clicked_unique=unique) for url, clicks, unique in links]
+    report.links = sorted(stats, key=lambda link: (-link.clicks, link.url))
     report.timeline_bucket_seconds = width // 1000
     by_start = {int(k["bucket"]): c for k, c in sections["timeline"]}
-    start, last = _bucket_start(int(first_ms), width, offset), _bucket_start(int(last_ms), width, offset)
+    start, last = _bucket_start(first_ms, width, offset), _bucket_start(last_ms, width, offset)
     empty = counters([0] * len(COUNTS))
     report.timeline = [
         TimelineBucket(start=from_epoch_ms(s), **by_start.get(s, empty))
         for s in range(start, last + 1, width)
     ]
-    return report

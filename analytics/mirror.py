@@ -168,6 +168,13 @@ CHUNK_CONSTANTS: dict[str, Any] = {
     "pair_hash": 0,
     "machine_open": False,
     "campaign_variant": "",
+    "firsts": 0,
+    "demoted_open_ms": 0,
+    "demoted_click_ms": 0,
+    "demoted_open_provider": "",
+    "demoted_open_server": "",
+    "demoted_click_provider": "",
+    "demoted_click_server": "",
 }
 
 

@@ -18,7 +18,7 @@ from schemas.event_subjects import event_email
 from schemas.events import Event, EventMessage
 
 # The insert column order of the `events` table in both backends (migrations 0001, then 0005 appended
-# `machine_open` and `campaign_variant`).
+# `machine_open` and `campaign_variant`, then the campaign aggregates' migration the last three).
 COLUMNS: tuple[str, ...] = (
     "id",
     "workspace",
@@ -39,7 +39,18 @@ COLUMNS: tuple[str, ...] = (
     "pair_hash",
     "machine_open",
     "campaign_variant",
+    "firsts",
+    "demoted_open_ms",
+    "demoted_click_ms",
+    "demoted_open_provider",
+    "demoted_open_server",
+    "demoted_click_provider",
+    "demoted_click_server",
 )
+# The last three (campaign aggregates, ClickHouse migration 0009 / DuckDB 0006): `firsts` is a bitmask
+# of FIRST_OPEN / FIRST_CLICK / FIRST_LINK, decided by the store before the insert
+# (analytics/campaign_firsts.py); `demoted_*_ms` / `_provider` / `_server` are the time and the server
+# of the open / click this event displaced as its pair's first (0: none). event_row leaves them empty.
 # What a query reads back to rebuild an Event (created_at as epoch milliseconds).
 READ_COLUMNS: tuple[str, ...] = (
     "id",
@@ -139,6 +150,13 @@ def event_row(event: Event) -> tuple[Any, ...]:
             0,
             _machine_open(data),
             "",
+            0,
+            0,
+            0,
+            "",
+            "",
+            "",
+            "",
         )
     pair = pair_hash(msg.id, msg.to) if type_ in (_OPENED, _CLICKED) else 0
     return (
@@ -161,6 +179,13 @@ def event_row(event: Event) -> tuple[Any, ...]:
         pair,
         _machine_open(data),
         msg.metadata.get("campaign_variant", "") if msg.campaign_id else "",
+        0,
+        0,
+        0,
+        "",
+        "",
+        "",
+        "",
     )
 
 

@@ -19,7 +19,10 @@ class Counters(msgspec.Struct, kw_only=True):
     """Event counts of the campaign and the rates derived from them; a rate is 0 when its
     denominator is 0. Unique counts are distinct (message, recipient) pairs with at least one open or
     click that tracking did not flag as a machine's (Apple Mail Privacy Protection, image proxies,
-    scanners); `opened` and `clicked` count every open and click event, machines' included."""
+    scanners); `opened` and `clicked` count every open and click event, machines' included. A row
+    (domain, provider, variant, timeline bucket) counts a pair where its *first* such open / click is
+    (earliest by time, then event id; within the window when one is given), so the rows' unique counts
+    add up to the totals."""
 
     sent: Count = 0
     delivered: Count = 0
@@ -97,7 +100,9 @@ class VariantStats(Counters, kw_only=True):
 
 
 class TimelineBucket(Counters, kw_only=True):
-    """The events whose time falls in `[start, start + timeline_bucket_seconds)`."""
+    """The events whose time falls in `[start, start + timeline_bucket_seconds)`. `opened_unique` and
+    `clicked_unique` count the pairs whose first non-machine open / click falls in the bucket (a
+    deliberate definition: the timeline's unique counts add up to the totals; docs/campaigns.md)."""
 
     start: datetime
 

@@ -24,7 +24,8 @@ INSERT INTO events SELECT
     CASE i % 4 WHEN 0 THEN 'message.sent' WHEN 1 THEN 'message.delivered' WHEN 2 THEN 'message.opened'
                ELSE 'message.clicked' END,
     'msg_' || lpad((i // 4)::VARCHAR, 26, '0'), 'user' || (i % 1000) || '@example.com', 'example.com',
-    'hello@acme.com', 'smtp', 'srv_1', '', ['welcome'], '{"user":"42"}', '', '', '{}', 0, false, ''
+    'hello@acme.com', 'smtp', 'srv_1', '', ['welcome'], '{"user":"42"}', '', '', '{}', 0, false, '', 0, 0, 0,
+    '', '', '', ''
 FROM range($events) AS t(i)
 """
 
