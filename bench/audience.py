@@ -27,7 +27,6 @@ import csv
 import os
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from bench.process_memory import CpuMeter, RssSampler, cpu_seconds, descendants_named
+from bench.scratch import scratch_dir
 from bench.send import KEY, MAILERS, stop, wait_ready
 from schemas.audience import ListRecord, SubscriberInput, SubscriberRecord
 from store import keyspace
@@ -255,7 +255,7 @@ def _p(values: list[float]) -> str:
 
 async def run(args: argparse.Namespace) -> None:
     phases = set(args.phases.split(","))
-    data = Path(tempfile.mkdtemp(prefix="mailers-bench-audience-"))
+    data = scratch_dir("mailers-bench-audience-")
     redis = RedisServer(data / "redis", appendonly=False).start()
     print("| what | figure | |\n|---|---|---|", flush=True)
     try:

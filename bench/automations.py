@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import os
 import statistics
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -41,6 +40,7 @@ import redis.asyncio as aioredis
 
 from actors.automations.body import AutomationRunner, automation_event
 from bench import cpu
+from bench.scratch import scratch_dir
 from bench.send import KEY, single_body, start_baseline, start_mailers, stop, wait_ready
 from schemas.audience import ListRecord, SubscriberInput
 from schemas.automations import ApiTrigger as Api
@@ -459,7 +459,7 @@ def _q(values: list[float], p: int) -> float:
 
 async def run(args: argparse.Namespace) -> None:
     phases = set(args.phases.split(","))
-    data = Path(tempfile.mkdtemp(prefix="mailers-bench-automations-"))
+    data = scratch_dir("mailers-bench-automations-")
     redis = RedisServer(data / "redis", appendonly=False).start()
     print("| what | figure | | | load |\n|---|---|---|---|---|", flush=True)
     try:

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
@@ -38,6 +37,7 @@ from analytics.campaign_report import campaign_report
 from analytics.migrations import load
 from analytics.store import AnalyticsStore, open_store
 from bench.analytics import END, synthetic
+from bench.scratch import scratch_dir
 from schemas.events import Event
 
 WS, CAMPAIGN = "bench", "cmp_" + "0" * 26
@@ -175,7 +175,7 @@ async def insert_cost(path: str, total: int) -> list[str]:
 
 
 async def run(recipients: int, runs: int, path: str | None, insert_events: int = 200_000) -> list[str]:
-    path = path or tempfile.mkdtemp(prefix="bench-campaign-report-")
+    path = path or str(scratch_dir("bench-campaign-report-"))
     store = open_store(f"chdb://{path}?database=bench_campaign_report")
     await store.migrate()
     client = store._client  # type: ignore[attr-defined]  # the bench's own data load, in the engine

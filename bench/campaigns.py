@@ -28,7 +28,6 @@ import asyncio
 import os
 import resource
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import redis.asyncio as aioredis
 
 from bench import cpu
 from bench.process_memory import RssSampler
+from bench.scratch import scratch_dir
 from bench.send import KEY, MAILERS, _wait_sent, bulk_body, stop, wait_idle, wait_ready
 from bench.smtp import bare_client, start_sink, typical_message
 from schemas.audience import ListRecord, SubscriberInput
@@ -389,7 +389,7 @@ async def in_process(args: argparse.Namespace) -> list[str]:
     from store.templates import TemplateStore
 
     count = args.in_process
-    data = Path(tempfile.mkdtemp(prefix="mailers-bench-fanout-"))
+    data = scratch_dir("mailers-bench-fanout-")
     server = RedisServer(data / "redis", appendonly=True).start()
     redis = aioredis.Redis.from_url(server.url)
     try:
@@ -483,7 +483,7 @@ async def in_process(args: argparse.Namespace) -> list[str]:
 
 
 async def run(args: argparse.Namespace) -> list[str]:
-    data = Path(tempfile.mkdtemp(prefix="mailers-bench-campaigns-"))
+    data = scratch_dir("mailers-bench-campaigns-")
     redis = RedisServer(data / "redis", appendonly=True).start()
     port = free_port()
     mailers = start_mailers(port, redis.url, data, getattr(args, "in_flight", 100_000_000))

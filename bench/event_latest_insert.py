@@ -14,11 +14,11 @@ import argparse
 import asyncio
 import os
 import random
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 
 from analytics.store import open_store
+from bench.scratch import scratch_dir
 from schemas.events import Event, EventMessage
 from schemas.ids import new_id
 
@@ -55,7 +55,7 @@ def batch(size: int, rng: random.Random) -> list[Event]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    path = tempfile.mkdtemp(prefix="bench-latest-")
+    path = str(scratch_dir("bench-latest-"))
     stores = {
         "with event_latest_feed": open_store(f"chdb://{path}?database=with_view"),
         "without it": open_store(f"chdb://{path}?database=without_view"),

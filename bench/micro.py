@@ -16,16 +16,15 @@ except a Redis the phase starts itself).
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import aiohttp
 import msgspec
 from aiohttp import web
 
+from bench.scratch import scratch_dir
 from schemas.ids import new_id
 from schemas.messages import Address, OutboundMessage
 
@@ -108,7 +107,7 @@ async def sink_latency_rows() -> list[str]:
     from store import keyspace
     from store.redis_server import RedisServer
 
-    data = Path(tempfile.mkdtemp(prefix="mailers-bench-micro-"))
+    data = scratch_dir("mailers-bench-micro-")
     server = RedisServer(data / "redis", appendonly=False).start()
     redis = aioredis.Redis.from_url(server.url)
     store = open_store(f"duckdb://{data / 'analytics.duckdb'}")
@@ -149,7 +148,7 @@ async def enqueue_stall_rows(rounds: int = 5) -> list[str]:
     from store.messages import MessageMeta, MessageStore, NewMessage
     from store.redis_server import RedisServer
 
-    data = Path(tempfile.mkdtemp(prefix="mailers-bench-micro-"))
+    data = scratch_dir("mailers-bench-micro-")
     server = RedisServer(data / "redis", appendonly=False).start()
     redis = aioredis.Redis.from_url(server.url)
     ledger, blocking = MessageStore(redis), BlockingLedger(server.url, item_retention_seconds=3600)

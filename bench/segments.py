@@ -31,13 +31,13 @@ import argparse
 import asyncio
 import os
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime
 
 from analytics.clickhouse_backend import ClickHouseStore
 from analytics.segments import ClickHouseJson, SegmentCompiler
 from analytics.store import open_store
+from bench.scratch import scratch_dir
 from schemas.segments import SegmentQuery, parse_condition
 
 WS, LIST = "bench", "lst_" + "0" * 26
@@ -202,7 +202,7 @@ def load_average() -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
-    path = args.path or tempfile.mkdtemp(prefix="bench-segments-")
+    path = args.path or str(scratch_dir("bench-segments-"))
     store = open_store(f"chdb://{path}?database=bench_segments")
     await store.migrate()
     client = store._client  # type: ignore[attr-defined]  # the bench's own data load, in the engine

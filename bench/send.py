@@ -28,7 +28,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ import msgspec
 from bench import attack, campaign_report, cpu, templates
 from bench.load import Result, closed_loop, open_loop
 from bench.micro import micro
+from bench.scratch import scratch_dir
 from bench.smtp import bare_client, start_sink, typical_message
 from store.redis_server import RedisServer, free_port
 
@@ -362,7 +362,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 async def run_server_phases(args: argparse.Namespace, phases: set[str]) -> None:
-    data = tempfile.mkdtemp(prefix="mailers-bench-")
+    data = str(scratch_dir("mailers-bench-"))
     redis = RedisServer(Path(data) / "redis", appendonly=True).start()
     port, baseline_port = free_port(), free_port()
     mailers = start_mailers(port, redis.url, data)
