@@ -27,10 +27,11 @@ from analytics.mirror import (
     tombstone,
 )
 from analytics.queries import EventFilter, WindowPolicy
-from analytics.rows import COLUMNS, epoch_ms, from_epoch_ms
+from analytics.rows import AGGREGATE_COLUMNS, COLUMNS, epoch_ms, from_epoch_ms
 from analytics.segments import DuckJson
 from analytics.sql import Bound, Dialect
 from analytics.sql_store import Rows, SqlAnalyticsStore
+from schemas.campaign_report import COUNTS
 
 _INSERTED = (
     "workspace",
@@ -43,13 +44,7 @@ _INSERTED = (
     "server",
     "campaign_variant",
     "url",
-    "firsts",
-    "demoted_open_ms",
-    "demoted_click_ms",
-    "demoted_open_provider",
-    "demoted_open_server",
-    "demoted_click_provider",
-    "demoted_click_server",
+    *AGGREGATE_COLUMNS,
 )
 _ARROW_TYPES = {
     "created_at": pa.timestamp("ms"),
@@ -143,19 +138,7 @@ _REPORT_TYPES = (
     "'message.sent', 'message.delivered', 'message.bounced', 'message.complained', 'message.opened', "
     "'message.clicked', 'subscriber.unsubscribed', 'message.failed', 'message.suppressed'"
 )
-_COUNTERS = (
-    "sent",
-    "delivered",
-    "bounced",
-    "complained",
-    "opened",
-    "opened_unique",
-    "clicked",
-    "clicked_unique",
-    "unsubscribed",
-    "failed",
-    "suppressed",
-)
+_COUNTERS = COUNTS  # the report's counters, each a column of the aggregate tables
 _COUNTED = (
     "count(*) FILTER (WHERE type = 'message.sent') AS sent, "
     "count(*) FILTER (WHERE type = 'message.delivered') AS delivered, "

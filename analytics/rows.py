@@ -18,7 +18,8 @@ from schemas.event_subjects import event_email
 from schemas.events import Event, EventMessage
 
 # The insert column order of the `events` table in both backends (migrations 0001, then 0005 appended
-# `machine_open` and `campaign_variant`, then the campaign aggregates' migration the last three).
+# `machine_open` and `campaign_variant`, then the campaign aggregates' migration the last seven,
+# `AGGREGATE_COLUMNS`).
 COLUMNS: tuple[str, ...] = (
     "id",
     "workspace",
@@ -47,10 +48,11 @@ COLUMNS: tuple[str, ...] = (
     "demoted_click_provider",
     "demoted_click_server",
 )
-# The last three (campaign aggregates, ClickHouse migration 0009 / DuckDB 0006): `firsts` is a bitmask
+# The last seven (campaign aggregates, ClickHouse migration 0009 / DuckDB 0006): `firsts` is a bitmask
 # of FIRST_OPEN / FIRST_CLICK / FIRST_LINK, decided by the store before the insert
 # (analytics/campaign_firsts.py); `demoted_*_ms` / `_provider` / `_server` are the time and the server
 # of the open / click this event displaced as its pair's first (0: none). event_row leaves them empty.
+AGGREGATE_COLUMNS: tuple[str, ...] = COLUMNS[COLUMNS.index("firsts") :]
 # What a query reads back to rebuild an Event (created_at as epoch milliseconds).
 READ_COLUMNS: tuple[str, ...] = (
     "id",

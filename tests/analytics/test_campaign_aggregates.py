@@ -16,11 +16,10 @@ import pytest
 
 from analytics.campaign_firsts import FIRSTS_COLUMNS, flag_batch
 from analytics.campaign_report import aggregate_report, campaign_report, scan_report
-from analytics.migrations import load
-from analytics.rows import event_columns
+from analytics.rows import AGGREGATE_COLUMNS, event_columns
 from analytics.store import open_store
 from schemas.campaign_report import COUNTS
-from tests.analytics.conftest import store_url
+from tests.analytics.conftest import migrate_clickhouse_before, migrate_duckdb_before, store_url
 from tests.analytics.events_factory import NOW, at
 from tests.analytics.test_campaign_report import (
     CAMPAIGN,
@@ -44,15 +43,7 @@ async def _reports(store, workspace: str, campaign: str):
     )
 
 
-NEW_COLUMNS = (
-    "firsts",
-    "demoted_open_ms",
-    "demoted_click_ms",
-    "demoted_open_provider",
-    "demoted_open_server",
-    "demoted_click_provider",
-    "demoted_click_server",
-)
+NEW_COLUMNS = AGGREGATE_COLUMNS  # what the aggregates' migration added to `events`
 
 
 def _same(a, b) -> None:
@@ -197,10 +188,9 @@ async def test_events_stored_before_the_migration_report_the_same_after_it(backe
     """A database at the migration before the aggregates, with events in it (through the store of that
     time: same columns, no flags): after migrating, the whole report (from the aggregates) equals the scan
     and the hand-checked totals; events inserted afterwards add to the backfilled counts."""
-    version = 6 if backend == "duckdb" else 8
+    version = 6 if backend == "duckdb" else 9  # the aggregates' migration (DuckDB 0006, ClickHouse 0009)
     url = store_url(backend, tmp_path, chdb_path)
     found = campaign_events()
-    old = [m for m in load("duckdb" if backend == "duckdb" else "clickhouse") if m.version < version]
     columns = event_columns(found)
     old_columns = {c: v for c, v in columns.items() if c not in NEW_COLUMNS}
     if backend == "duckdb":
@@ -209,13 +199,7 @@ async def test_events_stored_before_the_migration_report_the_same_after_it(backe
         from analytics.duckdb_backend import ARROW_SCHEMA
 
         with duckdb.connect(url.removeprefix("duckdb://")) as db:
-            for migration in old:
-                for statement in migration.statements:
-                    db.execute(statement)
-                db.execute(
-                    "INSERT INTO schema_migrations VALUES ($v, $n, now())",
-                    {"v": migration.version, "n": migration.name},
-                )
+            migrate_duckdb_before(db, version)
             schema = pa.schema([ARROW_SCHEMA.field(name) for name in old_columns])
             db.register("old_rows", pa.Table.from_pydict(old_columns, schema=schema))
             db.execute(f"INSERT INTO events ({', '.join(old_columns)}) SELECT * FROM old_rows")
@@ -223,18 +207,7 @@ async def test_events_stored_before_the_migration_report_the_same_after_it(backe
     else:
         store = open_store(url)
         client = store._client  # type: ignore[attr-defined]  # to build the pre-aggregates database
-        client.command(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
-            "applied_at DateTime64(3, 'UTC')) ENGINE = ReplacingMergeTree ORDER BY version"
-        )
-        for migration in old:
-            for statement in migration.statements:
-                client.command(statement)
-            client.insert(
-                "schema_migrations",
-                [[migration.version, migration.name, NOW]],
-                column_names=["version", "name", "applied_at"],
-            )
+        migrate_clickhouse_before(client, version)
         client.insert(
             "events", list(old_columns.values()), column_names=list(old_columns), column_oriented=True
         )

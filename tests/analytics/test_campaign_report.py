@@ -19,12 +19,11 @@ from analytics.campaign_report import (
     timeline_width,
     variant_metric,
 )
-from analytics.migrations import load
 from analytics.rows import epoch_ms
 from analytics.store import open_store
 from schemas.campaign_report import COUNTS, RATES
 from schemas.events import Event
-from tests.analytics.conftest import store_url
+from tests.analytics.conftest import migrate_clickhouse_before, migrate_duckdb_before, store_url
 from tests.analytics.events_factory import NOW, at, event
 
 CAMPAIGN = "cmp_1"
@@ -374,33 +373,15 @@ async def test_rows_written_before_migration_0005_are_read_with_their_variant_an
     expected = None
     for backend in ("duckdb", "chdb"):
         url = store_url(backend, tmp_path, chdb_path)
-        old = [m for m in load("clickhouse" if backend == "chdb" else "duckdb") if m.version < 5]
         if backend == "duckdb":
             with duckdb.connect(url.removeprefix("duckdb://")) as db:
-                for migration in old:
-                    for statement in migration.statements:
-                        db.execute(statement)
-                    db.execute(
-                        "INSERT INTO schema_migrations VALUES ($v, $n, now())",
-                        {"v": migration.version, "n": migration.name},
-                    )
+                migrate_duckdb_before(db, 5)
                 insert_old_rows_duckdb(db, found)
             store = open_store(url)
         else:
             store = open_store(url)
             client = store._client  # type: ignore[attr-defined]  # to build the pre-0005 database
-            client.command(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
-                "applied_at DateTime64(3, 'UTC')) ENGINE = ReplacingMergeTree ORDER BY version"
-            )
-            for migration in old:
-                for statement in migration.statements:
-                    client.command(statement)
-                client.insert(
-                    "schema_migrations",
-                    [[migration.version, migration.name, NOW]],
-                    column_names=["version", "name", "applied_at"],
-                )
+            migrate_clickhouse_before(client, 5)
             insert_old_rows_clickhouse(client, found)
         await store.migrate()
         report = await campaign_report(store, "acme", CAMPAIGN)

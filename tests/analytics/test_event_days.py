@@ -9,11 +9,8 @@ import random
 from datetime import timedelta
 
 from analytics.migrations import load
+from tests.analytics.conftest import rows_of
 from tests.analytics.segment_dataset import NOW, WS, build, custom
-
-
-async def _rows(store, sql: str) -> set[tuple]:
-    return {tuple(row) for row in await store._run(store._query, sql, {})}
 
 
 def _keyed(store) -> tuple[str, str]:
@@ -25,7 +22,7 @@ async def day_counts(store) -> set[tuple]:
     """(type, recipient key, day, campaign, events) from event_days, each stored event counted once."""
     key, _ = _keyed(store)
     column, _, total = store.json.day_events()
-    return await _rows(
+    return await rows_of(
         store,
         f"SELECT type, k, day, campaign_id, {total} FROM (SELECT type, {key} AS k, day, campaign_id, "
         f"{column} AS n FROM event_days WHERE workspace = '{WS}') AS d GROUP BY type, k, day, campaign_id",
@@ -36,7 +33,7 @@ async def event_counts(store) -> set[tuple]:
     """The same, counted from the events table (distinct ids: ClickHouse may hold unmerged replays)."""
     _, key = _keyed(store)
     day = "toDate(created_at)" if store.backend == "clickhouse" else "CAST(created_at AS DATE)"
-    return await _rows(
+    return await rows_of(
         store,
         f"SELECT type, {key} AS k, {day} AS day, campaign_id, count(DISTINCT id) FROM events "
         f"WHERE workspace = '{WS}' GROUP BY type, k, day, campaign_id",
@@ -67,12 +64,12 @@ async def test_the_backfill_rebuilds_the_day_counts_from_the_events(store):
     assert await day_counts(store) == expected
 
 
-async def test_erasure_removes_the_persons_day_rows(store):
+async def test_erasure_removes_the_persons_dayrows_of(store):
     first, _ = build()
     await store.insert(first)
     key, _ = _keyed(store)
     address = "cityHash64('ana@example.com')" if store.backend == "clickhouse" else "'ana@example.com'"
-    ((ana,),) = await _rows(store, f"SELECT {address}")
+    ((ana,),) = await rows_of(store, f"SELECT {address}")
     before = await day_counts(store)
     assert any(row[1] == ana for row in before)
     await store.erase_subscriber(WS, "ana@example.com", "sub_" + "1".zfill(26))

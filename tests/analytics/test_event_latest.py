@@ -6,14 +6,10 @@ stored events; erasure removes the person's rows; the store gives it the events'
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from analytics.migrations import load
-from analytics.store import AnalyticsStore, open_store
-from tests.analytics.conftest import store_url
+from analytics.store import open_store
+from tests.analytics.conftest import rows_of, store_url
 from tests.analytics.segment_dataset import WS, build
 
 NEWEST = (
@@ -26,18 +22,6 @@ FROM_EVENTS = (
 )
 
 
-@pytest.fixture
-async def ch(tmp_path: Path, chdb_path: Path) -> AsyncIterator[AnalyticsStore]:
-    store = open_store(store_url("chdb", tmp_path, chdb_path), tmp_path)
-    await store.migrate()
-    yield store
-    await store.close()
-
-
-async def _rows(store, sql: str) -> set[tuple]:
-    return {tuple(row) for row in await store._run(store._query, sql, {})}
-
-
 async def _load(store) -> None:
     first, later = build()
     shuffled = first[:]
@@ -48,47 +32,47 @@ async def _load(store) -> None:
 
 async def test_each_row_key_holds_the_newest_stored_event(ch):
     await _load(ch)
-    expected = await _rows(ch, FROM_EVENTS)
+    expected = await rows_of(ch, FROM_EVENTS)
     assert len(expected) > 15
-    assert await _rows(ch, NEWEST) == expected
+    assert await rows_of(ch, NEWEST) == expected
     # Several inserts left unmerged rows: segment queries read them without FINAL, which is exact
     # because each row's time is the newest of some of that key's events (never newer than the newest).
-    stored = await _rows(ch, "SELECT workspace, type, recipient_key, campaign_id, last FROM event_latest")
+    stored = await rows_of(ch, "SELECT workspace, type, recipient_key, campaign_id, last FROM event_latest")
     newest = {row[:4]: row[4] for row in expected}
     assert all(row[4] <= newest[row[:4]] for row in stored)
-    assert len(await _rows(ch, "SELECT _part FROM event_latest")) > 1
+    assert len(await rows_of(ch, "SELECT _part FROM event_latest")) > 1
 
 
 async def test_the_backfill_rebuilds_the_table_from_the_events_and_is_safe_twice(ch):
     await _load(ch)
-    expected = await _rows(ch, NEWEST)
+    expected = await rows_of(ch, NEWEST)
     await ch._run(ch._query, "TRUNCATE TABLE event_latest", {})
-    assert await _rows(ch, NEWEST) == set()
+    assert await rows_of(ch, NEWEST) == set()
     migration = next(m for m in load("clickhouse") if m.name == "event_latest")
     (backfill,) = [s for s in migration.statements if s.startswith("INSERT INTO event_latest")]
     for _ in range(2):
         await ch._run(ch._query, backfill, {})
-        assert await _rows(ch, NEWEST) == expected
+        assert await rows_of(ch, NEWEST) == expected
 
 
-async def test_erasure_removes_the_persons_rows(ch):
+async def test_erasure_removes_the_personsrows_of(ch):
     await _load(ch)
-    before = await _rows(ch, NEWEST)
-    ((ana,),) = await _rows(ch, "SELECT cityHash64('ana@example.com')")
+    before = await rows_of(ch, NEWEST)
+    ((ana,),) = await rows_of(ch, "SELECT cityHash64('ana@example.com')")
     assert any(row[2] == ana and row[0] == WS for row in before)
     await ch.erase_subscriber(WS, "ana@example.com", "sub_" + "1".zfill(26))
     # Every stored row of hers goes, merged or not; the others' stay.
     assert (
-        await _rows(ch, f"SELECT * FROM event_latest WHERE recipient_key = {ana} AND workspace = '{WS}'")
+        await rows_of(ch, f"SELECT * FROM event_latest WHERE recipient_key = {ana} AND workspace = '{WS}'")
         == set()
     )
-    assert await _rows(ch, NEWEST) == {row for row in before if not (row[2] == ana and row[0] == WS)}
+    assert await rows_of(ch, NEWEST) == {row for row in before if not (row[2] == ana and row[0] == WS)}
 
 
 async def test_the_store_gives_it_the_events_retention(tmp_path, chdb_path):
     store = open_store(store_url("chdb", tmp_path, chdb_path), retention_days=90)
     await store.migrate()
-    (engine,) = await _rows(
+    (engine,) = await rows_of(
         store,
         "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'event_latest'",
     )

@@ -6,37 +6,22 @@ erasure leaves nothing of the person in them."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from analytics.migrations import load
-from analytics.store import AnalyticsStore, open_store
-from tests.analytics.conftest import store_url
+from tests.analytics.conftest import rows_of
 from tests.analytics.segment_dataset import IDS, WS, build
 
 SUBSCRIBERS = "workspace, id, email, name, attributes, status, created_at, version, deleted"
 MEMBERSHIPS = "workspace, list_id, {key}, status, version"
 
 
-@pytest.fixture
-async def ch(tmp_path: Path, chdb_path: Path) -> AsyncIterator[AnalyticsStore]:
-    store = open_store(store_url("chdb", tmp_path, chdb_path), tmp_path)
-    await store.migrate()
-    yield store
-    await store.close()
-
-
-async def _rows(store, sql: str) -> set[tuple]:
-    return {tuple(row) for row in await store._run(store._query, sql, {})}
-
-
 async def mirror(store) -> tuple[set[tuple], set[tuple]]:
     """The newest rows of the 0003 tables, keyed as the segment tables are."""
     return (
-        await _rows(store, f"SELECT cityHash64(id), cityHash64(email), {SUBSCRIBERS} FROM subscribers FINAL"),
-        await _rows(
+        await rows_of(
+            store, f"SELECT cityHash64(id), cityHash64(email), {SUBSCRIBERS} FROM subscribers FINAL"
+        ),
+        await rows_of(
             store, f"SELECT {MEMBERSHIPS.format(key='cityHash64(subscriber_id)')} FROM memberships FINAL"
         ),
     )
@@ -44,8 +29,8 @@ async def mirror(store) -> tuple[set[tuple], set[tuple]]:
 
 async def segment_tables(store) -> tuple[set[tuple], set[tuple]]:
     return (
-        await _rows(store, f"SELECT key, email_key, {SUBSCRIBERS} FROM segment_subscribers FINAL"),
-        await _rows(
+        await rows_of(store, f"SELECT key, email_key, {SUBSCRIBERS} FROM segment_subscribers FINAL"),
+        await rows_of(
             store, f"SELECT {MEMBERSHIPS.format(key='subscriber_key')} FROM segment_memberships FINAL"
         ),
     )
@@ -65,7 +50,7 @@ async def test_the_segment_tables_follow_the_mirror(ch):
     subscribers, memberships = await mirror(ch)
     assert len(subscribers) == 8 and len(memberships) == 7  # 7 in acme (fay a tombstone), bo in beta
     assert await segment_tables(ch) == (subscribers, memberships)
-    attributes = await _rows(
+    attributes = await rows_of(
         ch,
         f"SELECT attr_strings['plan'], attr_numbers['age'] FROM segment_subscribers FINAL "
         f"WHERE id = '{IDS['ana']}' AND workspace = '{WS}'",
@@ -93,18 +78,21 @@ async def test_erasure_leaves_nothing_of_the_person_in_the_segment_tables(ch):
     ana = IDS["ana"]
     await ch.erase_subscriber(WS, "ana@example.com", ana)
     # Every stored row, not only the newest: the person's older rows are gone, the tombstone stays.
-    assert await _rows(ch, f"SELECT email, deleted FROM segment_subscribers WHERE id = '{ana}'") == {("", 1)}
+    assert await rows_of(ch, f"SELECT email, deleted FROM segment_subscribers WHERE id = '{ana}'") == {
+        ("", 1)
+    }
     assert (
-        await _rows(ch, "SELECT id FROM segment_subscribers WHERE lower(email) = 'ana@example.com'") == set()
+        await rows_of(ch, "SELECT id FROM segment_subscribers WHERE lower(email) = 'ana@example.com'")
+        == set()
     )
     assert (
-        await _rows(ch, f"SELECT * FROM segment_memberships WHERE subscriber_key = cityHash64('{ana}')")
+        await rows_of(ch, f"SELECT * FROM segment_memberships WHERE subscriber_key = cityHash64('{ana}')")
         == set()
     )
     # The others' rows stay.
     assert (
         len(
-            await _rows(
+            await rows_of(
                 ch, f"SELECT * FROM segment_memberships WHERE subscriber_key = cityHash64('{IDS['bo']}')"
             )
         )
