@@ -176,7 +176,7 @@ class ClickHouseStore(SqlAnalyticsStore):
         except ClickHouseError as exc:
             raise StoreUnavailable(f"clickhouse: {exc}") from exc
 
-    def _migrate(self) -> list[int]:
+    def _migrate(self, before: int | None = None) -> list[int]:
         client = self._client
         client.command(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
@@ -184,7 +184,7 @@ class ClickHouseStore(SqlAnalyticsStore):
         )
         applied = {row[0] for row in client.query("SELECT version FROM schema_migrations FINAL").result_rows}
         for migration in load(self.backend):
-            if migration.version in applied:
+            if migration.version in applied or (before is not None and migration.version >= before):
                 continue
             for statement in migration.statements:
                 client.command(statement)
@@ -194,7 +194,8 @@ class ClickHouseStore(SqlAnalyticsStore):
                 column_names=["version", "name", "applied_at"],
             )
             applied.add(migration.version)
-        self._apply_retention()
+        if before is None:  # the retention names tables of every migration
+            self._apply_retention()
         return sorted(applied)
 
     def _apply_retention(self) -> None:

@@ -324,7 +324,7 @@ class DuckDBStore(SqlAnalyticsStore):
         # most this much WAL.
         self._db = duckdb.connect(self.path, config={"checkpoint_threshold": checkpoint_threshold})
 
-    def _migrate(self) -> list[int]:
+    def _migrate(self, before: int | None = None) -> list[int]:
         db = self._db
         db.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -332,7 +332,7 @@ class DuckDBStore(SqlAnalyticsStore):
         )
         applied = {row[0] for row in db.execute("SELECT version FROM schema_migrations").fetchall()}
         for migration in load(self.backend):
-            if migration.version in applied:
+            if migration.version in applied or (before is not None and migration.version >= before):
                 continue
             db.execute("BEGIN TRANSACTION")
             try:

@@ -69,7 +69,7 @@ class SqlAnalyticsStore(AudienceQueries):
         self._closed = False
 
     # --- blocking primitives a backend implements -----------------------------------------------------
-    def _migrate(self) -> list[int]:
+    def _migrate(self, before: int | None = None) -> list[int]:
         raise NotImplementedError
 
     def _insert(self, columns: dict[str, list[Any]]) -> None:
@@ -109,9 +109,10 @@ class SqlAnalyticsStore(AudienceQueries):
         return found
 
     # --- the public interface (analytics.store.AnalyticsStore) -----------------------------------------
-    async def migrate(self) -> list[int]:
-        """Apply every migration not yet applied; returns the versions now applied."""
-        return await self._run(self._migrate)
+    async def migrate(self, *, before: int | None = None) -> list[int]:
+        """Apply every migration not yet applied (with `before`, only those of a lower version: the store
+        as an older release left it); returns the versions now applied."""
+        return await self._run(self._migrate, before)
 
     async def insert(self, events: Sequence[Event], chunks: Sequence[NewMembers] = ()) -> int:
         """Store a batch; events already stored are ignored. Returns the batch size after dedupe by id.

@@ -36,7 +36,8 @@ async def _key_from_header(request: web.Request) -> ApiKeyRecord:
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise ApiError("unauthorized", "Send an API key as `Authorization: Bearer <key>`", headers=_CHALLENGE)
-    digest = key_digest(secret.strip())
+    secret = secret.strip()
+    digest = key_digest(secret)
     record = await request.app[SERVICES].key_cache.lookup(digest)
     if (
         record is None
@@ -44,6 +45,7 @@ async def _key_from_header(request: web.Request) -> ApiKeyRecord:
         or not usable(record, datetime.fromtimestamp(request.app[SERVICES].clock(), UTC))
     ):
         raise ApiError("unauthorized", "The API key is unknown, expired or revoked", headers=_CHALLENGE)
+    remember_digest(secret, digest)
     return record
 
 
@@ -68,16 +70,20 @@ _MAX_DIGESTS = 10_000
 
 
 def key_digest(secret: str) -> str:
-    """`hash_secret`, remembered per secret: SHA-256 through OpenSSL 3 costs a provider lookup per call,
-    ~6% of the ingress's CPU at 500 req/s (issue #14), for the same few keys every time. The table holds
-    what the key cache holds anyway (a key's digest), keyed by the secret the request carried; it is
-    emptied when full, so any number of distinct (wrong) keys cannot grow it."""
-    digest = _digests.get(secret)
-    if digest is None:
+    """`hash_secret`, remembered for the secrets of valid keys: SHA-256 through OpenSSL 3 costs a provider
+    lookup per call, ~6% of the ingress's CPU at 500 req/s (issue #14), for the same few keys every time.
+    Only a secret that authenticated is remembered (`remember_digest`): wrong ones are hashed every time
+    and never kept, so guessing keys neither fills the table nor leaves guesses in memory."""
+    return _digests.get(secret) or hash_secret(secret)
+
+
+def remember_digest(secret: str, digest: str) -> None:
+    """The digest of a secret that just authenticated. The table holds what the key cache holds anyway (a
+    key's digest) and is emptied when full."""
+    if secret not in _digests:
         if len(_digests) >= _MAX_DIGESTS:
             _digests.clear()
-        digest = _digests[secret] = hash_secret(secret)
-    return digest
+        _digests[secret] = digest
 
 
 def usable(record: ApiKeyRecord, now: datetime) -> bool:

@@ -54,21 +54,11 @@ def run_index_trim(
 ) -> Callable[[asyncio.Event], Awaitable[None]]:
     """Every `interval`, drop ids older than the retention from each workspace's message index (the
     messages themselves expire on their own once finished)."""
-
-    async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await trim_message_indexes(redis, int((clock() - retention_seconds) * 1000))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("message index trim failed")
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except TimeoutError:
-                pass
-
-    return run
+    return _every(
+        interval,
+        lambda: trim_message_indexes(redis, int((clock() - retention_seconds) * 1000)),
+        "message index trim",
+    )
 
 
 def run_stream_trim(
@@ -76,16 +66,22 @@ def run_stream_trim(
 ) -> Callable[[asyncio.Event], Awaitable[None]]:
     """Every `interval`, the entries of `m:events` and of the dispatch streams that every consumer group
     has consumed are removed (store/stream_trim.py: nothing while one of the groups is missing)."""
-    trimmer = StreamTrimmer(redis)
+    return _every(interval, StreamTrimmer(redis).trim_all, "stream trim")
+
+
+def _every(
+    interval: float, work: Callable[[], Awaitable[object]], what: str
+) -> Callable[[asyncio.Event], Awaitable[None]]:
+    """`work` every `interval` until `stop`; a failure is logged and the next round comes as usual."""
 
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await trimmer.trim_all()
+                await work()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("stream trim failed")
+                log.exception("%s failed", what)
             try:
                 await asyncio.wait_for(stop.wait(), interval)
             except TimeoutError:

@@ -77,45 +77,6 @@ async def both(tmp_path: Path, chdb_path: Path) -> AsyncIterator[tuple[Analytics
     await _close(ch, url, chdb_path)
 
 
-def migrate_duckdb_before(db, version: int) -> None:
-    """A DuckDB database (a `duckdb` connection) as the store left it at the migration before `version`:
-    those migrations applied and recorded, as `DuckDBStore.migrate` does."""
-    from analytics.migrations import load
-
-    for migration in load("duckdb"):
-        if migration.version >= version:
-            continue
-        for statement in migration.statements:
-            db.execute(statement)
-        db.execute(
-            "INSERT INTO schema_migrations VALUES ($v, $n, now())",
-            {"v": migration.version, "n": migration.name},
-        )
-
-
-def migrate_clickhouse_before(client, version: int) -> None:
-    """A ClickHouse database (a clickhouse-connect client) as the store left it at the migration before
-    `version`: those migrations applied and recorded, as `ClickHouseStore.migrate` does."""
-    from datetime import UTC, datetime
-
-    from analytics.migrations import load
-
-    client.command(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
-        "applied_at DateTime64(3, 'UTC')) ENGINE = ReplacingMergeTree ORDER BY version"
-    )
-    for migration in load("clickhouse"):
-        if migration.version >= version:
-            continue
-        for statement in migration.statements:
-            client.command(statement)
-        client.insert(
-            "schema_migrations",
-            [[migration.version, migration.name, datetime.now(UTC)]],
-            column_names=["version", "name", "applied_at"],
-        )
-
-
 @pytest.fixture
 async def ch(tmp_path: Path, chdb_path: Path) -> AsyncIterator[AnalyticsStore]:
     """A new chDB store of its own (not a reused one), for tests that look at its tables."""

@@ -19,7 +19,7 @@ from analytics.campaign_report import aggregate_report, campaign_report, scan_re
 from analytics.rows import AGGREGATE_COLUMNS, event_columns
 from analytics.store import open_store
 from schemas.campaign_report import COUNTS
-from tests.analytics.conftest import migrate_clickhouse_before, migrate_duckdb_before, store_url
+from tests.analytics.conftest import store_url
 from tests.analytics.events_factory import NOW, at
 from tests.analytics.test_campaign_report import (
     CAMPAIGN,
@@ -198,16 +198,18 @@ async def test_events_stored_before_the_migration_report_the_same_after_it(backe
 
         from analytics.duckdb_backend import ARROW_SCHEMA
 
+        older = open_store(url)
+        await older.migrate(before=version)
+        await older.close()
         with duckdb.connect(url.removeprefix("duckdb://")) as db:
-            migrate_duckdb_before(db, version)
             schema = pa.schema([ARROW_SCHEMA.field(name) for name in old_columns])
             db.register("old_rows", pa.Table.from_pydict(old_columns, schema=schema))
             db.execute(f"INSERT INTO events ({', '.join(old_columns)}) SELECT * FROM old_rows")
         store = open_store(url)
     else:
         store = open_store(url)
-        client = store._client  # type: ignore[attr-defined]  # to build the pre-aggregates database
-        migrate_clickhouse_before(client, version)
+        await store.migrate(before=version)
+        client = store._client  # type: ignore[attr-defined]  # to fill the pre-aggregates database
         client.insert(
             "events", list(old_columns.values()), column_names=list(old_columns), column_oriented=True
         )

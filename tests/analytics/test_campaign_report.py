@@ -23,7 +23,7 @@ from analytics.rows import epoch_ms
 from analytics.store import open_store
 from schemas.campaign_report import COUNTS, RATES
 from schemas.events import Event
-from tests.analytics.conftest import migrate_clickhouse_before, migrate_duckdb_before, store_url
+from tests.analytics.conftest import store_url
 from tests.analytics.events_factory import NOW, at, event
 
 CAMPAIGN = "cmp_1"
@@ -374,14 +374,16 @@ async def test_rows_written_before_migration_0005_are_read_with_their_variant_an
     for backend in ("duckdb", "chdb"):
         url = store_url(backend, tmp_path, chdb_path)
         if backend == "duckdb":
+            older = open_store(url)
+            await older.migrate(before=5)
+            await older.close()
             with duckdb.connect(url.removeprefix("duckdb://")) as db:
-                migrate_duckdb_before(db, 5)
                 insert_old_rows_duckdb(db, found)
             store = open_store(url)
         else:
             store = open_store(url)
-            client = store._client  # type: ignore[attr-defined]  # to build the pre-0005 database
-            migrate_clickhouse_before(client, 5)
+            await store.migrate(before=5)
+            client = store._client  # type: ignore[attr-defined]  # to fill the pre-0005 database
             insert_old_rows_clickhouse(client, found)
         await store.migrate()
         report = await campaign_report(store, "acme", CAMPAIGN)

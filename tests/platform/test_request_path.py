@@ -154,8 +154,19 @@ def test_remembered_digests_are_bounded(monkeypatch):
     monkeypatch.setattr(auth, "_MAX_DIGESTS", 10)
     auth._digests.clear()
     for i in range(25):
+        auth.remember_digest(f"mk_{i}", hash_secret(f"mk_{i}"))
         assert auth.key_digest(f"mk_{i}") == hash_secret(f"mk_{i}")
         assert len(auth._digests) <= 10
+
+
+async def test_only_secrets_that_authenticated_are_remembered(client, make_key):
+    auth._digests.clear()
+    wrong = "mk_" + "x" * 40
+    assert (await client.get("/v1/api-keys", headers={"Authorization": f"Bearer {wrong}"})).status == 401
+    assert wrong not in auth._digests
+    valid = await make_key(["admin"])
+    assert (await client.get("/v1/api-keys", headers=valid)).status == 200
+    assert valid["Authorization"].removeprefix("Bearer ") in auth._digests
 
 
 def _child_ids(queue) -> None:
