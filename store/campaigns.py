@@ -348,7 +348,8 @@ class CampaignStore:
         recipients that were not sent (skipped)."""
         key = keyspace.campaign(workspace, campaign_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=_mapping(checkpoint))
+            if checkpoint:
+                pipe.hset(key, mapping=_mapping(checkpoint))
             pipe.hdel(key, f"resv:{slice_index}")
             if refund:
                 pipe.hincrbyfloat(key, "rt", refund)

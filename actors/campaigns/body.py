@@ -334,10 +334,12 @@ class CampaignRunner:
             if why == "window":
                 return await self._waiting(state, await self._why_full(record.workspace))
             return await self._waiting(state, "rate") if why == "rate" else 0
+        # Slice j is the snapshot's ids in (bounds[j-1], bounds[j]] (the first from the start, the last
+        # to the end); its cursor starts at its lower bound.
         cursor_field = _cursor_field(slice_index)
-        cursor = "" if retry else (state.text(cursor_field) or "")
-        bounds = (state.text("bounds") or "").split(",")
-        upto = None if retry or slice_index >= len(bounds) else bounds[slice_index] or None
+        bounds = [""] + (state.text("bounds") or "").split(",") + [""]
+        cursor = "" if retry else (state.text(cursor_field) or bounds[slice_index])
+        upto = None if retry else bounds[slice_index + 1] or None
         ids = await self.store.audience_chunk(
             record.workspace, record.id, after=cursor, count=grant, retry=retry, upto=upto
         )
