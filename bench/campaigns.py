@@ -56,8 +56,11 @@ TEMPLATE = {
 }
 
 
-def start_mailers(port: int, redis_url: str, data: Path, in_flight: int = 100_000_000) -> subprocess.Popen:
-    """`in_flight` 0 leaves `MAILERS_CAMPAIGN_IN_FLIGHT` at its default (1,000)."""
+def start_mailers(
+    port: int, redis_url: str, data: Path, in_flight: int = 100_000_000, runners: int = 0
+) -> subprocess.Popen:
+    """`in_flight` 0 leaves `MAILERS_CAMPAIGN_IN_FLIGHT` at its default (1,000); `runners` 0 leaves
+    `MAILERS_CAMPAIGN_RUNNERS` at its default (2)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILERS_")}
     env.update(
         MAILERS_PORT=str(port),
@@ -73,6 +76,8 @@ def start_mailers(port: int, redis_url: str, data: Path, in_flight: int = 100_00
     )
     if in_flight:
         env["MAILERS_CAMPAIGN_IN_FLIGHT"] = str(in_flight)
+    if runners:
+        env["MAILERS_CAMPAIGN_RUNNERS"] = str(runners)
     return subprocess.Popen([MAILERS, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -168,7 +173,11 @@ async def bench(
     args.until_sent = getattr(args, "until_sent", False)
     args.breakdown = getattr(args, "breakdown", False)
     window = args.in_flight or "default (1,000)"
-    rows = [f"load: `{os.getloadavg()[0]:.1f}` (1-minute average at the start); in-flight window {window}"]
+    runners = getattr(args, "runners", 0) or "default (2)"
+    rows = [
+        f"load: `{os.getloadavg()[0]:.1f}` (1-minute average at the start); in-flight window {window}; "
+        f"campaign runners {runners}"
+    ]
     async with aiohttp.ClientSession() as session:
         sandbox = await post(
             session, base + "/v1/sending-servers", {"name": "sandbox", "provider": "sandbox"}
@@ -486,7 +495,9 @@ async def run(args: argparse.Namespace) -> list[str]:
     data = scratch_dir("mailers-bench-campaigns-")
     redis = RedisServer(data / "redis", appendonly=True).start()
     port = free_port()
-    mailers = start_mailers(port, redis.url, data, getattr(args, "in_flight", 100_000_000))
+    mailers = start_mailers(
+        port, redis.url, data, getattr(args, "in_flight", 100_000_000), getattr(args, "runners", 0)
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(base + "/readyz", mailers, within=300)
@@ -514,6 +525,12 @@ def main() -> None:
         type=int,
         default=100_000_000,
         help="MAILERS_CAMPAIGN_IN_FLIGHT of the serve; 0: its default (1,000)",
+    )
+    parser.add_argument(
+        "--runners",
+        type=int,
+        default=0,
+        help="MAILERS_CAMPAIGN_RUNNERS of the serve (runner actors sharing the campaign); 0: its default (2)",
     )
     parser.add_argument(
         "--breakdown", action="store_true", help="Redis memory per message by key family after the fan-out"

@@ -293,7 +293,8 @@ class CampaignStore:
         retry: bool = False,
         upto: str | None = None,
     ) -> list[str]:
-        """The next `count` ids after `after`, up to `upto` included (a slice's upper bound; None: the end)."""
+        """The next `count` ids after `after`, up to `upto` included (a slice's upper bound; None: to the
+        end)."""
         key = (keyspace.campaign_retry if retry else keyspace.campaign_audience)(workspace, campaign_id)
         low = f"({after}" if after else "-"
         high = f"[{upto}" if upto else "+"

@@ -221,7 +221,9 @@ class CampaignRunner:
         """One chunk of each slice of this runner not yet done in this phase; runner 0 moves the phase on
         once every slice is."""
         slices = max(1, state.number("slices"))
-        mine = [j for j in range(slices) if j % self.runners == self.index and state.text(f"done:{j}") != phase]
+        mine = [
+            j for j in range(slices) if j % self.runners == self.index and state.text(f"done:{j}") != phase
+        ]
         if mine:
             if now_ms < send_at_ms:  # resumed before its time
                 return await self._waiting(state, "send_at")
@@ -555,6 +557,7 @@ SLICED = ("test", "send")  # the phases several runners share, each slice with i
 
 def _cursor_field(slice_index: int) -> str:
     return "cur" if slice_index == 0 else f"cur:{slice_index}"
+
 
 # Why a campaign is `failed` (its `failure` field, `progress.failure`).
 TEMPLATE_DELETED = "template_deleted"
