@@ -80,6 +80,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_pool_size: int = 100
     redis_pool_timeout_seconds: float = 5.0
     automation_lease_seconds: float = 60.0  # a run claimed by a runner that died is due again after this
+    campaign_runners: int = 2  # campaign runner actors sharing each campaign's sending (slices)
 
     @property
     def embedded_redis(self) -> bool:
@@ -244,6 +245,7 @@ _VARIABLES = {
     "MAILERS_REDIS_POOL_SIZE": ("redis_pool_size", _integer),
     "MAILERS_REDIS_POOL_TIMEOUT_SECONDS": ("redis_pool_timeout_seconds", _positive_float),
     "MAILERS_AUTOMATION_LEASE_SECONDS": ("automation_lease_seconds", _positive_float),
+    "MAILERS_CAMPAIGN_RUNNERS": ("campaign_runners", _integer),
 }
 
 

@@ -5,6 +5,10 @@ checkpoint and the counters:
 
     r          the record            status   draft|scheduled|sending|paused|sent|cancelled|failed
     phase      resolve|exclude|test|winner|send|settle (the runner's)   src, cur   source index, cursor
+    slices     how many slices the test/send phases are split into (absent: 1)   bounds  their upper ids
+    cur:<j>    slice j's cursor (slice 0's is `cur`)    done:<j>  the phase slice j finished
+    resv:<j>   the recipients granted to slice j's chunk not yet committed (the in-flight window)
+    rt rl      the campaign's rate bucket: tokens, time of the last grant (ms)
     waiting    why nothing is sent now (outside_window, servers_paused, ...) or absent
     failure    why the campaign is `failed` (template_deleted, all_recipients_failed) or absent
     launch_ms  done_ms  send_at_ms  test_done_ms  winner  round (retry-failed calls)
@@ -98,6 +102,45 @@ return {1, current, n}
 """
 
 
+_GRANT = """
+-- KEYS: campaign hash
+-- ARGV: slice, slices, wanted, in-flight window, per_second (0: no rate), now (ms)
+-- How many recipients slice ARGV[1]'s next chunk may take: only while `sending`; the window counts the
+-- queued messages (enqueued, not yet settled) and every other slice's granted, uncommitted chunk; the
+-- rate is one bucket per campaign (one second of burst), shared by every runner. The grant is kept as
+-- the slice's reservation (`resv:<slice>`) until its chunk commits (`commit_chunk` deletes it); a chunk
+-- replayed after a crash overwrites it.
+local h = KEYS[1]
+if redis.call('HGET', h, 'status') ~= 'sending' then return {0, 'status'} end
+local function n(f) return tonumber(redis.call('HGET', h, f) or '0') or 0 end
+local settled = n('n:sent') + n('n:failed') + n('n:suppressed') + n('n:canceled')
+local queued = math.max(0, n('n:enq') - settled)
+local slice = tonumber(ARGV[1])
+local others = 0
+for j = 0, tonumber(ARGV[2]) - 1 do
+  if j ~= slice then others = others + n('resv:' .. j) end
+end
+local room = tonumber(ARGV[4]) - queued - others
+if room <= 0 then return {0, 'window'} end
+local grant = math.min(tonumber(ARGV[3]), room)
+local rate = tonumber(ARGV[5])
+if rate > 0 then
+  local now = tonumber(ARGV[6])
+  local tokens = rate
+  local last = redis.call('HGET', h, 'rl')
+  if last then tokens = math.min(rate, n('rt') + math.max(0, now - tonumber(last)) / 1000 * rate) end
+  if tokens < 1 then
+    redis.call('HSET', h, 'rt', tostring(tokens), 'rl', now)
+    return {0, 'rate'}
+  end
+  grant = math.min(grant, math.floor(tokens))
+  redis.call('HSET', h, 'rt', tostring(tokens - grant), 'rl', now)
+end
+redis.call('HSET', h, 'resv:' .. slice, grant)
+return {grant, ''}
+"""
+
+
 class CampaignState(msgspec.Struct, kw_only=True):
     record: CampaignRecord
     status: str
@@ -124,6 +167,7 @@ class CampaignStore:
         self.redis = redis
         self._transition = redis.register_script(_TRANSITION)
         self._retry = redis.register_script(_RETRY)
+        self._grant = redis.register_script(_GRANT)
 
     # --- records -----------------------------------------------------------------------------------
     async def create(self, record: CampaignRecord) -> None:
@@ -240,11 +284,53 @@ class CampaignStore:
         return int(await self.redis.zcard(keyspace.campaign_audience(workspace, campaign_id)))
 
     async def audience_chunk(
-        self, workspace: str, campaign_id: str, *, after: str, count: int, retry: bool = False
+        self,
+        workspace: str,
+        campaign_id: str,
+        *,
+        after: str,
+        count: int,
+        retry: bool = False,
+        upto: str | None = None,
     ) -> list[str]:
+        """The next `count` ids after `after`, up to `upto` included (a slice's upper bound; None: to the
+        end)."""
         key = (keyspace.campaign_retry if retry else keyspace.campaign_audience)(workspace, campaign_id)
         low = f"({after}" if after else "-"
-        return [as_text(i) for i in await self.redis.zrangebylex(key, low, "+", start=0, num=count)]
+        high = f"[{upto}" if upto else "+"
+        return [as_text(i) for i in await self.redis.zrangebylex(key, low, high, start=0, num=count)]
+
+    async def slice_bounds(self, workspace: str, campaign_id: str, slices: int) -> list[str]:
+        """The upper ids of the first `slices - 1` of `slices` equal slices of the final snapshot (lex
+        order; the last slice runs to the end): read once, when the sending phases begin."""
+        key = keyspace.campaign_audience(workspace, campaign_id)
+        size = int(await self.redis.zcard(key))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for j in range(1, slices):
+                rank = size * j // slices - 1
+                pipe.zrange(key, rank, rank)
+            found = await pipe.execute()
+        return [as_text(ids[0]) for ids in found if ids]
+
+    async def grant(
+        self,
+        workspace: str,
+        campaign_id: str,
+        *,
+        slice_index: int,
+        slices: int,
+        wanted: int,
+        in_flight: int,
+        per_second: int | None,
+        now_ms: int,
+    ) -> tuple[int, str]:
+        """How many recipients slice `slice_index`'s next chunk may take, and why none ('' when some):
+        'status' (not `sending`), 'window' (the in-flight window is full), 'rate'. See `_GRANT`."""
+        reply = await self._grant(
+            keys=[keyspace.campaign(workspace, campaign_id)],
+            args=[slice_index, slices, wanted, in_flight, per_second or 0, now_ms],
+        )
+        return int(reply[0]), as_text(reply[1])
 
     async def commit_chunk(
         self,
@@ -255,11 +341,19 @@ class CampaignStore:
         counts: Mapping[str, int],
         failures: Sequence[tuple[str, FailureRecord]] = (),
         retried: Sequence[str] = (),
+        slice_index: int = 0,
+        refund: int = 0,
     ) -> None:
-        """One chunk done: its cursor, its counts and its failed recipients, in one MULTI."""
+        """One chunk done: its cursor, its counts and its failed recipients, in one MULTI, which also ends
+        its slice's reservation of the in-flight window and gives back the rate tokens granted for
+        recipients that were not sent (skipped)."""
         key = keyspace.campaign(workspace, campaign_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=_mapping(checkpoint))
+            if checkpoint:
+                pipe.hset(key, mapping=_mapping(checkpoint))
+            pipe.hdel(key, f"resv:{slice_index}")
+            if refund:
+                pipe.hincrbyfloat(key, "rt", refund)
             for name, value in counts.items():
                 if value:
                     pipe.hincrby(key, name, value)

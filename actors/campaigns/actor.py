@@ -23,7 +23,14 @@ from schemas.settings import Settings
 
 @ray.remote(num_cpus=0)
 class CampaignRunnerActor:
-    def __init__(self, settings: Settings, redis_url: str, in_flight: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis_url: str,
+        in_flight: int | None = None,
+        index: int = 0,
+        runners: int = 1,
+    ) -> None:
         run_as_sender()
         settle_garbage_collector()
         self.settings = settings
@@ -35,6 +42,8 @@ class CampaignRunnerActor:
             segments=self._segments,
             variant_metric=self._variant_metric,
             in_flight=in_flight,
+            index=index,
+            runners=runners,
         )
         self._stop = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self.body.run(self._stop))

@@ -100,7 +100,9 @@ class CampaignRunner:
         in_flight: int | None = None,
         chunk: int = SEND_CHUNK,
         parallel: int = 2,
-        consumer: str = "runner",
+        consumer: str | None = None,
+        index: int = 0,
+        runners: int = 1,
     ) -> None:
         self.redis = redis
         self.settings = settings
@@ -110,6 +112,12 @@ class CampaignRunner:
         self.in_flight = in_flight if in_flight is not None else settings.campaign_in_flight
         self.chunk = chunk
         self.parallel = max(1, parallel)
+        # This runner is `index` of `runners`: it sends the slices j of a campaign with j % runners ==
+        # index; runner 0 also does every phase that is not sliced (resolve, exclude, winner, retry,
+        # settle). A campaign is cut into `runners` slices when its sending begins (fewer when small).
+        self.runners = max(1, runners)
+        self.index = index % self.runners
+        consumer = consumer or ("runner" if self.index == 0 else f"runner-{self.index}")
         self.store = CampaignStore(redis)
         self.outbound = Outbound(redis, settings)
         self.routing = WorkspaceRoutingCache(redis)
@@ -126,9 +134,6 @@ class CampaignRunner:
             clock=clock,
         )
         self._group_ready = False
-        # Per campaign: (time of the last grant, tokens) of its rate limit. In memory: after a restart
-        # the campaign starts with one second's worth, which the in-flight window bounds anyway.
-        self._buckets: dict[str, tuple[float, float]] = {}
 
     # --- the loop ----------------------------------------------------------------------------------
     async def step(self) -> int:
@@ -194,6 +199,10 @@ class CampaignRunner:
             moved = await self.store.transition(workspace, campaign_id, ("scheduled",), "sending")
             return 1 if moved.done else 0
         phase = state.text("phase") or "resolve"
+        if phase in SLICED:
+            return await self._send_slices(state, phase, now_ms, send_at_ms)
+        if self.index != 0:  # every phase but the sliced ones is runner 0's
+            return 0
         if phase == "resolve":
             return await self._resolve(state)
         if phase == "exclude":
@@ -204,16 +213,30 @@ class CampaignRunner:
             return await self._waiting(state, "send_at")
         if phase == "winner":
             return await self._pick_winner(state, now_ms)
-        record = state.record
-        if not send_window.is_open(record.window, _at(now_ms)):
+        if not send_window.is_open(state.record.window, _at(now_ms)):
             return await self._waiting(state, "outside_window")
-        room = self.in_flight - queued(state)
-        if room <= 0:
-            return await self._waiting(state, await self._why_full(workspace))
-        allowed = self._rate_grant(campaign_id, record.rate.per_second, min(room, self.chunk))
-        if allowed <= 0:
-            return await self._waiting(state, "rate")
-        return await self._send_chunk(state, phase, allowed, now_ms)
+        return await self._send_chunk(state, phase, 0, now_ms)
+
+    async def _send_slices(self, state: CampaignState, phase: str, now_ms: int, send_at_ms: int) -> int:
+        """One chunk of each slice of this runner not yet done in this phase; runner 0 moves the phase on
+        once every slice is."""
+        slices = max(1, state.number("slices"))
+        mine = [
+            j for j in range(slices) if j % self.runners == self.index and state.text(f"done:{j}") != phase
+        ]
+        if mine:
+            if now_ms < send_at_ms:  # resumed before its time
+                return await self._waiting(state, "send_at")
+            if not send_window.is_open(state.record.window, _at(now_ms)):
+                return await self._waiting(state, "outside_window")
+        done = 0
+        for j in mine:
+            done += await self._send_chunk(state, phase, j, now_ms)
+        if self.index == 0 and all(
+            state.text(f"done:{j}") == phase for j in range(slices)
+        ):  # `state` as read at the start of the step: a slice finished in this step counts next step
+            return await self._phase_done(state, phase, now_ms)
+        return done
 
     async def _waiting(self, state: CampaignState, reason: str | None) -> int:
         if state.text("waiting") != reason:
@@ -277,9 +300,13 @@ class CampaignRunner:
         if index >= len(sources):
             size = await self.store.audience_size(record.workspace, record.id)
             first = "test" if record.ab_test is not None else "send"
-            await self.store.set_fields(
-                record.workspace, record.id, {"phase": first, "src": 0, "cur": "", "n:audience": size}
-            )
+            # The sending phases are cut into slices of the final snapshot, one cursor each, so several
+            # runners send one campaign; a small audience is one slice (at least a chunk a slice).
+            slices = max(1, min(self.runners, size // self.chunk))
+            bounds = await self.store.slice_bounds(record.workspace, record.id, slices)
+            fields: dict[str, str | int] = {"phase": first, "src": 0, "cur": "", "n:audience": size}
+            fields |= {"slices": len(bounds) + 1, "bounds": ",".join(bounds)}
+            await self.store.set_fields(record.workspace, record.id, fields)
             return 1
         list_id, status = sources[index]
         cursor = state.text("cur")
@@ -292,15 +319,44 @@ class CampaignRunner:
         return 1
 
     # --- send ------------------------------------------------------------------------------------------
-    async def _send_chunk(self, state: CampaignState, phase: str, allowed: int, now_ms: int) -> int:
+    async def _send_chunk(self, state: CampaignState, phase: str, slice_index: int, now_ms: int) -> int:
         record = state.record
         retry = phase == "retry"
-        cursor = "" if retry else (state.text("cur") or "")
+        grant, why = await self.store.grant(
+            record.workspace,
+            record.id,
+            slice_index=slice_index,
+            slices=max(1, state.number("slices")),
+            wanted=self.chunk,
+            in_flight=self.in_flight,
+            per_second=record.rate.per_second,
+            now_ms=now_ms,
+        )
+        if grant <= 0:
+            if why == "window":
+                return await self._waiting(state, await self._why_full(record.workspace))
+            return await self._waiting(state, "rate") if why == "rate" else 0
+        # Slice j is the snapshot's ids in (bounds[j-1], bounds[j]] (the first from the start, the last
+        # to the end); its cursor starts at its lower bound.
+        cursor_field = _cursor_field(slice_index)
+        bounds = [""] + (state.text("bounds") or "").split(",") + [""]
+        cursor = "" if retry else (state.text(cursor_field) or bounds[slice_index])
+        upto = None if retry else bounds[slice_index + 1] or None
         ids = await self.store.audience_chunk(
-            record.workspace, record.id, after=cursor, count=allowed, retry=retry
+            record.workspace, record.id, after=cursor, count=grant, retry=retry, upto=upto
         )
         if not ids:
-            return await self._phase_done(state, phase, now_ms)
+            if retry:
+                return await self._phase_done(state, phase, now_ms)
+            await self.store.commit_chunk(
+                record.workspace,
+                record.id,
+                checkpoint={f"done:{slice_index}": phase},
+                counts={},
+                slice_index=slice_index,
+                refund=grant if record.rate.per_second else 0,
+            )
+            return 1
         await self._waiting(state, None)
         raws = await self.redis.hmget(keyspace.subscribers(record.workspace), ids)
         launch_ms = state.number("launch_ms")
@@ -340,9 +396,8 @@ class CampaignRunner:
             elif isinstance(outcome, Rejected):
                 rejected += 1
                 failures.append((sub_id, _failure(email, outcome, now_ms)))
-        self._spend(record.id, len(items))
         processed = enqueued + rejected + skipped
-        checkpoint: dict[str, str | int] = {} if retry else {"cur": ids[-1]}
+        checkpoint: dict[str, str | int] = {} if retry else {cursor_field: ids[-1]}
         await self.store.commit_chunk(
             record.workspace,
             record.id,
@@ -350,6 +405,8 @@ class CampaignRunner:
             counts={"n:enq": enqueued, "n:rej": rejected, "n:skip": skipped, "n:done": processed},
             failures=failures,
             retried=ids if retry else (),
+            slice_index=slice_index,
+            refund=grant - len(items) if record.rate.per_second else 0,
         )
         return 1
 
@@ -373,6 +430,7 @@ class CampaignRunner:
             fields = {"phase": "retry", "cur": ""}
         else:
             fields = {"phase": "settle", "cur": ""}
+        fields |= {_cursor_field(j): "" for j in range(1, state.number("slices"))}
         await self.store.set_fields(record.workspace, record.id, fields)
         return 1
 
@@ -468,21 +526,7 @@ class CampaignRunner:
             await self.store.drop_snapshot(record.workspace, record.id)
         return 1 if moved.done else 0
 
-    # --- pacing ----------------------------------------------------------------------------------------
-    def _rate_grant(self, campaign_id: str, per_second: int | None, wanted: int) -> int:
-        if per_second is None:
-            return wanted
-        now = self.clock()
-        last, tokens = self._buckets.get(campaign_id, (now, float(per_second)))
-        tokens = min(float(per_second), tokens + (now - last) * per_second)
-        self._buckets[campaign_id] = (now, tokens)
-        return min(wanted, int(tokens))
-
-    def _spend(self, campaign_id: str, n: int) -> None:
-        if campaign_id in self._buckets:
-            last, tokens = self._buckets[campaign_id]
-            self._buckets[campaign_id] = (last, tokens - n)
-
+    # --- pacing (the rate and the in-flight window: `CampaignStore.grant`) ---------------------------
     async def _why_full(self, workspace: str) -> str:
         """Why the in-flight window stays full: every server down, every server at its quota, or only
         that the servers are busy sending what is queued."""
@@ -508,6 +552,13 @@ class CampaignRunner:
 
 
 _NOT_NOW = object()
+SLICED = ("test", "send")  # the phases several runners share, each slice with its own cursor
+
+
+def _cursor_field(slice_index: int) -> str:
+    return "cur" if slice_index == 0 else f"cur:{slice_index}"
+
+
 # Why a campaign is `failed` (its `failure` field, `progress.failure`).
 TEMPLATE_DELETED = "template_deleted"
 ALL_RECIPIENTS_FAILED = "all_recipients_failed"

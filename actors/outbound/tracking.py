@@ -145,6 +145,9 @@ def _before_body_end(html: str, snippet: str) -> str:
     return html[:at] + snippet + html[at:]
 
 
+@functools.lru_cache(
+    maxsize=256
+)  # a campaign's every message is from one domain: one IDNA pass, not one each
 def _ascii_domain(domain: str) -> str | None:
     try:
         return to_ascii_domain(domain)

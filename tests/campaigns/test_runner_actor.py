@@ -1,5 +1,6 @@
-"""The campaign runner through its real Ray shell: it resumes launched campaigns by itself, and killing
-the actor alone mid-campaign (Ray restarts it) still gives every subscriber exactly one message."""
+"""The campaign runners through their real Ray shells: they resume launched campaigns by themselves, and
+killing one runner actor alone mid-campaign (Ray restarts it) while the other sends its slice still gives
+every subscriber exactly one message."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from actors.campaigns.client import start_campaign_runner
+from actors.campaigns.client import start_campaign_runners
 from ingress.context import SERVICES
 from tests.campaigns.conftest import campaign, smtp_campaign
 from tests.pipeline.conftest import wait_for
@@ -24,9 +25,10 @@ async def test_killing_the_runner_actor_mid_campaign_sends_everyone_exactly_once
     headers, list_id, emails, template_id, campaign_id = await smtp_campaign(client, make_key, sink, 1500)
     settings = client.app[SERVICES].settings
     name = f"campaign-runner-{uuid.uuid4().hex[:8]}"
-    handle = start_campaign_runner(settings, redis_url, name=name, in_flight=200)
+    handles = start_campaign_runners(settings, redis_url, name=name, in_flight=200, runners=2)
+    handle = handles[0]  # runner 0: resolve, its slice, the phases; runner 1 keeps sending its slice
     try:
-        assert await handle.ready.remote()
+        assert all([await h.ready.remote() for h in handles])
         await wait_for(lambda: len(sink.deliveries) >= 300, within=60)
         at_kill = len(sink.deliveries)
         ray.kill(handle, no_restart=False)  # the actor process dies; Ray starts it again
@@ -36,8 +38,9 @@ async def test_killing_the_runner_actor_mid_campaign_sends_everyone_exactly_once
 
         await wait_for(finished, within=120)
     finally:
-        await handle.shutdown.remote()
-        ray.kill(handle, no_restart=True)
+        for each in handles:
+            await each.shutdown.remote()
+            ray.kill(each, no_restart=True)
     counts = Counter(to for d in sink.deliveries for to in d.rcpt_tos)
     duplicates = sum(c - 1 for c in counts.values())
     print(
