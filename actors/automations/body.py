@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -56,11 +57,12 @@ from schemas.automations import (
     UpdateStep,
     WaitStep,
     WebhookStep,
+    record_decoder,
     successors,
 )
 from schemas.domain_names import normalise_email
-from schemas.events import Event
-from schemas.ids import derived_id, new_id
+from schemas.events import Event, events_msgpack_decoder
+from schemas.ids import derived_id, new_id, new_ids
 from schemas.schedules import next_due
 from schemas.segments import SegmentQuery
 from schemas.send import RoutingIn, SendRequest, TemplateRef, TrackingIn
@@ -69,7 +71,7 @@ from schemas.subscriber_chunks import chunk_decoder
 from security.ssrf import ForbiddenUrl, check_webhook_url
 from security.webhook_signing import derived_webhook_secret, sign_delivery
 from store import keyspace
-from store.automation_runs import Claimed, NewRun, RunStore, Transition
+from store.automation_runs import Claimed, ClaimedBatch, NewRun, RunStore, Transition
 from store.automations import AutomationStore
 from store.event_entries import entry_events
 from store.group_reader import GroupReader
@@ -93,13 +95,33 @@ class Plan(msgspec.Struct, kw_only=True):
 
 
 def automation_event(kind: str, workspace: str, now_ms: int, data: dict[str, Any]) -> Event:
-    return Event(
-        id=new_id("evt"),
-        type=kind,
-        created_at=datetime.fromtimestamp(now_ms / 1000, UTC),
-        workspace=workspace,
-        data=data,
-    )
+    return Event(id=_event_ids(), type=kind, created_at=_at(now_ms), workspace=workspace, data=data)
+
+
+class _EventIds:
+    """Event ids minted 64 at a time (`new_ids`, ~0.5 µs each instead of ~3), never kept past the
+    millisecond they were minted in: the id's time stays the event's."""
+
+    def __init__(self) -> None:
+        self.ms, self.ids = -1, list[str]()
+
+    def __call__(self) -> str:
+        ms = time.time_ns() // 1_000_000
+        if ms != self.ms or not self.ids:
+            self.ms, self.ids = ms, new_ids("evt", 64)
+        return self.ids.pop()
+
+
+_event_ids = _EventIds()
+_last_at: tuple[int, datetime] = (-1, datetime.fromtimestamp(0, UTC))
+
+
+def _at(now_ms: int) -> datetime:
+    """`now_ms` as a datetime (a batch's events share their time: made once)."""
+    global _last_at
+    if _last_at[0] != now_ms:
+        _last_at = (now_ms, datetime.fromtimestamp(now_ms / 1000, UTC))
+    return _last_at[1]
 
 
 def new_run(
@@ -160,6 +182,7 @@ class AutomationRunner:
         segment_period: float = 60.0,
         live_ttl: float = 1.0,
         release_on_start: bool = True,
+        pipeline: int = 4,
     ) -> None:
         self.redis, self.settings, self.clock = redis, settings, clock
         self.outbound = outbound if outbound is not None else Outbound(redis, settings)
@@ -198,6 +221,13 @@ class AutomationRunner:
         # instead of after the rest of a 20 ms sleep. `run_until_idle` never blocks.
         self._block_ms: int | None = None
         self._idle = False
+        # When each automation with runs is next to be claimed (ms; None: at the next pass), and when the
+        # next sweep over every automation with due runs is (see `drive`).
+        self._due: dict[tuple[str, str], int | None] = {}
+        self._sweep_at: float = float("-inf")
+        self.pipeline = pipeline
+        self._mark_kinds: frozenset[str] = frozenset()
+        self._mark_bytes: tuple[bytes, ...] = ()
 
     # --- the loop ---------------------------------------------------------------------------------
     async def step(self) -> int:
@@ -292,24 +322,59 @@ class AutomationRunner:
         if not entries:
             return 0
         live = [(h, d) for h, d in await self.live() if isinstance(d.trigger, EventTrigger)]
-        if live:
-            # A chunk of new subscribers (`store/event_entries.py`) is expanded only when one of its two
-            # event types triggers a live automation of its workspace.
-            triggers = {
-                (h.workspace, d.trigger.event) for h, d in live if isinstance(d.trigger, EventTrigger)
-            }
-            events = [
-                event
-                for _, fields in entries
-                if _may_trigger(fields, triggers)
-                for event in entry_events(fields)
-            ]
+        # Only entries that may hold an event some live trigger wants are decoded: each trigger's type is
+        # looked for in the entry's bytes as msgpack writes it (the key `type`, then the name), so a
+        # message event of a bulk send that no automation listens for costs a few substring searches.
+        # A chunk of new subscribers (`store/event_entries.py`) is expanded only when one of its two event
+        # types triggers a live automation of its workspace.
+        triggers = {(h.workspace, d.trigger.event) for h, d in live if isinstance(d.trigger, EventTrigger)}
+        marks = self._marks(triggers)
+        events: list[Event] = []
+        for _, fields in entries:
+            raw = fields.get(keyspace.EVENT_FIELD)
+            if raw is None:
+                if triggers and _may_trigger(fields, triggers):
+                    events += entry_events(fields)
+                continue
+            if marks and any(mark in raw for mark in marks):
+                decoded = events_msgpack_decoder.decode(raw)
+                events += decoded
+                if _TRIGGERED_MARK in raw:
+                    for event in decoded:
+                        if event.type == "automation.triggered":
+                            self._hint(event.workspace, event.data.get("automation_id"))
+            elif _TRIGGERED_MARK in raw:
+                self._hints(raw)
+        if events:
             await self.on_events(events, live)
         await self.redis.xack(
             keyspace.EVENT_STREAM, keyspace.AUTOMATION_GROUP, *[entry_id for entry_id, _ in entries]
         )
         # A short batch drained the stream: no reason to read again before the idle wait.
         return len(entries) if len(entries) >= self.events.count else 0
+
+    def _marks(self, triggers: set[tuple[str, str]]) -> tuple[bytes, ...]:
+        kinds = frozenset(kind for _, kind in triggers)
+        if kinds != self._mark_kinds:
+            self._mark_kinds = kinds
+            self._mark_bytes = tuple(_type_mark(kind) for kind in sorted(kinds))
+        return self._mark_bytes
+
+    def _hints(self, raw: bytes) -> None:
+        """The automations whose runs an entry's `automation.triggered` events say were started (by an api
+        trigger, or by another runner): claimed in the next pass. Only the type, workspace and automation
+        are decoded; an entry that fails to decode gives no hint (the sweep finds its runs)."""
+        try:
+            hints = _hints_decoder.decode(raw)
+        except msgspec.DecodeError:
+            return
+        for hint in hints:
+            if hint.type == "automation.triggered":
+                self._hint(hint.workspace, hint.data.automation_id)
+
+    def _hint(self, workspace: str, automation_id: object) -> None:
+        if isinstance(automation_id, str) and automation_id:
+            self.due_now(workspace, automation_id)
 
     async def on_events(self, events: list[Event], live: list[tuple[AutomationRecord, Definition]]) -> None:
         """Runs for the events that match a live event trigger: subscribers looked up in bulk, one start
@@ -355,6 +420,7 @@ class AutomationRunner:
             await self.runs.start(
                 workspace, automation_id, runs, after_exit=definition.reentry == "after_exit"
             )
+            self.due_now(workspace, automation_id)
 
     async def _event_subscribers(self, events: list[Event]) -> dict[str, SubscriberRecord]:
         """The subscriber each event is about (by id, or by address), by event id: two HMGETs a workspace."""
@@ -427,6 +493,7 @@ class AutomationRunner:
                 await self.runs.start(
                     workspace, automation_id, starts, after_exit=definition.reentry == "after_exit"
                 )
+                self.due_now(workspace, automation_id)
             await self.automations.advance_schedule(
                 workspace,
                 automation_id,
@@ -501,40 +568,112 @@ class AutomationRunner:
                 await self.runs.start(
                     head.workspace, head.id, starts, after_exit=definition.reentry == "after_exit"
                 )
+                self.due_now(head.workspace, head.id)
                 await self.automations.mark_seen_in_segment(head.workspace, head.id, sorted(entered))
                 done += len(starts)
         return done
 
     # --- runs -------------------------------------------------------------------------------------
+    def due_now(self, workspace: str, automation_id: str) -> None:
+        """A run of this automation was just started (here, or by an api trigger seen on the stream):
+        claim it in the next pass."""
+        self._due[(workspace, automation_id)] = None
+
     async def drive(self) -> int:
+        """Claim and step the due runs. Which automations to claim is known without asking Redis each
+        pass: every claim answers when its automation is due next (its earliest score), a commit knows
+        the scores it wrote, and a run started elsewhere is seen on the stream (`automation.triggered`);
+        every `live_ttl` seconds a sweep claims every automation with due runs anyway (what another
+        runner or process changed). A paused automation is tried every pass (it is held, not forgotten)."""
+        now_ms = self.now_ms()
+        if now_ms >= self._sweep_at:
+            self._sweep_at = now_ms + int(self.live_ttl * 1000)
+            swept = set(await self.runs.active())
+            self._due = {pair: self._due.get(pair) for pair in swept | set(self._due)}
         done = 0
-        for workspace, automation_id in await self.runs.active():
-            claimed = await self.runs.claim(
-                workspace, automation_id, now_ms=self.now_ms(), lease_ms=self.lease_ms, limit=self.batch
-            )
-            if claimed:
-                await self.advance(workspace, automation_id, claimed)
-                done += len(claimed)
+        for pair, at in list(self._due.items()):
+            if at is None or at <= now_ms:
+                done += await self._drive_one(*pair)
         return done
 
-    async def advance(self, workspace: str, automation_id: str, claimed: list[Claimed]) -> None:
-        """One step of each claimed run, committed together."""
-        head = await self.automations.get(workspace, automation_id)
-        if head is None:
-            return  # deleted: its keys are gone, nothing to write
+    async def _drive_one(self, workspace: str, automation_id: str) -> int:
+        """Up to `pipeline` batches of this automation's due runs, overlapped: the next batch is claimed
+        while this one is planned, and this one's commit runs in Redis while the next is planned."""
+        pair = (workspace, automation_id)
+        claim = partial(
+            self.runs.claim_batch, workspace, automation_id, lease_ms=self.lease_ms, limit=self.batch
+        )
+        batch = await claim(now_ms=self.now_ms())
+        done, rounds = 0, 0
+        committing: asyncio.Future[int | None] | None = None
+        following: asyncio.Future[ClaimedBatch] | None = None
+        next_ms = batch.next_due_ms
+        try:
+            while batch.runs:
+                rounds += 1
+                if len(batch.runs) >= self.batch and rounds < self.pipeline:
+                    following = asyncio.ensure_future(claim(now_ms=self.now_ms()))
+                    await asyncio.sleep(0)  # let it send its call before planning holds the loop
+                moves = await self.plan(workspace, automation_id, batch)
+                if committing is not None:
+                    earliest = await committing
+                    next_ms = _earliest(next_ms, earliest)
+                    committing = None
+                committing = asyncio.ensure_future(self._commit(workspace, automation_id, moves))
+                await asyncio.sleep(0)
+                done += len(batch.runs)
+                if following is None:
+                    break
+                batch, following = await following, None
+                next_ms = _earliest(batch.next_due_ms, next_ms)
+        finally:
+            for task in (committing, following):
+                if task is not None and not task.done():
+                    await asyncio.wait([task])
+        if committing is not None:
+            next_ms = _earliest(next_ms, committing.result())
+        if following is not None:
+            following.result()  # claimed but not planned (an error above): their leases end by themselves
+        if rounds >= self.pipeline:
+            next_ms = None  # more may be due: again next pass
+        if batch.paused:
+            self._due[pair] = None
+        elif next_ms is None and not batch.runs and rounds == 0:
+            self._due.pop(pair, None)  # nothing left: a start puts it back
+        else:
+            self._due[pair] = next_ms
+        return done
+
+    async def _commit(self, workspace: str, automation_id: str, moves: list[Transition]) -> int | None:
+        """Commit, and answer the earliest due time written (None: no run left due)."""
+        applied = await self.runs.commit(workspace, automation_id, moves)
+        due = [m.due_ms for m, ok in zip(moves, applied, strict=True) if ok and m.due_ms is not None]
+        return min(due) if due else None
+
+    async def plan(self, workspace: str, automation_id: str, batch: ClaimedBatch) -> list[Transition]:
+        """One step of each claimed run: the transitions to commit."""
+        if batch.head is None:
+            return []  # deleted: its keys are gone, nothing to write
+        head = record_decoder.decode(batch.head)
+        claimed = batch.runs
         now_ms = self.now_ms()
+        definitions: dict[int, Definition | None] = {}
+        for version in {run.record.version for run in claimed}:
+            definitions[version] = await self.definition(workspace, automation_id, version)
         wanted = set()
         for run in claimed:
-            definition = await self.definition(workspace, automation_id, run.record.version)
+            definition = definitions[run.record.version]
             if definition is None or run.record.at >= len(definition.steps):
                 continue
             if _needs_subscriber(definition.steps[run.record.at]):
                 wanted.add(run.record.subscriber)
-        subscribers = {s.id: s for s in await self.subscribers.many(workspace, list(wanted))}
+        subscribers = (
+            {s.id: s for s in await self.subscribers.many(workspace, list(wanted))} if wanted else {}
+        )
         plans: dict[str, Plan | None] = {}
         sends: list[tuple[Claimed, Definition, SendStep, SubscriberRecord]] = []
         for run in claimed:
-            definition = await self.definition(workspace, automation_id, run.record.version)
+            definition = definitions[run.record.version]
             plans[run.run_id] = None
             if definition is None or run.record.status not in LIVE:
                 plans[run.run_id] = Plan(record=run.record, due_ms=None)
@@ -564,12 +703,18 @@ class AutomationRunner:
         if sends:
             for run_id, plan in (await self.do_sends(workspace, head, sends, now_ms)).items():
                 plans[run_id] = plan
-        moves = [
-            Transition(run_id=c.run_id, expected=c.raw, record=p.record, due_ms=p.due_ms, events=p.events)
+        return [
+            Transition(
+                run_id=c.run_id,
+                expected=c.raw,
+                record=p.record,
+                due_ms=p.due_ms,
+                events=p.events,
+                lease=c.lease,
+            )
             for c in claimed
             if (p := plans[c.run_id]) is not None
         ]
-        await self.runs.commit(workspace, automation_id, moves)
 
     async def do_step(
         self,
@@ -913,3 +1058,30 @@ def _may_trigger(fields: dict[bytes, bytes], triggers: set[tuple[str, str]]) -> 
         return True
     chunk = chunk_decoder.decode(raw)
     return any((chunk.workspace, kind) in triggers for kind in chunk.types)
+
+
+def _type_mark(kind: str) -> bytes:
+    """How an event of type `kind` shows in an entry's msgpack: the map key `type`, then the str."""
+    return msgspec.msgpack.encode("type") + msgspec.msgpack.encode(kind)
+
+
+_TRIGGERED_MARK = _type_mark("automation.triggered")
+
+
+class _HintData(msgspec.Struct):
+    automation_id: str = ""
+
+
+class _Hint(msgspec.Struct):
+    """What the runner reads of an event it is not triggered by (the rest of the map is skipped)."""
+
+    type: str = ""
+    workspace: str = ""
+    data: _HintData = msgspec.field(default_factory=_HintData)
+
+
+_hints_decoder = msgspec.msgpack.Decoder(list[_Hint])
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
