@@ -74,7 +74,7 @@ from store import keyspace
 from store.automation_runs import Claimed, ClaimedBatch, NewRun, RunStore, Transition
 from store.automations import AutomationStore
 from store.event_entries import entry_events
-from store.group_reader import GroupReader
+from store.group_reader import GroupReader, ack_and_read_new
 from store.lists import ListStore
 from store.replies import as_text
 from store.segments import SegmentStore
@@ -227,6 +227,8 @@ class AutomationRunner:
         self._sweep_at: float = float("-inf")
         self.pipeline = pipeline
         self._mark_kinds: frozenset[str] = frozenset()
+        self._acks: list[bytes] = []
+        self._schedules_at: float = float("-inf")
         self._mark_bytes: tuple[bytes, ...] = ()
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -244,16 +246,20 @@ class AutomationRunner:
     async def run_until_idle(self) -> int:
         return await until_idle(self.step)
 
-    async def run(self, stop: asyncio.Event, *, idle_wait: float = 0.02, min_pass: float = 0.005) -> None:
+    async def run(self, stop: asyncio.Event, *, idle_wait: float = 1.0, min_pass: float = 0.005) -> None:
         """Until `stop`: a pass that found nothing to do is followed by one that first waits up to
-        `idle_wait` for an event on the stream (woken by the first); `min_pass` apart at least, so a
-        trickle of events makes batches rather than a pass per event."""
+        `idle_wait` for an event on the stream (woken by the first), or less when a run, a schedule or
+        the sweep is due sooner (`_idle_block_ms`); `min_pass` apart at least, so a trickle of events
+        makes batches rather than a pass per event."""
         # At most a second a read (well within any client's socket timeout); idle, a pass a second at worst.
         self._block_ms = max(1, int(min(idle_wait - min_pass, 1.0) * 1000))
         try:
             await poll(self.step, stop, idle_wait=min_pass, log=log, on_error=self._reread)
         finally:
             self._block_ms = None
+            if self._acks:  # what the last pass handled
+                acks, self._acks = self._acks, []
+                await self.redis.xack(keyspace.EVENT_STREAM, keyspace.AUTOMATION_GROUP, *acks)
         await self.webhooks.close()
 
     async def release_leases(self) -> int:
@@ -317,8 +323,10 @@ class AutomationRunner:
             _, entries = await self.events.reclaim()  # what a dead runner had read and not acked
         if not entries:
             # Blocks only after a pass with nothing to do (and only under `run`): the loop has other duties.
-            block = self._block_ms if self._idle else None
-            entries = await self.events.read_new(block_ms=block)
+            # What the last pass handled is acked in the same round trip.
+            block = self._idle_block_ms() if self._idle else None
+            acks, self._acks = self._acks, []
+            entries = await ack_and_read_new(self.events, acks, block_ms=block)
         if not entries:
             return 0
         live = [(h, d) for h, d in await self.live() if isinstance(d.trigger, EventTrigger)]
@@ -347,11 +355,25 @@ class AutomationRunner:
                 self._hints(raw)
         if events:
             await self.on_events(events, live)
-        await self.redis.xack(
-            keyspace.EVENT_STREAM, keyspace.AUTOMATION_GROUP, *[entry_id for entry_id, _ in entries]
-        )
+        # Acked with the next read (a crash before it: read again, and run ids derived from the events
+        # start nothing twice).
+        self._acks += [entry_id for entry_id, _ in entries]
         # A short batch drained the stream: no reason to read again before the idle wait.
         return len(entries) if len(entries) >= self.events.count else 0
+
+    def _idle_block_ms(self) -> int | None:
+        """How long an idle read may block: until the earliest of what the runner itself has to do next
+        (a claim, the sweep, a look at the schedules), at most `_block_ms` (the segment check, once a
+        minute, may come up to that late)."""
+        if self._block_ms is None:
+            return None
+        now_ms = self.now_ms()
+        soonest = min(
+            (at for at in self._due.values() if at is not None),
+            default=now_ms + self._block_ms,
+        )
+        wake = min(soonest, self._sweep_at, self._schedules_at)
+        return int(max(1, min(self._block_ms, wake - now_ms)))
 
     def _marks(self, triggers: set[tuple[str, str]]) -> tuple[bytes, ...]:
         kinds = frozenset(kind for _, kind in triggers)
@@ -465,9 +487,16 @@ class AutomationRunner:
         return await reader.segment_count(workspace, query, now=now) > 0
 
     async def fire_schedules(self) -> int:
+        """Fires the schedules that are due. When none is, the schedule zset is looked at again only after
+        `live_ttl` (a schedule fires at most that late), not every pass."""
         now_ms = self.now_ms()
+        if now_ms < self._schedules_at:
+            return 0
         done = 0
-        for workspace, automation_id, fire_ms in await self.automations.due_schedules(now_ms):
+        due = await self.automations.due_schedules(now_ms)
+        if not due:
+            self._schedules_at = now_ms + self.live_ttl * 1000
+        for workspace, automation_id, fire_ms in due:
             head = await self.automations.get(workspace, automation_id)
             definition = (
                 None if head is None else await self.definition(workspace, automation_id, head.version)
