@@ -617,8 +617,7 @@ class AutomationRunner:
         now_ms = self.now_ms()
         if now_ms >= self._sweep_at:
             self._sweep_at = now_ms + int(self.live_ttl * 1000)
-            swept = set(await self.runs.active())
-            self._due = {pair: self._due.get(pair) for pair in swept | set(self._due)}
+            self._due = dict.fromkeys(await self.runs.active())  # each claimed this pass
         done = 0
         for pair, at in list(self._due.items()):
             if at is None or at <= now_ms:
