@@ -20,9 +20,14 @@ script:
   when the lease ends, and the step is done again: what makes that safe is per step (the send step's
   message id is derived from the run and the step, so its enqueue is a no-op the second time; see
   docs/automations.md).
-- `commit`: compare the record with the bytes claimed and, only if unchanged, write the next state, move
-  or remove the due entry and append the step's events, all in one script. A run cancelled or deleted
-  meanwhile, or committed by another runner whose lease overlapped, is left as it is.
+- `commit`: only if the run still holds the lease its claim gave it (its due score: a per-claim token,
+  random to the 1/1024 ms so two claims never share one), write the next state, move or remove the due
+  entry and append the step's events, all in one script. A run cancelled or deleted meanwhile, committed
+  by another runner, or claimed again after its lease ended (or by a restarted runner's release) is left
+  as it is: a runner whose lease was taken over writes nothing, even though the record is unchanged. A
+  transition without a lease (a cancel, which claims nothing) is compared with the record's bytes.
+  The claim also answers the automation's earliest due score and its head record, so the runner knows
+  when to claim it next and reads no head of its own.
 """
 
 from __future__ import annotations

@@ -660,14 +660,10 @@ class AutomationRunner:
                     await asyncio.wait([task])
         if committing is not None:
             next_ms = _earliest(next_ms, committing.result())
-        if following is not None:
-            following.result()  # claimed but not planned (an error above): their leases end by themselves
-        if rounds >= self.pipeline:
-            next_ms = None  # more may be due: again next pass
-        if batch.paused:
-            self._due[pair] = None
-        elif next_ms is None and not batch.runs and rounds == 0:
-            self._due.pop(pair, None)  # nothing left: a start puts it back
+        if batch.paused or rounds >= self.pipeline:
+            self._due[pair] = None  # held (tried every pass), or more may be due: again next pass
+        elif next_ms is None:
+            self._due.pop(pair, None)  # no run left: a start (or the sweep) puts it back
         else:
             self._due[pair] = next_ms
         return done
