@@ -228,6 +228,7 @@ class AutomationRunner:
         self.pipeline = pipeline
         self._mark_kinds: frozenset[str] = frozenset()
         self._acks: list[bytes] = []
+        self._claim_delay_ms = 0  # set by `run`: see `due_now`
         self._schedules_at: float = float("-inf")
         self._mark_bytes: tuple[bytes, ...] = ()
 
@@ -246,17 +247,26 @@ class AutomationRunner:
     async def run_until_idle(self) -> int:
         return await until_idle(self.step)
 
-    async def run(self, stop: asyncio.Event, *, idle_wait: float = 1.0, min_pass: float = 0.005) -> None:
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        idle_wait: float = 1.0,
+        min_pass: float = 0.005,
+        claim_delay: float = 0.02,
+    ) -> None:
         """Until `stop`: a pass that found nothing to do is followed by one that first waits up to
         `idle_wait` for an event on the stream (woken by the first), or less when a run, a schedule or
         the sweep is due sooner (`_idle_block_ms`); `min_pass` apart at least, so a trickle of events
         makes batches rather than a pass per event."""
         # At most a second a read (well within any client's socket timeout); idle, a pass a second at worst.
         self._block_ms = max(1, int(min(idle_wait - min_pass, 1.0) * 1000))
+        self._claim_delay_ms = int(claim_delay * 1000)
         try:
             await poll(self.step, stop, idle_wait=min_pass, log=log, on_error=self._reread)
         finally:
             self._block_ms = None
+            self._claim_delay_ms = 0
             if self._acks:  # what the last pass handled
                 acks, self._acks = self._acks, []
                 await self.redis.xack(keyspace.EVENT_STREAM, keyspace.AUTOMATION_GROUP, *acks)
@@ -605,8 +615,15 @@ class AutomationRunner:
     # --- runs -------------------------------------------------------------------------------------
     def due_now(self, workspace: str, automation_id: str) -> None:
         """A run of this automation was just started (here, or by an api trigger seen on the stream):
-        claim it in the next pass."""
-        self._due[(workspace, automation_id)] = None
+        claim it in the next pass; under `run`, `claim_delay` later at most, so that the runs started by
+        a stream of triggers are claimed and committed a batch at a time, not a round trip or two each
+        (the run itself exists already: this delays only its first step)."""
+        pair = (workspace, automation_id)
+        if self._claim_delay_ms <= 0:
+            self._due[pair] = None
+        elif pair not in self._due or (at := self._due[pair]) is not None:
+            soon = self.now_ms() + self._claim_delay_ms
+            self._due[pair] = soon if pair not in self._due else min(at or soon, soon)
 
     async def drive(self) -> int:
         """Claim and step the due runs. Which automations to claim is known without asking Redis each
