@@ -24,6 +24,7 @@ dedupe), which is what signed webhooks promise everywhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -229,6 +230,7 @@ class AutomationRunner:
         self._mark_kinds: frozenset[str] = frozenset()
         self._acks: list[bytes] = []
         self._claim_delay_ms = 0  # set by `run`: see `due_now`
+        self._quiet = False  # the last pass read entries and decoded none of them (see `run`)
         self._schedules_at: float = float("-inf")
         self._mark_bytes: tuple[bytes, ...] = ()
 
@@ -254,6 +256,7 @@ class AutomationRunner:
         idle_wait: float = 1.0,
         min_pass: float = 0.005,
         claim_delay: float = 0.02,
+        quiet_wait: float = 0.025,
     ) -> None:
         """Until `stop`: a pass that found nothing to do is followed by one that first waits up to
         `idle_wait` for an event on the stream (woken by the first), or less when a run, a schedule or
@@ -262,8 +265,20 @@ class AutomationRunner:
         # At most a second a read (well within any client's socket timeout); idle, a pass a second at worst.
         self._block_ms = max(1, int(min(idle_wait - min_pass, 1.0) * 1000))
         self._claim_delay_ms = int(claim_delay * 1000)
+
+        async def paced() -> int:
+            """A pass that only read entries nothing can be triggered by (the message events of heavy
+            sending) is followed by `quiet_wait` rather than `min_pass`, so that the next read takes the
+            entries of that while in one round trip instead of a pass each; an event that may trigger
+            waits that much longer at worst."""
+            done = await self.step()
+            if not done and self._quiet and quiet_wait > min_pass:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), quiet_wait - min_pass)
+            return done
+
         try:
-            await poll(self.step, stop, idle_wait=min_pass, log=log, on_error=self._reread)
+            await poll(paced, stop, idle_wait=min_pass, log=log, on_error=self._reread)
         finally:
             self._block_ms = None
             self._claim_delay_ms = 0
@@ -337,6 +352,7 @@ class AutomationRunner:
             block = self._idle_block_ms() if self._idle else None
             acks, self._acks = self._acks, []
             entries = await ack_and_read_new(self.events, acks, block_ms=block)
+        self._quiet = bool(entries)  # until an entry is decoded for the triggers
         if not entries:
             return 0
         live = [(h, d) for h, d in await self.live() if isinstance(d.trigger, EventTrigger)]
@@ -353,8 +369,10 @@ class AutomationRunner:
             if raw is None:
                 if triggers and _may_trigger(fields, triggers):
                     events += entry_events(fields)
+                    self._quiet = False
                 continue
             if marks and any(mark in raw for mark in marks):
+                self._quiet = False
                 decoded = events_msgpack_decoder.decode(raw)
                 events += decoded
                 if _TRIGGERED_MARK in raw:
