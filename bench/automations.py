@@ -1,14 +1,25 @@
 """Automations (issue #14), each figure beside a baseline measured in the same run.
 
 `python -m bench --phases automations` (or `python -m bench.automations [--waiting 1000000]
-[--wake 100000] [--rate 1000] [--api-rate 500] [--seconds 10] [--phases memory,wake,api,latency]`)
+[--wake 100000] [--rate 1000] [--api-rate 500] [--seconds 10]
+[--phases memory,wake,runner,stream,api,latency]`)
 
 - memory: Redis `used_memory` per waiting run, `--waiting` runs of one automation written through the
   run store's start script in the state a wait step leaves them (status waiting, one history entry, a due
   entry at the wake-up). Target ≤ 300 B. Baseline: the record's own bytes and id.
 - wake: `--wake` waiting runs all due at the same instant, driven by the runner body (claim, one step,
   commit) until every one has done its next step (an exit): runs/s. Target ≥ 10,000/s. Baseline: the
-  same count of records read and rewritten by a bare pipelined HGET/HSET/ZREM from this process.
+  same count of records read and rewritten by a bare pipelined HGET/HSET/ZREM from this process. The
+  process's garbage collector is settled first, as the runner actor's shell does (`actors/priority.py`);
+  the row also says the CPU the bench process and redis-server spent per run.
+- runner: the runner body's CPU per started run (µs, its thread's CPU clock) while runs are started the
+  way the api trigger's route starts them (`RunStore.start`, batches of 2 every 4 ms: 500 runs/s) for
+  `--seconds`, for an automation starting with a wait and one starting with a send step (rendered and
+  enqueued through `Outbound`; no dispatcher runs). Baseline: the same runner idle for as long.
+- stream: the runner body's CPU per message event while `m:events` gets message events as bulk sending
+  writes them (entries of 50 `message.sent`/`message.delivered` events, 5,000 events/s for `--seconds`),
+  with a live event-triggered automation in the workspace (on `list.subscribed`: none of those events
+  can trigger it). Baseline: the same runner idle for as long.
 - api: `POST /v1/automations/:id/trigger` open-loop at 200 and `--api-rate` req/s for `--seconds`, beside
   the bare aiohttp handler (`bench/baseline_server.py`) and `POST /v1/send` at the same rate in the same
   run (`mailers serve`); the trigger of an automation starting with a wait, and at `--api-rate` also of one
@@ -28,6 +39,7 @@ import asyncio
 import contextlib
 import os
 import statistics
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,19 +51,35 @@ import msgspec
 import redis.asyncio as aioredis
 
 from actors.automations.body import AutomationRunner, automation_event
+from actors.priority import settle_garbage_collector
 from bench import cpu
 from bench.scratch import scratch_dir
 from bench.send import KEY, single_body, start_baseline, start_mailers, stop, wait_ready
 from schemas.audience import ListRecord, SubscriberInput
 from schemas.automations import ApiTrigger as Api
-from schemas.automations import AutomationRecord, Definition, ExitStep, HistoryEntry, RunRecord, WaitStep
+from schemas.automations import (
+    AutomationRecord,
+    Definition,
+    EventTrigger,
+    ExitStep,
+    HistoryEntry,
+    RunRecord,
+    SendStep,
+    WaitStep,
+)
+from schemas.automations import TemplateRef as StepTemplate
+from schemas.events import Event, EventMessage, event_msgpack_encoder
 from schemas.ids import new_id
+from schemas.send import RoutingIn
 from schemas.settings import load_settings
+from schemas.templates import TemplateVersion
 from store import keyspace
 from store.automation_runs import NewRun, RunStore, unpack
 from store.automations import AutomationStore
 from store.redis_server import RedisServer, free_port
+from store.servers import ServerStore, ensure_sandbox_server
 from store.subscribers import SubscriberStore
+from store.templates import TemplateStore
 
 HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
 CHUNK = 5000
@@ -62,7 +90,9 @@ def _load() -> str:
     return f"load {one:.1f}/{five:.1f}"
 
 
-async def _automation(redis: aioredis.Redis, workspace: str, now: datetime) -> AutomationRecord:
+async def _automation(
+    redis: aioredis.Redis, workspace: str, now: datetime, steps: list | None = None
+) -> AutomationRecord:
     head = AutomationRecord(
         id=new_id("aut"),
         workspace=workspace,
@@ -72,7 +102,7 @@ async def _automation(redis: aioredis.Redis, workspace: str, now: datetime) -> A
         created_at=now,
         updated_at=now,
     )
-    steps = [WaitStep(id="pause", seconds=3600), ExitStep(id="done")]
+    steps = steps or [WaitStep(id="pause", seconds=3600), ExitStep(id="done")]
     definition = Definition(version=1, trigger=Api(), steps=list(steps), reentry="always", created_at=now)
     await AutomationStore(redis).create(head, definition, next_fire_ms=None)
     return head
@@ -128,7 +158,7 @@ async def memory(redis_url: str, count: int) -> list[str]:
     ]
 
 
-async def wake(redis_url: str, count: int, data: Path) -> list[str]:
+async def wake(redis_url: str, count: int, data: Path, redis_pid: int | None = None) -> list[str]:
     redis = aioredis.Redis.from_url(redis_url)
     now = datetime.now(UTC)
     now_ms = int(now.timestamp() * 1000)
@@ -144,10 +174,15 @@ async def wake(redis_url: str, count: int, data: Path) -> list[str]:
     await redis.delete(keyspace.EVENT_STREAM)
     settings = load_settings({}, redis_url=redis_url, data_dir=str(data), secret_key="s" * 40)
     runner = AutomationRunner(redis, settings, clock=lambda: now_ms / 1000 + 2, batch=1000)
+    settle_garbage_collector()  # as the runner actor's shell does
+    redis_cpu = _pid_cpu(redis_pid) if redis_pid else 0.0
+    own_cpu = time.process_time()
     started = time.perf_counter()
     while await runner.drive():
         pass
     elapsed = time.perf_counter() - started
+    own_cpu = time.process_time() - own_cpu
+    redis_cpu = (_pid_cpu(redis_pid) - redis_cpu) if redis_pid else 0.0
     left = await redis.zcard(keyspace.automation_due(workspace, head.id))
     sample = await redis.hrandfield(keyspace.automation_runs(workspace, head.id), 1, withvalues=True)
     ended = unpack(sample[1])
@@ -157,7 +192,9 @@ async def wake(redis_url: str, count: int, data: Path) -> list[str]:
     await redis.aclose()
     return [
         f"| wake-up: {count:,} waiting runs due at once, each to its next step (runner body, batches of "
-        f"1,000) | {count / elapsed:,.0f} runs/s (target ≥ 10,000) | {elapsed:.1f} s | {_load()} |",
+        f"1,000) | {count / elapsed:,.0f} runs/s (target ≥ 10,000) | {elapsed:.1f} s; CPU per run: this "
+        f"process {own_cpu / count * 1e6:.1f} µs, redis-server {redis_cpu / count * 1e6:.1f} µs "
+        f"| {_load()} |",
         f"| baseline: bare pipelined HGET + HSET + ZREM of the same {count:,} runs "
         f"| {count / bare:,.0f} runs/s "
         f"| {bare:.1f} s | |",
@@ -451,6 +488,220 @@ async def _event_latency(
     ]
 
 
+def _pid_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _RunnerThread:
+    """A runner body on its own event loop in a thread of this process, so that its CPU is its thread's
+    CPU clock (what drives it, in the main thread, is not counted)."""
+
+    def __init__(self, redis_url: str, data: Path) -> None:
+        self.redis_url, self.data = redis_url, data
+        self.stop: asyncio.Event | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        redis = aioredis.Redis.from_url(self.redis_url)
+        settings = load_settings({}, redis_url=self.redis_url, data_dir=str(self.data), secret_key="s" * 40)
+        runner = AutomationRunner(redis, settings)
+        self.loop, self.stop = asyncio.get_running_loop(), asyncio.Event()
+        self.ready.set()
+        await runner.run(self.stop)
+        await redis.aclose()
+
+    def __enter__(self) -> _RunnerThread:
+        self.thread.start()
+        self.ready.wait()
+        self.clock = time.pthread_getcpuclockid(self.thread.ident or 0)
+        return self
+
+    def cpu(self) -> float:
+        return time.clock_gettime(self.clock)
+
+    def __exit__(self, *_: object) -> None:
+        assert self.loop is not None and self.stop is not None
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(30)
+
+
+async def _idle_cpu(runner: _RunnerThread, seconds: float) -> float:
+    before = runner.cpu()
+    await asyncio.sleep(seconds)
+    return runner.cpu() - before
+
+
+async def runner_phase(redis_url: str, seconds: float, data: Path) -> list[str]:
+    """The runner's CPU per started run (wait first; send first), beside the runner idle."""
+    redis = aioredis.Redis.from_url(redis_url)
+    workspace = "default"
+    now = datetime.now(UTC)
+    now_ms = int(now.timestamp() * 1000)
+    sandbox = await ensure_sandbox_server(ServerStore(redis), workspace)
+    assert sandbox is not None
+    template = TemplateVersion(
+        id=new_id("tpl"),
+        workspace=workspace,
+        version=1,
+        name="bench",
+        subject="Hi",
+        html="<p>Hi {{ email }}</p>",
+        text="Hi",
+        created_at=now,
+        template_created_at=now,
+    )
+    await TemplateStore(redis).create(template)
+    target = ListRecord(id="lst_bench", workspace=workspace, name="b", created_ms=0, updated_ms=0)
+    await SubscriberStore(redis).upsert(
+        target,
+        [SubscriberInput(email=f"r{i}@example.com") for i in range(2000)],
+        mode="upsert",
+        now_ms=now_ms,
+    )
+    subscriber_ids = [k.decode() for k in await redis.hkeys(keyspace.subscribers(workspace))]
+    wait = WaitStep(id="w", seconds=86400)
+    send = SendStep(
+        id="s",
+        template=StepTemplate(id=template.id, version=1),
+        from_="Acme <a@acme.com>",
+        routing=RoutingIn(server=sandbox.id),
+    )
+    settle_garbage_collector()
+    rows = []
+    with _RunnerThread(redis_url, data) as runner:
+        await asyncio.sleep(1.5)  # its first passes (the consumer group, the sweep) are not counted
+        idle = await _idle_cpu(runner, seconds)
+        rows.append(
+            f"| baseline: the runner idle for {seconds:g} s | {idle * 1e3:,.1f} ms of CPU "
+            f"({idle / seconds * 1e6:,.0f} µs a second) | | {_load()} |"
+        )
+        for name, steps in (("wait", [wait]), ("send", [send, wait])):
+            head = await _automation(redis, workspace, now, steps)
+            count = int(500 * seconds)
+            before = runner.cpu()
+            started = time.perf_counter()
+            runs = RunStore(redis)
+            for i in range(0, count, 2):
+                at = started + i / 500
+                if (delay := at - time.perf_counter()) > 0:
+                    await asyncio.sleep(delay)
+                batch = []
+                for j in (i, i + 1):
+                    ms = int(time.time() * 1000)
+                    sub = subscriber_ids[j % len(subscriber_ids)]
+                    record = RunRecord(subscriber=sub, version=1, status="r", at=0, created_ms=ms)
+                    event = automation_event(
+                        "automation.triggered",
+                        workspace,
+                        ms,
+                        {"automation_id": head.id, "run_id": "-", "subscriber": sub, "trigger": "api"},
+                    )
+                    batch.append(NewRun(run_id=new_id("run"), record=record, due_ms=ms, event=event))
+                await runs.start(workspace, head.id, batch, after_exit=False)
+            due = keyspace.automation_due(workspace, head.id)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # every run at its day-long wait: none due or leased
+                if not await redis.zcount(due, "-inf", int(time.time() * 1000) + 3_600_000):
+                    break
+                await asyncio.sleep(0.05)
+            spent = runner.cpu() - before - idle * (time.perf_counter() - started) / seconds
+            rows.append(
+                f"| runner CPU per started run, automation starting with a {name} (500 runs/s, "
+                f"{count:,} runs) | {spent / count * 1e6:,.0f} µs (the idle baseline taken out) "
+                f"| {time.perf_counter() - started:.1f} s | {_load()} |"
+            )
+    await redis.flushdb()
+    await redis.aclose()
+    return rows
+
+
+async def stream_phase(redis_url: str, seconds: float, data: Path) -> list[str]:
+    """The runner's CPU per message event of a bulk send it cannot be triggered by."""
+    redis = aioredis.Redis.from_url(redis_url)
+    workspace = "default"
+    now = datetime.now(UTC)
+    head = AutomationRecord(
+        id=new_id("aut"),
+        workspace=workspace,
+        name="welcome",
+        status="active",
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    definition = Definition(
+        version=1,
+        trigger=EventTrigger(event="list.subscribed"),
+        steps=[WaitStep(id="w", seconds=60)],
+        reentry="always",
+        created_at=now,
+    )
+    await AutomationStore(redis).create(head, definition, next_fire_ms=None)
+    settle_garbage_collector()
+    rows = []
+    rate, per_entry = 5000, 50
+    with _RunnerThread(redis_url, data) as runner:
+        await asyncio.sleep(1.5)
+        idle = await _idle_cpu(runner, seconds)
+        rows.append(
+            f"| baseline: the runner idle for {seconds:g} s (a live event trigger) | {idle * 1e3:,.1f} ms "
+            f"of CPU | | {_load()} |"
+        )
+        entries = int(rate * seconds / per_entry)
+        before = runner.cpu()
+        started = time.perf_counter()
+        for n in range(entries):
+            at = started + n * per_entry / rate
+            if (delay := at - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            stamp = datetime.now(UTC)
+            events = [
+                Event(
+                    id=new_id("evt"),
+                    type="message.sent" if k % 2 else "message.delivered",
+                    created_at=stamp,
+                    workspace=workspace,
+                    message=EventMessage(
+                        id=new_id("msg"),
+                        to=f"fan{n * per_entry + k}@example.com",
+                        from_="Acme <hello@acme.com>",
+                        provider="sandbox",
+                        server="srv_x",
+                        campaign_id="cmp_bench",
+                    ),
+                    data={"provider_message_id": "x" * 24},
+                )
+                for k in range(per_entry)
+            ]
+            await redis.xadd(
+                keyspace.EVENT_STREAM, {keyspace.EVENT_FIELD: event_msgpack_encoder.encode(events)}
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the runner's group has read and acked every entry
+            groups = await redis.xinfo_groups(keyspace.EVENT_STREAM)
+            mine = [g for g in groups if g["name"] in (b"automations", "automations")]
+            if mine and not mine[0]["pending"] and mine[0].get("lag") in (0, None):
+                break
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        spent = runner.cpu() - before - idle * elapsed / seconds
+        count = entries * per_entry
+        rows.append(
+            f"| runner CPU per message event of a bulk send ({count:,} events, {rate:,}/s in entries of "
+            f"{per_entry}) | {spent / count * 1e6:,.2f} µs (the idle baseline taken out) | {elapsed:.1f} s "
+            f"| {_load()} |"
+        )
+    await redis.flushdb()
+    await redis.aclose()
+    return rows
+
+
 def _q(values: list[float], p: int) -> float:
     if not values:
         return float("nan")
@@ -466,7 +717,11 @@ async def run(args: argparse.Namespace) -> None:
         if "memory" in phases:
             print("\n".join(await memory(redis.url, args.waiting)), flush=True)
         if "wake" in phases:
-            print("\n".join(await wake(redis.url, args.wake, data)), flush=True)
+            print("\n".join(await wake(redis.url, args.wake, data, redis.pid)), flush=True)
+        if "runner" in phases:
+            print("\n".join(await runner_phase(redis.url, args.seconds, data)), flush=True)
+        if "stream" in phases:
+            print("\n".join(await stream_phase(redis.url, args.seconds, data)), flush=True)
         if phases & {"api", "latency"}:
             assert redis.pid is not None
             await server(args, phases, redis.url, redis.pid, data)
@@ -484,7 +739,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-rate", type=int, default=500)
     parser.add_argument("--event-batch", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--phases", default="memory,wake,api,latency")
+    parser.add_argument("--phases", default="memory,wake,runner,stream,api,latency")
     asyncio.run(run(parser.parse_args(argv)))
 
 

@@ -20,13 +20,19 @@ script:
   when the lease ends, and the step is done again: what makes that safe is per step (the send step's
   message id is derived from the run and the step, so its enqueue is a no-op the second time; see
   docs/automations.md).
-- `commit`: compare the record with the bytes claimed and, only if unchanged, write the next state, move
-  or remove the due entry and append the step's events, all in one script. A run cancelled or deleted
-  meanwhile, or committed by another runner whose lease overlapped, is left as it is.
+- `commit`: only if the run still holds the lease its claim gave it (its due score: a per-claim token,
+  random to the 1/1024 ms so two claims never share one), write the next state, move or remove the due
+  entry and append the step's events, all in one script. A run cancelled or deleted meanwhile, committed
+  by another runner, or claimed again after its lease ended (or by a restarted runner's release) is left
+  as it is: a runner whose lease was taken over writes nothing, even though the record is unchanged. A
+  transition without a lease (a cancel, which claims nothing) is compared with the record's bytes.
+  The claim also answers the automation's earliest due score and its head record, so the runner knows
+  when to claim it next and reads no head of its own.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +45,9 @@ from store import keyspace
 from store.lua import LUA_ARRAY, lua_string
 from store.replies import as_bytes, as_text
 
-_encode = msgspec.msgpack.Encoder().encode
+_encoder = msgspec.msgpack.Encoder()
+_encode, _encode_into = _encoder.encode, _encoder.encode_into
+_random = random.Random()
 
 
 def _field(run_id: str) -> str:
@@ -89,21 +97,23 @@ def _subscriber_of(raw: bytes) -> bytes | None:
     return raw[5:22] if raw[3:5] == b"\xc4\x11" else None
 
 
+def _stored(record: RunRecord, subscriber: bytes | None = None) -> _Stored:
+    created = record.created_ms
+    return _Stored(
+        record.status,
+        subscriber or _ulid_bytes(record.subscriber[4:]),
+        record.version,
+        record.at,
+        created,
+        [HistoryEntry(h.step, h.at_ms - created, h.outcome, h.message_id) for h in record.history],
+        record.data,
+        record.reason,
+    )
+
+
 def _pack(record: RunRecord, subscriber: bytes | None = None) -> bytes:
     """`subscriber`: the packed id when the caller has it (a commit: the claimed record's), else computed."""
-    created = record.created_ms
-    return _encode(
-        _Stored(
-            record.status,
-            subscriber or _ulid_bytes(record.subscriber[4:]),
-            record.version,
-            record.at,
-            created,
-            [HistoryEntry(h.step, h.at_ms - created, h.outcome, h.message_id) for h in record.history],
-            record.data,
-            record.reason,
-        )
-    )
+    return _encode(_stored(record, subscriber))
 
 
 def unpack(raw: bytes) -> RunRecord:
@@ -163,10 +173,14 @@ return outcome
 )
 
 _CLAIM = """
-local due, runs, live = KEYS[1], KEYS[2], KEYS[3]
-if redis.call('SISMEMBER', live, ARGV[4]) == 0 then return {{}, {}} end  -- paused (or deleted): runs hold
+local due, runs, live, head = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- paused (or deleted): runs hold
+if redis.call('SISMEMBER', live, ARGV[4]) == 0 then return {{}, {}, '', 1, ''} end
 local ids = redis.call('ZRANGEBYSCORE', due, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-if #ids == 0 then return {{}, {}} end
+if #ids == 0 then
+  local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
+  return {{}, {}, first[2] or '', 0, ''}
+end
 local args = {}
 for i = 1, #ids do
   args[#args + 1] = ARGV[2]
@@ -180,7 +194,11 @@ for i = 1, #ids do
     records[i] = ''
   end
 end
-return {ids, records}
+-- when the automation is due next (its earliest score: a wake-up, or a lease's end), for the runner's
+-- schedule of claims
+local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
+-- and the automation's head record (read by the runner with every batch: a deleted one has none)
+return {ids, records, first[2] or '', 0, redis.call('GET', head) or ''}
 """
 
 _RELEASE = """
@@ -198,43 +216,66 @@ end
 return {#ids, released}
 """
 
-_COMMIT = (
-    LUA_ARRAY
-    + """
+_COMMIT = """
 local runs, due, live, active, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local batch = cmsgpack.unpack(ARGV[1])
-local member = batch[1]
-local events, applied = {}, {}
-for i = 1, #batch[2] do
-  local item = batch[2][i]
-  local run_id, expected, record, score, ended_sub = item[1], item[2], item[3], item[4], item[5]
-  if redis.call('HGET', runs, run_id) == expected then
+local member, items, records, events = batch[1], batch[2], batch[3], batch[4]
+-- items: {run id, token, score, end of its record in `records`, end of its events in `events`, count}
+-- token: the lease score the runner claimed the run with (a number: the run must still hold exactly that
+-- score), or the record's bytes as read (a string: the record must still be exactly those bytes)
+local applied, all, count, rec_at = {}, true, 0, 1
+local has_live = redis.call('EXISTS', live) == 1
+for i = 1, #items do
+  local item = items[i]
+  local run_id, token, score = item[1], item[2], item[3]
+  local ok
+  if type(token) == 'number' then
+    local held = redis.call('ZSCORE', due, run_id)
+    ok = held and tonumber(held) == token
+  else
+    ok = redis.call('HGET', runs, run_id) == token
+  end
+  if ok then
+    local record = string.sub(records, rec_at, item[4])
     redis.call('HSET', runs, run_id, record)
     if score >= 0 then
       redis.call('ZADD', due, score, run_id)
     else
       redis.call('ZREM', due, run_id)
+      -- an ended run leaves the after_exit index: its subscriber is the record's bytes 6-22 (bin8 of 17)
+      if has_live and string.sub(record, 4, 5) == '\\196\\017' then
+        local sub = string.sub(record, 6, 22)
+        if redis.call('HGET', live, sub) == run_id then redis.call('HDEL', live, sub) end
+      end
     end
-    if ended_sub ~= '' and redis.call('HGET', live, ended_sub) == run_id then
-      redis.call('HDEL', live, ended_sub)
-    end
-    for j = 1, #item[6] do events[#events + 1] = item[6][j] end
+    count = count + item[6]
     applied[i] = 1
   else
     applied[i] = 0
+    all = false
   end
+  rec_at = item[4] + 1
 end
 if redis.call('ZCARD', due) == 0 then
   redis.call('SREM', active, member)
 else
   redis.call('SADD', active, member)
 end
-if #events > 0 then
-  redis.call('XADD', stream, '*', 'b', msgpack_array(events))
+if count > 0 then
+  if not all then  -- only the applied transitions' events
+    local parts, ev_at = {}, 1
+    for i = 1, #items do
+      if applied[i] == 1 then parts[#parts + 1] = string.sub(events, ev_at, items[i][5]) end
+      ev_at = items[i][5] + 1
+    end
+    events = table.concat(parts)
+  end
+  local header = string.char(
+    0xdd, 0, math.floor(count / 65536) % 256, math.floor(count / 256) % 256, count % 256)
+  redis.call('XADD', stream, '*', 'b', header .. events)
 end
 return applied
 """
-)
 
 
 class NewRun(msgspec.Struct, kw_only=True):
@@ -248,19 +289,29 @@ class NewRun(msgspec.Struct, kw_only=True):
 
 
 class Transition(msgspec.Struct, kw_only=True):
-    """A run's next state, written only if its record still holds `expected` (the bytes claimed)."""
+    """A run's next state, written only if the run is still as it was read: held under the `lease` the
+    runner claimed it with (the runner's commits), or else still exactly the bytes `expected` (a cancel)."""
 
     run_id: str
     expected: bytes
     record: RunRecord
     due_ms: int | None  # None: no step left (ended)
     events: list[Event] = []
+    lease: float | None = None
 
 
 class Claimed(msgspec.Struct, kw_only=True):
     run_id: str
     raw: bytes
     record: RunRecord
+    lease: float | None = None  # the due score the claim gave it: the commit's fencing token
+
+
+class ClaimedBatch(msgspec.Struct, kw_only=True):
+    runs: list[Claimed]
+    next_due_ms: int | None  # the automation's earliest due score after the claim (None: no run left)
+    paused: bool  # the automation is paused or gone: nothing was claimed
+    head: bytes | None = None  # the automation's head record as read with a claim that found runs
 
 
 class RunStore:
@@ -312,41 +363,64 @@ class RunStore:
     async def claim(
         self, workspace: str, automation_id: str, *, now_ms: int, lease_ms: int, limit: int
     ) -> list[Claimed]:
-        ids, raws = await self._claim(
+        found = await self.claim_batch(
+            workspace, automation_id, now_ms=now_ms, lease_ms=lease_ms, limit=limit
+        )
+        return found.runs
+
+    async def claim_batch(
+        self, workspace: str, automation_id: str, *, now_ms: int, lease_ms: int, limit: int
+    ) -> ClaimedBatch:
+        """Up to `limit` due runs, each leased until now + `lease_ms` (plus a random fraction of a ms, so
+        two claims of one run never hold the same token), and when the automation is due next."""
+        lease = now_ms + lease_ms + _random.randrange(1, 1024) / 1024
+        ids, raws, first, paused, head = await self._claim(
             keys=[
                 keyspace.automation_due(workspace, automation_id),
                 keyspace.automation_runs(workspace, automation_id),
                 keyspace.AUTOMATIONS_LIVE,
+                keyspace.automation(workspace, automation_id),
             ],
-            args=[now_ms, now_ms + lease_ms, limit, f"{workspace}|{automation_id}"],
+            args=[now_ms, repr(lease), limit, f"{workspace}|{automation_id}"],
         )
         found = []
         for run_id, raw in zip(ids, raws, strict=True):
             blob = as_bytes(raw)
             if blob:
-                found.append(Claimed(run_id=_run_id(run_id), raw=blob, record=unpack(blob)))
-        return found
+                found.append(Claimed(run_id=_run_id(run_id), raw=blob, record=unpack(blob), lease=lease))
+        next_due = int(float(first)) if first else None
+        return ClaimedBatch(
+            runs=found, next_due_ms=next_due, paused=bool(paused), head=as_bytes(head) if head else None
+        )
 
     async def commit(self, workspace: str, automation_id: str, moves: Sequence[Transition]) -> list[bool]:
-        """Per transition: whether it was written (False: the record changed since it was claimed)."""
+        """Per transition: whether it was written (False: the run changed since it was read, or another
+        claim holds it). The records and the events cross as two blobs with each item's end offsets (no
+        framing per item), and when every transition applies the events go to the stream as they came."""
         if not moves:
             return []
         items = []
+        records, events = bytearray(), bytearray()
+        encode_record, encode_event = _encode_into, event_msgpack_encoder.encode_into
         for move in moves:
-            ended = move.due_ms is None
-            # The same run, so the same subscriber: its packed id is taken from the bytes claimed.
+            # The same run, so the same subscriber: its packed id is taken from the bytes read.
             subscriber = _subscriber_of(move.expected) or _ulid_bytes(move.record.subscriber[4:])
+            encode_record(_stored(move.record, subscriber), records, -1)
+            for event in move.events:
+                encode_event(event, events, -1)
             items.append(
-                [
+                (
                     _field(move.run_id),
-                    lua_string(move.expected),
-                    lua_string(_pack(move.record, subscriber)),
+                    move.lease if move.lease is not None else lua_string(move.expected),
                     -1 if move.due_ms is None else move.due_ms,
-                    lua_string(subscriber) if ended else "",
-                    [lua_string(event_msgpack_encoder.encode(e)) for e in move.events],
-                ]
+                    len(records),
+                    len(events),
+                    len(move.events),
+                )
             )
-        payload = _encode([f"{workspace}|{automation_id}", items])
+        payload = _encode(
+            (f"{workspace}|{automation_id}", items, lua_string(bytes(records)), lua_string(bytes(events)))
+        )
         applied = await self._commit(keys=self._keys(workspace, automation_id), args=[payload])
         return [bool(a) for a in applied]
 

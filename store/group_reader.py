@@ -112,3 +112,20 @@ class GroupReader:
 def walk_ended(cursor: str | bytes) -> bool:
     """Whether a `reclaim` cursor says the walk over the pending entries is over."""
     return cursor in (START, START.encode())
+
+
+async def ack_and_read_new(reader: GroupReader, acks: list[bytes], *, block_ms: int | None = None) -> Entries:
+    """`reader.read_new`, with the XACK of entries handled before sent in the same round trip (one
+    pipeline): a consumer that acks what it read last pass at its next read pays one round trip a pass
+    instead of two. Entries are acked only once handled; a crash before the next read leaves them pending,
+    to be read again (`read_own`)."""
+    async with reader.redis.pipeline(transaction=False) as pipe:
+        if acks:
+            pipe.xack(reader.stream, reader.group, *acks)
+        pipe.xreadgroup(
+            reader.group, reader.consumer, {reader.stream: ">"}, count=reader.count, block=block_ms
+        )
+        replies = await pipe.execute()
+    return [
+        (entry_id, fields) for _, items in group_reads(replies[-1]) for entry_id, fields in items if fields
+    ]

@@ -24,10 +24,12 @@ dedupe), which is what signed webhooks promise everywhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -56,11 +58,12 @@ from schemas.automations import (
     UpdateStep,
     WaitStep,
     WebhookStep,
+    record_decoder,
     successors,
 )
 from schemas.domain_names import normalise_email
-from schemas.events import Event
-from schemas.ids import derived_id, new_id
+from schemas.events import Event, events_msgpack_decoder
+from schemas.ids import derived_id, new_id, new_ids
 from schemas.schedules import next_due
 from schemas.segments import SegmentQuery
 from schemas.send import RoutingIn, SendRequest, TemplateRef, TrackingIn
@@ -69,10 +72,10 @@ from schemas.subscriber_chunks import chunk_decoder
 from security.ssrf import ForbiddenUrl, check_webhook_url
 from security.webhook_signing import derived_webhook_secret, sign_delivery
 from store import keyspace
-from store.automation_runs import Claimed, NewRun, RunStore, Transition
+from store.automation_runs import Claimed, ClaimedBatch, NewRun, RunStore, Transition
 from store.automations import AutomationStore
 from store.event_entries import entry_events
-from store.group_reader import GroupReader
+from store.group_reader import GroupReader, ack_and_read_new
 from store.lists import ListStore
 from store.replies import as_text
 from store.segments import SegmentStore
@@ -93,13 +96,33 @@ class Plan(msgspec.Struct, kw_only=True):
 
 
 def automation_event(kind: str, workspace: str, now_ms: int, data: dict[str, Any]) -> Event:
-    return Event(
-        id=new_id("evt"),
-        type=kind,
-        created_at=datetime.fromtimestamp(now_ms / 1000, UTC),
-        workspace=workspace,
-        data=data,
-    )
+    return Event(id=_event_ids(), type=kind, created_at=_at(now_ms), workspace=workspace, data=data)
+
+
+class _EventIds:
+    """Event ids minted 64 at a time (`new_ids`, ~0.5 µs each instead of ~3), never kept past the
+    millisecond they were minted in: the id's time stays the event's."""
+
+    def __init__(self) -> None:
+        self.ms, self.ids = -1, list[str]()
+
+    def __call__(self) -> str:
+        ms = time.time_ns() // 1_000_000
+        if ms != self.ms or not self.ids:
+            self.ms, self.ids = ms, new_ids("evt", 64)
+        return self.ids.pop()
+
+
+_event_ids = _EventIds()
+_last_at: tuple[int, datetime] = (-1, datetime.fromtimestamp(0, UTC))
+
+
+def _at(now_ms: int) -> datetime:
+    """`now_ms` as a datetime (a batch's events share their time: made once)."""
+    global _last_at
+    if _last_at[0] != now_ms:
+        _last_at = (now_ms, datetime.fromtimestamp(now_ms / 1000, UTC))
+    return _last_at[1]
 
 
 def new_run(
@@ -160,6 +183,7 @@ class AutomationRunner:
         segment_period: float = 60.0,
         live_ttl: float = 1.0,
         release_on_start: bool = True,
+        pipeline: int = 4,
     ) -> None:
         self.redis, self.settings, self.clock = redis, settings, clock
         self.outbound = outbound if outbound is not None else Outbound(redis, settings)
@@ -198,6 +222,17 @@ class AutomationRunner:
         # instead of after the rest of a 20 ms sleep. `run_until_idle` never blocks.
         self._block_ms: int | None = None
         self._idle = False
+        # When each automation with runs is next to be claimed (ms; None: at the next pass), and when the
+        # next sweep over every automation with due runs is (see `drive`).
+        self._due: dict[tuple[str, str], int | None] = {}
+        self._sweep_at: float = float("-inf")
+        self.pipeline = pipeline
+        self._mark_kinds: frozenset[str] = frozenset()
+        self._acks: list[bytes] = []
+        self._claim_delay_ms = 0  # set by `run`: see `due_now`
+        self._quiet = False  # the last pass read entries and decoded none of them (see `run`)
+        self._schedules_at: float = float("-inf")
+        self._mark_bytes: tuple[bytes, ...] = ()
 
     # --- the loop ---------------------------------------------------------------------------------
     async def step(self) -> int:
@@ -214,16 +249,42 @@ class AutomationRunner:
     async def run_until_idle(self) -> int:
         return await until_idle(self.step)
 
-    async def run(self, stop: asyncio.Event, *, idle_wait: float = 0.02, min_pass: float = 0.005) -> None:
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        idle_wait: float = 1.0,
+        min_pass: float = 0.005,
+        claim_delay: float = 0.02,
+        quiet_wait: float = 0.025,
+    ) -> None:
         """Until `stop`: a pass that found nothing to do is followed by one that first waits up to
-        `idle_wait` for an event on the stream (woken by the first); `min_pass` apart at least, so a
-        trickle of events makes batches rather than a pass per event."""
+        `idle_wait` for an event on the stream (woken by the first), or less when a run, a schedule or
+        the sweep is due sooner (`_idle_block_ms`); `min_pass` apart at least, so a trickle of events
+        makes batches rather than a pass per event."""
         # At most a second a read (well within any client's socket timeout); idle, a pass a second at worst.
         self._block_ms = max(1, int(min(idle_wait - min_pass, 1.0) * 1000))
+        self._claim_delay_ms = int(claim_delay * 1000)
+
+        async def paced() -> int:
+            """A pass that only read entries nothing can be triggered by (the message events of heavy
+            sending) is followed by `quiet_wait` rather than `min_pass`, so that the next read takes the
+            entries of that while in one round trip instead of a pass each; an event that may trigger
+            waits that much longer at worst."""
+            done = await self.step()
+            if not done and self._quiet and quiet_wait > min_pass:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), quiet_wait - min_pass)
+            return done
+
         try:
-            await poll(self.step, stop, idle_wait=min_pass, log=log, on_error=self._reread)
+            await poll(paced, stop, idle_wait=min_pass, log=log, on_error=self._reread)
         finally:
             self._block_ms = None
+            self._claim_delay_ms = 0
+            if self._acks:  # what the last pass handled
+                acks, self._acks = self._acks, []
+                await self.redis.xack(keyspace.EVENT_STREAM, keyspace.AUTOMATION_GROUP, *acks)
         await self.webhooks.close()
 
     async def release_leases(self) -> int:
@@ -287,29 +348,83 @@ class AutomationRunner:
             _, entries = await self.events.reclaim()  # what a dead runner had read and not acked
         if not entries:
             # Blocks only after a pass with nothing to do (and only under `run`): the loop has other duties.
-            block = self._block_ms if self._idle else None
-            entries = await self.events.read_new(block_ms=block)
+            # What the last pass handled is acked in the same round trip.
+            block = self._idle_block_ms() if self._idle else None
+            acks, self._acks = self._acks, []
+            entries = await ack_and_read_new(self.events, acks, block_ms=block)
+        self._quiet = bool(entries)  # until an entry is decoded for the triggers
         if not entries:
             return 0
         live = [(h, d) for h, d in await self.live() if isinstance(d.trigger, EventTrigger)]
-        if live:
-            # A chunk of new subscribers (`store/event_entries.py`) is expanded only when one of its two
-            # event types triggers a live automation of its workspace.
-            triggers = {
-                (h.workspace, d.trigger.event) for h, d in live if isinstance(d.trigger, EventTrigger)
-            }
-            events = [
-                event
-                for _, fields in entries
-                if _may_trigger(fields, triggers)
-                for event in entry_events(fields)
-            ]
+        # Only entries that may hold an event some live trigger wants are decoded: each trigger's type is
+        # looked for in the entry's bytes as msgpack writes it (the key `type`, then the name), so a
+        # message event of a bulk send that no automation listens for costs a few substring searches.
+        # A chunk of new subscribers (`store/event_entries.py`) is expanded only when one of its two event
+        # types triggers a live automation of its workspace.
+        triggers = {(h.workspace, d.trigger.event) for h, d in live if isinstance(d.trigger, EventTrigger)}
+        marks = self._marks(triggers)
+        events: list[Event] = []
+        for _, fields in entries:
+            raw = fields.get(keyspace.EVENT_FIELD)
+            if raw is None:
+                if triggers and _may_trigger(fields, triggers):
+                    events += entry_events(fields)
+                    self._quiet = False
+                continue
+            if marks and any(mark in raw for mark in marks):
+                self._quiet = False
+                decoded = events_msgpack_decoder.decode(raw)
+                events += decoded
+                if _TRIGGERED_MARK in raw:
+                    for event in decoded:
+                        if event.type == "automation.triggered":
+                            self._hint(event.workspace, event.data.get("automation_id"))
+            elif _TRIGGERED_MARK in raw:
+                self._hints(raw)
+        if events:
             await self.on_events(events, live)
-        await self.redis.xack(
-            keyspace.EVENT_STREAM, keyspace.AUTOMATION_GROUP, *[entry_id for entry_id, _ in entries]
-        )
+        # Acked with the next read (a crash before it: read again, and run ids derived from the events
+        # start nothing twice).
+        self._acks += [entry_id for entry_id, _ in entries]
         # A short batch drained the stream: no reason to read again before the idle wait.
         return len(entries) if len(entries) >= self.events.count else 0
+
+    def _idle_block_ms(self) -> int | None:
+        """How long an idle read may block: until the earliest of what the runner itself has to do next
+        (a claim, the sweep, a look at the schedules), at most `_block_ms` (the segment check, once a
+        minute, may come up to that late)."""
+        if self._block_ms is None:
+            return None
+        now_ms = self.now_ms()
+        soonest = min(
+            (at for at in self._due.values() if at is not None),
+            default=now_ms + self._block_ms,
+        )
+        wake = min(soonest, self._sweep_at, self._schedules_at)
+        return int(max(1, min(self._block_ms, wake - now_ms)))
+
+    def _marks(self, triggers: set[tuple[str, str]]) -> tuple[bytes, ...]:
+        kinds = frozenset(kind for _, kind in triggers)
+        if kinds != self._mark_kinds:
+            self._mark_kinds = kinds
+            self._mark_bytes = tuple(_type_mark(kind) for kind in sorted(kinds))
+        return self._mark_bytes
+
+    def _hints(self, raw: bytes) -> None:
+        """The automations whose runs an entry's `automation.triggered` events say were started (by an api
+        trigger, or by another runner): claimed in the next pass. Only the type, workspace and automation
+        are decoded; an entry that fails to decode gives no hint (the sweep finds its runs)."""
+        try:
+            hints = _hints_decoder.decode(raw)
+        except msgspec.DecodeError:
+            return
+        for hint in hints:
+            if hint.type == "automation.triggered":
+                self._hint(hint.workspace, hint.data.automation_id)
+
+    def _hint(self, workspace: str, automation_id: object) -> None:
+        if isinstance(automation_id, str) and automation_id:
+            self.due_now(workspace, automation_id)
 
     async def on_events(self, events: list[Event], live: list[tuple[AutomationRecord, Definition]]) -> None:
         """Runs for the events that match a live event trigger: subscribers looked up in bulk, one start
@@ -355,6 +470,7 @@ class AutomationRunner:
             await self.runs.start(
                 workspace, automation_id, runs, after_exit=definition.reentry == "after_exit"
             )
+            self.due_now(workspace, automation_id)
 
     async def _event_subscribers(self, events: list[Event]) -> dict[str, SubscriberRecord]:
         """The subscriber each event is about (by id, or by address), by event id: two HMGETs a workspace."""
@@ -399,9 +515,16 @@ class AutomationRunner:
         return await reader.segment_count(workspace, query, now=now) > 0
 
     async def fire_schedules(self) -> int:
+        """Fires the schedules that are due. When none is, the schedule zset is looked at again only after
+        `live_ttl` (a schedule fires at most that late), not every pass."""
         now_ms = self.now_ms()
+        if now_ms < self._schedules_at:
+            return 0
         done = 0
-        for workspace, automation_id, fire_ms in await self.automations.due_schedules(now_ms):
+        due = await self.automations.due_schedules(now_ms)
+        if not due:
+            self._schedules_at = now_ms + self.live_ttl * 1000
+        for workspace, automation_id, fire_ms in due:
             head = await self.automations.get(workspace, automation_id)
             definition = (
                 None if head is None else await self.definition(workspace, automation_id, head.version)
@@ -427,6 +550,7 @@ class AutomationRunner:
                 await self.runs.start(
                     workspace, automation_id, starts, after_exit=definition.reentry == "after_exit"
                 )
+                self.due_now(workspace, automation_id)
             await self.automations.advance_schedule(
                 workspace,
                 automation_id,
@@ -501,40 +625,114 @@ class AutomationRunner:
                 await self.runs.start(
                     head.workspace, head.id, starts, after_exit=definition.reentry == "after_exit"
                 )
+                self.due_now(head.workspace, head.id)
                 await self.automations.mark_seen_in_segment(head.workspace, head.id, sorted(entered))
                 done += len(starts)
         return done
 
     # --- runs -------------------------------------------------------------------------------------
+    def due_now(self, workspace: str, automation_id: str) -> None:
+        """A run of this automation was just started (here, or by an api trigger seen on the stream):
+        claim it in the next pass; under `run`, `claim_delay` later at most, so that the runs started by
+        a stream of triggers are claimed and committed a batch at a time, not a round trip or two each
+        (the run itself exists already: this delays only its first step)."""
+        pair = (workspace, automation_id)
+        if self._claim_delay_ms <= 0:
+            self._due[pair] = None
+        elif pair not in self._due or (at := self._due[pair]) is not None:
+            soon = self.now_ms() + self._claim_delay_ms
+            self._due[pair] = soon if pair not in self._due else min(at or soon, soon)
+
     async def drive(self) -> int:
+        """Claim and step the due runs. Which automations to claim is known without asking Redis each
+        pass: every claim answers when its automation is due next (its earliest score), a commit knows
+        the scores it wrote, and a run started elsewhere is seen on the stream (`automation.triggered`);
+        every `live_ttl` seconds a sweep claims every automation with due runs anyway (what another
+        runner or process changed). A paused automation is tried every pass (it is held, not forgotten)."""
+        now_ms = self.now_ms()
+        if now_ms >= self._sweep_at:
+            self._sweep_at = now_ms + int(self.live_ttl * 1000)
+            self._due = dict.fromkeys(await self.runs.active())  # each claimed this pass
         done = 0
-        for workspace, automation_id in await self.runs.active():
-            claimed = await self.runs.claim(
-                workspace, automation_id, now_ms=self.now_ms(), lease_ms=self.lease_ms, limit=self.batch
-            )
-            if claimed:
-                await self.advance(workspace, automation_id, claimed)
-                done += len(claimed)
+        for pair, at in list(self._due.items()):
+            if at is None or at <= now_ms:
+                done += await self._drive_one(*pair)
         return done
 
-    async def advance(self, workspace: str, automation_id: str, claimed: list[Claimed]) -> None:
-        """One step of each claimed run, committed together."""
-        head = await self.automations.get(workspace, automation_id)
-        if head is None:
-            return  # deleted: its keys are gone, nothing to write
+    async def _drive_one(self, workspace: str, automation_id: str) -> int:
+        """Up to `pipeline` batches of this automation's due runs, overlapped: the next batch is claimed
+        while this one is planned, and this one's commit runs in Redis while the next is planned."""
+        pair = (workspace, automation_id)
+        claim = partial(
+            self.runs.claim_batch, workspace, automation_id, lease_ms=self.lease_ms, limit=self.batch
+        )
+        batch = await claim(now_ms=self.now_ms())
+        done, rounds = 0, 0
+        committing: asyncio.Future[int | None] | None = None
+        following: asyncio.Future[ClaimedBatch] | None = None
+        next_ms = batch.next_due_ms
+        try:
+            while batch.runs:
+                rounds += 1
+                if len(batch.runs) >= self.batch and rounds < self.pipeline:
+                    following = asyncio.ensure_future(claim(now_ms=self.now_ms()))
+                    await asyncio.sleep(0)  # let it send its call before planning holds the loop
+                moves = await self.plan(workspace, automation_id, batch)
+                if committing is not None:
+                    earliest = await committing
+                    next_ms = _earliest(next_ms, earliest)
+                    committing = None
+                committing = asyncio.ensure_future(self._commit(workspace, automation_id, moves))
+                await asyncio.sleep(0)
+                done += len(batch.runs)
+                if following is None:
+                    break
+                batch, following = await following, None
+                next_ms = _earliest(batch.next_due_ms, next_ms)
+        finally:
+            for task in (committing, following):
+                if task is not None and not task.done():
+                    await asyncio.wait([task])
+        if committing is not None:
+            next_ms = _earliest(next_ms, committing.result())
+        if batch.paused or rounds >= self.pipeline:
+            self._due[pair] = None  # held (tried every pass), or more may be due: again next pass
+        elif next_ms is None:
+            self._due.pop(pair, None)  # no run left: a start (or the sweep) puts it back
+        else:
+            self._due[pair] = next_ms
+        return done
+
+    async def _commit(self, workspace: str, automation_id: str, moves: list[Transition]) -> int | None:
+        """Commit, and answer the earliest due time written (None: no run left due)."""
+        applied = await self.runs.commit(workspace, automation_id, moves)
+        due = [m.due_ms for m, ok in zip(moves, applied, strict=True) if ok and m.due_ms is not None]
+        return min(due) if due else None
+
+    async def plan(self, workspace: str, automation_id: str, batch: ClaimedBatch) -> list[Transition]:
+        """One step of each claimed run: the transitions to commit."""
+        if batch.head is None:
+            return []  # deleted: its keys are gone, nothing to write
+        head = record_decoder.decode(batch.head)
+        claimed = batch.runs
         now_ms = self.now_ms()
+        definitions: dict[int, Definition | None] = {}
+        for version in {run.record.version for run in claimed}:
+            definitions[version] = await self.definition(workspace, automation_id, version)
         wanted = set()
         for run in claimed:
-            definition = await self.definition(workspace, automation_id, run.record.version)
+            definition = definitions[run.record.version]
             if definition is None or run.record.at >= len(definition.steps):
                 continue
             if _needs_subscriber(definition.steps[run.record.at]):
                 wanted.add(run.record.subscriber)
-        subscribers = {s.id: s for s in await self.subscribers.many(workspace, list(wanted))}
+        subscribers = (
+            {s.id: s for s in await self.subscribers.many(workspace, list(wanted))} if wanted else {}
+        )
         plans: dict[str, Plan | None] = {}
         sends: list[tuple[Claimed, Definition, SendStep, SubscriberRecord]] = []
         for run in claimed:
-            definition = await self.definition(workspace, automation_id, run.record.version)
+            definition = definitions[run.record.version]
             plans[run.run_id] = None
             if definition is None or run.record.status not in LIVE:
                 plans[run.run_id] = Plan(record=run.record, due_ms=None)
@@ -564,12 +762,18 @@ class AutomationRunner:
         if sends:
             for run_id, plan in (await self.do_sends(workspace, head, sends, now_ms)).items():
                 plans[run_id] = plan
-        moves = [
-            Transition(run_id=c.run_id, expected=c.raw, record=p.record, due_ms=p.due_ms, events=p.events)
+        return [
+            Transition(
+                run_id=c.run_id,
+                expected=c.raw,
+                record=p.record,
+                due_ms=p.due_ms,
+                events=p.events,
+                lease=c.lease,
+            )
             for c in claimed
             if (p := plans[c.run_id]) is not None
         ]
-        await self.runs.commit(workspace, automation_id, moves)
 
     async def do_step(
         self,
@@ -913,3 +1117,30 @@ def _may_trigger(fields: dict[bytes, bytes], triggers: set[tuple[str, str]]) -> 
         return True
     chunk = chunk_decoder.decode(raw)
     return any((chunk.workspace, kind) in triggers for kind in chunk.types)
+
+
+def _type_mark(kind: str) -> bytes:
+    """How an event of type `kind` shows in an entry's msgpack: the map key `type`, then the str."""
+    return msgspec.msgpack.encode("type") + msgspec.msgpack.encode(kind)
+
+
+_TRIGGERED_MARK = _type_mark("automation.triggered")
+
+
+class _HintData(msgspec.Struct):
+    automation_id: str = ""
+
+
+class _Hint(msgspec.Struct):
+    """What the runner reads of an event it is not triggered by (the rest of the map is skipped)."""
+
+    type: str = ""
+    workspace: str = ""
+    data: _HintData = msgspec.field(default_factory=_HintData)
+
+
+_hints_decoder = msgspec.msgpack.Decoder(list[_Hint])
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
