@@ -103,7 +103,9 @@ async def test_an_idempotency_key_is_claimed_answered_and_replayed_by_the_script
     assert fixed.status == 202 and "Idempotent-Replayed" not in fixed.headers
 
 
-async def test_a_stored_problem_is_replayed_and_a_changed_head_is_seen_at_once(client, admin, redis, workspace):
+async def test_a_stored_problem_is_replayed_and_a_changed_head_is_seen_at_once(
+    client, admin, redis, workspace
+):
     await _subscriber(client, admin, "ana@example.com")
     automation = await new_automation(client, admin, reentry="always", trigger=API, steps=[WAIT])
     assert (await trigger(client, admin, automation["id"], "ana@example.com")).status == 202
@@ -135,7 +137,9 @@ async def test_after_exit_refuses_a_second_live_run_and_stores_that_answer(clien
     assert await redis.hlen(keyspace.automation_runs(workspace, automation["id"])) == 1
 
 
-async def test_never_takes_the_lookup_path_with_the_same_idempotency_semantics(client, admin, redis, workspace):
+async def test_never_takes_the_lookup_path_with_the_same_idempotency_semantics(
+    client, admin, redis, workspace
+):
     await _subscriber(client, admin, "ana@example.com")
     automation = await new_automation(client, admin, reentry="never", trigger=API, steps=[WAIT])
     first = await trigger(client, admin, automation["id"], "ana@example.com", key="n-1")
