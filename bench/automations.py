@@ -238,7 +238,7 @@ async def server(
                 session, "POST", f"/v1/lists/{list_id['id']}/subscribers", {"subscribers": people}, 200
             )
             if "api" in phases:
-                await api_phase(session, args, f"http://127.0.0.1:{bare_port}", pids)
+                await api_phase(session, args, f"http://127.0.0.1:{bare_port}", pids, redis_url)
             if "latency" in phases:
                 await latency_phase(session, args, redis_url)
     finally:
@@ -282,24 +282,32 @@ def _trigger_body(i: int) -> bytes:
 
 
 async def api_phase(
-    session: aiohttp.ClientSession, args: argparse.Namespace, bare: str, pids: Callable[[], set[int]]
+    session: aiohttp.ClientSession,
+    args: argparse.Namespace,
+    bare: str,
+    pids: Callable[[], set[int]],
+    redis_url: str | None = None,
 ) -> list[str]:
     """Per rate: the bare aiohttp handler, `/v1/send`, and the trigger of an automation that starts with a
     wait (the accept path alone: the runner's first step is a cheap commit); at `--api-rate` also one that
     starts with a send step (its runs' sends share the two cores with the accepts). Each row says the
-    CPU each part of `mailers serve` spent per request while it ran (from /proc)."""
+    CPU each part of `mailers serve` spent per request while it ran (from /proc), and what Redis did per
+    request (`INFO commandstats` before and after: calls, by command, and Redis' own µs). At `--api-rate`
+    the wait-first trigger runs a second time with an Idempotency-Key on every request (a new key each)."""
+    redis = aioredis.Redis.from_url(redis_url) if redis_url else None
     waits = await _api_automation(session, "wait")
     sends = await _api_automation(session, "send")
     rows = []
     for rate in sorted({200, args.api_rate}):
-        cases: list[tuple[str, aiohttp.ClientSession | None, str, Callable[[int], bytes]]] = [
-            ("bare aiohttp handler (baseline)", None, "/v1/send", single_body),
-            ("/v1/send (baseline)", session, "/v1/send", single_body),
-            ("trigger, automation starting with a wait", session, waits, _trigger_body),
+        cases: list[tuple[str, aiohttp.ClientSession | None, str, Callable[[int], bytes], bool]] = [
+            ("bare aiohttp handler (baseline)", None, "/v1/send", single_body, False),
+            ("/v1/send (baseline)", session, "/v1/send", single_body, False),
+            ("trigger, automation starting with a wait", session, waits, _trigger_body, False),
         ]
         if rate == args.api_rate:
-            cases.append(("trigger, automation starting with a send", session, sends, _trigger_body))
-        for name, client, path, make in cases:
+            cases.append(("trigger, wait first, Idempotency-Key each", session, waits, _trigger_body, True))
+            cases.append(("trigger, automation starting with a send", session, sends, _trigger_body, False))
+        for name, client, path, make, keyed in cases:
             async with contextlib.AsyncExitStack() as stack:
                 if client is None:
                     client = await stack.enter_async_context(
@@ -308,11 +316,15 @@ async def api_phase(
                         )
                     )
                 await asyncio.sleep(3)  # what the previous case left (its events, audit entries) settles
-                await _open_loop(client, path, make, rate=rate, seconds=2)  # warm
+                await _open_loop(client, path, make, rate=rate, seconds=2, keyed=keyed)  # warm
                 watched = pids()
                 before = _cpu(watched)
-                latencies, codes = await _open_loop(client, path, make, rate=rate, seconds=args.seconds)
+                stats_before = await redis.info("commandstats") if redis is not None else {}
+                latencies, codes = await _open_loop(
+                    client, path, make, rate=rate, seconds=args.seconds, keyed=keyed
+                )
                 used = cpu.spent(before, _cpu(watched))
+                stats_after = await redis.info("commandstats") if redis is not None else {}
             refused = {k: v for k, v in codes.items() if k != "202"}
             count = int(rate * args.seconds)
             where = ", ".join(
@@ -326,7 +338,26 @@ async def api_phase(
                 f"{where or '-'} | {_load()} |"
             )
             print(rows[-1], flush=True)
+            if redis is not None:
+                print(
+                    f"|  Redis, same run | {_redis_use(stats_before, stats_after, count)} | | | |", flush=True
+                )
+    if redis is not None:
+        await redis.aclose()
     return rows
+
+
+def _redis_use(before: dict, after: dict, count: int) -> str:
+    """Redis' calls and own µs per request between two `INFO commandstats` (every client of it: the
+    ingress's, the runner's and the sinks')."""
+    calls: Counter[str] = Counter()
+    usec = 0.0
+    for name, now in after.items():
+        was = before.get(name, {"calls": 0, "usec": 0})
+        calls[name.removeprefix("cmdstat_")] += now["calls"] - was["calls"]
+        usec += now["usec"] - was["usec"]
+    top = ", ".join(f"{c} {n / count:.2f}" for c, n in calls.most_common(6) if n)
+    return f"{sum(calls.values()) / count:.2f} calls/request ({top}); {usec / count:.0f} µs/request"
 
 
 def _cpu(pids: set[int]) -> dict[tuple[str, str], float]:
@@ -364,10 +395,12 @@ def descendants(root: int) -> set[int]:
 
 
 async def _open_loop(
-    session: aiohttp.ClientSession, path: str, make, *, rate: float, seconds: float
+    session: aiohttp.ClientSession, path: str, make, *, rate: float, seconds: float, keyed: bool = False
 ) -> tuple[list[float], Counter[str]]:
-    """Open loop (latency from the scheduled start), counting answers by status and problem code."""
+    """Open loop (latency from the scheduled start), counting answers by status and problem code;
+    `keyed`: each request with an Idempotency-Key of its own."""
     latencies: list[float] = []
+    prefix = new_id("req")
     codes: Counter[str] = Counter()
     started = time.perf_counter()
 
@@ -377,7 +410,8 @@ async def _open_loop(
         if delay > 0:
             await asyncio.sleep(delay)
         try:
-            async with session.post(path, data=make(i)) as response:
+            headers = {"Idempotency-Key": f"{prefix}-{i}"} if keyed else None
+            async with session.post(path, data=make(i), headers=headers) as response:
                 raw = await response.read()
                 code = str(response.status)
                 if response.status != 202:

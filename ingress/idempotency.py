@@ -28,7 +28,7 @@ from store.idempotency import IdempotencyStore, StoredResponse
 
 _KEY = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?$")
 _QUOTED = re.compile(r'^"((?:[\x20-\x21\x23-\x5b\x5d-\x7e]|\\["\\]){1,255})"$')
-_NOT_STORED = {
+NOT_STORED = {
     "invalid_json",
     "validation_error",
     "unsupported_media_type",
@@ -82,6 +82,45 @@ async def idempotency(request: web.Request, handler) -> web.StreamResponse:
     print_ = (
         await worker_process.run(fingerprint, body) if len(body) > HEAVY_BODY_BYTES else fingerprint(body)
     )
+    if spec.own_idempotency:
+        # The route's own script claims, writes and stores its answer in one round trip (an api trigger):
+        # the handler takes this and says so (`taken`). What it refused before its script saw the key (a
+        # malformed path id) is stored here as any route's answer would be.
+        deferred = DeferredClaim(store, record_key, print_)
+        request[IDEMPOTENCY] = deferred
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            if deferred.taken or exc.code in NOT_STORED:
+                raise
+            failure = exc
+
+        async def refuse(_: web.Request) -> web.StreamResponse:
+            raise failure
+
+        return await claim_and_run(request, deferred, refuse)
+    return await _claim_and_run(request, handler, store, record_key, print_)
+
+
+class DeferredClaim(msgspec.Struct):
+    """An Idempotency-Key left to a route that declares `own_idempotency` (its script claims it)."""
+
+    store: IdempotencyStore
+    key: str
+    fingerprint: str
+    taken: bool = False  # set by the handler once its script saw the key: the middleware then stores nothing
+
+
+async def claim_and_run(request: web.Request, deferred: DeferredClaim, handler) -> web.StreamResponse:
+    """What the middleware does for every other route (claim, run, store the answer), for a deferred key
+    the route's script does not take (an automation whose reentry rule needs the slower path)."""
+    deferred.taken = True
+    return await _claim_and_run(request, handler, deferred.store, deferred.key, deferred.fingerprint)
+
+
+async def _claim_and_run(
+    request: web.Request, handler, store: IdempotencyStore, record_key: str, print_: str
+) -> web.StreamResponse:
     result = await store.claim(record_key, print_)
     if result.outcome == "mismatch":
         raise ApiError(
@@ -95,7 +134,7 @@ async def idempotency(request: web.Request, handler) -> web.StreamResponse:
         )
     if result.outcome == "done":
         assert result.stored is not None, "a done claim carries the answer stored with it"
-        return _replay(result.stored)
+        return replay(result.stored)
     claim = IdempotencyClaim(store, record_key, result.token)
     request[IDEMPOTENCY] = claim
     return await _run_claimed(request, handler, claim)
@@ -105,7 +144,7 @@ async def _run_claimed(request: web.Request, handler, claim: IdempotencyClaim) -
     try:
         response = await handler(request)
     except ApiError as exc:
-        if exc.code in _NOT_STORED:
+        if exc.code in NOT_STORED:
             await claim.store.release(claim.key, claim.token)
             raise
         response = error_response(exc, request[REQUEST_ID])
@@ -122,7 +161,7 @@ async def _run_claimed(request: web.Request, handler, claim: IdempotencyClaim) -
     return response
 
 
-def _replay(stored: StoredResponse) -> web.Response:
+def replay(stored: StoredResponse) -> web.Response:
     headers = dict(stored.headers)
     content_type = headers.pop("Content-Type", "application/json")
     response = web.Response(status=stored.status, body=stored.body, headers=headers)

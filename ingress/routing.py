@@ -56,6 +56,9 @@ class RouteSpec(msgspec.Struct, kw_only=True):
     ids: dict[str, str] = {}
     texts: tuple[str, ...] = ()
     address_limit: bool = True  # a route without auth is rate-limited per client address unless False
+    # The handler's own Redis script claims the Idempotency-Key, writes and stores the answer in one round
+    # trip (ingress/idempotency.py leaves it a `DeferredClaim`); the semantics are the middleware's.
+    own_idempotency: bool = False
 
     def __post_init__(self) -> None:
         params = set(_PATH_PARAM.findall(self.path))

@@ -42,6 +42,7 @@ import redis.asyncio as aioredis
 from schemas.automations import HistoryEntry, RunRecord, run_decoder
 from schemas.events import Event, event_msgpack_encoder
 from store import keyspace
+from store.idempotency import LUA_FUNCTIONS as IDEMPOTENCY_LUA
 from store.lua import LUA_ARRAY, lua_string
 from store.replies import as_bytes, as_text
 
@@ -505,3 +506,265 @@ class RunStore:
             keyspace.automation_due(workspace, automation_id), 0, 0, withscores=True
         )
         return int(found[0][1]) if found else None
+
+
+# --- an api trigger's batch: the checks that need Redis, the start and the idempotency record, in ONE
+# script (issue #14). Appended as its own section: the runner's claim/commit scripts above are not touched.
+#
+# The ingress checks what depends on the automation alone (the trigger type, the status, the data) from
+# a head it caches, and passes the head's bytes as it saw them: the script compares them with the stored
+# head first and, when they differ (the automation changed, or the ingress had not seen it), starts
+# nothing of that automation and answers the head instead, and the ingress checks again with it (a
+# second round trip only after a change). The subscriber is looked up in the script (address -> id ->
+# record: unknown or blocklisted answers a problem), its id packed into the run record and spliced into
+# the `automation.triggered` event there. For a trigger with an Idempotency-Key the same script does what
+# the idempotency middleware's claim and completion did (store/idempotency.py's record, its fragment):
+# a stored answer is replayed, a different body or a request still running refused, and a new run's 202
+# is stored with it, so such a trigger costs no round trip more than one without the key.
+#
+# KEYS: 1 the workspace's address index, 2 its subscriber records, 3 AUTOMATIONS_ACTIVE, 4 the event
+# stream, 5 the audit stream, then per automation five (head, runs, due, live runs, start order) and one
+# per idempotency record. ARGV[1]: msgpack [audit field, groups]; a group [index of its head key, the
+# head's bytes as the ingress saw them ('' none), active-set member, after_exit, items]; an item [address,
+# run field, record prefix, record suffix, due ms, event prefix, event suffix, audit entry ('' none),
+# idempotency ('' none, or [index of its key, fingerprint, token, pre, 202 body, 202 headers, lock ms,
+# retention ms])], `pre` being '' (start it), 'store' (the ingress answers a problem it stores: claim the
+# record) or 'fail' (the ingress answers a problem it does not store: write nothing).
+# Returns per group {'stale', head bytes} or {'ok', per item {outcome, ...}}.
+_API_START = (
+    LUA_ARRAY
+    + """
+local CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+local DIGIT = {}
+for i = 1, 32 do DIGIT[string.byte(CROCKFORD, i)] = i - 1 end
+local function packed(ulid)  -- 26 Crockford characters -> 17 bytes (6 zero bits, then 130): _ulid_bytes
+  local out, acc, bits = {}, 0, 6
+  for i = 1, 26 do
+    acc = acc * 32 + DIGIT[string.byte(ulid, i)]
+    bits = bits + 5
+    if bits >= 8 then
+      bits = bits - 8
+      local scale = 2 ^ bits
+      local byte = math.floor(acc / scale)
+      out[#out + 1] = byte
+      acc = acc - byte * scale
+    end
+  end
+  return string.char(unpack(out))
+end
+local function mpstr(s)
+  local n = #s
+  if n < 32 then return string.char(160 + n) .. s end
+  if n < 256 then return string.char(217, n) .. s end
+  return string.char(218, math.floor(n / 256), n % 256) .. s
+end
+"""
+    + "__IDEMPOTENCY__"
+    + """
+local emails, subscribers, active, stream, audit_stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local batch = cmsgpack.unpack(ARGV[1])
+local audit_field = batch[1]
+local events, results = {}, {}
+for g = 1, #batch[2] do
+  local group = batch[2][g]
+  local k, expected, member, after_exit, items = group[1], group[2], group[3], group[4], group[5]
+  local actual = redis.call('GET', KEYS[k]) or ''
+  if actual ~= expected then
+    results[g] = {'stale', actual}
+  else
+    local runs, due, live, order = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+    local started = false
+    local function start(item)
+      local sid = redis.call('HGET', emails, item[1])
+      local raw = sid and redis.call('HGET', subscribers, sid)
+      if not raw then return {'unknown'} end
+      local record = cmsgpack.unpack(raw)  -- SubscriberRecord, array-like: [id, email, name, attrs, status..]
+      if record[5] == 'blocklisted' then return {'blocklisted'} end
+      local run = item[2]
+      if redis.call('HEXISTS', runs, run) == 1 then return {'exists'} end
+      local pid = packed(string.sub(sid, 5))
+      if after_exit then
+        local other = redis.call('HGET', live, pid)
+        if other then return {'live', other} end
+        redis.call('HSET', live, pid, run)
+      end
+      redis.call('HSET', runs, run, item[3] .. '\\196\\017' .. pid .. item[4])
+      redis.call('ZADD', due, item[5], run)
+      redis.call('RPUSH', order, run)
+      events[#events + 1] = item[6] .. mpstr(sid) .. '\\165email' .. mpstr(record[2]) .. item[7]
+      if item[8] ~= '' then redis.call('XADD', audit_stream, '*', audit_field, item[8]) end
+      started = true
+      return {'created'}
+    end
+    local out = {}
+    for i = 1, #batch[2][g][5] do
+      local item = items[i]
+      local idem = item[9]
+      if idem == '' then
+        out[i] = start(item)
+      else
+        local key = KEYS[idem[1]]
+        local answer = idempotent_answer(key, idem[2])
+        if not answer then
+          if idem[4] == 'store' then
+            idempotent_claim(key, idem[2], idem[3], idem[7])
+            answer = {'claimed'}
+          elseif idem[4] == 'fail' then
+            answer = {'none'}
+          else
+            answer = start(item)
+            local o = answer[1]
+            if o == 'created' or o == 'exists' then
+              idempotent_done(key, idem[2], idem[3], '202', idem[5], idem[6], idem[8])
+            elseif o == 'live' then
+              idempotent_claim(key, idem[2], idem[3], idem[7])
+              answer[3] = 'claimed'
+            end
+          end
+        end
+        out[i] = answer
+      end
+    end
+    if started then redis.call('SADD', active, member) end
+    results[g] = {'ok', out}
+  end
+end
+if #events > 0 then redis.call('XADD', stream, '*', 'b', msgpack_array(events)) end
+return results
+"""
+)
+_API_START = _API_START.replace("__IDEMPOTENCY__", IDEMPOTENCY_LUA)
+
+# What an api trigger's event names before the script knows the subscriber: these two values are replaced
+# there by the subscriber's id and address (`ApiStart.event`'s data holds them side by side).
+SUBSCRIBER_SLOT = "sub_" + "0" * 26
+EMAIL_SLOT = "-"
+_SLOTS = b"".join(_encode(s) for s in ("subscriber", SUBSCRIBER_SLOT, "email", EMAIL_SLOT))
+_NO_SUBSCRIBER = bytes(17)
+
+
+class ApiIdempotency(msgspec.Struct, kw_only=True):
+    """A trigger's Idempotency-Key record, claimed and completed in the script (store/idempotency.py)."""
+
+    key: str
+    fingerprint: str
+    token: str
+    pre: str  # '' start the run; 'store': claim (a problem the ingress stores); 'fail': write nothing
+    body: bytes  # the 202's body as stored (sealed when stored answers are)
+    headers: bytes  # the 202's stored headers (encoded)
+    lock_ms: int
+    retention_ms: int
+
+
+class ApiStart(msgspec.Struct, kw_only=True):
+    """One trigger: the run to start for the subscriber the address names (looked up in the script)."""
+
+    email: str
+    run_id: str
+    record: RunRecord  # its subscriber is the script's to fill in
+    due_ms: int
+    event: Event  # `automation.triggered`, its data's subscriber and email SUBSCRIBER_SLOT, EMAIL_SLOT
+    audit: bytes | None = None
+    idempotency: ApiIdempotency | None = None
+
+
+class ApiGroup(msgspec.Struct, kw_only=True):
+    automation_id: str
+    head: bytes  # the head's bytes as the ingress checked them (b"": none)
+    after_exit: bool
+    items: list[ApiStart]
+
+
+def _record_parts(record: RunRecord) -> tuple[bytes, bytes]:
+    raw = _pack(record, _NO_SUBSCRIBER)
+    assert raw[3:5] == b"\xc4\x11", "a new run's record: fixarray, status, bin8 of 17 bytes"
+    return raw[:3], raw[22:]
+
+
+def _event_parts(event: Event) -> tuple[bytes, bytes]:
+    raw = event_msgpack_encoder.encode(event)
+    at = raw.index(_SLOTS)
+    return raw[:at] + _encode("subscriber"), raw[at + len(_SLOTS) :]
+
+
+class ApiTriggerStore:
+    """An api trigger batch's one script (above): per automation 'stale' with the head's bytes, or per item
+    (outcome, ...): created | exists | live <run field> [claimed] | unknown | blocklisted | replay status
+    body headers | mismatch | running | claimed | none."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._script = redis.register_script(_API_START)
+
+    async def start(self, workspace: str, groups: Sequence[ApiGroup]) -> list[tuple[str, Any]]:
+        keys = [
+            keyspace.subscriber_emails(workspace),
+            keyspace.subscribers(workspace),
+            keyspace.AUTOMATIONS_ACTIVE,
+            keyspace.EVENT_STREAM,
+            keyspace.AUDIT_STREAM,
+        ]
+        encoded = []
+        for group in groups:
+            head_index = len(keys) + 1
+            keys.append(keyspace.automation(workspace, group.automation_id))
+            keys += RunStore._keys(workspace, group.automation_id)[:3]
+            keys.append(keyspace.automation_run_order(workspace, group.automation_id))
+            items = []
+            for item in group.items:
+                record_prefix, record_suffix = _record_parts(item.record)
+                event_prefix, event_suffix = _event_parts(item.event)
+                idem: Any = ""
+                if (i := item.idempotency) is not None:
+                    keys.append(i.key)
+                    idem = [
+                        len(keys),
+                        i.fingerprint,
+                        i.token,
+                        i.pre,
+                        lua_string(i.body),
+                        lua_string(i.headers),
+                        i.lock_ms,
+                        i.retention_ms,
+                    ]
+                items.append(
+                    [
+                        item.email,
+                        _field(item.run_id),
+                        lua_string(record_prefix),
+                        lua_string(record_suffix),
+                        item.due_ms,
+                        lua_string(event_prefix),
+                        lua_string(event_suffix),
+                        lua_string(item.audit) if item.audit is not None else "",
+                        idem,
+                    ]
+                )
+            encoded.append(
+                [
+                    head_index,
+                    lua_string(group.head),
+                    f"{workspace}|{group.automation_id}",
+                    group.after_exit,
+                    items,
+                ]
+            )
+        payload = _encode([lua_string(as_bytes(keyspace.AUDIT_FIELD)), encoded])
+        replies = await self._script(keys=keys, args=[payload])
+        results: list[tuple[str, Any]] = []
+        for reply in replies:
+            kind = as_text(reply[0])
+            if kind == "stale":
+                results.append((kind, as_bytes(reply[1])))
+            else:
+                results.append((kind, [_item_outcome(o) for o in reply[1]]))
+        return results
+
+
+def _item_outcome(reply: list) -> tuple[Any, ...]:
+    kind = as_text(reply[0])
+    if kind == "live":
+        return (kind, _run_id(reply[1]), len(reply) > 2)
+    if kind == "replay":
+        return (kind, int(reply[1]), as_bytes(reply[2]), as_bytes(reply[3]))
+    return (kind,)

@@ -91,3 +91,42 @@ class IdempotencyStore:
 
     async def release(self, key: str, token: str) -> None:
         await self._release(keys=[key], args=[token])
+
+
+# The same record's claim, replay and completion as Lua functions, for a script that claims, writes and
+# stores its answer in one call (store/automation_runs.py, an api trigger's batch): this module stays the
+# one that knows the record's fields. `idempotent_answer`: nil when the key is free, else what `claim`
+# answers (mismatch / running / the stored answer); `idempotent_claim`: as `_CLAIM` does when free;
+# `idempotent_done`: the claim and its completion at once (state done, with the answer).
+LUA_FUNCTIONS = """
+local function idempotent_answer(key, fingerprint)
+  local found = redis.call('HMGET', key, 'state', 'fp', 'status', 'body', 'headers')
+  if not found[1] then return nil end
+  if found[2] ~= fingerprint then return {'mismatch'} end
+  if found[1] == 'running' then return {'running'} end
+  return {'replay', found[3], found[4], found[5]}
+end
+local function idempotent_claim(key, fingerprint, token, lock_ms)
+  redis.call('HSET', key, 'state', 'running', 'fp', fingerprint, 'token', token)
+  redis.call('PEXPIRE', key, lock_ms)
+end
+local function idempotent_done(key, fingerprint, token, status, body, headers, retention_ms)
+  redis.call('HSET', key, 'state', 'done', 'fp', fingerprint, 'token', token, 'status', status,
+             'body', body, 'headers', headers)
+  redis.call('PEXPIRE', key, retention_ms)
+end
+"""
+
+
+def new_token() -> str:
+    """A claim's token, as `IdempotencyStore.claim` makes it (for a script that claims by itself)."""
+    return secrets.token_hex(8)
+
+
+def encode_headers(headers: dict[str, str]) -> bytes:
+    """A stored answer's headers, as `IdempotencyStore.complete` stores them."""
+    return _headers_codec[0].encode(headers)
+
+
+def decode_headers(raw: bytes) -> dict[str, str]:
+    return _headers_codec[1].decode(raw)

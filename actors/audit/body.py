@@ -8,7 +8,9 @@ One pass:
 3. chain them per workspace after the workspace's head, and in ONE MULTI: add the sealed entries to
    the buffer, move the heads, and XACK + XDEL the source entries. Either all of that happens or
    none of it, so an entry gets exactly one seq however often the sink crashes;
-4. store the buffer (step 1 again);
+4. store what that MULTI buffered, from the sealed entries in hand (issue #14: reading the buffer back
+   decoded every entry a second time), then delete it from the buffer; a crash in between leaves it for
+   step 1 of the next pass;
 5. publish a signed checkpoint of every head that moved, at most once every `checkpoint_seconds`
    (`checkpoints.CheckpointPublisher`): only now are the entries it covers in the store.
 
@@ -42,7 +44,7 @@ from store import keyspace
 from store.audit_checkpoint_sinks import CheckpointSink
 from store.audit_checkpoints import CheckpointLog
 from store.group_reader import GroupReader
-from store.replies import as_bytes_or_none, hash_fields, stream_entries
+from store.replies import as_bytes, as_bytes_or_none, hash_fields, stream_entries
 
 log = logging.getLogger("mailers.audit.sink")
 Batch = list[tuple[bytes, AuditEntry | None]]
@@ -99,6 +101,8 @@ class AuditSink:
         self._decode = msgspec.msgpack.Decoder(AuditEntry).decode
         self._group_ready = False
         self._moved: dict[str, tuple[int, str]] = {}  # heads the MULTI in hand moves
+        self._buffered: list[AuditEntry | None] = []  # per command of that MULTI: the entry it buffers
+        self._sealed: list[tuple[bytes, AuditEntry]] = []  # (buffer id, entry) the last MULTI wrote
         checkpoints = CheckpointLog(redis)
         self.checkpoints = CheckpointPublisher(
             checkpoints, signer, interval=checkpoint_seconds, outbox=checkpoint_sink is not None
@@ -113,7 +117,7 @@ class AuditSink:
         batch = await self.read_batch()
         if batch:
             await self.chain_batch(batch)
-            await self.store_chained()
+            await self.store_sealed()
         await self.publish_checkpoints()
         return len(batch)
 
@@ -187,7 +191,12 @@ class AuditSink:
                 log.warning("audit heads moved under this sink (is a second one running?); chaining again")
             await self._queue_commit(pipe, by_workspace, ids)
 
-        await self.redis.transaction(commit, keyspace.AUDIT_HEADS)
+        replies = await self.redis.transaction(commit, keyspace.AUDIT_HEADS)
+        self._sealed = [
+            (as_bytes(reply), entry)
+            for reply, entry in zip(replies, self._buffered, strict=True)
+            if entry is not None
+        ]
         self.checkpoints.note_moved(self._moved)
         self.stats.chained += sum(len(v) for v in by_workspace.values())
 
@@ -205,13 +214,17 @@ class AuditSink:
         self._moved = {
             ws: (entries[-1].seq, entries[-1].hash) for ws, entries in zip(workspaces, sealed, strict=True)
         }
+        self._buffered = []
         for workspace, entries in zip(workspaces, sealed, strict=True):
             for entry in entries:
                 pipe.xadd(keyspace.AUDIT_CHAINED, {keyspace.AUDIT_FIELD: self._encode(entry)})
+                self._buffered.append(entry)
             pipe.hset(keyspace.AUDIT_HEADS, workspace, f"{entries[-1].seq}:{entries[-1].hash}")
+            self._buffered.append(None)
         if ids:
             pipe.xack(keyspace.AUDIT_STREAM, keyspace.AUDIT_GROUP, *ids)
             pipe.xdel(keyspace.AUDIT_STREAM, *ids)
+            self._buffered += [None, None]
 
     def _seal(
         self, by_workspace: dict[str, list[AuditEntry]], heads: list[tuple[int, str]]
@@ -220,6 +233,17 @@ class AuditSink:
             chain(entries, prev_hash, prev_seq, self.signer)
             for entries, (prev_seq, prev_hash) in zip(by_workspace.values(), heads, strict=True)
         ]
+
+    async def store_sealed(self) -> int:
+        """Insert what the last chain_batch buffered, from the entries in hand, then drop it from the
+        buffer; anything else left in the buffer (an earlier pass's) goes through `store_chained`."""
+        sealed, self._sealed = self._sealed, []
+        for start in range(0, len(sealed), self.batch_size):
+            part = sealed[start : start + self.batch_size]
+            await self.store.insert([entry for _, entry in part])
+            await self.redis.xdel(keyspace.AUDIT_CHAINED, *[entry_id for entry_id, _ in part])
+        self.stats.stored += len(sealed)
+        return len(sealed) + await self.store_chained()
 
     async def store_chained(self) -> int:
         """Insert the buffer of chained entries into the store, then drop what was inserted."""

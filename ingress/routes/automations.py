@@ -23,9 +23,10 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from ingress.audit import AUDITED, entry_bytes
-from ingress.context import SERVICES, principal
+from ingress.context import IDEMPOTENCY, REQUEST_ID, SERVICES, principal
+from ingress.idempotency import NOT_STORED, DeferredClaim, claim_and_run, replay
 from ingress.pagination import PageQuery, decode_cursor, encode_cursor, list_response
-from ingress.problems import ApiError, not_found
+from ingress.problems import ApiError, error_response, not_found
 from ingress.routing import DEFINITION_MAX_BODY, RouteTable, json_response
 from schemas.audience import SubscriberRecord, subscriber_decoder
 from schemas.automations import (
@@ -53,6 +54,7 @@ from schemas.automations import (
     UpdateAutomation,
     check_definition,
     data_problems,
+    record_decoder,
 )
 from schemas.domain_names import normalise_email
 from schemas.events import Event
@@ -61,9 +63,20 @@ from schemas.problems import FieldError
 from schemas.schedules import next_due
 from security.ssrf import ForbiddenUrl, check_webhook_url
 from security.webhook_signing import derived_webhook_secret
-from store.automation_runs import NewRun, RunStore, Transition
+from store.automation_runs import (
+    EMAIL_SLOT,
+    SUBSCRIBER_SLOT,
+    ApiGroup,
+    ApiIdempotency,
+    ApiStart,
+    ApiTriggerStore,
+    NewRun,
+    RunStore,
+    Transition,
+)
 from store.automations import AutomationStore
 from store.coalescer import Backpressure, Coalescer
+from store.idempotency import StoredResponse, decode_headers, encode_headers, new_token
 from store.templates import TemplateStore
 
 routes = RouteTable()
@@ -310,14 +323,16 @@ async def delete_automation(request: web.Request) -> web.Response:
     summary="Start a run for one subscriber (an `api` trigger); Idempotency-Key honoured",
     tag=TAG,
     max_body=DEFINITION_MAX_BODY,
+    own_idempotency=True,
 )
-async def trigger_automation(request: web.Request, body: TriggerBody) -> web.Response:
+async def trigger_automation(request: web.Request, body: TriggerBody) -> web.StreamResponse:
     services = request.app[SERVICES]
     try:
         email: str | None = normalise_email(body.email)
     except ValueError:
         email = None  # refused below, once the automation is known to exist (404 first)
     automation_id = request.match_info["id"]
+    deferred = request.get(IDEMPOTENCY)
     item = _TriggerItem(
         workspace=principal(request).workspace,
         automation_id=automation_id,
@@ -329,9 +344,43 @@ async def trigger_automation(request: web.Request, body: TriggerBody) -> web.Res
         # The 202's audit entry rides in the start script (as the send path's does in its enqueue); any
         # other answer is audited by the middleware as before.
         audit=await entry_bytes(request, 202, automation_id),
+        claim=deferred if isinstance(deferred, DeferredClaim) else None,
     )
     try:
-        outcome = await _batcher(services.redis).submit(item)
+        outcome = await _api_batcher(services.redis).submit(item)
+    except Backpressure:
+        raise ApiError(
+            "unavailable", "Too many triggers are waiting; retry shortly", headers={"Retry-After": "1"}
+        ) from None
+    if outcome is _SLOWER_PATH:  # reentry `never`: its run id needs the subscriber's id (a second trip)
+        if item.claim is None:
+            return await _trigger_by_lookup(request, item)
+        return await claim_and_run(request, item.claim, partial(_trigger_by_lookup, item=item))
+    if item.claim is not None:
+        item.claim.taken = (
+            True  # the script saw the key: stored, refused or left free as the middleware would
+        )
+    if isinstance(outcome, ApiError):
+        raise outcome
+    assert isinstance(outcome, _Answer)
+    if outcome.replay is not None:
+        return replay(outcome.replay)
+    if outcome.error is not None:  # claimed by the script: stored as the middleware stores a problem
+        assert item.claim is not None
+        response = error_response(outcome.error, request[REQUEST_ID])
+        headers = {h: response.headers[h] for h in ("Content-Type", "Location") if h in response.headers}
+        assert isinstance(response.body, bytes)
+        stored = StoredResponse(response.status, response.body, headers)
+        await item.claim.store.complete(item.claim.key, outcome.token, stored)
+        return response
+    request[AUDITED] = outcome.audited
+    return json_response(TriggerAccepted(run=outcome.run_id), status=202)
+
+
+async def _trigger_by_lookup(request: web.Request, item: _TriggerItem) -> web.Response:
+    """The trigger of a `never` automation: the lookup script, the checks, then the start script."""
+    try:
+        outcome = await _batcher(request.app[SERVICES].redis).submit(item)
     except Backpressure:
         raise ApiError(
             "unavailable", "Too many triggers are waiting; retry shortly", headers={"Retry-After": "1"}
@@ -352,6 +401,7 @@ class _TriggerItem(msgspec.Struct, kw_only=True):
     idempotency_key: str | None
     now_ms: int
     audit: bytes | None = None
+    claim: DeferredClaim | None = None  # the Idempotency-Key, for the batch's script to claim
 
 
 # (run id, whether its audit entry was written with it) or the problem to answer.
@@ -523,6 +573,268 @@ def _started(item: _TriggerItem, definition: Definition, run_id: str, outcome: s
             "conflict", f"This subscriber is in a run of it (reentry `after_exit`): {outcome[5:]}"
         )
     return run_id
+
+
+# --- the batch of the one-script path (every automation but `never` ones) --------------------------------
+class _Answer(msgspec.Struct, kw_only=True):
+    run_id: str = ""
+    audited: bool = False  # the 202's audit entry was written with the run
+    replay: StoredResponse | None = None  # an Idempotency-Key's stored answer
+    error: ApiError | None = None  # a problem whose answer is stored under the claim `token`
+    token: str = ""
+
+
+_SLOWER_PATH = _Answer()  # the caller takes `_trigger_by_lookup` (reentry `never`)
+_ApiOutcome = _Answer | ApiError
+
+# What the batch checks from the automation's head, per process: (the head's bytes, the head, its
+# definition), b"" and None when absent or not read yet. Never trusted alone: the script compares the bytes
+# with the stored head and answers the new ones when they differ (then the batch checks again).
+_heads: dict[tuple[str, str], tuple[bytes, AutomationRecord | None, Definition | None]] = {}
+_ATTEMPTS = (
+    4  # a head that changes under every attempt answers 409 (an automation edited many times a second)
+)
+_accepted_headers: bytes | None = None
+
+
+def _api_batcher(redis: aioredis.Redis) -> Coalescer[_TriggerItem, _ApiOutcome]:
+    loop = asyncio.get_running_loop()
+    found = _api_batchers.get(redis)
+    if found is None or found[0] is not loop:
+        batcher = Coalescer(
+            partial(_api_batch, AutomationStore(redis), ApiTriggerStore(redis)),
+            max_in_flight=2,
+            max_batch=500,
+            max_pending=20_000,
+        )
+        found = _api_batchers[redis] = (loop, batcher)
+    return found[1]
+
+
+_api_batchers: weakref.WeakKeyDictionary[
+    aioredis.Redis, tuple[asyncio.AbstractEventLoop, Coalescer[_TriggerItem, _ApiOutcome]]
+] = weakref.WeakKeyDictionary()
+
+
+async def _api_batch(
+    store: AutomationStore, api: ApiTriggerStore, items: list[_TriggerItem]
+) -> list[_ApiOutcome]:
+    """Per workspace one script a round (ApiTriggerStore): the subscriber lookups, the starts and the
+    Idempotency-Keys' records of every automation whose head is as cached; a second round only for the
+    automations whose head changed (or was not cached)."""
+    outcomes: list[_ApiOutcome | None] = [None] * len(items)
+    pending: dict[tuple[str, str], list[int]] = {}
+    for index, item in enumerate(items):
+        pending.setdefault((item.workspace, item.automation_id), []).append(index)
+    for _ in range(_ATTEMPTS):
+        if not pending:
+            break
+        by_workspace: dict[str, list[tuple[str, str]]] = {}
+        for key in pending:
+            by_workspace.setdefault(key[0], []).append(key)
+        stale: dict[tuple[str, str], list[int]] = {}
+        for workspace, keys in by_workspace.items():
+            groups: list[ApiGroup] = []
+            plans: list[tuple[tuple[str, str], list[tuple[int, ApiError | None, ApiStart | None]]]] = []
+            for key in keys:
+                raw, head, definition = _heads.get(key, (b"", None, None))
+                if definition is not None and definition.reentry == "never":
+                    for index in pending[key]:
+                        outcomes[index] = _SLOWER_PATH
+                    continue
+                starts, plan = [], []
+                for index in pending[key]:
+                    item = items[index]
+                    problem = _head_problem(item, head, definition)
+                    start = None
+                    if problem is None or item.claim is not None:
+                        start = _api_start(item, head, definition, problem)
+                        starts.append(start)
+                    plan.append((index, problem, start))
+                groups.append(
+                    ApiGroup(
+                        automation_id=key[1],
+                        head=raw,
+                        after_exit=definition is not None and definition.reentry == "after_exit",
+                        items=starts,
+                    )
+                )
+                plans.append((key, plan))
+            if not groups:
+                continue
+            for (key, plan), (kind, value) in zip(plans, await api.start(workspace, groups), strict=True):
+                if kind == "stale":
+                    await _remember(store, key, value)
+                    stale[key] = pending[key]
+                    continue
+                answers = iter(value)
+                for index, problem, start in plan:
+                    reply = next(answers) if start is not None else None
+                    outcomes[index] = _answer(items[index], problem, start, reply)
+        pending = stale
+    for indexes in pending.values():
+        for index in indexes:
+            outcomes[index] = ApiError("conflict", "The automation kept changing; try again")
+    return [
+        o if o is not None else ApiError("internal_error", "The trigger was not handled") for o in outcomes
+    ]
+
+
+async def _remember(store: AutomationStore, key: tuple[str, str], raw: bytes) -> None:
+    head = record_decoder.decode(raw) if raw else None
+    definition = None if head is None else await _definition(store, head)
+    if len(_heads) >= 10_000:
+        _heads.clear()
+    _heads[key] = (raw, head, definition)
+
+
+def _head_problem(
+    item: _TriggerItem, head: AutomationRecord | None, definition: Definition | None
+) -> ApiError | None:
+    """What the automation alone refuses (in the order `_check_trigger` checks), and an invalid address."""
+    if head is None or definition is None:
+        return not_found("automation")
+    if not isinstance(definition.trigger, ApiTrigger):
+        return ApiError(
+            "conflict",
+            f"This automation's trigger is `{definition.trigger.__struct_config__.tag}`, not `api`",
+        )
+    if head.status != "active":
+        return ApiError("conflict", "The automation is paused: activate it first")
+    problems = data_problems(definition.trigger, item.data)
+    if problems:
+        return ApiError("validation_error", "The trigger's data is invalid", errors=problems)
+    if item.email is None:
+        return ApiError(
+            "validation_error",
+            "Not an email address",
+            errors=[FieldError("#/email", "not an email address", "invalid_email")],
+        )
+    return None
+
+
+def _api_start(
+    item: _TriggerItem, head: AutomationRecord | None, definition: Definition | None, problem: ApiError | None
+) -> ApiStart:
+    now_ms = item.now_ms
+    if head is not None and definition is not None and problem is None:
+        if item.idempotency_key is not None:
+            # A retry that raced a crash (the run written, the stored answer not) finds the same run.
+            run_id = derived_id("run", _ms(head.created_at), head.id, item.key_id, item.idempotency_key)
+        else:
+            run_id = new_id("run")
+        version = definition.version
+    else:  # only its Idempotency-Key is looked at (the problem is answered)
+        run_id, version = "run_" + "0" * 26, 0
+    record = RunRecord(
+        subscriber=SUBSCRIBER_SLOT, version=version, status="r", at=0, created_ms=now_ms, data=item.data
+    )
+    event = Event(
+        id=new_id("evt"),
+        type="automation.triggered",
+        created_at=_at(now_ms),
+        workspace=item.workspace,
+        data={
+            "automation_id": item.automation_id,
+            "run_id": run_id,
+            "version": version,
+            "subscriber": SUBSCRIBER_SLOT,
+            "email": EMAIL_SLOT,
+            "trigger": "api",
+        },
+    )
+    idempotency = None
+    if (claim := item.claim) is not None:
+        pre = "" if problem is None else ("fail" if problem.code in NOT_STORED else "store")
+        body = _accepted_encoder.encode(TriggerAccepted(run=run_id))
+        box = claim.store.box
+        idempotency = ApiIdempotency(
+            key=claim.key,
+            fingerprint=claim.fingerprint,
+            token=new_token(),
+            pre=pre,
+            body=body if box is None else box.seal(body, claim.key.encode()).encode(),
+            headers=_stored_headers(),
+            lock_ms=claim.store.lock_ms,
+            retention_ms=claim.store.retention_ms,
+        )
+    return ApiStart(
+        email=item.email or "",
+        run_id=run_id,
+        record=record,
+        due_ms=now_ms,
+        event=event,
+        audit=item.audit,
+        idempotency=idempotency,
+    )
+
+
+_accepted_encoder = msgspec.json.Encoder()
+
+
+def _stored_headers() -> bytes:
+    """The 202's headers as the middleware would store them (its Content-Type, exactly)."""
+    global _accepted_headers
+    if _accepted_headers is None:
+        content_type = json_response(TriggerAccepted(run="-"), status=202).headers["Content-Type"]
+        _accepted_headers = encode_headers({"Content-Type": content_type})
+    return _accepted_headers
+
+
+def _answer(
+    item: _TriggerItem, problem: ApiError | None, start: ApiStart | None, reply: tuple | None
+) -> _ApiOutcome:
+    """The answer to one trigger from what the script did with it (see ApiTriggerStore)."""
+    if start is None or reply is None:
+        assert problem is not None
+        return problem
+    token = start.idempotency.token if start.idempotency is not None else ""
+    kind = reply[0]
+    claim = item.claim
+    if kind == "replay":
+        assert claim is not None
+        _, status, body, headers = reply
+        opened = body if claim.store.box is None else claim.store.box.open(body.decode(), claim.key.encode())
+        return _Answer(replay=StoredResponse(status, opened, decode_headers(headers)))
+    if kind == "mismatch":
+        return ApiError(
+            "idempotency_key_reused", "This Idempotency-Key was used with a different request body"
+        )
+    if kind == "running":
+        return ApiError(
+            "idempotency_key_in_use",
+            "A request with this Idempotency-Key is still running",
+            headers={"Retry-After": "1"},
+        )
+    if kind in ("claimed", "none"):
+        assert problem is not None
+        return _Answer(error=problem, token=token) if kind == "claimed" else problem
+    if kind == "unknown":
+        return ApiError(
+            "validation_error",
+            "No subscriber has this address",
+            errors=[FieldError("#/email", "add the subscriber to a list first", "unknown_subscriber")],
+        )
+    if kind == "blocklisted":
+        return ApiError(
+            "validation_error",
+            "The subscriber is blocklisted",
+            errors=[
+                FieldError(
+                    "#/email", "a blocklisted subscriber enters no automation", "subscriber_blocklisted"
+                )
+            ],
+        )
+    if kind == "live":
+        error = ApiError("conflict", f"This subscriber is in a run of it (reentry `after_exit`): {reply[1]}")
+        return _Answer(error=error, token=token) if reply[2] else error
+    run_id = start.run_id
+    if kind == "created":
+        return _Answer(run_id=run_id, audited=True)
+    # "exists": only a retried Idempotency-Key derives an id that may exist (not `never`: not here)
+    if claim is not None:
+        return _Answer(run_id=run_id)
+    return ApiError("conflict", f"This run was started before: {run_id}")
 
 
 @routes.route(
