@@ -4,7 +4,9 @@ Each step reads one batch through the consumer group (first entries a dead or st
 one before a restart, left pending, claimed once idle for `claim_idle` seconds; otherwise new entries),
 inserts it, and only then XACKs. A crash between insert and ack redelivers the entries; the store
 drops events it already holds (event id), so nothing is counted twice. A batch closes at
-`batch_size` events or `max_latency` seconds after its first entry, whichever comes first.
+`batch_size` events or `max_latency` seconds after its first entry, whichever comes first; in `run`, a
+batch whose latency has passed while the writer is still inserting the last one keeps growing until the
+writer is free (it could not be written sooner): a backed-up stream goes in fewer, bigger inserts.
 
 Events about an erased address (store/erasures.py) are dropped before the insert, and `erase_subscriber`
 runs under the same lock as the insert, so a batch read before an erasure cannot land after it and
@@ -109,6 +111,12 @@ class EventSinkLoop:
         self._group_ready = False
         self._unfinished: Batch | None = None  # a batch whose insert or ack failed: retried first
         self._events_per_entry: float | None = None  # learnt from what was read, to size each read
+        # Clear while `run`'s writer inserts a batch: the batch being read meanwhile keeps growing past
+        # max_latency until the writer is free (it could not be written sooner), so a backed-up stream is
+        # written in fewer, bigger inserts; each insert has a fixed cost of milliseconds (DuckDB plans
+        # every statement) that small batches pay per handful of events.
+        self.writer_idle = asyncio.Event()
+        self.writer_idle.set()
 
     async def read_batch(self, *, wait: bool = True) -> Batch:
         """The next batch; `wait=False` (burst mode) never blocks nor lingers: what is there now."""
@@ -149,8 +157,14 @@ class EventSinkLoop:
             self._add(batch, entries)
             if len(entries) < wanted:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not wait:
+                if not wait:
                     break
+                if remaining <= 0:
+                    if self.writer_idle.is_set():
+                        break
+                    await self.writer_idle.wait()  # then read what arrived meanwhile, and close
+                    deadline = time.monotonic()
+                    continue
                 await asyncio.sleep(remaining)
 
     async def _claim(self, batch: Batch) -> None:
@@ -293,14 +307,18 @@ class EventSinkLoop:
     async def _write_batches(self, queue: asyncio.Queue[Batch | None], retry_delay: float) -> None:
         while (batch := await queue.get()) is not None:
             delay = retry_delay
-            while True:
-                try:
-                    await self.commit(batch)
-                    break
-                except Exception as exc:
-                    log.warning("event sink insert failed, retrying in %.1fs: %s", delay, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
+            self.writer_idle.clear()
+            try:
+                while True:
+                    try:
+                        await self.commit(batch)
+                        break
+                    except Exception as exc:
+                        log.warning("event sink insert failed, retrying in %.1fs: %s", delay, exc)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 30.0)
+            finally:
+                self.writer_idle.set()
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
