@@ -18,8 +18,11 @@ cannot lead it into the operator's network. Reply texts in reasons are cleaned a
 
 Connections: one pool per adapter (one per sending server), at most `pool_size` open; idle connections
 are reused, checked with NOOP when idle longer than `IDLE_CHECK_SECONDS`, and dropped when the server
-closed them or a transaction failed in a way that leaves the session unknown. After a failed reply
-aiosmtplib's `sendmail` has already sent RSET, so the connection goes back to the pool. A reused
+closed them or a transaction failed in a way that leaves the session unknown. aiosmtplib sets a
+connection up (greeting, EHLO once, STARTTLS or TLS, AUTH); then `SmtpSession` takes its transport and
+runs the transactions: prepared MAIL/RCPT/DATA bytes, pipelined when the server advertises PIPELINING
+(RFC 2920), the rendered MIME sent as it is (dot-stuffed only). After a refused envelope or DATA the
+session sends RSET, so the connection goes back to the pool; no RSET or NOOP between good messages. A reused
 connection that turns out to be dead is replaced and the message tried once more on the fresh one; the
 duplicate risk of that retry is the one any Transient retry carries, no more.
 
@@ -214,6 +217,8 @@ class SmtpSession(asyncio.Protocol):
 
     # asyncio.Protocol
     def data_received(self, data: bytes) -> None:
+        if self._lost is not None:
+            return  # closing: nothing more is read
         self._buffer += data
         try:
             self._parse()
