@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import msgspec
+import pytest
 
 from actors.event_sink.body import EventSinkLoop
 from analytics.queries import ExportQuery, SummaryQuery
@@ -181,3 +182,25 @@ async def test_a_batch_grows_while_the_writer_is_busy(redis, store):
     batch = await asyncio.wait_for(reading, 5)
     assert batch.size == 30
     assert await sink.commit(batch) == 30 and await sent_count(store) == 30
+
+
+def test_the_batch_window_grows_with_the_insert_time_up_to_max_linger():
+    from actors.event_sink.body import batch_window
+
+    assert batch_window(0.25, 0.0, 0.1, 1.0) == 0.25  # no insert yet, or quick ones: max_latency
+    assert batch_window(0.25, 0.02, 0.1, 1.0) == 0.25
+    assert batch_window(0.25, 0.04, 0.1, 1.0) == pytest.approx(0.4)  # inserts ~10% of the time
+    assert batch_window(0.25, 0.5, 0.1, 1.0) == 1.0  # never past max_linger
+
+
+async def test_a_slow_insert_lengthens_the_next_batch_window(redis, store):
+    sink = EventSinkLoop(redis, store, consumer="c1", max_latency=0.01, insert_share=0.001, max_linger=0.5)
+    await publish(redis, sends(10), per_entry=10)
+    assert await sink.step() == 10
+    assert sink.insert_seconds > 0  # measured on the real store
+    window = min(sink.insert_seconds / 0.001, 0.5)  # far past max_latency (0.01 s)
+    assert window > 0.1
+    await publish(redis, sends(1, offset=10), per_entry=1)
+    started = time.monotonic()
+    assert await sink.step() == 1  # one entry, then the wait for company until the window ends
+    assert time.monotonic() - started >= window * 0.99
