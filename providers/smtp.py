@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
+from aiosmtplib.email import quote_address
 
 from providers.base import Outcome, Permanent, RecipientRefusal, Sent, Transient
 from providers.dkim import DkimKeyError, DkimSigner
@@ -145,16 +146,25 @@ FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError, Forbi
 
 # --- one connection's transactions -------------------------------------------------------------
 
-_ENVELOPE_ADDRESS = re.compile(r"[^\s<>()\[\],;:\\\"\x00-\x1f\x7f]+@[A-Za-z0-9.\-]+\Z")
+# The common address (no quoting, no spaces, no brackets): taken as it is. Anything else goes through
+# aiosmtplib's own parse and check, as it did before (`quote_address`: email.utils, refuses characters
+# that cannot go on a command line).
+_PLAIN_ADDRESS = re.compile(r"[^\s<>()\[\],;:\\\"@\x00-\x1f\x7f]+@[^\s<>()\[\],;:\\\"@\x00-\x1f\x7f]+\Z")
+_COMMAND_BREAKING = re.compile(r"[\x00-\x1f\x7f]")
 MAX_REPLY_BYTES = 32 * 1024  # one reply, continuation lines included (aiosmtplib's bound too)
 MAX_REPLY_LINE = 8192
 
 
 def envelope_address(address: str) -> bytes:
     """`<address>` for MAIL/RCPT; refuses what could break the command line (ValueError)."""
-    if not _ENVELOPE_ADDRESS.match(address):
-        raise ValueError(f"not an envelope address: {address!r}")
-    return b"<" + address.encode("ascii") + b">"
+    if _PLAIN_ADDRESS.match(address) and address.isascii():
+        return b"<" + address.encode("ascii") + b">"
+    if _COMMAND_BREAKING.search(address):
+        raise ValueError(f"control character in envelope address: {address!r}")
+    try:
+        return quote_address(address).encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError(f"not an ASCII envelope address: {address!r}") from None
 
 
 def data_payload(raw: bytes) -> bytes:

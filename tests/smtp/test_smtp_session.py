@@ -190,3 +190,14 @@ async def test_envelope_writes_and_no_per_message_commands(recorder_server: tupl
     else:  # never more than one command unanswered
         assert recorder.violations == 0
         assert all(len(v) == 1 for v in reads.values() if "QUIT" not in v)
+
+
+def test_envelope_addresses() -> None:
+    from providers.smtp import envelope_address
+
+    assert envelope_address("ana@example.com") == b"<ana@example.com>"
+    assert envelope_address("a.b+c@x_y.example") == b"<a.b+c@x_y.example>"
+    assert envelope_address('"john doe"@example.com') == b'<"john doe"@example.com>'  # aiosmtplib's quoting
+    for bad in ("ana@example.com\r\nRCPT TO:<evil@x.com>", "ü@example.com"):
+        with pytest.raises(ValueError):
+            envelope_address(bad)
