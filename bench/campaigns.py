@@ -27,7 +27,9 @@ import argparse
 import asyncio
 import os
 import resource
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -332,6 +334,39 @@ async def memory_breakdown(redis_url: str, sample: int = 200) -> list[str]:
     ]
 
 
+PROFILED = ("ray::Dispatcher", "ray::EventSink", "smtp sink")
+
+
+def start_profilers(directory: str | None, pids: set[int], phase: str) -> list[subprocess.Popen]:
+    """`--profile DIR`: py-spy (installed in the venv) records the dispatcher, the event sink and the SMTP
+    sink during `phase`, as collapsed stacks (`DIR/<phase>-<process>.txt`, one line per stack and its
+    sample count) for reading where a process's CPU goes."""
+    if not directory:
+        return []
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    py_spy = str(Path(sys.executable).with_name("py-spy"))
+    started = []
+    for pid, label in cpu_of(pids):
+        if label in PROFILED:
+            out = Path(directory) / f"{phase}-{label.replace('ray::', '').replace(' ', '-')}.txt"
+            started.append(
+                subprocess.Popen(
+                    [py_spy, "record", "-r", "250", "-f", "raw", "-o", str(out), "--pid", pid],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+    time.sleep(1.0)  # py-spy attaches
+    return started
+
+
+def stop_profilers(profilers: list[subprocess.Popen]) -> None:
+    for process in profilers:
+        process.send_signal(signal.SIGINT)
+    for process in profilers:
+        process.wait(timeout=60)
+
+
 def cpu_of(pids: set[int]) -> dict[tuple[str, str], float]:
     """bench.cpu.snapshot restricted to this run's processes (other benchmarks share the machine); the
     serve's processes `bench.cpu` has no name for (the ingress's CPU worker processes, which run a heavy
@@ -367,6 +402,7 @@ async def end_to_end(session, base, redis_url, args, template, serve_pid: int, r
         e2e_list = await load_list(session, base, redis_url, count, "e2e")
         await wait_idle(redis_url, within=600)
         mine |= set(family(serve_pid))  # the serve with every actor process it has now
+        profilers = start_profilers(getattr(args, "profile", None), mine, "campaign")
         before = cpu_of(mine)
         started = time.perf_counter()
         campaign_id = await launch(session, base, e2e_list, template["id"], smtp["id"])
@@ -374,6 +410,7 @@ async def end_to_end(session, base, redis_url, args, template, serve_pid: int, r
         drained = time.perf_counter()
         ended = await until_sent(session, base, campaign_id)
         campaign_cpu = cpu.spent(before, cpu_of(mine))
+        stop_profilers(profilers)
         await wait_idle(redis_url, within=600)
         before = cpu_of(mine)
         bulk_started = time.perf_counter()
@@ -578,6 +615,11 @@ def main() -> None:
         type=int,
         default=0,
         help="only the runner body's fan-out of N subscribers, CPU per recipient (no serve, no Ray)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="e2e: py-spy the dispatcher, the event sink and the SMTP sink during the campaign into this dir",
     )
     args = parser.parse_args()
     print("\n".join(asyncio.run(in_process(args) if args.in_process else run(args))))

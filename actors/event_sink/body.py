@@ -4,12 +4,17 @@ Each step reads one batch through the consumer group (first entries a dead or st
 one before a restart, left pending, claimed once idle for `claim_idle` seconds; otherwise new entries),
 inserts it, and only then XACKs. A crash between insert and ack redelivers the entries; the store
 drops events it already holds (event id), so nothing is counted twice. A batch closes at
-`batch_size` events or `max_latency` seconds after its first entry, whichever comes first.
+`batch_size` events or `max_latency` seconds after its first entry, whichever comes first — or later
+when inserts are slow: the window is long enough for the inserts to take about `insert_share` (10%) of
+the time, at most `max_linger` (1 s; `batch_window`); in `run`, a
+batch whose latency has passed while the writer is still inserting the last one keeps growing until the
+writer is free (it could not be written sooner): a backed-up stream goes in fewer, bigger inserts.
 
 Events about an erased address (store/erasures.py) are dropped before the insert, and `erase_subscriber`
 runs under the same lock as the insert, so a batch read before an erasure cannot land after it and
 bring the person back. Subscriber events also fill the store's subscriber mirror (analytics/mirror.py)
-within the same insert: a change is visible to segments one batch latency (`max_latency`) later.
+within the same insert: a change is visible to segments one batch window (`max_latency`, longer while
+inserts are slow, at most `max_linger`) later.
 
 `run` also migrates the store first (retried until it works) and, where the backend has no TTL
 (DuckDB), deletes expired events once an hour. The analytics store itself (backends, writer, queries)
@@ -68,6 +73,14 @@ class SinkStats:
     last_batch_at: float = 0.0
 
 
+def batch_window(max_latency: float, insert_seconds: float, insert_share: float, max_linger: float) -> float:
+    """How long a batch gathers after its first entry: `max_latency`, or longer when inserts are slow,
+    so that the inserts' time stays near `insert_share` of the sink's (an insert has a fixed cost of tens
+    of milliseconds in DuckDB, paid per batch however few events it holds; on a busy machine it takes
+    longer, and the batches grow then, when the CPU is scarcest); never more than `max_linger`."""
+    return max(max_latency, min(insert_seconds / insert_share, max_linger))
+
+
 def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -82,6 +95,8 @@ class EventSinkLoop:
         consumer: str | None = None,
         batch_size: int = 5000,
         max_latency: float = 0.25,
+        insert_share: float = 0.1,
+        max_linger: float = 1.0,
         claim_idle: float = 30.0,
         read_entries: int = 500,
         stream: str = keyspace.EVENT_STREAM,
@@ -90,6 +105,8 @@ class EventSinkLoop:
     ) -> None:
         self.redis, self.store, self.clock = redis, store, clock
         self.batch_size, self.max_latency, self.read_entries = batch_size, max_latency, read_entries
+        self.insert_share, self.max_linger = insert_share, max_linger
+        self.insert_seconds = 0.0  # how long the last inserts took (moving average, wall time)
         # Short blocking reads for the first entries: a long one would outlast the client's socket timeout.
         self.reader = GroupReader(
             redis,
@@ -109,6 +126,12 @@ class EventSinkLoop:
         self._group_ready = False
         self._unfinished: Batch | None = None  # a batch whose insert or ack failed: retried first
         self._events_per_entry: float | None = None  # learnt from what was read, to size each read
+        # Clear while `run`'s writer inserts a batch: the batch being read meanwhile keeps growing past
+        # max_latency until the writer is free (it could not be written sooner), so a backed-up stream is
+        # written in fewer, bigger inserts; each insert has a fixed cost of milliseconds (DuckDB plans
+        # every statement) that small batches pay per handful of events.
+        self.writer_idle = asyncio.Event()
+        self.writer_idle.set()
 
     async def read_batch(self, *, wait: bool = True) -> Batch:
         """The next batch; `wait=False` (burst mode) never blocks nor lingers: what is there now."""
@@ -142,15 +165,23 @@ class EventSinkLoop:
         drained, sleep rather than block on it: a trickle of entries (one per dispatch chunk) then costs
         one read per batch instead of a read, a wake-up and a reply per entry. Latency is measured on
         the monotonic clock the event loop sleeps on, not on the injected wall clock."""
-        deadline = time.monotonic() + self.max_latency
+        deadline = time.monotonic() + batch_window(
+            self.max_latency, self.insert_seconds, self.insert_share, self.max_linger
+        )
         while batch.size < self.batch_size:
             wanted = self._entries_wanted(batch.size)
             entries = await self.reader.read_new(wanted)
             self._add(batch, entries)
             if len(entries) < wanted:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not wait:
+                if not wait:
                     break
+                if remaining <= 0:
+                    if self.writer_idle.is_set():
+                        break
+                    await self.writer_idle.wait()  # then read what arrived meanwhile, and close
+                    deadline = time.monotonic()
+                    continue
                 await asyncio.sleep(remaining)
 
     async def _claim(self, batch: Batch) -> None:
@@ -198,7 +229,10 @@ class EventSinkLoop:
             async with self._writing:
                 events = await self.erasures.drop_erased(batch.events)
                 chunks = await self.erasures.drop_erased_members(batch.chunks)
+                started = time.monotonic()
                 await self.store.insert(events, chunks)
+                took = time.monotonic() - started
+                self.insert_seconds = took if not self.insert_seconds else 0.5 * (self.insert_seconds + took)
         reader = self.reader
         for start in range(0, len(batch.entry_ids), 1000):
             await self.redis.xack(reader.stream, reader.group, *batch.entry_ids[start : start + 1000])
@@ -293,14 +327,18 @@ class EventSinkLoop:
     async def _write_batches(self, queue: asyncio.Queue[Batch | None], retry_delay: float) -> None:
         while (batch := await queue.get()) is not None:
             delay = retry_delay
-            while True:
-                try:
-                    await self.commit(batch)
-                    break
-                except Exception as exc:
-                    log.warning("event sink insert failed, retrying in %.1fs: %s", delay, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
+            self.writer_idle.clear()
+            try:
+                while True:
+                    try:
+                        await self.commit(batch)
+                        break
+                    except Exception as exc:
+                        log.warning("event sink insert failed, retrying in %.1fs: %s", delay, exc)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 30.0)
+            finally:
+                self.writer_idle.set()
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

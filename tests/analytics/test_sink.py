@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import msgspec
+import pytest
 
 from actors.event_sink.body import EventSinkLoop
 from analytics.queries import ExportQuery, SummaryQuery
@@ -160,3 +161,46 @@ async def test_retention_purge_cuts_at_the_injected_clock(redis, tmp_path, chdb_
     assert (await store.summary("acme", window, now=NOW)).totals.sent == 5
     assert await EventSinkLoop(redis, store, consumer="c2").purge_expired() is None  # no retention set
     await store.close()
+
+
+async def test_a_batch_grows_while_the_writer_is_busy(redis, store):
+    """Past max_latency a batch closes unless `run`'s writer is still inserting the last one: then it
+    takes in what arrives until the writer is free (it could not have been written sooner anyway)."""
+    sink = EventSinkLoop(redis, store, consumer="c1", max_latency=0.05, read_entries=100)
+    await publish(redis, sends(10), per_entry=10)
+    await redis.xgroup_create(keyspace.EVENT_STREAM, "analytics", id="0")  # so `pending` can ask at once
+    sink.writer_idle.clear()  # as `_write_batches` does while it inserts
+    reading = asyncio.create_task(sink.read_batch())
+    async with asyncio.timeout(10):
+        while await pending(redis) < 1:  # the first entry has been read
+            await asyncio.sleep(0.01)
+    # Real time (the latency is on time.monotonic): well past max_latency the batch is still open ...
+    await asyncio.sleep(0.3)
+    assert not reading.done()
+    await publish(redis, sends(20, offset=10), per_entry=20)
+    sink.writer_idle.set()  # ... and once the writer is free it closes with what arrived meanwhile
+    batch = await asyncio.wait_for(reading, 5)
+    assert batch.size == 30
+    assert await sink.commit(batch) == 30 and await sent_count(store) == 30
+
+
+def test_the_batch_window_grows_with_the_insert_time_up_to_max_linger():
+    from actors.event_sink.body import batch_window
+
+    assert batch_window(0.25, 0.0, 0.1, 1.0) == 0.25  # no insert yet, or quick ones: max_latency
+    assert batch_window(0.25, 0.02, 0.1, 1.0) == 0.25
+    assert batch_window(0.25, 0.04, 0.1, 1.0) == pytest.approx(0.4)  # inserts ~10% of the time
+    assert batch_window(0.25, 0.5, 0.1, 1.0) == 1.0  # never past max_linger
+
+
+async def test_a_slow_insert_lengthens_the_next_batch_window(redis, store):
+    sink = EventSinkLoop(redis, store, consumer="c1", max_latency=0.01, insert_share=0.001, max_linger=0.5)
+    await publish(redis, sends(10), per_entry=10)
+    assert await sink.step() == 10
+    assert sink.insert_seconds > 0  # measured on the real store
+    window = min(sink.insert_seconds / 0.001, 0.5)  # far past max_latency (0.01 s)
+    assert window > 0.1
+    await publish(redis, sends(1, offset=10), per_entry=1)
+    started = time.monotonic()
+    assert await sink.step() == 1  # one entry, then the wait for company until the window ends
+    assert time.monotonic() - started >= window * 0.99

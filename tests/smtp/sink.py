@@ -2,7 +2,8 @@
 
 Recipient local parts choose the answer to RCPT: `tempfail…` 451, `busy…` 452, `unknown…` 550 5.1.1,
 `full…` 552 5.2.2, `drop…` the server hangs up. `reject_data` makes DATA answer 554 5.7.1;
-`drop_next_mail` hangs up at the next MAIL. Connections are counted by client address.
+`drop_next_mail` hangs up at the next MAIL. Connections are counted by client address. `pipelining=True`
+advertises PIPELINING.
 """
 
 from __future__ import annotations
@@ -103,6 +104,17 @@ class SinkHandler:
         return "250 2.0.0 Queued"
 
 
+class PipeliningSinkHandler(SinkHandler):
+    """The same sink advertising PIPELINING (RFC 2920): aiosmtpd reads commands line by line and answers
+    each in order, so pipelined commands are served; it only does not say so by default."""
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 class SmtpSink:
     """`with SmtpSink() as sink:` an aiosmtpd server on 127.0.0.1:`sink.port` in its own thread."""
 
@@ -112,8 +124,9 @@ class SmtpSink:
         tls: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
         credentials: tuple[str, str] | None = None,
+        pipelining: bool = False,
     ) -> None:
-        self.handler = SinkHandler()
+        self.handler = PipeliningSinkHandler() if pipelining else SinkHandler()
         self.port = free_port()
         self.credentials = credentials
         kwargs: dict[str, Any] = {"hostname": "127.0.0.1", "port": self.port, "decode_data": False}
