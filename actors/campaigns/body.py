@@ -134,33 +134,46 @@ class CampaignRunner:
             clock=clock,
         )
         self._group_ready = False
+        # Under `run()` only: whether the last step found nothing to do and no active campaign, and how
+        # long the next step's stream read may then block (None: never, as in tests' `run_until_idle`).
+        self._idle = False
+        self._idle_block_ms: int | None = None
 
     # --- the loop ----------------------------------------------------------------------------------
     async def step(self) -> int:
-        done = await self.count_events()
-        for workspace, campaign_id in await self.store.active():
+        done = await self.count_events(block_ms=self._idle_block_ms if self._idle else None)
+        active = await self.store.active()
+        for workspace, campaign_id in active:
             try:
                 done += await self.advance(workspace, campaign_id)
             except Exception:
                 log.exception("campaign %s of %s: step failed; retried next step", campaign_id, workspace)
+        self._idle = not done and not active
         return done
 
     async def run_until_idle(self) -> int:
         return await until_idle(self.step)
 
-    async def run(self, stop: asyncio.Event, *, idle_wait: float = 0.05) -> None:
-        await poll(self.step, stop, idle_wait=idle_wait, log=log, on_error=self._reread)
+    async def run(self, stop: asyncio.Event, *, idle_wait: float = 0.05, idle_block: float = 0.25) -> None:
+        """Steps `idle_wait` apart while a campaign is active. With none, a step's read of `m:events`
+        blocks up to `idle_block` (any entry ends it at once; a launch appends `campaign.launched`): an
+        idle runner costs a few round trips a second instead of twenty passes."""
+        self._idle_block_ms = max(1, int(idle_block * 1000))
+        try:
+            await poll(self.step, stop, idle_wait=idle_wait, log=log, on_error=self._reread)
+        finally:
+            self._idle_block_ms = None
 
     def _reread(self) -> None:
         self._group_ready = False
         self.reader.reread_own()
 
     # --- counters from message events ----------------------------------------------------------------
-    async def count_events(self) -> int:
+    async def count_events(self, *, block_ms: int | None = None) -> int:
         if not self._group_ready:
             await self.reader.ensure_group("0")
             self._group_ready = True
-        entries = await self.reader.read_own() or await self.reader.read_new(block_ms=None)
+        entries = await self.reader.read_own() or await self.reader.read_new(block_ms=block_ms)
         if not entries:
             return 0
         tally = _Tally()

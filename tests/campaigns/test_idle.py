@@ -1,0 +1,60 @@
+"""An idle runner (`CampaignRunner.run` with no active campaign) waits blocked on `m:events` instead of
+passing twenty times a second, and a launch, whose transition appends `campaign.launched` to the
+stream, wakes it at once (docs/campaigns.md, "The runner")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import redis.asyncio as aioredis
+
+from actors.campaigns.body import CampaignRunner
+from ingress.context import SERVICES
+from tests.campaigns.conftest import SCOPES, campaign, make_audience, make_campaign, make_template, smtp
+
+NAME = "idle-campaign-runner"
+
+
+async def _blocked(redis) -> bool:
+    """Whether the runner's own connection is blocked in XREADGROUP right now."""
+    for entry in await redis.client_list():
+        if entry.get("name") == NAME:
+            return entry.get("cmd") == "xreadgroup" and "b" in entry.get("flags", "")
+    return False
+
+
+async def test_an_idle_runner_waits_on_the_stream_and_a_launch_wakes_it(
+    client, make_key, sink, redis, redis_url
+):
+    headers = await make_key(SCOPES)
+    await smtp(client, headers, sink)
+    list_id, emails = await make_audience(client, headers, 5)
+    template_id = await make_template(client, headers)
+    services = client.app[SERVICES]
+    own = aioredis.Redis.from_url(redis_url, client_name=NAME)
+    body = CampaignRunner(own, services.settings, clock=time.time)
+    stop = asyncio.Event()
+    # A block far longer than the test: only the stream entry of the launch can end the wait in time.
+    task = asyncio.create_task(body.run(stop, idle_wait=0.01, idle_block=120))
+    try:
+        deadline = time.monotonic() + 30
+        while not await _blocked(redis):
+            assert not task.done() and time.monotonic() < deadline, "the idle runner never blocked"
+            await asyncio.sleep(0.01)
+        campaign_id = await make_campaign(client, headers, list_id, template_id)
+        while (state := await campaign(client, headers, campaign_id))["status"] != "sent":
+            assert time.monotonic() < deadline, f"the launch did not wake the runner: {state['status']}"
+            await asyncio.sleep(0.02)
+        assert state["counters"]["queued"] + state["counters"]["sent"] == len(emails)
+        # Done, it goes back to waiting blocked.
+        while not await _blocked(redis):
+            assert not task.done() and time.monotonic() < deadline, "the runner did not go idle again"
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        task.cancel()  # it is blocked for up to idle_block
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await own.aclose()
