@@ -18,6 +18,12 @@ from schemas.settings import Settings
 __all__ = ["ActorHandle", "find_actor", "init_ray", "local_ray_pids", "shutdown_ray", "start_actor"]
 
 
+# What an idle process of a local Ray spends its CPU on and we never read: metrics exported by every
+# worker, per-handler event statistics, task events reported to the GCS for the dashboard (which is
+# off). On the 2-core default they were most of an idle serve's ~0.3 core (docs/operations.md).
+QUIET_RAY = {"enable_metrics_collection": False, "event_stats": False, "task_events_report_interval_ms": 0}
+
+
 def init_ray(settings: Settings) -> None:
     """Join RAY_ADDRESS, or start a local Ray sized for the embedded default."""
     if ray.is_initialized():
@@ -36,7 +42,7 @@ def init_ray(settings: Settings) -> None:
         ray.init(
             num_cpus=max(2, settings.ray_local_cpus),
             _node_ip_address="127.0.0.1",
-            _system_config={"worker_niceness": 0},
+            _system_config={"worker_niceness": 0, **QUIET_RAY},
             **options,
         )
 
