@@ -492,25 +492,12 @@ def _check_trigger(
     definition: Definition | None,
     subscriber: SubscriberRecord | None,
 ) -> NewRun | ApiError:
-    """The run this trigger starts, or the problem to answer: in the order the checks were always made."""
-    if head is None or definition is None:
-        return not_found("automation")
-    if not isinstance(definition.trigger, ApiTrigger):
-        return ApiError(
-            "conflict",
-            f"This automation's trigger is `{definition.trigger.__struct_config__.tag}`, not `api`",
-        )
-    if head.status != "active":
-        return ApiError("conflict", "The automation is paused: activate it first")
-    problems = data_problems(definition.trigger, item.data)
-    if problems:
-        return ApiError("validation_error", "The trigger's data is invalid", errors=problems)
-    if item.email is None:
-        return ApiError(
-            "validation_error",
-            "Not an email address",
-            errors=[FieldError("#/email", "not an email address", "invalid_email")],
-        )
+    """The run this trigger starts, or the problem to answer: in the order the checks were always made
+    (the automation's and the address's first, `_head_problem`, then the subscriber's)."""
+    problem = _head_problem(item, head, definition)
+    if problem is not None:
+        return problem
+    assert head is not None and definition is not None
     if subscriber is None:
         return ApiError(
             "validation_error",
