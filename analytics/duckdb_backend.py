@@ -189,14 +189,8 @@ _CAMPAIGN_INPUT = (
     "server",
     "campaign_variant",
     "created_ms",
-    "firsts",
     "url",
-    "demoted_open_ms",
-    "demoted_click_ms",
-    "demoted_open_provider",
-    "demoted_open_server",
-    "demoted_click_provider",
-    "demoted_click_server",
+    *AGGREGATE_COLUMNS,  # firsts, then the six demoted_* (unpacked in this order by campaign_counts)
 )
 _COUNTER_SCHEMA = [(c, pa.int64()) for c in _COUNTERS]
 GROUPS_SCHEMA = pa.schema([(c, pa.string()) for c in _GROUP_COLUMNS] + _COUNTER_SCHEMA)
@@ -277,8 +271,8 @@ def campaign_counts(rows: dict[str, list[Any]]) -> CampaignCounts:
         servers,
         variants,
         created,
-        firsts,
         urls,
+        firsts,
         demoted_open,
         demoted_click,
         demoted_open_provider,
