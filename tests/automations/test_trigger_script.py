@@ -84,17 +84,24 @@ async def test_an_idempotency_key_is_claimed_answered_and_replayed_by_the_script
     await _subscriber(client, admin, "ana@example.com")
     automation = await new_automation(client, admin, reentry="always", trigger=API, steps=[WAIT])
     await trigger(client, admin, automation["id"], "ana@example.com")  # the head is cached from here on
-    before = await _script_calls(redis)
+    # Script calls are counted server-wide, and the session's actors run scripts of their own now and
+    # then: the fewest of three keyed triggers is the trigger's own count.
+    calls = []
+    for attempt in range(3):
+        before = await _script_calls(redis)
+        probe = await trigger(client, admin, automation["id"], "ana@example.com", key=f"probe-{attempt}")
+        assert probe.status == 202 and "Idempotent-Replayed" not in probe.headers
+        calls.append(await _script_calls(redis) - before)
+    assert min(calls) == 1, f"claim, run and stored answer: one script call, not {calls}"
     first = await trigger(client, admin, automation["id"], "ana@example.com", key="order-1")
     assert first.status == 202 and "Idempotent-Replayed" not in first.headers
-    assert await _script_calls(redis) - before == 1, "claim, run and stored answer: one script call"
     again = await trigger(client, admin, automation["id"], "ana@example.com", key="order-1")
     assert again.status == 202 and again.headers["Idempotent-Replayed"] == "true"
     assert await again.read() == await first.read()
     assert again.headers["Content-Type"] == first.headers["Content-Type"]
     other = await trigger(client, admin, automation["id"], "ana@example.com", data={"x": 1}, key="order-1")
     assert other.status == 422 and (await other.json())["code"] == "idempotency_key_reused"
-    assert await redis.hlen(keyspace.automation_runs(workspace, automation["id"])) == 2
+    assert await redis.hlen(keyspace.automation_runs(workspace, automation["id"])) == 5  # 1 + 3 probes + 1
 
     # Not stored (as the middleware did not store them): the key works again once the request is fixed.
     unknown = await trigger(client, admin, automation["id"], "nobody@example.com", key="order-2")
