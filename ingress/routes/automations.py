@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -412,25 +414,33 @@ _Outcome = tuple[str, bool] | ApiError
 # the runs (and the 202s' audit entries). Per request that was four round trips and an audit append, each
 # holding one of the pool's connections: at a few hundred triggers a second on a loaded machine the pool
 # ran dry (500s) before the CPU did.
-_batchers: weakref.WeakKeyDictionary[
-    aioredis.Redis, tuple[asyncio.AbstractEventLoop, Coalescer[_TriggerItem, _Outcome]]
-] = weakref.WeakKeyDictionary()
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+_Batchers = weakref.WeakKeyDictionary[aioredis.Redis, tuple[asyncio.AbstractEventLoop, Coalescer[Any, Any]]]
+
+
+def _loop_batcher(
+    batchers: _Batchers,
+    redis: aioredis.Redis,
+    make: Callable[[], Callable[[list[_Item]], Awaitable[list[_Result]]]],
+) -> Coalescer[_Item, _Result]:
+    """One coalescer per Redis client and event loop (a batch in flight belongs to its loop). Its batch
+    function is made once, with it (`make`): its stores register their scripts, a SHA-1 of each text."""
+    loop = asyncio.get_running_loop()
+    found = batchers.get(redis)
+    if found is None or found[0] is not loop:
+        batcher = Coalescer(make(), max_in_flight=2, max_batch=500, max_pending=20_000)
+        found = batchers[redis] = (loop, batcher)
+    return found[1]
+
+
+_batchers: _Batchers = weakref.WeakKeyDictionary()
 
 
 def _batcher(redis: aioredis.Redis) -> Coalescer[_TriggerItem, _Outcome]:
-    """One per Redis client and event loop (a batch in flight belongs to its loop)."""
-    loop = asyncio.get_running_loop()
-    found = _batchers.get(redis)
-    if found is None or found[0] is not loop:
-        # The stores are made once with it: each registers its scripts (a SHA-1 of every script's text).
-        batcher = Coalescer(
-            partial(_trigger_batch, AutomationStore(redis), RunStore(redis)),
-            max_in_flight=2,
-            max_batch=500,
-            max_pending=20_000,
-        )
-        found = _batchers[redis] = (loop, batcher)
-    return found[1]
+    return _loop_batcher(
+        _batchers, redis, lambda: partial(_trigger_batch, AutomationStore(redis), RunStore(redis))
+    )
 
 
 async def _trigger_batch(store: AutomationStore, runs: RunStore, items: list[_TriggerItem]) -> list[_Outcome]:
@@ -584,23 +594,13 @@ _ATTEMPTS = (
 _accepted_headers: bytes | None = None
 
 
+_api_batchers: _Batchers = weakref.WeakKeyDictionary()
+
+
 def _api_batcher(redis: aioredis.Redis) -> Coalescer[_TriggerItem, _ApiOutcome]:
-    loop = asyncio.get_running_loop()
-    found = _api_batchers.get(redis)
-    if found is None or found[0] is not loop:
-        batcher = Coalescer(
-            partial(_api_batch, AutomationStore(redis), ApiTriggerStore(redis)),
-            max_in_flight=2,
-            max_batch=500,
-            max_pending=20_000,
-        )
-        found = _api_batchers[redis] = (loop, batcher)
-    return found[1]
-
-
-_api_batchers: weakref.WeakKeyDictionary[
-    aioredis.Redis, tuple[asyncio.AbstractEventLoop, Coalescer[_TriggerItem, _ApiOutcome]]
-] = weakref.WeakKeyDictionary()
+    return _loop_batcher(
+        _api_batchers, redis, lambda: partial(_api_batch, AutomationStore(redis), ApiTriggerStore(redis))
+    )
 
 
 async def _api_batch(
