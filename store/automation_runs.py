@@ -361,14 +361,6 @@ class RunStore:
             ("live:run_" + text[5:]) if (text := as_text(o)).startswith("live:") else text for o in outcome
         ]
 
-    async def claim(
-        self, workspace: str, automation_id: str, *, now_ms: int, lease_ms: int, limit: int
-    ) -> list[Claimed]:
-        found = await self.claim_batch(
-            workspace, automation_id, now_ms=now_ms, lease_ms=lease_ms, limit=limit
-        )
-        return found.runs
-
     async def claim_batch(
         self, workspace: str, automation_id: str, *, now_ms: int, lease_ms: int, limit: int
     ) -> ClaimedBatch:

@@ -306,9 +306,11 @@ async def test_a_runner_that_dies_after_sending_sends_nothing_twice(
     for i in range(20):
         assert (await trigger(client, admin, automation["id"], f"p{i}@example.com")).status == 202
     dying = runner_for(clock)
-    claimed = await RunStore(redis).claim(
-        workspace, automation["id"], now_ms=int(clock() * 1000), lease_ms=60_000, limit=500
-    )
+    claimed = (
+        await RunStore(redis).claim_batch(
+            workspace, automation["id"], now_ms=int(clock() * 1000), lease_ms=60_000, limit=500
+        )
+    ).runs
     head = await dying.automations.get(workspace, automation["id"])
     definition = await dying.definition(workspace, automation["id"], 1)
     subscribers = {
