@@ -35,7 +35,6 @@ import hashlib
 import logging
 import re
 import time
-from base64 import b32encode
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -652,18 +651,16 @@ def pick_winner(scores: dict[str, float], variants: int) -> int:
     return best
 
 
-# RFC 4648 base32 digits → Crockford's (the ULID alphabet), position for position.
-_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits → two characters
 
 
 def message_id(launch_ms: int, *parts: str) -> str:
     """`derived_id("msg", launch_ms, *parts)`, encoded directly instead of through a `ULID` object (a
-    tenth of a recipient's CPU); tests/campaigns/test_fanout.py checks both agree. The 128 bits are a
-    130-bit number with two leading zero bits (26 Crockford digits): shifted left by 30 bits they are
-    20 bytes, whose base32 (32 digits, in C) begins with the 26 wanted."""
+    tenth of a recipient's CPU); tests/campaigns/test_fanout.py checks both agree."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).digest()[:10]
-    value = int.from_bytes(launch_ms.to_bytes(6, "big") + digest, "big") << 30
-    return "msg_" + b32encode(value.to_bytes(20, "big"))[:26].translate(_TO_CROCKFORD).decode()
+    value = int.from_bytes(launch_ms.to_bytes(6, "big") + digest, "big")
+    return "msg_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 def _share(campaign_id: str, sub_id: str) -> float:
