@@ -81,7 +81,9 @@ class TrackingTokens:
     def issue(self, payload: TrackingPayload) -> str:
         # Two or three per campaign message: the associated data is built once per kind, the cipher
         # object once per key (`__init__`), and the encoding done in C (issue #13).
-        fields = list(map(_packed_id, msgspec.structs.astuple(payload)))
+        fields = list(msgspec.structs.astuple(payload))
+        for at in _ID_FIELDS[type(payload)]:
+            fields[at] = _packed_id(fields[at])
         sealed = self._siv.encrypt(_ENCODER.encode(fields), _ASSOCIATED_OF[type(payload)])
         return b2a_base64(_VERSION_BYTE + sealed, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
 
@@ -116,6 +118,9 @@ def _associated(kind: str) -> list[bytes]:
 
 
 _VERSION_BYTE = bytes([FORMAT_VERSION])
+# The fields that may hold a `<prefix>_<ULID>` id (workspace, message, list): the recipient is an address
+# (it has an `@`, which no id has) and the rest are numbers and words, so packing them never applied.
+_ID_FIELDS: dict[type, tuple[int, ...]] = {OpenToken: (0, 1), ClickToken: (0, 1), UnsubscribeToken: (0, 1, 3)}
 _ASSOCIATED_OF: dict[type, list[bytes]] = {kind_of: _associated(kind) for kind_of, kind in KINDS.items()}
 _URLSAFE = bytes.maketrans(b"+/", b"-_")  # base64 → base64url (security/base64url.encode, in one pass)
 
