@@ -569,7 +569,8 @@ async def in_process(args: argparse.Namespace) -> list[str]:
         "| command | calls per recipient | µs per recipient |",
         "|---|---:|---:|",
         *(
-            f"| {name.removeprefix('cmdstat_')} | {stat['calls'] / count:,.3f} | {stat['usec'] / count:,.2f} |"
+            f"| {name.removeprefix('cmdstat_')} | {stat['calls'] / count:,.3f} "
+            f"| {stat['usec'] / count:,.2f} |"
             for name, stat in sorted(commands.items(), key=lambda kv: -kv[1]["usec"])
             if stat["usec"] / count >= 0.05
         ),

@@ -98,7 +98,11 @@ def test_unsubscribe_headers_equal_the_general_builder(tracking: Tracking, list_
     )
     token = tracking.tokens.issue(
         UnsubscribeToken(
-            message.workspace, message.id, token_recipient(message), list_id, "list" if list_id else "workspace"
+            message.workspace,
+            message.id,
+            token_recipient(message),
+            list_id,
+            "list" if list_id else "workspace",
         )
     )
     from actors.outbound.tracking import _ascii_domain
