@@ -16,6 +16,7 @@ as 16 bytes plus their prefix (a msgpack ext) instead of 30 characters. New fiel
 from __future__ import annotations
 
 import re
+from binascii import b2a_base64
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -78,10 +79,13 @@ class TrackingTokens:
         self._old = [_siv(k) for k in old_keys]
 
     def issue(self, payload: TrackingPayload) -> str:
-        kind = KINDS[type(payload)]
-        fields = [_packed_id(value) for value in msgspec.structs.astuple(payload)]
-        sealed = self._siv.encrypt(_ENCODER.encode(fields), _associated(kind))
-        return base64url.encode(bytes([FORMAT_VERSION]) + sealed)
+        # Two or three per campaign message: the associated data is built once per kind, the cipher
+        # object once per key (`__init__`), and the encoding done in C (issue #13).
+        fields = list(msgspec.structs.astuple(payload))
+        for at in _ID_FIELDS[type(payload)]:
+            fields[at] = _packed_id(fields[at])
+        sealed = self._siv.encrypt(_ENCODER.encode(fields), _ASSOCIATED_OF[type(payload)])
+        return b2a_base64(_VERSION_BYTE + sealed, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
 
     def read(self, kind: str, token: str) -> TrackingPayload | None:
         """The payload, or None for a forged, altered or truncated token or one of another kind."""
@@ -113,8 +117,17 @@ def _associated(kind: str) -> list[bytes]:
     return [b"mailers-tracking", bytes([FORMAT_VERSION]), kind.encode("ascii")]
 
 
+_VERSION_BYTE = bytes([FORMAT_VERSION])
+# The fields that may hold a `<prefix>_<ULID>` id (workspace, message, list): the recipient is an address
+# (it has an `@`, which no id has) and the rest are numbers and words, so packing them never applied.
+_ID_FIELDS: dict[type, tuple[int, ...]] = {OpenToken: (0, 1), ClickToken: (0, 1), UnsubscribeToken: (0, 1, 3)}
+_ASSOCIATED_OF: dict[type, list[bytes]] = {kind_of: _associated(kind) for kind_of, kind in KINDS.items()}
+_URLSAFE = bytes.maketrans(b"+/", b"-_")  # base64 → base64url (security/base64url.encode, in one pass)
+
+
 def _packed_id(value: Any) -> Any:
-    if not isinstance(value, str):
+    # Only `<prefix>_<ULID>` (28 to 35 characters) is packed: other strings (addresses) skip the regex.
+    if not isinstance(value, str) or not 28 <= len(value) <= 35:
         return value
     packed = _packed_ids.get(value)
     if packed is None:

@@ -12,7 +12,7 @@ import re
 ONE_CLICK = "List-Unsubscribe=One-Click"
 # Printable ASCII without space, `"`, `,`, `<` and `>`: one regex pass per URI (a per-character generator
 # cost ~1 ms of a campaign's per-recipient budget for two URIs of ~160 characters).
-_HEADER_SAFE_URI = re.compile(r"[\x21\x23-\x2b\x2d-\x3b\x3d\x3f-\x7e]*")
+HEADER_SAFE_URI = re.compile(r"[\x21\x23-\x2b\x2d-\x3b\x3d\x3f-\x7e]*")
 
 
 def list_unsubscribe_headers(https_url: str, mailto: str | None) -> dict[str, str]:
@@ -27,6 +27,6 @@ def list_unsubscribe_headers(https_url: str, mailto: str | None) -> dict[str, st
 
 def _bracketed(uri: str) -> str:
     # A URI with brackets, commas, spaces or line breaks would break the header or inject another one.
-    if _HEADER_SAFE_URI.fullmatch(uri) is None:
+    if HEADER_SAFE_URI.fullmatch(uri) is None:
         raise ValueError(f"not a header-safe URI: {uri!r}")
     return f"<{uri}>"

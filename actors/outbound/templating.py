@@ -16,7 +16,7 @@ import msgspec
 
 from actors.outbound.work import RunHeavy, run_inline
 from content.cache import compiled
-from content.compile import referenced_partials
+from content.compile import Compiled, referenced_partials
 from content.errors import TemplateProblems
 from content.render import render_template
 from schemas.problems import ApiError, FieldError, validation_error
@@ -101,12 +101,13 @@ def render_found(
     """`render_sends` once the versions it needs (`template_refs`) are at hand: no I/O, so it also runs
     where there is no event loop (the ingress's worker process, ingress/send_work.py)."""
     out: list[SendRequest | ApiError] = []
+    forms: dict[int, Compiled] = {}  # a version's compiled form, looked up once per call (a chunk)
     for item, prefix in zip(items, prefixes, strict=True):
         if not isinstance(item, SendRequest) or not _uses_template(item):
             out.append(item)
             continue
         try:
-            out.append(_rendered(item, versions, prefix))
+            out.append(_rendered(item, versions, prefix, forms))
         except ApiError as exc:
             out.append(exc)
     return out
@@ -134,7 +135,10 @@ def template_variables(raw: msgspec.Raw, pointer: str) -> dict[str, Any]:
 
 
 def _rendered(
-    item: SendRequest, versions: dict[tuple[str, int | None], TemplateVersion | None], prefix: str
+    item: SendRequest,
+    versions: dict[tuple[str, int | None], TemplateVersion | None],
+    prefix: str,
+    forms: dict[int, Compiled],
 ) -> SendRequest:
     ref = item.template
     assert ref is not None  # _uses_template
@@ -152,8 +156,11 @@ def _rendered(
             "reserved_metadata",
         )
     variables = template_variables(ref.variables, prefix + "/template/variables")
+    form = forms.get(id(version))
+    if form is None:
+        form = forms[id(version)] = compiled(version)
     try:
-        rendered = render_template(compiled(version), variables)
+        rendered = render_template(form, variables)
     except TemplateProblems as exc:
         raise template_error(exc, prefix + "/template") from None
     metadata = {**item.metadata, "template_id": version.id, "template_version": str(version.version)}

@@ -24,7 +24,7 @@ from schemas.settings import Settings
 from security.link_rewrite import open_pixel, rewrite_html
 from security.secretbox import derive_key
 from security.tracking import ClickToken, OpenToken, TrackingPayload, TrackingTokens, UnsubscribeToken
-from security.unsubscribe import list_unsubscribe_headers
+from security.unsubscribe import HEADER_SAFE_URI, ONE_CLICK, list_unsubscribe_headers
 
 KEY_PURPOSE = "tracking"
 _UNSAFE_IN_BASE_URL = frozenset('<>, \t\r\n"')
@@ -39,6 +39,7 @@ class Tracking:
         self.base_url = base
         # RFC 8058 one-click needs an HTTPS URI; an http-only (development) install offers the link only.
         self.one_click = base.lower().startswith("https://")
+        self.header_safe_base = _header_safe(base + "/t/u/")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tracking:
@@ -68,13 +69,17 @@ class Tracking:
         recipient = token_recipient(message)
         html = message.html
         links: list[str] = []
-        if html is not None and track_clicks:
+        if html is not None and track_clicks and _may_have_tags(html):
             html, links = rewrite_html(
                 html,
                 base_url=self.base_url,
                 make_click_token=self._click_tokens(message, recipient),
                 open_token=self._open_token(message, recipient) if track_opens else None,
             )
+        elif html is not None and track_clicks and track_opens:
+            # No `<a` and no `</body` in any case: the scan would find no link and no body end, so the
+            # pixel goes at the end, as `rewrite_html` would put it (most campaign bodies are scanned).
+            html = html + open_pixel(self.base_url, self._open_token(message, recipient))
         elif html is not None and track_opens:
             html = _before_body_end(html, open_pixel(self.base_url, self._open_token(message, recipient)))
         headers = message.headers
@@ -99,6 +104,11 @@ class Tracking:
         url = f"{self.base_url}/t/u/{token}"
         domain = _ascii_domain(message.from_.domain)
         mailto = f"mailto:unsubscribe+{token}@{domain}" if domain else None
+        if self.one_click and self.header_safe_base and (domain is None or _header_safe(domain)):
+            # What `list_unsubscribe_headers` answers, built directly: the base URL and the domain were
+            # checked header-safe once, and a token is base64url (issue #13: once per recipient).
+            value = f"<{url}>, <{mailto}>" if mailto else f"<{url}>"
+            return {"List-Unsubscribe": value, "List-Unsubscribe-Post": ONE_CLICK}
         if self.one_click:
             return list_unsubscribe_headers(url, mailto)
         return {"List-Unsubscribe": ", ".join(f"<{uri}>" for uri in (url, mailto) if uri)}
@@ -153,3 +163,16 @@ def _ascii_domain(domain: str) -> str | None:
         return to_ascii_domain(domain)
     except ValueError:
         return None
+
+
+def _may_have_tags(html: str) -> bool:
+    """False only when `scan_anchors` would find neither an `<a>` nor a `</body>`: it matches both
+    ASCII-case-insensitively, and lowercasing maps no other character to `a`, `b`, `o`, `d`, `y`, `<`
+    or `/` (a false True only costs the scan)."""
+    lowered = html.lower()
+    return "<a" in lowered or "</body" in lowered
+
+
+@functools.lru_cache(maxsize=256)
+def _header_safe(text: str) -> bool:
+    return HEADER_SAFE_URI.fullmatch(text) is not None

@@ -15,6 +15,7 @@ from store.lua import LUA_ARRAY
 # store/keyspace.py builds them (message, message_events, message_index, dispatch_stream). A message may
 # carry its request's audit entry, appended to KEYS[3] here: the send path's audit entry costs no round
 # trip of its own. An empty payload: a large one was staged in the hash before (MessageLedger._stage).
+# The new ids go into their workspace's index by one ZADD per workspace at the end, not one per message.
 ENQUEUE = (
     LUA_STATUSES
     + LUA_ARRAY
@@ -22,9 +23,14 @@ ENQUEUE = (
 local retention = ARGV[1]
 local batch = cmsgpack.unpack(ARGV[2])
 local results, events = {}, {}
+local bases, listed = {}, {}  -- per workspace: its key prefix, and the new ids for its index (one ZADD)
 for m, row in ipairs(batch) do
   local id, ws, item, status, payload, meta, server, score, evs, audit = unpack(row)
-  local base = 'm:{' .. ws .. '}:'
+  local base = bases[ws]
+  if not base then
+    base = 'm:{' .. ws .. '}:'
+    bases[ws], listed[ws] = base, {}
+  end
   local hkey = base .. 'msg:' .. id
   local prior = false
   if item == '=' then
@@ -47,7 +53,9 @@ for m, row in ipairs(batch) do
     else
       redis.call('HSET', hkey, 's', status, 'p', payload, 'm', meta, 'srv', server, 'ev', msgpack_array(evs))
     end
-    redis.call('ZADD', base .. 'messages', 0, id)
+    local ids = listed[ws]
+    ids[#ids + 1] = 0
+    ids[#ids + 1] = id
     for _, blob in ipairs(evs) do events[#events+1] = blob end
     if score ~= '' then
       redis.call('ZADD', KEYS[2], score, hkey)
@@ -58,6 +66,11 @@ for m, row in ipairs(batch) do
   end
   if audit ~= '' then
     redis.call('XADD', KEYS[3], '*', 'e', audit)
+  end
+end
+for ws, ids in pairs(listed) do
+  for i = 1, #ids, 2000 do
+    redis.call('ZADD', bases[ws] .. 'messages', unpack(ids, i, math.min(i + 1999, #ids)))
   end
 end
 if #events > 0 then

@@ -34,3 +34,24 @@ async def test_a_large_message_is_stored_and_read_back_whole(redis):
     assert await store.enqueue([new_message(again, ["srv_a"], item_key="m:{acme}:item:k1")]) == [big.id]
     assert await store.get("acme", again.id) is None
     assert await redis.xlen("m:{acme}:dispatch:srv_a") == 1
+
+
+async def test_one_batch_indexes_each_new_message_under_its_own_workspace_once(redis):
+    """The script adds a batch's new ids to their workspaces' indexes by one ZADD per workspace (issue
+    #13): a batch mixing workspaces, with a replayed item, lists each new message once, in its own
+    workspace only, and more than one ZADD's worth (2,000 arguments) of them."""
+    store = MessageStore(redis)
+    acme = [message(f"a{i}@example.com") for i in range(1_500)]
+    beta = [message(f"b{i}@example.com", workspace="beta") for i in range(3)]
+    batch = [new_message(m, ["srv_a"], item_key=f"m:{{acme}}:item:a{i}") for i, m in enumerate(acme)]
+    batch += [new_message(m, ["srv_b"]) for m in beta]
+    assert await store.enqueue(batch) == [None] * len(batch)
+    replay = message("again@example.com")
+    assert await store.enqueue([new_message(replay, ["srv_a"], item_key="m:{acme}:item:a0")]) == [acme[0].id]
+    assert sorted(await redis.zrange("m:{acme}:messages", 0, -1)) == sorted(m.id.encode() for m in acme)
+    assert sorted(await redis.zrange("m:{beta}:messages", 0, -1)) == sorted(m.id.encode() for m in beta)
+    assert set(await redis.zrange("m:{acme}:messages", 0, -1, withscores=True)) == {
+        (m.id.encode(), 0.0) for m in acme
+    }
+    assert await redis.xlen("m:{acme}:dispatch:srv_a") == len(acme)
+    assert await redis.xlen("m:{beta}:dispatch:srv_b") == len(beta)
