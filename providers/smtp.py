@@ -41,7 +41,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
@@ -153,6 +153,12 @@ _PLAIN_ADDRESS = re.compile(r"[^\s<>()\[\],;:\\\"@\x00-\x1f\x7f]+@[^\s<>()\[\],;
 _COMMAND_BREAKING = re.compile(r"[\x00-\x1f\x7f]")
 MAX_REPLY_BYTES = 32 * 1024  # one reply, continuation lines included (aiosmtplib's bound too)
 MAX_REPLY_LINE = 8192
+# The message data is written this much at a time, each piece only while the transport takes more (see
+# `SmtpSession.pause_writing`): what a slow or stalled server leaves in our buffer is bounded by the
+# transport's high-water mark (64 KiB by default) plus one piece, never whole messages.
+DATA_CHUNK = 64 * 1024
+READ_TIMED_OUT = "Timed out waiting for server response"
+DRAIN_TIMED_OUT = "Timed out waiting for the server to read the message data"
 
 
 def envelope_address(address: str) -> bytes:
@@ -203,8 +209,9 @@ class SmtpSession(asyncio.Protocol):
     parsed straight from the socket's data, without aiosmtplib's per-message address parsing, message
     re-encoding and per-command lock and `wait_for`. With PIPELINING (RFC 2920) advertised, MAIL, every
     RCPT and DATA go in one write and their replies are read together: two round trips a message
-    instead of 3 + recipients. Errors are aiosmtplib's exception types, so `classify_failure` reads
-    them as before."""
+    instead of 3 + recipients. The message data is paced by the transport's flow control
+    (`pause_writing` / `resume_writing`, what `asyncio.StreamWriter.drain` waits on), each wait at most
+    `timeout`. Errors are aiosmtplib's exception types, so `classify_failure` reads them as before."""
 
     def __init__(
         self,
@@ -219,7 +226,9 @@ class SmtpSession(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._buffer = bytearray()
         self._replies: collections.deque[SMTPResponse] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # replies awaited
+        self._drain: asyncio.Future[None] | None = None  # the transport taking more data, awaited
+        self._paused = False  # the transport's write buffer is over its high-water mark
         self._wanted = 0
         self._outstanding = 0  # replies the commands written so far still owe
         self._lost: BaseException | None = None
@@ -237,6 +246,14 @@ class SmtpSession(asyncio.Protocol):
             return
         if self._waiter is not None and len(self._replies) >= self._wanted and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
 
     def eof_received(self) -> bool:
         self._fail(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
@@ -259,10 +276,13 @@ class SmtpSession(asyncio.Protocol):
     def _fail(self, exc: BaseException) -> None:
         if self._lost is None:
             self._lost = exc
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc)
-            self._waiter.exception()  # retrieved: nobody may be waiting any more
-        self.transport.close()
+        for waiter in (self._waiter, self._drain):
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
+                waiter.exception()  # retrieved: nobody may be waiting any more
+        # Aborted, not closed: a close would keep the socket, and what is still buffered, until a server
+        # that stopped reading reads it all.
+        self.transport.abort()
 
     def _parse(self) -> None:
         buffer = self._buffer
@@ -294,31 +314,52 @@ class SmtpSession(asyncio.Protocol):
             del buffer[:offset]
 
     # commands
-    def _write(self, data: bytes, replies: int = 1) -> None:
+    def _write(self, data: bytes | memoryview, replies: int = 1) -> None:
         if self._lost is not None:
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         self._outstanding += replies
         self.transport.write(data)
 
+    async def _write_data(self, payload: bytes) -> None:
+        """The message data, `DATA_CHUNK` at a time, each piece written only while the transport is not
+        paused; a wait for it to drain lasts at most `timeout` (then the session fails as timed out)."""
+        self._outstanding += 1  # the reply to the data (a server may answer before it has read it all)
+        data = memoryview(payload)
+        for start in range(0, len(data), DATA_CHUNK):
+            if self._paused:
+                if self._lost is not None:
+                    raise self._lost
+                self._drain = self._loop.create_future()
+                try:
+                    await self._wait(self._drain, aiosmtplib.SMTPTimeoutError, DRAIN_TIMED_OUT)
+                finally:
+                    self._drain = None
+            self._write(data[start : start + DATA_CHUNK], replies=0)
+
     async def _read(self, count: int) -> list[SMTPResponse]:
         if len(self._replies) < count:
             if self._lost is not None:
                 raise self._lost
-            waiter = self._waiter = self._loop.create_future()
+            self._waiter = self._loop.create_future()
             self._wanted = count
-            timer = self._loop.call_later(self.timeout, self._time_out) if self.timeout else None
             try:
-                await waiter
+                await self._wait(self._waiter, aiosmtplib.SMTPReadTimeoutError, READ_TIMED_OUT)
             finally:
                 self._waiter = None
-                if timer is not None:
-                    timer.cancel()
         self._outstanding -= count
         return [self._replies.popleft() for _ in range(count)]
 
-    def _time_out(self) -> None:
+    async def _wait(self, waiter: asyncio.Future[None], error: type[Exception], text: str) -> None:
+        timer = self._loop.call_later(self.timeout, self._time_out, error, text) if self.timeout else None
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _time_out(self, error: type[Exception], text: str) -> None:
         # The session is out of step with the server now: it is closed, never reused.
-        self._fail(aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
+        self._fail(error(text))
 
     async def command(self, line: bytes) -> SMTPResponse:
         self._write(line + b"\r\n")
@@ -327,7 +368,8 @@ class SmtpSession(asyncio.Protocol):
     async def sendmail(self, mail: Transaction) -> dict[str, SMTPResponse]:
         """One transaction; the refused recipients (the rest accepted). Raises aiosmtplib's
         SMTPSenderRefused / SMTPRecipientsRefused / SMTPDataError after resetting the envelope, and
-        SMTPServerDisconnected / SMTPReadTimeoutError with the session closed."""
+        SMTPServerDisconnected / SMTPReadTimeoutError (a reply) / SMTPTimeoutError (the server not reading
+        the data) with the session closed."""
         sender, recipients, payload = mail.sender, mail.recipients, mail.payload
         first = mail.mail_from + (b" SIZE=%d\r\n" % mail.size if self.size else b"\r\n")
         commands = [first, *mail.rcpt_to]
@@ -362,7 +404,7 @@ class SmtpSession(asyncio.Protocol):
                 self._write(b".\r\n")
                 await self._read(1)
             else:
-                self._write(payload)
+                await self._write_data(payload)
                 [done] = await self._read(1)
                 if done.code != 250:
                     await self._reset()
@@ -476,33 +518,10 @@ class SmtpConnectionPool:
             and time.monotonic() - self._connect_failure[0] < CONNECT_FAILURE_HOLD_SECONDS
         ):
             raise self._connect_failure[1]
-        sock: socket.socket | None = None
-        smtp: aiosmtplib.SMTP | None = None
         try:
-            sock = await self._pinned_socket()
-            smtp = aiosmtplib.SMTP(sock=sock, **self._client_arguments())
-            await smtp.connect()  # greeting, STARTTLS or TLS, AUTH
-            if smtp.is_ehlo_or_helo_needed:
-                try:
-                    await smtp.ehlo()
-                except aiosmtplib.SMTPHeloError:
-                    if not smtp.is_connected:
-                        raise
-                    await smtp.helo()
-            assert smtp.transport is not None
-            session = SmtpSession(
-                smtp.transport,  # type: ignore[arg-type]
-                pipelining=smtp.supports_extension("pipelining"),
-                size=smtp.supports_extension("size"),
-                timeout=self.config.timeout,
-            )
-        except BaseException as exc:
-            if smtp is not None:
-                smtp.close()
-            if sock is not None:
-                sock.close()
-            if isinstance(exc, FAILURES):
-                self._connect_failure = (time.monotonic(), exc)
+            session = await open_session(await self._pinned_socket(), self.config)
+        except FAILURES as exc:
+            self._connect_failure = (time.monotonic(), exc)
             raise
         self._connect_failure = None
         self.connections_opened += 1
@@ -524,19 +543,6 @@ class SmtpConnectionPool:
             raise
         return sock
 
-    def _client_arguments(self) -> dict[str, Any]:
-        config = self.config
-        return {
-            "hostname": config.host,  # with `sock`: the name TLS checks the certificate against
-            "username": config.username,
-            "password": config.password,
-            "local_hostname": config.helo_name,
-            "timeout": config.timeout,
-            "use_tls": config.security == "tls",
-            "start_tls": config.security == "starttls",
-            "validate_certs": config.validate_certs,
-        }
-
     @staticmethod
     async def _quit(smtp: SmtpSession) -> None:
         try:
@@ -544,6 +550,44 @@ class SmtpConnectionPool:
                 await smtp.quit()
         except FAILURES:
             smtp.close()
+
+
+async def open_session(sock: socket.socket, config: Config) -> SmtpSession:
+    """A session on a connected socket: aiosmtplib sets it up (greeting, STARTTLS or TLS, AUTH, EHLO),
+    then `SmtpSession` takes its transport. The socket is closed if the setup fails."""
+    smtp: aiosmtplib.SMTP | None = None
+    try:
+        smtp = aiosmtplib.SMTP(
+            sock=sock,
+            hostname=config.host,  # with `sock`: the name TLS checks the certificate against
+            username=config.username,
+            password=config.password,
+            local_hostname=config.helo_name,
+            timeout=config.timeout,
+            use_tls=config.security == "tls",
+            start_tls=config.security == "starttls",
+            validate_certs=config.validate_certs,
+        )
+        await smtp.connect()  # greeting, STARTTLS or TLS, AUTH
+        if smtp.is_ehlo_or_helo_needed:
+            try:
+                await smtp.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                if not smtp.is_connected:
+                    raise
+                await smtp.helo()
+        assert smtp.transport is not None
+        return SmtpSession(
+            smtp.transport,  # type: ignore[arg-type]
+            pipelining=smtp.supports_extension("pipelining"),
+            size=smtp.supports_extension("size"),
+            timeout=config.timeout,
+        )
+    except BaseException:
+        if smtp is not None:
+            smtp.close()
+        sock.close()
+        raise
 
 
 # --- the adapter --------------------------------------------------------------------------------

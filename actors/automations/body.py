@@ -24,7 +24,6 @@ dedupe), which is what signed webhooks promise everywhere.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from actors.outbound.service import Accepted, Outbound, OutboundItem
-from actors.stepping import poll, until_idle
+from actors.stepping import IdleBlock, until_idle
 from actors.webhooks.sender import WebhookSender
 from analytics.store import AudienceReader
 from schemas.audience import SubscriberRecord
@@ -217,11 +216,7 @@ class AutomationRunner:
         self._live_at = float("-inf")
         self._segments_at = float("-inf")
         self._reclaimed_at = float("-inf")
-        # Set by `run`: the idle wait is spent blocked on the event stream (XREADGROUP BLOCK), so an event
-        # (a custom event, or the `automation.triggered` of an api trigger's run) wakes the runner at once
-        # instead of after the rest of a 20 ms sleep. `run_until_idle` never blocks.
-        self._block_ms: int | None = None
-        self._idle = False
+        self.idle_block = IdleBlock()  # see `run`
         # When each automation with runs is next to be claimed (ms; None: at the next pass), and when the
         # next sweep over every automation with due runs is (see `drive`).
         self._due: dict[tuple[str, str], int | None] = {}
@@ -243,7 +238,7 @@ class AutomationRunner:
         done += await self.fire_schedules()
         done += await self.check_segments()
         done += await self.drive()
-        self._idle = done == 0
+        self.idle_block.idle = done == 0
         return done
 
     async def run_until_idle(self) -> int:
@@ -258,29 +253,23 @@ class AutomationRunner:
         claim_delay: float = 0.02,
         quiet_wait: float = 0.025,
     ) -> None:
-        """Until `stop`: a pass that found nothing to do is followed by one that first waits up to
-        `idle_wait` for an event on the stream (woken by the first), or less when a run, a schedule or
-        the sweep is due sooner (`_idle_block_ms`); `min_pass` apart at least, so a trickle of events
-        makes batches rather than a pass per event."""
-        # At most a second a read (well within any client's socket timeout); idle, a pass a second at worst.
-        self._block_ms = max(1, int(min(idle_wait - min_pass, 1.0) * 1000))
+        """Until `stop`: passes `min_pass` apart at least (a trickle of events makes batches, not a pass an
+        event), `quiet_wait` after a pass that only read entries nothing can trigger (heavy sending's message
+        events: the next read takes that while's in one round trip). After a pass with nothing to do, the
+        read waits blocked on the stream (`IdleBlock`) for the first event (an api trigger appends its
+        `automation.triggered`), up to `idle_wait` (at most a second: well within any client's socket
+        timeout) or until a run, a schedule or the sweep is due (`_wake_in_ms`)."""
         self._claim_delay_ms = int(claim_delay * 1000)
-
-        async def paced() -> int:
-            """A pass that only read entries nothing can be triggered by (the message events of heavy
-            sending) is followed by `quiet_wait` rather than `min_pass`, so that the next read takes the
-            entries of that while in one round trip instead of a pass each; an event that may trigger
-            waits that much longer at worst."""
-            done = await self.step()
-            if not done and self._quiet and quiet_wait > min_pass:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), quiet_wait - min_pass)
-            return done
-
         try:
-            await poll(paced, stop, idle_wait=min_pass, log=log, on_error=self._reread)
+            await self.idle_block.run(
+                self.step,
+                stop,
+                block=min(idle_wait - min_pass, 1.0),
+                idle_wait=lambda: max(quiet_wait, min_pass) if self._quiet else min_pass,
+                log=log,
+                on_error=self._reread,
+            )
         finally:
-            self._block_ms = None
             self._claim_delay_ms = 0
             if self._acks:  # what the last pass handled
                 acks, self._acks = self._acks, []
@@ -347,10 +336,8 @@ class AutomationRunner:
             self._reclaimed_at = self.clock()
             _, entries = await self.events.reclaim()  # what a dead runner had read and not acked
         if not entries:
-            # Blocks only after a pass with nothing to do (and only under `run`): the loop has other duties.
-            # What the last pass handled is acked in the same round trip.
-            block = self._idle_block_ms() if self._idle else None
-            acks, self._acks = self._acks, []
+            # Blocks only when idle under `run`; what the last pass handled is acked in the same round trip.
+            block, acks, self._acks = self.idle_block.block_ms(self._wake_in_ms), self._acks, []
             entries = await ack_and_read_new(self.events, acks, block_ms=block)
         self._quiet = bool(entries)  # until an entry is decoded for the triggers
         if not entries:
@@ -389,19 +376,11 @@ class AutomationRunner:
         # A short batch drained the stream: no reason to read again before the idle wait.
         return len(entries) if len(entries) >= self.events.count else 0
 
-    def _idle_block_ms(self) -> int | None:
-        """How long an idle read may block: until the earliest of what the runner itself has to do next
-        (a claim, the sweep, a look at the schedules), at most `_block_ms` (the segment check, once a
-        minute, may come up to that late)."""
-        if self._block_ms is None:
-            return None
-        now_ms = self.now_ms()
-        soonest = min(
-            (at for at in self._due.values() if at is not None),
-            default=now_ms + self._block_ms,
-        )
-        wake = min(soonest, self._sweep_at, self._schedules_at)
-        return int(max(1, min(self._block_ms, wake - now_ms)))
+    def _wake_in_ms(self) -> float:
+        """Until the runner has something to do (a claim, the sweep, a look at the schedules): an idle read
+        blocks that long at most (the segment check, once a minute, may come up to a block late)."""
+        due = min(self._sweep_at, self._schedules_at, *(at for at in self._due.values() if at is not None))
+        return due - self.now_ms()
 
     def _marks(self, triggers: set[tuple[str, str]]) -> tuple[bytes, ...]:
         kinds = frozenset(kind for _, kind in triggers)

@@ -45,7 +45,7 @@ import redis.asyncio as aioredis
 from actors.outbound.service import Accepted, Outbound, OutboundItem, Rejected
 from actors.policies import send_window
 from actors.policies.quota import WindowQuota
-from actors.stepping import poll, until_idle
+from actors.stepping import IdleBlock, until_idle
 from analytics.errors import StoreUnavailable
 from schemas.audience import MEMBER_STATUSES, SubscriberRecord, subscriber_decoder
 from schemas.campaigns import FINISHED, CampaignRecord, FailureRecord, Variant
@@ -134,35 +134,29 @@ class CampaignRunner:
             clock=clock,
         )
         self._group_ready = False
-        # Under `run()` only: whether the last step found nothing to do and no active campaign, and how
-        # long the next step's stream read may then block (None: never, as in tests' `run_until_idle`).
-        self._idle = False
-        self._idle_block_ms: int | None = None
+        self.idle_block = IdleBlock()  # idle: no active campaign and nothing done (see `run`)
 
     # --- the loop ----------------------------------------------------------------------------------
     async def step(self) -> int:
-        done = await self.count_events(block_ms=self._idle_block_ms if self._idle else None)
+        done = await self.count_events(block_ms=self.idle_block.block_ms())
         active = await self.store.active()
         for workspace, campaign_id in active:
             try:
                 done += await self.advance(workspace, campaign_id)
             except Exception:
                 log.exception("campaign %s of %s: step failed; retried next step", campaign_id, workspace)
-        self._idle = not done and not active
+        self.idle_block.idle = not done and not active
         return done
 
     async def run_until_idle(self) -> int:
         return await until_idle(self.step)
 
     async def run(self, stop: asyncio.Event, *, idle_wait: float = 0.05, idle_block: float = 0.25) -> None:
-        """Steps `idle_wait` apart while a campaign is active. With none, a step's read of `m:events`
-        blocks up to `idle_block` (any entry ends it at once; a launch appends `campaign.launched`): an
-        idle runner costs a few round trips a second instead of twenty passes."""
-        self._idle_block_ms = max(1, int(idle_block * 1000))
-        try:
-            await poll(self.step, stop, idle_wait=idle_wait, log=log, on_error=self._reread)
-        finally:
-            self._idle_block_ms = None
+        """Steps `idle_wait` apart while a campaign is active. With none, a step's read of `m:events` blocks
+        up to `idle_block` (`IdleBlock`): any entry, a launch's `campaign.launched` too, ends it at once."""
+        await self.idle_block.run(
+            self.step, stop, block=idle_block, idle_wait=idle_wait, log=log, on_error=self._reread
+        )
 
     def _reread(self) -> None:
         self._group_ready = False

@@ -103,7 +103,7 @@ async def test_an_idle_runner_is_woken_by_the_event_stream_not_its_idle_wait(
 
 async def _until_idle_blocked(runner) -> None:
     """Until the runner has finished a pass with nothing to do (its next read blocks)."""
-    await wait_for(lambda: runner._idle, within=10)
+    await wait_for(lambda: runner.idle_block.idle, within=10)
 
 
 async def _until(client, admin, automation_id: str, status: str) -> None:
