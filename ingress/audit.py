@@ -260,7 +260,7 @@ async def build_entry(
     return AuditEntry(
         id=new_id("aud"),
         workspace=workspace,
-        time=time_text(datetime.now(UTC)),
+        time=now_text(),
         action=action,
         status=status,
         request_id=request.get(REQUEST_ID, ""),
@@ -270,6 +270,20 @@ async def build_entry(
         ip=client_ip(request, settings.trust_forwarded_for),
         user_agent=agent[:MAX_USER_AGENT] if agent else None,
     )
+
+
+_now: tuple[int, str] = (-1, "")
+
+
+def now_text() -> str:
+    """`time_text(datetime.now(UTC))`, made once per millisecond (every audited request stamps one)."""
+    global _now
+    millis = time.time_ns() // 1_000_000
+    found = _now  # one tuple, replaced whole
+    if found[0] != millis:
+        moment = datetime.fromtimestamp(millis // 1000, UTC).replace(microsecond=millis % 1000 * 1000)
+        found = _now = (millis, time_text(moment))
+    return found[1]
 
 
 async def _who(request: web.Request) -> tuple[str, str | None, str | None]:

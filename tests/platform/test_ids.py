@@ -53,6 +53,20 @@ def test_derived_ids_are_deterministic():
     )
 
 
+def test_derived_ids_are_the_ulid_text_of_their_time_and_digest():
+    """The hand encoding writes what the ULID library writes for the same 16 bytes (issue #14)."""
+    import hashlib
+
+    from ulid import ULID
+
+    for millis, parts in [(0, ("a",)), (1_700_000_000_000, ("ws", "key", "k-1")), (2**48 - 1, ("x", "y"))]:
+        digest = hashlib.sha256("\x1f".join(parts).encode()).digest()[:10]
+        expected = f"run_{ULID.from_bytes(millis.to_bytes(6, 'big') + digest)}"
+        assert derived_id("run", millis, *parts) == expected
+    with pytest.raises(OverflowError):
+        derived_id("run", 2**48, "too", "late")
+
+
 def test_a_forked_child_does_not_repeat_its_parents_ids():
     import os
 
