@@ -1,8 +1,9 @@
 """Ray plumbing: the one leaf module through which actors, their clients and the gateway reach Ray.
 
-Nothing of ours is imported here but the settings and the CPU tiers (`actors/priority.py`, a leaf), so every actor shell and client can import it without
-a cycle. `start_actor` is the one starter: every actor is named, detached and restartable, found by name
-in the settings' namespace, and created by whichever process asks first.
+Nothing of ours is imported here but the settings and the CPU tiers (`actors/priority.py`, a leaf), so
+every actor shell and client can import it without a cycle. `start_actor` is the one starter: every actor
+is named, detached and restartable, found by name in the settings' namespace, and created by whichever
+process asks first.
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ def lower_ray_processes() -> None:
             lower_threads(pid, RAY_PROCESS_NICENESS.get(kind, BACKGROUND_NICENESS))
             if kind == "raylet":
                 for child, command in _children(pid):
-                    lower_threads(child, BACKGROUND_NICENESS if "agent" in command.lower() else SENDING_NICENESS)
+                    lower_threads(
+                        child, BACKGROUND_NICENESS if "agent" in command.lower() else SENDING_NICENESS
+                    )
 
 
 def _children(pid: int) -> list[tuple[int, str]]:

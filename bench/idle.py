@@ -46,7 +46,9 @@ def descendants(roots: set[int]) -> set[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                parents[int(entry)] = int(
+                    Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
             except OSError:
                 continue
     found = set(roots)
@@ -123,10 +125,10 @@ async def run(args: argparse.Namespace) -> list[str]:
     finally:
         stop(mailers)
         redis.stop()
-    load = Path("/proc/loadavg").read_text().split()[:3]
+    load = os.getloadavg()
     return [
         f"Idle `mailers serve`, {elapsed:.1f} s after {args.settle:.0f} s of settling "
-        f"(load average {' '.join(load)}):",
+        f"(load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}):",
         "",
         *report(before, after, elapsed, threads=args.threads),
     ]
