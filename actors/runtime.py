@@ -79,6 +79,15 @@ def init_ray(settings: Settings) -> None:
 # lower theirs: a raylet at 15 would start a restarted dispatcher at 15 for good). The log monitor,
 # the reaper and the rest may lag.
 RAY_PROCESS_NICENESS = {"gcs_server": SENDING_NICENESS, "raylet": SENDING_NICENESS}
+# How the raylet's agents show in their command lines (their process titles once set, their scripts
+# before); anything else the raylet started is a worker. Never a substring of a worker's command line:
+# a worker put in the background tier by mistake would keep a dispatcher there for good.
+RAY_AGENTS = (
+    "ray::DashboardAgent",
+    "ray::RuntimeEnvAgent",
+    "dashboard/agent.py",
+    "runtime_env/agent/main.py",
+)
 
 
 def lower_ray_processes() -> None:
@@ -90,9 +99,8 @@ def lower_ray_processes() -> None:
             lower_threads(pid, RAY_PROCESS_NICENESS.get(kind, BACKGROUND_NICENESS))
             if kind == "raylet":
                 for child, command in _children(pid):
-                    lower_threads(
-                        child, BACKGROUND_NICENESS if "agent" in command.lower() else SENDING_NICENESS
-                    )
+                    agent = any(marker in command for marker in RAY_AGENTS)
+                    lower_threads(child, BACKGROUND_NICENESS if agent else SENDING_NICENESS)
 
 
 def _children(pid: int) -> list[tuple[int, str]]:
