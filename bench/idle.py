@@ -1,14 +1,16 @@
 """The idle cost of `mailers serve`: CPU per process (and per thread, with each thread's niceness) while
 nothing is sent.
 
-`python -m bench.idle [--settle 15] [--seconds 10] [--threads]`
+`python -m bench.idle [--settle 15] [--seconds 10] [--threads] [--send-rate 0]`
 
 Starts `mailers serve` as bench/send.py does (its own Redis, AOF on), waits until `/readyz` answers and
 `--settle` seconds more, then reads every process's and thread's CPU time from /proc at the start and
 the end of `--seconds` and prints ms of CPU per second of wall time: per process (labelled as
 bench/cpu.py labels them) with the niceness of its threads, and the total. `--threads` adds the threads
 that spent anything, so one sees which of Ray's threads (core worker, gRPC, io) wake up, and at which
-niceness they run.
+niceness they run. `--send-rate N` measures the same while `POST /v1/send` is offered at N req/s
+(open loop, as bench/send.py's singles) over the window instead: where the CPU of a loaded serve goes,
+and at which niceness; the load generator (this process) is left out of the table.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import aiohttp
+
 from bench import cpu
+from bench.load import open_loop
 from bench.scratch import scratch_dir
-from bench.send import start_mailers, stop, wait_ready
+from bench.send import KEY, single_body, start_mailers, stop, wait_ready
 from store.redis_server import RedisServer, free_port
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -120,15 +125,30 @@ async def run(args: argparse.Namespace) -> list[str]:
         await asyncio.sleep(args.settle)  # the actors' start-up work (migrations, first passes) is done
         roots = {mailers.pid} | ({redis.pid} if redis.pid else set())
         before, started = threads_snapshot(roots), time.monotonic()
-        await asyncio.sleep(args.seconds)
+        sent = ""
+        if args.send_rate:
+            headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+            async with aiohttp.ClientSession() as session:
+                result = await open_loop(
+                    session,
+                    f"http://127.0.0.1:{port}/v1/send",
+                    single_body,
+                    headers,
+                    rate=args.send_rate,
+                    seconds=args.seconds,
+                )
+            sent = f", `/v1/send` offered at {args.send_rate}/s: {result.rate:.0f}/s answered"
+            sent += f", {result.errors} errors"
+        else:
+            await asyncio.sleep(args.seconds)
         after, elapsed = threads_snapshot(roots), time.monotonic() - started
     finally:
         stop(mailers)
         redis.stop()
     load = os.getloadavg()
     return [
-        f"Idle `mailers serve`, {elapsed:.1f} s after {args.settle:.0f} s of settling "
-        f"(load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}):",
+        f"{'Loaded' if args.send_rate else 'Idle'} `mailers serve`, {elapsed:.1f} s after {args.settle:.0f} s"
+        f" of settling{sent} (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}):",
         "",
         *report(before, after, elapsed, threads=args.threads),
     ]
@@ -141,6 +161,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=15)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--threads", action="store_true", help="also list the threads that spent CPU")
+    parser.add_argument("--send-rate", type=int, default=0, help="offer POST /v1/send at this rate meanwhile")
     print("\n".join(asyncio.run(run(parser.parse_args()))))
 
 
