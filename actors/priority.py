@@ -7,8 +7,15 @@ Three tiers on a small machine where everything shares the cores:
 - the event sink, the webhook deliverer and the audit sink at nice 15: they can fall a second behind
   without anyone noticing (the OS still gives them every idle cycle).
 Ray starts workers at nice 15 unless told otherwise; the embedded default starts them at 0
-(`actors/runtime.py`) and each actor takes its tier when it starts. Niceness is per thread on Linux:
-an actor sets it from its constructor, which runs on the thread that then runs its event loop.
+(`actors/runtime.py`) and each actor takes its tier when it starts, from its constructor.
+
+Niceness is per thread on Linux, and `os.nice` changes only the calling thread's. The constructor of an
+async actor runs on the thread that then runs its event loop (Ray names it `ray::IDLE` between calls), but
+by then Ray has started the process's other threads at the worker's niceness: the main thread, which
+receives the actor's calls and hands them to the loop, the core worker's io thread (`worker.io`), gRPC's
+pollers and timers (`client.poll0`, `server.poll0`, `nexting_thread`), … So a tier is given to every
+thread of the process (`/proc/self/task`), and threads started later inherit it from the thread that
+starts them (tests/platform/test_priority.py reads every thread's niceness back).
 """
 
 from __future__ import annotations
@@ -29,14 +36,33 @@ def run_in_background() -> None:
 
 
 def _lower_to(niceness: int) -> None:
-    """Only ever lower the priority (raising it needs privileges); a worker Ray already started nicer
-    than `niceness` stays as it is."""
-    try:
-        current = os.nice(0)
-        if niceness > current:
-            os.nice(niceness - current)
-    except OSError:  # not permitted here: keep the priority
-        pass
+    """Every thread of this process to `niceness`. Only ever lowers the priority (raising it needs
+    privileges): a thread Ray already started nicer than `niceness` stays as it is."""
+    lower_threads(os.getpid(), niceness)
+
+
+def lower_threads(pid: int, niceness: int) -> None:
+    """Every thread of process `pid` (this one, or a child of ours) to at least `niceness`.
+
+    A thread started while the threads are listed might have been started by one not yet reniced, so the
+    list is read again until it brings no thread not seen: from then on every new thread inherits the
+    tier from its creator."""
+    seen: set[int] = set()
+    while True:
+        try:
+            threads = {int(tid) for tid in os.listdir(f"/proc/{pid}/task")} - seen
+        except OSError:  # no /proc (not Linux), or the process is gone
+            return
+        if not threads:
+            return
+        for tid in threads:
+            try:
+                # PRIO_PROCESS with a thread id is that one thread on Linux (setpriority(2), NOTES).
+                if niceness > os.getpriority(os.PRIO_PROCESS, tid):
+                    os.setpriority(os.PRIO_PROCESS, tid, niceness)
+            except OSError:  # the thread ended, or this is not permitted here: keep its priority
+                pass
+        seen |= threads
 
 
 def settle_garbage_collector() -> None:
