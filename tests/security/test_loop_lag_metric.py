@@ -12,8 +12,8 @@ from ingress.metrics import Metrics
 async def test_a_held_loop_shows_in_the_lag_histogram():
     metrics = Metrics()
     watcher = asyncio.create_task(metrics.watch_loop_lag())
-    await asyncio.sleep(0)  # the watcher has set its first 5 ms timer
-    _hold_the_loop(0.06)
+    await asyncio.sleep(0)  # the watcher has set its first timer (25 ms)
+    _hold_the_loop(0.1)  # 75 ms past the timer's due time: over the 50 ms bucket
     for _ in range(3):  # the overdue timer fires, then the watcher observes it
         await asyncio.sleep(0)
     watcher.cancel()
