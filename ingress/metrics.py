@@ -53,9 +53,10 @@ class Metrics:
         children[1].observe(seconds)
 
     async def watch_loop_lag(self) -> None:
-        """Observe the loop's lag every 25 ms until cancelled (a 5 ms tick cost an idle ingress ~16 ms of
-        CPU a second: `bench/idle.py --threads`). A request that holds the loop (a parser, an encoder, a copy of a large body) shows here whatever the
-        latency of the request itself; issue #11's bench reads it (bench/send.py, attack phase)."""
+        """Observe the loop's lag every 25 ms until cancelled (a 5 ms tick cost an idle ingress ~16 ms
+        of CPU a second: `bench/idle.py --threads`). A request that holds the loop (a parser, an encoder,
+        a copy of a large body) shows here whatever the latency of the request itself; issue #11's bench
+        reads it (bench/send.py, attack phase)."""
         while True:
             started = time.perf_counter()
             await asyncio.sleep(LOOP_LAG_TICK_SECONDS)
