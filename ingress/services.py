@@ -26,7 +26,6 @@ from store.coalescer import Coalescer
 from store.idempotency import IdempotencyStore
 from store.messages import MessageStore, NewMessage
 from store.rate_limits import RateLimiter
-from store.redis_writes import with_timed_writes
 from store.workspace_routing import WorkspaceRoutingCache
 from store.workspaces import WorkspaceStore
 
@@ -69,8 +68,6 @@ class Services:
             timeout=settings.redis_pool_timeout_seconds,
             health_check_interval=10,
         )
-        # Each command's write bounded without a Task of its own (store/redis_writes.py).
-        with_timed_writes(pool)
         redis = aioredis.Redis(connection_pool=pool)
         # Subscriptions and blocking reads hold a connection for good or for seconds: their own client, so
         # they never take the requests' pooled connections.
