@@ -15,7 +15,7 @@ by then Ray has started the process's other threads at the worker's niceness: th
 receives the actor's calls and hands them to the loop, the core worker's io thread (`worker.io`), gRPC's
 pollers and timers (`client.poll0`, `server.poll0`, `nexting_thread`), … So a tier is given to every
 thread of the process (`/proc/self/task`), and threads started later inherit it from the thread that
-starts them (tests/platform/test_priority.py reads every thread's niceness back).
+starts them (tests/actors/test_priority.py reads every thread's niceness back).
 """
 
 from __future__ import annotations

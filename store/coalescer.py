@@ -3,6 +3,9 @@
 While `max_in_flight` calls are running, new items queue; when a call returns, everything queued so
 far leaves as the next batch. No timer: at low load an item leaves at once, at high load batches grow
 by themselves. The queue is bounded: past `max_pending` items, `submit` raises `Backpressure`.
+With `inline_alone`, an item that would leave at once and alone (nothing in flight, nothing queued)
+crosses in the submitting task: no Task and no future for a batch of one (issue #14: an API trigger at a
+few hundred a second is that batch of one nearly always); what arrives meanwhile queues as before.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ class Coalescer(Generic[Item, Result]):
         max_in_flight: int = 2,
         max_batch: int = 1000,
         max_pending: int = 50_000,
+        inline_alone: bool = False,
     ) -> None:
         self._send = send
+        self.inline_alone = inline_alone
         self.max_in_flight = max_in_flight
         self.max_batch = max_batch
         self.max_pending = max_pending
@@ -38,6 +43,15 @@ class Coalescer(Generic[Item, Result]):
         self.calls = 0
 
     async def submit(self, item: Item) -> Result:
+        if self.inline_alone and not self._in_flight and not self._pending:
+            self._in_flight += 1
+            self.calls += 1
+            try:
+                (result,) = await self._send([item])
+            finally:
+                self._in_flight -= 1
+                self._pump()
+            return result
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._enqueue(item, future)
         return await future

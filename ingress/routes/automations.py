@@ -429,27 +429,9 @@ def _loop_batcher(
     loop = asyncio.get_running_loop()
     found = batchers.get(redis)
     if found is None or found[0] is not loop:
-        batcher = _InlineCoalescer(make(), max_in_flight=2, max_batch=500, max_pending=20_000)
+        batcher = Coalescer(make(), max_in_flight=2, max_batch=500, max_pending=20_000, inline_alone=True)
         found = batchers[redis] = (loop, batcher)
     return found[1]
-
-
-class _InlineCoalescer(Coalescer[_Item, _Result]):
-    """A Coalescer whose item, when it would leave at once and alone (nothing in flight, nothing queued),
-    crosses in the submitting task: no Task and no future for the batch of one that a trigger is at a few
-    hundred a second (issue #14). What arrives meanwhile queues and leaves as before."""
-
-    async def submit(self, item: _Item) -> _Result:
-        if self._in_flight or self._pending:
-            return await super().submit(item)
-        self._in_flight += 1
-        self.calls += 1
-        try:
-            (result,) = await self._send([item])
-        finally:
-            self._in_flight -= 1
-            self._pump()
-        return result
 
 
 _batchers: _Batchers = weakref.WeakKeyDictionary()

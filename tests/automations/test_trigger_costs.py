@@ -1,5 +1,6 @@
 """A lone api trigger crosses to Redis in its own task (no Task, no future for its batch of one); triggers
-arriving together still leave as batches (ingress/routes/automations.py, `_InlineCoalescer`; issue #14)."""
+arriving together still leave as batches (`Coalescer(inline_alone=True)` in store/coalescer.py, used by
+ingress/routes/automations.py; issue #14)."""
 
 from __future__ import annotations
 

@@ -66,3 +66,29 @@ async def test_bounded_queue_pushes_back():
         coalescer.submit_nowait(i)
     with pytest.raises(Backpressure):
         coalescer.submit_nowait(99)
+
+
+async def test_inline_alone_sends_a_lone_item_in_the_submitting_task_and_queues_what_comes_meanwhile():
+    senders: list[asyncio.Task | None] = []
+    batches: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def send(items: list[int]) -> list[int]:
+        senders.append(asyncio.current_task())
+        batches.append(items)
+        await release.wait()
+        return [i * 10 for i in items]
+
+    coalescer = Coalescer(send, max_in_flight=1, inline_alone=True)
+    first = asyncio.create_task(coalescer.submit(1))
+    await asyncio.sleep(0)
+    assert senders == [first]  # crossed in its own task: no batch Task
+    rest = [asyncio.create_task(coalescer.submit(i)) for i in range(2, 6)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await first == 10
+    assert await asyncio.gather(*rest) == [20, 30, 40, 50]
+    assert batches == [[1], [2, 3, 4, 5]]  # those that came while it was in flight left as one batch
+    assert senders[1] not in (first, *rest)  # ... from a batch Task of the coalescer's
+    assert coalescer.calls == 2
+    await coalescer.drain()
