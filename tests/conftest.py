@@ -52,8 +52,6 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A local Ray for the whole session; yields the address other processes join with."""
     import ray
 
-    from actors.runtime import CALM_RAY, QUIET_RAY
-
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # One machine, loopback only: no token needed for the test processes that join this cluster.
     os.environ["RAY_AUTH_MODE"] = "disabled"
@@ -66,9 +64,6 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _temp_dir=str(temp),
         configure_logging=False,
         _node_ip_address="127.0.0.1",
-        # As the embedded default starts it (actors/runtime.py): workers at nice 0, so that each actor
-        # takes its own CPU tier (tests/actors/test_priority.py), and Ray's idle timers quietened.
-        _system_config={"worker_niceness": 0, **QUIET_RAY, **CALM_RAY},
     )
     yield context.address_info["gcs_address"]
     ray.shutdown()
