@@ -54,6 +54,8 @@ def rewrite_html(
 ) -> tuple[str, list[str]]:
     """The tracked document and the original URLs in index order."""
     base = base_url.rstrip("/")
+    if not may_have_tags(html):  # the scan would find no link and no body end (most campaign bodies)
+        return (html if open_token is None else html + open_pixel(base, open_token)), []
     try:
         scan = scan_anchors(html, max_anchors=MAX_LINK_TAGS)
     except TooManyAnchors:
@@ -75,6 +77,14 @@ def rewrite_html(
         at = scan.body_end if scan.body_end is not None else len(html)
         edits.append(_Edit(at, at, open_pixel(base, open_token)))
     return _apply(html, edits), list(index_of)
+
+
+def may_have_tags(html: str) -> bool:
+    """False only when `scan_anchors` would find neither an `<a>` nor a `</body>`: it matches both
+    ASCII-case-insensitively, and lowercasing maps no other character to `a`, `b`, `o`, `d`, `y`, `<`
+    or `/` (a false True only costs the scan)."""
+    lowered = html.lower()
+    return "<a" in lowered or "</body" in lowered
 
 
 def open_pixel(base_url: str, open_token: str) -> str:

@@ -69,17 +69,13 @@ class Tracking:
         recipient = token_recipient(message)
         html = message.html
         links: list[str] = []
-        if html is not None and track_clicks and _may_have_tags(html):
+        if html is not None and track_clicks:
             html, links = rewrite_html(
                 html,
                 base_url=self.base_url,
                 make_click_token=self._click_tokens(message, recipient),
                 open_token=self._open_token(message, recipient) if track_opens else None,
             )
-        elif html is not None and track_clicks and track_opens:
-            # No `<a` and no `</body` in any case: the scan would find no link and no body end, so the
-            # pixel goes at the end, as `rewrite_html` would put it (most campaign bodies are scanned).
-            html = html + open_pixel(self.base_url, self._open_token(message, recipient))
         elif html is not None and track_opens:
             html = _before_body_end(html, open_pixel(self.base_url, self._open_token(message, recipient)))
         headers = message.headers
@@ -163,14 +159,6 @@ def _ascii_domain(domain: str) -> str | None:
         return to_ascii_domain(domain)
     except ValueError:
         return None
-
-
-def _may_have_tags(html: str) -> bool:
-    """False only when `scan_anchors` would find neither an `<a>` nor a `</body>`: it matches both
-    ASCII-case-insensitively, and lowercasing maps no other character to `a`, `b`, `o`, `d`, `y`, `<`
-    or `/` (a false True only costs the scan)."""
-    lowered = html.lower()
-    return "<a" in lowered or "</body" in lowered
 
 
 @functools.lru_cache(maxsize=256)

@@ -2,8 +2,9 @@
 
 - Tokens: a known-answer vector per kind, made by the code before the shortcuts (AES-SIV is
   deterministic), so links in mail already sent keep reading and new ones keep the format.
-- A body with neither `<a` nor `</body` skips the link scan: the result equals `rewrite_html`'s, and
-  any body that has one of them (in any case, in a comment, ...) still goes through the scan.
+- A body with neither `<a` nor `</body` skips the link scan (`security.link_rewrite.may_have_tags`): the
+  scan finds nothing in any body it lets skip, and any body that has one of them (in any case, in a
+  comment, ...) still goes through the scan.
 - The RFC 8058 headers built from once-checked parts equal `list_unsubscribe_headers`'s.
 """
 
@@ -13,7 +14,8 @@ import pytest
 
 from actors.outbound.tracking import Tracking, token_recipient, tracking_for
 from schemas.settings import load_settings
-from security.link_rewrite import rewrite_html
+from security.html_tags import scan_anchors
+from security.link_rewrite import may_have_tags, rewrite_html
 from security.tracking import ClickToken, OpenToken, TrackingTokens, UnsubscribeToken
 from security.unsubscribe import list_unsubscribe_headers
 
@@ -86,6 +88,13 @@ def test_opens_and_clicks_equal_the_scanning_rewrite(tracking: Tracking, html: s
     opened = tracking.tokens.issue(OpenToken(message.workspace, message.id, recipient))
     expected, expected_links = rewrite_html(html, base_url=BASE, make_click_token=click, open_token=opened)
     assert (prepared.html, links) == (expected, expected_links)
+
+
+@pytest.mark.parametrize("html", BODIES)
+def test_a_body_that_skips_the_scan_is_one_the_scan_finds_nothing_in(html: str) -> None:
+    scan = scan_anchors(html, max_anchors=1000)
+    if not may_have_tags(html):  # fails for the bodies with a tag (any case, any place) if they were let skip
+        assert (scan.anchors, scan.body_end) == ([], None)
 
 
 @pytest.mark.parametrize("list_id", [None, LST])
