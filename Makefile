@@ -26,8 +26,12 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy
 
+# The suite in TEST_WORKERS processes (pytest-xdist), each with its own Redis and Ray (tests/conftest.py);
+# then, alone on the machine, the tests that measure latency (marked `alone`; exit 5: none selected).
+TEST_WORKERS ?= 2
 test: $(STAMP) redis-server lint
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=20 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=20 -n $(TEST_WORKERS) -m "not alone" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 bench: $(STAMP) redis-server
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)

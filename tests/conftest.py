@@ -1,4 +1,8 @@
-"""Shared fixtures: a real redis-server per test session, a real local Ray on demand."""
+"""Shared fixtures: a real redis-server per test session, a real local Ray on demand.
+
+`make test` runs the suite in parallel workers (pytest-xdist): each worker is a test session of its own,
+with its own redis-server, its own local Ray and its own temporary directories, so no two tests running at
+once share a server (a test's `flushdb` empties only its worker's Redis)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from actors.gateway import Gateway
+from actors.runtime import CALM_RAY, QUIET_RAY
 from ingress.app import create_app
 from schemas.settings import Settings, load_settings
 from store.api_keys import ApiKeyStore, generate_secret, new_record
@@ -25,6 +30,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "ray_session" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.ray)
+    # The few long tests (marked `slow`: a minute each under `make test`'s parallel workers) first, so that
+    # the short ones fill the other workers meanwhile instead of one long test ending the run alone.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +72,9 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _temp_dir=str(temp),
         configure_logging=False,
         _node_ip_address="127.0.0.1",
+        # The serve's settings for what a local Ray does at idle (actors/runtime.py): with a Ray per
+        # worker, their housekeeping would otherwise take a share of the cores the tests need.
+        _system_config={**QUIET_RAY, **CALM_RAY},
     )
     yield context.address_info["gcs_address"]
     ray.shutdown()
