@@ -2,7 +2,9 @@
 
 `make test` runs the suite in parallel workers (pytest-xdist): each worker is a test session of its own,
 with its own redis-server, its own local Ray and its own temporary directories, so no two tests running at
-once share a server (a test's `flushdb` empties only its worker's Redis)."""
+once share a server (a test's `flushdb` empties only its worker's Redis). xdist hands each worker its tests
+in collection order, so a worker runs a subsequence of the serial order: the actors an earlier test left in
+its session's Ray are never ones a serial run would not have had there too."""
 
 from __future__ import annotations
 
@@ -30,9 +32,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "ray_session" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.ray)
-    # The few long tests (marked `slow`: a minute each under `make test`'s parallel workers) first, so that
-    # the short ones fill the other workers meanwhile instead of one long test ending the run alone.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
