@@ -2,7 +2,7 @@
 
 `python -m bench --phases automations` (or `python -m bench.automations [--waiting 1000000]
 [--wake 100000] [--rate 1000] [--api-rate 500] [--seconds 10]
-[--phases memory,wake,runner,stream,api,latency]`)
+[--phases memory,wake,runner,stream,api,latency] [--client lean|aiohttp|lean,aiohttp]`)
 
 - memory: Redis `used_memory` per waiting run, `--waiting` runs of one automation written through the
   run store's start script in the state a wait step leaves them (status waiting, one history entry, a due
@@ -24,8 +24,13 @@
   the bare aiohttp handler (`bench/baseline_server.py`) and `POST /v1/send` at the same rate in the same
   run (`mailers serve`); the trigger of an automation starting with a wait, and at `--api-rate` also of one
   starting with a send step (its sends share the cores). Answers counted by status and problem code; each
-  row with the CPU µs per request of each part of `mailers serve` (from /proc, its process tree only).
-  Target p95 ≤ 10 ms at 500 req/s.
+  row with the CPU µs per request of each part of `mailers serve` (from /proc, its process tree only) and
+  the load generator's own. Target p95 ≤ 10 ms at 500 req/s. The requests come from `--client`: `lean`
+  (default) is bench/loadgen.py, an open-loop HTTP/1.1 generator in a process of its own (precomputed
+  requests on a pool of keep-alive connections, no event loop, ~0.25 ms of CPU a request against aiohttp's
+  client's ~1 ms), so its CPU and its lateness are not the bench process's event loop's; `aiohttp` is the
+  earlier `_open_loop` (a task and aiohttp's client per request, in this process); `lean,aiohttp` runs
+  every case with both, back to back, in one run. Both count latency from each request's scheduled start.
 - latency: custom events (`POST /v1/events`) at `--rate` events/s firing an `event` trigger, in batches of
   `--event-batch` (50 every 50 ms at 1,000/s) and then one per request; latency is a run's `created_ms`
   (stamped by the runner when it starts the run) minus the event's acceptance (the ULID time of the id the
@@ -398,7 +403,7 @@ async def _client_run(
     lags = [ms for ms in outcome.send_lag_ms if ms == ms]
     note = (
         f" (sent > 1 ms late: {outcome.late}, send lag p99 {loadgen.percentile(lags, 99):.2f} ms; "
-        f"{outcome.opened} connections)"
+        f"{outcome.opened} connections, {outcome.chunked} chunked answers)"
     )
     return _ClientResult(
         outcome.latencies(range(202, 203)), Counter(outcome.codes), outcome.cpu_seconds, note
