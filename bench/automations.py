@@ -322,13 +322,23 @@ async def api_phase(
         for name, url, path, make, keyed in cases:
             for client in clients:
                 count = int(rate * args.seconds)
+                # aiohttp's client: one session for the warm-up and the run (its connections stay open)
+                session_of_case = (
+                    aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(limit=256), headers=HEADERS)
+                    if client == "aiohttp"
+                    else None
+                )
                 await asyncio.sleep(3)  # what the previous case left (its events, audit entries) settles
-                await _client_run(client, url, path, make, rate, 2, sequence, keyed)  # warm
+                await _client_run(client, session_of_case, url, path, make, rate, 2, sequence, keyed)  # warm
                 sequence += int(rate * 2)
                 watched = pids()
                 before = _cpu(watched)
                 stats_before = await redis.info("commandstats") if redis is not None else {}
-                result = await _client_run(client, url, path, make, rate, args.seconds, sequence, keyed)
+                result = await _client_run(
+                    client, session_of_case, url, path, make, rate, args.seconds, sequence, keyed
+                )
+                if session_of_case is not None:
+                    await session_of_case.close()
                 sequence += count
                 used = cpu.spent(before, _cpu(watched))
                 stats_after = await redis.info("commandstats") if redis is not None else {}
@@ -364,6 +374,7 @@ class _ClientResult(msgspec.Struct):
 
 async def _client_run(
     client: str,
+    session: aiohttp.ClientSession | None,
     url: str,
     path: str,
     make: Callable[[int], bytes],
@@ -373,18 +384,17 @@ async def _client_run(
     keyed: bool,
 ) -> _ClientResult:
     """Requests `first`... at `rate` for `seconds`, open loop, with the lean generator (its own process)
-    or aiohttp's client (`_open_loop`, in this process: its CPU is this process's over the run)."""
+    or aiohttp's client on `session` (`_open_loop`, in this process: its CPU is this process's over the
+    run)."""
     count = int(rate * seconds)
     prefix = new_id("req")
     if client == "aiohttp":
-        async with aiohttp.ClientSession(
-            url, connector=aiohttp.TCPConnector(limit=256), headers=HEADERS
-        ) as session:
-            spent = time.process_time()
-            latencies, codes = await _open_loop(
-                session, path, make, rate=rate, seconds=seconds, keyed=keyed, first=first
-            )
-            return _ClientResult(latencies, codes, time.process_time() - spent)
+        assert session is not None
+        spent = time.process_time()
+        latencies, codes = await _open_loop(
+            session, path, make, rate=rate, seconds=seconds, keyed=keyed, first=first
+        )
+        return _ClientResult(latencies, codes, time.process_time() - spent)
     if client != "lean":
         raise SystemExit(f"--client: lean or aiohttp, not {client!r}")
     target = urlsplit(url)
@@ -850,7 +860,10 @@ def main(argv: list[str] | None = None) -> None:
         help="the api phase's load generator: lean (bench/loadgen.py, its own process), aiohttp (this "
         "process), or lean,aiohttp (both, back to back per case)",
     )
-    asyncio.run(run(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    if not set(args.client.split(",")) <= {"lean", "aiohttp"}:
+        parser.error("--client: lean, aiohttp, or lean,aiohttp")
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":
