@@ -106,7 +106,12 @@ async def generate(plan: Plan) -> Outcome:
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
-    out, _ = await process.communicate(msgspec.msgpack.encode(plan))
+    try:
+        out, _ = await process.communicate(msgspec.msgpack.encode(plan))
+    finally:
+        if process.returncode is None:  # cancelled (a caller's timeout): the generator ends with it
+            process.kill()
+            await process.wait()
     if process.returncode != 0:
         raise RuntimeError(f"bench.loadgen exited with {process.returncode}")
     return msgspec.msgpack.decode(out, type=Outcome)

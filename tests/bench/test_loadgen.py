@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -242,3 +244,42 @@ async def test_a_server_that_closes_mid_response_is_an_error_not_a_hang() -> Non
 
     assert outcome.codes == {"202": 10, "closed mid-response": 10, "closed before answer": 10}
     assert [s for s in outcome.status] == [202 if n % 3 == 0 else 0 for n in range(30)]
+
+
+async def test_a_cancelled_run_ends_its_generator_process(server) -> None:
+    """A caller's timeout cancels `generate`; the generator's process goes with it, not left running."""
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        held.set()
+        await release.wait()  # no answer until the run is cancelled
+        return web.Response()
+
+    port = await server(handler)
+    before = _generators()
+    run = asyncio.ensure_future(
+        generate(Plan(host="127.0.0.1", port=port, rate=100, requests=_requests(port, 3)))
+    )
+    await asyncio.wait_for(held.wait(), 60)
+    assert _generators() - before  # the run's process is there
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    release.set()
+    assert not _generators() - before
+
+
+def _generators() -> set[int]:
+    """This process's `python -m bench.loadgen` children (alive, not yet reaped)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == os.getpid() and stat[0] != "Z" and b"bench.loadgen" in cmdline:
+            found.add(int(entry))
+    return found
