@@ -2,7 +2,7 @@
 
 `python -m bench --phases automations` (or `python -m bench.automations [--waiting 1000000]
 [--wake 100000] [--rate 1000] [--api-rate 500] [--seconds 10]
-[--phases memory,wake,runner,stream,api,latency]`)
+[--phases memory,wake,runner,stream,api,latency] [--client lean|aiohttp|lean,aiohttp]`)
 
 - memory: Redis `used_memory` per waiting run, `--waiting` runs of one automation written through the
   run store's start script in the state a wait step leaves them (status waiting, one history entry, a due
@@ -24,8 +24,13 @@
   the bare aiohttp handler (`bench/baseline_server.py`) and `POST /v1/send` at the same rate in the same
   run (`mailers serve`); the trigger of an automation starting with a wait, and at `--api-rate` also of one
   starting with a send step (its sends share the cores). Answers counted by status and problem code; each
-  row with the CPU µs per request of each part of `mailers serve` (from /proc, its process tree only).
-  Target p95 ≤ 10 ms at 500 req/s.
+  row with the CPU µs per request of each part of `mailers serve` (from /proc, its process tree only) and
+  the load generator's own. Target p95 ≤ 10 ms at 500 req/s. The requests come from `--client`: `lean`
+  (default) is bench/loadgen.py, an open-loop HTTP/1.1 generator in a process of its own (precomputed
+  requests on a pool of keep-alive connections, no event loop, ~0.25 ms of CPU a request against aiohttp's
+  client's ~1 ms), so its CPU and its lateness are not the bench process's event loop's; `aiohttp` is the
+  earlier `_open_loop` (a task and aiohttp's client per request, in this process); `lean,aiohttp` runs
+  every case with both, back to back, in one run. Both count latency from each request's scheduled start.
 - latency: custom events (`POST /v1/events`) at `--rate` events/s firing an `event` trigger, in batches of
   `--event-batch` (50 every 50 ms at 1,000/s) and then one per request; latency is a run's `created_ms`
   (stamped by the runner when it starts the run) minus the event's acceptance (the ULID time of the id the
@@ -36,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
 import threading
@@ -45,6 +49,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
@@ -52,7 +57,7 @@ import redis.asyncio as aioredis
 
 from actors.automations.body import AutomationRunner, automation_event
 from actors.priority import settle_garbage_collector
-from bench import cpu
+from bench import cpu, loadgen
 from bench.scratch import scratch_dir
 from bench.send import KEY, single_body, start_baseline, start_mailers, stop, wait_ready
 from schemas.audience import ListRecord, SubscriberInput
@@ -238,7 +243,7 @@ async def server(
                 session, "POST", f"/v1/lists/{list_id['id']}/subscribers", {"subscribers": people}, 200
             )
             if "api" in phases:
-                await api_phase(session, args, f"http://127.0.0.1:{bare_port}", pids, redis_url)
+                await api_phase(session, args, f"http://127.0.0.1:{bare_port}", pids, redis_url, base)
             if "latency" in phases:
                 await latency_phase(session, args, redis_url)
     finally:
@@ -287,64 +292,132 @@ async def api_phase(
     bare: str,
     pids: Callable[[], set[int]],
     redis_url: str | None = None,
+    base: str | None = None,
 ) -> list[str]:
     """Per rate: the bare aiohttp handler, `/v1/send`, and the trigger of an automation that starts with a
     wait (the accept path alone: the runner's first step is a cheap commit); at `--api-rate` also one that
     starts with a send step (its runs' sends share the two cores with the accepts). Each row says the
-    CPU each part of `mailers serve` spent per request while it ran (from /proc), and what Redis did per
-    request (`INFO commandstats` before and after: calls, by command, and Redis' own µs). At `--api-rate`
-    the wait-first trigger runs a second time with an Idempotency-Key on every request (a new key each)."""
+    CPU each part of `mailers serve` spent per request while it ran (from /proc), what Redis did per
+    request (`INFO commandstats` before and after: calls, by command, and Redis' own µs), and the load
+    generator's own CPU per request. At `--api-rate` the wait-first trigger runs a second time with an
+    Idempotency-Key on every request (a new key each). `--client lean` (default) sends with
+    bench/loadgen.py in a process of its own; `aiohttp` with `_open_loop` in this process; `lean,aiohttp`
+    runs every case with both, back to back."""
     redis = aioredis.Redis.from_url(redis_url) if redis_url else None
+    base = base or str(session._base_url)
     waits = await _api_automation(session, "wait")
     sends = await _api_automation(session, "send")
+    clients = [c.strip() for c in getattr(args, "client", "lean").split(",") if c.strip()]
     rows = []
+    sequence = 0  # request numbers never repeat across runs (bodies, Idempotency-Keys)
     for rate in sorted({200, args.api_rate}):
-        cases: list[tuple[str, aiohttp.ClientSession | None, str, Callable[[int], bytes], bool]] = [
-            ("bare aiohttp handler (baseline)", None, "/v1/send", single_body, False),
-            ("/v1/send (baseline)", session, "/v1/send", single_body, False),
-            ("trigger, automation starting with a wait", session, waits, _trigger_body, False),
+        cases: list[tuple[str, str, str, Callable[[int], bytes], bool]] = [
+            ("bare aiohttp handler (baseline)", bare, "/v1/send", single_body, False),
+            ("/v1/send (baseline)", base, "/v1/send", single_body, False),
+            ("trigger, automation starting with a wait", base, waits, _trigger_body, False),
         ]
         if rate == args.api_rate:
-            cases.append(("trigger, wait first, Idempotency-Key each", session, waits, _trigger_body, True))
-            cases.append(("trigger, automation starting with a send", session, sends, _trigger_body, False))
-        for name, client, path, make, keyed in cases:
-            async with contextlib.AsyncExitStack() as stack:
-                if client is None:
-                    client = await stack.enter_async_context(
-                        aiohttp.ClientSession(
-                            bare, connector=aiohttp.TCPConnector(limit=256), headers=HEADERS
-                        )
-                    )
+            cases.append(("trigger, wait first, Idempotency-Key each", base, waits, _trigger_body, True))
+            cases.append(("trigger, automation starting with a send", base, sends, _trigger_body, False))
+        for name, url, path, make, keyed in cases:
+            for client in clients:
+                count = int(rate * args.seconds)
+                # aiohttp's client: one session for the warm-up and the run (its connections stay open)
+                session_of_case = (
+                    aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(limit=256), headers=HEADERS)
+                    if client == "aiohttp"
+                    else None
+                )
                 await asyncio.sleep(3)  # what the previous case left (its events, audit entries) settles
-                await _open_loop(client, path, make, rate=rate, seconds=2, keyed=keyed)  # warm
+                await _client_run(client, session_of_case, url, path, make, rate, 2, sequence, keyed)  # warm
+                sequence += int(rate * 2)
                 watched = pids()
                 before = _cpu(watched)
                 stats_before = await redis.info("commandstats") if redis is not None else {}
-                latencies, codes = await _open_loop(
-                    client, path, make, rate=rate, seconds=args.seconds, keyed=keyed
+                result = await _client_run(
+                    client, session_of_case, url, path, make, rate, args.seconds, sequence, keyed
                 )
+                if session_of_case is not None:
+                    await session_of_case.close()
+                sequence += count
                 used = cpu.spent(before, _cpu(watched))
                 stats_after = await redis.info("commandstats") if redis is not None else {}
-            refused = {k: v for k, v in codes.items() if k != "202"}
-            count = int(rate * args.seconds)
-            where = ", ".join(
-                f"{label.removeprefix('ray::')} {seconds / count * 1e6:,.0f}"
-                for label, seconds in _grouped(used).most_common()
-                if seconds / count * 1e6 >= 5
-            )
-            rows.append(
-                f"| {name} at {rate} req/s | p50 {_q(latencies, 50):.1f} ms | p95 "
-                f"{_q(latencies, 95):.1f} ms (target ≤ 10 at 500) | refused {refused or 0}; CPU µs/request: "
-                f"{where or '-'} | {_load()} |"
-            )
-            print(rows[-1], flush=True)
-            if redis is not None:
-                print(
-                    f"|  Redis, same run | {_redis_use(stats_before, stats_after, count)} | | | |", flush=True
+                refused = {k: v for k, v in result.codes.items() if k != "202"}
+                where = ", ".join(
+                    f"{label.removeprefix('ray::')} {seconds / count * 1e6:,.0f}"
+                    for label, seconds in _grouped(used).most_common()
+                    if seconds / count * 1e6 >= 5
                 )
+                rows.append(
+                    f"| {name} at {rate} req/s, {client} client | p50 {_q(result.latencies, 50):.1f} ms "
+                    f"| p95 {_q(result.latencies, 95):.1f} ms (target ≤ 10 at 500) | refused {refused or 0}; "
+                    f"CPU µs/request: {where or '-'}; load generator {result.cpu / count * 1e6:,.0f}"
+                    f"{result.note} | {_load()} |"
+                )
+                print(rows[-1], flush=True)
+                if redis is not None:
+                    print(
+                        f"|  Redis, same run | {_redis_use(stats_before, stats_after, count)} | | | |",
+                        flush=True,
+                    )
     if redis is not None:
         await redis.aclose()
     return rows
+
+
+class _ClientResult(msgspec.Struct):
+    latencies: list[float]  # ms, of the 202 answers, from each request's scheduled start
+    codes: Counter[str]
+    cpu: float  # the load generator's CPU seconds over the run
+    note: str = ""
+
+
+async def _client_run(
+    client: str,
+    session: aiohttp.ClientSession | None,
+    url: str,
+    path: str,
+    make: Callable[[int], bytes],
+    rate: float,
+    seconds: float,
+    first: int,
+    keyed: bool,
+) -> _ClientResult:
+    """Requests `first`... at `rate` for `seconds`, open loop, with the lean generator (its own process)
+    or aiohttp's client on `session` (`_open_loop`, in this process: its CPU is this process's over the
+    run)."""
+    count = int(rate * seconds)
+    prefix = new_id("req")
+    if client == "aiohttp":
+        assert session is not None
+        spent = time.process_time()
+        latencies, codes = await _open_loop(
+            session, path, make, rate=rate, seconds=seconds, keyed=keyed, first=first
+        )
+        return _ClientResult(latencies, codes, time.process_time() - spent)
+    if client != "lean":
+        raise SystemExit(f"--client: lean or aiohttp, not {client!r}")
+    target = urlsplit(url)
+    host, port = target.hostname or "127.0.0.1", target.port or 80
+    requests = [
+        loadgen.build_request(
+            "POST",
+            path,
+            host=f"{host}:{port}",
+            headers=HEADERS | ({"Idempotency-Key": f"{prefix}-{i}"} if keyed else {}),
+            body=make(i),
+        )
+        for i in range(first, first + count)
+    ]
+    outcome = await loadgen.generate(loadgen.Plan(host=host, port=port, rate=rate, requests=requests))
+    lags = [ms for ms in outcome.send_lag_ms if ms == ms]
+    note = (
+        f" (sent > 1 ms late: {outcome.late}, send lag p99 {loadgen.percentile(lags, 99):.2f} ms; "
+        f"{outcome.opened} connections, {outcome.chunked} chunked answers)"
+    )
+    return _ClientResult(
+        outcome.latencies(range(202, 203)), Counter(outcome.codes), outcome.cpu_seconds, note
+    )
 
 
 def _redis_use(before: dict, after: dict, count: int) -> str:
@@ -395,7 +468,14 @@ def descendants(root: int) -> set[int]:
 
 
 async def _open_loop(
-    session: aiohttp.ClientSession, path: str, make, *, rate: float, seconds: float, keyed: bool = False
+    session: aiohttp.ClientSession,
+    path: str,
+    make,
+    *,
+    rate: float,
+    seconds: float,
+    keyed: bool = False,
+    first: int = 0,
 ) -> tuple[list[float], Counter[str]]:
     """Open loop (latency from the scheduled start), counting answers by status and problem code;
     `keyed`: each request with an Idempotency-Key of its own."""
@@ -411,7 +491,7 @@ async def _open_loop(
             await asyncio.sleep(delay)
         try:
             headers = {"Idempotency-Key": f"{prefix}-{i}"} if keyed else None
-            async with session.post(path, data=make(i), headers=headers) as response:
+            async with session.post(path, data=make(first + i), headers=headers) as response:
                 raw = await response.read()
                 code = str(response.status)
                 if response.status != 202:
@@ -774,7 +854,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--event-batch", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--phases", default="memory,wake,runner,stream,api,latency")
-    asyncio.run(run(parser.parse_args(argv)))
+    parser.add_argument(
+        "--client",
+        default="lean",
+        help="the api phase's load generator: lean (bench/loadgen.py, its own process), aiohttp (this "
+        "process), or lean,aiohttp (both, back to back per case)",
+    )
+    args = parser.parse_args(argv)
+    if not set(args.client.split(",")) <= {"lean", "aiohttp"}:
+        parser.error("--client: lean, aiohttp, or lean,aiohttp")
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":
