@@ -412,7 +412,7 @@ async def _client_run(
     outcome = await loadgen.generate(loadgen.Plan(host=host, port=port, rate=rate, requests=requests))
     lags = [ms for ms in outcome.send_lag_ms if ms == ms]
     note = (
-        f" (sent > 1 ms late: {outcome.late}, send lag p99 {loadgen.percentile(lags, 99):.2f} ms; "
+        f" (sent > 1 ms late: {outcome.late}, send lag p99 {_q(lags, 99):.2f} ms; "
         f"{outcome.opened} connections, {outcome.chunked} chunked answers)"
     )
     return _ClientResult(

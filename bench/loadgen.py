@@ -88,14 +88,6 @@ def build_request(method: str, path: str, *, host: str, headers: dict[str, str],
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest rank; NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
-
-
 async def generate(plan: Plan) -> Outcome:
     """Runs the plan in a `python -m bench.loadgen` process of its own and returns its outcome."""
     process = await asyncio.create_subprocess_exec(
