@@ -28,10 +28,9 @@ lint: $(STAMP)
 
 # The suite in TEST_WORKERS processes (pytest-xdist), each with its own Redis and Ray (tests/conftest.py);
 # then, alone on the machine, the tests that measure latency (marked `alone`; exit 5: none selected).
-# 1 (the serial order) until tests stop leaving actors in their session's Ray: with 2 (~7.5 min instead of
-# ~12), two of five CI runs passed; each of the three failures was a test whose consumer group or import an
-# actor left by an earlier test of its worker had joined (docs/architecture.md, "Tests").
-TEST_WORKERS ?= 1
+# 2: the parallel part takes ~7 min instead of ~12. A test may not leave a named actor running in its
+# worker's Ray (tests/conftest.py checks after each test; docs/architecture.md, "Tests").
+TEST_WORKERS ?= 2
 test: $(STAMP) redis-server lint
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=20 -n $(TEST_WORKERS) -m "not alone" $(PYTEST_ARGS)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]

@@ -3,12 +3,14 @@
 `make test` runs the suite in parallel workers (pytest-xdist): each worker is a test session of its own,
 with its own redis-server, its own local Ray and its own temporary directories, so no two tests running at
 once share a server (a test's `flushdb` empties only its worker's Redis). xdist hands each worker its tests
-in collection order, so a worker runs a subsequence of the serial order: the actors an earlier test left in
-its session's Ray are never ones a serial run would not have had there too."""
+in collection order, so a worker runs a subsequence of the serial order; a test that leaves a named actor
+running in its worker's Ray errors at teardown (below), so no test meets another's actors."""
 
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -32,6 +34,61 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "ray_session" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.ray)
+
+
+# --- actors a test leaves behind --------------------------------------------------------------------
+# Every actor is a named, detached one (actors/runtime.py): it outlives the test that started it, keeps
+# reading the session's Redis, and a later test of the same worker meets it in its consumer groups or
+# queues. So a test stops what it starts; this is the check that it did.
+
+_SESSION_ACTORS: set[tuple[str, str]] = set()  # (namespace, name) of the session gateway's actors
+LEFT_ACTORS_GRACE_SECONDS = 10.0  # a kill a test sent in its teardown is asynchronous; give it time
+
+
+def named_actors() -> set[tuple[str, str]]:
+    """The live named actors of this session's Ray, in every namespace (none before Ray is started)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return set()
+    return {(a["namespace"], a["name"]) for a in ray.util.list_named_actors(all_namespaces=True)}
+
+
+def _left_behind(before: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    return named_actors() - before - _SESSION_ACTORS
+
+
+_BEFORE = pytest.StashKey[set[tuple[str, str]]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    item.stash[_BEFORE] = named_actors()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """Once a test's fixtures are torn down, the named actors it started and did not stop are stopped,
+    and its teardown fails naming them: they would otherwise read the streams and queues of the tests
+    that come after it in this worker."""
+    result = yield
+    before = item.stash.get(_BEFORE, set())
+    left = _left_behind(before)
+    deadline = time.monotonic() + LEFT_ACTORS_GRACE_SECONDS
+    while left and time.monotonic() < deadline:  # kills the test sent itself, still under way
+        time.sleep(0.1)
+        left = _left_behind(before)
+    if left:
+        import ray
+
+        for namespace, name in sorted(left):
+            try:
+                ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+            except ValueError:  # gone meanwhile
+                pass
+        names = ", ".join(f"{namespace}/{name}" for namespace, name in sorted(left))
+        pytest.fail(f"the test left these named actors running (now killed): {names}", pytrace=False)
+    return result
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +163,9 @@ def gateway(ray_session, redis_server) -> Gateway:
         secret_key="s" * 40,
         allow_private_targets=True,  # the dispatchers send to simulators on 127.0.0.1
     )
-    return Gateway.start(settings, redis_url=redis_server.url)
+    gateway = Gateway.start(settings, redis_url=redis_server.url)
+    _SESSION_ACTORS.update(named_actors())  # the gateway's: they live as long as the session
+    return gateway
 
 
 @pytest.fixture

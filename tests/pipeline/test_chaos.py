@@ -8,6 +8,7 @@ size), so a crash repeats at most one chunk. The tests measure the duplicates an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 import ray
 
 from store.redis_server import RedisServer, free_port
+from tests.conftest import named_actors
 from tests.smtp.sink import SmtpSink
 
 from .conftest import create_smtp_server, wait_for
@@ -83,6 +85,7 @@ async def test_killing_the_ingress_mid_bulk_while_the_client_retries(
     key = "mk_" + "c" * 40
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    actors_before = named_actors()
     process = _serve(port, redis_url, ray_session, tmp_path, key)
     headers = {"Authorization": f"Bearer {key}"}
     batches = [
@@ -136,20 +139,11 @@ async def test_killing_the_ingress_mid_bulk_while_the_client_retries(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        # The server joined this session's namespace and started the detached stream consumers; they
-        # would outlive it and read the streams of later tests.
-        for name in (
-            "webhook-deliverer",
-            "event-sink",
-            "audit-sink",
-            "import-runner",
-            "automation-runner",
-            "campaign-runner",
-        ):
-            try:
-                ray.kill(ray.get_actor(name, namespace="mailers-test"), no_restart=True)
-            except ValueError:
-                pass
+        # The server joined this session's namespace and started the detached stream consumers (every
+        # campaign runner, …); they would outlive it and read the streams of later tests.
+        for namespace, name in named_actors() - actors_before:
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
 
 
 async def create_smtp_server_in(session, base: str, headers: dict, port: int) -> None:
