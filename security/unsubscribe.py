@@ -15,18 +15,20 @@ ONE_CLICK = "List-Unsubscribe=One-Click"
 HEADER_SAFE_URI = re.compile(r"[\x21\x23-\x2b\x2d-\x3b\x3d\x3f-\x7e]*")
 
 
-def list_unsubscribe_headers(https_url: str, mailto: str | None) -> dict[str, str]:
-    """Both headers; `mailto` may be a bare address or a `mailto:` URI (with `?subject=` etc.)."""
-    if not https_url.lower().startswith("https://") or len(https_url) <= len("https://"):
-        raise ValueError("one-click unsubscribe needs an https:// URL (RFC 8058)")
-    uris = [_bracketed(https_url)]
-    if mailto:
-        uris.append(_bracketed(mailto if mailto.lower().startswith("mailto:") else f"mailto:{mailto}"))
-    return {"List-Unsubscribe": ", ".join(uris), "List-Unsubscribe-Post": ONE_CLICK}
+def list_unsubscribe_headers(https_url: str, mailto: str | None, *, checked: bool = False) -> dict[str, str]:
+    """Both headers; `mailto` may be a bare address or a `mailto:` URI (with `?subject=` etc.).
 
-
-def _bracketed(uri: str) -> str:
-    # A URI with brackets, commas, spaces or line breaks would break the header or inject another one.
-    if HEADER_SAFE_URI.fullmatch(uri) is None:
-        raise ValueError(f"not a header-safe URI: {uri!r}")
-    return f"<{uri}>"
+    `checked`: the caller built both URIs from parts it already checked (an https base URL and a domain
+    that are header-safe, a base64url token, a `mailto:` prefix), so the per-URI checks are skipped
+    (issue #13: this runs once per campaign recipient)."""
+    if not checked:
+        if not https_url.lower().startswith("https://") or len(https_url) <= len("https://"):
+            raise ValueError("one-click unsubscribe needs an https:// URL (RFC 8058)")
+        if mailto and not mailto.lower().startswith("mailto:"):
+            mailto = f"mailto:{mailto}"
+        for uri in (https_url, mailto):
+            # A URI with brackets, commas, spaces or line breaks would break the header or inject another.
+            if uri and HEADER_SAFE_URI.fullmatch(uri) is None:
+                raise ValueError(f"not a header-safe URI: {uri!r}")
+    value = f"<{https_url}>, <{mailto}>" if mailto else f"<{https_url}>"
+    return {"List-Unsubscribe": value, "List-Unsubscribe-Post": ONE_CLICK}

@@ -24,7 +24,7 @@ from schemas.settings import Settings
 from security.link_rewrite import open_pixel, rewrite_html
 from security.secretbox import derive_key
 from security.tracking import ClickToken, OpenToken, TrackingPayload, TrackingTokens, UnsubscribeToken
-from security.unsubscribe import HEADER_SAFE_URI, ONE_CLICK, list_unsubscribe_headers
+from security.unsubscribe import HEADER_SAFE_URI, list_unsubscribe_headers
 
 KEY_PURPOSE = "tracking"
 _UNSAFE_IN_BASE_URL = frozenset('<>, \t\r\n"')
@@ -100,13 +100,10 @@ class Tracking:
         url = f"{self.base_url}/t/u/{token}"
         domain = _ascii_domain(message.from_.domain)
         mailto = f"mailto:unsubscribe+{token}@{domain}" if domain else None
-        if self.one_click and self.header_safe_base and (domain is None or _header_safe(domain)):
-            # What `list_unsubscribe_headers` answers, built directly: the base URL and the domain were
-            # checked header-safe once, and a token is base64url (issue #13: once per recipient).
-            value = f"<{url}>, <{mailto}>" if mailto else f"<{url}>"
-            return {"List-Unsubscribe": value, "List-Unsubscribe-Post": ONE_CLICK}
         if self.one_click:
-            return list_unsubscribe_headers(url, mailto)
+            # The base URL was checked header-safe once, the domain is checked here, a token is base64url.
+            checked = self.header_safe_base and (domain is None or _header_safe(domain))
+            return list_unsubscribe_headers(url, mailto, checked=checked)
         return {"List-Unsubscribe": ", ".join(f"<{uri}>" for uri in (url, mailto) if uri)}
 
     def _open_token(self, message: OutboundMessage, recipient: str) -> str:
