@@ -1,6 +1,6 @@
 """What a campaign message keeps in Redis once sent: its envelope, not its body, and compact timeline
-events (docs/campaigns.md, "Memory"); an API send keeps both whole. And the trim of consumed stream
-entries (store/stream_trim.py)."""
+events (docs/campaigns.md, "Memory"), in a listpack hash; an API send keeps both whole. And the trim of
+consumed stream entries (store/stream_trim.py)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
         assert stored.campaign_id == campaign_id and stored.metadata["subscriber_id"].startswith("sub_")
         assert [a.email for a in stored.to] == row["to"] and stored.subject == row["subject"]
         assert stored.from_.email == "news@acme.test"
+        # One listpack, not a hash table (store/redis_server.LISTPACK_SETTINGS): ~230 B less a message.
+        assert await redis.object("encoding", keyspace.message(workspace, row["id"])) == b"listpack"
     # Its timeline keeps the events without the envelope (the hash has it); `m:events` had them whole.
     timeline = await redis.lrange(keyspace.message_events(workspace, rows[0]["id"]), 0, -1)
     kept_events = [event_msgpack_decoder.decode(raw) for raw in timeline]
@@ -62,6 +64,7 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
     await settle(redis, body)
     kept = outbound_decoder.decode(await redis.hget(keyspace.message(workspace, message_id), "p"))
     assert kept.html == "<p>Hi Ana</p>" and kept.campaign_id is None
+    assert await redis.object("encoding", keyspace.message(workspace, message_id)) == b"listpack"
     whole = await redis.lrange(keyspace.message_events(workspace, message_id), 0, -1)
     assert event_msgpack_decoder.decode(whole[0]).message.id == message_id
 
