@@ -136,6 +136,7 @@ def enqueue_row(new: NewMessage, payload: bytes) -> tuple:
     encoded message, or b"" when it was staged in the hash beforehand (MessageLedger.enqueue)."""
     message = new.message
     scheduled = new.status == MessageStatus.SCHEDULED and new.meta.send_at_ms is not None
+    events = [lua_string(encode(e)) for e in new.events]
     return (
         message.id,
         message.workspace,
@@ -145,6 +146,9 @@ def enqueue_row(new: NewMessage, payload: bytes) -> tuple:
         lua_string(encode(new.meta)),
         new.server,
         str(new.meta.send_at_ms) if scheduled else "",
-        [lua_string(encode(e)) for e in new.events],
+        events,
         lua_string(new.audit or b""),
+        # What the hash's `ev` keeps instead of `events`, or [] for `events` themselves: a campaign
+        # message's first events without the envelope its `p` holds (`compact_event`; ~170 B, not ~420 B).
+        [lua_string(encode(compact_event(e))) for e in new.events] if message.campaign_id else [],
     )

@@ -9,13 +9,14 @@ from __future__ import annotations
 from store.ledger.statuses import LUA_STATUSES
 from store.lua import LUA_ARRAY
 
-# The atomic enqueue of a batch. A message's first events (those of its acceptance) live in its hash
-# (field `ev`, a msgpack array); later ones are RPUSHed to its timeline list. One key less per message:
-# ~25% of this script's time. Key names are built here from the workspace and ids exactly as
-# store/keyspace.py builds them (message, message_events, message_index, dispatch_stream). A message may
-# carry its request's audit entry, appended to KEYS[3] here: the send path's audit entry costs no round
-# trip of its own. An empty payload: a large one was staged in the hash before (MessageLedger._stage).
-# The new ids go into their workspace's index by one ZADD per workspace at the end, not one per message.
+# The atomic enqueue of a batch. A message's first events (those of its acceptance) live in its hash (field
+# `ev`, a msgpack array: the row's `kept` events where it has them, a campaign message's without their
+# envelope, else the events whole as they go to the stream); later ones are RPUSHed to its timeline. One key
+# less per message: ~25% of this script's time. Key names are built here from the workspace and ids exactly
+# as store/keyspace.py builds them (message, message_events, message_index, dispatch_stream). A message may
+# carry its request's audit entry, appended to KEYS[3] here: the send path's audit entry costs no round trip
+# of its own. An empty payload: a large one was staged in the hash before (MessageLedger._stage). The new
+# ids go into their workspace's index by one ZADD per workspace at the end, not one per message.
 ENQUEUE = (
     LUA_STATUSES
     + LUA_ARRAY
@@ -25,7 +26,8 @@ local batch = cmsgpack.unpack(ARGV[2])
 local results, events = {}, {}
 local bases, listed = {}, {}  -- per workspace: its key prefix, and the new ids for its index (one ZADD)
 for m, row in ipairs(batch) do
-  local id, ws, item, status, payload, meta, server, score, evs, audit = unpack(row)
+  local id, ws, item, status, payload, meta, server, score, evs, audit, kept = unpack(row)
+  if not kept or #kept == 0 then kept = evs end
   local base = bases[ws]
   if not base then
     base = 'm:{' .. ws .. '}:'
@@ -49,9 +51,9 @@ for m, row in ipairs(batch) do
   else
     if payload == '' then
       redis.call('PERSIST', hkey)  -- staged by MessageLedger._stage
-      redis.call('HSET', hkey, 's', status, 'm', meta, 'srv', server, 'ev', msgpack_array(evs))
+      redis.call('HSET', hkey, 's', status, 'm', meta, 'srv', server, 'ev', msgpack_array(kept))
     else
-      redis.call('HSET', hkey, 's', status, 'p', payload, 'm', meta, 'srv', server, 'ev', msgpack_array(evs))
+      redis.call('HSET', hkey, 's', status, 'p', payload, 'm', meta, 'srv', server, 'ev', msgpack_array(kept))
     end
     local ids = listed[ws]
     ids[#ids + 1] = 0

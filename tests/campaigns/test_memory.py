@@ -1,10 +1,12 @@
-"""What a campaign message keeps in Redis once sent: its envelope, not its body, and compact timeline
-events (docs/campaigns.md, "Memory"), in a listpack hash; an API send keeps both whole. And the trim of
-consumed stream entries (store/stream_trim.py)."""
+"""What a campaign message keeps in Redis once sent: its envelope, not its body, and compact events (its
+timeline's and its first one in the hash; docs/campaigns.md, "Memory"), in a listpack hash; an API send
+keeps both whole. And the trim of consumed stream entries (store/stream_trim.py)."""
 
 from __future__ import annotations
 
-from schemas.events import event_msgpack_decoder
+import msgspec
+
+from schemas.events import Event, event_msgpack_decoder
 from schemas.messages import outbound_decoder
 from store import keyspace
 from store.stream_trim import StreamTrimmer
@@ -44,6 +46,11 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
     assert [e.type for e in kept_events] == ["message.sent"]
     assert all(e.message is None and e.workspace == "" for e in kept_events)
     assert all(len(raw) < 250 for raw in timeline)  # ~170 B: id, type, time, provider id; whole ~450 B
+    # Its first event in the hash (`ev`) likewise; the stream had it whole (below: the API send's is whole).
+    first = await redis.hget(keyspace.message(workspace, rows[0]["id"]), "ev")
+    [accepted] = msgspec.msgpack.decode(first, type=list[Event])
+    assert accepted.type == "message.accepted" and accepted.message is None and accepted.workspace == ""
+    assert len(first) < 250
     view = await client.get(f"/v1/messages/{rows[0]['id']}", headers=headers)
     assert view.status == 200
     got = await view.json()
@@ -67,6 +74,9 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
     assert await redis.object("encoding", keyspace.message(workspace, message_id)) == b"listpack"
     whole = await redis.lrange(keyspace.message_events(workspace, message_id), 0, -1)
     assert event_msgpack_decoder.decode(whole[0]).message.id == message_id
+    first = await redis.hget(keyspace.message(workspace, message_id), "ev")
+    [accepted] = msgspec.msgpack.decode(first, type=list[Event])
+    assert accepted.message.id == message_id and accepted.workspace == workspace
 
 
 async def test_stream_entries_go_once_every_group_consumed_them(redis):
