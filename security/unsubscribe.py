@@ -19,13 +19,13 @@ def list_unsubscribe_headers(https_url: str, mailto: str | None, *, checked: boo
     """Both headers; `mailto` may be a bare address or a `mailto:` URI (with `?subject=` etc.).
 
     `checked`: the caller built both URIs from parts it already checked (an https base URL and a domain
-    that are header-safe, a base64url token, a `mailto:` prefix), so the per-URI checks are skipped
-    (issue #13: this runs once per campaign recipient)."""
+    that are header-safe, a base64url token), so the per-URI checks are skipped (issue #13: this runs
+    once per campaign recipient)."""
+    if mailto and not mailto.lower().startswith("mailto:"):
+        mailto = f"mailto:{mailto}"
     if not checked:
         if not https_url.lower().startswith("https://") or len(https_url) <= len("https://"):
             raise ValueError("one-click unsubscribe needs an https:// URL (RFC 8058)")
-        if mailto and not mailto.lower().startswith("mailto:"):
-            mailto = f"mailto:{mailto}"
         for uri in (https_url, mailto):
             # A URI with brackets, commas, spaces or line breaks would break the header or inject another.
             if uri and HEADER_SAFE_URI.fullmatch(uri) is None:

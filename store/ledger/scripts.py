@@ -27,7 +27,7 @@ local results, events = {}, {}
 local bases, listed = {}, {}  -- per workspace: its key prefix, and the new ids for its index (one ZADD)
 for m, row in ipairs(batch) do
   local id, ws, item, status, payload, meta, server, score, evs, audit, kept = unpack(row)
-  if not kept or #kept == 0 then kept = evs end
+  if #kept == 0 then kept = evs end
   local base = bases[ws]
   if not base then
     base = 'm:{' .. ws .. '}:'

@@ -34,3 +34,13 @@ def test_a_mailto_uri_is_kept_and_mailto_is_optional() -> None:
 def test_unsafe_or_non_https_uris_are_refused(url: str, mailto: str | None) -> None:
     with pytest.raises(ValueError):
         list_unsubscribe_headers(url, mailto)
+
+
+@pytest.mark.parametrize("mailto", [None, "u@a.test", "mailto:u@a.test"])
+def test_checked_parts_give_the_same_headers_and_skip_only_the_checks(mailto: str | None) -> None:
+    url = "https://a.test/t/u/TOKEN"
+    assert list_unsubscribe_headers(url, mailto, checked=True) == list_unsubscribe_headers(url, mailto)
+    # What the checks would refuse goes through when the caller says it checked it (its responsibility).
+    assert list_unsubscribe_headers("http://a.test/u", None, checked=True)["List-Unsubscribe"] == (
+        "<http://a.test/u>"
+    )
