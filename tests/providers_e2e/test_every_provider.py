@@ -126,18 +126,15 @@ async def test_one_message_through_every_provider(client, admin, aiohttp_server,
         assert response.status == 200
 
     ends = {name: "sent" if name == "smtp" else "delivered" for name in servers}
-
-    async def settled(name: str) -> dict[str, Any]:
-        """Its end status and its send recorded: a simulator's delivery webhook can move the status on
-        before the dispatcher records the provider's answer (the record then keeps `delivered`)."""
-
-        async def reached() -> dict[str, Any] | None:
-            view = await message_view(client, admin, sent[name])
-            return view if view["status"] == ends[name] and view["attempts"] >= 1 else None
-
-        return await wait_for(reached, within=30, every=0.1)
-
-    views = dict(zip(servers, await asyncio.gather(*(settled(name) for name in servers)), strict=True))
+    views = dict(
+        zip(
+            servers,
+            await asyncio.gather(
+                *(wait_for_status(client, admin, sent[name], ends[name]) for name in servers)
+            ),
+            strict=True,
+        )
+    )
     for name, view in views.items():
         assert (view["server"], view["provider"], view["attempts"]) == (servers[name], name, 1), name
         expected = DELIVERED[:2] if name == "smtp" else DELIVERED
