@@ -288,9 +288,9 @@ async def fanout(session, base, redis_url, serve_pid, redis_pid, args, sandbox, 
 
 
 async def memory_breakdown(redis_url: str, sample: int = 200) -> list[str]:
-    """Redis memory per message by key family (`MEMORY USAGE`: a sample of message hashes and timelines
-    scaled up; the streams and indexes whole), divided by the messages in the index (run it with
-    `--bulk-requests 0` for campaign messages only; the event stream also holds the subscribers')."""
+    """Redis memory per message by key family (`MEMORY USAGE`: a sample of message hashes scaled up; the
+    streams and indexes whole), divided by the messages in the index (run it with `--bulk-requests 0` for
+    campaign messages only; the event stream also holds the subscribers')."""
     redis = aioredis.Redis.from_url(redis_url)
     try:
         families: dict[str, int] = {}
@@ -302,19 +302,15 @@ async def memory_breakdown(redis_url: str, sample: int = 200) -> list[str]:
         count = int(await redis.zcard(index))
         ids = [as_text(i) for i in await redis.zrange(index, 0, sample - 1) if isinstance(i, (bytes, str))]
         scale = count / max(1, len(ids))
-        hashes = timelines = payload = events_in_hash = 0
+        hashes = payload = events_in_hash = 0
         for message_id in ids:
             key = keyspace.message(WORKSPACE, message_id)
             hashes += await redis.memory_usage(key, samples=0) or 0
-            timelines += (
-                await redis.memory_usage(keyspace.message_events(WORKSPACE, message_id), samples=0) or 0
-            )
             payload += await redis.hstrlen(key, "p")
             events_in_hash += await redis.hstrlen(key, "ev")
         add("message hashes", int(hashes * scale))
         add("  of which payload `p` (bytes)", int(payload * scale))
-        add("  of which first events `ev` (bytes)", int(events_in_hash * scale))
-        add("message timelines (later events)", int(timelines * scale))
+        add("  of which its timeline `ev` (bytes)", int(events_in_hash * scale))
         add("message index zset", await redis.memory_usage(index, samples=0))
         add("m:events stream", await redis.memory_usage(keyspace.EVENT_STREAM, samples=0))
         async for key in redis.scan_iter(match="m:{*}:dispatch:*", count=1000):

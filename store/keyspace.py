@@ -67,11 +67,13 @@ SCHEDULE = PREFIX + "schedule"  # zset: message hash keys scored by due time (ms
 
 
 def message(workspace: str, message_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:msg:{message_id}"  # hash: s, p, m, srv, prv, pmid, att
+    return f"{PREFIX}{{{workspace}}}:msg:{message_id}"  # hash: s, p, m, srv, prv, pmid, att, ev (timeline)
 
 
 def message_events(workspace: str, message_id: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:msg:{message_id}:ev"  # list of msgpack Event, in order
+    # Before round 9, a message's events after its acceptance (a list of msgpack Event, in order); now its
+    # hash's `ev` holds them all. Still read and expired for messages written then (store/ledger/scripts.py).
+    return f"{PREFIX}{{{workspace}}}:msg:{message_id}:ev"
 
 
 def message_index(workspace: str) -> str:

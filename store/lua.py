@@ -11,12 +11,24 @@ from __future__ import annotations
 
 import msgspec
 
-# A Lua function for the scripts: a msgpack array (array 32 header) of items that are already msgpack.
+# Lua functions for the scripts: a msgpack array (array 32 header) of items that are already msgpack, and
+# such an array with more items appended.
 LUA_ARRAY = """
 local function msgpack_array(items)
   local count = #items
   return string.char(0xdd, 0, math.floor(count / 65536) % 256, math.floor(count / 256) % 256, count % 256)
     .. table.concat(items)
+end
+
+-- `items` (already msgpack) appended to `array`, a msgpack_array's string (or false: a new array). Arrays
+-- built here always have the array 32 header, so the count is bytes 2-5 and the items follow.
+local function msgpack_append(array, items)
+  if not array then return msgpack_array(items) end
+  local b1, b2, b3, b4 = string.byte(array, 2, 5)
+  local count = ((b1 * 256 + b2) * 256 + b3) * 256 + b4 + #items
+  return string.char(0xdd, math.floor(count / 16777216) % 256, math.floor(count / 65536) % 256,
+      math.floor(count / 256) % 256, count % 256)
+    .. string.sub(array, 6) .. table.concat(items)
 end
 """
 

@@ -24,9 +24,10 @@ USERNAME = "mailers"
 
 # A hash whose values are all under 4 KB is stored as one listpack (a flat byte array) instead of a hash table
 # (~50 B of structure a field plus the table): a message's hash keeps its payload `p` (0.4-1.5 KB for most
-# messages) and its first events `ev` (~400 B) beside a dozen short fields, both over Redis's default limit
-# of 64 B, so every message record was a hash table (docs/campaigns.md, "Memory"). Reads and writes of a
-# listpack hash scan its ~15 fields; a message whose body is larger stays a hash table as before.
+# messages) and its timeline `ev` (~400 B an event, ~110-170 B a campaign message's) beside a dozen short
+# fields, both over Redis's default limit of 64 B, so every message record was a hash table
+# (docs/campaigns.md, "Memory"). Reads and writes of a listpack hash scan its ~15 fields; a message whose
+# body or timeline is larger (a dozen whole events) is a hash table as before.
 # docs/operations.md asks an operator's own Redis for the same line.
 LISTPACK_SETTINGS = ("--hash-max-listpack-value", "4096")
 

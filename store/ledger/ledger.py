@@ -1,4 +1,5 @@
-"""`MessageLedger`: the one owner of a message's Redis state (its hash, timeline and index entry).
+"""`MessageLedger`: the one owner of a message's Redis state (its hash, which holds its timeline, and its
+index entry).
 
 Every status transition goes through here: the enqueue (ingress), the cancel of a scheduled send, the
 dispatcher's claim, record and schedule moves, provider events (store/inbound_events.py) and tracking
@@ -29,7 +30,7 @@ from store.ledger.records import (
     enqueue_row,
     lean_message,
 )
-from store.ledger.scripts import CANCEL, CLAIM, DUE, ENQUEUE, RECORD
+from store.ledger.scripts import APPEND_EVENTS, CANCEL, CLAIM, DUE, ENQUEUE, RECORD
 from store.ledger.statuses import FINISHED
 from store.lua import lua_string
 from store.replies import as_text
@@ -97,7 +98,7 @@ class MessageLedger:
         """Cancel if still scheduled; returns 'ok', or the status that prevented it ('' if missing)."""
         keys = [
             keyspace.message(workspace, message_id),
-            keyspace.message_events(workspace, message_id),
+            keyspace.message_events(workspace, message_id),  # a timeline list of before round 9, expired
             keyspace.SCHEDULE,
             keyspace.EVENT_STREAM,
         ]
@@ -108,6 +109,7 @@ class MessageLedger:
     async def get(self, workspace: str, message_id: str) -> StoredMessage | None:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keyspace.message(workspace, message_id))
+            # the timeline is the hash's `ev`; a message written before round 9 also has this list
             pipe.lrange(keyspace.message_events(workspace, message_id), 0, -1)
             fields, events = await pipe.execute()
         if not fields:
@@ -170,14 +172,13 @@ class MessageLedger:
         """`message`'s row for `record`: its keys, `status` ("" to keep it) and its events framed. A
         finished status expires the message after the retention unless `finished` says otherwise.
         `lean`: the stored payload becomes the envelope alone (`records.lean_message`), and the timeline
-        gets the events without it (`records.compact_event`)."""
+        (the hash's `ev`) gets the events without it (`records.compact_event`)."""
         more.setdefault("finished", int(status in FINISHED))
         if lean:
             more["payload"] = lua_string(encode(lean_message(message)))
             more["timeline_events"] = [lua_string(encode(compact_event(e))) for e in events]
         return OutcomeRecord(
             key=keyspace.message(message.workspace, message.id),
-            timeline=keyspace.message_events(message.workspace, message.id),
             id=message.id,
             status=status,
             events=[lua_string(encode(e)) for e in events],
@@ -229,12 +230,15 @@ class MessageLedger:
 
     @staticmethod
     def append_events(pipe: aioredis.client.Pipeline, events: Sequence[Event]) -> None:
-        """Each event into its message's timeline, and all of them as one entry of the event stream."""
+        """Each event into its message's timeline (its hash's `ev`, while the message is stored), and all of
+        them as one entry of the event stream. EVAL, not EVALSHA: a script missing from Redis's cache would
+        fail inside the MULTI while the rest of it is applied."""
         if not events:
             return
-        for event in events:
-            if event.message is not None:
-                pipe.rpush(keyspace.message_events(event.workspace, event.message.id), encode(event))
+        timed = [e for e in events if e.message is not None]
+        if timed:
+            keys = [keyspace.message(e.workspace, e.message.id) for e in timed if e.message is not None]
+            pipe.eval(APPEND_EVENTS, len(keys), *keys, *[encode(e) for e in timed])
         pipe.xadd(keyspace.EVENT_STREAM, {keyspace.EVENT_FIELD: encode(list(events))})
 
     async def record_events(self, events: Sequence[Event]) -> None:

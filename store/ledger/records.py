@@ -1,7 +1,8 @@
 """The message hash as the ledger writes and reads it: its Structs and the enqueue's row encoding.
 
 A message hash holds `s` status, `p` the msgpack OutboundMessage, `m` the msgpack MessageMeta, `srv`
-its server, `prv`/`pmid` the provider and its id once sent, `att` attempts, and `ev` its first events.
+its server, `prv`/`pmid` the provider and its id once sent, `att` attempts, and `ev` its timeline: every
+event of the message in order, one msgpack array (store/ledger/scripts.py).
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ class OutcomeRecord(msgspec.Struct, array_like=True):
     Built by `MessageLedger.outcome`."""
 
     key: str  # the message hash
-    timeline: str  # its timeline list
     id: str
     status: str  # "" leaves the status as it is
     events: list[msgspec.Raw] = []  # each framed by `lua_string`
@@ -65,7 +65,8 @@ class OutcomeRecord(msgspec.Struct, array_like=True):
     # The message's stored payload replaced by this one (framed by `lua_string`), or "": a sent campaign
     # message keeps only its envelope (`lean_message`).
     payload: msgspec.Raw = msgspec.Raw(b"\xa0")
-    # What goes to the message's timeline instead of `events` (each framed), or [] for `events` themselves:
+    # What goes to the message's timeline (its hash's `ev`) instead of `events` (each framed), or [] for
+    # `events` themselves:
     # a campaign message's timeline keeps its events without the envelope its hash holds (`compact_event`).
     timeline_events: list[msgspec.Raw] = []
 
@@ -89,13 +90,16 @@ class StoredMessage(msgspec.Struct, kw_only=True):
 
     @classmethod
     def from_redis(cls, fields: dict[bytes, bytes], events: list[bytes] | None) -> StoredMessage:
-        """`events`: the timeline list's entries, or None when the timeline is not wanted (listing)."""
+        """`events`: the entries of the message's timeline list of before round 9 (usually none), or None
+        when the timeline is not wanted (listing)."""
         text = {k.decode(): v for k, v in fields.items()}
         timeline = (
             []
             if events is None
             else _decode_events(text.get("ev", b"\x90")) + [_decode_event(e) for e in events]
         )
+        if events:  # a message that straddled the upgrade: its events in both places, merged by time
+            timeline.sort(key=lambda e: e.created_at)
         return cls(
             message=decode_message(text["p"]),
             meta=decode_meta(text["m"]),

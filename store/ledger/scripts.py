@@ -9,11 +9,15 @@ from __future__ import annotations
 from store.ledger.statuses import LUA_STATUSES
 from store.lua import LUA_ARRAY
 
-# The atomic enqueue of a batch. A message's first events (those of its acceptance) live in its hash (field
-# `ev`, a msgpack array: the row's `kept` events where it has them, a campaign message's without their
-# envelope, else the events whole as they go to the stream); later ones are RPUSHed to its timeline. One key
-# less per message: ~25% of this script's time. Key names are built here from the workspace and ids exactly
-# as store/keyspace.py builds them (message, message_events, message_index, dispatch_stream). A message may
+# A message's timeline is its hash's field `ev`, a msgpack array of its events in order (`msgpack_array`,
+# `msgpack_append` in store/lua.py): no key of its own. Before round 9 the events after the acceptance went to
+# a list (`keyspace.message_events`); a message written then still has it, read beside `ev` and expired
+# with the message, so the scripts that finish a message expire that key too.
+#
+# The atomic enqueue of a batch. A message's first events (those of its acceptance) start its `ev`: the
+# row's `kept` events where it has them (a campaign message's without their envelope), else the events whole
+# as they go to the stream. Key names are built here from the workspace and ids exactly
+# as store/keyspace.py builds them (message, message_index, dispatch_stream). A message may
 # carry its request's audit entry, appended to KEYS[3] here: the send path's audit entry costs no round trip
 # of its own. An empty payload: a large one was staged in the hash before (MessageLedger._stage). The new
 # ids go into their workspace's index by one ZADD per workspace at the end, not one per message.
@@ -84,16 +88,16 @@ return results
 
 CANCEL = (
     LUA_STATUSES
+    + LUA_ARRAY
     + """
 if redis.call('HGET', KEYS[1], 's') ~= SCHEDULED then
   return redis.call('HGET', KEYS[1], 's') or ''
 end
 redis.call('ZREM', KEYS[3], KEYS[1])
-redis.call('HSET', KEYS[1], 's', CANCELED)
-redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 's', CANCELED, 'ev', msgpack_append(redis.call('HGET', KEYS[1], 'ev'), {ARGV[1]}))
 redis.call('XADD', KEYS[4], '*', 'b', string.char(0x91) .. ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])  -- a timeline list of before round 9, if any
 return 'ok'
 """
 )
@@ -139,8 +143,8 @@ return moved
 )
 
 # One round trip records a whole set of dispatch outcomes (see `MessageLedger.record`); ARGV[1] is one
-# msgpack batch. A message's events go first: its timeline list may be created by that RPUSH, and a
-# finished message's EXPIRE must find it.
+# msgpack batch. A message's events are appended to its hash's `ev` only while the hash exists (a message
+# that expired meanwhile gets no new hash of a timeline alone); they go to the stream either way.
 RECORD = (
     LUA_STATUSES
     + LUA_ARRAY
@@ -150,14 +154,14 @@ local retention, mapping_ttl, group = ARGV[2], ARGV[3], ARGV[4]
 local outcomes, waiting, windows, acks = batch[1], batch[2], batch[3], batch[4]
 local streamed = {}
 for _, o in ipairs(outcomes) do
-  local key, timeline, id, status, events, fields = o[1], o[2], o[3], o[4], o[5], o[6]
-  local mapping, mapped_to, failover, attempted, finished, retry_ms = o[7], o[8], o[9], o[10], o[11], o[12]
-  local payload, listed = o[13], o[14]
+  local key, id, status, events, fields = o[1], o[2], o[3], o[4], o[5]
+  local mapping, mapped_to, failover, attempted, finished, retry_ms = o[6], o[7], o[8], o[9], o[10], o[11]
+  local payload, listed = o[12], o[13]
   if #events > 0 then
-    if #listed > 0 then
-      redis.call('RPUSH', timeline, unpack(listed))  -- compact copies (a campaign message's)
-    else
-      redis.call('RPUSH', timeline, unpack(events))
+    local ev = redis.call('HGET', key, 'ev')
+    if ev then
+      -- compact copies (a campaign message's), else the events whole
+      redis.call('HSET', key, 'ev', msgpack_append(ev, #listed > 0 and listed or events))
     end
     for _, e in ipairs(events) do streamed[#streamed + 1] = e end
   end
@@ -174,7 +178,7 @@ for _, o in ipairs(outcomes) do
   if attempted == 1 then redis.call('HINCRBY', key, 'att', 1) end
   if finished == 1 then
     redis.call('EXPIRE', key, retention)
-    redis.call('EXPIRE', timeline, retention)
+    redis.call('EXPIRE', key .. ':ev', retention)  -- a timeline list of before round 9, if any
   end
   if retry_ms ~= '' then redis.call('ZADD', KEYS[2], retry_ms, key) end
 end
@@ -194,4 +198,20 @@ return #outcomes
 """
 )
 
-ALL = (ENQUEUE, CANCEL, CLAIM, DUE, RECORD)
+# Events from outside the dispatcher (provider webhooks, tracking), inside their caller's MULTI: the hash
+# KEYS[i]'s `ev` gets the event ARGV[i] (msgpack), in order, while that hash exists.
+APPEND_EVENTS = (
+    LUA_STATUSES
+    + LUA_ARRAY
+    + """
+for i, key in ipairs(KEYS) do
+  local ev = redis.call('HGET', key, 'ev')
+  if ev then
+    redis.call('HSET', key, 'ev', msgpack_append(ev, {ARGV[i]}))
+  end
+end
+return #KEYS
+"""
+)
+
+ALL = (ENQUEUE, CANCEL, CLAIM, DUE, RECORD, APPEND_EVENTS)

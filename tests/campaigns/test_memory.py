@@ -1,12 +1,12 @@
 """What a campaign message keeps in Redis once sent: its envelope, not its body, and compact events (its
-timeline's and its first one in the hash; docs/campaigns.md, "Memory"), in a listpack hash; an API send
-keeps both whole. And the trim of consumed stream entries (store/stream_trim.py)."""
+timeline, in the hash's `ev`; docs/campaigns.md, "Memory"), in a listpack hash; an API send keeps both
+whole. And the trim of consumed stream entries (store/stream_trim.py)."""
 
 from __future__ import annotations
 
 import msgspec
 
-from schemas.events import Event, event_msgpack_decoder
+from schemas.events import Event
 from schemas.messages import outbound_decoder
 from store import keyspace
 from store.stream_trim import StreamTrimmer
@@ -40,17 +40,16 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
         assert stored.from_.email == "news@acme.test"
         # One listpack, not a hash table (store/redis_server.LISTPACK_SETTINGS): ~230 B less a message.
         assert await redis.object("encoding", keyspace.message(workspace, row["id"])) == b"listpack"
-    # Its timeline keeps the events without the envelope (the hash has it); `m:events` had them whole.
-    timeline = await redis.lrange(keyspace.message_events(workspace, rows[0]["id"]), 0, -1)
-    kept_events = [event_msgpack_decoder.decode(raw) for raw in timeline]
-    assert [e.type for e in kept_events] == ["message.sent"]
+    # Its timeline is the hash's `ev`, no key of its own (docs/campaigns.md, "Memory"), and keeps the
+    # events without the envelope (the hash has it); `m:events` had them whole (below: the API send's
+    # are whole).
+    assert not await redis.exists(keyspace.message_events(workspace, rows[0]["id"]))
+    timeline = await redis.hget(keyspace.message(workspace, rows[0]["id"]), "ev")
+    kept_events = msgspec.msgpack.decode(timeline, type=list[Event])
+    assert [e.type for e in kept_events] == ["message.accepted", "message.sent"]
     assert all(e.message is None and e.workspace == "" for e in kept_events)
-    assert all(len(raw) < 250 for raw in timeline)  # ~170 B: id, type, time, provider id; whole ~450 B
-    # Its first event in the hash (`ev`) likewise; the stream had it whole (below: the API send's is whole).
-    first = await redis.hget(keyspace.message(workspace, rows[0]["id"]), "ev")
-    [accepted] = msgspec.msgpack.decode(first, type=list[Event])
-    assert accepted.type == "message.accepted" and accepted.message is None and accepted.workspace == ""
-    assert len(first) < 250
+    # ~110 B for the accepted, ~170 B for the sent (id, type, time, provider id); whole ~420 and ~450 B
+    assert len(timeline) < 400
     view = await client.get(f"/v1/messages/{rows[0]['id']}", headers=headers)
     assert view.status == 200
     got = await view.json()
@@ -72,11 +71,12 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
     kept = outbound_decoder.decode(await redis.hget(keyspace.message(workspace, message_id), "p"))
     assert kept.html == "<p>Hi Ana</p>" and kept.campaign_id is None
     assert await redis.object("encoding", keyspace.message(workspace, message_id)) == b"listpack"
-    whole = await redis.lrange(keyspace.message_events(workspace, message_id), 0, -1)
-    assert event_msgpack_decoder.decode(whole[0]).message.id == message_id
-    first = await redis.hget(keyspace.message(workspace, message_id), "ev")
-    [accepted] = msgspec.msgpack.decode(first, type=list[Event])
+    assert not await redis.exists(keyspace.message_events(workspace, message_id))
+    whole = await redis.hget(keyspace.message(workspace, message_id), "ev")
+    accepted, sent_event = msgspec.msgpack.decode(whole, type=list[Event])
+    assert accepted.type == "message.accepted" and sent_event.type == "message.sent"
     assert accepted.message.id == message_id and accepted.workspace == workspace
+    assert sent_event.message.id == message_id and sent_event.workspace == workspace
 
 
 async def test_stream_entries_go_once_every_group_consumed_them(redis):

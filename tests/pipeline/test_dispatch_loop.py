@@ -27,7 +27,8 @@ async def test_queued_messages_arrive_once_with_events(redis):
         assert stored.status == "sent" and stored.provider == "smtp" and stored.attempts == 1
         # finished: it leaves Redis after the retention (the analytics store keeps it)
         assert 0 < await redis.ttl(keyspace.message("acme", msgs[0].id)) <= loop.retention_seconds
-        assert 0 < await redis.ttl(keyspace.message_events("acme", msgs[0].id)) <= loop.retention_seconds
+        # its timeline is in the hash (`ev`): no key of its own
+        assert not await redis.exists(keyspace.message_events("acme", msgs[0].id))
         assert [e.type for e in stored.events] == ["message.accepted", "message.sent"]
         assert await redis.xpending(keyspace.dispatch_stream("acme", "srv_a"), keyspace.DISPATCH_GROUP) == {
             "pending": 0,

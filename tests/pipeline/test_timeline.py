@@ -1,0 +1,113 @@
+"""A message's timeline is its hash's `ev` (store/ledger/scripts.py): every writer appends there, in order,
+only while the message is stored; a timeline list written before round 9 is still read and expired."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from schemas.events import Event, EventMessage
+from schemas.ids import new_id
+from store import keyspace
+from store.event_entries import entry_events
+from store.ledger import MessageLedger
+from tests.pipeline.helpers import enqueue, message, new_message
+
+RETENTION = 3600
+
+
+def event_of(msg, kind: str, at: datetime) -> Event:
+    return Event(
+        id=new_id("evt"),
+        type=kind,
+        created_at=at,
+        workspace=msg.workspace,
+        message=EventMessage(id=msg.id, to=msg.to[0].email),
+        data={},
+    )
+
+
+async def stream_types(redis) -> list[str]:
+    return [e.type for _, fields in await redis.xrange(keyspace.EVENT_STREAM) for e in entry_events(fields)]
+
+
+async def test_every_writer_appends_to_the_hash_in_order_and_no_list_is_made(redis) -> None:
+    msg = message()
+    assert await enqueue(redis, [new_message(msg, ["srv_a"])]) == [None]
+    ledger = MessageLedger(redis)
+    now = datetime.now(UTC)
+    # the dispatcher's record script, then events from outside it (provider webhooks, tracking)
+    await ledger.claim(msg.workspace, "srv_a", [msg.id])
+    sent = ledger.outcome(msg, "sent", [event_of(msg, "message.sent", now)], attempted=1)
+    await ledger.record(
+        keyspace.EVENT_STREAM, [sent], [], [], [], retention_seconds=RETENTION, mapping_ttl=60
+    )
+    later = [
+        event_of(msg, kind, now + timedelta(seconds=i))
+        for i, kind in enumerate(["message.delivered", "message.opened"], 1)
+    ]
+    await ledger.record_events(later)
+    # 300 more: the array's count is past one and two bytes
+    many = [event_of(msg, "message.clicked", now + timedelta(seconds=10 + i)) for i in range(300)]
+    await ledger.record_events(many)
+
+    stored = await ledger.get(msg.workspace, msg.id)
+    assert [e.type for e in stored.events[:4]] == [
+        "message.accepted",
+        "message.sent",
+        "message.delivered",
+        "message.opened",
+    ]
+    assert [e.id for e in stored.events[4:]] == [e.id for e in many]
+    assert not await redis.exists(keyspace.message_events(msg.workspace, msg.id))
+    assert await redis.ttl(keyspace.message(msg.workspace, msg.id)) > 0  # sent: it expires with its events
+    assert (await stream_types(redis)).count("message.clicked") == 300
+
+
+async def test_events_of_a_message_no_longer_stored_go_to_the_stream_only(redis) -> None:
+    """A provider's late event or a tracking hit for a message past its retention. Before, it made a
+    timeline list of its own with no expiry: a key leaked for good."""
+    gone = message()
+    ledger = MessageLedger(redis)
+    await ledger.record_events([event_of(gone, "message.bounced", datetime.now(UTC))])
+    assert not await redis.exists(keyspace.message(gone.workspace, gone.id))
+    assert not await redis.exists(keyspace.message_events(gone.workspace, gone.id))
+    assert await stream_types(redis) == ["message.bounced"]
+
+
+async def test_a_timeline_list_of_before_round_9_is_read_in_order_and_expires_with_its_message(redis) -> None:
+    msg = message()
+    assert await enqueue(redis, [new_message(msg, ["srv_a"])]) == [None]
+    ledger = MessageLedger(redis)
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    legacy = keyspace.message_events(msg.workspace, msg.id)
+    # written by the code of before: the events after the acceptance went to a list, with no expiry yet
+    await redis.rpush(legacy, msgspec.msgpack.encode(event_of(msg, "message.deferred", now)))
+    await ledger.claim(msg.workspace, "srv_a", [msg.id])
+    sent = ledger.outcome(
+        msg, "sent", [event_of(msg, "message.sent", now + timedelta(seconds=1))], attempted=1
+    )
+    await ledger.record(
+        keyspace.EVENT_STREAM, [sent], [], [], [], retention_seconds=RETENTION, mapping_ttl=60
+    )
+
+    stored = await ledger.get(msg.workspace, msg.id)
+    assert [e.type for e in stored.events] == ["message.accepted", "message.deferred", "message.sent"]
+    assert 0 < await redis.ttl(legacy) <= RETENTION
+
+
+async def test_canceling_a_scheduled_send_appends_to_its_timeline(redis) -> None:
+    msg = message()
+    scheduled = new_message(msg, ["srv_a"])
+    scheduled.status = "scheduled"
+    scheduled.meta.send_at_ms = int((datetime.now(UTC) + timedelta(hours=1)).timestamp() * 1000)
+    assert await enqueue(redis, [scheduled]) == [None]
+    ledger = MessageLedger(redis)
+    canceled = event_of(msg, "message.canceled", datetime.now(UTC) + timedelta(seconds=1))
+    assert await ledger.cancel_scheduled(msg.workspace, msg.id, canceled, RETENTION) == "ok"
+    stored = await ledger.get(msg.workspace, msg.id)
+    assert stored.status == "canceled"
+    assert [e.type for e in stored.events] == ["message.accepted", "message.canceled"]
+    assert not await redis.exists(keyspace.message_events(msg.workspace, msg.id))
+    assert 0 < await redis.ttl(keyspace.message(msg.workspace, msg.id)) <= RETENTION
