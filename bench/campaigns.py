@@ -58,6 +58,15 @@ TEMPLATE = {
 }
 
 
+def template_of(links: int) -> dict:
+    """The bench's template with `links` distinct tracked links in its body (`--links`: a newsletter has
+    tens; 0, the default, is the template of every earlier pass)."""
+    items = "".join(
+        f'<p><a href="https://shop.example.com/p/{i}?utm=december">Item {i}</a></p>' for i in range(links)
+    )
+    return {**TEMPLATE, "html": str(TEMPLATE["html"]) + items}
+
+
 def start_mailers(
     port: int, redis_url: str, data: Path, in_flight: int = 100_000_000, runners: int = 0
 ) -> subprocess.Popen:
@@ -174,17 +183,18 @@ async def bench(
     args.in_flight = getattr(args, "in_flight", 100_000_000)
     args.until_sent = getattr(args, "until_sent", False)
     args.breakdown = getattr(args, "breakdown", False)
+    args.links = getattr(args, "links", 0)
     window = args.in_flight or "default (1,000)"
     runners = getattr(args, "runners", 0) or "default (2)"
     rows = [
         f"load: `{os.getloadavg()[0]:.1f}` (1-minute average at the start); in-flight window {window}; "
-        f"campaign runners {runners}"
+        f"campaign runners {runners}; tracked links in the template {args.links}"
     ]
     async with aiohttp.ClientSession() as session:
         sandbox = await post(
             session, base + "/v1/sending-servers", {"name": "sandbox", "provider": "sandbox"}
         )
-        template = await post(session, base + "/v1/templates", TEMPLATE)
+        template = await post(session, base + "/v1/templates", template_of(args.links))
         await asyncio.sleep(2.0)  # the dispatchers pick the new server up
         if "fanout" in phases:
             rows += await fanout(session, base, redis_url, serve_pid, redis_pid, args, sandbox, template)
@@ -483,7 +493,7 @@ async def in_process(args: argparse.Namespace) -> list[str]:
             version=1,
             name=str(TEMPLATE["name"]),
             subject=str(TEMPLATE["subject"]),
-            html=str(TEMPLATE["html"]),
+            html=str(template_of(args.links)["html"]),
             variables=spec,
             created_at=now,
             template_created_at=now,
@@ -549,7 +559,8 @@ async def in_process(args: argparse.Namespace) -> list[str]:
         await redis.aclose()
         server.stop()
     return [
-        f"load: `{load:.1f}` at the start, `{os.getloadavg()[0]:.1f}` at the end",
+        f"load: `{load:.1f}` at the start, `{os.getloadavg()[0]:.1f}` at the end; "
+        f"tracked links in the template {args.links}",
         "| what | value |",
         "|---|---|",
         f"| runner body in-process, {count:,} subscribers handed over ({done:,}) | {count / wall:,.0f} "
@@ -629,6 +640,12 @@ def main() -> None:
         type=int,
         default=0,
         help="only the runner body's fan-out of N subscribers, CPU per recipient (no serve, no Ray)",
+    )
+    parser.add_argument(
+        "--links",
+        type=int,
+        default=0,
+        help="distinct tracked links in the campaign template's body (0: none)",
     )
     parser.add_argument(
         "--profile",

@@ -66,6 +66,8 @@ def _path_schema(spec: RouteSpec, name: str) -> dict[str, Any]:
     """A declared id states its format: anything else is answered 404 before the handler runs."""
     if name in spec.ids:
         return {"type": "string", "pattern": id_pattern(spec.ids[name])}
+    if name in spec.patterns:
+        return {"type": "string", "pattern": f"^(?:{spec.patterns[name]})$"}  # the whole value, as the router
     return {"type": "string"}
 
 

@@ -55,6 +55,9 @@ class RouteSpec(msgspec.Struct, kw_only=True):
     # `texts` names the others (an email, a token, a provider name), which their handler validates.
     ids: dict[str, str] = {}
     texts: tuple[str, ...] = ()
+    # A text parameter's pattern (a regular expression its whole value must match): checked by the router
+    # (404 otherwise) and stated in the OpenAPI document.
+    patterns: dict[str, str] = {}
     address_limit: bool = True  # a route without auth is rate-limited per client address unless False
     # The handler's own Redis script claims the Idempotency-Key, writes and stores the answer in one round
     # trip (ingress/idempotency.py leaves it a `DeferredClaim`); the semantics are the middleware's.
@@ -67,6 +70,8 @@ class RouteSpec(msgspec.Struct, kw_only=True):
         unknown = set(self.ids.values()) - PREFIXES
         if unknown:
             raise ValueError(f"{self.method} {self.path}: unknown id kinds {sorted(unknown)}")
+        if not set(self.patterns) <= set(self.texts):
+            raise ValueError(f"{self.method} {self.path}: a pattern is for a parameter declared in texts")
 
 
 class RouteTable:
@@ -94,9 +99,13 @@ def route_spec(request: web.Request) -> RouteSpec | None:
 
 def _endpoint(spec: RouteSpec) -> Handler:
     decoder = msgspec.json.Decoder(spec.body) if spec.body is not None else None
+    patterns = {name: re.compile(pattern) for name, pattern in spec.patterns.items()}
 
     async def endpoint(request: web.Request) -> web.StreamResponse:
         check_path_ids(request, spec.ids)
+        for name, pattern in patterns.items():
+            if pattern.fullmatch(request.match_info[name]) is None:
+                raise not_found(f"{name} (it must match {pattern.pattern})")
         kwargs: dict[str, Any] = {}
         if spec.raw_body:
             kwargs["body"] = await read_json(request)

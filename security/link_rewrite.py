@@ -9,8 +9,8 @@ diffed). The cost is bounded by the document's size, which the send path bounds
 Tracked: `http`/`https` links. Left alone: `mailto:`, `tel:`, `#anchors`, relative links, links with
 a `data-mailers-notrack` attribute, and links already pointing at our own `/t/` endpoints (the
 unsubscribe link must stay an unsubscribe link). Each distinct URL gets one index into the list
-returned (stored with the message); the click token carries the index, so the redirect can only
-lead to a URL that was in the message.
+returned (stored with the message); the click URL carries the index (`/t/c/{recipient token}/{index}`),
+so the redirect can only lead to a URL that was in the message.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 NOTRACK_ATTRIBUTE = "data-mailers-notrack"
-# Each distinct URL costs a token (≈ 9 µs) and a stored entry; real messages have tens to a few hundred.
+# Each distinct URL costs a stored entry (and its index in the URL); real messages have tens to a few hundred.
 MAX_TRACKED_LINKS = 1000
 # Each `<a href>` costs ~15 µs of Python-level scanning whether tracked or not; 2,000 of them (~30 ms) is
 # far past a real newsletter and keeps a 256 KiB body of nothing but links (~11,000) from costing 160 ms.
@@ -50,9 +50,10 @@ class _Edit(NamedTuple):
 
 
 def rewrite_html(
-    html: str, *, base_url: str, make_click_token: Callable[[int], str], open_token: str | None
+    html: str, *, base_url: str, click_path: Callable[[int], str], open_token: str | None
 ) -> tuple[str, list[str]]:
-    """The tracked document and the original URLs in index order."""
+    """The tracked document and the original URLs in index order. `click_path(index)`: what follows
+    `/t/c/` in the link of that index."""
     base = base_url.rstrip("/")
     if not may_have_tags(html):  # the scan would find no link and no body end (most campaign bodies)
         return (html if open_token is None else html + open_pixel(base, open_token)), []
@@ -71,7 +72,7 @@ def rewrite_html(
             raise TooManyLinks(
                 f"more than {MAX_TRACKED_LINKS} distinct links to track; at most {MAX_TRACKED_LINKS}"
             )
-        click_url = f"{base}/t/c/{make_click_token(index)}"
+        click_url = f"{base}/t/c/{click_path(index)}"
         edits.append(_Edit(anchor.href.start, anchor.href.end, html_entities.escape(click_url)))
     if open_token is not None:
         at = scan.body_end if scan.body_end is not None else len(html)

@@ -1,5 +1,11 @@
 """Tracking and unsubscribe tokens: what `/t/o/…`, `/t/c/…` and `/t/u/…` carry.
 
+One recipient token (`OpenToken`: workspace, message, recipient) per tracked message: the open pixel is
+`/t/o/{token}` and each tracked link `/t/c/{token}/{index}`. The index is not sealed: it only picks among
+the message's own stored links (the redirect goes nowhere else), which its recipient can click anyway, so
+a message with ten links costs one AES-SIV, not eleven (issue #13). `ClickToken` (`/t/c/{token}`, the
+index sealed in) is what links issued before carry: still read, no longer issued.
+
 A token is `base64url(version ‖ AES-SIV(key, payload, associated=[version, kind]))`, no padding:
 - the payload (workspace, message id, recipient, …) is encrypted, so ids and addresses are not
   readable from a link and nothing in it can be guessed or enumerated;
@@ -34,13 +40,17 @@ TrackingKind = Literal["o", "c", "u"]
 
 
 class OpenToken(msgspec.Struct, frozen=True, array_like=True):
+    """The recipient token: the open pixel's, and every tracked link's with the link's index beside it."""
+
     workspace: str
     message_id: str
     recipient: str
 
 
 class ClickToken(msgspec.Struct, frozen=True, array_like=True):
-    """`link_index` points into the message's stored link list: the redirect goes nowhere else."""
+    """A click: `link_index` points into the message's stored link list, so the redirect goes nowhere
+    else. Sealed as a token of its own only in links issued before the recipient token served clicks
+    (read, never issued now); otherwise built from a recipient token and the path's index."""
 
     workspace: str
     message_id: str

@@ -2,7 +2,9 @@
 
 A token that does not read (forged, altered, another kind) is a 404 and nothing is recorded. Opens
 and clicks need the message still stored (the redirect target comes from its link list, never from
-the token); an unsubscribe does not, so it is honoured for as long as its token reads.
+the token); an unsubscribe does not, so it is honoured for as long as its token reads. A click is
+`/t/c/{recipient token}/{index}`; `/t/c/{click token}` is what links issued before carry
+(security/tracking.py).
 Events go to the message's timeline and the event stream in one MULTI (`MessageLedger`).
 """
 
@@ -25,7 +27,7 @@ from ingress.routing import RouteTable
 from schemas.events import Event, EventMessage
 from schemas.ids import new_id
 from schemas.suppressions import SuppressionEntry
-from security.link_rewrite import is_machine_open
+from security.link_rewrite import MAX_TRACKED_LINKS, is_machine_open
 from security.tracking import ClickToken, OpenToken, TrackingPayload, UnsubscribeToken
 from security.unsubscribe import ONE_CLICK
 from store import keyspace
@@ -55,6 +57,8 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 UNSUBSCRIBE_RECORD_SECONDS = 400 * 24 * 3600
 MAX_USER_AGENT = 512
 _BAD_TOKEN = "tracking link"
+# A link's index in its message: decimal, no leading zero, no more digits than MAX_TRACKED_LINKS - 1 has.
+LINK_INDEX = f"0|[1-9][0-9]{{0,{len(str(MAX_TRACKED_LINKS - 1)) - 1}}}"
 # The WHATWG URL parser drops ASCII tabs and newlines anywhere in a URL (an href may hold `&#10;`).
 _URL_WHITESPACE = {ord("\t"): None, ord("\n"): None, ord("\r"): None}
 
@@ -80,6 +84,25 @@ async def open_pixel(request: web.Request) -> web.Response:
 
 @routes.route(
     "GET",
+    "/t/c/{token}/{index}",
+    texts=("token", "index"),
+    patterns={"index": LINK_INDEX},
+    scope=None,
+    auth=False,
+    idempotent=False,
+    tag="tracking",
+    status=302,
+    summary="Click redirect to the message's link of that index; records message.clicked",
+    responses={404: "Unknown, altered or expired token, or no such link in the message"},
+)
+async def click(request: web.Request) -> web.Response:
+    token = _token(request, "o", OpenToken)
+    link_index = int(request.match_info["index"])
+    return await _click(request, ClickToken(token.workspace, token.message_id, token.recipient, link_index))
+
+
+@routes.route(
+    "GET",
     "/t/c/{token}",
     texts=("token",),
     scope=None,
@@ -87,11 +110,14 @@ async def open_pixel(request: web.Request) -> web.Response:
     idempotent=False,
     tag="tracking",
     status=302,
-    summary="Click redirect to the message's original link; records message.clicked",
+    summary="Click redirect of a link issued before the recipient token served clicks (its index sealed in)",
     responses={404: "Unknown, altered or expired token, or no such link in the message"},
 )
-async def click(request: web.Request) -> web.Response:
-    token = _token(request, "c", ClickToken)
+async def sealed_click(request: web.Request) -> web.Response:
+    return await _click(request, _token(request, "c", ClickToken))
+
+
+async def _click(request: web.Request, token: ClickToken) -> web.Response:
     stored = await _stored(request, token.workspace, token.message_id)
     if not 0 <= token.link_index < len(stored.meta.links):
         raise not_found(_BAD_TOKEN)

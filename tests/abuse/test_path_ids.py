@@ -101,3 +101,8 @@ def test_the_openapi_document_states_each_path_id_pattern():
     assert parameters[("/v1/messages/{id}", "id")] == {"type": "string", "pattern": id_pattern("msg")}
     assert parameters[("/v1/webhooks/{id}/deliveries/{dlv}/replay", "dlv")]["pattern"] == id_pattern("dlv")
     assert parameters[("/v1/inbound/{provider}/{server_id}", "server_id")]["pattern"] == id_pattern("srv")
+    # a text parameter with a pattern the router enforces (ingress/routing.RouteSpec.patterns)
+    assert parameters[("/t/c/{token}/{index}", "index")] == {
+        "type": "string",
+        "pattern": "^(?:0|[1-9][0-9]{0,2})$",
+    }

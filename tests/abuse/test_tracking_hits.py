@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from actors.outbound.tracking import tracking_for
 from ingress.context import SERVICES
-from tests.tracking.helpers import HUMAN, outbound, store_sent, streamed, timeline, tokens_in
+from tests.tracking.helpers import HUMAN, clicks_in, outbound, store_sent, streamed, timeline, tokens_in
 
 HITS = 40
 
@@ -41,7 +41,7 @@ async def test_tracking_hits_append_without_limit_repeated_clicks_are_recorded_o
 ):
     client = await app_client(public_url="http://127.0.0.1")
     message = await tracked(client, redis)
-    first, second = tokens_in(message.html, "c")[:2]
+    first, second = clicks_in(message.html)[:2]
     for token in [first, second] * (HITS // 2):
         response = await client.get(f"/t/c/{token}", allow_redirects=False)
         assert response.status == 302

@@ -46,7 +46,7 @@ def _rewrite(html: str, open_token: str | None = "OPENTOKEN") -> tuple[str, list
         asked.append(index)
         return f"CLICK{index}"
 
-    rewritten, links = rewrite_html(html, base_url=BASE, make_click_token=click_token, open_token=open_token)
+    rewritten, links = rewrite_html(html, base_url=BASE, click_path=click_token, open_token=open_token)
     return rewritten, links, asked
 
 
@@ -103,7 +103,7 @@ def test_click_urls_are_escaped_for_the_attribute() -> None:
     rewritten, _ = rewrite_html(
         '<a href="https://x.example/">x</a>',
         base_url="https://t.example/r&d/",
-        make_click_token=lambda index: f"T{index}",
+        click_path=lambda index: f"T{index}",
         open_token=None,
     )
     assert rewritten == '<a href="https://t.example/r&amp;d/t/c/T0">x</a>'
@@ -126,14 +126,14 @@ def test_unusual_but_valid_tag_syntax_is_tracked_without_other_changes() -> None
     }
     for document, expected in cases.items():
         rewritten, links = rewrite_html(
-            document, base_url="https://t.example", make_click_token=lambda i: f"T{i}", open_token=None
+            document, base_url="https://t.example", click_path=lambda i: f"T{i}", open_token=None
         )
         assert (rewritten, links[0][:17]) == (expected, "https://x.example"), document
 
 
 def test_links_without_a_usable_url_are_left_alone() -> None:
     for document in ('<a href>x</a><a href="">y</a>', '<a href="java&#115;cript:alert(1)">x</a>'):
-        assert rewrite_html(document, base_url=BASE, make_click_token=str, open_token=None) == (document, [])
+        assert rewrite_html(document, base_url=BASE, click_path=str, open_token=None) == (document, [])
 
 
 def _cpu_seconds(document: str) -> float:
@@ -173,14 +173,14 @@ def test_markup_inside_attribute_values_and_raw_text_is_not_a_link() -> None:
         "<textarea><a href=https://x.example/></textarea>",
         "<!-- x --!><a href=https://y.example/>",
     ):
-        rewritten, links = rewrite_html(document, base_url=BASE, make_click_token=str, open_token=None)
+        rewritten, links = rewrite_html(document, base_url=BASE, click_path=str, open_token=None)
         assert links == ([] if "y.example" not in document else ["https://y.example/"]), document
 
 
 def test_a_document_with_too_many_distinct_links_is_refused() -> None:
     document = "".join(f'<a href="https://x.example/{i}">' for i in range(MAX_TRACKED_LINKS + 1))
     with pytest.raises(TooManyLinks):
-        rewrite_html(document, base_url=BASE, make_click_token=str, open_token=None)
+        rewrite_html(document, base_url=BASE, click_path=str, open_token=None)
 
 
 def test_anchors_without_href_are_skipped_in_c_and_only_href_anchors_are_listed() -> None:
@@ -194,7 +194,7 @@ def test_anchors_without_href_are_skipped_in_c_and_only_href_anchors_are_listed(
 
 def test_a_document_with_too_many_link_tags_is_refused_even_when_they_repeat_one_url() -> None:
     document = '<a href="https://x.example/">' * MAX_LINK_TAGS
-    _, links = rewrite_html(document, base_url=BASE, make_click_token=str, open_token=None)
+    _, links = rewrite_html(document, base_url=BASE, click_path=str, open_token=None)
     assert links == ["https://x.example/"]
     with pytest.raises(TooManyLinks):
-        rewrite_html(document + "<a href=#>", base_url=BASE, make_click_token=str, open_token=None)
+        rewrite_html(document + "<a href=#>", base_url=BASE, click_path=str, open_token=None)

@@ -71,7 +71,13 @@ async def store_sent(redis, message: OutboundMessage, links: list[str]) -> None:
 
 
 def tokens_in(html: str, kind: str) -> list[str]:
+    """The tokens of the `/t/{kind}/` URLs in `html`, in order (for "c", each link's recipient token)."""
     return re.findall(rf"/t/{kind}/([A-Za-z0-9_-]+)", html)
+
+
+def clicks_in(html: str) -> list[str]:
+    """What follows `/t/c/` in each tracked link of `html`, in order: `{recipient token}/{index}`."""
+    return re.findall(r"/t/c/([A-Za-z0-9_-]+/[0-9]+)", html)
 
 
 def unsubscribe_token(message: OutboundMessage) -> str:

@@ -13,9 +13,11 @@ from store import keyspace
 from store.suppressions import SuppressionStore
 
 from .helpers import (
+    BLOG,
     HUMAN,
     SHOP,
     altered,
+    clicks_in,
     outbound,
     store_sent,
     streamed,
@@ -101,7 +103,7 @@ async def test_a_proxy_fetch_is_a_machine_open_and_forwarded_for_is_trusted_only
 
 async def test_a_click_redirects_to_the_exact_original_url_and_records_one_click(app, redis) -> None:
     message = await sent_tracked(app, redis)
-    first = tokens_in(message.html, "c")[0]
+    first = clicks_in(message.html)[0]
     response = await app.get(f"/t/c/{first}", headers={"User-Agent": HUMAN}, allow_redirects=False)
     assert response.status == 302 and response.headers["Location"] == SHOP
     assert response.headers["Cache-Control"] == NO_STORE
@@ -117,15 +119,14 @@ async def test_a_click_redirects_to_the_exact_original_url_and_records_one_click
 @pytest.mark.parametrize("kind", ["o", "c", "u"])
 async def test_an_altered_or_wrong_kind_token_is_404_and_records_nothing(app, redis, kind: str) -> None:
     message = await sent_tracked(app, redis)
-    good = {
-        "o": tokens_in(message.html, "o")[0],
-        "c": tokens_in(message.html, "c")[0],
-        "u": unsubscribe_token(message),
-    }
-    other_kind = good["o" if kind != "o" else "c"]
+    good = {"o": tokens_in(message.html, "o")[0], "u": unsubscribe_token(message)}
+    good["c"] = good["o"]  # a link's token is the recipient token, its index after it
+    other_kind = good["u" if kind != "u" else "o"]
+    link = "/0" if kind == "c" else ""
     for token in (altered(good[kind]), other_kind, good[kind][:-1], "x"):
         for method in ("GET", "POST") if kind == "u" else ("GET",):
-            response = await app.request(method, f"/t/{kind}/{token}", data=ONE_CLICK, allow_redirects=False)
+            path = f"/t/{kind}/{token}{link}"
+            response = await app.request(method, path, data=ONE_CLICK, allow_redirects=False)
             assert response.status == 404, (method, token)
             assert response.content_type == "application/problem+json"
             assert (await response.json())["code"] == "not_found"
@@ -133,7 +134,31 @@ async def test_an_altered_or_wrong_kind_token_is_404_and_records_nothing(app, re
     assert not await SuppressionStore(redis).is_suppressed("acme", "reader@tracking.example", "workspace")
 
 
-async def test_a_click_token_beyond_the_message_links_is_404(app, redis) -> None:
+async def test_a_link_index_beyond_the_message_links_or_not_in_its_pattern_is_404(app, redis) -> None:
+    message = await sent_tracked(app, redis)
+    [token] = tokens_in(message.html, "o")
+    assert clicks_in(message.html) == [f"{token}/0", f"{token}/1", f"{token}/0"]  # two links
+    for index in ("2", "999", "1000", "01", "-1", "1.0", "+1", "٣", "00"):
+        response = await app.get(f"/t/c/{token}/{index}", allow_redirects=False)
+        assert response.status == 404 and "Location" not in response.headers, index
+        assert response.content_type == "application/problem+json"
+    assert await recorded(redis, message) == (["message.accepted"], ["message.accepted"])
+    response = await app.get(f"/t/c/{token}/1", allow_redirects=False)
+    assert response.status == 302 and response.headers["Location"] == BLOG
+
+
+async def test_a_sealed_click_token_of_the_links_issued_before_still_redirects(app, redis) -> None:
+    """Mail already sent carries `/t/c/{click token}` (the index sealed in): it keeps working."""
+    message = await sent_tracked(app, redis)
+    sealed = tracking_of(app).tokens.issue(
+        ClickToken(workspace="acme", message_id=message.id, recipient="reader@tracking.example", link_index=1)
+    )
+    response = await app.get(f"/t/c/{sealed}", allow_redirects=False)
+    assert response.status == 302 and response.headers["Location"] == BLOG
+    assert (await timeline(redis, message))[-1].data["url"] == BLOG
+
+
+async def test_a_sealed_click_token_beyond_the_message_links_is_404(app, redis) -> None:
     message = await sent_tracked(app, redis)
     beyond = tracking_of(app).tokens.issue(
         ClickToken(workspace="acme", message_id=message.id, recipient="reader@tracking.example", link_index=2)
@@ -237,6 +262,6 @@ async def test_a_link_with_an_encoded_newline_redirects_where_a_browser_would_go
         unsubscribe=False,
     )
     await store_sent(redis, message, links)
-    response = await app.get(f"/t/c/{tokens_in(message.html, 'c')[0]}", allow_redirects=False)
+    response = await app.get(f"/t/c/{clicks_in(message.html)[0]}", allow_redirects=False)
     assert response.status == 302 and response.headers["Location"] == "https://x.example/ab?q=1"
     assert (await timeline(redis, message))[-1].data["url"] == "https://x.example/a\nb?q=1"

@@ -82,11 +82,12 @@ def test_opens_and_clicks_equal_the_scanning_rewrite(tracking: Tracking, html: s
     prepared, links = tracking.prepare(message, track_opens=True, track_clicks=True, unsubscribe=False)
     recipient = token_recipient(message)
 
-    def click(index: int) -> str:
-        return tracking.tokens.issue(ClickToken(message.workspace, message.id, recipient, index))
-
     opened = tracking.tokens.issue(OpenToken(message.workspace, message.id, recipient))
-    expected, expected_links = rewrite_html(html, base_url=BASE, make_click_token=click, open_token=opened)
+
+    def click(index: int) -> str:
+        return f"{opened}/{index}"
+
+    expected, expected_links = rewrite_html(html, base_url=BASE, click_path=click, open_token=opened)
     assert (prepared.html, links) == (expected, expected_links)
 
 

@@ -12,7 +12,7 @@ from store.messages import MessageStore
 from tests.pipeline.conftest import send_and_settle
 from tests.smtp.sink import SmtpSink
 
-from .helpers import SHOP, outbound, store_sent, tokens_in, wait_for
+from .helpers import SHOP, clicks_in, outbound, store_sent, tokens_in, wait_for
 from .test_endpoints import ONE_CLICK, tracking_of
 
 MESSAGE = {
@@ -91,7 +91,7 @@ async def test_a_tracked_send_is_stored_and_sent_with_tracking_and_its_links_wor
     assert tracking_of(app).read("u", token) == UnsubscribeToken(
         workspace=workspace, message_id=message_id, recipient=reader, list_id=None, scope="workspace"
     )
-    [click] = tokens_in(delivered.get_body(("html",)).get_content(), "c")
+    [click] = clicks_in(delivered.get_body(("html",)).get_content())
     redirect = await app.get(f"/t/c/{click}", allow_redirects=False)
     assert redirect.status == 302 and redirect.headers["Location"] == SHOP
 
