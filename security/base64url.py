@@ -11,6 +11,12 @@ import base64
 import binascii
 
 
+def pattern(max_chars: int) -> str:
+    """A regular expression of the unpadded base64url text of at most `max_chars` characters: what a
+    route states for a token in its path (ingress/routing.RouteSpec.patterns)."""
+    return f"[A-Za-z0-9_-]{{1,{max_chars}}}"
+
+
 def encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 

@@ -19,6 +19,8 @@ from security import base64url
 
 FORMAT_VERSION = 1
 _ASSOCIATED = [b"mailers-confirm", bytes([FORMAT_VERSION])]
+MAX_TOKEN_CHARS = 512  # longer reads as no token (a 404) before any decoding
+TOKEN_PATTERN = base64url.pattern(MAX_TOKEN_CHARS)  # what the `/c/` routes state and enforce
 
 
 class ConfirmToken(msgspec.Struct, frozen=True, array_like=True):
@@ -42,7 +44,7 @@ class ConfirmTokens:
         return base64url.encode(bytes([FORMAT_VERSION]) + sealed)
 
     def read(self, token: str) -> ConfirmToken | None:
-        if len(token) > 512:
+        if len(token) > MAX_TOKEN_CHARS:
             return None
         try:
             raw = base64url.decode(token)

@@ -37,6 +37,8 @@ from security import base64url
 
 FORMAT_VERSION = 1
 TrackingKind = Literal["o", "c", "u"]
+MAX_TOKEN_CHARS = 1024  # longer reads as no token (a 404) before any decoding
+TOKEN_PATTERN = base64url.pattern(MAX_TOKEN_CHARS)  # what the `/t/` routes state and enforce
 
 
 class OpenToken(msgspec.Struct, frozen=True, array_like=True):
@@ -100,7 +102,7 @@ class TrackingTokens:
     def read(self, kind: str, token: str) -> TrackingPayload | None:
         """The payload, or None for a forged, altered or truncated token or one of another kind."""
         payload_type = _TYPES.get(kind)
-        if payload_type is None or len(token) > 1024:
+        if payload_type is None or len(token) > MAX_TOKEN_CHARS:
             return None
         try:
             raw = base64url.decode(token)

@@ -129,6 +129,7 @@ routes = InboundRouteTable()
     "/v1/inbound/{provider}/{server_id}",
     ids={"server_id": "srv"},
     texts=("provider",),
+    patterns={"provider": "|".join(sorted(INBOUND_PROVIDERS))},
     address_limit=False,
     scope=None,
     auth=False,

@@ -16,6 +16,7 @@ from ingress.problems import ApiError, not_found, validation_error
 from ingress.routing import RouteTable, json_response
 from schemas.audience import Deleted, Subscriber, UpdateSubscriber
 from schemas.domain_names import normalise_email
+from security.confirm_tokens import TOKEN_PATTERN
 from store.lists import ListStore
 from store.subscribers import AddressTaken, Conflict, SubscriberStore
 
@@ -117,6 +118,7 @@ async def _erase_analytics(services, workspace: str, email: str, subscriber_id: 
     "GET",
     "/c/{token}",
     texts=("token",),
+    patterns={"token": TOKEN_PATTERN},
     scope=None,
     auth=False,
     idempotent=False,
@@ -136,6 +138,7 @@ async def confirm_page(request: web.Request) -> web.Response:
     "POST",
     "/c/{token}",
     texts=("token",),
+    patterns={"token": TOKEN_PATTERN},
     scope=None,
     auth=False,
     idempotent=False,

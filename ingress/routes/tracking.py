@@ -28,7 +28,7 @@ from schemas.events import Event, EventMessage
 from schemas.ids import new_id
 from schemas.suppressions import SuppressionEntry
 from security.link_rewrite import MAX_TRACKED_LINKS, is_machine_open
-from security.tracking import ClickToken, OpenToken, TrackingPayload, UnsubscribeToken
+from security.tracking import TOKEN_PATTERN, ClickToken, OpenToken, TrackingPayload, UnsubscribeToken
 from security.unsubscribe import ONE_CLICK
 from store import keyspace
 from store.ledger import MessageLedger, StoredMessage
@@ -67,6 +67,7 @@ _URL_WHITESPACE = {ord("\t"): None, ord("\n"): None, ord("\r"): None}
     "GET",
     "/t/o/{token}",
     texts=("token",),
+    patterns={"token": TOKEN_PATTERN},
     scope=None,
     auth=False,
     idempotent=False,
@@ -86,7 +87,7 @@ async def open_pixel(request: web.Request) -> web.Response:
     "GET",
     "/t/c/{token}/{index}",
     texts=("token", "index"),
-    patterns={"index": LINK_INDEX},
+    patterns={"token": TOKEN_PATTERN, "index": LINK_INDEX},
     scope=None,
     auth=False,
     idempotent=False,
@@ -105,6 +106,7 @@ async def click(request: web.Request) -> web.Response:
     "GET",
     "/t/c/{token}",
     texts=("token",),
+    patterns={"token": TOKEN_PATTERN},
     scope=None,
     auth=False,
     idempotent=False,
@@ -134,6 +136,7 @@ async def _click(request: web.Request, token: ClickToken) -> web.Response:
     "GET",
     "/t/u/{token}",
     texts=("token",),
+    patterns={"token": TOKEN_PATTERN},
     scope=None,
     auth=False,
     idempotent=False,
@@ -155,6 +158,7 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
     "POST",
     "/t/u/{token}",
     texts=("token",),
+    patterns={"token": TOKEN_PATTERN},
     scope=None,
     auth=False,
     idempotent=False,

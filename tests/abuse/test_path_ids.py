@@ -106,3 +106,28 @@ def test_the_openapi_document_states_each_path_id_pattern():
         "type": "string",
         "pattern": "^(?:0|[1-9][0-9]{0,2})$",
     }
+    tracking_token = {"type": "string", "pattern": "^(?:[A-Za-z0-9_-]{1,1024})$"}
+    for path in ("/t/o/{token}", "/t/c/{token}", "/t/c/{token}/{index}", "/t/u/{token}"):
+        assert parameters[(path, "token")] == tracking_token, path
+    assert parameters[("/c/{token}", "token")] == {"type": "string", "pattern": "^(?:[A-Za-z0-9_-]{1,512})$"}
+    assert parameters[("/v1/inbound/{provider}/{server_id}", "provider")] == {
+        "type": "string",
+        "pattern": "^(?:amazon-ses|mailgun|postmark|resend|sendgrid)$",
+    }
+
+
+async def test_a_path_text_off_its_pattern_is_404_before_the_handler(client) -> None:
+    """`RouteSpec.patterns`: what the OpenAPI document states, the router enforces."""
+    server_id = "srv_01J0000000000000000000000A"
+    for method, path in (
+        ("GET", "/t/o/" + "A" * 1025),
+        ("GET", "/t/o/abc="),
+        ("GET", "/t/c/abc/01"),
+        ("POST", "/t/u/a.b"),
+        ("GET", "/c/" + "A" * 513),
+        ("POST", f"/v1/inbound/ses/{server_id}"),
+    ):
+        response = await client.request(method, path, data=b"{}")
+        assert response.status == 404, path
+        assert (await response.json())["code"] == "not_found"
+        assert "must match" in (await response.json())["detail"], path
