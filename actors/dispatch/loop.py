@@ -24,6 +24,7 @@ from actors.policies.recipient_throttle import RecipientThrottle
 from actors.policies.retry import RetryPolicy
 from actors.policies.suppression import list_scope
 from providers.base import ProviderAdapter, Transient
+from providers.inbound import INBOUND_PROVIDERS
 from schemas.messages import OutboundMessage
 from schemas.servers import Status
 from store import keyspace
@@ -336,6 +337,9 @@ class DispatchLoop:
         more: dict[str, object] = {"fields": fields}
         if decision.provider_message_id:
             fields += ["pmid", decision.provider_message_id]
+        if decision.provider_message_id and self.server.provider in INBOUND_PROVIDERS:
+            # The provider id → message mapping is what its event webhooks are matched by (besides our id
+            # where they carry it); a provider that sends none (SMTP, the sandbox) gets no key a message.
             more["mapping"] = keyspace.provider_message(
                 self.server.provider, decision.provider_message_id.strip("<>")
             )

@@ -29,6 +29,9 @@ async def test_queued_messages_arrive_once_with_events(redis):
         assert 0 < await redis.ttl(keyspace.message("acme", msgs[0].id)) <= loop.retention_seconds
         # its timeline is in the hash (`ev`): no key of its own
         assert not await redis.exists(keyspace.message_events("acme", msgs[0].id))
+        # SMTP sends no event webhooks: the provider's id is kept on the message, with no mapping key
+        assert stored.provider_message_id
+        assert [key async for key in redis.scan_iter(match=keyspace.provider_message("*", "*"))] == []
         assert [e.type for e in stored.events] == ["message.accepted", "message.sent"]
         assert await redis.xpending(keyspace.dispatch_stream("acme", "srv_a"), keyspace.DISPATCH_GROUP) == {
             "pending": 0,

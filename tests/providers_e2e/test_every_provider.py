@@ -19,6 +19,7 @@ import pytest
 
 from ingress.context import SERVICES
 from providers.simulators.sns import SNS, SnsOptions, create_app, ses_event
+from store import keyspace
 from store.redis_server import free_port
 from tests.pipeline.conftest import create_smtp_server, dispatch_idle, wait_for
 from tests.providers.provider_harness import moto_messages, verify_moto_domain
@@ -157,6 +158,9 @@ async def test_a_provider_bounce_suppresses_the_address(client, admin, redis, ai
 
     view = await wait_for_status(client, admin, message_id, "bounced")
     assert lifecycle(view) == ("message.accepted", ["message.bounced", "message.sent"])
+    # a provider with event webhooks: its id maps back to the message (SMTP and the sandbox get no key)
+    [mapped] = [key async for key in redis.scan_iter(match=keyspace.provider_message("mailgun", "*"))]
+    assert (await redis.get(mapped)).decode().endswith(f"|{message_id}")
     [bounce] = [e for e in view["events"] if e["type"] == "message.bounced"]
     assert bounce["data"]["bounce"]["type"] == "hard"
     listed = await (await client.get("/v1/suppressions", params={"email": bouncing}, headers=admin)).json()

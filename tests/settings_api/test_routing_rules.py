@@ -96,7 +96,8 @@ async def test_rules_are_per_workspace_and_paginated(client, admin, make_key):
     ids = [(await (await new_rule(client, admin, [a], name=f"r{i}")).json())["id"] for i in range(3)]
     page = await (await client.get("/v1/routing/rules?limit=2", headers=admin)).json()
     rest = await (await client.get(f"/v1/routing/rules?cursor={page['next_cursor']}", headers=admin)).json()
-    assert [r["id"] for r in page["data"] + rest["data"]] == sorted(ids, reverse=True) and rest["has_more"] is False
+    assert [r["id"] for r in page["data"] + rest["data"]] == sorted(ids, reverse=True)
+    assert rest["has_more"] is False
     other = await make_key(["write:settings"], workspace="globex")
     assert (await client.get(f"/v1/routing/rules/{ids[0]}", headers=other)).status == 404
     assert (
