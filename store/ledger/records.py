@@ -8,6 +8,7 @@ event of the message in order, one msgpack array (store/ledger/scripts.py).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -65,8 +66,8 @@ class OutcomeRecord(msgspec.Struct, array_like=True):
     # The message's stored payload replaced by this one (framed by `lua_string`), or "": a sent campaign
     # message keeps only its envelope (`lean_message`).
     payload: msgspec.Raw = msgspec.Raw(b"\xa0")
-    # What goes to the message's timeline (its hash's `ev`) instead of `events` (each framed), or [] for
-    # `events` themselves:
+    # What goes to the message's timeline (its hash's `ev`) instead of `events` (each framed: compact
+    # `TimelineEvent` arrays), or [] for `events` themselves:
     # a campaign message's timeline keeps its events without the envelope its hash holds (`compact_event`).
     timeline_events: list[msgspec.Raw] = []
 
@@ -74,8 +75,36 @@ class OutcomeRecord(msgspec.Struct, array_like=True):
 encode = msgspec.msgpack.Encoder().encode
 decode_meta = msgspec.msgpack.Decoder(MessageMeta).decode
 decode_message = msgspec.msgpack.Decoder(OutboundMessage).decode
+
+
+class TimelineEvent(msgspec.Struct, array_like=True):
+    """An event as a campaign message's timeline keeps it (`compact_event`): a msgpack array of id, type,
+    time and data, with no field names and no envelope. In `ev` beside whole events (maps), which is how
+    a decoder tells them apart."""
+
+    id: str
+    type: str
+    created_at: datetime
+    data: dict[str, Any] = {}
+
+    def as_event(self) -> Event:
+        return Event(id=self.id, type=self.type, created_at=self.created_at, workspace="", data=self.data)
+
+
 _decode_event = msgspec.msgpack.Decoder(Event).decode
-_decode_events = msgspec.msgpack.Decoder(list[Event]).decode
+_decode_compact = msgspec.msgpack.Decoder(TimelineEvent).decode
+_decode_items = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode
+_MSGPACK_ARRAYS = frozenset((*range(0x90, 0xA0), 0xDC, 0xDD))  # the first byte of a msgpack array
+
+
+def timeline_of(ev: bytes) -> list[Event]:
+    """A message hash's `ev` as events. Whole events are msgpack maps, compact ones arrays
+    (`TimelineEvent`, without their workspace and envelope); a compact one of before round 9 was a map
+    with those two empty, and reads as such."""
+    return [
+        _decode_compact(raw).as_event() if memoryview(raw)[0] in _MSGPACK_ARRAYS else _decode_event(raw)
+        for raw in _decode_items(ev)
+    ]
 
 
 class StoredMessage(msgspec.Struct, kw_only=True):
@@ -96,7 +125,7 @@ class StoredMessage(msgspec.Struct, kw_only=True):
         timeline = (
             []
             if events is None
-            else _decode_events(text.get("ev", b"\x90")) + [_decode_event(e) for e in events]
+            else timeline_of(text.get("ev", b"\x90")) + [_decode_event(e) for e in events]
         )
         if events:  # a message that straddled the upgrade: its events in both places, merged by time
             timeline.sort(key=lambda e: e.created_at)
@@ -119,11 +148,12 @@ class StoredMessage(msgspec.Struct, kw_only=True):
 DERIVED_ITEM = "="
 
 
-def compact_event(event: Event) -> Event:
+def compact_event(event: Event) -> TimelineEvent:
     """An event as a campaign message's timeline keeps it: id, type, time and data, which is all the
     message view shows (`GET /v1/messages/:id`); the workspace and the message envelope are the hash's,
-    and the full event went to `m:events`."""
-    return msgspec.structs.replace(event, workspace="", message=None)
+    and the full event went to `m:events`. An array without field names: ~95 B for a `message.sent`,
+    where the same fields as a map took ~170 B and the whole event ~450 B."""
+    return TimelineEvent(id=event.id, type=event.type, created_at=event.created_at, data=event.data)
 
 
 def lean_message(message: OutboundMessage) -> OutboundMessage:

@@ -12,6 +12,7 @@ from schemas.ids import new_id
 from store import keyspace
 from store.event_entries import entry_events
 from store.ledger import MessageLedger
+from store.ledger.records import compact_event, encode, timeline_of
 from tests.pipeline.helpers import enqueue, message, new_message
 
 RETENTION = 3600
@@ -111,3 +112,17 @@ async def test_canceling_a_scheduled_send_appends_to_its_timeline(redis) -> None
     assert [e.type for e in stored.events] == ["message.accepted", "message.canceled"]
     assert not await redis.exists(keyspace.message_events(msg.workspace, msg.id))
     assert 0 < await redis.ttl(keyspace.message(msg.workspace, msg.id)) <= RETENTION
+
+
+def test_a_timeline_reads_compact_events_whole_ones_and_the_compact_maps_of_before() -> None:
+    msg = message()
+    now = datetime.now(UTC)
+    accepted, sent, opened = (
+        event_of(msg, kind, now) for kind in ("message.accepted", "message.sent", "message.opened")
+    )
+    before = msgspec.structs.replace(
+        accepted, workspace="", message=None
+    )  # a compact event of round 8: a map
+    ev = b"\x93" + encode(before) + encode(compact_event(sent)) + encode(opened)
+    assert encode(compact_event(sent))[0] == 0x94  # an array of id, type, time and data: no field names
+    assert timeline_of(ev) == [before, msgspec.structs.replace(sent, workspace="", message=None), opened]
