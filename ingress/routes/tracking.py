@@ -83,18 +83,24 @@ async def open_pixel(request: web.Request) -> web.Response:
     return web.Response(body=PIXEL, content_type="image/gif", headers=NO_STORE)
 
 
+# What both click routes are: unauthenticated GETs answered with a redirect (or a 404).
+_CLICK_ROUTE: dict[str, Any] = {
+    "scope": None,
+    "auth": False,
+    "idempotent": False,
+    "tag": "tracking",
+    "status": 302,
+    "responses": {404: "Unknown, altered or expired token, or no such link in the message"},
+}
+
+
 @routes.route(
     "GET",
     "/t/c/{token}/{index}",
     texts=("token", "index"),
     patterns={"token": TOKEN_PATTERN, "index": LINK_INDEX},
-    scope=None,
-    auth=False,
-    idempotent=False,
-    tag="tracking",
-    status=302,
     summary="Click redirect to the message's link of that index; records message.clicked",
-    responses={404: "Unknown, altered or expired token, or no such link in the message"},
+    **_CLICK_ROUTE,
 )
 async def click(request: web.Request) -> web.Response:
     token = _token(request, "o", OpenToken)
@@ -107,13 +113,8 @@ async def click(request: web.Request) -> web.Response:
     "/t/c/{token}",
     texts=("token",),
     patterns={"token": TOKEN_PATTERN},
-    scope=None,
-    auth=False,
-    idempotent=False,
-    tag="tracking",
-    status=302,
     summary="Click redirect of a link issued before the recipient token served clicks (its index sealed in)",
-    responses={404: "Unknown, altered or expired token, or no such link in the message"},
+    **_CLICK_ROUTE,
 )
 async def sealed_click(request: web.Request) -> web.Response:
     return await _click(request, _token(request, "c", ClickToken))
