@@ -276,7 +276,7 @@ class CampaignStore:
             await pipe.execute()
 
     async def drop_snapshot(self, workspace: str, campaign_id: str) -> None:
-        """Forget a finished campaign's audience snapshot (~50 B a subscriber); its size stays in
+        """Forget a finished campaign's audience snapshot (~128 B a subscriber); its size stays in
         `n:audience`. UNLINK: Redis frees a million-member zset off its main thread."""
         await self.redis.unlink(keyspace.campaign_audience(workspace, campaign_id))
 
