@@ -20,15 +20,26 @@ local function msgpack_array(items)
     .. table.concat(items)
 end
 
--- `items` (already msgpack) appended to `array`, a msgpack_array's string (or false: a new array). Arrays
--- built here always have the array 32 header, so the count is bytes 2-5 and the items follow.
+-- `items` (already msgpack) appended to `array`, a msgpack array's string (or false: a new array), written
+-- back with an array 32 header. Arrays built here have that header; a fixarray or array 16 reads too.
 local function msgpack_append(array, items)
   if not array then return msgpack_array(items) end
-  local b1, b2, b3, b4 = string.byte(array, 2, 5)
-  local count = ((b1 * 256 + b2) * 256 + b3) * 256 + b4 + #items
+  local head, count, skip = string.byte(array, 1), 0, 1
+  if head == 0xdd then
+    local b1, b2, b3, b4 = string.byte(array, 2, 5)
+    count, skip = ((b1 * 256 + b2) * 256 + b3) * 256 + b4, 5
+  elseif head == 0xdc then
+    local b1, b2 = string.byte(array, 2, 3)
+    count, skip = b1 * 256 + b2, 3
+  elseif head >= 0x90 and head <= 0x9f then
+    count = head - 0x90
+  else
+    return msgpack_array(items)  -- never written by these scripts; a script error would abort a whole batch
+  end
+  count = count + #items
   return string.char(0xdd, math.floor(count / 16777216) % 256, math.floor(count / 65536) % 256,
       math.floor(count / 256) % 256, count % 256)
-    .. string.sub(array, 6) .. table.concat(items)
+    .. string.sub(array, skip + 1) .. table.concat(items)
 end
 """
 

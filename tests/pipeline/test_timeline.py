@@ -126,3 +126,19 @@ def test_a_timeline_reads_compact_events_whole_ones_and_the_compact_maps_of_befo
     ev = b"\x93" + encode(before) + encode(compact_event(sent)) + encode(opened)
     assert encode(compact_event(sent))[0] == 0x94  # an array of id, type, time and data: no field names
     assert timeline_of(ev) == [before, msgspec.structs.replace(sent, workspace="", message=None), opened]
+
+
+async def test_a_timeline_written_with_a_short_array_header_is_appended_to(redis) -> None:
+    """`msgpack_append` reads a fixarray and an array 16 as well as the array 32 the scripts write."""
+    ledger = MessageLedger(redis)
+    now = datetime.now(UTC)
+    for header in (b"\x91", b"\xdc\x00\x01"):
+        msg = message()
+        assert await enqueue(redis, [new_message(msg, ["srv_a"])]) == [None]
+        key = keyspace.message(msg.workspace, msg.id)
+        first = event_of(msg, "message.accepted", now)
+        await redis.hset(key, "ev", header + encode(first))
+        opened = event_of(msg, "message.opened", now + timedelta(seconds=1))
+        await ledger.record_events([opened])
+        stored = await ledger.get(msg.workspace, msg.id)
+        assert [e.id for e in stored.events] == [first.id, opened.id], header
