@@ -212,14 +212,15 @@ class _DuckBackend(_Backend):
     def insert(self, columns: dict[str, list[Any]]) -> None:
         import pyarrow as pa
 
+        from analytics.duckdb_backend import insert_new_first
+
         types = {c: pa.int64() if c in ("seq", "status") else pa.string() for c in COLUMNS}
         batch = pa.Table.from_pydict(columns, schema=pa.schema([(c, types[c]) for c in COLUMNS]))
         cursor = self._db.cursor()
         try:
             cursor.register("incoming_audit", batch)
-            cursor.execute(
-                f"INSERT OR IGNORE INTO audit_log ({', '.join(COLUMNS)}) "
-                f"SELECT {', '.join(COLUMNS)} FROM incoming_audit"
+            insert_new_first(
+                cursor, f"audit_log ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM incoming_audit"
             )
         finally:
             cursor.close()
