@@ -269,9 +269,9 @@ class ClickHouseStore(SqlAnalyticsStore):
         return self._client.query(sql, parameters=params).result_rows
 
     def _upsert_mirror_columns(
-        self, subscribers: dict[str, list[Any]], memberships: dict[str, list[Any]]
+        self, subscribers: dict[str, list[Any]], memberships: dict[str, list[Any]], *, new: bool = False
     ) -> None:
-        # ReplacingMergeTree(version) keeps the highest version per key; reads use FINAL.
+        # ReplacingMergeTree(version) keeps the highest version per key (new or not); reads use FINAL.
         for table, found, names in (
             ("subscribers", subscribers, SUBSCRIBER_COLUMNS),
             ("memberships", memberships, MEMBERSHIP_COLUMNS),

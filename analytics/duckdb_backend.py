@@ -577,8 +577,10 @@ class DuckDBStore(SqlAnalyticsStore):
             cursor.close()
 
     def _upsert_mirror_columns(
-        self, subscribers: dict[str, list[Any]], memberships: dict[str, list[Any]]
+        self, subscribers: dict[str, list[Any]], memberships: dict[str, list[Any]], *, new: bool = False
     ) -> None:
+        # New subscribers' rows go in plainly first, as events do (`_insert`): an upsert costs ~17 us a
+        # row at 3M rows, against ~2 for the plain insert; a replayed chunk fails on the key and upserts.
         cursor = self._db.cursor()
         try:
             for table, found, schema, upsert in (
@@ -588,7 +590,13 @@ class DuckDBStore(SqlAnalyticsStore):
                 if found[schema.names[0]]:
                     batch = pa.Table.from_pydict(found, schema=schema)
                     cursor.register(f"incoming_{table}", batch)
-                    cursor.execute(upsert)
+                    if not new:
+                        cursor.execute(upsert)
+                        continue
+                    try:
+                        cursor.execute(f"INSERT INTO {table} SELECT * FROM incoming_{table}")
+                    except duckdb.ConstraintException:
+                        cursor.execute(upsert)
         finally:
             cursor.close()
 

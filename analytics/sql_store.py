@@ -132,7 +132,7 @@ class SqlAnalyticsStore(AudienceQueries):
             found = chunk_columns(chunks)
             if found.events["id"]:  # every row of them may have been about erased addresses
                 self._insert_chunk_events(found)
-                self._upsert_mirror_columns(found.subscribers, found.memberships)
+                self._upsert_mirror_columns(found.subscribers, found.memberships, new=True)
                 stored += len(found.events["id"])
         if events:
             columns = event_columns(events)
@@ -156,8 +156,10 @@ class SqlAnalyticsStore(AudienceQueries):
         )
 
     def _upsert_mirror_columns(
-        self, subscribers: dict[str, list[Any]], memberships: dict[str, list[Any]]
+        self, subscribers: dict[str, list[Any]], memberships: dict[str, list[Any]], *, new: bool = False
     ) -> None:
+        """Upsert mirror rows (the highest version wins). `new`: rows of subscribers just created, which
+        are stored already only on a replay (a backend may insert them plainly first)."""
         raise NotImplementedError
 
     async def events_page(
