@@ -4,7 +4,8 @@ Per campaign one hash holds the configuration (`r`, msgpack `CampaignRecord`), t
 checkpoint and the counters:
 
     r          the record            status   draft|scheduled|sending|paused|sent|cancelled|failed
-    phase      resolve|exclude|test|winner|send|settle (the runner's)   src, cur   source index, cursor
+    phase      resolve|exclude|pack|test|winner|send|settle (the runner's)   src, cur   source index, cursor
+    packed pg  1 once the snapshot is packed (`pack_pages`); the next page number while it is packed
     slices     how many slices the test/send phases are split into (absent: 1)   bounds  their upper ids
     cur:<j>    slice j's cursor (slice 0's is `cur`)    done:<j>  the phase slice j finished
     resv:<j>   the recipients granted to slice j's chunk not yet committed (the in-flight window)
@@ -23,6 +24,7 @@ finished are one MULTI: a chunk is counted exactly when its cursor advances.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -162,9 +164,20 @@ def member(workspace: str, campaign_id: str) -> str:
     return f"{workspace}|{campaign_id}"
 
 
+# The audience snapshot is a lex zset while it is built (resolve adds, exclude removes: a set, each
+# subscriber once), ~128 B a subscriber in Redis. Once final it is packed (`pack_pages`, `finish_pack`):
+# pages of AUDIENCE_PAGE ids in order (a hash of msgpack lists) and each page's first id (a list), ~32 B a
+# subscriber, and the zset goes. A packed snapshot never changes again, so a runner keeps its page firsts.
+AUDIENCE_PAGE = 500
+_FIRSTS_KEPT = 64  # campaigns whose page firsts a store keeps (a few dozen KB each at 1M)
+_encode_ids = msgspec.msgpack.Encoder().encode
+_decode_ids = msgspec.msgpack.Decoder(list[str]).decode
+
+
 class CampaignStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
+        self._firsts: dict[tuple[str, str], list[str]] = {}
         self._transition = redis.register_script(_TRANSITION)
         self._retry = redis.register_script(_RETRY)
         self._grant = redis.register_script(_GRANT)
@@ -275,10 +288,46 @@ class CampaignStore:
             pipe.hset(keyspace.campaign(workspace, campaign_id), mapping=_mapping(checkpoint))
             await pipe.execute()
 
+    async def pack_pages(
+        self,
+        workspace: str,
+        campaign_id: str,
+        *,
+        page: int,
+        ids: Sequence[str],
+        checkpoint: Mapping[str, str | int],
+    ) -> None:
+        """Pages `page`, `page + 1`, ... of the packed snapshot from `ids` (the zset's next ids, in order;
+        every page full but the last), with the pack cursor, in one MULTI: a replayed step writes the same
+        pages, or found them written and its cursor moved."""
+        pages = keyspace.campaign_audience_pages(workspace, campaign_id)
+        firsts = keyspace.campaign_audience_firsts(workspace, campaign_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for n, start in enumerate(range(0, len(ids), AUDIENCE_PAGE)):
+                part = list(ids[start : start + AUDIENCE_PAGE])
+                pipe.hset(pages, str(page + n), _encode_ids(part))
+                pipe.rpush(firsts, part[0])
+            pipe.hset(keyspace.campaign(workspace, campaign_id), mapping=_mapping(checkpoint))
+            await pipe.execute()
+
+    async def finish_pack(self, workspace: str, campaign_id: str, fields: Mapping[str, str | int]) -> None:
+        """Every page written: the zset goes, and `packed` and `fields` (the next phase) are set."""
+        key = keyspace.campaign(workspace, campaign_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.unlink(keyspace.campaign_audience(workspace, campaign_id))
+            pipe.hset(key, mapping=_mapping({**fields, "packed": 1}))
+            pipe.hdel(key, "pg")
+            await pipe.execute()
+
     async def drop_snapshot(self, workspace: str, campaign_id: str) -> None:
-        """Forget a finished campaign's audience snapshot (~128 B a subscriber); its size stays in
-        `n:audience`. UNLINK: Redis frees a million-member zset off its main thread."""
-        await self.redis.unlink(keyspace.campaign_audience(workspace, campaign_id))
+        """Forget a finished campaign's audience snapshot, packed or not; its size stays in `n:audience`.
+        UNLINK: Redis frees a million-member zset off its main thread."""
+        self._firsts.pop((workspace, campaign_id), None)
+        await self.redis.unlink(
+            keyspace.campaign_audience(workspace, campaign_id),
+            keyspace.campaign_audience_pages(workspace, campaign_id),
+            keyspace.campaign_audience_firsts(workspace, campaign_id),
+        )
 
     async def audience_size(self, workspace: str, campaign_id: str) -> int:
         return int(await self.redis.zcard(keyspace.campaign_audience(workspace, campaign_id)))
@@ -292,13 +341,52 @@ class CampaignStore:
         count: int,
         retry: bool = False,
         upto: str | None = None,
+        packed: bool = False,
     ) -> list[str]:
         """The next `count` ids after `after`, up to `upto` included (a slice's upper bound; None: to the
-        end)."""
+        end), from the snapshot (`packed`: its pages) or the retry set."""
+        if packed and not retry:
+            return await self._packed_chunk(workspace, campaign_id, after=after, count=count, upto=upto)
         key = (keyspace.campaign_retry if retry else keyspace.campaign_audience)(workspace, campaign_id)
         low = f"({after}" if after else "-"
         high = f"[{upto}" if upto else "+"
         return [as_text(i) for i in await self.redis.zrangebylex(key, low, high, start=0, num=count)]
+
+    async def _packed_chunk(
+        self, workspace: str, campaign_id: str, *, after: str, count: int, upto: str | None
+    ) -> list[str]:
+        # Python orders str by code point, as Redis orders the zset by UTF-8 bytes: the same order.
+        firsts = await self._page_firsts(workspace, campaign_id)
+        first_page = max(0, bisect.bisect_right(firsts, after) - 1) if after else 0
+        # The page holding `after`, then enough full pages for `count` more.
+        wanted = range(first_page, min(len(firsts), first_page + count // AUDIENCE_PAGE + 2))
+        if not wanted:
+            return []
+        raws = await self.redis.hmget(
+            keyspace.campaign_audience_pages(workspace, campaign_id), [str(p) for p in wanted]
+        )
+        found: list[str] = []
+        for raw in raws:
+            if raw is None:
+                raise RuntimeError(f"campaign {campaign_id}: a page of its packed snapshot is missing")
+            for sub_id in _decode_ids(raw):
+                if after and sub_id <= after:
+                    continue
+                if (upto and sub_id > upto) or len(found) == count:
+                    return found
+                found.append(sub_id)
+        return found
+
+    async def _page_firsts(self, workspace: str, campaign_id: str) -> list[str]:
+        key = (workspace, campaign_id)
+        found = self._firsts.get(key)
+        if found is None:
+            firsts = keyspace.campaign_audience_firsts(workspace, campaign_id)
+            found = [as_text(i) for i in await self.redis.lrange(firsts, 0, -1)]
+            if len(self._firsts) >= _FIRSTS_KEPT:
+                self._firsts.pop(next(iter(self._firsts)))
+            self._firsts[key] = found
+        return found
 
     async def slice_bounds(self, workspace: str, campaign_id: str, slices: int) -> list[str]:
         """The upper ids of the first `slices - 1` of `slices` equal slices of the final snapshot (lex

@@ -368,6 +368,15 @@ def campaign_audience(workspace: str, campaign_id: str) -> str:
     return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:aud"  # lex zset of sub ids, snapshot at launch
 
 
+def campaign_audience_pages(workspace: str, campaign_id: str) -> str:
+    # hash: page number -> msgpack list of sub ids (the snapshot packed once final; store/campaigns.py)
+    return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:aud:pages"
+
+
+def campaign_audience_firsts(workspace: str, campaign_id: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:aud:firsts"  # list: each page's first sub id, in order
+
+
 def campaign_failed(workspace: str, campaign_id: str) -> str:
     return f"{PREFIX}{{{workspace}}}:cmp:{campaign_id}:failed"  # lex zset of sub ids that failed
 

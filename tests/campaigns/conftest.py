@@ -13,6 +13,7 @@ import pytest
 
 from actors.campaigns.body import CampaignRunner
 from ingress.context import SERVICES
+from store import keyspace
 from store.campaigns import CampaignStore
 from tests.pipeline.conftest import create_smtp_server, dispatch_idle
 from tests.smtp.sink import SmtpSink
@@ -158,8 +159,8 @@ async def settle(redis, body: CampaignRunner, within: float = 60.0) -> None:
 
 
 async def until_sending(body: CampaignRunner, redis, workspace: str, campaign_id: str) -> None:
-    """Step the runner through the audience snapshot (resolve, exclude) to its first chunk to send."""
-    while (await store_state(redis, workspace, campaign_id)).text("phase") in ("resolve", "exclude"):
+    """Step the runner through the audience snapshot (resolve, exclude, pack) to its first chunk to send."""
+    while (await store_state(redis, workspace, campaign_id)).text("phase") in ("resolve", "exclude", "pack"):
         assert await body.step()
 
 
@@ -180,3 +181,13 @@ def recipients(sink: SmtpSink) -> list[str]:
 
 async def store_state(redis, workspace: str, campaign_id: str):
     return await CampaignStore(redis).get(workspace, campaign_id)
+
+
+async def packed_snapshot(redis, workspace: str, campaign_id: str) -> list[str]:
+    """A sending campaign's whole audience snapshot in order, read from its pages (the zset is gone)."""
+    state = await store_state(redis, workspace, campaign_id)
+    assert state.number("packed") == 1
+    assert not await redis.exists(keyspace.campaign_audience(workspace, campaign_id))
+    return await CampaignStore(redis).audience_chunk(
+        workspace, campaign_id, after="", count=10**6, packed=True
+    )

@@ -16,6 +16,7 @@ from tests.campaigns.conftest import (
     make_audience,
     make_campaign,
     make_template,
+    packed_snapshot,
     parsed,
     recipients,
     runner,
@@ -111,9 +112,7 @@ async def test_unsubscribe_and_suppression_mid_campaign_stop_unsent_recipients(
     body = runner(client, in_flight=1000, chunk=20)
     await until_sending(body, redis, workspace, campaign_id)
     await body.step()  # the first 20 (by subscriber id) are queued
-    order = [
-        m.decode() for m in await redis.zrange(keyspace.campaign_audience(workspace, campaign_id), 0, -1)
-    ]
+    order = await packed_snapshot(redis, workspace, campaign_id)
     unsubscribed, suppressed = order[50], order[80]
     subs = await redis.hmget(keyspace.subscribers(workspace), [unsubscribed, suppressed])
     gone = await client.delete(

@@ -14,6 +14,7 @@ from store import keyspace
 from store.campaigns import CampaignStore
 from tests.campaigns.conftest import (
     campaign,
+    packed_snapshot,
     recipients,
     runner,
     settle,
@@ -46,9 +47,7 @@ async def test_two_runners_send_every_slice_once_and_the_phase_waits_for_both(
     assert state.number("slices") == 2
     bound = state.text("bounds")
     assert bound is not None
-    snapshot = [
-        m.decode() for m in await redis.zrange(keyspace.campaign_audience(workspace, campaign_id), 0, -1)
-    ]
+    snapshot = await packed_snapshot(redis, workspace, campaign_id)
     in_first = [i for i in snapshot if i <= bound]
     assert len(in_first) == 100
 

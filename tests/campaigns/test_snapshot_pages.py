@@ -1,0 +1,94 @@
+"""The audience snapshot packed into pages once final (store/campaigns.py, docs/campaigns.md "Memory"): a
+chunk read from the pages is the one the zset gave, for any cursor, count and slice bound; a campaign's
+zset is gone once it sends, its pages cost a fraction of the zset, and a finished campaign leaves none."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from actors.campaigns.body import PACK_CHUNK
+from store import keyspace
+from store.campaigns import AUDIENCE_PAGE, CampaignStore
+from tests.campaigns.conftest import drive, packed_snapshot, recipients, runner, smtp_campaign, until_sending
+
+WS, CMP = "ws_pages", "cmp_pages"
+
+
+def _ids(rng: random.Random, n: int) -> list[str]:
+    # Ids of several lengths and a few past ASCII, so lex order is not length order ("s_1" < "s_10" < "s_2").
+    found = {
+        f"sub_{rng.randrange(10 ** rng.randrange(1, 9))}{rng.choice(['', 'é', 'Ω', 'z'])}" for _ in range(n)
+    }
+    return sorted(found, key=lambda i: i.encode())
+
+
+async def _pack(store: CampaignStore, ids: list[str]) -> None:
+    """As the runner's pack phase does it: PACK_CHUNK ids a step, in order."""
+    page = 0
+    for start in range(0, len(ids), PACK_CHUNK):
+        part = ids[start : start + PACK_CHUNK]
+        await store.pack_pages(WS, CMP, page=page, ids=part, checkpoint={"cur": part[-1]})
+        page += -(-len(part) // AUDIENCE_PAGE)
+
+
+async def test_a_packed_chunk_is_the_zsets_for_any_cursor_count_and_bound(redis):
+    rng = random.Random(7)
+    ids = _ids(rng, 3_100)
+    store = CampaignStore(redis)
+    await redis.zadd(keyspace.campaign_audience(WS, CMP), dict.fromkeys(ids, 0))
+    await _pack(store, ids)
+    assert await redis.llen(keyspace.campaign_audience_firsts(WS, CMP)) == -(-len(ids) // AUDIENCE_PAGE)
+
+    afters = ["", ids[0], ids[499], ids[500], ids[-2], ids[-1], "sub_", "sub_5", "zzz"] + rng.sample(ids, 20)
+    uptos = [None, ids[0], ids[1_000], ids[1_001], "sub_5"] + rng.sample(ids, 5)
+    cases = [(a, c, u) for a in afters for c in (1, 7, 499, 500, 501, 1_000, 2_000) for u in uptos]
+    expected = {}
+    for after, count, upto in cases:
+        zset = await store.audience_chunk(WS, CMP, after=after, count=count, upto=upto)
+        assert (
+            await store.audience_chunk(WS, CMP, after=after, count=count, upto=upto, packed=True) == zset
+        ), (
+            after,
+            count,
+            upto,
+        )
+        expected[after, count, upto] = zset
+    # A cursor walk in chunks of 333 meets every id once, in order.
+    walked, cursor = [], ""
+    while chunk := await store.audience_chunk(WS, CMP, after=cursor, count=333, packed=True):
+        walked += chunk
+        cursor = chunk[-1]
+    assert walked == ids
+
+    await store.finish_pack(WS, CMP, {"phase": "send"})
+    assert not await redis.exists(keyspace.campaign_audience(WS, CMP))
+    fresh = CampaignStore(redis)  # another runner: reads the page firsts from Redis
+    for (after, count, upto), zset in list(expected.items())[::13]:
+        assert await fresh.audience_chunk(WS, CMP, after=after, count=count, upto=upto, packed=True) == zset
+
+    await fresh.drop_snapshot(WS, CMP)
+    for key in (keyspace.campaign_audience_pages(WS, CMP), keyspace.campaign_audience_firsts(WS, CMP)):
+        assert not await redis.exists(key)
+
+
+async def test_a_sending_campaign_reads_its_snapshot_from_pages_and_sends_everyone_once(
+    client, make_key, sink, redis, workspace
+):
+    n = 1_234
+    headers, _, emails, _, campaign_id = await smtp_campaign(client, make_key, sink, n)
+    body = runner(client, in_flight=5_000, chunk=400)
+    await until_sending(body, redis, workspace, campaign_id)
+    snapshot = await packed_snapshot(redis, workspace, campaign_id)  # and the zset is gone
+    assert len(snapshot) == n == len(set(snapshot))
+    pages = keyspace.campaign_audience_pages(workspace, campaign_id)
+    assert await redis.hlen(pages) == -(-n // AUDIENCE_PAGE)
+    used = await redis.memory_usage(pages) + await redis.memory_usage(
+        keyspace.campaign_audience_firsts(workspace, campaign_id)
+    )
+    assert used < 40 * n  # ~32 B a subscriber (the zset: ~128)
+
+    done = await drive(body, client, headers, campaign_id)
+    assert Counter(recipients(sink)) == Counter(emails)  # everyone, nobody twice
+    assert done["counters"]["sent"] == n
+    assert not await redis.exists(pages)  # dropped with the snapshot when the campaign completed
