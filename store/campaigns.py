@@ -369,7 +369,7 @@ class CampaignStore:
         for raw in raws:
             if raw is None:
                 raise RuntimeError(f"campaign {campaign_id}: a page of its packed snapshot is missing")
-            for sub_id in _decode_ids(raw):
+            for sub_id in _decode_ids(as_bytes(raw)):
                 if after and sub_id <= after:
                     continue
                 if (upto and sub_id > upto) or len(found) == count:
