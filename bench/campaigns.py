@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -233,11 +234,13 @@ async def fanout(session, base, redis_url, serve_pid, redis_pid, args, sandbox, 
     used_before = (await memory.info("memory"))["used_memory"]
     mine = set(pids) | {redis_pid}
     async with RssSampler(pids) as rss, RssSampler([redis_pid]) as redis_rss:
+        await memory.config_resetstat()
         fan_before = cpu_of(mine)
         started = time.perf_counter()
         campaign_id = await launch(session, base, list_id, template["id"], sandbox["id"])
         ended = await until_handed_over(redis_url, campaign_id, args.subscribers)
         fan_cpu = cpu.spent(fan_before, cpu_of(mine))
+        fan_commands = await memory.info("commandstats")
         if args.until_sent:  # the whole campaign through the sandbox: the peak over every phase
             ended_sent = await until_sent(session, base, campaign_id)
     used_grew = (await memory.info("memory"))["used_memory"] - used_before
@@ -286,6 +289,8 @@ async def fanout(session, base, redis_url, serve_pid, redis_pid, args, sandbox, 
         "dispatchers, sending to the sandbox meanwhile, included):",
         *cpu.table(fan_cpu, args.subscribers, ended - started),
     ]
+    if args.commands:
+        rows += ["", *command_rows(fan_commands, args.subscribers)]
     if args.bulk_requests:
         rows += [
             "",
@@ -571,6 +576,13 @@ async def in_process(args: argparse.Namespace) -> list[str]:
         f"| Redis memory added (queued messages, their events, kept for the retention) "
         f"| {redis_grew:,.0f} MB |",
         "",
+        *command_rows(commands, count),
+    ]
+
+
+def command_rows(commands: dict[str, Any], count: int) -> list[str]:
+    """Redis' calls and own µs per recipient by command, from `INFO commandstats` (reset beforehand)."""
+    return [
         "Redis commands during the fan-out (INFO commandstats; a script's own commands are counted both "
         "under it and under their names):",
         "| command | calls per recipient | µs per recipient |",
@@ -627,6 +639,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--breakdown", action="store_true", help="Redis memory per message by key family after the fan-out"
+    )
+    parser.add_argument(
+        "--commands",
+        action="store_true",
+        help="Redis' calls and µs per recipient by command during the fan-out (every client of Redis)",
     )
     parser.add_argument(
         "--until-sent",
