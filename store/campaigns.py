@@ -357,25 +357,24 @@ class CampaignStore:
     ) -> list[str]:
         # Python orders str by code point, as Redis orders the zset by UTF-8 bytes: the same order.
         firsts = await self._page_firsts(workspace, campaign_id)
-        first_page = max(0, bisect.bisect_right(firsts, after) - 1) if after else 0
-        # The page holding `after`, then enough full pages for `count` more.
-        wanted = range(first_page, min(len(firsts), first_page + count // AUDIENCE_PAGE + 2))
-        if not wanted:
-            return []
-        raws = await self.redis.hmget(
-            keyspace.campaign_audience_pages(workspace, campaign_id), [str(p) for p in wanted]
-        )
+        page = max(0, bisect.bisect_right(firsts, after) - 1) if after else 0
+        key = keyspace.campaign_audience_pages(workspace, campaign_id)
         found: list[str] = []
-        for raw in raws:
-            if raw is None:
-                raise RuntimeError(f"campaign {campaign_id}: a page of its packed snapshot is missing")
-            for sub_id in _decode_ids(as_bytes(raw)):
-                if after and sub_id <= after:
-                    continue
-                if (upto and sub_id > upto) or len(found) == count:
-                    return found
-                found.append(sub_id)
-        return found
+        span = 1  # first the page holding the cursor: a small grant (a paced campaign) needs no more
+        while page < len(firsts) and len(found) < count:
+            numbers = range(page, min(len(firsts), page + span))
+            for raw in await self.redis.hmget(key, [str(p) for p in numbers]):
+                if raw is None:
+                    raise RuntimeError(f"campaign {campaign_id}: a page of its packed snapshot is missing")
+                ids = _decode_ids(as_bytes(raw))
+                start = bisect.bisect_right(ids, after) if after else 0  # only the first page has any
+                end = bisect.bisect_right(ids, upto) if upto else len(ids)
+                found += ids[start:end]
+                if end < len(ids) or len(found) >= count:  # the slice's bound, or enough
+                    return found[:count]
+            page = numbers.stop
+            span = -(-(count - len(found)) // AUDIENCE_PAGE)  # then every page still needed at once
+        return found[:count]
 
     async def _page_firsts(self, workspace: str, campaign_id: str) -> list[str]:
         key = (workspace, campaign_id)
