@@ -561,10 +561,8 @@ class CampaignRunner:
             active="rem",
             drop=("waiting",),
         )
-        if moved.done:
-            if reason is not None:
-                log.warning("campaign %s of %s failed: %s", record.id, record.workspace, reason)
-            await self.store.drop_snapshot(record.workspace, record.id)
+        if moved.done and reason is not None:
+            log.warning("campaign %s of %s failed: %s", record.id, record.workspace, reason)
         return 1 if moved.done else 0
 
     # --- pacing (the rate and the in-flight window: `CampaignStore.grant`) ---------------------------

@@ -275,7 +275,6 @@ async def cancel_campaign(request: web.Request) -> web.Response:
         drop=("waiting",),
         active="rem",
     )
-    await store.drop_snapshot(state.record.workspace, state.record.id)
     return json_response(await _view(store, await _reread(store, state.record)))
 
 

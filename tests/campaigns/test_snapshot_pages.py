@@ -1,6 +1,7 @@
 """The audience snapshot packed into pages once final (store/campaigns.py, docs/campaigns.md "Memory"): a
 chunk read from the pages is the one the zset gave, for any cursor, count and slice bound; a campaign's
-zset is gone once it sends, its pages cost a fraction of the zset, and a finished campaign leaves none."""
+zset is gone once it sends, its pages cost a fraction of the zset, and a finished campaign leaves none, even
+when a runner's step writes after the cancel."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ async def test_a_packed_chunk_is_the_zsets_for_any_cursor_count_and_bound(redis)
     rng = random.Random(7)
     ids = _ids(rng, 3_100)
     store = CampaignStore(redis)
+    await redis.hset(keyspace.campaign(WS, CMP), mapping={"status": "sending"})
     await redis.zadd(keyspace.campaign_audience(WS, CMP), dict.fromkeys(ids, 0))
     await _pack(store, ids)
     assert await redis.llen(keyspace.campaign_audience_firsts(WS, CMP)) == -(-len(ids) // AUDIENCE_PAGE)
@@ -67,9 +69,37 @@ async def test_a_packed_chunk_is_the_zsets_for_any_cursor_count_and_bound(redis)
     for (after, count, upto), zset in list(expected.items())[::13]:
         assert await fresh.audience_chunk(WS, CMP, after=after, count=count, upto=upto, packed=True) == zset
 
-    await fresh.drop_snapshot(WS, CMP)
-    for key in (keyspace.campaign_audience_pages(WS, CMP), keyspace.campaign_audience_firsts(WS, CMP)):
-        assert not await redis.exists(key)
+    # Cancelled: the script that finishes the campaign forgets its snapshot.
+    assert (await fresh.transition(WS, CMP, ("sending",), "cancelled")).done
+    assert not await redis.exists(*_snapshot_keys())
+
+
+def _snapshot_keys() -> list[str]:
+    return [
+        keyspace.campaign_audience(WS, CMP),
+        keyspace.campaign_audience_pages(WS, CMP),
+        keyspace.campaign_audience_firsts(WS, CMP),
+    ]
+
+
+async def test_a_step_that_writes_after_the_campaign_was_cancelled_leaves_nothing_behind(redis):
+    """A runner read the campaign as sending, then the cancel finished it and dropped the snapshot, then the
+    runner's step wrote its chunk: each writer reads the status in its MULTI and drops what it wrote."""
+    store = CampaignStore(redis)
+    await redis.hset(keyspace.campaign(WS, CMP), mapping={"status": "sending"})
+    await store.snapshot_add(WS, CMP, ["sub_a", "sub_b"], {"cur": "sub_b"})
+    assert await redis.exists(*_snapshot_keys()) == 1
+    assert (await store.transition(WS, CMP, ("sending",), "cancelled")).done
+    assert not await redis.exists(*_snapshot_keys())
+    await store.snapshot_add(WS, CMP, ["sub_c"], {"cur": "sub_c"})
+    await store.snapshot_remove(WS, CMP, ["sub_a"], {"cur": "sub_a"})
+    await store.pack_pages(WS, CMP, page=0, ids=["sub_a", "sub_b"], checkpoint={"cur": "sub_b", "pg": 1})
+    await store.finish_pack(WS, CMP, {"phase": "send", "cur": ""})
+    assert not await redis.exists(*_snapshot_keys())
+    # While the campaign sends, the same writes stay.
+    await redis.hset(keyspace.campaign(WS, CMP), mapping={"status": "sending"})
+    await store.pack_pages(WS, CMP, page=0, ids=["sub_a", "sub_b"], checkpoint={"cur": "sub_b", "pg": 1})
+    assert await redis.exists(*_snapshot_keys()) == 2
 
 
 async def test_a_sending_campaign_reads_its_snapshot_from_pages_and_sends_everyone_once(
