@@ -6,6 +6,8 @@ checkpoint and the counters:
     r          the record            status   draft|scheduled|sending|paused|sent|cancelled|failed
     phase      resolve|exclude|pack|test|winner|send|settle (the runner's)   src, cur   source index, cursor
     packed pg  1 once the snapshot is packed (`pack_pages`); the next page number while it is packed
+    ids        "position": message ids derive from the recipient's position in the packed snapshot (set with
+               `packed`; absent: from the subscriber id, as campaigns launched before)
     slices     how many slices the test/send phases are split into (absent: 1)   bounds  their upper ids
     cur:<j>    slice j's cursor (slice 0's is `cur`)    done:<j>  the phase slice j finished
     resv:<j>   the recipients granted to slice j's chunk not yet committed (the in-flight window)
@@ -333,7 +335,7 @@ class CampaignStore:
         key = keyspace.campaign(workspace, campaign_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.unlink(keyspace.campaign_audience(workspace, campaign_id))
-            pipe.hset(key, mapping=_mapping({**fields, "packed": 1}))
+            pipe.hset(key, mapping=_mapping({**fields, "packed": 1, "ids": "position"}))
             pipe.hdel(key, "pg")
             await self._write_snapshot(pipe, workspace, campaign_id)
 
@@ -364,30 +366,35 @@ class CampaignStore:
         """The next `count` ids after `after`, up to `upto` included (a slice's upper bound; None: to the
         end), from the snapshot (`packed`: its pages) or the retry set."""
         if packed and not retry:
-            return await self._packed_chunk(workspace, campaign_id, after=after, count=count, upto=upto)
+            found = await self.packed_chunk(workspace, campaign_id, after=after, count=count, upto=upto)
+            return [sub_id for sub_id, _ in found]
         key = (keyspace.campaign_retry if retry else keyspace.campaign_audience)(workspace, campaign_id)
         low = f"({after}" if after else "-"
         high = f"[{upto}" if upto else "+"
         return [as_text(i) for i in await self.redis.zrangebylex(key, low, high, start=0, num=count)]
 
-    async def _packed_chunk(
+    async def packed_chunk(
         self, workspace: str, campaign_id: str, *, after: str, count: int, upto: str | None
-    ) -> list[str]:
+    ) -> list[tuple[str, int]]:
+        """`audience_chunk` of a packed snapshot, each id with its position in it: page * AUDIENCE_PAGE +
+        its index in the page, unique and rising in snapshot order (the snapshot never changes again)."""
         # Python orders str by code point, as Redis orders the zset by UTF-8 bytes: the same order.
         firsts = await self._page_firsts(workspace, campaign_id)
         page = max(0, bisect.bisect_right(firsts, after) - 1) if after else 0
         key = keyspace.campaign_audience_pages(workspace, campaign_id)
-        found: list[str] = []
+        found: list[tuple[str, int]] = []
         span = 1  # first the page holding the cursor: a small grant (a paced campaign) needs no more
         while page < len(firsts) and len(found) < count:
             numbers = range(page, min(len(firsts), page + span))
-            for raw in await self.redis.hmget(key, [str(p) for p in numbers]):
+            raws = await self.redis.hmget(key, [str(p) for p in numbers])
+            for number, raw in zip(numbers, raws, strict=True):
                 if raw is None:
                     raise RuntimeError(f"campaign {campaign_id}: a page of its packed snapshot is missing")
                 ids = _decode_ids(as_bytes(raw))
                 start = bisect.bisect_right(ids, after) if after else 0  # only the first page has any
                 end = bisect.bisect_right(ids, upto) if upto else len(ids)
-                found += ids[start:end]
+                base = number * AUDIENCE_PAGE
+                found += [(ids[i], base + i) for i in range(start, end)]
                 if end < len(ids) or len(found) >= count:  # the slice's bound, or enough
                     return found[:count]
             page = numbers.stop

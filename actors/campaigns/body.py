@@ -377,15 +377,22 @@ class CampaignRunner:
         bounds = [""] + (state.text("bounds") or "").split(",") + [""]
         cursor = "" if retry else (state.text(cursor_field) or bounds[slice_index])
         upto = None if retry else bounds[slice_index + 1] or None
-        ids = await self.store.audience_chunk(
-            record.workspace,
-            record.id,
-            after=cursor,
-            count=grant,
-            retry=retry,
-            upto=upto,
-            packed=bool(state.number("packed")),
-        )
+        by_position = not retry and state.text("ids") == "position"
+        if by_position:
+            found = await self.store.packed_chunk(
+                record.workspace, record.id, after=cursor, count=grant, upto=upto
+            )
+            ids, positions = [sub_id for sub_id, _ in found], [at for _, at in found]
+        else:
+            ids = await self.store.audience_chunk(
+                record.workspace,
+                record.id,
+                after=cursor,
+                count=grant,
+                retry=retry,
+                upto=upto,
+                packed=bool(state.number("packed")),
+            )
         if not ids:
             if retry:
                 return await self._phase_done(state, phase, now_ms)
@@ -415,11 +422,16 @@ class CampaignRunner:
             variant = self._variant_of(record, sub_id, phase, state)
             if variant is _NOT_NOW:
                 continue
-            parts = [record.id, sub_id] + ([f"retry{failed_at[index]}"] if retry else [])
+            if by_position:
+                made = message_id_at(launch_ms, record.id, positions[index])
+            else:
+                made = message_id(
+                    launch_ms, record.id, sub_id, *([f"retry{failed_at[index]}"] if retry else [])
+                )
             items.append(
                 OutboundItem(
                     request=_request(record, subscriber, lists, variant),
-                    message_id=message_id(launch_ms, *parts),
+                    message_id=made,
                     campaign_id=record.id,
                 )
             )
@@ -685,7 +697,22 @@ def message_id(launch_ms: int, *parts: str) -> str:
     """`derived_id("msg", launch_ms, *parts)`, encoded directly instead of through a `ULID` object (a
     tenth of a recipient's CPU); tests/campaigns/test_fanout.py checks both agree."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).digest()[:10]
-    value = int.from_bytes(launch_ms.to_bytes(6, "big") + digest, "big")
+    return _msg_ulid(int.from_bytes(launch_ms.to_bytes(6, "big") + digest, "big"))
+
+
+def message_id_at(launch_ms: int, campaign_id: str, position: int) -> str:
+    """A campaign message's id from its recipient's position in the packed snapshot (which never changes,
+    so a replayed chunk derives the same ids): a ULID of the launch time, 40 bits of the campaign id's
+    hash (campaigns launched in the same millisecond differ) and the position (40 bits). A campaign's
+    ids rise in the order its runners go, so each lands next to the one before in the workspace's message
+    index, where ids hashed from the subscriber land at random (docs/campaigns.md, "Exactly once")."""
+    digest = hashlib.sha256(campaign_id.encode()).digest()[:5]
+    return _msg_ulid(
+        int.from_bytes(launch_ms.to_bytes(6, "big") + digest + position.to_bytes(5, "big"), "big")
+    )
+
+
+def _msg_ulid(value: int) -> str:
     return "msg_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 

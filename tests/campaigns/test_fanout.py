@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
+from ulid import ULID
 
-from actors.campaigns.body import message_id
+from actors.campaigns.body import message_id, message_id_at
 from actors.outbound.service import Accepted, Outbound, OutboundItem
 from actors.outbound.validation import SharedSend, prepare_send
 from schemas.ids import derived_id, is_id
@@ -32,6 +33,20 @@ def test_message_ids_are_derived_ids():
         made = message_id(millis, *parts)
         assert made == derived_id("msg", millis, *parts)
         assert is_id(made, "msg")
+
+
+def test_position_ids_rise_with_the_position_and_differ_between_campaigns():
+    """The ids of a packed campaign (`message_id_at`): a ULID of the launch time, unique per (campaign,
+    position), in position order; two campaigns launched in the same millisecond do not share one."""
+    millis = 1_765_000_000_000
+    first = [message_id_at(millis, "cmp_a", p) for p in (0, 1, 2, 499, 500, 10**6, 2**40 - 1)]
+    assert first == sorted(first) and len(set(first)) == len(first)
+    assert all(
+        is_id(i, "msg") and ULID.from_str(i.removeprefix("msg_")).milliseconds == millis for i in first
+    )
+    second = [message_id_at(millis, "cmp_b", p) for p in (0, 1, 2, 499, 500, 10**6, 2**40 - 1)]
+    assert not set(first) & set(second)
+    assert message_id_at(millis + 1, "cmp_a", 0) > first[-1]  # the time leads, as in every ULID
 
 
 def _outcome(call):

@@ -8,10 +8,18 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from actors.campaigns.body import PACK_CHUNK
+from actors.campaigns.body import PACK_CHUNK, message_id_at
 from store import keyspace
 from store.campaigns import AUDIENCE_PAGE, CampaignStore
-from tests.campaigns.conftest import drive, packed_snapshot, recipients, runner, smtp_campaign, until_sending
+from tests.campaigns.conftest import (
+    drive,
+    packed_snapshot,
+    recipients,
+    runner,
+    smtp_campaign,
+    store_state,
+    until_sending,
+)
 
 WS, CMP = "ws_pages", "cmp_pages"
 
@@ -121,4 +129,8 @@ async def test_a_sending_campaign_reads_its_snapshot_from_pages_and_sends_everyo
     done = await drive(body, client, headers, campaign_id)
     assert Counter(recipients(sink)) == Counter(emails)  # everyone, nobody twice
     assert done["counters"]["sent"] == n
+    # Each message's id is its recipient's position in the snapshot (`message_id_at`).
+    launch_ms = (await store_state(redis, workspace, campaign_id)).number("launch_ms")
+    listed = {m.decode() for m in await redis.zrange(keyspace.message_index(workspace), 0, -1)}
+    assert listed == {message_id_at(launch_ms, campaign_id, p) for p in range(n)}
     assert not await redis.exists(pages)  # dropped with the snapshot when the campaign completed
