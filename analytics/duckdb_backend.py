@@ -89,14 +89,15 @@ def _sql_constant(value: Any, kind: pa.DataType) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def insert_new_first(cursor: duckdb.DuckDBPyConnection, into: str) -> None:
-    """`INSERT INTO {into}` (a table and its rows), one statement in its own transaction; redone as INSERT
-    OR IGNORE when a row's key is stored already (a replay). OR IGNORE costs a scan of the stored keys
-    each time (24 us a row at 3M rows, against ~2 for the plain insert; `DuckDBStore._insert`)."""
+def insert_new_first(cursor: duckdb.DuckDBPyConnection, into: str, otherwise: str | None = None) -> None:
+    """`INSERT INTO {into}` (a table and its rows), one statement in its own transaction; when a row's key
+    is stored already (a replay), `otherwise` instead (default: the same as INSERT OR IGNORE). OR IGNORE
+    and ON CONFLICT cost a scan of the stored keys each time (24 us a row at 3M rows, against ~2 for the
+    plain insert; `DuckDBStore._insert`)."""
     try:
         cursor.execute(f"INSERT INTO {into}")
     except duckdb.ConstraintException:
-        cursor.execute(f"INSERT OR IGNORE INTO {into}")
+        cursor.execute(otherwise or f"INSERT OR IGNORE INTO {into}")
 
 
 def _upsert(table: str, key: tuple[str, ...], names: tuple[str, ...]) -> str:
@@ -579,8 +580,8 @@ class DuckDBStore(SqlAnalyticsStore):
     def _upsert_mirror_columns(
         self, subscribers: dict[str, list[Any]], memberships: dict[str, list[Any]], *, new: bool = False
     ) -> None:
-        # New subscribers' rows go in plainly first, as events do (`_insert`): an upsert costs ~17 us a
-        # row at 3M rows, against ~2 for the plain insert; a replayed chunk fails on the key and upserts.
+        # New subscribers' rows go in plainly first (`insert_new_first`): an upsert costs ~17 us a row at
+        # 3M rows, against ~2 for the plain insert; a replayed chunk fails on the key and upserts.
         cursor = self._db.cursor()
         try:
             for table, found, schema, upsert in (
@@ -590,12 +591,9 @@ class DuckDBStore(SqlAnalyticsStore):
                 if found[schema.names[0]]:
                     batch = pa.Table.from_pydict(found, schema=schema)
                     cursor.register(f"incoming_{table}", batch)
-                    if not new:
-                        cursor.execute(upsert)
-                        continue
-                    try:
-                        cursor.execute(f"INSERT INTO {table} SELECT * FROM incoming_{table}")
-                    except duckdb.ConstraintException:
+                    if new:
+                        insert_new_first(cursor, f"{table} SELECT * FROM incoming_{table}", upsert)
+                    else:
                         cursor.execute(upsert)
         finally:
             cursor.close()

@@ -5,9 +5,9 @@ checkpoint and the counters:
 
     r          the record            status   draft|scheduled|sending|paused|sent|cancelled|failed
     phase      resolve|exclude|pack|test|winner|send|settle (the runner's)   src, cur   source index, cursor
-    packed pg  1 once the snapshot is packed (`pack_pages`); the next page number while it is packed
-    ids        "position": message ids derive from the recipient's position in the packed snapshot (set with
-               `packed`; absent: from the subscriber id, as campaigns launched before)
+    packed pg  1 once the snapshot is packed (`pack_pages`): chunks come from its pages and message ids
+               from the recipient's position in it (absent: the zset and ids hashed from the subscriber, as
+               for campaigns launched before); the next page number while it is being packed
     slices     how many slices the test/send phases are split into (absent: 1)   bounds  their upper ids
     cur:<j>    slice j's cursor (slice 0's is `cur`)    done:<j>  the phase slice j finished
     resv:<j>   the recipients granted to slice j's chunk not yet committed (the in-flight window)
@@ -335,7 +335,7 @@ class CampaignStore:
         key = keyspace.campaign(workspace, campaign_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.unlink(keyspace.campaign_audience(workspace, campaign_id))
-            pipe.hset(key, mapping=_mapping({**fields, "packed": 1, "ids": "position"}))
+            pipe.hset(key, mapping=_mapping({**fields, "packed": 1}))
             pipe.hdel(key, "pg")
             await self._write_snapshot(pipe, workspace, campaign_id)
 
@@ -361,13 +361,9 @@ class CampaignStore:
         count: int,
         retry: bool = False,
         upto: str | None = None,
-        packed: bool = False,
     ) -> list[str]:
         """The next `count` ids after `after`, up to `upto` included (a slice's upper bound; None: to the
-        end), from the snapshot (`packed`: its pages) or the retry set."""
-        if packed and not retry:
-            found = await self.packed_chunk(workspace, campaign_id, after=after, count=count, upto=upto)
-            return [sub_id for sub_id, _ in found]
+        end), from the snapshot's zset (being built, or not packed) or the retry set."""
         key = (keyspace.campaign_retry if retry else keyspace.campaign_audience)(workspace, campaign_id)
         low = f"({after}" if after else "-"
         high = f"[{upto}" if upto else "+"

@@ -33,6 +33,7 @@ only inside the send window; while it waits the campaign says why in `progress.w
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import re
@@ -377,21 +378,15 @@ class CampaignRunner:
         bounds = [""] + (state.text("bounds") or "").split(",") + [""]
         cursor = "" if retry else (state.text(cursor_field) or bounds[slice_index])
         upto = None if retry else bounds[slice_index + 1] or None
-        by_position = not retry and state.text("ids") == "position"
-        if by_position:
+        by_position = not retry and bool(state.number("packed"))  # else a zset: the retry set, or a
+        if by_position:  # snapshot of before round 10, whose recipients' ids are hashed from them
             found = await self.store.packed_chunk(
                 record.workspace, record.id, after=cursor, count=grant, upto=upto
             )
             ids, positions = [sub_id for sub_id, _ in found], [at for _, at in found]
         else:
             ids = await self.store.audience_chunk(
-                record.workspace,
-                record.id,
-                after=cursor,
-                count=grant,
-                retry=retry,
-                upto=upto,
-                packed=bool(state.number("packed")),
+                record.workspace, record.id, after=cursor, count=grant, retry=retry, upto=upto
             )
         if not ids:
             if retry:
@@ -706,10 +701,13 @@ def message_id_at(launch_ms: int, campaign_id: str, position: int) -> str:
     hash (campaigns launched in the same millisecond differ) and the position (40 bits). A campaign's
     ids rise in the order its runners go, so each lands next to the one before in the workspace's message
     index, where ids hashed from the subscriber land at random (docs/campaigns.md, "Exactly once")."""
-    digest = hashlib.sha256(campaign_id.encode()).digest()[:5]
-    return _msg_ulid(
-        int.from_bytes(launch_ms.to_bytes(6, "big") + digest + position.to_bytes(5, "big"), "big")
-    )
+    head = launch_ms.to_bytes(6, "big") + _campaign_digest(campaign_id)
+    return _msg_ulid(int.from_bytes(head + position.to_bytes(5, "big"), "big"))
+
+
+@functools.lru_cache(maxsize=64)
+def _campaign_digest(campaign_id: str) -> bytes:
+    return hashlib.sha256(campaign_id.encode()).digest()[:5]
 
 
 def _msg_ulid(value: int) -> str:

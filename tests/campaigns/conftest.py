@@ -188,6 +188,6 @@ async def packed_snapshot(redis, workspace: str, campaign_id: str) -> list[str]:
     state = await store_state(redis, workspace, campaign_id)
     assert state.number("packed") == 1
     assert not await redis.exists(keyspace.campaign_audience(workspace, campaign_id))
-    return await CampaignStore(redis).audience_chunk(
-        workspace, campaign_id, after="", count=10**6, packed=True
-    )
+    found = await CampaignStore(redis).packed_chunk(workspace, campaign_id, after="", count=10**6, upto=None)
+    assert [at for _, at in found] == list(range(len(found)))  # every page full but the last
+    return [sub_id for sub_id, _ in found]
