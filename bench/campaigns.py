@@ -285,6 +285,17 @@ async def fanout(session, base, redis_url, serve_pid, redis_pid, args, sandbox, 
     )
     rows += [
         "",
+        "Peak RSS added by each process of the serve (its own peak less its start; ≥ 1 MB):",
+        "| process | MB |",
+        "|---|---:|",
+        *(
+            f"| {name} | {grown:,.0f} |"
+            for name, grown in rss.growth_by(cpu.label).most_common()
+            if grown >= 1
+        ),
+    ]
+    rows += [
+        "",
         "CPU of this run's processes, the campaign's fan-out (launch → every recipient durably queued; the "
         "dispatchers, sending to the sandbox meanwhile, included):",
         *cpu.table(fan_cpu, args.subscribers, ended - started),

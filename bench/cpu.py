@@ -11,7 +11,8 @@ from pathlib import Path
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _label(pid: str) -> str | None:
+def label(pid: str | int) -> str | None:
+    """What process `pid` is (its group in the tables), or None when it is not one of a run's."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -48,14 +49,14 @@ def snapshot() -> dict[tuple[str, str], float]:
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
-        label = _label(pid)
-        if label is None:
+        name = label(pid)
+        if name is None:
             continue
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        seen[(pid, label)] = (int(fields[11]) + int(fields[12])) / TICK
+        seen[(pid, name)] = (int(fields[11]) + int(fields[12])) / TICK
     return seen
 
 

@@ -2,12 +2,15 @@
 
 `RssSampler(pids)` samples the summed RSS every 50 ms in a thread while its `async with` block runs;
 `peak_growth_mb` is the highest sum minus the sum at the start: what the phase cost in memory.
+`growth_by(label)` is each process's own peak less its start, summed per label: which process grew.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -38,11 +41,16 @@ class RssSampler:
     def __init__(self, pids: list[int], every: float = 0.05) -> None:
         self.pids, self.every = pids, every
         self.start = self.peak = 0
+        self.starts: dict[int, int] = {}
+        self.peaks: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def total(self) -> int:
-        return sum(rss_bytes(pid) for pid in self.pids)
+        each = {pid: rss_bytes(pid) for pid in self.pids}
+        for pid, size in each.items():
+            self.peaks[pid] = max(self.peaks.get(pid, 0), size)
+        return sum(each.values())
 
     def _sample(self) -> None:
         while not self._stop.wait(self.every):
@@ -50,6 +58,7 @@ class RssSampler:
 
     async def __aenter__(self) -> RssSampler:
         self.start = self.peak = self.total()
+        self.starts = dict(self.peaks)
         self._thread.start()
         return self
 
@@ -57,6 +66,14 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self.total())
+
+    def growth_by(self, label: Callable[[int], str | None]) -> Counter[str]:
+        """MB each labelled group of processes grew by: each process's own peak less its start. The
+        groups' peaks need not be simultaneous, so they may add up to more than `peak_growth_mb`."""
+        grown: Counter[str] = Counter()
+        for pid, start in self.starts.items():
+            grown[label(pid) or "other"] += (self.peaks.get(pid, start) - start) / 2**20
+        return grown
 
     @property
     def peak_growth_mb(self) -> float:
