@@ -134,11 +134,7 @@ for j = 0, tonumber(ARGV[2]) - 1 do
   if j ~= slice then others = others + n('resv:' .. j) end
 end
 local room = tonumber(ARGV[4]) - queued - others
--- No chunk smaller than a quarter of the window (or `wanted`): granted as single slots free up, chunks of a
--- few recipients would make every batch after them small (docs/campaigns.md, "The in-flight window").
-if room < math.min(tonumber(ARGV[3]), math.max(1, math.floor(tonumber(ARGV[4]) / 4))) then
-  return {0, 'window'}
-end
+if room <= 0 then return {0, 'window'} end
 local grant = math.min(tonumber(ARGV[3]), room)
 local rate = tonumber(ARGV[5])
 if rate > 0 then

@@ -128,34 +128,3 @@ async def test_the_window_and_the_rate_are_granted_across_slices(redis):
 
     await redis.hset(key, "status", "paused")  # no grant once paused, whichever runner asks
     assert await grant(0) == (0, "status") and await grant(1) == (0, "status")
-
-
-async def test_no_chunk_is_granted_smaller_than_a_quarter_of_the_window(redis):
-    """Granting whatever room there is would, once the window is full, hand out a chunk for every few
-    messages settled: a campaign's batches would all be tiny (docs/campaigns.md, "The in-flight window")."""
-    store = CampaignStore(redis)
-    key = keyspace.campaign("w", "cmp_1")
-    await redis.hset(key, mapping={"status": "sending", "n:enq": 1000, "n:sent": 0})  # the window, full
-
-    async def grant(wanted: int = 500, in_flight: int = 1000):
-        return await store.grant(
-            "w",
-            "cmp_1",
-            slice_index=0,
-            slices=1,
-            wanted=wanted,
-            in_flight=in_flight,
-            per_second=None,
-            now_ms=0,
-        )
-
-    await redis.hset(key, "n:sent", 249)  # room for 249
-    assert await grant() == (0, "window")
-    await redis.hset(key, "n:sent", 250)  # a quarter of the window
-    assert await grant() == (250, "")
-    assert await grant(wanted=100) == (100, "")  # a smaller chunk asked for is granted whole
-    await redis.hset(key, "n:sent", 99)
-    assert await grant(wanted=100) == (0, "window")
-    assert await grant(wanted=100, in_flight=3) == (0, "window")  # 901 past a tiny window
-    await redis.hset(key, mapping={"n:enq": 2, "n:sent": 0})
-    assert await grant(wanted=100, in_flight=3) == (1, "")  # a window under 4 grants single slots
