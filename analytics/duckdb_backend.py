@@ -456,15 +456,17 @@ class DuckDBStore(SqlAnalyticsStore):
     campaign_aggregates = True
 
     def __init__(
-        self, path: str | Path, *, policy: WindowPolicy | None = None, checkpoint_threshold: str = "256MB"
+        self, path: str | Path, *, policy: WindowPolicy | None = None, checkpoint_threshold: str = "64MB"
     ) -> None:
         super().__init__(policy=policy, threads=1)
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        # Each checkpoint rewrites the primary-key index; at DuckDB's default (a checkpoint per 16 MB of
-        # WAL) that made inserts 3x slower at 1M rows and worse as the table grows. A restart replays at
-        # most this much WAL.
+        # Rows written since the last checkpoint stay in memory (with their part of the primary-key
+        # index) until the WAL reaches this threshold, and each checkpoint rewrites the indexes. At 64 MB
+        # a 1M-recipient campaign grew the sink by 66 MB, against 279 at 256 MB, for ~2.5 µs more a row of
+        # an import (three indexed tables) and no more an event of a campaign (docs/analytics.md, "Ingest
+        # as the table grows"; `python -m bench.ingest_memory`). A restart replays at most this much WAL.
         self._db = duckdb.connect(self.path, config={"checkpoint_threshold": checkpoint_threshold})
 
     def _migrate(self, before: int | None = None) -> list[int]:
