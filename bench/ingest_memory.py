@@ -68,7 +68,8 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"load: `{load:.1f}` at the start; {args.events:,} events in 3,000-event batches, one process each")
     print(
-        "| checkpoint threshold | peak RSS added | RSS added at the end | CPU an event | DuckDB's memory at the end |"
+        "| checkpoint threshold | peak RSS added | RSS added at the end | CPU an event "
+        "| DuckDB's memory at the end |"
     )
     print("|---|---:|---:|---:|---|")
     for threshold in args.thresholds.split(","):
