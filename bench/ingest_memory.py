@@ -23,15 +23,12 @@ import time
 
 from analytics.duckdb_backend import DuckDBStore
 from bench.ingest_growth import batches
+from bench.process_memory import rss_bytes
 from bench.scratch import scratch_dir
 
 
 def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return rss_bytes(os.getpid()) / 2**20
 
 
 async def one(events: int, threshold: str) -> dict[str, object]:
