@@ -333,9 +333,13 @@ class DispatchLoop:
 
     def _outcome(self, claimed: Claimed, decision: Decision, *, attempted: bool) -> OutcomeRecord:
         message = claimed.message
+        # A campaign message taken by the provider keeps its envelope only: its body is the campaign's
+        # pinned template version rendered for its subscriber, and its provider id is in its
+        # `message.sent` event, not a `pmid` field of its own (docs/campaigns.md, "Memory").
+        lean = bool(message.campaign_id) and decision.status in LEAN_ONCE and decision.retry_at is None
         fields = ["prv", self.server.provider]
         more: dict[str, object] = {"fields": fields}
-        if decision.provider_message_id:
+        if decision.provider_message_id and not lean:
             fields += ["pmid", decision.provider_message_id]
         if decision.provider_message_id and self.server.provider in INBOUND_PROVIDERS:
             # The provider id → message mapping is what its event webhooks are matched by (besides our id
@@ -354,9 +358,7 @@ class DispatchLoop:
             decision.status,
             decision.events,
             attempted=int(attempted),
-            # A campaign message taken by the provider keeps its envelope only: its body is the campaign's
-            # pinned template version rendered for its subscriber (docs/campaigns.md, "Memory").
-            lean=bool(message.campaign_id) and decision.status in LEAN_ONCE and decision.retry_at is None,
+            lean=claimed.meta if lean else None,
             **more,
         )
 

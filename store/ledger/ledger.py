@@ -20,6 +20,7 @@ from schemas.messages import OutboundMessage
 from store import keyspace
 from store.ledger.records import (
     Claimed,
+    MessageMeta,
     NewMessage,
     OutcomeRecord,
     StoredMessage,
@@ -29,6 +30,7 @@ from store.ledger.records import (
     encode,
     enqueue_row,
     lean_message,
+    lean_meta,
 )
 from store.ledger.scripts import APPEND_EVENTS, CANCEL, CLAIM, DUE, ENQUEUE, RECORD
 from store.ledger.statuses import FINISHED
@@ -166,16 +168,19 @@ class MessageLedger:
         status: str,
         events: Sequence[Event],
         *,
-        lean: bool = False,
+        lean: MessageMeta | None = None,
         **more: Any,
     ) -> OutcomeRecord:
         """`message`'s row for `record`: its keys, `status` ("" to keep it) and its events framed. A
         finished status expires the message after the retention unless `finished` says otherwise.
-        `lean`: the stored payload becomes the envelope alone (`records.lean_message`), and the timeline
-        (the hash's `ev`) gets the events without it (`records.compact_event`)."""
+        `lean`: the message's meta, when it is a sent campaign message's outcome. Its stored payload becomes
+        the envelope alone (`records.lean_message`), its meta loses the failover candidates
+        (`records.lean_meta`), and the timeline (the hash's `ev`) gets the events without the envelope
+        (`records.compact_event`). The caller leaves out `pmid`: the `message.sent` event holds it."""
         more.setdefault("finished", int(status in FINISHED))
-        if lean:
+        if lean is not None:
             more["payload"] = lua_string(encode(lean_message(message)))
+            more["meta"] = lua_string(encode(lean_meta(lean)))
             more["timeline_events"] = [lua_string(encode(compact_event(e))) for e in events]
         return OutcomeRecord(
             key=keyspace.message(message.workspace, message.id),

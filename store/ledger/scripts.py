@@ -156,7 +156,7 @@ local streamed = {}
 for _, o in ipairs(outcomes) do
   local key, id, status, events, fields = o[1], o[2], o[3], o[4], o[5]
   local mapping, mapped_to, failover, attempted, finished, retry_ms = o[6], o[7], o[8], o[9], o[10], o[11]
-  local payload, listed = o[12], o[13]
+  local payload, listed, meta = o[12], o[13], o[14]
   if #events > 0 then
     local ev = redis.call('HGET', key, 'ev')
     if ev then
@@ -173,6 +173,7 @@ for _, o in ipairs(outcomes) do
   end
   if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
   if payload ~= '' then redis.call('HSET', key, 'p', payload) end
+  if meta ~= '' then redis.call('HSET', key, 'm', meta) end
   if mapping ~= '' then redis.call('SET', mapping, mapped_to, 'EX', mapping_ttl) end
   if failover ~= '' then redis.call('XADD', failover, '*', 'id', id) end
   if attempted == 1 then redis.call('HINCRBY', key, 'att', 1) end

@@ -64,6 +64,16 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
     got = await view.json()
     assert got["campaign_id"] == campaign_id and got["subject"].startswith("Hi P")
     assert [e["type"] for e in got["events"]] == ["message.accepted", "message.sent"]
+    # No `pmid` field and no failover candidates in its meta (~130 B: a smaller jemalloc class); the view
+    # takes the provider's id from the `message.sent` event, where it is kept anyway.
+    campaign_hash = await redis.hgetall(keyspace.message(workspace, rows[0]["id"]))
+    assert b"pmid" not in campaign_hash and campaign_hash[b"prv"] == b"smtp"
+    assert "candidates" not in msgspec.msgpack.decode(campaign_hash[b"m"])
+    assert msgspec.msgpack.decode(campaign_hash[b"m"])["created_ms"] > 0
+    assert (
+        got["provider_message_id"]
+        and got["provider_message_id"] == got["events"][1]["data"]["provider_message_id"]
+    )
 
     admin = await make_key(["admin"])
     sent = {
@@ -79,6 +89,8 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
     await settle(redis, body)
     kept = outbound_decoder.decode(await redis.hget(keyspace.message(workspace, message_id), "p"))
     assert kept.html == "<p>Hi Ana</p>" and kept.campaign_id is None
+    api_hash = await redis.hgetall(keyspace.message(workspace, message_id))
+    assert api_hash[b"pmid"] and msgspec.msgpack.decode(api_hash[b"m"])["candidates"] == [got["server"]]
     assert await redis.object("encoding", keyspace.message(workspace, message_id)) == b"listpack"
     assert not await redis.exists(keyspace.message_events(workspace, message_id))
     whole = await redis.hget(keyspace.message(workspace, message_id), "ev")
