@@ -328,15 +328,15 @@ async def memory_breakdown(redis_url: str, sample: int = 200) -> list[str]:
         count = int(await redis.zcard(index))
         ids = [as_text(i) for i in await redis.zrange(index, 0, sample - 1) if isinstance(i, (bytes, str))]
         scale = count / max(1, len(ids))
-        hashes = payload = events_in_hash = 0
+        hashes, fields = 0, dict.fromkeys(("p", "ev", "m", "srv", "prv", "pmid", "s", "att"), 0)
         for message_id in ids:
             key = keyspace.message(WORKSPACE, message_id)
             hashes += await redis.memory_usage(key, samples=0) or 0
-            payload += await redis.hstrlen(key, "p")
-            events_in_hash += await redis.hstrlen(key, "ev")
+            for name, value in (await redis.hgetall(key)).items():
+                fields[as_text(name)] = fields.get(as_text(name), 0) + len(value)
         add("message hashes", int(hashes * scale))
-        add("  of which payload `p` (bytes)", int(payload * scale))
-        add("  of which its timeline `ev` (bytes)", int(events_in_hash * scale))
+        for name, size in fields.items():  # p: the payload, ev: its timeline, m: its meta
+            add(f"  of which `{name}` (bytes)", int(size * scale))
         add("message index zset", await redis.memory_usage(index, samples=0))
         add("m:events stream", await redis.memory_usage(keyspace.EVENT_STREAM, samples=0))
         async for key in redis.scan_iter(match="m:{*}:dispatch:*", count=1000):

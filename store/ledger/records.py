@@ -184,11 +184,12 @@ def lean_message(message: OutboundMessage) -> OutboundMessage:
 
 
 def lean_meta(meta: MessageMeta) -> MessageMeta:
-    """What a sent campaign message keeps of its meta: all but the failover `candidates`, which only a
-    message still to be sent uses (actors/dispatch/outcomes.next_candidate). With the provider id kept in
-    its `message.sent` event alone (no `pmid` field), this takes the hash from jemalloc's 1,024 B size
-    class to 896 (docs/campaigns.md, "Memory")."""
-    return msgspec.structs.replace(meta, candidates=[])
+    """What a sent campaign message keeps of its meta: what is read after the send, by the message view
+    and list (`created_ms`, `send_at_ms`) and a click (`links`). Its failover `candidates`, `purpose` and
+    tracking flags served its send alone (actors/dispatch/outcomes.next_candidate, actors/outbound). With
+    the provider id kept in its `message.sent` event alone (no `pmid` field), this takes the hash from
+    jemalloc's 1,024 B size class to 896 (docs/campaigns.md, "Memory")."""
+    return MessageMeta(created_ms=meta.created_ms, send_at_ms=meta.send_at_ms, links=meta.links)
 
 
 def enqueue_row(new: NewMessage, payload: bytes) -> tuple:

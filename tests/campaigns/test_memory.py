@@ -4,6 +4,10 @@ whole. And the trim of consumed stream entries (store/stream_trim.py)."""
 
 from __future__ import annotations
 
+import email
+import email.policy
+import re
+
 import msgspec
 
 from schemas.events import Event
@@ -11,7 +15,18 @@ from schemas.messages import outbound_decoder
 from store import keyspace
 from store.ledger.records import TimelineEvent, timeline_of
 from store.stream_trim import StreamTrimmer
-from tests.campaigns.conftest import drive, recipients, runner, settle, smtp_campaign
+from tests.campaigns.conftest import (
+    SCOPES,
+    drive,
+    make_audience,
+    make_campaign,
+    make_template,
+    recipients,
+    runner,
+    settle,
+    smtp,
+    smtp_campaign,
+)
 
 
 async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_body(
@@ -68,8 +83,8 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
     # takes the provider's id from the `message.sent` event, where it is kept anyway.
     campaign_hash = await redis.hgetall(keyspace.message(workspace, rows[0]["id"]))
     assert b"pmid" not in campaign_hash and campaign_hash[b"prv"] == b"smtp"
-    assert "candidates" not in msgspec.msgpack.decode(campaign_hash[b"m"])
-    assert msgspec.msgpack.decode(campaign_hash[b"m"])["created_ms"] > 0
+    # what is read after the send: the view's creation time (and `send_at_ms`, `links`, empty here)
+    assert list(msgspec.msgpack.decode(campaign_hash[b"m"])) == ["created_ms"]
     assert (
         got["provider_message_id"]
         and got["provider_message_id"] == got["events"][1]["data"]["provider_message_id"]
@@ -98,6 +113,50 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
     assert accepted.type == "message.accepted" and sent_event.type == "message.sent"
     assert accepted.message.id == message_id and accepted.workspace == workspace
     assert sent_event.message.id == message_id and sent_event.workspace == workspace
+
+
+async def test_a_sent_campaign_message_still_redirects_its_tracked_links_and_counts_its_opens(
+    client, make_key, sink, redis, workspace
+):
+    """Its meta once sent keeps the links a click reads (and nothing its send alone needed): the link in
+    the mail redirects, and the open and click are its events, with the campaign's envelope."""
+    headers = await make_key(SCOPES)
+    await smtp(client, headers, sink)
+    list_id, emails = await make_audience(client, headers, 3)
+    html = '<p>Hello {{ first_name }}</p><a href="https://acme.test/offer?x=1">Offer</a>'
+    template_id = await make_template(client, headers, html=html)
+    campaign_id = await make_campaign(
+        client, headers, list_id, template_id, tracking={"opens": True, "clicks": True}
+    )
+    body = runner(client, in_flight=100, chunk=10)
+    await drive(body, client, headers, campaign_id)
+    await settle(redis, body)
+    assert sorted(recipients(sink)) == sorted(emails)
+
+    mail = email.message_from_bytes(sink.deliveries[0].content, policy=email.policy.default)
+    sent_html = mail.get_body(preferencelist=("html",)).get_content()
+    (click,) = re.findall(r"/t/c/[A-Za-z0-9_-]+/[0-9]+", sent_html)
+    (pixel,) = re.findall(r"/t/o/[A-Za-z0-9_-]+", sent_html)
+    listed = await client.get("/v1/messages", params={"campaign_id": campaign_id}, headers=headers)
+    message_id = next(
+        r["id"] for r in (await listed.json())["data"] if r["to"] == [mail["To"].addresses[0].addr_spec]
+    )
+    meta = msgspec.msgpack.decode(await redis.hget(keyspace.message(workspace, message_id), "m"))
+    assert set(meta) == {"created_ms", "links"}  # no candidates, purpose or tracking flags
+
+    followed = await client.get(click, allow_redirects=False, headers={"User-Agent": "Mozilla/5.0 (X11)"})
+    assert followed.status == 302 and followed.headers["Location"] == "https://acme.test/offer?x=1"
+    opened = await client.get(pixel, headers={"User-Agent": "Mozilla/5.0 (X11)"})
+    assert opened.status == 200
+    view = await (await client.get(f"/v1/messages/{message_id}", headers=headers)).json()
+    assert [e["type"] for e in view["events"]][-2:] == ["message.clicked", "message.opened"]
+    assert view["provider_message_id"] and view["status"] == "sent"
+    # recorded whole in its timeline (the hash's `ev`), with the campaign's envelope
+    timeline = timeline_of(await redis.hget(keyspace.message(workspace, message_id), "ev"))
+    tracked = [e for e in timeline if e.type in ("message.clicked", "message.opened")]
+    assert [e.type for e in tracked] == ["message.clicked", "message.opened"]
+    assert all(e.message.campaign_id == campaign_id and e.message.id == message_id for e in tracked)
+    assert tracked[0].data["url"] == "https://acme.test/offer?x=1"
 
 
 async def test_stream_entries_go_once_every_group_consumed_them(redis):
