@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from ulid import ULID
 
+from schemas.ids import ulid_bytes
 from security import base64url
 
 FORMAT_VERSION = 1
@@ -146,7 +147,7 @@ def _packed_id(value: Any) -> Any:
         match = _PREFIXED_ULID.fullmatch(value)
         if match is None:
             return value
-        packed = msgspec.msgpack.Ext(_ULID_EXT, _ulid_bytes(match[2]) + match[1].encode("ascii"))
+        packed = msgspec.msgpack.Ext(_ULID_EXT, ulid_bytes(match[2]) + match[1].encode("ascii"))
         if len(_packed_ids) >= _PACKED_IDS_KEPT:
             _packed_ids.clear()
         _packed_ids[value] = packed
@@ -157,15 +158,6 @@ def _packed_id(value: Any) -> Any:
 # same message id and list id. Bounded (cleared when full), as ids are never reused for other bytes.
 _PACKED_IDS_KEPT = 256
 _packed_ids: dict[str, msgspec.msgpack.Ext] = {}
-# Crockford base32 digits → the digits `int(text, 32)` reads (0-9, A-V).
-_CROCKFORD_TO_INT32 = str.maketrans("ABCDEFGHJKMNPQRSTVWXYZ", "ABCDEFGHIJKLMNOPQRSTUV")
-
-
-def _ulid_bytes(text: str) -> bytes:
-    """`ULID.from_str(text).bytes` for a text `_PREFIXED_ULID` matched (26 Crockford digits, the first
-    at most 7), without the library's validation: every campaign message issues two or more tokens.
-    One C-level translate and `int(…, 32)` instead of a Python loop over the digits."""
-    return int(text.translate(_CROCKFORD_TO_INT32), 32).to_bytes(16, "big")
 
 
 def _unpacked_id(code: int, data: memoryview) -> str:

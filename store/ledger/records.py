@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from schemas.events import Event
+from schemas.ids import is_id, ulid_bytes, ulid_text
 from schemas.message_status import MessageStatus
 from schemas.messages import OutboundMessage
 from store.lua import lua_string
@@ -84,15 +85,39 @@ decode_message = msgspec.msgpack.Decoder(OutboundMessage).decode
 class TimelineEvent(msgspec.Struct, array_like=True):
     """An event as a campaign message's timeline keeps it (`compact_event`): a msgpack array of id, type,
     time and data, with no field names and no envelope. In `ev` beside whole events (maps), which is how
-    a decoder tells them apart."""
+    a decoder tells them apart. Since round 12 an `evt_` id is its ULID's 16 bytes and a type of
+    `TIMELINE_TYPES` its index there (~100 B less for a sent message's three events); the text forms of
+    before still read."""
 
-    id: str
-    type: str
+    id: Any  # str, or an `evt_` id's 16 bytes (msgspec cannot decode the union `str | bytes`)
+    type: str | int
     created_at: datetime
     data: dict[str, Any] = {}
 
     def as_event(self) -> Event:
-        return Event(id=self.id, type=self.type, created_at=self.created_at, workspace="", data=self.data)
+        return Event(
+            id=self.id if isinstance(self.id, str) else "evt_" + ulid_text(self.id),
+            type=self.type if isinstance(self.type, str) else TIMELINE_TYPES[self.type],
+            created_at=self.created_at,
+            workspace="",
+            data=self.data,
+        )
+
+
+# The types a compact timeline names by index (`TimelineEvent`). Stored data: append, never reorder.
+TIMELINE_TYPES = (
+    "message.accepted",
+    "message.scheduled",
+    "message.sent",
+    "message.delivered",
+    "message.deferred",
+    "message.bounced",
+    "message.failed",
+    "message.suppressed",
+    "message.canceled",
+    "message.complained",
+)
+_TIMELINE_CODES = {name: code for code, name in enumerate(TIMELINE_TYPES)}
 
 
 _decode_event = msgspec.msgpack.Decoder(Event).decode
@@ -171,7 +196,12 @@ def compact_event(event: Event) -> TimelineEvent:
     and the full event went to `m:events`. An array without field names: ~60 B for a `message.accepted`,
     ~130 B for a `message.sent` with its provider id, ~45 B less than the same fields as a map; the whole
     event is ~420-450 B."""
-    return TimelineEvent(id=event.id, type=event.type, created_at=event.created_at, data=event.data)
+    return TimelineEvent(
+        id=ulid_bytes(event.id[4:]) if is_id(event.id, "evt") else event.id,
+        type=_TIMELINE_CODES.get(event.type, event.type),
+        created_at=event.created_at,
+        data=event.data,
+    )
 
 
 def lean_message(message: OutboundMessage) -> OutboundMessage:

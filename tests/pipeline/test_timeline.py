@@ -12,7 +12,7 @@ from schemas.ids import new_id
 from store import keyspace
 from store.event_entries import entry_events
 from store.ledger import MessageLedger
-from store.ledger.records import compact_event, encode, timeline_of
+from store.ledger.records import TIMELINE_TYPES, TimelineEvent, compact_event, encode, timeline_of
 from tests.pipeline.helpers import enqueue, message, new_message
 
 RETENTION = 3600
@@ -123,9 +123,25 @@ def test_a_timeline_reads_compact_events_whole_ones_and_the_compact_maps_of_befo
     before = msgspec.structs.replace(
         accepted, workspace="", message=None
     )  # a compact event of round 8: a map
-    ev = b"\x93" + encode(before) + encode(compact_event(sent)) + encode(opened)
+    # a compact event of rounds 9-11: an array with the id and type as text
+    texts = TimelineEvent(id=sent.id, type=sent.type, created_at=sent.created_at, data=sent.data)
+    ev = b"\x94" + encode(before) + encode(compact_event(sent)) + encode(opened) + encode(texts)
     assert encode(compact_event(sent))[0] == 0x94  # an array of id, type, time and data: no field names
-    assert timeline_of(ev) == [before, msgspec.structs.replace(sent, workspace="", message=None), opened]
+    # since round 12 the id is the ULID's 16 bytes and the type its index: 25 B less an event
+    assert len(encode(compact_event(sent))) == len(encode(texts)) - 25
+    assert compact_event(sent).type == TIMELINE_TYPES.index("message.sent")
+    assert timeline_of(ev) == [
+        before,
+        msgspec.structs.replace(sent, workspace="", message=None),
+        opened,
+        msgspec.structs.replace(sent, workspace="", message=None),
+    ]
+    # a type outside the table, and an id that is not an `evt_` ULID, are kept as text
+    custom = msgspec.structs.replace(sent, id="evt_custom", type="message.custom")
+    assert compact_event(custom).id == "evt_custom" and compact_event(custom).type == "message.custom"
+    assert timeline_of(b"\x91" + encode(compact_event(custom))) == [
+        msgspec.structs.replace(custom, workspace="", message=None)
+    ]
 
 
 async def test_a_timeline_written_with_a_short_array_header_is_appended_to(redis) -> None:
