@@ -116,14 +116,17 @@ class MessageLedger:
             fields, events = await pipe.execute()
         if not fields:
             return None
-        return StoredMessage.from_redis(fields, events)
+        return StoredMessage.from_redis(fields, events, workspace, message_id)
 
     async def get_many(self, workspace: str, ids: Sequence[str]) -> list[StoredMessage | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for message_id in ids:
                 pipe.hgetall(keyspace.message(workspace, message_id))
             rows = await pipe.execute()
-        return [StoredMessage.from_redis(row, None) if row else None for row in rows]
+        return [
+            StoredMessage.from_redis(row, None, workspace, i) if row else None
+            for i, row in zip(ids, rows, strict=True)
+        ]
 
     async def messages(self, workspace: str, ids: Sequence[str]) -> dict[str, OutboundMessage]:
         """The stored messages among `ids`, by id (just their payload: what correlation needs)."""
@@ -131,7 +134,7 @@ class MessageLedger:
             for message_id in ids:
                 pipe.hget(keyspace.message(workspace, message_id), "p")
             raws = await pipe.execute()
-        return {i: decode_message(raw) for i, raw in zip(ids, raws, strict=True) if raw}
+        return {i: decode_message(raw, workspace, i) for i, raw in zip(ids, raws, strict=True) if raw}
 
     # --- dispatch --------------------------------------------------------------------------------
     async def claim(self, workspace: str, server_id: str, ids: Sequence[str]) -> list[Claimed | None]:
@@ -139,8 +142,10 @@ class MessageLedger:
             return []
         rows = await self._claim(keys=[keyspace.message(workspace, i) for i in ids], args=[server_id])
         return [
-            Claimed(decode_message(row[0]), decode_meta(row[1]), int(row[2] or 0)) if row else None
-            for row in rows
+            Claimed(decode_message(row[0], workspace, i), decode_meta(row[1]), int(row[2] or 0))
+            if row
+            else None
+            for i, row in zip(ids, rows, strict=True)
         ]
 
     async def record(

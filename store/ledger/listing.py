@@ -103,7 +103,9 @@ for i, key in ipairs(KEYS) do
           and (to == '' or has_recipient(p)) then
         local emails = {}
         for j, a in ipairs(p.to or {}) do emails[j] = a.email end
-        out[#out + 1] = {p.id, row[1], created, row[3] or '', p.subject or '', p.tags or {}, emails}
+        -- the id from the key: a sent campaign message's envelope leaves it out (records.lean_message)
+        out[#out + 1] = {string.match(key, ':msg:([^:]+)$'), row[1], created, row[3] or '', p.subject or '',
+                         p.tags or {}, emails}
         if #out >= want then break end
       end
     end

@@ -16,7 +16,7 @@ import msgspec
 from schemas.events import Event
 from schemas.ids import is_id, ulid_bytes, ulid_text
 from schemas.message_status import MessageStatus
-from schemas.messages import OutboundMessage
+from schemas.messages import Address, OutboundMessage
 from store.lua import lua_string
 
 
@@ -79,7 +79,48 @@ class OutcomeRecord(msgspec.Struct, array_like=True):
 
 encode = msgspec.msgpack.Encoder().encode
 decode_meta = msgspec.msgpack.Decoder(MessageMeta).decode
-decode_message = msgspec.msgpack.Decoder(OutboundMessage).decode
+
+
+class LeanEnvelope(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A sent campaign message's `p` (`lean_message`): its envelope, without the body, headers and
+    attachments (the campaign's template renders them again) and without its id and workspace, which the
+    hash's key names (~44 B a message). `decode_message` reads it back as the whole message's envelope."""
+
+    from_: Address = msgspec.field(name="from")
+    to: list[Address]
+    cc: list[Address] = []
+    bcc: list[Address] = []
+    reply_to: list[Address] = []
+    subject: str = ""
+    tags: list[str] = []
+    metadata: dict[str, str] = {}
+    campaign_id: str | None = None
+
+
+_decode_whole = msgspec.msgpack.Decoder(OutboundMessage).decode
+_decode_lean = msgspec.msgpack.Decoder(LeanEnvelope).decode
+
+
+def decode_message(raw: bytes, workspace: str, message_id: str) -> OutboundMessage:
+    """The message stored as `raw` in `workspace`'s hash of `message_id`. A whole message is a msgpack map
+    whose first key is its `id` (its Struct's first field, never omitted: at most 15 fields, so a fixmap);
+    a lean envelope has none, and gets the id and workspace from the key."""
+    if raw[1:4] == b"\xa2id":
+        return _decode_whole(raw)
+    lean = _decode_lean(raw)
+    return OutboundMessage(
+        id=message_id,
+        workspace=workspace,
+        from_=lean.from_,
+        to=lean.to,
+        cc=lean.cc,
+        bcc=lean.bcc,
+        reply_to=lean.reply_to,
+        subject=lean.subject,
+        tags=lean.tags,
+        metadata=lean.metadata,
+        campaign_id=lean.campaign_id,
+    )
 
 
 class TimelineEvent(msgspec.Struct, array_like=True):
@@ -147,9 +188,11 @@ class StoredMessage(msgspec.Struct, kw_only=True):
     events: list[Event]
 
     @classmethod
-    def from_redis(cls, fields: dict[bytes, bytes], events: list[bytes] | None) -> StoredMessage:
-        """`events`: the entries of the message's timeline list of before round 9 (usually none), or None
-        when the timeline is not wanted (listing)."""
+    def from_redis(
+        cls, fields: dict[bytes, bytes], events: list[bytes] | None, workspace: str, message_id: str
+    ) -> StoredMessage:
+        """The hash of `workspace`'s message `message_id`. `events`: the entries of the message's timeline
+        list of before round 9 (usually none), or None when the timeline is not wanted."""
         text = {k.decode(): v for k, v in fields.items()}
         timeline = (
             []
@@ -159,7 +202,7 @@ class StoredMessage(msgspec.Struct, kw_only=True):
         if events:  # a message that straddled the upgrade: its events in both places, merged by time
             timeline.sort(key=lambda e: e.created_at)
         return cls(
-            message=decode_message(text["p"]),
+            message=decode_message(text["p"], workspace, message_id),
             meta=decode_meta(text["m"]),
             status=text["s"].decode(),
             server=text["srv"].decode() or None if "srv" in text else None,
@@ -204,13 +247,24 @@ def compact_event(event: Event) -> TimelineEvent:
     )
 
 
-def lean_message(message: OutboundMessage) -> OutboundMessage:
+def lean_message(message: OutboundMessage) -> LeanEnvelope:
     """What a sent campaign message keeps in its hash: the envelope (addresses, subject, tags, metadata,
-    campaign) without the body, headers or attachments. Its body is the campaign's pinned template
-    version rendered for the subscriber (`metadata.subscriber_id`): stored once per campaign, not once per
+    campaign) without the body, headers or attachments, and without its id and workspace (its hash's key
+    names both; `decode_message` fills them in). Its body is the campaign's pinned template version
+    rendered for the subscriber (`metadata.subscriber_id`): stored once per campaign, not once per
     recipient. Everything that reads a sent message (the API's message view and list, provider events,
     tracking) reads only the envelope."""
-    return msgspec.structs.replace(message, html=None, text=None, headers={}, attachments=[])
+    return LeanEnvelope(
+        from_=message.from_,
+        to=message.to,
+        cc=message.cc,
+        bcc=message.bcc,
+        reply_to=message.reply_to,
+        subject=message.subject,
+        tags=message.tags,
+        metadata=message.metadata,
+        campaign_id=message.campaign_id,
+    )
 
 
 def lean_meta(meta: MessageMeta) -> MessageMeta:

@@ -12,6 +12,7 @@ from schemas.ids import new_id
 from store import keyspace
 from store.event_entries import entry_events
 from store.ledger import MessageLedger
+from store.ledger.listing import MessageFilter, MessageLister
 from store.ledger.records import TIMELINE_TYPES, TimelineEvent, compact_event, encode, timeline_of
 from tests.pipeline.helpers import enqueue, message, new_message
 
@@ -158,3 +159,42 @@ async def test_a_timeline_written_with_a_short_array_header_is_appended_to(redis
         await ledger.record_events([opened])
         stored = await ledger.get(msg.workspace, msg.id)
         assert [e.id for e in stored.events] == [first.id, opened.id], header
+
+
+async def test_a_lean_record_is_read_whole_by_every_reader_of_the_ledger(redis) -> None:
+    """A sent campaign message's hash keeps its envelope without id and workspace, no `pmid` and a meta
+    of what is read after the send (round 12); the ledger's readers fill the rest in from the key and
+    the `message.sent` event: the view, tracking (`get_many`), provider events (`messages`), the list."""
+    msg = msgspec.structs.replace(
+        message(subject="Hi Ana"), campaign_id="cmp_01M98H21HGFJK0XP9J00000000", metadata={"k": "v"}
+    )
+    new = new_message(msg, ["srv_a", "srv_b"])
+    new.meta.links = ["https://acme.test/offer"]
+    assert await enqueue(redis, [new]) == [None]
+    ledger = MessageLedger(redis)
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    (claimed,) = await ledger.claim(msg.workspace, "srv_a", [msg.id])
+    sent_event = event_of(msg, "message.sent", now)
+    sent_event.data = {"provider_message_id": "<p1@acme.test>", "attempt": 1}
+    sent = ledger.outcome(msg, "sent", [sent_event], attempted=1, fields=["prv", "smtp"], lean=claimed.meta)
+    await ledger.record(
+        keyspace.EVENT_STREAM, [sent], [], [], [], retention_seconds=RETENTION, mapping_ttl=60
+    )
+
+    key = keyspace.message(msg.workspace, msg.id)
+    kept = msgspec.msgpack.decode(await redis.hget(key, "p"))
+    assert not {"id", "workspace", "html", "text"} & set(kept) and kept["subject"] == "Hi Ana"
+    assert msgspec.msgpack.decode(await redis.hget(key, "m")) == {
+        "created_ms": new.meta.created_ms,
+        "links": ["https://acme.test/offer"],
+    }
+    assert not await redis.hexists(key, "pmid")
+    envelope = msgspec.structs.replace(msg, html=None, text=None)
+    stored = await ledger.get(msg.workspace, msg.id)
+    assert stored.message == envelope and stored.provider_message_id == "<p1@acme.test>"
+    assert stored.meta.links == ["https://acme.test/offer"] and stored.status == "sent"
+    (listed,) = await ledger.get_many(msg.workspace, [msg.id])
+    assert listed.message == envelope and listed.provider_message_id == "<p1@acme.test>"
+    assert await ledger.messages(msg.workspace, [msg.id]) == {msg.id: envelope}
+    page = await MessageLister(redis).page(msg.workspace, MessageFilter(), limit=10, after=None)
+    assert [(m.id, m.subject, m.to) for m in page.messages] == [(msg.id, "Hi Ana", ["ana@example.com"])]
