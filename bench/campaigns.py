@@ -44,6 +44,7 @@ from bench.send import KEY, MAILERS, _wait_sent, bulk_body, stop, wait_idle, wai
 from bench.smtp import bare_client, start_sink, typical_message
 from schemas.audience import ListRecord, SubscriberInput
 from store import keyspace
+from store.ledger import index_ranges
 from store.redis_server import RedisServer, free_port
 from store.replies import as_text
 from store.subscribers import SubscriberStore
@@ -324,9 +325,11 @@ async def memory_breakdown(redis_url: str, sample: int = 200) -> list[str]:
         def add(name: str, size: int | None) -> None:
             families[name] = families.get(name, 0) + int(size or 0)
 
-        index = keyspace.message_index(WORKSPACE)
-        count = int(await redis.zcard(index))
-        ids = [as_text(i) for i in await redis.zrange(index, 0, sample - 1) if isinstance(i, (bytes, str))]
+        index, ranges = keyspace.message_index(WORKSPACE), keyspace.message_ranges(WORKSPACE)
+        # a packed campaign's messages are one mark in the index and a count (store/ledger/index_ranges.py)
+        counts = [int(c) for c in await redis.hvals(ranges)]
+        count = int(await redis.zcard(index)) - len(counts) + sum(counts)
+        ids, _ = await index_ranges.newest_first(redis, WORKSPACE, limit=sample, after=None)
         scale = count / max(1, len(ids))
         hashes, fields = 0, dict.fromkeys(("p", "ev", "m", "srv", "prv", "pmid", "s", "att"), 0)
         for message_id in ids:
@@ -338,6 +341,7 @@ async def memory_breakdown(redis_url: str, sample: int = 200) -> list[str]:
         for name, size in fields.items():  # p: the payload, ev: its timeline, m: its meta
             add(f"  of which `{name}` (bytes)", int(size * scale))
         add("message index zset", await redis.memory_usage(index, samples=0))
+        add("message index ranges", await redis.memory_usage(ranges, samples=0))
         add("m:events stream", await redis.memory_usage(keyspace.EVENT_STREAM, samples=0))
         async for key in redis.scan_iter(match="m:{*}:dispatch:*", count=1000):
             add("dispatch streams", await redis.memory_usage(key, samples=0))

@@ -77,7 +77,12 @@ def message_events(workspace: str, message_id: str) -> str:
 
 
 def message_index(workspace: str) -> str:
-    return f"{PREFIX}{{{workspace}}}:messages"  # lex zset of message ids
+    # lex zset of message ids, and of one mark per packed campaign's range (store/ledger/index_ranges.py)
+    return f"{PREFIX}{{{workspace}}}:messages"
+
+
+def message_ranges(workspace: str) -> str:
+    return f"{PREFIX}{{{workspace}}}:message-ranges"  # hash: a range's id prefix -> positions enqueued
 
 
 def send_item(workspace: str, scope: str, key: str, *, api_key: str | None = None) -> str:

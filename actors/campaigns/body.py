@@ -428,6 +428,7 @@ class CampaignRunner:
                     request=_request(record, subscriber, lists, variant),
                     message_id=made,
                     campaign_id=record.id,
+                    ranged=by_position,
                 )
             )
             item_subs.append((sub_id, subscriber.email))

@@ -198,6 +198,7 @@ def _new_message(
         events=events,
         item_key=item_key,
         fresh_id=not item.derived_id,
+        ranged=item.ranged,
     )
 
 

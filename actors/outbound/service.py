@@ -40,6 +40,9 @@ class OutboundItem(msgspec.Struct, kw_only=True):
     request: SendRequest  # may carry `template` {id, version, variables}, rendered here
     message_id: str | None = None  # a derived `msg_` id; None: a new one
     campaign_id: str | None = None  # recorded on the message and on every event of it
+    # `message_id` is a packed campaign's position id (actors/campaigns/body.message_id_at): indexed as
+    # its campaign's range (store/ledger/index_ranges.py)
+    ranged: bool = False
 
 
 class Outbound:
@@ -102,4 +105,5 @@ def _prepare(item: OutboundItem, request: SendRequest, shared: SharedSend, *, pr
         message=message,
         item_key=item.message_id if derived else prepared.item_key,
         derived_id=derived,
+        ranged=item.ranged and derived,
     )

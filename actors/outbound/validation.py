@@ -59,6 +59,7 @@ class PreparedSend(msgspec.Struct, kw_only=True):
     unsubscribe: bool
     item_key: str | None
     derived_id: bool = False  # the message id was derived from its inputs (actors/outbound/service.py)
+    ranged: bool = False  # and is a packed campaign's position id (store/ledger/index_ranges.py)
     # The API key an implicit item key (from the Idempotency-Key header) belongs to; None: the body's own
     # `idempotency_key`, per workspace (store/keyspace.send_item).
     item_key_owner: str | None = None

@@ -18,6 +18,7 @@ from schemas.events import Event
 from schemas.ids import id_at
 from schemas.messages import OutboundMessage
 from store import keyspace
+from store.ledger import index_ranges
 from store.ledger.records import (
     Claimed,
     MessageMeta,
@@ -205,13 +206,13 @@ class MessageLedger:
         return int(await self._due(keys=[keyspace.SCHEDULE], args=[now_ms, limit]))
 
     async def trim_indexes(self, before_ms: int) -> int:
-        """Ids are ULIDs, so everything below the id of `before_ms` with zero randomness is older."""
+        """Ids are ULIDs, so everything below the id of `before_ms` with zero randomness is older; a packed
+        campaign's range (its mark) goes with its launch time (store/ledger/index_ranges.py)."""
         cutoff = "(" + id_at("msg", before_ms)
         removed = 0
-        for workspace in await self.redis.hkeys(keyspace.WORKSPACES):
-            removed += await self.redis.zremrangebylex(
-                keyspace.message_index(as_text(workspace)), "-", cutoff
-            )
+        for workspace in map(as_text, await self.redis.hkeys(keyspace.WORKSPACES)):
+            removed += await self.redis.zremrangebylex(keyspace.message_index(workspace), "-", cutoff)
+            await index_ranges.trim(self.redis, workspace, cutoff)
         return removed
 
     async def load_scripts(self) -> None:

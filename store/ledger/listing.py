@@ -16,7 +16,8 @@ import msgspec
 import redis.asyncio as aioredis
 
 from schemas.message_status import MessageStatus
-from store import keyspace, pages
+from store import keyspace
+from store.ledger import index_ranges
 
 # Redis's cmsgpack cannot read msgpack `bin` (attachments are bytes), so payloads are read by this
 # small decoder: every type msgspec writes; `bin` and `ext` values are skipped, never copied.
@@ -162,9 +163,7 @@ class MessageLister:
         found: list[ListedMessage] = []
         scanned, more, last = 0, True, after
         while len(found) <= limit and more and scanned < self.scan_limit:
-            ids, more = await pages.newest_first(
-                self.redis, keyspace.message_index(workspace), limit=self.chunk, after=last
-            )
+            ids, more = await index_ranges.newest_first(self.redis, workspace, limit=self.chunk, after=last)
             consumed, matches = await self._matching(workspace, ids, where, limit + 1 - len(found))
             found += matches
             scanned += consumed

@@ -17,6 +17,7 @@ from schemas.events import Event
 from schemas.ids import is_id, ulid_bytes, ulid_text
 from schemas.message_status import MessageStatus
 from schemas.messages import Address, OutboundMessage
+from store.ledger.index_ranges import position_of, range_prefix
 from store.lua import lua_string
 
 
@@ -42,6 +43,9 @@ class NewMessage(msgspec.Struct, kw_only=True):
     item_key: str | None = None
     audit: bytes | None = None  # the request's audit entry (msgpack), appended in the same script
     fresh_id: bool = True  # False: the id is derived from its inputs and may exist (never staged)
+    # A packed campaign's id (from its recipient's position): indexed as its range's mark, not by itself
+    # (store/ledger/index_ranges.py).
+    ranged: bool = False
 
 
 class Claimed(msgspec.Struct):
@@ -296,4 +300,6 @@ def enqueue_row(new: NewMessage, payload: bytes) -> tuple:
         # What the hash's `ev` keeps instead of `events`, or [] for `events` themselves: a campaign
         # message's first events without the envelope its `p` holds (`compact_event`; ~31 B, not ~420 B).
         [lua_string(encode(compact_event(e))) for e in new.events] if message.campaign_id else [],
+        range_prefix(message.id) if new.ranged else "",
+        position_of(message.id) if new.ranged else 0,
     )

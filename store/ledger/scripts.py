@@ -17,10 +17,11 @@ from store.lua import LUA_ARRAY
 # The atomic enqueue of a batch. A message's first events (those of its acceptance) start its `ev`: the
 # row's `kept` events where it has them (a campaign message's without their envelope), else the events whole
 # as they go to the stream. Key names are built here from the workspace and ids exactly
-# as store/keyspace.py builds them (message, message_index, dispatch_stream). A message may
+# as store/keyspace.py builds them (message, message_index, message_ranges, dispatch_stream). A message may
 # carry its request's audit entry, appended to KEYS[3] here: the send path's audit entry costs no round trip
 # of its own. An empty payload: a large one was staged in the hash before (MessageLedger._stage). The new
-# ids go into their workspace's index by one ZADD per workspace at the end, not one per message.
+# ids go into their workspace's index by one ZADD per workspace at the end, not one per message; a packed
+# campaign's (a row with its `range`) as its range's mark and count (store/ledger/index_ranges.py).
 ENQUEUE = (
     LUA_STATUSES
     + LUA_ARRAY
@@ -28,14 +29,15 @@ ENQUEUE = (
 local retention = ARGV[1]
 local batch = cmsgpack.unpack(ARGV[2])
 local results, events = {}, {}
-local bases, listed = {}, {}  -- per workspace: its key prefix, and the new ids for its index (one ZADD)
+local bases, listed, ranged = {}, {}, {}  -- per workspace: its key prefix, the new ids for its index (one
+-- ZADD), and its ranges' counts (prefix -> highest position + 1)
 for m, row in ipairs(batch) do
-  local id, ws, item, status, payload, meta, server, score, evs, audit, kept = unpack(row)
+  local id, ws, item, status, payload, meta, server, score, evs, audit, kept, range, position = unpack(row)
   if #kept == 0 then kept = evs end
   local base = bases[ws]
   if not base then
     base = 'm:{' .. ws .. '}:'
-    bases[ws], listed[ws] = base, {}
+    bases[ws], listed[ws], ranged[ws] = base, {}, {}
   end
   local hkey = base .. 'msg:' .. id
   local prior = false
@@ -59,9 +61,14 @@ for m, row in ipairs(batch) do
     else
       redis.call('HSET', hkey, 's', status, 'p', payload, 'm', meta, 'srv', server, 'ev', msgpack_array(kept))
     end
-    local ids = listed[ws]
-    ids[#ids + 1] = 0
-    ids[#ids + 1] = id
+    if range ~= '' then
+      local counts = ranged[ws]
+      if (counts[range] or 0) <= position then counts[range] = position + 1 end
+    else
+      local ids = listed[ws]
+      ids[#ids + 1] = 0
+      ids[#ids + 1] = id
+    end
     for _, blob in ipairs(evs) do events[#events+1] = blob end
     if score ~= '' then
       redis.call('ZADD', KEYS[2], score, hkey)
@@ -77,6 +84,13 @@ end
 for ws, ids in pairs(listed) do
   for i = 1, #ids, 2000 do
     redis.call('ZADD', bases[ws] .. 'messages', unpack(ids, i, math.min(i + 1999, #ids)))
+  end
+end
+for ws, counts in pairs(ranged) do
+  for range, count in pairs(counts) do
+    redis.call('ZADD', bases[ws] .. 'messages', 0, range .. '~')
+    local known = tonumber(redis.call('HGET', bases[ws] .. 'message-ranges', range) or '0')
+    if known < count then redis.call('HSET', bases[ws] .. 'message-ranges', range, count) end
   end
 end
 if #events > 0 then

@@ -13,6 +13,7 @@ import msgspec
 from schemas.events import Event
 from schemas.messages import outbound_decoder
 from store import keyspace
+from store.ledger.index_ranges import range_prefix
 from store.ledger.records import TIMELINE_TYPES, TimelineEvent, decode_message, timeline_of
 from store.stream_trim import StreamTrimmer
 from tests.campaigns.conftest import (
@@ -46,6 +47,11 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
     assert listed.status == 200
     rows = (await listed.json())["data"]
     assert len(rows) == 30 and all(r["status"] == "sent" for r in rows)
+    # The index holds the campaign's range, one mark, not 30 ids (store/ledger/index_ranges.py): the list
+    # above expanded it.
+    (mark,) = await redis.zrange(keyspace.message_index(workspace), 0, -1)
+    assert mark.decode() == range_prefix(rows[0]["id"]) + "~"
+    assert await redis.hgetall(keyspace.message_ranges(workspace)) == {mark[:-1]: b"30"}
     for row in rows:
         raw = await redis.hget(keyspace.message(workspace, row["id"]), "p")
         # encoded without its empty fields (`OutboundMessage` omits defaults): no cc, headers, attachments
@@ -116,6 +122,17 @@ async def test_a_sent_campaign_message_keeps_its_envelope_and_an_api_send_its_bo
     assert accepted.type == "message.accepted" and sent_event.type == "message.sent"
     assert accepted.message.id == message_id and accepted.workspace == workspace
     assert sent_event.message.id == message_id and sent_event.workspace == workspace
+
+    # The list pages through the campaign's range and the API send's own entry: each once, newest first.
+    seen, cursor = [], None
+    while True:
+        params = {"limit": "7", **({"cursor": cursor} if cursor else {})}
+        page = await (await client.get("/v1/messages", params=params, headers=headers)).json()
+        seen += [r["id"] for r in page["data"]]
+        if not page["has_more"]:
+            break
+        cursor = page["next_cursor"]
+    assert seen == sorted({*(r["id"] for r in rows), message_id}, reverse=True)
 
 
 async def test_a_sent_campaign_message_still_redirects_its_tracked_links_and_counts_its_opens(

@@ -11,6 +11,7 @@ from collections import Counter
 from actors.campaigns.body import PACK_CHUNK, message_id_at
 from store import keyspace
 from store.campaigns import AUDIENCE_PAGE, CampaignStore
+from store.ledger import index_ranges
 from tests.campaigns.conftest import (
     drive,
     packed_snapshot,
@@ -133,6 +134,8 @@ async def test_a_sending_campaign_reads_its_snapshot_from_pages_and_sends_everyo
     assert done["counters"]["sent"] == n
     # Each message's id is its recipient's position in the snapshot (`message_id_at`).
     launch_ms = (await store_state(redis, workspace, campaign_id)).number("launch_ms")
-    listed = {m.decode() for m in await redis.zrange(keyspace.message_index(workspace), 0, -1)}
-    assert listed == {message_id_at(launch_ms, campaign_id, p) for p in range(n)}
+    # The index holds them as the campaign's range (store/ledger/index_ranges.py), expanded newest first.
+    listed, more = await index_ranges.newest_first(redis, workspace, limit=n + 1, after=None)
+    assert listed == [message_id_at(launch_ms, campaign_id, p) for p in reversed(range(n))] and not more
+    assert await redis.zcard(keyspace.message_index(workspace)) == 1
     assert not await redis.exists(pages)  # dropped with the snapshot when the campaign completed

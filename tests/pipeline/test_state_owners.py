@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("schemas", "security", "store", "providers", "analytics", "actors", "ingress")
 # The key helpers of store/keyspace.py, and the key names Lua builds itself.
 # (Every module reaches the helpers as `keyspace.x`: store/keyspace.py is imported as a module.)
-MESSAGE_KEYS = re.compile(r"\bkeyspace\.(message|message_events|message_index)\(|:msg:|'msg:'|:messages'")
+MESSAGE_KEYS = re.compile(
+    r"\bkeyspace\.(message|message_events|message_index|message_ranges)\(|:msg:|'msg:'|:messages'|'message-ranges'"
+)
 DELIVERY_KEYS = re.compile(
     r"\bkeyspace\.webhook_(due|lane|deliveries|dead|failing|delivery|attempts|in_flight)\(|\bWEBHOOK_READY\b"
 )

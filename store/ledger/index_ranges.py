@@ -1,0 +1,84 @@
+"""A packed campaign's messages in the workspace's message index: one member for the campaign, not one per
+message (~130 B a message in a skiplist zset, so ~130 MB for a million).
+
+A packed campaign's message ids come from its recipients' positions (actors/campaigns/body.message_id_at):
+`msg_` and 26 Crockford digits, of which the first 18 are the launch time and 40 bits of the campaign id's
+hash (its *prefix*, `RANGE_PREFIX_LENGTH` characters with `msg_`) and the last 8 the position (40 bits).
+The enqueue script (store/ledger/scripts.py, ENQUEUE) adds `prefix + "~"` to the index instead of each id,
+and keeps the count of positions enqueued (the highest + 1) in the workspace's hash `message-ranges`
+(prefix → count). `~` sorts after every Crockford digit, so the mark sits just above the range's ids and
+below any greater id: walking the index newest first, a reader meets the mark where the range's ids would
+be and expands it, highest position first (`newest_first`). A position whose message was never enqueued
+(a subscriber skipped at the send) or has expired has no hash: the list passes over it as over any id
+whose hash is gone.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from schemas.ids import ulid_bytes
+from store import keyspace
+from store.replies import as_text
+
+RANGE_PREFIX_LENGTH = 22  # "msg_" + 18 digits: the launch time and the campaign's 40 bits
+RANGE_MARK = "~"
+_DIGITS = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _DIGITS for b in _DIGITS]  # 10 bits -> two digits
+
+
+def range_prefix(message_id: str) -> str:
+    return message_id[:RANGE_PREFIX_LENGTH]
+
+
+def position_of(message_id: str) -> int:
+    """The position a range's id carries in its last 8 digits (40 bits)."""
+    return int.from_bytes(ulid_bytes(message_id[4:])[-5:], "big")
+
+
+def id_in_range(prefix: str, position: int) -> str:
+    return prefix + "".join([_PAIRS[(position >> shift) & 1023] for shift in (30, 20, 10, 0)])
+
+
+async def newest_first(
+    redis: aioredis.Redis, workspace: str, *, limit: int, after: str | None
+) -> tuple[list[str], bool]:
+    """Up to `limit` ids of the workspace's message index below `after` (all of them when None), newest
+    first, with each range expanded; and whether more follow. An `after` inside a range continues with the
+    range's lower positions, then below the range."""
+    index, ranges = keyspace.message_index(workspace), keyspace.message_ranges(workspace)
+    out: list[str] = []
+    upper = "+" if after is None else f"({after}"
+    if after is not None and len(after) == RANGE_PREFIX_LENGTH + 8:
+        prefix = range_prefix(after)
+        if await redis.hget(ranges, prefix) is not None:
+            out += [id_in_range(prefix, p) for p in range(position_of(after) - 1, -1, -1)][: limit + 1]
+            upper = f"({prefix}"
+    while len(out) <= limit:
+        members = [
+            as_text(m)
+            for m in await redis.zrevrangebylex(index, upper, "-", start=0, num=limit + 1 - len(out))
+        ]
+        if not members:
+            break
+        marks = [m[:-1] for m in members if m.endswith(RANGE_MARK)]
+        counts = dict(zip(marks, await redis.hmget(ranges, marks), strict=True)) if marks else {}
+        for member in members:
+            if not member.endswith(RANGE_MARK):
+                out.append(member)
+                continue
+            count, prefix = int(counts.get(member[:-1]) or 0), member[:-1]
+            take = limit + 1 - len(out)
+            out += [id_in_range(prefix, p) for p in range(count - 1, max(count - 1 - take, -1), -1)]
+            if len(out) > limit:
+                break
+        upper = f"({members[-1]}"
+    return out[:limit], len(out) > limit
+
+
+async def trim(redis: aioredis.Redis, workspace: str, cutoff: str) -> int:
+    """The ranges whose mark is below `cutoff` (an exclusive `ZREMRANGEBYLEX` bound, `(msg_…`) leave the
+    ranges hash; the caller removed their marks from the index with the other old ids."""
+    ranges = keyspace.message_ranges(workspace)
+    old = [p for p in map(as_text, await redis.hkeys(ranges)) if f"({p}{RANGE_MARK}" < cutoff]
+    return int(await redis.hdel(ranges, *old)) if old else 0

@@ -1,0 +1,86 @@
+"""A packed campaign's messages are one mark in the workspace's message index, expanded where they sort
+(store/ledger/index_ranges.py): the same pages, in the same order, as one member per message would give."""
+
+from __future__ import annotations
+
+from schemas.ids import id_at, new_id
+from store import keyspace
+from store.ledger import index_ranges
+from store.ledger.index_ranges import RANGE_MARK, id_in_range, position_of, range_prefix
+from store.ledger.ledger import MessageLedger
+
+WORKSPACE = "acme"
+
+
+def campaign_prefix(launch_ms: int, tag: str) -> str:
+    """A range's prefix as actors/campaigns/body.message_id_at makes it: the launch time, then 40 bits."""
+    from actors.campaigns.body import message_id_at
+
+    return range_prefix(message_id_at(launch_ms, tag, 0))
+
+
+async def index_with_ranges(redis, plain: list[str], ranges: dict[str, int]) -> list[str]:
+    """Writes the index the enqueue script writes; returns every id it stands for, newest first."""
+    index, counts = keyspace.message_index(WORKSPACE), keyspace.message_ranges(WORKSPACE)
+    await redis.zadd(index, {i: 0 for i in plain} | {p + RANGE_MARK: 0 for p in ranges})
+    if ranges:
+        await redis.hset(counts, mapping=ranges)
+    every = plain + [id_in_range(p, n) for p, count in ranges.items() for n in range(count)]
+    return sorted(every, reverse=True)
+
+
+async def walk(redis, limit: int) -> list[list[str]]:
+    pages, after = [], None
+    while True:
+        ids, more = await index_ranges.newest_first(redis, WORKSPACE, limit=limit, after=after)
+        pages.append(ids)
+        if not more:
+            return pages
+        after = ids[-1]
+
+
+def test_a_position_id_is_its_range_prefix_and_position() -> None:
+    from actors.campaigns.body import message_id_at
+
+    for position in (0, 1, 1023, 1024, 999_999, 2**40 - 1):
+        made = message_id_at(1_796_600_000_000, "cmp_01M98H21HGFJK0XP9J00000000", position)
+        assert position_of(made) == position
+        assert id_in_range(range_prefix(made), position) == made
+    first, second = (message_id_at(1_796_600_000_000, "cmp_x", p) for p in (41, 42))
+    assert first < second < range_prefix(second) + RANGE_MARK  # the mark sorts above its range's ids
+
+
+async def test_pages_over_ranges_and_plain_ids_are_the_pages_of_one_id_each(redis) -> None:
+    older, newer = 1_796_600_000_000, 1_796_600_050_000
+    plain = [id_at("msg", older - 5)[:-1] + "1", new_id("msg")]  # one older than both ranges, one newer
+    plain += [id_at("msg", older)[:-8] + "ZZZZZZZZ"]  # the first range's launch ms, another digest
+    ranges = {campaign_prefix(older, "cmp_a"): 7, campaign_prefix(newer, "cmp_b"): 12}
+    expected = await index_with_ranges(redis, plain, ranges)
+    assert await redis.zcard(keyspace.message_index(WORKSPACE)) == len(plain) + 2
+    for limit in (1, 2, 3, 5, 7, 12, 40):
+        pages = await walk(redis, limit)
+        assert [i for page in pages for i in page] == expected, limit
+        assert all(len(page) == limit for page in pages[:-1]) and 0 < len(pages[-1]) <= limit
+
+
+async def test_an_after_inside_a_range_goes_on_with_its_lower_positions_then_below_it(redis) -> None:
+    prefix = campaign_prefix(1_796_600_000_000, "cmp_a")
+    below = id_at("msg", 1_796_500_000_000)[:-1] + "7"
+    await index_with_ranges(redis, [below], {prefix: 5})
+    ids, more = await index_ranges.newest_first(redis, WORKSPACE, limit=10, after=id_in_range(prefix, 2))
+    assert ids == [id_in_range(prefix, 1), id_in_range(prefix, 0), below] and not more
+    ids, more = await index_ranges.newest_first(redis, WORKSPACE, limit=1, after=id_in_range(prefix, 2))
+    assert ids == [id_in_range(prefix, 1)] and more
+
+
+async def test_the_retention_trim_drops_a_range_with_its_mark(redis) -> None:
+    old, recent = 1_796_000_000_000, 1_796_600_000_000
+    ranges = {campaign_prefix(old, "cmp_old"): 3, campaign_prefix(recent, "cmp_new"): 2}
+    await redis.hset(keyspace.WORKSPACES, WORKSPACE, "{}")
+    await index_with_ranges(redis, [], ranges)
+    assert await MessageLedger(redis).trim_indexes(old + 1000) == 1
+    ids, _ = await index_ranges.newest_first(redis, WORKSPACE, limit=10, after=None)
+    assert ids == [id_in_range(campaign_prefix(recent, "cmp_new"), p) for p in (1, 0)]
+    assert await redis.hkeys(keyspace.message_ranges(WORKSPACE)) == [
+        campaign_prefix(recent, "cmp_new").encode()
+    ]
