@@ -52,7 +52,8 @@ async def newest_first(
     if after is not None and len(after) == RANGE_PREFIX_LENGTH + 8:
         prefix = range_prefix(after)
         if await redis.hget(ranges, prefix) is not None:
-            out += [id_in_range(prefix, p) for p in range(position_of(after) - 1, -1, -1)][: limit + 1]
+            below = position_of(after) - 1
+            out += [id_in_range(prefix, p) for p in range(below, max(below - limit - 1, -1), -1)]
             upper = f"({prefix}"
     while len(out) <= limit:
         members = [
@@ -61,13 +62,17 @@ async def newest_first(
         ]
         if not members:
             break
-        marks = [m[:-1] for m in members if m.endswith(RANGE_MARK)]
-        counts = dict(zip(marks, await redis.hmget(ranges, marks), strict=True)) if marks else {}
+        # Each mark's count, and whether a plain id is one a range stands for: a campaign that was sending
+        # when the ranges came (round 12) has its earlier ids in the index one by one as well.
+        prefixes = sorted({m[:-1] if m.endswith(RANGE_MARK) else range_prefix(m) for m in members})
+        counts = {p: int(c) for p, c in zip(prefixes, await redis.hmget(ranges, prefixes), strict=True) if c}
         for member in members:
             if not member.endswith(RANGE_MARK):
-                out.append(member)
+                count = counts.get(range_prefix(member))
+                if count is None or position_of(member) >= count:
+                    out.append(member)
                 continue
-            count, prefix = int(counts.get(member[:-1]) or 0), member[:-1]
+            count, prefix = counts.get(member[:-1], 0), member[:-1]
             take = limit + 1 - len(out)
             out += [id_in_range(prefix, p) for p in range(count - 1, max(count - 1 - take, -1), -1)]
             if len(out) > limit:

@@ -180,7 +180,7 @@ class MessageLedger:
         """`message`'s row for `record`: its keys, `status` ("" to keep it) and its events framed. A
         finished status expires the message after the retention unless `finished` says otherwise.
         `lean`: the message's meta, when it is a sent campaign message's outcome. Its stored payload becomes
-        the envelope alone (`records.lean_message`), its meta loses the failover candidates
+        the envelope alone (`records.lean_message`), its meta keeps what is read after the send
         (`records.lean_meta`), and the timeline (the hash's `ev`) gets the events without the envelope
         (`records.compact_event`). The caller leaves out `pmid`: the `message.sent` event holds it."""
         more.setdefault("finished", int(status in FINISHED))

@@ -77,7 +77,7 @@ class OutcomeRecord(msgspec.Struct, array_like=True):
     # a campaign message's timeline keeps its events without the envelope its hash holds (`compact_event`).
     timeline_events: list[msgspec.Raw] = []
     # The message's stored meta replaced by this one (framed by `lua_string`), or "": a sent campaign
-    # message's without its failover candidates (`lean_meta`).
+    # message's keeps what is read after the send (`lean_meta`).
     meta: msgspec.Raw = msgspec.Raw(b"\xa0")
 
 
@@ -131,8 +131,8 @@ class TimelineEvent(msgspec.Struct, array_like=True):
     """An event as a campaign message's timeline keeps it (`compact_event`): a msgpack array of id, type,
     time and data, with no field names and no envelope. In `ev` beside whole events (maps), which is how
     a decoder tells them apart. Since round 12 an `evt_` id is its ULID's 16 bytes and a type of
-    `TIMELINE_TYPES` its index there (~100 B less for a sent message's three events); the text forms of
-    before still read."""
+    `TIMELINE_TYPES` its index there (25 B less an event, ~75 B for a sent message's three); the text
+    forms of before still read."""
 
     id: Any  # str, or an `evt_` id's 16 bytes (msgspec cannot decode the union `str | bytes`)
     type: str | int
@@ -275,8 +275,8 @@ def lean_meta(meta: MessageMeta) -> MessageMeta:
     """What a sent campaign message keeps of its meta: what is read after the send, by the message view
     and list (`created_ms`, `send_at_ms`) and a click (`links`). Its failover `candidates`, `purpose` and
     tracking flags served its send alone (actors/dispatch/outcomes.next_candidate, actors/outbound). With
-    the provider id kept in its `message.sent` event alone (no `pmid` field), this takes the hash from
-    jemalloc's 1,024 B size class to 896 (docs/campaigns.md, "Memory")."""
+    the rest of round 12 (no `pmid` field, compact ids and types, the envelope without id and workspace)
+    the hash went from 1,000 B (`MEMORY USAGE`) to 744 (docs/campaigns.md, "Memory")."""
     return MessageMeta(created_ms=meta.created_ms, send_at_ms=meta.send_at_ms, links=meta.links)
 
 

@@ -84,3 +84,16 @@ async def test_the_retention_trim_drops_a_range_with_its_mark(redis) -> None:
     assert await redis.hkeys(keyspace.message_ranges(WORKSPACE)) == [
         campaign_prefix(recent, "cmp_new").encode()
     ]
+
+
+async def test_ids_of_a_range_also_in_the_index_one_by_one_are_listed_once(redis) -> None:
+    """A campaign sending when the ranges came: its first ids went into the index one by one, the rest as
+    its range, whose count covers them too."""
+    prefix = campaign_prefix(1_796_600_000_000, "cmp_a")
+    earlier = [id_in_range(prefix, p) for p in range(3)]
+    other = new_id("msg")
+    expected = await index_with_ranges(redis, [*earlier, other], {prefix: 6})
+    assert len(expected) == 10 and len(set(expected)) == 7  # the helper lists the earlier ids twice
+    for limit in (1, 2, 4, 20):
+        pages = await walk(redis, limit)
+        assert [i for page in pages for i in page] == sorted(set(expected), reverse=True), limit
