@@ -111,20 +111,7 @@ def decode_message(raw: bytes, workspace: str, message_id: str) -> OutboundMessa
     a lean envelope has none, and gets the id and workspace from the key."""
     if raw[1:4] == b"\xa2id":
         return _decode_whole(raw)
-    lean = _decode_lean(raw)
-    return OutboundMessage(
-        id=message_id,
-        workspace=workspace,
-        from_=lean.from_,
-        to=lean.to,
-        cc=lean.cc,
-        bcc=lean.bcc,
-        reply_to=lean.reply_to,
-        subject=lean.subject,
-        tags=lean.tags,
-        metadata=lean.metadata,
-        campaign_id=lean.campaign_id,
-    )
+    return OutboundMessage(id=message_id, workspace=workspace, **msgspec.structs.asdict(_decode_lean(raw)))
 
 
 class TimelineEvent(msgspec.Struct, array_like=True):
@@ -258,17 +245,7 @@ def lean_message(message: OutboundMessage) -> LeanEnvelope:
     rendered for the subscriber (`metadata.subscriber_id`): stored once per campaign, not once per
     recipient. Everything that reads a sent message (the API's message view and list, provider events,
     tracking) reads only the envelope."""
-    return LeanEnvelope(
-        from_=message.from_,
-        to=message.to,
-        cc=message.cc,
-        bcc=message.bcc,
-        reply_to=message.reply_to,
-        subject=message.subject,
-        tags=message.tags,
-        metadata=message.metadata,
-        campaign_id=message.campaign_id,
-    )
+    return LeanEnvelope(**{name: getattr(message, name) for name in LeanEnvelope.__struct_fields__})
 
 
 def lean_meta(meta: MessageMeta) -> MessageMeta:
