@@ -105,11 +105,19 @@ _decode_whole = msgspec.msgpack.Decoder(OutboundMessage).decode
 _decode_lean = msgspec.msgpack.Decoder(LeanEnvelope).decode
 
 
+def starts_with_id(raw: bytes) -> bool:
+    """Whether the msgpack map `raw` has `id` as its first key, after its header (a fixmap, a map 16 or a
+    map 32)."""
+    head = raw[0] if raw else 0
+    start = 1 if 0x80 <= head <= 0x8F else 3 if head == 0xDE else 5
+    return raw[start : start + 3] == b"\xa2id"
+
+
 def decode_message(raw: bytes, workspace: str, message_id: str) -> OutboundMessage:
     """The message stored as `raw` in `workspace`'s hash of `message_id`. A whole message is a msgpack map
-    whose first key is its `id` (its Struct's first field, never omitted: at most 15 fields, so a fixmap);
-    a lean envelope has none, and gets the id and workspace from the key."""
-    if raw[1:4] == b"\xa2id":
+    whose first key is its `id` (its Struct's first field, never omitted); a lean envelope has none, and
+    gets the id and workspace from the key."""
+    if starts_with_id(raw):
         return _decode_whole(raw)
     return OutboundMessage(id=message_id, workspace=workspace, **msgspec.structs.asdict(_decode_lean(raw)))
 

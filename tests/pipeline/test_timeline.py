@@ -13,7 +13,15 @@ from store import keyspace
 from store.event_entries import entry_events
 from store.ledger import MessageLedger
 from store.ledger.listing import MessageFilter, MessageLister
-from store.ledger.records import TIMELINE_TYPES, TimelineEvent, compact_event, encode, timeline_of
+from store.ledger.records import (
+    TIMELINE_TYPES,
+    TimelineEvent,
+    compact_event,
+    encode,
+    lean_message,
+    starts_with_id,
+    timeline_of,
+)
 from tests.pipeline.helpers import enqueue, message, new_message
 
 RETENTION = 3600
@@ -198,3 +206,13 @@ async def test_a_lean_record_is_read_whole_by_every_reader_of_the_ledger(redis) 
     assert await ledger.messages(msg.workspace, [msg.id]) == {msg.id: envelope}
     page = await MessageLister(redis).page(msg.workspace, MessageFilter(), limit=10, after=None)
     assert [(m.id, m.subject, m.to) for m in page.messages] == [(msg.id, "Hi Ana", ["ana@example.com"])]
+
+
+def test_a_whole_message_is_told_from_a_lean_envelope_by_its_first_key_whatever_its_map_header() -> None:
+    msg = message()
+    assert starts_with_id(encode(msg)) and encode(msg)[0] == 0x80 | len(msgspec.msgpack.decode(encode(msg)))
+    assert not starts_with_id(encode(lean_message(msg)))
+    wide = {"id": msg.id, **{f"k{i}": i for i in range(20)}}  # 21 keys: a map 16
+    assert encode(wide)[0] == 0xDE and starts_with_id(encode(wide))
+    assert not starts_with_id(encode({"from": 1, **{f"k{i}": i for i in range(20)}}))
+    assert not starts_with_id(b"")
