@@ -10,7 +10,9 @@ and keeps the count of positions enqueued (the highest + 1) in the workspace's h
 below any greater id: walking the index newest first, a reader meets the mark where the range's ids would
 be and expands it, highest position first (`newest_first`). A position whose message was never enqueued
 (a subscriber skipped at the send) or has expired has no hash: the list passes over it as over any id
-whose hash is gone.
+whose hash is gone. A campaign that was sending when the ranges came (round 12) has its first ids in the
+index one by one as well: the script that adds its mark raises the count over the highest of them, and
+`newest_first` passes over a plain id that a count covers, so each id is listed once, in order.
 """
 
 from __future__ import annotations

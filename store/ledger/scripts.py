@@ -29,6 +29,12 @@ ENQUEUE = (
 local retention = ARGV[1]
 local batch = cmsgpack.unpack(ARGV[2])
 local results, events = {}, {}
+local crockford = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+local function position_of(id)  -- the last 8 Crockford digits of an id (index_ranges.position_of)
+  local value = 0
+  for i = #id - 7, #id do value = value * 32 + (string.find(crockford, string.sub(id, i, i), 1, true) - 1) end
+  return value
+end
 local bases, listed, ranged = {}, {}, {}  -- per workspace: its key prefix, the new ids for its index (one
 -- ZADD), and its ranges' counts (prefix -> highest position + 1)
 for m, row in ipairs(batch) do
@@ -87,8 +93,16 @@ for ws, ids in pairs(listed) do
   end
 end
 for ws, counts in pairs(ranged) do
+  local index = bases[ws] .. 'messages'
   for range, count in pairs(counts) do
-    redis.call('ZADD', bases[ws] .. 'messages', 0, range .. '~')
+    if redis.call('ZADD', index, 0, range .. '~') == 1 then
+      -- A new mark. A campaign sending when the ranges came has its first ids in the index one by one:
+      -- the count covers the highest of them too, so the list expands each once (index_ranges.py).
+      local top = redis.call('ZREVRANGEBYLEX', index, '(' .. range .. '~', '[' .. range, 'LIMIT', 0, 1)[1]
+      if top and #top == #range + 8 then
+        count = math.max(count, position_of(top) + 1)
+      end
+    end
     local known = tonumber(redis.call('HGET', bases[ws] .. 'message-ranges', range) or '0')
     if known < count then redis.call('HSET', bases[ws] .. 'message-ranges', range, count) end
   end

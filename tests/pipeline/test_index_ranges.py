@@ -97,3 +97,40 @@ async def test_ids_of_a_range_also_in_the_index_one_by_one_are_listed_once(redis
     for limit in (1, 2, 4, 20):
         pages = await walk(redis, limit)
         assert [i for page in pages for i in page] == sorted(set(expected), reverse=True), limit
+
+
+async def test_a_campaign_sending_across_the_upgrade_gets_a_count_over_its_ids_of_before(redis) -> None:
+    """The enqueue script, adding a range's mark, raises its count over the campaign's ids already in the
+    index one by one (written before the ranges): every id is listed once, in order, whatever the pages."""
+    import msgspec
+
+    from actors.campaigns.body import message_id_at
+    from store.ledger.listing import MessageFilter, MessageLister
+    from tests.pipeline.helpers import enqueue, message, new_message
+
+    launch, campaign = 1_796_600_000_000, "cmp_01M98H21HGFJK0XP9J00000000"
+
+    def campaign_message(position: int, *, ranged: bool):
+        made = msgspec.structs.replace(
+            message(workspace=WORKSPACE), id=message_id_at(launch, campaign, position), campaign_id=campaign
+        )
+        new = new_message(made, ["srv_a"])
+        new.fresh_id, new.ranged = False, ranged
+        return new
+
+    # before the upgrade, two slices had sent positions 0-2 and 5-6, each id in the index by itself
+    assert await enqueue(redis, [campaign_message(p, ranged=False) for p in (0, 1, 2, 5, 6)]) == [None] * 5
+    assert await enqueue(redis, [campaign_message(3, ranged=True)]) == [None]  # after it, the range
+    prefix = range_prefix(message_id_at(launch, campaign, 0))
+    assert await redis.hget(keyspace.message_ranges(WORKSPACE), prefix) == b"7"
+    ids = [message_id_at(launch, campaign, p) for p in (6, 5, 3, 2, 1, 0)]
+    for limit in (1, 2, 3, 10):
+        pages = await walk(redis, limit)
+        listed = [i for page in pages for i in page]
+        assert [i for i in listed if i in ids] == ids, limit  # 4 has no message: its id is listed, bare
+        assert len(listed) == len(set(listed)) == 7
+    page = await MessageLister(redis).page(WORKSPACE, MessageFilter(), limit=10, after=None)
+    assert [m.id for m in page.messages] == ids
+    # a later batch of the same campaign does not look again: its mark is there
+    assert await enqueue(redis, [campaign_message(4, ranged=True)]) == [None]
+    assert await redis.hget(keyspace.message_ranges(WORKSPACE), prefix) == b"7"
