@@ -53,7 +53,7 @@ from analytics.errors import StoreUnavailable
 from schemas.audience import MEMBER_STATUSES, SubscriberRecord, subscriber_decoder
 from schemas.campaigns import FINISHED, CampaignRecord, FailureRecord, Variant
 from schemas.events import Event, event_msgpack_decoder
-from schemas.ids import new_id
+from schemas.ids import derived_id, new_id, ulid_text
 from schemas.segments import SegmentQuery
 from schemas.send import RoutingIn, SendRequest, TemplateRef, TrackingIn
 from schemas.settings import Settings
@@ -420,8 +420,8 @@ class CampaignRunner:
             if by_position:
                 made = message_id_at(launch_ms, record.id, positions[index])
             else:
-                made = message_id(
-                    launch_ms, record.id, sub_id, *([f"retry{failed_at[index]}"] if retry else [])
+                made = derived_id(
+                    "msg", launch_ms, record.id, sub_id, *([f"retry{failed_at[index]}"] if retry else [])
                 )
             items.append(
                 OutboundItem(
@@ -685,17 +685,6 @@ def pick_winner(scores: dict[str, float], variants: int) -> int:
     return best
 
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits → two characters
-
-
-def message_id(launch_ms: int, *parts: str) -> str:
-    """`derived_id("msg", launch_ms, *parts)`, encoded directly instead of through a `ULID` object (a
-    tenth of a recipient's CPU); tests/campaigns/test_fanout.py checks both agree."""
-    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()[:10]
-    return _msg_ulid(int.from_bytes(launch_ms.to_bytes(6, "big") + digest, "big"))
-
-
 def message_id_at(launch_ms: int, campaign_id: str, position: int) -> str:
     """A campaign message's id from its recipient's position in the packed snapshot (which never changes,
     so a replayed chunk derives the same ids): a ULID of the launch time, 40 bits of the campaign id's
@@ -703,16 +692,12 @@ def message_id_at(launch_ms: int, campaign_id: str, position: int) -> str:
     ids rise in the order its runners go, so each lands next to the one before in the workspace's message
     index, where ids hashed from the subscriber land at random (docs/campaigns.md, "Exactly once")."""
     head = launch_ms.to_bytes(6, "big") + _campaign_digest(campaign_id)
-    return _msg_ulid(int.from_bytes(head + position.to_bytes(5, "big"), "big"))
+    return "msg_" + ulid_text(head + position.to_bytes(5, "big"))
 
 
 @functools.lru_cache(maxsize=64)
 def _campaign_digest(campaign_id: str) -> bytes:
     return hashlib.sha256(campaign_id.encode()).digest()[:5]
-
-
-def _msg_ulid(value: int) -> str:
-    return "msg_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 def _share(campaign_id: str, sub_id: str) -> float:

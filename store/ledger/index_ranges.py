@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from schemas.ids import ulid_bytes
+from schemas.ids import ulid_bytes, ulid_text
 from store import keyspace
 from store.replies import as_text
 
 RANGE_PREFIX_LENGTH = 22  # "msg_" + 18 digits: the launch time and the campaign's 40 bits
 RANGE_MARK = "~"
-_DIGITS = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_PAIRS = [a + b for a in _DIGITS for b in _DIGITS]  # 10 bits -> two digits
 
 
 def range_prefix(message_id: str) -> str:
@@ -39,7 +37,7 @@ def position_of(message_id: str) -> int:
 
 
 def id_in_range(prefix: str, position: int) -> str:
-    return prefix + "".join([_PAIRS[(position >> shift) & 1023] for shift in (30, 20, 10, 0)])
+    return prefix + ulid_text(position.to_bytes(16, "big"))[-8:]
 
 
 async def newest_first(
