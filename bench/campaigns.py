@@ -251,6 +251,8 @@ async def fanout(session, base, redis_url, serve_pid, redis_pid, args, sandbox, 
     )
     if args.breakdown:  # at rest: every consumer caught up, and a stream trim (every 5 s) after that
         await wait_idle(redis_url, within=1800)
+        archived_in = await until_archived(redis_url, within=600)
+        rows.append(f"| the campaign's last bucket archived, after `sent` | {archived_in:,.1f} s | | |")
         await asyncio.sleep(6.0)
         rows += await memory_breakdown(redis_url)
         rows.append(
@@ -314,6 +316,20 @@ async def fanout(session, base, redis_url, serve_pid, redis_pid, args, sandbox, 
     return rows
 
 
+async def until_archived(redis_url: str, within: float) -> float:
+    """Seconds until the archiver is done with every campaign (its set is empty): the quiet time
+    (`MAILERS_CAMPAIGN_ARCHIVE_AFTER_SECONDS`) after the last message, then a pass (docs/campaigns.md)."""
+    redis = aioredis.Redis.from_url(redis_url)
+    started = time.perf_counter()
+    try:
+        while await redis.scard(keyspace.CAMPAIGNS_ARCHIVING):
+            assert time.perf_counter() - started < within, "the archiver did not finish"
+            await asyncio.sleep(0.2)
+    finally:
+        await redis.aclose()
+    return time.perf_counter() - started
+
+
 async def memory_breakdown(redis_url: str, sample: int = 200) -> list[str]:
     """Redis memory per message by key family (`MEMORY USAGE`: a sample of message hashes scaled up; the
     streams and indexes whole), divided by the messages in the index (run it with `--bulk-requests 0` for
@@ -332,14 +348,24 @@ async def memory_breakdown(redis_url: str, sample: int = 200) -> list[str]:
         ids, _ = await index_ranges.newest_first(redis, WORKSPACE, limit=sample, after=None)
         scale = count / max(1, len(ids))
         hashes, fields = 0, dict.fromkeys(("p", "ev", "m", "srv", "prv", "pmid", "s", "att"), 0)
+        held = 0  # of the sample, messages with a hash of their own (the others are archived, or gone)
         for message_id in ids:
             key = keyspace.message(WORKSPACE, message_id)
             hashes += await redis.memory_usage(key, samples=0) or 0
-            for name, value in (await redis.hgetall(key)).items():
+            found = await redis.hgetall(key)
+            held += bool(found)
+            for name, value in found.items():
                 fields[as_text(name)] = fields.get(as_text(name), 0) + len(value)
         add("message hashes", int(hashes * scale))
         for name, size in fields.items():  # p: the payload, ev: its timeline, m: its meta
             add(f"  of which `{name}` (bytes)", int(size * scale))
+        add("messages with a hash of their own (keys)", int(held * scale))
+        buckets = archived = 0  # the archive (store/ledger/archive.py): a bucket of 128 positions a key
+        async for key in redis.scan_iter(match="m:{*}:arc:*", count=10_000):
+            buckets += 1
+            archived += await redis.memory_usage(key, samples=0) or 0
+        add("archive buckets (keys)", buckets)
+        add("archive buckets", archived)
         add("message index zset", await redis.memory_usage(index, samples=0))
         add("message index ranges", await redis.memory_usage(ranges, samples=0))
         add("m:events stream", await redis.memory_usage(keyspace.EVENT_STREAM, samples=0))

@@ -76,6 +76,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     audit_checkpoint_sink: str | None = None  # file:///…, s3://bucket/prefix or https://…
     audit_checkpoint_webhook_secret: str | None = None  # whsec_…, signs the https sink's POSTs
     campaign_in_flight: int = 1000  # a campaign's messages queued but not yet sent, at most (its pause lag)
+    # A campaign message settled goes to the archive when its last event is this old (docs/campaigns.md)
+    campaign_archive_after_seconds: int = 10
     # The ingress's Redis connections: at most this many; a request waits up to the timeout for one (503).
     redis_pool_size: int = 100
     redis_pool_timeout_seconds: float = 5.0
@@ -242,6 +244,7 @@ _VARIABLES = {
     "MAILERS_AUDIT_CHECKPOINT_SINK": ("audit_checkpoint_sink", _url("file", "s3", "https", "http")),
     "MAILERS_AUDIT_CHECKPOINT_WEBHOOK_SECRET": ("audit_checkpoint_webhook_secret", _secret),
     "MAILERS_CAMPAIGN_IN_FLIGHT": ("campaign_in_flight", _integer),
+    "MAILERS_CAMPAIGN_ARCHIVE_AFTER_SECONDS": ("campaign_archive_after_seconds", _integer),
     "MAILERS_REDIS_POOL_SIZE": ("redis_pool_size", _integer),
     "MAILERS_REDIS_POOL_TIMEOUT_SECONDS": ("redis_pool_timeout_seconds", _positive_float),
     "MAILERS_AUTOMATION_LEASE_SECONDS": ("automation_lease_seconds", _positive_float),

@@ -280,6 +280,16 @@ class CampaignStore:
     async def deactivate(self, workspace: str, campaign_id: str) -> None:
         await self.redis.srem(keyspace.CAMPAIGNS_ACTIVE, member(workspace, campaign_id))
 
+    async def archiving(self) -> list[tuple[str, str]]:
+        """The campaigns whose settled messages the archiver packs (actors/campaigns/archiver.py)."""
+        found = await self.redis.smembers(keyspace.CAMPAIGNS_ARCHIVING)
+        pairs = [as_text(m).split("|", 1) for m in found]
+        return sorted((p[0], p[1]) for p in pairs if len(p) == 2)
+
+    async def archived(self, workspace: str, campaign_id: str) -> None:
+        """Out of the archiver's set: the campaign is finished and every bucket of it archived."""
+        await self.redis.srem(keyspace.CAMPAIGNS_ARCHIVING, member(workspace, campaign_id))
+
     async def set_fields(
         self, workspace: str, campaign_id: str, fields: Mapping[str, bytes | str | int]
     ) -> None:
@@ -451,14 +461,18 @@ class CampaignStore:
         retried: Sequence[str] = (),
         slice_index: int = 0,
         refund: int = 0,
+        archiving: bool = False,
     ) -> None:
         """One chunk done: its cursor, its counts and its failed recipients, in one MULTI, which also ends
         its slice's reservation of the in-flight window and gives back the rate tokens granted for
-        recipients that were not sent (skipped)."""
+        recipients that were not sent (skipped). `archiving`: the chunk was sent by position, and the
+        campaign joins the archiver's set (actors/campaigns/archiver.py)."""
         key = keyspace.campaign(workspace, campaign_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             if checkpoint:
                 pipe.hset(key, mapping=_mapping(checkpoint))
+            if archiving:
+                pipe.sadd(keyspace.CAMPAIGNS_ARCHIVING, member(workspace, campaign_id))
             pipe.hdel(key, f"resv:{slice_index}")
             if refund:
                 pipe.hincrbyfloat(key, "rt", refund)

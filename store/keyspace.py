@@ -85,6 +85,12 @@ def message_ranges(workspace: str) -> str:
     return f"{PREFIX}{{{workspace}}}:message-ranges"  # hash: a range's id prefix -> positions enqueued
 
 
+def message_archive(workspace: str, prefix: str, bucket: int) -> str:
+    # string: the settled messages of a range's positions [bucket * BUCKET, ...), packed and compressed
+    # (store/ledger/archive.py); a message's own hash, when it has one again, comes first
+    return f"{PREFIX}{{{workspace}}}:arc:{prefix}:{bucket}"
+
+
 def send_item(workspace: str, scope: str, key: str, *, api_key: str | None = None) -> str:
     """-> message id (per-message idempotency). A body's own `idempotency_key` is per workspace (API.md);
     the keys derived from an `Idempotency-Key` header (`api_key` given) are per API key, like the header's
@@ -358,6 +364,8 @@ def records_of_kind(kind: str) -> str:
 # the counts it implies commit together. The audience is snapshotted at launch into a lex zset of
 # subscriber ids (a set: each subscriber, and so each address, once), read in chunks by cursor.
 CAMPAIGNS_ACTIVE = PREFIX + "campaigns:active"  # set: "ws|cmp" the campaign runner works on
+# set: "ws|cmp" whose settled messages the runner is packing into the archive (actors/campaigns/archiver.py)
+CAMPAIGNS_ARCHIVING = PREFIX + "campaigns:archiving"
 CAMPAIGN_EVENTS_GROUP = "campaigns"  # consumer group on EVENT_STREAM: live counters from message events
 
 

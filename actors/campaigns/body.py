@@ -45,6 +45,7 @@ from typing import Any, Protocol
 import msgspec
 import redis.asyncio as aioredis
 
+from actors.campaigns.archiver import CampaignArchiver, slice_span
 from actors.outbound.service import Accepted, Outbound, OutboundItem, Rejected
 from actors.policies import send_window
 from actors.policies.quota import WindowQuota
@@ -145,6 +146,10 @@ class CampaignRunner:
             clock=clock,
         )
         self._group_ready = False
+        # Runner 0 packs the settled messages of packed campaigns into the archive (archiver.py).
+        self.archiver = CampaignArchiver(
+            redis, settings, clock=clock, range_of=lambda launch_ms, cid: message_id_at(launch_ms, cid, 0)
+        )
         self.idle_block = IdleBlock()  # idle: no active campaign and nothing done (see `run`)
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -156,6 +161,8 @@ class CampaignRunner:
                 done += await self.advance(workspace, campaign_id)
             except Exception:
                 log.exception("campaign %s of %s: step failed; retried next step", campaign_id, workspace)
+        if self.index == 0:
+            done += await self.archiver.step()
         self.idle_block.idle = not done and not active
         return done
 
@@ -447,6 +454,8 @@ class CampaignRunner:
                 failures.append((sub_id, _failure(email, outcome, now_ms)))
         processed = enqueued + rejected + skipped
         checkpoint: dict[str, str | int] = {} if retry else {cursor_field: ids[-1]}
+        if by_position and phase == "send":  # these positions are done for good: the archiver may pack them
+            checkpoint[f"sp:{slice_index}"] = slice_span(state, slice_index, positions)
         await self.store.commit_chunk(
             record.workspace,
             record.id,
@@ -456,6 +465,7 @@ class CampaignRunner:
             retried=ids if retry else (),
             slice_index=slice_index,
             refund=grant - len(items) if record.rate.per_second else 0,
+            archiving=by_position,
         )
         return 1
 

@@ -15,10 +15,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from schemas.events import Event
-from schemas.ids import id_at
+from schemas.ids import id_at, is_id
 from schemas.messages import OutboundMessage
 from store import keyspace
-from store.ledger import index_ranges
+from store.ledger import archive, index_ranges
 from store.ledger.records import (
     Claimed,
     MessageMeta,
@@ -33,10 +33,10 @@ from store.ledger.records import (
     lean_message,
     lean_meta,
 )
-from store.ledger.scripts import APPEND_EVENTS, CANCEL, CLAIM, DUE, ENQUEUE, RECORD
+from store.ledger.scripts import APPEND_EVENTS, ARCHIVE, CANCEL, CLAIM, DUE, ENQUEUE, RECORD, RESTORE
 from store.ledger.statuses import FINISHED
 from store.lua import lua_string
-from store.replies import as_text
+from store.replies import as_bytes, as_text
 
 # Encoded messages larger than this are written to their hash before the enqueue script (`_stage`).
 STAGED_PAYLOAD_BYTES = 64 * 1024
@@ -71,6 +71,8 @@ class MessageLedger:
         self._claim = redis.register_script(CLAIM)
         self._due = redis.register_script(DUE)
         self._cancel = redis.register_script(CANCEL)
+        self._archive = redis.register_script(ARCHIVE)
+        self._restore = redis.register_script(RESTORE)
 
     # --- the send path ---------------------------------------------------------------------------
     async def enqueue(self, batch: Sequence[NewMessage]) -> list[str | None]:
@@ -116,7 +118,9 @@ class MessageLedger:
             pipe.lrange(keyspace.message_events(workspace, message_id), 0, -1)
             fields, events = await pipe.execute()
         if not fields:
-            return None
+            fields = (await self.archived(workspace, [message_id])).get(message_id)
+            if fields is None:
+                return None
         return StoredMessage.from_redis(fields, events, workspace, message_id)
 
     async def get_many(self, workspace: str, ids: Sequence[str]) -> list[StoredMessage | None]:
@@ -124,18 +128,20 @@ class MessageLedger:
             for message_id in ids:
                 pipe.hgetall(keyspace.message(workspace, message_id))
             rows = await pipe.execute()
-        return [
-            StoredMessage.from_redis(row, None, workspace, i) if row else None
-            for i, row in zip(ids, rows, strict=True)
-        ]
+        found = dict(zip(ids, rows, strict=True))
+        if missing := [i for i, row in found.items() if not row]:
+            found |= await self.archived(workspace, missing)
+        return [StoredMessage.from_redis(found[i], None, workspace, i) if found.get(i) else None for i in ids]
 
     async def messages(self, workspace: str, ids: Sequence[str]) -> dict[str, OutboundMessage]:
         """The stored messages among `ids`, by id (just their payload: what correlation needs)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for message_id in ids:
                 pipe.hget(keyspace.message(workspace, message_id), "p")
-            raws = await pipe.execute()
-        return {i: decode_message(raw, workspace, i) for i, raw in zip(ids, raws, strict=True) if raw}
+            raws = dict(zip(ids, await pipe.execute(), strict=True))
+        if missing := [i for i, raw in raws.items() if not raw]:
+            raws |= {i: fields[b"p"] for i, fields in (await self.archived(workspace, missing)).items()}
+        return {i: decode_message(raw, workspace, i) for i, raw in raws.items() if raw}
 
     # --- dispatch --------------------------------------------------------------------------------
     async def claim(self, workspace: str, server_id: str, ids: Sequence[str]) -> list[Claimed | None]:
@@ -226,12 +232,17 @@ class MessageLedger:
         return sorted({keyspace.message(workspace, i) for i in ids})
 
     async def statuses(self, workspace: str, ids: Sequence[str]) -> dict[str, str]:
-        """The current status of each stored message among `ids` (id → status)."""
+        """The current status of each stored message among `ids` (id → status). An archived one is
+        restored to its hash first (`restore`): the caller is about to write it (a WATCH on its key then
+        fails once, and the caller's retry finds the hash)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for message_id in ids:
                 pipe.hget(keyspace.message(workspace, message_id), "s")
-            found = await pipe.execute()
-        return {i: s.decode() for i, s in zip(ids, found, strict=True) if s is not None}
+            found = dict(zip(ids, await pipe.execute(), strict=True))
+        if missing := [i for i, s in found.items() if s is None]:
+            restored = await self.restore(workspace, missing)
+            found |= {i: fields[b"s"] for i, fields in restored.items()}
+        return {i: s.decode() for i, s in found.items() if s is not None}
 
     @staticmethod
     def set_statuses(pipe: aioredis.client.Pipeline, workspace: str, statuses: dict[str, str]) -> None:
@@ -253,7 +264,97 @@ class MessageLedger:
         pipe.xadd(keyspace.EVENT_STREAM, {keyspace.EVENT_FIELD: encode(list(events))})
 
     async def record_events(self, events: Sequence[Event]) -> None:
-        """`append_events` in a MULTI of its own."""
+        """`append_events` in a MULTI of its own. An event whose message is archived finds no hash: the
+        message is restored from its bucket (`restore`) and the event appended to it then."""
         async with self.redis.pipeline(transaction=True) as pipe:
             self.append_events(pipe, events)
-            await pipe.execute()
+            results = await pipe.execute()
+        timed = [e for e in events if e.message is not None]
+        missing = [timed[int(i) - 1] for i in results[0]] if timed else []
+        late: list[Event] = []
+        for workspace in sorted({e.workspace for e in missing}):
+            mine = [e for e in missing if e.workspace == workspace]
+            restored = await self.restore(workspace, [e.message.id for e in mine if e.message is not None])
+            late += [e for e in mine if e.message is not None and e.message.id in restored]
+        if late:
+            keys = [keyspace.message(e.workspace, e.message.id) for e in late if e.message is not None]
+            await self.redis.eval(APPEND_EVENTS, len(keys), *keys, *[encode(e) for e in late])
+
+    # --- the archive of packed campaigns' settled messages (store/ledger/archive.py) ------------------
+    async def archived(self, workspace: str, ids: Sequence[str]) -> dict[str, dict[bytes, bytes]]:
+        """The archived records among `ids`, by id, each as its hash's fields. For ids whose hash is gone:
+        a message's own hash, when it has one, is newer than its bucket's copy."""
+        where = {i: archive.locate(i) for i in ids if is_id(i, "msg")}
+        buckets = sorted(set(where.values()))
+        if not buckets:
+            return {}
+        blobs = await self.redis.mget([keyspace.message_archive(workspace, p, b) for p, b in buckets])
+        records = {at: archive.unpack(as_bytes(b)) for at, b in zip(buckets, blobs, strict=True) if b}
+        found: dict[str, dict[bytes, bytes]] = {}
+        for message_id, at in where.items():
+            fields = records.get(at, {}).get(index_ranges.position_of(message_id))
+            if fields is not None:
+                found[message_id] = fields
+        return found
+
+    async def restore(self, workspace: str, ids: Sequence[str]) -> dict[str, dict[bytes, bytes]]:
+        """Archived messages among `ids` back into hashes of their own, to be written: a hash that exists
+        is kept as it is. Returns the archived records found, by id (each now has its hash)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.exists(keyspace.message(workspace, message_id))
+            exists = await pipe.execute()
+        found = await self.archived(workspace, [i for i, e in zip(ids, exists, strict=True) if not e])
+        if found:
+            keys: list[str] = []
+            args: list[int | bytes] = []
+            for message_id, fields in found.items():
+                prefix, bucket = archive.locate(message_id)
+                keys += [
+                    keyspace.message(workspace, message_id),
+                    keyspace.message_archive(workspace, prefix, bucket),
+                ]
+                args += [2 * len(fields), *(x for pair in fields.items() for x in pair)]
+            await self._restore(keys=keys, args=args)
+        return found
+
+    async def range_progress(
+        self, workspace: str, prefix: str, buckets: Sequence[int]
+    ) -> tuple[int, list[bool]]:
+        """A packed campaign's range: its positions enqueued (the range's count), and which of `buckets`
+        are archived."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keyspace.message_ranges(workspace), prefix)
+            for bucket in buckets:
+                pipe.exists(keyspace.message_archive(workspace, prefix, bucket))
+            count, *archived = await pipe.execute()
+        return int(count or 0), [bool(a) for a in archived]
+
+    async def archive_bucket(
+        self, workspace: str, prefix: str, bucket: int, *, now_ms: int, quiet_ms: int, retention_ms: int
+    ) -> int | str:
+        """The settled messages of a range's bucket into the archive, their hashes deleted. Returns how many
+        (0: a bucket of skipped positions only), -1 if the bucket was archived before, or why not now:
+        "busy" (a message not settled), "recent" (one's last event less than `quiet_ms` old), "changed"
+        (a hash was written while the bucket was packed). Call it only for positions the campaign will never
+        enqueue again (actors/campaigns/archiver.py)."""
+        ids = archive.bucket_ids(prefix, bucket)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.hgetall(keyspace.message(workspace, message_id))
+            rows = await pipe.execute()
+        records: dict[int, dict[bytes, bytes]] = {}
+        keys = [keyspace.message_archive(workspace, prefix, bucket)]
+        fingerprints: list[bytes] = []
+        for position, (message_id, fields) in enumerate(zip(ids, rows, strict=True), bucket * archive.BUCKET):
+            if not fields:
+                continue
+            if why := archive.unready(fields, now_ms=now_ms, quiet_ms=quiet_ms):
+                return why
+            if archive.whole(fields):
+                continue
+            records[position] = fields
+            keys.append(keyspace.message(workspace, message_id))
+            fingerprints.append(archive.fingerprint(fields))
+        moved = int(await self._archive(keys=keys, args=[archive.pack(records), retention_ms, *fingerprints]))
+        return "changed" if moved == 0 and records else moved

@@ -18,6 +18,8 @@ import redis.asyncio as aioredis
 from schemas.message_status import MessageStatus
 from store import keyspace
 from store.ledger import index_ranges
+from store.ledger.ledger import MessageLedger
+from store.ledger.records import decode_message, decode_meta
 
 # Redis's cmsgpack cannot read msgpack `bin` (attachments are bytes), so payloads are read by this
 # small decoder: every type msgspec writes; `bin` and `ext` values are skipped, never copied.
@@ -74,7 +76,9 @@ end
 
 # KEYS: message hashes, newest first. ARGV: want, status, tag, campaign_id, recipient (lowercase ASCII),
 # from_ms, until_ms, and a second status the first stands for (the API's `queued` is also the ledger's
-# `sending`); '' means "no such filter". Returns {ids consumed, msgpack array of summaries}.
+# `sending`); '' means "no such filter". Returns {ids consumed, msgpack array of summaries, the index in
+# KEYS of each, the indexes of the hashes that do not exist}: an archived message has none, and
+# `MessageLister` filters it in Python (`listed`), from its bucket.
 _FILTER = (
     _MSGPACK
     + """
@@ -92,11 +96,13 @@ local function has_recipient(p)
   end
   return false
 end
-local out, consumed = {}, 0
+local out, at, absent, consumed = {}, {}, {}, 0
 for i, key in ipairs(KEYS) do
   consumed = i
   local row = redis.call('HMGET', key, 's', 'm', 'srv')
-  if row[1] and (status == '' or row[1] == status or row[1] == also) then
+  if not row[1] then
+    absent[#absent + 1] = i  -- gone, or in the archive (store/ledger/archive.py): Python reads and filters it
+  elseif (status == '' or row[1] == status or row[1] == also) then
     local created = decode(row[2], 1).created_ms
     if (not from_ms or created >= from_ms) and (not until_ms or created < until_ms) then
       local p = decode(redis.call('HGET', key, 'p'), 1)
@@ -107,12 +113,13 @@ for i, key in ipairs(KEYS) do
         -- the id from the key: a sent campaign message's envelope leaves it out (records.lean_message)
         out[#out + 1] = {string.match(key, ':msg:([^:]+)$'), row[1], created, row[3] or '', p.subject or '',
                          p.tags or {}, emails}
+        at[#out] = i
         if #out >= want then break end
       end
     end
   end
 end
-return {consumed, cmsgpack.pack(out)}
+return {consumed, cmsgpack.pack(out), cmsgpack.pack(at), cmsgpack.pack(absent)}
 """
 )
 
@@ -148,6 +155,7 @@ class ListPage(msgspec.Struct, frozen=True):
 
 
 _decode = msgspec.msgpack.Decoder(list[ListedMessage]).decode
+_indexes = msgspec.msgpack.Decoder(list[int]).decode
 
 
 class MessageLister:
@@ -192,5 +200,47 @@ class MessageLister:
             _ALSO.get(where.status or "", ""),
         ]
         keys = [keyspace.message(workspace, message_id) for message_id in ids]
-        consumed, packed = await self._filter(keys=keys, args=args)
-        return int(consumed), _decode(packed)
+        consumed, packed, at, absent = await self._filter(keys=keys, args=args)
+        matches = list(zip(_indexes(at), _decode(packed), strict=True))
+        if absent_ids := [ids[i - 1] for i in _indexes(absent)]:
+            archived = await MessageLedger(self.redis).archived(workspace, absent_ids)
+            where_at = {message_id: i for i, message_id in enumerate(ids, 1)}
+            for message_id, fields in archived.items():
+                if (match := listed(workspace, message_id, fields, where)) is not None:
+                    matches.append((where_at[message_id], match))
+            matches.sort(key=lambda pair: pair[0])
+            if len(matches) >= want:  # the Lua stopped at its own `want`th: the page may end earlier
+                matches = matches[:want]
+                consumed = matches[-1][0]
+        return int(consumed), [match for _, match in matches]
+
+
+def _ascii_lower(text: str) -> str:
+    return text.encode().lower().decode()  # as Lua's string.lower: ASCII letters only
+
+
+def listed(
+    workspace: str, message_id: str, fields: dict[bytes, bytes], where: MessageFilter
+) -> ListedMessage | None:
+    """The summary of a message read from its fields (an archived one), if it passes `where`: the list
+    script's filter, for what the script cannot read (a compressed bucket)."""
+    status = fields[b"s"].decode()
+    if where.status and status not in (where.status, _ALSO.get(where.status)):
+        return None
+    created = decode_meta(fields[b"m"]).created_ms
+    if (where.from_ms is not None and created < where.from_ms) or (
+        where.until_ms is not None and created >= where.until_ms
+    ):
+        return None
+    message = decode_message(fields[b"p"], workspace, message_id)
+    if where.tag and where.tag not in message.tags:
+        return None
+    if where.campaign_id and message.campaign_id != where.campaign_id:
+        return None
+    if where.to and not any(
+        _ascii_lower(a.email) == _ascii_lower(where.to) for a in (*message.to, *message.cc, *message.bcc)
+    ):
+        return None
+    server = fields.get(b"srv", b"").decode()
+    to = [a.email for a in message.to]
+    return ListedMessage(message_id, status, created, server, message.subject or "", message.tags, to)

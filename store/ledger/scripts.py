@@ -6,6 +6,7 @@ Every script starts with `LUA_STATUSES` (store/ledger/statuses.py), so statuses 
 
 from __future__ import annotations
 
+from store.ledger.archive import BUCKET
 from store.ledger.statuses import LUA_STATUSES
 from store.lua import LUA_ARRAY
 
@@ -25,6 +26,7 @@ from store.lua import LUA_ARRAY
 ENQUEUE = (
     LUA_STATUSES
     + LUA_ARRAY
+    + f"local archive_bucket = {BUCKET}\n"
     + """
 local retention = ARGV[1]
 local batch = cmsgpack.unpack(ARGV[2])
@@ -51,6 +53,12 @@ for m, row in ipairs(batch) do
     -- A derived id (actors/outbound): its message hash is the record of a prior send, kept for the
     -- message retention; no idempotency key of its own (one GET, one SET and a key per message saved).
     if redis.call('EXISTS', hkey) == 1 then prior = id end
+    -- or, for a campaign's position, its bucket of the archive (store/ledger/archive.py): a bucket is
+    -- only written behind the campaign's committed positions, so this is the guard of a bug, never hit
+    if not prior and range ~= '' then
+      local bucket = base .. 'arc:' .. range .. ':' .. math.floor(position / archive_bucket)
+      if redis.call('EXISTS', bucket) == 1 then prior = id end
+    end
   elseif item ~= '' then
     prior = redis.call('GET', item)
     -- An id derived from its inputs (actors/outbound) may name a message accepted longer ago than the
@@ -233,14 +241,62 @@ APPEND_EVENTS = (
     LUA_STATUSES
     + LUA_ARRAY
     + """
+local missing = {}
 for i, key in ipairs(KEYS) do
   local ev = redis.call('HGET', key, 'ev')
   if ev then
     redis.call('HSET', key, 'ev', msgpack_append(ev, {ARGV[i]}))
+  else
+    missing[#missing + 1] = i
   end
 end
-return #KEYS
+return missing
 """
 )
 
-ALL = (ENQUEUE, CANCEL, CLAIM, DUE, RECORD, APPEND_EVENTS)
+# A bucket of a packed campaign's settled messages into the archive (store/ledger/archive.py). KEYS[1]: the
+# bucket, then the message hashes it packs; ARGV[1]: the blob, ARGV[2]: the time to live (ms) when none of
+# the hashes has one, then each hash's fingerprint as it was read (`archive.fingerprint`). All or nothing:
+# 0 (and nothing written) if any hash changed since, -1 if the bucket exists; else the hashes are deleted
+# and the bucket lives as long as the longest-lived of them.
+ARCHIVE = (
+    LUA_STATUSES
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local ttl = -1
+for i = 2, #KEYS do
+  local f = redis.call('HMGET', KEYS[i], 's', 'ev')
+  if not f[1] or (f[1] .. '|' .. #(f[2] or '')) ~= ARGV[i + 1] then return 0 end
+  local left = redis.call('PTTL', KEYS[i])
+  if left > ttl then ttl = left end
+end
+if ttl <= 0 then ttl = tonumber(ARGV[2]) end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+if #KEYS > 1 then redis.call('DEL', unpack(KEYS, 2)) end
+return #KEYS - 1
+"""
+)
+
+# Archived messages back into hashes of their own, before an event is written to them
+# (MessageLedger.restore). KEYS: pairs of (message hash, its bucket); ARGV: per pair, the number of values
+# then the hash's fields and values, flat. A hash that exists is left as it is (it is the truth); a
+# restored one expires with its bucket. Returns how many were restored.
+RESTORE = (
+    LUA_STATUSES
+    + """
+local at, restored = 1, 0
+for i = 1, #KEYS, 2 do
+  local n = tonumber(ARGV[at])
+  if redis.call('EXISTS', KEYS[i]) == 0 and n > 0 then
+    redis.call('HSET', KEYS[i], unpack(ARGV, at + 1, at + n))
+    local ttl = redis.call('PTTL', KEYS[i + 1])
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+    restored = restored + 1
+  end
+  at = at + n + 1
+end
+return restored
+"""
+)
+
+ALL = (ENQUEUE, CANCEL, CLAIM, DUE, RECORD, APPEND_EVENTS, ARCHIVE, RESTORE)

@@ -12,7 +12,8 @@ PACKAGES = ("schemas", "security", "store", "providers", "analytics", "actors", 
 # The key helpers of store/keyspace.py, and the key names Lua builds itself.
 # (Every module reaches the helpers as `keyspace.x`: store/keyspace.py is imported as a module.)
 MESSAGE_KEYS = re.compile(
-    r"\bkeyspace\.(message|message_events|message_index|message_ranges)\(|:msg:|'msg:'|:messages'|'message-ranges'"
+    r"\bkeyspace\.(message|message_events|message_index|message_ranges|message_archive)\(|:msg:|'msg:'|:messages'"
+    r"|'message-ranges'|'arc:'"
 )
 DELIVERY_KEYS = re.compile(
     r"\bkeyspace\.webhook_(due|lane|deliveries|dead|failing|delivery|attempts|in_flight)\(|\bWEBHOOK_READY\b"
