@@ -318,17 +318,16 @@ class MessageLedger:
             await self._restore(keys=keys, args=args)
         return found
 
-    async def range_progress(
-        self, workspace: str, prefix: str, buckets: Sequence[int]
-    ) -> tuple[int, list[bool]]:
-        """A packed campaign's range: its positions enqueued (the range's count), and which of `buckets`
-        are archived."""
+    async def range_count(self, workspace: str, prefix: str) -> int:
+        """A packed campaign's range: its positions enqueued (the highest + 1; index_ranges.py)."""
+        return int(await self.redis.hget(keyspace.message_ranges(workspace), prefix) or 0)
+
+    async def archived_buckets(self, workspace: str, prefix: str, buckets: Sequence[int]) -> list[bool]:
+        """Which of a range's `buckets` are in the archive."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(keyspace.message_ranges(workspace), prefix)
             for bucket in buckets:
                 pipe.exists(keyspace.message_archive(workspace, prefix, bucket))
-            count, *archived = await pipe.execute()
-        return int(count or 0), [bool(a) for a in archived]
+            return [bool(found) for found in await pipe.execute()]
 
     async def archive_bucket(
         self, workspace: str, prefix: str, bucket: int, *, now_ms: int, quiet_ms: int, retention_ms: int

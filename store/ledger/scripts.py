@@ -179,8 +179,8 @@ return moved
 )
 
 # One round trip records a whole set of dispatch outcomes (see `MessageLedger.record`); ARGV[1] is one
-# msgpack batch. A message's events are appended to its hash's `ev` only while the hash exists (a message
-# that expired meanwhile gets no new hash of a timeline alone); they go to the stream either way.
+# msgpack batch. A message's hash is written only while it exists (a message that expired or was archived
+# meanwhile gets no partial hash); its events go to the stream either way.
 RECORD = (
     LUA_STATUSES
     + LUA_ARRAY
@@ -193,31 +193,36 @@ for _, o in ipairs(outcomes) do
   local key, id, status, events, fields = o[1], o[2], o[3], o[4], o[5]
   local mapping, mapped_to, failover, attempted, finished, retry_ms = o[6], o[7], o[8], o[9], o[10], o[11]
   local payload, listed, meta = o[12], o[13], o[14]
+  local held = redis.call('EXISTS', key) == 1  -- not: expired, or archived, meanwhile
   if #events > 0 then
-    local ev = redis.call('HGET', key, 'ev')
+    local ev = held and redis.call('HGET', key, 'ev')
     if ev then
       -- compact copies (a campaign message's), else the events whole
       redis.call('HSET', key, 'ev', msgpack_append(ev, #listed > 0 and listed or events))
     end
     for _, e in ipairs(events) do streamed[#streamed + 1] = e end
   end
-  if status ~= '' then
-    local current = redis.call('HGET', key, 's')
-    if current == SENDING or current == QUEUED then
-      redis.call('HSET', key, 's', status)  -- unless a provider webhook has moved it further already
+  -- A late outcome of a message gone meanwhile (a consumer that stalled past its entry's reclaim): its
+  -- events are streamed, and no partial hash is made.
+  if held then
+    if status ~= '' then
+      local current = redis.call('HGET', key, 's')
+      if current == SENDING or current == QUEUED then
+        redis.call('HSET', key, 's', status)  -- unless a provider webhook has moved it further already
+      end
     end
+    if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
+    if payload ~= '' then redis.call('HSET', key, 'p', payload) end
+    if meta ~= '' then redis.call('HSET', key, 'm', meta) end
+    if mapping ~= '' then redis.call('SET', mapping, mapped_to, 'EX', mapping_ttl) end
+    if failover ~= '' then redis.call('XADD', failover, '*', 'id', id) end
+    if attempted == 1 then redis.call('HINCRBY', key, 'att', 1) end
+    if finished == 1 then
+      redis.call('EXPIRE', key, retention)
+      redis.call('EXPIRE', key .. ':ev', retention)  -- a timeline list of before round 9, if any
+    end
+    if retry_ms ~= '' then redis.call('ZADD', KEYS[2], retry_ms, key) end
   end
-  if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
-  if payload ~= '' then redis.call('HSET', key, 'p', payload) end
-  if meta ~= '' then redis.call('HSET', key, 'm', meta) end
-  if mapping ~= '' then redis.call('SET', mapping, mapped_to, 'EX', mapping_ttl) end
-  if failover ~= '' then redis.call('XADD', failover, '*', 'id', id) end
-  if attempted == 1 then redis.call('HINCRBY', key, 'att', 1) end
-  if finished == 1 then
-    redis.call('EXPIRE', key, retention)
-    redis.call('EXPIRE', key .. ':ev', retention)  -- a timeline list of before round 9, if any
-  end
-  if retry_ms ~= '' then redis.call('ZADD', KEYS[2], retry_ms, key) end
 end
 for _, w in ipairs(waiting) do
   redis.call('HSET', w[1], 's', QUEUED)
