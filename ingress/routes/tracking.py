@@ -265,16 +265,21 @@ async def _record_once(request: web.Request, token: UnsubscribeToken, event: Eve
     marker = keyspace.unsubscribe_recorded(
         token.workspace, token.message_id, token.scope, token.list_id, token.recipient
     )
+    ledger = MessageLedger(redis)
 
     async def record_unless_recorded(pipe: Pipeline) -> bool:
         if await pipe.exists(marker):  # a concurrent POST of the same token recorded it
             return False
+        # An archived message gets its hash back first (the WATCH on it then fails once, and the retry
+        # finds it): the event goes into its timeline as into any message's.
+        await ledger.restore(token.workspace, [token.message_id])
         pipe.multi()
         pipe.set(marker, event.id, ex=UNSUBSCRIBE_RECORD_SECONDS)
         MessageLedger.append_events(pipe, [event])
         return True
 
-    return bool(await redis.transaction(record_unless_recorded, marker, value_from_callable=True))
+    watched = [marker, *ledger.keys(token.workspace, [token.message_id])]
+    return bool(await redis.transaction(record_unless_recorded, *watched, value_from_callable=True))
 
 
 async def _require_one_click(request: web.Request) -> None:

@@ -146,6 +146,17 @@ async def test_a_sent_campaign_is_archived_and_reads_as_before(client, make_key,
     }
     assert await listing(client, headers, {}) == everything  # the hash, not its bucket's copy
 
+    # A one-click unsubscribe (RFC 8058) from a third: in its timeline too.
+    third = everything[60]
+    unsubscribing = next(d for d in sink.deliveries if d.rcpt_tos == third["to"])
+    mail = email.message_from_bytes(unsubscribing.content, policy=email.policy.default)
+    url = mail["List-Unsubscribe"].split("<https://mailers.test", 1)[1].split(">", 1)[0]
+    assert not await redis.exists(keyspace.message(workspace, third["id"]))
+    posted = await client.post(url, data={"List-Unsubscribe": "One-Click"})
+    assert posted.status == 200, await posted.text()
+    unsubscribed = await view(client, headers, third["id"])
+    assert [e["type"] for e in unsubscribed["events"]][-1] == "subscriber.unsubscribed"
+
     # A provider's event for another archived message restores it and moves its status.
     other = ids[200]
     event = ProviderEvent(
