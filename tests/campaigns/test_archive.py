@@ -101,9 +101,18 @@ async def test_a_sent_campaign_is_archived_and_reads_as_before(client, make_key,
     one = everything[40]
     some = [*ids[:3], *ids[125:131], *ids[-3:], one["id"]]
     views = {i: await view(client, headers, i) for i in some}
-    filters = [{"campaign_id": campaign_id}, {"to": one["to"][0].upper()}, {"status": "sent"}]
+    middle = views[one["id"]]["created_at"]
+    filters = [
+        {"campaign_id": campaign_id},
+        {"to": one["to"][0].upper()},
+        {"status": "sent"},
+        {"from": middle},
+        {"until": middle, "campaign_id": campaign_id},
+        {"tag": "none-has-it"},
+    ]
     filtered = [await listing(client, headers, f) for f in filters]
-    assert [len(f) for f in filtered] == [AUDIENCE, 1, AUDIENCE + 1]
+    assert [len(f) for f in filtered[:3]] == [AUDIENCE, 1, AUDIENCE + 1]
+    assert len(filtered[3]) + len(filtered[4]) == AUDIENCE + 1  # every message once: from, or until
 
     assert await archive_everything(body, clock) == 3
     prefix = range_prefix(ids[0])
