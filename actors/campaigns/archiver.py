@@ -37,6 +37,7 @@ from store.ledger.index_ranges import range_prefix
 PASS_SECONDS = 0.25
 PER_PASS = 32  # buckets archived a pass, per campaign: 4,096 messages (~16,000/s, above any send rate here)
 WINDOW = 256  # buckets whose being archived one round trip checks
+BUSY_SECONDS = 30.0  # a bucket with a message still sending is looked at again after this
 DONE_PHASES = ("retry", "settle")
 
 
@@ -100,6 +101,7 @@ class CampaignArchiver:
         self.store = CampaignStore(redis)
         self._next_pass = 0.0
         self._cursors: dict[tuple[str, str, int], int] = {}
+        self._busy: dict[tuple[str, str, int, int], int] = {}  # (…cursor, bucket) -> look again at (ms)
 
     async def step(self) -> int:
         """One pass over the campaigns being archived, if one is due: the buckets archived."""
@@ -144,14 +146,7 @@ class CampaignArchiver:
                 if not done:
                     if archived >= budget:
                         return archived
-                    outcome = await self.ledger.archive_bucket(
-                        span.workspace,
-                        span.prefix,
-                        at,
-                        now_ms=now_ms,
-                        quiet_ms=self.quiet_ms,
-                        retention_ms=self.retention_ms,
-                    )
+                    outcome = await self._bucket(span, at, now_ms)
                     if outcome == "recent":
                         return archived
                     done = isinstance(outcome, int)  # else "busy" or "changed": a later pass
@@ -162,7 +157,29 @@ class CampaignArchiver:
             bucket = window[-1] + 1
         return archived
 
+    async def _bucket(self, span: _Span, bucket: int, now_ms: int) -> int | str:
+        """`MessageLedger.archive_bucket`, but a bucket found busy (a message still queued: a paused
+        server, a quota) is left alone for `BUSY_SECONDS` rather than read again every pass."""
+        key = (*span.cursor, bucket)
+        if self._busy.get(key, 0) > now_ms:
+            return "busy"
+        outcome = await self.ledger.archive_bucket(
+            span.workspace,
+            span.prefix,
+            bucket,
+            now_ms=now_ms,
+            quiet_ms=self.quiet_ms,
+            retention_ms=self.retention_ms,
+        )
+        if outcome == "busy":
+            self._busy[key] = now_ms + int(BUSY_SECONDS * 1000)
+        else:
+            self._busy.pop(key, None)
+        return outcome
+
     async def _done(self, workspace: str, campaign_id: str) -> None:
         await self.store.archived(workspace, campaign_id)
         for cursor in [c for c in self._cursors if c[:2] == (workspace, campaign_id)]:
             del self._cursors[cursor]
+        for busy in [b for b in self._busy if b[:2] == (workspace, campaign_id)]:
+            del self._busy[busy]

@@ -405,6 +405,7 @@ async def test_buckets_are_archived_behind_the_slices_while_the_campaign_sends(
     assert any(any(seen) for seen in during_send), "nothing was archived while the campaign was sending"
     await settle(redis, bodies[0])
     assert sorted(recipients(sink)) == sorted(emails)  # each once
+    clock.now += archiver_module.BUSY_SECONDS  # a bucket found busy is looked at again after this
     while await bodies[0].archiver.step():
         clock.now += archiver_module.PASS_SECONDS
     clock.now += archiver_module.PASS_SECONDS
@@ -417,3 +418,31 @@ async def test_buckets_are_archived_behind_the_slices_while_the_campaign_sends(
     assert await redis.exists(*[keyspace.message(workspace, r["id"]) for r in rows]) == 0
     counters = (await (await client.get(f"/v1/campaigns/{campaign_id}", headers=headers)).json())["counters"]
     assert counters["sent"] == 700
+
+
+async def test_a_busy_bucket_is_looked_at_again_only_after_a_while(redis) -> None:
+    """A message held in the queue (a paused server, a quota) keeps its bucket out of the archive; the
+    archiver reads that bucket again after `BUSY_SECONDS`, not on every pass."""
+    from actors.campaigns.archiver import BUSY_SECONDS, CampaignArchiver, _Span
+    from schemas.settings import Settings
+
+    prefix = range_prefix(message_id_at(1_796_600_000_000, "cmp_d", 0))
+    now = 1_796_700_000.0
+    await settled_hash(redis, id_in_range(prefix, 2), status=b"queued", at_ms=int(now * 1000) - 60_000)
+    clock = Clock(now)
+    archiver = CampaignArchiver(redis, Settings(), clock=clock, range_of=lambda launch, cid: prefix + "0" * 8)
+    span = _Span("acme", prefix, ("acme", "cmp_d", 0), 0, 1)
+
+    async def reads() -> int:
+        return int((await redis.info("commandstats")).get("cmdstat_hgetall", {}).get("calls", 0))
+
+    before = await reads()
+    assert await archiver._span(span, 8) == 0
+    assert await reads() == before + archive_module.BUCKET  # the bucket was read
+    clock.now += BUSY_SECONDS / 2
+    assert await archiver._span(span, 8) == 0
+    assert await reads() == before + archive_module.BUCKET  # not again
+    await settled_hash(redis, id_in_range(prefix, 2), at_ms=int(now * 1000) - 60_000)  # sent, meanwhile
+    clock.now += BUSY_SECONDS
+    assert await archiver._span(span, 8) == 1
+    assert await redis.exists(keyspace.message_archive("acme", prefix, 0))
