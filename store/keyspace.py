@@ -85,6 +85,11 @@ def message_ranges(workspace: str) -> str:
     return f"{PREFIX}{{{workspace}}}:message-ranges"  # hash: a range's id prefix -> positions enqueued
 
 
+# zset: "ws|prefix|bucket" -> when one of the bucket's messages was last restored from it (ms): the
+# archiver packs the bucket again once those are quiet (store/ledger/archive.py)
+ARCHIVE_RESTORED = PREFIX + "archive:restored"
+
+
 def message_archive(workspace: str, prefix: str, bucket: int) -> str:
     # string: the settled messages of a range's positions [bucket * BUCKET, ...), packed and compressed
     # (store/ledger/archive.py); a message's own hash, when it has one again, comes first

@@ -16,7 +16,8 @@ again): a bucket is archived if every message in it is settled and quiet
 (`MAILERS_CAMPAIGN_ARCHIVE_AFTER_SECONDS` since its last event), skipped if one is still sending (a later
 pass tries again); the span's walk ends at a bucket too recent (the ones after it were sent later still),
 and the pass after `PER_PASS` buckets. A campaign leaves the set `CAMPAIGNS_ARCHIVING` when it is finished
-and every bucket of it is archived.
+and every bucket of it is archived. Each pass also packs again the buckets a late event restored messages
+from, once those are quiet (`pack_restored`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from store.ledger.index_ranges import range_prefix
 PASS_SECONDS = 0.25
 PER_PASS = 32  # buckets archived a pass, per campaign: 4,096 messages (~16,000/s, above any send rate here)
 WINDOW = 256  # buckets whose being archived one round trip checks
-BUSY_SECONDS = 30.0  # a bucket with a message still sending is looked at again after this
+BUSY_SECONDS = 30.0  # a bucket busy this long (a message held in the queue) is read again this often
 DONE_PHASES = ("retry", "settle")
 
 
@@ -101,7 +102,8 @@ class CampaignArchiver:
         self.store = CampaignStore(redis)
         self._next_pass = 0.0
         self._cursors: dict[tuple[str, str, int], int] = {}
-        self._busy: dict[tuple[str, str, int, int], int] = {}  # (…cursor, bucket) -> look again at (ms)
+        # (…cursor, bucket) -> (busy since, look again at), ms
+        self._busy: dict[tuple[str, str, int, int], tuple[int, int]] = {}
 
     async def step(self) -> int:
         """One pass over the campaigns being archived, if one is due: the buckets archived."""
@@ -112,7 +114,19 @@ class CampaignArchiver:
         archived = 0
         for workspace, campaign_id in await self.store.archiving():
             archived += await self.advance(workspace, campaign_id)
-        return archived
+        return archived + await self.pack_restored()
+
+    async def pack_restored(self) -> int:
+        """The buckets whose messages a late event restored (`MessageLedger.restore`), packed again once
+        those are quiet: a delivery that came after the quiet time does not keep its message a hash."""
+        now_ms = int(self.clock() * 1000)
+        packed = 0
+        for workspace, prefix, bucket, at in await self.ledger.restored(now_ms - self.quiet_ms, PER_PASS):
+            outcome = await self.ledger.rearchive(
+                workspace, prefix, bucket, restored_at=at, now_ms=now_ms, quiet_ms=self.quiet_ms
+            )
+            packed += isinstance(outcome, int) and outcome > 0
+        return packed
 
     async def advance(self, workspace: str, campaign_id: str) -> int:
         """Archive what is ready of one campaign: each span of committed buckets, from where the last pass
@@ -158,10 +172,12 @@ class CampaignArchiver:
         return archived
 
     async def _bucket(self, span: _Span, bucket: int, now_ms: int) -> int | str:
-        """`MessageLedger.archive_bucket`, but a bucket found busy (a message still queued: a paused
-        server, a quota) is left alone for `BUSY_SECONDS` rather than read again every pass."""
+        """`MessageLedger.archive_bucket`, but a bucket busy for `BUSY_SECONDS` already (a message held in
+        the queue: a paused server, a quota) is read again once every `BUSY_SECONDS`, not every pass. One
+        busy for less (its messages just handed to the dispatchers) is read every pass."""
         key = (*span.cursor, bucket)
-        if self._busy.get(key, 0) > now_ms:
+        since, retry_at = self._busy.get(key, (now_ms, 0))
+        if retry_at > now_ms:
             return "busy"
         outcome = await self.ledger.archive_bucket(
             span.workspace,
@@ -172,7 +188,8 @@ class CampaignArchiver:
             retention_ms=self.retention_ms,
         )
         if outcome == "busy":
-            self._busy[key] = now_ms + int(BUSY_SECONDS * 1000)
+            held = now_ms - since >= BUSY_SECONDS * 1000
+            self._busy[key] = (since, now_ms + int(BUSY_SECONDS * 1000) if held else 0)
         else:
             self._busy.pop(key, None)
         return outcome

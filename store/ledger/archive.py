@@ -65,6 +65,16 @@ def locate(message_id: str) -> tuple[str, int]:
     return range_prefix(message_id), position_of(message_id) // BUCKET
 
 
+def member(workspace: str, prefix: str, bucket: int) -> str:
+    """A bucket's name in `keyspace.ARCHIVE_RESTORED`."""
+    return f"{workspace}|{prefix}|{bucket}"
+
+
+def parse_member(member: str) -> tuple[str, str, int]:
+    workspace, prefix, bucket = member.rsplit("|", 2)
+    return workspace, prefix, int(bucket)
+
+
 def bucket_ids(prefix: str, bucket: int) -> list[str]:
     """Every id the bucket covers, in position order."""
     return [id_in_range(prefix, p) for p in range(bucket * BUCKET, (bucket + 1) * BUCKET)]

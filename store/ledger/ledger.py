@@ -9,8 +9,10 @@ that caused it land together.
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -33,7 +35,17 @@ from store.ledger.records import (
     lean_message,
     lean_meta,
 )
-from store.ledger.scripts import APPEND_EVENTS, ARCHIVE, CANCEL, CLAIM, DUE, ENQUEUE, RECORD, RESTORE
+from store.ledger.scripts import (
+    APPEND_EVENTS,
+    ARCHIVE,
+    CANCEL,
+    CLAIM,
+    DUE,
+    ENQUEUE,
+    REARCHIVE,
+    RECORD,
+    RESTORE,
+)
 from store.ledger.statuses import FINISHED
 from store.lua import lua_string
 from store.replies import as_bytes, as_text
@@ -73,6 +85,7 @@ class MessageLedger:
         self._cancel = redis.register_script(CANCEL)
         self._archive = redis.register_script(ARCHIVE)
         self._restore = redis.register_script(RESTORE)
+        self._rearchive = redis.register_script(REARCHIVE)
 
     # --- the send path ---------------------------------------------------------------------------
     async def enqueue(self, batch: Sequence[NewMessage]) -> list[str | None]:
@@ -306,17 +319,66 @@ class MessageLedger:
             exists = await pipe.execute()
         found = await self.archived(workspace, [i for i, e in zip(ids, exists, strict=True) if not e])
         if found:
-            keys: list[str] = []
-            args: list[int | bytes] = []
+            keys: list[str] = [keyspace.ARCHIVE_RESTORED]
+            args: list[int | str | bytes] = [int(time.time() * 1000)]
             for message_id, fields in found.items():
                 prefix, bucket = archive.locate(message_id)
                 keys += [
                     keyspace.message(workspace, message_id),
                     keyspace.message_archive(workspace, prefix, bucket),
                 ]
-                args += [2 * len(fields), *(x for pair in fields.items() for x in pair)]
+                args += [archive.member(workspace, prefix, bucket), 2 * len(fields)]
+                args += [x for pair in fields.items() for x in pair]
             await self._restore(keys=keys, args=args)
         return found
+
+    async def restored(self, before_ms: int, limit: int) -> list[tuple[str, str, int, int]]:
+        """Buckets with messages restored before `before_ms`, oldest first: (workspace, prefix, bucket,
+        when), for `rearchive`."""
+        found = await self.redis.zrangebyscore(
+            keyspace.ARCHIVE_RESTORED, "-inf", before_ms, start=0, num=limit, withscores=True
+        )
+        due: list[tuple[str, str, int, int]] = []
+        for raw, score in cast(list[tuple[bytes, float]], found):
+            workspace, prefix, bucket = archive.parse_member(as_text(raw))
+            due.append((workspace, prefix, bucket, int(score)))
+        return due
+
+    async def rearchive(
+        self, workspace: str, prefix: str, bucket: int, *, restored_at: int, now_ms: int, quiet_ms: int
+    ) -> int | str:
+        """The messages restored from a bucket (`restore`) packed into it again, their hashes deleted, once
+        they are settled and quiet: how many, or why not now ("busy", "recent": looked at again after
+        the quiet time; "changed": something moved meanwhile, the next pass reads it again)."""
+        member = archive.member(workspace, prefix, bucket)
+        ids = archive.bucket_ids(prefix, bucket)
+        key = keyspace.message_archive(workspace, prefix, bucket)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            for message_id in ids:
+                pipe.hgetall(keyspace.message(workspace, message_id))
+            blob, *rows = await pipe.execute()
+        present = {
+            position: (message_id, fields)
+            for position, (message_id, fields) in enumerate(
+                zip(ids, rows, strict=True), bucket * archive.BUCKET
+            )
+            if fields and not archive.whole(fields)
+        }
+        if blob is None or not present:  # the bucket expired, or nothing is left to pack
+            await self.redis.zrem(keyspace.ARCHIVE_RESTORED, member)
+            return 0
+        for _, fields in present.values():
+            if why := archive.unready(fields, now_ms=now_ms, quiet_ms=quiet_ms):
+                await self.redis.zadd(keyspace.ARCHIVE_RESTORED, {member: now_ms}, xx=True)
+                return why
+        records = archive.unpack(as_bytes(blob)) | {p: fields for p, (_, fields) in present.items()}
+        keys = [key, keyspace.ARCHIVE_RESTORED]
+        keys += [keyspace.message(workspace, message_id) for message_id, _ in present.values()]
+        args: list[int | str | bytes] = [archive.pack(records), hashlib.sha1(as_bytes(blob)).hexdigest()]
+        args += [member, restored_at, *(archive.fingerprint(f) for _, f in present.values())]
+        moved = int(await self._rearchive(keys=keys, args=args))
+        return moved or "changed"
 
     async def range_count(self, workspace: str, prefix: str) -> int:
         """A packed campaign's range: its positions enqueued (the highest + 1; index_ranges.py)."""

@@ -283,25 +283,50 @@ return #KEYS - 1
 )
 
 # Archived messages back into hashes of their own, before an event is written to them
-# (MessageLedger.restore). KEYS: pairs of (message hash, its bucket); ARGV: per pair, the number of values
-# then the hash's fields and values, flat. A hash that exists is left as it is (it is the truth); a
-# restored one expires with its bucket. Returns how many were restored.
+# (MessageLedger.restore). KEYS[1]: the zset of restored buckets (`keyspace.ARCHIVE_RESTORED`), then pairs of
+# (message hash, its bucket); ARGV[1]: now (ms), then per pair its bucket's member in that zset, the number
+# of values, and the hash's fields and values, flat. A hash that exists is left as it is (it is the truth);
+# a restored one expires with its bucket, and its bucket is marked to be packed again (REARCHIVE) once
+# quiet. Returns how many were restored.
 RESTORE = (
     LUA_STATUSES
     + """
-local at, restored = 1, 0
-for i = 1, #KEYS, 2 do
-  local n = tonumber(ARGV[at])
+local at, restored = 2, 0
+for i = 2, #KEYS, 2 do
+  local member, n = ARGV[at], tonumber(ARGV[at + 1])
   if redis.call('EXISTS', KEYS[i]) == 0 and n > 0 then
-    redis.call('HSET', KEYS[i], unpack(ARGV, at + 1, at + n))
+    redis.call('HSET', KEYS[i], unpack(ARGV, at + 2, at + 1 + n))
     local ttl = redis.call('PTTL', KEYS[i + 1])
     if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+    redis.call('ZADD', KEYS[1], ARGV[1], member)
     restored = restored + 1
   end
-  at = at + n + 1
+  at = at + n + 2
 end
 return restored
 """
 )
 
-ALL = (ENQUEUE, CANCEL, CLAIM, DUE, RECORD, APPEND_EVENTS, ARCHIVE, RESTORE)
+# A bucket packed again with the messages restored from it (MessageLedger.rearchive): KEYS[1] the bucket,
+# KEYS[2] the zset of restored buckets, then the restored hashes; ARGV[1] the new blob, ARGV[2] the SHA1
+# of the blob it was made from, ARGV[3] the bucket's member in the zset and ARGV[4] its score as read,
+# then each hash's fingerprint as read. All or nothing, and only if nothing moved since the read: the
+# bucket, its score (a restore since would have a hash this pack lacks) and every hash. 0 if something did.
+REARCHIVE = (
+    LUA_STATUSES
+    + """
+local old = redis.call('GET', KEYS[1])
+if not old or redis.sha1hex(old) ~= ARGV[2] then return 0 end
+if tonumber(redis.call('ZSCORE', KEYS[2], ARGV[3]) or -1) ~= tonumber(ARGV[4]) then return 0 end
+for i = 3, #KEYS do
+  local f = redis.call('HMGET', KEYS[i], 's', 'ev')
+  if not f[1] or (f[1] .. '|' .. #(f[2] or '')) ~= ARGV[i + 2] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+if #KEYS > 2 then redis.call('DEL', unpack(KEYS, 3)) end
+redis.call('ZREM', KEYS[2], ARGV[3])
+return #KEYS - 2
+"""
+)
+
+ALL = (ENQUEUE, CANCEL, CLAIM, DUE, RECORD, APPEND_EVENTS, ARCHIVE, RESTORE, REARCHIVE)

@@ -186,6 +186,18 @@ async def test_a_sent_campaign_is_archived_and_reads_as_before(client, make_key,
     assert [e["type"] for e in delivered["events"]][-1] == "message.delivered"
     assert await redis.exists(keyspace.message(workspace, other))
 
+    # Once quiet, the restored messages go back into their buckets, with what happened to them since.
+    restored = [one["id"], third["id"], other]
+    assert await redis.zcard(keyspace.ARCHIVE_RESTORED) == len({position_of(i) // 128 for i in restored})
+    seen = {i: await view(client, headers, i) for i in restored}
+    listed_now = await listing(client, headers, {})
+    assert await archive_everything(body, clock) == len({position_of(i) // 128 for i in restored})
+    assert await redis.exists(*[keyspace.message(workspace, i) for i in restored]) == 0
+    assert await redis.zcard(keyspace.ARCHIVE_RESTORED) == 0
+    assert {i: await view(client, headers, i) for i in restored} == seen
+    assert await listing(client, headers, {}) == listed_now
+    assert [r["status"] for r in listed_now if r["id"] == other] == ["delivered"]
+
     # A replayed chunk cannot enqueue an archived position again (the enqueue's guard).
     replay = ids[250]
     message = OutboundMessage(
@@ -405,7 +417,6 @@ async def test_buckets_are_archived_behind_the_slices_while_the_campaign_sends(
     assert any(any(seen) for seen in during_send), "nothing was archived while the campaign was sending"
     await settle(redis, bodies[0])
     assert sorted(recipients(sink)) == sorted(emails)  # each once
-    clock.now += archiver_module.BUSY_SECONDS  # a bucket found busy is looked at again after this
     while await bodies[0].archiver.step():
         clock.now += archiver_module.PASS_SECONDS
     clock.now += archiver_module.PASS_SECONDS
@@ -439,9 +450,15 @@ async def test_a_busy_bucket_is_looked_at_again_only_after_a_while(redis) -> Non
     before = await reads()
     assert await archiver._span(span, 8) == 0
     assert await reads() == before + archive_module.BUCKET  # the bucket was read
+    clock.now += BUSY_SECONDS - 1
+    assert await archiver._span(span, 8) == 0  # busy for less than BUSY_SECONDS: read every pass
+    assert await reads() == before + 2 * archive_module.BUCKET
+    clock.now += 1
+    assert await archiver._span(span, 8) == 0  # busy for BUSY_SECONDS: read again only after as long
+    before = await reads()
     clock.now += BUSY_SECONDS / 2
     assert await archiver._span(span, 8) == 0
-    assert await reads() == before + archive_module.BUCKET  # not again
+    assert await reads() == before  # not again
     await settled_hash(redis, id_in_range(prefix, 2), at_ms=int(now * 1000) - 60_000)  # sent, meanwhile
     clock.now += BUSY_SECONDS
     assert await archiver._span(span, 8) == 1
