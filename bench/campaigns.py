@@ -249,11 +249,11 @@ async def fanout(session, base, redis_url, serve_pid, redis_pid, args, sandbox, 
         f"| Redis `used_memory` added, at the end | {used_grew / 2**20:,.0f} MB "
         f"({used_grew / args.subscribers:,.0f} B a recipient) | | |"
     )
-    if args.breakdown:  # at rest: every consumer caught up, and a stream trim (every 5 s) after that
+    if args.breakdown:  # at rest: every consumer caught up, and a stream trim (every second) after that
         await wait_idle(redis_url, within=1800)
         archived_in = await until_archived(redis_url, within=600)
         rows.append(f"| the campaign's last bucket archived, after `sent` | {archived_in:,.1f} s | | |")
-        await asyncio.sleep(6.0)
+        await asyncio.sleep(2.0)
         rows += await memory_breakdown(redis_url)
         rows.append(
             f"| Redis `used_memory` added, at rest | "

@@ -134,7 +134,7 @@ class DispatchFleet:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Production: the duties of `step` at their own cadences (the scheduler every 50 ms, the sync
-        every `sync_interval`, the index trim every minute, the consumed stream entries every 5 s) until
+        every `sync_interval`, the index trim every minute, the consumed stream entries every second) until
         `stop`; then every loop finishes its chunks."""
         scheduler = None
         if self.index == 0:  # the singleton duties: due messages, trimming the indexes and the streams
