@@ -31,8 +31,8 @@ import redis.asyncio as aioredis
 from schemas.campaigns import FINISHED
 from schemas.settings import Settings
 from store.campaigns import CampaignState, CampaignStore
-from store.ledger import MessageLedger
 from store.ledger.archive import BUCKET
+from store.ledger.archive_store import ArchiveStore
 from store.ledger.index_ranges import range_prefix
 
 PASS_SECONDS = 0.25
@@ -93,12 +93,11 @@ class CampaignArchiver:
         clock: Callable[[], float] = time.time,
         range_of: Callable[[int, str], str],
     ) -> None:
-        self.redis = redis
         self.clock = clock
         self.quiet_ms = settings.campaign_archive_after_seconds * 1000
         self.retention_ms = settings.message_retention_seconds * 1000
         self.range_of = range_of  # (launch ms, campaign id) -> the id of the campaign's position 0
-        self.ledger = MessageLedger(redis)
+        self.archive = ArchiveStore(redis)
         self.store = CampaignStore(redis)
         self._next_pass = 0.0
         self._cursors: dict[tuple[str, str, int], int] = {}
@@ -117,12 +116,12 @@ class CampaignArchiver:
         return archived + await self.pack_restored()
 
     async def pack_restored(self) -> int:
-        """The buckets whose messages a late event restored (`MessageLedger.restore`), packed again once
+        """The buckets whose messages a late event restored (`ArchiveStore.restore`), packed again once
         those are quiet: a delivery that came after the quiet time does not keep its message a hash."""
         now_ms = int(self.clock() * 1000)
         packed = 0
-        for workspace, prefix, bucket, at in await self.ledger.restored(now_ms - self.quiet_ms, PER_PASS):
-            outcome = await self.ledger.rearchive(
+        for workspace, prefix, bucket, at in await self.archive.restored(now_ms - self.quiet_ms, PER_PASS):
+            outcome = await self.archive.repack(
                 workspace, prefix, bucket, restored_at=at, now_ms=now_ms, quiet_ms=self.quiet_ms
             )
             packed += isinstance(outcome, int) and outcome > 0
@@ -136,7 +135,7 @@ class CampaignArchiver:
             await self._done(workspace, campaign_id)
             return 0
         prefix = range_prefix(self.range_of(state.number("launch_ms"), campaign_id))
-        count = await self.ledger.range_count(workspace, prefix)
+        count = await self.archive.range_count(workspace, prefix)
         archived, complete = 0, True
         for first, end in whole_buckets(committed(state.status, state.fields, count)):
             span = _Span(workspace, prefix, (workspace, campaign_id, first), first, end)
@@ -155,7 +154,7 @@ class CampaignArchiver:
         now_ms = int(self.clock() * 1000)
         while bucket < span.end:
             window = range(bucket, min(bucket + WINDOW, span.end))
-            found = await self.ledger.archived_buckets(span.workspace, span.prefix, window)
+            found = await self.archive.archived(span.workspace, span.prefix, window)
             for at, done in zip(window, found, strict=True):
                 if not done:
                     if archived >= budget:
@@ -172,14 +171,14 @@ class CampaignArchiver:
         return archived
 
     async def _bucket(self, span: _Span, bucket: int, now_ms: int) -> int | str:
-        """`MessageLedger.archive_bucket`, but a bucket busy for `BUSY_SECONDS` already (a message held in
+        """`ArchiveStore.pack`, but a bucket busy for `BUSY_SECONDS` already (a message held in
         the queue: a paused server, a quota) is read again once every `BUSY_SECONDS`, not every pass. One
         busy for less (its messages just handed to the dispatchers) is read every pass."""
         key = (*span.cursor, bucket)
         since, retry_at = self._busy.get(key, (now_ms, 0))
         if retry_at > now_ms:
             return "busy"
-        outcome = await self.ledger.archive_bucket(
+        outcome = await self.archive.pack(
             span.workspace,
             span.prefix,
             bucket,

@@ -272,7 +272,7 @@ async def _record_once(request: web.Request, token: UnsubscribeToken, event: Eve
             return False
         # An archived message gets its hash back first (the WATCH on it then fails once, and the retry
         # finds it): the event goes into its timeline as into any message's.
-        await ledger.restore(token.workspace, [token.message_id])
+        await ledger.archive.restore(token.workspace, [token.message_id])
         pipe.multi()
         pipe.set(marker, event.id, ex=UNSUBSCRIBE_RECORD_SECONDS)
         MessageLedger.append_events(pipe, [event])

@@ -15,7 +15,7 @@ without a message (a subscriber skipped at the send) are absent, and so are mess
 The rules (pure here; the scripts are in store/ledger/scripts.py, the reads in ledger.py):
 - only a message no longer in our hands is archived (`SETTLED`), and only once its last event is
   `quiet_ms` old: a provider's event or a tracked open that comes later *restores* the message's hash
-  from its bucket (`MessageLedger.restore`) before it is written;
+  from its bucket (`ArchiveStore.restore`) before it is written;
 - a message's own hash, when it exists, is the truth; its bucket's copy is then stale, and the two
   expire together (the restore gives the hash its bucket's time to live);
 - the archive script moves a bucket in one step, and only if none of its hashes changed since they were
@@ -38,7 +38,7 @@ VERSION = b"\x01"
 LEVEL = 6
 
 # Statuses a message leaves our hands in: nothing of ours will write it again. A provider's or a
-# tracking event may still come (`MessageLedger.restore`).
+# tracking event may still come (`ArchiveStore.restore`).
 SETTLED = frozenset(
     {
         MessageStatus.SENT,

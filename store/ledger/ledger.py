@@ -9,18 +9,17 @@ that caused it land together.
 
 from __future__ import annotations
 
-import hashlib
-import time
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from schemas.events import Event
-from schemas.ids import id_at, is_id
+from schemas.ids import id_at
 from schemas.messages import OutboundMessage
 from store import keyspace
-from store.ledger import archive, index_ranges
+from store.ledger import index_ranges
+from store.ledger.archive_store import ArchiveStore
 from store.ledger.records import (
     Claimed,
     MessageMeta,
@@ -35,20 +34,10 @@ from store.ledger.records import (
     lean_message,
     lean_meta,
 )
-from store.ledger.scripts import (
-    APPEND_EVENTS,
-    ARCHIVE,
-    CANCEL,
-    CLAIM,
-    DUE,
-    ENQUEUE,
-    REARCHIVE,
-    RECORD,
-    RESTORE,
-)
+from store.ledger.scripts import APPEND_EVENTS, CANCEL, CLAIM, DUE, ENQUEUE, RECORD
 from store.ledger.statuses import FINISHED
 from store.lua import lua_string
-from store.replies import as_bytes, as_text
+from store.replies import as_text
 
 # Encoded messages larger than this are written to their hash before the enqueue script (`_stage`).
 STAGED_PAYLOAD_BYTES = 64 * 1024
@@ -83,9 +72,8 @@ class MessageLedger:
         self._claim = redis.register_script(CLAIM)
         self._due = redis.register_script(DUE)
         self._cancel = redis.register_script(CANCEL)
-        self._archive = redis.register_script(ARCHIVE)
-        self._restore = redis.register_script(RESTORE)
-        self._rearchive = redis.register_script(REARCHIVE)
+        # A packed campaign's settled messages once their hashes are gone (store/ledger/archive_store.py)
+        self.archive = ArchiveStore(redis)
 
     # --- the send path ---------------------------------------------------------------------------
     async def enqueue(self, batch: Sequence[NewMessage]) -> list[str | None]:
@@ -131,7 +119,7 @@ class MessageLedger:
             pipe.lrange(keyspace.message_events(workspace, message_id), 0, -1)
             fields, events = await pipe.execute()
         if not fields:
-            fields = (await self.archived(workspace, [message_id])).get(message_id)
+            fields = (await self.archive.read(workspace, [message_id])).get(message_id)
             if fields is None:
                 return None
         return StoredMessage.from_redis(fields, events, workspace, message_id)
@@ -143,7 +131,7 @@ class MessageLedger:
             rows = await pipe.execute()
         found = dict(zip(ids, rows, strict=True))
         if missing := [i for i, row in found.items() if not row]:
-            found |= await self.archived(workspace, missing)
+            found |= await self.archive.read(workspace, missing)
         return [StoredMessage.from_redis(found[i], None, workspace, i) if found.get(i) else None for i in ids]
 
     async def messages(self, workspace: str, ids: Sequence[str]) -> dict[str, OutboundMessage]:
@@ -153,7 +141,7 @@ class MessageLedger:
                 pipe.hget(keyspace.message(workspace, message_id), "p")
             raws = dict(zip(ids, await pipe.execute(), strict=True))
         if missing := [i for i, raw in raws.items() if not raw]:
-            raws |= {i: fields[b"p"] for i, fields in (await self.archived(workspace, missing)).items()}
+            raws |= {i: fields[b"p"] for i, fields in (await self.archive.read(workspace, missing)).items()}
         return {i: decode_message(raw, workspace, i) for i, raw in raws.items() if raw}
 
     # --- dispatch --------------------------------------------------------------------------------
@@ -246,14 +234,14 @@ class MessageLedger:
 
     async def statuses(self, workspace: str, ids: Sequence[str]) -> dict[str, str]:
         """The current status of each stored message among `ids` (id → status). An archived one is
-        restored to its hash first (`restore`): the caller is about to write it (a WATCH on its key then
-        fails once, and the caller's retry finds the hash)."""
+        restored to its hash first (`ArchiveStore.restore`): the caller is about to write it (a WATCH on
+        its key then fails once, and the caller's retry finds the hash)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for message_id in ids:
                 pipe.hget(keyspace.message(workspace, message_id), "s")
             found = dict(zip(ids, await pipe.execute(), strict=True))
         if missing := [i for i, s in found.items() if s is None]:
-            restored = await self.restore(workspace, missing)
+            restored = await self.archive.restore(workspace, missing)
             found |= {i: fields[b"s"] for i, fields in restored.items()}
         return {i: s.decode() for i, s in found.items() if s is not None}
 
@@ -278,7 +266,7 @@ class MessageLedger:
 
     async def record_events(self, events: Sequence[Event]) -> None:
         """`append_events` in a MULTI of its own. An event whose message is archived finds no hash: the
-        message is restored from its bucket (`restore`) and the event appended to it then."""
+        message is restored from its bucket (`ArchiveStore.restore`) and the event appended to it then."""
         async with self.redis.pipeline(transaction=True) as pipe:
             self.append_events(pipe, events)
             results = await pipe.execute()
@@ -287,135 +275,10 @@ class MessageLedger:
         late: list[Event] = []
         for workspace in sorted({e.workspace for e in missing}):
             mine = [e for e in missing if e.workspace == workspace]
-            restored = await self.restore(workspace, [e.message.id for e in mine if e.message is not None])
+            restored = await self.archive.restore(
+                workspace, [e.message.id for e in mine if e.message is not None]
+            )
             late += [e for e in mine if e.message is not None and e.message.id in restored]
         if late:
             keys = [keyspace.message(e.workspace, e.message.id) for e in late if e.message is not None]
             await self.redis.eval(APPEND_EVENTS, len(keys), *keys, *[encode(e) for e in late])
-
-    # --- the archive of packed campaigns' settled messages (store/ledger/archive.py) ------------------
-    async def archived(self, workspace: str, ids: Sequence[str]) -> dict[str, dict[bytes, bytes]]:
-        """The archived records among `ids`, by id, each as its hash's fields. For ids whose hash is gone:
-        a message's own hash, when it has one, is newer than its bucket's copy."""
-        where = {i: archive.locate(i) for i in ids if is_id(i, "msg")}
-        buckets = sorted(set(where.values()))
-        if not buckets:
-            return {}
-        blobs = await self.redis.mget([keyspace.message_archive(workspace, p, b) for p, b in buckets])
-        records = {at: archive.unpack(as_bytes(b)) for at, b in zip(buckets, blobs, strict=True) if b}
-        found: dict[str, dict[bytes, bytes]] = {}
-        for message_id, at in where.items():
-            fields = records.get(at, {}).get(index_ranges.position_of(message_id))
-            if fields is not None:
-                found[message_id] = fields
-        return found
-
-    async def restore(self, workspace: str, ids: Sequence[str]) -> dict[str, dict[bytes, bytes]]:
-        """Archived messages among `ids` back into hashes of their own, to be written: a hash that exists
-        is kept as it is. Returns the archived records found, by id (each now has its hash)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for message_id in ids:
-                pipe.exists(keyspace.message(workspace, message_id))
-            exists = await pipe.execute()
-        found = await self.archived(workspace, [i for i, e in zip(ids, exists, strict=True) if not e])
-        if found:
-            keys: list[str] = [keyspace.ARCHIVE_RESTORED]
-            args: list[int | str | bytes] = [int(time.time() * 1000)]
-            for message_id, fields in found.items():
-                prefix, bucket = archive.locate(message_id)
-                keys += [
-                    keyspace.message(workspace, message_id),
-                    keyspace.message_archive(workspace, prefix, bucket),
-                ]
-                args += [archive.member(workspace, prefix, bucket), 2 * len(fields)]
-                args += [x for pair in fields.items() for x in pair]
-            await self._restore(keys=keys, args=args)
-        return found
-
-    async def restored(self, before_ms: int, limit: int) -> list[tuple[str, str, int, int]]:
-        """Buckets with messages restored before `before_ms`, oldest first: (workspace, prefix, bucket,
-        when), for `rearchive`."""
-        found = await self.redis.zrangebyscore(
-            keyspace.ARCHIVE_RESTORED, "-inf", before_ms, start=0, num=limit, withscores=True
-        )
-        due: list[tuple[str, str, int, int]] = []
-        for raw, score in cast(list[tuple[bytes, float]], found):
-            workspace, prefix, bucket = archive.parse_member(as_text(raw))
-            due.append((workspace, prefix, bucket, int(score)))
-        return due
-
-    async def rearchive(
-        self, workspace: str, prefix: str, bucket: int, *, restored_at: int, now_ms: int, quiet_ms: int
-    ) -> int | str:
-        """The messages restored from a bucket (`restore`) packed into it again, their hashes deleted, once
-        they are settled and quiet: how many, or why not now ("busy", "recent": looked at again after
-        the quiet time; "changed": something moved meanwhile, the next pass reads it again)."""
-        member = archive.member(workspace, prefix, bucket)
-        ids = archive.bucket_ids(prefix, bucket)
-        key = keyspace.message_archive(workspace, prefix, bucket)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(key)
-            for message_id in ids:
-                pipe.hgetall(keyspace.message(workspace, message_id))
-            blob, *rows = await pipe.execute()
-        present = {
-            position: (message_id, fields)
-            for position, (message_id, fields) in enumerate(
-                zip(ids, rows, strict=True), bucket * archive.BUCKET
-            )
-            if fields and not archive.whole(fields)
-        }
-        if blob is None or not present:  # the bucket expired, or nothing is left to pack
-            await self.redis.zrem(keyspace.ARCHIVE_RESTORED, member)
-            return 0
-        for _, fields in present.values():
-            if why := archive.unready(fields, now_ms=now_ms, quiet_ms=quiet_ms):
-                await self.redis.zadd(keyspace.ARCHIVE_RESTORED, {member: now_ms}, xx=True)
-                return why
-        records = archive.unpack(as_bytes(blob)) | {p: fields for p, (_, fields) in present.items()}
-        keys = [key, keyspace.ARCHIVE_RESTORED]
-        keys += [keyspace.message(workspace, message_id) for message_id, _ in present.values()]
-        args: list[int | str | bytes] = [archive.pack(records), hashlib.sha1(as_bytes(blob)).hexdigest()]
-        args += [member, restored_at, *(archive.fingerprint(f) for _, f in present.values())]
-        moved = int(await self._rearchive(keys=keys, args=args))
-        return moved or "changed"
-
-    async def range_count(self, workspace: str, prefix: str) -> int:
-        """A packed campaign's range: its positions enqueued (the highest + 1; index_ranges.py)."""
-        return int(await self.redis.hget(keyspace.message_ranges(workspace), prefix) or 0)
-
-    async def archived_buckets(self, workspace: str, prefix: str, buckets: Sequence[int]) -> list[bool]:
-        """Which of a range's `buckets` are in the archive."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for bucket in buckets:
-                pipe.exists(keyspace.message_archive(workspace, prefix, bucket))
-            return [bool(found) for found in await pipe.execute()]
-
-    async def archive_bucket(
-        self, workspace: str, prefix: str, bucket: int, *, now_ms: int, quiet_ms: int, retention_ms: int
-    ) -> int | str:
-        """The settled messages of a range's bucket into the archive, their hashes deleted. Returns how many
-        (0: a bucket of skipped positions only), -1 if the bucket was archived before, or why not now:
-        "busy" (a message not settled), "recent" (one's last event less than `quiet_ms` old), "changed"
-        (a hash was written while the bucket was packed). Call it only for positions the campaign will never
-        enqueue again (actors/campaigns/archiver.py)."""
-        ids = archive.bucket_ids(prefix, bucket)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for message_id in ids:
-                pipe.hgetall(keyspace.message(workspace, message_id))
-            rows = await pipe.execute()
-        records: dict[int, dict[bytes, bytes]] = {}
-        keys = [keyspace.message_archive(workspace, prefix, bucket)]
-        fingerprints: list[bytes] = []
-        for position, (message_id, fields) in enumerate(zip(ids, rows, strict=True), bucket * archive.BUCKET):
-            if not fields:
-                continue
-            if why := archive.unready(fields, now_ms=now_ms, quiet_ms=quiet_ms):
-                return why
-            if archive.whole(fields):
-                continue
-            records[position] = fields
-            keys.append(keyspace.message(workspace, message_id))
-            fingerprints.append(archive.fingerprint(fields))
-        moved = int(await self._archive(keys=keys, args=[archive.pack(records), retention_ms, *fingerprints]))
-        return "changed" if moved == 0 and records else moved

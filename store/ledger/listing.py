@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from schemas.message_status import MessageStatus
 from store import keyspace
 from store.ledger import index_ranges
-from store.ledger.ledger import MessageLedger
+from store.ledger.archive_store import ArchiveStore
 from store.ledger.records import decode_message, decode_meta
 
 # Redis's cmsgpack cannot read msgpack `bin` (attachments are bytes), so payloads are read by this
@@ -203,7 +203,7 @@ class MessageLister:
         consumed, packed, at, absent = await self._filter(keys=keys, args=args)
         matches = list(zip(_indexes(at), _decode(packed), strict=True))
         if absent_ids := [ids[i - 1] for i in _indexes(absent)]:
-            archived = await MessageLedger(self.redis).archived(workspace, absent_ids)
+            archived = await ArchiveStore(self.redis).read(workspace, absent_ids)
             where_at = {message_id: i for i, message_id in enumerate(ids, 1)}
             for message_id, fields in archived.items():
                 if (match := listed(workspace, message_id, fields, where)) is not None:

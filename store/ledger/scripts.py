@@ -283,7 +283,7 @@ return #KEYS - 1
 )
 
 # Archived messages back into hashes of their own, before an event is written to them
-# (MessageLedger.restore). KEYS[1]: the zset of restored buckets (`keyspace.ARCHIVE_RESTORED`), then pairs of
+# (ArchiveStore.restore). KEYS[1]: the zset of restored buckets (`keyspace.ARCHIVE_RESTORED`), then pairs of
 # (message hash, its bucket); ARGV[1]: now (ms), then per pair its bucket's member in that zset, the number
 # of values, and the hash's fields and values, flat. A hash that exists is left as it is (it is the truth);
 # a restored one expires with its bucket, and its bucket is marked to be packed again (REARCHIVE) once
@@ -307,7 +307,7 @@ return restored
 """
 )
 
-# A bucket packed again with the messages restored from it (MessageLedger.rearchive): KEYS[1] the bucket,
+# A bucket packed again with the messages restored from it (ArchiveStore.repack): KEYS[1] the bucket,
 # KEYS[2] the zset of restored buckets, then the restored hashes; ARGV[1] the new blob, ARGV[2] the SHA1
 # of the blob it was made from, ARGV[3] the bucket's member in the zset and ARGV[4] its score as read,
 # then each hash's fingerprint as read. All or nothing, and only if nothing moved since the read: the

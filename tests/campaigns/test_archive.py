@@ -293,28 +293,28 @@ async def test_a_bucket_waits_for_every_message_to_settle_and_to_be_quiet(redis,
         await settled_hash(redis, i, at_ms=now - 20_000)
     await settled_hash(redis, ids[1], status=b"queued", at_ms=now - 20_000)
     kwargs = {"now_ms": now, "quiet_ms": 10_000, "retention_ms": 60_000}
-    assert await ledger.archive_bucket("acme", prefix, 0, **kwargs) == "busy"
+    assert await ledger.archive.pack("acme", prefix, 0, **kwargs) == "busy"
     await settled_hash(redis, ids[1], at_ms=now - 5_000)
-    assert await ledger.archive_bucket("acme", prefix, 0, **kwargs) == "recent"
+    assert await ledger.archive.pack("acme", prefix, 0, **kwargs) == "recent"
     # a message that failed at its send keeps its body, and its hash: never in a bucket
     failed = id_in_range(prefix, 9)
     await settled_hash(redis, failed, status=b"failed", at_ms=now - 20_000, body=True)
-    assert await ledger.archive_bucket("acme", prefix, 0, **kwargs | {"quiet_ms": 5_000}) == 3
-    assert await ledger.archive_bucket("acme", prefix, 0, **kwargs) == -1  # once
+    assert await ledger.archive.pack("acme", prefix, 0, **kwargs | {"quiet_ms": 5_000}) == 3
+    assert await ledger.archive.pack("acme", prefix, 0, **kwargs) == -1  # once
     assert await redis.exists(keyspace.message("acme", failed))
     assert (await ledger.get("acme", failed)).message.html == "<p>the body</p>"
     # no hash had a time to live: the bucket gets the retention
     assert 0 < await redis.pttl(keyspace.message_archive("acme", prefix, 0)) <= 60_000
     # the next bucket's positions: none has a message (all skipped), archived as such
-    assert await ledger.archive_bucket("acme", prefix, 1, **kwargs) == 0
-    found = await ledger.archived("acme", [*ids, failed, id_in_range(prefix, 6), "msg_bad", "nonsense"])
+    assert await ledger.archive.pack("acme", prefix, 1, **kwargs) == 0
+    found = await ledger.archive.read("acme", [*ids, failed, id_in_range(prefix, 6), "msg_bad", "nonsense"])
     assert set(found) == set(ids) and found[ids[0]][b"srv"] == b"srv_1"
     stored = await ledger.get("acme", ids[2])
     assert stored is not None and stored.message.id == ids[2] and stored.status == "sent"
     assert stored.provider_message_id is None  # no `prv`: never tried
     # restore: the hash back; an existing hash is never overwritten
     await redis.hset(keyspace.message("acme", ids[0]), mapping={"s": "delivered"})
-    restored = await ledger.restore("acme", ids)
+    restored = await ledger.archive.restore("acme", ids)
     assert set(restored) == set(ids[1:])
     assert await redis.hget(keyspace.message("acme", ids[0]), "s") == b"delivered"
     assert await redis.hgetall(keyspace.message("acme", ids[1])) == found[ids[1]]
@@ -330,7 +330,7 @@ async def test_a_late_outcome_of_an_archived_message_makes_no_partial_hash(redis
     message_id = id_in_range(prefix, 1)
     await settled_hash(redis, message_id, at_ms=1_796_600_000_000)
     kwargs = {"now_ms": 1_796_700_000_000, "quiet_ms": 0, "retention_ms": 60_000}
-    assert await ledger.archive_bucket("acme", prefix, 0, **kwargs) == 1
+    assert await ledger.archive.pack("acme", prefix, 0, **kwargs) == 1
     message = OutboundMessage(
         id=message_id, workspace="acme", from_=Address(email="a@acme.test"), to=[Address(email="b@x.test")]
     )
@@ -362,10 +362,8 @@ async def test_a_hash_written_while_its_bucket_is_packed_keeps_the_bucket_out(re
     await redis.eval(APPEND_EVENTS, 1, key, b"\x90")  # an event lands between the read and the script
     bucket = keyspace.message_archive("acme", prefix, 0)
     blob = archive_module.pack({3: fields})
-    assert (
-        await ledger._archive(keys=[bucket, key], args=[blob, 60_000, archive_module.fingerprint(fields)])
-        == 0
-    )
+    args = [blob, 60_000, archive_module.fingerprint(fields)]
+    assert await ledger.archive._archive(keys=[bucket, key], args=args) == 0
     assert not await redis.exists(bucket) and await redis.exists(key)
 
 
@@ -410,7 +408,7 @@ async def test_buckets_are_archived_behind_the_slices_while_the_campaign_sends(
         if current.text("phase") == "send" and current.number("launch_ms"):
             first = message_id_at(current.number("launch_ms"), campaign_id, 0)
             prefix = range_prefix(first)
-            archived = await MessageLedger(redis).archived_buckets(workspace, prefix, range(6))
+            archived = await MessageLedger(redis).archive.archived(workspace, prefix, range(6))
             during_send.add(tuple(archived))
         await asyncio.sleep(0.005)  # the dispatchers deliver meanwhile (what the window waits for)
     assert current.status == "sent"
