@@ -273,17 +273,18 @@ class CampaignStore:
 
     # --- the runner's side ---------------------------------------------------------------------------
     async def active(self) -> list[tuple[str, str]]:
-        found = await self.redis.smembers(keyspace.CAMPAIGNS_ACTIVE)
-        pairs = [as_text(m).split("|", 1) for m in found]
-        return sorted((p[0], p[1]) for p in pairs if len(p) == 2)
+        return await self._campaigns(keyspace.CAMPAIGNS_ACTIVE)
 
     async def deactivate(self, workspace: str, campaign_id: str) -> None:
         await self.redis.srem(keyspace.CAMPAIGNS_ACTIVE, member(workspace, campaign_id))
 
     async def archiving(self) -> list[tuple[str, str]]:
         """The campaigns whose settled messages the archiver packs (actors/campaigns/archiver.py)."""
-        found = await self.redis.smembers(keyspace.CAMPAIGNS_ARCHIVING)
-        pairs = [as_text(m).split("|", 1) for m in found]
+        return await self._campaigns(keyspace.CAMPAIGNS_ARCHIVING)
+
+    async def _campaigns(self, key: str) -> list[tuple[str, str]]:
+        """The (workspace, campaign) members of a set of `member`s, sorted."""
+        pairs = [as_text(m).split("|", 1) for m in await self.redis.smembers(key)]
         return sorted((p[0], p[1]) for p in pairs if len(p) == 2)
 
     async def archived(self, workspace: str, campaign_id: str) -> None:
