@@ -18,7 +18,7 @@ from schemas.ids import is_id
 from store import keyspace
 from store.ledger import archive
 from store.ledger.index_ranges import position_of
-from store.ledger.scripts import ARCHIVE, REARCHIVE, RESTORE
+from store.ledger.scripts import ARCHIVE, READ_HASHES, REARCHIVE, RESTORE
 from store.replies import as_bytes, as_text
 
 Fields = dict[bytes, bytes]
@@ -31,6 +31,7 @@ class ArchiveStore:
         self._archive = redis.register_script(ARCHIVE)
         self._restore = redis.register_script(RESTORE)
         self._rearchive = redis.register_script(REARCHIVE)
+        self._read_hashes = redis.register_script(READ_HASHES)
 
     # --- reads and restores (the ledger's) -------------------------------------------------------------
     async def read(self, workspace: str, ids: Sequence[str]) -> dict[str, Fields]:
@@ -144,19 +145,16 @@ class ArchiveStore:
         """The bucket's blob (if `with_blob`) and the message hashes of its positions (position → (id,
         fields)), those that exist."""
         ids = archive.bucket_ids(prefix, bucket)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if with_blob:
-                pipe.get(keyspace.message_archive(workspace, prefix, bucket))
-            for message_id in ids:
-                pipe.hgetall(keyspace.message(workspace, message_id))
-            replies = await pipe.execute()
-        blob = as_bytes(replies[0]) if with_blob and replies[0] is not None else None
-        rows = replies[1:] if with_blob else replies
+        keys = [keyspace.message(workspace, message_id) for message_id in ids]
+        blob = None
+        if with_blob:
+            blob = await self.redis.get(keyspace.message_archive(workspace, prefix, bucket))
+        rows = await self._read_hashes(keys=keys)
         first = bucket * archive.BUCKET
-        return blob, {
-            position: (message_id, fields)
-            for position, (message_id, fields) in enumerate(zip(ids, rows, strict=True), first)
-            if fields
+        return None if blob is None else as_bytes(blob), {
+            position: (message_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+            for position, (message_id, flat) in enumerate(zip(ids, rows, strict=True), first)
+            if flat
         }
 
 

@@ -329,4 +329,13 @@ return #KEYS - 2
 """
 )
 
+# The hashes KEYS, each as HGETALL gives it (a flat list; empty for a key that does not exist): one call
+# for a bucket's 128 hashes instead of 128 in a pipeline, ~40% of the archiver's CPU a message
+# (ArchiveStore._hashes).
+READ_HASHES = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HGETALL', key) end
+return out
+"""
+
 ALL = (ENQUEUE, CANCEL, CLAIM, DUE, RECORD, APPEND_EVENTS, ARCHIVE, RESTORE, REARCHIVE)
