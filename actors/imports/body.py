@@ -112,6 +112,10 @@ class ImportRunner:
                 await self.imports.fail(workspace, import_id, "the upload stopped before the end of the file")
                 return 1
             return 0  # still uploading
+        if not record.columns:
+            # Read before the upload named its columns, which it does before its first rows: read again,
+            # or these rows would all be rejected for want of an email column.
+            record = await self.imports.get(workspace, import_id) or record
         groups = [entries[i : i + ENTRIES_PER_BATCH] for i in range(0, len(entries), ENTRIES_PER_BATCH)]
         await self._apply_pipelined(record, target, groups)
         return len(entries)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
+
 from actors.imports.body import ImportRunner
 from schemas.audience import ImportRecord
 from schemas.ids import new_id
@@ -71,3 +73,32 @@ async def test_the_runner_applies_an_import_through_its_ray_shell(
     finally:
         await handle.shutdown.remote()
         ray.kill(handle)
+
+
+async def test_rows_that_arrive_after_the_runner_read_the_import_use_its_columns(
+    client, admin, redis, workspace
+) -> None:
+    """The upload names the columns, then appends rows; a runner step that read the import before the
+    columns and its rows after them must not reject every row for want of an email column (seen once in
+    CI: 4,000 of 5,002 rows rejected by one step)."""
+    lst = await new_list(client, admin)
+    store = ImportStore(redis)
+    record = ImportRecord(
+        id=new_id("imp"), workspace=workspace, list_id=lst["id"], columns=[], created_ms=int(T0 * 1000)
+    )
+    await store.create(record)
+    runner = ImportRunner(redis, clock=lambda: T0 + 1)
+    read_import = runner.imports.get
+
+    async def upload_lands_after_the_read(workspace: str, import_id: str):
+        seen = await read_import(workspace, import_id)  # before the columns: none
+        uploaded = ImportRecord(**{**msgspec.structs.asdict(record), "columns": ["email"]})
+        await store.set_columns(uploaded)
+        await store.append_rows(workspace, import_id, [(2, ["ana@example.com"])], [], int(T0 * 1000))
+        runner.imports.get = read_import  # only the first read races
+        return seen
+
+    runner.imports.get = upload_lands_after_the_read
+    assert await runner.advance(workspace, record.id) == 1
+    progress = await store.progress(workspace, record.id)
+    assert (int(progress["created"]), int(progress["rejected"])) == (1, 0), progress
