@@ -31,7 +31,7 @@ import msgspec
 
 from schemas.message_status import MessageStatus
 from store.ledger.index_ranges import id_in_range, position_of, range_prefix
-from store.ledger.records import starts_with_id, timeline_of
+from store.ledger.records import latest_event, starts_with_id
 
 BUCKET = 128  # positions a bucket: ~10 KB compressed, ~80 µs to decompress (docs/campaigns.md)
 VERSION = b"\x01"
@@ -56,7 +56,6 @@ Fields = Mapping[bytes, bytes]
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[tuple[int, dict[str, bytes]]]).decode
-_items = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode
 
 
 def locate(message_id: str) -> tuple[str, int]:
@@ -98,11 +97,8 @@ def unpack(blob: bytes) -> dict[int, dict[bytes, bytes]]:
 
 def last_event_ms(ev: bytes) -> int:
     """When the message's latest event happened (ms), from its hash's `ev`; 0 if it has none."""
-    items = _items(ev)
-    if not items:
-        return 0
-    latest = timeline_of(_encode([items[-1]]))[0]
-    return int(latest.created_at.timestamp() * 1000)
+    latest = latest_event(ev)
+    return 0 if latest is None else int(latest.created_at.timestamp() * 1000)
 
 
 def unready(fields: Fields, *, now_ms: int, quiet_ms: int) -> str | None:

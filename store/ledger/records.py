@@ -170,10 +170,18 @@ def timeline_of(ev: bytes) -> list[Event]:
     """A message hash's `ev` as events. Whole events are msgpack maps, compact ones arrays
     (`TimelineEvent`, without their workspace and envelope); a compact one of before round 9 was a map
     with those two empty, and reads as such."""
-    return [
-        _decode_compact(raw).as_event() if memoryview(raw)[0] in _MSGPACK_ARRAYS else _decode_event(raw)
-        for raw in _decode_items(ev)
-    ]
+    return [timeline_event(raw) for raw in _decode_items(ev)]
+
+
+def latest_event(ev: bytes) -> Event | None:
+    """The last event of a message hash's `ev` (the others are not decoded), or None."""
+    items = _decode_items(ev)
+    return timeline_event(items[-1]) if items else None
+
+
+def timeline_event(raw: msgspec.Raw) -> Event:
+    """One item of `ev` (see `timeline_of`)."""
+    return _decode_compact(raw).as_event() if memoryview(raw)[0] in _MSGPACK_ARRAYS else _decode_event(raw)
 
 
 class StoredMessage(msgspec.Struct, kw_only=True):

@@ -17,12 +17,13 @@ from store.lua import LUA_ARRAY
 #
 # The atomic enqueue of a batch. A message's first events (those of its acceptance) start its `ev`: the
 # row's `kept` events where it has them (a campaign message's without their envelope), else the events whole
-# as they go to the stream. Key names are built here from the workspace and ids exactly
-# as store/keyspace.py builds them (message, message_index, message_ranges, dispatch_stream). A message may
-# carry its request's audit entry, appended to KEYS[3] here: the send path's audit entry costs no round trip
-# of its own. An empty payload: a large one was staged in the hash before (MessageLedger._stage). The new
-# ids go into their workspace's index by one ZADD per workspace at the end, not one per message; a packed
-# campaign's (a row with its `range`) as its range's mark and count (store/ledger/index_ranges.py).
+# as they go to the stream. Key names are built here from the workspace and ids exactly as
+# store/keyspace.py builds them (message, message_index, message_ranges, message_archive, dispatch_stream).
+# A message may carry its request's audit entry, appended to KEYS[3] here: the send path's audit entry costs
+# no round trip of its own. An empty payload: a large one was staged in the hash before
+# (MessageLedger._stage). The new ids go into their workspace's index by one ZADD per workspace at the end,
+# not one per message; a packed campaign's (a row with its `range`) as its range's mark and count
+# (store/ledger/index_ranges.py).
 ENQUEUE = (
     LUA_STATUSES
     + LUA_ARRAY
@@ -193,7 +194,9 @@ for _, o in ipairs(outcomes) do
   local key, id, status, events, fields = o[1], o[2], o[3], o[4], o[5]
   local mapping, mapped_to, failover, attempted, finished, retry_ms = o[6], o[7], o[8], o[9], o[10], o[11]
   local payload, listed, meta = o[12], o[13], o[14]
-  local held = redis.call('EXISTS', key) == 1  -- not: expired, or archived, meanwhile
+  -- Every hash has a status from its enqueue; none: the message expired, or was archived, meanwhile.
+  local current = redis.call('HGET', key, 's')
+  local held = current ~= false
   if #events > 0 then
     local ev = held and redis.call('HGET', key, 'ev')
     if ev then
@@ -206,7 +209,6 @@ for _, o in ipairs(outcomes) do
   -- events are streamed, and no partial hash is made.
   if held then
     if status ~= '' then
-      local current = redis.call('HGET', key, 's')
       if current == SENDING or current == QUEUED then
         redis.call('HSET', key, 's', status)  -- unless a provider webhook has moved it further already
       end
