@@ -8,7 +8,9 @@ Times are stored as naive TIMESTAMPs that mean UTC.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from analytics.campaign_firsts import FIRSTS_COLUMNS, Key, flag_batch, lookup_query
+from analytics.errors import StoreUnavailable
 from analytics.migrations import load
 from analytics.mirror import (
     CHUNK_CONSTANTS,
@@ -31,8 +34,10 @@ from analytics.queries import EventFilter, WindowPolicy
 from analytics.rows import AGGREGATE_COLUMNS, COLUMNS, epoch_ms, from_epoch_ms
 from analytics.segments import DuckJson
 from analytics.sql import Bound, Dialect
-from analytics.sql_store import Rows, SqlAnalyticsStore
+from analytics.sql_store import Rows, SqlAnalyticsStore, T
 from schemas.campaign_report import COUNTS
+
+log = logging.getLogger(__name__)
 
 _INSERTED = (
     "workspace",
@@ -456,18 +461,51 @@ class DuckDBStore(SqlAnalyticsStore):
     campaign_aggregates = True
 
     def __init__(
-        self, path: str | Path, *, policy: WindowPolicy | None = None, checkpoint_threshold: str = "64MB"
+        self,
+        path: str | Path,
+        *,
+        policy: WindowPolicy | None = None,
+        checkpoint_threshold: str = "32MB",
+        memory_limit: str | None = None,
     ) -> None:
         super().__init__(policy=policy, threads=1)
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # Rows written since the last checkpoint stay in memory (with their part of the primary-key
-        # index) until the WAL reaches this threshold, and each checkpoint rewrites the indexes. At 64 MB
-        # a 1M-recipient campaign grew the sink by 66 MB, against 279 at 256 MB, for ~2.5 µs more a row of
-        # an import (three indexed tables) and no more an event of a campaign (docs/analytics.md, "Ingest
-        # as the table grows"; `python -m bench.ingest_memory`). A restart replays at most this much WAL.
-        self._db = duckdb.connect(self.path, config={"checkpoint_threshold": checkpoint_threshold})
+        # index) until the WAL reaches this threshold, and each checkpoint rewrites the indexes; a restart
+        # replays at most this much WAL. The blocks a checkpoint wrote stay cached up to `memory_limit`
+        # (DuckDB's default: 80% of the machine's memory), so without one the sink's memory grows with
+        # the table. With a limit, queries that need more working memory spill to `<path>.tmp`
+        # (docs/analytics.md, "Memory"; `python -m bench.ingest_memory`). An in-memory database holds
+        # its tables in that memory and is never limited.
+        self.config: dict[str, str | bool | int | float | list[str]] = {
+            "checkpoint_threshold": checkpoint_threshold
+        }
+        if memory_limit and self.path != ":memory:":
+            self.config["memory_limit"] = memory_limit
+        self._db = duckdb.connect(self.path, config=self.config)
+        self._invalidated = False
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """A fatal error (a checkpoint that could not get memory or disk) invalidates the database until
+        it is opened again: the call fails (`StoreUnavailable`; the sink retries its batch), and the next
+        call opens the file again first (replaying its WAL), until that works."""
+        if self._invalidated and fn != self._close:
+            await super()._run(self._reopen)
+        try:
+            return await super()._run(fn, *args)
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, duckdb.FatalException) and self.path != ":memory:":
+                self._invalidated = True
+            raise
+
+    def _reopen(self) -> None:
+        log.warning("duckdb %s: a fatal error invalidated the database; opening it again", self.path)
+        with contextlib.suppress(duckdb.Error):
+            self._db.close()
+        self._db = duckdb.connect(self.path, config=self.config)
+        self._invalidated = False
 
     def _migrate(self, before: int | None = None) -> list[int]:
         db = self._db
@@ -655,6 +693,19 @@ class DuckDBStore(SqlAnalyticsStore):
     async def purge_expired(self, retention: timedelta, *, now: datetime) -> int:
         """DuckDB has no TTL: delete events older than `retention` (the sink calls this now and then)."""
         return await self._run(self._purge, epoch_ms(now - retention))
+
+    async def memory(self) -> dict[str, Any]:
+        """DuckDB's own account: the bytes it holds now (every tag of `duckdb_memory()`) and its limit."""
+        return await self._run(self._memory)
+
+    def _memory(self) -> dict[str, Any]:
+        cursor = self._db.cursor()
+        try:
+            used = cursor.execute("SELECT sum(memory_usage_bytes)::BIGINT FROM duckdb_memory()").fetchone()
+            limit = cursor.execute("SELECT current_setting('memory_limit')").fetchone()
+        finally:
+            cursor.close()
+        return {"used_bytes": int(used[0] or 0) if used else 0, "limit": str(limit[0]) if limit else ""}
 
     def _close(self) -> None:
         self._db.close()

@@ -90,14 +90,17 @@ def open_store(
     *,
     policy: WindowPolicy | None = None,
     retention_days: int | None = None,
+    duckdb_memory_mb: int = 0,
 ) -> AnalyticsStore:
-    """Open (not migrate) the store `url` names; None means DuckDB in `data_dir`."""
+    """Open (not migrate) the store `url` names; None means DuckDB in `data_dir`. A DuckDB file's
+    memory is limited to `duckdb_memory_mb` (0: DuckDB's default)."""
     url = analytics_url(url, data_dir)
     scheme, _, rest = url.partition("://")
     if scheme == "duckdb":
         from analytics.duckdb_backend import DuckDBStore
 
-        return DuckDBStore(rest or ":memory:", policy=policy)
+        limit = f"{duckdb_memory_mb}MiB" if duckdb_memory_mb else None
+        return DuckDBStore(rest or ":memory:", policy=policy, memory_limit=limit)
     if scheme in ("clickhouse", "clickhouses", "chdb"):
         from analytics.clickhouse_backend import ClickHouseStore
 

@@ -434,6 +434,51 @@ def cpu_of(pids: set[int]) -> dict[tuple[str, str], float]:
     return seen
 
 
+async def campaign_timeline(session, base: str, campaign_id: str, started: float) -> str:
+    """Where the end-to-end time went, from the campaign's messages (their `message.accepted` and
+    `message.sent` times, read through the API) and its `launched_at` / `completed_at`; `started` is the
+    wall clock (time.time()) before the campaign was created."""
+    ids: list[str] = []
+    cursor = None
+    while True:
+        url = f"{base}/v1/messages?campaign_id={campaign_id}&limit=100" + (
+            f"&cursor={cursor}" if cursor else ""
+        )
+        async with session.get(url, headers=HEADERS) as response:
+            page = await response.json()
+        ids += [m["id"] for m in page["data"]]
+        if not page["has_more"]:
+            break
+        cursor = page["next_cursor"]
+    gate = asyncio.Semaphore(16)
+
+    async def times(message_id: str) -> tuple[float, float]:
+        async with gate, session.get(f"{base}/v1/messages/{message_id}", headers=HEADERS) as response:
+            view = await response.json()
+        at = {e["type"]: parse_time(e["created_at"]) for e in view["events"]}
+        return at["message.accepted"], at["message.sent"]
+
+    found = await asyncio.gather(*(times(i) for i in ids))
+    async with session.get(f"{base}/v1/campaigns/{campaign_id}", headers=HEADERS) as response:
+        campaign = await response.json()
+    launched, completed = parse_time(campaign["launched_at"]), parse_time(campaign["completed_at"])
+    accepted = sorted(a for a, _ in found)
+    sent = sorted(s for _, s in found)
+    ms = lambda a, b: f"{(b - a) * 1000:,.0f} ms"  # noqa: E731
+    return (
+        f"| where the time went ({len(ids):,} messages) | create → `launched_at` {ms(started, launched)}; "
+        f"→ first queued {ms(launched, accepted[0])}; → first sent {ms(accepted[0], sent[0])}; "
+        f"last queued at {ms(launched, accepted[-1])}; last sent at {ms(launched, sent[-1])}; "
+        f"→ `completed_at` {ms(sent[-1], completed)} | | |"
+    )
+
+
+def parse_time(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 async def end_to_end(session, base, redis_url, args, template, serve_pid: int, redis_pid: int) -> list[str]:
     """A campaign into an aiosmtpd sink, launch → every message recorded sent (dispatch drained) and →
     `sent`; beside it, same run, the same count by `/v1/send/bulk` into the same sink (is a gap in the
@@ -457,12 +502,14 @@ async def end_to_end(session, base, redis_url, args, template, serve_pid: int, r
         profilers = start_profilers(getattr(args, "profile", None), mine, "campaign")
         before = cpu_of(mine)
         started = time.perf_counter()
+        started_wall = time.time()
         campaign_id = await launch(session, base, e2e_list, template["id"], smtp["id"])
         await _wait_sent(redis_url, smtp["id"], count, within=3600)
         drained = time.perf_counter()
         ended = await until_sent(session, base, campaign_id)
         campaign_cpu = cpu.spent(before, cpu_of(mine))
         stop_profilers(profilers)
+        timeline = await campaign_timeline(session, base, campaign_id, started_wall)
         await wait_idle(redis_url, within=600)
         before = cpu_of(mine)
         bulk_started = time.perf_counter()
@@ -487,6 +534,7 @@ async def end_to_end(session, base, redis_url, args, template, serve_pid: int, r
         f"pre-rendered: {bare:,.0f} msgs/s | ≥ 50% |",
         f"| the same, launch → the last message recorded sent | {dispatched:,.0f} msgs/s "
         f"({dispatched / bare:.0%} of bare) | | |",
+        timeline,
         f"| `/v1/send/bulk` end to end into the same sink, {count:,} messages | {bulk:,.0f} msgs/s "
         f"({bulk / bare:.0%} of bare) | | |",
         "",

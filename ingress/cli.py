@@ -201,7 +201,9 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from analytics.store import analytics_url, open_store
 
     async def run() -> int:
-        store = open_store(settings.analytics_url, settings.data_dir)
+        store = open_store(
+            settings.analytics_url, settings.data_dir, duckdb_memory_mb=settings.duckdb_memory_mb
+        )
         try:
             applied = await store.migrate()
         except StoreUnavailable as exc:

@@ -83,6 +83,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_pool_timeout_seconds: float = 5.0
     automation_lease_seconds: float = 60.0  # a run claimed by a runner that died is due again after this
     campaign_runners: int = 2  # campaign runner actors sharing each campaign's sending (slices)
+    # The embedded DuckDB analytics file's memory (its cache of table blocks, its indexes, its queries'
+    # working memory, which spills to disk beyond it); 0: DuckDB's default, 80% of the machine's memory.
+    duckdb_memory_mb: int = 128
 
     @property
     def embedded_redis(self) -> bool:
@@ -249,6 +252,7 @@ _VARIABLES = {
     "MAILERS_REDIS_POOL_TIMEOUT_SECONDS": ("redis_pool_timeout_seconds", _positive_float),
     "MAILERS_AUTOMATION_LEASE_SECONDS": ("automation_lease_seconds", _positive_float),
     "MAILERS_CAMPAIGN_RUNNERS": ("campaign_runners", _integer),
+    "MAILERS_DUCKDB_MEMORY_MB": ("duckdb_memory_mb", _integer),
 }
 
 

@@ -25,11 +25,23 @@ from analytics.store import open_store
 @ray.remote(num_cpus=0)
 class EventSink:
     def __init__(
-        self, redis_url: str, analytics_url: str | None, data_dir: str, *, consumer: str, **options: Any
+        self,
+        redis_url: str,
+        analytics_url: str | None,
+        data_dir: str,
+        *,
+        consumer: str,
+        duckdb_memory_mb: int = 0,
+        **options: Any,
     ) -> None:
         run_in_background()  # a consumer that may lag yields the cores to sending (actors/priority.py)
         settle_garbage_collector()
-        self.store = open_store(analytics_url, data_dir, retention_days=options.get("retention_days"))
+        self.store = open_store(
+            analytics_url,
+            data_dir,
+            retention_days=options.get("retention_days"),
+            duckdb_memory_mb=duckdb_memory_mb,
+        )
         self.redis = aioredis.Redis.from_url(redis_url)
         self.body = EventSinkLoop(self.redis, self.store, consumer=consumer, **options)
         self.answers = StoreAnswers(self.store, self.body.migrated)
@@ -42,6 +54,11 @@ class EventSink:
 
     async def stats(self) -> dict[str, Any]:
         return dataclasses.asdict(self.body.stats)
+
+    async def memory(self) -> dict[str, Any] | None:
+        """The DuckDB store's memory now and its limit (`MAILERS_DUCKDB_MEMORY_MB`); None for ClickHouse."""
+        memory = getattr(self.store, "memory", None)
+        return None if memory is None else await memory()
 
     async def events_page(self, workspace: str, query: bytes, now_ms: int | None = None) -> bytes:
         return await self.answers.events_page(workspace, query, now_ms)

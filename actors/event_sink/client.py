@@ -43,6 +43,7 @@ def start_event_sink(
         settings.data_dir,
         consumer=name,
         concurrency=64,
+        duckdb_memory_mb=settings.duckdb_memory_mb,
         **options,
     )
 

@@ -49,6 +49,10 @@ async def test_events_flow_from_the_stream_into_the_actor_store(ray_session, red
             await client.summary("acme", SummaryQuery(from_=NOW, to=NOW - timedelta(hours=1)), now=NOW)
         assert caught.value.pointer == "#/from"
         assert (await handle.stats.remote())["events"] == 300
+        # The sink's DuckDB file is limited to MAILERS_DUCKDB_MEMORY_MB (128 by default), not DuckDB's 80%
+        # of the machine's memory.
+        memory = await handle.memory.remote()
+        assert memory["limit"] == "128.0 MiB" and 0 < memory["used_bytes"] <= 128 * 2**20
         assert (await redis.xpending(keyspace.EVENT_STREAM, "analytics"))["pending"] == 0
     finally:
         await handle.shutdown.remote()
