@@ -170,8 +170,9 @@ class CampaignRunner:
         return await until_idle(self.step)
 
     async def run(self, stop: asyncio.Event, *, idle_wait: float = 0.05, idle_block: float = 0.25) -> None:
-        """Steps `idle_wait` apart while a campaign is active. With none, a step's read of `m:events` blocks
-        up to `idle_block` (`IdleBlock`): any entry, a launch's `campaign.launched` too, ends it at once."""
+        """Steps `idle_wait` apart while a campaign is active. With none, a step waits on `m:events` up to
+        `idle_block` (`IdleBlock`): any new entry, a launch's `campaign.launched` too, ends the wait of
+        every runner at once, whichever of them the group hands it to."""
         await self.idle_block.run(
             self.step, stop, block=idle_block, idle_wait=idle_wait, log=log, on_error=self._reread
         )
@@ -185,7 +186,14 @@ class CampaignRunner:
         if not self._group_ready:
             await self.reader.ensure_group("0")
             self._group_ready = True
-        entries = await self.reader.read_own() or await self.reader.read_new(block_ms=block_ms)
+        entries = await self.reader.read_own() or await self.reader.read_new()
+        if not entries and block_ms:
+            # Idle: wait for the stream's next entry, whichever runner the group hands it to. A launch's
+            # `campaign.launched` goes to one runner of the group, and the others must wake too: runner 0
+            # resolves the audience, and a blocked group read left it asleep for up to `idle_block` when
+            # the entry went to runner 1 (~300 ms of a 3,000-message campaign, docs/campaigns.md).
+            await self.reader.wait_for_entry(block_ms)
+            entries = await self.reader.read_new()
         if not entries:
             return 0
         tally = _Tally()

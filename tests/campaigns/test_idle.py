@@ -1,6 +1,7 @@
 """An idle runner (`CampaignRunner.run` with no active campaign) waits blocked on `m:events` instead of
 passing twenty times a second, and a launch, whose transition appends `campaign.launched` to the
-stream, wakes it at once (docs/campaigns.md, "The runner")."""
+stream, wakes it at once (docs/campaigns.md, "The runner"): every runner, not only the one the
+consumer group hands the entry to."""
 
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ from tests.campaigns.conftest import SCOPES, campaign, make_audience, make_campa
 NAME = "idle-campaign-runner"
 
 
-async def _blocked(redis) -> bool:
-    """Whether the runner's own connection is blocked in XREADGROUP right now."""
+async def _blocked(redis, name: str = NAME) -> bool:
+    """Whether the runner's own connection is blocked on the stream right now."""
     for entry in await redis.client_list():
-        if entry.get("name") == NAME:
-            return entry.get("cmd") == "xreadgroup" and "b" in entry.get("flags", "")
+        if entry.get("name") == name:
+            return entry.get("cmd") in ("xread", "xreadgroup") and "b" in entry.get("flags", "")
     return False
 
 
@@ -58,3 +59,42 @@ async def test_an_idle_runner_waits_on_the_stream_and_a_launch_wakes_it(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await own.aclose()
+
+
+async def test_a_launch_wakes_runner_0_when_the_group_hands_its_entry_to_runner_1(
+    client, make_key, sink, redis, redis_url
+):
+    """Two runners blocked, runner 1 first: Redis serves blocked clients in the order they blocked, so a
+    group read would hand `campaign.launched` to runner 1, and runner 0, who alone resolves the audience,
+    would sleep out its block (here two minutes: the test would time out)."""
+    headers = await make_key(SCOPES)
+    await smtp(client, headers, sink)
+    list_id, emails = await make_audience(client, headers, 5)
+    template_id = await make_template(client, headers)
+    settings = client.app[SERVICES].settings
+    stop = asyncio.Event()
+    connections, tasks = [], []
+    try:
+        deadline = time.monotonic() + 30
+        for index in (1, 0):
+            own = aioredis.Redis.from_url(redis_url, client_name=f"{NAME}-{index}")
+            connections.append(own)
+            body = CampaignRunner(own, settings, clock=time.time, index=index, runners=2)
+            tasks.append(asyncio.create_task(body.run(stop, idle_wait=0.01, idle_block=120)))
+            while not await _blocked(redis, f"{NAME}-{index}"):
+                assert not tasks[-1].done() and time.monotonic() < deadline, f"runner {index} never blocked"
+                await asyncio.sleep(0.01)
+        campaign_id = await make_campaign(client, headers, list_id, template_id)
+        while (state := await campaign(client, headers, campaign_id))["status"] != "sent":
+            assert time.monotonic() < deadline, f"the launch did not wake runner 0: {state['progress']}"
+            await asyncio.sleep(0.02)
+        assert state["counters"]["queued"] + state["counters"]["sent"] == len(emails)
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for own in connections:
+            await own.aclose()
