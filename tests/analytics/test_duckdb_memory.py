@@ -112,21 +112,3 @@ async def test_a_database_a_fatal_error_invalidated_is_opened_again_and_loses_no
 async def _count(store: DuckDBStore) -> int:
     rows = await store._run(store._query, "SELECT count(*) FROM events", {})
     return int(rows[0][0])
-
-
-def _batches(count: int, size: int):
-    message = EventMessage(
-        id="msg_0", to="ana@example.com", from_="hello@acme.com", provider="smtp", server="srv_1"
-    )
-    for start in range(0, count, size):
-        yield [
-            Event(
-                id=f"evt_{i:022d}",
-                type="message.sent",
-                created_at=NOW - timedelta(milliseconds=i),
-                workspace="acme",
-                message=message,
-                data={"note": hashlib.sha512(str(i).encode()).hexdigest()},  # 128 B, incompressible
-            )
-            for i in range(start, min(count, start + size))
-        ]
