@@ -102,11 +102,12 @@ class GroupReader:
         """Entries never delivered to any consumer; `block_ms=None` answers at once, even with none."""
         return await self._read_group(">", count, block=block_ms)
 
-    async def wait_for_entry(self, block_ms: int) -> None:
+    async def wait_for_entry(self, block_ms: int) -> bool:
         """Block until an entry is added to the stream after this call (at most `block_ms`), whichever
         consumer of the group it goes to: for a consumer with duties of its own that an entry handed to
-        another consumer must still wake. An entry added just before the call does not end it."""
-        await self.redis.xread({self.stream: "$"}, count=1, block=block_ms)
+        another consumer must still wake. An entry added just before the call does not end it. Whether
+        one was added (False: the time ran out)."""
+        return bool(await self.redis.xread({self.stream: "$"}, count=1, block=block_ms))
 
     async def _read_group(self, start: str, count: int | None, *, block: int | None) -> Entries:
         reply = await self.redis.xreadgroup(

@@ -192,8 +192,8 @@ class CampaignRunner:
             # `campaign.launched` goes to one runner of the group, and the others must wake too: runner 0
             # resolves the audience, and a blocked group read left it asleep for up to `idle_block` when
             # the entry went to runner 1 (~300 ms of a 3,000-message campaign, docs/campaigns.md).
-            await self.reader.wait_for_entry(block_ms)
-            entries = await self.reader.read_new()
+            if await self.reader.wait_for_entry(block_ms):
+                entries = await self.reader.read_new()
         if not entries:
             return 0
         tally = _Tally()
