@@ -477,8 +477,8 @@ class DuckDBStore(SqlAnalyticsStore):
         # replays at most this much WAL. The blocks a checkpoint wrote stay cached up to `memory_limit`
         # (DuckDB's default: 80% of the machine's memory), so without one the sink's memory grows with
         # the table. With a limit, queries that need more working memory spill to `<path>.tmp`
-        # (docs/analytics.md, "Memory"; `python -m bench.ingest_memory`). An in-memory database holds
-        # its tables in that memory and is never limited.
+        # (docs/analytics.md, "The memory limit"; `python -m bench.ingest_memory`). An in-memory
+        # database holds its tables in that memory and is never limited.
         self.config: dict[str, str | bool | int | float | list[str]] = {
             "checkpoint_threshold": checkpoint_threshold
         }
