@@ -39,6 +39,14 @@ from schemas.campaign_report import COUNTS
 
 log = logging.getLogger(__name__)
 
+
+def _out_of_memory(error: BaseException | None) -> bool:
+    """DuckDB's out-of-memory error, or a fatal error a failed allocation caused (a checkpoint's)."""
+    return isinstance(error, duckdb.OutOfMemoryException) or (
+        isinstance(error, duckdb.Error) and "could not allocate" in str(error)
+    )
+
+
 _INSERTED = (
     "workspace",
     "type",
@@ -466,7 +474,7 @@ class DuckDBStore(SqlAnalyticsStore):
         *,
         policy: WindowPolicy | None = None,
         checkpoint_threshold: str = "32MB",
-        memory_limit: str | None = None,
+        memory_limit_mib: int = 0,
     ) -> None:
         super().__init__(policy=policy, threads=1)
         self.path = str(path)
@@ -477,28 +485,45 @@ class DuckDBStore(SqlAnalyticsStore):
         # replays at most this much WAL. The blocks a checkpoint wrote stay cached up to `memory_limit`
         # (DuckDB's default: 80% of the machine's memory), so without one the sink's memory grows with
         # the table. With a limit, queries that need more working memory spill to `<path>.tmp`
-        # (docs/analytics.md, "The memory limit"; `python -m bench.ingest_memory`). An in-memory
-        # database holds its tables in that memory and is never limited.
+        # (docs/analytics.md, "The memory limit"; `python -m bench.ingest_memory`). What DuckDB cannot
+        # evict (its indexes as the table grows, the unflushed rows) may outgrow any fixed limit: a call
+        # that runs out doubles it (`_run`). An in-memory database holds its tables in that memory and
+        # is never limited.
+        self.limit_mib = memory_limit_mib if self.path != ":memory:" else 0
         self.config: dict[str, str | bool | int | float | list[str]] = {
             "checkpoint_threshold": checkpoint_threshold
         }
-        if memory_limit and self.path != ":memory:":
-            self.config["memory_limit"] = memory_limit
+        if self.limit_mib:
+            self.config["memory_limit"] = f"{self.limit_mib}MiB"
         self._db = duckdb.connect(self.path, config=self.config)
         self._invalidated = False
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """A fatal error (a checkpoint that could not get memory or disk) invalidates the database until
-        it is opened again: the call fails (`StoreUnavailable`; the sink retries its batch), and the next
-        call opens the file again first (replaying its WAL), until that works."""
+        """Two DuckDB failures the store recovers from, the call itself failing (`StoreUnavailable`: the
+        sink retries its batch, a query answers 503):
+        - out of memory under the limit: the limit doubles (logged), so the retry finds room; what the
+          store cannot evict grows with the table, and a limit must never stop the sink for good;
+        - a fatal error (a checkpoint that could not get memory or disk) invalidates the database until
+          it is opened again: the next call opens the file again first (replaying its WAL)."""
         if self._invalidated and fn != self._close:
             await super()._run(self._reopen)
         try:
             return await super()._run(fn, *args)
         except StoreUnavailable as exc:
-            if isinstance(exc.__cause__, duckdb.FatalException) and self.path != ":memory:":
+            cause = exc.__cause__
+            fatal = isinstance(cause, duckdb.FatalException) and self.path != ":memory:"
+            if self.limit_mib and _out_of_memory(cause):
+                self.limit_mib *= 2
+                self.config["memory_limit"] = f"{self.limit_mib}MiB"
+                log.warning("duckdb %s: out of memory; its limit is now %d MiB", self.path, self.limit_mib)
+                if not fatal:
+                    await super()._run(self._apply_limit)
+            if fatal:
                 self._invalidated = True
             raise
+
+    def _apply_limit(self) -> None:
+        self._db.execute(f"SET memory_limit = '{self.limit_mib}MiB'")
 
     def _reopen(self) -> None:
         log.warning("duckdb %s: a fatal error invalidated the database; opening it again", self.path)
@@ -531,7 +556,9 @@ class DuckDBStore(SqlAnalyticsStore):
                 )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # A failed COMMIT has ended the transaction already: its own error is the one to raise.
+                with contextlib.suppress(duckdb.TransactionException):
+                    db.execute("ROLLBACK")
                 raise
             applied.add(migration.version)
         return sorted(applied)
@@ -572,7 +599,9 @@ class DuckDBStore(SqlAnalyticsStore):
                         cursor.execute(statement)
                 cursor.execute("COMMIT")
             except BaseException:
-                cursor.execute("ROLLBACK")
+                # A failed COMMIT has ended the transaction already: its own error is the one to raise.
+                with contextlib.suppress(duckdb.TransactionException):
+                    cursor.execute("ROLLBACK")
                 raise
         finally:
             cursor.close()
@@ -652,7 +681,9 @@ class DuckDBStore(SqlAnalyticsStore):
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # A failed COMMIT has ended the transaction already: its own error is the one to raise.
+            with contextlib.suppress(duckdb.TransactionException):
+                db.execute("ROLLBACK")
             raise
 
     async def _export_chunks(self, flt: EventFilter, chunk_rows: int) -> AsyncIterator[bytes]:
@@ -686,7 +717,9 @@ class DuckDBStore(SqlAnalyticsStore):
             db.execute(_RECOUNT_DAY, {"cutoff": cutoff})
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # A failed COMMIT has ended the transaction already: its own error is the one to raise.
+            with contextlib.suppress(duckdb.TransactionException):
+                db.execute("ROLLBACK")
             raise
         return int(result[0]) if result else 0
 

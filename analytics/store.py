@@ -99,8 +99,7 @@ def open_store(
     if scheme == "duckdb":
         from analytics.duckdb_backend import DuckDBStore
 
-        limit = f"{duckdb_memory_mb}MiB" if duckdb_memory_mb else None
-        return DuckDBStore(rest or ":memory:", policy=policy, memory_limit=limit)
+        return DuckDBStore(rest or ":memory:", policy=policy, memory_limit_mib=duckdb_memory_mb)
     if scheme in ("clickhouse", "clickhouses", "chdb"):
         from analytics.clickhouse_backend import ClickHouseStore
 

@@ -39,7 +39,7 @@ async def one(events: int, setting: str, warm: int = WARM_BATCHES) -> dict[str, 
     store = DuckDBStore(
         scratch_dir("bench-ingest-memory-") / "events.duckdb",
         checkpoint_threshold=threshold,
-        memory_limit=limit or None,
+        memory_limit_mib=int(limit.removesuffix("MiB")) if limit else 0,
     )
     await store.migrate()
     start = peak = rss_mb()
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument(
         "--thresholds",
         default="64MB,256MB",
-        help="DuckDB checkpoint_threshold values, each optionally /memory_limit (64MB/128MB)",
+        help="DuckDB checkpoint_threshold values, each optionally /memory limit in MiB (64MB/128MiB)",
     )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child: this threshold only, JSON out
     args = parser.parse_args()

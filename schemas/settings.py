@@ -84,7 +84,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     automation_lease_seconds: float = 60.0  # a run claimed by a runner that died is due again after this
     campaign_runners: int = 2  # campaign runner actors sharing each campaign's sending (slices)
     # The embedded DuckDB analytics file's memory (its cache of table blocks, its indexes, its queries'
-    # working memory, which spills to disk beyond it); 0: DuckDB's default, 80% of the machine's memory.
+    # working memory, which spills to disk beyond it), to start with: a statement that runs out doubles it
+    # (analytics/duckdb_backend.py); 0: DuckDB's default, 80% of the machine's memory.
     duckdb_memory_mb: int = 128
 
     @property
