@@ -40,10 +40,15 @@ from schemas.campaign_report import COUNTS
 log = logging.getLogger(__name__)
 
 
+# How DuckDB says it ran out of memory when the error is not its OutOfMemoryException: a COMMIT's
+# (TransactionException) or a checkpoint's (FatalException) allocation or pin that failed.
+_OUT_OF_MEMORY = ("could not allocate block", "failed to pin block", "Out of Memory Error")
+
+
 def _out_of_memory(error: BaseException | None) -> bool:
-    """DuckDB's out-of-memory error, or a fatal error a failed allocation caused (a checkpoint's)."""
+    """DuckDB's out-of-memory error, or another error a failed allocation caused."""
     return isinstance(error, duckdb.OutOfMemoryException) or (
-        isinstance(error, duckdb.Error) and "could not allocate" in str(error)
+        isinstance(error, duckdb.Error) and any(mark in str(error) for mark in _OUT_OF_MEMORY)
     )
 
 
