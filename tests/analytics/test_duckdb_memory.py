@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from analytics.duckdb_backend import _OUT_OF_MEMORY as OUT_OF_MEMORY
 from analytics.duckdb_backend import DuckDBStore
 from analytics.errors import StoreUnavailable
 from analytics.store import open_store
@@ -126,7 +127,7 @@ async def _insert_retrying(store: DuckDBStore, batches) -> list[str]:
 
 
 def _out_of_memory(failure: str) -> bool:
-    return any(mark in failure for mark in ("could not allocate", "failed to pin", "Out of Memory"))
+    return any(mark in failure for mark in OUT_OF_MEMORY)  # the store's own reading of DuckDB's wordings
 
 
 async def _count(store: DuckDBStore) -> int:
