@@ -547,89 +547,107 @@ async def end_to_end(session, base, redis_url, args, template, serve_pid: int, r
     ]
 
 
+async def seed_campaign(redis: aioredis.Redis, settings: Any, count: int, links: int) -> tuple[Any, Any]:
+    """A list of `count` subscribers and a campaign to it (sandbox server, opens and clicks tracked) put
+    in `sending` as the launch does, written to the stores directly: what the runner body takes up.
+    Returns the campaign store and the campaign's record."""
+    from datetime import UTC, datetime
+
+    from schemas.campaigns import Audience, CampaignRecord, CampaignTemplate, CampaignTracking, record_encoder
+    from schemas.ids import new_id
+    from schemas.send import RoutingIn
+    from schemas.templates import TemplateVersion, VariableSpec
+    from store.campaigns import CampaignStore
+    from store.servers import ServerStore, ensure_sandbox_server
+    from store.templates import TemplateStore
+
+    sandbox = await ensure_sandbox_server(ServerStore(redis), WORKSPACE)
+    assert sandbox is not None
+    now = datetime.now(UTC)
+    spec = {name: VariableSpec(type="string", required=True) for name in TEMPLATE["variables"]}
+    template = TemplateVersion(
+        id=new_id("tpl"),
+        workspace=WORKSPACE,
+        version=1,
+        name=str(TEMPLATE["name"]),
+        subject=str(TEMPLATE["subject"]),
+        html=str(template_of(links)["html"]),
+        variables=spec,
+        created_at=now,
+        template_created_at=now,
+    )
+    await TemplateStore(redis).create(template)
+    target = ListRecord(id=new_id("lst"), workspace=WORKSPACE, name="fan", created_ms=0, updated_ms=0)
+    subscribers = SubscriberStore(redis)
+    for start in range(0, count, BATCH):
+        items = [
+            SubscriberInput(email=f"fan{i}@example.com", attributes={"first_name": f"F{i}"})
+            for i in range(start, min(start + BATCH, count))
+        ]
+        await subscribers.upsert(target, items, mode="upsert", now_ms=int(time.time() * 1000))
+    record = CampaignRecord(
+        id=new_id("cmp"),
+        workspace=WORKSPACE,
+        name="bench",
+        from_="Acme <hello@acme.com>",
+        template=CampaignTemplate(id=template.id, version=1),
+        audience=Audience(lists=[target.id]),
+        routing=RoutingIn(server=sandbox.id),
+        tracking=CampaignTracking(opens=True, clicks=True),
+        created_at=now,
+        updated_at=now,
+        eligible_lists=[target.id],
+    )
+    store = CampaignStore(redis)
+    await store.create(record)
+    fields: dict[str, bytes | str | int] = {
+        "r": record_encoder.encode(record),
+        "launch_ms": int(time.time() * 1000),
+        "phase": "resolve",
+        "src": 0,
+        "cur": "",
+    }
+    await store.transition(WORKSPACE, record.id, ("draft",), "sending", fields=fields, active="add")
+    return store, record
+
+
+def bench_settings(data: Path, redis_url: str) -> Any:
+    from schemas.settings import load_settings
+
+    return load_settings(
+        {},
+        data_dir=str(data),
+        redis_url=redis_url,
+        secret_key="s" * 40,
+        public_url="https://mailers.bench",
+    )
+
+
 async def in_process(args: argparse.Namespace) -> list[str]:
     """The fan-out of `--in-process N` subscribers by the runner body alone (no `mailers serve`, no Ray,
     no dispatchers): its own redis-server, the stores written directly, `CampaignRunner.step` until
     every recipient is handed over. Reports the CPU seconds per recipient of the runner's process and of
     Redis (INFO cpu) beside the wall rate: on a shared machine the CPU figures are what moves with the
     code, the wall rate with the load."""
-    from datetime import UTC, datetime
-
     from actors.campaigns.body import CampaignRunner
-    from schemas.campaigns import Audience, CampaignRecord, CampaignTemplate, CampaignTracking, record_encoder
-    from schemas.ids import new_id
-    from schemas.send import RoutingIn
-    from schemas.settings import load_settings
-    from schemas.templates import TemplateVersion, VariableSpec
-    from store.campaigns import CampaignStore
-    from store.servers import ServerStore, ensure_sandbox_server
-    from store.templates import TemplateStore
 
     count = args.in_process
     data = scratch_dir("mailers-bench-fanout-")
     server = RedisServer(data / "redis", appendonly=True).start()
     redis = aioredis.Redis.from_url(server.url)
     try:
-        settings = load_settings(
-            {},
-            data_dir=str(data),
-            redis_url=server.url,
-            secret_key="s" * 40,
-            public_url="https://mailers.bench",
-        )
-        sandbox = await ensure_sandbox_server(ServerStore(redis), WORKSPACE)
-        assert sandbox is not None
-        now = datetime.now(UTC)
-        spec = {name: VariableSpec(type="string", required=True) for name in TEMPLATE["variables"]}
-        template = TemplateVersion(
-            id=new_id("tpl"),
-            workspace=WORKSPACE,
-            version=1,
-            name=str(TEMPLATE["name"]),
-            subject=str(TEMPLATE["subject"]),
-            html=str(template_of(args.links)["html"]),
-            variables=spec,
-            created_at=now,
-            template_created_at=now,
-        )
-        await TemplateStore(redis).create(template)
-        target = ListRecord(id=new_id("lst"), workspace=WORKSPACE, name="fan", created_ms=0, updated_ms=0)
-        subscribers = SubscriberStore(redis)
-        for start in range(0, count, BATCH):
-            items = [
-                SubscriberInput(email=f"fan{i}@example.com", attributes={"first_name": f"F{i}"})
-                for i in range(start, min(start + BATCH, count))
-            ]
-            await subscribers.upsert(target, items, mode="upsert", now_ms=int(time.time() * 1000))
-        record = CampaignRecord(
-            id=new_id("cmp"),
-            workspace=WORKSPACE,
-            name="bench",
-            from_="Acme <hello@acme.com>",
-            template=CampaignTemplate(id=template.id, version=1),
-            audience=Audience(lists=[target.id]),
-            routing=RoutingIn(server=sandbox.id),
-            tracking=CampaignTracking(opens=True, clicks=True),
-            created_at=now,
-            updated_at=now,
-            eligible_lists=[target.id],
-        )
-        store = CampaignStore(redis)
-        await store.create(record)
-        fields: dict[str, bytes | str | int] = {
-            "r": record_encoder.encode(record),
-            "launch_ms": int(time.time() * 1000),
-            "phase": "resolve",
-            "src": 0,
-            "cur": "",
-        }
-        await store.transition(WORKSPACE, record.id, ("draft",), "sending", fields=fields, active="add")
+        settings = bench_settings(data, server.url)
+        store, record = await seed_campaign(redis, settings, count, args.links)
         # As the runner actor's process does at start (CampaignRunnerActor: a frozen start-up heap, a large
         # young generation); without it this harness counted ~10% of collector time the actor never pays.
         from actors.priority import settle_garbage_collector
 
         settle_garbage_collector()
-        runner = CampaignRunner(redis, settings, in_flight=10**9)
+        # The runner's clock stands still: with no dispatcher here nothing is ever sent, and a moving clock
+        # had its archiver read every queued bucket again each pass (0.25 s) — ~30 µs a recipient of the
+        # runner's and Redis' CPU before round 15 that `mailers serve`, whose dispatchers send, does not pay.
+        frozen = time.time()
+        runner = CampaignRunner(redis, settings, in_flight=10**9, clock=lambda: frozen)
         await redis.config_resetstat()
         before = await redis.info("cpu")
         memory_before = (await redis.info("memory"))["used_memory"]
