@@ -431,7 +431,8 @@ async def test_buckets_are_archived_behind_the_slices_while_the_campaign_sends(
 
 async def test_a_busy_bucket_is_looked_at_again_only_after_a_while(redis) -> None:
     """A message held in the queue (a paused server, a quota) keeps its bucket out of the archive; the
-    archiver reads that bucket again after `BUSY_SECONDS`, not on every pass."""
+    archiver reads that bucket again after half as long as it has been busy, at most `BUSY_SECONDS`, not
+    on every pass."""
     from actors.campaigns.archiver import BUSY_SECONDS, CampaignArchiver, _Span
     from schemas.settings import Settings
 
@@ -445,19 +446,25 @@ async def test_a_busy_bucket_is_looked_at_again_only_after_a_while(redis) -> Non
     async def reads() -> int:
         return int((await redis.info("commandstats")).get("cmdstat_hgetall", {}).get("calls", 0))
 
-    before = await reads()
-    assert await archiver._span(span, 8) == 0
-    assert await reads() == before + archive_module.BUCKET  # the bucket was read
-    clock.now += BUSY_SECONDS - 1
-    assert await archiver._span(span, 8) == 0  # busy for less than BUSY_SECONDS: read every pass
-    assert await reads() == before + 2 * archive_module.BUCKET
-    clock.now += 1
-    assert await archiver._span(span, 8) == 0  # busy for BUSY_SECONDS: read again only after as long
-    before = await reads()
-    clock.now += BUSY_SECONDS / 2
-    assert await archiver._span(span, 8) == 0
-    assert await reads() == before  # not again
+    async def read_at(offset: float) -> bool:
+        """A pass at `now + offset`: whether it read the bucket (nothing is archived while it is busy)."""
+        before = await reads()
+        clock.now = now + offset
+        assert await archiver._span(span, 8) == 0
+        read = await reads() - before
+        assert read in (0, archive_module.BUCKET)
+        return read > 0
+
+    assert await read_at(0)  # first seen busy
+    assert await read_at(0.25)  # busy 0 s at the last read: the next pass reads it again
+    assert not await read_at(0.3)  # busy 0.25 s: again 0.125 s later, not before
+    assert await read_at(0.375)
+    assert await read_at(10)  # busy 10 s: again 5 s later
+    assert not await read_at(14.9)
+    assert await read_at(15)
+    assert await read_at(100)  # busy 100 s: again after BUSY_SECONDS, not 50 s
+    assert not await read_at(100 + BUSY_SECONDS - 0.1)
     await settled_hash(redis, id_in_range(prefix, 2), at_ms=int(now * 1000) - 60_000)  # sent, meanwhile
-    clock.now += BUSY_SECONDS
+    clock.now = now + 100 + BUSY_SECONDS
     assert await archiver._span(span, 8) == 1
     assert await redis.exists(keyspace.message_archive("acme", prefix, 0))
