@@ -7,9 +7,9 @@ other process competing. The stages, one after the other, over the same campaign
 
 1. render and queue: `CampaignRunner.step` until every recipient is rendered, tracked and durably
    queued (what `bench.campaigns --in-process` measures);
-2. send: a `DispatchFleet` sends every queued message to the sandbox server (claim, send, record the
-   outcome, the `message.sent` event); without the suppression check, which `mailers serve` makes in
-   its shards (see docs/campaigns.md for their share);
+2. send: a `DispatchFleet` sends every queued message to the sandbox server (claim, the suppression
+   check, send, record the outcome, the `message.sent` event); the check calls a `SuppressionShardBody`
+   in this process, where `mailers serve` crosses Ray to its shard actors;
 3. count and settle: the runner counts the messages' events into the campaign's counters, settles it
    `sent` and archives its messages (its clock moved past the archive's quiet time);
 4. store the events: `EventSinkLoop` reads every event of the stream (`message.accepted`,
@@ -88,6 +88,7 @@ async def main(args: argparse.Namespace) -> list[str]:
     from actors.dispatch.body import DispatchFleet
     from actors.event_sink.body import EventSinkLoop
     from actors.priority import settle_garbage_collector
+    from actors.suppression.body import SuppressionShardBody
     from analytics.store import open_store
 
     count = args.subscribers
@@ -122,8 +123,10 @@ async def main(args: argparse.Namespace) -> list[str]:
                 if not await runner.step():
                     raise RuntimeError("the runner stopped before every recipient was queued")
 
+        shard = SuppressionShardBody(redis)
+
         async def send() -> None:
-            fleet = DispatchFleet(redis, settings)
+            fleet = DispatchFleet(redis, settings, suppressions=shard.check)
             await fleet.sync()
             try:
                 await until(lambda: dispatch_drained(redis, server_id), 3600, "the dispatch to drain")
@@ -145,6 +148,7 @@ async def main(args: argparse.Namespace) -> list[str]:
         await stages[3].measure(redis, sink.run_until_idle)
         stored = sink.stats.events - before_sink
         await sink_store.close()
+        await shard.close()
     finally:
         await redis.aclose()
         server.stop()
