@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -102,12 +103,19 @@ class GroupReader:
         """Entries never delivered to any consumer; `block_ms=None` answers at once, even with none."""
         return await self._read_group(">", count, block=block_ms)
 
-    async def wait_for_entry(self, block_ms: int) -> bool:
-        """Block until an entry is added to the stream after this call (at most `block_ms`), whichever
-        consumer of the group it goes to: for a consumer with duties of its own that an entry handed to
-        another consumer must still wake. An entry added just before the call does not end it. Whether
-        one was added (False: the time ran out)."""
-        return bool(await self.redis.xread({self.stream: "$"}, count=1, block=block_ms))
+    async def last_id(self) -> bytes | str:
+        """The id of the stream's newest entry ("0-0" when it has none): the mark for `wait_for_entry`,
+        taken before the read that found nothing new."""
+        newest = await self.redis.xrevrange(self.stream, count=1)
+        return cast(bytes, newest[0][0]) if newest else "0-0"
+
+    async def wait_for_entry(self, block_ms: int, after: bytes | str) -> bool:
+        """Block until the stream has an entry after `after` (at most `block_ms`), whichever consumer of
+        the group it goes to: for a consumer with duties of its own that an entry handed to another
+        consumer must still wake. With `after` taken before the group read that found nothing, an entry
+        added between that read and this call ends the wait at once (a `$` would miss it). Whether one
+        came (False: the time ran out)."""
+        return bool(await self.redis.xread({self.stream: after}, count=1, block=block_ms))
 
     async def _read_group(self, start: str, count: int | None, *, block: int | None) -> Entries:
         reply = await self.redis.xreadgroup(

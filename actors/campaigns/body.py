@@ -186,14 +186,18 @@ class CampaignRunner:
         if not self._group_ready:
             await self.reader.ensure_group("0")
             self._group_ready = True
-        entries = await self.reader.read_own() or await self.reader.read_new()
-        if not entries and block_ms:
+        entries = await self.reader.read_own()
+        if not entries:
             # Idle: wait for the stream's next entry, whichever runner the group hands it to. A launch's
             # `campaign.launched` goes to one runner of the group, and the others must wake too: runner 0
             # resolves the audience, and a blocked group read left it asleep for up to `idle_block` when
-            # the entry went to runner 1 (~300 ms of a 3,000-message campaign, docs/campaigns.md).
-            if await self.reader.wait_for_entry(block_ms):
-                entries = await self.reader.read_new()
+            # the entry went to runner 1 (~300 ms of a 3,000-message campaign, docs/campaigns.md). The
+            # mark is taken before the group read, so an entry landing in between ends the wait at once.
+            mark = await self.reader.last_id() if block_ms else None
+            entries = await self.reader.read_new()
+            if not entries and mark is not None and block_ms:
+                if await self.reader.wait_for_entry(block_ms, after=mark):
+                    entries = await self.reader.read_new()
         if not entries:
             return 0
         tally = _Tally()

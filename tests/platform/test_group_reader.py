@@ -53,3 +53,30 @@ async def test_own_pending_entries_come_first_until_none_are_left(redis):
     await redis.xack(STREAM, "g", first)
     assert await restarted.read_own() == [] and await restarted.read_own() == []
     assert START == "0-0"
+
+
+async def test_an_entry_between_the_empty_read_and_the_wait_ends_the_wait_at_once(redis):
+    """The idle wait's mark is taken before the group read: an entry that lands after the read found
+    nothing, but before the wait began, ends the wait at once instead of being missed for `block_ms`
+    (a wait from `$` would sleep the whole block here)."""
+    import asyncio
+
+    one = reader(redis)
+    await one.ensure_group()
+    await redis.xadd(STREAM, {b"f": b"old"})
+    assert len(await one.read_new()) == 1
+    mark = await one.last_id()
+    assert await one.read_new() == []  # nothing new: the consumer would now wait
+    await redis.xadd(STREAM, {b"f": b"between"})  # lands before the wait starts
+    assert await asyncio.wait_for(one.wait_for_entry(120_000, after=mark), 10) is True
+    assert [f[b"f"] for _, f in await one.read_new()] == [b"between"]
+    mark = await one.last_id()
+    assert await one.wait_for_entry(50, after=mark) is False  # none after it: the time runs out
+
+
+async def test_the_mark_of_an_empty_stream_waits_for_its_first_entry(redis):
+    one = reader(redis)
+    await one.ensure_group()
+    assert await one.last_id() == "0-0"
+    await redis.xadd(STREAM, {b"f": b"first"})
+    assert await one.wait_for_entry(50, after="0-0") is True
