@@ -26,6 +26,13 @@ async def _blocked(redis, name: str = NAME) -> bool:
     return False
 
 
+async def _until_blocked(redis, task: asyncio.Task, deadline: float, what: str, name: str = NAME) -> None:
+    """Until the runner's connection blocks on the stream; `what` names the failure."""
+    while not await _blocked(redis, name):
+        assert not task.done() and time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
 async def test_an_idle_runner_waits_on_the_stream_and_a_launch_wakes_it(
     client, make_key, sink, redis, redis_url
 ):
@@ -41,18 +48,14 @@ async def test_an_idle_runner_waits_on_the_stream_and_a_launch_wakes_it(
     task = asyncio.create_task(body.run(stop, idle_wait=0.01, idle_block=120))
     try:
         deadline = time.monotonic() + 30
-        while not await _blocked(redis):
-            assert not task.done() and time.monotonic() < deadline, "the idle runner never blocked"
-            await asyncio.sleep(0.01)
+        await _until_blocked(redis, task, deadline, "the idle runner never blocked")
         campaign_id = await make_campaign(client, headers, list_id, template_id)
         while (state := await campaign(client, headers, campaign_id))["status"] != "sent":
             assert time.monotonic() < deadline, f"the launch did not wake the runner: {state['status']}"
             await asyncio.sleep(0.02)
         assert state["counters"]["queued"] + state["counters"]["sent"] == len(emails)
         # Done, it goes back to waiting blocked.
-        while not await _blocked(redis):
-            assert not task.done() and time.monotonic() < deadline, "the runner did not go idle again"
-            await asyncio.sleep(0.01)
+        await _until_blocked(redis, task, deadline, "the runner did not go idle again")
     finally:
         stop.set()
         task.cancel()  # it is blocked for up to idle_block
@@ -81,9 +84,9 @@ async def test_a_launch_wakes_runner_0_when_the_group_hands_its_entry_to_runner_
             connections.append(own)
             body = CampaignRunner(own, settings, clock=time.time, index=index, runners=2)
             tasks.append(asyncio.create_task(body.run(stop, idle_wait=0.01, idle_block=120)))
-            while not await _blocked(redis, f"{NAME}-{index}"):
-                assert not tasks[-1].done() and time.monotonic() < deadline, f"runner {index} never blocked"
-                await asyncio.sleep(0.01)
+            await _until_blocked(
+                redis, tasks[-1], deadline, f"runner {index} never blocked", f"{NAME}-{index}"
+            )
         campaign_id = await make_campaign(client, headers, list_id, template_id)
         while (state := await campaign(client, headers, campaign_id))["status"] != "sent":
             assert time.monotonic() < deadline, f"the launch did not wake runner 0: {state['progress']}"
